@@ -1,0 +1,20 @@
+//! fleet-core: everything reusable behind the fleet binaries.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the bird's-eye view.
+//! Binaries are thin: they parse flags, set up logging, call into this crate
+//! and map errors to exit codes ([`exit`]).
+
+pub mod conf;
+pub mod docker;
+pub mod exit;
+pub mod listen;
+pub mod logging;
+pub mod notify;
+pub mod proxy;
+pub mod reaper;
+pub mod renew;
+pub mod site;
+pub mod state;
+pub mod waker;
+
+pub use site::{Layout, Site, SiteError};

@@ -1,0 +1,4 @@
+//! The one integration test binary. Tests against real components (Docker,
+//! php-fpm, nginx, systemd tools) live here; helpers are in `support`.
+
+mod support;

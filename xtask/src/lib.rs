@@ -1,0 +1,1 @@
+//! Library half of xtask: pieces that the test suite reuses (the php-fpm image).
