@@ -1,1 +1,369 @@
-//! TODO: see the issue that owns this module.
+//! The site's activity state file: the waker writes it, the reaper reads it.
+//!
+//! `<state_dir>/<site>.state`, a few `key=value` lines:
+//!
+//! ```text
+//! # fleet-waker activity state
+//! pid=1234
+//! open=2
+//! last_start=1795462970.123
+//! last_end=1795462969.870
+//! ```
+//!
+//! Times are Unix seconds with milliseconds. The file is replaced atomically
+//! (a temp file in the same directory, then `rename`), so a reader sees either
+//! the old or the new content, never a mix. Neither side follows a symlink at
+//! the file's path: the writer refuses to replace one, the reader refuses to
+//! open one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Largest state file a reader accepts.
+pub const MAX_STATE_LEN: u64 = 4096;
+
+/// What the waker last said about a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Activity {
+    /// The waker process that wrote the file.
+    pub pid: Option<u32>,
+    /// Connections open now.
+    pub open: u64,
+    /// When the most recent connection started.
+    pub last_start: Option<SystemTime>,
+    /// When the most recent connection ended.
+    pub last_end: Option<SystemTime>,
+}
+
+impl Activity {
+    /// The latest of `last_start` and `last_end`.
+    pub fn last_activity(&self) -> Option<SystemTime> {
+        match (self.last_start, self.last_end) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A state file whose content does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("line {line}: expected key=value, found {text:?}")]
+    NotKeyValue { line: usize, text: String },
+    #[error("line {line}: bad value {value:?} for {key}")]
+    BadValue {
+        line: usize,
+        key: String,
+        value: String,
+    },
+    #[error("missing the required key `open`")]
+    MissingOpen,
+}
+
+/// Reading or writing a state file failed. Every variant names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {path} is a symlink; refusing to follow it")]
+    Symlink { path: PathBuf },
+    #[error("state file {path} is not a regular file")]
+    NotRegular { path: PathBuf },
+    #[error("state file {path} is larger than {MAX_STATE_LEN} bytes")]
+    TooLarge { path: PathBuf },
+    #[error("cannot read state file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state file {path} is malformed")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: ParseError,
+    },
+    #[error("cannot write state file {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn fmt_time(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+}
+
+fn parse_time(s: &str) -> Option<SystemTime> {
+    let (secs, frac) = s.split_once('.').unwrap_or((s, "0"));
+    if secs.is_empty() || frac.is_empty() || frac.len() > 9 {
+        return None;
+    }
+    if !secs.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs: u64 = secs.parse().ok()?;
+    let nanos: u32 = format!("{frac:0<9}").parse().ok()?;
+    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
+/// Renders `a` in the file format.
+pub fn render(a: &Activity) -> String {
+    let mut out = String::from("# fleet-waker activity state\n");
+    if let Some(pid) = a.pid {
+        out.push_str(&format!("pid={pid}\n"));
+    }
+    out.push_str(&format!("open={}\n", a.open));
+    if let Some(t) = a.last_start {
+        out.push_str(&format!("last_start={}\n", fmt_time(t)));
+    }
+    if let Some(t) = a.last_end {
+        out.push_str(&format!("last_end={}\n", fmt_time(t)));
+    }
+    out
+}
+
+/// Parses the file format. Unknown keys are ignored (newer writers may add
+/// some); `open` is required.
+pub fn parse(text: &str) -> Result<Activity, ParseError> {
+    let mut a = Activity::default();
+    let mut seen_open = false;
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let l = raw.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let (key, value) = l.split_once('=').ok_or_else(|| ParseError::NotKeyValue {
+            line,
+            text: l.to_owned(),
+        })?;
+        let bad = || ParseError::BadValue {
+            line,
+            key: key.to_owned(),
+            value: value.to_owned(),
+        };
+        match key {
+            "pid" => a.pid = Some(value.parse().map_err(|_| bad())?),
+            "open" => {
+                a.open = value.parse().map_err(|_| bad())?;
+                seen_open = true;
+            }
+            "last_start" => a.last_start = Some(parse_time(value).ok_or_else(bad)?),
+            "last_end" => a.last_end = Some(parse_time(value).ok_or_else(bad)?),
+            _ => {}
+        }
+    }
+    if !seen_open {
+        return Err(ParseError::MissingOpen);
+    }
+    Ok(a)
+}
+
+/// Reads the state file at `path`. `Ok(None)` when it does not exist (no
+/// waker has recorded anything); any other failure is an error, which the
+/// reaper treats as "unknown" and never stops on.
+pub fn load(path: &Path) -> Result<Option<Activity>, StateError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(StateError::Symlink {
+                path: path.to_owned(),
+            });
+        }
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let meta = file.metadata().map_err(|source| StateError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(StateError::NotRegular {
+            path: path.to_owned(),
+        });
+    }
+    let mut buf = Vec::new();
+    (&mut file)
+        .take(MAX_STATE_LEN + 1)
+        .read_to_end(&mut buf)
+        .map_err(|source| StateError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    if buf.len() as u64 > MAX_STATE_LEN {
+        return Err(StateError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    let text = String::from_utf8_lossy(&buf);
+    parse(&text).map(Some).map_err(|source| StateError::Parse {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Atomically replaces the state file at `path` with `a`: writes a temp file
+/// beside it (created exclusively, mode 0644) and renames it over. Refuses
+/// when something other than a regular file (a symlink, a directory) sits at
+/// `path`, and leaves that thing alone.
+pub fn store(path: &Path, a: &Activity) -> Result<(), StateError> {
+    let werr = |source| StateError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(StateError::Symlink {
+                path: path.to_owned(),
+            });
+        }
+        Ok(m) if !m.is_file() => {
+            return Err(StateError::NotRegular {
+                path: path.to_owned(),
+            });
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(werr(e)),
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        // A leftover temp file of ours (a crash between create and rename)
+        // would make create_new fail; remove it first. remove_file does not
+        // follow symlinks.
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut f: File = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(0o644))?;
+        f.write_all(render(a).as_bytes())?;
+        drop(f);
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(werr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64, millis: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
+    }
+
+    #[test]
+    fn round_trip() {
+        let a = Activity {
+            pid: Some(42),
+            open: 3,
+            last_start: Some(at(1_795_462_970, 123)),
+            last_end: Some(at(1_795_462_969, 870)),
+        };
+        assert_eq!(parse(&render(&a)), Ok(a));
+        assert_eq!(a.last_activity(), Some(at(1_795_462_970, 123)));
+    }
+
+    #[test]
+    fn parse_errors_name_the_line() {
+        assert_eq!(parse("pid=1\n"), Err(ParseError::MissingOpen));
+        assert!(matches!(
+            parse("open=1\nlast_end=yesterday\n"),
+            Err(ParseError::BadValue { line: 2, .. })
+        ));
+        assert!(matches!(
+            parse("open\n"),
+            Err(ParseError::NotKeyValue { line: 1, .. })
+        ));
+        assert!(matches!(
+            parse("open=-1\n"),
+            Err(ParseError::BadValue { line: 1, .. })
+        ));
+        assert!(matches!(
+            parse("open=0\nlast_start=1.2.3\n"),
+            Err(ParseError::BadValue { .. })
+        ));
+    }
+
+    #[test]
+    fn store_and_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("example.com.state");
+        assert!(load(&path).expect("missing is fine").is_none());
+        let a = Activity {
+            pid: Some(7),
+            open: 1,
+            last_start: Some(at(100, 5)),
+            last_end: None,
+        };
+        store(&path, &a).expect("store");
+        assert_eq!(load(&path).expect("load"), Some(a));
+        let b = Activity { open: 0, ..a };
+        store(&path, &b).expect("store again");
+        assert_eq!(load(&path).expect("load"), Some(b));
+        // No temp files left behind.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn refuses_symlinks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("target");
+        fs::write(&target, "precious").expect("write");
+        let path = dir.path().join("example.com.state");
+        std::os::unix::fs::symlink(&target, &path).expect("symlink");
+        let err = store(&path, &Activity::default()).expect_err("must refuse");
+        assert!(matches!(err, StateError::Symlink { .. }), "{err:?}");
+        assert!(err.to_string().contains("example.com.state"));
+        assert_eq!(fs::read_to_string(&target).expect("read"), "precious");
+        assert!(
+            fs::symlink_metadata(&path)
+                .expect("still there")
+                .file_type()
+                .is_symlink()
+        );
+        assert!(matches!(load(&path), Err(StateError::Symlink { .. })));
+    }
+
+    #[test]
+    fn load_rejects_directories_and_huge_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().join("d.state");
+        fs::create_dir(&d).expect("mkdir");
+        assert!(matches!(load(&d), Err(StateError::NotRegular { .. })));
+        let big = dir.path().join("big.state");
+        fs::write(&big, "open=0\n".repeat(1000)).expect("write");
+        assert!(matches!(load(&big), Err(StateError::TooLarge { .. })));
+    }
+}
