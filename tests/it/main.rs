@@ -2,3 +2,7 @@
 //! php-fpm, nginx, systemd tools) live here; helpers are in `support`.
 
 mod support;
+
+mod harness;
+mod reaper;
+mod waker;

@@ -9,6 +9,9 @@
 //! Sub-modules add the operations one binary needs; this module holds what
 //! every binary shares: connecting, inspecting and the plain verbs.
 
+pub mod reap;
+pub mod wake;
+
 use std::time::{Duration, SystemTime};
 
 use bollard::Docker;

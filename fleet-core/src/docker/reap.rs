@@ -1,0 +1,1 @@
+//! Reaping: reading the first log frame since a cutoff, stop or pause (fleet-reaper).

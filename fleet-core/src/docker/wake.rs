@@ -1,0 +1,1 @@
+//! Waking a container: start or unpause, then wait for php-fpm (fleet-waker).

@@ -1,0 +1,1 @@
+//! Tests: harness (see the issue that owns it).

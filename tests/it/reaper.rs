@@ -1,0 +1,1 @@
+//! Tests: reaper (see the issue that owns it).

@@ -1,0 +1,1 @@
+//! Tests: waker (see the issue that owns it).
