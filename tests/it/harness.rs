@@ -17,9 +17,17 @@ fn test_site_container_answers_fastcgi_and_cleans_up() {
 
     let resp = fastcgi::request(&site.fpm_socket(), &FcgiRequest::get("hello.php", "x=1"))
         .expect("FastCGI request to php-fpm.sock");
-    assert_eq!(resp.status, 200, "stderr: {}", String::from_utf8_lossy(&resp.stderr));
+    assert_eq!(
+        resp.status,
+        200,
+        "stderr: {}",
+        String::from_utf8_lossy(&resp.stderr)
+    );
     assert_eq!(resp.text(), hello_line(site.name()));
-    assert_eq!(resp.header("Content-Type"), Some("text/plain;charset=UTF-8"));
+    assert_eq!(
+        resp.header("Content-Type"),
+        Some("text/plain;charset=UTF-8")
+    );
     assert_eq!(resp.protocol_status, 0);
 
     // A missing script is php-fpm's own 404, not ours.
@@ -28,14 +36,24 @@ fn test_site_container_answers_fastcgi_and_cleans_up() {
     assert_eq!(missing.status, 404);
 
     // Large responses, bodies, stderr logging.
-    let big = fastcgi::request(&site.fpm_socket(), &FcgiRequest::get("big.php", "mb=3")).expect("big.php");
+    let big = fastcgi::request(&site.fpm_socket(), &FcgiRequest::get("big.php", "mb=3"))
+        .expect("big.php");
     assert_eq!(big.body.len(), 3 << 20);
-    assert!(big.body == support::site::big_body(3), "big.php body differs");
+    assert!(
+        big.body == support::site::big_body(3),
+        "big.php body differs"
+    );
     let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    let echo = fastcgi::request(&site.fpm_socket(), &FcgiRequest::post("echo.php", &body)).expect("echo.php");
+    let echo = fastcgi::request(&site.fpm_socket(), &FcgiRequest::post("echo.php", &body))
+        .expect("echo.php");
     assert_eq!(echo.header("X-Method"), Some("POST"));
-    assert!(echo.body == body, "echo.php body differs ({} bytes back)", echo.body.len());
-    let logged = fastcgi::request(&site.fpm_socket(), &FcgiRequest::get("log.php", "kb=4")).expect("log.php");
+    assert!(
+        echo.body == body,
+        "echo.php body differs ({} bytes back)",
+        echo.body.len()
+    );
+    let logged = fastcgi::request(&site.fpm_socket(), &FcgiRequest::get("log.php", "kb=4"))
+        .expect("log.php");
     assert_eq!(logged.text(), "logged 4 KiB\n");
 
     // docker logs shows every request (php-fpm access log on stderr).
@@ -46,9 +64,22 @@ fn test_site_container_answers_fastcgi_and_cleans_up() {
         site.logs()
     );
     let lines = site.access_lines();
-    assert!(lines.iter().any(|l| l.contains("GET /hello.php?x=1 status=200")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains("POST /echo.php status=200")), "{lines:?}");
-    assert!(site.logs().contains("log line 00000003"), "log.php output missing from docker logs");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("GET /hello.php?x=1 status=200")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("POST /echo.php status=200")),
+        "{lines:?}"
+    );
+    assert!(
+        site.logs().contains("log line 00000003"),
+        "log.php output missing from docker logs"
+    );
 
     // pause / unpause / stop are real engine states.
     site.pause();
@@ -62,7 +93,14 @@ fn test_site_container_answers_fastcgi_and_cleans_up() {
     let dir = site.temp_dir().to_path_buf();
     assert!(dir.exists());
     drop(site);
-    let left = support::docker_ok(&["ps", "-a", "--filter", &format!("name=^{name}$"), "--format", "{{.Names}}"]);
+    let left = support::docker_ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name=^{name}$"),
+        "--format",
+        "{{.Names}}",
+    ]);
     assert_eq!(left.trim(), "", "container {name} left behind");
     assert!(!dir.exists(), "{} left behind", dir.display());
 }
@@ -82,7 +120,14 @@ fn test_site_is_removed_when_the_test_panics() {
     })
     .join()
     .expect("helper thread");
-    let left = support::docker_ok(&["ps", "-a", "--filter", &format!("name=^{name}$"), "--format", "{{.Names}}"]);
+    let left = support::docker_ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name=^{name}$"),
+        "--format",
+        "{{.Names}}",
+    ]);
     assert_eq!(left.trim(), "", "container {name} left behind");
     assert!(!Path::new(&dir).exists(), "{} left behind", dir.display());
 }
@@ -98,16 +143,32 @@ fn nginx_serves_php_through_fpm_socket() {
     assert_eq!(hello.status, 200, "nginx error log:\n{}", nginx.error_log());
     assert_eq!(hello.text(), hello_line(site.name()));
 
-    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i.wrapping_mul(7919) >> 3) as u8).collect();
+    let body: Vec<u8> = (0..1_000_000u32)
+        .map(|i| (i.wrapping_mul(7919) >> 3) as u8)
+        .collect();
     let echo = http::post(nginx.port(), "/echo.php", &body).expect("POST /echo.php via nginx");
     assert_eq!(echo.status, 200, "nginx error log:\n{}", nginx.error_log());
     assert_eq!(echo.header("X-Method"), Some("POST"));
-    assert!(echo.body == body, "echoed body differs: {} bytes back", echo.body.len());
+    assert!(
+        echo.body == body,
+        "echoed body differs: {} bytes back",
+        echo.body.len()
+    );
 
     let big = http::get(nginx.port(), "/big.php?mb=2").expect("GET /big.php via nginx");
-    assert!(big.body == support::site::big_body(2), "big body differs ({} bytes)", big.body.len());
+    assert!(
+        big.body == support::site::big_body(2),
+        "big body differs ({} bytes)",
+        big.body.len()
+    );
 
-    assert!(nginx.access_log().contains("\"GET /hello.php HTTP/1.1\" 200"), "{}", nginx.access_log());
+    assert!(
+        nginx
+            .access_log()
+            .contains("\"GET /hello.php HTTP/1.1\" 200"),
+        "{}",
+        nginx.access_log()
+    );
     assert!(
         support::wait_until(Duration::from_secs(5), || site.access_lines().len() >= 3),
         "php-fpm access lines: {:?}",
@@ -130,7 +191,11 @@ fn socket_activation_reaches_php_fpm() {
     );
     // Not activated yet: systemd-socket-activate itself is still waiting.
     let exe = std::fs::read_link(format!("/proc/{}/exe", proxy.pid())).expect("read exe");
-    assert!(exe.ends_with("systemd-socket-activate"), "{}", exe.display());
+    assert!(
+        exe.ends_with("systemd-socket-activate"),
+        "{}",
+        exe.display()
+    );
 
     let resp = fastcgi::request(&socket, &FcgiRequest::get("hello.php", "via=proxyd"))
         .expect("FastCGI through the socket-activated proxy");
@@ -140,16 +205,30 @@ fn socket_activation_reaches_php_fpm() {
     // Now the same pid is the activated binary, which got LISTEN_FDS/LISTEN_PID.
     let environ = std::fs::read(format!("/proc/{}/environ", proxy.pid())).expect("read environ");
     let environ = String::from_utf8_lossy(&environ);
-    assert!(environ.split('\0').any(|v| v == "LISTEN_FDS=1"), "{environ}");
-    assert!(environ.split('\0').any(|v| v == format!("LISTEN_PID={}", proxy.pid())), "{environ}");
+    assert!(
+        environ.split('\0').any(|v| v == "LISTEN_FDS=1"),
+        "{environ}"
+    );
+    assert!(
+        environ
+            .split('\0')
+            .any(|v| v == format!("LISTEN_PID={}", proxy.pid())),
+        "{environ}"
+    );
     let exe = std::fs::read_link(format!("/proc/{}/exe", proxy.pid())).expect("read exe");
     assert!(exe.ends_with("systemd-socket-proxyd"), "{}", exe.display());
 
     // A second request reuses the same activated process.
-    let again = fastcgi::request(&socket, &FcgiRequest::post("echo.php", b"second")).expect("second request");
+    let again = fastcgi::request(&socket, &FcgiRequest::post("echo.php", b"second"))
+        .expect("second request");
     assert_eq!(again.body, b"second");
 
     proxy.kill(nix::sys::signal::Signal::SIGTERM);
-    let status = proxy.wait_exit(Duration::from_secs(10)).expect("proxyd exits on SIGTERM");
-    assert!(status.success() || support::process::signal_of(status).is_some(), "{status:?}");
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("proxyd exits on SIGTERM");
+    assert!(
+        status.success() || support::process::signal_of(status).is_some(),
+        "{status:?}"
+    );
 }

@@ -106,7 +106,10 @@ pub fn ensure_image_info() -> Result<Image, Error> {
     if !cached {
         import(&tar, &tag)?;
     }
-    run(&["docker", "tag", &tag, &format!("{REPOSITORY}:latest")], None)?;
+    run(
+        &["docker", "tag", &tag, &format!("{REPOSITORY}:latest")],
+        None,
+    )?;
     let image = Image { tag, cached };
     *done = Some(image.clone());
     Ok(image)
@@ -142,7 +145,9 @@ fn image_exists(tag: &str) -> Result<bool, Error> {
 fn import(tar: &[u8], tag: &str) -> Result<(), Error> {
     let cmd = format!(r#"CMD ["{PHP_FPM}","-F","-R"]"#);
     let env = format!("ENV {CHILDREN_ENV}={DEFAULT_CHILDREN}");
-    let argv = ["docker", "import", "--change", &cmd, "--change", &env, "-", tag];
+    let argv = [
+        "docker", "import", "--change", &cmd, "--change", &env, "-", tag,
+    ];
     run(&argv, Some(tar)).map(|_| ())
 }
 
@@ -155,10 +160,16 @@ fn command_error(argv: &[&str], detail: String) -> Error {
 
 /// Run an argv (never a shell), optionally feeding `stdin`; return stdout.
 fn run(argv: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, Error> {
-    let (program, args) = argv.split_first().ok_or_else(|| command_error(argv, "empty argv".into()))?;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| command_error(argv, "empty argv".into()))?;
     let mut child = Command::new(program)
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -170,12 +181,21 @@ fn run(argv: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, Error> {
         }
         _ => None,
     };
-    let out = child.wait_with_output().map_err(|e| command_error(argv, e.to_string()))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| command_error(argv, e.to_string()))?;
     if let Some(writer) = writer {
         match writer.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) if !out.status.success() => {
-                return Err(command_error(argv, format!("{}: {e}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim())));
+                return Err(command_error(
+                    argv,
+                    format!(
+                        "{}: {e}: {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                ));
             }
             Ok(Err(e)) => return Err(command_error(argv, format!("writing stdin: {e}"))),
             Err(_) => return Err(command_error(argv, "stdin writer panicked".into())),
@@ -184,7 +204,11 @@ fn run(argv: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, Error> {
     if !out.status.success() {
         return Err(command_error(
             argv,
-            format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         ));
     }
     Ok(out.stdout)
@@ -224,9 +248,19 @@ pub fn rootfs_tar() -> Result<Vec<u8>, Error> {
     }
     for (path, mode, content) in static_files() {
         add_parents(&mut entries, Path::new(path));
-        entries.insert(rel(Path::new(path)), Entry::File(mode, content.into_bytes()));
+        entries.insert(
+            rel(Path::new(path)),
+            Entry::File(mode, content.into_bytes()),
+        );
     }
-    for (dir, mode) in [("tmp", 0o1777), ("run", 0o755), ("run/php", 0o755), ("srv", 0o755), ("srv/www", 0o755), ("etc/php/8.2/fpm/conf.d", 0o755)] {
+    for (dir, mode) in [
+        ("tmp", 0o1777),
+        ("run", 0o755),
+        ("run/php", 0o755),
+        ("srv", 0o755),
+        ("srv/www", 0o755),
+        ("etc/php/8.2/fpm/conf.d", 0o755),
+    ] {
         add_parents(&mut entries, &Path::new("/").join(dir));
         entries.insert(PathBuf::from(dir), Entry::Dir(mode));
     }
@@ -272,7 +306,9 @@ fn resolve_link(link: &Path, target: &Path) -> PathBuf {
     let base = if target.is_absolute() {
         PathBuf::from("/")
     } else {
-        link.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"))
+        link.parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"))
     };
     let mut out = PathBuf::from("/");
     for comp in base.join(target).components() {
@@ -295,7 +331,10 @@ fn add_host_path(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path) -> Result<
         // Find the first symlinked ancestor (or the path itself).
         let mut prefix = PathBuf::from("/");
         let mut redirected = None;
-        for comp in path.components().filter(|c| matches!(c, Component::Normal(_))) {
+        for comp in path
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+        {
             prefix.push(comp);
             let meta = std::fs::symlink_metadata(&prefix).map_err(|source| Error::Read {
                 path: prefix.clone(),
@@ -331,7 +370,10 @@ fn add_host_path(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path) -> Result<
                     source,
                 })?;
                 add_parents(entries, &path);
-                entries.insert(rel(&path), Entry::File(meta.permissions().mode() & 0o7777, data));
+                entries.insert(
+                    rel(&path),
+                    Entry::File(meta.permissions().mode() & 0o7777, data),
+                );
                 return Ok(());
             }
         }
@@ -371,7 +413,9 @@ fn write_tar(entries: &BTreeMap<PathBuf, Entry>) -> Result<Vec<u8>, Error> {
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_mode(0o777);
                 header.set_size(0);
-                builder.append_link(&mut header, path, target).map_err(Error::Tar)?;
+                builder
+                    .append_link(&mut header, path, target)
+                    .map_err(Error::Tar)?;
             }
         }
     }
@@ -446,12 +490,18 @@ mod tests {
 
     #[test]
     fn links_resolve_lexically() {
-        assert_eq!(resolve_link(Path::new("/lib"), Path::new("usr/lib")), PathBuf::from("/usr/lib"));
+        assert_eq!(
+            resolve_link(Path::new("/lib"), Path::new("usr/lib")),
+            PathBuf::from("/usr/lib")
+        );
         assert_eq!(
             resolve_link(Path::new("/a/b/libx.so.1"), Path::new("../c/libx.so.1.2")),
             PathBuf::from("/a/c/libx.so.1.2")
         );
-        assert_eq!(resolve_link(Path::new("/lib64/ld.so"), Path::new("/lib/x/ld.so")), PathBuf::from("/lib/x/ld.so"));
+        assert_eq!(
+            resolve_link(Path::new("/lib64/ld.so"), Path::new("/lib/x/ld.so")),
+            PathBuf::from("/lib/x/ld.so")
+        );
     }
 
     #[test]

@@ -135,9 +135,13 @@ pub fn request_on(stream: &mut UnixStream, req: &FcgiRequest) -> io::Result<Fcgi
             STDERR => stderr.extend_from_slice(&content),
             END_REQUEST => {
                 if content.len() < 8 {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "short FCGI_END_REQUEST"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "short FCGI_END_REQUEST",
+                    ));
                 }
-                let app_status = u32::from_be_bytes([content[0], content[1], content[2], content[3]]);
+                let app_status =
+                    u32::from_be_bytes([content[0], content[1], content[2], content[3]]);
                 let mut resp = parse_cgi(&raw)?;
                 resp.stderr = stderr;
                 resp.app_status = app_status;
@@ -183,16 +187,26 @@ pub fn encode_request(req: &FcgiRequest) -> Vec<u8> {
         ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
         ("SERVER_PROTOCOL".into(), "HTTP/1.1".into()),
         ("REQUEST_METHOD".into(), req.method.clone()),
-        ("SCRIPT_FILENAME".into(), format!("{}/{}", xtask::image::CONTAINER_DOCROOT, req.script)),
+        (
+            "SCRIPT_FILENAME".into(),
+            format!("{}/{}", xtask::image::CONTAINER_DOCROOT, req.script),
+        ),
         ("SCRIPT_NAME".into(), format!("/{}", req.script)),
         ("REQUEST_URI".into(), uri),
-        ("DOCUMENT_ROOT".into(), xtask::image::CONTAINER_DOCROOT.into()),
+        (
+            "DOCUMENT_ROOT".into(),
+            xtask::image::CONTAINER_DOCROOT.into(),
+        ),
         ("QUERY_STRING".into(), req.query.clone()),
         ("CONTENT_LENGTH".into(), req.body.len().to_string()),
         ("SERVER_NAME".into(), "localhost".into()),
         ("REMOTE_ADDR".into(), "127.0.0.1".into()),
     ];
-    if let Some(ct) = req.content_type.clone().or_else(|| (!req.body.is_empty()).then(|| "application/octet-stream".into())) {
+    if let Some(ct) = req
+        .content_type
+        .clone()
+        .or_else(|| (!req.body.is_empty()).then(|| "application/octet-stream".into()))
+    {
         params.push(("CONTENT_TYPE".into(), ct));
     }
     params.extend(req.params.iter().cloned());
@@ -229,14 +243,21 @@ pub fn parse_cgi(raw: &[u8]) -> io::Result<FcgiResponse> {
         ..Default::default()
     };
     for line in String::from_utf8_lossy(head).lines() {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let (k, v) = (k.trim().to_string(), v.trim().to_string());
         if k.eq_ignore_ascii_case("Status") {
             resp.status = v
                 .split_whitespace()
                 .next()
                 .and_then(|s| s.parse().ok())
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad Status header {v:?}")))?;
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("bad Status header {v:?}"),
+                    )
+                })?;
         }
         resp.headers.push((k, v));
     }

@@ -45,7 +45,13 @@ pub fn post(port: u16, path: &str, body: &[u8]) -> io::Result<HttpResponse> {
 }
 
 /// Any method, optional body, explicit timeout.
-pub fn request(port: u16, method: &str, path: &str, body: Option<&[u8]>, timeout: Duration) -> io::Result<HttpResponse> {
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> io::Result<HttpResponse> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
@@ -102,7 +108,10 @@ pub fn parse_response(raw: &[u8]) -> io::Result<HttpResponse> {
     } else if let Some(len) = resp.header("Content-Length") {
         let len: usize = len.parse().map_err(|_| invalid("bad Content-Length"))?;
         if rest.len() < len {
-            return Err(invalid(format!("body truncated: {} of {len} bytes", rest.len())));
+            return Err(invalid(format!(
+                "body truncated: {} of {len} bytes",
+                rest.len()
+            )));
         }
         rest[..len].to_vec()
     } else {
@@ -120,7 +129,8 @@ fn dechunk(mut data: &[u8]) -> io::Result<Vec<u8>> {
             .ok_or_else(|| invalid("truncated chunk size"))?;
         let size_str = String::from_utf8_lossy(&data[..line_end]);
         let size_hex = size_str.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_hex, 16).map_err(|_| invalid(format!("bad chunk size {size_hex:?}")))?;
+        let size = usize::from_str_radix(size_hex, 16)
+            .map_err(|_| invalid(format!("bad chunk size {size_hex:?}")))?;
         data = &data[line_end + 2..];
         if size == 0 {
             return Ok(out);

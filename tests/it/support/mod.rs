@@ -61,7 +61,10 @@ impl Component {
                 if Path::new(xtask::image::PHP_FPM).exists() {
                     Ok(())
                 } else {
-                    Err(format!("{} missing (apt-get install php8.2-fpm)", xtask::image::PHP_FPM))
+                    Err(format!(
+                        "{} missing (apt-get install php8.2-fpm)",
+                        xtask::image::PHP_FPM
+                    ))
                 }
             }
             Component::Nginx => {
@@ -73,7 +76,9 @@ impl Component {
             }
             Component::SocketActivate => find_in_path("systemd-socket-activate")
                 .map(|_| ())
-                .ok_or_else(|| "systemd-socket-activate not on PATH (apt-get install systemd)".to_string()),
+                .ok_or_else(|| {
+                    "systemd-socket-activate not on PATH (apt-get install systemd)".to_string()
+                }),
             Component::SocketProxyd => {
                 if Path::new(SOCKET_PROXYD).exists() {
                     Ok(())
@@ -105,7 +110,9 @@ fn docker_available() -> &'static Result<(), String> {
                 "`docker info` failed: {} (is the Docker engine running and DOCKER_HOST right?)",
                 String::from_utf8_lossy(&out.stderr).trim()
             )),
-            Err(e) => Err(format!("cannot run `docker`: {e} (apt-get install docker.io)")),
+            Err(e) => Err(format!(
+                "cannot run `docker`: {e} (apt-get install docker.io)"
+            )),
         }
     })
 }
@@ -172,7 +179,13 @@ pub fn bin(name: &str) -> PathBuf {
     // target/<profile>/deps/it-<hash>  →  target/<profile>/<name>
     let dir = exe
         .parent()
-        .and_then(|deps| if deps.ends_with("deps") { deps.parent() } else { Some(deps) })
+        .and_then(|deps| {
+            if deps.ends_with("deps") {
+                deps.parent()
+            } else {
+                Some(deps)
+            }
+        })
         .expect("test binary has a parent directory");
     let path = dir.join(name);
     assert!(
@@ -238,7 +251,15 @@ fn docker_time(t: SystemTime) -> String {
 pub fn docker_events(since: SystemTime, until: SystemTime, filters: &[&str]) -> Vec<String> {
     let since = docker_time(since);
     let until = docker_time(until);
-    let mut args = vec!["events", "--since", &since, "--until", &until, "--format", "{{json .}}"];
+    let mut args = vec![
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--format",
+        "{{json .}}",
+    ];
     for f in filters {
         args.push("--filter");
         args.push(f);
@@ -252,7 +273,12 @@ pub fn docker_events(since: SystemTime, until: SystemTime, filters: &[&str]) -> 
 
 /// How many `event` events (e.g. `start`, `unpause`, `die`) container
 /// `container` had between `since` and `until`.
-pub fn count_docker_events(container: &str, event: &str, since: SystemTime, until: SystemTime) -> usize {
+pub fn count_docker_events(
+    container: &str,
+    event: &str,
+    since: SystemTime,
+    until: SystemTime,
+) -> usize {
     let c = format!("container={container}");
     let e = format!("event={event}");
     docker_events(since, until, &["type=container", &c, &e]).len()

@@ -141,7 +141,8 @@ impl Nginx {
                 .prefix("fleet-it-nginx-")
                 .tempdir_in("/tmp")
                 .expect("create nginx dir");
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod nginx dir");
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod nginx dir");
             let port = free_port();
             let conf = dir.path().join("nginx.conf");
             std::fs::write(&conf, config.render(dir.path(), port)).expect("write nginx.conf");
@@ -156,7 +157,10 @@ impl Nginx {
                 .args(["-g", "daemon off;"])
                 .stdin(Stdio::null())
                 .stdout(std::fs::File::create(&early_log).expect("create startup log"))
-                .stderr(std::fs::File::create(dir.path().join("startup.err")).expect("create startup err"))
+                .stderr(
+                    std::fs::File::create(dir.path().join("startup.err"))
+                        .expect("create startup err"),
+                )
                 .process_group(0)
                 .spawn()
                 .expect("spawn nginx");

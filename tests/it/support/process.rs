@@ -15,8 +15,15 @@ use super::{find_in_path, wait_until};
 /// Variables passed through to socket-activated children when set here
 /// (`systemd-socket-activate` starts them with an empty environment).
 pub const PASSTHROUGH_ENV: &[&str] = &[
-    "PATH", "RUST_LOG", "RUST_BACKTRACE", "DOCKER_HOST", "DOCKER_API_VERSION", "FLEET_RUN_DIR",
-    "FLEET_STATE_DIR", "FLEET_SITES_DIR", "NO_COLOR",
+    "PATH",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+    "DOCKER_HOST",
+    "DOCKER_API_VERSION",
+    "FLEET_RUN_DIR",
+    "FLEET_STATE_DIR",
+    "FLEET_SITES_DIR",
+    "NO_COLOR",
 ];
 
 /// A child process in its own process group, output in `<dir>/stdout`,
@@ -153,8 +160,14 @@ impl SocketActivated {
     /// child's environment, as are [`PASSTHROUGH_ENV`] variables set here.
     /// Returns once the socket listens (systemd-socket-activate said
     /// "Listening on"), before any connection: the binary is not running yet.
-    pub fn start<S: AsRef<OsStr>>(socket: &Path, bin: &Path, args: &[S], env: &[(&str, &str)]) -> SocketActivated {
-        let activate = find_in_path("systemd-socket-activate").expect("systemd-socket-activate on PATH");
+    pub fn start<S: AsRef<OsStr>>(
+        socket: &Path,
+        bin: &Path,
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> SocketActivated {
+        let activate =
+            find_in_path("systemd-socket-activate").expect("systemd-socket-activate on PATH");
         let mut cmd = Command::new(activate);
         cmd.arg(format!("--listen={}", socket.display()));
         for var in PASSTHROUGH_ENV {

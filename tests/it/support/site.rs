@@ -96,22 +96,31 @@ impl TestSite {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
-        let site = Site::new(&format!("t{pid}-{n}.fleet.test")).expect("generated site name is valid");
+        let site =
+            Site::new(&format!("t{pid}-{n}.fleet.test")).expect("generated site name is valid");
         let tmp = tempfile::Builder::new()
             .prefix("fleet-it-")
             .tempdir_in("/tmp")
             .expect("create temp dir in /tmp");
         // Readable for nginx workers / other users (tempdir is 0700).
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod temp dir");
         let layout = Layout {
             run_dir: tmp.path().join("run"),
             state_dir: tmp.path().join("state"),
             sites_dir: tmp.path().join("sites"),
         };
         let docroot = tmp.path().join("www");
-        for dir in [&layout.run_dir, &layout.state_dir, &layout.sites_dir, &layout.site_dir(&site), &docroot] {
+        for dir in [
+            &layout.run_dir,
+            &layout.state_dir,
+            &layout.sites_dir,
+            &layout.site_dir(&site),
+            &docroot,
+        ] {
             std::fs::create_dir_all(dir).expect("create test dir");
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod test dir");
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod test dir");
         }
         for (name, body) in SCRIPTS {
             std::fs::write(docroot.join(name), body).expect("write PHP script");
@@ -138,8 +147,21 @@ impl TestSite {
             .fpm_children
             .map(|n| format!("{}={n}", xtask::image::CHILDREN_ENV));
         let mut args: Vec<&str> = vec![
-            "create", "--name", &self.container, "--network", "none", "--label", "fleet.test=1", "--label",
-            &pid_label, "-v", &run_mount, "-v", &www_mount, "-e", &site_env,
+            "create",
+            "--name",
+            &self.container,
+            "--network",
+            "none",
+            "--label",
+            "fleet.test=1",
+            "--label",
+            &pid_label,
+            "-v",
+            &run_mount,
+            "-v",
+            &www_mount,
+            "-e",
+            &site_env,
         ];
         if let Some(env) = children_env.as_deref() {
             args.extend(["-e", env]);
@@ -168,9 +190,18 @@ impl TestSite {
     /// `FLEET_RUN_DIR`, `FLEET_STATE_DIR`, `FLEET_SITES_DIR`.
     pub fn layout_env(&self) -> Vec<(String, String)> {
         vec![
-            ("FLEET_RUN_DIR".into(), self.layout.run_dir.display().to_string()),
-            ("FLEET_STATE_DIR".into(), self.layout.state_dir.display().to_string()),
-            ("FLEET_SITES_DIR".into(), self.layout.sites_dir.display().to_string()),
+            (
+                "FLEET_RUN_DIR".into(),
+                self.layout.run_dir.display().to_string(),
+            ),
+            (
+                "FLEET_STATE_DIR".into(),
+                self.layout.state_dir.display().to_string(),
+            ),
+            (
+                "FLEET_SITES_DIR".into(),
+                self.layout.sites_dir.display().to_string(),
+            ),
         ]
     }
 
@@ -295,7 +326,10 @@ impl Drop for TestSite {
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             if !err.contains("No such container") {
-                eprintln!("TestSite drop: docker rm -f {} failed: {err}", self.container);
+                eprintln!(
+                    "TestSite drop: docker rm -f {} failed: {err}",
+                    self.container
+                );
             }
         }
         // The temp dir removes itself after this (field drop).
@@ -322,10 +356,17 @@ pub fn reap_leftovers() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let list = docker_ok(&[
-            "ps", "-a", "--filter", "label=fleet.test=1", "--format", "{{.Names}}\t{{.Label \"fleet.test.pid\"}}",
+            "ps",
+            "-a",
+            "--filter",
+            "label=fleet.test=1",
+            "--format",
+            "{{.Names}}\t{{.Label \"fleet.test.pid\"}}",
         ]);
         for line in list.lines() {
-            let Some((name, pid)) = line.split_once('\t') else { continue };
+            let Some((name, pid)) = line.split_once('\t') else {
+                continue;
+            };
             let alive = pid
                 .trim()
                 .parse::<u32>()
