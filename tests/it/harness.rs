@@ -80,6 +80,11 @@ fn test_site_container_answers_fastcgi_and_cleans_up() {
         site.logs().contains("log line 00000003"),
         "log.php output missing from docker logs"
     );
+    assert!(
+        !site.logs().contains("PHP Warning"),
+        "php-fpm warned:\n{}",
+        site.logs()
+    );
 
     // pause / unpause / stop are real engine states.
     site.pause();
