@@ -1,10 +1,11 @@
 //! Smoke tests of the test harness itself, against the real components.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::support::{
-    self, FcgiRequest, Nginx, SocketActivated, TestSite, fastcgi, http, require, site::hello_line,
+    self, FcgiRequest, Nginx, SocketActivated, TestSite, fastcgi, http, require, site::SiteOptions,
+    site::hello_line,
 };
 
 #[test]
@@ -12,8 +13,20 @@ fn test_site_container_answers_fastcgi_and_cleans_up() {
     require!(Docker, PhpFpm);
     let site = TestSite::new();
     assert_eq!(site.state(), "created");
+    let before = SystemTime::now();
     site.start();
+    let after = SystemTime::now();
     assert_eq!(site.state(), "running");
+    assert_eq!(
+        support::count_docker_events(site.container(), "start", before, after),
+        1,
+        "docker events should show exactly one start"
+    );
+    // php-fpm master + the image's default 4 static workers.
+    assert_eq!(
+        fpm_processes(&site),
+        1 + xtask::image::DEFAULT_CHILDREN as usize
+    );
 
     let resp = fastcgi::request(&site.fpm_socket(), &FcgiRequest::get("hello.php", "x=1"))
         .expect("FastCGI request to php-fpm.sock");
@@ -108,6 +121,63 @@ fn test_site_container_answers_fastcgi_and_cleans_up() {
     ]);
     assert_eq!(left.trim(), "", "container {name} left behind");
     assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+/// Number of php-fpm processes in the container (`docker top`).
+fn fpm_processes(site: &TestSite) -> usize {
+    support::docker_ok(&["top", site.container(), "-o", "pid,args"])
+        .lines()
+        .filter(|l| l.contains("php-fpm"))
+        .count()
+}
+
+#[test]
+fn fpm_children_is_configurable() {
+    require!(Docker, PhpFpm);
+    let site = TestSite::with_options(SiteOptions {
+        fpm_children: Some(2),
+        ..Default::default()
+    });
+    site.start();
+    assert_eq!(fpm_processes(&site), 3, "master + 2 workers");
+}
+
+#[test]
+fn leftover_containers_of_dead_test_processes_are_reaped() {
+    require!(Docker, PhpFpm);
+    let image = support::site::image();
+    // Let this process's once-only reaping finish first, so the call below is the one that acts.
+    support::site::reap_leftovers();
+    // A pid that surely is gone: a child we ran and reaped.
+    let mut child = std::process::Command::new("/bin/true")
+        .spawn()
+        .expect("spawn true");
+    let dead = child.id();
+    child.wait().expect("wait true");
+    let name = format!("fleet-it-leftover-{}", std::process::id());
+    let pid_label = format!("fleet.test.pid={dead}");
+    support::docker_ok(&[
+        "create",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        "--label",
+        "fleet.test=1",
+        "--label",
+        &pid_label,
+        &image,
+    ]);
+    let removed = support::site::reap_leftovers_now();
+    let left = support::docker(&["inspect", &name]);
+    if left.status.success() {
+        support::docker(&["rm", "-f", &name]);
+    }
+    assert!(!left.status.success(), "{name} still exists");
+    if !removed.contains(&name) {
+        // Only possible when a concurrent test process on this machine reaped it first.
+        eprintln!("note: {name} was reaped by another test process; removed here: {removed:?}");
+    }
 }
 
 #[test]

@@ -267,3 +267,95 @@ pub fn parse_cgi(raw: &[u8]) -> io::Result<FcgiResponse> {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Split an encoded stream into (type, content) records, checking framing.
+    fn records(mut data: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !data.is_empty() {
+            assert!(data.len() >= 8, "truncated header");
+            assert_eq!(data[0], VERSION);
+            assert_eq!(u16::from_be_bytes([data[2], data[3]]), REQUEST_ID);
+            let len = u16::from_be_bytes([data[4], data[5]]) as usize;
+            let pad = data[6] as usize;
+            assert_eq!((len + pad) % 8, 0, "records are padded to 8 bytes");
+            out.push((data[1], data[8..8 + len].to_vec()));
+            data = &data[8 + len + pad..];
+        }
+        out
+    }
+
+    fn decode_params(mut data: &[u8]) -> Vec<(String, String)> {
+        fn len(data: &mut &[u8]) -> usize {
+            if data[0] & 0x80 == 0 {
+                let l = data[0] as usize;
+                *data = &data[1..];
+                l
+            } else {
+                let l = (u32::from_be_bytes([data[0], data[1], data[2], data[3]]) & 0x7fff_ffff)
+                    as usize;
+                *data = &data[4..];
+                l
+            }
+        }
+        let mut out = Vec::new();
+        while !data.is_empty() {
+            let k = len(&mut data);
+            let v = len(&mut data);
+            out.push((
+                String::from_utf8(data[..k].to_vec()).expect("utf8 key"),
+                String::from_utf8(data[k..k + v].to_vec()).expect("utf8 value"),
+            ));
+            data = &data[k + v..];
+        }
+        out
+    }
+
+    #[test]
+    fn request_is_framed_per_spec() {
+        let body = vec![7u8; 70_000];
+        let mut req = FcgiRequest::post("echo.php", &body);
+        req.params.push(("HTTP_X_LONG".into(), "v".repeat(300)));
+        let recs = records(&encode_request(&req));
+        assert_eq!(recs[0].0, BEGIN_REQUEST);
+        assert_eq!(recs[0].1, vec![0, 1, 0, 0, 0, 0, 0, 0]);
+        let params: Vec<u8> = recs
+            .iter()
+            .filter(|r| r.0 == PARAMS)
+            .flat_map(|r| r.1.clone())
+            .collect();
+        let params = decode_params(&params);
+        let get = |k: &str| params.iter().find(|p| p.0 == k).map(|p| p.1.clone());
+        assert_eq!(get("SCRIPT_FILENAME").as_deref(), Some("/srv/www/echo.php"));
+        assert_eq!(get("REQUEST_METHOD").as_deref(), Some("POST"));
+        assert_eq!(get("CONTENT_LENGTH").as_deref(), Some("70000"));
+        assert_eq!(get("HTTP_X_LONG").map(|v| v.len()), Some(300));
+        let kinds: Vec<(u8, usize)> = recs.iter().map(|r| (r.0, r.1.len())).collect();
+        let tail = &kinds[kinds.len() - 4..];
+        assert_eq!(
+            tail,
+            &[
+                (PARAMS, 0),
+                (STDIN, 65535),
+                (STDIN, 70_000 - 65535),
+                (STDIN, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn cgi_output_is_split() {
+        let r = parse_cgi(b"Status: 404 Not Found\r\nContent-type: text/html\r\n\r\nnope")
+            .expect("parse");
+        assert_eq!(r.status, 404);
+        assert_eq!(r.header("content-type"), Some("text/html"));
+        assert_eq!(r.body, b"nope");
+        let r = parse_cgi(b"X-A: 1\r\n\r\n").expect("parse");
+        assert_eq!(r.status, 200);
+        assert!(r.body.is_empty());
+        assert!(parse_cgi(b"Status: abc\r\n\r\n").is_err());
+    }
+}

@@ -142,3 +142,28 @@ fn dechunk(mut data: &[u8]) -> io::Result<Vec<u8>> {
         data = &data[size + 2..];
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_and_sized_bodies_are_decoded() {
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1;x=y\r\n!\r\n0\r\n\r\n",
+        )
+        .expect("chunked");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"hello!");
+        let r = parse_response(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 3\r\n\r\nabcdef")
+            .expect("sized");
+        assert_eq!(r.status, 502);
+        assert_eq!(r.body, b"abc");
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc").is_err());
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhe")
+                .is_err()
+        );
+        assert!(parse_response(b"garbage").is_err());
+    }
+}

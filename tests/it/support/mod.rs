@@ -23,7 +23,7 @@ pub use fastcgi::{FcgiRequest, FcgiResponse};
 pub use http::HttpResponse;
 pub use nginx::{Nginx, NginxConfig};
 pub use process::{SocketActivated, Spawned};
-pub use site::TestSite;
+pub use site::{SiteOptions, TestSite};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

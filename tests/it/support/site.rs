@@ -355,6 +355,15 @@ pub fn image() -> String {
 pub fn reap_leftovers() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
+        reap_leftovers_now();
+    });
+}
+
+/// Remove every `fleet.test=1` container whose `fleet.test.pid` is not a
+/// live process; returns the names removed.
+pub fn reap_leftovers_now() -> Vec<String> {
+    let mut removed = Vec::new();
+    {
         let list = docker_ok(&[
             "ps",
             "-a",
@@ -373,8 +382,11 @@ pub fn reap_leftovers() {
                 .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
             if !alive {
                 eprintln!("removing leftover test container {name} (pid {pid} is gone)");
-                let _ = docker(&["rm", "-f", "-v", name]);
+                if docker(&["rm", "-f", "-v", name]).status.success() {
+                    removed.push(name.to_string());
+                }
             }
         }
-    });
+    }
+    removed
 }
