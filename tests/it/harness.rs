@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::support::{
-    self, FcgiRequest, Nginx, SocketActivated, TestSite, fastcgi, http, require, site::SiteOptions,
+    self, FcgiRequest, Launch, Nginx, TestSite, fastcgi, http, require, site::SiteOptions,
     site::hello_line,
 };
 
@@ -258,12 +258,10 @@ fn socket_activation_reaches_php_fpm() {
     site.start();
     let socket = site.waker_socket();
     let fpm = site.fpm_socket();
-    let mut proxy = SocketActivated::start(
-        &socket,
-        Path::new(support::SOCKET_PROXYD),
-        &[fpm.as_os_str()],
-        &[],
-    );
+    let mut proxy = Launch::new(support::SOCKET_PROXYD)
+        .arg(&fpm)
+        .env("FLEET_HARNESS_MARK", "passed-through")
+        .activate(&socket);
     // Not activated yet: systemd-socket-activate itself is still waiting.
     let exe = std::fs::read_link(format!("/proc/{}/exe", proxy.pid())).expect("read exe");
     assert!(

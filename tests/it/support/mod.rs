@@ -9,7 +9,7 @@
 //! * [`fastcgi::request`] — one FastCGI request straight to a unix socket.
 //! * [`Nginx`] — real nginx on a free loopback port in front of a socket.
 //! * [`http::get`] / [`http::post`] — a tiny HTTP/1.1 client.
-//! * [`SocketActivated`] / [`Spawned`] — run a binary under real socket activation or directly.
+//! * [`Launch`] → [`SocketActivated`] / [`Spawned`] — run a binary under real socket activation or directly.
 //! * [`wait_until`], [`free_port`], [`bin`], [`docker`], [`docker_events`], [`count_docker_events`].
 #![allow(dead_code, unused_imports, unused_macros)]
 
@@ -22,7 +22,7 @@ pub mod site;
 pub use fastcgi::{FcgiRequest, FcgiResponse};
 pub use http::HttpResponse;
 pub use nginx::{Nginx, NginxConfig};
-pub use process::{SocketActivated, Spawned};
+pub use process::{Launch, SocketActivated, Spawned};
 pub use site::{SiteOptions, TestSite};
 
 use std::path::{Path, PathBuf};

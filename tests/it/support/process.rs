@@ -1,7 +1,7 @@
 //! Run binaries under real socket activation ([`SocketActivated`]) or
 //! directly ([`Spawned`]), with stdout/stderr captured to files.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -145,46 +145,107 @@ macro_rules! proc_methods {
     };
 }
 
-/// A binary under real socket activation:
-/// `systemd-socket-activate --listen=<socket> -E … -- <bin> <args>`.
-/// systemd-socket-activate listens, and on the first connection execs the
-/// binary with `LISTEN_FDS=1`, `LISTEN_PID=<its pid>` and the socket as fd 3.
-#[derive(Debug)]
-pub struct SocketActivated {
-    proc: Proc,
-    socket: PathBuf,
+/// What to run: a binary, its arguments and extra environment. Finish with
+/// [`Launch::spawn`] (run it directly → [`Spawned`]) or [`Launch::activate`]
+/// (under `systemd-socket-activate` → [`SocketActivated`]).
+///
+/// ```ignore
+/// let waker = Launch::new(bin("fleet-waker"))
+///     .args(["--site", site.name()])
+///     .envs(site.layout_env())
+///     .env("RUST_LOG", "debug")
+///     .activate(&site.waker_socket());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Launch {
+    bin: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(String, String)>,
 }
 
-impl SocketActivated {
-    /// Start listening on `socket` for `bin args…`; `env` is added to the
-    /// child's environment, as are [`PASSTHROUGH_ENV`] variables set here.
-    /// Returns once the socket listens (systemd-socket-activate said
-    /// "Listening on"), before any connection: the binary is not running yet.
-    pub fn start<S: AsRef<OsStr>>(
-        socket: &Path,
-        bin: &Path,
-        args: &[S],
-        env: &[(&str, &str)],
-    ) -> SocketActivated {
-        let activate =
-            find_in_path("systemd-socket-activate").expect("systemd-socket-activate on PATH");
+impl Launch {
+    /// Run `bin` (see [`super::bin`] for workspace binaries).
+    pub fn new(bin: impl AsRef<Path>) -> Launch {
+        Launch {
+            bin: bin.as_ref().to_path_buf(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Append one argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Launch {
+        self.args.push(arg.as_ref().to_os_string());
+        self
+    }
+
+    /// Append arguments.
+    pub fn args<I, S>(mut self, args: I) -> Launch
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    /// Set one environment variable for the child.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Launch {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Set environment variables for the child (e.g. `TestSite::layout_env()`).
+    pub fn envs<I, K, V>(mut self, vars: I) -> Launch
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.env
+            .extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// Run directly: our environment plus the extra variables.
+    pub fn spawn(self) -> Spawned {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(&self.args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        Spawned {
+            proc: Proc::spawn(cmd),
+        }
+    }
+
+    /// Run under real socket activation on `socket`:
+    /// `systemd-socket-activate --listen=<socket> -E … -- <bin> <args>`.
+    /// The child gets only the extra variables plus those of
+    /// [`PASSTHROUGH_ENV`] set here (systemd-socket-activate starts it with
+    /// an otherwise empty environment). Returns once the socket listens,
+    /// before any connection: the binary is not running yet.
+    pub fn activate(self, socket: &Path) -> SocketActivated {
+        let activate = find_in_path("systemd-socket-activate")
+            .expect("systemd-socket-activate on PATH (apt-get install systemd)");
         let mut cmd = Command::new(activate);
+        // Its own "Listening on" message must reach our stderr file.
+        cmd.env("SYSTEMD_LOG_TARGET", "console");
         cmd.arg(format!("--listen={}", socket.display()));
         for var in PASSTHROUGH_ENV {
-            if std::env::var_os(var).is_some() && !env.iter().any(|(k, _)| k == var) {
+            if std::env::var_os(var).is_some() && !self.env.iter().any(|(k, _)| k == var) {
                 cmd.arg("-E").arg(var);
             }
         }
-        for (k, v) in env {
+        for (k, v) in &self.env {
             cmd.arg("-E").arg(format!("{k}={v}"));
         }
-        cmd.arg("--").arg(bin).args(args);
-        let proc = Proc::spawn(cmd);
-        let this = SocketActivated {
-            proc,
+        cmd.arg("--").arg(&self.bin).args(&self.args);
+        let mut this = SocketActivated {
+            proc: Proc::spawn(cmd),
             socket: socket.to_path_buf(),
         };
-        let mut this = this;
         let listening = wait_until(Duration::from_secs(10), || {
             this.proc.stderr().contains("Listening on") || this.proc.try_status().is_some()
         });
@@ -197,33 +258,61 @@ impl SocketActivated {
         );
         this
     }
+}
+
+/// A binary under real socket activation (see [`Launch::activate`]):
+/// systemd-socket-activate listens, and on the first connection execs the
+/// binary in place (same pid) with `LISTEN_FDS=1`, `LISTEN_PID=<pid>` and
+/// the socket as fd 3. Killed (process group, SIGKILL) on drop.
+#[derive(Debug)]
+pub struct SocketActivated {
+    proc: Proc,
+    socket: PathBuf,
+}
+
+impl SocketActivated {
+    /// Shorthand for `Launch::new(bin).args(args).envs(env).activate(socket)`.
+    pub fn start<S: AsRef<OsStr>>(
+        socket: &Path,
+        bin: &Path,
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> SocketActivated {
+        Launch::new(bin)
+            .args(args)
+            .envs(env.iter().copied())
+            .activate(socket)
+    }
 
     /// The listening socket's path.
     pub fn socket(&self) -> &Path {
         &self.socket
     }
 
+    /// True once the binary has been exec'd (the pid no longer runs
+    /// systemd-socket-activate), i.e. a connection activated it.
+    pub fn activated(&self) -> bool {
+        std::fs::read_link(format!("/proc/{}/exe", self.pid()))
+            .is_ok_and(|exe| !exe.ends_with("systemd-socket-activate"))
+    }
+
     proc_methods!();
 }
 
-/// A binary run directly (e.g. the waker in `--listen` mode), in its own
-/// process group, output captured; killed on drop.
+/// A binary run directly (e.g. the waker in `--listen` mode; see
+/// [`Launch::spawn`]), in its own process group, output captured; killed on drop.
 #[derive(Debug)]
 pub struct Spawned {
     proc: Proc,
 }
 
 impl Spawned {
-    /// Run `bin args…` with our environment plus `env`.
+    /// Shorthand for `Launch::new(bin).args(args).envs(env).spawn()`.
     pub fn start<S: AsRef<OsStr>>(bin: &Path, args: &[S], env: &[(&str, &str)]) -> Spawned {
-        let mut cmd = Command::new(bin);
-        cmd.args(args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Spawned {
-            proc: Proc::spawn(cmd),
-        }
+        Launch::new(bin)
+            .args(args)
+            .envs(env.iter().copied())
+            .spawn()
     }
 
     proc_methods!();

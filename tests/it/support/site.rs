@@ -225,6 +225,16 @@ impl TestSite {
         self.tmp.path()
     }
 
+    /// The exact body `hello.php` answers for this site.
+    pub fn hello_line(&self) -> String {
+        hello_line(self.name())
+    }
+
+    /// One FastCGI request straight to this site's php-fpm.sock.
+    pub fn fcgi(&self, req: &super::FcgiRequest) -> std::io::Result<super::FcgiResponse> {
+        super::fastcgi::request(&self.fpm_socket(), req)
+    }
+
     /// `<run_dir>/<site>/php-fpm.sock`.
     pub fn fpm_socket(&self) -> PathBuf {
         self.layout.fpm_socket(&self.site)
