@@ -168,7 +168,11 @@ fn leftover_containers_of_dead_test_processes_are_reaped() {
         &pid_label,
         &image,
     ]);
+    let stale_dir =
+        std::path::PathBuf::from(format!("/tmp/{}{dead}-site-stale", support::TEMP_PREFIX));
+    std::fs::create_dir_all(stale_dir.join("run")).expect("create stale dir");
     let removed = support::site::reap_leftovers_now();
+    assert!(!stale_dir.exists(), "{} still exists", stale_dir.display());
     let left = support::docker(&["inspect", &name]);
     if left.status.success() {
         support::docker(&["rm", "-f", &name]);

@@ -137,12 +137,7 @@ impl Nginx {
     pub fn start_with(config: &NginxConfig) -> Nginx {
         let mut last_error = String::new();
         for _attempt in 0..5 {
-            let dir = tempfile::Builder::new()
-                .prefix("fleet-it-nginx-")
-                .tempdir_in("/tmp")
-                .expect("create nginx dir");
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-                .expect("chmod nginx dir");
+            let dir = super::temp_dir("nginx");
             let port = free_port();
             let conf = dir.path().join("nginx.conf");
             std::fs::write(&conf, config.render(dir.path(), port)).expect("write nginx.conf");

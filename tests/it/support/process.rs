@@ -39,10 +39,7 @@ struct Proc {
 
 impl Proc {
     fn spawn(mut cmd: Command) -> Proc {
-        let dir = tempfile::Builder::new()
-            .prefix("fleet-it-proc-")
-            .tempdir_in("/tmp")
-            .expect("create log dir");
+        let dir = super::temp_dir("proc");
         let stdout = dir.path().join("stdout");
         let stderr = dir.path().join("stderr");
         cmd.stdin(Stdio::null())

@@ -98,13 +98,7 @@ impl TestSite {
         let pid = std::process::id();
         let site =
             Site::new(&format!("t{pid}-{n}.fleet.test")).expect("generated site name is valid");
-        let tmp = tempfile::Builder::new()
-            .prefix("fleet-it-")
-            .tempdir_in("/tmp")
-            .expect("create temp dir in /tmp");
-        // Readable for nginx workers / other users (tempdir is 0700).
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod temp dir");
+        let tmp = super::temp_dir("site");
         let layout = Layout {
             run_dir: tmp.path().join("run"),
             state_dir: tmp.path().join("state"),
@@ -361,7 +355,8 @@ pub fn image() -> String {
 }
 
 /// Once per process: remove leftover `fleet.test=1` containers whose
-/// `fleet.test.pid` is not a live process (an earlier test run was killed).
+/// `fleet.test.pid` is not a live process (an earlier test run was killed),
+/// and `/tmp/fleet-it-<pid>-…` dirs of dead pids.
 pub fn reap_leftovers() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -370,7 +365,8 @@ pub fn reap_leftovers() {
 }
 
 /// Remove every `fleet.test=1` container whose `fleet.test.pid` is not a
-/// live process; returns the names removed.
+/// live process and every `/tmp/fleet-it-<pid>-…` dir of a dead pid;
+/// returns the container names and dir paths removed.
 pub fn reap_leftovers_now() -> Vec<String> {
     let mut removed = Vec::new();
     {
@@ -395,6 +391,24 @@ pub fn reap_leftovers_now() -> Vec<String> {
                 if docker(&["rm", "-f", "-v", name]).status.success() {
                     removed.push(name.to_string());
                 }
+            }
+        }
+    }
+    // Temp dirs /tmp/fleet-it-<pid>-… of dead test processes.
+    if let Ok(entries) = std::fs::read_dir("/tmp") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(super::TEMP_PREFIX) else {
+                continue;
+            };
+            let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists()
+                && std::fs::remove_dir_all(entry.path()).is_ok()
+            {
+                eprintln!("removed leftover test dir /tmp/{name} (pid {pid} is gone)");
+                removed.push(format!("/tmp/{name}"));
             }
         }
     }
