@@ -309,3 +309,45 @@ fn socket_activation_reaches_php_fpm() {
         "{status:?}"
     );
 }
+
+#[test]
+fn image_tar_is_deterministic_and_complete() {
+    require!(Docker, PhpFpm);
+    let tag = support::site::image();
+    let tar_bytes = xtask::image::rootfs_tar().expect("rootfs tar");
+    // The cache key is the content: rebuilding gives the very same tag.
+    assert_eq!(xtask::image::tag_for(&tar_bytes), tag);
+    let mut archive = tar::Archive::new(tar_bytes.as_slice());
+    let mut paths = Vec::new();
+    let mut modes = std::collections::HashMap::new();
+    for entry in archive.entries().expect("tar entries") {
+        let entry = entry.expect("tar entry");
+        let header = entry.header();
+        assert_eq!(header.mtime().expect("mtime"), 0);
+        assert_eq!(header.uid().expect("uid"), 0);
+        assert_eq!(header.gid().expect("gid"), 0);
+        let path = entry.path().expect("path").display().to_string();
+        modes.insert(path.clone(), header.mode().expect("mode"));
+        paths.push(path);
+    }
+    let mut sorted = paths.clone();
+    sorted.sort();
+    assert_eq!(paths, sorted, "entries are sorted");
+    for needed in [
+        "usr/sbin/php-fpm8.2",
+        "lib64", // the loader path (a symlink on merged-/usr hosts)
+        "lib",
+        "etc/passwd",
+        "etc/group",
+        "etc/php/8.2/fpm/php-fpm.conf",
+        "etc/php/8.2/fpm/php.ini",
+        "run/php",
+        "srv/www",
+    ] {
+        assert!(
+            paths.iter().any(|p| p == needed),
+            "{needed} missing from the rootfs"
+        );
+    }
+    assert_eq!(modes.get("tmp"), Some(&0o1777));
+}

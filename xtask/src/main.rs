@@ -100,6 +100,10 @@ fn step(name: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> Resul
 
 fn test(cargo_test_args: &[String]) -> ExitCode {
     let total = Instant::now();
+    eprintln!(
+        "==> cargo xtask test (CI={})",
+        std::env::var("CI").unwrap_or_else(|_| "unset".into())
+    );
     let result = (|| {
         ensure_packages()?;
         check_docker()?;

@@ -27,6 +27,16 @@ pub struct NginxConfig {
     pub location_extra: String,
     /// Extra directives in `http {}` (e.g. `keepalive` tuning).
     pub http_extra: String,
+    /// The `user` directive (`"www-data www-data"`); by default `root root`
+    /// when running as root, so workers reach root-owned 0755 sockets such
+    /// as the one `systemd-socket-activate` creates. `None`: no directive.
+    pub user: Option<String>,
+}
+
+fn default_user() -> Option<String> {
+    nix::unistd::geteuid()
+        .is_root()
+        .then(|| "root root".to_string())
 }
 
 impl NginxConfig {
@@ -38,6 +48,7 @@ impl NginxConfig {
             fastcgi_pass: format!("unix:{}", socket.display()),
             location_extra: String::new(),
             http_extra: String::new(),
+            user: default_user(),
         }
     }
 
@@ -50,6 +61,7 @@ impl NginxConfig {
             fastcgi_pass: name.to_string(),
             location_extra: String::new(),
             http_extra: String::new(),
+            user: default_user(),
         }
     }
 
@@ -57,9 +69,8 @@ impl NginxConfig {
     pub fn render(&self, dir: &Path, port: u16) -> String {
         let d = dir.display();
         let mut conf = String::new();
-        if nix::unistd::geteuid().is_root() {
-            // Workers as root so they can reach root-owned 0755 sockets in tests.
-            conf.push_str("user root root;\n");
+        if let Some(user) = &self.user {
+            let _ = writeln!(conf, "user {user};");
         }
         let _ = write!(
             conf,
