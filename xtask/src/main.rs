@@ -126,7 +126,8 @@ fn test(cargo_test_args: &[String]) -> ExitCode {
         step("build", &cargo, &["build", "--workspace"], &[])?;
         let mut args = vec!["test", "--workspace"];
         args.extend(cargo_test_args.iter().map(String::as_str));
-        step("test", &cargo, &args, &[])
+        step("test", &cargo, &args, &[])?;
+        check_leftovers()
     })();
     match result {
         Ok(()) => {
@@ -215,6 +216,62 @@ fn check_docker() -> Result<(), ExitCode> {
             eprintln!("==> docker: cannot run `docker`: {e} (install the Docker CLI and engine)");
             Err(ExitCode::from(EX_UNAVAILABLE))
         }
+    }
+}
+
+/// After the tests: no `fleet.test=1` container and no `/tmp/fleet-it-<pid>-…`
+/// dir may remain whose test process is gone (tests of other, still running
+/// processes on this machine are not counted).
+fn check_leftovers() -> Result<(), ExitCode> {
+    let alive = |pid: &str| {
+        pid.parse::<u32>()
+            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=fleet.test=1",
+            "--format",
+            "{{.Names}}\t{{.Label \"fleet.test.pid\"}}",
+        ])
+        .stdin(Stdio::null())
+        .output();
+    let listing = match out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => {
+            eprintln!("==> leftovers: cannot list test containers");
+            return Err(ExitCode::FAILURE);
+        }
+    };
+    let mut left: Vec<String> = listing
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(_, pid)| !alive(pid.trim()))
+        .map(|(name, _)| format!("container {name}"))
+        .collect();
+    if let Ok(entries) = std::fs::read_dir("/tmp") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix("fleet-it-")
+                .and_then(|rest| rest.split('-').next())
+                .filter(|pid| pid.parse::<u32>().is_ok());
+            if pid.is_some_and(|pid| !alive(pid)) {
+                left.push(format!("dir /tmp/{name}"));
+            }
+        }
+    }
+    if left.is_empty() {
+        eprintln!("==> leftovers: none (docker ps -a and /tmp clean of finished test runs)");
+        Ok(())
+    } else {
+        eprintln!(
+            "==> leftovers: FAILED, tests left behind:\n    {}",
+            left.join("\n    ")
+        );
+        Err(ExitCode::FAILURE)
     }
 }
 
