@@ -121,6 +121,12 @@ fn test_site_container_answers_fastcgi_and_cleans_up() {
     ]);
     assert_eq!(left.trim(), "", "container {name} left behind");
     assert!(!dir.exists(), "{} left behind", dir.display());
+    support::note(&format!(
+        "container {name} ran; php-fpm answered {:?} over FastCGI; {} access lines in docker logs; container and {} removed",
+        resp.text().trim(),
+        lines.len(),
+        dir.display()
+    ));
 }
 
 /// Number of php-fpm processes in the container (`docker top`).

@@ -146,8 +146,18 @@ pub fn require_all(test: &str, components: &[Component]) -> bool {
     if in_ci() {
         panic!("\n\n*** CI=true and a required component is missing for {test}: {reason} ***\n\n");
     }
-    eprintln!("SKIP {test}: {reason}");
+    // Straight to fd 2, not `eprintln!`: libtest captures the macros' output
+    // of passing tests, and a skip must be visible in the CI log.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIP {test}: {reason}");
     false
+}
+
+/// Print a line to the real stderr even when libtest captures output (so it
+/// shows in the CI log for passing tests): `[<test>] <msg>`.
+pub fn note(msg: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "[{}] {msg}", test_name());
 }
 
 /// The running test's name (libtest names the thread after it).
