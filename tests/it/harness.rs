@@ -357,3 +357,28 @@ fn image_tar_is_deterministic_and_complete() {
     }
     assert_eq!(modes.get("tmp"), Some(&0o1777));
 }
+
+#[test]
+fn spawned_captures_output_env_and_signals() {
+    // No external component needed beyond coreutils.
+    let mut env = Launch::new("/usr/bin/env")
+        .env("FLEET_HARNESS_MARK", "spawned")
+        .spawn();
+    let status = env.wait_exit(Duration::from_secs(10)).expect("env exits");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        env.stdout()
+            .lines()
+            .any(|l| l == "FLEET_HARNESS_MARK=spawned"),
+        "{}",
+        env.stdout()
+    );
+
+    let mut sleeper = Launch::new("/usr/bin/sleep").arg("30").spawn();
+    assert!(sleeper.try_status().is_none(), "sleep 30 is still running");
+    sleeper.kill(nix::sys::signal::Signal::SIGTERM);
+    let status = sleeper
+        .wait_exit(Duration::from_secs(10))
+        .expect("sleep exits on SIGTERM");
+    assert_eq!(support::process::signal_of(status), Some(libc::SIGTERM));
+}
