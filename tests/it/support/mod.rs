@@ -1,1 +1,2 @@
 //! Test support: real components for integration tests.
+pub mod nsystemd;
