@@ -10,12 +10,14 @@
 //! * [`Nginx`] — real nginx on a free loopback port in front of a socket.
 //! * [`http::get`] / [`http::post`] — a tiny HTTP/1.1 client.
 //! * [`Launch`] → [`SocketActivated`] / [`Spawned`] — run a binary under real socket activation or directly.
+//! * [`nsystemd::NsSystemd`] — a real systemd booted as PID 1 in private PID and mount namespaces.
 //! * [`wait_until`], [`free_port`], [`bin`], [`docker`], [`docker_events`], [`count_docker_events`].
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod fastcgi;
 pub mod http;
 pub mod nginx;
+pub mod nsystemd;
 pub mod process;
 pub mod site;
 
