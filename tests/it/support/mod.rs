@@ -47,6 +47,9 @@ pub enum Component {
     SocketProxyd,
     /// Running as root (euid 0).
     Root,
+    /// systemd itself (`/lib/systemd/systemd`) plus `unshare` and `nsenter`,
+    /// to boot it as PID 1 in private namespaces ([`nsystemd`]).
+    Systemd,
 }
 
 /// Path of nginx.
@@ -86,6 +89,15 @@ impl Component {
                     Ok(())
                 } else {
                     Err(format!("{SOCKET_PROXYD} missing (apt-get install systemd)"))
+                }
+            }
+            Component::Systemd => {
+                if !Path::new("/lib/systemd/systemd").exists() {
+                    Err("/lib/systemd/systemd missing (apt-get install systemd)".to_string())
+                } else if find_in_path("unshare").is_none() || find_in_path("nsenter").is_none() {
+                    Err("unshare/nsenter not on PATH (apt-get install util-linux)".to_string())
+                } else {
+                    Ok(())
                 }
             }
             Component::Root => {

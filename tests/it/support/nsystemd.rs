@@ -300,8 +300,8 @@ fn child_setup(plan: &ChildPlan) -> std::io::Result<()> {
         }
         Ok(())
     }
-    // SAFETY (all calls below): arguments are valid C strings or null
-    // pointers as the syscalls document; no pointer is retained.
+    // SAFETY: every call below gets valid NUL-terminated C strings (or null
+    // pointers where the syscall documents them) and retains no pointer.
     unsafe {
         check(libc::unshare(libc::CLONE_NEWNS))?;
         check(libc::mount(
