@@ -37,7 +37,8 @@ fn listening(name: &str, listen: &Path, extra: &[&str], env: Vec<(String, String
         .env("RUST_LOG", "debug")
         .spawn();
     assert!(
-        wait_until(Duration::from_secs(10), || UnixStream::connect(listen).is_ok()),
+        wait_until(Duration::from_secs(10), || UnixStream::connect(listen)
+            .is_ok()),
         "waker did not listen on {}: {}",
         listen.display(),
         w.logs()
@@ -117,7 +118,10 @@ fn two_hundred_concurrent_one_start() {
         .collect();
     let mut ok = 0;
     for t in threads {
-        let r = t.join().expect("thread").expect("FastCGI through the waker");
+        let r = t
+            .join()
+            .expect("thread")
+            .expect("FastCGI through the waker");
         assert_eq!(r.status, 200);
         assert_eq!(r.text(), site.hello_line());
         ok += 1;
@@ -131,7 +135,9 @@ fn two_hundred_concurrent_one_start() {
         "exactly one start; waker logs:\n{}",
         w.logs()
     );
-    support::note(&format!("{n} concurrent answers from a stopped container in {elapsed:?}"));
+    support::note(&format!(
+        "{n} concurrent answers from a stopped container in {elapsed:?}"
+    ));
 }
 
 /// Must show 3: a stale php-fpm.sock (nothing accepts) while the container
@@ -199,7 +205,10 @@ fn held_connections_closed(socket: &Path, k: usize) -> Vec<Duration> {
 
 fn assert_closed_within(times: &[Duration], limit: Duration, logs: &str) {
     for t in times {
-        assert!(*t <= limit, "held connection closed after {t:?} > {limit:?}\n{logs}");
+        assert!(
+            *t <= limit,
+            "held connection closed after {t:?} > {limit:?}\n{logs}"
+        );
     }
 }
 
@@ -232,6 +241,7 @@ fn failure_start_fails_then_fixed() {
     require!(Docker, PhpFpm);
     let scratch = support::temp_dir("mount");
     let source = scratch.path().join("absent");
+    std::fs::create_dir(&source).expect("mount source, for create");
     let site = TestSite::with_options(SiteOptions {
         docker_args: vec![
             "--mount".into(),
@@ -239,6 +249,7 @@ fn failure_start_fails_then_fixed() {
         ],
         ..Default::default()
     });
+    std::fs::remove_dir(&source).expect("break the mount: start must fail");
     let mut w = listening_site(&site, TIMEOUT_ARGS);
     let times = held_connections_closed(&site.waker_socket(), 5);
     assert_closed_within(&times, LIMIT, &w.logs());
@@ -262,7 +273,10 @@ fn failure_fpm_never_listens_then_fixed() {
     let times = held_connections_closed(&site.waker_socket(), 5);
     assert_closed_within(&times, LIMIT, &w.logs());
     for t in &times {
-        assert!(*t >= Duration::from_millis(1900), "closed before the timeout: {t:?}");
+        assert!(
+            *t >= Duration::from_millis(1900),
+            "closed before the timeout: {t:?}"
+        );
     }
     assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
     assert!(w.logs().contains("did not accept"), "{}", w.logs());
@@ -320,8 +334,10 @@ fn half_closing_client_gets_full_response() {
     site.start();
     let _w = listening_site(&site, &[]);
     let mut c = UnixStream::connect(site.waker_socket()).expect("connect");
-    c.write_all(&fastcgi::encode_request(&FcgiRequest::get("big.php", "mb=8")))
-        .expect("send request");
+    c.write_all(&fastcgi::encode_request(&FcgiRequest::get(
+        "big.php", "mb=8",
+    )))
+    .expect("send request");
     c.shutdown(std::net::Shutdown::Write).expect("half-close");
     c.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
@@ -330,7 +346,10 @@ fn half_closing_client_gets_full_response() {
     let body = fcgi_stdout(&raw);
     let want = support::site::big_body(8);
     assert_eq!(body.len() - header_len(&body), want.len());
-    assert!(body[header_len(&body)..] == want[..], "big.php body differs");
+    assert!(
+        body[header_len(&body)..] == want[..],
+        "big.php body differs"
+    );
 }
 
 /// The concatenated FCGI_STDOUT contents of a raw response.
@@ -471,7 +490,10 @@ fn sigterm_lets_open_connections_finish() {
             .is_some_and(|a| a.open == 1)
     }));
     w.kill(nix::sys::signal::Signal::SIGTERM);
-    let r = slow.join().expect("thread").expect("finished despite SIGTERM");
+    let r = slow
+        .join()
+        .expect("thread")
+        .expect("finished despite SIGTERM");
     assert_eq!(r.text(), "slept 1\n");
     let status = w.wait_exit(Duration::from_secs(5)).expect("exited");
     assert_eq!(status.code(), Some(0), "{}", w.logs());
