@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use xtask::{deps, image};
 
+mod bench {
+    pub mod waker;
+}
+
 /// sysexits: usage error.
 const EX_USAGE: u8 = 64;
 /// sysexits: a needed service or package is unavailable.
@@ -24,7 +28,9 @@ commands:
                  test the whole workspace; args go to `cargo test`
   image          build (or reuse the cached) php-fpm test image and print its tag
   demo           not implemented yet
-  bench          not implemented yet";
+  bench waker [rounds]
+                 fleet-waker benchmark (warm wrk ratios, cold overhead, RSS); Markdown on stdout
+  bench          (others) not implemented yet";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,6 +47,19 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        "bench" if rest.first().map(String::as_str) == Some("waker") => {
+            let rounds = rest.get(1).and_then(|r| r.parse().ok()).unwrap_or(5);
+            match bench::waker::bench(&repo_root(), rounds) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("xtask bench waker: {e}");
+                    ExitCode::from(EX_UNAVAILABLE)
+                }
+            }
+        }
         "demo" | "bench" => {
             eprintln!(
                 "xtask {command}: not implemented yet (issue: `cargo xtask {command}` has its own issue)"
