@@ -128,6 +128,9 @@ struct Shared {
     activity: watch::Sender<Activity>,
     /// (pid, freezer state file) of the upstream's listener, cached.
     freezer: Mutex<Option<(i32, Option<FreezerFile>)>>,
+    /// The last failed attempt found php-fpm frozen: the wake can unpause
+    /// without inspecting first.
+    saw_frozen: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -160,6 +163,7 @@ pub async fn run(
         wake: Mutex::new(None),
         activity,
         freezer: Mutex::new(None),
+        saw_frozen: std::sync::atomic::AtomicBool::new(false),
     });
     let reporter_stop = CancellationToken::new();
     let reporter = tokio::spawn(report(
@@ -370,6 +374,9 @@ async fn attempt(shared: &Shared) -> Attempt {
     match UnixStream::connect(path).await {
         Ok(s) => {
             if shared.is_frozen(&s) {
+                shared
+                    .saw_frozen
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 Attempt::Asleep
             } else {
                 Attempt::Ready(s)
@@ -494,11 +501,28 @@ async fn wake(shared: &Shared) -> Result<&'static str, WakeFailure> {
         container: cfg.container.clone(),
         source,
     };
-    let action = cfg
-        .engine
-        .make_running(&cfg.container)
-        .await
-        .map_err(docker)?;
+    // Frozen behind a live socket: that is `docker pause`; unpause straight
+    // away (one API call fewer), and inspect only if that fails.
+    let frozen = shared
+        .saw_frozen
+        .swap(false, std::sync::atomic::Ordering::Relaxed);
+    let action = if frozen {
+        cfg.engine
+            .unpause(&cfg.container)
+            .await
+            .ok()
+            .map(|()| crate::docker::wake::WakeAction::Unpaused)
+    } else {
+        None
+    };
+    let action = match action {
+        Some(a) => a,
+        None => cfg
+            .engine
+            .make_running(&cfg.container)
+            .await
+            .map_err(docker)?,
+    };
     tracing::debug!(site = %cfg.site, container = %cfg.container, action = action.as_str(), "container");
     tokio::select! {
         r = wait_ready(shared, &mut watch) => r.map(|()| action.as_str()),
@@ -515,9 +539,20 @@ async fn wait_ready(shared: &Shared, watch: &mut Option<DirWatch>) -> Result<(),
     // A slow safety net for events we cannot see (the directory replaced).
     const SLOW: Duration = Duration::from_millis(100);
     let mut fast = watch.is_none();
+    let t0 = Instant::now();
+    let mut tries = 0u32;
     loop {
+        tries += 1;
         match attempt(shared).await {
-            Attempt::Ready(_) => return Ok(()),
+            Attempt::Ready(_) => {
+                tracing::debug!(
+                    site = %shared.cfg.site,
+                    tries,
+                    us = t0.elapsed().as_micros() as u64,
+                    "php-fpm ready"
+                );
+                return Ok(());
+            }
             Attempt::Failed(source) => {
                 return Err(WakeFailure::Upstream {
                     path: shared.cfg.upstream.clone(),

@@ -131,7 +131,8 @@ fn time_to_first_byte(socket: &Path, req: &[u8]) -> Result<Duration, String> {
         .map_err(|e| e.to_string())?;
     s.write_all(req).map_err(|e| format!("write: {e}"))?;
     let mut b = [0u8; 1];
-    s.read_exact(&mut b).map_err(|e| format!("first byte: {e}"))?;
+    s.read_exact(&mut b)
+        .map_err(|e| format!("first byte: {e}"))?;
     let ttfb = t.elapsed();
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
@@ -229,7 +230,10 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
         ("nginx", "/usr/sbin/nginx"),
         ("wrk", "/usr/bin/wrk"),
         ("systemd-socket-proxyd", PROXYD),
-        ("systemd-socket-activate", "/usr/bin/systemd-socket-activate"),
+        (
+            "systemd-socket-activate",
+            "/usr/bin/systemd-socket-activate",
+        ),
     ] {
         if !Path::new(path).exists() {
             return Err(format!("{what} missing ({path})"));
@@ -422,7 +426,9 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
             .unwrap_or(0),
         run(&["uname", "-r"])?.trim()
     ));
-    out.push_str("| Warm (wrk -t2 -c32, nginx → …) | req/s (median) | vs direct |\n|---|---|---|\n");
+    out.push_str(
+        "| Warm (wrk -t2 -c32, nginx → …) | req/s (median) | vs direct |\n|---|---|---|\n",
+    );
     out.push_str(&format!("| php-fpm directly | {md:.0} | 1.00× |\n"));
     out.push_str(&format!(
         "| fleet-waker | {mw:.0} | {:.2}× (target ≥ 0.85×) |\n",
