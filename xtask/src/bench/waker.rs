@@ -298,6 +298,10 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
             .arg(dir.join("state"))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.join("waker.log"))
+                    .map_err(|e| format!("waker.log: {e}"))?,
+            )
             .spawn()
             .map_err(|e| format!("spawn fleet-waker: {e}"))?,
     );
@@ -392,9 +396,14 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     let (mut d, mut w, mut x) = (vec![], vec![], vec![]);
     wrk(p_direct, 2)?; // warm-up
     for i in 0..rounds.max(3) {
-        let a = wrk(p_direct, 5)?;
-        let b = wrk(p_waker, 5)?;
-        let c = wrk(p_proxyd, 5)?;
+        let tail = || {
+            let log = std::fs::read_to_string(ndir.join("error.log")).unwrap_or_default();
+            let n = log.len().saturating_sub(2000);
+            log[n..].to_owned()
+        };
+        let a = wrk(p_direct, 5).map_err(|e| format!("direct: {e}\n{}", tail()))?;
+        let b = wrk(p_waker, 5).map_err(|e| format!("waker: {e}\n{}", tail()))?;
+        let c = wrk(p_proxyd, 5).map_err(|e| format!("proxyd: {e}\n{}", tail()))?;
         eprintln!("warm round {i}: direct {a:.0}/s, waker {b:.0}/s, proxyd {c:.0}/s");
         d.push(a);
         w.push(b);
@@ -473,6 +482,11 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     ));
     drop(waker);
     drop(proxyd);
+    if let Ok(log) = std::fs::read_to_string(dir.join("waker.log")) {
+        if !log.is_empty() {
+            eprintln!("fleet-waker log:\n{log}");
+        }
+    }
     drop(env);
     Ok(out)
 }
