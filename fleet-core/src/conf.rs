@@ -50,7 +50,9 @@ const BOM: &str = "\u{feff}";
 /// Why line 1 of a conf file does not give a timeout.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfError {
-    #[error("the file is empty (line 1 must hold the idle timeout after a colon, e.g. \"# …: 20m\")")]
+    #[error(
+        "the file is empty (line 1 must hold the idle timeout after a colon, e.g. \"# …: 20m\")"
+    )]
     Empty,
     #[error("line 1 is blank (it must hold the idle timeout after a colon, e.g. \"# …: 20m\")")]
     BlankLine,
@@ -341,7 +343,10 @@ mod tests {
                 "# Amount of time to pause the container after: 20m\n",
                 secs(1200),
             ),
-            ("# Amount of time to pause the container after: 90s", secs(90)),
+            (
+                "# Amount of time to pause the container after: 90s",
+                secs(90),
+            ),
             ("timeout: 1h 30m\nanything else\n\0\0binary", secs(5400)),
             ("a:1h30m", secs(5400)),
             ("x:   2s   \n", secs(2)),
@@ -404,7 +409,10 @@ mod tests {
     #[test]
     fn nothing_after_the_colon() {
         assert_eq!(parse_conf("# pause after:"), Err(ConfError::NoDuration));
-        assert_eq!(parse_conf("# pause after:   \n5m"), Err(ConfError::NoDuration));
+        assert_eq!(
+            parse_conf("# pause after:   \n5m"),
+            Err(ConfError::NoDuration)
+        );
     }
 
     #[test]
@@ -419,7 +427,10 @@ mod tests {
             "x: 99999999999999999999999999s",
         ] {
             let err = parse_conf(bad).expect_err(bad);
-            assert!(matches!(err, ConfError::BadDuration { .. }), "{bad:?}: {err:?}");
+            assert!(
+                matches!(err, ConfError::BadDuration { .. }),
+                "{bad:?}: {err:?}"
+            );
             assert!(err.to_string().contains("bad duration"), "{err}");
         }
     }
@@ -564,7 +575,10 @@ mod tests {
 
         let load = |n: &str| load_conf(&d.join(n));
         assert_eq!(load("a.example.conf").expect("ok"), secs(90));
-        assert_eq!(load("link.example.conf").expect("symlink to file"), secs(90));
+        assert_eq!(
+            load("link.example.conf").expect("symlink to file"),
+            secs(90)
+        );
         assert_eq!(load("b.example.conf").expect("ok"), secs(1200));
         let err = load("broken.example.conf").expect_err("no colon");
         assert!(matches!(
