@@ -31,7 +31,7 @@ fn unix(t: SystemTime) -> f64 {
 pub fn render_table(report: &Report) -> String {
     let header = [
         "SITE",
-        "CONTAINER",
+        "STATE",
         "LAST ACTIVITY",
         "TIMEOUT",
         "VERDICT",
