@@ -187,11 +187,14 @@ pub fn parse_conf(text: &str) -> Result<Duration, ConfError> {
 /// it may be anything), then [`parse_conf`]. `bytes` may be a prefix of the
 /// file; a line that does not end within it is judged by its length.
 pub fn parse_conf_bytes(bytes: &[u8]) -> Result<Duration, ConfError> {
+    // Line 1 with its '\n' (if any), so that an empty line 1 of a
+    // non-empty file is "blank", not "empty".
     let line = match bytes.iter().position(|&b| b == b'\n') {
-        Some(i) => &bytes[..i],
+        Some(i) => &bytes[..=i],
         None => bytes,
     };
-    let body = line.strip_prefix(BOM.as_bytes()).unwrap_or(line);
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    let body = body.strip_prefix(BOM.as_bytes()).unwrap_or(body);
     let body = body.strip_suffix(b"\r").unwrap_or(body);
     if body.len() > MAX_LINE_LEN {
         return Err(ConfError::LineTooLong { len: body.len() });
@@ -391,6 +394,8 @@ mod tests {
         assert_eq!(parse_conf("\u{feff}"), Err(ConfError::Empty));
         assert_eq!(parse_conf_bytes(b""), Err(ConfError::Empty));
         assert_eq!(parse_conf("\n# x: 20m\n"), Err(ConfError::BlankLine));
+        assert_eq!(parse_conf_bytes(b"\n# x: 20m\n"), Err(ConfError::BlankLine));
+        assert_eq!(parse_conf_bytes(b"\r\n"), Err(ConfError::BlankLine));
         assert_eq!(parse_conf("   \r\n"), Err(ConfError::BlankLine));
     }
 

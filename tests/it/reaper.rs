@@ -69,8 +69,12 @@ struct Run {
 
 impl Run {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     /// The plan entry of `site` (by site name or file name).
@@ -166,7 +170,10 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     let pause_list = List::new();
     pause_list.add(&to_pause, "2s");
     // Not in any list: idle too, but the reaper must never touch it.
-    started_quiet(&[&idle, &recent, &to_pause, &unlisted], Duration::from_millis(2500));
+    started_quiet(
+        &[&idle, &recent, &to_pause, &unlisted],
+        Duration::from_millis(2500),
+    );
     hello(&recent);
     let_time_pass(Duration::from_secs(1));
 
@@ -180,7 +187,10 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     assert_eq!(e["verdict"], "active-logs", "{e}");
     assert_eq!(e["action"], "none", "{e}");
     assert!(
-        e["reason"].as_str().expect("reason").contains("logged output"),
+        e["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("logged output"),
         "{e}"
     );
     assert_eq!(idle.state(), "exited");
@@ -216,7 +226,10 @@ fn waker_state_decides_busy_active_and_unknown() {
     for s in [&busy, &active, &unknown, &stale] {
         list.add(s, "2s");
     }
-    started_quiet(&[&busy, &active, &unknown, &stale], Duration::from_millis(2500));
+    started_quiet(
+        &[&busy, &active, &unknown, &stale],
+        Duration::from_millis(2500),
+    );
     let now = SystemTime::now();
     let me = std::process::id();
     // Written in the waker's format by fleet_core::state (its contract).
@@ -262,15 +275,29 @@ fn waker_state_decides_busy_active_and_unknown() {
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(1), "unknown state is a site error");
     let e = run.entry(busy.name());
-    assert_eq!((e["verdict"].as_str(), e["action"].as_str()), (Some("busy"), Some("none")), "{e}");
+    assert_eq!(
+        (e["verdict"].as_str(), e["action"].as_str()),
+        (Some("busy"), Some("none")),
+        "{e}"
+    );
     let e = run.entry(active.name());
     assert_eq!(e["verdict"], "active-waker", "{e}");
     let e = run.entry(unknown.name());
     assert_eq!(e["verdict"], "unknown", "{e}");
-    assert!(e["error"].as_str().expect("error").contains("symlink"), "{e}");
+    assert!(
+        e["error"].as_str().expect("error").contains("symlink"),
+        "{e}"
+    );
     let e = run.entry(stale.name());
-    assert_eq!((e["verdict"].as_str(), e["action"].as_str()), (Some("idle"), Some("stopped")), "{e}");
-    assert!(e["reason"].as_str().expect("reason").contains("gone"), "{e}");
+    assert_eq!(
+        (e["verdict"].as_str(), e["action"].as_str()),
+        (Some("idle"), Some("stopped")),
+        "{e}"
+    );
+    assert!(
+        e["reason"].as_str().expect("reason").contains("gone"),
+        "{e}"
+    );
     assert_eq!(busy.state(), "running");
     assert_eq!(active.state(), "running");
     assert_eq!(unknown.state(), "running");
@@ -295,14 +322,42 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
     // (file, content, what the report must say)
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty.fleet.test.conf", b"".to_vec(), "is empty"),
-        ("blank.fleet.test.conf", b"\n# x: 20m\n".to_vec(), "line 1 is blank"),
-        ("nocolon.fleet.test.conf", b"# Amount of time 20m\n".to_vec(), "no colon"),
-        ("noduration.fleet.test.conf", b"# pause after:\n".to_vec(), "nothing after its first colon"),
-        ("badduration.fleet.test.conf", b"# pause after: twenty minutes\n".to_vec(), "bad duration"),
-        ("zero.fleet.test.conf", b"# pause after: 0s\n".to_vec(), "is zero"),
-        ("absurd.fleet.test.conf", b"# pause after: 400days\n".to_vec(), "longer than the maximum"),
+        (
+            "blank.fleet.test.conf",
+            b"\n# x: 20m\n".to_vec(),
+            "line 1 is blank",
+        ),
+        (
+            "nocolon.fleet.test.conf",
+            b"# Amount of time 20m\n".to_vec(),
+            "no colon",
+        ),
+        (
+            "noduration.fleet.test.conf",
+            b"# pause after:\n".to_vec(),
+            "nothing after its first colon",
+        ),
+        (
+            "badduration.fleet.test.conf",
+            b"# pause after: twenty minutes\n".to_vec(),
+            "bad duration",
+        ),
+        (
+            "zero.fleet.test.conf",
+            b"# pause after: 0s\n".to_vec(),
+            "is zero",
+        ),
+        (
+            "absurd.fleet.test.conf",
+            b"# pause after: 400days\n".to_vec(),
+            "longer than the maximum",
+        ),
         ("binary.fleet.test.conf", elf, "binary"),
-        ("nul.fleet.test.conf", b"# pause after: 2\0m\n".to_vec(), "NUL"),
+        (
+            "nul.fleet.test.conf",
+            b"# pause after: 2\0m\n".to_vec(),
+            "NUL",
+        ),
         ("long.fleet.test.conf", long.into_bytes(), "bytes long"),
     ];
     for (file, content, _) in &cases {
@@ -323,21 +378,42 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
     for (file, _, why) in &cases {
         let site = file.trim_end_matches(".conf");
         let e = run.entry(site);
-        let err = e["error"].as_str().unwrap_or_else(|| panic!("{file}: no error: {e}"));
+        let err = e["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{file}: no error: {e}"));
         assert!(err.contains(why), "{file}: {err:?} does not say {why:?}");
-        assert!(err.contains(&list.sites().join(file).display().to_string()), "{file}: {err:?} lacks the path");
+        assert!(
+            err.contains(&list.sites().join(file).display().to_string()),
+            "{file}: {err:?} lacks the path"
+        );
         assert_eq!(e["verdict"], "error", "{e}");
         assert_eq!(e["action"], "none", "{e}");
         // And the log names it too.
         assert!(run.stderr.contains(file), "stderr does not name {file}");
     }
     let e = run.entry("bad_name.conf");
-    assert!(e["error"].as_str().expect("error").contains("does not name a valid site"), "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .expect("error")
+            .contains("does not name a valid site"),
+        "{e}"
+    );
     let e = run.entry("dir.fleet.test");
-    assert!(e["error"].as_str().expect("error").contains("not a regular file"), "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .expect("error")
+            .contains("not a regular file"),
+        "{e}"
+    );
     // The one good site was still handled.
     let e = run.entry(good.name());
-    assert_eq!((e["verdict"].as_str(), e["action"].as_str()), (Some("idle"), Some("stopped")), "{e}");
+    assert_eq!(
+        (e["verdict"].as_str(), e["action"].as_str()),
+        (Some("idle"), Some("stopped")),
+        "{e}"
+    );
     assert_eq!(good.state(), "exited");
 
     // The table says the same, one line per file, reason included.
@@ -361,14 +437,19 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
 #[test]
 fn log_check_reads_one_frame_however_much_the_site_logged() {
     require!(Docker, PhpFpm);
-    let loud = TestSite::new();
+    // This host's daemon keeps at most 3 × 10 MB of log per container;
+    // give the loud one room for all 50 MiB.
+    let loud = TestSite::with_options(support::site::SiteOptions {
+        docker_args: vec!["--log-opt".into(), "max-size=200m".into()],
+        ..Default::default()
+    });
     let quiet = TestSite::new();
     let list = List::new();
     started_quiet(&[&loud, &quiet], Duration::from_secs(1));
     // 50 MiB of log, through php-fpm's own stderr, as a chatty site would.
     let t = Instant::now();
     let mut req = FcgiRequest::get("log.php", "kb=51200");
-    req.timeout = Some(Duration::from_secs(120));
+    req.timeout = Duration::from_secs(120);
     let resp = fastcgi::request(&loud.fpm_socket(), &req).expect("log.php");
     assert_eq!(resp.text(), "logged 51200 KiB\n");
     eprintln!("50 MiB of log written in {:?}", t.elapsed());
@@ -408,7 +489,15 @@ fn log_check_reads_one_frame_however_much_the_site_logged() {
         "log check: loud site {loud_bytes} B in {loud_secs:.4}s, quiet site {quiet_bytes} B in \
          {quiet_secs:.4}s; `docker logs --since` of the loud site: {full_bytes} B in {full_secs:.3}s"
     );
-    assert!(full_bytes >= 50 << 20, "the loud site logged {full_bytes} B");
+    let text = String::from_utf8_lossy(&all.stderr);
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("log line")).collect();
+    assert!(
+        full_bytes >= 50 << 20,
+        "the loud site logged {full_bytes} B, {} lines, first {:?}, last {:?}",
+        lines.len(),
+        lines.first().map(|l| &l[..l.len().min(120)]),
+        lines.last().map(|l| &l[..l.len().min(120)])
+    );
     // One frame each: a log line (≤ 16 KiB, Docker's line limit) plus its header.
     assert!(loud_bytes <= 8 + 16 * 1024, "{loud_bytes}");
     assert!(quiet_bytes <= 8 + 16 * 1024, "{quiet_bytes}");
@@ -445,7 +534,10 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
         list.add(s, "3s");
     }
     list.write("broken.fleet.test.conf", b"no colon\n");
-    started_quiet(&[&idle, &idle2, &active, &paused], Duration::from_millis(3500));
+    started_quiet(
+        &[&idle, &idle2, &active, &paused],
+        Duration::from_millis(3500),
+    );
     paused.pause();
     let young = TestSite::new();
     list.add(&young, "1h");
@@ -460,7 +552,9 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
     let after: Vec<String> = all.iter().map(|s| fingerprint(s)).collect();
     assert_eq!(before, after, "a dry run changed container states");
     for s in all {
-        for event in ["stop", "kill", "die", "pause", "unpause", "start", "destroy"] {
+        for event in [
+            "stop", "kill", "die", "pause", "unpause", "start", "destroy",
+        ] {
             assert_eq!(
                 support::count_docker_events(s.container(), event, t0, t1),
                 0,
@@ -469,7 +563,11 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
             );
         }
     }
-    assert_eq!(dry.code, Some(1), "the broken conf is an error, also in a dry run");
+    assert_eq!(
+        dry.code,
+        Some(1),
+        "the broken conf is an error, also in a dry run"
+    );
     assert_eq!(dry.json()["dry_run"], true);
 
     let real = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
@@ -510,7 +608,11 @@ fn docker_unreachable_is_69_and_bad_usage_64() {
     let run = reaper_env(&list, &["--format", "json"], &[("DOCKER_HOST", &nowhere)]);
     assert_eq!(run.code, Some(69), "{}", run.stderr);
     assert!(run.stderr.contains("docker.sock"), "{}", run.stderr);
-    assert!(run.stdout.is_empty(), "no plan without Docker: {}", run.stdout);
+    assert!(
+        run.stdout.is_empty(),
+        "no plan without Docker: {}",
+        run.stdout
+    );
 
     // Usage errors.
     for args in [
@@ -539,7 +641,11 @@ fn docker_unreachable_is_69_and_bad_usage_64() {
     let run = reaper(&empty, &["--help"]);
     assert_eq!(run.code, Some(0));
     for code in ["0 ", "1 ", "64", "69", "75"] {
-        assert!(run.stdout.contains(&format!("  {code}")), "{code} in {}", run.stdout);
+        assert!(
+            run.stdout.contains(&format!("  {code}")),
+            "{code} in {}",
+            run.stdout
+        );
     }
     let run = reaper(&empty, &["--version"]);
     assert_eq!(run.code, Some(0));
@@ -580,9 +686,9 @@ fn sigterm_mid_pass_finishes_the_stop_under_way_and_exits_75() {
     // Docker's stop sends the stop signal first ("kill" event): from then on
     // the stop is under way for its 3 s grace. Interrupt now.
     let under_way = support::wait_until(Duration::from_secs(15), || {
-        [&first, &second].iter().any(|s| {
-            support::count_docker_events(s.container(), "kill", t0, SystemTime::now()) > 0
-        })
+        [&first, &second]
+            .iter()
+            .any(|s| support::count_docker_events(s.container(), "kill", t0, SystemTime::now()) > 0)
     });
     assert!(under_way, "no stop began: {}", proc.logs());
     proc.kill(nix::sys::signal::Signal::SIGTERM);
@@ -606,7 +712,10 @@ fn sigterm_mid_pass_finishes_the_stop_under_way_and_exits_75() {
     // With --jobs 1 exactly one site was under way: it was stopped to the
     // end; the other was never acted on.
     let stopped: Vec<_> = outcomes.iter().filter(|(_, a)| a == "stopped").collect();
-    let interrupted: Vec<_> = outcomes.iter().filter(|(_, a)| a == "interrupted").collect();
+    let interrupted: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, a)| a == "interrupted")
+        .collect();
     assert_eq!((stopped.len(), interrupted.len()), (1, 1), "{outcomes:?}");
     let (done, left) = if stopped[0].0 == first.name() {
         (&first, &second)
