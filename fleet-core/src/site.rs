@@ -382,4 +382,49 @@ mod tests {
         assert_eq!(layout.state_dir, Path::new(DEFAULT_STATE_DIR));
         assert_eq!(layout.sites_dir, Path::new("/tmp/sites"));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn label() -> impl Strategy<Value = String> {
+            "[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+        }
+
+        proptest! {
+            /// Whatever the input, validation never panics, and whatever it
+            /// accepts obeys every rule and is safe as a path component.
+            #[test]
+            fn accepted_names_obey_the_rules(name in any::<String>()) {
+                if let Ok(site) = Site::new(&name) {
+                    prop_assert!(!name.is_empty() && name.len() <= MAX_NAME_LEN);
+                    prop_assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+                    for l in name.split('.') {
+                        prop_assert!(!l.is_empty() && l.len() <= MAX_LABEL_LEN);
+                        prop_assert!(!l.starts_with('-') && !l.ends_with('-'));
+                    }
+                    let dir = Layout::default().site_dir(&site);
+                    prop_assert_eq!(dir.parent(), Some(std::path::Path::new(DEFAULT_RUN_DIR)));
+                    prop_assert_eq!(site.container(), format!("{name}.fpm"));
+                }
+            }
+
+            /// Bytes that look like names (dots, hyphens, slashes, NUL) are
+            /// classified without panicking and every error names its rule.
+            #[test]
+            fn near_misses_name_the_rule(name in "[a-z0-9./\\-\\x00 ]{0,300}") {
+                if let Err(e) = Site::new(&name) {
+                    prop_assert!(e.to_string().contains("rule"), "{}", e);
+                }
+            }
+
+            /// Every well-formed host name is accepted.
+            #[test]
+            fn host_names_are_accepted(labels in proptest::collection::vec(label(), 1..4)) {
+                let name = labels.join(".");
+                prop_assume!(name.len() <= MAX_NAME_LEN);
+                prop_assert!(Site::new(&name).is_ok(), "{}", name);
+            }
+        }
+    }
 }

@@ -1,7 +1,138 @@
-//! fleet-renew: see `ARCHITECTURE.md`. Not implemented yet.
+//! fleet-renew: bring sites whose socket unit, service and container disagree
+//! back to a clean, listening state. Replaces `renew-fpm-socket.sh`.
+//!
+//! Exit codes: 0 every site healthy again; 1 some site failed (the others were
+//! still renewed); 64 usage (bad flags, or no valid site name given);
+//! 69 Docker unreachable for every site.
 
-fn main() -> std::process::ExitCode {
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use fleet_core::exit;
+use fleet_core::renew::{self, Config, Outcome, StepReport, UnitTemplate};
+use fleet_core::{Layout, Site};
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Bring fleet sites back to a clean, listening state",
+    long_about = "For each site: stop the socket unit, the service unit and the container <site>.fpm, \
+remove socket files nothing listens on, reset-failed both units, start the socket unit and verify \
+that it is active and listening (from /proc/net/unix, without connecting, which would wake the site).",
+    after_help = "Exit codes: 0 all sites healthy; 1 some site failed (others still renewed); \
+64 usage or no valid site; 69 Docker unreachable."
+)]
+struct Args {
+    /// Sites to renew (DNS-style names, e.g. example.com).
+    #[arg(required = true, value_name = "SITE")]
+    sites: Vec<String>,
+    /// Print each step, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Socket unit name; {site} is replaced by the site name.
+    #[arg(long, value_name = "TEMPLATE", default_value = renew::DEFAULT_SOCKET_UNIT)]
+    socket_unit: UnitTemplate,
+    /// Service unit name; {site} is replaced by the site name.
+    #[arg(long, value_name = "TEMPLATE", default_value = renew::DEFAULT_SERVICE_UNIT)]
+    service_unit: UnitTemplate,
+    /// Root of the per-site runtime directories.
+    #[arg(long, value_name = "DIR", env = "FLEET_RUN_DIR")]
+    run_dir: Option<PathBuf>,
+    /// Directory of the activity state files.
+    #[arg(long, value_name = "DIR", env = "FLEET_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Grace period for stopping the container.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
+    stop_timeout: std::time::Duration,
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
     fleet_core::logging::init();
-    eprintln!("fleet-renew: not implemented yet");
-    std::process::ExitCode::from(fleet_core::exit::SOFTWARE)
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fleet-renew: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::OSERR);
+        }
+    };
+    ExitCode::from(runtime.block_on(run(args)))
+}
+
+async fn run(args: Args) -> u8 {
+    let mut layout = Layout::from_env();
+    if let Some(d) = args.run_dir {
+        layout.run_dir = d;
+    }
+    if let Some(d) = args.state_dir {
+        layout.state_dir = d;
+    }
+    let mut cfg = Config::new(layout);
+    cfg.socket_unit = args.socket_unit;
+    cfg.service_unit = args.service_unit;
+    cfg.dry_run = args.dry_run;
+    cfg.stop_grace = args.stop_timeout;
+    let engine = fleet_core::docker::Engine::from_env();
+
+    let mut invalid = 0usize;
+    let mut failed = 0usize;
+    let mut unreachable = 0usize;
+    let total = args.sites.len();
+    for name in &args.sites {
+        let site = match Site::new(name) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("fleet-renew: {name:?}: {e}; skipped");
+                println!("{name}\tFAILED\tinvalid site name: {e}");
+                invalid += 1;
+                continue;
+            }
+        };
+        let report = renew::renew_site(&cfg, &engine, &site, print_step).await;
+        let verdict = if cfg.dry_run {
+            "DRY-RUN"
+        } else if report.healthy() {
+            "HEALTHY"
+        } else {
+            failed += 1;
+            if report.steps.iter().any(|s| {
+                matches!(&s.outcome, Outcome::Failed(renew::RenewError::Docker(d)) if d.is_unreachable())
+            }) {
+                unreachable += 1;
+            }
+            "FAILED"
+        };
+        println!("{site}\t{verdict}");
+    }
+    if invalid == total {
+        exit::USAGE
+    } else if unreachable > 0 && unreachable + invalid == total {
+        exit::UNAVAILABLE
+    } else if invalid > 0 || failed > 0 {
+        exit::FAILURE
+    } else {
+        exit::OK
+    }
+}
+
+fn print_step(site: &Site, r: &StepReport) {
+    match &r.outcome {
+        Outcome::Done(text) => println!("{site}\t{}\tok: {text}", r.step),
+        Outcome::DryRun => println!("{site}\t{}\twould run (dry run)", r.step),
+        Outcome::Failed(e) => println!("{site}\t{}\tFAILED: {}", r.step, exit::chain(e)),
+    }
 }

@@ -5,4 +5,5 @@ mod support;
 
 mod harness;
 mod reaper;
+mod renew;
 mod waker;

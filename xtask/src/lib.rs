@@ -1,1 +1,5 @@
-//! Library half of xtask: pieces that the test suite reuses (the php-fpm image).
+//! Library half of xtask: pieces that the test suite reuses (the php-fpm
+//! image) and the package checks of `cargo xtask test`.
+
+pub mod deps;
+pub mod image;

@@ -1,6 +1,306 @@
-//! `cargo xtask …`: the project's automation. Not implemented yet.
+//! `cargo xtask …`: the project's automation.
+//!
+//! * `cargo xtask test [cargo test args…]` — the one test command: Debian
+//!   packages, `docker info`, the php-fpm image, fmt, clippy, build, tests.
+//! * `cargo xtask image` — build (or find cached) the php-fpm image, print its tag.
+//! * `cargo xtask demo`, `cargo xtask bench` — not implemented yet.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("xtask: not implemented yet");
-    std::process::ExitCode::FAILURE
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use xtask::{deps, image};
+
+/// sysexits: usage error.
+const EX_USAGE: u8 = 64;
+/// sysexits: a needed service or package is unavailable.
+const EX_UNAVAILABLE: u8 = 69;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test [args…]   install missing Debian packages (as root), check docker, build the
+                 php-fpm image, then cargo fmt --check, clippy -D warnings, build and
+                 test the whole workspace; args go to `cargo test`
+  image          build (or reuse the cached) php-fpm test image and print its tag
+  demo           not implemented yet
+  bench          not implemented yet";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(EX_USAGE);
+    };
+    match command.as_str() {
+        "test" => test(rest),
+        "image" => match build_image() {
+            Ok(tag) => {
+                println!("{tag}");
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        "demo" | "bench" => {
+            eprintln!(
+                "xtask {command}: not implemented yet (issue: `cargo xtask {command}` has its own issue)"
+            );
+            ExitCode::FAILURE
+        }
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        other => {
+            eprintln!("xtask: unknown command {other:?}\n\n{USAGE}");
+            ExitCode::from(EX_USAGE)
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+/// Run one step (an argv, never a shell), printing it and its duration.
+fn step(name: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), ExitCode> {
+    eprintln!("==> {name}: {program} {}", args.join(" "));
+    let start = Instant::now();
+    let status = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .status();
+    let took = secs(start.elapsed());
+    match status {
+        Ok(s) if s.success() => {
+            eprintln!("==> {name}: ok in {took}");
+            Ok(())
+        }
+        Ok(s) => {
+            eprintln!("==> {name}: FAILED ({s}) after {took}");
+            Err(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("==> {name}: cannot run {program}: {e}");
+            Err(ExitCode::from(EX_UNAVAILABLE))
+        }
+    }
+}
+
+fn test(cargo_test_args: &[String]) -> ExitCode {
+    let total = Instant::now();
+    eprintln!(
+        "==> cargo xtask test (CI={})",
+        std::env::var("CI").unwrap_or_else(|_| "unset".into())
+    );
+    let result = (|| {
+        ensure_packages()?;
+        check_docker()?;
+        build_image()?;
+        let cargo = cargo();
+        step("fmt", &cargo, &["fmt", "--all", "--check"], &[])?;
+        step(
+            "clippy",
+            &cargo,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+            &[],
+        )?;
+        step("build", &cargo, &["build", "--workspace"], &[])?;
+        let mut args = vec!["test", "--workspace"];
+        args.extend(cargo_test_args.iter().map(String::as_str));
+        step("test", &cargo, &args, &[])?;
+        check_leftovers()
+    })();
+    match result {
+        Ok(()) => {
+            eprintln!("==> all steps passed in {}", secs(total.elapsed()));
+            ExitCode::SUCCESS
+        }
+        Err(code) => {
+            eprintln!("==> stopped after {}", secs(total.elapsed()));
+            code
+        }
+    }
+}
+
+fn ensure_packages() -> Result<(), ExitCode> {
+    let start = Instant::now();
+    let missing = deps::missing();
+    if missing.is_empty() {
+        eprintln!(
+            "==> packages: {} installed ({})",
+            deps::PACKAGES.join(" "),
+            secs(start.elapsed())
+        );
+        return Ok(());
+    }
+    let is_root = effective_uid_is_root();
+    let has_apt = Path::new("/usr/bin/apt-get").exists();
+    if !is_root || !has_apt {
+        eprintln!(
+            "==> packages: missing {}; install them with:\n    sudo apt-get install -y --no-install-recommends {}",
+            missing.join(" "),
+            missing.join(" ")
+        );
+        return Err(ExitCode::from(EX_UNAVAILABLE));
+    }
+    let env = [("DEBIAN_FRONTEND", "noninteractive")];
+    step("apt-get update", "apt-get", &["update"], &env)?;
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    args.extend(missing.iter().copied());
+    step("apt-get install", "apt-get", &args, &env)?;
+    let still = deps::missing();
+    if !still.is_empty() {
+        eprintln!(
+            "==> packages: still missing after apt-get install: {}",
+            still.join(" ")
+        );
+        return Err(ExitCode::from(EX_UNAVAILABLE));
+    }
+    Ok(())
+}
+
+/// Effective uid 0? Read from /proc to avoid pulling a dependency for one call.
+fn effective_uid_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+            .unwrap_or(false)
+    })
+}
+
+fn check_docker() -> Result<(), ExitCode> {
+    let start = Instant::now();
+    let out = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {
+            eprintln!(
+                "==> docker: engine {} ({})",
+                String::from_utf8_lossy(&out.stdout).trim(),
+                secs(start.elapsed())
+            );
+            Ok(())
+        }
+        Ok(out) => {
+            eprintln!(
+                "==> docker: `docker info` failed: {}\n    is the Docker engine running, and is DOCKER_HOST ({}) right?",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unset".into())
+            );
+            Err(ExitCode::from(EX_UNAVAILABLE))
+        }
+        Err(e) => {
+            eprintln!("==> docker: cannot run `docker`: {e} (install the Docker CLI and engine)");
+            Err(ExitCode::from(EX_UNAVAILABLE))
+        }
+    }
+}
+
+/// After the tests: no `fleet.test=1` container and no `/tmp/fleet-it-<pid>-…`
+/// dir may remain whose test process is gone (tests of other, still running
+/// processes on this machine are not counted).
+fn check_leftovers() -> Result<(), ExitCode> {
+    let alive = |pid: &str| {
+        pid.parse::<u32>()
+            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=fleet.test=1",
+            "--format",
+            "{{.Names}}\t{{.Label \"fleet.test.pid\"}}",
+        ])
+        .stdin(Stdio::null())
+        .output();
+    let listing = match out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => {
+            eprintln!("==> leftovers: cannot list test containers");
+            return Err(ExitCode::FAILURE);
+        }
+    };
+    let mut left: Vec<String> = listing
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(_, pid)| !alive(pid.trim()))
+        .map(|(name, _)| format!("container {name}"))
+        .collect();
+    if let Ok(entries) = std::fs::read_dir("/tmp") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix("fleet-it-")
+                .and_then(|rest| rest.split('-').next())
+                .filter(|pid| pid.parse::<u32>().is_ok());
+            if pid.is_some_and(|pid| !alive(pid)) {
+                left.push(format!("dir /tmp/{name}"));
+            }
+        }
+    }
+    if left.is_empty() {
+        eprintln!("==> leftovers: none (docker ps -a and /tmp clean of finished test runs)");
+        Ok(())
+    } else {
+        eprintln!(
+            "==> leftovers: FAILED, tests left behind:\n    {}",
+            left.join("\n    ")
+        );
+        Err(ExitCode::FAILURE)
+    }
+}
+
+fn build_image() -> Result<String, ExitCode> {
+    let start = Instant::now();
+    match image::ensure_image_info() {
+        Ok(img) => {
+            eprintln!(
+                "==> image: {} {} in {}",
+                img.tag,
+                if img.cached {
+                    "cached (import skipped)"
+                } else {
+                    "built and imported"
+                },
+                secs(start.elapsed())
+            );
+            Ok(img.tag)
+        }
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                source = s.source();
+            }
+            eprintln!("==> image: {msg}");
+            Err(ExitCode::from(EX_UNAVAILABLE))
+        }
+    }
 }

@@ -1,1 +1,327 @@
 //! Test support: real components for integration tests.
+//!
+//! Everything here drives the real thing: the Docker engine (through the
+//! `docker` CLI, argv only), php-fpm in the `fleet-php-fpm` image, nginx,
+//! `systemd-socket-activate` and `systemd-socket-proxyd`.
+//!
+//! * [`require!`] — skip (or, under `CI=true`, fail loudly) when a component is missing.
+//! * [`TestSite`] — a site with its own temp [`Layout`](fleet_core::Layout) and a `<site>.fpm` container.
+//! * [`fastcgi::request`] — one FastCGI request straight to a unix socket.
+//! * [`Nginx`] — real nginx on a free loopback port in front of a socket.
+//! * [`http::get`] / [`http::post`] — a tiny HTTP/1.1 client.
+//! * [`Launch`] → [`SocketActivated`] / [`Spawned`] — run a binary under real socket activation or directly.
+//! * [`nsystemd::NsSystemd`] — a real systemd booted as PID 1 in private PID and mount namespaces.
+//! * [`wait_until`], [`free_port`], [`bin`], [`docker`], [`docker_events`], [`count_docker_events`].
+#![allow(dead_code, unused_imports, unused_macros)]
+
+pub mod fastcgi;
+pub mod http;
+pub mod nginx;
+pub mod nsystemd;
+pub mod process;
+pub mod site;
+
+pub use fastcgi::{FcgiRequest, FcgiResponse};
+pub use http::HttpResponse;
+pub use nginx::{Nginx, NginxConfig};
+pub use process::{Launch, SocketActivated, Spawned};
+pub use site::{SiteOptions, TestSite};
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A real component a test needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    /// A working Docker engine (`docker info` succeeds).
+    Docker,
+    /// The host's php-fpm (`/usr/sbin/php-fpm8.2`), from which the image is built.
+    PhpFpm,
+    /// nginx (`/usr/sbin/nginx`).
+    Nginx,
+    /// `systemd-socket-activate` on `PATH`.
+    SocketActivate,
+    /// `/lib/systemd/systemd-socket-proxyd`.
+    SocketProxyd,
+    /// Running as root (euid 0).
+    Root,
+    /// systemd itself (`/lib/systemd/systemd`) plus `unshare` and `nsenter`,
+    /// to boot it as PID 1 in private namespaces ([`nsystemd`]).
+    Systemd,
+}
+
+/// Path of nginx.
+pub const NGINX: &str = "/usr/sbin/nginx";
+/// Path of systemd-socket-proxyd.
+pub const SOCKET_PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";
+
+impl Component {
+    /// `Ok(())` when present, else why not and how to get it.
+    pub fn check(self) -> Result<(), String> {
+        match self {
+            Component::Docker => docker_available().clone(),
+            Component::PhpFpm => {
+                if Path::new(xtask::image::PHP_FPM).exists() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} missing (apt-get install php8.2-fpm)",
+                        xtask::image::PHP_FPM
+                    ))
+                }
+            }
+            Component::Nginx => {
+                if Path::new(NGINX).exists() {
+                    Ok(())
+                } else {
+                    Err(format!("{NGINX} missing (apt-get install nginx-light)"))
+                }
+            }
+            Component::SocketActivate => find_in_path("systemd-socket-activate")
+                .map(|_| ())
+                .ok_or_else(|| {
+                    "systemd-socket-activate not on PATH (apt-get install systemd)".to_string()
+                }),
+            Component::SocketProxyd => {
+                if Path::new(SOCKET_PROXYD).exists() {
+                    Ok(())
+                } else {
+                    Err(format!("{SOCKET_PROXYD} missing (apt-get install systemd)"))
+                }
+            }
+            Component::Systemd => {
+                if !Path::new("/lib/systemd/systemd").exists() {
+                    Err("/lib/systemd/systemd missing (apt-get install systemd)".to_string())
+                } else if find_in_path("unshare").is_none() || find_in_path("nsenter").is_none() {
+                    Err("unshare/nsenter not on PATH (apt-get install util-linux)".to_string())
+                } else {
+                    Ok(())
+                }
+            }
+            Component::Root => {
+                if nix::unistd::geteuid().is_root() {
+                    Ok(())
+                } else {
+                    Err("needs root (run the tests as root)".to_string())
+                }
+            }
+        }
+    }
+}
+
+fn docker_available() -> &'static Result<(), String> {
+    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
+    CHECK.get_or_init(|| {
+        match Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .stdin(Stdio::null())
+            .output()
+        {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(format!(
+                "`docker info` failed: {} (is the Docker engine running and DOCKER_HOST right?)",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => Err(format!(
+                "cannot run `docker`: {e} (apt-get install docker.io)"
+            )),
+        }
+    })
+}
+
+/// Look a program up on `PATH`.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// True when running under CI (`CI=true`): missing components are failures.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Check `components`. All present → `true`. Something missing: under
+/// `CI=true` panic with a loud message naming it and how to install it;
+/// otherwise print `SKIP <test>: <reason>` to stderr and return `false`.
+/// Use through [`require!`].
+pub fn require_all(test: &str, components: &[Component]) -> bool {
+    let missing: Vec<String> = components
+        .iter()
+        .filter_map(|c| c.check().err().map(|why| format!("{c:?}: {why}")))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = missing.join("; ");
+    if in_ci() {
+        panic!("\n\n*** CI=true and a required component is missing for {test}: {reason} ***\n\n");
+    }
+    // Straight to fd 2, not `eprintln!`: libtest captures the macros' output
+    // of passing tests, and a skip must be visible in the CI log.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIP {test}: {reason}");
+    false
+}
+
+/// Print a line to the real stderr even when libtest captures output (so it
+/// shows in the CI log for passing tests): `[<test>] <msg>`.
+pub fn note(msg: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "[{}] {msg}", test_name());
+}
+
+/// The running test's name (libtest names the thread after it).
+pub fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("<unnamed test>")
+        .to_string()
+}
+
+/// `require!(Docker, Nginx)`: return early from the test (after printing
+/// `SKIP …`) when a component is missing; under `CI=true` panic instead.
+macro_rules! require {
+    ($($component:ident),+ $(,)?) => {
+        if !$crate::support::require_all(
+            &$crate::support::test_name(),
+            &[$($crate::support::Component::$component),+],
+        ) {
+            return;
+        }
+    };
+}
+pub(crate) use require;
+
+/// Path of a workspace binary (`fleet-waker`, `fleet-reaper`, `fleet-renew`)
+/// in the target dir of this test binary. Panics if it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/it-<hash>  →  target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| {
+            if deps.ends_with("deps") {
+                deps.parent()
+            } else {
+                Some(deps)
+            }
+        })
+        .expect("test binary has a parent directory");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} does not exist: run `cargo build --workspace` first (`cargo xtask test` does)",
+        path.display()
+    );
+    path
+}
+
+/// Poll `cond` until it is true or `timeout` passes; back off from 2 ms to
+/// 50 ms between polls. Returns whether it became true.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if cond() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return cond();
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; racy by nature, so
+/// starters like [`Nginx`] retry on a bind failure).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// A new temp dir `/tmp/fleet-it-<pid>-<kind>-XXXXXX`, mode 0755 (nginx
+/// workers and containers must traverse it). Removed on drop; if the test
+/// process dies without dropping it, [`site::reap_leftovers`] removes it in a
+/// later run (the pid in the name is gone).
+pub fn temp_dir(kind: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{TEMP_PREFIX}{}-{kind}-", std::process::id()))
+        .tempdir_in("/tmp")
+        .expect("create temp dir in /tmp");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod temp dir");
+    dir
+}
+
+/// Prefix of every temp dir the harness makes in /tmp.
+pub const TEMP_PREFIX: &str = "fleet-it-";
+
+/// Run `docker <args>` (argv, no shell) and return its output, whatever the status.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run docker")
+}
+
+/// Run `docker <args>`, panic with its stderr unless it succeeds; return stdout.
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn docker_time(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).expect("time after 1970");
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+}
+
+/// Docker events between `since` and `until`, one JSON object per line,
+/// with `filters` such as `container=<name>`, `event=start`, `type=container`.
+pub fn docker_events(since: SystemTime, until: SystemTime, filters: &[&str]) -> Vec<String> {
+    let since = docker_time(since);
+    let until = docker_time(until);
+    let mut args = vec![
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--format",
+        "{{json .}}",
+    ];
+    for f in filters {
+        args.push("--filter");
+        args.push(f);
+    }
+    docker_ok(&args)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// How many `event` events (e.g. `start`, `unpause`, `die`) container
+/// `container` had between `since` and `until`.
+pub fn count_docker_events(
+    container: &str,
+    event: &str,
+    since: SystemTime,
+    until: SystemTime,
+) -> usize {
+    let c = format!("container={container}");
+    let e = format!("event={event}");
+    docker_events(since, until, &["type=container", &c, &e]).len()
+}

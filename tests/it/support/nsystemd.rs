@@ -1,0 +1,371 @@
+//! A real systemd booted as PID 1 inside private PID and mount namespaces.
+//!
+//! The host's systemd is not PID 1 here (and must never be touched), so the
+//! unit tests boot their own: `unshare(CLONE_NEWNS)` in the child, tmpfs over
+//! `/run`, `/tmp` and `/var/tmp` (systemd's boot would otherwise clean the
+//! host's), bind mounts of what the units need (Docker's socket, the test's
+//! runtime and state directories, the directory of the built binaries), then
+//! `unshare --pid --fork --mount-proc /lib/systemd/systemd --system
+//! --unit=fleet-test.target`. The target is the test's own and pulls in
+//! nothing, so systemd starts only the units a test asks for.
+//!
+//! Everything lives in namespaces: killing PID 1 of the PID namespace (on
+//! drop) kills every process in it, and the mounts vanish with the mount
+//! namespace, so nothing is left behind on the host.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The boot target: pulls in nothing.
+const TARGET: &str = "fleet-test.target";
+const TARGET_UNIT: &[u8] = b"[Unit]\nDescription=fleet test target\n";
+
+/// What to bind into the namespace: `host` (a file or directory outside the
+/// private tmpfs mounts) appears at `inside`.
+#[derive(Debug, Clone)]
+pub struct Bind {
+    pub host: PathBuf,
+    pub inside: PathBuf,
+}
+
+/// A booted systemd; killed with everything in its namespaces on drop.
+#[derive(Debug)]
+pub struct NsSystemd {
+    unshare: Child,
+    /// systemd's PID as the host sees it.
+    pid: i32,
+    log: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+/// Precomputed C strings for the child (no allocation after fork).
+struct ChildPlan {
+    tmpfs: Vec<(CString, CString)>,
+    dirs: Vec<CString>,
+    binds: Vec<BindPlan>,
+    unit_dir: Vec<CString>,
+    unit_path: CString,
+}
+
+struct BindPlan {
+    host: CString,
+    fd: libc::c_int,
+    proc_path: CString,
+    target: CString,
+    is_dir: bool,
+}
+
+/// Where the child parks its O_PATH descriptors (far above anything a test
+/// process has open).
+const FIRST_BIND_FD: libc::c_int = 900;
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("path without NUL")
+}
+
+/// Every ancestor of `p` below one of the tmpfs roots, shallowest first.
+fn ancestors_to_make(p: &Path, out: &mut Vec<CString>) {
+    let mut chain: Vec<&Path> = p.ancestors().skip(1).collect();
+    chain.reverse();
+    for a in chain {
+        if a.as_os_str().len() > 1 {
+            out.push(cstr(a));
+        }
+    }
+}
+
+impl NsSystemd {
+    /// Boots systemd with `binds` in place. Panics (with systemd's log) if it
+    /// does not reach a running state within 30 s.
+    pub fn boot(binds: &[Bind]) -> NsSystemd {
+        let log_dir = tempfile::Builder::new()
+            .prefix("fleet-nsd-")
+            .tempdir()
+            .expect("log dir");
+        let log = log_dir.path().join("systemd.log");
+        let mut plan = ChildPlan {
+            tmpfs: vec![
+                (cstr(Path::new("/run")), CString::from(c"mode=0755")),
+                (cstr(Path::new("/tmp")), CString::from(c"mode=1777")),
+                (cstr(Path::new("/var/tmp")), CString::from(c"mode=1777")),
+            ],
+            dirs: Vec::new(),
+            binds: Vec::new(),
+            unit_dir: vec![
+                cstr(Path::new("/run/systemd")),
+                cstr(Path::new("/run/systemd/system")),
+            ],
+            unit_path: cstr(&Path::new("/run/systemd/system").join(TARGET)),
+        };
+        for (i, b) in binds.iter().enumerate() {
+            // The child opens each host path (O_PATH) after entering its
+            // mount namespace but before the tmpfs mounts hide it, parks the
+            // fd at a fixed number, and binds from /proc/self/fd/N. (An fd
+            // opened in the parent refers to a mount of the parent's
+            // namespace, which mount(2) refuses with EINVAL.)
+            assert!(
+                b.host.exists(),
+                "bind source {} is missing",
+                b.host.display()
+            );
+            let fd = FIRST_BIND_FD + i as libc::c_int;
+            ancestors_to_make(&b.inside, &mut plan.dirs);
+            plan.binds.push(BindPlan {
+                host: cstr(&b.host),
+                fd,
+                proc_path: CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL"),
+                target: cstr(&b.inside),
+                is_dir: b.host.is_dir(),
+            });
+        }
+
+        let out = File::create(&log).expect("log file");
+        let err = out.try_clone().expect("dup log");
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--",
+            "/lib/systemd/systemd",
+        ])
+        .args([
+            "--system",
+            &format!("--unit={TARGET}"),
+            "--log-target=console",
+            "--log-color=no",
+        ])
+        .env("container", "fleet-test")
+        .env("SYSTEMD_LOG_LEVEL", "info")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+        // SAFETY: the closure runs in the forked child before exec. It only
+        // calls async-signal-safe libc functions (unshare, mount, mkdir, open,
+        // dup2, write, close) on C strings prepared before the fork, and allocates
+        // nothing, so it cannot deadlock on a lock held by another thread of
+        // the (multi-threaded) test process.
+        unsafe {
+            cmd.pre_exec(move || child_setup(&plan));
+        }
+        let unshare = cmd.spawn().expect("spawn unshare (util-linux)");
+        drop(cmd);
+
+        // systemd is unshare's only child.
+        let children = format!("/proc/{}/task/{}/children", unshare.id(), unshare.id());
+        let start = Instant::now();
+        let pid = loop {
+            if let Some(pid) = std::fs::read_to_string(&children)
+                .ok()
+                .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+            {
+                break pid;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "systemd did not start; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let ns = NsSystemd {
+            unshare,
+            pid,
+            log,
+            _log_dir: log_dir,
+        };
+        ns.wait_running();
+        ns
+    }
+
+    fn wait_running(&self) {
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(5);
+        loop {
+            let out = self.systemctl(&["is-system-running"]);
+            let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if state == "running" || state == "degraded" {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "systemd in the namespace is {state:?} after 30 s; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// systemd's PID as the host sees it.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// What systemd printed.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A command that runs `program` inside the namespaces.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg("-t")
+            .arg(self.pid.to_string())
+            .args(["-m", "-p", "--"])
+            .arg(program)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `program args` inside the namespaces and returns its output.
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        self.command(program)
+            .args(args)
+            .output()
+            .expect("run nsenter")
+    }
+
+    /// `systemctl args` inside the namespaces.
+    pub fn systemctl(&self, args: &[&str]) -> Output {
+        self.run("systemctl", args)
+    }
+
+    /// `systemctl args`, panicking with its output and systemd's log if it fails.
+    pub fn systemctl_ok(&self, args: &[&str]) -> String {
+        let out = self.systemctl(args);
+        assert!(
+            out.status.success(),
+            "systemctl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A path inside the namespace's mount view, reachable from the host
+    /// through `/proc/<pid>/root`.
+    pub fn path(&self, inside: &Path) -> PathBuf {
+        let rel = inside.strip_prefix("/").unwrap_or(inside);
+        PathBuf::from(format!("/proc/{}/root", self.pid)).join(rel)
+    }
+
+    /// Writes a unit file (or drop-in, with `name` like `x.service.d/y.conf`)
+    /// into `/run/systemd/system` inside the namespace.
+    pub fn write_unit(&self, name: &str, content: &str) {
+        let path = self.path(Path::new("/run/systemd/system")).join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("unit dir");
+        }
+        std::fs::write(&path, content).expect("write unit");
+    }
+
+    /// Removes a unit file or drop-in written by [`NsSystemd::write_unit`].
+    pub fn remove_unit(&self, name: &str) {
+        let path = self.path(Path::new("/run/systemd/system")).join(name);
+        std::fs::remove_file(&path).expect("remove unit");
+    }
+}
+
+impl Drop for NsSystemd {
+    fn drop(&mut self) {
+        // SIGKILL to PID 1 of a PID namespace kills every process in it.
+        // SAFETY: plain kill(2) on a pid we started; no memory involved.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+        }
+        let _ = self.unshare.wait();
+    }
+}
+
+/// Runs in the forked child before exec; see the SAFETY note at the call.
+fn child_setup(plan: &ChildPlan) -> std::io::Result<()> {
+    fn check(r: libc::c_int) -> std::io::Result<()> {
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+    fn mkdir(p: &CString) -> std::io::Result<()> {
+        // SAFETY: valid C string; mkdir does not retain the pointer.
+        let r = unsafe { libc::mkdir(p.as_ptr(), 0o755) };
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    // SAFETY: every call below gets valid NUL-terminated C strings (or null
+    // pointers where the syscall documents them) and retains no pointer.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        check(libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))?;
+        for b in &plan.binds {
+            let fd = libc::open(b.host.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+            check(fd)?;
+            if fd != b.fd {
+                check(libc::dup2(fd, b.fd))?;
+                libc::close(fd);
+            }
+        }
+        for (dir, opts) in &plan.tmpfs {
+            check(libc::mount(
+                c"tmpfs".as_ptr(),
+                dir.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                opts.as_ptr().cast(),
+            ))?;
+        }
+        for d in &plan.dirs {
+            mkdir(d)?;
+        }
+        for b in &plan.binds {
+            if b.is_dir {
+                mkdir(&b.target)?;
+            } else {
+                let fd = libc::open(
+                    b.target.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                );
+                check(fd)?;
+                libc::close(fd);
+            }
+            check(libc::mount(
+                b.proc_path.as_ptr(),
+                b.target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ))?;
+            libc::close(b.fd);
+        }
+        for d in &plan.unit_dir {
+            mkdir(d)?;
+        }
+        let fd = libc::open(
+            plan.unit_path.as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o644,
+        );
+        check(fd)?;
+        let n = libc::write(fd, TARGET_UNIT.as_ptr().cast(), TARGET_UNIT.len());
+        libc::close(fd);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

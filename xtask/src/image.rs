@@ -1,0 +1,525 @@
+//! The php-fpm test image, built from the host's Debian `php8.2-fpm`.
+//!
+//! No registry is reachable, so the image is a tiny rootfs assembled in
+//! memory: the php-fpm binary, every shared library the dynamic loader says
+//! it needs (symlink names kept, the loader itself included), a minimal
+//! `/etc/passwd` and `/etc/group`, and our own `php-fpm.conf` / `php.ini`.
+//! The tar is deterministic (sorted, mtime 0, uid/gid 0), so its sha256 is a
+//! content hash: the image is tagged `fleet-php-fpm:<first 16 hex>` and only
+//! imported (`docker import`) when `docker image inspect` does not know the
+//! tag yet. `fleet-php-fpm:latest` always points at the newest build.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use sha2::{Digest as _, Sha256};
+
+/// The host's php-fpm binary that goes into the image.
+pub const PHP_FPM: &str = "/usr/sbin/php-fpm8.2";
+/// Repository part of the image tags.
+pub const REPOSITORY: &str = "fleet-php-fpm";
+/// Environment variable (set in the image, overridable per container) with
+/// the number of php-fpm workers of the static pool.
+pub const CHILDREN_ENV: &str = "FLEET_FPM_CHILDREN";
+/// Default number of php-fpm workers.
+pub const DEFAULT_CHILDREN: u32 = 4;
+/// Where php-fpm listens inside the container (bind-mount the site's runtime
+/// directory at `/run/php`).
+pub const CONTAINER_SOCKET: &str = "/run/php/php-fpm.sock";
+/// Document root inside the container.
+pub const CONTAINER_DOCROOT: &str = "/srv/www";
+
+/// Time zone files PHP needs for `date.timezone = UTC` (added when present).
+const TZ_FILES: &[&str] = &["/usr/share/zoneinfo/UTC", "/usr/share/zoneinfo/Etc/UTC"];
+
+/// The loaders we know how to ask for a binary's libraries (`--list`).
+const LOADERS: &[&str] = &["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"];
+
+/// Why the image could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// php-fpm is not installed on the host.
+    #[error("{path} is missing: install it with `apt-get install php8.2-fpm`")]
+    PhpFpmMissing {
+        /// The binary looked for.
+        path: PathBuf,
+    },
+    /// No dynamic loader we know is present.
+    #[error("no known dynamic loader found (looked for {looked:?})")]
+    NoLoader {
+        /// The loaders tried.
+        looked: Vec<String>,
+    },
+    /// A command could not be run or failed.
+    #[error("`{command}` failed: {detail}")]
+    Command {
+        /// The command line (for the message only; it ran as an argv).
+        command: String,
+        /// Exit status and stderr, or the spawn error.
+        detail: String,
+    },
+    /// A host file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the in-memory tar failed.
+    #[error("cannot build the rootfs tar")]
+    Tar(#[source] std::io::Error),
+}
+
+/// The result of [`ensure_image`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// `fleet-php-fpm:<16 hex>`.
+    pub tag: String,
+    /// True when the tag already existed and nothing was imported.
+    pub cached: bool,
+}
+
+/// Build (or find cached) the php-fpm image and return its content-hash tag.
+///
+/// Safe to call from many threads: the first caller in the process does the
+/// work, the others wait and get the same answer. Two processes importing the
+/// same tag at once is harmless (same content, same tag).
+pub fn ensure_image() -> Result<String, Error> {
+    ensure_image_info().map(|i| i.tag)
+}
+
+/// Like [`ensure_image`], also telling whether the image was already cached.
+pub fn ensure_image_info() -> Result<Image, Error> {
+    static DONE: Mutex<Option<Image>> = Mutex::new(None);
+    let mut done = DONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(image) = done.as_ref() {
+        return Ok(Image {
+            tag: image.tag.clone(),
+            cached: true,
+        });
+    }
+    let tar = rootfs_tar()?;
+    let tag = tag_for(&tar);
+    let cached = image_exists(&tag)?;
+    if !cached {
+        import(&tar, &tag)?;
+    }
+    run(
+        &["docker", "tag", &tag, &format!("{REPOSITORY}:latest")],
+        None,
+    )?;
+    let image = Image { tag, cached };
+    *done = Some(image.clone());
+    Ok(image)
+}
+
+/// `fleet-php-fpm:<first 16 hex digits of sha256(tar)>`.
+pub fn tag_for(tar: &[u8]) -> String {
+    let digest = Sha256::digest(tar);
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{REPOSITORY}:{hex}")
+}
+
+fn image_exists(tag: &str) -> Result<bool, Error> {
+    let out = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", tag])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| command_error(&["docker", "image", "inspect", tag], e.to_string()))?;
+    if out.status.success() {
+        return Ok(true);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("No such image") || stderr.contains("No such object") {
+        Ok(false)
+    } else {
+        Err(command_error(
+            &["docker", "image", "inspect", tag],
+            format!("{}: {}", out.status, stderr.trim()),
+        ))
+    }
+}
+
+fn import(tar: &[u8], tag: &str) -> Result<(), Error> {
+    let cmd = format!(r#"CMD ["{PHP_FPM}","-F","-R"]"#);
+    let env = format!("ENV {CHILDREN_ENV}={DEFAULT_CHILDREN}");
+    let argv = [
+        "docker", "import", "--change", &cmd, "--change", &env, "-", tag,
+    ];
+    run(&argv, Some(tar)).map(|_| ())
+}
+
+fn command_error(argv: &[&str], detail: String) -> Error {
+    Error::Command {
+        command: argv.join(" "),
+        detail,
+    }
+}
+
+/// Run an argv (never a shell), optionally feeding `stdin`; return stdout.
+fn run(argv: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, Error> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| command_error(argv, "empty argv".into()))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| command_error(argv, e.to_string()))?;
+    let writer = match (stdin, child.stdin.take()) {
+        (Some(data), Some(mut pipe)) => {
+            let data = data.to_vec();
+            Some(std::thread::spawn(move || pipe.write_all(&data)))
+        }
+        _ => None,
+    };
+    let out = child
+        .wait_with_output()
+        .map_err(|e| command_error(argv, e.to_string()))?;
+    if let Some(writer) = writer {
+        match writer.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if !out.status.success() => {
+                return Err(command_error(
+                    argv,
+                    format!(
+                        "{}: {e}: {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                ));
+            }
+            Ok(Err(e)) => return Err(command_error(argv, format!("writing stdin: {e}"))),
+            Err(_) => return Err(command_error(argv, "stdin writer panicked".into())),
+        }
+    }
+    if !out.status.success() {
+        return Err(command_error(
+            argv,
+            format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(out.stdout)
+}
+
+/// One entry of the rootfs, keyed by its path without the leading `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Dir(u32),
+    File(u32, Vec<u8>),
+    Symlink(PathBuf),
+}
+
+/// The rootfs as a deterministic tar (sorted paths, mtime 0, uid/gid 0).
+pub fn rootfs_tar() -> Result<Vec<u8>, Error> {
+    let php_fpm = Path::new(PHP_FPM);
+    if !php_fpm.exists() {
+        return Err(Error::PhpFpmMissing {
+            path: php_fpm.to_path_buf(),
+        });
+    }
+    let loader = LOADERS
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .ok_or_else(|| Error::NoLoader {
+            looked: LOADERS.iter().map(|s| s.to_string()).collect(),
+        })?;
+    let listing = run(&[&loader.to_string_lossy(), "--list", PHP_FPM], None)?;
+    let mut libs = parse_loader_list(&String::from_utf8_lossy(&listing));
+    libs.push(loader.to_path_buf());
+
+    let mut entries: BTreeMap<PathBuf, Entry> = BTreeMap::new();
+    add_host_path(&mut entries, php_fpm)?;
+    for lib in &libs {
+        add_host_path(&mut entries, lib)?;
+    }
+    // PHP (Debian build) reads time zones from the system tzdata: without
+    // it every start warns "Invalid date.timezone value 'UTC'".
+    for tz in TZ_FILES.iter().map(Path::new).filter(|p| p.exists()) {
+        add_host_path(&mut entries, tz)?;
+    }
+    for (path, mode, content) in static_files() {
+        add_parents(&mut entries, Path::new(path));
+        entries.insert(
+            rel(Path::new(path)),
+            Entry::File(mode, content.into_bytes()),
+        );
+    }
+    for (dir, mode) in [
+        ("tmp", 0o1777),
+        ("run", 0o755),
+        ("run/php", 0o755),
+        ("srv", 0o755),
+        ("srv/www", 0o755),
+        ("etc/php/8.2/fpm/conf.d", 0o755),
+    ] {
+        add_parents(&mut entries, &Path::new("/").join(dir));
+        entries.insert(PathBuf::from(dir), Entry::Dir(mode));
+    }
+    write_tar(&entries)
+}
+
+/// Paths of the libraries in `ld.so --list` / `ldd` output (the vDSO, which
+/// has no file, is skipped).
+pub fn parse_loader_list(listing: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for line in listing.lines() {
+        let line = line.trim();
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.trim(),
+            None => line,
+        };
+        let path = path.split(" (").next().unwrap_or("").trim();
+        if path.starts_with('/') {
+            out.push(PathBuf::from(path));
+        }
+    }
+    out
+}
+
+fn rel(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect()
+}
+
+fn add_parents(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path) {
+    let rel = rel(path);
+    let mut acc = PathBuf::new();
+    let comps: Vec<_> = rel.components().collect();
+    for comp in comps.iter().take(comps.len().saturating_sub(1)) {
+        acc.push(comp);
+        entries.entry(acc.clone()).or_insert(Entry::Dir(0o755));
+    }
+}
+
+/// Lexically join a symlink target onto the link's directory and normalise.
+fn resolve_link(link: &Path, target: &Path) -> PathBuf {
+    let base = if target.is_absolute() {
+        PathBuf::from("/")
+    } else {
+        link.parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"))
+    };
+    let mut out = PathBuf::from("/");
+    for comp in base.join(target).components() {
+        match comp {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(c) => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Copy a host path into the rootfs, keeping every symlink on the way (in
+/// parent directories too, e.g. Debian's `/lib -> usr/lib`) as a symlink.
+fn add_host_path(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path) -> Result<(), Error> {
+    let mut path = resolve_link(Path::new("/"), path);
+    for _hop in 0..40 {
+        // Find the first symlinked ancestor (or the path itself).
+        let mut prefix = PathBuf::from("/");
+        let mut redirected = None;
+        for comp in path
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+        {
+            prefix.push(comp);
+            let meta = std::fs::symlink_metadata(&prefix).map_err(|source| Error::Read {
+                path: prefix.clone(),
+                source,
+            })?;
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&prefix).map_err(|source| Error::Read {
+                    path: prefix.clone(),
+                    source,
+                })?;
+                add_parents(entries, &prefix);
+                entries.insert(rel(&prefix), Entry::Symlink(target.clone()));
+                let resolved = resolve_link(&prefix, &target);
+                let rest = path.strip_prefix(&prefix).unwrap_or(Path::new(""));
+                redirected = Some(if rest.as_os_str().is_empty() {
+                    resolved
+                } else {
+                    resolved.join(rest)
+                });
+                break;
+            }
+        }
+        match redirected {
+            Some(next) => path = next,
+            None => {
+                use std::os::unix::fs::PermissionsExt as _;
+                let meta = std::fs::metadata(&path).map_err(|source| Error::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let data = std::fs::read(&path).map_err(|source| Error::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                add_parents(entries, &path);
+                entries.insert(
+                    rel(&path),
+                    Entry::File(meta.permissions().mode() & 0o7777, data),
+                );
+                return Ok(());
+            }
+        }
+    }
+    Err(Error::Read {
+        path,
+        source: std::io::Error::other("too many levels of symbolic links"),
+    })
+}
+
+fn write_tar(entries: &BTreeMap<PathBuf, Entry>) -> Result<Vec<u8>, Error> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.mode(tar::HeaderMode::Deterministic);
+    for (path, entry) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        match entry {
+            Entry::Dir(mode) => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(*mode);
+                header.set_size(0);
+                builder
+                    .append_data(&mut header, path, std::io::empty())
+                    .map_err(Error::Tar)?;
+            }
+            Entry::File(mode, data) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(*mode);
+                header.set_size(data.len() as u64);
+                builder
+                    .append_data(&mut header, path, data.as_slice())
+                    .map_err(Error::Tar)?;
+            }
+            Entry::Symlink(target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                builder
+                    .append_link(&mut header, path, target)
+                    .map_err(Error::Tar)?;
+            }
+        }
+    }
+    builder.into_inner().map_err(Error::Tar)
+}
+
+/// Our configuration files, `(absolute path, mode, content)`.
+fn static_files() -> Vec<(&'static str, u32, String)> {
+    vec![
+        ("/etc/passwd", 0o644, "root:x:0:0:root:/root:/usr/sbin/nologin\nwww-data:x:33:33:www-data:/var/www:/usr/sbin/nologin\n".to_string()),
+        ("/etc/group", 0o644, "root:x:0:\nwww-data:x:33:\n".to_string()),
+        ("/etc/php/8.2/fpm/php-fpm.conf", 0o644, php_fpm_conf()),
+        ("/etc/php/8.2/fpm/php.ini", 0o644, PHP_INI.to_string()),
+    ]
+}
+
+/// php-fpm's configuration: foreground, logs and an access line per request
+/// on stderr (so `docker logs` shows every request), one static pool.
+pub fn php_fpm_conf() -> String {
+    format!(
+        r#"; fleet test image: generated by xtask::image, do not edit.
+[global]
+daemonize = no
+error_log = /proc/self/fd/2
+log_level = notice
+log_limit = 8192
+
+[site]
+listen = {CONTAINER_SOCKET}
+listen.mode = 0666
+listen.backlog = 511
+user = root
+group = root
+pm = static
+pm.max_children = ${{{CHILDREN_ENV}}}
+access.log = /proc/self/fd/2
+access.format = "fpm-access %m %r%Q%q status=%s duration_ms=%{{mili}}d script=%f"
+catch_workers_output = yes
+decorate_workers_output = no
+clear_env = no
+"#
+    )
+}
+
+const PHP_INI: &str = "; fleet test image: generated by xtask::image, do not edit.
+date.timezone = UTC
+display_errors = Off
+log_errors = On
+output_buffering = 0
+implicit_flush = Off
+max_execution_time = 0
+memory_limit = 256M
+post_max_size = 256M
+enable_post_data_reading = Off
+expose_php = Off
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loader_list_is_parsed() {
+        let listing = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibm.so.6 => /lib/x86_64-linux-gnu/libm.so.6 (0x00007f83)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f8380a8a000)\n";
+        assert_eq!(
+            parse_loader_list(listing),
+            vec![
+                PathBuf::from("/lib/x86_64-linux-gnu/libm.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2")
+            ]
+        );
+    }
+
+    #[test]
+    fn links_resolve_lexically() {
+        assert_eq!(
+            resolve_link(Path::new("/lib"), Path::new("usr/lib")),
+            PathBuf::from("/usr/lib")
+        );
+        assert_eq!(
+            resolve_link(Path::new("/a/b/libx.so.1"), Path::new("../c/libx.so.1.2")),
+            PathBuf::from("/a/c/libx.so.1.2")
+        );
+        assert_eq!(
+            resolve_link(Path::new("/lib64/ld.so"), Path::new("/lib/x/ld.so")),
+            PathBuf::from("/lib/x/ld.so")
+        );
+    }
+
+    #[test]
+    fn tag_is_content_hash() {
+        assert_eq!(tag_for(b""), "fleet-php-fpm:e3b0c44298fc1c14");
+    }
+
+    #[test]
+    fn fpm_conf_uses_env_for_children() {
+        assert!(php_fpm_conf().contains("pm.max_children = ${FLEET_FPM_CHILDREN}"));
+    }
+}
