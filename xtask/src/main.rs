@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        "bench" if rest.first().is_some_and(|a| a == "reaper") => bench_reaper(),
         "demo" | "bench" => {
             eprintln!(
                 "xtask {command}: not implemented yet (issue: `cargo xtask {command}` has its own issue)"
@@ -301,6 +302,35 @@ fn build_image() -> Result<String, ExitCode> {
             }
             eprintln!("==> image: {msg}");
             Err(ExitCode::from(EX_UNAVAILABLE))
+        }
+    }
+}
+
+mod bench {
+    pub mod reaper;
+}
+
+/// `cargo xtask bench reaper`: see `bench/reaper.rs`.
+fn bench_reaper() -> ExitCode {
+    if let Err(code) = step(
+        "build fleet-reaper",
+        &cargo(),
+        &["build", "-p", "fleet-reaper"],
+        &[],
+    ) {
+        return code;
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    match bench::reaper::run(&target.join("debug").join("fleet-reaper")) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xtask bench reaper: {e}");
+            ExitCode::FAILURE
         }
     }
 }
