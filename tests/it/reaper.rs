@@ -14,10 +14,15 @@ use serde_json::Value;
 
 use crate::support::{self, FcgiRequest, Spawned, TestSite, fastcgi, require};
 
-/// A sites directory and a state directory shared by several test sites, so
-/// that one reaper pass sees them all.
+/// A sites directory and a state directory: either shared by several test
+/// sites, so that one reaper pass sees them all ([`List::new`]), or one
+/// site's own, which its waker writes to ([`List::of`]).
 struct List {
-    dir: tempfile::TempDir,
+    sites: PathBuf,
+    state: PathBuf,
+    /// A directory for the test's other files.
+    root: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl List {
@@ -26,17 +31,33 @@ impl List {
             .prefix("fleet-it-reaper-")
             .tempdir_in("/tmp")
             .expect("temp dir");
-        std::fs::create_dir(dir.path().join("sites")).expect("mkdir sites");
-        std::fs::create_dir(dir.path().join("state")).expect("mkdir state");
-        List { dir }
+        let root = dir.path().to_owned();
+        std::fs::create_dir(root.join("sites")).expect("mkdir sites");
+        std::fs::create_dir(root.join("state")).expect("mkdir state");
+        List {
+            sites: root.join("sites"),
+            state: root.join("state"),
+            root,
+            _tmp: Some(dir),
+        }
+    }
+
+    /// The site's own layout (the one its waker uses).
+    fn of(site: &TestSite) -> List {
+        List {
+            sites: site.layout().sites_dir.clone(),
+            state: site.layout().state_dir.clone(),
+            root: site.temp_dir().to_owned(),
+            _tmp: None,
+        }
     }
 
     fn sites(&self) -> PathBuf {
-        self.dir.path().join("sites")
+        self.sites.clone()
     }
 
     fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
+        self.state.clone()
     }
 
     /// Lists `site` with idle timeout `timeout` (old format line 1).
@@ -254,7 +275,7 @@ fn waker_state_decides_busy_active_and_unknown() {
     )
     .expect("store");
     // A symlink where the state file should be: unreadable, so unknown.
-    let target = list.dir.path().join("elsewhere");
+    let target = list.root.join("elsewhere");
     std::fs::write(&target, "open=0\n").expect("write");
     std::os::unix::fs::symlink(&target, list.state_file(&unknown)).expect("symlink");
     // A state file of a waker that is gone: its open count is stale.
