@@ -382,3 +382,31 @@ fn spawned_captures_output_env_and_signals() {
         .expect("sleep exits on SIGTERM");
     assert_eq!(support::process::signal_of(status), Some(libc::SIGTERM));
 }
+
+#[test]
+fn nginx_upstream_falls_back_to_backup_server() {
+    require!(Docker, PhpFpm, Nginx);
+    let site = TestSite::new();
+    site.start();
+    // Primary: a socket nobody listens on (as php-fpm.sock is while the
+    // container is stopped); backup: the live php-fpm socket.
+    let dead = site.temp_dir().join("nobody.sock");
+    let upstream = format!(
+        "upstream site_fpm {{ server unix:{}; server unix:{} backup; keepalive 4; }}",
+        dead.display(),
+        site.fpm_socket().display()
+    );
+    let mut config = support::NginxConfig::for_upstream("site_fpm", &upstream);
+    config.location_extra = "fastcgi_keep_conn on; fastcgi_connect_timeout 2s;".into();
+    let nginx = Nginx::start_with(&config);
+    for _ in 0..3 {
+        let resp = http::get(nginx.port(), "/hello.php").expect("GET via upstream");
+        assert_eq!(resp.status, 200, "nginx error log:\n{}", nginx.error_log());
+        assert_eq!(resp.text(), site.hello_line());
+    }
+    assert!(
+        nginx.error_log().contains("nobody.sock"),
+        "nginx should have tried the primary first:\n{}",
+        nginx.error_log()
+    );
+}

@@ -8,6 +8,13 @@
 //! content hash: the image is tagged `fleet-php-fpm:<first 16 hex>` and only
 //! imported (`docker import`) when `docker image inspect` does not know the
 //! tag yet. `fleet-php-fpm:latest` always points at the newest build.
+//!
+//! Hashing ~56 MB costs seconds in a debug build, so there is a fast path:
+//! a manifest key hashes the host files' (path, size, mtime, device, inode,
+//! mode) and our own files' contents, and the image also gets the tag
+//! `fleet-php-fpm:m-<manifest key>`. When that tag exists, its content tag is
+//! used without reading the files. A package upgrade changes the metadata,
+//! so the manifest misses and the content hash decides again.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -103,12 +110,22 @@ pub fn ensure_image_info() -> Result<Image, Error> {
             cached: true,
         });
     }
-    let tar = rootfs_tar()?;
-    let tag = tag_for(&tar);
-    let cached = image_exists(&tag)?;
-    if !cached {
-        import(&tar, &tag)?;
-    }
+    let entries = collect()?;
+    let manifest_tag = format!("{REPOSITORY}:m-{}", manifest_key(&entries));
+    let (tag, cached) = match content_tag_of(&manifest_tag)? {
+        // Fast path: these very host files were imported before.
+        Some(tag) => (tag, true),
+        None => {
+            let tar = write_tar(&entries)?;
+            let tag = tag_for(&tar);
+            let cached = image_exists(&tag)?;
+            if !cached {
+                import(&tar, &tag)?;
+            }
+            run(&["docker", "tag", &tag, &manifest_tag], None)?;
+            (tag, cached)
+        }
+    };
     run(
         &["docker", "tag", &tag, &format!("{REPOSITORY}:latest")],
         None,
@@ -120,9 +137,35 @@ pub fn ensure_image_info() -> Result<Image, Error> {
 
 /// `fleet-php-fpm:<first 16 hex digits of sha256(tar)>`.
 pub fn tag_for(tar: &[u8]) -> String {
-    let digest = Sha256::digest(tar);
-    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("{REPOSITORY}:{hex}")
+    format!("{REPOSITORY}:{}", hex16(&Sha256::digest(tar)))
+}
+
+/// The content tag (`fleet-php-fpm:<16 hex>`) of the image that
+/// `manifest_tag` points at, if that tag exists.
+fn content_tag_of(manifest_tag: &str) -> Result<Option<String>, Error> {
+    if !image_exists(manifest_tag)? {
+        return Ok(None);
+    }
+    let out = run(
+        &[
+            "docker",
+            "image",
+            "inspect",
+            "--format",
+            "{{range .RepoTags}}{{println .}}{{end}}",
+            manifest_tag,
+        ],
+        None,
+    )?;
+    Ok(pick_content_tag(&String::from_utf8_lossy(&out)))
+}
+
+/// From an image's repo tags, the content-hash one.
+pub fn pick_content_tag(repo_tags: &str) -> Option<String> {
+    repo_tags.lines().map(str::trim).find_map(|t| {
+        let hex = t.strip_prefix(REPOSITORY)?.strip_prefix(':')?;
+        (hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| t.to_string())
+    })
 }
 
 fn image_exists(tag: &str) -> Result<bool, Error> {
@@ -221,12 +264,28 @@ fn run(argv: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, Error> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Entry {
     Dir(u32),
+    /// Our own file: mode, content.
     File(u32, Vec<u8>),
+    /// A host file, read when the tar is written; the metadata is the
+    /// manifest's cheap stand-in for the content.
+    HostFile {
+        mode: u32,
+        src: PathBuf,
+        size: u64,
+        mtime_ns: i128,
+        dev: u64,
+        ino: u64,
+    },
     Symlink(PathBuf),
 }
 
 /// The rootfs as a deterministic tar (sorted paths, mtime 0, uid/gid 0).
 pub fn rootfs_tar() -> Result<Vec<u8>, Error> {
+    write_tar(&collect()?)
+}
+
+/// Every entry of the rootfs, without reading the host files' contents.
+fn collect() -> Result<BTreeMap<PathBuf, Entry>, Error> {
     let php_fpm = Path::new(PHP_FPM);
     if !php_fpm.exists() {
         return Err(Error::PhpFpmMissing {
@@ -272,7 +331,26 @@ pub fn rootfs_tar() -> Result<Vec<u8>, Error> {
         add_parents(&mut entries, &Path::new("/").join(dir));
         entries.insert(PathBuf::from(dir), Entry::Dir(mode));
     }
-    write_tar(&entries)
+    Ok(entries)
+}
+
+/// Bump when the way the rootfs is assembled changes.
+const MANIFEST_VERSION: &str = "fleet-php-fpm manifest v1";
+
+/// A hash of what would go into the tar, using the host files' (path, size,
+/// mtime, device, inode, mode) instead of their bytes: cheap to compute, and
+/// any package upgrade changes it. Our own files are hashed by content.
+fn manifest_key(entries: &BTreeMap<PathBuf, Entry>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(MANIFEST_VERSION.as_bytes());
+    for (path, entry) in entries {
+        hasher.update(format!("\n{path:?} {entry:?}").as_bytes());
+    }
+    hex16(&hasher.finalize())
+}
+
+fn hex16(digest: &[u8]) -> String {
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Paths of the libraries in `ld.so --list` / `ldd` output (the vDSO, which
@@ -368,19 +446,24 @@ fn add_host_path(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path) -> Result<
         match redirected {
             Some(next) => path = next,
             None => {
+                use std::os::unix::fs::MetadataExt as _;
                 use std::os::unix::fs::PermissionsExt as _;
                 let meta = std::fs::metadata(&path).map_err(|source| Error::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                let data = std::fs::read(&path).map_err(|source| Error::Read {
                     path: path.clone(),
                     source,
                 })?;
                 add_parents(entries, &path);
                 entries.insert(
                     rel(&path),
-                    Entry::File(meta.permissions().mode() & 0o7777, data),
+                    Entry::HostFile {
+                        mode: meta.permissions().mode() & 0o7777,
+                        src: path.clone(),
+                        size: meta.len(),
+                        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000
+                            + i128::from(meta.mtime_nsec()),
+                        dev: meta.dev(),
+                        ino: meta.ino(),
+                    },
                 );
                 return Ok(());
             }
@@ -410,6 +493,18 @@ fn write_tar(entries: &BTreeMap<PathBuf, Entry>) -> Result<Vec<u8>, Error> {
                     .map_err(Error::Tar)?;
             }
             Entry::File(mode, data) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(*mode);
+                header.set_size(data.len() as u64);
+                builder
+                    .append_data(&mut header, path, data.as_slice())
+                    .map_err(Error::Tar)?;
+            }
+            Entry::HostFile { mode, src, .. } => {
+                let data = std::fs::read(src).map_err(|source| Error::Read {
+                    path: src.clone(),
+                    source,
+                })?;
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_mode(*mode);
                 header.set_size(data.len() as u64);
@@ -510,6 +605,19 @@ mod tests {
         assert_eq!(
             resolve_link(Path::new("/lib64/ld.so"), Path::new("/lib/x/ld.so")),
             PathBuf::from("/lib/x/ld.so")
+        );
+    }
+
+    #[test]
+    fn content_tag_is_picked_from_repo_tags() {
+        let tags = "fleet-php-fpm:latest\nfleet-php-fpm:m-0123456789abcdef\nfleet-php-fpm:5897a5f1101e4a99\n";
+        assert_eq!(
+            pick_content_tag(tags).as_deref(),
+            Some("fleet-php-fpm:5897a5f1101e4a99")
+        );
+        assert_eq!(
+            pick_content_tag("fleet-php-fpm:latest\nother:5897a5f1101e4a99"),
+            None
         );
     }
 
