@@ -188,7 +188,8 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     let list = List::new();
     list.add(&idle, "2s");
     list.add(&recent, "2s");
-    let pause_list = List::new();
+    // This one through its own layout (the directories its waker would use).
+    let pause_list = List::of(&to_pause);
     pause_list.add(&to_pause, "2s");
     // Not in any list: idle too, but the reaper must never touch it.
     started_quiet(
