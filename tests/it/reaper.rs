@@ -387,6 +387,9 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
     }
     list.write("bad_name.conf", b"# pause after: 2s\n");
     std::fs::create_dir(list.sites().join("dir.fleet.test.conf")).expect("mkdir");
+    // A link planted in the list must not make root read (and quote) another file.
+    std::os::unix::fs::symlink("/etc/passwd", list.sites().join("link.fleet.test.conf"))
+        .expect("symlink");
     list.write("README", b"not a conf file, ignored\n");
     list.write("notes.conf.bak", b"ignored\n");
     started_quiet(&[&good], Duration::from_millis(2500));
@@ -396,7 +399,7 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
     let json = run.json();
     let entries = json["sites"].as_array().expect("sites");
     // Every conf file has exactly one entry; README and .bak are ignored.
-    assert_eq!(entries.len(), cases.len() + 3, "{}", run.stdout);
+    assert_eq!(entries.len(), cases.len() + 4, "{}", run.stdout);
     for (file, _, why) in &cases {
         let site = file.trim_end_matches(".conf");
         let e = run.entry(site);
@@ -420,6 +423,13 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
             .expect("error")
             .contains("does not name a valid site"),
         "{e}"
+    );
+    let e = run.entry("link.fleet.test");
+    let err = e["error"].as_str().expect("error");
+    assert!(err.contains("symlink"), "{e}");
+    assert!(
+        !run.stdout.contains("root:") && !run.stderr.contains("root:"),
+        "/etc/passwd was read"
     );
     let e = run.entry("dir.fleet.test");
     assert!(
