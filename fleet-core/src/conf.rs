@@ -21,7 +21,7 @@
 //!   must be a humantime duration, not zero and at most [`MAX_TIMEOUT`].
 //!
 //! [`parse_conf`] is pure; [`load_conf`] adds the file system (a regular
-//! file, read only up to line 1); [`list_sites`] finds every `<site>.conf`
+//! file, not a symlink, read only up to line 1); [`list_sites`] finds every `<site>.conf`
 //! in a directory and validates the site names. Nothing here is fatal for
 //! more than the one file it concerns.
 
@@ -88,6 +88,8 @@ pub enum LoadConfError {
         #[source]
         source: std::io::Error,
     },
+    #[error("conf file {path} is a symlink; refusing to follow it (make it a regular file)")]
+    Symlink { path: PathBuf },
     #[error("conf file {path} is not a regular file")]
     NotRegular { path: PathBuf },
     #[error("cannot read conf file {path}")]
@@ -109,6 +111,7 @@ impl LoadConfError {
     pub fn path(&self) -> &Path {
         match self {
             LoadConfError::Open { path, .. }
+            | LoadConfError::Symlink { path }
             | LoadConfError::NotRegular { path }
             | LoadConfError::Read { path, .. }
             | LoadConfError::Invalid { path, .. } => path,
@@ -218,19 +221,33 @@ pub fn parse_conf_bytes(bytes: &[u8]) -> Result<Duration, ConfError> {
     }
 }
 
-/// Reads the idle timeout from the conf file at `path`. Follows a symlink
-/// (sites-enabled style lists often are links) but only to a regular file;
-/// opens non-blocking, so a FIFO planted there cannot hang the reaper; reads
-/// no more than line 1 could need.
+/// Reads the idle timeout from the conf file at `path`: a regular file, read
+/// no further than line 1 could need.
+///
+/// A symlink is refused, not followed: the list lives in a Docker volume,
+/// which containers may be able to write, and the reaper runs as root and
+/// quotes the start of a bad line 1 in its report, so a link to, say,
+/// `/etc/shadow` must not be read. The file is opened non-blocking, so a
+/// FIFO planted there cannot hang the reaper either.
 pub fn load_conf(path: &Path) -> Result<Duration, LoadConfError> {
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|source| LoadConfError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path);
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(LoadConfError::Symlink {
+                path: path.to_owned(),
+            });
+        }
+        Err(source) => {
+            return Err(LoadConfError::Open {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
     let meta = file.metadata().map_err(|source| LoadConfError::Read {
         path: path.to_owned(),
         source,
@@ -580,10 +597,9 @@ mod tests {
 
         let load = |n: &str| load_conf(&d.join(n));
         assert_eq!(load("a.example.conf").expect("ok"), secs(90));
-        assert_eq!(
-            load("link.example.conf").expect("symlink to file"),
-            secs(90)
-        );
+        let err = load("link.example.conf").expect_err("symlink");
+        assert!(matches!(err, LoadConfError::Symlink { .. }), "{err:?}");
+        assert!(err.to_string().contains("link.example.conf"), "{err}");
         assert_eq!(load("b.example.conf").expect("ok"), secs(1200));
         let err = load("broken.example.conf").expect_err("no colon");
         assert!(matches!(
