@@ -366,7 +366,19 @@ async fn reap_site(
     r.verdict = Some(d.verdict);
     r.reason = d.reason;
     r.last_activity = inputs.last_activity();
-    info!(site = %site, container = %container, verdict = %d.verdict, reason = %r.reason, "examined");
+    if d.verdict == Verdict::Unknown {
+        // Something could not be read: an error of this site (exit 1), even
+        // though the site is safely left alone.
+        warn!(site = %site, container = %container, reason = %r.reason, "unknown; site left alone");
+        if r.problem.is_none() {
+            r.problem = Some(SiteProblem {
+                message: r.reason.clone(),
+                unreachable: false,
+            });
+        }
+    } else {
+        info!(site = %site, container = %container, verdict = %d.verdict, reason = %r.reason, "examined");
+    }
     if d.verdict == Verdict::Idle {
         act(engine, config, shutdown, &site, &container, inputs, &mut r).await;
     }
@@ -414,13 +426,6 @@ async fn examine(
         waker_alive,
         log: LogInput::NotChecked,
     };
-    if let StateInput::Unreadable(e) = &inputs.state {
-        warn!(site = %site, error = %e, "waker state unreadable; site will not be stopped");
-        r.problem = Some(SiteProblem {
-            message: e.clone(),
-            unreachable: false,
-        });
-    }
     if needs_log_check(&inputs) {
         match engine.last_log_after(container, inputs.cutoff()).await {
             Ok(probe) => {
