@@ -529,3 +529,31 @@ async fn act(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_live_and_gone_processes() {
+        assert_eq!(process_alive(std::process::id()), Some(true));
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait");
+        assert_eq!(process_alive(pid), Some(false));
+        assert_eq!(process_alive(0), None, "0 would mean our process group");
+        assert_eq!(process_alive(u32::MAX), None, "-1 would mean every process");
+    }
+
+    #[test]
+    fn pass_errors_map_to_exit_codes() {
+        let e = PassError::Sites(SiteListError::ReadDir {
+            path: "/nope".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+        assert_eq!(e.exit_code(), exit::USAGE);
+        assert!(exit::chain(&e).contains("/nope"));
+    }
+}
