@@ -3,6 +3,7 @@
 
 mod support;
 
+mod bad_input;
 mod harness;
 mod reaper;
 mod renew;
