@@ -4,6 +4,7 @@
 mod support;
 
 mod bad_input;
+mod faults;
 mod harness;
 mod reaper;
 mod renew;
