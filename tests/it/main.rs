@@ -6,6 +6,7 @@ mod support;
 mod bad_input;
 mod faults;
 mod harness;
+mod props;
 mod reaper;
 mod renew;
 mod waker;
