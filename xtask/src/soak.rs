@@ -134,12 +134,18 @@ fn nginx_conf(dir: &Path, port: u16, sock: &Path) -> String {
     )
 }
 
-/// The wrk Lua script: each thread stops after `per_thread` responses.
-fn lua(per_thread: u64) -> String {
+/// The wrk Lua script: each thread stops after `per_thread` responses and
+/// drops a file `<flags>/done-<thread>`; wrk's main thread only wakes at
+/// `-d` or SIGINT, so the caller sends SIGINT once every thread is done.
+fn lua(per_thread: u64, flags: &Path) -> String {
     format!(
-        "local limit = {per_thread}\nlocal n = 0\n\
+        "local limit = {per_thread}\nlocal n = 0\nlocal next_id = 0\n\
+         function setup(thread)\n  thread:set(\"id\", next_id)\n  next_id = next_id + 1\nend\n\
          function response(status, headers, body)\n  n = n + 1\n  \
-         if n >= limit then wrk.thread:stop() end\nend\n"
+         if n == limit then\n    \
+         local f = io.open(\"{}/done-\" .. id, \"w\")\n    if f then f:close() end\n    \
+         wrk.thread:stop()\n  end\nend\n",
+        flags.display()
     )
 }
 
@@ -193,25 +199,33 @@ fn parse_wrk(out: &str) -> Option<WrkRun> {
 const THREADS: u64 = 2;
 const CONNECTIONS: u64 = 32;
 
-fn wrk(port: u16, script: &Path, requests: u64) -> Result<WrkRun, String> {
+fn wrk(port: u16, dir: &Path, requests: u64) -> Result<WrkRun, String> {
     let url = format!("http://127.0.0.1:{port}/hello.php");
-    std::fs::write(script, lua(requests.div_ceil(THREADS))).map_err(|e| e.to_string())?;
+    let flags = dir.join("flags");
+    let _ = std::fs::remove_dir_all(&flags);
+    std::fs::create_dir_all(&flags).map_err(|e| format!("{}: {e}", flags.display()))?;
+    let script = dir.join("soak.lua");
+    std::fs::write(&script, lua(requests.div_ceil(THREADS), &flags)).map_err(|e| e.to_string())?;
     let t = format!("-t{THREADS}");
     let c = format!("-c{CONNECTIONS}");
-    let s = script.display().to_string();
     // -d is only the upper bound; the script stops the threads.
-    let out = run(&[
-        "wrk",
-        &t,
-        &c,
-        "-d",
-        "3600s",
-        "--timeout",
-        "10s",
-        "-s",
-        &s,
-        &url,
-    ])?;
+    let child = Command::new("wrk")
+        .args([&t, &c, "-d", "3600s", "--timeout", "10s", "-s"])
+        .arg(&script)
+        .arg(&url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run wrk: {e}"))?;
+    let pid = child.id().to_string();
+    let all_done = || std::fs::read_dir(&flags).map_or(0, |d| d.count()) as u64 >= THREADS;
+    // Poll with a backoff to 50 ms (no event to wait on from wrk's Lua).
+    wait_for(Duration::from_secs(3600), all_done);
+    // SIGINT makes wrk print its summary and exit (argv, no shell).
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{out}");
     parse_wrk(&out).ok_or_else(|| format!("cannot read wrk's summary:\n{out}"))
 }
@@ -359,14 +373,13 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), String> {
     }) {
         return Err("nginx did not listen".into());
     }
-    let script = dir.join("soak.lua");
     let checkpoint = if requests > 100_000 {
         100_000
     } else {
         requests / 10
     };
     let started = Instant::now();
-    let a = wrk(port, &script, checkpoint)?;
+    let a = wrk(port, &dir, checkpoint)?;
     wait_for(Duration::from_secs(5), open_zero);
     let rss_checkpoint = rss_kib(wpid);
     let fds_checkpoint = fd_count(wpid);
@@ -374,7 +387,7 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), String> {
         "==> checkpoint after {} requests: RSS {rss_checkpoint} KiB, {fds_checkpoint} fds",
         a.requests
     );
-    let b = wrk(port, &script, requests.saturating_sub(a.requests).max(1))?;
+    let b = wrk(port, &dir, requests.saturating_sub(a.requests).max(1))?;
     let wall = started.elapsed();
     let settled = wait_for(Duration::from_secs(10), || {
         open_zero() && fd_count(wpid) <= fds_idle
