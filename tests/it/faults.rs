@@ -102,6 +102,25 @@ impl DockerProxy {
     fn held(&self) -> usize {
         self.held.lock().expect("lock").len()
     }
+
+    /// How many held connections the client (the waker) has closed.
+    fn held_closed_by_peer(&self) -> usize {
+        let held = self.held.lock().expect("lock");
+        held.iter()
+            .filter(|s| {
+                let _ = s.set_nonblocking(true);
+                let mut b = [0u8; 4096];
+                let mut s: &UnixStream = s;
+                loop {
+                    match s.read(&mut b) {
+                        Ok(0) => return true,
+                        Ok(_) => continue, // the request the waker sent
+                        Err(_) => return false,
+                    }
+                }
+            })
+            .count()
+    }
 }
 
 impl Drop for DockerProxy {
@@ -291,6 +310,14 @@ fn docker_hangs_then_answers() {
     assert!(
         proxy.held() >= 1,
         "the waker never asked the hanging engine"
+    );
+    // The timed-out API calls are abandoned: their connections closed, not leaked.
+    assert!(
+        wait_until(Duration::from_secs(3), || proxy.held_closed_by_peer()
+            == proxy.held()),
+        "{} of {} connections to the hanging engine still open",
+        proxy.held() - proxy.held_closed_by_peer(),
+        proxy.held()
     );
     assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
     proxy.set_mode(Mode::Forward);
