@@ -728,3 +728,47 @@ fn waker_notify_socket_garbage_is_logged_and_ignored() {
         let _ = std::fs::remove_file(&listen);
     }
 }
+
+/// The passed fd 3 is a socket, but the wrong kind: an AF_INET (TCP)
+/// listener from `systemd-socket-activate --listen=127.0.0.1:<port>`.
+#[test]
+fn waker_refuses_a_passed_tcp_socket() {
+    require!(SocketActivate);
+    let dir = support::temp_dir("listen");
+    let port = support::free_port();
+    let activate = support::find_in_path("systemd-socket-activate").expect("on PATH");
+    let listen = format!("--listen=127.0.0.1:{port}");
+    let run = format!("FLEET_RUN_DIR={}", dir.path().display());
+    let state = format!("FLEET_STATE_DIR={}", dir.path().display());
+    let waker = bin("fleet-waker");
+    let args: Vec<&OsStr> = vec![
+        OsStr::new(&listen),
+        OsStr::new("-E"),
+        OsStr::new(&run),
+        OsStr::new("-E"),
+        OsStr::new(&state),
+        OsStr::new("--"),
+        waker.as_os_str(),
+        OsStr::new("tcp.fleet.test"),
+    ];
+    let mut w = support::Spawned::start(&activate, &args, &[]);
+    let mut conn = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok();
+            conn.is_some()
+        }),
+        "systemd-socket-activate did not listen: {}",
+        w.logs()
+    );
+    let status = w
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("waker did not exit: {}", w.logs()));
+    let err = w.stderr();
+    assert_eq!(status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("passed fd 3 is not a listening SOCK_STREAM AF_UNIX socket"),
+        "{err}"
+    );
+    assert!(tree(dir.path()).is_empty());
+}
