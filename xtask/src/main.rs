@@ -31,6 +31,8 @@ commands:
   demo           not implemented yet
   bench waker [rounds]
                  fleet-waker benchmark (warm wrk ratios, cold overhead, RSS); Markdown on stdout
+  bench reaper   one fleet-reaper pass vs the old serial `docker logs --since` loop
+                 (200 light containers, 10 MiB of old log each); Markdown on stdout
   bench          (others) not implemented yet";
 
 fn main() -> ExitCode {
