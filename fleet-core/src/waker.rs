@@ -127,7 +127,9 @@ struct Shared {
     wake: Mutex<Option<watch::Receiver<WakeOutcome>>>,
     activity: watch::Sender<Activity>,
     /// (pid, freezer state file) of the upstream's listener, cached.
-    freezer: Mutex<Option<(i32, Option<FreezerFile>)>>,
+    /// The file stays open and is re-read with `pread` at offset 0 (one
+    /// syscall per connection on the warm path).
+    freezer: Mutex<Option<(i32, Option<OpenFreezer>)>>,
     /// The last failed attempt found php-fpm frozen: the wake can unpause
     /// without inspecting first.
     saw_frozen: std::sync::atomic::AtomicBool,
@@ -672,27 +674,32 @@ impl Shared {
         let Some(pid) = s.peer_cred().ok().and_then(|c| c.pid()) else {
             return false;
         };
-        let file = {
-            let mut cache = self.freezer.lock().unwrap_or_else(|p| p.into_inner());
-            match cache.as_ref() {
-                Some((p, f)) if *p == pid => f.clone(),
-                _ => {
-                    let f = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                        .ok()
-                        .and_then(|t| freezer_file(&t));
-                    *cache = Some((pid, f.clone()));
-                    f
-                }
-            }
+        use std::os::unix::fs::FileExt;
+        let mut cache = self.freezer.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.as_ref().is_none_or(|(p, _)| *p != pid) {
+            let f = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .ok()
+                .and_then(|t| freezer_file(&t))
+                .and_then(|f| std::fs::File::open(f.path()).ok().map(|file| (f, file)));
+            *cache = Some((pid, f));
+        }
+        let Some((_, Some((kind, file)))) = cache.as_ref() else {
+            return false;
         };
-        match file {
-            Some(f) => std::fs::read_to_string(f.path())
-                .map(|t| f.is_frozen(&t))
-                .unwrap_or(false),
-            None => false,
+        let mut buf = [0u8; 32];
+        match file.read_at(&mut buf, 0) {
+            Ok(n) => kind.is_frozen(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => {
+                // The cgroup went away (container removed): look it up again.
+                *cache = None;
+                false
+            }
         }
     }
 }
+
+/// A freezer state file, kept open.
+type OpenFreezer = (FreezerFile, std::fs::File);
 
 /// Where a process's freezer state is read.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -77,15 +77,24 @@ fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+fn proc_kib(file: &str, key: &str, pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(key))
                 .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+/// (VmRSS, anonymous) in KiB: RSS counts the shared binary and libc pages,
+/// anonymous memory is what each extra instance really costs.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    (
+        proc_kib("status", "VmRSS:", pid),
+        proc_kib("smaps_rollup", "Anonymous:", pid),
+    )
 }
 
 /// A minimal FastCGI GET of `script` (in /srv/www).
@@ -421,7 +430,9 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     drop(conns);
 
     let (md, mw, mx) = (median(&mut d), median(&mut w), median(&mut x));
-    let mib = |k: u64| k as f64 / 1024.0;
+    let mib = |(rss, anon): (u64, u64)| {
+        format!("{:.1} ({:.1})", rss as f64 / 1024.0, anon as f64 / 1024.0)
+    };
     let mut out = String::new();
     out.push_str(&format!(
         "### fleet-waker (`cargo xtask bench waker`, {} cold rounds, {} warm rounds of 5 s)\n\n",
@@ -468,15 +479,17 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
         "| first byte through fleet-waker, paused | {:.1} | ≤ 10 |\n\n",
         median(&mut paused)
     ));
-    out.push_str("| Memory (VmRSS, MiB) | idle | after traffic | 100 open |\n|---|---|---|---|\n");
+    out.push_str(
+        "| Memory, MiB: VmRSS (anonymous) | idle | after traffic | 100 open |\n|---|---|---|---|\n",
+    );
     out.push_str(&format!(
-        "| fleet-waker | {:.1} | {:.1} | {:.1} |\n",
+        "| fleet-waker | {} | {} | {} |\n",
         mib(rss_waker_idle),
         mib(rss_waker_after),
         mib(rss_waker_100)
     ));
     out.push_str(&format!(
-        "| systemd-socket-proxyd | {:.1} | | {:.1} |\n",
+        "| systemd-socket-proxyd | {} | | {} |\n",
         mib(rss_proxyd_idle),
         mib(rss_proxyd_100)
     ));
