@@ -133,6 +133,8 @@ struct Shared {
     /// The last failed attempt found php-fpm frozen: the wake can unpause
     /// without inspecting first.
     saw_frozen: std::sync::atomic::AtomicBool,
+    /// inotify on the upstream's directory, kept between wakes.
+    dirwatch: Mutex<Option<DirWatch>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -166,6 +168,7 @@ pub async fn run(
         activity,
         freezer: Mutex::new(None),
         saw_frozen: std::sync::atomic::AtomicBool::new(false),
+        dirwatch: Mutex::new(None),
     });
     let reporter_stop = CancellationToken::new();
     let reporter = tokio::spawn(report(
@@ -492,7 +495,30 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
 async fn wake(shared: &Shared) -> Result<&'static str, WakeFailure> {
     let cfg = &shared.cfg;
     // Watch before anything can happen, so no creation goes unseen.
-    let mut watch = DirWatch::new(&cfg.upstream);
+    // One inotify instance for the waker's life: closing one waits for an
+    // SRCU grace period in the kernel (measured 12 ms here), which would
+    // stall this thread right when the held connections should proceed.
+    let mut watch = {
+        let kept = shared
+            .dirwatch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match kept {
+            Some(w) if w.drain().is_ok() => Some(w),
+            _ => DirWatch::new(&cfg.upstream),
+        }
+    };
+    let r = wake_with(shared, &mut watch).await;
+    *shared.dirwatch.lock().unwrap_or_else(|p| p.into_inner()) = watch;
+    r
+}
+
+async fn wake_with(
+    shared: &Shared,
+    watch: &mut Option<DirWatch>,
+) -> Result<&'static str, WakeFailure> {
+    let cfg = &shared.cfg;
     // Another wake may have just finished.
     if let Attempt::Ready(_) = attempt(shared).await {
         return Ok("was ready");
@@ -527,7 +553,7 @@ async fn wake(shared: &Shared) -> Result<&'static str, WakeFailure> {
     };
     tracing::debug!(site = %cfg.site, container = %cfg.container, action = action.as_str(), "container");
     tokio::select! {
-        r = wait_ready(shared, &mut watch) => r.map(|()| action.as_str()),
+        r = wait_ready(shared, watch) => r.map(|()| action.as_str()),
         e = cfg.engine.watch_death(&cfg.container, since) => Err(docker(e)),
     }
 }
@@ -635,12 +661,38 @@ impl DirWatch {
         }
     }
 
+    /// Discards queued events (from before this wake). An error (the
+    /// directory's watch is gone) means: make a new one.
+    fn drain(&self) -> io::Result<()> {
+        loop {
+            match self.fd.get_ref().0.read_events() {
+                Ok(events) => {
+                    if events.iter().any(|e| {
+                        e.mask
+                            .intersects(AddWatchFlags::IN_IGNORED | AddWatchFlags::IN_Q_OVERFLOW)
+                    }) {
+                        return Err(io::Error::other("inotify watch gone"));
+                    }
+                }
+                Err(nix::Error::EAGAIN) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Resolves on the next event about the socket (or the directory itself).
     async fn changed(&mut self) -> io::Result<()> {
         loop {
             let mut guard = self.fd.readable().await?;
             match guard.get_inner().0.read_events() {
                 Ok(events) => {
+                    if events
+                        .iter()
+                        .any(|e| e.mask.contains(AddWatchFlags::IN_IGNORED))
+                    {
+                        // The directory is gone: this watch is dead.
+                        return Err(io::Error::other("inotify watch gone"));
+                    }
                     if events.iter().any(|e| {
                         e.name.as_ref().is_none_or(|n| *n == self.name)
                             || e.mask.intersects(

@@ -174,9 +174,31 @@ fn api_start(container: &str) -> Result<(), String> {
     }
 }
 
+/// CPU time (user + system) of `pid` so far, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+/// wrk's requests/s and the CPU µs per request spent by `pid`.
+fn wrk_cpu(port: u16, secs: u32, pid: Option<u32>) -> Result<(f64, f64), String> {
+    let before = pid.map(cpu_secs);
+    let rps = wrk(port, secs)?;
+    let us = match (pid, before) {
+        (Some(p), Some(b)) => (cpu_secs(p) - b) * 1e6 / (rps * f64::from(secs)),
+        _ => 0.0,
+    };
+    Ok((rps, us))
 }
 
 fn wrk(port: u16, secs: u32) -> Result<f64, String> {
@@ -403,6 +425,7 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
         return Err("nginx did not listen".into());
     }
     let (mut d, mut w, mut x) = (vec![], vec![], vec![]);
+    let (mut wu, mut xu) = (vec![], vec![]);
     wrk(p_direct, 2)?; // warm-up
     for i in 0..rounds.max(3) {
         let tail = || {
@@ -411,9 +434,15 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
             log[n..].to_owned()
         };
         let a = wrk(p_direct, 5).map_err(|e| format!("direct: {e}\n{}", tail()))?;
-        let b = wrk(p_waker, 5).map_err(|e| format!("waker: {e}\n{}", tail()))?;
-        let c = wrk(p_proxyd, 5).map_err(|e| format!("proxyd: {e}\n{}", tail()))?;
-        eprintln!("warm round {i}: direct {a:.0}/s, waker {b:.0}/s, proxyd {c:.0}/s");
+        let (b, bu) =
+            wrk_cpu(p_waker, 5, Some(waker_pid)).map_err(|e| format!("waker: {e}\n{}", tail()))?;
+        let (c, cu) = wrk_cpu(p_proxyd, 5, Some(proxyd_pid))
+            .map_err(|e| format!("proxyd: {e}\n{}", tail()))?;
+        eprintln!(
+            "warm round {i}: direct {a:.0}/s, waker {b:.0}/s ({bu:.1} µs CPU/req), proxyd {c:.0}/s ({cu:.1} µs CPU/req)"
+        );
+        wu.push(bu);
+        xu.push(cu);
         d.push(a);
         w.push(b);
         x.push(c);
@@ -461,6 +490,11 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     out.push_str(&format!(
         "fleet-waker / systemd-socket-proxyd: {:.2}× (target ≥ 1.5×)\n\n",
         mw / mx
+    ));
+    out.push_str(&format!(
+        "CPU per proxied request (user+system of the proxy process, median): fleet-waker {:.1} µs, systemd-socket-proxyd {:.1} µs\n\n",
+        median(&mut wu),
+        median(&mut xu)
     ));
     out.push_str("| Cold (ms, median) | value | target |\n|---|---|---|\n");
     out.push_str(&format!(
