@@ -929,4 +929,71 @@ mod tests {
             "{e:?}"
         );
     }
+
+    /// `--connections-max`: beyond it, connections wait in the kernel
+    /// backlog (not accepted, not dropped) and are served when a slot frees.
+    /// Also the sd_notify lines a person sees in `systemctl status`.
+    #[tokio::test(flavor = "current_thread")]
+    async fn connections_beyond_max_wait_in_backlog_and_status_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = config(dir.path(), "unix:///nonexistent/docker.sock");
+        cfg.connections_max = 2;
+        let notify_path = dir.path().join("notify");
+        let notify_rx = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify");
+        notify_rx.set_nonblocking(true).expect("nonblocking");
+        cfg.notifier = Notifier::to(&crate::notify::NotifyAddr::Path(notify_path)).expect("to");
+        let upstream = UnixListener::bind(&cfg.upstream).expect("upstream");
+        let listen_path = dir.path().join("waker.sock");
+        let listener = UnixListener::bind(&listen_path).expect("listener");
+        let stop = CancellationToken::new();
+        let waker = tokio::spawn(run(listener, cfg, stop.clone()));
+
+        let mut c1 = UnixStream::connect(&listen_path).await.expect("c1");
+        let (mut u1, _) = upstream.accept().await.expect("u1");
+        let _c2 = UnixStream::connect(&listen_path).await.expect("c2");
+        let (_u2, _) = upstream.accept().await.expect("u2");
+        // The third connects (kernel backlog) but is not taken on.
+        let mut c3 = UnixStream::connect(&listen_path).await.expect("c3");
+        let third = tokio::time::timeout(Duration::from_millis(300), upstream.accept()).await;
+        assert!(
+            third.is_err(),
+            "a third connection was proxied beyond the limit"
+        );
+        // Free a slot: c3 is served, its bytes arrive intact.
+        c1.shutdown().await.expect("c1 half-close");
+        u1.shutdown().await.expect("u1 half-close");
+        let mut sink = Vec::new();
+        c1.read_to_end(&mut sink).await.expect("c1 end");
+        drop((c1, u1));
+        let (mut u3, _) = tokio::time::timeout(Duration::from_secs(2), upstream.accept())
+            .await
+            .expect("c3 served once a slot is free")
+            .expect("u3");
+        c3.write_all(b"third").await.expect("write");
+        let mut buf = [0u8; 5];
+        u3.read_exact(&mut buf).await.expect("read");
+        assert_eq!(&buf, b"third");
+
+        tokio::time::sleep(STATE_WRITE_INTERVAL * 3).await;
+        stop.cancel();
+        drop((c3, u3));
+        waker.await.expect("join").expect("run");
+        let mut lines = Vec::new();
+        let mut b = [0u8; 512];
+        while let Ok(n) = notify_rx.recv(&mut b) {
+            lines.push(String::from_utf8_lossy(&b[..n]).into_owned());
+        }
+        assert_eq!(
+            lines.first().map(String::as_str),
+            Some("READY=1\nSTATUS=asleep")
+        );
+        assert!(
+            lines.iter().any(|l| l == "STATUS=proxying, 2 open"),
+            "{lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with("STOPPING=1")),
+            "{lines:?}"
+        );
+    }
 }
