@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use xtask::{deps, image};
 
 mod bench {
+    pub mod reaper;
     pub mod waker;
 }
 
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        "bench" if rest.first().is_some_and(|a| a == "reaper") => bench_reaper(),
         "demo" | "bench" => {
             eprintln!(
                 "xtask {command}: not implemented yet (issue: `cargo xtask {command}` has its own issue)"
@@ -320,6 +322,31 @@ fn build_image() -> Result<String, ExitCode> {
             }
             eprintln!("==> image: {msg}");
             Err(ExitCode::from(EX_UNAVAILABLE))
+        }
+    }
+}
+
+/// `cargo xtask bench reaper`: see `bench/reaper.rs`.
+fn bench_reaper() -> ExitCode {
+    if let Err(code) = step(
+        "build fleet-reaper",
+        &cargo(),
+        &["build", "-p", "fleet-reaper"],
+        &[],
+    ) {
+        return code;
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    match bench::reaper::run(&target.join("debug").join("fleet-reaper")) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xtask bench reaper: {e}");
+            ExitCode::FAILURE
         }
     }
 }
