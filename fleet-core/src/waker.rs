@@ -376,7 +376,7 @@ enum Attempt {
 
 async fn attempt(shared: &Shared) -> Attempt {
     let path = &shared.cfg.upstream;
-    match UnixStream::connect(path).await {
+    match connect_now(path) {
         Ok(s) => {
             if shared.is_frozen(&s) {
                 shared
@@ -393,6 +393,23 @@ async fn attempt(shared: &Shared) -> Attempt {
             _ => Attempt::Failed(e),
         },
     }
+}
+
+/// Connects to a unix socket without waiting for the reactor: a unix
+/// `connect` completes (or fails with EAGAIN when the backlog is full) at
+/// once, so tokio's wait for write readiness would only cost an extra
+/// reactor turn and a `getsockopt(SO_ERROR)` per connection.
+fn connect_now(path: &Path) -> io::Result<UnixStream> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
 }
 
 async fn connect_or_wake(shared: &Arc<Shared>) -> Result<UnixStream, Arc<WakeFailure>> {
