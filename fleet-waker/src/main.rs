@@ -4,7 +4,8 @@
 //! each connection to php-fpm's socket, starting or unpausing the site's
 //! container first when php-fpm is not there, and proxies.
 //!
-//! Exit codes: 0 stopped by SIGTERM/SIGINT or idle (`--exit-idle-time`);
+//! Exit codes: 0 stopped by SIGTERM/SIGINT or idle (`--exit-idle-time`), and
+//! for `--help`/`--version`;
 //! 64 bad command line, bad site name, or no socket passed and no `--listen`;
 //! 71 an operating-system call failed (runtime, binding); 70 internal error.
 
@@ -26,7 +27,8 @@ Environment: LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES (socket activation), NOTIFY_SO
 DOCKER_HOST, FLEET_RUN_DIR, FLEET_STATE_DIR, RUST_LOG.
 
 Exit codes:
-  0   stopped by SIGTERM/SIGINT, or idle for --exit-idle-time
+  0   stopped by SIGTERM/SIGINT (open connections get 10 s to finish),
+      or idle for --exit-idle-time
   64  bad command line or site name; no socket passed and no --listen
   70  internal error
   71  an operating-system call failed (runtime, binding the socket)";
@@ -61,13 +63,25 @@ struct Args {
     /// Root of per-site runtime directories [default: /run/docker-apps, or FLEET_RUN_DIR].
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
-    /// How long open connections may finish after SIGTERM.
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
-    shutdown_grace: Duration,
 }
 
+/// How long open connections may finish after SIGTERM/SIGINT (systemd's
+/// default TimeoutStopSec is 90 s, well above).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => exit::OK,
+                _ => exit::USAGE,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     fleet_core::logging::init();
     let site = match Site::new(&args.site) {
         Ok(s) => s,
@@ -101,7 +115,7 @@ fn main() -> ExitCode {
         connections_max: args.connections_max as usize,
         exit_idle_time: args.exit_idle_time,
         state_file: layout.state_file(&site),
-        shutdown_grace: args.shutdown_grace,
+        shutdown_grace: SHUTDOWN_GRACE,
         engine: Arc::new(fleet_core::docker::Engine::from_env()),
         notifier: Notifier::from_env(),
         site,
