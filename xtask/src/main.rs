@@ -3,7 +3,8 @@
 //! * `cargo xtask test [cargo test args…]` — the one test command: Debian
 //!   packages, `docker info`, the php-fpm image, fmt, clippy, build, tests.
 //! * `cargo xtask image` — build (or find cached) the php-fpm image, print its tag.
-//! * `cargo xtask demo`, `cargo xtask bench` — not implemented yet.
+//! * `cargo xtask demo [--port N] [--once] [--no-build]` — the demo (see `xtask::demo`).
+//! * `cargo xtask bench` — not implemented yet.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -23,7 +24,10 @@ commands:
                  php-fpm image, then cargo fmt --check, clippy -D warnings, build and
                  test the whole workspace; args go to `cargo test`
   image          build (or reuse the cached) php-fpm test image and print its tag
-  demo           not implemented yet
+  demo [--port N] [--once] [--no-build]
+                 as root: one demo site end to end (nginx → fleet-waker → php-fpm
+                 container), cold/warm timings, reaped, woken again; removes
+                 everything it made on exit or Ctrl-C
   bench          not implemented yet";
 
 fn main() -> ExitCode {
@@ -41,7 +45,8 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        "demo" | "bench" => {
+        "demo" => xtask::demo::main(rest),
+        "bench" => {
             eprintln!(
                 "xtask {command}: not implemented yet (issue: `cargo xtask {command}` has its own issue)"
             );
