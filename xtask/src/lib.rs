@@ -3,4 +3,6 @@
 
 pub mod demo;
 pub mod deps;
+pub mod dist;
 pub mod image;
+pub mod install;

@@ -4,6 +4,8 @@
 //!   packages, `docker info`, the php-fpm image, fmt, clippy, build, tests.
 //! * `cargo xtask image` — build (or find cached) the php-fpm image, print its tag.
 //! * `cargo xtask demo [--port N] [--once] [--no-build]` — the demo (see `xtask::demo`).
+//! * `cargo xtask dist [--debug] [--no-build] [--out DIR] [--verify]` — see `xtask::dist`.
+//! * `cargo xtask install [--prefix P] [--destdir D]` — see `xtask::install`.
 //! * `cargo xtask bench` — not implemented yet.
 
 use std::path::{Path, PathBuf};
@@ -28,6 +30,12 @@ commands:
                  as root: one demo site end to end (nginx → fleet-waker → php-fpm
                  container), cold/warm timings, reaped, woken again; removes
                  everything it made on exit or Ctrl-C
+  dist [--debug] [--no-build] [--out DIR] [--verify]
+                 release binaries, units, man pages, completions and
+                 fleet_<version>_<arch>.deb in target/dist; --verify (root)
+                 installs, checks and removes the .deb on this machine
+  install [--prefix /usr/local] [--destdir D] [--debug] [--no-build]
+                 build and install binaries, units, man pages, completions
   bench          not implemented yet";
 
 fn main() -> ExitCode {
@@ -46,6 +54,8 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         "demo" => xtask::demo::main(rest),
+        "dist" => xtask::dist::main(rest),
+        "install" => xtask::install::main(rest),
         "bench" => {
             eprintln!(
                 "xtask {command}: not implemented yet (issue: `cargo xtask {command}` has its own issue)"
