@@ -609,7 +609,13 @@ pub fn dist(args: &DistArgs) -> Result<Dist, DistError> {
     let compression = if args.debug { "-Znone" } else { "-Zxz" };
     run(
         "dpkg-deb",
-        &["--build", "--root-owner-group", compression, &stage_s, &deb_s],
+        &[
+            "--build",
+            "--root-owner-group",
+            compression,
+            &stage_s,
+            &deb_s,
+        ],
     )?;
     Ok(Dist { out, deb })
 }
