@@ -28,9 +28,11 @@ pub fn init() {
             .event_format(JournalFormat)
             .try_init()
     } else {
+        use std::io::IsTerminal;
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .try_init()
     };
     // A second init (tests) is not an error worth reporting.

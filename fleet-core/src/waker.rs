@@ -1,1 +1,873 @@
-//! TODO: see the issue that owns this module.
+//! fleet-waker's engine: accept connections on a listening socket, connect
+//! each to php-fpm, waking the site's container first when php-fpm is not
+//! there, and proxy.
+//!
+//! * **Warm path**: connect to the upstream socket; if it accepts (and the
+//!   process behind it is not frozen by `docker pause`, a cgroup file read),
+//!   proxy. No Docker call, here or at start-up.
+//! * **Wake**: the first connection that finds no php-fpm starts one wake
+//!   task; every connection arriving meanwhile joins it (a `watch` channel),
+//!   so there is one start call however many connections arrive. The wake
+//!   inspects the container, starts or unpauses it, and waits for php-fpm:
+//!   inotify on the runtime directory for the socket's creation, confirmed
+//!   by a real connect, retries backing off in steps of at most 5 ms, and a
+//!   Docker `die` event failing the wake at once. All of it is bounded by
+//!   `start_timeout`; on failure every held connection is closed and the next
+//!   connection tries again.
+//! * **Activity**: open count and last start/end go to the state file and
+//!   to systemd's STATUS, coalesced by one reporter task so the per-connection
+//!   cost is an in-memory update.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use tokio::io::unix::AsyncFd;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::docker::Engine;
+use crate::docker::wake::WakeError;
+use crate::notify::Notifier;
+use crate::site::Site;
+use crate::state;
+
+/// Longest step between two readiness retries.
+pub const MAX_RETRY_STEP: Duration = Duration::from_millis(5);
+/// Least time between two state-file writes (coalescing).
+pub const STATE_WRITE_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Everything [`run`] needs.
+#[derive(Debug)]
+pub struct Config {
+    pub site: Site,
+    /// Docker container to wake (`<site>.fpm`).
+    pub container: String,
+    /// php-fpm's socket.
+    pub upstream: PathBuf,
+    /// Bound on one wake, from the first connection that needs it.
+    pub start_timeout: Duration,
+    /// Connections served at once; beyond, they wait in the kernel backlog.
+    pub connections_max: usize,
+    /// Exit after this long with no connection.
+    pub exit_idle_time: Option<Duration>,
+    /// The activity state file.
+    pub state_file: PathBuf,
+    /// How long open connections may run on after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// The Docker engine (connects lazily).
+    pub engine: Arc<Engine>,
+    /// sd_notify target.
+    pub notifier: Notifier,
+}
+
+/// Why [`run`] returned normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop (SIGTERM/SIGINT).
+    Shutdown,
+    /// `exit_idle_time` passed with no connection.
+    Idle,
+}
+
+/// Why the waker could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum WakerError {
+    #[error("connections-max must be at least 1")]
+    NoConnections,
+}
+
+/// Why one wake failed. Every connection held by that wake is closed.
+#[derive(Debug, thiserror::Error)]
+pub enum WakeFailure {
+    #[error("cannot wake container {container} for site {site}")]
+    Docker {
+        site: Site,
+        container: String,
+        #[source]
+        source: WakeError,
+    },
+    #[error(
+        "php-fpm of site {site} (container {container}) did not accept on {path} within {timeout}"
+    )]
+    Timeout {
+        site: Site,
+        container: String,
+        path: PathBuf,
+        timeout: humantime::Duration,
+    },
+    #[error("cannot connect to {path}")]
+    Upstream {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+type WakeOutcome = Option<Result<(), Arc<WakeFailure>>>;
+
+/// What the waker is doing, for the state file and STATUS.
+#[derive(Debug, Clone)]
+struct Activity {
+    open: u64,
+    waking: bool,
+    last_start: Option<SystemTime>,
+    last_end: Option<SystemTime>,
+    /// When `open` last became 0 (or start-up), for the idle exit.
+    idle_since: Instant,
+}
+
+struct Shared {
+    cfg: Config,
+    /// The wake in flight, if any.
+    wake: Mutex<Option<watch::Receiver<WakeOutcome>>>,
+    activity: watch::Sender<Activity>,
+    /// (pid, freezer state file) of the upstream's listener, cached.
+    freezer: Mutex<Option<(i32, Option<FreezerFile>)>>,
+    /// The last failed attempt found php-fpm frozen: the wake can unpause
+    /// without inspecting first.
+    saw_frozen: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("cfg", &self.cfg).finish()
+    }
+}
+
+/// Serves connections from `listener` until `shutdown` is cancelled or the
+/// idle time passes. Sends `READY=1` once accepting and `STOPPING=1` when
+/// stopping; open connections get `shutdown_grace` to finish.
+pub async fn run(
+    listener: UnixListener,
+    cfg: Config,
+    shutdown: CancellationToken,
+) -> Result<Exit, WakerError> {
+    if cfg.connections_max == 0 {
+        return Err(WakerError::NoConnections);
+    }
+    let sem = Arc::new(Semaphore::new(cfg.connections_max));
+    let (activity, mut idle_rx) = watch::channel(Activity {
+        open: 0,
+        waking: false,
+        last_start: None,
+        last_end: None,
+        idle_since: Instant::now(),
+    });
+    let shared = Arc::new(Shared {
+        cfg,
+        wake: Mutex::new(None),
+        activity,
+        freezer: Mutex::new(None),
+        saw_frozen: std::sync::atomic::AtomicBool::new(false),
+    });
+    let reporter_stop = CancellationToken::new();
+    let reporter = tokio::spawn(report(
+        shared.clone(),
+        shared.activity.subscribe(),
+        reporter_stop.clone(),
+    ));
+    shared.cfg.notifier.ready("asleep");
+    tracing::info!(
+        site = %shared.cfg.site,
+        container = %shared.cfg.container,
+        upstream = %shared.cfg.upstream.display(),
+        "accepting connections"
+    );
+
+    let tracker = TaskTracker::new();
+    let idle_time = shared.cfg.exit_idle_time;
+    let mut accept_errors = 0u32;
+    let exit = loop {
+        let next = async {
+            // Permit first: beyond connections-max, connections stay in the
+            // kernel backlog instead of being accepted and dropped.
+            let permit = sem.clone().acquire_owned().await;
+            (permit, listener.accept().await)
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Exit::Shutdown,
+            (permit, accepted) = next => {
+                let Ok(permit) = permit else { break Exit::Shutdown };
+                match accepted {
+                    Ok((stream, _)) => {
+                        accept_errors = 0;
+                        tracker.spawn(serve(shared.clone(), stream, permit));
+                    }
+                    Err(e) => {
+                        // EMFILE and the like: no event tells when it clears.
+                        accept_errors = accept_errors.saturating_add(1);
+                        if accept_errors == 1 {
+                            tracing::warn!(site = %shared.cfg.site, error = %e, "accept failed");
+                        }
+                        drop(permit);
+                        tokio::time::sleep(MAX_RETRY_STEP).await;
+                    }
+                }
+            }
+            _ = idle_wait(&mut idle_rx, idle_time) => break Exit::Idle,
+        }
+    };
+    drop(listener);
+    tracker.close();
+    shared.cfg.notifier.stopping();
+    let open = shared.activity.borrow().open;
+    match exit {
+        Exit::Idle => tracing::info!(site = %shared.cfg.site, "idle, exiting"),
+        Exit::Shutdown => tracing::info!(
+            site = %shared.cfg.site,
+            open,
+            grace = %humantime::Duration::from(shared.cfg.shutdown_grace),
+            "stopping"
+        ),
+    }
+    if tokio::time::timeout(shared.cfg.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        let open = shared.activity.borrow().open;
+        tracing::warn!(site = %shared.cfg.site, open, "grace over, closing open connections");
+    }
+    reporter_stop.cancel();
+    let _ = reporter.await;
+    // Final word: nothing open any more (connections still running are
+    // dropped with the runtime).
+    let mut last = shared.activity.borrow().clone();
+    if last.open > 0 {
+        last.open = 0;
+        last.last_end = Some(SystemTime::now());
+    }
+    let _ = write_state(&shared, &last);
+    Ok(exit)
+}
+
+/// Resolves once nothing has been open (and no wake in flight) for `idle`.
+async fn idle_wait(rx: &mut watch::Receiver<Activity>, idle: Option<Duration>) {
+    let Some(idle) = idle else {
+        return std::future::pending().await;
+    };
+    loop {
+        let (busy, since) = {
+            let a = rx.borrow_and_update();
+            (a.open > 0 || a.waking, a.idle_since)
+        };
+        if busy {
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until((since + idle).into()) => return,
+            r = rx.changed() => if r.is_err() { return std::future::pending().await },
+        }
+    }
+}
+
+/// Writes the state file and STATUS when activity changes, at most once per
+/// [`STATE_WRITE_INTERVAL`]. A failing write is logged once (and once more
+/// when it recovers), never per connection.
+async fn report(shared: Arc<Shared>, mut rx: watch::Receiver<Activity>, stop: CancellationToken) {
+    let mut failing = false;
+    let mut last_status = String::from("asleep");
+    loop {
+        let a = rx.borrow_and_update().clone();
+        let status = if a.waking {
+            format!("waking {}", shared.cfg.container)
+        } else if a.open > 0 {
+            format!("proxying, {} open", a.open)
+        } else {
+            "asleep".to_owned()
+        };
+        if status != last_status {
+            shared.cfg.notifier.status(&status);
+            last_status = status;
+        }
+        match write_state(&shared, &a) {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!(site = %shared.cfg.site, path = %shared.cfg.state_file.display(), "state file writable again");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::error!(
+                    site = %shared.cfg.site,
+                    error = %crate::exit::chain(&e),
+                    "cannot write the activity state file; proxying goes on"
+                );
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(STATE_WRITE_INTERVAL) => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+fn write_state(shared: &Shared, a: &Activity) -> Result<(), state::StateError> {
+    state::store(
+        &shared.cfg.state_file,
+        &state::Activity {
+            pid: Some(std::process::id()),
+            open: a.open,
+            last_start: a.last_start,
+            last_end: a.last_end,
+        },
+    )
+}
+
+/// One client connection, from accept to close.
+async fn serve(
+    shared: Arc<Shared>,
+    mut client: UnixStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    shared.activity.send_modify(|a| {
+        a.open += 1;
+        a.last_start = Some(SystemTime::now());
+    });
+    match connect_or_wake(&shared).await {
+        Ok(mut upstream) => {
+            if let Err(e) = crate::proxy::proxy(&mut client, &mut upstream).await {
+                tracing::debug!(site = %shared.cfg.site, error = %e, "connection ended with an error");
+            }
+        }
+        Err(e) => {
+            // The wake task logged the cause once; closing the client makes
+            // nginx answer 502 now.
+            tracing::debug!(site = %shared.cfg.site, error = %crate::exit::chain(&*e), "closing held connection");
+        }
+    }
+    drop(client);
+    shared.activity.send_modify(|a| {
+        a.open -= 1;
+        a.last_end = Some(SystemTime::now());
+        if a.open == 0 {
+            a.idle_since = Instant::now();
+        }
+    });
+}
+
+/// How a connect attempt to the upstream went.
+enum Attempt {
+    Ready(UnixStream),
+    /// Nothing accepts there (no file, stale file) or it is frozen.
+    Asleep,
+    /// The backlog is full (EAGAIN): php-fpm is there but busy.
+    Busy,
+    Failed(io::Error),
+}
+
+async fn attempt(shared: &Shared) -> Attempt {
+    let path = &shared.cfg.upstream;
+    match UnixStream::connect(path).await {
+        Ok(s) => {
+            if shared.is_frozen(&s) {
+                shared
+                    .saw_frozen
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Attempt::Asleep
+            } else {
+                Attempt::Ready(s)
+            }
+        }
+        Err(e) => match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Attempt::Asleep,
+            io::ErrorKind::WouldBlock => Attempt::Busy,
+            _ => Attempt::Failed(e),
+        },
+    }
+}
+
+async fn connect_or_wake(shared: &Arc<Shared>) -> Result<UnixStream, Arc<WakeFailure>> {
+    let started = Instant::now();
+    let mut step = Duration::from_micros(500);
+    let mut wakes = 0;
+    loop {
+        match attempt(shared).await {
+            Attempt::Ready(s) => return Ok(s),
+            Attempt::Asleep => {
+                // Bound the loop: a container that falls asleep again right
+                // after each wake (stopped behind our back) gets a few tries.
+                if wakes >= 3 || started.elapsed() > shared.cfg.start_timeout {
+                    return Err(Arc::new(shared.timeout()));
+                }
+                wakes += 1;
+                join_wake(shared).await?;
+            }
+            Attempt::Busy => {
+                if started.elapsed() > shared.cfg.start_timeout {
+                    return Err(Arc::new(shared.timeout()));
+                }
+                tokio::time::sleep(step).await;
+                step = (step * 2).min(MAX_RETRY_STEP);
+            }
+            Attempt::Failed(source) => {
+                return Err(Arc::new(WakeFailure::Upstream {
+                    path: shared.cfg.upstream.clone(),
+                    source,
+                }));
+            }
+        }
+    }
+}
+
+/// Joins the wake in flight, or starts one.
+async fn join_wake(shared: &Arc<Shared>) -> Result<(), Arc<WakeFailure>> {
+    let mut rx = {
+        let mut slot = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_ref() {
+            Some(rx) => rx.clone(),
+            None => {
+                let (tx, rx) = watch::channel(None);
+                *slot = Some(rx.clone());
+                tokio::spawn(wake_task(shared.clone(), tx));
+                rx
+            }
+        }
+    };
+    let outcome = match rx.wait_for(Option::is_some).await {
+        Ok(v) => v.clone(),
+        Err(_) => None,
+    };
+    match outcome {
+        Some(r) => r,
+        None => Err(Arc::new(shared.timeout())),
+    }
+}
+
+async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
+    let cfg = &shared.cfg;
+    shared.activity.send_modify(|a| a.waking = true);
+    let t0 = Instant::now();
+    tracing::info!(site = %cfg.site, container = %cfg.container, "waking");
+    let result = match tokio::time::timeout(cfg.start_timeout, wake(&shared)).await {
+        Ok(r) => r,
+        Err(_) => Err(shared.timeout()),
+    };
+    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let result = match result {
+        Ok(action) => {
+            tracing::info!(site = %cfg.site, container = %cfg.container, action, ms, "php-fpm accepts");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(
+                site = %cfg.site,
+                container = %cfg.container,
+                cause = %crate::exit::chain(&e),
+                ms,
+                "wake failed; closing held connections"
+            );
+            Err(Arc::new(e))
+        }
+    };
+    {
+        let mut slot = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = None;
+    }
+    let _ = tx.send(Some(result));
+    shared.activity.send_modify(|a| {
+        a.waking = false;
+        if a.open == 0 {
+            a.idle_since = Instant::now();
+        }
+    });
+}
+
+/// Makes the container run and waits until php-fpm accepts.
+async fn wake(shared: &Shared) -> Result<&'static str, WakeFailure> {
+    let cfg = &shared.cfg;
+    // Watch before anything can happen, so no creation goes unseen.
+    let mut watch = DirWatch::new(&cfg.upstream);
+    // Another wake may have just finished.
+    if let Attempt::Ready(_) = attempt(shared).await {
+        return Ok("was ready");
+    }
+    let since = SystemTime::now();
+    let docker = |source| WakeFailure::Docker {
+        site: cfg.site.clone(),
+        container: cfg.container.clone(),
+        source,
+    };
+    // Frozen behind a live socket: that is `docker pause`; unpause straight
+    // away (one API call fewer), and inspect only if that fails.
+    let frozen = shared
+        .saw_frozen
+        .swap(false, std::sync::atomic::Ordering::Relaxed);
+    let action = if frozen {
+        cfg.engine
+            .unpause(&cfg.container)
+            .await
+            .ok()
+            .map(|()| crate::docker::wake::WakeAction::Unpaused)
+    } else {
+        None
+    };
+    let action = match action {
+        Some(a) => a,
+        None => cfg
+            .engine
+            .make_running(&cfg.container)
+            .await
+            .map_err(docker)?,
+    };
+    tracing::debug!(site = %cfg.site, container = %cfg.container, action = action.as_str(), "container");
+    tokio::select! {
+        r = wait_ready(shared, &mut watch) => r.map(|()| action.as_str()),
+        e = cfg.engine.watch_death(&cfg.container, since) => Err(docker(e)),
+    }
+}
+
+/// Waits until a real connect to the upstream succeeds. Before the socket
+/// shows up, inotify wakes us; once something happened to it (created, moved
+/// in, chmod-ed) we retry with steps growing to at most [`MAX_RETRY_STEP`]
+/// (php-fpm binds, then listens). Without inotify we poll in those steps.
+async fn wait_ready(shared: &Shared, watch: &mut Option<DirWatch>) -> Result<(), WakeFailure> {
+    let mut step = Duration::from_micros(250);
+    // A slow safety net for events we cannot see (the directory replaced).
+    const SLOW: Duration = Duration::from_millis(100);
+    let mut fast = watch.is_none();
+    let t0 = Instant::now();
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        match attempt(shared).await {
+            Attempt::Ready(_) => {
+                tracing::debug!(
+                    site = %shared.cfg.site,
+                    tries,
+                    us = t0.elapsed().as_micros() as u64,
+                    "php-fpm ready"
+                );
+                return Ok(());
+            }
+            Attempt::Failed(source) => {
+                return Err(WakeFailure::Upstream {
+                    path: shared.cfg.upstream.clone(),
+                    source,
+                });
+            }
+            Attempt::Busy => fast = true,
+            Attempt::Asleep => {}
+        }
+        let wait = if fast { step } else { SLOW };
+        match watch.as_mut() {
+            Some(w) => {
+                tokio::select! {
+                    r = w.changed() => {
+                        if r.is_err() { *watch = None; }
+                        fast = true;
+                        step = Duration::from_micros(250);
+                        continue;
+                    }
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            None => tokio::time::sleep(step).await,
+        }
+        if fast || watch.is_none() {
+            step = (step * 2).min(MAX_RETRY_STEP);
+        }
+    }
+}
+
+/// inotify on the upstream's directory, reporting events for its file name.
+struct DirWatch {
+    fd: AsyncFd<Ino>,
+    name: std::ffi::OsString,
+}
+
+/// `Inotify` with the `AsRawFd` that `AsyncFd` wants.
+struct Ino(Inotify);
+
+impl std::os::fd::AsRawFd for Ino {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl DirWatch {
+    fn new(upstream: &Path) -> Option<Self> {
+        let dir = upstream.parent()?;
+        let name = upstream.file_name()?.to_owned();
+        let r = (|| -> io::Result<Self> {
+            let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+            ino.add_watch(
+                dir,
+                AddWatchFlags::IN_CREATE
+                    | AddWatchFlags::IN_MOVED_TO
+                    | AddWatchFlags::IN_ATTRIB
+                    | AddWatchFlags::IN_DELETE_SELF
+                    | AddWatchFlags::IN_MOVE_SELF,
+            )?;
+            // SAFETY: `Ino` owns the inotify fd (an OwnedFd inside Inotify),
+            // which stays open until the AsyncFd and with it the Ino is
+            // dropped, and `as_raw_fd` always returns that same fd.
+            let fd = unsafe {
+                AsyncFd::register_with_interest(Ino(ino), tokio::io::Interest::READABLE)
+            }?;
+            Ok(DirWatch {
+                fd,
+                name: name.clone(),
+            })
+        })();
+        match r {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), error = %e, "no inotify; polling for php-fpm");
+                None
+            }
+        }
+    }
+
+    /// Resolves on the next event about the socket (or the directory itself).
+    async fn changed(&mut self) -> io::Result<()> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.get_inner().0.read_events() {
+                Ok(events) => {
+                    if events.iter().any(|e| {
+                        e.name.as_ref().is_none_or(|n| *n == self.name)
+                            || e.mask.intersects(
+                                AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF,
+                            )
+                    }) {
+                        return Ok(());
+                    }
+                }
+                Err(nix::Error::EAGAIN) => guard.clear_ready(),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn timeout(&self) -> WakeFailure {
+        WakeFailure::Timeout {
+            site: self.cfg.site.clone(),
+            container: self.cfg.container.clone(),
+            path: self.cfg.upstream.clone(),
+            timeout: self.cfg.start_timeout.into(),
+        }
+    }
+
+    /// True when the process listening behind `s` is frozen (`docker
+    /// pause`): the kernel still queues connections for it, but nothing
+    /// would answer. Reads one cgroup file; unknown counts as not frozen.
+    fn is_frozen(&self, s: &UnixStream) -> bool {
+        let Some(pid) = s.peer_cred().ok().and_then(|c| c.pid()) else {
+            return false;
+        };
+        let file = {
+            let mut cache = self.freezer.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.as_ref() {
+                Some((p, f)) if *p == pid => f.clone(),
+                _ => {
+                    let f = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                        .ok()
+                        .and_then(|t| freezer_file(&t));
+                    *cache = Some((pid, f.clone()));
+                    f
+                }
+            }
+        };
+        match file {
+            Some(f) => std::fs::read_to_string(f.path())
+                .map(|t| f.is_frozen(&t))
+                .unwrap_or(false),
+            None => false,
+        }
+    }
+}
+
+/// Where a process's freezer state is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FreezerFile {
+    /// cgroup v1: `freezer.state` (`THAWED`, `FREEZING`, `FROZEN`).
+    V1(PathBuf),
+    /// cgroup v2: `cgroup.freeze` (`0` or `1`).
+    V2(PathBuf),
+}
+
+impl FreezerFile {
+    fn path(&self) -> &Path {
+        match self {
+            FreezerFile::V1(p) | FreezerFile::V2(p) => p,
+        }
+    }
+
+    /// Interprets the file's content.
+    pub fn is_frozen(&self, content: &str) -> bool {
+        match self {
+            FreezerFile::V1(_) => matches!(content.trim(), "FROZEN" | "FREEZING"),
+            FreezerFile::V2(_) => content.trim() == "1",
+        }
+    }
+}
+
+/// From `/proc/<pid>/cgroup`, the file telling whether that process is
+/// frozen; `None` for the root group (which cannot be frozen). A v1
+/// `freezer` hierarchy wins over the v2 one (that is what Docker uses on
+/// such hosts).
+pub fn freezer_file(proc_cgroup: &str) -> Option<FreezerFile> {
+    let mut v2 = None;
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let rel = path.trim_start_matches('/');
+        if rel.contains("..") {
+            continue;
+        }
+        if ctrls.split(',').any(|c| c == "freezer") {
+            if rel.is_empty() {
+                return None;
+            }
+            return Some(FreezerFile::V1(
+                Path::new("/sys/fs/cgroup/freezer")
+                    .join(rel)
+                    .join("freezer.state"),
+            ));
+        }
+        if id == "0" && ctrls.is_empty() && !rel.is_empty() {
+            v2 = Some(FreezerFile::V2(
+                Path::new("/sys/fs/cgroup").join(rel).join("cgroup.freeze"),
+            ));
+        }
+    }
+    v2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn finds_freezer_files() {
+        let v1 = "9:name=systemd:/docker/abc\n6:freezer:/docker/abc\n0::/\n";
+        assert_eq!(
+            freezer_file(v1),
+            Some(FreezerFile::V1(
+                "/sys/fs/cgroup/freezer/docker/abc/freezer.state".into()
+            ))
+        );
+        assert_eq!(freezer_file("6:freezer:/\n0::/\n"), None);
+        let v2 = "0::/system.slice/docker-abc.scope\n";
+        assert_eq!(
+            freezer_file(v2),
+            Some(FreezerFile::V2(
+                "/sys/fs/cgroup/system.slice/docker-abc.scope/cgroup.freeze".into()
+            ))
+        );
+        assert_eq!(freezer_file("0::/\n"), None);
+        assert_eq!(freezer_file("garbage\n\n"), None);
+        assert_eq!(freezer_file("6:freezer:/../../etc\n"), None);
+        let f = FreezerFile::V1("x".into());
+        assert!(f.is_frozen("FROZEN\n"));
+        assert!(f.is_frozen("FREEZING\n"));
+        assert!(!f.is_frozen("THAWED\n"));
+        let f = FreezerFile::V2("x".into());
+        assert!(f.is_frozen("1\n"));
+        assert!(!f.is_frozen("0\n"));
+    }
+
+    fn config(dir: &Path, docker_host: &str) -> Config {
+        Config {
+            site: Site::new("unit.test").expect("site"),
+            container: "unit.test.fpm".into(),
+            upstream: dir.join("php-fpm.sock"),
+            start_timeout: Duration::from_secs(2),
+            connections_max: 4,
+            exit_idle_time: None,
+            state_file: dir.join("unit.test.state"),
+            shutdown_grace: Duration::from_secs(1),
+            engine: Arc::new(Engine::new(docker_host)),
+            notifier: Notifier::none(),
+        }
+    }
+
+    /// Warm path with an unreachable Docker: proxies without any Docker
+    /// call; with the upstream gone, the wake fails (Docker unreachable),
+    /// the held connection is closed promptly, and the waker goes on.
+    #[tokio::test(flavor = "current_thread")]
+    async fn warm_path_needs_no_docker_and_failures_close_promptly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path(), "unix:///nonexistent/docker.sock");
+        let state_file = cfg.state_file.clone();
+        let upstream = UnixListener::bind(&cfg.upstream).expect("upstream");
+        let listen_path = dir.path().join("waker.sock");
+        let listener = UnixListener::bind(&listen_path).expect("listener");
+        let stop = CancellationToken::new();
+        let waker = tokio::spawn(run(listener, cfg, stop.clone()));
+
+        // Echo upstream, one connection.
+        let echo = tokio::spawn(async move {
+            let (mut s, _) = upstream.accept().await.expect("accept");
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).await.expect("read");
+            s.write_all(&buf).await.expect("write");
+            drop(upstream);
+        });
+        let mut c = UnixStream::connect(&listen_path).await.expect("connect");
+        c.write_all(b"hello fastcgi").await.expect("write");
+        c.shutdown().await.expect("half-close");
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"hello fastcgi");
+        echo.await.expect("echo");
+
+        // Upstream gone (stale socket file left): Docker is needed and
+        // unreachable; the connection must be closed well within the timeout.
+        let t = Instant::now();
+        let mut c = UnixStream::connect(&listen_path).await.expect("connect");
+        let mut got = Vec::new();
+        let n = c.read_to_end(&mut got).await.unwrap_or(0);
+        assert_eq!(n, 0);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        // Still serving.
+        UnixStream::connect(&listen_path)
+            .await
+            .expect("still accepting");
+
+        stop.cancel();
+        let exit = waker.await.expect("join").expect("run");
+        assert_eq!(exit, Exit::Shutdown);
+        let st = state::load(&state_file).expect("load").expect("written");
+        assert_eq!(st.open, 0);
+        assert!(st.last_start.is_some() && st.last_end.is_some());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn exits_when_idle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = config(dir.path(), "unix:///nonexistent/docker.sock");
+        cfg.exit_idle_time = Some(Duration::from_millis(300));
+        let listener = UnixListener::bind(dir.path().join("w.sock")).expect("listener");
+        let t = Instant::now();
+        let exit = run(listener, cfg, CancellationToken::new())
+            .await
+            .expect("run");
+        assert_eq!(exit, Exit::Idle);
+        let e = t.elapsed();
+        assert!(
+            e >= Duration::from_millis(300) && e < Duration::from_secs(2),
+            "{e:?}"
+        );
+    }
+}

@@ -1,7 +1,160 @@
-//! fleet-waker: see `ARCHITECTURE.md`. Not implemented yet.
+//! fleet-waker: socket-activated wake-and-proxy for one site.
+//!
+//! Takes the listening socket systemd passes (or binds `--listen`), connects
+//! each connection to php-fpm's socket, starting or unpausing the site's
+//! container first when php-fpm is not there, and proxies.
+//!
+//! Exit codes: 0 stopped by SIGTERM/SIGINT or idle (`--exit-idle-time`);
+//! 64 bad command line, bad site name, or no socket passed and no `--listen`;
+//! 71 an operating-system call failed (runtime, binding); 70 internal error.
 
-fn main() -> std::process::ExitCode {
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use fleet_core::exit;
+use fleet_core::listen::{self, ListenError};
+use fleet_core::notify::Notifier;
+use fleet_core::waker::{self, Config};
+use fleet_core::{Layout, Site};
+use tokio_util::sync::CancellationToken;
+
+const AFTER_HELP: &str = "\
+Environment: LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES (socket activation), NOTIFY_SOCKET,
+DOCKER_HOST, FLEET_RUN_DIR, FLEET_STATE_DIR, RUST_LOG.
+
+Exit codes:
+  0   stopped by SIGTERM/SIGINT, or idle for --exit-idle-time
+  64  bad command line or site name; no socket passed and no --listen
+  70  internal error
+  71  an operating-system call failed (runtime, binding the socket)";
+
+/// Socket-activated wake-and-proxy for one site's php-fpm container.
+#[derive(Debug, Parser)]
+#[command(name = "fleet-waker", version, about, after_help = AFTER_HELP)]
+struct Args {
+    /// The site (a DNS-style name, e.g. example.com).
+    site: String,
+    /// Container to wake [default: <SITE>.fpm].
+    #[arg(long, value_name = "NAME")]
+    container: Option<String>,
+    /// php-fpm's socket [default: <run dir>/<SITE>/php-fpm.sock].
+    #[arg(long, value_name = "PATH")]
+    upstream: Option<PathBuf>,
+    /// Bind this unix socket (mode 0660) instead of taking the one systemd passed.
+    #[arg(long, value_name = "PATH")]
+    listen: Option<PathBuf>,
+    /// How long a wake may take until php-fpm accepts (500ms, 30s, 2m).
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = humantime::parse_duration)]
+    start_timeout: Duration,
+    /// Connections served at once; beyond, they wait in the kernel backlog.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    connections_max: u32,
+    /// Exit 0 after this long with no connection [default: never].
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    exit_idle_time: Option<Duration>,
+    /// Directory of activity state files [default: /run/fleet, or FLEET_STATE_DIR].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Root of per-site runtime directories [default: /run/docker-apps, or FLEET_RUN_DIR].
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// How long open connections may finish after SIGTERM.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
     fleet_core::logging::init();
-    eprintln!("fleet-waker: not implemented yet");
-    std::process::ExitCode::from(fleet_core::exit::SOFTWARE)
+    let site = match Site::new(&args.site) {
+        Ok(s) => s,
+        Err(e) => return fail(exit::USAGE, &e),
+    };
+    // The socket first, while the process has one thread.
+    let listener = match &args.listen {
+        Some(path) => listen::bind_listener(path, 0o660),
+        // SAFETY: no runtime and no other thread exists yet (logging spawns
+        // none), and nothing else in this process took fd 3.
+        None => unsafe { listen::take_listener() },
+    };
+    let listener = match listener {
+        Ok(l) => l,
+        Err(e @ (ListenError::Bind { .. } | ListenError::Inspect { .. })) => {
+            return fail(exit::OSERR, &e);
+        }
+        Err(e) => return fail(exit::USAGE, &e),
+    };
+    let mut layout = Layout::from_env();
+    if let Some(d) = args.run_dir {
+        layout.run_dir = d;
+    }
+    if let Some(d) = args.state_dir {
+        layout.state_dir = d;
+    }
+    let cfg = Config {
+        container: args.container.unwrap_or_else(|| site.container()),
+        upstream: args.upstream.unwrap_or_else(|| layout.fpm_socket(&site)),
+        start_timeout: args.start_timeout,
+        connections_max: args.connections_max as usize,
+        exit_idle_time: args.exit_idle_time,
+        state_file: layout.state_file(&site),
+        shutdown_grace: args.shutdown_grace,
+        engine: Arc::new(fleet_core::docker::Engine::from_env()),
+        notifier: Notifier::from_env(),
+        site,
+    };
+    // One thread: the waker's work is I/O bound, and this keeps it small.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(exit::OSERR, &e),
+    };
+    let site = cfg.site.clone();
+    let result = rt.block_on(async move {
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        let shutdown = CancellationToken::new();
+        let (term, int) = (
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
+        );
+        tokio::spawn(on_signal(term, int, shutdown.clone()));
+        waker::run(listener, cfg, shutdown)
+            .await
+            .map_err(std::io::Error::other)
+    });
+    // Do not wait for connections left over after the grace.
+    rt.shutdown_background();
+    if let Some(path) = &args.listen {
+        // Ours: bound above. A systemd socket is systemd's to remove.
+        let _ = std::fs::remove_file(path);
+    }
+    match result {
+        Ok(how) => {
+            tracing::info!(site = %site, ?how, "exiting");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(exit::OSERR, &e),
+    }
+}
+
+async fn on_signal(
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+    shutdown: CancellationToken,
+) {
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    shutdown.cancel();
+}
+
+fn fail(code: u8, err: &(dyn std::error::Error + 'static)) -> ExitCode {
+    eprintln!("fleet-waker: {}", exit::chain(err));
+    ExitCode::from(code)
 }

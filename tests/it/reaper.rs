@@ -1,1 +1,759 @@
-//! Tests: reaper (see the issue that owns it).
+//! fleet-reaper against real containers (issue 5, "Must show" 1–6), plus
+//! its exit codes and SIGTERM handling.
+//!
+//! Every test runs the real `fleet-reaper` binary with `--format json` on a
+//! sites directory of its own ([`List`]), against `<site>.fpm` containers of
+//! the harness's php-fpm image, and checks both what the plan says and what
+//! Docker says afterwards.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+
+use crate::support::{self, FcgiRequest, Spawned, TestSite, fastcgi, require};
+
+/// A sites directory and a state directory: either shared by several test
+/// sites, so that one reaper pass sees them all ([`List::new`]), or one
+/// site's own, which its waker writes to ([`List::of`]).
+struct List {
+    sites: PathBuf,
+    state: PathBuf,
+    /// A directory for the test's other files.
+    root: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl List {
+    fn new() -> List {
+        let dir = tempfile::Builder::new()
+            .prefix("fleet-it-reaper-")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let root = dir.path().to_owned();
+        std::fs::create_dir(root.join("sites")).expect("mkdir sites");
+        std::fs::create_dir(root.join("state")).expect("mkdir state");
+        List {
+            sites: root.join("sites"),
+            state: root.join("state"),
+            root,
+            _tmp: Some(dir),
+        }
+    }
+
+    /// The site's own layout (the one its waker uses).
+    fn of(site: &TestSite) -> List {
+        List {
+            sites: site.layout().sites_dir.clone(),
+            state: site.layout().state_dir.clone(),
+            root: site.temp_dir().to_owned(),
+            _tmp: None,
+        }
+    }
+
+    fn sites(&self) -> PathBuf {
+        self.sites.clone()
+    }
+
+    fn state(&self) -> PathBuf {
+        self.state.clone()
+    }
+
+    /// Lists `site` with idle timeout `timeout` (old format line 1).
+    fn add(&self, site: &TestSite, timeout: &str) -> PathBuf {
+        self.write(
+            &format!("{}.conf", site.name()),
+            format!("# Amount of time to pause the container after: {timeout}\n").as_bytes(),
+        )
+    }
+
+    fn write(&self, file: &str, content: &[u8]) -> PathBuf {
+        let path = self.sites().join(file);
+        std::fs::write(&path, content).expect("write conf");
+        path
+    }
+
+    fn state_file(&self, site: &TestSite) -> PathBuf {
+        self.state().join(format!("{}.state", site.name()))
+    }
+}
+
+/// One finished reaper run.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// The plan entry of `site` (by site name or file name).
+    fn entry(&self, site: &str) -> Value {
+        let json = self.json();
+        json["sites"]
+            .as_array()
+            .expect("sites array")
+            .iter()
+            .find(|e| e["site"] == site)
+            .cloned()
+            .unwrap_or_else(|| panic!("no entry for {site} in:\n{}", self.stdout))
+    }
+}
+
+/// Runs `fleet-reaper --sites-dir … --state-dir … <args>` to completion.
+fn reaper(list: &List, args: &[&str]) -> Run {
+    reaper_env(list, args, &[])
+}
+
+fn reaper_env(list: &List, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(support::bin("fleet-reaper"));
+    cmd.arg("--sites-dir")
+        .arg(list.sites())
+        .arg("--state-dir")
+        .arg(list.state())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let started = Instant::now();
+    let out = cmd.output().expect("run fleet-reaper");
+    let run = Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    };
+    eprintln!(
+        "fleet-reaper {args:?} -> {:?} in {:?}\n{}{}",
+        run.code, run.elapsed, run.stdout, run.stderr
+    );
+    run
+}
+
+/// Lets `d` pass: the reaper's decisions are about time since the last
+/// activity, so elapsed time is the very condition waited for.
+fn let_time_pass(d: Duration) {
+    std::thread::sleep(d);
+}
+
+/// A started site whose start-up log is older than `quiet`.
+fn started_quiet(sites: &[&TestSite], quiet: Duration) {
+    for s in sites {
+        s.start();
+    }
+    let_time_pass(quiet);
+}
+
+fn hello(site: &TestSite) {
+    let resp = fastcgi::request(&site.fpm_socket(), &FcgiRequest::get("hello.php", ""))
+        .expect("FastCGI request");
+    assert_eq!(resp.status, 200);
+}
+
+/// `docker inspect` state, start and finish times: what must not change in a dry run.
+fn fingerprint(site: &TestSite) -> String {
+    let out = support::docker(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.StartedAt}} {{.State.FinishedAt}} {{.State.Pid}}",
+        site.container(),
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+// ---------------------------------------------------------------------------
+// Must show 1
+// ---------------------------------------------------------------------------
+
+#[test]
+fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
+    require!(Docker, PhpFpm);
+    let idle = TestSite::new();
+    let recent = TestSite::new();
+    let to_pause = TestSite::new();
+    let unlisted = TestSite::new();
+    let list = List::new();
+    list.add(&idle, "2s");
+    list.add(&recent, "2s");
+    // This one through its own layout (the directories its waker would use).
+    let pause_list = List::of(&to_pause);
+    pause_list.add(&to_pause, "2s");
+    // Not in any list: idle too, but the reaper must never touch it.
+    started_quiet(
+        &[&idle, &recent, &to_pause, &unlisted],
+        Duration::from_millis(2500),
+    );
+    hello(&recent);
+    let_time_pass(Duration::from_secs(1));
+
+    let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let e = run.entry(idle.name());
+    assert_eq!(e["verdict"], "idle", "{e}");
+    assert_eq!(e["action"], "stopped", "{e}");
+    assert_eq!(e["log_frames_read"], 0, "{e}");
+    let e = run.entry(recent.name());
+    assert_eq!(e["verdict"], "active-logs", "{e}");
+    assert_eq!(e["action"], "none", "{e}");
+    assert!(
+        e["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("logged output"),
+        "{e}"
+    );
+    assert_eq!(idle.state(), "exited");
+    assert_eq!(recent.state(), "running");
+    assert_eq!(unlisted.state(), "running");
+
+    let run = reaper(&pause_list, &["--format", "json", "--action", "pause"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let e = run.entry(to_pause.name());
+    assert_eq!(e["verdict"], "idle", "{e}");
+    assert_eq!(e["action"], "paused", "{e}");
+    assert_eq!(to_pause.state(), "paused");
+
+    // A second pass leaves the paused and the stopped alone (never unpauses,
+    // never starts): nothing to do.
+    let run = reaper(&pause_list, &["--format", "json", "--action", "pause"]);
+    assert_eq!(run.entry(to_pause.name())["verdict"], "not-running");
+    assert_eq!(to_pause.state(), "paused");
+    let run = reaper(&list, &["--format", "json"]);
+    assert_eq!(run.entry(idle.name())["verdict"], "not-running");
+    assert_eq!(idle.state(), "exited");
+    assert_eq!(unlisted.state(), "running");
+}
+
+#[test]
+fn waker_state_decides_busy_active_and_unknown() {
+    require!(Docker, PhpFpm);
+    let busy = TestSite::new();
+    let active = TestSite::new();
+    let unknown = TestSite::new();
+    let stale = TestSite::new();
+    let list = List::new();
+    for s in [&busy, &active, &unknown, &stale] {
+        list.add(s, "2s");
+    }
+    started_quiet(
+        &[&busy, &active, &unknown, &stale],
+        Duration::from_millis(2500),
+    );
+    let now = SystemTime::now();
+    let me = std::process::id();
+    // Written in the waker's format by fleet_core::state (its contract).
+    fleet_core::state::store(
+        &list.state_file(&busy),
+        &fleet_core::state::Activity {
+            pid: Some(me),
+            open: 1,
+            last_start: Some(now - Duration::from_secs(3600)),
+            last_end: None,
+        },
+    )
+    .expect("store");
+    fleet_core::state::store(
+        &list.state_file(&active),
+        &fleet_core::state::Activity {
+            pid: Some(me),
+            open: 0,
+            last_start: Some(now - Duration::from_millis(1500)),
+            last_end: Some(now - Duration::from_millis(1000)),
+        },
+    )
+    .expect("store");
+    // A symlink where the state file should be: unreadable, so unknown.
+    let target = list.root.join("elsewhere");
+    std::fs::write(&target, "open=0\n").expect("write");
+    std::os::unix::fs::symlink(&target, list.state_file(&unknown)).expect("symlink");
+    // A state file of a waker that is gone: its open count is stale.
+    let mut gone = Command::new("true").spawn().expect("spawn true");
+    let gone_pid = gone.id();
+    gone.wait().expect("wait true");
+    fleet_core::state::store(
+        &list.state_file(&stale),
+        &fleet_core::state::Activity {
+            pid: Some(gone_pid),
+            open: 3,
+            last_start: Some(now - Duration::from_secs(3600)),
+            last_end: None,
+        },
+    )
+    .expect("store");
+
+    let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
+    assert_eq!(run.code, Some(1), "unknown state is a site error");
+    let e = run.entry(busy.name());
+    assert_eq!(
+        (e["verdict"].as_str(), e["action"].as_str()),
+        (Some("busy"), Some("none")),
+        "{e}"
+    );
+    let e = run.entry(active.name());
+    assert_eq!(e["verdict"], "active-waker", "{e}");
+    let e = run.entry(unknown.name());
+    assert_eq!(e["verdict"], "unknown", "{e}");
+    assert!(
+        e["error"].as_str().expect("error").contains("symlink"),
+        "{e}"
+    );
+    let e = run.entry(stale.name());
+    assert_eq!(
+        (e["verdict"].as_str(), e["action"].as_str()),
+        (Some("idle"), Some("stopped")),
+        "{e}"
+    );
+    assert!(
+        e["reason"].as_str().expect("reason").contains("gone"),
+        "{e}"
+    );
+    assert_eq!(busy.state(), "running");
+    assert_eq!(active.state(), "running");
+    assert_eq!(unknown.state(), "running");
+    assert_eq!(stale.state(), "exited");
+    // The symlink's target was not touched.
+    assert_eq!(std::fs::read_to_string(&target).expect("read"), "open=0\n");
+}
+
+// ---------------------------------------------------------------------------
+// Must show 3
+// ---------------------------------------------------------------------------
+
+#[test]
+fn malformed_conf_files_are_each_reported_and_the_others_handled() {
+    require!(Docker, PhpFpm);
+    let good = TestSite::new();
+    let list = List::new();
+    list.add(&good, "2s");
+    let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
+    elf.extend_from_slice(&[0u8; 64]);
+    let long = format!("# {}: 20m\n", "a".repeat(5000));
+    // (file, content, what the report must say)
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty.fleet.test.conf", b"".to_vec(), "is empty"),
+        (
+            "blank.fleet.test.conf",
+            b"\n# x: 20m\n".to_vec(),
+            "line 1 is blank",
+        ),
+        (
+            "nocolon.fleet.test.conf",
+            b"# Amount of time 20m\n".to_vec(),
+            "no colon",
+        ),
+        (
+            "noduration.fleet.test.conf",
+            b"# pause after:\n".to_vec(),
+            "nothing after its first colon",
+        ),
+        (
+            "badduration.fleet.test.conf",
+            b"# pause after: twenty minutes\n".to_vec(),
+            "bad duration",
+        ),
+        (
+            "zero.fleet.test.conf",
+            b"# pause after: 0s\n".to_vec(),
+            "is zero",
+        ),
+        (
+            "absurd.fleet.test.conf",
+            b"# pause after: 400days\n".to_vec(),
+            "longer than the maximum",
+        ),
+        ("binary.fleet.test.conf", elf, "binary"),
+        (
+            "nul.fleet.test.conf",
+            b"# pause after: 2\0m\n".to_vec(),
+            "NUL",
+        ),
+        ("long.fleet.test.conf", long.into_bytes(), "bytes long"),
+    ];
+    for (file, content, _) in &cases {
+        list.write(file, content);
+    }
+    list.write("bad_name.conf", b"# pause after: 2s\n");
+    std::fs::create_dir(list.sites().join("dir.fleet.test.conf")).expect("mkdir");
+    // A link planted in the list must not make root read (and quote) another file.
+    std::os::unix::fs::symlink("/etc/passwd", list.sites().join("link.fleet.test.conf"))
+        .expect("symlink");
+    list.write("README", b"not a conf file, ignored\n");
+    list.write("notes.conf.bak", b"ignored\n");
+    started_quiet(&[&good], Duration::from_millis(2500));
+
+    let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let json = run.json();
+    let entries = json["sites"].as_array().expect("sites");
+    // Every conf file has exactly one entry; README and .bak are ignored.
+    assert_eq!(entries.len(), cases.len() + 4, "{}", run.stdout);
+    for (file, _, why) in &cases {
+        let site = file.trim_end_matches(".conf");
+        let e = run.entry(site);
+        let err = e["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{file}: no error: {e}"));
+        assert!(err.contains(why), "{file}: {err:?} does not say {why:?}");
+        assert!(
+            err.contains(&list.sites().join(file).display().to_string()),
+            "{file}: {err:?} lacks the path"
+        );
+        assert_eq!(e["verdict"], "error", "{e}");
+        assert_eq!(e["action"], "none", "{e}");
+        // And the log names it too.
+        assert!(run.stderr.contains(file), "stderr does not name {file}");
+    }
+    let e = run.entry("bad_name.conf");
+    assert!(
+        e["error"]
+            .as_str()
+            .expect("error")
+            .contains("does not name a valid site"),
+        "{e}"
+    );
+    let e = run.entry("link.fleet.test");
+    let err = e["error"].as_str().expect("error");
+    assert!(err.contains("symlink"), "{e}");
+    assert!(
+        !run.stdout.contains("root:") && !run.stderr.contains("root:"),
+        "/etc/passwd was read"
+    );
+    let e = run.entry("dir.fleet.test");
+    assert!(
+        e["error"]
+            .as_str()
+            .expect("error")
+            .contains("not a regular file"),
+        "{e}"
+    );
+    // The one good site was still handled.
+    let e = run.entry(good.name());
+    assert_eq!(
+        (e["verdict"].as_str(), e["action"].as_str()),
+        (Some("idle"), Some("stopped")),
+        "{e}"
+    );
+    assert_eq!(good.state(), "exited");
+
+    // The table says the same, one line per file, reason included.
+    let run = reaper(&list, &[]);
+    assert_eq!(run.code, Some(1));
+    for (file, _, why) in &cases {
+        let site = file.trim_end_matches(".conf");
+        let line = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{site} ")))
+            .unwrap_or_else(|| panic!("no table line for {site}:\n{}", run.stdout));
+        assert!(line.contains("error") && line.contains(why), "{line}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Must show 4
+// ---------------------------------------------------------------------------
+
+#[test]
+fn log_check_reads_one_frame_however_much_the_site_logged() {
+    require!(Docker, PhpFpm);
+    // This host's daemon keeps at most 3 × 10 MB of log per container;
+    // give the loud one room for all 50 MiB.
+    let loud = TestSite::with_options(support::site::SiteOptions {
+        docker_args: vec!["--log-opt".into(), "max-size=200m".into()],
+        ..Default::default()
+    });
+    let quiet = TestSite::new();
+    let list = List::new();
+    started_quiet(&[&loud, &quiet], Duration::from_secs(1));
+    // 50 MiB of log, through php-fpm's own stderr, as a chatty site would.
+    let t = Instant::now();
+    let mut req = FcgiRequest::get("log.php", "kb=51200");
+    req.timeout = Duration::from_secs(120);
+    let resp = fastcgi::request(&loud.fpm_socket(), &req).expect("log.php");
+    assert_eq!(resp.text(), "logged 51200 KiB\n");
+    eprintln!("50 MiB of log written in {:?}", t.elapsed());
+    hello(&quiet);
+    // Both containers are older than the timeout (not "young"), both logged
+    // within it: the verdict needs the log check.
+    let started = t.elapsed() + Duration::from_secs(1);
+    let timeout = format!("{}ms", started.as_millis() - 200);
+    list.add(&loud, &timeout);
+    list.add(&quiet, &timeout);
+    let cutoff_hint = SystemTime::now() - started + Duration::from_millis(200);
+
+    let run = reaper(&list, &["--format", "json"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let l = run.entry(loud.name());
+    let q = run.entry(quiet.name());
+    for e in [&l, &q] {
+        assert_eq!(e["verdict"], "active-logs", "{e}");
+        assert_eq!(e["log_frames_read"], 1, "{e}");
+    }
+    let loud_bytes = l["log_bytes_read"].as_u64().expect("bytes");
+    let quiet_bytes = q["log_bytes_read"].as_u64().expect("bytes");
+    let loud_secs = l["elapsed_secs"].as_f64().expect("secs");
+    let quiet_secs = q["elapsed_secs"].as_f64().expect("secs");
+
+    // What reading everything since the cutoff costs (the old script's way).
+    let since = cutoff_hint
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after epoch")
+        .as_secs()
+        .to_string();
+    let t = Instant::now();
+    let all = support::docker(&["logs", "--since", &since, loud.container()]);
+    let full_secs = t.elapsed().as_secs_f64();
+    let full_bytes = all.stdout.len() + all.stderr.len();
+    eprintln!(
+        "log check: loud site {loud_bytes} B in {loud_secs:.4}s, quiet site {quiet_bytes} B in \
+         {quiet_secs:.4}s; `docker logs --since` of the loud site: {full_bytes} B in {full_secs:.3}s"
+    );
+    let text = String::from_utf8_lossy(&all.stderr);
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("log line")).collect();
+    assert!(
+        full_bytes >= 50 << 20,
+        "the loud site logged {full_bytes} B, {} lines, first {:?}, last {:?}",
+        lines.len(),
+        lines.first().map(|l| &l[..l.len().min(120)]),
+        lines.last().map(|l| &l[..l.len().min(120)])
+    );
+    // One frame each: a log line (≤ 16 KiB, Docker's line limit) plus its header.
+    assert!(loud_bytes <= 8 + 16 * 1024, "{loud_bytes}");
+    assert!(quiet_bytes <= 8 + 16 * 1024, "{quiet_bytes}");
+    assert!(
+        loud_bytes * 1000 < full_bytes as u64,
+        "{loud_bytes} B read of {full_bytes}"
+    );
+    // And the time does not grow with the volume: the loud site's check
+    // takes about what the quiet one's does, far less than reading it all.
+    assert!(
+        loud_secs < full_secs / 5.0,
+        "loud site took {loud_secs}s, reading its log {full_secs}s"
+    );
+    assert!(
+        loud_secs < quiet_secs * 5.0 + 0.1,
+        "loud {loud_secs}s vs quiet {quiet_secs}s"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Must show 5
+// ---------------------------------------------------------------------------
+
+#[test]
+fn dry_run_changes_nothing_and_predicts_the_real_run() {
+    require!(Docker, PhpFpm);
+    let idle = TestSite::new();
+    let idle2 = TestSite::new();
+    let active = TestSite::new();
+    let stopped = TestSite::new(); // created, never started
+    let paused = TestSite::new();
+    let list = List::new();
+    for s in [&idle, &idle2, &active, &stopped, &paused] {
+        list.add(s, "3s");
+    }
+    list.write("broken.fleet.test.conf", b"no colon\n");
+    started_quiet(
+        &[&idle, &idle2, &active, &paused],
+        Duration::from_millis(3500),
+    );
+    paused.pause();
+    let young = TestSite::new();
+    list.add(&young, "1h");
+    young.start();
+    hello(&active);
+
+    let all = [&idle, &idle2, &active, &stopped, &paused, &young];
+    let before: Vec<String> = all.iter().map(|s| fingerprint(s)).collect();
+    let t0 = SystemTime::now();
+    let dry = reaper(&list, &["--format", "json", "--dry-run"]);
+    let t1 = SystemTime::now();
+    let after: Vec<String> = all.iter().map(|s| fingerprint(s)).collect();
+    assert_eq!(before, after, "a dry run changed container states");
+    for s in all {
+        for event in [
+            "stop", "kill", "die", "pause", "unpause", "start", "destroy",
+        ] {
+            assert_eq!(
+                support::count_docker_events(s.container(), event, t0, t1),
+                0,
+                "{event} on {} during the dry run",
+                s.container()
+            );
+        }
+    }
+    assert_eq!(
+        dry.code,
+        Some(1),
+        "the broken conf is an error, also in a dry run"
+    );
+    assert_eq!(dry.json()["dry_run"], true);
+
+    let real = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
+    assert_eq!(real.code, Some(1));
+    let expected = [
+        (&idle, "idle", "would-stop", "stopped", "exited"),
+        (&idle2, "idle", "would-stop", "stopped", "exited"),
+        (&active, "active-logs", "none", "none", "running"),
+        (&stopped, "not-running", "none", "none", "created"),
+        (&paused, "not-running", "none", "none", "paused"),
+        (&young, "young", "none", "none", "running"),
+    ];
+    for (site, verdict, dry_action, real_action, state) in expected {
+        let d = dry.entry(site.name());
+        let r = real.entry(site.name());
+        assert_eq!(d["verdict"], verdict, "dry: {d}");
+        assert_eq!(r["verdict"], d["verdict"], "real run disagrees: {r} vs {d}");
+        assert_eq!(d["action"], dry_action, "{d}");
+        assert_eq!(r["action"], real_action, "{r}");
+        assert_eq!(site.state(), state, "{}", site.name());
+    }
+    assert_eq!(
+        dry.entry("broken.fleet.test")["error"],
+        real.entry("broken.fleet.test")["error"]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Exit codes and signals
+// ---------------------------------------------------------------------------
+
+#[test]
+fn docker_unreachable_is_69_and_bad_usage_64() {
+    let list = List::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nowhere = format!("unix://{}", dir.path().join("docker.sock").display());
+    list.write("a.fleet.test.conf", b"# pause after: 20m\n");
+    let run = reaper_env(&list, &["--format", "json"], &[("DOCKER_HOST", &nowhere)]);
+    assert_eq!(run.code, Some(69), "{}", run.stderr);
+    assert!(run.stderr.contains("docker.sock"), "{}", run.stderr);
+    assert!(
+        run.stdout.is_empty(),
+        "no plan without Docker: {}",
+        run.stdout
+    );
+
+    // Usage errors.
+    for args in [
+        &["--jobs", "0"][..],
+        &["--action", "remove"],
+        &["--format", "yaml"],
+        &["--stop-timeout", "soon"],
+        &["--stop-timeout", "1h"],
+        &["--bogus"],
+    ] {
+        let run = reaper(&list, args);
+        assert_eq!(run.code, Some(64), "{args:?}: {}", run.stderr);
+    }
+    let missing = List::new();
+    std::fs::remove_dir(missing.sites()).expect("rmdir");
+    let run = reaper(&missing, &[]);
+    assert_eq!(run.code, Some(64), "{}", run.stderr);
+    assert!(run.stderr.contains("sites directory"), "{}", run.stderr);
+
+    // An empty list needs no Docker at all: nothing to do, success.
+    let empty = List::new();
+    let run = reaper_env(&empty, &["--format", "json"], &[("DOCKER_HOST", &nowhere)]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+
+    // --help documents the exit codes; --version works.
+    let run = reaper(&empty, &["--help"]);
+    assert_eq!(run.code, Some(0));
+    for code in ["0 ", "1 ", "64", "69", "75"] {
+        assert!(
+            run.stdout.contains(&format!("  {code}")),
+            "{code} in {}",
+            run.stdout
+        );
+    }
+    let run = reaper(&empty, &["--version"]);
+    assert_eq!(run.code, Some(0));
+    assert!(run.stdout.starts_with("fleet-reaper "), "{}", run.stdout);
+}
+
+#[test]
+fn sigterm_mid_pass_finishes_the_stop_under_way_and_exits_75() {
+    require!(Docker, PhpFpm);
+    // php-fpm ignores SIGWINCH, so `docker stop` waits out the whole grace
+    // period: the pass is reliably in the middle of a stop when SIGTERM comes.
+    let opts = || support::site::SiteOptions {
+        docker_args: vec!["--stop-signal".into(), "SIGWINCH".into()],
+        ..Default::default()
+    };
+    let first = TestSite::with_options(opts());
+    let second = TestSite::with_options(opts());
+    let list = List::new();
+    list.add(&first, "2s");
+    list.add(&second, "2s");
+    started_quiet(&[&first, &second], Duration::from_millis(2500));
+    let sites = list.sites();
+    let state = list.state();
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "--sites-dir".as_ref(),
+        sites.as_os_str(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+        "--jobs".as_ref(),
+        "1".as_ref(),
+        "--stop-timeout".as_ref(),
+        "3s".as_ref(),
+        "--format".as_ref(),
+        "json".as_ref(),
+    ];
+    let t0 = SystemTime::now();
+    let mut proc = Spawned::start(&support::bin("fleet-reaper"), &args, &[("NO_COLOR", "1")]);
+    // Docker's stop sends the stop signal first ("kill" event): from then on
+    // the stop is under way for its 3 s grace. Interrupt now.
+    let under_way = support::wait_until(Duration::from_secs(15), || {
+        [&first, &second]
+            .iter()
+            .any(|s| support::count_docker_events(s.container(), "kill", t0, SystemTime::now()) > 0)
+    });
+    assert!(under_way, "no stop began: {}", proc.logs());
+    proc.kill(nix::sys::signal::Signal::SIGTERM);
+    let status = proc
+        .wait_exit(Duration::from_secs(15))
+        .expect("fleet-reaper exits after SIGTERM");
+    assert_eq!(status.code(), Some(75), "{}", proc.logs());
+    let json: Value = serde_json::from_str(&proc.stdout()).expect("plan on stdout");
+    assert_eq!(json["interrupted"], true);
+    let outcomes: Vec<(String, String)> = json["sites"]
+        .as_array()
+        .expect("sites")
+        .iter()
+        .map(|e| {
+            (
+                e["site"].as_str().unwrap_or_default().to_owned(),
+                e["action"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    // With --jobs 1 exactly one site was under way: it was stopped to the
+    // end; the other was never acted on.
+    let stopped: Vec<_> = outcomes.iter().filter(|(_, a)| a == "stopped").collect();
+    let interrupted: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, a)| a == "interrupted")
+        .collect();
+    assert_eq!((stopped.len(), interrupted.len()), (1, 1), "{outcomes:?}");
+    let (done, left) = if stopped[0].0 == first.name() {
+        (&first, &second)
+    } else {
+        (&second, &first)
+    };
+    assert_eq!(done.state(), "exited");
+    assert_eq!(left.state(), "running");
+}

@@ -1,1 +1,522 @@
-//! Tests: waker (see the issue that owns it).
+//! fleet-waker against real components: Docker, php-fpm in the test image,
+//! nginx and `systemd-socket-activate` (issue 4, "Must show" 1–7).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::support::{
+    self, FcgiRequest, Launch, Nginx, SiteOptions, SocketActivated, Spawned, TestSite, bin,
+    count_docker_events, fastcgi, http, require, wait_until,
+};
+
+fn waker() -> PathBuf {
+    bin("fleet-waker")
+}
+
+/// The waker under real socket activation on the site's vhost-waker.sock.
+fn activated(site: &TestSite, extra: &[&str]) -> SocketActivated {
+    Launch::new(waker())
+        .arg(site.name())
+        .args(extra)
+        .envs(site.layout_env())
+        .env("RUST_LOG", "debug")
+        .activate(&site.waker_socket())
+}
+
+/// The waker binding `listen` itself (`--listen`); waits until it accepts.
+fn listening(name: &str, listen: &Path, extra: &[&str], env: Vec<(String, String)>) -> Spawned {
+    let w = Launch::new(waker())
+        .arg(name)
+        .arg("--listen")
+        .arg(listen)
+        .args(extra)
+        .envs(env)
+        .env("RUST_LOG", "debug")
+        .spawn();
+    assert!(
+        wait_until(Duration::from_secs(10), || UnixStream::connect(listen)
+            .is_ok()),
+        "waker did not listen on {}: {}",
+        listen.display(),
+        w.logs()
+    );
+    w
+}
+
+fn listening_site(site: &TestSite, extra: &[&str]) -> Spawned {
+    listening(site.name(), &site.waker_socket(), extra, site.layout_env())
+}
+
+fn hello(socket: &Path) -> std::io::Result<support::FcgiResponse> {
+    fastcgi::request(socket, &FcgiRequest::get("hello.php", ""))
+}
+
+/// A stopped (exited) container: started once, then `docker stop`.
+fn stopped_site(options: SiteOptions) -> TestSite {
+    let site = TestSite::with_options(options);
+    site.start();
+    site.stop();
+    assert_eq!(site.state(), "exited");
+    site
+}
+
+/// Must show 1: nginx → systemd-socket-activate → fleet-waker → php-fpm,
+/// with the container stopped, then paused, then running.
+#[test]
+fn nginx_socket_activated_stopped_paused_running() {
+    require!(Docker, PhpFpm, Nginx, SocketActivate);
+    let site = stopped_site(SiteOptions::default());
+    let mut w = activated(&site, &[]);
+    let nginx = Nginx::start(&site.waker_socket());
+    let t0 = SystemTime::now();
+
+    let r = http::get(nginx.port(), "/hello.php").expect("GET while stopped");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), w.logs());
+    assert_eq!(r.text(), site.hello_line());
+    assert!(w.activated());
+    assert_eq!(site.state(), "running");
+
+    site.pause();
+    let r = http::get(nginx.port(), "/hello.php").expect("GET while paused");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), w.logs());
+    assert_eq!(r.text(), site.hello_line());
+    assert_eq!(site.state(), "running");
+
+    let r = http::get(nginx.port(), "/hello.php").expect("GET while running");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), site.hello_line());
+    let t1 = SystemTime::now();
+    assert_eq!(count_docker_events(site.container(), "start", t0, t1), 1);
+    assert_eq!(count_docker_events(site.container(), "unpause", t0, t1), 1);
+    assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
+}
+
+/// Must show 2: 200 concurrent connections to a stopped site, 200 correct
+/// answers, exactly one `start` event.
+#[test]
+fn two_hundred_concurrent_one_start() {
+    require!(Docker, PhpFpm);
+    let site = stopped_site(SiteOptions::default());
+    let w = listening_site(&site, &[]);
+    let n = 200;
+    let barrier = Arc::new(Barrier::new(n));
+    let socket = site.waker_socket();
+    let t0 = SystemTime::now();
+    let started = Instant::now();
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let b = barrier.clone();
+            let s = socket.clone();
+            std::thread::spawn(move || {
+                b.wait();
+                hello(&s)
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in threads {
+        let r = t
+            .join()
+            .expect("thread")
+            .expect("FastCGI through the waker");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), site.hello_line());
+        ok += 1;
+    }
+    let elapsed = started.elapsed();
+    let t1 = SystemTime::now();
+    assert_eq!(ok, n);
+    assert_eq!(
+        count_docker_events(site.container(), "start", t0, t1),
+        1,
+        "exactly one start; waker logs:\n{}",
+        w.logs()
+    );
+    support::note(&format!(
+        "{n} concurrent answers from a stopped container in {elapsed:?}"
+    ));
+}
+
+/// Must show 3: a stale php-fpm.sock (nothing accepts) while the container
+/// is stopped: the waker wakes the container, never takes the file for ready.
+#[test]
+fn stale_socket_is_never_ready() {
+    require!(Docker, PhpFpm);
+    let site = TestSite::new();
+    site.start();
+    // SIGKILL: php-fpm cannot remove its socket file.
+    site.kill();
+    let fpm = site.fpm_socket();
+    if !fpm.exists() {
+        drop(std::os::unix::net::UnixListener::bind(&fpm).expect("plant stale socket"));
+    }
+    let err = UnixStream::connect(&fpm).expect_err("stale socket must refuse");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    let w = listening_site(&site, &[]);
+    let t0 = SystemTime::now();
+    let r = hello(&site.waker_socket()).expect("request through the waker");
+    assert_eq!(r.status, 200, "{}", w.logs());
+    assert_eq!(r.text(), site.hello_line());
+    assert_eq!(
+        count_docker_events(site.container(), "start", t0, SystemTime::now()),
+        1
+    );
+    assert!(
+        w.logs().contains("php-fpm accepts"),
+        "the wake must have waited for php-fpm: {}",
+        w.logs()
+    );
+}
+
+/// Holds `k` connections at the waker, each sending a request; returns how
+/// long each took to be closed (EOF or error, no answer).
+fn held_connections_closed(socket: &Path, k: usize) -> Vec<Duration> {
+    let threads: Vec<_> = (0..k)
+        .map(|_| {
+            let s = socket.to_path_buf();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let mut c = UnixStream::connect(&s).expect("connect to the waker");
+                c.set_read_timeout(Some(Duration::from_secs(30)))
+                    .expect("timeout");
+                let _ = c.write_all(&fastcgi::encode_request(&FcgiRequest::get("hello.php", "")));
+                let mut buf = Vec::new();
+                let r = c.read_to_end(&mut buf);
+                assert!(
+                    buf.is_empty(),
+                    "a failed wake must not answer ({} bytes)",
+                    buf.len()
+                );
+                if let Err(e) = r {
+                    assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "held 30 s");
+                }
+                t.elapsed()
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect()
+}
+
+fn assert_closed_within(times: &[Duration], limit: Duration, logs: &str) {
+    for t in times {
+        assert!(
+            *t <= limit,
+            "held connection closed after {t:?} > {limit:?}\n{logs}"
+        );
+    }
+}
+
+const TIMEOUT_ARGS: &[&str] = &["--start-timeout", "2s"];
+const LIMIT: Duration = Duration::from_secs(3); // timeout + 1 s
+
+/// Must show 4a: a missing container.
+#[test]
+fn failure_missing_container_then_fixed() {
+    require!(Docker, PhpFpm);
+    let site = stopped_site(SiteOptions::default());
+    let hidden = format!("{}-hidden", site.container());
+    support::docker_ok(&["rename", site.container(), &hidden]);
+    let mut w = listening_site(&site, TIMEOUT_ARGS);
+    let times = held_connections_closed(&site.waker_socket(), 5);
+    assert_closed_within(&times, LIMIT, &w.logs());
+    assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
+    assert!(w.logs().contains("does not exist"), "{}", w.logs());
+    assert!(w.logs().contains(site.container()), "{}", w.logs());
+    support::docker_ok(&["rename", &hidden, site.container()]);
+    let r = hello(&site.waker_socket()).expect("after the fix");
+    assert_eq!(r.text(), site.hello_line());
+    support::note(&format!("missing container: closed after {times:?}"));
+}
+
+/// Must show 4b: a container whose start fails (its bind-mount source is
+/// missing), then the source is created.
+#[test]
+fn failure_start_fails_then_fixed() {
+    require!(Docker, PhpFpm);
+    let scratch = support::temp_dir("mount");
+    let source = scratch.path().join("absent");
+    std::fs::create_dir(&source).expect("mount source, for create");
+    let site = TestSite::with_options(SiteOptions {
+        docker_args: vec![
+            "--mount".into(),
+            format!("type=bind,source={},target=/mnt/x", source.display()),
+        ],
+        ..Default::default()
+    });
+    std::fs::remove_dir(&source).expect("break the mount: start must fail");
+    let mut w = listening_site(&site, TIMEOUT_ARGS);
+    let times = held_connections_closed(&site.waker_socket(), 5);
+    assert_closed_within(&times, LIMIT, &w.logs());
+    assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
+    assert!(w.logs().contains("wake failed"), "{}", w.logs());
+    std::fs::create_dir(&source).expect("fix: create the mount source");
+    let r = hello(&site.waker_socket()).expect("after the fix");
+    assert_eq!(r.text(), site.hello_line());
+    support::note(&format!("failing start: closed after {times:?}"));
+}
+
+/// Must show 4c: php-fpm never listening where the waker looks; then the
+/// path appears (a symlink to php-fpm's socket).
+#[test]
+fn failure_fpm_never_listens_then_fixed() {
+    require!(Docker, PhpFpm);
+    let site = stopped_site(SiteOptions::default());
+    let upstream = site.layout().site_dir(site.site()).join("elsewhere.sock");
+    let up = upstream.display().to_string();
+    let mut w = listening_site(&site, &["--start-timeout", "2s", "--upstream", &up]);
+    let times = held_connections_closed(&site.waker_socket(), 5);
+    assert_closed_within(&times, LIMIT, &w.logs());
+    for t in &times {
+        assert!(
+            *t >= Duration::from_millis(1900),
+            "closed before the timeout: {t:?}"
+        );
+    }
+    assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
+    assert!(w.logs().contains("did not accept"), "{}", w.logs());
+    std::os::unix::fs::symlink(site.fpm_socket(), &upstream).expect("fix: symlink");
+    let r = hello(&site.waker_socket()).expect("after the fix");
+    assert_eq!(r.text(), site.hello_line());
+    support::note(&format!("php-fpm never listening: closed after {times:?}"));
+}
+
+/// Must show 4 (and the issue's "a container that exits while starting"):
+/// php-fpm refuses its config and the container dies; held connections are
+/// closed promptly, long before the timeout (Docker's die event).
+#[test]
+fn failure_container_exits_while_starting() {
+    require!(Docker, PhpFpm);
+    let site = TestSite::with_options(SiteOptions {
+        fpm_children: Some(0),
+        ..Default::default()
+    });
+    let mut w = listening_site(&site, &["--start-timeout", "10s"]);
+    let times = held_connections_closed(&site.waker_socket(), 3);
+    assert_closed_within(&times, Duration::from_secs(5), &w.logs());
+    assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
+    assert!(w.logs().contains("exited while starting"), "{}", w.logs());
+    support::note(&format!("container dying at start: closed after {times:?}"));
+}
+
+/// Must show 5a: 100 MB each way through the waker to php-fpm (echo.php),
+/// byte-exact.
+#[test]
+fn hundred_mb_each_way_byte_exact() {
+    require!(Docker, PhpFpm);
+    let site = TestSite::new();
+    site.start();
+    let _w = listening_site(&site, &[]);
+    let body: Vec<u8> = (0..100u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut req = FcgiRequest::post("echo.php", &body);
+    req.timeout = Duration::from_secs(120);
+    let t = Instant::now();
+    let r = fastcgi::request(&site.waker_socket(), &req).expect("100 MB echo");
+    let elapsed = t.elapsed();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(r.body.len(), body.len());
+    assert!(r.body == body, "100 MB echo differs");
+    support::note(&format!("100 MB each way through the waker in {elapsed:?}"));
+}
+
+/// Must show 5b: a client that half-closes still gets the whole response.
+#[test]
+fn half_closing_client_gets_full_response() {
+    require!(Docker, PhpFpm);
+    let site = TestSite::new();
+    site.start();
+    let _w = listening_site(&site, &[]);
+    let mut c = UnixStream::connect(site.waker_socket()).expect("connect");
+    c.write_all(&fastcgi::encode_request(&FcgiRequest::get(
+        "big.php", "mb=8",
+    )))
+    .expect("send request");
+    c.shutdown(std::net::Shutdown::Write).expect("half-close");
+    c.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut raw = Vec::new();
+    c.read_to_end(&mut raw).expect("read the response to EOF");
+    let body = fcgi_stdout(&raw);
+    let want = support::site::big_body(8);
+    assert_eq!(body.len() - header_len(&body), want.len());
+    assert!(
+        body[header_len(&body)..] == want[..],
+        "big.php body differs"
+    );
+}
+
+/// The concatenated FCGI_STDOUT contents of a raw response.
+fn fcgi_stdout(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut ended = false;
+    while raw.len() >= 8 {
+        let kind = raw[1];
+        let len = u16::from_be_bytes([raw[4], raw[5]]) as usize;
+        let pad = raw[6] as usize;
+        assert!(raw.len() >= 8 + len + pad, "truncated record");
+        if kind == 6 {
+            out.extend_from_slice(&raw[8..8 + len]);
+        }
+        if kind == 3 {
+            ended = true;
+        }
+        raw = &raw[8 + len + pad..];
+    }
+    assert!(ended, "no FCGI_END_REQUEST");
+    out
+}
+
+fn header_len(cgi: &[u8]) -> usize {
+    cgi.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .expect("CGI headers")
+}
+
+fn load_state(path: &Path) -> fleet_core::state::Activity {
+    fleet_core::state::load(path)
+        .expect("state file readable")
+        .expect("state file exists")
+}
+
+/// Must show 6: the state file during and after connections; a symlink
+/// planted at its path is refused (and proxying goes on).
+#[test]
+fn state_file_during_after_and_symlink() {
+    require!(Docker, PhpFpm);
+    let site = TestSite::new();
+    site.start();
+    let w = listening_site(&site, &[]);
+    let state = site.state_file();
+    let before = SystemTime::now();
+    let socket = site.waker_socket();
+    let slow = std::thread::spawn(move || {
+        fastcgi::request(&socket, &FcgiRequest::get("sleep.php", "s=1.5"))
+    });
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            fleet_core::state::load(&state)
+                .ok()
+                .flatten()
+                .is_some_and(|a| a.open == 1)
+        }),
+        "open=1 during the request; {:?}\n{}",
+        fleet_core::state::load(&state),
+        w.logs()
+    );
+    let during = load_state(&state);
+    assert_eq!(during.pid, Some(w.pid()));
+    assert!(during.last_start.expect("last_start") >= before - Duration::from_millis(5));
+    let r = slow.join().expect("thread").expect("sleep.php");
+    assert_eq!(r.text(), "slept 1.5\n");
+    let done = SystemTime::now();
+    assert!(
+        wait_until(Duration::from_secs(2), || load_state(&state).open == 0),
+        "open=0 after"
+    );
+    let after = load_state(&state);
+    let end = after.last_end.expect("last_end");
+    assert!(end >= during.last_start.expect("start") && end <= done + Duration::from_millis(100));
+
+    // A symlink planted at the path: never written through.
+    let target = site.temp_dir().join("precious");
+    std::fs::write(&target, "precious").expect("write target");
+    std::fs::remove_file(&state).expect("remove state file");
+    std::os::unix::fs::symlink(&target, &state).expect("plant symlink");
+    for _ in 0..3 {
+        let r = hello(&site.waker_socket()).expect("still proxying");
+        assert_eq!(r.text(), site.hello_line());
+    }
+    std::thread::sleep(Duration::from_millis(100)); // let the coalesced writer try
+    assert_eq!(std::fs::read_to_string(&target).expect("read"), "precious");
+    assert!(
+        std::fs::symlink_metadata(&state)
+            .expect("still there")
+            .file_type()
+            .is_symlink()
+    );
+    let logs = w.logs();
+    assert_eq!(
+        logs.matches("cannot write the activity state file").count(),
+        1,
+        "logged once, not per connection:\n{logs}"
+    );
+}
+
+/// Must show 7: `--exit-idle-time 1s` exits 0 after a second with no
+/// connection (under socket activation, after one request).
+#[test]
+fn exit_idle_time() {
+    require!(Docker, PhpFpm, SocketActivate);
+    let site = TestSite::new();
+    site.start();
+    let mut w = activated(&site, &["--exit-idle-time", "1s"]);
+    let r = hello(&site.waker_socket()).expect("request");
+    assert_eq!(r.text(), site.hello_line());
+    let last = Instant::now();
+    let status = w
+        .wait_exit(Duration::from_secs(5))
+        .expect("exited after idle");
+    let idle = last.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", w.logs());
+    assert!(
+        idle >= Duration::from_millis(950) && idle < Duration::from_millis(2500),
+        "exited after {idle:?}"
+    );
+}
+
+/// SIGTERM: an open connection finishes, then exit 0.
+#[test]
+fn sigterm_lets_open_connections_finish() {
+    require!(Docker, PhpFpm);
+    let site = TestSite::new();
+    site.start();
+    let mut w = listening_site(&site, &[]);
+    let socket = site.waker_socket();
+    let slow = std::thread::spawn(move || {
+        fastcgi::request(&socket, &FcgiRequest::get("sleep.php", "s=1"))
+    });
+    assert!(wait_until(Duration::from_secs(3), || {
+        fleet_core::state::load(&site.state_file())
+            .ok()
+            .flatten()
+            .is_some_and(|a| a.open == 1)
+    }));
+    w.kill(nix::sys::signal::Signal::SIGTERM);
+    let r = slow
+        .join()
+        .expect("thread")
+        .expect("finished despite SIGTERM");
+    assert_eq!(r.text(), "slept 1\n");
+    let status = w.wait_exit(Duration::from_secs(5)).expect("exited");
+    assert_eq!(status.code(), Some(0), "{}", w.logs());
+    assert!(!site.waker_socket().exists(), "--listen socket removed");
+}
+
+/// No socket passed and no --listen: exit 64 with a clear message; a bad
+/// site name: 64.
+#[test]
+fn usage_errors_exit_64() {
+    let out = std::process::Command::new(waker())
+        .arg("example.com")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .output()
+        .expect("run fleet-waker");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no listening socket was passed"), "{err}");
+    let out = std::process::Command::new(waker())
+        .args(["../etc", "--listen", "/nonexistent/x.sock"])
+        .output()
+        .expect("run fleet-waker");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rule"));
+}

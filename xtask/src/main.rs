@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 
 use xtask::{deps, image};
 
+mod bench {
+    pub mod reaper;
+    pub mod waker;
+}
+
 /// sysexits: usage error.
 const EX_USAGE: u8 = 64;
 /// sysexits: a needed service or package is unavailable.
@@ -36,7 +41,9 @@ commands:
                  installs, checks and removes the .deb on this machine
   install [--prefix /usr/local] [--destdir D] [--debug] [--no-build]
                  build and install binaries, units, man pages, completions
-  bench          not implemented yet";
+  bench waker [rounds]
+                 fleet-waker benchmark (warm wrk ratios, cold overhead, RSS); Markdown on stdout
+  bench          (others) not implemented yet";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -56,6 +63,20 @@ fn main() -> ExitCode {
         "demo" => xtask::demo::main(rest),
         "dist" => xtask::dist::main(rest),
         "install" => xtask::install::main(rest),
+        "bench" if rest.first().map(String::as_str) == Some("waker") => {
+            let rounds = rest.get(1).and_then(|r| r.parse().ok()).unwrap_or(5);
+            match bench::waker::bench(&repo_root(), rounds) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("xtask bench waker: {e}");
+                    ExitCode::from(EX_UNAVAILABLE)
+                }
+            }
+        }
+        "bench" if rest.first().is_some_and(|a| a == "reaper") => bench_reaper(),
         "bench" => {
             eprintln!(
                 "xtask {command}: not implemented yet (issue: `cargo xtask {command}` has its own issue)"
@@ -316,6 +337,31 @@ fn build_image() -> Result<String, ExitCode> {
             }
             eprintln!("==> image: {msg}");
             Err(ExitCode::from(EX_UNAVAILABLE))
+        }
+    }
+}
+
+/// `cargo xtask bench reaper`: see `bench/reaper.rs`.
+fn bench_reaper() -> ExitCode {
+    if let Err(code) = step(
+        "build fleet-reaper",
+        &cargo(),
+        &["build", "-p", "fleet-reaper"],
+        &[],
+    ) {
+        return code;
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    match bench::reaper::run(&target.join("debug").join("fleet-reaper")) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xtask bench reaper: {e}");
+            ExitCode::FAILURE
         }
     }
 }

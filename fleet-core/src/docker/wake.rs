@@ -1,1 +1,143 @@
-//! Waking a container: start or unpause, then wait for php-fpm (fleet-waker).
+//! Waking a container: start or unpause it (fleet-waker), and watch that it
+//! does not die while php-fpm is coming up.
+//!
+//! Waiting for php-fpm's socket is the waker's business (`crate::waker`):
+//! this module only speaks Docker.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bollard::query_parameters::EventsOptions;
+use futures_util::StreamExt;
+
+use super::{ContainerState, DockerError, Engine};
+
+/// What [`Engine::make_running`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeAction {
+    /// It was running already (php-fpm may just be slow or restarting).
+    AlreadyRunning,
+    /// It was created or exited; we started it.
+    Started,
+    /// It was paused; we unpaused it.
+    Unpaused,
+    /// Docker is restarting it; we wait.
+    Restarting,
+}
+
+impl WakeAction {
+    /// A word for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WakeAction::AlreadyRunning => "already running",
+            WakeAction::Started => "started",
+            WakeAction::Unpaused => "unpaused",
+            WakeAction::Restarting => "restarting",
+        }
+    }
+}
+
+/// Why a container could not be made to run.
+#[derive(Debug, thiserror::Error)]
+pub enum WakeError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error("container {container} is {state} and cannot be started")]
+    Unwakeable {
+        container: String,
+        state: ContainerState,
+    },
+    #[error("container {container} exited while starting (exit code {exit_code}{detail})")]
+    Exited {
+        container: String,
+        exit_code: i64,
+        /// `", error: …"` from Docker, or empty.
+        detail: String,
+    },
+}
+
+impl Engine {
+    /// Makes `container` run: starts it when created or exited, unpauses it
+    /// when paused, does nothing when running or restarting. A missing
+    /// container is [`DockerError::NoSuchContainer`].
+    pub async fn make_running(&self, container: &str) -> Result<WakeAction, WakeError> {
+        let info = self.inspect(container).await?;
+        match info.state {
+            ContainerState::Running => Ok(WakeAction::AlreadyRunning),
+            ContainerState::Restarting => Ok(WakeAction::Restarting),
+            ContainerState::Paused => {
+                self.unpause(container).await?;
+                Ok(WakeAction::Unpaused)
+            }
+            ContainerState::Created | ContainerState::Exited | ContainerState::Stopping => {
+                self.start(container).await?;
+                Ok(WakeAction::Started)
+            }
+            state @ (ContainerState::Dead | ContainerState::Removing | ContainerState::Unknown) => {
+                Err(WakeError::Unwakeable {
+                    container: container.to_owned(),
+                    state,
+                })
+            }
+        }
+    }
+
+    /// Resolves when `container` dies at or after `since` (a Docker `die`
+    /// event), with the exit code and Docker's error text. Never resolves
+    /// when the container keeps running, or when the event stream cannot be
+    /// had (the caller's timeout covers that case).
+    ///
+    /// `since` replays events from that moment, so a container that died
+    /// before the stream was established is still seen.
+    pub async fn watch_death(&self, container: &str, since: SystemTime) -> WakeError {
+        let pending = std::future::pending::<WakeError>();
+        let client = match self.client().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(container, error = %e, "no Docker event stream");
+                return pending.await;
+            }
+        };
+        let since = since.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let mut filters = HashMap::new();
+        filters.insert("type".to_owned(), vec!["container".to_owned()]);
+        filters.insert("container".to_owned(), vec![container.to_owned()]);
+        filters.insert("event".to_owned(), vec!["die".to_owned()]);
+        let opts = EventsOptions {
+            since: Some(format!("{}.{:09}", since.as_secs(), since.subsec_nanos())),
+            until: None,
+            filters: Some(filters),
+        };
+        let mut events = client.events(Some(opts));
+        while let Some(ev) = events.next().await {
+            match ev {
+                Ok(msg) => {
+                    let attrs = msg.actor.and_then(|a| a.attributes).unwrap_or_default();
+                    // The filter matches ids and names; make sure it is ours.
+                    if attrs.get("name").is_some_and(|n| n != container) {
+                        continue;
+                    }
+                    let exit_code = attrs
+                        .get("exitCode")
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(-1);
+                    let detail = match self.inspect(container).await {
+                        Ok(info) => info.error.map(|e| format!(", error: {e}")),
+                        Err(_) => None,
+                    }
+                    .unwrap_or_default();
+                    return WakeError::Exited {
+                        container: container.to_owned(),
+                        exit_code,
+                        detail,
+                    };
+                }
+                Err(e) => {
+                    tracing::debug!(container, error = %e, "Docker event stream failed");
+                    break;
+                }
+            }
+        }
+        pending.await
+    }
+}

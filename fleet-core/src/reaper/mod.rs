@@ -1,0 +1,559 @@
+//! fleet-reaper's pass: put idle sites to sleep.
+//!
+//! For every `<site>.conf` of the sites directory ([`crate::conf`]) the pass
+//! inspects `<site>.fpm`, reads the waker's state file and, only when that
+//! does not settle it, asks Docker whether the container logged anything
+//! within the site's timeout ([`crate::docker::reap`]). [`decide`] turns
+//! that into a [`Verdict`] with a reason. An idle site is stopped (or
+//! paused) after the state file has been read once more and the container
+//! inspected once more, just before acting.
+//!
+//! **Invariants.** The pass never starts, unpauses or removes a container and
+//! never touches a container other than `<site>.fpm` of a listed, valid
+//! site. "Unknown" (a state file or log that cannot be read) never leads to
+//! an action. One bad site never stops the others: its problem is reported
+//! in its [`SiteReport`] and the pass goes on.
+//!
+//! Sites are examined concurrently, at most [`Config::jobs`] at a time, all
+//! in the caller's task (no spawned tasks to leak). Cancelling the shutdown
+//! token stops launching sites and abandons examinations under way; an
+//! action already sent to Docker is awaited so its result is reported.
+
+mod decide;
+mod report;
+
+pub use decide::{
+    Decision, Inputs, LogInput, StateInput, Verdict, ago, decide, decide_without_logs, human,
+    needs_log_check,
+};
+pub use report::{render_json, render_table};
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::conf::{self, SiteListError};
+use crate::docker::reap::LogProbe;
+use crate::docker::{ContainerInfo, ContainerState, DockerError, Engine};
+use crate::exit;
+use crate::site::{Layout, Site};
+use crate::state;
+
+/// Default `--jobs`.
+pub const DEFAULT_JOBS: usize = 16;
+/// Default `--stop-timeout`.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest `--stop-timeout`: Docker's stop request must answer within the
+/// client's request timeout (120 s), grace included.
+pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(100);
+
+/// What to do with an idle container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// `docker stop` with the grace period (default).
+    Stop,
+    /// `docker pause`.
+    Pause,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Stop => "stop",
+            Action::Pause => "pause",
+        }
+    }
+}
+
+/// The pass's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub layout: Layout,
+    pub action: Action,
+    /// Grace period of a stop before Docker kills.
+    pub stop_timeout: Duration,
+    /// Sites examined at once (at least 1).
+    pub jobs: usize,
+    /// Decide and report, change nothing.
+    pub dry_run: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            layout: Layout::default(),
+            action: Action::Stop,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            jobs: DEFAULT_JOBS,
+            dry_run: false,
+        }
+    }
+}
+
+/// What happened to a site's container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Nothing to do (not idle), or nothing could be done (an error).
+    None,
+    Stopped,
+    Paused,
+    /// Dry run: would have stopped.
+    WouldStop,
+    /// Dry run: would have paused.
+    WouldPause,
+    /// Idle at first, but not on the re-check just before acting.
+    Skipped,
+    /// The stop or pause failed.
+    Failed,
+    /// Shutdown arrived before the site was acted on.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::None => "none",
+            Outcome::Stopped => "stopped",
+            Outcome::Paused => "paused",
+            Outcome::WouldStop => "would-stop",
+            Outcome::WouldPause => "would-pause",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// A problem with one site; the others are not affected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteProblem {
+    /// The whole error chain.
+    pub message: String,
+    /// Docker itself could not be reached.
+    pub unreachable: bool,
+}
+
+/// One line of the plan.
+#[derive(Debug, Clone)]
+pub struct SiteReport {
+    /// The site name, or the file name when it is not a valid site.
+    pub site: String,
+    /// The conf file.
+    pub conf: PathBuf,
+    /// `<site>.fpm`, when the name is valid.
+    pub container: Option<String>,
+    /// The container's state when examined.
+    pub state: Option<ContainerState>,
+    pub started_at: Option<SystemTime>,
+    /// The latest activity seen (waker or log).
+    pub last_activity: Option<SystemTime>,
+    /// The site's idle timeout.
+    pub timeout: Option<Duration>,
+    /// `None` when an error came before any verdict.
+    pub verdict: Option<Verdict>,
+    /// Why: the verdict's reason, or the error.
+    pub reason: String,
+    pub outcome: Outcome,
+    pub problem: Option<SiteProblem>,
+    /// The log check, when it was made.
+    pub log: Option<LogProbe>,
+    /// When the site was examined.
+    pub examined_at: SystemTime,
+    /// Time spent on the site, action included.
+    pub elapsed: Duration,
+}
+
+impl SiteReport {
+    fn new(site: String, conf: PathBuf) -> Self {
+        SiteReport {
+            site,
+            conf,
+            container: None,
+            state: None,
+            started_at: None,
+            last_activity: None,
+            timeout: None,
+            verdict: None,
+            reason: String::new(),
+            outcome: Outcome::None,
+            problem: None,
+            log: None,
+            examined_at: SystemTime::now(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn fail(&mut self, err: &(dyn std::error::Error + 'static), unreachable: bool) {
+        let message = exit::chain(err);
+        self.reason = message.clone();
+        self.problem = Some(SiteProblem {
+            message,
+            unreachable,
+        });
+    }
+
+    /// The site counts as an error (exit code 1).
+    pub fn is_error(&self) -> bool {
+        self.problem.is_some()
+    }
+}
+
+/// The result of a pass.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub action: Action,
+    pub dry_run: bool,
+    /// Shutdown arrived during the pass.
+    pub interrupted: bool,
+    /// One entry per `*.conf` file, sorted by site.
+    pub sites: Vec<SiteReport>,
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// The exit code: 75 interrupted, 69 Docker unreachable, 1 any site
+    /// error, 0 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        if self.interrupted {
+            exit::TEMPFAIL
+        } else if self
+            .sites
+            .iter()
+            .any(|s| s.problem.as_ref().is_some_and(|p| p.unreachable))
+        {
+            exit::UNAVAILABLE
+        } else if self.sites.iter().any(SiteReport::is_error) {
+            exit::FAILURE
+        } else {
+            exit::OK
+        }
+    }
+}
+
+/// A pass that could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("cannot list the sites")]
+    Sites(#[source] SiteListError),
+    #[error("cannot examine any site")]
+    Docker(#[source] DockerError),
+}
+
+impl PassError {
+    /// Exit code: 64 for an unreadable sites directory (a bad `--sites-dir`),
+    /// 69 when Docker cannot be reached.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PassError::Sites(_) => exit::USAGE,
+            PassError::Docker(e) if e.is_unreachable() => exit::UNAVAILABLE,
+            PassError::Docker(_) => exit::FAILURE,
+        }
+    }
+}
+
+/// Runs one pass over the sites directory.
+pub async fn run(
+    engine: &Engine,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<Report, PassError> {
+    let started = Instant::now();
+    let list = conf::list_sites(&config.layout.sites_dir).map_err(PassError::Sites)?;
+    let mut sites = Vec::with_capacity(list.sites.len() + list.errors.len());
+    for err in list.errors {
+        let path = err.path().to_owned();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        warn!(path = %path.display(), error = %exit::chain(&err), "bad entry in the sites directory");
+        let mut r = SiteReport::new(name, path);
+        r.fail(&err, false);
+        sites.push(r);
+    }
+    if !list.sites.is_empty() && !shutdown.is_cancelled() {
+        // Connect once up front: an unreachable engine is one clear error
+        // (exit 69), not one per site.
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {}
+            r = engine.client() => { r.map_err(PassError::Docker)?; }
+        }
+    }
+    let jobs = config.jobs.max(1);
+    let examined: Vec<SiteReport> = futures_util::stream::iter(list.sites)
+        .map(|(site, path)| reap_site(engine, config, shutdown, site, path))
+        .buffer_unordered(jobs)
+        .collect()
+        .await;
+    sites.extend(examined);
+    sites.sort_by(|a, b| a.site.cmp(&b.site).then_with(|| a.conf.cmp(&b.conf)));
+    let interrupted =
+        shutdown.is_cancelled() || sites.iter().any(|s| s.outcome == Outcome::Interrupted);
+    Ok(Report {
+        action: config.action,
+        dry_run: config.dry_run,
+        interrupted,
+        sites,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Reads the state file into a [`StateInput`] and tells whether its waker lives.
+fn read_state(layout: &Layout, site: &Site) -> (StateInput, Option<bool>) {
+    match state::load(&layout.state_file(site)) {
+        Ok(None) => (StateInput::Missing, None),
+        Ok(Some(a)) => {
+            let alive = a.pid.and_then(process_alive);
+            (StateInput::Read(a), alive)
+        }
+        Err(e) => (StateInput::Unreadable(exit::chain(&e)), None),
+    }
+}
+
+/// Whether process `pid` exists (signal 0). `None` when it cannot be told.
+fn process_alive(pid: u32) -> Option<bool> {
+    let pid = i32::try_from(pid).ok().filter(|&p| p > 0)?;
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) | Err(nix::errno::Errno::EPERM) => Some(true),
+        Err(nix::errno::Errno::ESRCH) => Some(false),
+        Err(_) => None,
+    }
+}
+
+/// Examines and, when idle, acts on one site. Never fails: problems go into
+/// the report.
+async fn reap_site(
+    engine: &Engine,
+    config: &Config,
+    shutdown: &CancellationToken,
+    site: Site,
+    path: PathBuf,
+) -> SiteReport {
+    let started = Instant::now();
+    let mut r = SiteReport::new(site.to_string(), path);
+    let container = site.container();
+    r.container = Some(container.clone());
+    if shutdown.is_cancelled() {
+        r.outcome = Outcome::Interrupted;
+        r.reason = "interrupted before the site was examined".to_owned();
+        return r;
+    }
+    let examined = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => None,
+        e = examine(engine, config, &site, &container, &mut r) => Some(e),
+    };
+    let inputs = match examined {
+        None => {
+            r.outcome = Outcome::Interrupted;
+            r.reason = "interrupted while the site was examined".to_owned();
+            r.elapsed = started.elapsed();
+            return r;
+        }
+        Some(None) => {
+            r.elapsed = started.elapsed();
+            return r;
+        }
+        Some(Some(inputs)) => inputs,
+    };
+    let d = decide(&inputs);
+    r.verdict = Some(d.verdict);
+    r.reason = d.reason;
+    r.last_activity = inputs.last_activity();
+    if d.verdict == Verdict::Unknown {
+        // Something could not be read: an error of this site (exit 1), even
+        // though the site is safely left alone.
+        warn!(site = %site, container = %container, reason = %r.reason, "unknown; site left alone");
+        if r.problem.is_none() {
+            r.problem = Some(SiteProblem {
+                message: r.reason.clone(),
+                unreachable: false,
+            });
+        }
+    } else {
+        info!(site = %site, container = %container, verdict = %d.verdict, reason = %r.reason, "examined");
+    }
+    if d.verdict == Verdict::Idle {
+        act(engine, config, shutdown, &site, &container, inputs, &mut r).await;
+    }
+    r.elapsed = started.elapsed();
+    r
+}
+
+/// Reads everything the verdict needs. `None` when the site failed (the
+/// problem is recorded in `r`).
+async fn examine(
+    engine: &Engine,
+    config: &Config,
+    site: &Site,
+    container: &str,
+    r: &mut SiteReport,
+) -> Option<Inputs> {
+    let timeout = match conf::load_conf(&r.conf) {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(site = %site, error = %exit::chain(&e), "bad conf file; site left alone");
+            r.fail(&e, false);
+            return None;
+        }
+    };
+    r.timeout = Some(timeout);
+    let info = match engine.inspect(container).await {
+        Ok(info) => info,
+        Err(e) => {
+            warn!(site = %site, container = %container, error = %exit::chain(&e), "cannot inspect");
+            r.fail(&e, e.is_unreachable());
+            return None;
+        }
+    };
+    r.state = Some(info.state);
+    r.started_at = info.started_at;
+    let (state, waker_alive) = read_state(&config.layout, site);
+    let now = SystemTime::now();
+    r.examined_at = now;
+    let mut inputs = Inputs {
+        now,
+        timeout,
+        container: info.state,
+        started_at: info.started_at,
+        state,
+        waker_alive,
+        log: LogInput::NotChecked,
+    };
+    if needs_log_check(&inputs) {
+        match engine.last_log_after(container, inputs.cutoff()).await {
+            Ok(probe) => {
+                r.log = Some(probe);
+                inputs.log = LogInput::Checked {
+                    after_cutoff: probe.after_cutoff,
+                    line_at: probe.line_at,
+                };
+            }
+            Err(e) => {
+                let message = exit::chain(&e);
+                warn!(site = %site, container = %container, error = %message, "cannot read the log; site will not be stopped");
+                r.problem = Some(SiteProblem {
+                    message: message.clone(),
+                    unreachable: e.is_unreachable(),
+                });
+                inputs.log = LogInput::Failed(message);
+            }
+        }
+    }
+    Some(inputs)
+}
+
+/// Stops or pauses an idle site after re-checking it.
+async fn act(
+    engine: &Engine,
+    config: &Config,
+    shutdown: &CancellationToken,
+    site: &Site,
+    container: &str,
+    mut inputs: Inputs,
+    r: &mut SiteReport,
+) {
+    if config.dry_run {
+        r.outcome = match config.action {
+            Action::Stop => Outcome::WouldStop,
+            Action::Pause => Outcome::WouldPause,
+        };
+        return;
+    }
+    if shutdown.is_cancelled() {
+        r.outcome = Outcome::Interrupted;
+        r.reason = format!("{} (interrupted before acting)", r.reason);
+        return;
+    }
+    // Re-read the state file just before acting: a connection that arrived
+    // during the examination keeps the site awake.
+    let (state, waker_alive) = read_state(&config.layout, site);
+    inputs.state = state;
+    inputs.waker_alive = waker_alive;
+    inputs.now = SystemTime::now();
+    let again = decide(&inputs);
+    if again.verdict != Verdict::Idle {
+        info!(site = %site, verdict = %again.verdict, reason = %again.reason, "not idle on re-check; left running");
+        r.verdict = Some(again.verdict);
+        r.reason = format!("re-check: {}", again.reason);
+        r.last_activity = inputs.last_activity();
+        r.outcome = Outcome::Skipped;
+        return;
+    }
+    // The same container run as examined? (A wake in between restarts it.)
+    match engine.inspect(container).await {
+        Ok(ContainerInfo {
+            state: ContainerState::Running,
+            started_at,
+            ..
+        }) if started_at == inputs.started_at => {}
+        Ok(info) => {
+            r.outcome = Outcome::Skipped;
+            r.state = Some(info.state);
+            r.reason = format!(
+                "re-check: container is {} (started {}) since it was examined",
+                info.state,
+                info.started_at
+                    .map_or_else(|| "never".to_owned(), |t| ago(SystemTime::now(), t))
+            );
+            return;
+        }
+        Err(e) => {
+            r.outcome = Outcome::Failed;
+            r.fail(&e, e.is_unreachable());
+            return;
+        }
+    }
+    let result = match config.action {
+        Action::Stop => engine.stop(container, config.stop_timeout).await,
+        Action::Pause => engine.pause(container).await,
+    };
+    match result {
+        Ok(()) => {
+            r.outcome = match config.action {
+                Action::Stop => Outcome::Stopped,
+                Action::Pause => Outcome::Paused,
+            };
+            info!(site = %site, container = %container, action = config.action.as_str(), "idle container put to sleep");
+        }
+        Err(e) => {
+            warn!(site = %site, container = %container, error = %exit::chain(&e), "action failed");
+            r.outcome = Outcome::Failed;
+            r.fail(&e, e.is_unreachable());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_live_and_gone_processes() {
+        assert_eq!(process_alive(std::process::id()), Some(true));
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait");
+        assert_eq!(process_alive(pid), Some(false));
+        assert_eq!(process_alive(0), None, "0 would mean our process group");
+        assert_eq!(process_alive(u32::MAX), None, "-1 would mean every process");
+    }
+
+    #[test]
+    fn pass_errors_map_to_exit_codes() {
+        let e = PassError::Sites(SiteListError::ReadDir {
+            path: "/nope".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+        assert_eq!(e.exit_code(), exit::USAGE);
+        assert!(exit::chain(&e).contains("/nope"));
+    }
+}

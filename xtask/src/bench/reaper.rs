@@ -1,0 +1,508 @@
+//! `cargo xtask bench reaper`: one full reaper pass against the old script's
+//! serial `docker logs --since` loop, on the same sites in the same run.
+//!
+//! Setup: `SITES` light containers (`/bin/dash` + coreutils from the host,
+//! imported as `fleet-bench-light:<hash>`), each of which writes `OLD_LOG`
+//! bytes of log at start and then stays quiet; `RECENT` of them print a line
+//! every second after that. Once the quiet ones' log is older than the
+//! timeout (and every container older than it, so none is "young"):
+//!
+//! * **fleet-reaper**: `fleet-reaper --dry-run --format table` over all
+//!   sites (process start, listing, conf parsing, inspect, state file, log
+//!   check, verdicts; dry run so that the timing is the decision, not
+//!   Docker's stop, which both approaches pay alike). Best of `RUNS`.
+//! * **old loop**: for each site in turn, `docker logs --since <cutoff>
+//!   <container>`, output read to the end, as `pause-on-demand-containers.sh`
+//!   did. One run.
+//!
+//! Both must find exactly the `RECENT` sites active. Prints a Markdown
+//! section for BENCHMARKS.md. Containers are labelled `fleet.bench=reaper`
+//! and removed at the end (and leftovers at the start).
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+/// Sites in the benchmark.
+pub const SITES: usize = 200;
+/// Sites that keep logging (one line a second).
+pub const RECENT: usize = 5;
+/// Bytes of old log per site.
+pub const OLD_LOG: usize = 10 << 20;
+/// Idle timeout in every conf file.
+pub const TIMEOUT_SECS: u64 = 5;
+/// Reaper passes timed (the best is reported).
+pub const RUNS: usize = 3;
+
+const LABEL: &str = "fleet.bench=reaper";
+const REPOSITORY: &str = "fleet-bench-light";
+const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
+const BINARIES: &[&str] = &[
+    "/bin/dash",
+    "/usr/bin/yes",
+    "/usr/bin/head",
+    "/usr/bin/sleep",
+];
+
+type Result<T> = std::result::Result<T, String>;
+
+/// Runs the benchmark; `reaper` is the fleet-reaper binary. Returns the
+/// Markdown report.
+pub fn run(reaper: &Path) -> Result<String> {
+    if !reaper.is_file() {
+        return Err(format!("{} not built", reaper.display()));
+    }
+    remove_containers()?;
+    let result = bench(reaper);
+    let cleanup = remove_containers();
+    let report = result?;
+    cleanup?;
+    Ok(report)
+}
+
+fn bench(reaper: &Path) -> Result<String> {
+    let image = ensure_image()?;
+    let dir = std::env::temp_dir().join(format!("fleet-bench-reaper-{}", std::process::id()));
+    let sites_dir = dir.join("sites");
+    let state_dir = dir.join("state");
+    for d in [&sites_dir, &state_dir] {
+        std::fs::create_dir_all(d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
+    }
+    let names: Vec<String> = (0..SITES)
+        .map(|i| format!("s{i:03}.bench.fleet.test"))
+        .collect();
+    for name in &names {
+        let conf = sites_dir.join(format!("{name}.conf"));
+        std::fs::write(
+            &conf,
+            format!("# Amount of time to pause the container after: {TIMEOUT_SECS}s\n"),
+        )
+        .map_err(|e| format!("write {}: {e}", conf.display()))?;
+    }
+
+    eprintln!(
+        "==> starting {SITES} containers, {} MiB of log each",
+        OLD_LOG >> 20
+    );
+    let t = Instant::now();
+    let line = "x".repeat(99);
+    let old = format!("yes {line} | head -c {OLD_LOG}; echo; echo old-log-done");
+    let recent_tail = "while :; do echo tick; sleep 1; done";
+    let quiet_tail = "exec sleep 2147483647";
+    parallel(SITES, 8, |i| {
+        let tail = if i < RECENT { recent_tail } else { quiet_tail };
+        let script = format!("{old}; {tail}");
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &format!("{}.fpm", names[i]),
+            "--label",
+            LABEL,
+            "--network",
+            "none",
+            &image,
+            "/bin/dash",
+            "-c",
+            &script,
+        ])
+        .map(|_| ())
+    })?;
+    eprintln!(
+        "    started in {:.1}s; waiting for the logs to be written",
+        t.elapsed().as_secs_f64()
+    );
+    parallel(SITES, 8, |i| {
+        let c = format!("{}.fpm", names[i]);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let out = docker(&["logs", "--tail", "2", &c])?;
+            if out.contains("old-log-done") || (i < RECENT && out.contains("tick")) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{c}: log not written after 300s"));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    })?;
+    let written = SystemTime::now();
+    eprintln!("    logs written after {:.1}s", t.elapsed().as_secs_f64());
+    // Every quiet site's last line must be older than the timeout: let it pass.
+    std::thread::sleep(Duration::from_secs(TIMEOUT_SECS + 1));
+
+    let expected: BTreeSet<String> = names[..RECENT].iter().cloned().collect();
+    let measured_after = written.elapsed().unwrap_or_default();
+
+    // fleet-reaper, best of RUNS.
+    let mut reaper_times = Vec::new();
+    for run in 0..RUNS {
+        let t = Instant::now();
+        let out = Command::new(reaper)
+            .arg("--sites-dir")
+            .arg(&sites_dir)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(["--dry-run", "--format", "table"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("run {}: {e}", reaper.display()))?;
+        let elapsed = t.elapsed();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if out.status.code() != Some(0) {
+            return Err(format!(
+                "fleet-reaper exited {:?}:\n{stdout}\n{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let active = verdicts(&stdout, "active-logs");
+        let idle = verdicts(&stdout, "idle");
+        if active != expected || idle.len() != SITES - RECENT {
+            return Err(format!(
+                "fleet-reaper run {run}: {} active (expected {RECENT}), {} idle:\n{stdout}",
+                active.len(),
+                idle.len()
+            ));
+        }
+        eprintln!(
+            "    fleet-reaper pass {}: {:.3}s",
+            run + 1,
+            elapsed.as_secs_f64()
+        );
+        reaper_times.push(elapsed);
+    }
+    let reaper_best = reaper_times.iter().min().copied().unwrap_or_default();
+
+    // The old script's serial loop.
+    eprintln!("==> serial `docker logs --since` loop over {SITES} sites");
+    let cutoff = SystemTime::now() - Duration::from_secs(TIMEOUT_SECS);
+    let since = cutoff
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs()
+        .to_string();
+    let t = Instant::now();
+    let mut loop_active = BTreeSet::new();
+    let mut loop_bytes = 0usize;
+    for name in &names {
+        let c = format!("{name}.fpm");
+        let bytes = docker_logs_bytes(&["logs", "--since", &since, &c])?;
+        loop_bytes += bytes;
+        if bytes > 0 {
+            loop_active.insert(name.clone());
+        }
+    }
+    let loop_time = t.elapsed();
+    eprintln!("    serial loop: {:.3}s", loop_time.as_secs_f64());
+    if loop_active != expected {
+        return Err(format!(
+            "the serial loop found {} active sites, expected {RECENT}: {loop_active:?}",
+            loop_active.len()
+        ));
+    }
+    let ratio = loop_time.as_secs_f64() / reaper_best.as_secs_f64().max(1e-9);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "## reaper: one pass vs the old serial `docker logs --since` loop\n"
+    );
+    let _ = writeln!(
+        md,
+        "{SITES} running light containers (`{image}`), each with {} MiB of log older than the \
+         {TIMEOUT_SECS}s timeout, {RECENT} of them logging a line every second. Docker {}, \
+         json-file logs (daemon default max-size 10m), debug build. The reaper passes ran {} after \
+         the logs were written, the loop right after them.\n",
+        OLD_LOG >> 20,
+        docker(&[
+            "version",
+            "--format",
+            "{{.Server.Version}} (API {{.Server.APIVersion}})"
+        ])?
+        .trim(),
+        humantime_secs(measured_after),
+    );
+    let _ = writeln!(md, "| what | time | verdicts |");
+    let _ = writeln!(md, "|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| `fleet-reaper --dry-run` (whole process, --jobs 16), best of {RUNS} ({}) | **{:.3} s** | {RECENT} active-logs, {} idle |",
+        reaper_times
+            .iter()
+            .map(|d| format!("{:.3}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        reaper_best.as_secs_f64(),
+        SITES - RECENT
+    );
+    let _ = writeln!(
+        md,
+        "| serial `docker logs --since` per site (old script) | {:.3} s | {} active ({} bytes read in all) |",
+        loop_time.as_secs_f64(),
+        loop_active.len(),
+        loop_bytes
+    );
+    let _ = writeln!(
+        md,
+        "\n**{ratio:.1}× faster** than the serial loop (target ≥ 10×); pass {} 2 s (target < 2 s).",
+        if reaper_best < Duration::from_secs(2) {
+            "under"
+        } else {
+            "NOT under"
+        }
+    );
+    Ok(md)
+}
+
+fn humantime_secs(d: Duration) -> String {
+    format!("{:.0}s", d.as_secs_f64())
+}
+
+/// The sites whose VERDICT column in the reaper's table is `verdict`.
+fn verdicts(table: &str, verdict: &str) -> BTreeSet<String> {
+    let mut lines = table.lines();
+    let Some(header) = lines.next() else {
+        return BTreeSet::new();
+    };
+    let Some(col) = header.find("VERDICT") else {
+        return BTreeSet::new();
+    };
+    lines
+        .filter(|l| {
+            l.get(col..)
+                .is_some_and(|rest| rest.split_whitespace().next() == Some(verdict))
+        })
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// Runs `f(0..n)` on `threads` threads; the first error wins.
+fn parallel(n: usize, threads: usize, f: impl Fn(usize) -> Result<()> + Sync) -> Result<()> {
+    let next = Arc::new(AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let next = Arc::clone(&next);
+                let f = &f;
+                s.spawn(move || -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        if i >= n {
+                            return Ok(());
+                        }
+                        f(i)?;
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("worker panicked".into())))
+            .collect::<Result<Vec<()>>>()
+            .map(|_| ())
+    })
+}
+
+/// `docker <args>` (argv, no shell); stdout, or an error with stderr.
+fn docker(args: &[&str]) -> Result<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok(s)
+}
+
+/// `docker <args>`, reading stdout and stderr to the end; the byte count.
+fn docker_logs_bytes(args: &[&str]) -> Result<usize> {
+    let mut child = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
+    let mut stderr = child.stderr.take();
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(e) = stderr.as_mut() {
+            let _ = e.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let mut n = 0usize;
+    if let Some(mut out) = child.stdout.take() {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match out.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) => return Err(format!("docker {}: {e}", args.join(" "))),
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let err = err_reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&err).trim()
+        ));
+    }
+    Ok(n + err.len())
+}
+
+fn remove_containers() -> Result<()> {
+    let ids = docker(&["ps", "-aq", "--filter", &format!("label={LABEL}")])?;
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    for chunk in ids.chunks(50) {
+        let mut args = vec!["rm", "-f", "-v"];
+        args.extend(chunk);
+        docker(&args)?;
+    }
+    Ok(())
+}
+
+/// The light image: the host's dash, yes, head and sleep with their
+/// libraries, as a deterministic tar; tag `fleet-bench-light:<sha256-16>`.
+fn ensure_image() -> Result<String> {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    let mut libs = BTreeSet::new();
+    libs.insert(PathBuf::from(LOADER));
+    for bin in BINARIES {
+        let out = Command::new(LOADER)
+            .args(["--list", bin])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("{LOADER} --list {bin}: {e}"))?;
+        libs.extend(xtask::image::parse_loader_list(&String::from_utf8_lossy(
+            &out.stdout,
+        )));
+        let name = Path::new(bin)
+            .file_name()
+            .ok_or_else(|| format!("{bin} has no file name"))?;
+        let data = std::fs::read(bin).map_err(|e| format!("read {bin}: {e}"))?;
+        files.push((Path::new("bin").join(name), data));
+    }
+    for lib in libs {
+        let data = std::fs::read(&lib).map_err(|e| format!("read {}: {e}", lib.display()))?;
+        let rel: PathBuf = lib.components().skip(1).collect();
+        files.push((rel, data));
+    }
+    files.sort();
+    let mut dirs = BTreeSet::new();
+    for (p, _) in &files {
+        let mut a = p.parent();
+        while let Some(d) = a.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(d.to_path_buf());
+            a = d.parent();
+        }
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.mode(tar::HeaderMode::Deterministic);
+    let header = |kind, mode, size| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h
+    };
+    for d in &dirs {
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
+        builder
+            .append_data(&mut h, d, std::io::empty())
+            .map_err(|e| format!("tar: {e}"))?;
+    }
+    for (p, data) in &files {
+        let mut h = header(tar::EntryType::Regular, 0o755, data.len() as u64);
+        builder
+            .append_data(&mut h, p, data.as_slice())
+            .map_err(|e| format!("tar: {e}"))?;
+    }
+    let tar = builder.into_inner().map_err(|e| format!("tar: {e}"))?;
+    let digest = Sha256::digest(&tar);
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let tag = format!("{REPOSITORY}:{hex}");
+    let exists = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", &tag])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("docker image inspect: {e}"))?
+        .success();
+    if !exists {
+        let mut child = Command::new("docker")
+            .args(["import", "-", &tag])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("docker import: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write as _;
+            stdin
+                .write_all(&tar)
+                .map_err(|e| format!("docker import: {e}"))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("docker import: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "docker import: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(tag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_verdicts_from_the_table() {
+        let table = "\
+SITE     STATE    LAST ACTIVITY  TIMEOUT  VERDICT      ACTION      REASON
+a.test   running  0.5s ago       5.0s     active-logs  none        container logged output
+b.test   running  -              5.0s     idle         would-stop  no connection and no log output for 5.0s
+2 sites, 0 stopped, 0 errors, dry run in 0.1s
+";
+        assert_eq!(
+            verdicts(table, "active-logs"),
+            BTreeSet::from(["a.test".to_owned()])
+        );
+        assert_eq!(
+            verdicts(table, "idle"),
+            BTreeSet::from(["b.test".to_owned()])
+        );
+        assert!(verdicts("", "idle").is_empty());
+    }
+}

@@ -1,0 +1,492 @@
+//! `cargo xtask bench waker`: the issue's benchmark, same run, same machine.
+//!
+//! * Warm: wrk through nginx → php-fpm directly, → fleet-waker → php-fpm,
+//!   and → systemd-socket-proxyd → php-fpm (one nginx, three ports, rounds
+//!   interleaved, median requests/s).
+//! * Cold: time to the first byte of a FastCGI request sent to the waker
+//!   while the container is stopped, minus a bare start in the same run
+//!   (`POST /containers/<name>/start` on the Docker socket, then connect to
+//!   php-fpm.sock until it accepts, polled every 0.2 ms); and time to first
+//!   byte from paused.
+//! * Memory: VmRSS of the waker and of systemd-socket-proxyd, idle and with
+//!   100 open connections.
+//!
+//! Needs root, Docker, nginx, wrk, systemd-socket-activate and
+//! systemd-socket-proxyd, and a release build of fleet-waker (built here).
+//! Prints a Markdown block for BENCHMARKS.md on stdout.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";
+
+/// A running child killed on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The bench's container and temp dir, removed on drop.
+struct Env {
+    dir: PathBuf,
+    container: String,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &self.container])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn run(argv: &[&str]) -> Result<String, String> {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            argv.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    cond()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// A minimal FastCGI GET of `script` (in /srv/www).
+fn fcgi_request(script: &str) -> Vec<u8> {
+    fn record(out: &mut Vec<u8>, kind: u8, content: &[u8]) {
+        let pad = (8 - content.len() % 8) % 8;
+        out.extend_from_slice(&[1, kind, 0, 1]);
+        out.extend_from_slice(&(content.len() as u16).to_be_bytes());
+        out.extend_from_slice(&[pad as u8, 0]);
+        out.extend_from_slice(content);
+        out.extend(std::iter::repeat_n(0u8, pad));
+    }
+    let mut out = Vec::new();
+    record(&mut out, 1, &[0, 1, 0, 0, 0, 0, 0, 0]);
+    let mut params = Vec::new();
+    let file = format!("/srv/www/{script}");
+    let name = format!("/{script}");
+    for (k, v) in [
+        ("REQUEST_METHOD", "GET"),
+        ("SCRIPT_FILENAME", file.as_str()),
+        ("SCRIPT_NAME", name.as_str()),
+        ("REQUEST_URI", name.as_str()),
+        ("QUERY_STRING", ""),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+    ] {
+        params.push(k.len() as u8);
+        params.push(v.len() as u8);
+        params.extend_from_slice(k.as_bytes());
+        params.extend_from_slice(v.as_bytes());
+    }
+    record(&mut out, 4, &params);
+    record(&mut out, 4, &[]);
+    record(&mut out, 5, &[]);
+    out
+}
+
+/// Sends a FastCGI request to `socket`; returns the time to the first byte
+/// of the answer, and reads it to the end.
+fn time_to_first_byte(socket: &Path, req: &[u8]) -> Result<Duration, String> {
+    let t = Instant::now();
+    let mut s = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(req).map_err(|e| format!("write: {e}"))?;
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b)
+        .map_err(|e| format!("first byte: {e}"))?;
+    let ttfb = t.elapsed();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    Ok(ttfb)
+}
+
+/// `POST /containers/<name>/start` straight on the Docker socket (what the
+/// waker does, without a CLI process in the way).
+fn api_start(container: &str) -> Result<(), String> {
+    let host = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let path = host
+        .strip_prefix("unix://")
+        .unwrap_or("/var/run/docker.sock")
+        .to_owned();
+    let mut s = UnixStream::connect(&path).map_err(|e| format!("docker socket {path}: {e}"))?;
+    write!(
+        s,
+        "POST /containers/{container}/start HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    if resp.starts_with("HTTP/1.1 204") || resp.starts_with("HTTP/1.1 304") {
+        Ok(())
+    } else {
+        Err(format!(
+            "docker start: {}",
+            resp.lines().next().unwrap_or("no answer")
+        ))
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+fn wrk(port: u16, secs: u32) -> Result<f64, String> {
+    let url = format!("http://127.0.0.1:{port}/hello.php");
+    let d = format!("{secs}s");
+    let out = run(&["wrk", "-t2", "-c32", "-d", &d, &url])?;
+    if out.contains("Non-2xx") || out.contains("Socket errors") {
+        return Err(format!("wrk saw errors:\n{out}"));
+    }
+    out.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no Requests/sec in wrk output:\n{out}"))
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+fn nginx_conf(dir: &Path, servers: &[(u16, &Path)]) -> String {
+    let d = dir.display();
+    let mut s = format!(
+        "user root root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 1024; }}\nhttp {{\n access_log off;\n\
+         client_body_temp_path {d}/cb; fastcgi_temp_path {d}/ft; proxy_temp_path {d}/pt;\n\
+         uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;\n"
+    );
+    for (port, sock) in servers {
+        s.push_str(&format!(
+            " server {{\n  listen 127.0.0.1:{port};\n  location ~ \\.php$ {{\n\
+             fastcgi_param SCRIPT_FILENAME /srv/www$fastcgi_script_name;\n\
+             fastcgi_param SCRIPT_NAME $fastcgi_script_name;\n\
+             fastcgi_param REQUEST_METHOD $request_method;\n\
+             fastcgi_param QUERY_STRING $query_string;\n\
+             fastcgi_pass unix:{};\n  }}\n }}\n",
+            sock.display()
+        ));
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// Opens `n` connections to `socket`, each with a partial FastCGI request
+/// (so every proxied connection is set up and has moved bytes).
+fn open_connections(socket: &Path, n: usize) -> Result<Vec<UnixStream>, String> {
+    let req = fcgi_request("hello.php");
+    let head = &req[..16];
+    (0..n)
+        .map(|_| {
+            let mut s = UnixStream::connect(socket).map_err(|e| e.to_string())?;
+            s.write_all(head).map_err(|e| e.to_string())?;
+            Ok(s)
+        })
+        .collect()
+}
+
+pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
+    for (what, path) in [
+        ("nginx", "/usr/sbin/nginx"),
+        ("wrk", "/usr/bin/wrk"),
+        ("systemd-socket-proxyd", PROXYD),
+        (
+            "systemd-socket-activate",
+            "/usr/bin/systemd-socket-activate",
+        ),
+    ] {
+        if !Path::new(path).exists() {
+            return Err(format!("{what} missing ({path})"));
+        }
+    }
+    eprintln!("==> building fleet-waker (release)");
+    run(&["cargo", "build", "--release", "-q", "-p", "fleet-waker"])?;
+    let waker_bin = root.join("target/release/fleet-waker");
+    let image = crate::image::ensure_image_info()
+        .map_err(|e| e.to_string())?
+        .tag;
+
+    let pid = std::process::id();
+    let site = format!("fleet-bench-{pid}");
+    let dir = PathBuf::from(format!("/tmp/fleet-it-{pid}-bench"));
+    let env = Env {
+        dir: dir.clone(),
+        container: format!("{site}.fpm"),
+    };
+    let run_dir = dir.join("run");
+    let site_dir = run_dir.join(&site);
+    let www = dir.join("www");
+    for d in [&site_dir, &www, &dir.join("state"), &dir.join("nginx")] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for d in [&dir, &run_dir, &site_dir, &www] {
+        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
+    }
+    std::fs::write(www.join("hello.php"), "<?php\necho 'hello';\n").map_err(|e| e.to_string())?;
+    let fpm_sock = site_dir.join("php-fpm.sock");
+    let waker_sock = dir.join("waker.sock");
+    let proxyd_sock = dir.join("proxyd.sock");
+    run(&[
+        "docker",
+        "create",
+        "--name",
+        &env.container,
+        "--network",
+        "none",
+        "--label",
+        "fleet.test=1",
+        "--label",
+        &format!("fleet.test.pid={pid}"),
+        "-v",
+        &format!("{}:/run/php", site_dir.display()),
+        "-v",
+        &format!("{}:/srv/www:ro", www.display()),
+        &image,
+    ])?;
+    let ready = |p: &Path| UnixStream::connect(p).is_ok();
+
+    // Cold first (the waker binds its socket; the container is created).
+    let waker = Guard(
+        Command::new(&waker_bin)
+            .arg(&site)
+            .arg("--listen")
+            .arg(&waker_sock)
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.join("waker.log"))
+                    .map_err(|e| format!("waker.log: {e}"))?,
+            )
+            .spawn()
+            .map_err(|e| format!("spawn fleet-waker: {e}"))?,
+    );
+    if !wait_for(Duration::from_secs(5), || ready(&waker_sock)) {
+        return Err("fleet-waker did not listen".into());
+    }
+    let waker_pid = waker.0.id();
+    let rss_waker_idle = rss_kib(waker_pid);
+    let req = fcgi_request("hello.php");
+    let (mut bare, mut cold, mut overhead, mut paused) = (vec![], vec![], vec![], vec![]);
+    for i in 0..rounds {
+        // Bare: API start until php-fpm accepts.
+        let t = Instant::now();
+        api_start(&env.container)?;
+        if !wait_for(Duration::from_secs(20), || ready(&fpm_sock)) {
+            return Err("php-fpm did not come up".into());
+        }
+        let b = t.elapsed().as_secs_f64() * 1e3;
+        run(&["docker", "stop", "-t", "5", &env.container])?;
+        // Through the waker.
+        let c = time_to_first_byte(&waker_sock, &req)?.as_secs_f64() * 1e3;
+        // From paused.
+        run(&["docker", "pause", &env.container])?;
+        let p = time_to_first_byte(&waker_sock, &req)?.as_secs_f64() * 1e3;
+        run(&["docker", "stop", "-t", "5", &env.container])?;
+        eprintln!("cold round {i}: bare {b:.1} ms, waker {c:.1} ms, from paused {p:.1} ms");
+        bare.push(b);
+        cold.push(c);
+        overhead.push(c - b);
+        paused.push(p);
+    }
+
+    // Warm: container running, proxyd under socket activation, one nginx.
+    run(&["docker", "start", &env.container])?;
+    if !wait_for(Duration::from_secs(20), || ready(&fpm_sock)) {
+        return Err("php-fpm did not come up".into());
+    }
+    let proxyd = Guard(
+        Command::new("systemd-socket-activate")
+            .arg(format!("--listen={}", proxyd_sock.display()))
+            .arg(PROXYD)
+            .arg(&fpm_sock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawn systemd-socket-activate: {e}"))?,
+    );
+    if !wait_for(Duration::from_secs(5), || proxyd_sock.exists()) {
+        return Err("systemd-socket-activate did not listen".into());
+    }
+    // Activate proxyd with one request, then measure its idle RSS.
+    time_to_first_byte(&proxyd_sock, &req)?;
+    let proxyd_pid = proxyd.0.id();
+    std::thread::sleep(Duration::from_millis(200));
+    let rss_proxyd_idle = rss_kib(proxyd_pid);
+    let rss_waker_after = rss_kib(waker_pid);
+
+    let (p_direct, p_waker, p_proxyd) = (free_port()?, free_port()?, free_port()?);
+    let ndir = dir.join("nginx");
+    let conf = ndir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        nginx_conf(
+            &ndir,
+            &[
+                (p_direct, &fpm_sock),
+                (p_waker, &waker_sock),
+                (p_proxyd, &proxyd_sock),
+            ],
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let _nginx = Guard(
+        Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(&ndir)
+            .arg("-e")
+            .arg(ndir.join("error.log"))
+            .arg("-c")
+            .arg(&conf)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawn nginx: {e}"))?,
+    );
+    if !wait_for(Duration::from_secs(5), || {
+        std::net::TcpStream::connect(("127.0.0.1", p_proxyd)).is_ok()
+    }) {
+        return Err("nginx did not listen".into());
+    }
+    let (mut d, mut w, mut x) = (vec![], vec![], vec![]);
+    wrk(p_direct, 2)?; // warm-up
+    for i in 0..rounds.max(3) {
+        let tail = || {
+            let log = std::fs::read_to_string(ndir.join("error.log")).unwrap_or_default();
+            let n = log.len().saturating_sub(2000);
+            log[n..].to_owned()
+        };
+        let a = wrk(p_direct, 5).map_err(|e| format!("direct: {e}\n{}", tail()))?;
+        let b = wrk(p_waker, 5).map_err(|e| format!("waker: {e}\n{}", tail()))?;
+        let c = wrk(p_proxyd, 5).map_err(|e| format!("proxyd: {e}\n{}", tail()))?;
+        eprintln!("warm round {i}: direct {a:.0}/s, waker {b:.0}/s, proxyd {c:.0}/s");
+        d.push(a);
+        w.push(b);
+        x.push(c);
+    }
+
+    // 100 open connections each.
+    let conns = open_connections(&waker_sock, 100)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_waker_100 = rss_kib(waker_pid);
+    drop(conns);
+    let conns = open_connections(&proxyd_sock, 100)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_proxyd_100 = rss_kib(proxyd_pid);
+    drop(conns);
+
+    let (md, mw, mx) = (median(&mut d), median(&mut w), median(&mut x));
+    let mib = |k: u64| k as f64 / 1024.0;
+    let mut out = String::new();
+    out.push_str(&format!(
+        "### fleet-waker (`cargo xtask bench waker`, {} cold rounds, {} warm rounds of 5 s)\n\n",
+        rounds,
+        d.len()
+    ));
+    out.push_str(&format!(
+        "Machine: {} cores, kernel {}.\n\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        run(&["uname", "-r"])?.trim()
+    ));
+    out.push_str(
+        "| Warm (wrk -t2 -c32, nginx → …) | req/s (median) | vs direct |\n|---|---|---|\n",
+    );
+    out.push_str(&format!("| php-fpm directly | {md:.0} | 1.00× |\n"));
+    out.push_str(&format!(
+        "| fleet-waker | {mw:.0} | {:.2}× (target ≥ 0.85×) |\n",
+        mw / md
+    ));
+    out.push_str(&format!(
+        "| systemd-socket-proxyd | {mx:.0} | {:.2}× |\n\n",
+        mx / md
+    ));
+    out.push_str(&format!(
+        "fleet-waker / systemd-socket-proxyd: {:.2}× (target ≥ 1.5×)\n\n",
+        mw / mx
+    ));
+    out.push_str("| Cold (ms, median) | value | target |\n|---|---|---|\n");
+    out.push_str(&format!(
+        "| bare API start until php-fpm accepts | {:.1} | |\n",
+        median(&mut bare)
+    ));
+    out.push_str(&format!(
+        "| first byte through fleet-waker, stopped | {:.1} | |\n",
+        median(&mut cold)
+    ));
+    out.push_str(&format!(
+        "| overhead (waker − bare, per round) | {:.1} | ≤ 5 |\n",
+        median(&mut overhead)
+    ));
+    out.push_str(&format!(
+        "| first byte through fleet-waker, paused | {:.1} | ≤ 10 |\n\n",
+        median(&mut paused)
+    ));
+    out.push_str("| Memory (VmRSS, MiB) | idle | after traffic | 100 open |\n|---|---|---|---|\n");
+    out.push_str(&format!(
+        "| fleet-waker | {:.1} | {:.1} | {:.1} |\n",
+        mib(rss_waker_idle),
+        mib(rss_waker_after),
+        mib(rss_waker_100)
+    ));
+    out.push_str(&format!(
+        "| systemd-socket-proxyd | {:.1} | | {:.1} |\n",
+        mib(rss_proxyd_idle),
+        mib(rss_proxyd_100)
+    ));
+    drop(waker);
+    drop(proxyd);
+    if let Ok(log) = std::fs::read_to_string(dir.join("waker.log")) {
+        if !log.is_empty() {
+            eprintln!("fleet-waker log:\n{log}");
+        }
+    }
+    drop(env);
+    Ok(out)
+}
