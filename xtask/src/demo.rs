@@ -145,7 +145,7 @@ pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, S
 
 /// A complete nginx.conf around a [`Snippet`]: pid, logs and temp paths in
 /// `dir`, `listen 127.0.0.1:<port>`, `root /srv/www` (the docroot as php-fpm
-/// sees it), `index index.php`, and `user <user>;` when given. The snippet's
+/// sees it), `/` rewritten to `/index.php`, and `user <user>;` when given. The snippet's
 /// `include fastcgi_params;` resolves next to the conf file: copy
 /// [`FASTCGI_PARAMS`] there ([`NginxProc::start`] does).
 pub fn render_nginx_conf(dir: &Path, port: u16, user: Option<&str>, snippet: &Snippet) -> String {
@@ -184,7 +184,9 @@ http {{
         listen 127.0.0.1:{port};
         server_name localhost;
         root /srv/www;
-        index index.php;
+        # nginx's index module looks for index.php on this host, where
+        # /srv/www (the container's docroot) does not exist: rewrite instead.
+        location = / {{ rewrite ^ /index.php last; }}
 {location}    }}
 }}
 ",
@@ -1055,18 +1057,35 @@ struct Cold {
 
 impl Cold {
     fn print(&self) {
-        let opt = |d: Option<Duration>| d.map_or_else(|| "n/a".to_string(), ms);
-        println!(
-            "  phase container start:   {:>10}  (Docker's State.StartedAt)",
-            opt(self.container_start)
+        // Each phase: when it happened after the request was sent, and how
+        // long it took after the previous phase.
+        let mut prev = Duration::ZERO;
+        let mut line = |name: &str, at: Option<Duration>, how: &str| match at {
+            Some(at) => {
+                let delta = at.saturating_sub(prev);
+                prev = at;
+                println!(
+                    "  phase {name:<18} {:>10}  (+{:>9})  {how}",
+                    ms(at),
+                    ms(delta)
+                );
+            }
+            None => println!("  phase {name:<18} {:>10}  {how}", "n/a"),
+        };
+        line(
+            "container start:",
+            self.container_start,
+            "Docker's State.StartedAt",
         );
-        println!(
-            "  phase php-fpm accepting: {:>10}  (first successful connect to php-fpm.sock)",
-            opt(self.fpm_accepting)
+        line(
+            "php-fpm accepting:",
+            self.fpm_accepting,
+            "first successful connect to php-fpm.sock",
         );
-        println!(
-            "  phase first byte:        {:>10}  (first byte of the HTTP response at the client)",
-            ms(self.first_byte)
+        line(
+            "first byte:",
+            Some(self.first_byte),
+            "first byte of the HTTP response at the client",
         );
         println!("  complete response:       {:>10}", ms(self.total));
         println!("  body: {}", self.body.trim_end());
