@@ -40,7 +40,8 @@ const EX_UNAVAILABLE: u8 = 69;
 /// The clap commands of the binaries, as (binary name, command).
 pub fn commands() -> Vec<(&'static str, clap::Command)> {
     vec![
-        // PENDING(merge): fleet_waker::command(), fleet_reaper::command()
+        ("fleet-waker", fleet_waker::command()),
+        ("fleet-reaper", fleet_reaper::command()),
         ("fleet-renew", fleet_renew::command()),
     ]
 }
