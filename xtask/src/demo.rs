@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::sys::signal::{SigSet, Signal, killpg};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 /// The shipped proxy-mode snippet (a `location` block).
@@ -432,14 +432,15 @@ struct Cleanup {
 
 impl Cleanup {
     fn run(&mut self) {
+        let t = Instant::now();
         let mut done = Vec::new();
         if let Some(mut nginx) = self.nginx.take() {
             nginx.stop();
-            done.push("stopped nginx".to_string());
+            done.push(format!("stopped nginx ({})", ms(t.elapsed())));
         }
         while let Some((what, child, signal)) = self.children.pop() {
             stop_group(child, signal, Duration::from_secs(5));
-            done.push(format!("stopped {what}"));
+            done.push(format!("stopped {what} ({})", ms(t.elapsed())));
         }
         if let Some(name) = self.container.take() {
             let out = Command::new("docker")
@@ -447,7 +448,9 @@ impl Cleanup {
                 .stdin(Stdio::null())
                 .output();
             match out {
-                Ok(o) if o.status.success() => done.push(format!("removed container {name}")),
+                Ok(o) if o.status.success() => {
+                    done.push(format!("removed container {name} ({})", ms(t.elapsed())))
+                }
                 Ok(o) => eprintln!(
                     "cleanup: docker rm -f {name} failed: {}",
                     String::from_utf8_lossy(&o.stderr).trim()
@@ -485,23 +488,49 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    // SIGINT/SIGTERM go to one thread (blocked here before any thread
-    // exists, so every thread inherits the mask; std resets the mask of
-    // spawned children). It removes what the demo made and exits.
-    let signals = SigSet::from_iter([Signal::SIGINT, Signal::SIGTERM]);
-    if let Err(e) = signals.thread_block() {
-        eprintln!("xtask demo: cannot block SIGINT/SIGTERM: {e}");
-        return ExitCode::FAILURE;
-    }
+    // SIGINT/SIGTERM: tokio's handlers (installed now, before anything is
+    // made) wake one thread, which removes what the demo made and exits.
+    // Handlers, not a blocked mask: a mask would be inherited by the waker
+    // and nginx, which then could not be stopped with SIGTERM/SIGQUIT.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xtask demo: cannot start a runtime for signal handling: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signals = {
+        let _guard = rt.enter();
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => (int, term),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("xtask demo: cannot handle SIGINT/SIGTERM: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     let cleanup = Arc::new(Mutex::new(Cleanup::default()));
     let serving = Arc::new(AtomicBool::new(false));
     {
         let cleanup = Arc::clone(&cleanup);
         let serving = Arc::clone(&serving);
+        let (mut int, mut term) = signals;
         std::thread::spawn(move || {
-            let Ok(signal) = signals.wait() else { return };
+            let name = rt.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                }
+            });
             let was_serving = serving.load(Ordering::SeqCst);
-            println!("\n{signal:?}: stopping the demo and removing everything it made");
+            println!("\n{name}: stopping the demo and removing everything it made");
             if let Ok(mut c) = cleanup.lock() {
                 c.run();
             }

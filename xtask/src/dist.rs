@@ -662,6 +662,14 @@ pub fn verify(deb: &Path) -> Result<(), DistError> {
             format!("files left behind: {}", left.join(", ")),
         ));
     }
+    let state = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", PACKAGE])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if state.contains(" installed") {
+        return Err(err("dpkg -r", format!("still installed: {state}")));
+    }
     let doc = Path::new("/usr/share/doc").join(PACKAGE);
     if doc.exists() {
         return Err(err("dpkg -r", format!("{} left behind", doc.display())));
@@ -670,6 +678,10 @@ pub fn verify(deb: &Path) -> Result<(), DistError> {
         "==> dpkg -r: removed cleanly; none of the {} files it had installed is left",
         listed.len()
     );
+    // dpkg -r keeps the maintainer scripts' record; purge it so the dpkg
+    // database is as before.
+    run("dpkg", &["--purge", PACKAGE])?;
+    eprintln!("==> dpkg --purge {PACKAGE}: the dpkg database no longer knows it");
     Ok(())
 }
 
@@ -679,7 +691,9 @@ fn check_installed() -> Result<Vec<PathBuf>, DistError> {
     let files: Vec<PathBuf> = listing
         .lines()
         .map(PathBuf::from)
-        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_dir()))
+        // Regular files only: directories are shared, and /lib may be a
+        // symlink to /usr/lib (merged /usr).
+        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
         .collect();
     let paths = Paths::for_prefix(Path::new("/usr"));
     let mut expected: Vec<PathBuf> = BINARIES.iter().map(|b| paths.bin.join(b)).collect();

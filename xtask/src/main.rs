@@ -163,7 +163,8 @@ fn test(cargo_test_args: &[String]) -> ExitCode {
         let mut args = vec!["test", "--workspace"];
         args.extend(cargo_test_args.iter().map(String::as_str));
         step("test", &cargo, &args, &[])?;
-        check_leftovers()
+        check_leftovers()?;
+        check_package()
     })();
     match result {
         Ok(()) => {
@@ -309,6 +310,34 @@ fn check_leftovers() -> Result<(), ExitCode> {
         );
         Err(ExitCode::FAILURE)
     }
+}
+
+/// The Debian package, built from the debug binaries (seconds, unlike a
+/// release build), installed with `dpkg -i`, checked, removed with
+/// `dpkg -r` and checked gone: `cargo xtask dist --debug --no-build --verify`.
+/// Needs root and dpkg; skipped with a reason otherwise (failing under CI).
+fn check_package() -> Result<(), ExitCode> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let why_not = if !effective_uid_is_root() {
+        Some("needs root")
+    } else if !Path::new("/usr/bin/dpkg").exists() {
+        Some("needs dpkg")
+    } else {
+        None
+    };
+    if let Some(why) = why_not {
+        eprintln!("==> package: SKIP dpkg -i/-r check ({why})");
+        return if ci { Err(ExitCode::FAILURE) } else { Ok(()) };
+    }
+    let xtask = std::env::current_exe().map_err(|_| ExitCode::FAILURE)?;
+    let out = repo_root().join("target/dist-check");
+    let out = out.to_string_lossy();
+    step(
+        "package (debug .deb: dpkg -i, check, dpkg -r, check)",
+        &xtask.to_string_lossy(),
+        &["dist", "--debug", "--no-build", "--out", &out, "--verify"],
+        &[],
+    )
 }
 
 fn build_image() -> Result<String, ExitCode> {
