@@ -549,8 +549,11 @@ pub fn main(args: &[String]) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e @ DemoError::Missing(_)) => {
-            eprintln!("xtask demo: cannot run: {e}");
+        Err(DemoError::Missing(missing)) => {
+            eprintln!("xtask demo: cannot run; missing:");
+            for m in missing {
+                eprintln!("  - {}", m.replace('\n', " "));
+            }
             ExitCode::from(EX_UNAVAILABLE)
         }
         Err(e) => {
