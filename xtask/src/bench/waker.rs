@@ -482,10 +482,10 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     ));
     drop(waker);
     drop(proxyd);
-    if let Ok(log) = std::fs::read_to_string(dir.join("waker.log")) {
-        if !log.is_empty() {
-            eprintln!("fleet-waker log:\n{log}");
-        }
+    if let Ok(log) = std::fs::read_to_string(dir.join("waker.log"))
+        && !log.is_empty()
+    {
+        eprintln!("fleet-waker log:\n{log}");
     }
     drop(env);
     Ok(out)
