@@ -9,10 +9,8 @@
 //! 64 bad command line, bad site name, or no socket passed and no `--listen`;
 //! 71 an operating-system call failed (runtime, binding); 70 internal error.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use fleet_core::exit;
@@ -20,54 +18,8 @@ use fleet_core::listen::{self, ListenError};
 use fleet_core::notify::Notifier;
 use fleet_core::waker::{self, Config};
 use fleet_core::{Layout, Site};
+use fleet_waker::cli::Args;
 use tokio_util::sync::CancellationToken;
-
-const AFTER_HELP: &str = "\
-Environment: LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES (socket activation), NOTIFY_SOCKET,
-DOCKER_HOST, FLEET_RUN_DIR, FLEET_STATE_DIR, RUST_LOG.
-
-Exit codes:
-  0   stopped by SIGTERM/SIGINT (open connections get 10 s to finish),
-      or idle for --exit-idle-time
-  64  bad command line or site name; no socket passed and no --listen
-  70  internal error
-  71  an operating-system call failed (runtime, binding the socket)";
-
-/// Socket-activated wake-and-proxy for one site's php-fpm container.
-#[derive(Debug, Parser)]
-#[command(name = "fleet-waker", version, about, after_help = AFTER_HELP)]
-struct Args {
-    /// The site (a DNS-style name, e.g. example.com).
-    site: String,
-    /// Container to wake [default: <SITE>.fpm].
-    #[arg(long, value_name = "NAME")]
-    container: Option<String>,
-    /// php-fpm's socket [default: <run dir>/<SITE>/php-fpm.sock].
-    #[arg(long, value_name = "PATH")]
-    upstream: Option<PathBuf>,
-    /// Bind this unix socket (mode 0660) instead of taking the one systemd passed.
-    #[arg(long, value_name = "PATH")]
-    listen: Option<PathBuf>,
-    /// How long a wake may take until php-fpm accepts (500ms, 30s, 2m).
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = humantime::parse_duration)]
-    start_timeout: Duration,
-    /// Connections served at once; beyond, they wait in the kernel backlog.
-    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    connections_max: u32,
-    /// Exit 0 after this long with no connection [default: never].
-    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
-    exit_idle_time: Option<Duration>,
-    /// Directory of activity state files [default: /run/fleet, or FLEET_STATE_DIR].
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
-    /// Root of per-site runtime directories [default: /run/docker-apps, or FLEET_RUN_DIR].
-    #[arg(long, value_name = "DIR")]
-    run_dir: Option<PathBuf>,
-}
-
-/// How long open connections may finish after SIGTERM/SIGINT (systemd's
-/// default TimeoutStopSec is 90 s, well above).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
@@ -115,7 +67,7 @@ fn main() -> ExitCode {
         connections_max: args.connections_max as usize,
         exit_idle_time: args.exit_idle_time,
         state_file: layout.state_file(&site),
-        shutdown_grace: SHUTDOWN_GRACE,
+        shutdown_grace: args.shutdown_grace,
         engine: Arc::new(fleet_core::docker::Engine::from_env()),
         notifier: Notifier::from_env(),
         site,

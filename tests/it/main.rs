@@ -3,6 +3,8 @@
 
 mod support;
 
+mod demo;
+mod direct;
 mod harness;
 mod reaper;
 mod renew;
