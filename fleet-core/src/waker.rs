@@ -286,6 +286,10 @@ async fn report(shared: Arc<Shared>, mut rx: watch::Receiver<Activity>, stop: Ca
             format!("waking {}", shared.cfg.container)
         } else if a.open > 0 {
             format!("proxying, {} open", a.open)
+        } else if a.last_start.is_some() {
+            // The container may have been reaped since; the waker only
+            // knows its own connections.
+            "idle, 0 open".to_owned()
         } else {
             "asleep".to_owned()
         };
