@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::docker::Engine;
-use crate::docker::wake::WakeError;
+use crate::docker::wake::{WakeAction, WakeError};
 use crate::notify::Notifier;
 use crate::site::Site;
 use crate::state;
@@ -560,7 +560,7 @@ async fn wake_with(
             .unpause(&cfg.container)
             .await
             .ok()
-            .map(|()| crate::docker::wake::WakeAction::Unpaused)
+            .map(|()| WakeAction::Unpaused)
     } else {
         None
     };
@@ -573,6 +573,22 @@ async fn wake_with(
             .map_err(docker)?,
     };
     tracing::debug!(site = %cfg.site, container = %cfg.container, action = action.as_str(), "container");
+    let death = tokio::select! {
+        r = wait_ready(shared, watch) => return r.map(|()| action.as_str()),
+        e = cfg.engine.watch_death(&cfg.container, since) => e,
+    };
+    // Seen "running" while it was in fact dying (php-fpm's master had just
+    // crashed): this wake did not start it, so start it now, once.
+    if !matches!(action, WakeAction::AlreadyRunning | WakeAction::Restarting) {
+        return Err(docker(death));
+    }
+    tracing::info!(site = %cfg.site, container = %cfg.container, cause = %death, "container died under the wake; starting it");
+    let since = SystemTime::now();
+    let action = cfg
+        .engine
+        .make_running(&cfg.container)
+        .await
+        .map_err(docker)?;
     tokio::select! {
         r = wait_ready(shared, watch) => r.map(|()| action.as_str()),
         e = cfg.engine.watch_death(&cfg.container, since) => Err(docker(e)),
