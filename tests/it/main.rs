@@ -3,9 +3,12 @@
 
 mod support;
 
+mod bad_input;
 mod demo;
 mod direct;
+mod faults;
 mod harness;
+mod props;
 mod reaper;
 mod renew;
 mod waker;

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use xtask::{deps, image};
 
+mod fuzz;
+mod soak;
+
 mod bench {
     pub mod reaper;
     pub mod waker;
@@ -45,7 +48,11 @@ commands:
                  fleet-waker benchmark (warm wrk ratios, cold overhead, RSS); Markdown on stdout
   bench reaper   one fleet-reaper pass vs the old serial `docker logs --since` loop
                  (200 light containers, 10 MiB of old log each); Markdown on stdout
-  bench          (others) not implemented yet";
+  soak [--requests N]
+                 N (default 1,000,000) requests nginx → fleet-waker → php-fpm: non-2xx,
+                 waker RSS growth, descriptors; Markdown on stdout (not part of test)
+  fuzz <conf|site|listen_env> [--seconds N]
+                 run one cargo-fuzz target for N s (default 600); nightly + cargo-fuzz";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -79,11 +86,44 @@ fn main() -> ExitCode {
             }
         }
         "bench" if rest.first().is_some_and(|a| a == "reaper") => bench_reaper(),
+        "soak" => match soak::parse_args(rest).and_then(|n| soak::soak(&repo_root(), n)) {
+            Ok((report, passed)) => {
+                println!("{report}");
+                if passed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("xtask soak: {e}");
+                ExitCode::from(EX_UNAVAILABLE)
+            }
+        },
+        "fuzz" => match fuzz::parse_args(rest) {
+            Ok((target, seconds)) => match fuzz::run(&repo_root(), &target, seconds) {
+                Ok(outcome) => {
+                    println!("fuzz {target}: {}", outcome.done.unwrap_or_default());
+                    for s in outcome.stats {
+                        println!("  {s}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("xtask fuzz: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("xtask fuzz: {e}\n\n{USAGE}");
+                ExitCode::from(EX_USAGE)
+            }
+        },
         "bench" => {
             eprintln!(
-                "xtask {command}: not implemented yet (issue: `cargo xtask {command}` has its own issue)"
+                "xtask bench: name what to benchmark: `bench waker` or `bench reaper`\n\n{USAGE}"
             );
-            ExitCode::FAILURE
+            ExitCode::from(EX_USAGE)
         }
         "help" | "-h" | "--help" => {
             println!("{USAGE}");

@@ -1,0 +1,110 @@
+//! `cargo xtask fuzz <target> [--seconds N]`: run one cargo-fuzz target of
+//! `fuzz/` (conf, site, listen_env) for N seconds (default 600) with
+//! libFuzzer, one process (the machine is shared), and print its final
+//! stats. Needs the nightly toolchain and `cargo install cargo-fuzz`.
+//! Not part of `cargo xtask test`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The targets in `fuzz/fuzz_targets/`.
+pub const TARGETS: &[&str] = &["conf", "site", "listen_env"];
+
+/// What a finished run reported.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// libFuzzer's `Done N runs in S second(s)` line.
+    pub done: Option<String>,
+    /// `stat::…` lines (`-print_final_stats=1`).
+    pub stats: Vec<String>,
+}
+
+/// Parses `fuzz <target> [--seconds N]`.
+pub fn parse_args(args: &[String]) -> Result<(String, u64), String> {
+    let mut target = None;
+    let mut seconds = 600;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--seconds" => {
+                seconds = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .filter(|&s: &u64| s > 0)
+                    .ok_or("--seconds needs a positive number")?;
+            }
+            t if TARGETS.contains(&t) && target.is_none() => target = Some(t.to_owned()),
+            other => {
+                return Err(format!(
+                    "unexpected {other:?}; targets: {}",
+                    TARGETS.join(", ")
+                ));
+            }
+        }
+    }
+    let target = target.ok_or_else(|| format!("name a target: {}", TARGETS.join(", ")))?;
+    Ok((target, seconds))
+}
+
+/// Runs the target; its output goes through to stderr. Err on a crash
+/// (libFuzzer found an input; it is saved under `fuzz/artifacts/<target>/`).
+pub fn run(root: &Path, target: &str, seconds: u64) -> Result<Outcome, String> {
+    let fuzz_dir = root.join("fuzz");
+    let max = format!("-max_total_time={seconds}");
+    eprintln!("==> cargo +nightly fuzz run {target} -O -- {max} -print_final_stats=1");
+    // `cargo` here is rustup's proxy (for +nightly), not $CARGO (stable).
+    let mut child = Command::new("cargo")
+        .args(["+nightly", "fuzz", "run", target, "-O", "--"])
+        .arg(&max)
+        .arg("-print_final_stats=1")
+        .current_dir(&fuzz_dir)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run cargo +nightly fuzz: {e} (cargo install cargo-fuzz)"))?;
+    let mut outcome = Outcome::default();
+    if let Some(err) = child.stderr.take() {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if line.starts_with("Done ") {
+                outcome.done = Some(line);
+            } else if line.starts_with("stat::") {
+                outcome.stats.push(line);
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!(
+            "fuzz target {target} failed ({status}); see fuzz/artifacts/{target}/"
+        ));
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_target_and_seconds() {
+        assert_eq!(parse_args(&args(&["conf"])), Ok(("conf".into(), 600)));
+        assert_eq!(
+            parse_args(&args(&["site", "--seconds", "30"])),
+            Ok(("site".into(), 30))
+        );
+        assert!(parse_args(&args(&[])).is_err());
+        assert!(parse_args(&args(&["nope"])).is_err());
+        assert!(parse_args(&args(&["conf", "--seconds", "0"])).is_err());
+        assert!(parse_args(&args(&["conf", "--seconds"])).is_err());
+    }
+}

@@ -1,0 +1,454 @@
+//! `cargo xtask soak [--requests N]` (default 1,000,000): N HTTP requests
+//! through nginx → fleet-waker → php-fpm (the real image, a running
+//! container), driven by wrk with a Lua script that stops each thread after
+//! its share. Reports non-2xx answers and socket errors, the waker's RSS at
+//! the checkpoint (100k requests, or N/10 when N ≤ 100k) and at the end,
+//! and its open descriptors idle before and after. Every nginx → waker
+//! request is a new FastCGI connection, so N is also the number of
+//! connections the waker proxied.
+//!
+//! Pass criteria (issue 8): zero non-2xx, RSS growth between checkpoint and
+//! end under 1 MiB, descriptors back to the idle count. Exit 1 when one
+//! fails, 69 when a component is missing. Not part of `cargo xtask test`.
+//! Needs root, Docker, nginx, wrk; builds fleet-waker in release.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running child killed on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The soak's container and temp dir, removed on drop.
+struct Env {
+    dir: PathBuf,
+    container: String,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &self.container])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Parses `soak [--requests N]`.
+pub fn parse_args(args: &[String]) -> Result<u64, String> {
+    let mut n = 1_000_000;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--requests" => {
+                n = it
+                    .next()
+                    .map(|s| s.replace(['_', ','], ""))
+                    .and_then(|s| s.parse().ok())
+                    .filter(|&n: &u64| n >= 1000)
+                    .ok_or("--requests needs a number ≥ 1000")?;
+            }
+            other => return Err(format!("unexpected {other:?}")),
+        }
+    }
+    Ok(n)
+}
+
+fn run(argv: &[&str]) -> Result<String, String> {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            argv.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Polls `cond` with a backoff from 1 ms to 50 ms.
+fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    cond()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+fn nginx_conf(dir: &Path, port: u16, sock: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "user root root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 1024; }}\nhttp {{\n access_log off;\n\
+         client_body_temp_path {d}/cb; fastcgi_temp_path {d}/ft; proxy_temp_path {d}/pt;\n\
+         uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;\n\
+         server {{\n  listen 127.0.0.1:{port};\n  location ~ \\.php$ {{\n\
+         fastcgi_param SCRIPT_FILENAME /srv/www$fastcgi_script_name;\n\
+         fastcgi_param SCRIPT_NAME $fastcgi_script_name;\n\
+         fastcgi_param REQUEST_METHOD $request_method;\n\
+         fastcgi_param QUERY_STRING $query_string;\n\
+         fastcgi_pass unix:{};\n  }}\n }}\n}}\n",
+        sock.display()
+    )
+}
+
+/// The wrk Lua script: each thread stops after `per_thread` responses and
+/// drops a file `<flags>/done-<thread>`; wrk's main thread only wakes at
+/// `-d` or SIGINT, so the caller sends SIGINT once every thread is done.
+fn lua(per_thread: u64, flags: &Path) -> String {
+    format!(
+        "local limit = {per_thread}\nlocal n = 0\nlocal next_id = 0\n\
+         function setup(thread)\n  thread:set(\"id\", next_id)\n  next_id = next_id + 1\nend\n\
+         function response(status, headers, body)\n  n = n + 1\n  \
+         if n == limit then\n    \
+         local f = io.open(\"{}/done-\" .. id, \"w\")\n    if f then f:close() end\n    \
+         wrk.thread:stop()\n  end\nend\n",
+        flags.display()
+    )
+}
+
+/// What one wrk run reported.
+#[derive(Debug, Default, Clone, Copy)]
+struct WrkRun {
+    requests: u64,
+    non_2xx: u64,
+    socket_errors: u64,
+    secs: f64,
+}
+
+/// Parses wrk's summary: `N requests in Ts`, `Non-2xx or 3xx responses: K`,
+/// `Socket errors: connect a, read b, write c, timeout d`.
+fn parse_wrk(out: &str) -> Option<WrkRun> {
+    let mut r = WrkRun::default();
+    let line = out.lines().find(|l| l.contains(" requests in "))?;
+    let mut words = line.split_whitespace();
+    r.requests = words.next()?.parse().ok()?;
+    let t = line
+        .split(" requests in ")
+        .nth(1)?
+        .split(',')
+        .next()?
+        .trim();
+    r.secs = if let Some(ms) = t.strip_suffix("ms") {
+        ms.parse::<f64>().ok()? / 1e3
+    } else if let Some(m) = t.strip_suffix('m') {
+        m.parse::<f64>().ok()? * 60.0
+    } else {
+        t.strip_suffix('s')?.parse().ok()?
+    };
+    if let Some(l) = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+    {
+        r.non_2xx = l.trim().parse().ok()?;
+    }
+    if let Some(l) = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+    {
+        r.socket_errors = l
+            .split(',')
+            .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
+            .sum();
+    }
+    Some(r)
+}
+
+const THREADS: u64 = 2;
+const CONNECTIONS: u64 = 32;
+
+fn wrk(port: u16, dir: &Path, requests: u64) -> Result<WrkRun, String> {
+    let url = format!("http://127.0.0.1:{port}/hello.php");
+    let flags = dir.join("flags");
+    let _ = std::fs::remove_dir_all(&flags);
+    std::fs::create_dir_all(&flags).map_err(|e| format!("{}: {e}", flags.display()))?;
+    let script = dir.join("soak.lua");
+    std::fs::write(&script, lua(requests.div_ceil(THREADS), &flags)).map_err(|e| e.to_string())?;
+    let t = format!("-t{THREADS}");
+    let c = format!("-c{CONNECTIONS}");
+    // -d is only the upper bound; the script stops the threads.
+    let child = Command::new("wrk")
+        .args([&t, &c, "-d", "3600s", "--timeout", "10s", "-s"])
+        .arg(&script)
+        .arg(&url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run wrk: {e}"))?;
+    let pid = child.id().to_string();
+    let all_done = || std::fs::read_dir(&flags).map_or(0, |d| d.count()) as u64 >= THREADS;
+    // Poll with a backoff to 50 ms (no event to wait on from wrk's Lua).
+    wait_for(Duration::from_secs(3600), all_done);
+    // SIGINT makes wrk print its summary and exit (argv, no shell).
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{out}");
+    parse_wrk(&out).ok_or_else(|| format!("cannot read wrk's summary:\n{out}"))
+}
+
+/// A FastCGI GET of hello.php straight to `socket`; true when answered.
+fn one_request(socket: &Path) -> bool {
+    fn record(out: &mut Vec<u8>, kind: u8, content: &[u8]) {
+        out.extend_from_slice(&[1, kind, 0, 1]);
+        out.extend_from_slice(&(content.len() as u16).to_be_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(content);
+    }
+    let mut req = Vec::new();
+    record(&mut req, 1, &[0, 1, 0, 0, 0, 0, 0, 0]);
+    let mut params = Vec::new();
+    for (k, v) in [
+        ("REQUEST_METHOD", "GET"),
+        ("SCRIPT_FILENAME", "/srv/www/hello.php"),
+    ] {
+        params.extend_from_slice(&[k.len() as u8, v.len() as u8]);
+        params.extend_from_slice(k.as_bytes());
+        params.extend_from_slice(v.as_bytes());
+    }
+    record(&mut req, 4, &params);
+    record(&mut req, 4, &[]);
+    record(&mut req, 5, &[]);
+    let Ok(mut s) = UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    if s.write_all(&req).is_err() {
+        return false;
+    }
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).is_ok() && out.windows(5).any(|w| w == b"hello")
+}
+
+/// Runs the soak; returns the Markdown report and whether it passed.
+pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), String> {
+    for (what, path) in [("nginx", "/usr/sbin/nginx"), ("wrk", "/usr/bin/wrk")] {
+        if !Path::new(path).exists() {
+            return Err(format!("{what} missing ({path})"));
+        }
+    }
+    eprintln!("==> building fleet-waker (release)");
+    run(&["cargo", "build", "--release", "-q", "-p", "fleet-waker"])?;
+    let waker_bin = root.join("target/release/fleet-waker");
+    let image = crate::image::ensure_image_info()
+        .map_err(|e| e.to_string())?
+        .tag;
+
+    let pid = std::process::id();
+    let site = format!("fleet-soak-{pid}");
+    let dir = PathBuf::from(format!("/tmp/fleet-it-{pid}-soak"));
+    let env = Env {
+        dir: dir.clone(),
+        container: format!("{site}.fpm"),
+    };
+    let run_dir = dir.join("run");
+    let site_dir = run_dir.join(&site);
+    let www = dir.join("www");
+    let ndir = dir.join("nginx");
+    for d in [&site_dir, &www, &dir.join("state"), &ndir] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for d in [&dir, &run_dir, &site_dir, &www] {
+        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
+    }
+    std::fs::write(www.join("hello.php"), "<?php\necho 'hello';\n").map_err(|e| e.to_string())?;
+    let waker_sock = dir.join("waker.sock");
+    run(&[
+        "docker",
+        "create",
+        "--name",
+        &env.container,
+        "--network",
+        "none",
+        "--label",
+        "fleet.test=1",
+        "--label",
+        &format!("fleet.test.pid={pid}"),
+        "-v",
+        &format!("{}:/run/php", site_dir.display()),
+        "-v",
+        &format!("{}:/srv/www:ro", www.display()),
+        &image,
+    ])?;
+    let mut waker = Guard(
+        Command::new(&waker_bin)
+            .arg(&site)
+            .arg("--listen")
+            .arg(&waker_sock)
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.join("waker.log"))
+                    .map_err(|e| format!("waker.log: {e}"))?,
+            )
+            .spawn()
+            .map_err(|e| format!("spawn fleet-waker: {e}"))?,
+    );
+    if !wait_for(Duration::from_secs(5), || {
+        UnixStream::connect(&waker_sock).is_ok()
+    }) {
+        return Err("fleet-waker did not listen".into());
+    }
+    let wpid = waker.0.id();
+    // One request wakes the container (a cold start through the waker).
+    if !one_request(&waker_sock) {
+        return Err("the first request through the waker was not answered".into());
+    }
+    let state = dir.join("state").join(format!("{site}.state"));
+    let open_zero = || {
+        std::fs::read_to_string(&state)
+            .map(|s| s.lines().any(|l| l.trim() == "open=0"))
+            .unwrap_or(false)
+    };
+    wait_for(Duration::from_secs(2), open_zero);
+    let fds_idle = fd_count(wpid);
+    let rss_start = rss_kib(wpid);
+
+    let port = free_port()?;
+    let conf = ndir.join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(&ndir, port, &waker_sock)).map_err(|e| e.to_string())?;
+    let _nginx = Guard(
+        Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(&ndir)
+            .arg("-e")
+            .arg(ndir.join("error.log"))
+            .arg("-c")
+            .arg(&conf)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawn nginx: {e}"))?,
+    );
+    if !wait_for(Duration::from_secs(5), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }) {
+        return Err("nginx did not listen".into());
+    }
+    let checkpoint = if requests > 100_000 {
+        100_000
+    } else {
+        requests / 10
+    };
+    let started = Instant::now();
+    let a = wrk(port, &dir, checkpoint)?;
+    wait_for(Duration::from_secs(5), open_zero);
+    let rss_checkpoint = rss_kib(wpid);
+    let fds_checkpoint = fd_count(wpid);
+    eprintln!(
+        "==> checkpoint after {} requests: RSS {rss_checkpoint} KiB, {fds_checkpoint} fds",
+        a.requests
+    );
+    let b = wrk(port, &dir, requests.saturating_sub(a.requests).max(1))?;
+    let wall = started.elapsed();
+    let settled = wait_for(Duration::from_secs(10), || {
+        open_zero() && fd_count(wpid) <= fds_idle
+    });
+    let rss_end = rss_kib(wpid);
+    let fds_end = fd_count(wpid);
+    let alive = waker.0.try_wait().is_ok_and(|s| s.is_none());
+    let total = a.requests + b.requests;
+    let non_2xx = a.non_2xx + b.non_2xx;
+    let sock_err = a.socket_errors + b.socket_errors;
+    let growth = rss_end as i64 - rss_checkpoint as i64;
+    let ok_answers = non_2xx == 0 && sock_err == 0;
+    let ok_rss = growth < 1024;
+    let ok_fds = settled && fds_end <= fds_idle;
+    let passed = ok_answers && ok_rss && ok_fds && alive && total >= requests;
+    let mark = |b: bool| if b { "pass" } else { "FAIL" };
+    let report = format!(
+        "| soak: nginx → fleet-waker (release) → php-fpm, wrk -t{THREADS} -c{CONNECTIONS} | value | criterion |\n\
+         |---|---|---|\n\
+         | requests answered | {total} in {:.1} s ({:.0} req/s) | ≥ {requests}: {} |\n\
+         | non-2xx / socket errors | {non_2xx} / {sock_err} | 0: {} |\n\
+         | waker RSS start / after {checkpoint} / end | {rss_start} / {rss_checkpoint} / {rss_end} KiB | growth {growth} KiB < 1024: {} |\n\
+         | waker fds idle before / after | {fds_idle} / {fds_end} | back to idle: {} |\n\
+         | waker still running | {alive} | {} |\n",
+        wall.as_secs_f64(),
+        total as f64 / wall.as_secs_f64(),
+        mark(total >= requests),
+        mark(ok_answers),
+        mark(ok_rss),
+        mark(ok_fds),
+        mark(alive),
+    );
+    Ok((report, passed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_requests() {
+        assert_eq!(parse_args(&[]), Ok(1_000_000));
+        assert_eq!(
+            parse_args(&["--requests".into(), "100_000".into()]),
+            Ok(100_000)
+        );
+        assert!(parse_args(&["--requests".into(), "5".into()]).is_err());
+        assert!(parse_args(&["--bogus".into()]).is_err());
+    }
+
+    #[test]
+    fn parses_wrk_summary() {
+        let out = "Running 1m test @ http://127.0.0.1:1/hello.php\n  2 threads and 32 connections\n\
+                   100000 requests in 25.31s, 15.2MB read\n  Non-2xx or 3xx responses: 3\n\
+                   Socket errors: connect 0, read 1, write 0, timeout 2\nRequests/sec:   3950.00\n";
+        let r = parse_wrk(out).expect("parsed");
+        assert_eq!((r.requests, r.non_2xx, r.socket_errors), (100_000, 3, 3));
+        assert!((r.secs - 25.31).abs() < 1e-9);
+        let r = parse_wrk("5 requests in 900.00ms, 1KB read\n").expect("parsed");
+        assert_eq!((r.requests, r.non_2xx), (5, 0));
+        assert!((r.secs - 0.9).abs() < 1e-9);
+        assert!(parse_wrk("garbage").is_none());
+    }
+}
