@@ -219,23 +219,24 @@ fn free_port() -> Result<u16, String> {
     l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
-fn nginx_conf(dir: &Path, servers: &[(u16, &Path)]) -> String {
+/// nginx with one server per `(port, fastcgi_pass target)`; `extra` goes at
+/// http level (the direct-mode upstream).
+fn nginx_conf(dir: &Path, servers: &[(u16, String)], extra: &str) -> String {
     let d = dir.display();
     let mut s = format!(
         "user root root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 1024; }}\nhttp {{\n access_log off;\n\
          client_body_temp_path {d}/cb; fastcgi_temp_path {d}/ft; proxy_temp_path {d}/pt;\n\
-         uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;\n"
+         uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;\n{extra}\n"
     );
-    for (port, sock) in servers {
+    for (port, target) in servers {
         s.push_str(&format!(
             " server {{\n  listen 127.0.0.1:{port};\n  location ~ \\.php$ {{\n\
              fastcgi_param SCRIPT_FILENAME /srv/www$fastcgi_script_name;\n\
              fastcgi_param SCRIPT_NAME $fastcgi_script_name;\n\
              fastcgi_param REQUEST_METHOD $request_method;\n\
              fastcgi_param QUERY_STRING $query_string;\n\
-             fastcgi_pass unix:{};\n  }}\n }}\n",
-            sock.display()
+             fastcgi_pass {target};\n  }}\n }}\n"
         ));
     }
     s.push_str("}\n");
@@ -407,6 +408,14 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     let rss_waker_after = rss_kib(waker_pid);
 
     let (p_direct, p_waker, p_proxyd) = (free_port()?, free_port()?, free_port()?);
+    let p_mode = free_port()?;
+    // Direct mode as contrib/nginx/fleet-direct-mode.conf ships it.
+    let upstream = format!(
+        "upstream fleet_bench {{\n server unix:{} max_fails=0;\n server unix:{} max_fails=0 backup;\n}}",
+        fpm_sock.display(),
+        waker_sock.display()
+    );
+    let unix = |p: &Path| format!("unix:{}", p.display());
     let ndir = dir.join("nginx");
     let conf = ndir.join("nginx.conf");
     std::fs::write(
@@ -414,10 +423,12 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
         nginx_conf(
             &ndir,
             &[
-                (p_direct, &fpm_sock),
-                (p_waker, &waker_sock),
-                (p_proxyd, &proxyd_sock),
+                (p_direct, unix(&fpm_sock)),
+                (p_waker, unix(&waker_sock)),
+                (p_proxyd, unix(&proxyd_sock)),
+                (p_mode, "fleet_bench".to_owned()),
             ],
+            &upstream,
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -439,7 +450,7 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     }) {
         return Err("nginx did not listen".into());
     }
-    let (mut d, mut w, mut x) = (vec![], vec![], vec![]);
+    let (mut d, mut w, mut x, mut m) = (vec![], vec![], vec![], vec![]);
     let (mut wu, mut xu) = (vec![], vec![]);
     wrk(p_direct, 2)?; // warm-up
     for i in 0..rounds.max(3) {
@@ -453,8 +464,10 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
             wrk_cpu(p_waker, 5, Some(waker_pid)).map_err(|e| format!("waker: {e}\n{}", tail()))?;
         let (c, cu) = wrk_cpu(p_proxyd, 5, Some(proxyd_pid))
             .map_err(|e| format!("proxyd: {e}\n{}", tail()))?;
+        let e = wrk(p_mode, 5).map_err(|e| format!("direct mode: {e}\n{}", tail()))?;
+        m.push(e);
         eprintln!(
-            "warm round {i}: direct {a:.0}/s, waker {b:.0}/s ({bu:.1} µs CPU/req), proxyd {c:.0}/s ({cu:.1} µs CPU/req)"
+            "warm round {i}: direct {a:.0}/s, waker {b:.0}/s ({bu:.1} µs CPU/req), proxyd {c:.0}/s ({cu:.1} µs CPU/req), direct mode {e:.0}/s"
         );
         wu.push(bu);
         xu.push(cu);
@@ -473,7 +486,12 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     let rss_proxyd_100 = rss_kib(proxyd_pid);
     drop(conns);
 
-    let (md, mw, mx) = (median(&mut d), median(&mut w), median(&mut x));
+    let (md, mw, mx, mm) = (
+        median(&mut d),
+        median(&mut w),
+        median(&mut x),
+        median(&mut m),
+    );
     let mib = |(rss, anon): (u64, u64)| {
         format!("{:.1} ({:.1})", rss as f64 / 1024.0, anon as f64 / 1024.0)
     };
@@ -499,8 +517,12 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
         mw / md
     ));
     out.push_str(&format!(
-        "| systemd-socket-proxyd | {mx:.0} | {:.2}× |\n\n",
+        "| systemd-socket-proxyd | {mx:.0} | {:.2}× |\n",
         mx / md
+    ));
+    out.push_str(&format!(
+        "| direct mode (upstream: php-fpm.sock, waker socket as backup) | {mm:.0} | {:.2}× (target ≥ 0.98×) |\n\n",
+        mm / md
     ));
     out.push_str(&format!(
         "fleet-waker / systemd-socket-proxyd: {:.2}× (target ≥ 1.5×)\n\n",
