@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::docker::Engine;
-use crate::docker::wake::WakeError;
+use crate::docker::wake::{WakeAction, WakeError};
 use crate::notify::Notifier;
 use crate::site::Site;
 use crate::state;
@@ -127,10 +127,14 @@ struct Shared {
     wake: Mutex<Option<watch::Receiver<WakeOutcome>>>,
     activity: watch::Sender<Activity>,
     /// (pid, freezer state file) of the upstream's listener, cached.
-    freezer: Mutex<Option<(i32, Option<FreezerFile>)>>,
+    /// The file stays open and is re-read with `pread` at offset 0 (one
+    /// syscall per connection on the warm path).
+    freezer: Mutex<Option<(i32, Option<OpenFreezer>)>>,
     /// The last failed attempt found php-fpm frozen: the wake can unpause
     /// without inspecting first.
     saw_frozen: std::sync::atomic::AtomicBool,
+    /// inotify on the upstream's directory, kept between wakes.
+    dirwatch: Mutex<Option<DirWatch>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -164,6 +168,7 @@ pub async fn run(
         activity,
         freezer: Mutex::new(None),
         saw_frozen: std::sync::atomic::AtomicBool::new(false),
+        dirwatch: Mutex::new(None),
     });
     let reporter_stop = CancellationToken::new();
     let reporter = tokio::spawn(report(
@@ -281,6 +286,10 @@ async fn report(shared: Arc<Shared>, mut rx: watch::Receiver<Activity>, stop: Ca
             format!("waking {}", shared.cfg.container)
         } else if a.open > 0 {
             format!("proxying, {} open", a.open)
+        } else if a.last_start.is_some() {
+            // The container may have been reaped since; the waker only
+            // knows its own connections.
+            "idle, 0 open".to_owned()
         } else {
             "asleep".to_owned()
         };
@@ -371,7 +380,7 @@ enum Attempt {
 
 async fn attempt(shared: &Shared) -> Attempt {
     let path = &shared.cfg.upstream;
-    match UnixStream::connect(path).await {
+    match connect_now(path) {
         Ok(s) => {
             if shared.is_frozen(&s) {
                 shared
@@ -388,6 +397,23 @@ async fn attempt(shared: &Shared) -> Attempt {
             _ => Attempt::Failed(e),
         },
     }
+}
+
+/// Connects to a unix socket without waiting for the reactor: a unix
+/// `connect` completes (or fails with EAGAIN when the backlog is full) at
+/// once, so tokio's wait for write readiness would only cost an extra
+/// reactor turn and a `getsockopt(SO_ERROR)` per connection.
+fn connect_now(path: &Path) -> io::Result<UnixStream> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
 }
 
 async fn connect_or_wake(shared: &Arc<Shared>) -> Result<UnixStream, Arc<WakeFailure>> {
@@ -490,7 +516,30 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
 async fn wake(shared: &Shared) -> Result<&'static str, WakeFailure> {
     let cfg = &shared.cfg;
     // Watch before anything can happen, so no creation goes unseen.
-    let mut watch = DirWatch::new(&cfg.upstream);
+    // One inotify instance for the waker's life: closing one waits for an
+    // SRCU grace period in the kernel (measured 12 ms here), which would
+    // stall this thread right when the held connections should proceed.
+    let mut watch = {
+        let kept = shared
+            .dirwatch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match kept {
+            Some(w) if w.drain().is_ok() => Some(w),
+            _ => DirWatch::new(&cfg.upstream),
+        }
+    };
+    let r = wake_with(shared, &mut watch).await;
+    *shared.dirwatch.lock().unwrap_or_else(|p| p.into_inner()) = watch;
+    r
+}
+
+async fn wake_with(
+    shared: &Shared,
+    watch: &mut Option<DirWatch>,
+) -> Result<&'static str, WakeFailure> {
+    let cfg = &shared.cfg;
     // Another wake may have just finished.
     if let Attempt::Ready(_) = attempt(shared).await {
         return Ok("was ready");
@@ -511,7 +560,7 @@ async fn wake(shared: &Shared) -> Result<&'static str, WakeFailure> {
             .unpause(&cfg.container)
             .await
             .ok()
-            .map(|()| crate::docker::wake::WakeAction::Unpaused)
+            .map(|()| WakeAction::Unpaused)
     } else {
         None
     };
@@ -524,8 +573,24 @@ async fn wake(shared: &Shared) -> Result<&'static str, WakeFailure> {
             .map_err(docker)?,
     };
     tracing::debug!(site = %cfg.site, container = %cfg.container, action = action.as_str(), "container");
+    let death = tokio::select! {
+        r = wait_ready(shared, watch) => return r.map(|()| action.as_str()),
+        e = cfg.engine.watch_death(&cfg.container, since) => e,
+    };
+    // Seen "running" while it was in fact dying (php-fpm's master had just
+    // crashed): this wake did not start it, so start it now, once.
+    if !matches!(action, WakeAction::AlreadyRunning | WakeAction::Restarting) {
+        return Err(docker(death));
+    }
+    tracing::info!(site = %cfg.site, container = %cfg.container, cause = %death, "container died under the wake; starting it");
+    let since = SystemTime::now();
+    let action = cfg
+        .engine
+        .make_running(&cfg.container)
+        .await
+        .map_err(docker)?;
     tokio::select! {
-        r = wait_ready(shared, &mut watch) => r.map(|()| action.as_str()),
+        r = wait_ready(shared, watch) => r.map(|()| action.as_str()),
         e = cfg.engine.watch_death(&cfg.container, since) => Err(docker(e)),
     }
 }
@@ -633,12 +698,38 @@ impl DirWatch {
         }
     }
 
+    /// Discards queued events (from before this wake). An error (the
+    /// directory's watch is gone) means: make a new one.
+    fn drain(&self) -> io::Result<()> {
+        loop {
+            match self.fd.get_ref().0.read_events() {
+                Ok(events) => {
+                    if events.iter().any(|e| {
+                        e.mask
+                            .intersects(AddWatchFlags::IN_IGNORED | AddWatchFlags::IN_Q_OVERFLOW)
+                    }) {
+                        return Err(io::Error::other("inotify watch gone"));
+                    }
+                }
+                Err(nix::Error::EAGAIN) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Resolves on the next event about the socket (or the directory itself).
     async fn changed(&mut self) -> io::Result<()> {
         loop {
             let mut guard = self.fd.readable().await?;
             match guard.get_inner().0.read_events() {
                 Ok(events) => {
+                    if events
+                        .iter()
+                        .any(|e| e.mask.contains(AddWatchFlags::IN_IGNORED))
+                    {
+                        // The directory is gone: this watch is dead.
+                        return Err(io::Error::other("inotify watch gone"));
+                    }
                     if events.iter().any(|e| {
                         e.name.as_ref().is_none_or(|n| *n == self.name)
                             || e.mask.intersects(
@@ -672,27 +763,32 @@ impl Shared {
         let Some(pid) = s.peer_cred().ok().and_then(|c| c.pid()) else {
             return false;
         };
-        let file = {
-            let mut cache = self.freezer.lock().unwrap_or_else(|p| p.into_inner());
-            match cache.as_ref() {
-                Some((p, f)) if *p == pid => f.clone(),
-                _ => {
-                    let f = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                        .ok()
-                        .and_then(|t| freezer_file(&t));
-                    *cache = Some((pid, f.clone()));
-                    f
-                }
-            }
+        use std::os::unix::fs::FileExt;
+        let mut cache = self.freezer.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.as_ref().is_none_or(|(p, _)| *p != pid) {
+            let f = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .ok()
+                .and_then(|t| freezer_file(&t))
+                .and_then(|f| std::fs::File::open(f.path()).ok().map(|file| (f, file)));
+            *cache = Some((pid, f));
+        }
+        let Some((_, Some((kind, file)))) = cache.as_ref() else {
+            return false;
         };
-        match file {
-            Some(f) => std::fs::read_to_string(f.path())
-                .map(|t| f.is_frozen(&t))
-                .unwrap_or(false),
-            None => false,
+        let mut buf = [0u8; 32];
+        match file.read_at(&mut buf, 0) {
+            Ok(n) => kind.is_frozen(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => {
+                // The cgroup went away (container removed): look it up again.
+                *cache = None;
+                false
+            }
         }
     }
 }
+
+/// A freezer state file, kept open.
+type OpenFreezer = (FreezerFile, std::fs::File);
 
 /// Where a process's freezer state is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -868,6 +964,73 @@ mod tests {
         assert!(
             e >= Duration::from_millis(300) && e < Duration::from_secs(2),
             "{e:?}"
+        );
+    }
+
+    /// `--connections-max`: beyond it, connections wait in the kernel
+    /// backlog (not accepted, not dropped) and are served when a slot frees.
+    /// Also the sd_notify lines a person sees in `systemctl status`.
+    #[tokio::test(flavor = "current_thread")]
+    async fn connections_beyond_max_wait_in_backlog_and_status_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = config(dir.path(), "unix:///nonexistent/docker.sock");
+        cfg.connections_max = 2;
+        let notify_path = dir.path().join("notify");
+        let notify_rx = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify");
+        notify_rx.set_nonblocking(true).expect("nonblocking");
+        cfg.notifier = Notifier::to(&crate::notify::NotifyAddr::Path(notify_path)).expect("to");
+        let upstream = UnixListener::bind(&cfg.upstream).expect("upstream");
+        let listen_path = dir.path().join("waker.sock");
+        let listener = UnixListener::bind(&listen_path).expect("listener");
+        let stop = CancellationToken::new();
+        let waker = tokio::spawn(run(listener, cfg, stop.clone()));
+
+        let mut c1 = UnixStream::connect(&listen_path).await.expect("c1");
+        let (mut u1, _) = upstream.accept().await.expect("u1");
+        let _c2 = UnixStream::connect(&listen_path).await.expect("c2");
+        let (_u2, _) = upstream.accept().await.expect("u2");
+        // The third connects (kernel backlog) but is not taken on.
+        let mut c3 = UnixStream::connect(&listen_path).await.expect("c3");
+        let third = tokio::time::timeout(Duration::from_millis(300), upstream.accept()).await;
+        assert!(
+            third.is_err(),
+            "a third connection was proxied beyond the limit"
+        );
+        // Free a slot: c3 is served, its bytes arrive intact.
+        c1.shutdown().await.expect("c1 half-close");
+        u1.shutdown().await.expect("u1 half-close");
+        let mut sink = Vec::new();
+        c1.read_to_end(&mut sink).await.expect("c1 end");
+        drop((c1, u1));
+        let (mut u3, _) = tokio::time::timeout(Duration::from_secs(2), upstream.accept())
+            .await
+            .expect("c3 served once a slot is free")
+            .expect("u3");
+        c3.write_all(b"third").await.expect("write");
+        let mut buf = [0u8; 5];
+        u3.read_exact(&mut buf).await.expect("read");
+        assert_eq!(&buf, b"third");
+
+        tokio::time::sleep(STATE_WRITE_INTERVAL * 3).await;
+        stop.cancel();
+        drop((c3, u3));
+        waker.await.expect("join").expect("run");
+        let mut lines = Vec::new();
+        let mut b = [0u8; 512];
+        while let Ok(n) = notify_rx.recv(&mut b) {
+            lines.push(String::from_utf8_lossy(&b[..n]).into_owned());
+        }
+        assert_eq!(
+            lines.first().map(String::as_str),
+            Some("READY=1\nSTATUS=asleep")
+        );
+        assert!(
+            lines.iter().any(|l| l == "STATUS=proxying, 2 open"),
+            "{lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with("STOPPING=1")),
+            "{lines:?}"
         );
     }
 }

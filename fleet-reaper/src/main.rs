@@ -1,97 +1,16 @@
 //! fleet-reaper: stop (or pause) the containers of idle on-demand sites.
 //! Run every minute by `fleet-reaper.timer`. See `fleet_core::reaper`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use fleet_core::docker::Engine;
 use fleet_core::reaper::{self, Action, Config};
 use fleet_core::site::Layout;
 use fleet_core::{exit, logging};
+use fleet_reaper::cli::{ActionArg, Cli, Format};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
-
-const EXIT_CODES: &str = "\
-Exit codes:
-  0   every site was handled
-  1   some site had an error (bad conf file or name, missing container,
-      unreadable state, failed stop); the other sites were still handled
-  64  usage: bad flags, or the sites directory cannot be read
-  69  the Docker engine cannot be reached
-  75  interrupted (SIGTERM/SIGINT) before the pass finished
-
-The plan goes to stdout, logs to stderr.";
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ActionArg {
-    Stop,
-    Pause,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Format {
-    Table,
-    Json,
-}
-
-/// Put idle on-demand sites to sleep: for every <site>.conf, stop (or pause)
-/// <site>.fpm when the site showed no activity (waker connections, container
-/// log output) within the timeout on line 1 of its conf file.
-#[derive(Debug, Parser)]
-#[command(version, after_help = EXIT_CODES)]
-struct Cli {
-    /// Directory of <site>.conf files (the on-demand list) [env: FLEET_SITES_DIR] [default: /var/lib/docker/volumes/docker_sites-enabled/on-demand]
-    #[arg(long, value_name = "DIR")]
-    sites_dir: Option<PathBuf>,
-
-    /// What to do with an idle container
-    #[arg(long, value_enum, default_value = "stop")]
-    action: ActionArg,
-
-    /// Grace period of a stop before Docker kills (at most 100s)
-    #[arg(long, default_value = "10s", value_name = "DUR", value_parser = parse_stop_timeout)]
-    stop_timeout: Duration,
-
-    /// Sites examined at once
-    #[arg(long, default_value_t = reaper::DEFAULT_JOBS, value_name = "N", value_parser = parse_jobs)]
-    jobs: usize,
-
-    /// Decide and report, change nothing
-    #[arg(long)]
-    dry_run: bool,
-
-    /// Output format of the plan
-    #[arg(long, value_enum, default_value = "table")]
-    format: Format,
-
-    /// Root of the per-site runtime directories [env: FLEET_RUN_DIR] [default: /run/docker-apps]
-    #[arg(long, value_name = "DIR")]
-    run_dir: Option<PathBuf>,
-
-    /// Directory of the waker's activity state files [env: FLEET_STATE_DIR] [default: /run/fleet]
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
-}
-
-fn parse_jobs(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if (1..=1024).contains(&n) => Ok(n),
-        _ => Err("expected a number from 1 to 1024".to_owned()),
-    }
-}
-
-fn parse_stop_timeout(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
-    if d > reaper::MAX_STOP_TIMEOUT {
-        return Err(format!(
-            "at most {} (Docker's stop request must answer within the API timeout)",
-            humantime::format_duration(reaper::MAX_STOP_TIMEOUT)
-        ));
-    }
-    Ok(d)
-}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -107,6 +26,14 @@ fn main() -> ExitCode {
         }
     };
     logging::init();
+    if matches!(cli.action, ActionArg::Pause) {
+        // The reaper cannot know nginx's configuration; say it once per run.
+        warn!(
+            "--action pause: only for sites in nginx proxy mode; a site in direct mode \
+             (php-fpm.sock first, waker as backup) hangs on a paused php-fpm instead of \
+             falling back to the waker, so use --action stop there"
+        );
+    }
     // Flags win over FLEET_* variables, which win over the defaults; an
     // empty variable counts as unset (as everywhere in fleet).
     let env = Layout::from_env();

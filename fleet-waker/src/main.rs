@@ -4,14 +4,13 @@
 //! each connection to php-fpm's socket, starting or unpausing the site's
 //! container first when php-fpm is not there, and proxies.
 //!
-//! Exit codes: 0 stopped by SIGTERM/SIGINT or idle (`--exit-idle-time`);
+//! Exit codes: 0 stopped by SIGTERM/SIGINT or idle (`--exit-idle-time`), and
+//! for `--help`/`--version`;
 //! 64 bad command line, bad site name, or no socket passed and no `--listen`;
 //! 71 an operating-system call failed (runtime, binding); 70 internal error.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use fleet_core::exit;
@@ -19,55 +18,22 @@ use fleet_core::listen::{self, ListenError};
 use fleet_core::notify::Notifier;
 use fleet_core::waker::{self, Config};
 use fleet_core::{Layout, Site};
+use fleet_waker::cli::Args;
 use tokio_util::sync::CancellationToken;
 
-const AFTER_HELP: &str = "\
-Environment: LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES (socket activation), NOTIFY_SOCKET,
-DOCKER_HOST, FLEET_RUN_DIR, FLEET_STATE_DIR, RUST_LOG.
-
-Exit codes:
-  0   stopped by SIGTERM/SIGINT, or idle for --exit-idle-time
-  64  bad command line or site name; no socket passed and no --listen
-  70  internal error
-  71  an operating-system call failed (runtime, binding the socket)";
-
-/// Socket-activated wake-and-proxy for one site's php-fpm container.
-#[derive(Debug, Parser)]
-#[command(name = "fleet-waker", version, about, after_help = AFTER_HELP)]
-struct Args {
-    /// The site (a DNS-style name, e.g. example.com).
-    site: String,
-    /// Container to wake [default: <SITE>.fpm].
-    #[arg(long, value_name = "NAME")]
-    container: Option<String>,
-    /// php-fpm's socket [default: <run dir>/<SITE>/php-fpm.sock].
-    #[arg(long, value_name = "PATH")]
-    upstream: Option<PathBuf>,
-    /// Bind this unix socket (mode 0660) instead of taking the one systemd passed.
-    #[arg(long, value_name = "PATH")]
-    listen: Option<PathBuf>,
-    /// How long a wake may take until php-fpm accepts (500ms, 30s, 2m).
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = humantime::parse_duration)]
-    start_timeout: Duration,
-    /// Connections served at once; beyond, they wait in the kernel backlog.
-    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    connections_max: u32,
-    /// Exit 0 after this long with no connection [default: never].
-    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
-    exit_idle_time: Option<Duration>,
-    /// Directory of activity state files [default: /run/fleet, or FLEET_STATE_DIR].
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
-    /// Root of per-site runtime directories [default: /run/docker-apps, or FLEET_RUN_DIR].
-    #[arg(long, value_name = "DIR")]
-    run_dir: Option<PathBuf>,
-    /// How long open connections may finish after SIGTERM.
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
-    shutdown_grace: Duration,
-}
-
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => exit::OK,
+                _ => exit::USAGE,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     fleet_core::logging::init();
     let site = match Site::new(&args.site) {
         Ok(s) => s,

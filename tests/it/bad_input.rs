@@ -161,7 +161,6 @@ fn waker_rejects_bad_site_names_with_64_and_touches_nothing() {
 /// A name that is not UTF-8 at all (argv can carry any bytes). Also any
 /// clap-level usage error of the waker (e.g. `--bogus`) exits the same way.
 #[test]
-#[ignore = "bug: fleet-waker uses Args::parse(), so clap usage errors (non-UTF-8 SITE, unknown flag) exit 2, not the documented 64"]
 fn waker_rejects_a_non_utf8_site_name_with_64() {
     let dir = support::temp_dir("badname");
     let listen = dir.path().join("w.sock");

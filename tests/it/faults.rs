@@ -595,7 +595,6 @@ fn php_fpm_workers_crash_repeatedly_no_fd_leak() {
 /// php-fpm's master (PID 1: the container) crashes with requests open; the
 /// very next request must wake the container again.
 #[test]
-#[ignore = "bug: a request right after the container died is failed with 'exited while starting': watch_death replays the previous life's die event (since = wake start, before inspect/start)"]
 fn php_fpm_master_crash_next_request_wakes() {
     require!(Docker, PhpFpm, Root);
     let site = TestSite::new();
@@ -611,5 +610,12 @@ fn php_fpm_master_crash_next_request_wakes() {
         .unwrap_or_else(|e| panic!("not woken again after the crash: {e}\n{}", w.logs()));
     assert_eq!(r.text(), site.hello_line());
     assert!(wait_until(Duration::from_secs(3), || open_now(&site) == 0));
-    assert!(wait_until(Duration::from_secs(3), || fd_count(w.pid()) <= idle));
+    // `idle` was counted before this waker ever woke anything; a wake
+    // leaves the Docker client's pooled connection and the inotify
+    // instance (both kept for the process's life) open, so up to 2 more.
+    assert!(
+        wait_until(Duration::from_secs(3), || fd_count(w.pid()) <= idle + 2),
+        "descriptors: idle {idle}, after {}",
+        fd_count(w.pid())
+    );
 }

@@ -4,6 +4,8 @@
 mod support;
 
 mod bad_input;
+mod demo;
+mod direct;
 mod faults;
 mod harness;
 mod props;

@@ -519,4 +519,34 @@ fn usage_errors_exit_64() {
         .expect("run fleet-waker");
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rule"));
+    for bad in [
+        &["example.com", "--connections-max", "0"][..],
+        &["example.com", "--start-timeout", "soon"][..],
+        &["example.com", "--no-such-flag"][..],
+        &[][..],
+    ] {
+        let out = std::process::Command::new(waker())
+            .args(bad)
+            .output()
+            .expect("run fleet-waker");
+        assert_eq!(out.status.code(), Some(64), "{bad:?}");
+    }
+    let out = std::process::Command::new(waker())
+        .arg("--help")
+        .output()
+        .expect("run fleet-waker --help");
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--container",
+        "--upstream",
+        "--listen",
+        "--start-timeout",
+        "--connections-max",
+        "--exit-idle-time",
+        "--state-dir",
+        "Exit codes",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
 }

@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 
 /// Packages `cargo xtask test` needs (installed when missing, as root with apt).
-pub const PACKAGES: &[&str] = &["php8.2-fpm", "nginx-light", "wrk", "systemd"];
+pub const PACKAGES: &[&str] = &["php8.2-fpm", "nginx-light", "wrk", "systemd", "man-db"];
 
 /// True when `dpkg-query -W -f='${Status}'` output says the package is installed.
 pub fn parse_dpkg_status(status: &str) -> bool {

@@ -1,5 +1,8 @@
 //! Library half of xtask: pieces that the test suite reuses (the php-fpm
 //! image) and the package checks of `cargo xtask test`.
 
+pub mod demo;
 pub mod deps;
+pub mod dist;
 pub mod image;
+pub mod install;

@@ -3,7 +3,10 @@
 //! * `cargo xtask test [cargo test args…]` — the one test command: Debian
 //!   packages, `docker info`, the php-fpm image, fmt, clippy, build, tests.
 //! * `cargo xtask image` — build (or find cached) the php-fpm image, print its tag.
-//! * `cargo xtask demo`, `cargo xtask bench` — not implemented yet.
+//! * `cargo xtask demo [--port N] [--once] [--no-build]` — the demo (see `xtask::demo`).
+//! * `cargo xtask dist [--debug] [--no-build] [--out DIR] [--verify]` — see `xtask::dist`.
+//! * `cargo xtask install [--prefix P] [--destdir D]` — see `xtask::install`.
+//! * `cargo xtask bench` — not implemented yet.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -31,10 +34,20 @@ commands:
                  php-fpm image, then cargo fmt --check, clippy -D warnings, build and
                  test the whole workspace; args go to `cargo test`
   image          build (or reuse the cached) php-fpm test image and print its tag
-  demo           not implemented yet
+  demo [--port N] [--once] [--no-build]
+                 as root: one demo site end to end (nginx → fleet-waker → php-fpm
+                 container), cold/warm timings, reaped, woken again; removes
+                 everything it made on exit or Ctrl-C
+  dist [--debug] [--no-build] [--out DIR] [--verify]
+                 release binaries, units, man pages, completions and
+                 fleet_<version>_<arch>.deb in target/dist; --verify (root)
+                 installs, checks and removes the .deb on this machine
+  install [--prefix /usr/local] [--destdir D] [--debug] [--no-build]
+                 build and install binaries, units, man pages, completions
   bench waker [rounds]
                  fleet-waker benchmark (warm wrk ratios, cold overhead, RSS); Markdown on stdout
-  bench          (others) not implemented yet
+  bench reaper   one fleet-reaper pass vs the old serial `docker logs --since` loop
+                 (200 light containers, 10 MiB of old log each); Markdown on stdout
   soak [--requests N]
                  N (default 1,000,000) requests nginx → fleet-waker → php-fpm: non-2xx,
                  waker RSS growth, descriptors; Markdown on stdout (not part of test)
@@ -56,6 +69,9 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        "demo" => xtask::demo::main(rest),
+        "dist" => xtask::dist::main(rest),
+        "install" => xtask::install::main(rest),
         "bench" if rest.first().map(String::as_str) == Some("waker") => {
             let rounds = rest.get(1).and_then(|r| r.parse().ok()).unwrap_or(5);
             match bench::waker::bench(&repo_root(), rounds) {
@@ -103,11 +119,11 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_USAGE)
             }
         },
-        "demo" | "bench" => {
+        "bench" => {
             eprintln!(
-                "xtask {command}: not implemented yet (issue: `cargo xtask {command}` has its own issue)"
+                "xtask bench: name what to benchmark: `bench waker` or `bench reaper`\n\n{USAGE}"
             );
-            ExitCode::FAILURE
+            ExitCode::from(EX_USAGE)
         }
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
@@ -189,7 +205,8 @@ fn test(cargo_test_args: &[String]) -> ExitCode {
         let mut args = vec!["test", "--workspace"];
         args.extend(cargo_test_args.iter().map(String::as_str));
         step("test", &cargo, &args, &[])?;
-        check_leftovers()
+        check_leftovers()?;
+        check_package()
     })();
     match result {
         Ok(()) => {
@@ -335,6 +352,34 @@ fn check_leftovers() -> Result<(), ExitCode> {
         );
         Err(ExitCode::FAILURE)
     }
+}
+
+/// The Debian package, built from the debug binaries (seconds, unlike a
+/// release build), installed with `dpkg -i`, checked, removed with
+/// `dpkg -r` and checked gone: `cargo xtask dist --debug --no-build --verify`.
+/// Needs root and dpkg; skipped with a reason otherwise (failing under CI).
+fn check_package() -> Result<(), ExitCode> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let why_not = if !effective_uid_is_root() {
+        Some("needs root")
+    } else if !Path::new("/usr/bin/dpkg").exists() {
+        Some("needs dpkg")
+    } else {
+        None
+    };
+    if let Some(why) = why_not {
+        eprintln!("==> package: SKIP dpkg -i/-r check ({why})");
+        return if ci { Err(ExitCode::FAILURE) } else { Ok(()) };
+    }
+    let xtask = std::env::current_exe().map_err(|_| ExitCode::FAILURE)?;
+    let out = repo_root().join("target/dist-check");
+    let out = out.to_string_lossy();
+    step(
+        "package (debug .deb: dpkg -i, check, dpkg -r, check)",
+        &xtask.to_string_lossy(),
+        &["dist", "--debug", "--no-build", "--out", &out, "--verify"],
+        &[],
+    )
 }
 
 fn build_image() -> Result<String, ExitCode> {

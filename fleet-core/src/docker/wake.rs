@@ -5,7 +5,7 @@
 //! this module only speaks Docker.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::query_parameters::EventsOptions;
 use futures_util::StreamExt;
@@ -112,6 +112,10 @@ impl Engine {
         while let Some(ev) = events.next().await {
             match ev {
                 Ok(msg) => {
+                    let died_at = msg
+                        .time_nano
+                        .and_then(|n| u64::try_from(n).ok())
+                        .map(|n| UNIX_EPOCH + Duration::from_nanos(n));
                     let attrs = msg.actor.and_then(|a| a.attributes).unwrap_or_default();
                     // The filter matches ids and names; make sure it is ours.
                     if attrs.get("name").is_some_and(|n| n != container) {
@@ -121,11 +125,25 @@ impl Engine {
                         .get("exitCode")
                         .and_then(|c| c.parse().ok())
                         .unwrap_or(-1);
-                    let detail = match self.inspect(container).await {
-                        Ok(info) => info.error.map(|e| format!(", error: {e}")),
-                        Err(_) => None,
+                    let info = self.inspect(container).await.ok();
+                    // Docker records `die` a moment after the state turns
+                    // "exited", so a wake that began in between replays the
+                    // previous life's death. A container started after the
+                    // event is a new life: that event is not about it.
+                    if let Some(info) = &info {
+                        let alive = matches!(
+                            info.state,
+                            ContainerState::Running | ContainerState::Restarting
+                        );
+                        if alive && is_stale_death(died_at, info.started_at) {
+                            tracing::debug!(container, "ignoring the previous life's die event");
+                            continue;
+                        }
                     }
-                    .unwrap_or_default();
+                    let detail = info
+                        .and_then(|i| i.error)
+                        .map(|e| format!(", error: {e}"))
+                        .unwrap_or_default();
                     return WakeError::Exited {
                         container: container.to_owned(),
                         exit_code,
@@ -139,5 +157,28 @@ impl Engine {
             }
         }
         pending.await
+    }
+}
+
+/// A die event at `died_at` is stale for a container last started at
+/// `started_at` when the start came after the death.
+pub fn is_stale_death(died_at: Option<SystemTime>, started_at: Option<SystemTime>) -> bool {
+    match (died_at, started_at) {
+        (Some(died), Some(started)) => started > died,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_death_is_a_death_before_the_last_start() {
+        let t = |s| Some(UNIX_EPOCH + Duration::from_secs(s));
+        assert!(is_stale_death(t(10), t(11)));
+        assert!(!is_stale_death(t(11), t(10)));
+        assert!(!is_stale_death(None, t(10)));
+        assert!(!is_stale_death(t(10), None));
     }
 }

@@ -77,15 +77,24 @@ fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+fn proc_kib(file: &str, key: &str, pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(key))
                 .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+/// (VmRSS, anonymous) in KiB: RSS counts the shared binary and libc pages,
+/// anonymous memory is what each extra instance really costs.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    (
+        proc_kib("status", "VmRSS:", pid),
+        proc_kib("smaps_rollup", "Anonymous:", pid),
+    )
 }
 
 /// A minimal FastCGI GET of `script` (in /srv/www).
@@ -141,7 +150,7 @@ fn time_to_first_byte(socket: &Path, req: &[u8]) -> Result<Duration, String> {
 
 /// `POST /containers/<name>/start` straight on the Docker socket (what the
 /// waker does, without a CLI process in the way).
-fn api_start(container: &str) -> Result<(), String> {
+fn api_post(container: &str, verb: &str) -> Result<(), String> {
     let host = std::env::var("DOCKER_HOST").unwrap_or_default();
     let path = host
         .strip_prefix("unix://")
@@ -150,7 +159,7 @@ fn api_start(container: &str) -> Result<(), String> {
     let mut s = UnixStream::connect(&path).map_err(|e| format!("docker socket {path}: {e}"))?;
     write!(
         s,
-        "POST /containers/{container}/start HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST /containers/{container}/{verb} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut resp = String::new();
@@ -159,15 +168,37 @@ fn api_start(container: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "docker start: {}",
+            "docker {verb}: {}",
             resp.lines().next().unwrap_or("no answer")
         ))
     }
 }
 
+/// CPU time (user + system) of `pid` so far, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+/// wrk's requests/s and the CPU µs per request spent by `pid`.
+fn wrk_cpu(port: u16, secs: u32, pid: Option<u32>) -> Result<(f64, f64), String> {
+    let before = pid.map(cpu_secs);
+    let rps = wrk(port, secs)?;
+    let us = match (pid, before) {
+        (Some(p), Some(b)) => (cpu_secs(p) - b) * 1e6 / (rps * f64::from(secs)),
+        _ => 0.0,
+    };
+    Ok((rps, us))
 }
 
 fn wrk(port: u16, secs: u32) -> Result<f64, String> {
@@ -188,23 +219,24 @@ fn free_port() -> Result<u16, String> {
     l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
-fn nginx_conf(dir: &Path, servers: &[(u16, &Path)]) -> String {
+/// nginx with one server per `(port, fastcgi_pass target)`; `extra` goes at
+/// http level (the direct-mode upstream).
+fn nginx_conf(dir: &Path, servers: &[(u16, String)], extra: &str) -> String {
     let d = dir.display();
     let mut s = format!(
         "user root root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 1024; }}\nhttp {{\n access_log off;\n\
          client_body_temp_path {d}/cb; fastcgi_temp_path {d}/ft; proxy_temp_path {d}/pt;\n\
-         uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;\n"
+         uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;\n{extra}\n"
     );
-    for (port, sock) in servers {
+    for (port, target) in servers {
         s.push_str(&format!(
             " server {{\n  listen 127.0.0.1:{port};\n  location ~ \\.php$ {{\n\
              fastcgi_param SCRIPT_FILENAME /srv/www$fastcgi_script_name;\n\
              fastcgi_param SCRIPT_NAME $fastcgi_script_name;\n\
              fastcgi_param REQUEST_METHOD $request_method;\n\
              fastcgi_param QUERY_STRING $query_string;\n\
-             fastcgi_pass unix:{};\n  }}\n }}\n",
-            sock.display()
+             fastcgi_pass {target};\n  }}\n }}\n"
         ));
     }
     s.push_str("}\n");
@@ -312,22 +344,37 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     let rss_waker_idle = rss_kib(waker_pid);
     let req = fcgi_request("hello.php");
     let (mut bare, mut cold, mut overhead, mut paused) = (vec![], vec![], vec![], vec![]);
+    let mut bare_paused = vec![];
+    let mut overhead_first = vec![];
     for i in 0..rounds {
         // Bare: API start until php-fpm accepts.
         let t = Instant::now();
-        api_start(&env.container)?;
+        api_post(&env.container, "start")?;
         if !wait_for(Duration::from_secs(20), || ready(&fpm_sock)) {
             return Err("php-fpm did not come up".into());
         }
         let b = t.elapsed().as_secs_f64() * 1e3;
+        // The first request to a fresh php-fpm, straight to its socket: the
+        // part of the waker's time that is php-fpm's, not the waker's.
+        let first = time_to_first_byte(&fpm_sock, &req)?.as_secs_f64() * 1e3;
         run(&["docker", "stop", "-t", "5", &env.container])?;
         // Through the waker.
         let c = time_to_first_byte(&waker_sock, &req)?.as_secs_f64() * 1e3;
-        // From paused.
+        // From paused: bare (API unpause, then the request straight to
+        // php-fpm), then through the waker.
+        run(&["docker", "pause", &env.container])?;
+        let t = Instant::now();
+        api_post(&env.container, "unpause")?;
+        time_to_first_byte(&fpm_sock, &req)?;
+        let bp = t.elapsed().as_secs_f64() * 1e3;
         run(&["docker", "pause", &env.container])?;
         let p = time_to_first_byte(&waker_sock, &req)?.as_secs_f64() * 1e3;
         run(&["docker", "stop", "-t", "5", &env.container])?;
-        eprintln!("cold round {i}: bare {b:.1} ms, waker {c:.1} ms, from paused {p:.1} ms");
+        eprintln!(
+            "cold round {i}: bare {b:.1} ms (+ first request {first:.1} ms), waker {c:.1} ms; from paused: bare {bp:.1} ms, waker {p:.1} ms"
+        );
+        overhead_first.push(c - b - first);
+        bare_paused.push(bp);
         bare.push(b);
         cold.push(c);
         overhead.push(c - b);
@@ -361,6 +408,14 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     let rss_waker_after = rss_kib(waker_pid);
 
     let (p_direct, p_waker, p_proxyd) = (free_port()?, free_port()?, free_port()?);
+    let p_mode = free_port()?;
+    // Direct mode as contrib/nginx/fleet-direct-mode.conf ships it.
+    let upstream = format!(
+        "upstream fleet_bench {{\n server unix:{} max_fails=0;\n server unix:{} max_fails=0 backup;\n}}",
+        fpm_sock.display(),
+        waker_sock.display()
+    );
+    let unix = |p: &Path| format!("unix:{}", p.display());
     let ndir = dir.join("nginx");
     let conf = ndir.join("nginx.conf");
     std::fs::write(
@@ -368,10 +423,12 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
         nginx_conf(
             &ndir,
             &[
-                (p_direct, &fpm_sock),
-                (p_waker, &waker_sock),
-                (p_proxyd, &proxyd_sock),
+                (p_direct, unix(&fpm_sock)),
+                (p_waker, unix(&waker_sock)),
+                (p_proxyd, unix(&proxyd_sock)),
+                (p_mode, "fleet_bench".to_owned()),
             ],
+            &upstream,
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -393,7 +450,8 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     }) {
         return Err("nginx did not listen".into());
     }
-    let (mut d, mut w, mut x) = (vec![], vec![], vec![]);
+    let (mut d, mut w, mut x, mut m) = (vec![], vec![], vec![], vec![]);
+    let (mut wu, mut xu) = (vec![], vec![]);
     wrk(p_direct, 2)?; // warm-up
     for i in 0..rounds.max(3) {
         let tail = || {
@@ -402,9 +460,17 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
             log[n..].to_owned()
         };
         let a = wrk(p_direct, 5).map_err(|e| format!("direct: {e}\n{}", tail()))?;
-        let b = wrk(p_waker, 5).map_err(|e| format!("waker: {e}\n{}", tail()))?;
-        let c = wrk(p_proxyd, 5).map_err(|e| format!("proxyd: {e}\n{}", tail()))?;
-        eprintln!("warm round {i}: direct {a:.0}/s, waker {b:.0}/s, proxyd {c:.0}/s");
+        let (b, bu) =
+            wrk_cpu(p_waker, 5, Some(waker_pid)).map_err(|e| format!("waker: {e}\n{}", tail()))?;
+        let (c, cu) = wrk_cpu(p_proxyd, 5, Some(proxyd_pid))
+            .map_err(|e| format!("proxyd: {e}\n{}", tail()))?;
+        let e = wrk(p_mode, 5).map_err(|e| format!("direct mode: {e}\n{}", tail()))?;
+        m.push(e);
+        eprintln!(
+            "warm round {i}: direct {a:.0}/s, waker {b:.0}/s ({bu:.1} µs CPU/req), proxyd {c:.0}/s ({cu:.1} µs CPU/req), direct mode {e:.0}/s"
+        );
+        wu.push(bu);
+        xu.push(cu);
         d.push(a);
         w.push(b);
         x.push(c);
@@ -420,8 +486,15 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     let rss_proxyd_100 = rss_kib(proxyd_pid);
     drop(conns);
 
-    let (md, mw, mx) = (median(&mut d), median(&mut w), median(&mut x));
-    let mib = |k: u64| k as f64 / 1024.0;
+    let (md, mw, mx, mm) = (
+        median(&mut d),
+        median(&mut w),
+        median(&mut x),
+        median(&mut m),
+    );
+    let mib = |(rss, anon): (u64, u64)| {
+        format!("{:.1} ({:.1})", rss as f64 / 1024.0, anon as f64 / 1024.0)
+    };
     let mut out = String::new();
     out.push_str(&format!(
         "### fleet-waker (`cargo xtask bench waker`, {} cold rounds, {} warm rounds of 5 s)\n\n",
@@ -444,12 +517,21 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
         mw / md
     ));
     out.push_str(&format!(
-        "| systemd-socket-proxyd | {mx:.0} | {:.2}× |\n\n",
+        "| systemd-socket-proxyd | {mx:.0} | {:.2}× |\n",
         mx / md
+    ));
+    out.push_str(&format!(
+        "| direct mode (upstream: php-fpm.sock, waker socket as backup) | {mm:.0} | {:.2}× (target ≥ 0.98×) |\n\n",
+        mm / md
     ));
     out.push_str(&format!(
         "fleet-waker / systemd-socket-proxyd: {:.2}× (target ≥ 1.5×)\n\n",
         mw / mx
+    ));
+    out.push_str(&format!(
+        "CPU per proxied request (user+system of the proxy process, median): fleet-waker {:.1} µs, systemd-socket-proxyd {:.1} µs\n\n",
+        median(&mut wu),
+        median(&mut xu)
     ));
     out.push_str("| Cold (ms, median) | value | target |\n|---|---|---|\n");
     out.push_str(&format!(
@@ -465,27 +547,37 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
         median(&mut overhead)
     ));
     out.push_str(&format!(
+        "| overhead minus php-fpm's own first request (direct, same round) | {:.1} | |\n",
+        median(&mut overhead_first)
+    ));
+    out.push_str(&format!(
+        "| bare API unpause + first byte from php-fpm | {:.1} | |\n",
+        median(&mut bare_paused)
+    ));
+    out.push_str(&format!(
         "| first byte through fleet-waker, paused | {:.1} | ≤ 10 |\n\n",
         median(&mut paused)
     ));
-    out.push_str("| Memory (VmRSS, MiB) | idle | after traffic | 100 open |\n|---|---|---|---|\n");
+    out.push_str(
+        "| Memory, MiB: VmRSS (anonymous) | idle | after traffic | 100 open |\n|---|---|---|---|\n",
+    );
     out.push_str(&format!(
-        "| fleet-waker | {:.1} | {:.1} | {:.1} |\n",
+        "| fleet-waker | {} | {} | {} |\n",
         mib(rss_waker_idle),
         mib(rss_waker_after),
         mib(rss_waker_100)
     ));
     out.push_str(&format!(
-        "| systemd-socket-proxyd | {:.1} | | {:.1} |\n",
+        "| systemd-socket-proxyd | {} | | {} |\n",
         mib(rss_proxyd_idle),
         mib(rss_proxyd_100)
     ));
     drop(waker);
     drop(proxyd);
-    if let Ok(log) = std::fs::read_to_string(dir.join("waker.log")) {
-        if !log.is_empty() {
-            eprintln!("fleet-waker log:\n{log}");
-        }
+    if let Ok(log) = std::fs::read_to_string(dir.join("waker.log"))
+        && !log.is_empty()
+    {
+        eprintln!("fleet-waker log:\n{log}");
     }
     drop(env);
     Ok(out)

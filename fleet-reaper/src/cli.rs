@@ -1,0 +1,97 @@
+//! fleet-reaper's command line, shared by the binary and by `command()`
+//! (man pages and shell completions in `cargo xtask dist`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use fleet_core::reaper;
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0   every site was handled
+  1   some site had an error (bad conf file or name, missing container,
+      unreadable state, failed stop); the other sites were still handled
+  64  usage: bad flags, or the sites directory cannot be read
+  69  the Docker engine cannot be reached
+  75  interrupted (SIGTERM/SIGINT) before the pass finished
+
+The plan goes to stdout, logs to stderr.";
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ActionArg {
+    Stop,
+    Pause,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// Put idle on-demand sites to sleep: for every <site>.conf, stop (or pause)
+/// <site>.fpm when the site showed no activity (waker connections, container
+/// log output) within the timeout on line 1 of its conf file.
+#[derive(Debug, Parser)]
+#[command(version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Directory of <site>.conf files (the on-demand list) [env: FLEET_SITES_DIR] [default: /var/lib/docker/volumes/docker_sites-enabled/on-demand]
+    #[arg(long, value_name = "DIR")]
+    pub sites_dir: Option<PathBuf>,
+
+    /// What to do with an idle container (pause: proxy mode only, see --help)
+    ///
+    /// stop (the default) works with both nginx layouts. pause is only for
+    /// proxy mode, where every request goes through fleet-waker. With nginx
+    /// direct mode (contrib/nginx/fleet-direct-mode.conf: php-fpm's socket
+    /// first, the waker's socket as backup) never pause: a paused php-fpm's
+    /// socket still accepts connections into its backlog, so nginx does not
+    /// fall back to the waker and the request hangs until nginx's
+    /// fastcgi_read_timeout. The reaper cannot see nginx's configuration, so
+    /// it cannot check this for you.
+    #[arg(long, value_enum, default_value = "stop")]
+    pub action: ActionArg,
+
+    /// Grace period of a stop before Docker kills (at most 100s)
+    #[arg(long, default_value = "10s", value_name = "DUR", value_parser = parse_stop_timeout)]
+    pub stop_timeout: Duration,
+
+    /// Sites examined at once
+    #[arg(long, default_value_t = reaper::DEFAULT_JOBS, value_name = "N", value_parser = parse_jobs)]
+    pub jobs: usize,
+
+    /// Decide and report, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Output format of the plan
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+
+    /// Root of the per-site runtime directories [env: FLEET_RUN_DIR] [default: /run/docker-apps]
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+
+    /// Directory of the waker's activity state files [env: FLEET_STATE_DIR] [default: /run/fleet]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+pub fn parse_jobs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err("expected a number from 1 to 1024".to_owned()),
+    }
+}
+
+pub fn parse_stop_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d > reaper::MAX_STOP_TIMEOUT {
+        return Err(format!(
+            "at most {} (Docker's stop request must answer within the API timeout)",
+            humantime::format_duration(reaper::MAX_STOP_TIMEOUT)
+        ));
+    }
+    Ok(d)
+}

@@ -1,0 +1,53 @@
+//! fleet-waker's command line, shared by the binary and by `command()`
+//! (man pages and shell completions in `cargo xtask dist`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+pub const AFTER_HELP: &str = "\
+Environment: LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES (socket activation), NOTIFY_SOCKET,
+DOCKER_HOST, FLEET_RUN_DIR, FLEET_STATE_DIR, RUST_LOG.
+
+Exit codes:
+  0   stopped by SIGTERM/SIGINT (open connections get --shutdown-grace to
+      finish), or idle for --exit-idle-time
+  64  bad command line or site name; no socket passed and no --listen
+  70  internal error
+  71  an operating-system call failed (runtime, binding the socket)";
+
+/// Socket-activated wake-and-proxy for one site's php-fpm container.
+#[derive(Debug, Parser)]
+#[command(name = "fleet-waker", version, about, after_help = AFTER_HELP)]
+pub struct Args {
+    /// The site (a DNS-style name, e.g. example.com).
+    pub site: String,
+    /// Container to wake [default: <SITE>.fpm].
+    #[arg(long, value_name = "NAME")]
+    pub container: Option<String>,
+    /// php-fpm's socket [default: <run dir>/<SITE>/php-fpm.sock].
+    #[arg(long, value_name = "PATH")]
+    pub upstream: Option<PathBuf>,
+    /// Bind this unix socket (mode 0660) instead of taking the one systemd passed.
+    #[arg(long, value_name = "PATH")]
+    pub listen: Option<PathBuf>,
+    /// How long a wake may take until php-fpm accepts (500ms, 30s, 2m).
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub start_timeout: Duration,
+    /// Connections served at once; beyond, they wait in the kernel backlog.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub connections_max: u32,
+    /// Exit 0 after this long with no connection [default: never].
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub exit_idle_time: Option<Duration>,
+    /// Directory of activity state files [default: /run/fleet, or FLEET_STATE_DIR].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Root of per-site runtime directories [default: /run/docker-apps, or FLEET_RUN_DIR].
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// How long open connections may finish after SIGTERM.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}

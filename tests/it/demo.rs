@@ -1,0 +1,299 @@
+//! `cargo xtask demo --once` end to end (real Docker, nginx, php-fpm,
+//! systemd-socket-activate, fleet-waker, fleet-reaper), and the packaging
+//! commands `cargo xtask dist` / `cargo xtask install` into temp dirs.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::support::{bin, docker_ok, free_port, note, require, temp_dir};
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_err() {
+            continue;
+        }
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) {
+                found.push(format!("{name}: {cmdline}"));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn demo_once_runs_every_step_and_leaves_nothing_behind() {
+    require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
+    let port = free_port();
+    let child = Command::new(bin("xtask"))
+        .args(["demo", "--once", "--no-build", "--port", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn xtask demo");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait for xtask demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "xtask demo --once failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let site = format!("demo-{pid}.fleet.test");
+    let dir = format!("/tmp/fleet-demo-{pid}");
+    for needle in [
+        format!("==> fleet demo: site {site}, container {site}.fpm"),
+        "[setup] image:".to_string(),
+        format!("[setup] container {site}.fpm: created, state created"),
+        "[setup] fleet-waker: systemd-socket-activate listens on".to_string(),
+        format!("[setup] nginx: http://127.0.0.1:{port}/"),
+        "step 1/4: first request, the container is created (cold start)".to_string(),
+        "step 2/4: second request, the container is running (warm)".to_string(),
+        "step 3/4: fleet-reaper".to_string(),
+        "the site sleeps".to_string(),
+        "step 4/4: third request, the container is exited (wakes again)".to_string(),
+        "all four steps done".to_string(),
+        format!("removed container {site}.fpm"),
+        format!("removed {dir}"),
+        "demo finished".to_string(),
+    ] {
+        assert!(stdout.contains(&needle), "missing {needle:?} in:\n{stdout}");
+    }
+    // Both cold starts print every phase with a number.
+    for phase in [
+        "phase container start:",
+        "phase php-fpm accepting:",
+        "phase first byte:",
+    ] {
+        let timed: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.contains(phase) && l.contains(" ms") && !l.contains("n/a"))
+            .collect();
+        assert_eq!(timed.len(), 2, "{phase} twice with a time:\n{stdout}");
+    }
+    assert!(stdout.contains("  warm: "), "{stdout}");
+    let body_lines = stdout
+        .lines()
+        .filter(|l| l.contains(&format!("body: hello from {site} ")))
+        .count();
+    assert_eq!(body_lines, 3, "three answers from php-fpm:\n{stdout}");
+
+    // Nothing left: container, processes (nginx, waker), directory with
+    // its sockets, the port.
+    let containers = docker_ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=fleet.demo.pid={pid}"),
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert_eq!(containers.trim(), "", "containers left behind");
+    assert!(!Path::new(&dir).exists(), "{dir} left behind");
+    let procs = processes_mentioning(&dir);
+    assert!(procs.is_empty(), "processes left behind: {procs:?}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something still listens on 127.0.0.1:{port}"
+    );
+    note(&format!(
+        "demo output:\n{}",
+        stdout
+            .lines()
+            .filter(|l| l.contains("phase") || l.contains("warm:") || l.contains("all four"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    ));
+}
+
+#[test]
+fn demo_without_root_or_with_a_busy_port_says_what_is_missing() {
+    // A port that is taken: the demo must name it and exit 69 before
+    // creating anything (works with or without Docker/root).
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    let out = Command::new(bin("xtask"))
+        .args(["demo", "--once", "--no-build", "--port", &port.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run xtask demo");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains(&format!("port 127.0.0.1:{port} is not free")),
+        "{stderr}"
+    );
+    let bad = Command::new(bin("xtask"))
+        .args(["demo", "--port", "nope"])
+        .output()
+        .expect("run xtask demo");
+    assert_eq!(bad.status.code(), Some(64));
+}
+
+#[test]
+fn dist_builds_a_deb_with_binaries_units_man_pages_and_completions() {
+    // Needs the debug binaries (`cargo build --workspace`) and dpkg-deb.
+    if !Path::new("/usr/bin/dpkg-deb").exists() {
+        assert!(!crate::support::in_ci(), "dpkg-deb missing under CI");
+        eprintln!("SKIP dist test: dpkg-deb missing");
+        return;
+    }
+    for b in ["fleet-waker", "fleet-reaper", "fleet-renew"] {
+        bin(b);
+    }
+    let out_dir = temp_dir("dist");
+    let out = Command::new(bin("xtask"))
+        .args(["dist", "--debug", "--no-build", "--out"])
+        .arg(out_dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run xtask dist");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "xtask dist failed:\n{stderr}");
+    let arch = String::from_utf8_lossy(
+        &Command::new("dpkg")
+            .arg("--print-architecture")
+            .output()
+            .expect("dpkg --print-architecture")
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let version = env!("CARGO_PKG_VERSION");
+    let deb = out_dir.path().join(format!("fleet_{version}_{arch}.deb"));
+    assert!(deb.is_file(), "{} missing:\n{stderr}", deb.display());
+    for plain in [
+        "bin/fleet-waker",
+        "bin/fleet-reaper",
+        "bin/fleet-renew",
+        "systemd/fleet-waker@.socket",
+        "systemd/fleet-waker@.service",
+        "man/fleet-waker.1",
+        "man/fleet-reaper.1",
+        "man/fleet-renew.1",
+        "completions/bash/fleet-waker",
+        "completions/zsh/_fleet-reaper",
+        "completions/fish/fleet-renew.fish",
+    ] {
+        assert!(out_dir.path().join(plain).is_file(), "{plain} missing");
+    }
+    let listing = Command::new("dpkg-deb")
+        .arg("-c")
+        .arg(&deb)
+        .output()
+        .expect("dpkg-deb -c");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for path in [
+        "./usr/bin/fleet-waker",
+        "./usr/bin/fleet-reaper",
+        "./usr/bin/fleet-renew",
+        "./lib/systemd/system/fleet-waker@.socket",
+        "./lib/systemd/system/fleet-waker@.service",
+        "./usr/share/man/man1/fleet-waker.1.gz",
+        "./usr/share/man/man1/fleet-reaper.1.gz",
+        "./usr/share/man/man1/fleet-renew.1.gz",
+        "./usr/share/bash-completion/completions/fleet-waker",
+        "./usr/share/doc/fleet/nginx/fleet-direct-mode.conf",
+        "./usr/share/doc/fleet/nginx/fleet-proxy-mode.conf",
+        "./usr/share/doc/fleet/copyright",
+    ] {
+        assert!(
+            listing.lines().any(|l| l.ends_with(path)),
+            "{path} not in the package:\n{listing}"
+        );
+    }
+    // Owned by root whatever built it (--root-owner-group).
+    assert!(
+        listing.lines().all(|l| l.contains(" root/root ")),
+        "{listing}"
+    );
+    let field = |name: &str| {
+        let o = Command::new("dpkg-deb")
+            .arg("-f")
+            .arg(&deb)
+            .arg(name)
+            .output()
+            .expect("dpkg-deb -f");
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(field("Package"), "fleet");
+    assert_eq!(field("Version"), version);
+    assert!(field("Depends").contains("docker.io | docker-ce"));
+    assert!(field("Recommends").contains("nginx"));
+    // The man page renders (man -l reads the file itself).
+    if Path::new("/usr/bin/man").exists() {
+        let man = Command::new("man")
+            .arg("-l")
+            .arg(out_dir.path().join("man/fleet-reaper.1"))
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "80")
+            .output()
+            .expect("man -l");
+        let page = String::from_utf8_lossy(&man.stdout);
+        assert!(page.contains("--action"), "{page}");
+    }
+}
+
+#[test]
+fn install_into_a_destdir_rewrites_unit_paths_to_the_prefix() {
+    for b in ["fleet-waker", "fleet-reaper", "fleet-renew"] {
+        bin(b);
+    }
+    let dest = temp_dir("install");
+    let out = Command::new(bin("xtask"))
+        .args([
+            "install",
+            "--prefix",
+            "/opt/fleet",
+            "--debug",
+            "--no-build",
+            "--destdir",
+        ])
+        .arg(dest.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run xtask install");
+    assert!(
+        out.status.success(),
+        "xtask install failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = dest.path().join("opt/fleet");
+    for f in [
+        "bin/fleet-waker",
+        "bin/fleet-reaper",
+        "bin/fleet-renew",
+        "share/man/man1/fleet-waker.1",
+        "share/man/man1/fleet-reaper.1",
+        "share/man/man1/fleet-renew.1",
+        "share/bash-completion/completions/fleet-reaper",
+        "lib/systemd/system/fleet-waker@.socket",
+    ] {
+        assert!(root.join(f).is_file(), "{f} not installed");
+    }
+    let service = std::fs::read_to_string(root.join("lib/systemd/system/fleet-waker@.service"))
+        .expect("service installed");
+    assert!(
+        service.contains("\nExecStart=/opt/fleet/bin/fleet-waker %i\n"),
+        "{service}"
+    );
+    assert!(!service.contains("/usr/bin/"), "{service}");
+    let waker = root.join("bin/fleet-waker");
+    let v = Command::new(&waker)
+        .arg("--version")
+        .output()
+        .expect("installed waker runs");
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout).trim(),
+        format!("fleet-waker {}", env!("CARGO_PKG_VERSION"))
+    );
+}

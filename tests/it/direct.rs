@@ -1,0 +1,276 @@
+//! nginx configurations end to end, with the shipped snippets from
+//! `contrib/nginx/` (templated by `xtask::demo::site_snippet`, so the tested
+//! config IS the shipped one): real nginx, fleet-waker under
+//! `systemd-socket-activate`, a real php-fpm container.
+//!
+//! * Direct mode (php-fpm's socket first, the waker's socket as `backup`):
+//!   a cold request is served through the waker; warm requests bypass the
+//!   waker (they still work after the waker is gone); a POST to a sleeping
+//!   site (stale php-fpm.sock) reaches PHP exactly once, body byte-exact.
+//! * Proxy mode: cold and warm, every request through the waker.
+
+use std::time::{Duration, SystemTime};
+
+use xtask::demo::{Mode, NginxProc, Snippet, nginx_user, share_socket_with_nginx, site_snippet};
+
+use crate::support::{
+    HttpResponse, Launch, SocketActivated, TestSite, bin, free_port, http, note, require, temp_dir,
+    wait_until,
+};
+
+/// A site, its waker under socket activation and nginx with the shipped
+/// snippet of `mode`. Field order = drop order: nginx, waker, then the site.
+struct Stack {
+    nginx: NginxProc,
+    waker: SocketActivated,
+    site: TestSite,
+    _nginx_dir: tempfile::TempDir,
+}
+
+fn stack(mode: Mode) -> Stack {
+    let site = TestSite::new();
+    let waker = Launch::new(bin("fleet-waker"))
+        .arg(site.name())
+        .envs(site.layout_env())
+        .env("RUST_LOG", "debug")
+        .activate(&site.waker_socket());
+    share_socket_with_nginx(&site.waker_socket()).expect("chgrp/chmod the waker socket");
+    let snippet = site_snippet(mode, site.name(), &site.layout().run_dir)
+        .expect("the shipped contrib/nginx snippet templates");
+    let (nginx, dir) = start_nginx(&snippet);
+    Stack {
+        nginx,
+        waker,
+        site,
+        _nginx_dir: dir,
+    }
+}
+
+fn start_nginx(snippet: &Snippet) -> (NginxProc, tempfile::TempDir) {
+    let user = nginx_user();
+    let mut last = String::new();
+    for _ in 0..5 {
+        let dir = temp_dir("nginx");
+        match NginxProc::start(dir.path(), free_port(), user.as_deref(), snippet) {
+            Ok(n) => return (n, dir),
+            Err(e) if e.contains("Address already in use") => last = e,
+            Err(e) => panic!("nginx with the shipped snippet did not start: {e}"),
+        }
+    }
+    panic!("nginx: no free port after 5 tries: {last}");
+}
+
+impl Stack {
+    fn get(&self, path: &str) -> HttpResponse {
+        http::get(self.nginx.port(), path).expect("HTTP GET through nginx")
+    }
+
+    fn assert_hello(&self, r: &HttpResponse, what: &str) {
+        assert_eq!(
+            (r.status, r.text()),
+            (200, self.site.hello_line()),
+            "{what}: nginx error log:\n{}\nwaker:\n{}\ncontainer:\n{}",
+            self.nginx.error_log(),
+            self.waker.logs(),
+            self.site.logs()
+        );
+    }
+
+    fn activity(&self) -> Option<fleet_core::state::Activity> {
+        fleet_core::state::load(&self.site.state_file()).expect("state file readable")
+    }
+}
+
+/// The `connect() … failed` lines nginx logs when php-fpm's socket refuses
+/// (direct mode's fallback to the waker).
+fn fallbacks(error_log: &str, fpm_socket: &std::path::Path) -> usize {
+    let needle = format!("{}", fpm_socket.display());
+    error_log
+        .lines()
+        .filter(|l| l.contains("connect()") && l.contains("failed") && l.contains(&needle))
+        .count()
+}
+
+#[test]
+fn direct_mode_cold_start_goes_through_the_waker_and_warm_traffic_bypasses_it() {
+    require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
+    let mut s = stack(Mode::Direct);
+    assert_eq!(s.site.state(), "created");
+    assert!(!s.waker.activated());
+
+    // Cold: php-fpm.sock does not exist, nginx falls back to the waker.
+    let r = s.get("/hello.php");
+    s.assert_hello(&r, "cold request");
+    assert!(
+        s.waker.activated(),
+        "the cold request must have gone through the waker"
+    );
+    assert_eq!(s.site.state(), "running");
+    assert_eq!(
+        fallbacks(&s.nginx.error_log(), &s.site.fpm_socket()),
+        1,
+        "exactly one fallback (php-fpm.sock refused once): {}",
+        s.nginx.error_log()
+    );
+
+    // The waker saw that connection end.
+    assert!(
+        wait_until(Duration::from_secs(5), || s
+            .activity()
+            .is_some_and(|a| a.open == 0 && a.last_end.is_some())),
+        "waker state after the cold request: {:?}",
+        s.activity()
+    );
+    let before = s.activity();
+
+    // Warm requests go straight to php-fpm: the waker's activity does not move…
+    for i in 0..20 {
+        let r = s.get("/hello.php");
+        s.assert_hello(&r, &format!("warm request {i}"));
+    }
+    assert_eq!(
+        s.activity(),
+        before,
+        "warm requests must not reach the waker"
+    );
+
+    // …and they keep working with the waker gone entirely (its socket then
+    // refuses, so any request that touched it would fail with 502).
+    s.waker.kill(nix::sys::signal::Signal::SIGTERM);
+    let status = s.waker.wait_exit(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|st| st.success()),
+        "waker exit on SIGTERM: {status:?}"
+    );
+    for i in 0..20 {
+        let r = s.get("/hello.php");
+        s.assert_hello(&r, &format!("warm request {i} with the waker stopped"));
+    }
+    assert_eq!(fallbacks(&s.nginx.error_log(), &s.site.fpm_socket()), 1);
+    note("direct mode: cold via waker, 40 warm requests bypassed it (20 with the waker gone)");
+}
+
+/// 1 MiB of deterministic, non-text bytes.
+fn body() -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn direct_mode_post_to_a_sleeping_site_reaches_php_exactly_once() {
+    require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
+    let s = stack(Mode::Direct);
+    // Asleep the hard way: killed, so php-fpm.sock is left behind, stale.
+    s.site.start();
+    s.site.kill();
+    assert!(
+        wait_until(Duration::from_secs(10), || s.site.state() == "exited"),
+        "container state {}",
+        s.site.state()
+    );
+    let fpm = s.site.fpm_socket();
+    assert!(fpm.exists(), "a stale php-fpm.sock stays after SIGKILL");
+    assert!(std::os::unix::net::UnixStream::connect(&fpm).is_err());
+
+    let sent = body();
+    let r = http::post(s.nginx.port(), "/echo.php", &sent).expect("POST through nginx");
+    assert_eq!(
+        r.status,
+        200,
+        "POST: {}\nnginx:\n{}\nwaker:\n{}",
+        r.text(),
+        s.nginx.error_log(),
+        s.waker.logs()
+    );
+    assert_eq!(r.header("X-Method"), Some("POST"));
+    assert!(
+        r.body == sent,
+        "echoed body differs ({} bytes back)",
+        r.body.len()
+    );
+    assert!(
+        s.waker.activated(),
+        "the POST must have woken the site via the waker"
+    );
+    assert_eq!(fallbacks(&s.nginx.error_log(), &fpm), 1);
+
+    // A later marker request: once its access line is in the log, every
+    // line of the POST is too.
+    let marker = format!("/hello.php?marker={}", std::process::id());
+    let m = s.get(&marker);
+    s.assert_hello(&m, "marker request");
+    assert!(
+        wait_until(Duration::from_secs(10), || s
+            .site
+            .access_lines()
+            .iter()
+            .any(|l| l.contains(&marker))),
+        "marker access line: {:?}",
+        s.site.access_lines()
+    );
+    let posts: Vec<String> = s
+        .site
+        .access_lines()
+        .into_iter()
+        .filter(|l| l.starts_with("fpm-access POST /echo.php"))
+        .collect();
+    assert_eq!(
+        posts.len(),
+        1,
+        "PHP must run the POST exactly once: {posts:?}"
+    );
+    note(&format!(
+        "POST of {} bytes to a sleeping site: echoed byte-exact, executed once",
+        sent.len()
+    ));
+}
+
+#[test]
+fn proxy_mode_cold_and_warm_through_the_waker() {
+    require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
+    let s = stack(Mode::Proxy);
+    assert_eq!(s.site.state(), "created");
+
+    let t = std::time::Instant::now();
+    let r = s.get("/hello.php");
+    s.assert_hello(&r, "cold request");
+    let cold = t.elapsed();
+    assert!(s.waker.activated());
+    assert_eq!(s.site.state(), "running");
+    assert!(
+        wait_until(Duration::from_secs(5), || s
+            .activity()
+            .is_some_and(|a| a.open == 0 && a.last_start.is_some())),
+        "state {:?}",
+        s.activity()
+    );
+    let first = s.activity().and_then(|a| a.last_start).expect("last_start");
+
+    // Warm: still through the waker (its activity moves on).
+    let t = std::time::Instant::now();
+    for i in 0..10 {
+        let r = s.get("/hello.php");
+        s.assert_hello(&r, &format!("warm request {i}"));
+    }
+    let warm = t.elapsed() / 10;
+    assert!(
+        wait_until(Duration::from_secs(5), || s
+            .activity()
+            .and_then(|a| a.last_start)
+            .is_some_and(|t: SystemTime| t > first)),
+        "warm requests in proxy mode go through the waker: {:?}",
+        s.activity()
+    );
+    // Proxy mode never needs a fallback.
+    assert_eq!(fallbacks(&s.nginx.error_log(), &s.site.fpm_socket()), 0);
+    note(&format!(
+        "proxy mode: cold {cold:?}, warm {warm:?} per request"
+    ));
+}

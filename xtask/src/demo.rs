@@ -1,0 +1,1330 @@
+//! `cargo xtask demo [--port 8080] [--once] [--no-build]`: one demo site end
+//! to end with real components, narrated.
+//!
+//! As root on a machine with Docker, nginx and php-fpm: builds the binaries
+//! and the php-fpm image (cached), creates the site's container stopped,
+//! runs fleet-waker under `systemd-socket-activate` on the site's waker
+//! socket and nginx on `127.0.0.1:<port>` with the shipped proxy-mode
+//! snippet (`contrib/nginx/fleet-proxy-mode.conf`), then
+//!
+//! 1. a cold request, its time split into phases measured from the outside
+//!    (container start: Docker's `State.StartedAt`; php-fpm accepting: the
+//!    first successful connect to its socket; first byte: the HTTP client);
+//! 2. a warm request;
+//! 3. fleet-reaper with a 2 s timeout, showing the container stopped;
+//! 4. a third request that wakes it again.
+//!
+//! Everything lives under `/tmp/fleet-demo-<pid>` (run, state and sites
+//! directories through `FLEET_RUN_DIR` etc.), never the host's
+//! `/run/docker-apps`. Everything it made is removed at the end, on failure
+//! and on Ctrl-C (SIGINT/SIGTERM are taken by a dedicated thread).
+//!
+//! The nginx pieces ([`site_snippet`], [`render_nginx_conf`], [`NginxProc`])
+//! are public: the integration tests run the shipped snippets through them.
+
+use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+/// The shipped proxy-mode snippet (a `location` block).
+pub const PROXY_CONF: &str = include_str!("../../contrib/nginx/fleet-proxy-mode.conf");
+/// The shipped direct-mode snippet (an `upstream` block and, commented, the `location`).
+pub const DIRECT_CONF: &str = include_str!("../../contrib/nginx/fleet-direct-mode.conf");
+/// nginx's binary.
+pub const NGINX: &str = "/usr/sbin/nginx";
+/// The `fastcgi_params` the snippets include.
+pub const FASTCGI_PARAMS: &str = "/etc/nginx/fastcgi_params";
+
+/// sysexits: usage error.
+const EX_USAGE: u8 = 64;
+/// sysexits: something needed is missing.
+const EX_UNAVAILABLE: u8 = 69;
+
+/// Which nginx layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every request to the waker's socket (`fleet-proxy-mode.conf`).
+    Proxy,
+    /// php-fpm's socket first, the waker's as backup (`fleet-direct-mode.conf`).
+    Direct,
+}
+
+/// The shipped snippet of a mode, made concrete for one site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snippet {
+    /// What goes at `http {}` level (direct mode's `upstream`; empty in proxy mode).
+    pub http: String,
+    /// The `location` block for the `server {}`.
+    pub location: String,
+}
+
+/// A shipped snippet did not have the shape the templating expects.
+#[derive(Debug, thiserror::Error)]
+#[error("contrib/nginx snippet for {mode:?} mode: {what}")]
+pub struct SnippetError {
+    mode: Mode,
+    what: String,
+}
+
+/// Template the shipped snippet of `mode` for `site` whose runtime
+/// directories live under `run_dir` (the `/run/docker-apps` of the snippet):
+/// `/run/docker-apps/example.com/` becomes `<run_dir>/<site>/`,
+/// `example_com` (upstream name) the site with `.`/`-` as `_`, and
+/// `example.com` the site. In direct mode the commented `# location … # }`
+/// block is uncommented. Pure: tested below on the real files.
+pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, SnippetError> {
+    let text = match mode {
+        Mode::Proxy => PROXY_CONF,
+        Mode::Direct => DIRECT_CONF,
+    };
+    let err = |what: &str| SnippetError {
+        mode,
+        what: what.to_string(),
+    };
+    let run = run_dir.display().to_string();
+    let run = run.trim_end_matches('/');
+    let concrete = |s: &str| {
+        s.replace("/run/docker-apps/example.com/", &format!("{run}/{site}/"))
+            .replace("example_com", &site.replace(['.', '-'], "_"))
+            .replace("example.com", site)
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    // A block from the line starting with `start` to the first line after it
+    // that is exactly `end`.
+    let block = |start: &str, end: &str| -> Option<String> {
+        let from = lines.iter().position(|l| l.starts_with(start))?;
+        let to = from + lines[from..].iter().position(|l| l.trim_end() == end)?;
+        Some(lines[from..=to].join("\n") + "\n")
+    };
+    match mode {
+        Mode::Proxy => {
+            let location =
+                block("location ~", "}").ok_or_else(|| err("no `location … }` block"))?;
+            if !location.contains("fastcgi_pass unix:/run/docker-apps/example.com/vhost-waker.sock")
+            {
+                return Err(err("the location does not pass to the waker's socket"));
+            }
+            Ok(Snippet {
+                http: String::new(),
+                location: concrete(&location),
+            })
+        }
+        Mode::Direct => {
+            let upstream = block("upstream ", "}").ok_or_else(|| err("no `upstream … }` block"))?;
+            let commented =
+                block("# location ~", "# }").ok_or_else(|| err("no `# location … # }` block"))?;
+            let location: String = commented
+                .lines()
+                .map(|l| {
+                    let l = l.strip_prefix('#').unwrap_or(l);
+                    let l = l.strip_prefix(' ').unwrap_or(l);
+                    format!("{l}\n")
+                })
+                .collect();
+            if !upstream.contains(" backup") {
+                return Err(err("the upstream has no backup server"));
+            }
+            Ok(Snippet {
+                http: concrete(&upstream),
+                location: concrete(&location),
+            })
+        }
+    }
+}
+
+/// A complete nginx.conf around a [`Snippet`]: pid, logs and temp paths in
+/// `dir`, `listen 127.0.0.1:<port>`, `root /srv/www` (the docroot as php-fpm
+/// sees it), `/` rewritten to `/index.php`, and `user <user>;` when given. The snippet's
+/// `include fastcgi_params;` resolves next to the conf file: copy
+/// [`FASTCGI_PARAMS`] there ([`NginxProc::start`] does).
+pub fn render_nginx_conf(dir: &Path, port: u16, user: Option<&str>, snippet: &Snippet) -> String {
+    let d = dir.display();
+    let mut conf = String::new();
+    if let Some(user) = user {
+        let _ = writeln!(conf, "user {user};");
+    }
+    let indent = |s: &str, n: usize| -> String {
+        s.lines()
+            .map(|l| {
+                if l.is_empty() {
+                    "\n".to_string()
+                } else {
+                    format!("{:n$}{l}\n", "")
+                }
+            })
+            .collect()
+    };
+    let _ = write!(
+        conf,
+        "worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/client_body;
+    fastcgi_temp_path {d}/fastcgi_temp;
+    proxy_temp_path {d}/proxy_temp;
+    uwsgi_temp_path {d}/uwsgi_temp;
+    scgi_temp_path {d}/scgi_temp;
+    client_max_body_size 64m;
+{http}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        root /srv/www;
+        # nginx's index module looks for index.php on this host, where
+        # /srv/www (the container's docroot) does not exist: rewrite instead.
+        location = / {{ rewrite ^ /index.php last; }}
+{location}    }}
+}}
+",
+        http = indent(&snippet.http, 4),
+        location = indent(&snippet.location, 8),
+    );
+    conf
+}
+
+/// The user nginx workers should run as when we are root: `www-data` (the
+/// group the shipped socket unit gives the waker's socket) when it exists.
+pub fn nginx_user() -> Option<String> {
+    let root = nix::unistd::geteuid().is_root();
+    let has = std::fs::read_to_string("/etc/passwd")
+        .is_ok_and(|p| p.lines().any(|l| l.starts_with("www-data:")));
+    (root && has).then(|| "www-data www-data".to_string())
+}
+
+/// Give a socket what `fleet-waker@.socket` gives it: group `www-data`
+/// (when it exists), mode 0660, so nginx workers running as www-data reach it.
+pub fn share_socket_with_nginx(socket: &Path) -> std::io::Result<()> {
+    let gid = nix::unistd::Group::from_name("www-data")
+        .ok()
+        .flatten()
+        .map(|g| g.gid);
+    if let Some(gid) = gid {
+        nix::unistd::chown(socket, None, Some(gid)).map_err(std::io::Error::from)?;
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+    } else {
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666))
+    }
+}
+
+/// A running nginx (master and workers in their own process group), its
+/// files in `dir`. Killed (whole group) on drop.
+#[derive(Debug)]
+pub struct NginxProc {
+    child: Option<Child>,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl NginxProc {
+    /// Write `<dir>/nginx.conf` (from [`render_nginx_conf`]) and
+    /// `<dir>/fastcgi_params`, start nginx in the foreground, and wait
+    /// (≤ 10 s) until the port accepts. An error carries nginx's own message.
+    pub fn start(
+        dir: &Path,
+        port: u16,
+        user: Option<&str>,
+        snippet: &Snippet,
+    ) -> Result<NginxProc, String> {
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, render_nginx_conf(dir, port, user, snippet))
+            .map_err(|e| format!("write {}: {e}", conf.display()))?;
+        std::fs::copy(FASTCGI_PARAMS, dir.join("fastcgi_params"))
+            .map_err(|e| format!("copy {FASTCGI_PARAMS}: {e}"))?;
+        let stderr_path = dir.join("nginx.stderr");
+        let stderr = std::fs::File::create(&stderr_path)
+            .map_err(|e| format!("create {}: {e}", stderr_path.display()))?;
+        let child = Command::new(NGINX)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("spawn {NGINX}: {e}"))?;
+        let mut this = NginxProc {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            port,
+        };
+        let mut exited = None;
+        let up = wait_until(Duration::from_secs(10), || {
+            if let Some(Ok(Some(status))) = this.child.as_mut().map(Child::try_wait) {
+                exited = Some(status);
+                return true;
+            }
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if let Some(status) = exited {
+            this.child = None;
+            return Err(format!(
+                "nginx exited ({status}): {}{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default(),
+                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+            ));
+        }
+        if !up {
+            return Err(format!(
+                "nginx did not accept on 127.0.0.1:{port} within 10 s"
+            ));
+        }
+        Ok(this)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Pid of the master.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Its error log so far.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+
+    /// Stop it (SIGQUIT to the group for a graceful stop, SIGKILL after 5 s).
+    pub fn stop(&mut self) {
+        if let Some(child) = self.child.take() {
+            stop_group(child, Signal::SIGQUIT, Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for NginxProc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Signal a child's process group, wait up to `grace` for the child, then
+/// SIGKILL the group and reap it.
+fn stop_group(mut child: Child, signal: Signal, grace: Duration) {
+    let pgid = Pid::from_raw(child.id() as i32);
+    let _ = killpg(pgid, signal);
+    let exited = wait_until(grace, || matches!(child.try_wait(), Ok(Some(_))));
+    // Workers or helpers of the group may outlive the leader.
+    let _ = killpg(pgid, Signal::SIGKILL);
+    if !exited {
+        let _ = child.wait();
+    }
+}
+
+/// Poll `cond` until true or `timeout`; back off from 1 ms to 20 ms.
+fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if cond() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return cond();
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The demo itself.
+
+/// Parsed command line of `cargo xtask demo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoArgs {
+    /// nginx's port on 127.0.0.1.
+    pub port: u16,
+    /// Run steps 1–4 and exit instead of staying up until Ctrl-C.
+    pub once: bool,
+    /// Use the binaries next to this one as they are (no `cargo build`).
+    pub no_build: bool,
+}
+
+/// Usage of `cargo xtask demo`.
+pub const USAGE: &str = "usage: cargo xtask demo [--port N] [--once] [--no-build]
+  --port N     nginx listens on 127.0.0.1:N (default 8080)
+  --once       run the four steps and exit (non-interactive), instead of staying up until Ctrl-C
+  --no-build   do not run `cargo build`; use the fleet binaries next to this xtask binary";
+
+/// Parse `demo`'s arguments. Pure.
+pub fn parse_args(args: &[String]) -> Result<DemoArgs, String> {
+    let mut out = DemoArgs {
+        port: 8080,
+        once: false,
+        no_build: false,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--once" => out.once = true,
+            "--no-build" => out.no_build = true,
+            "--port" => {
+                let v = it.next().ok_or("--port needs a value")?;
+                out.port = parse_port(v)?;
+            }
+            other => {
+                if let Some(v) = other.strip_prefix("--port=") {
+                    out.port = parse_port(v)?;
+                } else {
+                    return Err(format!("unknown argument {other:?}"));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_port(v: &str) -> Result<u16, String> {
+    match v.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("--port {v:?}: not a port number (1–65535)")),
+    }
+}
+
+/// Why the demo stopped.
+#[derive(Debug, thiserror::Error)]
+enum DemoError {
+    #[error("missing: {}", .0.join("; "))]
+    Missing(Vec<String>),
+    #[error("{step}: {reason}")]
+    Step { step: String, reason: String },
+}
+
+fn fail(step: &str, reason: impl std::fmt::Display) -> DemoError {
+    DemoError::Step {
+        step: step.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// What the demo made, removed by [`Cleanup::run`] (idempotent).
+#[derive(Debug, Default)]
+struct Cleanup {
+    /// Processes in their own groups, stopped in reverse order: (what, child, signal).
+    children: Vec<(String, Child, Signal)>,
+    nginx: Option<NginxProc>,
+    container: Option<String>,
+    dir: Option<PathBuf>,
+}
+
+impl Cleanup {
+    fn run(&mut self) {
+        let t = Instant::now();
+        let mut done = Vec::new();
+        if let Some(mut nginx) = self.nginx.take() {
+            nginx.stop();
+            done.push(format!("stopped nginx ({})", ms(t.elapsed())));
+        }
+        while let Some((what, child, signal)) = self.children.pop() {
+            stop_group(child, signal, Duration::from_secs(5));
+            done.push(format!("stopped {what} ({})", ms(t.elapsed())));
+        }
+        if let Some(name) = self.container.take() {
+            let out = Command::new("docker")
+                .args(["rm", "-f", "-v", &name])
+                .stdin(Stdio::null())
+                .output();
+            match out {
+                Ok(o) if o.status.success() => {
+                    done.push(format!("removed container {name} ({})", ms(t.elapsed())))
+                }
+                Ok(o) => eprintln!(
+                    "cleanup: docker rm -f {name} failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+                Err(e) => eprintln!("cleanup: cannot run docker rm -f {name}: {e}"),
+            }
+        }
+        if let Some(dir) = self.dir.take() {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => done.push(format!("removed {}", dir.display())),
+                Err(e) => eprintln!("cleanup: cannot remove {}: {e}", dir.display()),
+            }
+        }
+        if !done.is_empty() {
+            println!("cleanup: {}", done.join(", "));
+        }
+    }
+}
+
+/// Label on the demo's container, and the label with the demo's pid (to
+/// remove the leftovers of a demo that was SIGKILLed).
+const LABEL: &str = "fleet.demo=1";
+const PID_LABEL: &str = "fleet.demo.pid";
+/// Prefix of the demo's directory in /tmp.
+pub const DIR_PREFIX: &str = "fleet-demo-";
+/// The demo site's idle timeout for the reaper step.
+const DEMO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `cargo xtask demo …`.
+pub fn main(args: &[String]) -> ExitCode {
+    let args = match parse_args(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("xtask demo: {e}\n\n{USAGE}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    // SIGINT/SIGTERM: tokio's handlers (installed now, before anything is
+    // made) wake one thread, which removes what the demo made and exits.
+    // Handlers, not a blocked mask: a mask would be inherited by the waker
+    // and nginx, which then could not be stopped with SIGTERM/SIGQUIT.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xtask demo: cannot start a runtime for signal handling: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signals = {
+        let _guard = rt.enter();
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => (int, term),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("xtask demo: cannot handle SIGINT/SIGTERM: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let cleanup = Arc::new(Mutex::new(Cleanup::default()));
+    let serving = Arc::new(AtomicBool::new(false));
+    {
+        let cleanup = Arc::clone(&cleanup);
+        let serving = Arc::clone(&serving);
+        let (mut int, mut term) = signals;
+        std::thread::spawn(move || {
+            let name = rt.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                }
+            });
+            let was_serving = serving.load(Ordering::SeqCst);
+            println!("\n{name}: stopping the demo and removing everything it made");
+            if let Ok(mut c) = cleanup.lock() {
+                c.run();
+            }
+            let _ = std::io::stdout().flush();
+            std::process::exit(if was_serving { 0 } else { 130 });
+        });
+    }
+    let result = run(&args, &cleanup, &serving);
+    if let Ok(mut c) = cleanup.lock() {
+        c.run();
+    }
+    match result {
+        Ok(()) => {
+            println!(
+                "demo finished: nothing of it is left (container, nginx, waker, sockets, /tmp dir)"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(DemoError::Missing(missing)) => {
+            eprintln!("xtask demo: cannot run; missing:");
+            for m in missing {
+                eprintln!("  - {}", m.replace('\n', " "));
+            }
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+        Err(e) => {
+            eprintln!("xtask demo: FAILED at {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything the demo needs, each missing piece named with how to get it.
+fn missing_prerequisites(port: u16) -> Vec<String> {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push(
+            "root: run it as root (it starts containers and nginx, and chowns sockets)".to_string(),
+        );
+    }
+    match Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => missing.push(format!(
+            "Docker engine: `docker info` failed: {} (is dockerd running, DOCKER_HOST right?)",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => missing.push(format!(
+            "Docker: cannot run `docker`: {e} (apt-get install docker.io)"
+        )),
+    }
+    if !Path::new(NGINX).exists() || !Path::new(FASTCGI_PARAMS).exists() {
+        missing.push(format!(
+            "nginx: {NGINX} or {FASTCGI_PARAMS} missing (apt-get install nginx-light)"
+        ));
+    }
+    if !Path::new(crate::image::PHP_FPM).exists() {
+        missing.push(format!(
+            "php-fpm: {} missing, the demo image is built from it (apt-get install php8.2-fpm)",
+            crate::image::PHP_FPM
+        ));
+    }
+    if find_in_path("systemd-socket-activate").is_none() {
+        missing.push("systemd-socket-activate not on PATH (apt-get install systemd)".to_string());
+    }
+    if let Err(e) = TcpListener::bind(("127.0.0.1", port)) {
+        missing.push(format!(
+            "port 127.0.0.1:{port} is not free ({e}); pick another with --port"
+        ));
+    }
+    missing
+}
+
+/// The workspace root (xtask's parent directory).
+pub fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// An error and its sources, `: `-joined.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+fn docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run docker: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Remove the container and directory of an earlier demo whose process is
+/// gone (killed with SIGKILL, so it could not clean up).
+fn remove_stale_demos() {
+    let alive = |pid: &str| {
+        pid.parse::<u32>()
+            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let label_fmt = format!("{{{{.Names}}}}\t{{{{.Label \"{PID_LABEL}\"}}}}");
+    if let Ok(list) = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label={LABEL}"),
+        "--format",
+        &label_fmt,
+    ]) {
+        for line in list.lines() {
+            if let Some((name, pid)) = line.split_once('\t')
+                && !alive(pid.trim())
+                && docker(&["rm", "-f", "-v", name]).is_ok()
+            {
+                println!("removed container {name} of an earlier demo (pid {pid} is gone)");
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/tmp") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix(DIR_PREFIX)
+                && pid.parse::<u32>().is_ok()
+                && !alive(pid)
+                && std::fs::remove_dir_all(entry.path()).is_ok()
+            {
+                println!("removed /tmp/{name} of an earlier demo (pid {pid} is gone)");
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The demo site's page.
+const INDEX_PHP: &str = "<?php\nheader('Content-Type: text/plain');\necho 'hello from ', getenv('FLEET_SITE'), ' (php-fpm pid ', getmypid(), ', PHP ', PHP_VERSION, \")\\n\";\n";
+
+fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Result<(), DemoError> {
+    let register = |f: &dyn Fn(&mut Cleanup)| {
+        if let Ok(mut c) = cleanup.lock() {
+            f(&mut c);
+        }
+    };
+    let missing = missing_prerequisites(args.port);
+    if !missing.is_empty() {
+        return Err(DemoError::Missing(missing));
+    }
+    remove_stale_demos();
+    let pid = std::process::id();
+    let site_name = format!("demo-{pid}.fleet.test");
+    let site = fleet_core::Site::new(&site_name).map_err(|e| fail("site name", e))?;
+    let container = site.container();
+    let dir = PathBuf::from(format!("/tmp/{DIR_PREFIX}{pid}"));
+    let layout = fleet_core::Layout {
+        run_dir: dir.join("run"),
+        state_dir: dir.join("state"),
+        sites_dir: dir.join("sites"),
+    };
+    println!(
+        "==> fleet demo: site {site}, container {container}, everything under {}",
+        dir.display()
+    );
+
+    // Binaries.
+    let bin_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .ok_or_else(|| fail("binaries", "cannot find the directory of this xtask binary"))?;
+    if args.no_build {
+        println!("[setup] binaries: using {} (--no-build)", bin_dir.display());
+    } else {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        println!("[setup] binaries: {cargo} build -p fleet-waker -p fleet-reaper");
+        let status = Command::new(&cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "fleet-waker",
+                "-p",
+                "fleet-reaper",
+            ])
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .status()
+            .map_err(|e| fail("cargo build", e))?;
+        if !status.success() {
+            return Err(fail("cargo build", status));
+        }
+    }
+    let waker_bin = bin_dir.join("fleet-waker");
+    let reaper_bin = bin_dir.join("fleet-reaper");
+    for b in [&waker_bin, &reaper_bin] {
+        if !b.is_file() {
+            return Err(fail(
+                "binaries",
+                format!("{} does not exist (run without --no-build)", b.display()),
+            ));
+        }
+    }
+
+    // Image.
+    let t = Instant::now();
+    let image = crate::image::ensure_image_info().map_err(|e| fail("php-fpm image", chain(&e)))?;
+    println!(
+        "[setup] image: {} ({} in {})",
+        image.tag,
+        if image.cached { "cached" } else { "built" },
+        ms(t.elapsed())
+    );
+
+    // Directories.
+    let www = dir.join("www");
+    let nginx_dir = dir.join("nginx");
+    let mkdirs = || -> std::io::Result<()> {
+        std::fs::create_dir(&dir)?;
+        for d in [
+            &layout.run_dir,
+            &layout.state_dir,
+            &layout.sites_dir,
+            &layout.site_dir(&site),
+            &www,
+            &nginx_dir,
+        ] {
+            std::fs::create_dir_all(d)?;
+        }
+        for d in [
+            &dir,
+            &layout.run_dir,
+            &layout.site_dir(&site),
+            &www,
+            &nginx_dir,
+        ] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+        }
+        std::fs::write(www.join("index.php"), INDEX_PHP)
+    };
+    register(&|c| c.dir = Some(dir.clone()));
+    mkdirs().map_err(|e| fail("directories", format!("{}: {e}", dir.display())))?;
+    println!(
+        "[setup] directories: FLEET_RUN_DIR={} FLEET_STATE_DIR={} FLEET_SITES_DIR={}",
+        layout.run_dir.display(),
+        layout.state_dir.display(),
+        layout.sites_dir.display()
+    );
+
+    // Container, created stopped.
+    let run_mount = format!("{}:/run/php", layout.site_dir(&site).display());
+    let www_mount = format!("{}:{}:ro", www.display(), crate::image::CONTAINER_DOCROOT);
+    let pid_label = format!("{PID_LABEL}={pid}");
+    let site_env = format!("FLEET_SITE={site}");
+    register(&|c| c.container = Some(container.clone()));
+    docker(&[
+        "create",
+        "--name",
+        &container,
+        "--network",
+        "none",
+        "--label",
+        LABEL,
+        "--label",
+        &pid_label,
+        "-v",
+        &run_mount,
+        "-v",
+        &www_mount,
+        "-e",
+        &site_env,
+        &image.tag,
+    ])
+    .map_err(|e| fail("docker create", e))?;
+    println!(
+        "[setup] container {container}: created, state {} ({} bind-mounted at /run/php, where php-fpm creates php-fpm.sock)",
+        container_state(&container),
+        layout.site_dir(&site).display()
+    );
+
+    // fleet-waker under socket activation.
+    let waker_socket = layout.waker_socket(&site);
+    let fpm_socket = layout.fpm_socket(&site);
+    let waker_log = dir.join("waker.log");
+    let log = std::fs::File::create(&waker_log).map_err(|e| fail("waker log", e))?;
+    let log2 = log.try_clone().map_err(|e| fail("waker log", e))?;
+    let activate = find_in_path("systemd-socket-activate")
+        .ok_or_else(|| fail("waker", "systemd-socket-activate not on PATH"))?;
+    let mut cmd = Command::new(activate);
+    cmd.env("SYSTEMD_LOG_TARGET", "console")
+        .arg(format!("--listen={}", waker_socket.display()))
+        .arg("-E")
+        .arg(format!("FLEET_RUN_DIR={}", layout.run_dir.display()))
+        .arg("-E")
+        .arg(format!("FLEET_STATE_DIR={}", layout.state_dir.display()))
+        .arg("-E")
+        .arg(format!(
+            "RUST_LOG={}",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string())
+        ))
+        .arg("-E")
+        .arg("NO_COLOR=1");
+    for var in ["DOCKER_HOST", "DOCKER_API_VERSION", "PATH"] {
+        if std::env::var_os(var).is_some() {
+            cmd.arg("-E").arg(var);
+        }
+    }
+    cmd.arg("--").arg(&waker_bin).arg(site.as_str());
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| fail("systemd-socket-activate", e))?;
+    if let Ok(mut c) = cleanup.lock() {
+        c.children
+            .push(("fleet-waker".to_string(), child, Signal::SIGTERM));
+    }
+    let listening = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&waker_log).is_ok_and(|l| l.contains("Listening on"))
+    });
+    if !listening {
+        return Err(fail(
+            "systemd-socket-activate",
+            format!(
+                "did not listen within 10 s: {}",
+                std::fs::read_to_string(&waker_log).unwrap_or_default()
+            ),
+        ));
+    }
+    share_socket_with_nginx(&waker_socket).map_err(|e| fail("waker socket", e))?;
+    println!(
+        "[setup] fleet-waker: systemd-socket-activate listens on {}; the first connection execs fleet-waker {site} (log: {})",
+        waker_socket.display(),
+        waker_log.display()
+    );
+
+    // nginx, proxy mode, from the shipped snippet.
+    let snippet = site_snippet(Mode::Proxy, site.as_str(), &layout.run_dir)
+        .map_err(|e| fail("nginx config", e))?;
+    let user = nginx_user();
+    let nginx = NginxProc::start(&nginx_dir, args.port, user.as_deref(), &snippet)
+        .map_err(|e| fail("nginx", e))?;
+    println!(
+        "[setup] nginx: http://127.0.0.1:{}/ → {} (contrib/nginx/fleet-proxy-mode.conf; conf {})",
+        args.port,
+        waker_socket.display(),
+        nginx_dir.join("nginx.conf").display()
+    );
+    if let Ok(mut c) = cleanup.lock() {
+        c.nginx = Some(nginx);
+    }
+
+    let mut waker_log_seen = 0usize;
+    let mut show_waker_log = || {
+        let text = std::fs::read_to_string(&waker_log).unwrap_or_default();
+        let new: Vec<&str> = text
+            .get(waker_log_seen..)
+            .unwrap_or("")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        for l in new.iter().take(12) {
+            println!("    waker log │ {l}");
+        }
+        waker_log_seen = text.len();
+    };
+    show_waker_log();
+
+    // Step 1: cold.
+    println!();
+    println!(
+        "step 1/4: first request, the container is {} (cold start)",
+        container_state(&container)
+    );
+    let cold = cold_request(args.port, &container, &fpm_socket, site.as_str())
+        .map_err(|e| fail("step 1 (cold request)", e))?;
+    cold.print();
+    show_waker_log();
+
+    // Step 2: warm.
+    println!();
+    println!(
+        "step 2/4: second request, the container is {} (warm)",
+        container_state(&container)
+    );
+    let warm = http_get(args.port, "/").map_err(|e| fail("step 2 (warm request)", e))?;
+    check_page(&warm, site.as_str()).map_err(|e| fail("step 2 (warm request)", e))?;
+    println!(
+        "  warm: {} to the first byte, {} in all, through nginx → fleet-waker → php-fpm",
+        ms(warm.first_byte),
+        ms(warm.total)
+    );
+    println!("  body: {}", warm.body.trim_end());
+    let last_request = Instant::now();
+
+    // Step 3: the reaper.
+    println!();
+    let conf = layout.conf_file(&site);
+    std::fs::write(
+        &conf,
+        format!(
+            "# Amount of time to pause the container after: {}\n",
+            humantime::format_duration(DEMO_TIMEOUT)
+        ),
+    )
+    .map_err(|e| fail("step 3 (site conf)", e))?;
+    println!(
+        "step 3/4: fleet-reaper with a {} idle timeout ({})",
+        humantime::format_duration(DEMO_TIMEOUT),
+        conf.display()
+    );
+    let idle_at = last_request + DEMO_TIMEOUT + Duration::from_millis(300);
+    let wait = idle_at.saturating_duration_since(Instant::now());
+    println!(
+        "  waiting {} so the site has been idle longer than its timeout",
+        ms(wait)
+    );
+    std::thread::sleep(wait);
+    let mut stopped = false;
+    for attempt in 1..=4 {
+        let out = Command::new(&reaper_bin)
+            .arg("--sites-dir")
+            .arg(&layout.sites_dir)
+            .arg("--run-dir")
+            .arg(&layout.run_dir)
+            .arg("--state-dir")
+            .arg(&layout.state_dir)
+            .args(["--stop-timeout", "5s"])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| fail("step 3 (fleet-reaper)", e))?;
+        println!(
+            "  $ fleet-reaper --sites-dir {} --run-dir {} --state-dir {} --stop-timeout 5s   (exit {})",
+            layout.sites_dir.display(),
+            layout.run_dir.display(),
+            layout.state_dir.display(),
+            out.status
+                .code()
+                .map_or_else(|| out.status.to_string(), |c| c.to_string())
+        );
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            println!("    {l}");
+        }
+        if !out.status.success() {
+            for l in String::from_utf8_lossy(&out.stderr).lines() {
+                println!("    stderr │ {l}");
+            }
+            return Err(fail(
+                "step 3 (fleet-reaper)",
+                format!("exit status {}", out.status),
+            ));
+        }
+        let state = container_state(&container);
+        if state == "exited" {
+            stopped = true;
+            break;
+        }
+        println!("  container is still {state} (attempt {attempt}); trying again in 1 s");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    if !stopped {
+        return Err(fail(
+            "step 3 (fleet-reaper)",
+            "the reaper did not stop the idle container",
+        ));
+    }
+    println!(
+        "  container {container} is now {}: the site sleeps, using no memory",
+        container_state(&container)
+    );
+
+    // Step 4: wake it again.
+    println!();
+    println!(
+        "step 4/4: third request, the container is {} (wakes again)",
+        container_state(&container)
+    );
+    let again = cold_request(args.port, &container, &fpm_socket, site.as_str())
+        .map_err(|e| fail("step 4 (wake again)", e))?;
+    again.print();
+    show_waker_log();
+    println!();
+    println!(
+        "all four steps done: cold {}, warm {}, reaped, woken again in {}",
+        ms(cold.first_byte),
+        ms(warm.first_byte),
+        ms(again.first_byte)
+    );
+
+    if args.once {
+        return Ok(());
+    }
+    serving.store(true, Ordering::SeqCst);
+    println!();
+    println!("The demo stays up. Try:");
+    println!("  curl http://127.0.0.1:{}/", args.port);
+    println!("  docker ps -a --filter name={container}");
+    println!(
+        "  {} --sites-dir {} --run-dir {} --state-dir {}   # stops it again once idle for {}",
+        reaper_bin.display(),
+        layout.sites_dir.display(),
+        layout.run_dir.display(),
+        layout.state_dir.display(),
+        humantime::format_duration(DEMO_TIMEOUT)
+    );
+    println!("  tail -f {}", waker_log.display());
+    println!("Press Ctrl-C to stop it and remove everything it made.");
+    let _ = std::io::stdout().flush();
+    loop {
+        // The signal thread cleans up and exits the process.
+        std::thread::park();
+    }
+}
+
+fn container_state(container: &str) -> String {
+    docker(&["inspect", "--format", "{{.State.Status}}", container])
+        .unwrap_or_else(|_| "missing".to_string())
+}
+
+/// A cold request's phases, each from the moment the request was sent.
+#[derive(Debug)]
+struct Cold {
+    container_start: Option<Duration>,
+    fpm_accepting: Option<Duration>,
+    first_byte: Duration,
+    total: Duration,
+    body: String,
+}
+
+impl Cold {
+    fn print(&self) {
+        // Each phase: when it happened after the request was sent, and how
+        // long it took after the previous phase.
+        let mut prev = Duration::ZERO;
+        let mut line = |name: &str, at: Option<Duration>, how: &str| match at {
+            Some(at) => {
+                let delta = at.saturating_sub(prev);
+                prev = at;
+                println!(
+                    "  phase {name:<18} {:>10}  (+{:>9})  {how}",
+                    ms(at),
+                    ms(delta)
+                );
+            }
+            None => println!("  phase {name:<18} {:>10}  {how}", "n/a"),
+        };
+        line(
+            "container start:",
+            self.container_start,
+            "Docker's State.StartedAt",
+        );
+        line(
+            "php-fpm accepting:",
+            self.fpm_accepting,
+            "first successful connect to php-fpm.sock",
+        );
+        line(
+            "first byte:",
+            Some(self.first_byte),
+            "first byte of the HTTP response at the client",
+        );
+        println!("  complete response:       {:>10}", ms(self.total));
+        println!("  body: {}", self.body.trim_end());
+    }
+}
+
+fn cold_request(port: u16, container: &str, fpm_socket: &Path, site: &str) -> Result<Cold, String> {
+    if UnixStream::connect(fpm_socket).is_ok() {
+        return Err(format!(
+            "{} accepts before the request: the site is not asleep",
+            fpm_socket.display()
+        ));
+    }
+    // Watch php-fpm's socket from the outside: connect every ≤ 1 ms.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent_at = Instant::now();
+    let sent_wall = SystemTime::now();
+    let watcher = {
+        let stop = Arc::clone(&stop);
+        let socket = fpm_socket.to_path_buf();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if UnixStream::connect(&socket).is_ok() {
+                    return Some(sent_at.elapsed());
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            None
+        })
+    };
+    let response = http_get(port, "/");
+    stop.store(true, Ordering::SeqCst);
+    let fpm_accepting = watcher.join().ok().flatten();
+    let response = response?;
+    check_page(&response, site)?;
+    let started = docker(&["inspect", "--format", "{{.State.StartedAt}}", container])?;
+    let container_start = humantime::parse_rfc3339(started.trim())
+        .ok()
+        .and_then(|t| t.duration_since(sent_wall).ok());
+    Ok(Cold {
+        container_start,
+        fpm_accepting,
+        first_byte: response.first_byte,
+        total: response.total,
+        body: response.body,
+    })
+}
+
+fn check_page(r: &Response, site: &str) -> Result<(), String> {
+    if r.status != 200 || !r.body.starts_with(&format!("hello from {site} ")) {
+        return Err(format!(
+            "expected 200 and the demo page, got {} {:?}",
+            r.status, r.body
+        ));
+    }
+    Ok(())
+}
+
+/// An HTTP response with its timings.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    body: String,
+    first_byte: Duration,
+    total: Duration,
+}
+
+/// `GET <path>` on 127.0.0.1:<port> (HTTP/1.0, read to EOF), timing the
+/// first byte and the whole response.
+fn http_get(port: u16, path: &str) -> Result<Response, String> {
+    let start = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut first_byte = None;
+    loop {
+        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        first_byte.get_or_insert_with(|| start.elapsed());
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let total = start.elapsed();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP response: {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| format!("bad status line: {head:?}"))?;
+    Ok(Response {
+        status,
+        body: body.to_string(),
+        first_byte: first_byte.unwrap_or(total),
+        total,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_parse() {
+        let a = |v: &[&str]| parse_args(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            a(&[]).expect("defaults"),
+            DemoArgs {
+                port: 8080,
+                once: false,
+                no_build: false
+            }
+        );
+        assert_eq!(
+            a(&["--once", "--port", "9000", "--no-build"]).expect("all flags"),
+            DemoArgs {
+                port: 9000,
+                once: true,
+                no_build: true
+            }
+        );
+        assert_eq!(a(&["--port=81"]).expect("= form").port, 81);
+        assert!(a(&["--port"]).is_err());
+        assert!(a(&["--port", "0"]).is_err());
+        assert!(a(&["--port", "70000"]).is_err());
+        assert!(a(&["--bogus"]).is_err());
+    }
+
+    #[test]
+    fn proxy_snippet_is_the_shipped_location_made_concrete() {
+        let s = site_snippet(Mode::Proxy, "a-b.example.org", Path::new("/tmp/x/run/"))
+            .expect("proxy snippet");
+        assert!(s.http.is_empty());
+        assert!(
+            s.location.starts_with("location ~ [^/]\\.php(/|$) {\n"),
+            "{}",
+            s.location
+        );
+        assert!(s.location.trim_end().ends_with('}'));
+        assert!(
+            s.location
+                .contains("fastcgi_pass unix:/tmp/x/run/a-b.example.org/vhost-waker.sock;")
+        );
+        assert!(s.location.contains("include fastcgi_params;"));
+        assert!(!s.location.contains("example.com"));
+        // The shipped block, line for line, with only the paths changed.
+        let shipped: String = PROXY_CONF
+            .lines()
+            .skip_while(|l| !l.starts_with("location "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let shipped = shipped.replace(
+            "/run/docker-apps/example.com/",
+            "/tmp/x/run/a-b.example.org/",
+        );
+        assert!(
+            shipped.starts_with(&s.location),
+            "{shipped}\n---\n{}",
+            s.location
+        );
+    }
+
+    #[test]
+    fn direct_snippet_has_upstream_with_backup_and_uncommented_location() {
+        let s = site_snippet(Mode::Direct, "shop.example.org", Path::new("/srv/run"))
+            .expect("direct snippet");
+        assert!(
+            s.http.starts_with("upstream fleet_shop_example_org {\n"),
+            "{}",
+            s.http
+        );
+        assert!(
+            s.http
+                .contains("server unix:/srv/run/shop.example.org/php-fpm.sock max_fails=0;")
+        );
+        assert!(s.http.contains(
+            "server unix:/srv/run/shop.example.org/vhost-waker.sock max_fails=0 backup;"
+        ));
+        assert!(
+            s.location.starts_with("location ~ [^/]\\.php(/|$) {\n"),
+            "{}",
+            s.location
+        );
+        assert!(s.location.contains("fastcgi_pass fleet_shop_example_org;"));
+        assert!(s.location.contains("fastcgi_next_upstream error timeout;"));
+        assert!(!s.location.lines().any(|l| l.starts_with('#')));
+        assert_eq!(s.location.trim_end().lines().last(), Some("}"));
+    }
+
+    #[test]
+    fn nginx_conf_wraps_the_snippet() {
+        let s = site_snippet(Mode::Direct, "a.test", Path::new("/r")).expect("direct snippet");
+        let conf = render_nginx_conf(Path::new("/d"), 8081, Some("www-data www-data"), &s);
+        assert!(conf.starts_with("user www-data www-data;\n"));
+        assert!(conf.contains("listen 127.0.0.1:8081;"));
+        assert!(conf.contains("pid /d/nginx.pid;"));
+        assert!(conf.contains("    upstream fleet_a_test {"));
+        assert!(conf.contains("        location ~ [^/]\\.php(/|$) {"));
+        assert_eq!(conf.matches('{').count(), conf.matches('}').count());
+        assert!(!render_nginx_conf(Path::new("/d"), 1, None, &s).contains("user "));
+    }
+}
