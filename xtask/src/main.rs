@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use xtask::{deps, image};
 
 mod fuzz;
+mod proc;
 mod soak;
 
 mod bench {
