@@ -21,15 +21,15 @@ fn unit_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd")
 }
 
+/// Where the binaries under test appear inside the namespace for the units.
+/// Not their own path: a checkout under /tmp would be hidden from services
+/// by their `PrivateTmp=yes`.
+const NS_BIN_DIR: &str = "/run/fleet-test-bin";
+
 /// A unit file of the repository with binaries pointed at the ones under test.
 fn unit_text(name: &str) -> String {
     let text = std::fs::read_to_string(unit_dir().join(name)).expect("read unit");
-    let bin_dir = bin("fleet-waker")
-        .parent()
-        .expect("bin dir")
-        .display()
-        .to_string();
-    text.replace("/usr/bin/", &format!("{bin_dir}/"))
+    text.replace("/usr/bin/", &format!("{NS_BIN_DIR}/"))
 }
 
 /// Boots systemd with the site's directories and the binaries bound in, and
@@ -54,11 +54,16 @@ fn boot_for(site: &TestSite) -> NsSystemd {
             host: layout.sites_dir.clone(),
             inside: PathBuf::from("/run/fleet-sites"),
         },
-        // The binaries stay where they are, even when the checkout is
-        // under /tmp (hidden by the namespace's tmpfs otherwise).
+        // The binaries stay where they are for commands run with nsenter,
+        // even when the checkout is under /tmp (hidden by the namespace's
+        // tmpfs otherwise), and appear at NS_BIN_DIR for the units.
         Bind {
             host: bin_dir.clone(),
-            inside: bin_dir,
+            inside: bin_dir.clone(),
+        },
+        Bind {
+            host: bin_dir,
+            inside: PathBuf::from(NS_BIN_DIR),
         },
     ]);
     for unit in ["fleet-waker@.socket", "fleet-waker@.service"] {
