@@ -4,11 +4,26 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running child killed on drop.
+/// A running child stopped on drop: SIGTERM, then SIGKILL after 3 s. Not
+/// SIGKILL at once: nginx's master must get to stop its workers, which would
+/// otherwise live on (and keep our stdout open).
 pub struct Guard(pub Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let end = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < end {
+                if matches!(self.0.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
