@@ -177,6 +177,83 @@ fn step(name: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> Resul
     }
 }
 
+/// Test counts summed over every `test result:` line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Adds the counts of one libtest summary line
+/// (`test result: ok. 5 passed; 0 failed; 1 ignored; …`), if it is one.
+fn add_counts(line: &str, counts: &mut Counts) {
+    let Some(rest) = line.trim().strip_prefix("test result: ") else {
+        return;
+    };
+    for part in rest.split(';') {
+        let mut words = part.split_whitespace().rev();
+        let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Ok(n) = n.parse::<u64>() else { continue };
+        match kind {
+            "passed" => counts.passed += n,
+            "failed" => counts.failed += n,
+            "ignored" => counts.ignored += n,
+            _ => {}
+        }
+    }
+}
+
+/// `cargo test …`, its output passed through line by line and its summary
+/// lines counted.
+fn test_step(cargo: &str, args: &[&str]) -> Result<Counts, ExitCode> {
+    use std::io::{BufRead, BufReader, Write};
+    eprintln!("==> test: {cargo} {}", args.join(" "));
+    let start = Instant::now();
+    let mut child = match Command::new(cargo)
+        .args(args)
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("==> test: cannot run {cargo}: {e}");
+            return Err(ExitCode::from(EX_UNAVAILABLE));
+        }
+    };
+    let mut counts = Counts::default();
+    if let Some(out) = child.stdout.take() {
+        let stdout = std::io::stdout();
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            add_counts(&line, &mut counts);
+            let mut lock = stdout.lock();
+            let _ = writeln!(lock, "{line}");
+        }
+    }
+    let took = secs(start.elapsed());
+    match child.wait() {
+        Ok(s) if s.success() => {
+            eprintln!(
+                "==> test: ok in {took} ({} passed, {} failed, {} ignored)",
+                counts.passed, counts.failed, counts.ignored
+            );
+            Ok(counts)
+        }
+        Ok(s) => {
+            eprintln!("==> test: FAILED ({s}) after {took}");
+            Err(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("==> test: cannot wait for {cargo}: {e}");
+            Err(ExitCode::from(EX_UNAVAILABLE))
+        }
+    }
+}
+
 fn test(cargo_test_args: &[String]) -> ExitCode {
     let total = Instant::now();
     eprintln!(
@@ -205,13 +282,21 @@ fn test(cargo_test_args: &[String]) -> ExitCode {
         step("build", &cargo, &["build", "--workspace"], &[])?;
         let mut args = vec!["test", "--workspace"];
         args.extend(cargo_test_args.iter().map(String::as_str));
-        step("test", &cargo, &args, &[])?;
+        let counts = test_step(&cargo, &args)?;
         check_leftovers()?;
-        check_package()
+        check_package()?;
+        Ok(counts)
     })();
     match result {
-        Ok(()) => {
+        Ok(counts) => {
             eprintln!("==> all steps passed in {}", secs(total.elapsed()));
+            // The plain closing line CI systems read: the sum over every
+            // test binary (the last `test result:` line cargo prints is
+            // often an empty doc-test run).
+            println!(
+                "tests: {} passed, {} failed, {} skipped",
+                counts.passed, counts.failed, counts.ignored
+            );
             ExitCode::SUCCESS
         }
         Err(code) => {
@@ -435,5 +520,32 @@ fn bench_reaper() -> ExitCode {
             eprintln!("xtask bench reaper: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_sum_libtest_summaries() {
+        let mut c = Counts::default();
+        add_counts(
+            "test result: ok. 66 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1.52s",
+            &mut c,
+        );
+        add_counts(
+            "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+            &mut c,
+        );
+        add_counts("running 4 tests", &mut c);
+        assert_eq!(
+            c,
+            Counts {
+                passed: 69,
+                failed: 1,
+                ignored: 2
+            }
+        );
     }
 }
