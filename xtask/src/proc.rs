@@ -1,6 +1,6 @@
 //! Process and container guards shared by `bench` and `soak`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -81,4 +81,172 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+/// One benchmark site: the tools checked, a release fleet-waker built, the
+/// php-fpm image, a temp dir `/tmp/fleet-it-<pid>-<kind>` (run, state, www,
+/// nginx), `hello.php`, and a created (not started) container `<site>.fpm`.
+/// Container and dir are removed when `env` drops.
+pub struct Rig {
+    pub env: Env,
+    pub site: String,
+    pub run_dir: PathBuf,
+    pub site_dir: PathBuf,
+    pub waker_bin: PathBuf,
+}
+
+impl Rig {
+    /// Sets the site up; `tools` are `(name, path)` pairs that must exist.
+    pub fn new(root: &Path, kind: &str, tools: &[(&str, &str)]) -> Result<Rig, String> {
+        for (what, path) in tools {
+            if !Path::new(path).exists() {
+                return Err(format!("{what} missing ({path})"));
+            }
+        }
+        eprintln!("==> building fleet-waker (release)");
+        run(&["cargo", "build", "--release", "-q", "-p", "fleet-waker"])?;
+        let waker_bin = root.join("target/release/fleet-waker");
+        let image = crate::image::ensure_image_info()
+            .map_err(|e| e.to_string())?
+            .tag;
+
+        let pid = std::process::id();
+        let site = format!("fleet-{kind}-{pid}");
+        let dir = PathBuf::from(format!("/tmp/fleet-it-{pid}-{kind}"));
+        let env = Env {
+            dir: dir.clone(),
+            container: format!("{site}.fpm"),
+        };
+        let run_dir = dir.join("run");
+        let site_dir = run_dir.join(&site);
+        let www = dir.join("www");
+        for d in [&site_dir, &www, &dir.join("state"), &dir.join("nginx")] {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        for d in [&dir, &run_dir, &site_dir, &www] {
+            let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
+        }
+        std::fs::write(www.join("hello.php"), "<?php\necho 'hello';\n")
+            .map_err(|e| e.to_string())?;
+        run(&[
+            "docker",
+            "create",
+            "--name",
+            &env.container,
+            "--network",
+            "none",
+            "--label",
+            "fleet.test=1",
+            "--label",
+            &format!("fleet.test.pid={pid}"),
+            "-v",
+            &format!("{}:/run/php", site_dir.display()),
+            "-v",
+            &format!("{}:/srv/www:ro", www.display()),
+            &image,
+        ])?;
+        Ok(Rig {
+            env,
+            site,
+            run_dir,
+            site_dir,
+            waker_bin,
+        })
+    }
+
+    /// The temp dir.
+    pub fn dir(&self) -> &Path {
+        &self.env.dir
+    }
+
+    /// Runs fleet-waker for the site with `--listen socket` (log in
+    /// `<dir>/waker.log`) and waits until it listens.
+    pub fn spawn_waker(&self, socket: &Path) -> Result<Guard, String> {
+        let waker = Guard(
+            Command::new(&self.waker_bin)
+                .arg(&self.site)
+                .arg("--listen")
+                .arg(socket)
+                .arg("--run-dir")
+                .arg(&self.run_dir)
+                .arg("--state-dir")
+                .arg(self.dir().join("state"))
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stderr(
+                    std::fs::File::create(self.dir().join("waker.log"))
+                        .map_err(|e| format!("waker.log: {e}"))?,
+                )
+                .spawn()
+                .map_err(|e| format!("spawn fleet-waker: {e}"))?,
+        );
+        if !wait_for(Duration::from_secs(5), || {
+            std::os::unix::net::UnixStream::connect(socket).is_ok()
+        }) {
+            return Err("fleet-waker did not listen".into());
+        }
+        Ok(waker)
+    }
+
+    /// nginx's directory (config, logs, temp paths).
+    pub fn nginx_dir(&self) -> PathBuf {
+        self.dir().join("nginx")
+    }
+
+    /// Writes the nginx config (see [`nginx_conf`]) and runs nginx until it
+    /// listens on `probe_port`.
+    pub fn spawn_nginx(
+        &self,
+        servers: &[(u16, String)],
+        extra: &str,
+        probe_port: u16,
+    ) -> Result<Guard, String> {
+        let ndir = self.nginx_dir();
+        let conf = ndir.join("nginx.conf");
+        std::fs::write(&conf, nginx_conf(&ndir, servers, extra)).map_err(|e| e.to_string())?;
+        let nginx = Guard(
+            Command::new("/usr/sbin/nginx")
+                .arg("-p")
+                .arg(&ndir)
+                .arg("-e")
+                .arg(ndir.join("error.log"))
+                .arg("-c")
+                .arg(&conf)
+                .args(["-g", "daemon off;"])
+                .stdin(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("spawn nginx: {e}"))?,
+        );
+        if !wait_for(Duration::from_secs(5), || {
+            std::net::TcpStream::connect(("127.0.0.1", probe_port)).is_ok()
+        }) {
+            return Err("nginx did not listen".into());
+        }
+        Ok(nginx)
+    }
+}
+
+/// nginx with one server per `(port, fastcgi_pass target)`; `extra` goes at
+/// http level (e.g. an upstream block).
+pub fn nginx_conf(dir: &Path, servers: &[(u16, String)], extra: &str) -> String {
+    let d = dir.display();
+    let mut s = format!(
+        "user root root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 1024; }}\nhttp {{\n access_log off;\n\
+         client_body_temp_path {d}/cb; fastcgi_temp_path {d}/ft; proxy_temp_path {d}/pt;\n\
+         uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;\n{extra}\n"
+    );
+    for (port, target) in servers {
+        s.push_str(&format!(
+            " server {{\n  listen 127.0.0.1:{port};\n  location ~ \\.php$ {{\n\
+             fastcgi_param SCRIPT_FILENAME /srv/www$fastcgi_script_name;\n\
+             fastcgi_param SCRIPT_NAME $fastcgi_script_name;\n\
+             fastcgi_param REQUEST_METHOD $request_method;\n\
+             fastcgi_param QUERY_STRING $query_string;\n\
+             fastcgi_pass {target};\n  }}\n }}\n"
+        ));
+    }
+    s.push_str("}\n");
+    s
 }

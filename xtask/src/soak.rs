@@ -14,11 +14,11 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::proc::{Env, Guard, free_port, run, wait_for};
+use crate::proc::{Rig, free_port, wait_for};
 
 /// Parses `soak [--requests N]`.
 pub fn parse_args(args: &[String]) -> Result<u64, String> {
@@ -55,23 +55,6 @@ fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-fn nginx_conf(dir: &Path, port: u16, sock: &Path) -> String {
-    let d = dir.display();
-    format!(
-        "user root root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 1024; }}\nhttp {{\n access_log off;\n\
-         client_body_temp_path {d}/cb; fastcgi_temp_path {d}/ft; proxy_temp_path {d}/pt;\n\
-         uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;\n\
-         server {{\n  listen 127.0.0.1:{port};\n  location ~ \\.php$ {{\n\
-         fastcgi_param SCRIPT_FILENAME /srv/www$fastcgi_script_name;\n\
-         fastcgi_param SCRIPT_NAME $fastcgi_script_name;\n\
-         fastcgi_param REQUEST_METHOD $request_method;\n\
-         fastcgi_param QUERY_STRING $query_string;\n\
-         fastcgi_pass unix:{};\n  }}\n }}\n}}\n",
-        sock.display()
-    )
 }
 
 /// The wrk Lua script: each thread stops after `per_thread` responses and
@@ -205,78 +188,14 @@ fn one_request(socket: &Path) -> bool {
 
 /// Runs the soak; returns the Markdown report and whether it passed.
 pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), String> {
-    for (what, path) in [("nginx", "/usr/sbin/nginx"), ("wrk", "/usr/bin/wrk")] {
-        if !Path::new(path).exists() {
-            return Err(format!("{what} missing ({path})"));
-        }
-    }
-    eprintln!("==> building fleet-waker (release)");
-    run(&["cargo", "build", "--release", "-q", "-p", "fleet-waker"])?;
-    let waker_bin = root.join("target/release/fleet-waker");
-    let image = crate::image::ensure_image_info()
-        .map_err(|e| e.to_string())?
-        .tag;
-
-    let pid = std::process::id();
-    let site = format!("fleet-soak-{pid}");
-    let dir = PathBuf::from(format!("/tmp/fleet-it-{pid}-soak"));
-    let env = Env {
-        dir: dir.clone(),
-        container: format!("{site}.fpm"),
-    };
-    let run_dir = dir.join("run");
-    let site_dir = run_dir.join(&site);
-    let www = dir.join("www");
-    let ndir = dir.join("nginx");
-    for d in [&site_dir, &www, &dir.join("state"), &ndir] {
-        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
-    }
-    use std::os::unix::fs::PermissionsExt;
-    for d in [&dir, &run_dir, &site_dir, &www] {
-        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
-    }
-    std::fs::write(www.join("hello.php"), "<?php\necho 'hello';\n").map_err(|e| e.to_string())?;
+    let rig = Rig::new(
+        root,
+        "soak",
+        &[("nginx", "/usr/sbin/nginx"), ("wrk", "/usr/bin/wrk")],
+    )?;
+    let (site, dir) = (rig.site.clone(), rig.dir().to_owned());
     let waker_sock = dir.join("waker.sock");
-    run(&[
-        "docker",
-        "create",
-        "--name",
-        &env.container,
-        "--network",
-        "none",
-        "--label",
-        "fleet.test=1",
-        "--label",
-        &format!("fleet.test.pid={pid}"),
-        "-v",
-        &format!("{}:/run/php", site_dir.display()),
-        "-v",
-        &format!("{}:/srv/www:ro", www.display()),
-        &image,
-    ])?;
-    let mut waker = Guard(
-        Command::new(&waker_bin)
-            .arg(&site)
-            .arg("--listen")
-            .arg(&waker_sock)
-            .arg("--run-dir")
-            .arg(&run_dir)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stderr(
-                std::fs::File::create(dir.join("waker.log"))
-                    .map_err(|e| format!("waker.log: {e}"))?,
-            )
-            .spawn()
-            .map_err(|e| format!("spawn fleet-waker: {e}"))?,
-    );
-    if !wait_for(Duration::from_secs(5), || {
-        UnixStream::connect(&waker_sock).is_ok()
-    }) {
-        return Err("fleet-waker did not listen".into());
-    }
+    let mut waker = rig.spawn_waker(&waker_sock)?;
     let wpid = waker.0.id();
     // One request wakes the container (a cold start through the waker).
     if !one_request(&waker_sock) {
@@ -293,26 +212,11 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), String> {
     let rss_start = rss_kib(wpid);
 
     let port = free_port()?;
-    let conf = ndir.join("nginx.conf");
-    std::fs::write(&conf, nginx_conf(&ndir, port, &waker_sock)).map_err(|e| e.to_string())?;
-    let _nginx = Guard(
-        Command::new("/usr/sbin/nginx")
-            .arg("-p")
-            .arg(&ndir)
-            .arg("-e")
-            .arg(ndir.join("error.log"))
-            .arg("-c")
-            .arg(&conf)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("spawn nginx: {e}"))?,
-    );
-    if !wait_for(Duration::from_secs(5), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }) {
-        return Err("nginx did not listen".into());
-    }
+    let _nginx = rig.spawn_nginx(
+        &[(port, format!("unix:{}", waker_sock.display()))],
+        "",
+        port,
+    )?;
     let checkpoint = if requests > 100_000 {
         100_000
     } else {

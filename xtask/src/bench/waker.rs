@@ -17,11 +17,11 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::proc::{Env, Guard, free_port, run, wait_for};
+use crate::proc::{Guard, Rig, free_port, run, wait_for};
 
 const PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";
 
@@ -162,30 +162,6 @@ fn wrk(port: u16, secs: u32) -> Result<f64, String> {
         .ok_or_else(|| format!("no Requests/sec in wrk output:\n{out}"))
 }
 
-/// nginx with one server per `(port, fastcgi_pass target)`; `extra` goes at
-/// http level (the direct-mode upstream).
-fn nginx_conf(dir: &Path, servers: &[(u16, String)], extra: &str) -> String {
-    let d = dir.display();
-    let mut s = format!(
-        "user root root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 1024; }}\nhttp {{\n access_log off;\n\
-         client_body_temp_path {d}/cb; fastcgi_temp_path {d}/ft; proxy_temp_path {d}/pt;\n\
-         uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;\n{extra}\n"
-    );
-    for (port, target) in servers {
-        s.push_str(&format!(
-            " server {{\n  listen 127.0.0.1:{port};\n  location ~ \\.php$ {{\n\
-             fastcgi_param SCRIPT_FILENAME /srv/www$fastcgi_script_name;\n\
-             fastcgi_param SCRIPT_NAME $fastcgi_script_name;\n\
-             fastcgi_param REQUEST_METHOD $request_method;\n\
-             fastcgi_param QUERY_STRING $query_string;\n\
-             fastcgi_pass {target};\n  }}\n }}\n"
-        ));
-    }
-    s.push_str("}\n");
-    s
-}
-
 /// Opens `n` connections to `socket`, each with a partial FastCGI request
 /// (so every proxied connection is set up and has moved bytes).
 fn open_connections(socket: &Path, n: usize) -> Result<Vec<UnixStream>, String> {
@@ -201,88 +177,27 @@ fn open_connections(socket: &Path, n: usize) -> Result<Vec<UnixStream>, String> 
 }
 
 pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
-    for (what, path) in [
-        ("nginx", "/usr/sbin/nginx"),
-        ("wrk", "/usr/bin/wrk"),
-        ("systemd-socket-proxyd", PROXYD),
-        (
-            "systemd-socket-activate",
-            "/usr/bin/systemd-socket-activate",
-        ),
-    ] {
-        if !Path::new(path).exists() {
-            return Err(format!("{what} missing ({path})"));
-        }
-    }
-    eprintln!("==> building fleet-waker (release)");
-    run(&["cargo", "build", "--release", "-q", "-p", "fleet-waker"])?;
-    let waker_bin = root.join("target/release/fleet-waker");
-    let image = crate::image::ensure_image_info()
-        .map_err(|e| e.to_string())?
-        .tag;
-
-    let pid = std::process::id();
-    let site = format!("fleet-bench-{pid}");
-    let dir = PathBuf::from(format!("/tmp/fleet-it-{pid}-bench"));
-    let env = Env {
-        dir: dir.clone(),
-        container: format!("{site}.fpm"),
-    };
-    let run_dir = dir.join("run");
-    let site_dir = run_dir.join(&site);
-    let www = dir.join("www");
-    for d in [&site_dir, &www, &dir.join("state"), &dir.join("nginx")] {
-        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
-    }
-    use std::os::unix::fs::PermissionsExt;
-    for d in [&dir, &run_dir, &site_dir, &www] {
-        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
-    }
-    std::fs::write(www.join("hello.php"), "<?php\necho 'hello';\n").map_err(|e| e.to_string())?;
+    let rig = Rig::new(
+        root,
+        "bench",
+        &[
+            ("nginx", "/usr/sbin/nginx"),
+            ("wrk", "/usr/bin/wrk"),
+            ("systemd-socket-proxyd", PROXYD),
+            (
+                "systemd-socket-activate",
+                "/usr/bin/systemd-socket-activate",
+            ),
+        ],
+    )?;
+    let (dir, site_dir, env) = (rig.dir().to_owned(), rig.site_dir.clone(), &rig.env);
     let fpm_sock = site_dir.join("php-fpm.sock");
     let waker_sock = dir.join("waker.sock");
     let proxyd_sock = dir.join("proxyd.sock");
-    run(&[
-        "docker",
-        "create",
-        "--name",
-        &env.container,
-        "--network",
-        "none",
-        "--label",
-        "fleet.test=1",
-        "--label",
-        &format!("fleet.test.pid={pid}"),
-        "-v",
-        &format!("{}:/run/php", site_dir.display()),
-        "-v",
-        &format!("{}:/srv/www:ro", www.display()),
-        &image,
-    ])?;
     let ready = |p: &Path| UnixStream::connect(p).is_ok();
 
     // Cold first (the waker binds its socket; the container is created).
-    let waker = Guard(
-        Command::new(&waker_bin)
-            .arg(&site)
-            .arg("--listen")
-            .arg(&waker_sock)
-            .arg("--run-dir")
-            .arg(&run_dir)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stderr(
-                std::fs::File::create(dir.join("waker.log"))
-                    .map_err(|e| format!("waker.log: {e}"))?,
-            )
-            .spawn()
-            .map_err(|e| format!("spawn fleet-waker: {e}"))?,
-    );
-    if !wait_for(Duration::from_secs(5), || ready(&waker_sock)) {
-        return Err("fleet-waker did not listen".into());
-    }
+    let waker = rig.spawn_waker(&waker_sock)?;
     let waker_pid = waker.0.id();
     let rss_waker_idle = rss_kib(waker_pid);
     let req = fcgi_request("hello.php");
@@ -359,40 +274,17 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
         waker_sock.display()
     );
     let unix = |p: &Path| format!("unix:{}", p.display());
-    let ndir = dir.join("nginx");
-    let conf = ndir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        nginx_conf(
-            &ndir,
-            &[
-                (p_direct, unix(&fpm_sock)),
-                (p_waker, unix(&waker_sock)),
-                (p_proxyd, unix(&proxyd_sock)),
-                (p_mode, "fleet_bench".to_owned()),
-            ],
-            &upstream,
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    let _nginx = Guard(
-        Command::new("/usr/sbin/nginx")
-            .arg("-p")
-            .arg(&ndir)
-            .arg("-e")
-            .arg(ndir.join("error.log"))
-            .arg("-c")
-            .arg(&conf)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("spawn nginx: {e}"))?,
-    );
-    if !wait_for(Duration::from_secs(5), || {
-        std::net::TcpStream::connect(("127.0.0.1", p_proxyd)).is_ok()
-    }) {
-        return Err("nginx did not listen".into());
-    }
+    let ndir = rig.nginx_dir();
+    let _nginx = rig.spawn_nginx(
+        &[
+            (p_direct, unix(&fpm_sock)),
+            (p_waker, unix(&waker_sock)),
+            (p_proxyd, unix(&proxyd_sock)),
+            (p_mode, "fleet_bench".to_owned()),
+        ],
+        &upstream,
+        p_proxyd,
+    )?;
     let (mut d, mut w, mut x, mut m) = (vec![], vec![], vec![], vec![]);
     let (mut wu, mut xu) = (vec![], vec![]);
     wrk(p_direct, 2)?; // warm-up
@@ -522,6 +414,6 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     {
         eprintln!("fleet-waker log:\n{log}");
     }
-    drop(env);
+    drop(rig);
     Ok(out)
 }
