@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::support::wake::{held_connections_closed, hello, stopped_site};
 use crate::support::{
     self, FcgiRequest, Launch, SiteOptions, Spawned, TestSite, bin, count_docker_events, fastcgi,
     require, wait_until,
@@ -200,45 +201,6 @@ fn waker(site: &TestSite, extra: &[&str], env: &[(&str, String)]) -> Spawned {
         w.logs()
     );
     w
-}
-
-fn hello(socket: &Path) -> std::io::Result<support::FcgiResponse> {
-    fastcgi::request(socket, &FcgiRequest::get("hello.php", ""))
-}
-
-fn stopped_site(options: SiteOptions) -> TestSite {
-    let site = TestSite::with_options(options);
-    site.start();
-    site.stop();
-    site
-}
-
-/// `k` connections each sending a request; how long until each was closed
-/// without an answer.
-fn held_connections_closed(socket: &Path, k: usize) -> Vec<Duration> {
-    let threads: Vec<_> = (0..k)
-        .map(|_| {
-            let s = socket.to_path_buf();
-            std::thread::spawn(move || {
-                let t = Instant::now();
-                let mut c = UnixStream::connect(&s).expect("connect to the waker");
-                c.set_read_timeout(Some(Duration::from_secs(30)))
-                    .expect("timeout");
-                let _ = c.write_all(&fastcgi::encode_request(&FcgiRequest::get("hello.php", "")));
-                let mut buf = Vec::new();
-                let r = c.read_to_end(&mut buf);
-                assert!(buf.is_empty(), "a failed wake answered {} bytes", buf.len());
-                if let Err(e) = r {
-                    assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "held 30 s");
-                }
-                t.elapsed()
-            })
-        })
-        .collect();
-    threads
-        .into_iter()
-        .map(|t| t.join().expect("thread"))
-        .collect()
 }
 
 /// Open descriptors of a process.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::support::wake::{held_connections_closed, hello, stopped_site};
 use crate::support::{
     self, FcgiRequest, Launch, Nginx, SiteOptions, SocketActivated, Spawned, TestSite, bin,
     count_docker_events, fastcgi, http, require, wait_until,
@@ -48,19 +49,6 @@ fn listening(name: &str, listen: &Path, extra: &[&str], env: Vec<(String, String
 
 fn listening_site(site: &TestSite, extra: &[&str]) -> Spawned {
     listening(site.name(), &site.waker_socket(), extra, site.layout_env())
-}
-
-fn hello(socket: &Path) -> std::io::Result<support::FcgiResponse> {
-    fastcgi::request(socket, &FcgiRequest::get("hello.php", ""))
-}
-
-/// A stopped (exited) container: started once, then `docker stop`.
-fn stopped_site(options: SiteOptions) -> TestSite {
-    let site = TestSite::with_options(options);
-    site.start();
-    site.stop();
-    assert_eq!(site.state(), "exited");
-    site
 }
 
 /// Must show 1: nginx → systemd-socket-activate → fleet-waker → php-fpm,
@@ -169,38 +157,6 @@ fn stale_socket_is_never_ready() {
         "the wake must have waited for php-fpm: {}",
         w.logs()
     );
-}
-
-/// Holds `k` connections at the waker, each sending a request; returns how
-/// long each took to be closed (EOF or error, no answer).
-fn held_connections_closed(socket: &Path, k: usize) -> Vec<Duration> {
-    let threads: Vec<_> = (0..k)
-        .map(|_| {
-            let s = socket.to_path_buf();
-            std::thread::spawn(move || {
-                let t = Instant::now();
-                let mut c = UnixStream::connect(&s).expect("connect to the waker");
-                c.set_read_timeout(Some(Duration::from_secs(30)))
-                    .expect("timeout");
-                let _ = c.write_all(&fastcgi::encode_request(&FcgiRequest::get("hello.php", "")));
-                let mut buf = Vec::new();
-                let r = c.read_to_end(&mut buf);
-                assert!(
-                    buf.is_empty(),
-                    "a failed wake must not answer ({} bytes)",
-                    buf.len()
-                );
-                if let Err(e) = r {
-                    assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "held 30 s");
-                }
-                t.elapsed()
-            })
-        })
-        .collect();
-    threads
-        .into_iter()
-        .map(|t| t.join().expect("thread"))
-        .collect()
 }
 
 fn assert_closed_within(times: &[Duration], limit: Duration, logs: &str) {

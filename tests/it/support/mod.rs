@@ -20,6 +20,7 @@ pub mod nginx;
 pub mod nsystemd;
 pub mod process;
 pub mod site;
+pub mod wake;
 
 pub use fastcgi::{FcgiRequest, FcgiResponse};
 pub use http::HttpResponse;
