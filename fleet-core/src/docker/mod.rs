@@ -214,12 +214,18 @@ impl Engine {
 
     /// Starts `container`. Already running is success (Docker answers 304).
     pub async fn start(&self, container: &str) -> Result<(), DockerError> {
+        self.start_reporting(container).await.map(|_| ())
+    }
+
+    /// Starts `container`: true when Docker started it, false when it was
+    /// running already (Docker answers 304).
+    pub async fn start_reporting(&self, container: &str) -> Result<bool, DockerError> {
         let client = self.client().await?;
         match client.start_container(container, None).await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             Err(BollardError::DockerResponseServerError {
                 status_code: 304, ..
-            }) => Ok(()),
+            }) => Ok(false),
             Err(e) => Err(self.classify("start", container, e)),
         }
     }

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bollard::errors::Error as BollardError;
 use bollard::query_parameters::EventsOptions;
 use futures_util::StreamExt;
 
@@ -60,7 +61,26 @@ impl Engine {
     /// Makes `container` run: starts it when created or exited, unpauses it
     /// when paused, does nothing when running or restarting. A missing
     /// container is [`DockerError::NoSuchContainer`].
+    ///
+    /// One API call in the usual cases: `start` first, which Docker answers
+    /// with 204 when it started the container and 304 when it was running
+    /// (or restarting) already. Only when Docker refuses with 409 (paused,
+    /// or not startable: dead, being removed) is the container inspected,
+    /// then unpaused or reported. Inspecting first would cost every cold
+    /// wake one more round trip to the engine.
     pub async fn make_running(&self, container: &str) -> Result<WakeAction, WakeError> {
+        match self.start_reporting(container).await {
+            Ok(true) => return Ok(WakeAction::Started),
+            Ok(false) => return Ok(WakeAction::AlreadyRunning),
+            Err(DockerError::Api {
+                source:
+                    BollardError::DockerResponseServerError {
+                        status_code: 409, ..
+                    },
+                ..
+            }) => {}
+            Err(e) => return Err(e.into()),
+        }
         let info = self.inspect(container).await?;
         match info.state {
             ContainerState::Running => Ok(WakeAction::AlreadyRunning),
