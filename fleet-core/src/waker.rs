@@ -38,6 +38,9 @@ use crate::state;
 
 /// Longest step between two readiness retries.
 pub const MAX_RETRY_STEP: Duration = Duration::from_millis(5);
+/// How long a wake runs before it subscribes to the container's `die`
+/// events (see `watch_death_later`).
+pub const DEATH_WATCH_DELAY: Duration = Duration::from_millis(25);
 /// Least time between two state-file writes (coalescing).
 pub const STATE_WRITE_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -575,7 +578,7 @@ async fn wake_with(
     tracing::debug!(site = %cfg.site, container = %cfg.container, action = action.as_str(), "container");
     let death = tokio::select! {
         r = wait_ready(shared, watch) => return r.map(|()| action.as_str()),
-        e = cfg.engine.watch_death(&cfg.container, since) => e,
+        e = watch_death_later(cfg, since) => e,
     };
     // Seen "running" while it was in fact dying (php-fpm's master had just
     // crashed): this wake did not start it, so start it now, once.
@@ -591,8 +594,18 @@ async fn wake_with(
         .map_err(docker)?;
     tokio::select! {
         r = wait_ready(shared, watch) => r.map(|()| action.as_str()),
-        e = cfg.engine.watch_death(&cfg.container, since) => Err(docker(e)),
+        e = watch_death_later(cfg, since) => Err(docker(e)),
     }
+}
+
+/// Docker's `die` events for the container from `since` on, subscribed to
+/// only after [`DEATH_WATCH_DELAY`]: an unpause is usually ready before
+/// that, and then the engine is spared an event subscription while it
+/// thaws the container. Nothing is missed: `since` replays a death that
+/// happened in the meantime.
+async fn watch_death_later(cfg: &Config, since: SystemTime) -> WakeError {
+    tokio::time::sleep(DEATH_WATCH_DELAY).await;
+    cfg.engine.watch_death(&cfg.container, since).await
 }
 
 /// Waits until a real connect to the upstream succeeds. Before the socket
