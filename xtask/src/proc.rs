@@ -161,8 +161,20 @@ impl Rig {
     }
 
     /// Runs fleet-waker for the site with `--listen socket` (log in
-    /// `<dir>/waker.log`) and waits until it listens.
+    /// `<dir>/waker.log`) and waits for its `READY=1` on a notify socket of
+    /// our own. Not by connecting to it: a probe connection to a sleeping
+    /// site would itself wake the container.
     pub fn spawn_waker(&self, socket: &Path) -> Result<Guard, String> {
+        let name = socket
+            .file_name()
+            .map_or_else(|| "waker".to_owned(), |n| n.to_string_lossy().into_owned());
+        let notify_path = self.dir().join(format!("{name}.notify"));
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path)
+            .map_err(|e| format!("{}: {e}", notify_path.display()))?;
+        notify
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
         let waker = Guard(
             Command::new(&self.waker_bin)
                 .arg(&self.site)
@@ -173,19 +185,31 @@ impl Rig {
                 .arg("--state-dir")
                 .arg(self.dir().join("state"))
                 .env("RUST_LOG", "warn")
+                .env("NOTIFY_SOCKET", &notify_path)
                 .stdin(Stdio::null())
                 .stderr(
-                    std::fs::File::create(self.dir().join("waker.log"))
+                    std::fs::File::options()
+                        .create(true)
+                        .append(true)
+                        .open(self.dir().join("waker.log"))
                         .map_err(|e| format!("waker.log: {e}"))?,
                 )
                 .spawn()
                 .map_err(|e| format!("spawn fleet-waker: {e}"))?,
         );
-        if !wait_for(Duration::from_secs(5), || {
-            std::os::unix::net::UnixStream::connect(socket).is_ok()
-        }) {
-            return Err("fleet-waker did not listen".into());
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = notify
+                .recv(&mut buf)
+                .map_err(|e| format!("fleet-waker sent no READY=1: {e}"))?;
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
+                break;
+            }
         }
+        let _ = std::fs::remove_file(&notify_path);
         Ok(waker)
     }
 
