@@ -299,6 +299,16 @@ mod tests {
             .collect()
     }
 
+    type ProxyTask = tokio::task::JoinHandle<io::Result<Transferred>>;
+
+    /// client_app <-> (client side | proxy | upstream side) <-> server_app
+    fn through_proxy() -> (UnixStream, UnixStream, ProxyTask) {
+        let (client_app, mut client_side) = UnixStream::pair().expect("pair");
+        let (mut upstream_side, server_app) = UnixStream::pair().expect("pair");
+        let task = tokio::spawn(async move { proxy(&mut client_side, &mut upstream_side).await });
+        (client_app, server_app, task)
+    }
+
     /// One FastCGI record (content padded to 8 bytes).
     fn record(kind: u8, id: u16, content: &[u8]) -> Vec<u8> {
         let pad = (8 - content.len() % 8) % 8;
@@ -388,10 +398,7 @@ mod tests {
     /// must read the whole answer and then end-of-file.
     #[tokio::test(flavor = "current_thread")]
     async fn one_shot_connection_ends_with_the_response() {
-        let (mut client_app, mut client_side) = UnixStream::pair().expect("pair");
-        let (mut upstream_side, mut server_app) = UnixStream::pair().expect("pair");
-        let proxy_task =
-            tokio::spawn(async move { proxy(&mut client_side, &mut upstream_side).await });
+        let (mut client_app, mut server_app, proxy_task) = through_proxy();
         let mut req = begin(1, 0);
         req.extend(record(4, 1, &[]));
         req.extend(record(5, 1, &[]));
@@ -440,10 +447,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn upstream_half_close_is_passed_on_when_not_one_shot() {
         for first in [begin(1, 1), b"plain bytes, not FastCGI".to_vec()] {
-            let (mut client_app, mut client_side) = UnixStream::pair().expect("pair");
-            let (mut upstream_side, mut server_app) = UnixStream::pair().expect("pair");
-            let proxy_task =
-                tokio::spawn(async move { proxy(&mut client_side, &mut upstream_side).await });
+            let (mut client_app, mut server_app, proxy_task) = through_proxy();
             client_app.write_all(&first).await.expect("client write");
             let mut buf = vec![0u8; first.len()];
             server_app.read_exact(&mut buf).await.expect("server read");
@@ -474,11 +478,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn byte_exact_both_ways_with_half_close() {
-        // client_app <-> (client_side | proxy | upstream_side) <-> server_app
-        let (mut client_app, mut client_side) = UnixStream::pair().expect("pair");
-        let (mut upstream_side, mut server_app) = UnixStream::pair().expect("pair");
-        let proxy_task =
-            tokio::spawn(async move { proxy(&mut client_side, &mut upstream_side).await });
+        let (mut client_app, mut server_app, proxy_task) = through_proxy();
         let req = pattern(3 * 1024 * 1024 + 17, 1);
         let resp = pattern(5 * 1024 * 1024 + 3, 2);
 
