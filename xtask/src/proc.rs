@@ -184,7 +184,9 @@ impl Rig {
                 .arg(&self.run_dir)
                 .arg("--state-dir")
                 .arg(self.dir().join("state"))
-                .env("RUST_LOG", "warn")
+                // info: start-up and one line per wake (with its duration),
+                // nothing per connection.
+                .env("RUST_LOG", "info")
                 .env("NOTIFY_SOCKET", &notify_path)
                 .stdin(Stdio::null())
                 .stderr(
