@@ -140,7 +140,9 @@ fn cpu_secs(pid: u32) -> f64 {
 fn last_wake_ms(log: &Path) -> Option<f64> {
     let text = std::fs::read_to_string(log).ok()?;
     let line = text.lines().rev().find(|l| l.contains("php-fpm accepts"))?;
-    let v = line.split_whitespace().find_map(|w| w.strip_prefix("ms="))?;
+    let v = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ms="))?;
     v.trim_matches('"').parse().ok()
 }
 
