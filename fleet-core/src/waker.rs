@@ -8,10 +8,12 @@
 //! * **Wake**: the first connection that finds no php-fpm starts one wake
 //!   task; every connection arriving meanwhile joins it (a `watch` channel),
 //!   so there is one start call however many connections arrive. The wake
-//!   inspects the container, starts or unpauses it, and waits for php-fpm:
+//!   starts the container (unpauses it when php-fpm was found frozen, and
+//!   inspects only when Docker refuses the start), and waits for php-fpm:
 //!   inotify on the runtime directory for the socket's creation, confirmed
 //!   by a real connect, retries backing off in steps of at most 5 ms, and a
-//!   Docker `die` event failing the wake at once. All of it is bounded by
+//!   Docker `die` event (subscribed 25 ms in) failing the wake at once.
+//!   All of it is bounded by
 //!   `start_timeout`; on failure every held connection is closed and the next
 //!   connection tries again.
 //! * **Activity**: open count and last start/end go to the state file and
