@@ -583,8 +583,22 @@ async fn wake_with(
         e = watch_death_later(cfg, since) => e,
     };
     // Seen "running" while it was in fact dying (php-fpm's master had just
-    // crashed): this wake did not start it, so start it now, once.
-    if !matches!(action, WakeAction::AlreadyRunning | WakeAction::Restarting) {
+    // crashed): this wake did not start it, so start it now, once. Docker
+    // can also answer a start that races with such a death with 204 and
+    // start nothing; then the container's last start is older than this
+    // wake, and the death is the previous life's.
+    let not_ours = match action {
+        WakeAction::AlreadyRunning | WakeAction::Restarting => true,
+        WakeAction::Started => cfg
+            .engine
+            .inspect(&cfg.container)
+            .await
+            .ok()
+            .and_then(|info| info.started_at)
+            .is_some_and(|started| started < since),
+        WakeAction::Unpaused => false,
+    };
+    if !not_ours {
         return Err(docker(death));
     }
     tracing::info!(site = %cfg.site, container = %cfg.container, cause = %death, "container died under the wake; starting it");
