@@ -585,17 +585,12 @@ async fn wake_with(
     // Seen "running" while it was in fact dying (php-fpm's master had just
     // crashed): this wake did not start it, so start it now, once. Docker
     // can also answer a start that races with such a death with 204 and
-    // start nothing; then the container's last start is older than this
-    // wake, and the death is the previous life's.
+    // start nothing; then the container's last start (from the inspect
+    // the death watch made) is older than this wake, and the death is the
+    // previous life's.
     let not_ours = match action {
         WakeAction::AlreadyRunning | WakeAction::Restarting => true,
-        WakeAction::Started => cfg
-            .engine
-            .inspect(&cfg.container)
-            .await
-            .ok()
-            .and_then(|info| info.started_at)
-            .is_some_and(|started| started < since),
+        WakeAction::Started => death.started_before(since),
         WakeAction::Unpaused => false,
     };
     if !not_ours {

@@ -54,7 +54,18 @@ pub enum WakeError {
         exit_code: i64,
         /// `", error: …"` from Docker, or empty.
         detail: String,
+        /// The container's last start as Docker reported it after the
+        /// death (None if unknown): older than a wake means the wake did
+        /// not start this life.
+        started_at: Option<SystemTime>,
     },
+}
+
+impl WakeError {
+    /// True for a death whose container was last started before `t`.
+    pub fn started_before(&self, t: SystemTime) -> bool {
+        matches!(self, WakeError::Exited { started_at: Some(s), .. } if *s < t)
+    }
 }
 
 impl Engine {
@@ -160,6 +171,7 @@ impl Engine {
                             continue;
                         }
                     }
+                    let started_at = info.as_ref().and_then(|i| i.started_at);
                     let detail = info
                         .and_then(|i| i.error)
                         .map(|e| format!(", error: {e}"))
@@ -168,6 +180,7 @@ impl Engine {
                         container: container.to_owned(),
                         exit_code,
                         detail,
+                        started_at,
                     };
                 }
                 Err(e) => {
@@ -192,6 +205,25 @@ pub fn is_stale_death(died_at: Option<SystemTime>, started_at: Option<SystemTime
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_death_tells_whether_its_life_began_before_a_wake() {
+        let t = |s| UNIX_EPOCH + Duration::from_secs(s);
+        let died = |started_at| WakeError::Exited {
+            container: "c".into(),
+            exit_code: 137,
+            detail: String::new(),
+            started_at,
+        };
+        assert!(died(Some(t(10))).started_before(t(11)));
+        assert!(!died(Some(t(12))).started_before(t(11)));
+        assert!(!died(None).started_before(t(11)));
+        let other = WakeError::Unwakeable {
+            container: "c".into(),
+            state: ContainerState::Dead,
+        };
+        assert!(!other.started_before(t(11)));
+    }
 
     #[test]
     fn stale_death_is_a_death_before_the_last_start() {
