@@ -521,6 +521,19 @@ fn crash_round(site: &TestSite, w: &mut Spawned, needle: &str) -> usize {
     errors
 }
 
+/// A running site, its waker after one answered request and back to no
+/// open connection, and the waker's descriptor count at that point.
+fn warm_site_and_waker() -> (TestSite, Spawned, usize) {
+    let site = TestSite::new();
+    site.start();
+    let w = waker(&site, &[], &[]);
+    let r = hello(&site.waker_socket()).expect("warm");
+    assert_eq!(r.text(), site.hello_line());
+    assert!(wait_until(Duration::from_secs(2), || open_now(&site) == 0));
+    let idle = fd_count(w.pid());
+    (site, w, idle)
+}
+
 /// php-fpm crashing while connections are open, repeatedly: all its
 /// workers SIGKILLed ten times with four requests in flight (the master
 /// respawns them). Each of those requests errs, the waker never does, the
@@ -529,13 +542,7 @@ fn crash_round(site: &TestSite, w: &mut Spawned, needle: &str) -> usize {
 #[test]
 fn php_fpm_workers_crash_repeatedly_no_fd_leak() {
     require!(Docker, PhpFpm, Root);
-    let site = TestSite::new();
-    site.start();
-    let mut w = waker(&site, &[], &[]);
-    let r = hello(&site.waker_socket()).expect("warm");
-    assert_eq!(r.text(), site.hello_line());
-    assert!(wait_until(Duration::from_secs(2), || open_now(&site) == 0));
-    let idle = fd_count(w.pid());
+    let (site, mut w, idle) = warm_site_and_waker();
     let mut errors = 0;
     let rounds = 10;
     for round in 0..rounds {
@@ -559,13 +566,7 @@ fn php_fpm_workers_crash_repeatedly_no_fd_leak() {
 #[test]
 fn php_fpm_master_crash_next_request_wakes() {
     require!(Docker, PhpFpm, Root);
-    let site = TestSite::new();
-    site.start();
-    let mut w = waker(&site, &[], &[]);
-    let r = hello(&site.waker_socket()).expect("warm");
-    assert_eq!(r.text(), site.hello_line());
-    assert!(wait_until(Duration::from_secs(2), || open_now(&site) == 0));
-    let idle = fd_count(w.pid());
+    let (site, mut w, idle) = warm_site_and_waker();
     let errors = crash_round(&site, &mut w, "master process");
     assert_eq!(errors, 4);
     let r = hello(&site.waker_socket())

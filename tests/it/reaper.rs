@@ -255,26 +255,20 @@ fn waker_state_decides_busy_active_and_unknown() {
     let now = SystemTime::now();
     let me = std::process::id();
     // Written in the waker's format by fleet_core::state (its contract).
-    fleet_core::state::store(
-        &list.state_file(&busy),
-        &fleet_core::state::Activity {
-            pid: Some(me),
-            open: 1,
-            last_start: Some(now - Duration::from_secs(3600)),
-            last_end: None,
-        },
-    )
-    .expect("store");
-    fleet_core::state::store(
-        &list.state_file(&active),
-        &fleet_core::state::Activity {
-            pid: Some(me),
-            open: 0,
-            last_start: Some(now - Duration::from_millis(1500)),
-            last_end: Some(now - Duration::from_millis(1000)),
-        },
-    )
-    .expect("store");
+    store_state(
+        list.state_file(&busy),
+        me,
+        1,
+        Some(now - Duration::from_secs(3600)),
+        None,
+    );
+    store_state(
+        list.state_file(&active),
+        me,
+        0,
+        Some(now - Duration::from_millis(1500)),
+        Some(now - Duration::from_millis(1000)),
+    );
     // A symlink where the state file should be: unreadable, so unknown.
     let target = list.root.join("elsewhere");
     std::fs::write(&target, "open=0\n").expect("write");
@@ -283,16 +277,13 @@ fn waker_state_decides_busy_active_and_unknown() {
     let mut gone = Command::new("true").spawn().expect("spawn true");
     let gone_pid = gone.id();
     gone.wait().expect("wait true");
-    fleet_core::state::store(
-        &list.state_file(&stale),
-        &fleet_core::state::Activity {
-            pid: Some(gone_pid),
-            open: 3,
-            last_start: Some(now - Duration::from_secs(3600)),
-            last_end: None,
-        },
-    )
-    .expect("store");
+    store_state(
+        list.state_file(&stale),
+        gone_pid,
+        3,
+        Some(now - Duration::from_secs(3600)),
+        None,
+    );
 
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(1), "unknown state is a site error");
@@ -932,4 +923,25 @@ fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
         "{sent} requests, {during_stop} while the stop was under way, 3 after the container \
          died: all answered"
     );
+}
+
+/// Writes a state file in the waker's format, through fleet_core::state
+/// (the contract between waker and reaper).
+fn store_state(
+    path: PathBuf,
+    pid: u32,
+    open: u64,
+    last_start: Option<SystemTime>,
+    last_end: Option<SystemTime>,
+) {
+    fleet_core::state::store(
+        &path,
+        &fleet_core::state::Activity {
+            pid: Some(pid),
+            open,
+            last_start,
+            last_end,
+        },
+    )
+    .expect("store");
 }
