@@ -12,9 +12,11 @@ pub mod logging;
 pub mod notify;
 pub mod proxy;
 pub mod reaper;
+pub mod rundir;
 pub mod renew;
 pub mod site;
 pub mod state;
+pub mod upstream;
 pub mod waker;
 
 pub use site::{Layout, Site, SiteError};

@@ -7,11 +7,19 @@
 //! 2. stop the service unit (`fleet-waker@<site>.service`);
 //! 3. stop the container `<site>.fpm` (already stopped is fine; missing is an error);
 //! 4. remove php-fpm's and the waker's socket files when nothing listens on them;
-//! 5. `reset-failed` both units (clears `trigger-limit-hit` and `start-limit-hit`);
-//! 6. start the socket unit;
-//! 7. verify the socket unit is active and its socket is listening, reading the
+//! 5. make the runtime directory a size-limited tmpfs of its own ([`crate::rundir`]);
+//! 6. `reset-failed` both units (clears `trigger-limit-hit` and `start-limit-hit`);
+//! 7. start the socket unit;
+//! 8. verify the socket unit is active and its socket is listening, reading the
 //!    kernel's table of listening unix sockets (`/proc/net/unix`) instead of
 //!    connecting, since a connect would wake the site.
+//!
+//! php-fpm's socket is only removed, and the directory only mounted over,
+//! once the container is known to be stopped: when its stop failed or its
+//! state is unknown, they are kept and the report says so. Whether anything
+//! listens on php-fpm's socket is found by connecting to it (never through
+//! a symlink): its listener lives in the container's network namespace,
+//! which the host's `/proc/net/unix` does not show.
 //!
 //! systemd is driven through `systemctl` with an argument vector, never a
 //! shell. Why not D-Bus: `systemctl` is the interface the sysadmin already
@@ -30,7 +38,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::docker::{DockerError, Engine};
+use crate::rundir::{self, Limits, Prepared, RunDirError};
 use crate::site::{Layout, Site};
+use crate::upstream::{self, Liveness};
 
 /// Default socket unit template; `{site}` is replaced by the site name.
 pub const DEFAULT_SOCKET_UNIT: &str = "fleet-waker@{site}.socket";
@@ -105,7 +115,13 @@ impl std::str::FromStr for UnitTemplate {
 pub enum Step {
     StopUnit(String),
     StopContainer(String),
+    /// php-fpm's socket: removed only when the container is stopped and a
+    /// connect is refused.
+    RemoveFpmSocket(PathBuf),
+    /// The waker's socket: removed when the kernel's table shows no
+    /// listener (a connect would start a wake).
     RemoveSocket(PathBuf),
+    PrepareRunDir(PathBuf),
     ResetFailed(String),
     StartUnit(String),
     Verify { unit: String, socket: PathBuf },
@@ -116,7 +132,10 @@ impl fmt::Display for Step {
         match self {
             Step::StopUnit(u) => write!(f, "stop {u}"),
             Step::StopContainer(c) => write!(f, "stop container {c}"),
-            Step::RemoveSocket(p) => write!(f, "remove stale socket {}", p.display()),
+            Step::RemoveSocket(p) | Step::RemoveFpmSocket(p) => {
+                write!(f, "remove stale socket {}", p.display())
+            }
+            Step::PrepareRunDir(p) => write!(f, "make {} a tmpfs of its own", p.display()),
             Step::ResetFailed(u) => write!(f, "reset-failed {u}"),
             Step::StartUnit(u) => write!(f, "start {u}"),
             Step::Verify { unit, socket } => {
@@ -137,6 +156,8 @@ pub enum Outcome {
     Done(String),
     /// Not done because of `--dry-run`.
     DryRun,
+    /// Not done, on purpose; the text says why (not a failure).
+    Skipped(String),
     /// Failed; the site is not healthy.
     Failed(RenewError),
 }
@@ -198,6 +219,8 @@ pub enum RenewError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    RunDir(#[from] RunDirError),
     #[error("{unit} is {state}, not active")]
     NotActive { unit: String, state: String },
     #[error("nothing listens on {path}")]
@@ -217,6 +240,8 @@ pub struct Config {
     pub proc_net_unix: PathBuf,
     /// Grace given to the container on stop.
     pub stop_grace: Duration,
+    /// The runtime directory's tmpfs.
+    pub limits: Limits,
 }
 
 impl Config {
@@ -230,6 +255,7 @@ impl Config {
             systemctl: PathBuf::from("systemctl"),
             proc_net_unix: PathBuf::from("/proc/net/unix"),
             stop_grace: STOP_GRACE,
+            limits: Limits::default(),
         }
     }
 }
@@ -326,6 +352,39 @@ async fn unit_state(cfg: &Config, unit: &str) -> Result<String, RenewError> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// Removes php-fpm's socket at `path` when a connect to it (never through
+/// a symlink) is refused: nobody listens, in any network namespace.
+fn remove_fpm_socket_if_dead(path: &Path) -> Result<String, RenewError> {
+    match upstream::probe(path) {
+        Liveness::Absent => Ok("absent".into()),
+        Liveness::NotSocket(kind) => Ok(format!("{kind}, not a socket file; left alone")),
+        Liveness::Listening => Ok("in use; left alone".into()),
+        Liveness::Unknown(why) => Ok(format!(
+            "cannot tell whether anything listens ({why}); kept"
+        )),
+        Liveness::Dead => match std::fs::remove_file(path) {
+            Ok(()) => Ok("removed".into()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok("absent".into()),
+            Err(source) => Err(RenewError::Remove {
+                path: path.to_owned(),
+                source,
+            }),
+        },
+    }
+}
+
+/// Makes the site's runtime directory its own tmpfs (see [`rundir`]).
+pub fn prepare_run_dir(cfg: &Config, site: &Site) -> Result<String, RenewError> {
+    Ok(match rundir::prepare(&cfg.layout, site, cfg.limits)? {
+        Prepared::Mounted => format!("mounted ({})", cfg.limits.options()),
+        Prepared::AlreadyMounted => "already a mount point".into(),
+        Prepared::InUse(names) => format!(
+            "holds {}; not mounted over (stop the container, then run fleet-renew)",
+            names.join(", ")
+        ),
+    })
+}
+
 /// Removes `path` when it is a socket file nothing listens on.
 fn remove_if_stale(cfg: &Config, path: &Path) -> Result<String, RenewError> {
     let meta = match std::fs::symlink_metadata(path) {
@@ -360,8 +419,9 @@ pub fn plan(cfg: &Config, site: &Site) -> Vec<Step> {
         Step::StopUnit(socket.clone()),
         Step::StopUnit(service.clone()),
         Step::StopContainer(site.container()),
-        Step::RemoveSocket(cfg.layout.fpm_socket(site)),
+        Step::RemoveFpmSocket(cfg.layout.fpm_socket(site)),
         Step::RemoveSocket(cfg.layout.waker_socket(site)),
+        Step::PrepareRunDir(cfg.layout.site_dir(site)),
         Step::ResetFailed(socket.clone()),
         Step::ResetFailed(service),
         Step::StartUnit(socket.clone()),
@@ -372,7 +432,12 @@ pub fn plan(cfg: &Config, site: &Site) -> Vec<Step> {
     ]
 }
 
-async fn run_step(cfg: &Config, engine: &Engine, step: &Step) -> Result<String, RenewError> {
+async fn run_step(
+    cfg: &Config,
+    engine: &Engine,
+    site: &Site,
+    step: &Step,
+) -> Result<String, RenewError> {
     match step {
         Step::StopUnit(unit) => systemctl(cfg, &["stop", unit])
             .await
@@ -387,6 +452,8 @@ async fn run_step(cfg: &Config, engine: &Engine, step: &Step) -> Result<String, 
             Ok(format!("stopped (was {})", before.state))
         }
         Step::RemoveSocket(path) => remove_if_stale(cfg, path),
+        Step::RemoveFpmSocket(path) => remove_fpm_socket_if_dead(path),
+        Step::PrepareRunDir(_) => prepare_run_dir(cfg, site),
         Step::ResetFailed(unit) => systemctl(cfg, &["reset-failed", unit])
             .await
             .map(|_| "reset".into())
@@ -427,12 +494,26 @@ pub async fn renew_site(
     mut on_step: impl FnMut(&Site, &StepReport),
 ) -> SiteReport {
     let mut steps = Vec::new();
+    // php-fpm's socket and directory are only touched once the container is
+    // known to be stopped.
+    let mut stopped = false;
     for step in plan(cfg, site) {
+        let needs_stopped = matches!(step, Step::RemoveFpmSocket(_) | Step::PrepareRunDir(_));
         let outcome = if cfg.dry_run {
             Outcome::DryRun
+        } else if needs_stopped && !stopped {
+            Outcome::Skipped(format!(
+                "container {} may still run (its stop failed or its state is unknown); left alone",
+                site.container()
+            ))
         } else {
-            match run_step(cfg, engine, &step).await {
-                Ok(text) => Outcome::Done(text),
+            match run_step(cfg, engine, site, &step).await {
+                Ok(text) => {
+                    if matches!(step, Step::StopContainer(_)) {
+                        stopped = true;
+                    }
+                    Outcome::Done(text)
+                }
                 Err(e) => {
                     tracing::warn!(site = %site, step = %step, error = %crate::exit::chain(&e), "renew step failed");
                     Outcome::Failed(e)
@@ -514,6 +595,7 @@ garbage line
                 "stop container a.example.fpm",
                 "remove stale socket /run/docker-apps/a.example/php-fpm.sock",
                 "remove stale socket /run/docker-apps/a.example/vhost-waker.sock",
+                "make /run/docker-apps/a.example a tmpfs of its own",
                 "reset-failed fleet-waker@a.example.socket",
                 "reset-failed fleet-waker@a.example.service",
                 "start fleet-waker@a.example.socket",

@@ -34,6 +34,9 @@ pub const WAKER_SOCKET: &str = "vhost-waker.sock";
 pub const FPM_SOCKET: &str = "php-fpm.sock";
 /// Suffix appended to a site name to get its container name.
 pub const CONTAINER_SUFFIX: &str = ".fpm";
+/// Longest path a unix socket can be bound to or connected at: `sun_path`
+/// is 108 bytes, one of them the terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
 
 /// The rule a rejected site name broke. Every message names the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +69,14 @@ pub enum SiteError {
         "site name {name:?} has label {label:?} that starts or ends with '-' (rule: labels start and end with a letter or digit)"
     )]
     LabelHyphen { name: String, label: String },
+    #[error(
+        "site {site}: socket path {path} is {len} bytes (rule: at most {MAX_SOCKET_PATH}, the size of a unix socket address; use a shorter site name or run directory)"
+    )]
+    SocketPathTooLong {
+        site: String,
+        path: PathBuf,
+        len: usize,
+    },
 }
 
 /// A validated site name, e.g. `example.com`.
@@ -213,6 +224,16 @@ impl Layout {
         self.site_dir(site).join(FPM_SOCKET)
     }
 
+    /// Refuses a site whose socket paths under this run directory would not
+    /// fit in a unix socket address, before anything binds or connects
+    /// (systemd would fail late, nginx at its first request).
+    pub fn check_socket_paths(&self, site: &Site) -> Result<(), SiteError> {
+        for path in [self.waker_socket(site), self.fpm_socket(site)] {
+            check_socket_path(site, &path)?;
+        }
+        Ok(())
+    }
+
     /// The site's activity state file: `<state_dir>/<site>.state`. Deliberately
     /// outside the runtime directory, which the container can write.
     pub fn state_file(&self, site: &Site) -> PathBuf {
@@ -225,9 +246,50 @@ impl Layout {
     }
 }
 
+/// Refuses a socket path of `site` that does not fit in `sun_path`.
+pub fn check_socket_path(site: &Site, path: &std::path::Path) -> Result<(), SiteError> {
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(SiteError::SocketPathTooLong {
+            site: site.to_string(),
+            path: path.to_owned(),
+            len,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket_paths_must_fit_sun_path() {
+        let layout = Layout::default();
+        // /run/docker-apps/<site>/vhost-waker.sock: 34 bytes around the name.
+        // A valid name of `n` bytes: labels of 60 letters joined by dots.
+        let name = |n: usize| {
+            let mut s = String::new();
+            while s.len() < n {
+                if s.len() % 61 == 60 {
+                    s.push('.');
+                } else {
+                    s.push('a');
+                }
+            }
+            s
+        };
+        let fits = Site::new(&name(MAX_SOCKET_PATH - 34)).expect("valid");
+        assert_eq!(layout.waker_socket(&fits).as_os_str().len(), MAX_SOCKET_PATH);
+        assert!(layout.check_socket_paths(&fits).is_ok());
+        let long = Site::new(&name(MAX_SOCKET_PATH - 33)).expect("valid");
+        let e = layout.check_socket_paths(&long).expect_err("too long");
+        assert!(
+            matches!(e, SiteError::SocketPathTooLong { len: 108, .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("at most 107"), "{e}");
+    }
     use std::path::Path;
 
     fn rule_of(name: &str) -> SiteError {

@@ -2,9 +2,16 @@
 //! each to php-fpm, waking the site's container first when php-fpm is not
 //! there, and proxy.
 //!
-//! * **Warm path**: connect to the upstream socket; if it accepts (and the
-//!   process behind it is not frozen by `docker pause`, a cgroup file read),
-//!   proxy. No Docker call, here or at start-up.
+//! * **Warm path**: connect to the upstream socket without following it
+//!   ([`crate::upstream`]: it must be a socket, not a symlink or the waker's
+//!   own socket); if it accepts (and the process behind it is not frozen by
+//!   `docker pause`, a cgroup file read), proxy. The listener is checked to
+//!   be in the site's own container once per socket file and listener pid
+//!   (the container's id comes from one Docker inspect, kept for the
+//!   waker's life); after that, no Docker call.
+//! * **Refusal**: an upstream that fails a check gets no byte; the
+//!   connection counts as "not ready", so a wake follows, and the wake fails
+//!   at `start_timeout` naming the refusal, which is logged once per file.
 //! * **Wake**: the first connection that finds no php-fpm starts one wake
 //!   task; every connection arriving meanwhile joins it (a `watch` channel),
 //!   so there is one start call however many connections arrive. The wake
@@ -37,6 +44,7 @@ use crate::docker::wake::{WakeAction, WakeError};
 use crate::notify::Notifier;
 use crate::site::Site;
 use crate::state;
+use crate::upstream::{self, FileId, Refusal};
 
 /// Longest step between two readiness retries.
 pub const MAX_RETRY_STEP: Duration = Duration::from_millis(5);
@@ -68,6 +76,59 @@ pub struct Config {
     pub engine: Arc<Engine>,
     /// sd_notify target.
     pub notifier: Notifier,
+    /// How the process listening on `upstream` is checked.
+    pub peer_check: PeerCheck,
+}
+
+/// How the waker checks the process listening on php-fpm's socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PeerCheck {
+    /// Its cgroup must name the site's container (from Docker). Needs the
+    /// waker in the host's PID namespace, where the listener is visible.
+    #[default]
+    Cgroup,
+    /// Only the file checks (a socket, not a symlink, not the waker's own
+    /// socket): for a waker in a PID namespace that cannot see the
+    /// container's processes, such as a containerised systemd.
+    Socket,
+}
+
+impl std::str::FromStr for PeerCheck {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cgroup" => Ok(PeerCheck::Cgroup),
+            "socket" => Ok(PeerCheck::Socket),
+            _ => Err(format!("{s:?} is not a peer check (cgroup or socket)")),
+        }
+    }
+}
+
+/// Descriptors the waker keeps besides its connections (listener, inotify,
+/// Docker, state file, journal, runtime).
+pub const FD_RESERVE: u64 = 64;
+
+/// The connections that fit in an open-file limit: each takes two
+/// descriptors (client and upstream).
+pub fn connections_within(limit: u64, wanted: usize) -> usize {
+    let fit = limit.saturating_sub(FD_RESERVE) / 2;
+    wanted.min(usize::try_from(fit).unwrap_or(usize::MAX)).max(1)
+}
+
+/// Raises the soft open-file limit to the hard one and returns how many of
+/// `wanted` connections fit in it, so `--connections-max` never runs into
+/// EMFILE (connections beyond it wait in the kernel backlog instead).
+pub fn fit_connections(wanted: usize) -> (usize, u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return (wanted, 0);
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    (connections_within(limit, wanted), limit)
 }
 
 /// Why [`run`] returned normally.
@@ -105,6 +166,16 @@ pub enum WakeFailure {
         path: PathBuf,
         timeout: humantime::Duration,
     },
+    #[error(
+        "php-fpm of site {site} (container {container}): {path} was refused for {timeout}: {why}"
+    )]
+    Refused {
+        site: Site,
+        container: String,
+        path: PathBuf,
+        timeout: humantime::Duration,
+        why: Refusal,
+    },
     #[error("cannot connect to {path}")]
     Upstream {
         path: PathBuf,
@@ -140,6 +211,21 @@ struct Shared {
     saw_frozen: std::sync::atomic::AtomicBool,
     /// inotify on the upstream's directory, kept between wakes.
     dirwatch: Mutex<Option<DirWatch>>,
+    /// The waker's own listening socket: its file and bound path, never an
+    /// upstream.
+    own: Option<(FileId, PathBuf)>,
+    /// The upstream socket file and listener pid last checked and found to
+    /// be the site's container's: connections to it are not checked again.
+    verified: Mutex<Option<(FileId, i32)>>,
+    /// The upstream file last refused (not connected to again), and the
+    /// refusal last logged (each is logged once).
+    refused: Mutex<Option<(FileId, Refusal)>>,
+    logged: Mutex<Option<Refusal>>,
+    /// The refusal seen by the latest attempt, for the wake's error.
+    last_refusal: Mutex<Option<Refusal>>,
+    /// The container's id, from Docker; a wake-time fact kept for the
+    /// waker's life (re-asked when a listener does not match it).
+    container_id: tokio::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -167,6 +253,11 @@ pub async fn run(
         last_end: None,
         idle_since: Instant::now(),
     });
+    let own = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+        .and_then(|p| FileId::of_path(&p).ok().map(|id| (id, p)));
     let shared = Arc::new(Shared {
         cfg,
         wake: Mutex::new(None),
@@ -174,6 +265,12 @@ pub async fn run(
         freezer: Mutex::new(None),
         saw_frozen: std::sync::atomic::AtomicBool::new(false),
         dirwatch: Mutex::new(None),
+        own,
+        verified: Mutex::new(None),
+        refused: Mutex::new(None),
+        logged: Mutex::new(None),
+        last_refusal: Mutex::new(None),
+        container_id: tokio::sync::Mutex::new(None),
     });
     let reporter_stop = CancellationToken::new();
     let reporter = tokio::spawn(report(
@@ -380,13 +477,40 @@ enum Attempt {
     Asleep,
     /// The backlog is full (EAGAIN): php-fpm is there but busy.
     Busy,
+    /// Something that must not be connected to is there (no byte sent).
+    Rejected,
     Failed(io::Error),
 }
 
+/// One connect to the upstream, with the checks of [`crate::upstream`].
+/// The connect is not awaited on the reactor: a unix `connect` completes
+/// (or fails with EAGAIN when the backlog is full) at once.
 async fn attempt(shared: &Shared) -> Attempt {
     let path = &shared.cfg.upstream;
-    match connect_now(path) {
-        Ok(s) => {
+    let outcome = {
+        let refused = lock(&shared.refused);
+        upstream::connect(
+            path,
+            shared.own.as_ref().map(|(id, _)| *id),
+            refused.as_ref().map(|(f, r)| (*f, r)),
+        )
+    };
+    match outcome {
+        upstream::Outcome::Connected(c) => {
+            let known = *lock(&shared.verified) == Some((c.file, c.pid));
+            if !known {
+                if let Err(why) = shared.verify(&c).await {
+                    return shared.reject(Some(c.file), why, c.pid);
+                }
+                *lock(&shared.verified) = Some((c.file, c.pid));
+                *lock(&shared.refused) = None;
+                *lock(&shared.logged) = None;
+            }
+            *lock(&shared.last_refusal) = None;
+            let s = match UnixStream::from_std(c.stream) {
+                Ok(s) => s,
+                Err(e) => return Attempt::Failed(e),
+            };
             if shared.is_frozen(&s) {
                 shared
                     .saw_frozen
@@ -396,29 +520,19 @@ async fn attempt(shared: &Shared) -> Attempt {
                 Attempt::Ready(s)
             }
         }
-        Err(e) => match e.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Attempt::Asleep,
-            io::ErrorKind::WouldBlock => Attempt::Busy,
-            _ => Attempt::Failed(e),
-        },
+        upstream::Outcome::Absent | upstream::Outcome::Refused => {
+            *lock(&shared.last_refusal) = None;
+            Attempt::Asleep
+        }
+        upstream::Outcome::Busy => Attempt::Busy,
+        upstream::Outcome::Rejected { file, why } => shared.reject(file, why, 0),
+        upstream::Outcome::Failed(e) => Attempt::Failed(e),
     }
 }
 
-/// Connects to a unix socket without waiting for the reactor: a unix
-/// `connect` completes (or fails with EAGAIN when the backlog is full) at
-/// once, so tokio's wait for write readiness would only cost an extra
-/// reactor turn and a `getsockopt(SO_ERROR)` per connection.
-fn connect_now(path: &Path) -> io::Result<UnixStream> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
-    use std::os::fd::AsRawFd;
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
-    UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
+/// A poisoned lock only means a panic elsewhere; the data is still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn connect_or_wake(shared: &Arc<Shared>) -> Result<UnixStream, Arc<WakeFailure>> {
@@ -428,7 +542,7 @@ async fn connect_or_wake(shared: &Arc<Shared>) -> Result<UnixStream, Arc<WakeFai
     loop {
         match attempt(shared).await {
             Attempt::Ready(s) => return Ok(s),
-            Attempt::Asleep => {
+            Attempt::Asleep | Attempt::Rejected => {
                 // Bound the loop: a container that falls asleep again right
                 // after each wake (stopped behind our back) gets a few tries.
                 if wakes >= 3 || started.elapsed() > shared.cfg.start_timeout {
@@ -525,11 +639,7 @@ async fn wake(shared: &Shared) -> Result<&'static str, WakeFailure> {
     // SRCU grace period in the kernel (measured 12 ms here), which would
     // stall this thread right when the held connections should proceed.
     let mut watch = {
-        let kept = shared
-            .dirwatch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let kept = lock(&shared.dirwatch).take();
         match kept {
             Some(w) if w.drain().is_ok() => Some(w),
             _ => DirWatch::new(&cfg.upstream),
@@ -649,7 +759,7 @@ async fn wait_ready(shared: &Shared, watch: &mut Option<DirWatch>) -> Result<(),
                 });
             }
             Attempt::Busy => fast = true,
-            Attempt::Asleep => {}
+            Attempt::Asleep | Attempt::Rejected => {}
         }
         let wait = if fast { step } else { SLOW };
         match watch.as_mut() {
@@ -771,13 +881,95 @@ impl DirWatch {
 }
 
 impl Shared {
+    /// The wake's failure at its deadline: the refusal, when the upstream
+    /// was refused, else a timeout.
     fn timeout(&self) -> WakeFailure {
-        WakeFailure::Timeout {
-            site: self.cfg.site.clone(),
-            container: self.cfg.container.clone(),
-            path: self.cfg.upstream.clone(),
-            timeout: self.cfg.start_timeout.into(),
+        match lock(&self.last_refusal).clone() {
+            Some(why) => WakeFailure::Refused {
+                site: self.cfg.site.clone(),
+                container: self.cfg.container.clone(),
+                path: self.cfg.upstream.clone(),
+                timeout: self.cfg.start_timeout.into(),
+                why,
+            },
+            None => WakeFailure::Timeout {
+                site: self.cfg.site.clone(),
+                container: self.cfg.container.clone(),
+                path: self.cfg.upstream.clone(),
+                timeout: self.cfg.start_timeout.into(),
+            },
         }
+    }
+
+    /// Checks that the listener behind a new upstream socket file is the
+    /// site's own php-fpm: not this waker (by its bound path), and, with
+    /// [`PeerCheck::Cgroup`], a process whose cgroup names the container.
+    async fn verify(&self, c: &upstream::Connected) -> Result<(), Refusal> {
+        if let Some((_, own_path)) = &self.own
+            && upstream::peer_path(&c.stream).as_deref() == Some(own_path.as_path())
+        {
+            return Err(Refusal::OwnSocket);
+        }
+        if self.cfg.peer_check == PeerCheck::Socket {
+            return Ok(());
+        }
+        if c.pid <= 0 {
+            return Err(Refusal::PeerInvisible);
+        }
+        let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", c.pid)).map_err(|e| {
+            Refusal::PeerUnreadable {
+                pid: c.pid,
+                error: e.to_string(),
+            }
+        })?;
+        let mut id = self.container_id.lock().await;
+        if let Some(known) = id.as_deref()
+            && upstream::cgroup_names_container(&cgroup, known)
+        {
+            return Ok(());
+        }
+        // Not known yet, or the container was re-created since: ask Docker.
+        let info = self
+            .cfg
+            .engine
+            .inspect(&self.cfg.container)
+            .await
+            .map_err(|e| Refusal::NoContainerId {
+                error: crate::exit::chain(&e),
+            })?;
+        let matches = upstream::cgroup_names_container(&cgroup, &info.id);
+        *id = Some(info.id);
+        if matches {
+            Ok(())
+        } else {
+            let mut summary: String = cgroup.trim().replace('\n', "; ");
+            summary.truncate(240);
+            Err(Refusal::ForeignPeer {
+                pid: c.pid,
+                cgroup: summary,
+            })
+        }
+    }
+
+    /// Records a refusal: the file is not connected to again, the refusal
+    /// is logged once, and the attempt counts as "not ready".
+    fn reject(&self, file: Option<FileId>, why: Refusal, pid: i32) -> Attempt {
+        if let Some(file) = file {
+            *lock(&self.refused) = Some((file, why.clone()));
+        }
+        let mut logged = lock(&self.logged);
+        if logged.as_ref() != Some(&why) {
+            tracing::warn!(
+                site = %self.cfg.site,
+                path = %self.cfg.upstream.display(),
+                peer_pid = pid,
+                reason = %why,
+                "refusing php-fpm's socket; no byte relayed"
+            );
+            *logged = Some(why.clone());
+        }
+        *lock(&self.last_refusal) = Some(why);
+        Attempt::Rejected
     }
 
     /// True when the process listening behind `s` is frozen (`docker
@@ -879,6 +1071,14 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
+    fn connections_fit_the_descriptor_limit() {
+        assert_eq!(connections_within(1024, 256), 256);
+        assert_eq!(connections_within(1024, 1000), 480);
+        assert_eq!(connections_within(10, 5), 1);
+        assert_eq!(connections_within(u64::MAX, 7), 7);
+    }
+
+    #[test]
     fn finds_freezer_files() {
         let v1 = "9:name=systemd:/docker/abc\n6:freezer:/docker/abc\n0::/\n";
         assert_eq!(
@@ -919,6 +1119,8 @@ mod tests {
             shutdown_grace: Duration::from_secs(1),
             engine: Arc::new(Engine::new(docker_host)),
             notifier: Notifier::none(),
+            // The unit tests' upstream is this very process.
+            peer_check: PeerCheck::Socket,
         }
     }
 

@@ -12,8 +12,10 @@ use fleet_core::renew::{self, UnitTemplate};
     version,
     about = "Bring fleet sites back to a clean, listening state",
     long_about = "For each site: stop the socket unit, the service unit and the container <site>.fpm, \
-remove socket files nothing listens on, reset-failed both units, start the socket unit and verify \
-that it is active and listening (from /proc/net/unix, without connecting, which would wake the site).",
+remove socket files nothing listens on (php-fpm's only once the container is stopped), make the \
+runtime directory a size-limited tmpfs of its own, reset-failed both units, start the socket unit and \
+verify that it is active and listening (from /proc/net/unix, without connecting, which would wake the \
+site). With --mount-only, only the tmpfs step.",
     after_help = "Exit codes: 0 all sites healthy; 1 some site failed (others still renewed); \
 64 usage or no valid site; 69 Docker unreachable."
 )]
@@ -36,6 +38,17 @@ pub struct Args {
     /// Directory of the activity state files.
     #[arg(long, value_name = "DIR", env = "FLEET_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Only make each site's runtime directory a size-limited tmpfs of its
+    /// own (what the socket unit runs before binding); no unit or container
+    /// is touched. A directory something still uses is left alone.
+    #[arg(long)]
+    pub mount_only: bool,
+    /// Size of a runtime directory's tmpfs (bytes, or with K, M, G).
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = fleet_core::rundir::parse_size)]
+    pub run_dir_size: u64,
+    /// Inodes (files and sockets) of a runtime directory's tmpfs.
+    #[arg(long, value_name = "N", default_value_t = fleet_core::rundir::DEFAULT_INODES)]
+    pub run_dir_inodes: u64,
     /// Grace period for stopping the container.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
     pub stop_timeout: std::time::Duration,

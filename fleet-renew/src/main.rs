@@ -52,6 +52,10 @@ async fn run(args: Args) -> u8 {
     cfg.service_unit = args.service_unit;
     cfg.dry_run = args.dry_run;
     cfg.stop_grace = args.stop_timeout;
+    cfg.limits = fleet_core::rundir::Limits {
+        size: args.run_dir_size,
+        inodes: args.run_dir_inodes,
+    };
     let engine = fleet_core::docker::Engine::from_env();
 
     let mut invalid = 0usize;
@@ -68,6 +72,22 @@ async fn run(args: Args) -> u8 {
                 continue;
             }
         };
+        if let Err(e) = cfg.layout.check_socket_paths(&site) {
+            eprintln!("fleet-renew: {e}; skipped");
+            println!("{name}\tFAILED\t{e}");
+            invalid += 1;
+            continue;
+        }
+        if args.mount_only {
+            match renew::prepare_run_dir(&cfg, &site) {
+                Ok(text) => println!("{site}\t{}\tok: {text}", renew::Step::PrepareRunDir(cfg.layout.site_dir(&site))),
+                Err(e) => {
+                    println!("{site}\tFAILED\t{}", exit::chain(&e));
+                    failed += 1;
+                }
+            }
+            continue;
+        }
         let report = renew::renew_site(&cfg, &engine, &site, print_step).await;
         let verdict = if cfg.dry_run {
             "DRY-RUN"
@@ -99,6 +119,7 @@ fn print_step(site: &Site, r: &StepReport) {
     match &r.outcome {
         Outcome::Done(text) => println!("{site}\t{}\tok: {text}", r.step),
         Outcome::DryRun => println!("{site}\t{}\twould run (dry run)", r.step),
+        Outcome::Skipped(why) => println!("{site}\t{}\tskipped: {why}", r.step),
         Outcome::Failed(e) => println!("{site}\t{}\tFAILED: {}", r.step, exit::chain(e)),
     }
 }

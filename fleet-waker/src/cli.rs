@@ -8,12 +8,13 @@ use clap::Parser;
 
 pub const AFTER_HELP: &str = "\
 Environment: LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES (socket activation), NOTIFY_SOCKET,
-DOCKER_HOST, FLEET_RUN_DIR, FLEET_STATE_DIR, RUST_LOG.
+DOCKER_HOST, FLEET_RUN_DIR, FLEET_STATE_DIR, FLEET_WAKER_PEER_CHECK, RUST_LOG.
 
 Exit codes:
   0   stopped by SIGTERM/SIGINT (open connections get --shutdown-grace to
       finish), or idle for --exit-idle-time
-  64  bad command line or site name; no socket passed and no --listen
+  64  bad command line or site name (also: a socket path longer than a unix
+      socket address holds, 107 bytes); no socket passed and no --listen
   70  internal error
   71  an operating-system call failed (runtime, binding the socket)";
 
@@ -47,6 +48,12 @@ pub struct Args {
     /// Root of per-site runtime directories [default: /run/docker-apps, or FLEET_RUN_DIR].
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
+    /// How php-fpm's listener is checked before a byte is relayed: `cgroup`
+    /// (it must be in the site's container) or `socket` (only: a socket, no
+    /// symlink, not the waker's own; for a waker in a PID namespace that
+    /// cannot see the container's processes).
+    #[arg(long, value_name = "HOW", env = "FLEET_WAKER_PEER_CHECK", default_value = "cgroup")]
+    pub peer_check: fleet_core::waker::PeerCheck,
     /// How long open connections may finish after SIGTERM.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,

@@ -60,16 +60,30 @@ fn main() -> ExitCode {
     if let Some(d) = args.state_dir {
         layout.state_dir = d;
     }
+    if let Err(e) = layout.check_socket_paths(&site) {
+        return fail(exit::USAGE, &e);
+    }
+    let (connections_max, nofile) = waker::fit_connections(args.connections_max as usize);
+    if connections_max < args.connections_max as usize {
+        tracing::warn!(
+            site = %site,
+            wanted = args.connections_max,
+            connections_max,
+            nofile,
+            "--connections-max does not fit the open-file limit (2 per connection); raise LimitNOFILE="
+        );
+    }
     let cfg = Config {
         container: args.container.unwrap_or_else(|| site.container()),
         upstream: args.upstream.unwrap_or_else(|| layout.fpm_socket(&site)),
         start_timeout: args.start_timeout,
-        connections_max: args.connections_max as usize,
+        connections_max,
         exit_idle_time: args.exit_idle_time,
         state_file: layout.state_file(&site),
         shutdown_grace: args.shutdown_grace,
         engine: Arc::new(fleet_core::docker::Engine::from_env()),
         notifier: Notifier::from_env(),
+        peer_check: args.peer_check,
         site,
     };
     // One thread: the waker's work is I/O bound, and this keeps it small.

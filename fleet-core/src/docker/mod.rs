@@ -101,6 +101,8 @@ impl std::fmt::Display for ContainerState {
 /// What [`Engine::inspect`] tells about a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerInfo {
+    /// The container's full id (64 hex digits); empty if Docker gave none.
+    pub id: String,
     pub state: ContainerState,
     /// When the container was last started (None if never).
     pub started_at: Option<SystemTime>,
@@ -241,6 +243,7 @@ impl Engine {
             Some(ContainerStateStatusEnum::EMPTY) | None => ContainerState::Unknown,
         };
         Ok(ContainerInfo {
+            id: resp.id.unwrap_or_default(),
             state,
             started_at: st.started_at.as_deref().and_then(parse_docker_time),
             error: st.error.filter(|e| !e.is_empty()),

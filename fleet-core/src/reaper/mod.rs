@@ -339,6 +339,11 @@ async fn reap_site(
     let mut r = SiteReport::new(site.to_string(), path);
     let container = site.container();
     r.container = Some(container.clone());
+    if let Err(e) = config.layout.check_socket_paths(&site) {
+        warn!(site = %site, error = %e, "site refused");
+        r.fail(&e, false);
+        return r;
+    }
     if shutdown.is_cancelled() {
         r.outcome = Outcome::Interrupted;
         r.reason = "interrupted before the site was examined".to_owned();

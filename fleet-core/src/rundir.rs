@@ -1,0 +1,261 @@
+//! A site's runtime directory as a small tmpfs of its own.
+//!
+//! `/run/docker-apps/<site>` is bind-mounted read-write into the site's
+//! container. On the host's `/run` tmpfs, a tenant could fill it, and with it
+//! the `/run` that Docker, containerd, systemd and every state file live on.
+//! Mounted as its own tmpfs with a size and inode limit, a full directory
+//! hurts only that site (php-fpm needs one inode for its socket).
+//!
+//! [`prepare`] is idempotent and never mounts over a directory something
+//! still uses: a tmpfs mounted under a running container would hide its
+//! php-fpm socket from the host (the container keeps the old directory), so
+//! a directory holding anything but dead sockets is left as it is and
+//! reported. The socket unit runs it before binding (`fleet-renew
+//! --mount-only`), and `fleet-renew` runs it once the container is stopped.
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::site::{Layout, Site};
+use crate::upstream::{self, Liveness};
+
+/// Default size of a runtime directory's tmpfs.
+pub const DEFAULT_SIZE: u64 = 1024 * 1024;
+/// Default number of inodes (files, directories, sockets) in it.
+pub const DEFAULT_INODES: u64 = 1024;
+
+/// Limits of one runtime directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub size: u64,
+    pub inodes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            size: DEFAULT_SIZE,
+            inodes: DEFAULT_INODES,
+        }
+    }
+}
+
+impl Limits {
+    /// The tmpfs mount options.
+    pub fn options(&self) -> String {
+        format!(
+            "size={},nr_inodes={},mode=0755",
+            self.size.max(4096),
+            self.inodes.max(2)
+        )
+    }
+}
+
+/// Parses a size such as `1048576`, `512K`, `1M` or `2G` (powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" | "KiB" => 10,
+        "M" | "m" | "MiB" => 20,
+        "G" | "g" | "GiB" => 30,
+        _ => return Err(format!("{text:?} is not a size (e.g. 1048576, 512K, 1M, 2G)")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| format!("{text:?} is not a size (e.g. 1048576, 512K, 1M, 2G)"))
+}
+
+/// What [`prepare`] found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    /// A tmpfs with the limits was mounted on the directory.
+    Mounted,
+    /// The directory is a mount point already (ours, or the admin's own).
+    AlreadyMounted,
+    /// The directory holds something in use or not ours to hide (named);
+    /// nothing was mounted.
+    InUse(Vec<String>),
+}
+
+/// Why a runtime directory could not be prepared. Each names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum RunDirError {
+    #[error("cannot create runtime directory {path}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot inspect {path}")]
+    Inspect {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is not a directory (a symlink or file there is not followed)")]
+    NotDirectory { path: PathBuf },
+    #[error("cannot mount a tmpfs ({options}) on {path}")]
+    Mount {
+        path: PathBuf,
+        options: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Makes `<run_dir>/<site>` a tmpfs with `limits`, creating the directory
+/// (and `run_dir`, mode 0750, when missing) as needed.
+pub fn prepare(layout: &Layout, site: &Site, limits: Limits) -> Result<Prepared, RunDirError> {
+    let root = &layout.run_dir;
+    let dir = layout.site_dir(site);
+    if !root.exists() {
+        // 0750: only root and the web server's group (set by the admin or
+        // tmpfiles.d) may reach the sockets below.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(root)
+            .map_err(|source| RunDirError::Create {
+                path: root.clone(),
+                source,
+            })?;
+    }
+    match std::fs::DirBuilder::new().mode(0o755).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => return Err(RunDirError::Create { path: dir, source }),
+    }
+    let inspect = |p: &Path| {
+        std::fs::symlink_metadata(p).map_err(|source| RunDirError::Inspect {
+            path: p.to_owned(),
+            source,
+        })
+    };
+    let meta = inspect(&dir)?;
+    if !meta.file_type().is_dir() {
+        return Err(RunDirError::NotDirectory { path: dir });
+    }
+    if meta.dev() != inspect(root)?.dev() {
+        return Ok(Prepared::AlreadyMounted);
+    }
+    let in_use = in_use(&dir)?;
+    if !in_use.is_empty() {
+        return Ok(Prepared::InUse(in_use));
+    }
+    let options = limits.options();
+    nix::mount::mount(
+        Some("fleet-rundir"),
+        &dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        Some(options.as_str()),
+    )
+    .map_err(|e| RunDirError::Mount {
+        path: dir,
+        options,
+        source: e.into(),
+    })?;
+    Ok(Prepared::Mounted)
+}
+
+/// The entries of `dir` a mount would hide from someone using them: all
+/// but dead sockets (nobody listens: leftovers of a stopped php-fpm or
+/// socket unit).
+fn in_use(dir: &Path) -> Result<Vec<String>, RunDirError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| RunDirError::Inspect {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| RunDirError::Inspect {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = entry.path();
+        match upstream::probe(&path) {
+            Liveness::Dead | Liveness::Absent => {}
+            other => out.push(format!(
+                "{} ({})",
+                entry.file_name().to_string_lossy(),
+                match other {
+                    Liveness::Listening => "a socket in use".to_owned(),
+                    Liveness::NotSocket(kind) => kind.to_string(),
+                    Liveness::Unknown(why) => why,
+                    Liveness::Dead | Liveness::Absent => String::new(),
+                }
+            )),
+        }
+        if out.len() >= 5 {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("1T").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn options_have_floors() {
+        assert_eq!(
+            Limits::default().options(),
+            "size=1048576,nr_inodes=1024,mode=0755"
+        );
+        assert_eq!(
+            Limits { size: 0, inodes: 0 }.options(),
+            "size=4096,nr_inodes=2,mode=0755"
+        );
+    }
+
+    #[test]
+    fn a_directory_in_use_is_not_mounted_over() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layout = Layout {
+            run_dir: tmp.path().join("run"),
+            state_dir: tmp.path().join("state"),
+            sites_dir: tmp.path().join("sites"),
+        };
+        let site = Site::new("in-use.test").expect("site");
+        std::fs::create_dir_all(layout.site_dir(&site)).expect("mkdir");
+        let _live = std::os::unix::net::UnixListener::bind(layout.fpm_socket(&site)).expect("bind");
+        // A dead socket alone would not stop the mount; a live one does.
+        drop(std::os::unix::net::UnixListener::bind(layout.waker_socket(&site)).expect("bind"));
+        match prepare(&layout, &site, Limits::default()).expect("prepare") {
+            Prepared::InUse(names) => {
+                assert_eq!(names, ["php-fpm.sock (a socket in use)"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A symlink where the directory should be is refused, not followed.
+        let other = Site::new("link.test").expect("site");
+        std::os::unix::fs::symlink(tmp.path(), layout.site_dir(&other)).expect("symlink");
+        assert!(matches!(
+            prepare(&layout, &other, Limits::default()),
+            Err(RunDirError::NotDirectory { .. })
+        ));
+    }
+}
