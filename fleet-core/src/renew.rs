@@ -124,7 +124,10 @@ pub enum Step {
     PrepareRunDir(PathBuf),
     ResetFailed(String),
     StartUnit(String),
-    Verify { unit: String, socket: PathBuf },
+    Verify {
+        unit: String,
+        socket: PathBuf,
+    },
 }
 
 impl fmt::Display for Step {

@@ -64,7 +64,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "K" | "k" | "KiB" => 10,
         "M" | "m" | "MiB" => 20,
         "G" | "g" | "GiB" => 30,
-        _ => return Err(format!("{text:?} is not a size (e.g. 1048576, 512K, 1M, 2G)")),
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size (e.g. 1048576, 512K, 1M, 2G)"
+            ));
+        }
     };
     digits
         .parse::<u64>()

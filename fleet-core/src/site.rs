@@ -280,7 +280,10 @@ mod tests {
             s
         };
         let fits = Site::new(&name(MAX_SOCKET_PATH - 34)).expect("valid");
-        assert_eq!(layout.waker_socket(&fits).as_os_str().len(), MAX_SOCKET_PATH);
+        assert_eq!(
+            layout.waker_socket(&fits).as_os_str().len(),
+            MAX_SOCKET_PATH
+        );
         assert!(layout.check_socket_paths(&fits).is_ok());
         let long = Site::new(&name(MAX_SOCKET_PATH - 33)).expect("valid");
         let e = layout.check_socket_paths(&long).expect_err("too long");

@@ -157,7 +157,10 @@ pub enum Outcome {
     /// The listener's backlog is full.
     Busy,
     /// Something is there that must not be connected to.
-    Rejected { file: Option<FileId>, why: Refusal },
+    Rejected {
+        file: Option<FileId>,
+        why: Refusal,
+    },
     Failed(io::Error),
 }
 
@@ -314,7 +317,10 @@ mod tests {
         // Another container, the host, a prefix or suffix of the id, garbage.
         let other = ID.replace('0', "f");
         assert!(!cgroup_names_container(&v1, &other));
-        assert!(!cgroup_names_container("0::/init.scope\n1:name=systemd:/\n", ID));
+        assert!(!cgroup_names_container(
+            "0::/init.scope\n1:name=systemd:/\n",
+            ID
+        ));
         assert!(!cgroup_names_container(&format!("0::/docker/{ID}x\n"), ID));
         assert!(!cgroup_names_container(&format!("0::/docker/x{ID}\n"), ID));
         assert!(!cgroup_names_container(&v1, &ID[..63]));

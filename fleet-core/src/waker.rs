@@ -112,7 +112,9 @@ pub const FD_RESERVE: u64 = 64;
 /// descriptors (client and upstream).
 pub fn connections_within(limit: u64, wanted: usize) -> usize {
     let fit = limit.saturating_sub(FD_RESERVE) / 2;
-    wanted.min(usize::try_from(fit).unwrap_or(usize::MAX)).max(1)
+    wanted
+        .min(usize::try_from(fit).unwrap_or(usize::MAX))
+        .max(1)
 }
 
 /// Raises the soft open-file limit to the hard one and returns how many of

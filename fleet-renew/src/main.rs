@@ -80,7 +80,10 @@ async fn run(args: Args) -> u8 {
         }
         if args.mount_only {
             match renew::prepare_run_dir(&cfg, &site) {
-                Ok(text) => println!("{site}\t{}\tok: {text}", renew::Step::PrepareRunDir(cfg.layout.site_dir(&site))),
+                Ok(text) => println!(
+                    "{site}\t{}\tok: {text}",
+                    renew::Step::PrepareRunDir(cfg.layout.site_dir(&site))
+                ),
                 Err(e) => {
                     println!("{site}\tFAILED\t{}", exit::chain(&e));
                     failed += 1;

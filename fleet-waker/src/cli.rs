@@ -52,7 +52,12 @@ pub struct Args {
     /// (it must be in the site's container) or `socket` (only: a socket, no
     /// symlink, not the waker's own; for a waker in a PID namespace that
     /// cannot see the container's processes).
-    #[arg(long, value_name = "HOW", env = "FLEET_WAKER_PEER_CHECK", default_value = "cgroup")]
+    #[arg(
+        long,
+        value_name = "HOW",
+        env = "FLEET_WAKER_PEER_CHECK",
+        default_value = "cgroup"
+    )]
     pub peer_check: fleet_core::waker::PeerCheck,
     /// How long open connections may finish after SIGTERM.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]

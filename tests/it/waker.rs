@@ -218,7 +218,8 @@ fn failure_start_fails_then_fixed() {
 }
 
 /// Must show 4c: php-fpm never listening where the waker looks; then the
-/// path appears (a symlink to php-fpm's socket).
+/// path appears (a hard link of php-fpm's socket: a symlink is never
+/// followed, see `tenant`).
 #[test]
 fn failure_fpm_never_listens_then_fixed() {
     require!(Docker, PhpFpm);
@@ -236,7 +237,7 @@ fn failure_fpm_never_listens_then_fixed() {
     }
     assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
     assert!(w.logs().contains("did not accept"), "{}", w.logs());
-    std::os::unix::fs::symlink(site.fpm_socket(), &upstream).expect("fix: symlink");
+    std::fs::hard_link(site.fpm_socket(), &upstream).expect("fix: hard link");
     let r = hello(&site.waker_socket()).expect("after the fix");
     assert_eq!(r.text(), site.hello_line());
     support::note(&format!("php-fpm never listening: closed after {times:?}"));

@@ -180,6 +180,14 @@ impl NsSystemd {
             _log_dir: log_dir,
         };
         ns.wait_running();
+        // systemd is PID 1 of a PID namespace of its own, where the
+        // containers' processes are invisible (SO_PEERCRED gives pid 0), so
+        // the waker's cgroup check of php-fpm's listener cannot work here;
+        // its file checks still run. On a host the default check applies.
+        ns.write_unit(
+            "fleet-waker@.service.d/peer-check.conf",
+            "[Service]\nEnvironment=FLEET_WAKER_PEER_CHECK=socket\n",
+        );
         ns
     }
 
@@ -343,11 +351,13 @@ fn child_setup(plan: &ChildPlan) -> std::io::Result<()> {
                 check(fd)?;
                 libc::close(fd);
             }
+            // Recursive: a site's runtime directory is a tmpfs of its own
+            // below the bound run directory.
             check(libc::mount(
                 b.proc_path.as_ptr(),
                 b.target.as_ptr(),
                 std::ptr::null(),
-                libc::MS_BIND,
+                libc::MS_BIND | libc::MS_REC,
                 std::ptr::null(),
             ))?;
             libc::close(b.fd);

@@ -119,6 +119,15 @@ impl TestSite {
         for (name, body) in SCRIPTS {
             std::fs::write(docroot.join(name), body).expect("write PHP script");
         }
+        // As in production: the runtime directory is a size-limited tmpfs
+        // of its own (what the socket unit's `fleet-renew --mount-only`
+        // does), mounted before the container first starts.
+        if nix::unistd::geteuid().is_root() {
+            let prepared =
+                fleet_core::rundir::prepare(&layout, &site, fleet_core::rundir::Limits::default())
+                    .expect("mount the site's runtime tmpfs");
+            assert_eq!(prepared, fleet_core::rundir::Prepared::Mounted);
+        }
         let container = site.container();
         let this = TestSite {
             site,
@@ -336,7 +345,27 @@ impl Drop for TestSite {
                 );
             }
         }
+        umount_under(self.tmp.path());
         // The temp dir removes itself after this (field drop).
+    }
+}
+
+/// Unmounts (lazily) every mount at or below `dir`, deepest first, so the
+/// directory can be removed.
+pub fn umount_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        // mountinfo escapes space, tab, newline and backslash as octal.
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    for p in points {
+        let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
@@ -404,9 +433,10 @@ pub fn reap_leftovers_now() -> Vec<String> {
             let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
                 continue;
             };
-            if !Path::new(&format!("/proc/{pid}")).exists()
-                && std::fs::remove_dir_all(entry.path()).is_ok()
-            {
+            if !Path::new(&format!("/proc/{pid}")).exists() && {
+                umount_under(&entry.path());
+                std::fs::remove_dir_all(entry.path()).is_ok()
+            } {
                 eprintln!("removed leftover test dir /tmp/{name} (pid {pid} is gone)");
                 removed.push(format!("/tmp/{name}"));
             }
