@@ -9,69 +9,11 @@
 //! are used unchanged while the host (the test, the container) sees the
 //! test's own temp directories.
 
-use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use crate::support::nsystemd::{Bind, NsSystemd};
-use crate::support::{FcgiRequest, TestSite, bin, fastcgi, note, require, wait_until};
-
-/// The repository's systemd unit directory.
-fn unit_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd")
-}
-
-/// Where the binaries under test appear inside the namespace for the units.
-/// Not their own path: a checkout under /tmp would be hidden from services
-/// by their `PrivateTmp=yes`.
-const NS_BIN_DIR: &str = "/run/fleet-test-bin";
-
-/// A unit file of the repository with binaries pointed at the ones under test.
-fn unit_text(name: &str) -> String {
-    let text = std::fs::read_to_string(unit_dir().join(name)).expect("read unit");
-    text.replace("/usr/bin/", &format!("{NS_BIN_DIR}/"))
-}
-
-/// Boots systemd with the site's directories and the binaries bound in, and
-/// the units installed.
-fn boot_for(site: &TestSite) -> NsSystemd {
-    let layout = site.layout();
-    let bin_dir = bin("fleet-waker").parent().expect("bin dir").to_owned();
-    let ns = NsSystemd::boot(&[
-        Bind {
-            host: PathBuf::from("/run/docker.sock"),
-            inside: PathBuf::from("/run/docker.sock"),
-        },
-        Bind {
-            host: layout.run_dir.clone(),
-            inside: PathBuf::from("/run/docker-apps"),
-        },
-        Bind {
-            host: layout.state_dir.clone(),
-            inside: PathBuf::from("/run/fleet"),
-        },
-        Bind {
-            host: layout.sites_dir.clone(),
-            inside: PathBuf::from("/run/fleet-sites"),
-        },
-        // The binaries stay where they are for commands run with nsenter,
-        // even when the checkout is under /tmp (hidden by the namespace's
-        // tmpfs otherwise), and appear at NS_BIN_DIR for the units.
-        Bind {
-            host: bin_dir.clone(),
-            inside: bin_dir.clone(),
-        },
-        Bind {
-            host: bin_dir,
-            inside: PathBuf::from(NS_BIN_DIR),
-        },
-    ]);
-    for unit in ["fleet-waker@.socket", "fleet-waker@.service"] {
-        ns.write_unit(unit, &unit_text(unit));
-    }
-    ns.systemctl_ok(&["daemon-reload"]);
-    ns
-}
+use crate::support::nsystemd::{boot_for, run_renew, unit_dir, unit_text};
+use crate::support::{FcgiRequest, TestSite, fastcgi, note, require, wait_until};
 
 fn text(out: &Output) -> String {
     format!(
@@ -83,13 +25,6 @@ fn text(out: &Output) -> String {
 
 fn hello(site: &TestSite) -> std::io::Result<String> {
     fastcgi::request(&site.waker_socket(), &FcgiRequest::get("hello.php", "")).map(|r| r.text())
-}
-
-fn run_renew(ns: &NsSystemd, args: &[&str]) -> Output {
-    ns.command(bin("fleet-renew"))
-        .args(args)
-        .output()
-        .expect("run fleet-renew")
 }
 
 #[test]

@@ -7,24 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::support::wake::{held_connections_closed, hello, stopped_site};
+use crate::support::wake::{activated, held_connections_closed, hello, stopped_site};
 use crate::support::{
-    self, FcgiRequest, Launch, Nginx, SiteOptions, SocketActivated, Spawned, TestSite, bin,
-    count_docker_events, fastcgi, http, require, wait_until,
+    self, FcgiRequest, Launch, Nginx, SiteOptions, Spawned, TestSite, bin, count_docker_events,
+    fastcgi, http, require, wait_until,
 };
 
 fn waker() -> PathBuf {
     bin("fleet-waker")
-}
-
-/// The waker under real socket activation on the site's vhost-waker.sock.
-fn activated(site: &TestSite, extra: &[&str]) -> SocketActivated {
-    Launch::new(waker())
-        .arg(site.name())
-        .args(extra)
-        .envs(site.layout_env())
-        .env("RUST_LOG", "debug")
-        .activate(&site.waker_socket())
 }
 
 /// The waker binding `listen` itself (`--listen`); waits until it accepts.

@@ -384,8 +384,8 @@ fn check_docker() -> Result<(), ExitCode> {
     }
 }
 
-/// After the tests: no `fleet.test=1` container and no `/tmp/fleet-it-<pid>-…`
-/// dir may remain whose test process is gone (tests of other, still running
+/// After the tests: no `fleet.test=1` container, no `/tmp/fleet-it-<pid>-…`
+/// or `/run/fleet-it-<pid>-…` dir and no runtime tmpfs below one may remain whose test process is gone (tests of other, still running
 /// processes on this machine are not counted).
 fn check_leftovers() -> Result<(), ExitCode> {
     let alive = |pid: &str| {
@@ -416,7 +416,10 @@ fn check_leftovers() -> Result<(), ExitCode> {
         .filter(|(_, pid)| !alive(pid.trim()))
         .map(|(name, _)| format!("container {name}"))
         .collect();
-    if let Ok(entries) = std::fs::read_dir("/tmp") {
+    for base in ["/tmp", "/run"] {
+        let Ok(entries) = std::fs::read_dir(base) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let pid = name
@@ -424,8 +427,24 @@ fn check_leftovers() -> Result<(), ExitCode> {
                 .and_then(|rest| rest.split('-').next())
                 .filter(|pid| pid.parse::<u32>().is_ok());
             if pid.is_some_and(|pid| !alive(pid)) {
-                left.push(format!("dir /tmp/{name}"));
+                left.push(format!("dir {base}/{name}"));
             }
+        }
+    }
+    // Test sites' runtime tmpfs mounts (fleet-renew --mount-only's source
+    // name) must be gone with their test processes too.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for point in mounts
+        .lines()
+        .filter(|l| l.contains(" fleet-rundir "))
+        .filter_map(|l| l.split(' ').nth(4))
+    {
+        let pid = point
+            .split('/')
+            .find_map(|c| c.strip_prefix("fleet-it-"))
+            .and_then(|rest| rest.split('-').next());
+        if pid.is_some_and(|pid| !alive(pid)) {
+            left.push(format!("mount {point}"));
         }
     }
     if left.is_empty() {

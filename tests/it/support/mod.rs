@@ -251,11 +251,17 @@ pub fn free_port() -> u16 {
 /// process dies without dropping it, [`site::reap_leftovers`] removes it in a
 /// later run (the pid in the name is gone).
 pub fn temp_dir(kind: &str) -> tempfile::TempDir {
+    temp_dir_in(Path::new("/tmp"), kind)
+}
+
+/// Like [`temp_dir`], in `base` (`/tmp` or `/run`, which
+/// [`site::reap_leftovers`] also sweeps).
+pub fn temp_dir_in(base: &Path, kind: &str) -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::Builder::new()
         .prefix(&format!("{TEMP_PREFIX}{}-{kind}-", std::process::id()))
-        .tempdir_in("/tmp")
-        .expect("create temp dir in /tmp");
+        .tempdir_in(base)
+        .unwrap_or_else(|e| panic!("create temp dir in {}: {e}", base.display()));
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod temp dir");
     dir

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use super::{TestSite, bin};
+
 /// The boot target: pulls in nothing.
 const TARGET: &str = "fleet-test.target";
 const TARGET_UNIT: &[u8] = b"[Unit]\nDescription=fleet test target\n";
@@ -378,4 +380,69 @@ fn child_setup(plan: &ChildPlan) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The repository's systemd unit directory.
+pub fn unit_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd")
+}
+
+/// Where the binaries under test appear inside the namespace for the units.
+/// Not their own path: a checkout under /tmp would be hidden from services
+/// by their `PrivateTmp=yes`.
+pub const NS_BIN_DIR: &str = "/run/fleet-test-bin";
+
+/// A unit file of the repository with binaries pointed at the ones under test.
+pub fn unit_text(name: &str) -> String {
+    let text = std::fs::read_to_string(unit_dir().join(name)).expect("read unit");
+    text.replace("/usr/bin/", &format!("{NS_BIN_DIR}/"))
+}
+
+/// Boots systemd with the site's directories and the binaries bound in, and
+/// the units installed.
+pub fn boot_for(site: &TestSite) -> NsSystemd {
+    let layout = site.layout();
+    let bin_dir = bin("fleet-waker").parent().expect("bin dir").to_owned();
+    let ns = NsSystemd::boot(&[
+        Bind {
+            host: PathBuf::from("/run/docker.sock"),
+            inside: PathBuf::from("/run/docker.sock"),
+        },
+        Bind {
+            host: layout.run_dir.clone(),
+            inside: PathBuf::from("/run/docker-apps"),
+        },
+        Bind {
+            host: layout.state_dir.clone(),
+            inside: PathBuf::from("/run/fleet"),
+        },
+        Bind {
+            host: layout.sites_dir.clone(),
+            inside: PathBuf::from("/run/fleet-sites"),
+        },
+        // The binaries stay where they are for commands run with nsenter,
+        // even when the checkout is under /tmp (hidden by the namespace's
+        // tmpfs otherwise), and appear at NS_BIN_DIR for the units.
+        Bind {
+            host: bin_dir.clone(),
+            inside: bin_dir.clone(),
+        },
+        Bind {
+            host: bin_dir,
+            inside: PathBuf::from(NS_BIN_DIR),
+        },
+    ]);
+    for unit in ["fleet-waker@.socket", "fleet-waker@.service"] {
+        ns.write_unit(unit, &unit_text(unit));
+    }
+    ns.systemctl_ok(&["daemon-reload"]);
+    ns
+}
+
+/// `fleet-renew args` inside the namespaces.
+pub fn run_renew(ns: &NsSystemd, args: &[&str]) -> Output {
+    ns.command(bin("fleet-renew"))
+        .args(args)
+        .output()
+        .expect("run fleet-renew")
 }

@@ -70,6 +70,7 @@ pub struct TestSite {
     image: String,
     docroot: PathBuf,
     // Last: dropped after the container is gone.
+    run_tmp: Option<tempfile::TempDir>,
     tmp: tempfile::TempDir,
 }
 
@@ -80,6 +81,9 @@ pub struct SiteOptions {
     pub fpm_children: Option<u32>,
     /// Extra `docker create` arguments (before the image).
     pub docker_args: Vec<String>,
+    /// Put the run directory in a temp dir under this directory (e.g.
+    /// `/run`, to measure what a tenant can do to it) instead of /tmp.
+    pub run_dir_in: Option<PathBuf>,
 }
 
 impl TestSite {
@@ -99,8 +103,12 @@ impl TestSite {
         let site =
             Site::new(&format!("t{pid}-{n}.fleet.test")).expect("generated site name is valid");
         let tmp = super::temp_dir("site");
+        let run_tmp = options
+            .run_dir_in
+            .as_deref()
+            .map(|base| super::temp_dir_in(base, "run"));
         let layout = Layout {
-            run_dir: tmp.path().join("run"),
+            run_dir: run_tmp.as_ref().unwrap_or(&tmp).path().join("run"),
             state_dir: tmp.path().join("state"),
             sites_dir: tmp.path().join("sites"),
         };
@@ -135,6 +143,7 @@ impl TestSite {
             container,
             image,
             docroot,
+            run_tmp,
             tmp,
         };
         this.create(&options);
@@ -346,6 +355,9 @@ impl Drop for TestSite {
             }
         }
         umount_under(self.tmp.path());
+        if let Some(run) = &self.run_tmp {
+            umount_under(run.path());
+        }
         // The temp dir removes itself after this (field drop).
     }
 }
@@ -423,9 +435,14 @@ pub fn reap_leftovers_now() -> Vec<String> {
             }
         }
     }
-    // Temp dirs /tmp/fleet-it-<pid>-… of dead test processes.
-    if let Ok(entries) = std::fs::read_dir("/tmp") {
-        for entry in entries.flatten() {
+    // Temp dirs /tmp/fleet-it-<pid>-… (and /run/…) of dead test processes.
+    for entry in ["/tmp", "/run"]
+        .into_iter()
+        .filter_map(|base| std::fs::read_dir(base).ok())
+        .flatten()
+        .flatten()
+    {
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(rest) = name.strip_prefix(super::TEMP_PREFIX) else {
                 continue;
@@ -437,8 +454,12 @@ pub fn reap_leftovers_now() -> Vec<String> {
                 umount_under(&entry.path());
                 std::fs::remove_dir_all(entry.path()).is_ok()
             } {
-                eprintln!("removed leftover test dir /tmp/{name} (pid {pid} is gone)");
-                removed.push(format!("/tmp/{name}"));
+                let path = entry.path();
+                eprintln!(
+                    "removed leftover test dir {} (pid {pid} is gone)",
+                    path.display()
+                );
+                removed.push(path.display().to_string());
             }
         }
     }

@@ -5,7 +5,9 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{FcgiRequest, FcgiResponse, SiteOptions, TestSite, fastcgi};
+use super::{
+    FcgiRequest, FcgiResponse, Launch, SiteOptions, SocketActivated, TestSite, bin, fastcgi,
+};
 
 /// One `hello.php` request over FastCGI to `socket`.
 pub fn hello(socket: &Path) -> std::io::Result<FcgiResponse> {
@@ -51,4 +53,14 @@ pub fn held_connections_closed(socket: &Path, k: usize) -> Vec<Duration> {
         .into_iter()
         .map(|t| t.join().expect("thread"))
         .collect()
+}
+
+/// The waker under real socket activation on the site's vhost-waker.sock.
+pub fn activated(site: &TestSite, extra: &[&str]) -> SocketActivated {
+    Launch::new(bin("fleet-waker"))
+        .arg(site.name())
+        .args(extra)
+        .envs(site.layout_env())
+        .env("RUST_LOG", "debug")
+        .activate(&site.waker_socket())
 }

@@ -1,0 +1,506 @@
+//! Tenant isolation (issue 12): a site's container controls its runtime
+//! directory, so every attack here is made from inside a real site container,
+//! as the container's root, by a PHP script (`tenant.php`, the image has no
+//! shell) against a real fleet-waker under `systemd-socket-activate`.
+//! SECURITY.md names each test.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::support::nsystemd::{boot_for, run_renew, unit_text};
+use crate::support::wake::{activated, hello};
+use crate::support::{
+    FcgiRequest, SiteOptions, SocketActivated, TestSite, fastcgi, note, require, wait_until,
+};
+
+/// What a hostile site's PHP does to its runtime directory (`/run/php` in
+/// the container). Names are taken as basenames; a symlink's target is
+/// free text, as a tenant would write it.
+const TENANT_PHP: &str = r#"<?php
+header('Content-Type: text/plain');
+$d = '/run/php/';
+$a = $d . basename($_GET['a'] ?? 'x');
+$b = $d . basename($_GET['b'] ?? 'x');
+switch ($_GET['op'] ?? '') {
+case 'rename': $ok = rename($a, $b); break;
+case 'symlink': $ok = symlink($_GET['t'] ?? '', $a); break;
+case 'link': $ok = link($a, $b); break;
+case 'unlink': $ok = unlink($a); break;
+case 'fifo': $ok = posix_mkfifo($a, 0666); break;
+case 'file': $ok = file_put_contents($a, "not a socket\n") !== false; break;
+case 'mkdir': $ok = mkdir($a); break;
+case 'rmdir': $ok = rmdir($a); break;
+case 'fill':
+    // Bytes until the directory is full, then empty files until no inode
+    // is left: what a tenant does to fill the host's /run.
+    $bytes = 0; $files = 0; $chunk = str_repeat('x', 65536);
+    for ($i = 0; $i < 100000; $i++) {
+        $f = @fopen($d . "fill-$i", 'w');
+        if (!$f) break;
+        $files++;
+        $w = @fwrite($f, $chunk);
+        fclose($f);
+        if ($w === false || $w < strlen($chunk)) { $bytes += (int)$w; break; }
+        $bytes += $w;
+    }
+    for ($j = 0; $j < 1000000; $j++) {
+        $f = @fopen($d . "empty-$j", 'w');
+        if (!$f) break;
+        fclose($f);
+        $files++;
+    }
+    echo "bytes=$bytes files=$files\n";
+    exit;
+default: http_response_code(400); echo "bad op\n"; exit;
+}
+echo $ok ? "ok\n" : "failed\n";
+"#;
+
+/// A running site whose docroot has `tenant.php`.
+fn tenant_site(options: SiteOptions) -> TestSite {
+    let site = TestSite::with_options(options);
+    std::fs::write(site.docroot().join("tenant.php"), TENANT_PHP).expect("tenant.php");
+    site.start();
+    site
+}
+
+/// Runs `tenant.php?<query>` in the container through php-fpm's socket at
+/// `via` (the real one, wherever the tenant moved it) and returns its body.
+fn tenant(via: &Path, query: &str) -> String {
+    let r = fastcgi::request(via, &FcgiRequest::get("tenant.php", query))
+        .unwrap_or_else(|e| panic!("tenant.php?{query} via {}: {e}", via.display()));
+    r.text()
+}
+
+fn tenant_ok(via: &Path, query: &str) {
+    assert_eq!(tenant(via, query), "ok\n", "tenant.php?{query}");
+}
+
+/// The tenant moves php-fpm's real socket aside to `real.sock` (php-fpm
+/// keeps listening on it) and returns its path.
+fn move_socket_aside(site: &TestSite) -> PathBuf {
+    tenant_ok(&site.fpm_socket(), "op=rename&a=php-fpm.sock&b=real.sock");
+    site.layout().site_dir(site.site()).join("real.sock")
+}
+
+/// The tenant puts php-fpm's socket back.
+fn restore_socket(real: &Path) {
+    tenant_ok(real, "op=rename&a=real.sock&b=php-fpm.sock");
+}
+
+/// Sends `bytes` to the waker and reads until it closes: (what came back,
+/// how long it took).
+fn send_through_waker(site: &TestSite, bytes: &[u8]) -> (Vec<u8>, Duration) {
+    let t = Instant::now();
+    let mut c = UnixStream::connect(site.waker_socket()).expect("connect to the waker");
+    c.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let _ = c.write_all(bytes);
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    (got, t.elapsed())
+}
+
+fn fcgi_hello() -> Vec<u8> {
+    fastcgi::encode_request(&FcgiRequest::get("hello.php", ""))
+}
+
+/// Waits until the waker's log has `needle`.
+fn logged(w: &SocketActivated, needle: &str) {
+    assert!(
+        w.wait_for_log(needle, Duration::from_secs(10)),
+        "waker never logged {needle:?}:\n{}",
+        w.logs()
+    );
+}
+
+/// The engine's socket on this machine, as a tenant would name it.
+fn docker_socket() -> &'static str {
+    ["/run/docker.sock", "/var/run/docker.sock"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("Docker's socket")
+}
+
+/// php-fpm.sock → Docker's socket: the client gets no Docker answer, the
+/// waker logs the refusal, and once the tenant restores the socket the next
+/// request is served.
+#[test]
+fn symlink_to_docker_socket_is_refused() {
+    require!(Docker, PhpFpm, SocketActivate, Root);
+    let site = tenant_site(SiteOptions::default());
+    let w = activated(&site, &["--start-timeout", "2s"]);
+    assert_eq!(
+        hello(&site.waker_socket()).expect("warm").text(),
+        site.hello_line()
+    );
+
+    let real = move_socket_aside(&site);
+    tenant_ok(
+        &real,
+        &format!("op=symlink&a=php-fpm.sock&t={}", docker_socket()),
+    );
+    let (got, took) = send_through_waker(&site, b"GET /version HTTP/1.0\r\nHost: x\r\n\r\n");
+    assert!(
+        got.is_empty(),
+        "the waker relayed an answer from Docker's socket: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(took < Duration::from_secs(8), "closed after {took:?}");
+    logged(&w, "refusing php-fpm's socket");
+    logged(&w, "a symlink (never followed)");
+
+    tenant_ok(&real, "op=unlink&a=php-fpm.sock");
+    restore_socket(&real);
+    assert_eq!(
+        hello(&site.waker_socket())
+            .expect("after the restore")
+            .text(),
+        site.hello_line()
+    );
+    note(&format!(
+        "docker.sock via symlink: closed after {took:?}, no byte"
+    ));
+}
+
+/// php-fpm.sock → another site's php-fpm.sock: never proxied (that site's
+/// php-fpm sees no request), and that site keeps serving.
+#[test]
+fn symlink_to_another_sites_socket_is_never_proxied() {
+    require!(Docker, PhpFpm, SocketActivate, Root);
+    let attacker = tenant_site(SiteOptions::default());
+    let victim = tenant_site(SiteOptions::default());
+    let _w = activated(&attacker, &["--start-timeout", "2s"]);
+    let victim_waker = activated(&victim, &[]);
+    let before = victim.access_lines().len();
+
+    let real = move_socket_aside(&attacker);
+    let target = victim.fpm_socket().display().to_string();
+    tenant_ok(&real, &format!("op=symlink&a=php-fpm.sock&t={target}"));
+    let (got, _) = send_through_waker(&attacker, &fcgi_hello());
+    assert!(
+        got.is_empty(),
+        "answered through another site's socket: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(
+        victim.access_lines().len(),
+        before,
+        "the victim's php-fpm saw a request"
+    );
+    // The victim is unaffected, directly and through its own waker.
+    assert_eq!(
+        victim
+            .fcgi(&FcgiRequest::get("hello.php", ""))
+            .expect("victim")
+            .text(),
+        victim.hello_line()
+    );
+    assert_eq!(
+        hello(&victim.waker_socket())
+            .expect("victim's waker")
+            .text(),
+        victim.hello_line()
+    );
+    assert!(victim_waker.activated());
+}
+
+/// php-fpm.sock → the site's own vhost-waker.sock (symlink, then hard link):
+/// no loop; held connections are closed at the timeout, and afterwards the
+/// waker serves `--connections-max` requests at once again (every permit
+/// back).
+#[test]
+fn own_waker_socket_is_never_connected_to() {
+    require!(Docker, PhpFpm, SocketActivate, Root);
+    let site = tenant_site(SiteOptions {
+        fpm_children: Some(8),
+        ..Default::default()
+    });
+    let w = activated(&site, &["--start-timeout", "2s", "--connections-max", "8"]);
+    assert_eq!(
+        hello(&site.waker_socket()).expect("warm").text(),
+        site.hello_line()
+    );
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", w.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let fds_before = fds();
+
+    let real = move_socket_aside(&site);
+    for (how, query) in [
+        ("symlink", "op=symlink&a=php-fpm.sock&t=vhost-waker.sock"),
+        ("hard link", "op=link&a=vhost-waker.sock&b=php-fpm.sock"),
+    ] {
+        tenant_ok(&real, query);
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let socket = site.waker_socket();
+                std::thread::spawn(move || {
+                    let t = Instant::now();
+                    let mut c = UnixStream::connect(socket).expect("connect");
+                    c.set_read_timeout(Some(Duration::from_secs(30)))
+                        .expect("timeout");
+                    let _ = c.write_all(&fcgi_hello());
+                    let mut got = Vec::new();
+                    let _ = c.read_to_end(&mut got);
+                    (got.len(), t.elapsed())
+                })
+            })
+            .collect();
+        for t in threads {
+            let (n, took) = t.join().expect("thread");
+            assert_eq!(n, 0, "{how}: answered {n} bytes");
+            // 16 connections over 8 permits: at most two timeouts in a row.
+            assert!(took < Duration::from_secs(10), "{how}: held {took:?}");
+        }
+        tenant_ok(&real, "op=unlink&a=php-fpm.sock");
+    }
+    logged(&w, "a symlink (never followed)");
+    logged(&w, "the waker's own listening socket");
+
+    restore_socket(&real);
+    // Every permit is back: 8 requests that each take 1 s run at once (one
+    // permit short, they would take 2 s).
+    let t = Instant::now();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let socket = site.waker_socket();
+            std::thread::spawn(move || {
+                fastcgi::request(&socket, &FcgiRequest::get("sleep.php", "s=1")).map(|r| r.text())
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().expect("thread").expect("served"), "slept 1\n");
+    }
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(1800),
+        "8 one-second requests took {took:?}: permits were not all back"
+    );
+    assert!(
+        // A wake keeps its inotify and Docker connections; a leaked
+        // self-connection per request would be dozens.
+        wait_until(Duration::from_secs(5), || fds() <= fds_before + 6),
+        "waker descriptors {} → {}",
+        fds_before,
+        fds()
+    );
+    note(&format!("8 × 1 s after the attack: {took:?}"));
+}
+
+/// A FIFO, a regular file, a directory and a dangling symlink at
+/// php-fpm.sock: each wake fails within the timeout (not before it, not
+/// long after), with a log line naming what is there; then the site is
+/// served again.
+#[test]
+fn non_sockets_fail_the_wake_within_the_timeout() {
+    require!(Docker, PhpFpm, SocketActivate, Root);
+    let site = tenant_site(SiteOptions::default());
+    let w = activated(&site, &["--start-timeout", "2s"]);
+    let real = move_socket_aside(&site);
+    for (make, undo, word) in [
+        (
+            "op=fifo&a=php-fpm.sock",
+            "op=unlink&a=php-fpm.sock",
+            "a FIFO",
+        ),
+        (
+            "op=file&a=php-fpm.sock",
+            "op=unlink&a=php-fpm.sock",
+            "a regular file",
+        ),
+        (
+            "op=mkdir&a=php-fpm.sock",
+            "op=rmdir&a=php-fpm.sock",
+            "a directory",
+        ),
+        (
+            "op=symlink&a=php-fpm.sock&t=/nowhere/at/all",
+            "op=unlink&a=php-fpm.sock",
+            "a symlink",
+        ),
+    ] {
+        tenant_ok(&real, make);
+        let (got, took) = send_through_waker(&site, &fcgi_hello());
+        assert!(got.is_empty(), "{word}: answered {} bytes", got.len());
+        assert!(
+            took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+            "{word}: closed after {took:?} (timeout 2s)"
+        );
+        logged(&w, &format!("it is {word}"));
+        tenant_ok(&real, undo);
+    }
+    logged(&w, "was refused for 2s");
+    restore_socket(&real);
+    assert_eq!(
+        hello(&site.waker_socket()).expect("restored").text(),
+        site.hello_line()
+    );
+}
+
+/// Free bytes of the file system holding `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let st = nix::sys::statvfs::statvfs(path).expect("statvfs");
+    st.blocks_available() * st.fragment_size()
+}
+
+/// A tenant fills its runtime directory: it fills only its own tmpfs (the
+/// host's /run loses nothing), and another site still wakes.
+#[test]
+fn filling_the_runtime_directory_leaves_run_alone() {
+    require!(Docker, PhpFpm, SocketActivate, Root);
+    let on_run = SiteOptions {
+        run_dir_in: Some(PathBuf::from("/run")),
+        ..Default::default()
+    };
+    let attacker = tenant_site(on_run.clone());
+    let other = TestSite::with_options(on_run);
+    let other_waker = activated(&other, &["--start-timeout", "20s"]);
+    let dir = attacker.layout().site_dir(attacker.site());
+    assert_ne!(
+        std::fs::metadata(&dir).expect("site dir").dev(),
+        std::fs::metadata(Path::new("/run")).expect("/run").dev(),
+        "the runtime directory is not a file system of its own"
+    );
+
+    let run_free = free_bytes(Path::new("/run"));
+    let out = tenant(&attacker.fpm_socket(), "op=fill");
+    let bytes: u64 = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("bytes="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("fill said {out:?}"));
+    let run_after = free_bytes(Path::new("/run"));
+    assert!(
+        bytes >= 900 * 1024,
+        "the tenant wrote only {bytes} bytes: {out}"
+    );
+    assert_eq!(free_bytes(&dir), 0, "the tenant's tmpfs is not full: {out}");
+    // Other processes use /run too (Docker's per-container state): allow a
+    // little, far less than the tenant wrote.
+    let lost = run_free.saturating_sub(run_after);
+    assert!(
+        lost < 256 * 1024,
+        "/run lost {lost} bytes while the tenant wrote {bytes}"
+    );
+
+    // The other site still wakes (its socket needs an inode on its own tmpfs).
+    assert_eq!(
+        hello(&other.waker_socket())
+            .expect("other site wakes")
+            .text(),
+        other.hello_line()
+    );
+    assert!(other_waker.activated());
+    // And the full site itself keeps serving what it has.
+    assert_eq!(
+        attacker
+            .fcgi(&FcgiRequest::get("hello.php", ""))
+            .expect("full site")
+            .text(),
+        attacker.hello_line()
+    );
+    note(&format!("tenant wrote {out:?}; /run lost {lost} bytes"));
+}
+
+/// fleet-renew with Docker unreachable while the container runs: the
+/// container's state is unknown, so php-fpm.sock is kept (the host's
+/// /proc/net/unix never shows a container's listener) and the site still
+/// answers, directly and through the renewed socket unit.
+#[test]
+fn renew_with_docker_dead_keeps_a_live_socket() {
+    require!(Docker, PhpFpm, Root, Systemd);
+    let site = tenant_site(SiteOptions::default());
+    let ns = boot_for(&site);
+    let name = site.name().to_owned();
+    let out = ns
+        .command(crate::support::bin("fleet-renew"))
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .arg(&name)
+        .output()
+        .expect("run fleet-renew");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "Docker is dead, renew must say so:\n{text}"
+    );
+    assert!(text.contains("php-fpm.sock\tskipped"), "{text}");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata(site.fpm_socket()).is_ok_and(|m| m.file_type().is_socket()),
+        "php-fpm.sock was removed:\n{text}"
+    );
+    assert_eq!(
+        site.fcgi(&FcgiRequest::get("hello.php", ""))
+            .expect("direct")
+            .text(),
+        site.hello_line()
+    );
+    assert_eq!(
+        hello(&site.waker_socket())
+            .expect("through the renewed socket")
+            .text(),
+        site.hello_line()
+    );
+    // With Docker back, renew stops the container and only then removes
+    // the socket php-fpm left (if any).
+    let out = run_renew(&ns, &[&name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(site.state(), "exited");
+}
+
+/// The waker's sandbox: the shipped service unit with its command replaced
+/// by probes. It cannot read /etc/shadow or Docker's data in /var/lib, and
+/// still reaches Docker's socket at its default path.
+#[test]
+fn waker_unit_cannot_read_host_secrets() {
+    require!(Docker, Root, Systemd);
+    let site = TestSite::new();
+    let ns = boot_for(&site);
+    assert!(
+        ns.run("test", &["-e", "/etc/shadow"]).status.success(),
+        "the namespace itself sees /etc/shadow"
+    );
+    let unit = unit_text("fleet-waker@.service");
+    let exec = unit
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .expect("ExecStart");
+    let probes = [
+        "ExecStart=/usr/bin/test -S /var/run/docker.sock",
+        "ExecStart=/usr/bin/test -S /run/docker.sock",
+        "ExecStart=/usr/bin/test ! -e /etc/shadow",
+        "ExecStart=/usr/bin/test ! -e /var/lib/docker",
+        "ExecStart=/usr/bin/test -r /proc/self/cgroup",
+    ]
+    .join("\n");
+    let probe = unit
+        .replace(exec, &probes)
+        .replace("Type=notify", "Type=oneshot")
+        .replace("Requires=fleet-waker@%i.socket", "")
+        .replace("After=fleet-waker@%i.socket", "");
+    ns.write_unit("fleet-sandbox-probe@.service", &probe);
+    ns.systemctl_ok(&["daemon-reload"]);
+    let out = ns.systemctl(&["start", "fleet-sandbox-probe@x.service"]);
+    let status = ns.systemctl(&["status", "--no-pager", "fleet-sandbox-probe@x.service"]);
+    assert!(
+        out.status.success(),
+        "a probe failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&status.stdout)
+    );
+}
