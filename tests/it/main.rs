@@ -11,4 +11,5 @@ mod harness;
 mod props;
 mod reaper;
 mod renew;
+mod timer;
 mod waker;

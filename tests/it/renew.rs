@@ -17,7 +17,7 @@ use crate::support::nsystemd::{Bind, NsSystemd};
 use crate::support::{FcgiRequest, TestSite, bin, fastcgi, note, require, wait_until};
 
 /// The repository's systemd unit directory.
-fn unit_dir() -> PathBuf {
+pub(crate) fn unit_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd")
 }
 
@@ -27,14 +27,14 @@ fn unit_dir() -> PathBuf {
 const NS_BIN_DIR: &str = "/run/fleet-test-bin";
 
 /// A unit file of the repository with binaries pointed at the ones under test.
-fn unit_text(name: &str) -> String {
+pub(crate) fn unit_text(name: &str) -> String {
     let text = std::fs::read_to_string(unit_dir().join(name)).expect("read unit");
     text.replace("/usr/bin/", &format!("{NS_BIN_DIR}/"))
 }
 
 /// Boots systemd with the site's directories and the binaries bound in, and
 /// the units installed.
-fn boot_for(site: &TestSite) -> NsSystemd {
+pub(crate) fn boot_for(site: &TestSite) -> NsSystemd {
     let layout = site.layout();
     let bin_dir = bin("fleet-waker").parent().expect("bin dir").to_owned();
     let ns = NsSystemd::boot(&[
