@@ -9,6 +9,7 @@ mod direct;
 mod faults;
 mod harness;
 mod props;
+mod readme;
 mod reaper;
 mod renew;
 mod timer;
