@@ -8,6 +8,7 @@ mod demo;
 mod direct;
 mod faults;
 mod harness;
+mod package;
 mod props;
 mod readme;
 mod reaper;

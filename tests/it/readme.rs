@@ -57,7 +57,7 @@ impl Site {
 
 /// `text` (a README nginx file for `example`, e.g. `example.com`) made
 /// concrete for `site` listening on `port`.
-fn render(text: &str, example: &str, site: &TestSite, port: u16) -> String {
+pub(crate) fn render(text: &str, example: &str, site: &TestSite, port: u16) -> String {
     assert!(text.contains("listen 80;"), "no `listen 80;` in:\n{text}");
     let run = site.layout().run_dir.display().to_string();
     text.replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
