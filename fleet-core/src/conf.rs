@@ -311,6 +311,9 @@ pub struct SiteList {
     pub sites: Vec<(Site, PathBuf)>,
     /// `*.conf` entries whose name is not a valid site, sorted by path.
     pub errors: Vec<SiteListError>,
+    /// The directory does not exist: no site is on the list. Set only for
+    /// ENOENT; any other failure to read it is [`SiteListError::ReadDir`].
+    pub missing: bool,
 }
 
 /// Decides whether a directory entry name is a conf file and, if so, the site
@@ -324,15 +327,29 @@ pub fn site_of_file_name(name: &[u8]) -> Option<Result<Site, Option<SiteError>>>
 }
 
 /// Lists every `<site>.conf` in `dir` (other names are ignored). A bad site
-/// name is reported in [`SiteList::errors`] and never stops the others; only
-/// an unreadable directory is an error for the whole list.
+/// name is reported in [`SiteList::errors`] and never stops the others.
+///
+/// A directory that does not exist is an empty list with
+/// [`SiteList::missing`] set: nothing creates it (it lives in Docker's volume
+/// store, where the admin's tooling keeps the list), so a fresh host has
+/// none, and a timer failing every minute for that would bury real failures.
+/// A directory that exists but cannot be read (permissions, not a
+/// directory, a loop) is an error for the whole list.
 pub fn list_sites(dir: &Path) -> Result<SiteList, SiteListError> {
     let read_dir_err = |source| SiteListError::ReadDir {
         path: dir.to_owned(),
         source,
     };
     let mut list = SiteList::default();
-    for entry in std::fs::read_dir(dir).map_err(read_dir_err)? {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            list.missing = true;
+            return Ok(list);
+        }
+        Err(e) => return Err(read_dir_err(e)),
+    };
+    for entry in entries {
         let entry = entry.map_err(read_dir_err)?;
         let name = entry.file_name();
         let path = entry.path();
@@ -630,7 +647,13 @@ mod tests {
         assert!(matches!(err, LoadConfError::Open { .. }));
         assert!(err.path().ends_with("missing.example.conf"));
 
-        let err = list_sites(&d.join("nope")).expect_err("missing dir");
-        assert!(err.to_string().contains("nope"), "{err}");
+        assert!(!list.missing);
+        // A missing directory is an empty list, marked as missing…
+        let none = list_sites(&d.join("nope")).expect("a missing dir is an empty list");
+        assert!(none.missing && none.sites.is_empty() && none.errors.is_empty());
+        // …but one that exists and cannot be listed is an error naming it.
+        let err = list_sites(&d.join("a.example.conf")).expect_err("not a directory");
+        assert!(matches!(err, SiteListError::ReadDir { .. }), "{err:?}");
+        assert!(err.to_string().contains("a.example.conf"), "{err}");
     }
 }

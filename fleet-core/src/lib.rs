@@ -10,6 +10,7 @@ pub mod exit;
 pub mod listen;
 pub mod logging;
 pub mod notify;
+pub mod placeholder;
 pub mod proxy;
 pub mod reaper;
 pub mod renew;

@@ -6,20 +6,24 @@
 //! 1. stop the socket unit (`fleet-waker@<site>.socket`);
 //! 2. stop the service unit (`fleet-waker@<site>.service`);
 //! 3. stop the container `<site>.fpm` (already stopped is fine; missing is an error);
-//! 4. remove php-fpm's and the waker's socket files when nothing listens on them;
+//! 4. remove the waker's socket file when nothing listens on it;
 //! 5. make the runtime directory a size-limited tmpfs of its own ([`crate::rundir`]);
-//! 6. `reset-failed` both units (clears `trigger-limit-hit` and `start-limit-hit`);
-//! 7. start the socket unit;
-//! 8. verify the socket unit is active and its socket is listening, reading the
+//! 6. leave a refusing placeholder at php-fpm's socket path ([`crate::placeholder`],
+//!    so nginx's direct mode logs the fallback at `error`), keeping whatever is there;
+//! 7. `reset-failed` both units (clears `trigger-limit-hit` and `start-limit-hit`);
+//! 8. start the socket unit;
+//! 9. verify the socket unit is active and its socket is listening, reading the
 //!    kernel's table of listening unix sockets (`/proc/net/unix`) instead of
 //!    connecting, since a connect would wake the site.
 //!
-//! php-fpm's socket is only removed, and the directory only mounted over,
-//! once the container is known to be stopped: when its stop failed or its
-//! state is unknown, they are kept and the report says so. Whether anything
-//! listens on php-fpm's socket is found by connecting to it (never through
-//! a symlink): its listener lives in the container's network namespace,
-//! which the host's `/proc/net/unix` does not show.
+//! php-fpm's socket is never removed: a live one is the site, a dead one
+//! refuses connections just like the placeholder, and php-fpm replaces it
+//! when it starts. Whether anything listens on it is found by connecting to
+//! it (never through a symlink), since its listener lives in the container's
+//! network namespace, which the host's `/proc/net/unix` does not show. The
+//! directory is only mounted over, and the placeholder only made, once the
+//! container is known to be stopped: when its stop failed or its state is
+//! unknown, they are left and the report says so.
 //!
 //! systemd is driven through `systemctl` with an argument vector, never a
 //! shell. Why not D-Bus: `systemctl` is the interface the sysadmin already
@@ -115,9 +119,9 @@ impl std::str::FromStr for UnitTemplate {
 pub enum Step {
     StopUnit(String),
     StopContainer(String),
-    /// php-fpm's socket: removed only when the container is stopped and a
-    /// connect is refused.
-    RemoveFpmSocket(PathBuf),
+    /// php-fpm's socket: a refusing placeholder when nothing is there; kept
+    /// otherwise.
+    FpmPlaceholder(PathBuf),
     /// The waker's socket: removed when the kernel's table shows no
     /// listener (a connect would start a wake).
     RemoveSocket(PathBuf),
@@ -135,8 +139,9 @@ impl fmt::Display for Step {
         match self {
             Step::StopUnit(u) => write!(f, "stop {u}"),
             Step::StopContainer(c) => write!(f, "stop container {c}"),
-            Step::RemoveSocket(p) | Step::RemoveFpmSocket(p) => {
-                write!(f, "remove stale socket {}", p.display())
+            Step::RemoveSocket(p) => write!(f, "remove stale socket {}", p.display()),
+            Step::FpmPlaceholder(p) => {
+                write!(f, "leave a refusing placeholder at {}", p.display())
             }
             Step::PrepareRunDir(p) => write!(f, "make {} a tmpfs of its own", p.display()),
             Step::ResetFailed(u) => write!(f, "reset-failed {u}"),
@@ -224,6 +229,8 @@ pub enum RenewError {
     },
     #[error(transparent)]
     RunDir(#[from] RunDirError),
+    #[error(transparent)]
+    Placeholder(#[from] crate::placeholder::PlaceholderError),
     #[error("{unit} is {state}, not active")]
     NotActive { unit: String, state: String },
     #[error("nothing listens on {path}")]
@@ -355,25 +362,20 @@ async fn unit_state(cfg: &Config, unit: &str) -> Result<String, RenewError> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// Removes php-fpm's socket at `path` when a connect to it (never through
-/// a symlink) is refused: nobody listens, in any network namespace.
-fn remove_fpm_socket_if_dead(path: &Path) -> Result<String, RenewError> {
-    match upstream::probe(path) {
-        Liveness::Absent => Ok("absent".into()),
-        Liveness::NotSocket(kind) => Ok(format!("{kind}, not a socket file; left alone")),
-        Liveness::Listening => Ok("in use; left alone".into()),
-        Liveness::Unknown(why) => Ok(format!(
-            "cannot tell whether anything listens ({why}); kept"
-        )),
-        Liveness::Dead => match std::fs::remove_file(path) {
-            Ok(()) => Ok("removed".into()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok("absent".into()),
-            Err(source) => Err(RenewError::Remove {
-                path: path.to_owned(),
-                source,
-            }),
+/// Leaves a refusing placeholder at php-fpm's socket `path` when nothing is
+/// there; whatever is there is kept, and said (a connect, never through a
+/// symlink, tells a live socket from a dead one in any network namespace).
+fn fpm_placeholder(path: &Path) -> Result<String, RenewError> {
+    Ok(match upstream::probe(path) {
+        Liveness::Absent => match crate::placeholder::ensure(path)? {
+            crate::placeholder::Placed::Created => "created".into(),
+            crate::placeholder::Placed::Exists => "something appeared there; left alone".into(),
         },
-    }
+        Liveness::Dead => "a socket nobody listens on is there already; kept".into(),
+        Liveness::NotSocket(kind) => format!("{kind}, not a socket file; left alone"),
+        Liveness::Listening => "in use; left alone".into(),
+        Liveness::Unknown(why) => format!("cannot tell whether anything listens ({why}); kept"),
+    })
 }
 
 /// Makes the site's runtime directory its own tmpfs (see [`rundir`]).
@@ -422,9 +424,9 @@ pub fn plan(cfg: &Config, site: &Site) -> Vec<Step> {
         Step::StopUnit(socket.clone()),
         Step::StopUnit(service.clone()),
         Step::StopContainer(site.container()),
-        Step::RemoveFpmSocket(cfg.layout.fpm_socket(site)),
         Step::RemoveSocket(cfg.layout.waker_socket(site)),
         Step::PrepareRunDir(cfg.layout.site_dir(site)),
+        Step::FpmPlaceholder(cfg.layout.fpm_socket(site)),
         Step::ResetFailed(socket.clone()),
         Step::ResetFailed(service),
         Step::StartUnit(socket.clone()),
@@ -455,7 +457,7 @@ async fn run_step(
             Ok(format!("stopped (was {})", before.state))
         }
         Step::RemoveSocket(path) => remove_if_stale(cfg, path),
-        Step::RemoveFpmSocket(path) => remove_fpm_socket_if_dead(path),
+        Step::FpmPlaceholder(path) => fpm_placeholder(path),
         Step::PrepareRunDir(_) => prepare_run_dir(cfg, site),
         Step::ResetFailed(unit) => systemctl(cfg, &["reset-failed", unit])
             .await
@@ -501,7 +503,7 @@ pub async fn renew_site(
     // known to be stopped.
     let mut stopped = false;
     for step in plan(cfg, site) {
-        let needs_stopped = matches!(step, Step::RemoveFpmSocket(_) | Step::PrepareRunDir(_));
+        let needs_stopped = matches!(step, Step::FpmPlaceholder(_) | Step::PrepareRunDir(_));
         let outcome = if cfg.dry_run {
             Outcome::DryRun
         } else if needs_stopped && !stopped {
@@ -596,9 +598,9 @@ garbage line
                 "stop fleet-waker@a.example.socket",
                 "stop fleet-waker@a.example.service",
                 "stop container a.example.fpm",
-                "remove stale socket /run/docker-apps/a.example/php-fpm.sock",
                 "remove stale socket /run/docker-apps/a.example/vhost-waker.sock",
                 "make /run/docker-apps/a.example a tmpfs of its own",
+                "leave a refusing placeholder at /run/docker-apps/a.example/php-fpm.sock",
                 "reset-failed fleet-waker@a.example.socket",
                 "reset-failed fleet-waker@a.example.service",
                 "start fleet-waker@a.example.socket",

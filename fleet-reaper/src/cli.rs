@@ -12,7 +12,8 @@ Exit codes:
   0   every site was handled
   1   some site had an error (bad conf file or name, missing container,
       unreadable state, failed stop); the other sites were still handled
-  64  usage: bad flags, or the sites directory cannot be read
+  64  usage: bad flags, or the sites directory exists but cannot be read
+      (a missing one is an empty list: exit 0, with a warning naming it)
   69  the Docker engine cannot be reached
   75  interrupted (SIGTERM/SIGINT) before the pass finished
 

@@ -350,13 +350,41 @@ fn free_bytes(path: &Path) -> u64 {
     st.blocks_available() * st.fragment_size()
 }
 
+/// A tmpfs standing in for the host's `/run` (nothing else writes to it, so
+/// its free space is exact); unmounted on drop.
+struct HostRun(tempfile::TempDir);
+
+impl HostRun {
+    fn new() -> HostRun {
+        let dir = crate::support::temp_dir("hostrun");
+        nix::mount::mount(
+            Some("fleet-it-hostrun"),
+            dir.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            Some("size=64m,mode=0755"),
+        )
+        .expect("mount a tmpfs standing in for /run");
+        HostRun(dir)
+    }
+}
+
+impl Drop for HostRun {
+    fn drop(&mut self) {
+        crate::support::site::umount_under(self.0.path());
+    }
+}
+
 /// A tenant fills its runtime directory: it fills only its own tmpfs (the
-/// host's /run loses nothing), and another site still wakes.
+/// host's /run, here a tmpfs of the test's own, loses not a byte), and
+/// another site still wakes.
 #[test]
 fn filling_the_runtime_directory_leaves_run_alone() {
     require!(Docker, PhpFpm, SocketActivate, Root);
+    // Declared first, dropped last: after the sites' own mounts are gone.
+    let host_run = HostRun::new();
     let on_run = SiteOptions {
-        run_dir_in: Some(PathBuf::from("/run")),
+        run_dir_in: Some(host_run.0.path().to_owned()),
         ..Default::default()
     };
     let attacker = tenant_site(on_run.clone());
@@ -365,29 +393,28 @@ fn filling_the_runtime_directory_leaves_run_alone() {
     let dir = attacker.layout().site_dir(attacker.site());
     assert_ne!(
         std::fs::metadata(&dir).expect("site dir").dev(),
-        std::fs::metadata(Path::new("/run")).expect("/run").dev(),
+        std::fs::metadata(host_run.0.path())
+            .expect("host run")
+            .dev(),
         "the runtime directory is not a file system of its own"
     );
 
-    let run_free = free_bytes(Path::new("/run"));
+    let run_free = free_bytes(host_run.0.path());
     let out = tenant(&attacker.fpm_socket(), "op=fill");
     let bytes: u64 = out
         .split_whitespace()
         .find_map(|w| w.strip_prefix("bytes="))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("fill said {out:?}"));
-    let run_after = free_bytes(Path::new("/run"));
     assert!(
         bytes >= 900 * 1024,
         "the tenant wrote only {bytes} bytes: {out}"
     );
     assert_eq!(free_bytes(&dir), 0, "the tenant's tmpfs is not full: {out}");
-    // Other processes use /run too (Docker's per-container state): allow a
-    // little, far less than the tenant wrote.
-    let lost = run_free.saturating_sub(run_after);
-    assert!(
-        lost < 256 * 1024,
-        "/run lost {lost} bytes while the tenant wrote {bytes}"
+    assert_eq!(
+        free_bytes(host_run.0.path()),
+        run_free,
+        "the host's run directory lost space while the tenant wrote {bytes} bytes"
     );
 
     // The other site still wakes (its socket needs an inode on its own tmpfs).
@@ -406,7 +433,9 @@ fn filling_the_runtime_directory_leaves_run_alone() {
             .text(),
         attacker.hello_line()
     );
-    note(&format!("tenant wrote {out:?}; /run lost {lost} bytes"));
+    note(&format!(
+        "tenant wrote {out:?}; the host's run directory lost 0 bytes"
+    ));
 }
 
 /// fleet-renew with Docker unreachable while the container runs: the
@@ -435,6 +464,7 @@ fn renew_with_docker_dead_keeps_a_live_socket() {
         "Docker is dead, renew must say so:\n{text}"
     );
     assert!(text.contains("php-fpm.sock\tskipped"), "{text}");
+    assert!(text.contains("a tmpfs of its own\tskipped"), "{text}");
     use std::os::unix::fs::FileTypeExt;
     assert!(
         std::fs::symlink_metadata(site.fpm_socket()).is_ok_and(|m| m.file_type().is_socket()),
@@ -452,8 +482,8 @@ fn renew_with_docker_dead_keeps_a_live_socket() {
             .text(),
         site.hello_line()
     );
-    // With Docker back, renew stops the container and only then removes
-    // the socket php-fpm left (if any).
+    // With Docker back, renew stops the container and only then leaves a
+    // refusing placeholder where php-fpm's socket was.
     let out = run_renew(&ns, &[&name]);
     assert!(
         out.status.success(),
@@ -461,6 +491,10 @@ fn renew_with_docker_dead_keeps_a_live_socket() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert_eq!(site.state(), "exited");
+    assert_eq!(
+        fleet_core::upstream::probe(&site.fpm_socket()),
+        fleet_core::upstream::Liveness::Dead
+    );
 }
 
 /// The waker's sandbox: the shipped service unit with its command replaced

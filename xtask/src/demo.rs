@@ -37,9 +37,9 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-/// The shipped proxy-mode snippet (a `location` block).
+/// The shipped proxy-mode example (a complete `server` block for example.com).
 pub const PROXY_CONF: &str = include_str!("../../contrib/nginx/fleet-proxy-mode.conf");
-/// The shipped direct-mode snippet (an `upstream` block and, commented, the `location`).
+/// The shipped direct-mode example (an `upstream` and a `server` block for example.com).
 pub const DIRECT_CONF: &str = include_str!("../../contrib/nginx/fleet-direct-mode.conf");
 /// nginx's binary.
 pub const NGINX: &str = "/usr/sbin/nginx";
@@ -77,12 +77,15 @@ pub struct SnippetError {
     what: String,
 }
 
-/// Template the shipped snippet of `mode` for `site` whose runtime
-/// directories live under `run_dir` (the `/run/docker-apps` of the snippet):
-/// `/run/docker-apps/example.com/` becomes `<run_dir>/<site>/`,
-/// `example_com` (upstream name) the site with `.`/`-` as `_`, and
-/// `example.com` the site. In direct mode the commented `# location … # }`
-/// block is uncommented. Pure: tested below on the real files.
+/// Template the shipped example of `mode` for `site` whose runtime
+/// directories live under `run_dir` (the `/run/docker-apps` of the example):
+/// its `upstream` block (direct mode) and the `location` block of its
+/// `server`, dedented, with `/run/docker-apps/example.com/` made
+/// `<run_dir>/<site>/`, `example_com` (upstream name) the site with `.`/`-`
+/// as `_`, and `example.com` the site. The demo, bench and soak wrap these in
+/// their own `server` (listen port, a docroot at `/srv/www`); the README's
+/// complete files are rendered whole by the integration tests. Pure: tested
+/// below on the real files.
 pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, SnippetError> {
     let text = match mode {
         Mode::Proxy => PROXY_CONF,
@@ -100,17 +103,25 @@ pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, S
             .replace("example.com", site)
     };
     let lines: Vec<&str> = text.lines().collect();
-    // A block from the line starting with `start` to the first line after it
-    // that is exactly `end`.
-    let block = |start: &str, end: &str| -> Option<String> {
-        let from = lines.iter().position(|l| l.starts_with(start))?;
-        let to = from + lines[from..].iter().position(|l| l.trim_end() == end)?;
-        Some(lines[from..=to].join("\n") + "\n")
+    // A block from the first line starting (after indentation) with `start`
+    // to the first later line that is `}` at the same indentation, dedented.
+    let block = |start: &str| -> Option<String> {
+        let from = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with(start))?;
+        let indent = lines[from].len() - lines[from].trim_start().len();
+        let close = format!("{:indent$}}}", "");
+        let to = from + lines[from..].iter().position(|l| l.trim_end() == close)?;
+        Some(
+            lines[from..=to]
+                .iter()
+                .map(|l| format!("{}\n", l.get(indent..).unwrap_or_else(|| l.trim_start())))
+                .collect(),
+        )
     };
+    let location = block("location ~").ok_or_else(|| err("no `location ~ … }` block"))?;
     match mode {
         Mode::Proxy => {
-            let location =
-                block("location ~", "}").ok_or_else(|| err("no `location … }` block"))?;
             if !location.contains("fastcgi_pass unix:/run/docker-apps/example.com/vhost-waker.sock")
             {
                 return Err(err("the location does not pass to the waker's socket"));
@@ -121,17 +132,7 @@ pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, S
             })
         }
         Mode::Direct => {
-            let upstream = block("upstream ", "}").ok_or_else(|| err("no `upstream … }` block"))?;
-            let commented =
-                block("# location ~", "# }").ok_or_else(|| err("no `# location … # }` block"))?;
-            let location: String = commented
-                .lines()
-                .map(|l| {
-                    let l = l.strip_prefix('#').unwrap_or(l);
-                    let l = l.strip_prefix(' ').unwrap_or(l);
-                    format!("{l}\n")
-                })
-                .collect();
+            let upstream = block("upstream ").ok_or_else(|| err("no `upstream … }` block"))?;
             if !upstream.contains(" backup") {
                 return Err(err("the upstream has no backup server"));
             }
@@ -1271,11 +1272,12 @@ mod tests {
         );
         assert!(s.location.contains("include fastcgi_params;"));
         assert!(!s.location.contains("example.com"));
-        // The shipped block, line for line, with only the paths changed.
+        // The shipped block, line for line (dedented from the `server`),
+        // with only the paths changed.
         let shipped: String = PROXY_CONF
             .lines()
-            .skip_while(|l| !l.starts_with("location "))
-            .map(|l| format!("{l}\n"))
+            .skip_while(|l| !l.trim_start().starts_with("location "))
+            .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
             .collect();
         let shipped = shipped.replace(
             "/run/docker-apps/example.com/",
@@ -1289,7 +1291,7 @@ mod tests {
     }
 
     #[test]
-    fn direct_snippet_has_upstream_with_backup_and_uncommented_location() {
+    fn direct_snippet_has_upstream_with_backup_and_the_location() {
         let s = site_snippet(Mode::Direct, "shop.example.org", Path::new("/srv/run"))
             .expect("direct snippet");
         assert!(

@@ -3,7 +3,17 @@
 use std::process::{Command, Stdio};
 
 /// Packages `cargo xtask test` needs (installed when missing, as root with apt).
-pub const PACKAGES: &[&str] = &["php8.2-fpm", "nginx-light", "wrk", "systemd", "man-db"];
+/// (`init-system-helpers`: the package's maintainer scripts call
+/// `deb-systemd-invoke`; `procps`: the package test lists processes with `ps`.)
+pub const PACKAGES: &[&str] = &[
+    "php8.2-fpm",
+    "nginx-light",
+    "wrk",
+    "systemd",
+    "man-db",
+    "init-system-helpers",
+    "procps",
+];
 
 /// True when `dpkg-query -W -f='${Status}'` output says the package is installed.
 pub fn parse_dpkg_status(status: &str) -> bool {

@@ -185,7 +185,7 @@ Version: {version}
 Architecture: {arch}
 Maintainer: fleet maintainers <fleet@example.invalid>
 Installed-Size: {installed_kib}
-Depends: {libc}docker.io | docker-ce | moby-engine | docker-engine
+Depends: {libc}init-system-helpers, docker.io | docker-ce | moby-engine | docker-engine
 Recommends: nginx | nginx-light | nginx-core
 Section: admin
 Priority: optional
@@ -206,38 +206,114 @@ Description: wake php-fpm containers on demand, put idle ones to sleep
     )
 }
 
-/// `DEBIAN/postinst`: reload systemd's units when systemd runs. Enables nothing.
-pub const POSTINST: &str = "#!/bin/sh
-# fleet postinst: make systemd see the new units. No site is enabled here:
-# that is `systemctl enable --now fleet-waker@<site>.socket`, per site.
-set -e
-if [ -d /run/systemd/system ]; then
-    systemctl daemon-reload >/dev/null || true
-fi
-exit 0
-";
+/// The enablement links an admin's `systemctl enable` makes for fleet's
+/// units, as a shell glob list (the sites' sockets and the reaper's timer).
+/// The maintainer scripts start them on install, report them on remove and
+/// delete them on purge.
+pub const ENABLED_LINKS: &str = "/etc/systemd/system/*.wants/fleet-waker@*.socket /etc/systemd/system/*.wants/fleet-reaper.timer";
 
-/// `DEBIAN/prerm`: stop the reaper timer before the binaries go (sites'
-/// sockets are left as the admin set them).
-pub const PRERM: &str = "#!/bin/sh
-# fleet prerm: on removal stop the reaper's timer so it does not fire while
-# the binary is gone. Site sockets stay as the admin set them.
+/// `DEBIAN/postinst`. Enables nothing. Under systemd: reload the units; on
+/// an upgrade restart the running wakers (they still run the replaced
+/// binary); start the units the admin had enabled (a new install after a
+/// remove brings the sites and the timer back as they were).
+pub const POSTINST: &str = concat!(
+    r#"#!/bin/sh
+# fleet postinst (README: "Upgrade and remove"). Enables nothing: a site is
+# `systemctl enable --now fleet-waker@<site>.socket`, the reaper
+# `systemctl enable --now fleet-reaper.timer`.
 set -e
-if [ \"$1\" = remove ] && [ -d /run/systemd/system ]; then
-    systemctl stop fleet-reaper.timer >/dev/null 2>&1 || true
-fi
+case "$1" in
+configure|abort-upgrade|abort-deconfigure|abort-remove)
+    if [ -d /run/systemd/system ]; then
+        # /run/docker-apps: root:www-data 0750 now, not only after a reboot.
+        systemd-tmpfiles --create fleet.conf >/dev/null || true
+        systemctl --system daemon-reload >/dev/null || true
+        if [ -n "$2" ]; then
+            # An upgrade: running wakers still run the replaced binary. A
+            # restart stops each gracefully (it finishes the connections it
+            # holds) while systemd keeps the listening socket, whose backlog
+            # holds new connections for the new waker. Sockets stay as they are.
+            deb-systemd-invoke try-restart 'fleet-waker@*.service' || true
+        fi
+        # What the admin enabled runs again (a no-op when it runs already).
+        for link in "#,
+    "/etc/systemd/system/*.wants/fleet-waker@*.socket /etc/systemd/system/*.wants/fleet-reaper.timer",
+    r#"; do
+            if [ -L "$link" ]; then
+                deb-systemd-invoke start "${link##*/}" || true
+            fi
+        done
+    fi
+    ;;
+esac
 exit 0
-";
+"#
+);
 
-/// `DEBIAN/postrm`: reload systemd's units after the files are gone.
-pub const POSTRM: &str = "#!/bin/sh
-# fleet postrm: make systemd forget the removed units.
+/// `DEBIAN/prerm`: on removal, stop everything that runs fleet's binaries
+/// (nothing may keep running from a deleted file). On upgrade nothing stops.
+pub const PRERM: &str = r#"#!/bin/sh
+# fleet prerm: on removal stop the reaper's timer and service and every
+# site's socket and waker (a waker finishes the connections it holds), so
+# nothing runs from a deleted binary. On upgrade nothing is stopped: the
+# postinst restarts the wakers. What the admin enabled stays enabled.
 set -e
-if [ -d /run/systemd/system ]; then
-    systemctl daemon-reload >/dev/null || true
+if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
+    deb-systemd-invoke stop fleet-reaper.timer fleet-reaper.service \
+        'fleet-waker@*.socket' 'fleet-waker@*.service' || true
 fi
 exit 0
-";
+"#;
+
+/// `DEBIAN/postrm`: on removal reload systemd and say which enabled units it
+/// leaves; on purge remove their enablement links and `/run/fleet`.
+pub const POSTRM: &str = concat!(
+    r#"#!/bin/sh
+# fleet postrm. remove: systemd forgets the units; the enablement links the
+# admin made stay (a new install starts those units again) and are listed.
+# purge: those links and the wakers' state directory /run/fleet go too; the
+# admin's own drop-ins stay and are listed.
+set -e
+links=""
+for link in "#,
+    "/etc/systemd/system/*.wants/fleet-waker@*.socket /etc/systemd/system/*.wants/fleet-reaper.timer",
+    r#"; do
+    if [ -L "$link" ]; then links="$links $link"; fi
+done
+case "$1" in
+remove)
+    if [ -n "$links" ]; then
+        echo "fleet: stopped; these units stay enabled and start again when fleet is installed again:"
+        for link in $links; do echo "fleet:   ${link##*/} ($link)"; done
+        echo "fleet: 'dpkg --purge fleet' removes these links"
+    fi
+    ;;
+purge)
+    for link in $links; do
+        rm -f -- "$link"
+        echo "fleet: removed $link"
+        rmdir -- "${link%/*}" 2>/dev/null || true
+    done
+    if [ -d /run/fleet ] && [ ! -L /run/fleet ]; then
+        rm -rf -- /run/fleet
+        echo "fleet: removed /run/fleet (the wakers' state files)"
+    fi
+    for dropin in /etc/systemd/system/fleet-*.d; do
+        if [ -d "$dropin" ]; then echo "fleet: left your drop-in directory $dropin"; fi
+    done
+    ;;
+esac
+if [ -d /run/systemd/system ]; then
+    case "$1" in
+    remove|purge)
+        systemctl --system daemon-reload >/dev/null || true
+        systemctl reset-failed 'fleet-waker@*' 'fleet-reaper.*' >/dev/null 2>&1 || true
+        ;;
+    esac
+fi
+exit 0
+"#
+);
 
 const COPYRIGHT: &str = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: fleet
@@ -261,6 +337,9 @@ pub struct DistArgs {
     pub out: Option<PathBuf>,
     /// Install, check and remove the .deb on this machine.
     pub verify: bool,
+    /// The package's version instead of the workspace's (tests build a
+    /// second, newer package to upgrade to).
+    pub version: Option<String>,
 }
 
 /// Usage of `cargo xtask dist`.
@@ -424,6 +503,8 @@ pub struct Paths {
     pub man1: PathBuf,
     /// `<prefix>/share`.
     pub share: PathBuf,
+    /// tmpfiles.d directory (`fleet.conf`: /run/docker-apps' mode and group).
+    pub tmpfiles: PathBuf,
 }
 
 impl Paths {
@@ -438,6 +519,7 @@ impl Paths {
         };
         Paths {
             bin: prefix.join("bin"),
+            tmpfiles: prefix.join("lib/tmpfiles.d"),
             units,
             man1: prefix.join("share/man/man1"),
             share: prefix.join("share"),
@@ -481,6 +563,11 @@ pub fn install_tree(
             0o644,
         )?;
     }
+    put(
+        paths.tmpfiles.join("fleet.conf"),
+        &read(&repo.join("systemd/fleet.tmpfiles"))?,
+        0o644,
+    )?;
     for (bin, cmd) in commands() {
         let page = man_page(cmd.clone()).map_err(|e| err(format!("man page of {bin}"), e))?;
         if gz {
@@ -565,7 +652,8 @@ pub fn dist(args: &DistArgs) -> Result<Dist, DistError> {
 
     // The Debian package from a staged tree.
     let arch = run("dpkg", &["--print-architecture"])?.trim().to_string();
-    let stage = out.join(format!("{PACKAGE}_{VERSION}_{arch}"));
+    let version = args.version.as_deref().unwrap_or(VERSION);
+    let stage = out.join(format!("{PACKAGE}_{version}_{arch}"));
     mkdir(&stage)?;
     let paths = Paths::for_prefix(Path::new("/usr"));
     install_tree(&bin_dir, &stage, &paths, true)?;
@@ -597,13 +685,13 @@ pub fn dist(args: &DistArgs) -> Result<Dist, DistError> {
     let size = dir_size_kib(&stage);
     write(
         &debian.join("control"),
-        control(VERSION, &arch, size, glibc).as_bytes(),
+        control(version, &arch, size, glibc).as_bytes(),
         0o644,
     )?;
     write(&debian.join("postinst"), POSTINST.as_bytes(), 0o755)?;
     write(&debian.join("prerm"), PRERM.as_bytes(), 0o755)?;
     write(&debian.join("postrm"), POSTRM.as_bytes(), 0o755)?;
-    let deb = out.join(format!("{PACKAGE}_{VERSION}_{arch}.deb"));
+    let deb = out.join(format!("{PACKAGE}_{version}_{arch}.deb"));
     let stage_s = stage.display().to_string();
     let deb_s = deb.display().to_string();
     // A debug build is ~150 MB: xz would take a minute; store it instead.
@@ -839,7 +927,7 @@ mod tests {
         assert!(c.starts_with("Package: fleet\nVersion: 1.2.3\nArchitecture: amd64\n"));
         assert!(c.contains("\nInstalled-Size: 4242\n"));
         assert!(c.contains(
-            "\nDepends: libc6 (>= 2.34), docker.io | docker-ce | moby-engine | docker-engine\n"
+            "\nDepends: libc6 (>= 2.34), init-system-helpers, docker.io | docker-ce | moby-engine | docker-engine\n"
         ));
         assert!(c.contains("\nRecommends: nginx"));
         // Continuation lines of the description start with a space; an
@@ -852,29 +940,62 @@ mod tests {
         assert!(!desc.is_empty());
         assert!(desc.iter().all(|l| l.starts_with(' ') && l.trim() != ""));
         assert!(c.ends_with('\n'));
-        assert!(control("1", "arm64", 1, None).contains("\nDepends: docker.io"));
+        assert!(
+            control("1", "arm64", 1, None).contains("\nDepends: init-system-helpers, docker.io")
+        );
     }
 
     #[test]
-    fn maintainer_scripts_reload_only_under_systemd_and_enable_nothing() {
+    fn maintainer_scripts_are_valid_sh_and_enable_nothing() {
         for s in [POSTINST, PRERM, POSTRM] {
             assert!(s.starts_with("#!/bin/sh\n"));
-            assert!(s.contains("[ -d /run/systemd/system ]"));
+            // Parsed by the shell dpkg runs them with.
+            let mut sh = Command::new("sh")
+                .arg("-n")
+                .stdin(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("sh");
+            sh.stdin
+                .take()
+                .expect("stdin")
+                .write_all(s.as_bytes())
+                .expect("write");
+            let out = sh.wait_with_output().expect("sh -n");
+            assert!(
+                out.status.success(),
+                "sh -n: {}\n{s}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let code: Vec<&str> = s
                 .lines()
                 .filter(|l| !l.trim_start().starts_with('#'))
                 .collect();
-            assert!(!code.iter().any(|l| l.contains("enable")), "{s}");
-            // Every systemctl call is inside the systemd-is-running check.
-            let guarded = code.iter().position(|l| l.contains("/run/systemd/system"));
-            let first_call = code.iter().position(|l| l.contains("systemctl"));
+            assert!(
+                !code
+                    .iter()
+                    .any(|l| l.contains("systemctl enable") || l.contains("helper enable")),
+                "{s}"
+            );
+            // Every call into systemd comes after the systemd-is-running check.
+            let guarded = code
+                .iter()
+                .position(|l| l.contains("[ -d /run/systemd/system ]"));
+            let first_call = code
+                .iter()
+                .position(|l| l.contains("systemctl ") || l.contains("deb-systemd-invoke "));
             assert!(
                 guarded.is_some_and(|g| first_call.is_some_and(|c| c > g)),
                 "{s}"
             );
         }
-        assert!(POSTINST.contains("systemctl daemon-reload"));
-        assert!(POSTRM.contains("systemctl daemon-reload"));
+        assert!(POSTINST.contains("systemctl --system daemon-reload"));
+        assert!(POSTINST.contains("deb-systemd-invoke try-restart 'fleet-waker@*.service'"));
+        assert!(PRERM.contains("'fleet-waker@*.socket' 'fleet-waker@*.service'"));
+        assert!(POSTRM.contains("systemctl --system daemon-reload"));
+        assert!(POSTINST.contains(ENABLED_LINKS) && POSTRM.contains(ENABLED_LINKS));
+        // Sockets are never restarted: the listening socket stays with systemd.
+        assert!(!POSTINST.contains("restart 'fleet-waker@*.socket'"));
     }
 
     #[test]

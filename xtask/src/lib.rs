@@ -6,3 +6,4 @@ pub mod deps;
 pub mod dist;
 pub mod image;
 pub mod install;
+pub mod readme;

@@ -45,8 +45,10 @@ commands:
                  installs, checks and removes the .deb on this machine
   install [--prefix /usr/local] [--destdir D] [--debug] [--no-build]
                  build and install binaries, units, man pages, completions
-  bench waker [rounds]
-                 fleet-waker benchmark (warm wrk ratios, cold overhead, RSS); Markdown on stdout
+  bench waker [rounds] [--baseline BIN]
+                 fleet-waker benchmark (warm wrk ratios, cold overhead, RSS); Markdown on stdout;
+                 --baseline: also another fleet-waker binary (e.g. the previous release
+                 build) in the same warm rounds, with its own ratio to direct
   bench reaper   one fleet-reaper pass vs the old serial `docker logs --since` loop
                  (200 light containers, 10 MiB of old log each); Markdown on stdout
   soak [--requests N]
@@ -74,8 +76,32 @@ fn main() -> ExitCode {
         "dist" => xtask::dist::main(rest),
         "install" => xtask::install::main(rest),
         "bench" if rest.first().map(String::as_str) == Some("waker") => {
-            let rounds = rest.get(1).and_then(|r| r.parse().ok()).unwrap_or(5);
-            match bench::waker::bench(&repo_root(), rounds) {
+            let mut rounds = 5;
+            let mut baseline = None;
+            let mut args = rest[1..].iter();
+            while let Some(a) = args.next() {
+                match a.as_str() {
+                    "--baseline" => match args.next() {
+                        Some(p) => baseline = Some(PathBuf::from(p)),
+                        None => {
+                            eprintln!(
+                                "xtask bench waker: --baseline needs a fleet-waker binary\n\n{USAGE}"
+                            );
+                            return ExitCode::from(EX_USAGE);
+                        }
+                    },
+                    n => match n.parse() {
+                        Ok(n) => rounds = n,
+                        Err(_) => {
+                            eprintln!(
+                                "xtask bench waker: {n:?} is not a number of rounds\n\n{USAGE}"
+                            );
+                            return ExitCode::from(EX_USAGE);
+                        }
+                    },
+                }
+            }
+            match bench::waker::bench(&repo_root(), rounds, baseline.as_deref()) {
                 Ok(report) => {
                     println!("{report}");
                     ExitCode::SUCCESS

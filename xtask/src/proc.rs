@@ -165,6 +165,12 @@ impl Rig {
     /// our own. Not by connecting to it: a probe connection to a sleeping
     /// site would itself wake the container.
     pub fn spawn_waker(&self, socket: &Path) -> Result<Guard, String> {
+        self.spawn_waker_bin(&self.waker_bin, socket)
+    }
+
+    /// Like [`Rig::spawn_waker`] with another fleet-waker binary (an older
+    /// build, measured in the same run).
+    pub fn spawn_waker_bin(&self, bin: &Path, socket: &Path) -> Result<Guard, String> {
         let name = socket
             .file_name()
             .map_or_else(|| "waker".to_owned(), |n| n.to_string_lossy().into_owned());
@@ -176,7 +182,7 @@ impl Rig {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .map_err(|e| e.to_string())?;
         let waker = Guard(
-            Command::new(&self.waker_bin)
+            Command::new(bin)
                 .arg(&self.site)
                 .arg("--listen")
                 .arg(socket)

@@ -11,7 +11,9 @@
 //! **Invariants.** The pass never starts, unpauses or removes a container and
 //! never touches a container other than `<site>.fpm` of a listed, valid
 //! site. "Unknown" (a state file or log that cannot be read) never leads to
-//! an action. One bad site never stops the others: its problem is reported
+//! an action. The one file it makes is the refusing placeholder at php-fpm's
+//! socket path of a listed site it stopped or found stopped
+//! ([`crate::placeholder`]), and only where nothing exists yet. One bad site never stops the others: its problem is reported
 //! in its [`SiteReport`] and the pass goes on.
 //!
 //! Sites are examined concurrently, at most [`Config::jobs`] at a time, all
@@ -33,12 +35,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::conf::{self, SiteListError};
 use crate::docker::reap::LogProbe;
 use crate::docker::{ContainerInfo, ContainerState, DockerError, Engine};
 use crate::exit;
+use crate::placeholder;
 use crate::site::{Layout, Site};
 use crate::state;
 
@@ -264,6 +267,15 @@ pub async fn run(
 ) -> Result<Report, PassError> {
     let started = Instant::now();
     let list = conf::list_sites(&config.layout.sites_dir).map_err(PassError::Sites)?;
+    if list.missing {
+        // One line per pass, at warning level: the pass succeeds (nothing is
+        // listed, so nothing is idle), and the admin learns which path is read.
+        warn!(
+            sites_dir = %config.layout.sites_dir.display(),
+            "the sites directory does not exist, so no site is on the on-demand list; \
+             create it (mkdir -p) or point --sites-dir / FLEET_SITES_DIR at your list"
+        );
+    }
     let mut sites = Vec::with_capacity(list.sites.len() + list.errors.len());
     for err in list.errors {
         let path = err.path().to_owned();
@@ -386,9 +398,40 @@ async fn reap_site(
     }
     if d.verdict == Verdict::Idle {
         act(engine, config, shutdown, &site, &container, inputs, &mut r).await;
+    } else if matches!(
+        inputs.container,
+        ContainerState::Exited | ContainerState::Created
+    ) && !config.dry_run
+    {
+        // Asleep but not by this reaper (never started, stopped by hand, or
+        // the host rebooted and /run is empty): give it the placeholder too.
+        leave_placeholder(config, &site);
     }
     r.elapsed = started.elapsed();
     r
+}
+
+/// After a stop, or for a site found stopped: a refusing socket file at
+/// php-fpm's socket path, so that nginx in direct mode logs the fallback to
+/// the waker at `error`, not `crit` (see [`placeholder`]). Best effort: a
+/// failure is a warning and changes nothing else.
+///
+/// It runs right after Docker reported the container stopped. php-fpm
+/// replaces the file at its next start (unlink, then bind); a wake that
+/// started the container at the same moment would need php-fpm to reach that
+/// unlink within the microseconds between Docker's answer and this bind,
+/// while a container start takes far longer.
+fn leave_placeholder(config: &Config, site: &Site) {
+    let path = config.layout.fpm_socket(site);
+    match placeholder::ensure(&path) {
+        Ok(placeholder::Placed::Created) => {
+            debug!(site = %site, path = %path.display(), "left a refusing placeholder at php-fpm's socket path");
+        }
+        Ok(placeholder::Placed::Exists) => {}
+        Err(e) => {
+            warn!(site = %site, error = %exit::chain(&e), "no placeholder socket; nginx in direct mode logs this site's next wake at crit");
+        }
+    }
 }
 
 /// Reads everything the verdict needs. `None` when the site failed (the
@@ -526,6 +569,9 @@ async fn act(
                 Action::Pause => Outcome::Paused,
             };
             info!(site = %site, container = %container, action = config.action.as_str(), "idle container put to sleep");
+            if config.action == Action::Stop {
+                leave_placeholder(config, site);
+            }
         }
         Err(e) => {
             warn!(site = %site, container = %container, error = %exit::chain(&e), "action failed");

@@ -135,6 +135,8 @@ http {{
 pub struct Nginx {
     child: Child,
     port: u16,
+    /// Every port it listens on ([`Nginx::start_site_files`]); `[port]` otherwise.
+    ports: Vec<u16>,
     dir: tempfile::TempDir,
 }
 
@@ -179,7 +181,12 @@ impl Nginx {
                 TcpStream::connect(("127.0.0.1", port)).is_ok()
             });
             if up && exited.is_none() {
-                return Nginx { child, port, dir };
+                return Nginx {
+                    child,
+                    port,
+                    ports: vec![port],
+                    dir,
+                };
             }
             let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
             let _ = child.wait();
@@ -195,9 +202,101 @@ impl Nginx {
         panic!("nginx did not start: {last_error}");
     }
 
+    /// nginx running whole site files, as `/etc/nginx/sites-enabled/*` would
+    /// be: `render(ports)` gets `count` free loopback ports and returns the
+    /// files' text (one `listen` port each, typically). Around them only
+    /// what a host's `nginx.conf` provides: pid, logs and temp paths in a
+    /// temp dir, `user` as [`xtask::demo::nginx_user`] (www-data when root,
+    /// like Debian's), and `fastcgi_params` next to the config, where the
+    /// files' `include fastcgi_params;` finds it.
+    pub fn start_site_files(count: usize, render: impl Fn(&[u16]) -> Vec<String>) -> Nginx {
+        let mut last_error = String::new();
+        for _attempt in 0..5 {
+            let dir = super::temp_dir("nginx");
+            let d = dir.path().display().to_string();
+            let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+            let sites = dir.path().join("sites-enabled");
+            std::fs::create_dir(&sites).expect("sites-enabled dir");
+            for (i, text) in render(&ports).iter().enumerate() {
+                std::fs::write(sites.join(format!("site{i}")), text).expect("write site file");
+            }
+            std::fs::copy(
+                xtask::demo::FASTCGI_PARAMS,
+                dir.path().join("fastcgi_params"),
+            )
+            .expect("copy fastcgi_params");
+            let user = xtask::demo::nginx_user()
+                .map(|u| format!("user {u};\n"))
+                .unwrap_or_default();
+            let conf = dir.path().join("nginx.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "{user}worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+                     events {{ worker_connections 1024; }}\nhttp {{\n    access_log {d}/access.log;\n    \
+                     client_body_temp_path {d}/client_body;\n    fastcgi_temp_path {d}/fastcgi_temp;\n    \
+                     proxy_temp_path {d}/proxy_temp;\n    uwsgi_temp_path {d}/uwsgi_temp;\n    \
+                     scgi_temp_path {d}/scgi_temp;\n    include {d}/sites-enabled/*;\n}}\n"
+                ),
+            )
+            .expect("write nginx.conf");
+            let mut child = Command::new(NGINX)
+                .arg("-e")
+                .arg(dir.path().join("error.log"))
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&conf)
+                .args(["-g", "daemon off;"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(
+                    std::fs::File::create(dir.path().join("startup.err"))
+                        .expect("create startup err"),
+                )
+                .process_group(0)
+                .spawn()
+                .expect("spawn nginx");
+            let mut exited = None;
+            let up = wait_until(Duration::from_secs(10), || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    exited = Some(status);
+                    return true;
+                }
+                ports
+                    .iter()
+                    .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
+            });
+            if up && exited.is_none() {
+                return Nginx {
+                    child,
+                    port: ports[0],
+                    ports,
+                    dir,
+                };
+            }
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+            last_error = format!(
+                "status {exited:?}; error.log:\n{}\n{}",
+                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default(),
+                std::fs::read_to_string(dir.path().join("startup.err")).unwrap_or_default()
+            );
+            if !last_error.contains("Address already in use") {
+                break;
+            }
+        }
+        panic!("nginx with the site files did not start: {last_error}");
+    }
+
     /// The loopback port it listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Every port it listens on.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
     }
 
     /// `http://127.0.0.1:<port><path>`.

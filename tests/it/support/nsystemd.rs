@@ -43,10 +43,15 @@ pub struct NsSystemd {
     pid: i32,
     log: PathBuf,
     _log_dir: tempfile::TempDir,
+    /// Upper layers of [`NsSystemd::boot_private`]'s overlays; removed after
+    /// the namespace is gone (field order: after the Drop impl's kill).
+    _scratch: Option<tempfile::TempDir>,
 }
 
 /// Precomputed C strings for the child (no allocation after fork).
 struct ChildPlan {
+    /// (target, options) of each overlayfs mount.
+    overlays: Vec<(CString, CString)>,
     tmpfs: Vec<(CString, CString)>,
     dirs: Vec<CString>,
     binds: Vec<BindPlan>,
@@ -85,12 +90,43 @@ impl NsSystemd {
     /// Boots systemd with `binds` in place. Panics (with systemd's log) if it
     /// does not reach a running state within 30 s.
     pub fn boot(binds: &[Bind]) -> NsSystemd {
+        Self::boot_private(binds, &[])
+    }
+
+    /// Like [`NsSystemd::boot`], and every directory of `private` (e.g.
+    /// `/usr`, `/etc`, `/var/lib`) is covered inside the namespace by an
+    /// overlayfs whose upper layer is a host temp dir: what is written there
+    /// (a `dpkg -i`, `systemctl enable` links) stays in the namespace and is
+    /// gone with it, while the host's directories are read as they are.
+    pub fn boot_private(binds: &[Bind], private: &[&Path]) -> NsSystemd {
         let log_dir = tempfile::Builder::new()
             .prefix("fleet-nsd-")
             .tempdir()
             .expect("log dir");
         let log = log_dir.path().join("systemd.log");
+        let scratch = (!private.is_empty()).then(|| super::temp_dir("nsd-overlay"));
+        let mut overlays = Vec::new();
+        for (i, dir) in private.iter().enumerate() {
+            let scratch = scratch.as_ref().expect("scratch dir").path();
+            let upper = scratch.join(format!("{i}/upper"));
+            let work = scratch.join(format!("{i}/work"));
+            std::fs::create_dir_all(&upper).expect("overlay upper dir");
+            std::fs::create_dir_all(&work).expect("overlay work dir");
+            let options = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                dir.display(),
+                upper.display(),
+                work.display()
+            );
+            // overlayfs splits its options at ',' and lower layers at ':'.
+            assert!(
+                !options[9..].contains([':']) && options.matches(',').count() == 2,
+                "overlay paths must not contain ',' or ':': {options}"
+            );
+            overlays.push((cstr(dir), CString::new(options).expect("no NUL")));
+        }
         let mut plan = ChildPlan {
+            overlays,
             tmpfs: vec![
                 (cstr(Path::new("/run")), CString::from(c"mode=0755")),
                 (cstr(Path::new("/tmp")), CString::from(c"mode=1777")),
@@ -180,6 +216,7 @@ impl NsSystemd {
             pid,
             log,
             _log_dir: log_dir,
+            _scratch: scratch,
         };
         ns.wait_running();
         // systemd is PID 1 of a PID namespace of its own, where the
@@ -328,6 +365,16 @@ fn child_setup(plan: &ChildPlan) -> std::io::Result<()> {
                 check(libc::dup2(fd, b.fd))?;
                 libc::close(fd);
             }
+        }
+        // Before the tmpfs on /tmp hides the upper layers' host paths.
+        for (dir, opts) in &plan.overlays {
+            check(libc::mount(
+                c"overlay".as_ptr(),
+                dir.as_ptr(),
+                c"overlay".as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            ))?;
         }
         for (dir, opts) in &plan.tmpfs {
             check(libc::mount(

@@ -198,7 +198,7 @@ fn open_connections(socket: &Path, n: usize) -> Result<Vec<UnixStream>, String> 
         .collect()
 }
 
-pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
+pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<String, String> {
     let rig = Rig::new(
         root,
         "bench",
@@ -369,7 +369,15 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     let rss_proxyd_idle = rss_kib(proxyd_pid);
     let rss_waker_after = rss_kib(waker_pid);
 
+    // The baseline waker (another build), warm rounds only.
+    let base_sock = dir.join("baseline.sock");
+    let base = match baseline {
+        Some(bin) => Some(rig.spawn_waker_bin(bin, &base_sock)?),
+        None => None,
+    };
+    let base_pid = base.as_ref().map(|g| g.0.id());
     let (p_direct, p_waker, p_proxyd) = (free_port()?, free_port()?, free_port()?);
+    let p_base = free_port()?;
     let p_mode = free_port()?;
     // Direct mode as contrib/nginx/fleet-direct-mode.conf ships it.
     let upstream = format!(
@@ -385,6 +393,7 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
             (p_waker, unix(&waker_sock)),
             (p_proxyd, unix(&proxyd_sock)),
             (p_mode, "fleet_bench".to_owned()),
+            (p_base, unix(&base_sock)),
         ],
         &upstream,
         p_proxyd,
@@ -392,6 +401,7 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     let (mut d, mut w, mut x, mut m) = (vec![], vec![], vec![], vec![]);
     let (mut rw, mut rx, mut rm, mut wx) = (vec![], vec![], vec![], vec![]);
     let (mut wu, mut xu) = (vec![], vec![]);
+    let (mut bw, mut rb, mut bu_all) = (vec![], vec![], vec![]);
     let mut proxyd_failures = 0;
     wrk(p_direct, 2)?; // warm-up
     for i in 0..2 * rounds.max(3) {
@@ -419,6 +429,14 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
             }
         };
         let e = wrk(p_mode, WARM_SECS).map_err(|e| format!("direct mode: {e}\n{}", tail()))?;
+        if base.is_some() {
+            let (f, fu) = wrk_cpu(p_base, WARM_SECS, base_pid)
+                .map_err(|e| format!("baseline waker: {e}\n{}", tail()))?;
+            eprintln!("warm round {i}: baseline waker {f:.0}/s ({fu:.1} µs CPU/req)");
+            bw.push(f);
+            rb.push(f / a);
+            bu_all.push(fu);
+        }
         eprintln!(
             "warm round {i}: direct {a:.0}/s, waker {b:.0}/s ({bu:.1} µs CPU/req), \
              proxyd {c:.0}/s ({cu:.1} µs CPU/req), direct mode {e:.0}/s"
@@ -480,6 +498,15 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
         "| fleet-waker | {mw:.0} | {:.2}× | ≥ 0.85× |\n",
         median(&mut rw)
     ));
+    if let Some(bin) = baseline {
+        let (rw_m, rb_m) = (median(&mut rw.clone()), median(&mut rb));
+        out.push_str(&format!(
+            "| fleet-waker, baseline build (`{}`) | {:.0} | {rb_m:.2}× (this build − baseline: {:+.2}) | |\n",
+            bin.display(),
+            median(&mut bw),
+            rw_m - rb_m
+        ));
+    }
     out.push_str(&format!(
         "| systemd-socket-proxyd | {mx:.0} | {:.2}× | |\n",
         median(&mut rx)
@@ -494,9 +521,14 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
         median(&mut wx)
     ));
     out.push_str(&format!(
-        "CPU per proxied request (user+system of the proxy process, median): fleet-waker {:.1} µs, systemd-socket-proxyd {:.1} µs\n\n",
+        "CPU per proxied request (user+system of the proxy process, median): fleet-waker {:.1} µs, systemd-socket-proxyd {:.1} µs{}\n\n",
         median(&mut wu),
-        median(&mut xu)
+        median(&mut xu),
+        if bu_all.is_empty() {
+            String::new()
+        } else {
+            format!(", baseline fleet-waker {:.1} µs", median(&mut bu_all))
+        }
     ));
     out.push_str("| Cold (ms, median) | value | target |\n|---|---|---|\n");
     out.push_str(&format!(
@@ -554,6 +586,7 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
         mib(rss_proxyd_100)
     ));
     drop(waker);
+    drop(base);
     drop(proxyd);
     if let Ok(log) = std::fs::read_to_string(dir.join("waker.log"))
         && !log.is_empty()

@@ -1,0 +1,81 @@
+//! `fleet-reaper.timer` under a real systemd (PID 1 in private namespaces)
+//! on a host where the sites directory does not exist yet: every run the
+//! timer starts succeeds and says, once, which directory it reads.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::nsystemd::{boot_for, unit_text};
+use crate::support::{TestSite, note, require, wait_until};
+
+/// Where each run's result goes (one line: `$SERVICE_RESULT $EXIT_CODE
+/// $EXIT_STATUS`), written by an unsandboxed `ExecStopPost=` so the
+/// service's own `ProtectSystem=strict` does not stop it.
+const RUNS: &str = "/run/fleet-reaper.runs";
+const LOG: &str = "/run/fleet-reaper.log";
+
+#[test]
+fn timer_without_a_sites_directory_has_no_failed_runs() {
+    require!(Docker, Root, Systemd);
+    let site = TestSite::new();
+    let ns = boot_for(&site);
+    // Inside the namespace, /run/fleet-sites is the site's (existing) sites
+    // directory; the reaper is pointed at a child of it that does not exist.
+    let missing = "/run/fleet-sites/on-demand";
+    assert!(!ns.path(Path::new(missing)).exists());
+    for unit in ["fleet-reaper.service", "fleet-reaper.timer"] {
+        ns.write_unit(unit, &unit_text(unit));
+    }
+    ns.write_unit(
+        "fleet-reaper.service.d/test.conf",
+        &format!(
+            "[Service]\nEnvironment=FLEET_SITES_DIR={missing}\nStandardError=append:{LOG}\n\
+             ExecStopPost=+/bin/sh -c 'echo \"$$SERVICE_RESULT $$EXIT_CODE $$EXIT_STATUS\" >> {RUNS}'\n"
+        ),
+    );
+    // The shipped timer fires every minute; the test makes it fire every
+    // second after the previous run ended, so several runs fit in a test.
+    ns.write_unit(
+        "fleet-reaper.timer.d/test.conf",
+        "[Timer]\nOnCalendar=\nOnActiveSec=1ms\nOnUnitInactiveSec=1s\nAccuracySec=10ms\n",
+    );
+    ns.systemctl_ok(&["daemon-reload"]);
+    ns.systemctl_ok(&["start", "fleet-reaper.timer"]);
+
+    let runs = || std::fs::read_to_string(ns.path(Path::new(RUNS))).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(60), || runs().lines().count() >= 3),
+        "the timer did not start three runs within 60 s; runs:\n{}\nsystemd:\n{}",
+        runs(),
+        ns.log_text()
+    );
+    ns.systemctl_ok(&["stop", "fleet-reaper.timer"]);
+    let runs = runs();
+    note(&format!(
+        "{} timer-started runs: {:?}",
+        runs.lines().count(),
+        runs.lines().collect::<Vec<_>>()
+    ));
+    for line in runs.lines() {
+        assert_eq!(line, "success exited 0", "a failed run; all runs:\n{runs}");
+    }
+    let log = std::fs::read_to_string(ns.path(Path::new(LOG))).unwrap_or_default();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("the sites directory does not exist"))
+        .collect();
+    assert!(
+        warnings.len() >= runs.lines().count() && warnings.iter().all(|l| l.contains(missing)),
+        "each run warns, naming {missing}:\n{log}"
+    );
+    assert!(
+        !log.contains("cannot read the sites directory"),
+        "a missing directory is not an error:\n{log}"
+    );
+    note(&format!("its warning: {}", warnings[0].trim()));
+    assert_eq!(
+        ns.systemctl_ok(&["show", "-p", "Result", "--value", "fleet-reaper.service"])
+            .trim(),
+        "success"
+    );
+}
