@@ -39,6 +39,16 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(exit::USAGE, &e),
     };
+    let mut layout = Layout::from_env();
+    if let Some(d) = args.run_dir.clone() {
+        layout.run_dir = d;
+    }
+    if let Some(d) = args.state_dir.clone() {
+        layout.state_dir = d;
+    }
+    if let Err(e) = layout.check_socket_paths(&site) {
+        return fail(exit::USAGE, &e);
+    }
     // The socket first, while the process has one thread.
     let listener = match &args.listen {
         Some(path) => listen::bind_listener(path, 0o660),
@@ -53,16 +63,6 @@ fn main() -> ExitCode {
         }
         Err(e) => return fail(exit::USAGE, &e),
     };
-    let mut layout = Layout::from_env();
-    if let Some(d) = args.run_dir {
-        layout.run_dir = d;
-    }
-    if let Some(d) = args.state_dir {
-        layout.state_dir = d;
-    }
-    if let Err(e) = layout.check_socket_paths(&site) {
-        return fail(exit::USAGE, &e);
-    }
     let (connections_max, nofile) = waker::fit_connections(args.connections_max as usize);
     if connections_max < args.connections_max as usize {
         tracing::warn!(

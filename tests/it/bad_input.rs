@@ -771,3 +771,70 @@ fn waker_refuses_a_passed_tcp_socket() {
     );
     assert!(tree(dir.path()).is_empty());
 }
+
+/// A valid site name whose sockets would not fit in a unix socket address
+/// (107 bytes) under the run directory: every binary refuses it up front,
+/// naming the limit, and touches nothing.
+#[test]
+fn socket_paths_longer_than_sun_path_are_refused_by_every_binary() {
+    require!(Docker);
+    let name = format!("{}.{}", "a".repeat(60), "b".repeat(39));
+    let dir = support::temp_dir("sunpath");
+    let run = dir.path().join("run");
+    let state = dir.path().join("state");
+    let sites = dir.path().join("sites");
+    for d in [&run, &state, &sites] {
+        std::fs::create_dir(d).expect("mkdir");
+    }
+    let before = tree(dir.path());
+    let limit = "at most 107";
+
+    let listen = dir.path().join("w.sock");
+    let mut w = Launch::new(bin("fleet-waker"))
+        .arg("--listen")
+        .arg(&listen)
+        .arg(&name)
+        .env("FLEET_RUN_DIR", run.display().to_string())
+        .env("FLEET_STATE_DIR", state.display().to_string())
+        .spawn();
+    let status = w
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("waker still running: {}", w.logs()));
+    assert_eq!(status.code(), Some(64), "{}", w.logs());
+    assert!(
+        w.stderr().contains(limit) && w.stderr().contains(&name),
+        "{}",
+        w.logs()
+    );
+
+    let out = Command::new(bin("fleet-renew"))
+        .arg(&name)
+        .env("FLEET_RUN_DIR", &run)
+        .env("FLEET_STATE_DIR", &state)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run fleet-renew");
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(limit), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("FAILED"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        tree(dir.path()),
+        before,
+        "the waker or renew touched the file system"
+    );
+
+    let conf = sites.join(format!("{name}.conf"));
+    std::fs::write(
+        &conf,
+        "# Amount of time to pause the container after: 20m\n",
+    )
+    .expect("conf");
+    let (code, json, stderr) = reaper_json(&sites, &state);
+    assert_eq!(code, Some(1), "{json}\n{stderr}");
+    assert!(json.to_string().contains(limit), "{json}");
+}
