@@ -10,5 +10,6 @@ mod faults;
 mod harness;
 mod props;
 mod reaper;
+mod relay;
 mod renew;
 mod waker;

@@ -3,7 +3,18 @@
 use std::process::{Command, Stdio};
 
 /// Packages `cargo xtask test` needs (installed when missing, as root with apt).
-pub const PACKAGES: &[&str] = &["php8.2-fpm", "nginx-light", "wrk", "systemd", "man-db"];
+/// apache2, lighttpd and libfcgi-bin are the other FastCGI front ends of the
+/// relay tests (`tests/it/relay.rs`).
+pub const PACKAGES: &[&str] = &[
+    "php8.2-fpm",
+    "nginx-light",
+    "wrk",
+    "systemd",
+    "man-db",
+    "apache2",
+    "lighttpd",
+    "libfcgi-bin",
+];
 
 /// True when `dpkg-query -W -f='${Status}'` output says the package is installed.
 pub fn parse_dpkg_status(status: &str) -> bool {
