@@ -25,7 +25,10 @@
 //! That last part is what php-fpm's own drain loop does: some clients
 //! (Apache, `cgi-fcgi`) send the closing empty `FCGI_STDIN` record in a
 //! write of its own that may come after the answer, and it must not meet a
-//! closed socket (`EPIPE`, a 503 for a request that ran).
+//! closed socket (`EPIPE`, a 503 for a request that ran). A client whose
+//! closing `FCGI_STDIN` has already passed (nginx sends the whole request
+//! in one write) has nothing more to send: its connection is simply closed
+//! after the response, which costs no more than a plain proxy.
 //!
 //! **Kept connections are not tied to one php-fpm connection.** On a
 //! `FCGI_KEEP_CONN` stream (nginx `fastcgi_keep_conn on` + `keepalive`,
@@ -83,6 +86,7 @@ pub const LINGER: Duration = Duration::from_secs(2);
 const HEADER: usize = 8;
 const BEGIN_REQUEST: u8 = 1;
 const END_REQUEST: u8 = 3;
+const STDIN: u8 = 5;
 const KEEP_CONN: u8 = 1;
 
 /// What the relay needs from its owner: php-fpm connections and a place
@@ -287,6 +291,9 @@ struct Relay<S> {
     in_flight: u32,
     /// A request without `FCGI_KEEP_CONN`: its end ends the connection.
     last_of: Option<u16>,
+    /// That request's closing empty `FCGI_STDIN` came: the client has
+    /// nothing more to send.
+    sent_all: bool,
     requests: u64,
     /// The php-fpm connection was just made (and checked) for the next
     /// request.
@@ -312,6 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             kind: Kind::Unknown,
             in_flight: 0,
             last_of: None,
+            sent_all: false,
             requests: 0,
             fresh: true,
             upstreams: 1,
@@ -464,7 +472,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 d.done = true;
                 self.upstream = None;
                 self.up.discard = true;
-                if let Poll::Ready(Err(e)) = Pin::new(&mut *client).poll_shutdown(cx) {
+                if self.sent_all {
+                    // The client sent its whole request (nginx does, in one
+                    // write): closing is all that is left, as before there
+                    // was a linger; no shutdown, no wait for its close.
+                    self.up.done = true;
+                } else if let Poll::Ready(Err(e)) = Pin::new(&mut *client).poll_shutdown(cx) {
                     note(&mut self.error, e);
                 }
                 return;
@@ -669,6 +682,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 if flags & KEEP_CONN == 0 {
                     self.last_of = Some(id);
                 }
+            } else if kind == STDIN && len == 0 && self.last_of == Some(id) {
+                self.sent_all = true;
             } else if id == 0 && self.upstream.is_none() {
                 // A management record (FCGI_GET_VALUES) needs php-fpm.
                 self.release_upstream();
@@ -1065,14 +1080,42 @@ mod tests {
         assert_eq!((mock.began, mock.ended, mock.connects), (0, 1, 0));
     }
 
+    /// A one-shot request sent whole (closing empty FCGI_STDIN included, as
+    /// nginx sends it): both sides are closed right after the response,
+    /// without waiting for the client.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_whole_one_shot_request_ends_at_once() {
+        let (mut client_app, mut server_app, task) = plain_relay();
+        let req = request(1, 0);
+        client_app.write_all(&req).await.expect("request");
+        assert_eq!(read_n(&mut server_app, req.len()).await, req);
+        server_app
+            .write_all(&response(1, b"hi"))
+            .await
+            .expect("answer");
+        let (r, mock) = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the relay ends without the client doing anything")
+            .expect("relay");
+        assert_eq!((r.requests, mock.ended), (1, 1));
+        let mut got = Vec::new();
+        client_app
+            .read_to_end(&mut got)
+            .await
+            .expect("response, then end-of-file");
+        assert_eq!(got, response(1, b"hi"));
+        assert!(closed(&mut server_app, Duration::from_secs(1)).await);
+    }
+
     /// A client that never closes after its one-shot answer is let go
     /// after the linger bound.
     #[tokio::test(flavor = "current_thread")]
     async fn lingering_is_bounded() {
         let (mut client_app, mut server_app, _, _, task) =
             through_relay(0, Duration::from_millis(200));
-        client_app.write_all(&request(1, 0)).await.expect("write");
-        let _ = read_n(&mut server_app, request(1, 0).len()).await;
+        // Its closing FCGI_STDIN never comes.
+        client_app.write_all(&head(1, 0)).await.expect("write");
+        let _ = read_n(&mut server_app, head(1, 0).len()).await;
         server_app
             .write_all(&response(1, b"x"))
             .await
