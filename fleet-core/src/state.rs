@@ -5,10 +5,21 @@
 //! ```text
 //! # fleet-waker activity state
 //! pid=1234
-//! open=2
+//! open=1
+//! connections=3
 //! last_start=1795462970.123
 //! last_end=1795462969.870
 //! ```
+//!
+//! `open` is what keeps the site busy: FastCGI requests in flight (from
+//! `BEGIN_REQUEST` to `END_REQUEST`) plus connections that carry anything
+//! else; `last_start` and `last_end` are when the latest of those began and
+//! ended. An idle connection a front end keeps in its pool counts only in
+//! `connections` (every client connection open, written by wakers since
+//! requests were counted; absent from older files), so it does not keep a
+//! site awake. A reaper that knows only `open`, `last_start` and `last_end`
+//! reads a newer file correctly, and a newer reaper reads an older file
+//! (where `open` counted connections) on the safe side.
 //!
 //! Times are Unix seconds with milliseconds. The file is replaced atomically
 //! (a temp file in the same directory, then `rename`), so a reader sees either
@@ -30,11 +41,15 @@ pub const MAX_STATE_LEN: u64 = 4096;
 pub struct Activity {
     /// The waker process that wrote the file.
     pub pid: Option<u32>,
-    /// Connections open now.
+    /// FastCGI requests in flight plus open connections that are not
+    /// FastCGI: what keeps the site busy.
     pub open: u64,
-    /// When the most recent connection started.
+    /// Client connections open, idle pooled ones included (`None` from a
+    /// waker that did not write it).
+    pub connections: Option<u64>,
+    /// When the most recent request (or other connection) started.
     pub last_start: Option<SystemTime>,
-    /// When the most recent connection ended.
+    /// When the most recent request (or other connection) ended.
     pub last_end: Option<SystemTime>,
 }
 
@@ -117,6 +132,9 @@ pub fn render(a: &Activity) -> String {
         out.push_str(&format!("pid={pid}\n"));
     }
     out.push_str(&format!("open={}\n", a.open));
+    if let Some(n) = a.connections {
+        out.push_str(&format!("connections={n}\n"));
+    }
     if let Some(t) = a.last_start {
         out.push_str(&format!("last_start={}\n", fmt_time(t)));
     }
@@ -152,6 +170,7 @@ pub fn parse(text: &str) -> Result<Activity, ParseError> {
                 a.open = value.parse().map_err(|_| bad())?;
                 seen_open = true;
             }
+            "connections" => a.connections = Some(value.parse().map_err(|_| bad())?),
             "last_start" => a.last_start = Some(parse_time(value).ok_or_else(bad)?),
             "last_end" => a.last_end = Some(parse_time(value).ok_or_else(bad)?),
             _ => {}
@@ -284,11 +303,49 @@ mod tests {
         let a = Activity {
             pid: Some(42),
             open: 3,
+            connections: Some(5),
             last_start: Some(at(1_795_462_970, 123)),
             last_end: Some(at(1_795_462_969, 870)),
         };
         assert_eq!(parse(&render(&a)), Ok(a));
         assert_eq!(a.last_activity(), Some(at(1_795_462_970, 123)));
+    }
+
+    /// The file of a waker from before requests were counted (no
+    /// `connections`) still parses, and an older reader, which ignores
+    /// unknown keys, finds in a newer file the same `open`, `last_start` and
+    /// `last_end` it always read.
+    #[test]
+    fn older_and_newer_files() {
+        let old = "# fleet-waker activity state\npid=9\nopen=2\nlast_start=100.5\n";
+        let a = parse(old).expect("old file");
+        assert_eq!((a.open, a.connections), (2, None));
+        assert_eq!(a.last_start, Some(at(100, 500)));
+        let new = render(&Activity {
+            pid: Some(9),
+            open: 0,
+            connections: Some(4),
+            last_start: Some(at(100, 500)),
+            last_end: Some(at(101, 0)),
+        });
+        assert!(
+            new.contains("\nopen=0\n") && new.contains("\nconnections=4\n"),
+            "{new}"
+        );
+        let known: String = new
+            .lines()
+            .filter(|l| !l.starts_with("connections="))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let older_view = parse(&known).expect("without the new key");
+        assert_eq!(
+            (older_view.open, older_view.last_start, older_view.last_end),
+            (0, Some(at(100, 500)), Some(at(101, 0)))
+        );
+        assert!(matches!(
+            parse("open=0\nconnections=many\n"),
+            Err(ParseError::BadValue { line: 2, .. })
+        ));
     }
 
     #[test]
@@ -320,6 +377,7 @@ mod tests {
         let a = Activity {
             pid: Some(7),
             open: 1,
+            connections: None,
             last_start: Some(at(100, 5)),
             last_end: None,
         };

@@ -23,9 +23,14 @@
 //!   All of it is bounded by
 //!   `start_timeout`; on failure every held connection is closed and the next
 //!   connection tries again.
-//! * **Activity**: open count and last start/end go to the state file and
-//!   to systemd's STATUS, coalesced by one reporter task so the per-connection
-//!   cost is an in-memory update.
+//! * **Relay**: [`crate::proxy::relay`], FastCGI-aware: a kept (pooled)
+//!   connection gets a fresh php-fpm connection, through the same
+//!   connect-or-wake, when its next request finds the old one gone or
+//!   frozen.
+//! * **Activity**: requests in flight (connections, for streams that are
+//!   not FastCGI), open connections and the last request's start/end go to
+//!   the state file and to systemd's STATUS, coalesced by one reporter task
+//!   so the per-request cost is an in-memory update.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -191,13 +196,24 @@ type WakeOutcome = Option<Result<(), Arc<WakeFailure>>>;
 /// What the waker is doing, for the state file and STATUS.
 #[derive(Debug, Clone)]
 struct Activity {
+    /// Client connections open (idle pooled ones included).
     open: u64,
+    /// FastCGI requests in flight plus open connections of other streams
+    /// (and connections not yet past their first bytes): what keeps the
+    /// site busy.
+    busy: u64,
     waking: bool,
     last_start: Option<SystemTime>,
     last_end: Option<SystemTime>,
+    /// When a connection last failed to get php-fpm (a failed wake), unless
+    /// one got it since.
+    failed_at: Option<SystemTime>,
     /// When `open` last became 0 (or start-up), for the idle exit.
     idle_since: Instant,
 }
+
+/// `STATUS=` before the waker has served anything.
+const STATUS_STARTED: &str = "started, no request yet";
 
 struct Shared {
     cfg: Config,
@@ -250,9 +266,11 @@ pub async fn run(
     let sem = Arc::new(Semaphore::new(cfg.connections_max));
     let (activity, mut idle_rx) = watch::channel(Activity {
         open: 0,
+        busy: 0,
         waking: false,
         last_start: None,
         last_end: None,
+        failed_at: None,
         idle_since: Instant::now(),
     });
     let own = listener
@@ -280,7 +298,7 @@ pub async fn run(
         shared.activity.subscribe(),
         reporter_stop.clone(),
     ));
-    shared.cfg.notifier.ready("asleep");
+    shared.cfg.notifier.ready(STATUS_STARTED);
     tracing::info!(
         site = %shared.cfg.site,
         container = %shared.cfg.container,
@@ -348,8 +366,11 @@ pub async fn run(
     // dropped with the runtime).
     let mut last = shared.activity.borrow().clone();
     if last.open > 0 {
+        if last.busy > 0 {
+            last.last_end = Some(SystemTime::now());
+        }
         last.open = 0;
-        last.last_end = Some(SystemTime::now());
+        last.busy = 0;
     }
     let _ = write_state(&shared, &last);
     Ok(exit)
@@ -383,20 +404,10 @@ async fn idle_wait(rx: &mut watch::Receiver<Activity>, idle: Option<Duration>) {
 /// when it recovers), never per connection.
 async fn report(shared: Arc<Shared>, mut rx: watch::Receiver<Activity>, stop: CancellationToken) {
     let mut failing = false;
-    let mut last_status = String::from("asleep");
+    let mut last_status = String::from(STATUS_STARTED);
     loop {
         let a = rx.borrow_and_update().clone();
-        let status = if a.waking {
-            format!("waking {}", shared.cfg.container)
-        } else if a.open > 0 {
-            format!("proxying, {} open", a.open)
-        } else if a.last_start.is_some() {
-            // The container may have been reaped since; the waker only
-            // knows its own connections.
-            "idle, 0 open".to_owned()
-        } else {
-            "asleep".to_owned()
-        };
+        let status = status(&a, &shared.cfg.container);
         if status != last_status {
             shared.cfg.notifier.status(&status);
             last_status = status;
@@ -428,16 +439,114 @@ async fn report(shared: Arc<Shared>, mut rx: watch::Receiver<Activity>, stop: Ca
     }
 }
 
+/// The `STATUS=` line: only what the waker knows. It does not watch the
+/// container, so an idle site says when its last request ended, never
+/// "awake" or "asleep"; the README lists these forms.
+fn status(a: &Activity, container: &str) -> String {
+    let s = |n: u64| if n == 1 { "" } else { "s" };
+    let open = format!("{} connection{} open", a.open, s(a.open));
+    if a.waking {
+        format!("waking {container}")
+    } else if a.busy > 0 {
+        format!("serving, {} request{} in flight, {open}", a.busy, s(a.busy))
+    } else if let Some(t) = a.failed_at {
+        format!(
+            "wake failed at {}, php-fpm not accepting; the next request tries again",
+            humantime::format_rfc3339_seconds(t)
+        )
+    } else if let Some(t) = a.last_end.or(a.last_start) {
+        format!(
+            "idle since {}, {open}",
+            humantime::format_rfc3339_seconds(t)
+        )
+    } else {
+        STATUS_STARTED.to_owned()
+    }
+}
+
 fn write_state(shared: &Shared, a: &Activity) -> Result<(), state::StateError> {
     state::store(
         &shared.cfg.state_file,
         &state::Activity {
             pid: Some(std::process::id()),
-            open: a.open,
+            open: a.busy,
+            connections: Some(a.open),
             last_start: a.last_start,
             last_end: a.last_end,
         },
     )
+}
+
+/// One client connection as the relay sees its owner: php-fpm connections
+/// through connect-or-wake, and the activity of this connection's
+/// requests.
+struct Conn<'a> {
+    shared: &'a Arc<Shared>,
+    /// Units of activity this connection added to `busy` and not yet took
+    /// back (1 from the accept on: its first request, or the stream).
+    counted: u64,
+    /// It got php-fpm at least once.
+    connected: bool,
+}
+
+impl crate::proxy::Upstreams for Conn<'_> {
+    type Stream = UnixStream;
+
+    async fn connect(&mut self) -> Option<UnixStream> {
+        match connect_or_wake(self.shared).await {
+            Ok(s) => {
+                self.connected = true;
+                Some(s)
+            }
+            Err(e) => {
+                // The wake task logged the cause once.
+                tracing::debug!(site = %self.shared.cfg.site, error = %crate::exit::chain(&*e), "closing a kept connection");
+                self.failed();
+                None
+            }
+        }
+    }
+
+    async fn thaw(&mut self) -> bool {
+        match join_wake(self.shared).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(site = %self.shared.cfg.site, error = %crate::exit::chain(&*e), "closing a connection to a frozen php-fpm");
+                self.failed();
+                false
+            }
+        }
+    }
+
+    fn is_frozen(&mut self, s: &UnixStream) -> bool {
+        self.shared.is_frozen(s)
+    }
+
+    fn began(&mut self) {
+        self.counted += 1;
+        self.shared.activity.send_modify(|a| {
+            a.busy += 1;
+            a.last_start = Some(SystemTime::now());
+        });
+    }
+
+    fn ended(&mut self) {
+        if self.counted > 0 {
+            self.counted -= 1;
+            self.shared.activity.send_modify(|a| {
+                a.busy = a.busy.saturating_sub(1);
+                a.last_end = Some(SystemTime::now());
+            });
+        }
+    }
+}
+
+impl Conn<'_> {
+    fn failed(&self) {
+        self.shared
+            .activity
+            .send_modify(|a| a.failed_at = Some(SystemTime::now()));
+    }
 }
 
 /// One client connection, from accept to close.
@@ -448,24 +557,40 @@ async fn serve(
 ) {
     shared.activity.send_modify(|a| {
         a.open += 1;
+        a.busy += 1;
         a.last_start = Some(SystemTime::now());
     });
+    let mut conn = Conn {
+        shared: &shared,
+        counted: 1,
+        connected: false,
+    };
     match connect_or_wake(&shared).await {
-        Ok(mut upstream) => {
-            if let Err(e) = crate::proxy::proxy(&mut client, &mut upstream).await {
-                tracing::debug!(site = %shared.cfg.site, error = %e, "connection ended with an error");
+        Ok(upstream) => {
+            conn.connected = true;
+            let r = crate::proxy::relay(&mut client, upstream, &mut conn).await;
+            if let Some(e) = &r.error {
+                tracing::debug!(site = %shared.cfg.site, error = %e, requests = r.requests, "a direction of the connection ended with an error");
             }
         }
         Err(e) => {
             // The wake task logged the cause once; closing the client makes
             // nginx answer 502 now.
             tracing::debug!(site = %shared.cfg.site, error = %crate::exit::chain(&*e), "closing held connection");
+            conn.failed();
         }
     }
     drop(client);
+    let (counted, connected) = (conn.counted, conn.connected);
     shared.activity.send_modify(|a| {
         a.open -= 1;
-        a.last_end = Some(SystemTime::now());
+        a.busy = a.busy.saturating_sub(counted);
+        if counted > 0 {
+            a.last_end = Some(SystemTime::now());
+        }
+        if connected {
+            a.failed_at = None;
+        }
         if a.open == 0 {
             a.idle_since = Instant::now();
         }
@@ -1177,6 +1302,50 @@ mod tests {
         assert!(st.last_start.is_some() && st.last_end.is_some());
     }
 
+    /// Every form of `STATUS=` (the README lists them): only what the waker
+    /// knows, never a container state it has not seen.
+    #[test]
+    fn status_says_what_the_waker_knows() {
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_795_462_970);
+        let mut a = Activity {
+            open: 0,
+            busy: 0,
+            waking: false,
+            last_start: None,
+            last_end: None,
+            failed_at: None,
+            idle_since: Instant::now(),
+        };
+        assert_eq!(status(&a, "x.fpm"), "started, no request yet");
+        a.waking = true;
+        a.open = 1;
+        a.busy = 1;
+        assert_eq!(status(&a, "x.fpm"), "waking x.fpm");
+        a.waking = false;
+        a.open = 3;
+        assert_eq!(
+            status(&a, "x.fpm"),
+            "serving, 1 request in flight, 3 connections open"
+        );
+        a.busy = 0;
+        a.last_start = Some(t);
+        a.last_end = Some(t + Duration::from_secs(1));
+        assert_eq!(
+            status(&a, "x.fpm"),
+            "idle since 2026-11-23T19:42:51Z, 3 connections open"
+        );
+        a.open = 1;
+        assert_eq!(
+            status(&a, "x.fpm"),
+            "idle since 2026-11-23T19:42:51Z, 1 connection open"
+        );
+        a.failed_at = Some(t);
+        assert_eq!(
+            status(&a, "x.fpm"),
+            "wake failed at 2026-11-23T19:42:50Z, php-fpm not accepting; the next request tries again"
+        );
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn exits_when_idle() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1250,10 +1419,12 @@ mod tests {
         }
         assert_eq!(
             lines.first().map(String::as_str),
-            Some("READY=1\nSTATUS=asleep")
+            Some("READY=1\nSTATUS=started, no request yet")
         );
         assert!(
-            lines.iter().any(|l| l == "STATUS=proxying, 2 open"),
+            lines
+                .iter()
+                .any(|l| l == "STATUS=serving, 2 requests in flight, 2 connections open"),
             "{lines:?}"
         );
         assert!(

@@ -12,6 +12,7 @@ mod package;
 mod props;
 mod readme;
 mod reaper;
+mod relay;
 mod renew;
 mod tenant;
 mod timer;

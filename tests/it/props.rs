@@ -180,6 +180,7 @@ proptest! {
     fn state_round_trip(
         pid in proptest::option::of(1u32..=4_194_304),
         open in any::<u64>(),
+        connections in proptest::option::of(any::<u64>()),
         start_ms in proptest::option::of(0u64..=4_102_444_800_000),
         end_ms in proptest::option::of(0u64..=4_102_444_800_000),
     ) {
@@ -187,6 +188,7 @@ proptest! {
         let a = Activity {
             pid,
             open,
+            connections,
             last_start: start_ms.map(t),
             last_end: end_ms.map(t),
         };

@@ -939,6 +939,7 @@ fn store_state(
         &fleet_core::state::Activity {
             pid: Some(pid),
             open,
+            connections: None,
             last_start,
             last_end,
         },

@@ -7,38 +7,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::support::wake::{activated, held_connections_closed, hello, stopped_site};
+use crate::support::wake::{
+    activated, held_connections_closed, hello, listening_site, stopped_site,
+};
 use crate::support::{
-    self, FcgiRequest, Launch, Nginx, SiteOptions, Spawned, TestSite, bin, count_docker_events,
-    fastcgi, http, require, wait_until,
+    self, FcgiRequest, Nginx, SiteOptions, TestSite, bin, count_docker_events, fastcgi, http,
+    require, wait_until,
 };
 
 fn waker() -> PathBuf {
     bin("fleet-waker")
-}
-
-/// The waker binding `listen` itself (`--listen`); waits until it accepts.
-fn listening(name: &str, listen: &Path, extra: &[&str], env: Vec<(String, String)>) -> Spawned {
-    let w = Launch::new(waker())
-        .arg(name)
-        .arg("--listen")
-        .arg(listen)
-        .args(extra)
-        .envs(env)
-        .env("RUST_LOG", "debug")
-        .spawn();
-    assert!(
-        wait_until(Duration::from_secs(10), || UnixStream::connect(listen)
-            .is_ok()),
-        "waker did not listen on {}: {}",
-        listen.display(),
-        w.logs()
-    );
-    w
-}
-
-fn listening_site(site: &TestSite, extra: &[&str]) -> Spawned {
-    listening(site.name(), &site.waker_socket(), extra, site.layout_env())
 }
 
 /// Must show 1: nginx → systemd-socket-activate → fleet-waker → php-fpm,

@@ -5,6 +5,8 @@ use std::process::{Command, Stdio};
 /// Packages `cargo xtask test` needs (installed when missing, as root with apt).
 /// (`init-system-helpers`: the package's maintainer scripts call
 /// `deb-systemd-invoke`; `procps`: the package test lists processes with `ps`.)
+/// apache2, lighttpd and libfcgi-bin are the other FastCGI front ends of the
+/// relay tests (`tests/it/relay.rs`).
 pub const PACKAGES: &[&str] = &[
     "php8.2-fpm",
     "nginx-light",
@@ -13,6 +15,9 @@ pub const PACKAGES: &[&str] = &[
     "man-db",
     "init-system-helpers",
     "procps",
+    "apache2",
+    "lighttpd",
+    "libfcgi-bin",
 ];
 
 /// True when `dpkg-query -W -f='${Status}'` output says the package is installed.

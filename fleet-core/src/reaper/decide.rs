@@ -79,7 +79,8 @@ impl Inputs {
 pub enum Verdict {
     /// The container is not running: nothing to do.
     NotRunning,
-    /// Connections are open through the waker.
+    /// Requests are in flight through the waker (for an older waker:
+    /// connections are open).
     Busy,
     /// The waker saw a connection within the timeout.
     ActiveWaker,
@@ -152,6 +153,17 @@ fn within(now: SystemTime, t: SystemTime, timeout: Duration) -> bool {
     }
 }
 
+/// "2 requests in flight" (a waker that counts requests) or "2 connections
+/// open" (an older waker, whose `open` counted connections).
+fn in_flight(a: &Activity) -> String {
+    let s = if a.open == 1 { "" } else { "s" };
+    if a.connections.is_some() {
+        format!("{} request{s} in flight", a.open)
+    } else {
+        format!("{} connection{s} open", a.open)
+    }
+}
+
 /// The verdict when it does not need the log check; `None` when it does.
 /// The order is the fail-safe one: anything unreadable or active wins over
 /// idleness, and the (only costly) log check comes last.
@@ -173,18 +185,22 @@ pub fn decide_without_logs(i: &Inputs) -> Option<Decision> {
         StateInput::Read(a) => {
             let waker_gone = i.waker_alive == Some(false);
             if a.open > 0 && !waker_gone {
-                let s = if a.open == 1 { "" } else { "s" };
                 return Some(decision(
                     Verdict::Busy,
-                    format!("{} connection{s} open through the waker", a.open),
+                    format!("{} through the waker", in_flight(a)),
                 ));
             }
             if let Some(t) = a.last_activity() {
                 if within(i.now, t, i.timeout) {
+                    let what = if a.connections.is_some() {
+                        "a request"
+                    } else {
+                        "a connection"
+                    };
                     return Some(decision(
                         Verdict::ActiveWaker,
                         format!(
-                            "waker served a connection {}, within the timeout of {timeout}",
+                            "waker served {what} {}, within the timeout of {timeout}",
                             ago(i.now, t)
                         ),
                     ));
@@ -244,13 +260,25 @@ pub fn decide(i: &Inputs) -> Decision {
             after_cutoff: false,
             ..
         } => {
-            let mut reason = format!("no connection and no log output for {timeout}");
+            let mut reason = format!("no request and no log output for {timeout}");
+            if let StateInput::Read(Activity {
+                connections: Some(n @ 1..),
+                ..
+            }) = &i.state
+            {
+                // Pooled by the front end; the waker reconnects (and so
+                // wakes the site) when one carries the next request.
+                let s = if *n == 1 { "" } else { "s" };
+                reason.push_str(&format!(
+                    " ({n} idle connection{s} kept open by the front end)"
+                ));
+            }
             if let (StateInput::Read(a), Some(false)) = (&i.state, i.waker_alive) {
                 if a.open > 0 {
                     let pid = a.pid.map_or_else(String::new, |p| format!(" {p}"));
                     reason.push_str(&format!(
-                        " (state file says {} open, but its waker{pid} is gone)",
-                        a.open
+                        " (state file says {}, but its waker{pid} is gone)",
+                        in_flight(a)
                     ));
                 }
             }
@@ -279,6 +307,7 @@ mod tests {
             state: StateInput::Read(Activity {
                 pid: Some(10),
                 open: 0,
+                connections: None,
                 last_start: Some(t(3600)),
                 last_end: Some(t(3599)),
             }),
@@ -354,6 +383,7 @@ mod tests {
         i.state = StateInput::Read(Activity {
             pid: Some(10),
             open: 2,
+            connections: None,
             // Even a connection that started long ago and is still open.
             last_start: Some(t(7200)),
             last_end: None,
@@ -372,12 +402,55 @@ mod tests {
         assert!(d.reason.contains("gone"), "{}", d.reason);
     }
 
+    /// A waker that counts requests: requests in flight are busy, idle
+    /// connections pooled by the front end are not.
+    #[test]
+    fn requests_not_pooled_connections_keep_a_site_busy() {
+        let mut i = idle_inputs();
+        i.state = StateInput::Read(Activity {
+            pid: Some(10),
+            open: 1,
+            connections: Some(8),
+            last_start: Some(t(7200)),
+            last_end: Some(t(7300)),
+        });
+        let d = decide(&i);
+        assert_eq!(d.verdict, Verdict::Busy);
+        assert!(d.reason.contains("1 request in flight"), "{}", d.reason);
+        i.state = StateInput::Read(Activity {
+            pid: Some(10),
+            open: 0,
+            connections: Some(8),
+            last_start: Some(t(3600)),
+            last_end: Some(t(3599)),
+        });
+        let d = decide(&i);
+        assert_eq!(d.verdict, Verdict::Idle, "{d:?}");
+        assert!(
+            d.reason
+                .contains("8 idle connections kept open by the front end"),
+            "{}",
+            d.reason
+        );
+        i.state = StateInput::Read(Activity {
+            pid: Some(10),
+            open: 0,
+            connections: Some(1),
+            last_start: Some(t(100)),
+            last_end: Some(t(99)),
+        });
+        let d = decide(&i);
+        assert_eq!(d.verdict, Verdict::ActiveWaker);
+        assert!(d.reason.contains("served a request"), "{}", d.reason);
+    }
+
     #[test]
     fn active_waker_within_the_timeout() {
         let mut i = idle_inputs();
         i.state = StateInput::Read(Activity {
             pid: None,
             open: 0,
+            connections: None,
             last_start: Some(t(1300)),
             last_end: Some(t(1199)),
         });
@@ -389,6 +462,7 @@ mod tests {
         i.state = StateInput::Read(Activity {
             pid: None,
             open: 0,
+            connections: None,
             last_start: Some(t(1200)),
             last_end: None,
         });
@@ -397,6 +471,7 @@ mod tests {
         i.state = StateInput::Read(Activity {
             pid: None,
             open: 0,
+            connections: None,
             last_start: Some(i.now + Duration::from_secs(5)),
             last_end: None,
         });

@@ -113,6 +113,11 @@ pub fn request_on(stream: &mut UnixStream, req: &FcgiRequest) -> io::Result<Fcgi
     stream.set_read_timeout(Some(req.timeout))?;
     stream.set_write_timeout(Some(req.timeout))?;
     stream.write_all(&encode_request(req))?;
+    read_response(stream)
+}
+
+/// Reads one response (up to its FCGI_END_REQUEST) from `stream`.
+pub fn read_response(stream: &mut UnixStream) -> io::Result<FcgiResponse> {
     let mut raw = Vec::new();
     let mut stderr = Vec::new();
     loop {

@@ -8,6 +8,7 @@
 //! * [`TestSite`] — a site with its own temp [`Layout`](fleet_core::Layout) and a `<site>.fpm` container.
 //! * [`fastcgi::request`] — one FastCGI request straight to a unix socket.
 //! * [`Nginx`] — real nginx on a free loopback port in front of a socket.
+//! * [`frontends`] — Apache `mod_proxy_fcgi`, lighttpd `mod_fastcgi` and `cgi-fcgi` in front of a socket.
 //! * [`http::get`] / [`http::post`] — a tiny HTTP/1.1 client.
 //! * [`Launch`] → [`SocketActivated`] / [`Spawned`] — run a binary under real socket activation or directly.
 //! * [`nsystemd::NsSystemd`] — a real systemd booted as PID 1 in private PID and mount namespaces.
@@ -15,6 +16,7 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod fastcgi;
+pub mod frontends;
 pub mod http;
 pub mod nginx;
 pub mod nsystemd;
@@ -51,6 +53,12 @@ pub enum Component {
     /// systemd itself (`/lib/systemd/systemd`) plus `unshare` and `nsenter`,
     /// to boot it as PID 1 in private namespaces ([`nsystemd`]).
     Systemd,
+    /// Apache 2.4 with `mod_proxy_fcgi` ([`frontends::apache`]).
+    Apache,
+    /// lighttpd 1.4 ([`frontends::lighttpd`]).
+    Lighttpd,
+    /// libfcgi's `cgi-fcgi` ([`frontends::cgi_fcgi`]).
+    CgiFcgi,
 }
 
 /// Path of nginx.
@@ -99,6 +107,38 @@ impl Component {
                     Err("unshare/nsenter not on PATH (apt-get install util-linux)".to_string())
                 } else {
                     Ok(())
+                }
+            }
+            Component::Apache => {
+                let module = Path::new(frontends::APACHE_MODULES).join("mod_proxy_fcgi.so");
+                if Path::new(frontends::APACHE).exists() && module.exists() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} or {} missing (apt-get install apache2)",
+                        frontends::APACHE,
+                        module.display()
+                    ))
+                }
+            }
+            Component::Lighttpd => {
+                if Path::new(frontends::LIGHTTPD).exists() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} missing (apt-get install lighttpd)",
+                        frontends::LIGHTTPD
+                    ))
+                }
+            }
+            Component::CgiFcgi => {
+                if Path::new(frontends::CGI_FCGI).exists() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} missing (apt-get install libfcgi-bin)",
+                        frontends::CGI_FCGI
+                    ))
                 }
             }
             Component::Root => {

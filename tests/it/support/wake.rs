@@ -6,8 +6,35 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::{
-    FcgiRequest, FcgiResponse, Launch, SiteOptions, SocketActivated, TestSite, bin, fastcgi,
+    FcgiRequest, FcgiResponse, Launch, SiteOptions, SocketActivated, Spawned, TestSite, bin,
+    fastcgi, wait_until,
 };
+
+/// fleet-waker for site `name` binding `listen` itself (`--listen`), with
+/// `RUST_LOG=debug`; waits until it accepts.
+pub fn listening(name: &str, listen: &Path, extra: &[&str], env: Vec<(String, String)>) -> Spawned {
+    let w = Launch::new(bin("fleet-waker"))
+        .arg(name)
+        .arg("--listen")
+        .arg(listen)
+        .args(extra)
+        .envs(env)
+        .env("RUST_LOG", "debug")
+        .spawn();
+    assert!(
+        wait_until(Duration::from_secs(10), || UnixStream::connect(listen)
+            .is_ok()),
+        "waker did not listen on {}: {}",
+        listen.display(),
+        w.logs()
+    );
+    w
+}
+
+/// [`listening`] on the site's own waker socket and layout.
+pub fn listening_site(site: &TestSite, extra: &[&str]) -> Spawned {
+    listening(site.name(), &site.waker_socket(), extra, site.layout_env())
+}
 
 /// One `hello.php` request over FastCGI to `socket`.
 pub fn hello(socket: &Path) -> std::io::Result<FcgiResponse> {
@@ -63,4 +90,35 @@ pub fn activated(site: &TestSite, extra: &[&str]) -> SocketActivated {
         .envs(site.layout_env())
         .env("RUST_LOG", "debug")
         .activate(&site.waker_socket())
+}
+
+/// One `fleet-reaper --format json` pass over the site's own layout (its
+/// sites and state directories) with `args`; returns the exit code and the
+/// site's entry of the plan.
+pub fn reaper_pass(site: &TestSite, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let layout = site.layout();
+    let out = std::process::Command::new(bin("fleet-reaper"))
+        .arg("--sites-dir")
+        .arg(&layout.sites_dir)
+        .arg("--state-dir")
+        .arg(&layout.state_dir)
+        .args(["--format", "json"])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run fleet-reaper");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "fleet-reaper printed no JSON ({e}):\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let entry = plan["sites"]
+        .as_array()
+        .and_then(|sites| sites.iter().find(|e| e["site"] == site.name()))
+        .cloned()
+        .unwrap_or_else(|| panic!("no entry for {} in {plan}", site.name()));
+    (out.status.code(), entry)
 }

@@ -1,0 +1,520 @@
+//! The waker as a transparent relay (issue 13): real FastCGI front ends get
+//! through fleet-waker exactly what they get from php-fpm. Every workload
+//! runs through the waker and, as the control, straight to php-fpm's socket,
+//! with the same front end.
+//!
+//! * nginx (`fastcgi_keep_conn on` + upstream `keepalive`), Apache
+//!   `mod_proxy_fcgi` without and with `enablereuse=on`, lighttpd
+//!   `mod_fastcgi`, libfcgi's `cgi-fcgi`: 2,000 requests each (GET and
+//!   small POST, alternating), zero non-2xx, zero client errors, every body
+//!   right.
+//! * A client sending the closing empty `FCGI_STDIN` 300 ms after its
+//!   params: its write succeeds and it reads the answer and a clean end.
+//! * An upstream answering 100 KiB and closing while the client still
+//!   sends: all 100 KiB arrive, 50 of 50.
+//! * Pooled connections (nginx keep-alive, Apache `enablereuse=on`): a
+//!   request on a pooled connection to a paused container is answered at
+//!   once; an idle pooled connection lets the reaper stop the site, and the
+//!   next request on it wakes the site.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use fleet_core::state::Activity;
+use xtask::demo::share_socket_with_nginx;
+
+use crate::support::frontends::{self, WebServer, cgi_fcgi};
+use crate::support::wake::{listening_site, reaper_pass};
+use crate::support::{
+    self, FcgiRequest, Nginx, NginxConfig, SiteOptions, Spawned, TestSite, count_docker_events,
+    fastcgi, http, note, require, wait_until,
+};
+
+/// Requests per front end and path.
+const REQUESTS: usize = 2000;
+/// Client threads sending them.
+const CLIENTS: usize = 8;
+
+/// A running site with its waker (`--listen`), the waker's socket shared
+/// with front ends running as www-data.
+struct Warm {
+    waker: Spawned,
+    site: TestSite,
+}
+
+fn warm_site() -> Warm {
+    // A php-fpm worker serves one kept connection for as long as the front
+    // end keeps it (directly as through the waker), so there are more
+    // workers than the front ends open connections ([`CLIENTS`]).
+    let site = TestSite::with_options(SiteOptions {
+        fpm_children: Some(2 * CLIENTS as u32),
+        ..Default::default()
+    });
+    site.start();
+    let waker = listening_site(&site, &[]);
+    share_socket_with_nginx(&site.waker_socket()).expect("share the waker socket");
+    Warm { waker, site }
+}
+
+impl Warm {
+    /// ("through the waker", its socket), ("direct", php-fpm's socket).
+    fn paths(&self) -> [(&'static str, PathBuf); 2] {
+        [
+            ("through the waker", self.site.waker_socket()),
+            ("direct", self.site.fpm_socket()),
+        ]
+    }
+
+    fn activity(&self) -> Activity {
+        fleet_core::state::load(&self.site.state_file())
+            .expect("state file readable")
+            .expect("state file written")
+    }
+}
+
+/// What went wrong in a workload (empty when nothing did).
+#[derive(Debug, Default)]
+struct Tally {
+    ok: usize,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn assert_clean(&self, what: &str, logs: impl FnOnce() -> String) {
+        assert!(
+            self.failures.is_empty(),
+            "{what}: {} of {} requests failed; first: {:?}\n{}",
+            self.failures.len(),
+            self.ok + self.failures.len(),
+            &self.failures[..self.failures.len().min(5)],
+            logs()
+        );
+        note(&format!("{what}: {} requests, all right", self.ok));
+    }
+}
+
+/// The small POST body of request `i` (64 to 1,087 bytes).
+fn post_body(i: usize) -> Vec<u8> {
+    (0..64 + (i * 37) % 1024)
+        .map(|k| b'a' + ((i + k) % 26) as u8)
+        .collect()
+}
+
+/// `n` requests over [`CLIENTS`] threads, each made by `one(i)`, which
+/// returns `Err(why)` for a non-2xx status, a client error or a wrong body.
+fn workload(n: usize, one: impl Fn(usize) -> Result<(), String> + Send + Sync) -> Tally {
+    let tally = Mutex::new(Tally::default());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..CLIENTS {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        return;
+                    }
+                    let r = one(i);
+                    let mut t = tally.lock().expect("tally");
+                    match r {
+                        Ok(()) => t.ok += 1,
+                        Err(e) => t.failures.push(format!("request {i}: {e}")),
+                    }
+                }
+            });
+        }
+    });
+    tally.into_inner().expect("tally")
+}
+
+/// GET `hello.php` (even `i`) or POST a small body to `echo.php` (odd `i`)
+/// through the web server on `port`.
+fn http_request(port: u16, hello: &str, i: usize) -> Result<(), String> {
+    let (r, want) = if i.is_multiple_of(2) {
+        (http::get(port, "/hello.php"), hello.as_bytes().to_vec())
+    } else {
+        let body = post_body(i);
+        (http::post(port, "/echo.php", &body), body)
+    };
+    let r = r.map_err(|e| format!("client error: {e}"))?;
+    if !(200..300).contains(&r.status) {
+        return Err(format!("status {}: {}", r.status, r.text()));
+    }
+    if r.body != want {
+        return Err(format!(
+            "wrong body ({} bytes): {:?}",
+            r.body.len(),
+            r.text()
+        ));
+    }
+    Ok(())
+}
+
+/// The HTTP workload through a web server started by `start` in front of
+/// each path.
+fn http_both_paths(what: &str, start: impl Fn(&Path) -> Server) {
+    let w = warm_site();
+    let hello = w.site.hello_line();
+    for (path, socket) in w.paths() {
+        let server = start(&socket);
+        let port = server.port();
+        let t = Instant::now();
+        let tally = workload(REQUESTS, |i| http_request(port, &hello, i));
+        tally.assert_clean(&format!("{what}, {path}, {:.1?}", t.elapsed()), || {
+            format!(
+                "front end:\n{}\nwaker:\n{}",
+                server.error_log(),
+                w.waker.logs()
+            )
+        });
+    }
+}
+
+/// nginx or another web server.
+enum Server {
+    Nginx(Nginx),
+    Other(WebServer),
+}
+
+impl Server {
+    fn port(&self) -> u16 {
+        match self {
+            Server::Nginx(n) => n.port(),
+            Server::Other(s) => s.port(),
+        }
+    }
+
+    fn error_log(&self) -> String {
+        match self {
+            Server::Nginx(n) => n.error_log(),
+            Server::Other(s) => s.error_log(),
+        }
+    }
+}
+
+/// nginx keeping FastCGI connections to `socket` open between requests
+/// (`fastcgi_keep_conn on`, upstream `keepalive`).
+fn nginx_keepalive(socket: &Path) -> Server {
+    let mut c = NginxConfig::for_upstream(
+        "fleet_pool",
+        &format!(
+            "upstream fleet_pool {{ server unix:{}; keepalive 8; }}",
+            socket.display()
+        ),
+    );
+    c.location_extra = "fastcgi_keep_conn on; fastcgi_read_timeout 20s;".into();
+    Server::Nginx(Nginx::start_with(&c))
+}
+
+#[test]
+fn nginx_keep_conn_2000_requests() {
+    require!(Docker, PhpFpm, Nginx, Root);
+    http_both_paths("nginx, fastcgi_keep_conn + keepalive", nginx_keepalive);
+}
+
+#[test]
+fn apache_without_reuse_2000_requests() {
+    require!(Docker, PhpFpm, Apache, Root);
+    http_both_paths("Apache mod_proxy_fcgi", |s| {
+        Server::Other(frontends::apache(s, false))
+    });
+}
+
+#[test]
+fn apache_enablereuse_2000_requests() {
+    require!(Docker, PhpFpm, Apache, Root);
+    http_both_paths("Apache mod_proxy_fcgi enablereuse=on", |s| {
+        Server::Other(frontends::apache(s, true))
+    });
+}
+
+#[test]
+fn lighttpd_2000_requests() {
+    require!(Docker, PhpFpm, Lighttpd, Root);
+    // lighttpd checks nothing on the host for PHP (check-local disabled);
+    // its own document root only has to exist.
+    let root = support::temp_dir("lighttpd-root");
+    let root_path = root.path().to_path_buf();
+    http_both_paths("lighttpd mod_fastcgi", move |s| {
+        Server::Other(frontends::lighttpd(s, &root_path))
+    });
+}
+
+#[test]
+fn cgi_fcgi_2000_requests() {
+    require!(Docker, PhpFpm, CgiFcgi);
+    let w = warm_site();
+    let hello = w.site.hello_line();
+    for (path, socket) in w.paths() {
+        let t = Instant::now();
+        let tally = workload(REQUESTS, |i| {
+            let (run, want) = if i.is_multiple_of(2) {
+                (
+                    cgi_fcgi(&socket, "GET", "hello.php", b""),
+                    hello.as_bytes().to_vec(),
+                )
+            } else {
+                let body = post_body(i);
+                (cgi_fcgi(&socket, "POST", "echo.php", &body), body)
+            };
+            if run.code != Some(0) {
+                return Err(format!("cgi-fcgi exit {:?}: {}", run.code, run.stderr));
+            }
+            let r = run.response.map_err(|e| format!("bad CGI output: {e}"))?;
+            if r.status != 200 || r.body != want {
+                return Err(format!("status {}, body {:?}", r.status, r.text()));
+            }
+            Ok(())
+        });
+        tally.assert_clean(&format!("cgi-fcgi, {path}, {:.1?}", t.elapsed()), || {
+            w.waker.logs()
+        });
+    }
+}
+
+/// A client that sends the closing empty FCGI_STDIN record 300 ms after
+/// its params (php-fpm answers a GET before it): the late write succeeds,
+/// the answer is whole, the end is a clean end-of-file.
+#[test]
+fn empty_stdin_300ms_after_params_gets_the_answer() {
+    require!(Docker, PhpFpm);
+    let w = warm_site();
+    for (path, socket) in w.paths() {
+        for round in 0..3 {
+            let req = fastcgi::encode_request(&FcgiRequest::get("hello.php", ""));
+            let (head, stdin) = req.split_at(req.len() - 8);
+            let mut s = UnixStream::connect(&socket).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            s.write_all(head).expect("params");
+            // The scenario itself: the client's second write comes late.
+            std::thread::sleep(Duration::from_millis(300));
+            let late = s.write_all(stdin);
+            assert!(
+                late.is_ok(),
+                "{path}, round {round}: the late empty FCGI_STDIN failed: {late:?}\n{}",
+                w.waker.logs()
+            );
+            let r = fastcgi::read_response(&mut s).expect("the answer");
+            assert_eq!((r.status, r.text()), (200, w.site.hello_line()), "{path}");
+            let mut rest = Vec::new();
+            let end = s.read_to_end(&mut rest);
+            assert!(
+                end.is_ok() && rest.is_empty(),
+                "{path}, round {round}: after the answer {end:?}, {} bytes",
+                rest.len()
+            );
+        }
+        note(&format!("{path}: late empty FCGI_STDIN accepted, 3 of 3"));
+    }
+}
+
+/// One FastCGI record.
+fn record(kind: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![1, kind, 0, 1];
+    out.extend_from_slice(&(content.len() as u16).to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(content);
+    out
+}
+
+/// An upstream (in the test, where php-fpm's socket would be) that answers
+/// 100 KiB of FCGI_STDOUT and closes while the client is still sending:
+/// through the waker the client gets all of it and a clean end, 50 of 50;
+/// the control goes to the same upstream directly.
+#[test]
+fn answer_and_close_while_the_client_sends_delivers_100_kib() {
+    require!(Docker, PhpFpm);
+    // The container is never started: the listener below is "php-fpm". It
+    // is this test process, not the site's container, so the waker checks
+    // the socket file only (`--peer-check socket`; the cgroup check would
+    // refuse it, see tenant.rs).
+    let site = TestSite::new();
+    let listener = UnixListener::bind(site.fpm_socket()).expect("bind the upstream");
+    let waker = listening_site(&site, &["--peer-check", "socket"]);
+    let answer: Vec<u8> = (0..100)
+        .flat_map(|i| record(6, &vec![b'0' + (i % 10) as u8; 1024]))
+        .collect();
+    let rounds = 50;
+    let server_answer = answer.clone();
+    let server = std::thread::spawn(move || {
+        let mut answered = 0;
+        while answered < 2 * rounds {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut first = [0u8; 16];
+            // The waker's start-up probe connects and sends nothing.
+            if s.read_exact(&mut first).is_ok() {
+                s.write_all(&server_answer).expect("answer");
+                answered += 1;
+            }
+            // Closed with the client's bytes unread.
+        }
+    });
+    for (path, socket, clean_end) in [
+        ("through the waker", site.waker_socket(), true),
+        ("direct", site.fpm_socket(), false),
+    ] {
+        let mut whole = 0;
+        for round in 0..rounds {
+            let mut s = UnixStream::connect(&socket).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let mut wr = s.try_clone().expect("clone");
+            let sender = std::thread::spawn(move || {
+                let mut req = fastcgi::encode_request(&FcgiRequest::get("hello.php", ""));
+                req.truncate(req.len() - 8);
+                let chunk = record(5, &[7; 4096]);
+                let _ = wr.write_all(&req);
+                for _ in 0..256 {
+                    if wr.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+                let _ = wr.shutdown(std::net::Shutdown::Write);
+            });
+            // Everything until the end (or the reset that may follow it).
+            let mut got = Vec::new();
+            let mut buf = [0u8; 8192];
+            let end = loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => break Err(e),
+                }
+            };
+            sender.join().expect("sender");
+            assert!(
+                got == answer,
+                "{path}, round {round}: {} of {} bytes arrived ({end:?})\n{}",
+                got.len(),
+                answer.len(),
+                waker.logs()
+            );
+            if clean_end {
+                assert!(end.is_ok(), "{path}, round {round}: {end:?}");
+            }
+            whole += 1;
+        }
+        note(&format!(
+            "{path}: all 100 KiB in {whole} of {rounds} rounds"
+        ));
+    }
+    server.join().expect("upstream");
+}
+
+/// Waits until the waker's report covers the requests sent since `since`
+/// (the last one ended at or after it) and nothing is in flight.
+fn settled(w: &Warm, since: SystemTime) -> Activity {
+    // The file has millisecond precision.
+    let since = since - Duration::from_millis(1);
+    let mut last = None;
+    let ok = wait_until(Duration::from_secs(5), || {
+        let a = w.activity();
+        let done = a.open == 0 && a.last_end.is_some_and(|t| t >= since);
+        last = Some(a);
+        done
+    });
+    assert!(ok, "not settled: {last:?}\n{}", w.waker.logs());
+    last.expect("read at least once")
+}
+
+/// The pooled-connection cycle for a front end keeping its connections to
+/// the waker open: pause → a request on the pooled connection is answered
+/// at once (and unpauses); idle → the reaper stops the site although the
+/// connection stays open; the next request on it wakes the site.
+fn pooled_connection_cycle(what: &str, start: impl Fn(&Path) -> Server) {
+    let w = warm_site();
+    let server = start(&w.site.waker_socket());
+    let port = server.port();
+    let hello = w.site.hello_line();
+    let get = |when: &str| {
+        let r = http::request(port, "GET", "/hello.php", None, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{what}, {when}: {e}"));
+        assert_eq!(
+            (r.status, r.text()),
+            (200, hello.clone()),
+            "{what}, {when}\nfront end:\n{}\nwaker:\n{}",
+            server.error_log(),
+            w.waker.logs()
+        );
+    };
+    let warm = SystemTime::now();
+    for i in 0..3 {
+        get(&format!("warm request {i}"));
+    }
+    let pooled = settled(&w, warm)
+        .connections
+        .expect("a waker that counts connections");
+    assert!(pooled >= 1, "{what}: no pooled connection to the waker");
+
+    let mut times = Vec::new();
+    let paused = SystemTime::now();
+    for i in 0..3 {
+        w.site.pause();
+        let t = Instant::now();
+        get(&format!("request {i} while paused"));
+        times.push(t.elapsed());
+        assert_eq!(w.site.state(), "running", "{what}: unpaused");
+    }
+    let a = settled(&w, paused);
+    assert_eq!(
+        a.connections,
+        Some(pooled),
+        "{what}: the requests went over the pooled connection(s)"
+    );
+    let worst = times.iter().max().copied().unwrap_or_default();
+    note(&format!(
+        "{what}: paused site answered on a pooled connection in {times:?}"
+    ));
+    assert!(
+        worst < Duration::from_millis(100),
+        "{what}: a request on a pooled connection to a paused site took {worst:?}\n{}",
+        w.waker.logs()
+    );
+
+    // Idle with the connection still pooled: the reaper stops the site.
+    w.site.write_conf("2s");
+    // The reaper's decision is about elapsed time since the last request
+    // (and the last log line): that time is the very condition.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (code, entry) = reaper_pass(&w.site, &["--stop-timeout", "5s"]);
+    assert_eq!(code, Some(0), "{entry}");
+    assert_eq!(
+        (entry["verdict"].as_str(), entry["action"].as_str()),
+        (Some("idle"), Some("stopped")),
+        "{what}: {entry}"
+    );
+    assert!(
+        entry["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("kept open")),
+        "{entry}"
+    );
+    assert_eq!(w.site.state(), "exited");
+
+    // The next request, on the same pooled connection, wakes it.
+    let t0 = SystemTime::now();
+    get("the request after the reaper stopped the site");
+    let t1 = SystemTime::now();
+    assert_eq!(count_docker_events(w.site.container(), "start", t0, t1), 1);
+    assert_eq!(settled(&w, t0).connections, Some(pooled), "{what}");
+    note(&format!(
+        "{what}: stopped by the reaper under {pooled} pooled connection(s), woken by the next request"
+    ));
+}
+
+#[test]
+fn nginx_keepalive_pooled_connection_pause_sleep_wake() {
+    require!(Docker, PhpFpm, Nginx, Root);
+    pooled_connection_cycle("nginx keepalive", nginx_keepalive);
+}
+
+#[test]
+fn apache_enablereuse_pooled_connection_pause_sleep_wake() {
+    require!(Docker, PhpFpm, Apache, Root);
+    pooled_connection_cycle("Apache enablereuse=on", |s| {
+        Server::Other(frontends::apache(s, true))
+    });
+}
