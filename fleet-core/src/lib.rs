@@ -4,6 +4,7 @@
 //! Binaries are thin: they parse flags, set up logging, call into this crate
 //! and map errors to exit codes ([`exit`]).
 
+pub mod admission;
 pub mod conf;
 pub mod docker;
 pub mod exit;
@@ -14,6 +15,7 @@ pub mod placeholder;
 pub mod proxy;
 pub mod reaper;
 pub mod renew;
+pub mod reply;
 pub mod rundir;
 pub mod site;
 pub mod state;

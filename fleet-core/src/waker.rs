@@ -83,6 +83,46 @@ pub struct Config {
     pub notifier: Notifier,
     /// How the process listening on `upstream` is checked.
     pub peer_check: PeerCheck,
+    /// Host-wide wake slots (`None`: starts are not limited).
+    pub admission: Option<crate::admission::Admission>,
+}
+
+/// Consecutive failed wakes after which the waker backs off.
+pub const BACKOFF_AFTER: u32 = 2;
+/// The first back-off; it doubles with each further failure.
+pub const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// The longest back-off.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Crash-loop back-off: a container that fails to start (or dies while
+/// starting) again and again is not started on every request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backoff {
+    /// Failed wakes in a row.
+    pub failures: u32,
+    /// No wake is tried before this.
+    pub until: Option<Instant>,
+}
+
+impl Backoff {
+    /// Counts a failed wake; the back-off it starts, if any.
+    pub fn failed(&mut self, now: Instant) -> Option<Duration> {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures < BACKOFF_AFTER {
+            return None;
+        }
+        let shift = (self.failures - BACKOFF_AFTER).min(16);
+        let d = BACKOFF_FIRST.saturating_mul(1 << shift).min(BACKOFF_MAX);
+        self.until = Some(now + d);
+        Some(d)
+    }
+
+    /// How long until a wake may be tried again.
+    pub fn remaining(&self, now: Instant) -> Option<Duration> {
+        self.until
+            .map(|u| u.saturating_duration_since(now))
+            .filter(|d| !d.is_zero())
+    }
 }
 
 /// How the waker checks the process listening on php-fpm's socket.
@@ -189,6 +229,35 @@ pub enum WakeFailure {
         #[source]
         source: io::Error,
     },
+    #[error("no wake slot for site {site}")]
+    Queued {
+        site: Site,
+        #[source]
+        source: crate::admission::AdmissionError,
+    },
+    #[error(
+        "site {site}: {failures} wakes of {container} failed in a row; not trying again for {remaining}"
+    )]
+    BackingOff {
+        site: Site,
+        container: String,
+        failures: u32,
+        remaining: humantime::Duration,
+    },
+}
+
+impl WakeFailure {
+    /// For a wake that was not even tried: the seconds after which a client
+    /// should retry (answered as a FastCGI 503 with `Retry-After`).
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            WakeFailure::Queued { source, .. } => Some(source.retry_after()),
+            WakeFailure::BackingOff { remaining, .. } => {
+                Some(Duration::from(*remaining).as_secs().max(1))
+            }
+            _ => None,
+        }
+    }
 }
 
 type WakeOutcome = Option<Result<(), Arc<WakeFailure>>>;
@@ -203,6 +272,8 @@ struct Activity {
     /// site busy.
     busy: u64,
     waking: bool,
+    /// Waiting for a host-wide wake slot, with this many wakes ahead.
+    queued: Option<usize>,
     last_start: Option<SystemTime>,
     last_end: Option<SystemTime>,
     /// When a connection last failed to get php-fpm (a failed wake), unless
@@ -244,6 +315,7 @@ struct Shared {
     /// The container's id, from Docker; a wake-time fact kept for the
     /// waker's life (re-asked when a listener does not match it).
     container_id: tokio::sync::Mutex<Option<String>>,
+    backoff: Mutex<Backoff>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -268,6 +340,7 @@ pub async fn run(
         open: 0,
         busy: 0,
         waking: false,
+        queued: None,
         last_start: None,
         last_end: None,
         failed_at: None,
@@ -291,6 +364,7 @@ pub async fn run(
         logged: Mutex::new(None),
         last_refusal: Mutex::new(None),
         container_id: tokio::sync::Mutex::new(None),
+        backoff: Mutex::new(Backoff::default()),
     });
     let reporter_stop = CancellationToken::new();
     let reporter = tokio::spawn(report(
@@ -445,7 +519,9 @@ async fn report(shared: Arc<Shared>, mut rx: watch::Receiver<Activity>, stop: Ca
 fn status(a: &Activity, container: &str) -> String {
     let s = |n: u64| if n == 1 { "" } else { "s" };
     let open = format!("{} connection{} open", a.open, s(a.open));
-    if a.waking {
+    if let (true, Some(ahead)) = (a.waking, a.queued) {
+        format!("queued for a wake slot, {ahead} ahead")
+    } else if a.waking {
         format!("waking {container}")
     } else if a.busy > 0 {
         format!("serving, {} request{} in flight, {open}", a.busy, s(a.busy))
@@ -574,10 +650,15 @@ async fn serve(
             }
         }
         Err(e) => {
-            // The wake task logged the cause once; closing the client makes
-            // nginx answer 502 now.
+            // The wake task logged the cause once. A wake not even tried
+            // (queue too long, backing off) is answered "retry later";
+            // otherwise closing the client makes nginx answer 502 now.
             tracing::debug!(site = %shared.cfg.site, error = %crate::exit::chain(&*e), "closing held connection");
             conn.failed();
+            if let Some(secs) = e.retry_after() {
+                let why = format!("{}: {}", shared.cfg.site, crate::exit::chain(&*e));
+                crate::reply::retry_later(&mut client, secs, &why, crate::proxy::LINGER).await;
+            }
         }
     }
     drop(client);
@@ -702,6 +783,15 @@ async fn join_wake(shared: &Arc<Shared>) -> Result<(), Arc<WakeFailure>> {
         match slot.as_ref() {
             Some(rx) => rx.clone(),
             None => {
+                let backoff = lock(&shared.backoff).clone();
+                if let Some(left) = backoff.remaining(Instant::now()) {
+                    return Err(Arc::new(WakeFailure::BackingOff {
+                        site: shared.cfg.site.clone(),
+                        container: shared.cfg.container.clone(),
+                        failures: backoff.failures,
+                        remaining: Duration::from_secs(left.as_secs_f64().ceil() as u64).into(),
+                    }));
+                }
                 let (tx, rx) = watch::channel(None);
                 *slot = Some(rx.clone());
                 tokio::spawn(wake_task(shared.clone(), tx));
@@ -719,22 +809,75 @@ async fn join_wake(shared: &Arc<Shared>) -> Result<(), Arc<WakeFailure>> {
     }
 }
 
+/// Reports the queue position to the activity (STATUS=).
+struct QueueProgress<'a>(&'a Shared);
+
+impl crate::admission::Progress for QueueProgress<'_> {
+    fn queued(&mut self, ahead: usize) {
+        self.0.activity.send_modify(|a| a.queued = Some(ahead));
+    }
+}
+
 async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
     let cfg = &shared.cfg;
     shared.activity.send_modify(|a| a.waking = true);
     let t0 = Instant::now();
     tracing::info!(site = %cfg.site, container = %cfg.container, "waking");
-    let result = match tokio::time::timeout(cfg.start_timeout, wake(&shared)).await {
-        Ok(r) => r,
-        Err(_) => Err(shared.timeout()),
+    // A start takes a host-wide slot first (an unpause is quick and
+    // does not); the start timeout counts from admission.
+    let frozen = shared.saw_frozen.load(std::sync::atomic::Ordering::Relaxed);
+    let admitted = match (&cfg.admission, frozen) {
+        (Some(adm), false) => {
+            let r = adm.acquire(&mut QueueProgress(&shared)).await;
+            shared.activity.send_modify(|a| a.queued = None);
+            match r {
+                Ok(slot) => {
+                    let queued_ms = t0.elapsed().as_millis() as u64;
+                    if queued_ms > 0 {
+                        tracing::info!(site = %cfg.site, slot = slot.index(), queued_ms, "admitted to a wake slot");
+                    }
+                    Ok(Some(slot))
+                }
+                Err(source) => Err(WakeFailure::Queued {
+                    site: cfg.site.clone(),
+                    source,
+                }),
+            }
+        }
+        _ => Ok(None),
     };
+    let t1 = Instant::now();
+    let (result, slot) = match admitted {
+        Ok(slot) => (
+            match tokio::time::timeout(cfg.start_timeout, wake(&shared)).await {
+                Ok(r) => r,
+                Err(_) => Err(shared.timeout()),
+            },
+            slot,
+        ),
+        Err(e) => (Err(e), None),
+    };
+    if let Some(slot) = slot {
+        slot.release(t1.elapsed());
+    }
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
     let result = match result {
         Ok(action) => {
             tracing::info!(site = %cfg.site, container = %cfg.container, action, ms, "php-fpm accepts");
+            *lock(&shared.backoff) = Backoff::default();
             Ok(())
         }
+        Err(e @ WakeFailure::Queued { .. }) => {
+            tracing::warn!(
+                site = %cfg.site,
+                cause = %crate::exit::chain(&e),
+                ms,
+                "not woken: the host's wake queue is too long; answering 503 with Retry-After"
+            );
+            Err(Arc::new(e))
+        }
         Err(e) => {
+            let backoff = lock(&shared.backoff).failed(Instant::now());
             tracing::error!(
                 site = %cfg.site,
                 container = %cfg.container,
@@ -742,6 +885,15 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
                 ms,
                 "wake failed; closing held connections"
             );
+            if let Some(d) = backoff {
+                tracing::warn!(
+                    site = %cfg.site,
+                    container = %cfg.container,
+                    failures = lock(&shared.backoff).failures,
+                    backoff = %humantime::Duration::from(d),
+                    "wakes keep failing; backing off (requests get 503 with Retry-After until then)"
+                );
+            }
             Err(Arc::new(e))
         }
     };
@@ -1248,6 +1400,7 @@ mod tests {
             notifier: Notifier::none(),
             // The unit tests' upstream is this very process.
             peer_check: PeerCheck::Socket,
+            admission: None,
         }
     }
 
@@ -1305,12 +1458,30 @@ mod tests {
     /// Every form of `STATUS=` (the README lists them): only what the waker
     /// knows, never a container state it has not seen.
     #[test]
+    fn backoff_starts_at_the_second_failure_and_doubles_to_a_minute() {
+        let now = Instant::now();
+        let mut b = Backoff::default();
+        assert_eq!(b.failed(now), None);
+        assert_eq!(b.remaining(now), None);
+        assert_eq!(b.failed(now), Some(Duration::from_secs(1)));
+        assert_eq!(b.remaining(now), Some(Duration::from_secs(1)));
+        assert_eq!(b.remaining(now + Duration::from_secs(1)), None);
+        assert_eq!(b.failed(now), Some(Duration::from_secs(2)));
+        assert_eq!(b.failed(now), Some(Duration::from_secs(4)));
+        for _ in 0..40 {
+            b.failed(now);
+        }
+        assert_eq!(b.failed(now), Some(BACKOFF_MAX));
+    }
+
+    #[test]
     fn status_says_what_the_waker_knows() {
         let t = std::time::UNIX_EPOCH + Duration::from_secs(1_795_462_970);
         let mut a = Activity {
             open: 0,
             busy: 0,
             waking: false,
+            queued: None,
             last_start: None,
             last_end: None,
             failed_at: None,
@@ -1321,6 +1492,9 @@ mod tests {
         a.open = 1;
         a.busy = 1;
         assert_eq!(status(&a, "x.fpm"), "waking x.fpm");
+        a.queued = Some(3);
+        assert_eq!(status(&a, "x.fpm"), "queued for a wake slot, 3 ahead");
+        a.queued = None;
         a.waking = false;
         a.open = 3;
         assert_eq!(

@@ -59,6 +59,16 @@ pub struct Args {
         default_value = "cgroup"
     )]
     pub peer_check: fleet_core::waker::PeerCheck,
+    /// Container starts at once on this host, shared by every waker through
+    /// slot files in the state directory [default: the CPU count, at least
+    /// 2; 0: no limit].
+    #[arg(long, value_name = "K", env = "FLEET_MAX_CONCURRENT_WAKES")]
+    pub max_concurrent_wakes: Option<usize>,
+    /// The longest a request waits for a wake slot; a queue expected to take
+    /// longer is answered at once with a FastCGI 503 and Retry-After. Keep
+    /// it below the web server's read timeout (nginx: 60s).
+    #[arg(long, value_name = "DUR", env = "FLEET_MAX_QUEUE_WAIT", default_value = "45s", value_parser = humantime::parse_duration)]
+    pub max_queue_wait: Duration,
     /// How long open connections may finish after SIGTERM.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,

@@ -84,6 +84,17 @@ fn main() -> ExitCode {
         engine: Arc::new(fleet_core::docker::Engine::from_env()),
         notifier: Notifier::from_env(),
         peer_check: args.peer_check,
+        admission: match args
+            .max_concurrent_wakes
+            .unwrap_or_else(fleet_core::admission::default_slots)
+        {
+            0 => None,
+            k => Some(fleet_core::admission::Admission::new(
+                &layout.state_dir,
+                k,
+                args.max_queue_wait,
+            )),
+        },
         site,
     };
     // One thread: the waker's work is I/O bound, and this keeps it small.

@@ -652,8 +652,19 @@ fn docker_unreachable_is_69_and_bad_usage_64() {
         let run = reaper(&list, args);
         assert_eq!(run.code, Some(64), "{args:?}: {}", run.stderr);
     }
+    // A missing sites directory is an empty list with one warning (issue
+    // 16: the timer must not fail every minute); a file where the
+    // directory should be cannot be read: usage error.
     let missing = List::new();
     std::fs::remove_dir(missing.sites()).expect("rmdir");
+    let run = reaper(&missing, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("sites directory does not exist"),
+        "{}",
+        run.stderr
+    );
+    std::fs::write(missing.sites(), b"not a directory").expect("file");
     let run = reaper(&missing, &[]);
     assert_eq!(run.code, Some(64), "{}", run.stderr);
     assert!(run.stderr.contains("sites directory"), "{}", run.stderr);
