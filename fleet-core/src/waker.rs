@@ -247,6 +247,22 @@ pub enum WakeFailure {
 }
 
 impl WakeFailure {
+    /// A failure of the container itself: it could not be started, or died
+    /// while starting. Only these count towards the back-off: an
+    /// unreachable Docker, a missing container or a slow or refused php-fpm
+    /// socket costs no start, and is retried on the next request.
+    pub fn is_the_containers(&self) -> bool {
+        use crate::docker::DockerError as D;
+        match self {
+            WakeFailure::Docker { source, .. } => match source {
+                WakeError::Exited { .. } | WakeError::Unwakeable { .. } => true,
+                WakeError::Docker(D::Unreachable { .. } | D::NoSuchContainer { .. }) => false,
+                WakeError::Docker(_) => true,
+            },
+            _ => false,
+        }
+    }
+
     /// For a wake that was not even tried: the seconds after which a client
     /// should retry (answered as a FastCGI 503 with `Retry-After`).
     pub fn retry_after(&self) -> Option<u64> {
@@ -877,7 +893,11 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
             Err(Arc::new(e))
         }
         Err(e) => {
-            let backoff = lock(&shared.backoff).failed(Instant::now());
+            let backoff = if e.is_the_containers() {
+                lock(&shared.backoff).failed(Instant::now())
+            } else {
+                None
+            };
             tracing::error!(
                 site = %cfg.site,
                 container = %cfg.container,

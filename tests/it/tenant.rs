@@ -328,7 +328,12 @@ fn non_sockets_fail_the_wake_within_the_timeout() {
     ] {
         tenant_ok(&real, make);
         let (got, took) = send_through_waker(&site, &fcgi_hello());
-        assert!(got.is_empty(), "{word}: answered {} bytes", got.len());
+        assert!(
+            got.is_empty(),
+            "{word}: answered {} bytes: {:?}",
+            got.len(),
+            String::from_utf8_lossy(&got)
+        );
         assert!(
             took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
             "{word}: closed after {took:?} (timeout 2s)"

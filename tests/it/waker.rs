@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::wake::{
-    activated, held_connections_closed, hello, listening_site, stopped_site,
+    activated, held_connections_closed, hello, hello_after_backoff, listening_site, stopped_site,
 };
 use crate::support::{
     self, FcgiRequest, Nginx, SiteOptions, TestSite, bin, count_docker_events, fastcgi, http,
@@ -180,7 +180,10 @@ fn failure_start_fails_then_fixed() {
     assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
     assert!(w.logs().contains("wake failed"), "{}", w.logs());
     std::fs::create_dir(&source).expect("fix: create the mount source");
-    let r = hello(&site.waker_socket()).expect("after the fix");
+    // Failed starts in a row put the waker in its crash-loop back-off
+    // (answered 503 with Retry-After); the first request after it wakes.
+    let r =
+        hello_after_backoff(&site.waker_socket(), Duration::from_secs(20)).expect("after the fix");
     assert_eq!(r.text(), site.hello_line());
     support::note(&format!("failing start: closed after {times:?}"));
 }
