@@ -482,8 +482,12 @@ async fn idle_wait(rx: &mut watch::Receiver<Activity>, idle: Option<Duration>) {
             }
             continue;
         }
+        // A time too far to represent (e.g. 100y) is "never".
+        let Some(deadline) = since.checked_add(idle) else {
+            return std::future::pending().await;
+        };
         tokio::select! {
-            _ = tokio::time::sleep_until((since + idle).into()) => return,
+            _ = tokio::time::sleep_until(deadline.into()) => return,
             r = rx.changed() => if r.is_err() { return std::future::pending().await },
         }
     }
@@ -849,9 +853,7 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
             match r {
                 Ok(slot) => {
                     let queued_ms = t0.elapsed().as_millis() as u64;
-                    if queued_ms > 0 {
-                        tracing::info!(site = %cfg.site, slot = slot.index(), queued_ms, "admitted to a wake slot");
-                    }
+                    tracing::info!(site = %cfg.site, slot = slot.index(), queued_ms, "admitted to a wake slot");
                     Ok(Some(slot))
                 }
                 Err(source) => Err(WakeFailure::Queued {
@@ -873,9 +875,7 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
         ),
         Err(e) => (Err(e), None),
     };
-    if let Some(slot) = slot {
-        slot.release(t1.elapsed());
-    }
+    let took = t1.elapsed();
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
     let result = match result {
         Ok(action) => {
@@ -917,6 +917,10 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
             Err(Arc::new(e))
         }
     };
+    // Let the next site in only now: its wake's log lines come after ours.
+    if let Some(slot) = slot {
+        slot.release(took);
+    }
     {
         let mut slot = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
         *slot = None;

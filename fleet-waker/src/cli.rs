@@ -8,7 +8,8 @@ use clap::Parser;
 
 pub const AFTER_HELP: &str = "\
 Environment: LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES (socket activation), NOTIFY_SOCKET,
-DOCKER_HOST, FLEET_RUN_DIR, FLEET_STATE_DIR, FLEET_WAKER_PEER_CHECK, RUST_LOG.
+DOCKER_HOST, FLEET_RUN_DIR, FLEET_STATE_DIR, FLEET_WAKER_PEER_CHECK, FLEET_WAKER_EXIT_IDLE_TIME,
+FLEET_MAX_CONCURRENT_WAKES, FLEET_MAX_QUEUE_WAIT, RUST_LOG.
 
 Exit codes:
   0   stopped by SIGTERM/SIGINT (open connections get --shutdown-grace to
@@ -39,8 +40,10 @@ pub struct Args {
     /// Connections served at once; beyond, they wait in the kernel backlog.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub connections_max: u32,
-    /// Exit 0 after this long with no connection [default: never].
-    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    /// Exit 0 after this long with no connection [default: never; the
+    /// shipped unit sets 5min]. Under socket activation systemd keeps the
+    /// socket, and the next connection starts a new waker.
+    #[arg(long, value_name = "DUR", env = "FLEET_WAKER_EXIT_IDLE_TIME", value_parser = humantime::parse_duration)]
     pub exit_idle_time: Option<Duration>,
     /// Directory of activity state files [default: /run/fleet, or FLEET_STATE_DIR].
     #[arg(long, value_name = "DIR")]

@@ -58,6 +58,30 @@ impl DockerError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, DockerError::Unreachable { .. })
     }
+
+    /// True when the engine refused the API version this client settled on
+    /// ("client version 1.41 is too old. Minimum supported API version is
+    /// 1.44"): the engine was upgraded (or downgraded) under a running
+    /// client, which must settle the version again.
+    pub fn is_version_mismatch(&self) -> bool {
+        match self {
+            DockerError::Api {
+                source:
+                    BollardError::DockerResponseServerError {
+                        status_code: 400,
+                        message,
+                    },
+                ..
+            } => is_version_message(message),
+            _ => false,
+        }
+    }
+}
+
+/// Docker's words for a refused API version (pure).
+pub fn is_version_message(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("client version") && (m.contains("too old") || m.contains("too new"))
 }
 
 /// The state of a container as Docker reports it.
@@ -366,6 +390,19 @@ pub fn parse_docker_time(s: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_refusals_are_recognised() {
+        // Docker 20.10 and 29's own words.
+        assert!(is_version_message(
+            "client version 1.99 is too new. Maximum supported API version is 1.41"
+        ));
+        assert!(is_version_message(
+            "client version 1.41 is too old. Minimum supported API version is 1.44, please upgrade your client to a newer version"
+        ));
+        assert!(!is_version_message("No such container: x"));
+        assert!(!is_version_message("client version"));
+    }
 
     #[test]
     fn api_version_from_ping() {

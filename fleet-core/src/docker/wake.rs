@@ -80,6 +80,18 @@ impl Engine {
     /// then unpaused or reported. Inspecting first would cost every cold
     /// wake one more round trip to the engine.
     pub async fn make_running(&self, container: &str) -> Result<WakeAction, WakeError> {
+        match self.make_running_once(container).await {
+            Err(WakeError::Docker(e)) if e.is_version_mismatch() => {
+                // The engine changed under us: settle the version again.
+                tracing::info!(host = %self.host(), container, error = %crate::exit::chain(&e), "Docker refused the API version; settling it again");
+                self.reset().await;
+                self.make_running_once(container).await
+            }
+            r => r,
+        }
+    }
+
+    async fn make_running_once(&self, container: &str) -> Result<WakeAction, WakeError> {
         match self.start_reporting(container).await {
             Ok(true) => return Ok(WakeAction::Started),
             Ok(false) => return Ok(WakeAction::AlreadyRunning),

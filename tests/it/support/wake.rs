@@ -144,3 +144,25 @@ pub fn hello_after_backoff(socket: &Path, max: Duration) -> std::io::Result<Fcgi
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// fleet-waker for `site` binding the site's socket itself, with `extra`
+/// arguments and environment, `RUST_LOG=info`; waits for its "accepting
+/// connections" log line. Unlike [`listening`], no probe connection: a
+/// connection wakes the site.
+pub fn listening_quiet(site: &TestSite, extra: &[&str], env: &[(&str, String)]) -> Spawned {
+    let w = Launch::new(bin("fleet-waker"))
+        .arg(site.name())
+        .arg("--listen")
+        .arg(site.waker_socket())
+        .args(extra)
+        .envs(site.layout_env())
+        .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k.to_string(), v.clone())))
+        .spawn();
+    assert!(
+        w.wait_for_log("accepting connections", Duration::from_secs(10)),
+        "waker did not start: {}",
+        w.logs()
+    );
+    w
+}

@@ -1,0 +1,287 @@
+//! The fleet on one host (issue 15), waker side: host-wide wake admission,
+//! crash-loop back-off, the waker's idle exit under a real systemd, and a
+//! Docker API version that changes under a running waker.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::support::docker_proxy::{DockerProxy, Mode};
+use crate::support::nsystemd::boot_for;
+use crate::support::wake::{hello, is_retry_later, listening_quiet, stopped_site};
+use crate::support::{
+    FcgiRequest, SiteOptions, Spawned, TestSite, count_docker_events, docker_events, fastcgi, note,
+    require, temp_dir, wait_until,
+};
+
+/// The time at the start of a waker log line (tracing's RFC 3339 stamp).
+fn stamp(line: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(line.split_whitespace().next()?.trim_end_matches('Z')).ok()
+}
+
+/// The first log line of `w` containing `needle`, by its time stamp.
+fn logged_at(w: &Spawned, needle: &str) -> Option<SystemTime> {
+    w.logs()
+        .lines()
+        .find(|l| l.contains(needle))
+        .and_then(stamp)
+}
+
+/// The most intervals that overlap at any moment.
+fn peak_overlap(intervals: &[(SystemTime, SystemTime)]) -> usize {
+    let mut edges: Vec<(SystemTime, i32)> = intervals
+        .iter()
+        .flat_map(|&(a, b)| [(a, 1), (b, -1)])
+        .collect();
+    // Ends before starts at the same instant.
+    edges.sort();
+    let (mut now, mut peak) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        peak = peak.max(now);
+    }
+    peak as usize
+}
+
+/// 30 stopped sites, K = 3 slots shared through one state directory, one
+/// request to every site at once: every request answered by its own site,
+/// and never more than 3 sites between admission and php-fpm accepting.
+/// Docker's own `start` events fall inside those windows, so the windows
+/// are where the starts happened.
+#[test]
+fn thirty_sites_never_more_than_three_starting() {
+    require!(Docker, PhpFpm, Root);
+    const N: usize = 30;
+    const K: usize = 3;
+    let shared = temp_dir("slots");
+    let state = shared.path().display().to_string();
+    let sites: Vec<TestSite> = (0..N).map(|_| TestSite::new()).collect();
+    let wakers: Vec<Spawned> = sites
+        .iter()
+        .map(|s| {
+            listening_quiet(
+                s,
+                &[
+                    "--state-dir",
+                    &state,
+                    "--max-concurrent-wakes",
+                    &K.to_string(),
+                    "--start-timeout",
+                    "60s",
+                ],
+                &[],
+            )
+        })
+        .collect();
+    let t0 = SystemTime::now();
+    let threads: Vec<_> = sites
+        .iter()
+        .map(|s| {
+            let socket = s.waker_socket();
+            std::thread::spawn(move || hello(&socket).map(|r| r.text()))
+        })
+        .collect();
+    for (t, s) in threads.into_iter().zip(&sites) {
+        let got = t.join().expect("thread").expect("answered");
+        assert_eq!(got, s.hello_line());
+    }
+    let took = t0.elapsed().unwrap_or_default();
+    let t1 = SystemTime::now();
+    let mut windows = Vec::new();
+    for (w, s) in wakers.iter().zip(&sites) {
+        let (Some(a), Some(b)) = (
+            logged_at(w, "admitted to a wake slot"),
+            logged_at(w, "php-fpm accepts"),
+        ) else {
+            panic!(
+                "{}: no admission or wake in the log:\n{}",
+                s.name(),
+                w.logs()
+            );
+        };
+        let starts = docker_events(
+            t0,
+            t1,
+            &[
+                "type=container",
+                &format!("container={}", s.container()),
+                "event=start",
+            ],
+        );
+        assert_eq!(starts.len(), 1, "{}: {starts:?}", s.name());
+        let nano: u128 = serde_json::from_str::<serde_json::Value>(&starts[0])
+            .ok()
+            .and_then(|v| v["timeNano"].as_u64())
+            .map(u128::from)
+            .expect("timeNano");
+        let at = UNIX_EPOCH + Duration::from_nanos(nano as u64);
+        // Log stamps have microseconds; allow for the rounding.
+        let slack = Duration::from_millis(2);
+        assert!(
+            at + slack >= a && at <= b + slack,
+            "{}: Docker started it outside its slot window",
+            s.name()
+        );
+        windows.push((a, b));
+    }
+    let peak = peak_overlap(&windows);
+    assert!(peak <= K, "{peak} wakes held slots at once (K = {K})");
+    assert!(
+        peak >= 2,
+        "no concurrency at all ({peak}): the test proves nothing"
+    );
+    note(&format!(
+        "{N} sites, K = {K}: all answered in {took:?}, peak {peak} starting at once"
+    ));
+}
+
+/// A container that dies at every start, under 200 requests in 10 s: a
+/// handful of `start`s (the back-off doubles from 1 s after the second
+/// failure), every request answered at once (closed, or the waker's own 503
+/// with Retry-After while it backs off), each back-off logged once.
+#[test]
+fn crash_looping_container_is_started_a_handful_of_times() {
+    require!(Docker, PhpFpm);
+    let site = TestSite::with_options(SiteOptions {
+        fpm_children: Some(0),
+        ..Default::default()
+    });
+    let w = listening_quiet(&site, &["--start-timeout", "10s"], &[]);
+    let t0 = SystemTime::now();
+    let start = Instant::now();
+    let (mut closed, mut retry_later, mut slowest) = (0, 0, Duration::ZERO);
+    for i in 0..200u32 {
+        // 200 requests spread over 10 s.
+        let due = Duration::from_millis(50) * i;
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        let t = Instant::now();
+        let mut c = UnixStream::connect(site.waker_socket()).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        let _ = c.write_all(&fastcgi::encode_request(&FcgiRequest::get("hello.php", "")));
+        let mut got = Vec::new();
+        let _ = c.read_to_end(&mut got);
+        slowest = slowest.max(t.elapsed());
+        if got.is_empty() {
+            closed += 1;
+        } else {
+            assert!(is_retry_later(&got), "{:?}", String::from_utf8_lossy(&got));
+            retry_later += 1;
+        }
+    }
+    let starts = count_docker_events(site.container(), "start", t0, SystemTime::now());
+    let backoffs = w.logs().matches("backing off").count();
+    assert!(
+        (2..=6).contains(&starts),
+        "{starts} starts in 10 s:\n{}",
+        w.logs()
+    );
+    assert!(
+        backoffs >= 1 && backoffs <= starts,
+        "{backoffs} back-off lines for {starts} starts"
+    );
+    assert!(
+        slowest < Duration::from_secs(3),
+        "a request waited {slowest:?}"
+    );
+    note(&format!(
+        "crash loop, 200 requests in 10 s: {starts} starts, {closed} closed by a failed wake, {retry_later} answered 503 Retry-After, {backoffs} back-off lines, slowest {slowest:?}"
+    ));
+}
+
+/// A waker that settled on an API version the engine refuses (as after an
+/// engine upgrade under a running waker) still wakes the site. (bollard
+/// 0.21 sends unversioned paths, so the engine answers in its own version;
+/// should a request be refused for its version, `Engine::make_running`
+/// settles the version again and retries once.)
+#[test]
+fn a_refused_api_version_does_not_stop_wakes() {
+    require!(Docker, PhpFpm);
+    let site = stopped_site(SiteOptions::default());
+    let sock = site.temp_dir().join("docker.sock");
+    let proxy = DockerProxy::start(&sock, Mode::Forward, Duration::ZERO);
+    proxy.fake_version_once();
+    let w = listening_quiet(
+        &site,
+        &[],
+        &[("DOCKER_HOST", format!("unix://{}", sock.display()))],
+    );
+    let r = hello(&site.waker_socket()).expect("woken");
+    assert_eq!(r.text(), site.hello_line(), "{}", w.logs());
+    assert!(proxy.faked(), "the waker never asked /_ping");
+    assert_eq!(proxy.starts(), 1);
+}
+
+/// Under the namespaced systemd, with the shipped units: an idle waker
+/// exits (its memory is freed, systemd keeps the socket) and the next
+/// request starts a new one. Then requests sent around the moment the waker
+/// exits, again and again: every one is answered (a connection that arrives
+/// while it exits waits in systemd's socket for the next waker).
+#[test]
+fn idle_waker_exits_and_the_next_request_reactivates_it() {
+    require!(Docker, PhpFpm, Root, Systemd);
+    let site = TestSite::new();
+    site.start();
+    let ns = boot_for(&site);
+    // 1 s instead of the shipped 5 min, so the waker starts far more often
+    // than systemd's default start limit (5 in 10 s) allows; lift it here.
+    ns.write_unit(
+        "fleet-waker@.service.d/idle.conf",
+        "[Unit]\nStartLimitIntervalSec=0\n[Service]\nEnvironment=FLEET_WAKER_EXIT_IDLE_TIME=1s\n",
+    );
+    ns.systemctl_ok(&["daemon-reload"]);
+    let name = site.name().to_owned();
+    let service = format!("fleet-waker@{name}.service");
+    ns.systemctl_ok(&["start", &format!("fleet-waker@{name}.socket")]);
+    let active = |want: &str| {
+        wait_until(Duration::from_secs(10), || {
+            String::from_utf8_lossy(&ns.systemctl(&["is-active", &service]).stdout).trim() == want
+        })
+    };
+    let req = || hello(&site.waker_socket()).map(|r| r.text());
+    assert_eq!(req().expect("first"), site.hello_line());
+    assert!(active("active"));
+    assert!(active("inactive"), "the idle waker did not exit");
+    let show = ns.systemctl_ok(&["show", "-p", "Result", "-p", "ExecMainStatus", &service]);
+    assert!(show.contains("Result=success"), "{show}");
+    assert_eq!(req().expect("after the exit"), site.hello_line());
+    assert!(active("active"));
+
+    // The race: a request just before, at and just after the exit.
+    let mut served = 0;
+    for i in 0..12u64 {
+        assert!(active("inactive"), "round {i}: did not exit");
+        assert_eq!(
+            req().unwrap_or_else(|e| panic!("round {i}, reactivating: {e}\n{}", ns.log_text())),
+            site.hello_line()
+        );
+        // The waker exits 1 s after this request ended: aim around it.
+        std::thread::sleep(Duration::from_millis(850 + 25 * i));
+        assert_eq!(
+            req().unwrap_or_else(|e| panic!("round {i}: {e}\n{}", ns.log_text())),
+            site.hello_line()
+        );
+        served += 2;
+    }
+    note(&format!(
+        "{served} requests around the idle exit, all answered"
+    ));
+}
+
+#[test]
+fn overlap_counts_intervals_at_once() {
+    let t = |ms| UNIX_EPOCH + Duration::from_millis(ms);
+    assert_eq!(peak_overlap(&[]), 0);
+    assert_eq!(
+        peak_overlap(&[(t(0), t(10)), (t(5), t(15)), (t(20), t(30))]),
+        2
+    );
+    // Touching ends do not overlap.
+    assert_eq!(peak_overlap(&[(t(0), t(10)), (t(10), t(20))]), 1);
+    assert_eq!(
+        stamp("2026-11-30T00:30:48.930289Z  INFO x"),
+        Some(UNIX_EPOCH + Duration::from_micros(1_795_998_648_930_289))
+    );
+}

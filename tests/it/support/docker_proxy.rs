@@ -1,0 +1,211 @@
+//! A unix socket standing in for the Docker engine, in front of the real
+//! one: it forwards (optionally delaying requests), hangs, or passes a
+//! different API version in one `/_ping` answer. Used by `faults` and
+//! `fleet`.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const REAL_DOCKER: &str = "/var/run/docker.sock";
+
+/// How the proxy treats new connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Mode {
+    /// Forward to the real engine, each request delayed by `delay`.
+    Forward = 0,
+    /// Accept and never answer (the connection is held open).
+    Hang = 1,
+}
+
+/// A unix socket standing in for the Docker engine: forwards to the real
+/// one (optionally delaying every request), or accepts and never answers.
+/// Counts the requests it forwarded and the `POST …/containers/<c>/start`s.
+pub struct DockerProxy {
+    path: PathBuf,
+    mode: Arc<AtomicU8>,
+    stop: Arc<AtomicBool>,
+    requests: Arc<AtomicUsize>,
+    starts: Arc<AtomicUsize>,
+    held: Arc<Mutex<Vec<UnixStream>>>,
+    fake_version: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DockerProxy {
+    pub fn start(path: &Path, mode: Mode, delay: Duration) -> DockerProxy {
+        let listener = UnixListener::bind(path).expect("bind proxy socket");
+        let mode = Arc::new(AtomicU8::new(mode as u8));
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let starts = Arc::new(AtomicUsize::new(0));
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let fake_version = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (mode, stop, requests, starts, held, fake) = (
+                mode.clone(),
+                stop.clone(),
+                requests.clone(),
+                starts.clone(),
+                held.clone(),
+                fake_version.clone(),
+            );
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    if mode.load(Ordering::SeqCst) == Mode::Hang as u8 {
+                        held.lock().expect("lock").push(conn);
+                        continue;
+                    }
+                    let (requests, starts, fake) = (requests.clone(), starts.clone(), fake.clone());
+                    std::thread::spawn(move || forward(conn, delay, &requests, &starts, &fake));
+                }
+            })
+        };
+        DockerProxy {
+            path: path.to_owned(),
+            mode,
+            stop,
+            requests,
+            starts,
+            held,
+            fake_version,
+            thread: Some(thread),
+        }
+    }
+
+    /// The next `/_ping` answer that passes claims API version 1.11, older
+    /// than any engine accepts (as if the engine behind had been upgraded
+    /// under a running client); later ones are the engine's own.
+    pub fn fake_version_once(&self) {
+        self.fake_version.store(true, Ordering::SeqCst);
+    }
+
+    /// True once the faked `/_ping` answer has been passed on.
+    pub fn faked(&self) -> bool {
+        !self.fake_version.load(Ordering::SeqCst)
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    pub fn starts(&self) -> usize {
+        self.starts.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.lock().expect("lock").len()
+    }
+
+    /// How many held connections the client (the waker) has closed.
+    pub fn held_closed_by_peer(&self) -> usize {
+        let held = self.held.lock().expect("lock");
+        held.iter()
+            .filter(|s| {
+                let _ = s.set_nonblocking(true);
+                let mut b = [0u8; 4096];
+                let mut s: &UnixStream = s;
+                loop {
+                    match s.read(&mut b) {
+                        Ok(0) => return true,
+                        Ok(_) => continue, // the request the waker sent
+                        Err(_) => return false,
+                    }
+                }
+            })
+            .count()
+    }
+}
+
+impl Drop for DockerProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees `stop`.
+        let _ = UnixStream::connect(&self.path);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.held.lock().expect("lock").clear();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+const METHODS: &[&[u8]] = &[b"GET ", b"POST ", b"HEAD ", b"DELETE ", b"PUT "];
+
+/// Copies client → engine (delaying each request head by `delay`) and
+/// engine → client until either side closes.
+fn forward(
+    mut client: UnixStream,
+    delay: Duration,
+    requests: &AtomicUsize,
+    starts: &AtomicUsize,
+    fake: &Arc<AtomicBool>,
+) {
+    let Ok(mut engine) = UnixStream::connect(REAL_DOCKER) else {
+        return;
+    };
+    let (Ok(mut client_r), Ok(mut engine_w)) = (client.try_clone(), engine.try_clone()) else {
+        return;
+    };
+    let fake = fake.clone();
+    let back = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match engine.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let chunk = &mut buf[..n];
+            let key = b"Api-Version: ";
+            if let Some(i) = chunk
+                .windows(key.len())
+                .position(|w| w.eq_ignore_ascii_case(key))
+                && chunk.len() >= i + key.len() + 4
+                && fake.swap(false, Ordering::SeqCst)
+            {
+                chunk[i + key.len()..i + key.len() + 4].copy_from_slice(b"1.11");
+            }
+            if client.write_all(chunk).is_err() {
+                break;
+            }
+        }
+        let _ = client.shutdown(std::net::Shutdown::Both);
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match client_r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &buf[..n];
+        if METHODS.iter().any(|m| chunk.starts_with(m)) {
+            requests.fetch_add(1, Ordering::SeqCst);
+            let line = chunk.split(|&b| b == b'\r').next().unwrap_or_default();
+            let line = String::from_utf8_lossy(line);
+            if line.starts_with("POST ") && line.contains("/containers/") && line.contains("/start")
+            {
+                starts.fetch_add(1, Ordering::SeqCst);
+            }
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
+        }
+        if engine_w.write_all(chunk).is_err() {
+            break;
+        }
+    }
+    let _ = engine_w.shutdown(std::net::Shutdown::Both);
+    let _ = back.join();
+}
