@@ -19,6 +19,7 @@ mod proc;
 mod soak;
 
 mod bench {
+    pub mod fleet;
     pub mod reaper;
     pub mod waker;
 }
@@ -49,6 +50,9 @@ commands:
                  fleet-waker benchmark (warm wrk ratios, cold overhead, RSS); Markdown on stdout;
                  --baseline: also another fleet-waker binary (e.g. the previous release
                  build) in the same warm rounds, with its own ratio to direct
+  bench fleet [N]
+                 a crawler's sweep: N (default 300) sleeping sites with socket-activated
+                 wakers behind one nginx, one request to each at once; Markdown on stdout
   bench reaper   one fleet-reaper pass vs the old serial `docker logs --since` loop
                  (200 light containers, 10 MiB of old log each); Markdown on stdout
   soak [--requests N]
@@ -113,6 +117,26 @@ fn main() -> ExitCode {
             }
         }
         "bench" if rest.first().is_some_and(|a| a == "reaper") => bench_reaper(),
+        "bench" if rest.first().is_some_and(|a| a == "fleet") => {
+            let n = match rest.get(1).map(|n| n.parse::<usize>()) {
+                None => 300,
+                Some(Ok(n)) if n > 0 => n,
+                Some(_) => {
+                    eprintln!("xtask bench fleet: N must be a positive number\n\n{USAGE}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            match bench::fleet::bench(&repo_root(), n) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("xtask bench fleet: {e}");
+                    ExitCode::from(EX_UNAVAILABLE)
+                }
+            }
+        }
         "soak" => match soak::parse_args(rest).and_then(|n| soak::soak(&repo_root(), n)) {
             Ok((report, passed)) => {
                 println!("{report}");

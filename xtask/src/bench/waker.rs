@@ -40,7 +40,7 @@ fn proc_kib(file: &str, key: &str, pid: u32) -> u64 {
 
 /// (VmRSS, anonymous) in KiB: RSS counts the shared binary and libc pages,
 /// anonymous memory is what each extra instance really costs.
-fn rss_kib(pid: u32) -> (u64, u64) {
+pub(crate) fn rss_kib(pid: u32) -> (u64, u64) {
     (
         proc_kib("status", "VmRSS:", pid),
         proc_kib("smaps_rollup", "Anonymous:", pid),
@@ -100,7 +100,7 @@ fn time_to_first_byte(socket: &Path, req: &[u8]) -> Result<Duration, String> {
 
 /// `POST /containers/<name>/start` straight on the Docker socket (what the
 /// waker does, without a CLI process in the way).
-fn api_post(container: &str, verb: &str) -> Result<(), String> {
+pub(crate) fn api_post(container: &str, verb: &str) -> Result<(), String> {
     let host = std::env::var("DOCKER_HOST").unwrap_or_default();
     let path = host
         .strip_prefix("unix://")

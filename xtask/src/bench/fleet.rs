@@ -1,0 +1,457 @@
+//! `cargo xtask bench fleet [N]`: a crawler's sweep over N sleeping sites.
+//!
+//! N stopped sites (default 300), each with its own runtime tmpfs, container
+//! (one php-fpm worker) and a fleet-waker under real socket activation
+//! (`systemd-socket-activate`, which starts the waker on the first
+//! connection), all sharing one state directory and so the host's wake
+//! slots; one nginx in front, configured from `contrib/nginx`'s proxy-mode
+//! file with default timeouts. Then one request to every site at once.
+//!
+//! Reported: answers by status (and wrong bodies), the time to the last
+//! answer against N ÷ the bare start rate measured in the same run (K
+//! containers at a time through the API until php-fpm accepts), the peak
+//! number of wakes holding a slot at once (from the wakers' logs), the
+//! wakers' memory before and after they exit idle, and one fleet-reaper
+//! pass over the N sites. Release builds. Needs root, Docker, nginx and
+//! systemd-socket-activate.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::bench::waker::{api_post, rss_kib};
+use crate::proc::{Guard, free_port, run, wait_for};
+use xtask::demo::{FASTCGI_PARAMS, Mode, NGINX, site_snippet};
+
+/// How long an idle waker lives on here (the unit ships 5 min).
+const IDLE_EXIT: Duration = Duration::from_secs(15);
+
+/// Everything made for the run; removed on drop (containers, mounts, dir).
+struct Fleet {
+    dir: PathBuf,
+    sites: Vec<String>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        eprintln!("==> removing {} containers", self.sites.len());
+        for chunk in self.sites.chunks(50) {
+            let mut argv = vec!["docker", "rm", "-f", "-v"];
+            let names: Vec<String> = chunk.iter().map(|s| format!("{s}.fpm")).collect();
+            argv.extend(names.iter().map(String::as_str));
+            let _ = Command::new(argv[0])
+                .args(&argv[1..])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        for s in &self.sites {
+            let _ = nix::mount::umount2(
+                &self.dir.join("run").join(s),
+                nix::mount::MntFlags::MNT_DETACH,
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `f` over `items` on `threads` threads.
+fn parallel<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let out: Vec<std::sync::Mutex<Option<R>>> = items.iter().map(|_| Default::default()).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(item) = items.get(i) else { return };
+                    let r = f(item);
+                    if let Ok(mut slot) = out[i].lock() {
+                        *slot = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    out.into_iter()
+        .filter_map(|m| m.into_inner().ok().flatten())
+        .collect()
+}
+
+/// One HTTP/1.0 GET of `/hello.php` for `host`: (status, body, time).
+fn get(port: u16, host: &str) -> (u16, String, Duration) {
+    let t = Instant::now();
+    let r = (|| -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(120)))?;
+        write!(s, "GET /hello.php HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw)?;
+        let status = raw
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = raw
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((status, body))
+    })();
+    let (status, body) = r.unwrap_or((0, String::new()));
+    (status, body, t.elapsed())
+}
+
+/// The time stamp at the start of a log line.
+fn stamp(line: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(line.split_whitespace().next()?.trim_end_matches('Z')).ok()
+}
+
+/// The most intervals that overlap at any moment.
+fn peak_overlap(intervals: &[(SystemTime, SystemTime)]) -> usize {
+    let mut edges: Vec<(SystemTime, i32)> = intervals
+        .iter()
+        .flat_map(|&(a, b)| [(a, 1), (b, -1)])
+        .collect();
+    edges.sort();
+    let (mut now, mut peak) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        peak = peak.max(now);
+    }
+    peak as usize
+}
+
+pub fn bench(root: &Path, n: usize) -> Result<String, String> {
+    for (what, path) in [
+        ("nginx", NGINX),
+        (
+            "systemd-socket-activate",
+            "/usr/bin/systemd-socket-activate",
+        ),
+    ] {
+        if !Path::new(path).exists() {
+            return Err(format!("{what} missing ({path})"));
+        }
+    }
+    eprintln!("==> building fleet-waker and fleet-reaper (release)");
+    run(&[
+        "cargo",
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "fleet-waker",
+        "-p",
+        "fleet-reaper",
+    ])?;
+    let waker_bin = root.join("target/release/fleet-waker");
+    let reaper_bin = root.join("target/release/fleet-reaper");
+    let image = crate::image::ensure_image_info()
+        .map_err(|e| e.to_string())?
+        .tag;
+    let k = fleet_core::admission::default_slots();
+    let pid = std::process::id();
+    let dir = PathBuf::from(format!("/tmp/fleet-it-{pid}-fleet"));
+    let fleet = Fleet {
+        dir: dir.clone(),
+        sites: (0..n).map(|i| format!("b{pid}-{i}.fleet.bench")).collect(),
+    };
+    let (run_dir, state, sites_dir, www, logs, ndir) = (
+        dir.join("run"),
+        dir.join("state"),
+        dir.join("sites"),
+        dir.join("www"),
+        dir.join("logs"),
+        dir.join("nginx"),
+    );
+    for d in [&run_dir, &state, &sites_dir, &www, &logs, &ndir] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for d in [&dir, &run_dir, &www] {
+        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
+    }
+    std::fs::write(
+        www.join("hello.php"),
+        "<?php\necho 'hello from ', $_SERVER['HTTP_HOST'], \"\\n\";\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let layout = fleet_core::Layout {
+        run_dir: run_dir.clone(),
+        state_dir: state.clone(),
+        sites_dir: sites_dir.clone(),
+    };
+
+    eprintln!("==> creating {n} sites (runtime tmpfs, container)");
+    let t = Instant::now();
+    let created = parallel(&fleet.sites, 4, |s| -> Result<(), String> {
+        let site = fleet_core::Site::new(s).map_err(|e| e.to_string())?;
+        fleet_core::rundir::prepare(&layout, &site, fleet_core::rundir::Limits::default())
+            .map_err(|e| e.to_string())?;
+        let run_mount = format!("{}:/run/php", layout.site_dir(&site).display());
+        let www_mount = format!("{}:/srv/www/{s}:ro", www.display());
+        run(&[
+            "docker",
+            "create",
+            "--name",
+            &format!("{s}.fpm"),
+            "--network",
+            "none",
+            "--label",
+            "fleet.test=1",
+            "--label",
+            &format!("fleet.test.pid={pid}"),
+            "-e",
+            "FLEET_FPM_CHILDREN=1",
+            "-v",
+            &run_mount,
+            "-v",
+            &www_mount,
+            &image,
+        ])
+        .map(|_| ())
+    });
+    if let Some(e) = created.into_iter().find_map(Result::err) {
+        return Err(e);
+    }
+    let setup = t.elapsed();
+
+    // The bare start rate: K at a time through the API until php-fpm accepts.
+    let sample: Vec<String> = fleet.sites.iter().take(n.clamp(1, 30)).cloned().collect();
+    eprintln!(
+        "==> bare start rate: {} containers, {k} at a time",
+        sample.len()
+    );
+    let t = Instant::now();
+    let bare = parallel(&sample, k, |s| -> Result<(), String> {
+        api_post(&format!("{s}.fpm"), "start")?;
+        let sock = run_dir.join(s).join("php-fpm.sock");
+        if wait_for(Duration::from_secs(60), || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        }) {
+            Ok(())
+        } else {
+            Err(format!("{s}: php-fpm did not come up"))
+        }
+    });
+    if let Some(e) = bare.into_iter().find_map(Result::err) {
+        return Err(e);
+    }
+    let bare_rate = sample.len() as f64 / t.elapsed().as_secs_f64();
+    parallel(&sample, 8, |s| {
+        run(&["docker", "stop", "-t", "1", &format!("{s}.fpm")])
+    });
+
+    eprintln!("==> {n} socket-activated wakers, nginx");
+    let wakers: Vec<Guard> = fleet
+        .sites
+        .iter()
+        .map(|s| -> Result<Guard, String> {
+            let log =
+                std::fs::File::create(logs.join(format!("{s}.log"))).map_err(|e| e.to_string())?;
+            Command::new("systemd-socket-activate")
+                .arg(format!(
+                    "--listen={}",
+                    run_dir.join(s).join("vhost-waker.sock").display()
+                ))
+                .args(["-E", "RUST_LOG=info"])
+                .arg("--")
+                .arg(&waker_bin)
+                .arg(s)
+                .arg("--run-dir")
+                .arg(&run_dir)
+                .arg("--state-dir")
+                .arg(&state)
+                .arg("--exit-idle-time")
+                .arg(format!("{}s", IDLE_EXIT.as_secs()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map(Guard)
+                .map_err(|e| format!("spawn systemd-socket-activate: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    for s in &fleet.sites {
+        let sock = run_dir.join(s).join("vhost-waker.sock");
+        if !wait_for(Duration::from_secs(20), || sock.exists()) {
+            return Err(format!("{}: not listening", sock.display()));
+        }
+        // A socket nginx's workers may use (what the unit's SocketMode gives).
+        let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666));
+    }
+    let port = free_port()?;
+    let mut servers = String::new();
+    for s in &fleet.sites {
+        let snippet = site_snippet(Mode::Proxy, s, &run_dir).map_err(|e| e.to_string())?;
+        servers.push_str(&format!(
+            "server {{\n listen 127.0.0.1:{port};\n server_name {s};\n root /srv/www/{s};\n{}}}\n",
+            snippet.location
+        ));
+    }
+    let d = ndir.display();
+    let conf = format!(
+        "user root root;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         worker_rlimit_nofile 8192;\nevents {{ worker_connections 4096; }}\nhttp {{\n access_log off;\n\
+         client_body_temp_path {d}/cb; fastcgi_temp_path {d}/ft; proxy_temp_path {d}/pt;\n\
+         uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;\n server_names_hash_bucket_size 128;\n\
+         server_names_hash_max_size 8192;\n{servers}}}\n"
+    );
+    std::fs::write(ndir.join("nginx.conf"), conf).map_err(|e| e.to_string())?;
+    std::fs::copy(FASTCGI_PARAMS, ndir.join("fastcgi_params"))
+        .map_err(|e| format!("{FASTCGI_PARAMS}: {e}"))?;
+    let _nginx = Guard(
+        Command::new(NGINX)
+            .arg("-p")
+            .arg(&ndir)
+            .arg("-e")
+            .arg(ndir.join("error.log"))
+            .arg("-c")
+            .arg(ndir.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawn nginx: {e}"))?,
+    );
+    if !wait_for(Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }) {
+        return Err("nginx did not listen".into());
+    }
+
+    eprintln!("==> one request to each of the {n} sites at once");
+    let barrier = Arc::new(Barrier::new(n));
+    let t0 = Instant::now();
+    let answers: Vec<(u16, bool, Duration)> = std::thread::scope(|sc| {
+        let handles: Vec<_> = fleet
+            .sites
+            .iter()
+            .map(|s| {
+                let barrier = barrier.clone();
+                sc.spawn(move || {
+                    barrier.wait();
+                    let (status, body, took) = get(port, s);
+                    (status, body == format!("hello from {s}\n"), took)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or((0, false, Duration::ZERO)))
+            .collect()
+    });
+    let last = answers.iter().map(|a| a.2).max().unwrap_or_default();
+    let since_start = t0.elapsed();
+    let mut by_status = std::collections::BTreeMap::new();
+    for a in &answers {
+        *by_status.entry(a.0).or_insert(0usize) += 1;
+    }
+    let wrong = answers.iter().filter(|a| a.0 == 200 && !a.1).count();
+    let mut windows = Vec::new();
+    for s in &fleet.sites {
+        let log = std::fs::read_to_string(logs.join(format!("{s}.log"))).unwrap_or_default();
+        let at = |needle: &str| log.lines().find(|l| l.contains(needle)).and_then(stamp);
+        if let (Some(a), Some(b)) = (at("admitted to a wake slot"), at("php-fpm accepts")) {
+            windows.push((a, b));
+        }
+    }
+    let peak = peak_overlap(&windows);
+
+    // Memory: every waker idle now; then after they exit idle.
+    let pids: Vec<u32> = wakers.iter().map(|g| g.0.id()).collect();
+    let rss = |pids: &[u32]| -> (usize, f64) {
+        let alive: Vec<u64> = pids
+            .iter()
+            .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+            .map(|&p| rss_kib(p).0)
+            .filter(|&kib| kib > 0)
+            .collect();
+        (alive.len(), alive.iter().sum::<u64>() as f64 / 1024.0)
+    };
+    let (alive_before, mib_before) = rss(&pids);
+    eprintln!("==> waiting {IDLE_EXIT:?} for the wakers to exit idle");
+    let mut wakers = wakers;
+    wait_for(IDLE_EXIT + Duration::from_secs(20), || {
+        wakers
+            .iter_mut()
+            .all(|g| matches!(g.0.try_wait(), Ok(Some(_))))
+    });
+    let (alive_after, mib_after) = rss(&pids);
+
+    // One reaper pass over the N sites (all awake: each is examined).
+    for s in &fleet.sites {
+        std::fs::write(
+            sites_dir.join(format!("{s}.conf")),
+            "# Amount of time to pause the container after: 1h\n",
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    let t = Instant::now();
+    let out = Command::new(&reaper_bin)
+        .arg("--sites-dir")
+        .arg(&sites_dir)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .args(["--dry-run", "--format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let reaper_pass = t.elapsed();
+    let reaper_ok = out.is_ok_and(|s| s.success());
+
+    let budget = 1.5 * n as f64 / bare_rate;
+    let mut out = format!(
+        "### A crawler's sweep (`cargo xtask bench fleet {n}`, release builds)\n\n\
+         Machine: {} cores; K = {k} wake slots (the default: the CPU count, at least 2); \
+         set-up of {n} sites took {:.0} s.\n\n",
+        std::thread::available_parallelism()
+            .map(|c| c.get())
+            .unwrap_or(0),
+        setup.as_secs_f64()
+    );
+    out.push_str("| measure | value | target |\n|---|---|---|\n");
+    let statuses: Vec<String> = by_status
+        .iter()
+        .map(|(s, c)| format!("{c} × {s}"))
+        .collect();
+    out.push_str(&format!(
+        "| answers | {} ({wrong} wrong bodies) | {n} × 200, or fast 503s; no 502/504 |\n",
+        statuses.join(", ")
+    ));
+    out.push_str(&format!(
+        "| bare start rate ({} containers, {k} at a time, until php-fpm accepts) | {bare_rate:.2} /s | |\n",
+        sample.len()
+    ));
+    out.push_str(&format!(
+        "| time to the last answer | {:.1} s (whole sweep {:.1} s) | ≤ 1.5 × N ÷ rate = {budget:.1} s |\n",
+        last.as_secs_f64(),
+        since_start.as_secs_f64()
+    ));
+    out.push_str(&format!(
+        "| peak wakes holding a slot at once (wakers' logs, {} wakes) | {peak} | ≤ K = {k} |\n",
+        windows.len()
+    ));
+    out.push_str(&format!(
+        "| wakers after the sweep | {alive_before} processes, {mib_before:.0} MiB RSS | |\n"
+    ));
+    out.push_str(&format!(
+        "| wakers {} s after their last connection (`--exit-idle-time`) | {alive_after} processes, {mib_after:.0} MiB RSS | 0 |\n",
+        IDLE_EXIT.as_secs()
+    ));
+    out.push_str(&format!(
+        "| one fleet-reaper pass over {n} awake sites (`--dry-run`) | {:.2} s{} | |\n",
+        reaper_pass.as_secs_f64(),
+        if reaper_ok { "" } else { " (it failed)" }
+    ));
+    drop(_nginx);
+    drop(wakers);
+    drop(fleet);
+    Ok(out)
+}
