@@ -6,6 +6,8 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use xtask::wakes::{peak_overlap, slot_window};
+
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::nsystemd::boot_for;
 use crate::support::wake::{hello, is_retry_later, listening_quiet, stopped_site};
@@ -13,35 +15,6 @@ use crate::support::{
     FcgiRequest, SiteOptions, Spawned, TestSite, count_docker_events, docker_events, fastcgi, note,
     require, temp_dir, wait_until,
 };
-
-/// The time at the start of a waker log line (tracing's RFC 3339 stamp).
-fn stamp(line: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(line.split_whitespace().next()?.trim_end_matches('Z')).ok()
-}
-
-/// The first log line of `w` containing `needle`, by its time stamp.
-fn logged_at(w: &Spawned, needle: &str) -> Option<SystemTime> {
-    w.logs()
-        .lines()
-        .find(|l| l.contains(needle))
-        .and_then(stamp)
-}
-
-/// The most intervals that overlap at any moment.
-fn peak_overlap(intervals: &[(SystemTime, SystemTime)]) -> usize {
-    let mut edges: Vec<(SystemTime, i32)> = intervals
-        .iter()
-        .flat_map(|&(a, b)| [(a, 1), (b, -1)])
-        .collect();
-    // Ends before starts at the same instant.
-    edges.sort();
-    let (mut now, mut peak) = (0i32, 0i32);
-    for (_, d) in edges {
-        now += d;
-        peak = peak.max(now);
-    }
-    peak as usize
-}
 
 /// 30 stopped sites, K = 3 slots shared through one state directory, one
 /// request to every site at once: every request answered by its own site,
@@ -89,10 +62,7 @@ fn thirty_sites_never_more_than_three_starting() {
     let t1 = SystemTime::now();
     let mut windows = Vec::new();
     for (w, s) in wakers.iter().zip(&sites) {
-        let (Some(a), Some(b)) = (
-            logged_at(w, "admitted to a wake slot"),
-            logged_at(w, "php-fpm accepts"),
-        ) else {
+        let Some((a, b)) = slot_window(&w.logs()) else {
             panic!(
                 "{}: no admission or wake in the log:\n{}",
                 s.name(),
@@ -268,20 +238,4 @@ fn idle_waker_exits_and_the_next_request_reactivates_it() {
     note(&format!(
         "{served} requests around the idle exit, all answered"
     ));
-}
-
-#[test]
-fn overlap_counts_intervals_at_once() {
-    let t = |ms| UNIX_EPOCH + Duration::from_millis(ms);
-    assert_eq!(peak_overlap(&[]), 0);
-    assert_eq!(
-        peak_overlap(&[(t(0), t(10)), (t(5), t(15)), (t(20), t(30))]),
-        2
-    );
-    // Touching ends do not overlap.
-    assert_eq!(peak_overlap(&[(t(0), t(10)), (t(10), t(20))]), 1);
-    assert_eq!(
-        stamp("2026-11-30T00:30:48.930289Z  INFO x"),
-        Some(UNIX_EPOCH + Duration::from_micros(1_795_998_648_930_289))
-    );
 }

@@ -7,3 +7,4 @@ pub mod dist;
 pub mod image;
 pub mod install;
 pub mod readme;
+pub mod wakes;

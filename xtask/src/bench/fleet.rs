@@ -20,11 +20,12 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::bench::waker::{api_post, rss_kib};
 use crate::proc::{Guard, free_port, run, wait_for};
 use xtask::demo::{FASTCGI_PARAMS, Mode, NGINX, site_snippet};
+use xtask::wakes::{peak_overlap, slot_window};
 
 /// How long an idle waker lives on here (the unit ships 5 min).
 const IDLE_EXIT: Duration = Duration::from_secs(15);
@@ -103,26 +104,6 @@ fn get(port: u16, host: &str) -> (u16, String, Duration) {
     })();
     let (status, body) = r.unwrap_or((0, String::new()));
     (status, body, t.elapsed())
-}
-
-/// The time stamp at the start of a log line.
-fn stamp(line: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(line.split_whitespace().next()?.trim_end_matches('Z')).ok()
-}
-
-/// The most intervals that overlap at any moment.
-fn peak_overlap(intervals: &[(SystemTime, SystemTime)]) -> usize {
-    let mut edges: Vec<(SystemTime, i32)> = intervals
-        .iter()
-        .flat_map(|&(a, b)| [(a, 1), (b, -1)])
-        .collect();
-    edges.sort();
-    let (mut now, mut peak) = (0i32, 0i32);
-    for (_, d) in edges {
-        now += d;
-        peak = peak.max(now);
-    }
-    peak as usize
 }
 
 pub fn bench(root: &Path, n: usize) -> Result<String, String> {
@@ -354,10 +335,7 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
     let mut windows = Vec::new();
     for s in &fleet.sites {
         let log = std::fs::read_to_string(logs.join(format!("{s}.log"))).unwrap_or_default();
-        let at = |needle: &str| log.lines().find(|l| l.contains(needle)).and_then(stamp);
-        if let (Some(a), Some(b)) = (at("admitted to a wake slot"), at("php-fpm accepts")) {
-            windows.push((a, b));
-        }
+        windows.extend(slot_window(&log));
     }
     let peak = peak_overlap(&windows);
 
