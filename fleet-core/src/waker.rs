@@ -436,6 +436,7 @@ fn write_state(shared: &Shared, a: &Activity) -> Result<(), state::StateError> {
             open: a.open,
             last_start: a.last_start,
             last_end: a.last_end,
+            ..state::Activity::default()
         },
     )
 }

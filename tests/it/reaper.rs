@@ -941,6 +941,7 @@ fn store_state(
             open,
             last_start,
             last_end,
+            ..Default::default()
         },
     )
     .expect("store");

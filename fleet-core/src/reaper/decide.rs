@@ -281,6 +281,7 @@ mod tests {
                 open: 0,
                 last_start: Some(t(3600)),
                 last_end: Some(t(3599)),
+                ..Activity::default()
             }),
             waker_alive: Some(true),
             log: LogInput::Checked {
@@ -357,6 +358,7 @@ mod tests {
             // Even a connection that started long ago and is still open.
             last_start: Some(t(7200)),
             last_end: None,
+            ..Activity::default()
         });
         let d = decide(&i);
         assert_eq!(d.verdict, Verdict::Busy);
@@ -380,6 +382,7 @@ mod tests {
             open: 0,
             last_start: Some(t(1300)),
             last_end: Some(t(1199)),
+            ..Activity::default()
         });
         let d = decide(&i);
         assert_eq!(d.verdict, Verdict::ActiveWaker);
@@ -391,6 +394,7 @@ mod tests {
             open: 0,
             last_start: Some(t(1200)),
             last_end: None,
+            ..Activity::default()
         });
         assert_eq!(verdict(&i), Verdict::Idle);
         // A time in the future (clock stepped back) counts as active.
@@ -399,6 +403,7 @@ mod tests {
             open: 0,
             last_start: Some(i.now + Duration::from_secs(5)),
             last_end: None,
+            ..Activity::default()
         });
         let d = decide(&i);
         assert_eq!(d.verdict, Verdict::ActiveWaker);
