@@ -7,8 +7,11 @@
 pub mod conf;
 pub mod docker;
 pub mod exit;
+pub mod heal;
 pub mod listen;
 pub mod logging;
+pub mod memory;
+pub mod metrics;
 pub mod notify;
 pub mod placeholder;
 pub mod proxy;
