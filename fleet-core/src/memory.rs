@@ -159,6 +159,9 @@ pub struct Candidate {
     pub index: usize,
     /// Its memory.
     pub bytes: u64,
+    /// Its last activity (its container's start when none was seen): the
+    /// order of the stops, least recent first.
+    pub last_active: SystemTime,
     /// The later of its last activity and its container's start: the site
     /// has been quiet since then.
     pub quiet_since: SystemTime,
@@ -183,7 +186,7 @@ pub fn choose(
         now.duration_since(c.quiet_since)
             .is_ok_and(|d| d >= min_idle)
     });
-    candidates.sort_by_key(|c| (c.quiet_since, c.index));
+    candidates.sort_by_key(|c| (c.last_active, c.index));
     let mut chosen = Vec::new();
     for c in candidates {
         if left <= budget {
@@ -284,6 +287,7 @@ mod tests {
         let c = |index, bytes, ago| Candidate {
             index,
             bytes,
+            last_active: now - Duration::from_secs(ago),
             quiet_since: now - Duration::from_secs(ago),
         };
         let min = Duration::from_secs(60);
@@ -305,8 +309,31 @@ mod tests {
         let future = vec![Candidate {
             index: 9,
             bytes: 1,
+            last_active: now - Duration::from_secs(500),
             quiet_since: now + Duration::from_secs(5),
         }];
         assert_eq!(choose(future, 10, 1, now, Duration::ZERO), (vec![], 10));
+        // Ordered by last activity, while a recent start still protects.
+        let started_recently = vec![
+            Candidate {
+                index: 0,
+                bytes: 10,
+                last_active: now - Duration::from_secs(100),
+                quiet_since: now - Duration::from_secs(70),
+            },
+            Candidate {
+                index: 1,
+                bytes: 10,
+                last_active: now - Duration::from_secs(900),
+                quiet_since: now - Duration::from_secs(65),
+            },
+            Candidate {
+                index: 2,
+                bytes: 10,
+                last_active: now - Duration::from_secs(9000),
+                quiet_since: now - Duration::from_secs(5),
+            },
+        ];
+        assert_eq!(choose(started_recently, 30, 15, now, min), (vec![1, 0], 10));
     }
 }

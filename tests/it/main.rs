@@ -7,6 +7,7 @@ mod bad_input;
 mod demo;
 mod direct;
 mod faults;
+mod fleetops;
 mod harness;
 mod package;
 mod props;

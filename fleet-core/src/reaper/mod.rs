@@ -488,14 +488,19 @@ async fn memory_guard(
                 r.verdict,
                 Some(Verdict::ActiveWaker | Verdict::ActiveLogs | Verdict::Young)
             );
-        let quiet_since = e.inputs.as_ref().and_then(|i| {
+        let times = e.inputs.as_ref().and_then(|i| {
             let started = i.started_at?;
-            Some(i.last_activity().map_or(started, |a| a.max(started)))
+            let last = i.last_activity();
+            Some((
+                last.unwrap_or(started),
+                last.map_or(started, |a| a.max(started)),
+            ))
         });
-        if let (true, Some(quiet_since)) = (eligible, quiet_since) {
+        if let (true, Some((last_active, quiet_since))) = (eligible, times) {
             candidates.push(memory::Candidate {
                 index,
                 bytes,
+                last_active,
                 quiet_since,
             });
         }
