@@ -11,15 +11,20 @@ use serde_json::Value;
 
 use crate::reaper::{List, reaper, store_state};
 use crate::support::nsystemd::{
-    FAILING_SERVICE_DROPIN, RECORD_REAPER_RUNS, boot_for, drive_socket_into_limit,
-    install_reaper, reaper_runs,
+    FAILING_SERVICE_DROPIN, RECORD_REAPER_RUNS, boot_for, drive_socket_into_limit, install_reaper,
+    reaper_runs,
 };
 use crate::support::{self, TestSite, note, require, wait_until};
 
 fn started_at(site: &TestSite) -> String {
-    support::docker_ok(&["inspect", "--format", "{{.State.StartedAt}}", site.container()])
-        .trim()
-        .to_owned()
+    support::docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.State.StartedAt}}",
+        site.container(),
+    ])
+    .trim()
+    .to_owned()
 }
 
 // ---------------------------------------------------------------------------
@@ -82,7 +87,7 @@ fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_containe
         .find(|l| l.starts_with(&name))
         .unwrap_or_else(|| panic!("no plan line for {name}:\n{plan}"));
     assert!(line.contains(" healed "), "{line}");
-    assert!(line.contains("start-limit-hit") || line.contains("failed"), "{line}");
+    assert!(line.contains("socket unit was failed"), "{line}");
     assert!(plan.contains("1 healed"), "{plan}");
 
     // Healed: active and listening, by that one run.
@@ -125,7 +130,7 @@ fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_containe
     note(&format!(
         "systemd-analyze security fleet-reaper.service: {exposure}"
     ));
-    assert!(exposure <= 4.0, "exposure {exposure}:\n{security}");
+    assert!(exposure <= 2.5, "exposure {exposure}:\n{security}");
 }
 
 // ---------------------------------------------------------------------------
@@ -192,10 +197,34 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
     let ago = |s: u64| Some(now - Duration::from_secs(s));
     // The busy one is the least recently active of all (a connection open
     // for an hour, through a waker that lives: this test process).
-    store_state(list.state_file(&busy), std::process::id(), 1, ago(3600), None);
-    store_state(list.state_file(&a), std::process::id(), 0, ago(601), ago(600));
-    store_state(list.state_file(&b), std::process::id(), 0, ago(301), ago(300));
-    store_state(list.state_file(&c), std::process::id(), 0, ago(121), ago(120));
+    store_state(
+        list.state_file(&busy),
+        std::process::id(),
+        1,
+        ago(3600),
+        None,
+    );
+    store_state(
+        list.state_file(&a),
+        std::process::id(),
+        0,
+        ago(601),
+        ago(600),
+    );
+    store_state(
+        list.state_file(&b),
+        std::process::id(),
+        0,
+        ago(301),
+        ago(300),
+    );
+    store_state(
+        list.state_file(&c),
+        std::process::id(),
+        0,
+        ago(121),
+        ago(120),
+    );
     // Quiet for --memory-min-idle since the containers started: the elapsed
     // time is the very condition the guard checks.
     std::thread::sleep(Duration::from_millis(1100));
@@ -220,11 +249,13 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
     // A dry run with a budget of one byte measures every awake container
     // and would stop every idle-enough one, not the busy one.
     let dry_args = args("1", true);
-    let dry = reaper(&list, &&refs(&dry_args));
+    let dry = reaper(&list, &refs(&dry_args));
     assert_eq!(dry.code, Some(0), "{}", dry.stderr);
     let plan = dry.json();
     let mem: Vec<u64> = all.iter().map(|s| memory_of(&plan, s)).collect();
-    let total = plan["memory"]["awake_before_bytes"].as_u64().expect("total");
+    let total = plan["memory"]["awake_before_bytes"]
+        .as_u64()
+        .expect("total");
     assert_eq!(total, mem.iter().sum::<u64>(), "{plan}");
     for (s, m) in all.iter().zip(&mem) {
         // The cgroup figure is the one docker stats shows (same rule:
@@ -256,13 +287,16 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
         assert_eq!(e["action"], "would-stop", "{e}");
         assert_eq!(e["memory_stop"], true, "{e}");
     }
-    assert!(all.iter().all(|s| s.state() == "running"), "a dry run stops nothing");
+    assert!(
+        all.iter().all(|s| s.state() == "running"),
+        "a dry run stops nothing"
+    );
 
     // A budget that needs a and half of b freed: a and b (least recently
     // active first) are stopped, c is not, and never the busy one.
     let budget = total - mem[1] - mem[2] / 2;
     let real_args = args(&budget.to_string(), false);
-    let run = reaper(&list, &&refs(&real_args));
+    let run = reaper(&list, &refs(&real_args));
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     for s in [&a, &b] {
         let e = run.entry(s.name());
@@ -286,7 +320,10 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
     note(&format!("budget {budget} B; memory guard: {m}"));
     let after = m["awake_after_bytes"].as_u64().expect("after");
     assert!(after <= budget, "{m}");
-    assert!(m["awake_before_bytes"].as_u64().expect("before") > budget, "{m}");
+    assert!(
+        m["awake_before_bytes"].as_u64().expect("before") > budget,
+        "{m}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -349,8 +386,14 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
     note(&format!("metrics file:\n{text}"));
     let m = openmetrics_parser::prometheus::parse_prometheus(&text)
         .unwrap_or_else(|e| panic!("not Prometheus text format ({e:?}):\n{text}"));
-    assert_eq!(m.families["fleet_site_state"].family_type, PrometheusType::Gauge);
-    assert_eq!(m.families["fleet_site_wakes_total"].family_type, PrometheusType::Counter);
+    assert_eq!(
+        m.families["fleet_site_state"].family_type,
+        PrometheusType::Gauge
+    );
+    assert_eq!(
+        m.families["fleet_site_wakes_total"].family_type,
+        PrometheusType::Counter
+    );
     let (up, down) = (awake.name(), asleep.name());
     assert_eq!(gauge(&m, "fleet_site_state", &[up, "awake"]), 1.0);
     assert_eq!(gauge(&m, "fleet_site_state", &[up, "asleep"]), 0.0);
@@ -372,11 +415,12 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
             .expect("after 1970")
             .as_secs_f64()
     };
-    assert!(when >= unix(now) && when <= unix(SystemTime::now()), "{when}");
-    // The parser is strict: a broken line is refused.
     assert!(
-        openmetrics_parser::prometheus::parse_prometheus("fleet_x{site=\"a} 1\n").is_err()
+        when >= unix(now) && when <= unix(SystemTime::now()),
+        "{when}"
     );
+    // The parser is strict: a broken line is refused.
+    assert!(openmetrics_parser::prometheus::parse_prometheus("fleet_x{site=\"a} 1\n").is_err());
 
     // The next pass replaces the file (a new inode: renamed over, never
     // rewritten in place), readable by the collector, with no temp file left.
@@ -390,7 +434,7 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
         .expect("readdir")
         .map(|e| e.expect("entry").path())
         .collect();
-    assert_eq!(names, [path.clone()], "only the metrics file");
+    assert_eq!(names, std::slice::from_ref(&path), "only the metrics file");
 
     // A symlink at the path is refused and its target left alone.
     let target = dir.path().join("precious");

@@ -13,8 +13,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use crate::support::nsystemd::{
-    FAILING_SERVICE_DROPIN, boot_for, drive_socket_into_limit, install_reaper, run_renew,
-    unit_dir, unit_text,
+    FAILING_SERVICE_DROPIN, boot_for, drive_socket_into_limit, install_reaper, run_renew, unit_dir,
+    unit_text,
 };
 use crate::support::{FcgiRequest, TestSite, fastcgi, note, require, wait_until};
 

@@ -506,7 +506,10 @@ pub const FAILING_SERVICE_DROPIN: &str = "fleet-waker@.service.d/fail.conf";
 /// The failing drop-in is left in place.
 pub fn drive_socket_into_limit(ns: &NsSystemd, site: &TestSite) -> String {
     let socket_unit = format!("fleet-waker@{}.socket", site.name());
-    ns.write_unit(FAILING_SERVICE_DROPIN, "[Service]\nExecStartPre=/bin/false\n");
+    ns.write_unit(
+        FAILING_SERVICE_DROPIN,
+        "[Service]\nExecStartPre=/bin/false\n",
+    );
     ns.systemctl_ok(&["daemon-reload"]);
     ns.systemctl_ok(&["start", &socket_unit]);
     let failed = super::wait_until(Duration::from_secs(60), || {
