@@ -535,6 +535,60 @@ pub async fn renew_site(
     }
 }
 
+/// The socket-side steps of [`plan`] only, for the reaper's self-healing
+/// ([`crate::heal`]): reset-failed of both units, start the socket unit,
+/// verify it listens; with `restart`, the socket unit is stopped first (the
+/// caller does that only while no waker runs behind it). The container,
+/// php-fpm's socket and the runtime directory are never touched, so healing
+/// cuts no request, not even a warm one of nginx's direct mode.
+pub fn socket_plan(cfg: &Config, site: &Site, restart: bool) -> Vec<Step> {
+    let socket = cfg.socket_unit.for_site(site);
+    let service = cfg.service_unit.for_site(site);
+    let mut steps = Vec::with_capacity(5);
+    if restart {
+        steps.push(Step::StopUnit(socket.clone()));
+    }
+    steps.extend([
+        Step::ResetFailed(socket.clone()),
+        Step::ResetFailed(service),
+        Step::StartUnit(socket.clone()),
+        Step::Verify {
+            unit: socket,
+            socket: cfg.layout.waker_socket(site),
+        },
+    ]);
+    steps
+}
+
+/// Runs `steps` for `site` in order, as [`renew_site`] runs its plan (a
+/// failed step does not stop the later ones; `cfg.dry_run` runs none).
+pub async fn run_steps(cfg: &Config, engine: &Engine, site: &Site, steps: Vec<Step>) -> SiteReport {
+    let mut reports = Vec::with_capacity(steps.len());
+    for step in steps {
+        let outcome = if cfg.dry_run {
+            Outcome::DryRun
+        } else {
+            match run_step(cfg, engine, site, &step).await {
+                Ok(text) => Outcome::Done(text),
+                Err(e) => Outcome::Failed(e),
+            }
+        };
+        reports.push(StepReport { step, outcome });
+    }
+    SiteReport {
+        site: site.clone(),
+        steps: reports,
+    }
+}
+
+impl UnitTemplate {
+    /// The template as a `systemctl` glob matching every site's unit
+    /// (`fleet-waker@*.socket`), for one listing of all of them.
+    pub fn pattern(&self) -> String {
+        self.0.replace("{site}", "*")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

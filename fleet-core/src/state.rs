@@ -9,6 +9,8 @@
 //! connections=3
 //! last_start=1795462970.123
 //! last_end=1795462969.870
+//! wakes=3
+//! last_wake_ms=412
 //! ```
 //!
 //! `open` is what keeps the site busy: FastCGI requests in flight (from
@@ -20,6 +22,10 @@
 //! site awake. A reaper that knows only `open`, `last_start` and `last_end`
 //! reads a newer file correctly, and a newer reaper reads an older file
 //! (where `open` counted connections) on the safe side.
+//!
+//! `wakes` (wakes done by this waker process) and `last_wake_ms` (how long
+//! the last wake that started or unpaused the container took) are optional:
+//! a file without them is valid and reads as 0 wakes, no duration.
 //!
 //! Times are Unix seconds with milliseconds. The file is replaced atomically
 //! (a temp file in the same directory, then `rename`), so a reader sees either
@@ -51,6 +57,11 @@ pub struct Activity {
     pub last_start: Option<SystemTime>,
     /// When the most recent request (or other connection) ended.
     pub last_end: Option<SystemTime>,
+    /// Wakes done by this waker process (0 when the file does not say).
+    pub wakes: u64,
+    /// Duration in milliseconds of the last wake that started or unpaused
+    /// the container, when there was one.
+    pub last_wake_ms: Option<u64>,
 }
 
 impl Activity {
@@ -141,6 +152,10 @@ pub fn render(a: &Activity) -> String {
     if let Some(t) = a.last_end {
         out.push_str(&format!("last_end={}\n", fmt_time(t)));
     }
+    out.push_str(&format!("wakes={}\n", a.wakes));
+    if let Some(ms) = a.last_wake_ms {
+        out.push_str(&format!("last_wake_ms={ms}\n"));
+    }
     out
 }
 
@@ -173,6 +188,8 @@ pub fn parse(text: &str) -> Result<Activity, ParseError> {
             "connections" => a.connections = Some(value.parse().map_err(|_| bad())?),
             "last_start" => a.last_start = Some(parse_time(value).ok_or_else(bad)?),
             "last_end" => a.last_end = Some(parse_time(value).ok_or_else(bad)?),
+            "wakes" => a.wakes = value.parse().map_err(|_| bad())?,
+            "last_wake_ms" => a.last_wake_ms = Some(value.parse().map_err(|_| bad())?),
             _ => {}
         }
     }
@@ -306,6 +323,8 @@ mod tests {
             connections: Some(5),
             last_start: Some(at(1_795_462_970, 123)),
             last_end: Some(at(1_795_462_969, 870)),
+            wakes: 5,
+            last_wake_ms: Some(412),
         };
         assert_eq!(parse(&render(&a)), Ok(a));
         assert_eq!(a.last_activity(), Some(at(1_795_462_970, 123)));
@@ -327,6 +346,7 @@ mod tests {
             connections: Some(4),
             last_start: Some(at(100, 500)),
             last_end: Some(at(101, 0)),
+            ..Activity::default()
         });
         assert!(
             new.contains("\nopen=0\n") && new.contains("\nconnections=4\n"),
@@ -346,6 +366,26 @@ mod tests {
             parse("open=0\nconnections=many\n"),
             Err(ParseError::BadValue { line: 2, .. })
         ));
+    }
+
+    #[test]
+    fn wake_keys_are_optional() {
+        // A file of a waker from before these keys: still valid.
+        let old = parse("pid=1\nopen=0\nlast_end=10.000\n").expect("old file");
+        assert_eq!((old.wakes, old.last_wake_ms), (0, None));
+        let new = parse("open=0\nwakes=7\nlast_wake_ms=1500\nfuture_key=x\n").expect("new file");
+        assert_eq!((new.wakes, new.last_wake_ms), (7, Some(1500)));
+        assert!(matches!(
+            parse("open=0\nwakes=-1\n"),
+            Err(ParseError::BadValue { line: 2, .. })
+        ));
+        assert!(matches!(
+            parse("open=0\nlast_wake_ms=1.5\n"),
+            Err(ParseError::BadValue { line: 2, .. })
+        ));
+        let rendered = render(&Activity::default());
+        assert!(rendered.contains("wakes=0\n"), "{rendered}");
+        assert!(!rendered.contains("last_wake_ms"), "{rendered}");
     }
 
     #[test]
@@ -380,6 +420,7 @@ mod tests {
             connections: None,
             last_start: Some(at(100, 5)),
             last_end: None,
+            ..Activity::default()
         };
         store(&path, &a).expect("store");
         assert_eq!(load(&path).expect("load"), Some(a));

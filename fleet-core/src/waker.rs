@@ -290,6 +290,10 @@ struct Activity {
     waking: bool,
     /// Waiting for a host-wide wake slot, with this many wakes ahead.
     queued: Option<usize>,
+    /// Wakes that started or unpaused the container, and how long the last
+    /// one took (for the reaper's metrics).
+    wakes: u64,
+    last_wake_ms: Option<u64>,
     last_start: Option<SystemTime>,
     last_end: Option<SystemTime>,
     /// When a connection last failed to get php-fpm (a failed wake), unless
@@ -357,6 +361,8 @@ pub async fn run(
         busy: 0,
         waking: false,
         queued: None,
+        wakes: 0,
+        last_wake_ms: None,
         last_start: None,
         last_end: None,
         failed_at: None,
@@ -569,6 +575,8 @@ fn write_state(shared: &Shared, a: &Activity) -> Result<(), state::StateError> {
             connections: Some(a.open),
             last_start: a.last_start,
             last_end: a.last_end,
+            wakes: a.wakes,
+            last_wake_ms: a.last_wake_ms,
         },
     )
 }
@@ -880,6 +888,12 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
     let result = match result {
         Ok(action) => {
             tracing::info!(site = %cfg.site, container = %cfg.container, action, ms, "php-fpm accepts");
+            if matches!(action, "started" | "unpaused") {
+                shared.activity.send_modify(|a| {
+                    a.wakes += 1;
+                    a.last_wake_ms = Some(ms as u64);
+                });
+            }
             *lock(&shared.backoff) = Backoff::default();
             Ok(())
         }
@@ -1506,6 +1520,8 @@ mod tests {
             busy: 0,
             waking: false,
             queued: None,
+            wakes: 0,
+            last_wake_ms: None,
             last_start: None,
             last_end: None,
             failed_at: None,

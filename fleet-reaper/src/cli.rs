@@ -11,7 +11,9 @@ pub const EXIT_CODES: &str = "\
 Exit codes:
   0   every site was handled
   1   some site had an error (bad conf file or name, missing container,
-      unreadable state, failed stop); the other sites were still handled
+      unreadable state, failed stop, a socket unit not healed), the socket
+      units could not be listed, or the metrics file could not be written;
+      the other sites were still handled
   64  usage: bad flags, or the sites directory exists but cannot be read
       (a missing one is an empty list: exit 0, with a warning naming it)
   69  the Docker engine cannot be reached
@@ -77,6 +79,51 @@ pub struct Cli {
     /// Directory of the waker's activity state files [env: FLEET_STATE_DIR] [default: /run/fleet]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// Do not heal failed or non-listening socket units (see --help)
+    ///
+    /// By default each pass also finds listed sites whose
+    /// fleet-waker@<site>.socket is failed (trigger or start limit hit),
+    /// inactive, or active without a listening socket and no waker running,
+    /// and brings it back with fleet-renew's socket-side steps only
+    /// (reset-failed, start, verify it listens): never the container, so no
+    /// request is cut. A socket unit systemd has not loaded is reported, not
+    /// started. Without systemd as the init system nothing is looked at.
+    #[arg(long)]
+    pub no_heal: bool,
+
+    /// Stop the least recently active awake sites while their containers use more than SIZE (see --help)
+    ///
+    /// SIZE is bytes with an optional unit K, M, G, T (powers of 1024), e.g.
+    /// 2G. After the idle sites are handled, the awake containers' memory is
+    /// read from their cgroups (usage minus inactive file cache, as docker
+    /// stats shows it); while the total is over SIZE, sites are stopped,
+    /// least recently active first, never a busy one and never one active or
+    /// started within --memory-min-idle. Each such stop is in the plan with
+    /// its reason. Always a stop, also with --action pause (a paused
+    /// container keeps its memory).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory_budget: Option<u64>,
+
+    /// The memory guard never stops a site active or started less than DUR ago
+    #[arg(long, default_value = "60s", value_name = "DUR", value_parser = parse_duration)]
+    pub memory_min_idle: Duration,
+
+    /// Write Prometheus text-format metrics of each pass to PATH (see --help) [env: FLEET_METRICS_FILE]
+    ///
+    /// For node_exporter's textfile collector, e.g.
+    /// /var/lib/prometheus/node-exporter/fleet.prom: a temp file in the same
+    /// directory, then rename (atomic). A symlink at PATH is refused.
+    #[arg(long, value_name = "PATH", env = "FLEET_METRICS_FILE", hide_env = true)]
+    pub metrics_file: Option<PathBuf>,
+}
+
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    fleet_core::memory::parse_size(s).map_err(|e| e.to_string())
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 pub fn parse_jobs(s: &str) -> Result<usize, String> {

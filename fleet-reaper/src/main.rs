@@ -1,16 +1,17 @@
 //! fleet-reaper: stop (or pause) the containers of idle on-demand sites.
 //! Run every minute by `fleet-reaper.timer`. See `fleet_core::reaper`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use fleet_core::docker::Engine;
 use fleet_core::reaper::{self, Action, Config};
 use fleet_core::site::Layout;
-use fleet_core::{exit, logging};
+use fleet_core::{exit, logging, metrics};
 use fleet_reaper::cli::{ActionArg, Cli, Format};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{error, warn};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -50,6 +51,10 @@ fn main() -> ExitCode {
         stop_timeout: cli.stop_timeout,
         jobs: cli.jobs,
         dry_run: cli.dry_run,
+        heal: !cli.no_heal,
+        memory_budget: cli.memory_budget,
+        memory_min_idle: cli.memory_min_idle,
+        ..Config::default()
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -61,10 +66,10 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::OSERR);
         }
     };
-    ExitCode::from(runtime.block_on(run(config, cli.format)))
+    ExitCode::from(runtime.block_on(run(config, cli.format, cli.metrics_file)))
 }
 
-async fn run(config: Config, format: Format) -> u8 {
+async fn run(config: Config, format: Format, metrics_file: Option<PathBuf>) -> u8 {
     let shutdown = CancellationToken::new();
     let signals = match watch_signals(shutdown.clone()) {
         Ok(task) => task,
@@ -86,7 +91,19 @@ async fn run(config: Config, format: Format) -> u8 {
             if report.interrupted {
                 warn!("interrupted: sites not yet examined were left alone");
             }
-            report.exit_code()
+            let code = report.exit_code();
+            match metrics_file {
+                Some(path) => match metrics::write(&path, &metrics::render(&report)) {
+                    Ok(()) => code,
+                    Err(e) => {
+                        // The pass itself is done and reported; the numbers
+                        // are stale, which is an error of this run.
+                        error!(error = %exit::chain(&e), "metrics not written");
+                        code.max(exit::FAILURE)
+                    }
+                },
+                None => code,
+            }
         }
         Err(e) => {
             eprintln!("fleet-reaper: {}", exit::chain(&e));

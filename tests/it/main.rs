@@ -8,6 +8,7 @@ mod demo;
 mod direct;
 mod faults;
 mod fleet;
+mod fleetops;
 mod harness;
 mod package;
 mod props;

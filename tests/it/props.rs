@@ -183,6 +183,8 @@ proptest! {
         connections in proptest::option::of(any::<u64>()),
         start_ms in proptest::option::of(0u64..=4_102_444_800_000),
         end_ms in proptest::option::of(0u64..=4_102_444_800_000),
+        wakes in any::<u64>(),
+        last_wake_ms in proptest::option::of(any::<u64>()),
     ) {
         let t = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
         let a = Activity {
@@ -191,6 +193,8 @@ proptest! {
             connections,
             last_start: start_ms.map(t),
             last_end: end_ms.map(t),
+            wakes,
+            last_wake_ms,
         };
         let back = state::parse(&state::render(&a)).expect("own rendering parses");
         prop_assert_eq!(back, a);

@@ -17,7 +17,7 @@ use crate::support::{self, FcgiRequest, SocketActivated, Spawned, TestSite, fast
 /// A sites directory and a state directory: either shared by several test
 /// sites, so that one reaper pass sees them all ([`List::new`]), or one
 /// site's own, which its waker writes to ([`List::of`]).
-struct List {
+pub(crate) struct List {
     sites: PathBuf,
     state: PathBuf,
     /// A directory for the test's other files.
@@ -26,7 +26,7 @@ struct List {
 }
 
 impl List {
-    fn new() -> List {
+    pub(crate) fn new() -> List {
         let dir = tempfile::Builder::new()
             .prefix("fleet-it-reaper-")
             .tempdir_in("/tmp")
@@ -43,7 +43,7 @@ impl List {
     }
 
     /// The site's own layout (the one its waker uses).
-    fn of(site: &TestSite) -> List {
+    pub(crate) fn of(site: &TestSite) -> List {
         List {
             sites: site.layout().sites_dir.clone(),
             state: site.layout().state_dir.clone(),
@@ -52,16 +52,16 @@ impl List {
         }
     }
 
-    fn sites(&self) -> PathBuf {
+    pub(crate) fn sites(&self) -> PathBuf {
         self.sites.clone()
     }
 
-    fn state(&self) -> PathBuf {
+    pub(crate) fn state(&self) -> PathBuf {
         self.state.clone()
     }
 
     /// Lists `site` with idle timeout `timeout` (old format line 1).
-    fn add(&self, site: &TestSite, timeout: &str) -> PathBuf {
+    pub(crate) fn add(&self, site: &TestSite, timeout: &str) -> PathBuf {
         self.write(
             &format!("{}.conf", site.name()),
             format!("# Amount of time to pause the container after: {timeout}\n").as_bytes(),
@@ -74,22 +74,22 @@ impl List {
         path
     }
 
-    fn state_file(&self, site: &TestSite) -> PathBuf {
+    pub(crate) fn state_file(&self, site: &TestSite) -> PathBuf {
         self.state().join(format!("{}.state", site.name()))
     }
 }
 
 /// One finished reaper run.
 #[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
+pub(crate) struct Run {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    pub(crate) elapsed: Duration,
 }
 
 impl Run {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
             panic!(
                 "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
@@ -99,7 +99,7 @@ impl Run {
     }
 
     /// The plan entry of `site` (by site name or file name).
-    fn entry(&self, site: &str) -> Value {
+    pub(crate) fn entry(&self, site: &str) -> Value {
         let json = self.json();
         json["sites"]
             .as_array()
@@ -112,7 +112,7 @@ impl Run {
 }
 
 /// Runs `fleet-reaper --sites-dir … --state-dir … <args>` to completion.
-fn reaper(list: &List, args: &[&str]) -> Run {
+pub(crate) fn reaper(list: &List, args: &[&str]) -> Run {
     reaper_env(list, args, &[])
 }
 
@@ -938,7 +938,7 @@ fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
 
 /// Writes a state file in the waker's format, through fleet_core::state
 /// (the contract between waker and reaper).
-fn store_state(
+pub(crate) fn store_state(
     path: PathBuf,
     pid: u32,
     open: u64,
@@ -953,6 +953,7 @@ fn store_state(
             connections: None,
             last_start,
             last_end,
+            ..Default::default()
         },
     )
     .expect("store");

@@ -12,7 +12,10 @@
 use std::process::Output;
 use std::time::Duration;
 
-use crate::support::nsystemd::{boot_for, run_renew, unit_dir, unit_text};
+use crate::support::nsystemd::{
+    FAILING_SERVICE_DROPIN, boot_for, drive_socket_into_limit, install_reaper, run_renew, unit_dir,
+    unit_text,
+};
 use crate::support::{FcgiRequest, TestSite, fastcgi, note, require, wait_until};
 
 fn text(out: &Output) -> String {
@@ -105,32 +108,13 @@ fn renew_recovers_a_socket_that_hit_its_limit() {
     let socket_unit = format!("fleet-waker@{name}.socket");
     let service = format!("fleet-waker@{name}.service");
 
-    // The service fails before the waker even runs, every time.
-    ns.write_unit(
-        "fleet-waker@.service.d/fail.conf",
-        "[Service]\nExecStartPre=/bin/false\n",
-    );
-    ns.systemctl_ok(&["daemon-reload"]);
-    ns.systemctl_ok(&["start", &socket_unit]);
-
-    // Each connection triggers a start that fails, until systemd gives up
-    // on the socket (service-start-limit-hit or trigger-limit-hit).
-    let failed = wait_until(Duration::from_secs(60), || {
-        let _ = hello(&site);
-        let state = ns.systemctl(&["is-failed", &socket_unit]);
-        String::from_utf8_lossy(&state.stdout).trim() == "failed"
-    });
-    let show = ns.systemctl_ok(&["show", "-p", "Result", "-p", "ActiveState", &socket_unit]);
-    assert!(failed, "socket never failed: {show}");
-    note(&format!("{socket_unit}: {}", show.replace('\n', " ")));
-    assert!(
-        show.contains("limit-hit"),
-        "socket failed for another reason: {show}"
-    );
-    assert!(hello(&site).is_err(), "a failed socket must not answer");
+    // The service fails before the waker even runs, every time, until
+    // systemd gives up on the socket.
+    let show = drive_socket_into_limit(&ns, &site);
+    note(&format!("{socket_unit}: {show}"));
 
     // The admin fixes the cause, then renews.
-    ns.remove_unit("fleet-waker@.service.d/fail.conf");
+    ns.remove_unit(FAILING_SERVICE_DROPIN);
     ns.systemctl_ok(&["daemon-reload"]);
     let out = run_renew(&ns, &[&name]);
     let report = text(&out);
@@ -197,20 +181,13 @@ fn reaper_timer_stops_an_idle_container() {
     let ns = boot_for(&site);
     site.write_conf("2s");
     site.start();
-    for unit in ["fleet-reaper.service", "fleet-reaper.timer"] {
-        ns.write_unit(unit, &unit_text(unit));
-    }
     // Point the reaper at the test's site list, and make the timer fire
     // every second instead of every minute.
-    ns.write_unit(
-        "fleet-reaper.service.d/test.conf",
-        "[Service]\nEnvironment=FLEET_SITES_DIR=/run/fleet-sites\n",
-    );
-    ns.write_unit(
-        "fleet-reaper.timer.d/test.conf",
+    install_reaper(
+        &ns,
+        "Environment=FLEET_SITES_DIR=/run/fleet-sites\n",
         "[Timer]\nOnCalendar=\nOnActiveSec=1s\nOnUnitActiveSec=1s\nAccuracySec=100ms\n",
     );
-    ns.systemctl_ok(&["daemon-reload"]);
     ns.systemctl_ok(&["start", "fleet-reaper.timer"]);
     let stopped = wait_until(Duration::from_secs(30), || site.state() == "exited");
     let show = ns.systemctl_ok(&[

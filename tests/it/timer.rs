@@ -5,13 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::nsystemd::{boot_for, unit_text};
+use crate::support::nsystemd::{RECORD_REAPER_RUNS, boot_for, install_reaper, reaper_runs};
 use crate::support::{TestSite, note, require, wait_until};
 
-/// Where each run's result goes (one line: `$SERVICE_RESULT $EXIT_CODE
-/// $EXIT_STATUS`), written by an unsandboxed `ExecStopPost=` so the
-/// service's own `ProtectSystem=strict` does not stop it.
-const RUNS: &str = "/run/fleet-reaper.runs";
 const LOG: &str = "/run/fleet-reaper.log";
 
 #[test]
@@ -23,26 +19,18 @@ fn timer_without_a_sites_directory_has_no_failed_runs() {
     // directory; the reaper is pointed at a child of it that does not exist.
     let missing = "/run/fleet-sites/on-demand";
     assert!(!ns.path(Path::new(missing)).exists());
-    for unit in ["fleet-reaper.service", "fleet-reaper.timer"] {
-        ns.write_unit(unit, &unit_text(unit));
-    }
-    ns.write_unit(
-        "fleet-reaper.service.d/test.conf",
-        &format!(
-            "[Service]\nEnvironment=FLEET_SITES_DIR={missing}\nStandardError=append:{LOG}\n\
-             ExecStopPost=+/bin/sh -c 'echo \"$$SERVICE_RESULT $$EXIT_CODE $$EXIT_STATUS\" >> {RUNS}'\n"
-        ),
-    );
     // The shipped timer fires every minute; the test makes it fire every
     // second after the previous run ended, so several runs fit in a test.
-    ns.write_unit(
-        "fleet-reaper.timer.d/test.conf",
+    install_reaper(
+        &ns,
+        &format!(
+            "Environment=FLEET_SITES_DIR={missing}\nStandardError=append:{LOG}\n{RECORD_REAPER_RUNS}"
+        ),
         "[Timer]\nOnCalendar=\nOnActiveSec=1ms\nOnUnitInactiveSec=1s\nAccuracySec=10ms\n",
     );
-    ns.systemctl_ok(&["daemon-reload"]);
     ns.systemctl_ok(&["start", "fleet-reaper.timer"]);
 
-    let runs = || std::fs::read_to_string(ns.path(Path::new(RUNS))).unwrap_or_default();
+    let runs = || reaper_runs(&ns).join("\n");
     assert!(
         wait_until(Duration::from_secs(60), || runs().lines().count() >= 3),
         "the timer did not start three runs within 60 s; runs:\n{}\nsystemd:\n{}",

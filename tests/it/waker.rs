@@ -48,6 +48,18 @@ fn nginx_socket_activated_stopped_paused_running() {
     assert_eq!(count_docker_events(site.container(), "start", t0, t1), 1);
     assert_eq!(count_docker_events(site.container(), "unpause", t0, t1), 1);
     assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
+    // The state file counts both wakes and the last one's duration (for
+    // the reaper's metrics).
+    assert!(
+        wait_until(Duration::from_secs(2), || {
+            fleet_core::state::load(&site.state_file())
+                .ok()
+                .flatten()
+                .is_some_and(|a| a.wakes == 2 && a.last_wake_ms.is_some())
+        }),
+        "{:?}",
+        fleet_core::state::load(&site.state_file())
+    );
 }
 
 /// Must show 2: 200 concurrent connections to a stopped site, 200 correct

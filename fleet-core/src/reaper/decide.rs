@@ -310,6 +310,7 @@ mod tests {
                 connections: None,
                 last_start: Some(t(3600)),
                 last_end: Some(t(3599)),
+                ..Activity::default()
             }),
             waker_alive: Some(true),
             log: LogInput::Checked {
@@ -387,6 +388,7 @@ mod tests {
             // Even a connection that started long ago and is still open.
             last_start: Some(t(7200)),
             last_end: None,
+            ..Activity::default()
         });
         let d = decide(&i);
         assert_eq!(d.verdict, Verdict::Busy);
@@ -413,6 +415,7 @@ mod tests {
             connections: Some(8),
             last_start: Some(t(7200)),
             last_end: Some(t(7300)),
+            ..Activity::default()
         });
         let d = decide(&i);
         assert_eq!(d.verdict, Verdict::Busy);
@@ -423,6 +426,7 @@ mod tests {
             connections: Some(8),
             last_start: Some(t(3600)),
             last_end: Some(t(3599)),
+            ..Activity::default()
         });
         let d = decide(&i);
         assert_eq!(d.verdict, Verdict::Idle, "{d:?}");
@@ -438,6 +442,7 @@ mod tests {
             connections: Some(1),
             last_start: Some(t(100)),
             last_end: Some(t(99)),
+            ..Activity::default()
         });
         let d = decide(&i);
         assert_eq!(d.verdict, Verdict::ActiveWaker);
@@ -453,6 +458,7 @@ mod tests {
             connections: None,
             last_start: Some(t(1300)),
             last_end: Some(t(1199)),
+            ..Activity::default()
         });
         let d = decide(&i);
         assert_eq!(d.verdict, Verdict::ActiveWaker);
@@ -465,6 +471,7 @@ mod tests {
             connections: None,
             last_start: Some(t(1200)),
             last_end: None,
+            ..Activity::default()
         });
         assert_eq!(verdict(&i), Verdict::Idle);
         // A time in the future (clock stepped back) counts as active.
@@ -474,6 +481,7 @@ mod tests {
             connections: None,
             last_start: Some(i.now + Duration::from_secs(5)),
             last_end: None,
+            ..Activity::default()
         });
         let d = decide(&i);
         assert_eq!(d.verdict, Verdict::ActiveWaker);

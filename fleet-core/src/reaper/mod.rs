@@ -20,6 +20,15 @@
 //! in the caller's task (no spawned tasks to leak). Cancelling the shutdown
 //! token stops launching sites and abandons examinations under way; an
 //! action already sent to Docker is awaited so its result is reported.
+//!
+//! Two fleet duties ride on the same pass. **Self-healing** ([`crate::heal`],
+//! unless [`Config::heal`] is off): a listed site whose socket unit is failed
+//! or not listening gets the socket-side steps of `fleet-renew` (never its
+//! container). **The memory guard** ([`crate::memory`], with
+//! [`Config::memory_budget`]): once every site is examined, when the awake
+//! sites' containers use more than the budget, the least recently active
+//! sites quiet for at least [`Config::memory_min_idle`] are stopped, never a
+//! busy one, through the same re-check and stop as an idle site.
 
 mod decide;
 mod report;
@@ -41,9 +50,12 @@ use crate::conf::{self, SiteListError};
 use crate::docker::reap::LogProbe;
 use crate::docker::{ContainerInfo, ContainerState, DockerError, Engine};
 use crate::exit;
+use crate::heal::{self, Heal};
+use crate::memory;
 use crate::placeholder;
+use crate::renew;
 use crate::site::{Layout, Site};
-use crate::state;
+use crate::state::{self, Activity};
 
 /// Default `--jobs`.
 pub const DEFAULT_JOBS: usize = 16;
@@ -52,6 +64,9 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest `--stop-timeout`: Docker's stop request must answer within the
 /// client's request timeout (120 s), grace included.
 pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(100);
+/// Default `--memory-min-idle`: a site used or woken within the last minute
+/// is never stopped for memory (it would likely be woken again at once).
+pub const DEFAULT_MEMORY_MIN_IDLE: Duration = Duration::from_secs(60);
 
 /// What to do with an idle container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -83,6 +98,15 @@ pub struct Config {
     pub jobs: usize,
     /// Decide and report, change nothing.
     pub dry_run: bool,
+    /// Heal listed sites' failed or non-listening socket units.
+    pub heal: bool,
+    /// Stop the least recently active awake sites while their containers
+    /// together use more than this many bytes.
+    pub memory_budget: Option<u64>,
+    /// The memory guard never stops a site used or started more recently.
+    pub memory_min_idle: Duration,
+    /// Where the cgroup hierarchies are mounted.
+    pub cgroup_root: PathBuf,
 }
 
 impl Default for Config {
@@ -93,6 +117,10 @@ impl Default for Config {
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             jobs: DEFAULT_JOBS,
             dry_run: false,
+            heal: true,
+            memory_budget: None,
+            memory_min_idle: DEFAULT_MEMORY_MIN_IDLE,
+            cgroup_root: PathBuf::from(memory::DEFAULT_CGROUP_ROOT),
         }
     }
 }
@@ -152,6 +180,16 @@ pub struct SiteReport {
     pub container: Option<String>,
     /// The container's state when examined.
     pub state: Option<ContainerState>,
+    /// The container's id (for its cgroup).
+    pub container_id: Option<String>,
+    /// The waker's state file as last read.
+    pub activity: Option<Activity>,
+    /// The container's memory, when the memory guard measured it.
+    pub memory: Option<u64>,
+    /// Stopped (or would be) by the memory guard.
+    pub memory_stop: bool,
+    /// What self-healing found and did; `None` when it did not look.
+    pub heal: Option<Heal>,
     pub started_at: Option<SystemTime>,
     /// The latest activity seen (waker or log).
     pub last_activity: Option<SystemTime>,
@@ -172,12 +210,17 @@ pub struct SiteReport {
 }
 
 impl SiteReport {
-    fn new(site: String, conf: PathBuf) -> Self {
+    pub(crate) fn new(site: String, conf: PathBuf) -> Self {
         SiteReport {
             site,
             conf,
             container: None,
             state: None,
+            container_id: None,
+            activity: None,
+            memory: None,
+            memory_stop: false,
+            heal: None,
             started_at: None,
             last_activity: None,
             timeout: None,
@@ -200,10 +243,46 @@ impl SiteReport {
         });
     }
 
-    /// The site counts as an error (exit code 1).
+    /// The site counts as an error (exit code 1): a problem, or a socket
+    /// unit that needed healing and is not healed.
     pub fn is_error(&self) -> bool {
-        self.problem.is_some()
+        self.problem.is_some() || self.heal.as_ref().is_some_and(|h| h.status.is_error())
     }
+
+    /// The container's state after the pass: what was examined, or what the
+    /// pass made it.
+    pub fn state_after(&self) -> Option<ContainerState> {
+        match self.outcome {
+            Outcome::Stopped => Some(ContainerState::Exited),
+            Outcome::Paused => Some(ContainerState::Paused),
+            _ => self.state,
+        }
+    }
+}
+
+/// Whether self-healing ran this pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealMode {
+    /// `--no-heal`.
+    Off,
+    /// systemd is not the system manager here: there is no socket unit.
+    NoSystemd,
+    /// Every listed site was looked at (each [`SiteReport::heal`]).
+    Checked,
+    /// The units could not be listed (the error): no site was looked at.
+    Failed(String),
+}
+
+/// What the memory guard found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemorySummary {
+    pub budget: u64,
+    /// The awake sites' containers before the guard acted.
+    pub awake_before: u64,
+    /// After it (or, in a dry run, after what it would do).
+    pub awake_after: u64,
+    /// Awake sites whose memory could not be read (not counted).
+    pub unreadable: usize,
 }
 
 /// The result of a pass.
@@ -216,6 +295,11 @@ pub struct Report {
     /// One entry per `*.conf` file, sorted by site.
     pub sites: Vec<SiteReport>,
     pub elapsed: Duration,
+    pub heal: HealMode,
+    /// With a memory budget.
+    pub memory: Option<MemorySummary>,
+    /// When the pass ended.
+    pub finished_at: SystemTime,
 }
 
 impl Report {
@@ -230,7 +314,9 @@ impl Report {
             .any(|s| s.problem.as_ref().is_some_and(|p| p.unreachable))
         {
             exit::UNAVAILABLE
-        } else if self.sites.iter().any(SiteReport::is_error) {
+        } else if self.sites.iter().any(SiteReport::is_error)
+            || matches!(self.heal, HealMode::Failed(_))
+        {
             exit::FAILURE
         } else {
             exit::OK
@@ -297,13 +383,22 @@ pub async fn run(
             r = engine.client() => { r.map_err(PassError::Docker)?; }
         }
     }
+    let renew_cfg = heal::renew_config(&config.layout, config.dry_run);
+    let (heal_mode, snapshot) = heal_snapshot(config, &renew_cfg, !list.sites.is_empty()).await;
+    let healing = snapshot.as_ref().map(|s| (s, &renew_cfg));
     let jobs = config.jobs.max(1);
-    let examined: Vec<SiteReport> = futures_util::stream::iter(list.sites)
-        .map(|(site, path)| reap_site(engine, config, shutdown, site, path))
+    let mut examined: Vec<Examined> = futures_util::stream::iter(list.sites)
+        .map(|(site, path)| reap_site(engine, config, shutdown, healing, site, path))
         .buffer_unordered(jobs)
         .collect()
         .await;
-    sites.extend(examined);
+    let memory = match config.memory_budget {
+        Some(budget) if !shutdown.is_cancelled() => {
+            Some(memory_guard(engine, config, shutdown, &mut examined, budget).await)
+        }
+        _ => None,
+    };
+    sites.extend(examined.into_iter().map(|e| e.report));
     sites.sort_by(|a, b| a.site.cmp(&b.site).then_with(|| a.conf.cmp(&b.conf)));
     let interrupted =
         shutdown.is_cancelled() || sites.iter().any(|s| s.outcome == Outcome::Interrupted);
@@ -313,7 +408,168 @@ pub async fn run(
         interrupted,
         sites,
         elapsed: started.elapsed(),
+        heal: heal_mode,
+        memory,
+        finished_at: SystemTime::now(),
     })
+}
+
+/// A site after its examination: the report, and what the verdict was made
+/// from (for the memory guard).
+struct Examined {
+    report: SiteReport,
+    site: Option<Site>,
+    inputs: Option<Inputs>,
+}
+
+/// The pass's one look at systemd for self-healing.
+async fn heal_snapshot(
+    config: &Config,
+    renew_cfg: &renew::Config,
+    any_site: bool,
+) -> (HealMode, Option<heal::Snapshot>) {
+    if !config.heal {
+        return (HealMode::Off, None);
+    }
+    if !heal::systemd_booted() {
+        debug!("systemd is not the system manager here: no socket unit to heal");
+        return (HealMode::NoSystemd, None);
+    }
+    if !any_site {
+        return (HealMode::Checked, None);
+    }
+    match heal::snapshot(renew_cfg).await {
+        Ok(s) => (HealMode::Checked, Some(s)),
+        Err(e) => {
+            let message = exit::chain(&e);
+            warn!(error = %message, "cannot list the socket units; no site healed this pass");
+            (HealMode::Failed(message), None)
+        }
+    }
+}
+
+/// The host memory guard: measures the awake sites' containers and, over
+/// the budget, stops the least recently active idle-enough ones.
+async fn memory_guard(
+    engine: &Engine,
+    config: &Config,
+    shutdown: &CancellationToken,
+    examined: &mut [Examined],
+    budget: u64,
+) -> MemorySummary {
+    let now = SystemTime::now();
+    let mut total = 0u64;
+    let mut unreadable = 0usize;
+    let mut candidates = Vec::new();
+    for (index, e) in examined.iter_mut().enumerate() {
+        let r = &mut e.report;
+        if r.state_after() != Some(ContainerState::Running)
+            || matches!(r.outcome, Outcome::WouldStop | Outcome::WouldPause)
+        {
+            continue;
+        }
+        let Some(id) = r.container_id.as_deref() else {
+            continue;
+        };
+        let bytes = match memory::container_memory(&config.cgroup_root, id) {
+            Ok(b) => b,
+            Err(err) => {
+                unreadable += 1;
+                warn!(site = %r.site, error = %exit::chain(&err), "cannot read the container's memory; not counted, never stopped for memory");
+                continue;
+            }
+        };
+        r.memory = Some(bytes);
+        total = total.saturating_add(bytes);
+        // Busy and unknown sites are never candidates; nor one acted on or
+        // skipped already this pass.
+        let eligible = r.outcome == Outcome::None
+            && matches!(
+                r.verdict,
+                Some(Verdict::ActiveWaker | Verdict::ActiveLogs | Verdict::Young)
+            );
+        let times = e.inputs.as_ref().and_then(|i| {
+            let started = i.started_at?;
+            let last = i.last_activity();
+            Some((
+                last.unwrap_or(started),
+                last.map_or(started, |a| a.max(started)),
+            ))
+        });
+        if let (true, Some((last_active, quiet_since))) = (eligible, times) {
+            candidates.push(memory::Candidate {
+                index,
+                bytes,
+                last_active,
+                quiet_since,
+            });
+        }
+    }
+    let (chosen, _) = memory::choose(candidates, total, budget, now, config.memory_min_idle);
+    if total > budget {
+        info!(
+            awake = %memory::human_size(total),
+            budget = %memory::human_size(budget),
+            to_stop = chosen.len(),
+            "awake sites use more memory than the budget"
+        );
+    }
+    let reason_head = format!(
+        "memory guard: awake sites use {}, over the budget of {}; least recently active",
+        memory::human_size(total),
+        memory::human_size(budget)
+    );
+    let jobs = config.jobs.max(1);
+    futures_util::stream::iter(
+        examined
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| chosen.contains(i))
+            .map(|(_, e)| e),
+    )
+    .map(|e| {
+        let reason_head = &reason_head;
+        async move {
+            let (Some(site), Some(inputs)) = (e.site.clone(), e.inputs.clone()) else {
+                return;
+            };
+            let r = &mut e.report;
+            let quiet = inputs.last_activity().map_or_else(
+                || "no activity seen".to_owned(),
+                |t| format!("last activity {}", ago(now, t)),
+            );
+            r.reason = format!(
+                "{reason_head} ({quiet}, {})",
+                memory::human_size(r.memory.unwrap_or(0))
+            );
+            r.memory_stop = true;
+            let container = site.container();
+            let recheck = Recheck::Memory {
+                min_idle: config.memory_min_idle,
+            };
+            act(
+                engine, config, shutdown, &site, &container, inputs, r, recheck,
+            )
+            .await;
+        }
+    })
+    .buffer_unordered(jobs)
+    .collect::<Vec<()>>()
+    .await;
+    let freed: u64 = examined
+        .iter()
+        .filter(|e| {
+            e.report.memory_stop
+                && matches!(e.report.outcome, Outcome::Stopped | Outcome::WouldStop)
+        })
+        .filter_map(|e| e.report.memory)
+        .sum();
+    MemorySummary {
+        budget,
+        awake_before: total,
+        awake_after: total.saturating_sub(freed),
+        unreadable,
+    }
 }
 
 /// Reads the state file into a [`StateInput`] and tells whether its waker lives.
@@ -344,38 +600,71 @@ async fn reap_site(
     engine: &Engine,
     config: &Config,
     shutdown: &CancellationToken,
+    healing: Option<(&heal::Snapshot, &renew::Config)>,
     site: Site,
     path: PathBuf,
-) -> SiteReport {
-    let started = Instant::now();
+) -> Examined {
     let mut r = SiteReport::new(site.to_string(), path);
+    let inputs = reap_site_inner(engine, config, shutdown, healing, &site, &mut r).await;
+    Examined {
+        report: r,
+        site: Some(site),
+        inputs,
+    }
+}
+
+async fn reap_site_inner(
+    engine: &Engine,
+    config: &Config,
+    shutdown: &CancellationToken,
+    healing: Option<(&heal::Snapshot, &renew::Config)>,
+    site: &Site,
+    r: &mut SiteReport,
+) -> Option<Inputs> {
+    let started = Instant::now();
     let container = site.container();
     r.container = Some(container.clone());
-    if let Err(e) = config.layout.check_socket_paths(&site) {
+    if let Err(e) = config.layout.check_socket_paths(site) {
         warn!(site = %site, error = %e, "site refused");
         r.fail(&e, false);
-        return r;
+        return None;
     }
     if shutdown.is_cancelled() {
         r.outcome = Outcome::Interrupted;
         r.reason = "interrupted before the site was examined".to_owned();
-        return r;
+        return None;
+    }
+    if let Some((snapshot, renew_cfg)) = healing {
+        // First, so a dark site listens again as soon as possible; only the
+        // socket side is touched, whatever the verdict below.
+        let h = heal::heal_site(renew_cfg, engine, snapshot, site).await;
+        match h.status {
+            heal::HealStatus::Healed => {
+                warn!(site = %site, detail = %h.detail, "socket unit healed");
+            }
+            s if s.is_error() => {
+                warn!(site = %site, status = s.as_str(), detail = %h.detail, "socket unit not healed");
+            }
+            heal::HealStatus::Ok => {}
+            s => info!(site = %site, status = s.as_str(), detail = %h.detail, "socket unit"),
+        }
+        r.heal = Some(h);
     }
     let examined = tokio::select! {
         biased;
         () = shutdown.cancelled() => None,
-        e = examine(engine, config, &site, &container, &mut r) => Some(e),
+        e = examine(engine, config, site, &container, r) => Some(e),
     };
     let inputs = match examined {
         None => {
             r.outcome = Outcome::Interrupted;
             r.reason = "interrupted while the site was examined".to_owned();
             r.elapsed = started.elapsed();
-            return r;
+            return None;
         }
         Some(None) => {
             r.elapsed = started.elapsed();
-            return r;
+            return None;
         }
         Some(Some(inputs)) => inputs,
     };
@@ -397,7 +686,17 @@ async fn reap_site(
         info!(site = %site, container = %container, verdict = %d.verdict, reason = %r.reason, "examined");
     }
     if d.verdict == Verdict::Idle {
-        act(engine, config, shutdown, &site, &container, inputs, &mut r).await;
+        act(
+            engine,
+            config,
+            shutdown,
+            site,
+            &container,
+            inputs.clone(),
+            r,
+            Recheck::Idle,
+        )
+        .await;
     } else if matches!(
         inputs.container,
         ContainerState::Exited | ContainerState::Created
@@ -405,10 +704,10 @@ async fn reap_site(
     {
         // Asleep but not by this reaper (never started, stopped by hand, or
         // the host rebooted and /run is empty): give it the placeholder too.
-        leave_placeholder(config, &site);
+        leave_placeholder(config, site);
     }
     r.elapsed = started.elapsed();
-    r
+    Some(inputs)
 }
 
 /// After a stop, or for a site found stopped: a refusing socket file at
@@ -462,7 +761,11 @@ async fn examine(
     };
     r.state = Some(info.state);
     r.started_at = info.started_at;
+    r.container_id = Some(info.id.clone()).filter(|id| !id.is_empty());
     let (state, waker_alive) = read_state(&config.layout, site);
+    if let StateInput::Read(a) = &state {
+        r.activity = Some(*a);
+    }
     let now = SystemTime::now();
     r.examined_at = now;
     let mut inputs = Inputs {
@@ -497,7 +800,43 @@ async fn examine(
     Some(inputs)
 }
 
-/// Stops or pauses an idle site after re-checking it.
+/// Why a site is acted on, and so what the re-check before acting asks.
+#[derive(Debug, Clone, Copy)]
+enum Recheck {
+    /// Idle for its timeout: still idle ([`decide`]).
+    Idle,
+    /// Chosen by the memory guard: still not busy, nothing unreadable, and
+    /// quiet for `min_idle`. Always a stop: a paused container keeps its
+    /// memory.
+    Memory { min_idle: Duration },
+}
+
+/// The memory guard's re-check: `Err(why not)` when the site must be left.
+fn memory_recheck(inputs: &Inputs, min_idle: Duration) -> Result<(), String> {
+    let d = decide(inputs);
+    if matches!(
+        d.verdict,
+        Verdict::Busy | Verdict::Unknown | Verdict::NotRunning
+    ) {
+        return Err(d.reason);
+    }
+    let quiet_since = match (inputs.started_at, inputs.last_activity()) {
+        (Some(s), Some(a)) => s.max(a),
+        (Some(s), None) => s,
+        (None, _) => return Err("container has no start time".to_owned()),
+    };
+    match inputs.now.duration_since(quiet_since) {
+        Ok(q) if q >= min_idle => Ok(()),
+        _ => Err(format!(
+            "active {}, less than --memory-min-idle {} ago",
+            ago(inputs.now, quiet_since),
+            human(min_idle)
+        )),
+    }
+}
+
+/// Stops or pauses a site after re-checking it.
+#[allow(clippy::too_many_arguments)]
 async fn act(
     engine: &Engine,
     config: &Config,
@@ -506,9 +845,14 @@ async fn act(
     container: &str,
     mut inputs: Inputs,
     r: &mut SiteReport,
+    recheck: Recheck,
 ) {
+    let action = match recheck {
+        Recheck::Idle => config.action,
+        Recheck::Memory { .. } => Action::Stop,
+    };
     if config.dry_run {
-        r.outcome = match config.action {
+        r.outcome = match action {
             Action::Stop => Outcome::WouldStop,
             Action::Pause => Outcome::WouldPause,
         };
@@ -525,8 +869,17 @@ async fn act(
     inputs.state = state;
     inputs.waker_alive = waker_alive;
     inputs.now = SystemTime::now();
+    if let Recheck::Memory { min_idle } = recheck {
+        if let Err(why) = memory_recheck(&inputs, min_idle) {
+            info!(site = %site, reason = %why, "not idle enough on re-check; left running");
+            r.reason = format!("{} (re-check: {why}; left running)", r.reason);
+            r.last_activity = inputs.last_activity();
+            r.outcome = Outcome::Skipped;
+            return;
+        }
+    }
     let again = decide(&inputs);
-    if again.verdict != Verdict::Idle {
+    if matches!(recheck, Recheck::Idle) && again.verdict != Verdict::Idle {
         info!(site = %site, verdict = %again.verdict, reason = %again.reason, "not idle on re-check; left running");
         r.verdict = Some(again.verdict);
         r.reason = format!("re-check: {}", again.reason);
@@ -558,18 +911,18 @@ async fn act(
             return;
         }
     }
-    let result = match config.action {
+    let result = match action {
         Action::Stop => engine.stop(container, config.stop_timeout).await,
         Action::Pause => engine.pause(container).await,
     };
     match result {
         Ok(()) => {
-            r.outcome = match config.action {
+            r.outcome = match action {
                 Action::Stop => Outcome::Stopped,
                 Action::Pause => Outcome::Paused,
             };
-            info!(site = %site, container = %container, action = config.action.as_str(), "idle container put to sleep");
-            if config.action == Action::Stop {
+            info!(site = %site, container = %container, action = action.as_str(), reason = %r.reason, "container put to sleep");
+            if action == Action::Stop {
                 leave_placeholder(config, site);
             }
         }

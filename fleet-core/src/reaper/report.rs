@@ -4,7 +4,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use super::{Report, SiteReport, human};
+use super::{HealMode, Report, SiteReport, human};
+use crate::memory::human_size;
 
 fn verdict_word(s: &SiteReport) -> &'static str {
     match s.verdict {
@@ -12,6 +13,27 @@ fn verdict_word(s: &SiteReport) -> &'static str {
         None if s.problem.is_some() => "error",
         None => "-",
     }
+}
+
+fn heal_word(s: &SiteReport) -> &'static str {
+    s.heal.as_ref().map_or("-", |h| h.status.as_str())
+}
+
+/// The reason column: the verdict's (or the memory guard's) reason, then
+/// what healing found when it found anything to say.
+fn reason_text(s: &SiteReport) -> String {
+    let mut reason = s.reason.clone();
+    if let Some(h) = s
+        .heal
+        .as_ref()
+        .filter(|h| h.status != crate::heal::HealStatus::Ok)
+    {
+        if !reason.is_empty() {
+            reason.push_str("; ");
+        }
+        reason.push_str(&format!("heal: {}", h.detail));
+    }
+    reason.replace(['\n', '\r', '\t'], " ")
 }
 
 fn last_activity_text(s: &SiteReport) -> String {
@@ -36,9 +58,10 @@ pub fn render_table(report: &Report) -> String {
         "TIMEOUT",
         "VERDICT",
         "ACTION",
+        "HEAL",
         "REASON",
     ];
-    let rows: Vec<[String; 7]> = report
+    let rows: Vec<[String; 8]> = report
         .sites
         .iter()
         .map(|s| {
@@ -49,7 +72,8 @@ pub fn render_table(report: &Report) -> String {
                 s.timeout.map_or_else(|| "-".to_owned(), human),
                 verdict_word(s).to_owned(),
                 s.outcome.as_str().to_owned(),
-                s.reason.replace(['\n', '\r', '\t'], " "),
+                heal_word(s).to_owned(),
+                reason_text(s),
             ]
         })
         .collect();
@@ -86,8 +110,36 @@ pub fn render_table(report: &Report) -> String {
         .iter()
         .filter(|s| matches!(s.outcome, super::Outcome::Stopped | super::Outcome::Paused))
         .count();
+    let healed = report
+        .sites
+        .iter()
+        .filter(|s| {
+            s.heal
+                .as_ref()
+                .is_some_and(|h| h.status == crate::heal::HealStatus::Healed)
+        })
+        .count();
+    let heal = match &report.heal {
+        HealMode::Off => ", healing off".to_owned(),
+        HealMode::NoSystemd => ", no systemd to heal".to_owned(),
+        HealMode::Checked => format!(", {healed} healed"),
+        HealMode::Failed(e) => format!(", HEALING FAILED: {e}"),
+    };
+    let memory = report.memory.map_or_else(String::new, |m| {
+        format!(
+            ", awake memory {} -> {} (budget {}{})",
+            human_size(m.awake_before),
+            human_size(m.awake_after),
+            human_size(m.budget),
+            if m.unreadable > 0 {
+                format!(", {} unreadable", m.unreadable)
+            } else {
+                String::new()
+            }
+        )
+    });
     out.push_str(&format!(
-        "{} sites, {} {}, {} errors{}{} in {}\n",
+        "{} sites, {} {}, {} errors{heal}{memory}{}{} in {}\n",
         report.sites.len(),
         acted,
         match report.action {
@@ -122,6 +174,11 @@ fn site_json(s: &SiteReport) -> Value {
         "reason": s.reason,
         "action": s.outcome.as_str(),
         "error": s.problem.as_ref().map(|p| p.message.clone()),
+        "heal": s.heal.as_ref().map(|h| json!({"status": h.status, "detail": h.detail})),
+        "memory_bytes": s.memory,
+        "memory_stop": s.memory_stop,
+        "wakes": s.activity.map(|a| a.wakes),
+        "last_wake_ms": s.activity.and_then(|a| a.last_wake_ms),
         "docker_unreachable": s.problem.as_ref().is_some_and(|p| p.unreachable),
         "log_frames_read": s.log.map(|l| l.frames),
         "log_bytes_read": s.log.map(|l| l.bytes),
@@ -139,6 +196,18 @@ pub fn render_json(report: &Report) -> Value {
         "interrupted": report.interrupted,
         "exit_code": report.exit_code(),
         "elapsed_secs": report.elapsed.as_secs_f64(),
+        "heal": match &report.heal {
+            HealMode::Off => json!({"mode": "off"}),
+            HealMode::NoSystemd => json!({"mode": "no-systemd"}),
+            HealMode::Checked => json!({"mode": "checked"}),
+            HealMode::Failed(e) => json!({"mode": "failed", "error": e}),
+        },
+        "memory": report.memory.map(|m| json!({
+            "budget_bytes": m.budget,
+            "awake_before_bytes": m.awake_before,
+            "awake_after_bytes": m.awake_after,
+            "unreadable": m.unreadable,
+        })),
         "sites": report.sites.iter().map(site_json).collect::<Vec<_>>(),
     })
 }
@@ -176,6 +245,9 @@ mod tests {
             interrupted: false,
             sites: vec![idle, bad],
             elapsed: Duration::from_millis(1500),
+            heal: HealMode::Checked,
+            memory: None,
+            finished_at: now,
         }
     }
 

@@ -493,3 +493,73 @@ pub fn run_renew(ns: &NsSystemd, args: &[&str]) -> Output {
         .output()
         .expect("run fleet-renew")
 }
+
+/// The drop-in with which [`drive_socket_into_limit`] makes every start of a
+/// waker service fail; remove it (and `daemon-reload`) to fix the cause.
+pub const FAILING_SERVICE_DROPIN: &str = "fleet-waker@.service.d/fail.conf";
+
+/// Drives `site`'s socket unit into systemd's limit: a drop-in makes the
+/// service fail before the waker even runs, and each connection triggers a
+/// start, until systemd gives up on the socket (`service-start-limit-hit`
+/// or `trigger-limit-hit`). Returns the socket unit's `Result` and
+/// `ActiveState`; panics if it never failed or failed for another reason.
+/// The failing drop-in is left in place.
+pub fn drive_socket_into_limit(ns: &NsSystemd, site: &TestSite) -> String {
+    let socket_unit = format!("fleet-waker@{}.socket", site.name());
+    ns.write_unit(
+        FAILING_SERVICE_DROPIN,
+        "[Service]\nExecStartPre=/bin/false\n",
+    );
+    ns.systemctl_ok(&["daemon-reload"]);
+    ns.systemctl_ok(&["start", &socket_unit]);
+    let failed = super::wait_until(Duration::from_secs(60), || {
+        let _ = super::wake::hello(&site.waker_socket());
+        let state = ns.systemctl(&["is-failed", &socket_unit]);
+        String::from_utf8_lossy(&state.stdout).trim() == "failed"
+    });
+    let show = ns.systemctl_ok(&["show", "-p", "Result", "-p", "ActiveState", &socket_unit]);
+    assert!(failed, "socket never failed: {show}");
+    assert!(
+        show.contains("limit-hit"),
+        "socket failed for another reason: {show}"
+    );
+    assert!(
+        super::wake::hello(&site.waker_socket()).is_err(),
+        "a failed socket must not answer"
+    );
+    show.replace('\n', " ")
+}
+
+/// Installs the repository's `fleet-reaper.service` and `fleet-reaper.timer`
+/// with the test's drop-ins (`service`: lines of a `[Service]` section, e.g.
+/// the sites directory; `timer`: a whole `[Timer]` section replacing the
+/// minute's schedule), then `daemon-reload`. The timer is not started.
+pub fn install_reaper(ns: &NsSystemd, service: &str, timer: &str) {
+    for unit in ["fleet-reaper.service", "fleet-reaper.timer"] {
+        ns.write_unit(unit, &unit_text(unit));
+    }
+    ns.write_unit(
+        "fleet-reaper.service.d/test.conf",
+        &format!("[Service]\n{service}"),
+    );
+    ns.write_unit("fleet-reaper.timer.d/test.conf", timer);
+    ns.systemctl_ok(&["daemon-reload"]);
+}
+
+/// Where [`RECORD_REAPER_RUNS`] appends one line per finished reaper run
+/// inside the namespace: `$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS`.
+pub const REAPER_RUNS: &str = "/run/fleet-reaper.runs";
+
+/// A `[Service]` line for [`install_reaper`] that records each run's result
+/// in [`REAPER_RUNS`], from an unsandboxed `ExecStopPost=` (`+`) so the
+/// service's own `ProtectSystem=strict` does not stop it.
+pub const RECORD_REAPER_RUNS: &str = "ExecStopPost=+/bin/sh -c 'echo \"$$SERVICE_RESULT $$EXIT_CODE $$EXIT_STATUS\" >> /run/fleet-reaper.runs'\n";
+
+/// The reaper runs recorded so far (see [`RECORD_REAPER_RUNS`]).
+pub fn reaper_runs(ns: &NsSystemd) -> Vec<String> {
+    std::fs::read_to_string(ns.path(Path::new(REAPER_RUNS)))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}

@@ -1,0 +1,460 @@
+//! The reaper's fleet duties (issue 15, items 4–6): self-healing of socket
+//! units under a real systemd, the host memory guard against real
+//! containers' cgroups, and the metrics file read by a real Prometheus
+//! text-format parser.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
+use serde_json::Value;
+
+use crate::reaper::{List, reaper, store_state};
+use crate::support::nsystemd::{
+    FAILING_SERVICE_DROPIN, RECORD_REAPER_RUNS, boot_for, drive_socket_into_limit, install_reaper,
+    reaper_runs,
+};
+use crate::support::{self, TestSite, note, require, wait_until};
+
+fn started_at(site: &TestSite) -> String {
+    support::docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.State.StartedAt}}",
+        site.container(),
+    ])
+    .trim()
+    .to_owned()
+}
+
+// ---------------------------------------------------------------------------
+// Self-healing
+// ---------------------------------------------------------------------------
+
+/// Inside the namespace: the plan (stdout) and log (stderr) of the reaper runs.
+const PLAN: &str = "/run/fleet-reaper.plan";
+const LOG: &str = "/run/fleet-reaper.log";
+
+#[test]
+fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_container() {
+    require!(Docker, Root, Systemd);
+    let site = TestSite::new();
+    let ns = boot_for(&site);
+    let name = site.name().to_owned();
+    let socket_unit = format!("fleet-waker@{name}.socket");
+    site.write_conf("1h");
+    // The container runs (warm traffic of nginx's direct mode could be
+    // reaching it): healing must leave it exactly as it is.
+    site.start();
+    let run_before = started_at(&site);
+
+    let show = drive_socket_into_limit(&ns, &site);
+    note(&format!("{socket_unit}: {show}"));
+    // The cause goes away, but nobody runs fleet-renew: the site stays dark.
+    ns.remove_unit(FAILING_SERVICE_DROPIN);
+    ns.systemctl_ok(&["daemon-reload"]);
+    assert!(
+        support::wake::hello(&site.waker_socket()).is_err(),
+        "still dark before the reaper runs"
+    );
+
+    // The shipped units, the timer made to fire once, right away.
+    install_reaper(
+        &ns,
+        &format!(
+            "Environment=FLEET_SITES_DIR=/run/fleet-sites\nStandardOutput=append:{PLAN}\n\
+             StandardError=append:{LOG}\n{RECORD_REAPER_RUNS}"
+        ),
+        "[Timer]\nOnCalendar=\nOnActiveSec=1ms\nAccuracySec=10ms\n",
+    );
+    ns.systemctl_ok(&["start", "fleet-reaper.timer"]);
+    let read = |p: &str| std::fs::read_to_string(ns.path(Path::new(p))).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(60), || !reaper_runs(&ns).is_empty()),
+        "the timer never ran the reaper; systemd:\n{}",
+        ns.log_text()
+    );
+    let plan = read(PLAN);
+    let log = read(LOG);
+    note(&format!("the timer's run:\n{plan}{log}"));
+    assert_eq!(
+        reaper_runs(&ns),
+        ["success exited 0"],
+        "plan:\n{plan}\nlog:\n{log}"
+    );
+    let line = plan
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .unwrap_or_else(|| panic!("no plan line for {name}:\n{plan}"));
+    assert!(line.contains(" healed "), "{line}");
+    assert!(line.contains("socket unit was failed"), "{line}");
+    assert!(plan.contains("1 healed"), "{plan}");
+
+    // Healed: active and listening, by that one run.
+    assert_eq!(
+        ns.systemctl_ok(&["is-active", &socket_unit]).trim(),
+        "active"
+    );
+    assert_eq!(site.state(), "running");
+    assert_eq!(started_at(&site), run_before, "the container was restarted");
+    // The next request succeeds, with no human in between.
+    let resp = support::wake::hello(&site.waker_socket()).expect("request after healing");
+    assert_eq!(resp.text(), site.hello_line());
+    assert_eq!(reaper_runs(&ns).len(), 1, "one run healed it");
+
+    // A healthy socket is left alone by the next pass (no systemctl step),
+    // and its sandbox keeps a reasonable exposure.
+    let out = ns
+        .command(support::bin("fleet-reaper"))
+        .args(["--sites-dir", "/run/fleet-sites", "--format", "json"])
+        .output()
+        .expect("run fleet-reaper");
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("plan is JSON");
+    assert_eq!(plan["sites"][0]["heal"]["status"], "ok", "{plan}");
+    assert_eq!(plan["heal"]["mode"], "checked", "{plan}");
+    let security = String::from_utf8_lossy(
+        &ns.run(
+            "systemd-analyze",
+            &["security", "--no-pager", "fleet-reaper.service"],
+        )
+        .stdout,
+    )
+    .into_owned();
+    let exposure: f64 = security
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for ").nth(1))
+        .and_then(|rest| rest.split(": ").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{security}"));
+    note(&format!(
+        "systemd-analyze security fleet-reaper.service: {exposure}"
+    ));
+    assert!(exposure <= 2.5, "exposure {exposure}:\n{security}");
+}
+
+// ---------------------------------------------------------------------------
+// The memory guard
+// ---------------------------------------------------------------------------
+
+/// `docker stats`' memory use of `container`, in bytes.
+fn docker_stats_bytes(container: &str) -> u64 {
+    let out = support::docker_ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.MemUsage}}",
+        container,
+    ]);
+    let used = out.split('/').next().unwrap_or_default().trim();
+    let split = used
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(used.len());
+    let (num, unit) = used.split_at(split);
+    let num: f64 = num.trim().parse().unwrap_or_else(|_| panic!("{out}"));
+    let scale = match unit {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        _ => panic!("unit in {out:?}"),
+    };
+    (num * scale) as u64
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn memory_of(plan: &Value, site: &TestSite) -> u64 {
+    let e = plan["sites"]
+        .as_array()
+        .expect("sites")
+        .iter()
+        .find(|e| e["site"] == site.name())
+        .unwrap_or_else(|| panic!("no entry for {}: {plan}", site.name()));
+    e["memory_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no memory for {}: {e}", site.name()))
+}
+
+#[test]
+fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
+    require!(Docker, PhpFpm);
+    let busy = TestSite::new();
+    let a = TestSite::new();
+    let b = TestSite::new();
+    let c = TestSite::new();
+    let all = [&busy, &a, &b, &c];
+    let list = List::new();
+    let run_dir = support::temp_dir("run");
+    for s in all {
+        // Far from idle by the timeout: only the memory guard may stop them.
+        list.add(s, "1h");
+        s.start();
+    }
+    let now = SystemTime::now();
+    let ago = |s: u64| Some(now - Duration::from_secs(s));
+    // The busy one is the least recently active of all (a connection open
+    // for an hour, through a waker that lives: this test process).
+    store_state(
+        list.state_file(&busy),
+        std::process::id(),
+        1,
+        ago(3600),
+        None,
+    );
+    store_state(
+        list.state_file(&a),
+        std::process::id(),
+        0,
+        ago(601),
+        ago(600),
+    );
+    store_state(
+        list.state_file(&b),
+        std::process::id(),
+        0,
+        ago(301),
+        ago(300),
+    );
+    store_state(
+        list.state_file(&c),
+        std::process::id(),
+        0,
+        ago(121),
+        ago(120),
+    );
+    // Quiet for --memory-min-idle since the containers started: the elapsed
+    // time is the very condition the guard checks.
+    std::thread::sleep(Duration::from_millis(1100));
+    let run_dir_arg = run_dir.path().to_string_lossy().into_owned();
+    let args = |budget: &str, dry: bool| {
+        let mut v = vec![
+            "--format".to_owned(),
+            "json".to_owned(),
+            "--run-dir".to_owned(),
+            run_dir_arg.clone(),
+            "--memory-min-idle".to_owned(),
+            "1s".to_owned(),
+            "--memory-budget".to_owned(),
+            budget.to_owned(),
+        ];
+        if dry {
+            v.push("--dry-run".to_owned());
+        }
+        v
+    };
+
+    // A dry run with a budget of one byte measures every awake container
+    // and would stop every idle-enough one, not the busy one.
+    let dry_args = args("1", true);
+    let dry = reaper(&list, &refs(&dry_args));
+    assert_eq!(dry.code, Some(0), "{}", dry.stderr);
+    let plan = dry.json();
+    let mem: Vec<u64> = all.iter().map(|s| memory_of(&plan, s)).collect();
+    let total = plan["memory"]["awake_before_bytes"]
+        .as_u64()
+        .expect("total");
+    assert_eq!(total, mem.iter().sum::<u64>(), "{plan}");
+    let mut compared = 0;
+    for (s, m) in all.iter().zip(&mem) {
+        // An idle php-fpm with its workers: a few MiB, never nothing, never
+        // the whole host.
+        assert!((1 << 20..64 << 20).contains(m), "php-fpm's memory: {m}");
+        // The cgroup figure is the one docker stats shows (same rule:
+        // usage minus inactive file cache), within what changes between two
+        // reads. Under load Docker's stats collector sometimes answers 0 for
+        // a container for many seconds (seen with engine 20.10); such a
+        // container is not compared.
+        let mut docker = 0;
+        wait_until(Duration::from_secs(10), || {
+            docker = docker_stats_bytes(s.container());
+            docker > 0
+        });
+        note(&format!(
+            "{}: fleet-reaper {m} B, docker stats {docker} B",
+            s.container()
+        ));
+        if docker == 0 {
+            continue;
+        }
+        compared += 1;
+        assert!(
+            m.abs_diff(docker) <= (docker / 4).max(2 << 20),
+            "{}: reaper {m} vs docker stats {docker}",
+            s.container()
+        );
+    }
+    note(&format!("{compared} of 4 compared with docker stats"));
+    assert_eq!(dry.entry(busy.name())["verdict"], "busy");
+    assert_eq!(dry.entry(busy.name())["action"], "none");
+    for s in [&a, &b, &c] {
+        let e = dry.entry(s.name());
+        assert_eq!(e["action"], "would-stop", "{e}");
+        assert_eq!(e["memory_stop"], true, "{e}");
+    }
+    assert!(
+        all.iter().all(|s| s.state() == "running"),
+        "a dry run stops nothing"
+    );
+
+    // A budget that needs a and half of b freed: a and b (least recently
+    // active first) are stopped, c is not, and never the busy one.
+    let budget = total - mem[1] - mem[2] / 2;
+    let real_args = args(&budget.to_string(), false);
+    let run = reaper(&list, &refs(&real_args));
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    for s in [&a, &b] {
+        let e = run.entry(s.name());
+        assert_eq!(
+            (e["action"].as_str(), e["memory_stop"].as_bool()),
+            (Some("stopped"), Some(true)),
+            "{e}"
+        );
+        let reason = e["reason"].as_str().unwrap_or_default();
+        assert!(reason.starts_with("memory guard:"), "{reason}");
+        assert!(reason.contains("least recently active"), "{reason}");
+        assert_eq!(s.state(), "exited", "{}", s.name());
+    }
+    for s in [&busy, &c] {
+        let e = run.entry(s.name());
+        assert_eq!(e["action"], "none", "{e}");
+        assert_eq!(s.state(), "running", "{}", s.name());
+    }
+    assert_eq!(run.entry(busy.name())["verdict"], "busy");
+    let m = &run.json()["memory"];
+    note(&format!("budget {budget} B; memory guard: {m}"));
+    let after = m["awake_after_bytes"].as_u64().expect("after");
+    assert!(after <= budget, "{m}");
+    assert!(
+        m["awake_before_bytes"].as_u64().expect("before") > budget,
+        "{m}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The metrics file
+// ---------------------------------------------------------------------------
+
+fn gauge(
+    m: &MetricsExposition<PrometheusType, PrometheusValue>,
+    family: &str,
+    labels: &[&str],
+) -> f64 {
+    let f = m
+        .families
+        .get(family)
+        .unwrap_or_else(|| panic!("no family {family}"));
+    let labels: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
+    let sample = f
+        .get_sample_by_label_values(&labels)
+        .unwrap_or_else(|| panic!("no sample {family}{labels:?}"));
+    match &sample.value {
+        PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => n.as_f64(),
+        PrometheusValue::Counter(c) => c.value.as_f64(),
+        other => panic!("{family}: {other:?}"),
+    }
+}
+
+#[test]
+fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
+    require!(Docker, PhpFpm);
+    let awake = TestSite::new();
+    let asleep = TestSite::new();
+    let list = List::new();
+    list.add(&awake, "1h");
+    list.add(&asleep, "1h");
+    awake.start();
+    let now = SystemTime::now();
+    fleet_core::state::store(
+        &list.state_file(&awake),
+        &fleet_core::state::Activity {
+            pid: Some(std::process::id()),
+            open: 0,
+            last_start: Some(now - Duration::from_secs(31)),
+            last_end: Some(now - Duration::from_secs(30)),
+            wakes: 3,
+            last_wake_ms: Some(1250),
+            ..Default::default()
+        },
+    )
+    .expect("state file");
+    let dir = support::temp_dir("metrics");
+    let path = dir.path().join("fleet.prom");
+    let path_arg = path.to_string_lossy().into_owned();
+    let pass = |extra: &[&str]| {
+        let mut args = vec!["--memory-budget", "64G", "--metrics-file", &path_arg];
+        args.extend_from_slice(extra);
+        reaper(&list, &args)
+    };
+    let run = pass(&[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let text = std::fs::read_to_string(&path).expect("metrics file");
+    note(&format!("metrics file:\n{text}"));
+    let m = openmetrics_parser::prometheus::parse_prometheus(&text)
+        .unwrap_or_else(|e| panic!("not Prometheus text format ({e:?}):\n{text}"));
+    assert_eq!(
+        m.families["fleet_site_state"].family_type,
+        PrometheusType::Gauge
+    );
+    assert_eq!(
+        m.families["fleet_site_wakes_total"].family_type,
+        PrometheusType::Counter
+    );
+    let (up, down) = (awake.name(), asleep.name());
+    assert_eq!(gauge(&m, "fleet_site_state", &[up, "awake"]), 1.0);
+    assert_eq!(gauge(&m, "fleet_site_state", &[up, "asleep"]), 0.0);
+    assert_eq!(gauge(&m, "fleet_site_state", &[down, "asleep"]), 1.0);
+    assert_eq!(gauge(&m, "fleet_site_state", &[down, "paused"]), 0.0);
+    assert_eq!(gauge(&m, "fleet_site_wakes_total", &[up]), 3.0);
+    assert_eq!(gauge(&m, "fleet_site_last_wake_seconds", &[up]), 1.25);
+    let since = gauge(&m, "fleet_site_seconds_since_activity", &[up]);
+    assert!((30.0..120.0).contains(&since), "{since}");
+    assert!(gauge(&m, "fleet_site_memory_bytes", &[up]) > f64::from(1u32 << 20));
+    assert_eq!(gauge(&m, "fleet_reaper_sites", &["awake"]), 1.0);
+    assert_eq!(gauge(&m, "fleet_reaper_sites", &["asleep"]), 1.0);
+    assert_eq!(gauge(&m, "fleet_reaper_site_errors", &[]), 0.0);
+    let took = gauge(&m, "fleet_reaper_pass_duration_seconds", &[]);
+    assert!(took > 0.0 && took < run.elapsed.as_secs_f64(), "{took}");
+    let when = gauge(&m, "fleet_reaper_last_pass_timestamp_seconds", &[]);
+    let unix = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs_f64()
+    };
+    assert!(
+        when >= unix(now) && when <= unix(SystemTime::now()),
+        "{when}"
+    );
+    // The parser is strict: a broken line is refused.
+    assert!(openmetrics_parser::prometheus::parse_prometheus("fleet_x{site=\"a} 1\n").is_err());
+
+    // The next pass replaces the file (a new inode: renamed over, never
+    // rewritten in place), readable by the collector, with no temp file left.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let inode = std::fs::metadata(&path).expect("meta").ino();
+    assert_eq!(pass(&[]).code, Some(0));
+    let meta = std::fs::metadata(&path).expect("meta");
+    assert_ne!(meta.ino(), inode, "replaced by rename");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+    let names: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .expect("readdir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(names, std::slice::from_ref(&path), "only the metrics file");
+
+    // A symlink at the path is refused and its target left alone.
+    let target = dir.path().join("precious");
+    std::fs::write(&target, "keep").expect("write");
+    std::fs::remove_file(&path).expect("rm");
+    std::os::unix::fs::symlink(&target, &path).expect("symlink");
+    let refused = pass(&[]);
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("fleet.prom") && refused.stderr.contains("symlink"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&target).expect("read"), "keep");
+}
