@@ -29,9 +29,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
 
-/// Slow safety-net poll while queued (events normally wake a waiter first).
+/// Slow safety-net poll while queued near the head (events normally wake a
+/// waiter first).
 const POLL: Duration = Duration::from_millis(250);
-/// How often a waiter checks that the tickets ahead of it are alive.
+/// How often a waiter far back in the queue looks at its place. Only the
+/// waiters within two rounds of the head (`ahead < 2 K`) wait on every
+/// release: with hundreds queued, waking all of them on each release would
+/// cost more CPU than the starts themselves.
+const POLL_FAR: Duration = Duration::from_secs(1);
+/// How often a waiter near the head checks that the tickets ahead of it are
+/// alive (a dead waiter's ticket reaches the head like any other).
 const SWEEP: Duration = Duration::from_secs(1);
 
 /// The default K: one start per CPU, at least 2. A container start is
@@ -274,16 +281,19 @@ impl Admission {
             return Ok(slot);
         }
         let ticket = Ticket::new(&queue_dir).map_err(self.io(&queue_dir))?;
-        let mut watch = SlotWatch::new(&slot_dir);
+        let mut watch = None;
         let t0 = Instant::now();
         let mut last_sweep = Instant::now();
         let mut last_ahead = usize::MAX;
+        let mut near = false;
+        let mut watching = false;
         loop {
-            let sweep = last_sweep.elapsed() >= SWEEP;
+            let sweep = near && last_sweep.elapsed() >= SWEEP;
             if sweep {
                 last_sweep = Instant::now();
             }
             let ahead = ticket.ahead(sweep).map_err(self.io(&queue_dir))?;
+            near = ahead < 2 * self.slots;
             if ahead != last_ahead {
                 progress.queued(ahead);
                 if last_ahead == usize::MAX
@@ -310,6 +320,16 @@ impl Admission {
             let waited = t0.elapsed();
             if waited >= self.max_wait {
                 return Err(AdmissionError::Waited { waited });
+            }
+            if !near {
+                tokio::time::sleep(POLL_FAR.min(self.max_wait - waited)).await;
+                continue;
+            }
+            if !watching {
+                watching = true;
+                watch = SlotWatch::new(&slot_dir);
+                // A release may have happened before the watch existed.
+                continue;
             }
             match &mut watch {
                 Some(w) => w.wait(POLL).await,

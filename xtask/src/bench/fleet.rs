@@ -27,8 +27,9 @@ use crate::proc::{Guard, free_port, run, wait_for};
 use xtask::demo::{FASTCGI_PARAMS, Mode, NGINX, site_snippet};
 use xtask::wakes::{peak_overlap, slot_window};
 
-/// How long an idle waker lives on here (the unit ships 5 min).
-const IDLE_EXIT: Duration = Duration::from_secs(15);
+/// How long an idle waker lives on here (the unit ships 5 min): longer than
+/// the sweep, so every waker is still there when its memory is measured.
+const IDLE_EXIT: Duration = Duration::from_secs(90);
 
 /// Everything made for the run; removed on drop (containers, mounts, dir).
 struct Fleet {
