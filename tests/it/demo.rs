@@ -48,6 +48,12 @@ fn demo_once_runs_every_step_and_leaves_nothing_behind() {
         "xtask demo --once failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
+    // The demo runs the shared package step first (it installs what is
+    // missing, as `cargo xtask test` does).
+    assert!(
+        stderr.starts_with("==> packages:") || stderr.contains("\n==> packages:"),
+        "the demo did not run the package step:\n{stderr}"
+    );
     let site = format!("demo-{pid}.fleet.test");
     let dir = format!("/tmp/fleet-demo-{pid}");
     for needle in [

@@ -76,7 +76,17 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        "demo" => xtask::demo::main(rest),
+        "demo" => {
+            // The same package step as `test`: on a fresh Debian machine, as
+            // root, the demo installs what it needs; as another user it
+            // names it. A usage error is the demo's own to report first.
+            if xtask::demo::parse_args(rest).is_ok()
+                && let Err(code) = ensure_packages()
+            {
+                return code;
+            }
+            xtask::demo::main(rest)
+        }
         "dist" => xtask::dist::main(rest),
         "install" => xtask::install::main(rest),
         "bench" if rest.first().map(String::as_str) == Some("waker") => {
