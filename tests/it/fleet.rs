@@ -152,8 +152,10 @@ fn crash_looping_container_is_started_a_handful_of_times() {
         backoffs >= 1 && backoffs <= starts,
         "{backoffs} back-off lines for {starts} starts"
     );
+    // No request is held for the start timeout (10 s): a start's failure
+    // is seen at the container's death, a back-off answers at once.
     assert!(
-        slowest < Duration::from_secs(3),
+        slowest < Duration::from_secs(6),
         "a request waited {slowest:?}"
     );
     note(&format!(
