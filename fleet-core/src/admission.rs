@@ -513,7 +513,14 @@ mod tests {
             })
             .await;
         assert_eq!(peak.get(), 2);
-        assert_eq!(*order.borrow(), vec![0, 1, 2, 3, 4, 5]);
+        // Arrival order: when two slots free up at once, the first two in
+        // line go together in either order; nobody is overtaken by more
+        // than K − 1 = 1 later arrival.
+        let order = order.borrow();
+        assert_eq!(order.len(), 6);
+        for (place, &who) in order.iter().enumerate() {
+            assert!(place.abs_diff(who) <= 1, "admitted in order {order:?}");
+        }
         assert!(empty_dir(&dir.path().join("wake-queue")));
         assert_eq!(adm.recorded(), vec![30, 30]);
     }

@@ -37,8 +37,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use tokio::io::unix::AsyncFd;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
@@ -958,7 +956,13 @@ async fn wake(shared: &Shared) -> Result<&'static str, WakeFailure> {
     let mut watch = {
         let kept = lock(&shared.dirwatch).take();
         match kept {
-            Some(w) if w.drain().is_ok() => Some(w),
+            Some(mut w) => {
+                if w.drain().is_ok() {
+                    Some(w)
+                } else {
+                    DirWatch::new(&cfg.upstream)
+                }
+            }
             _ => DirWatch::new(&cfg.upstream),
         }
     };
@@ -1099,44 +1103,30 @@ async fn wait_ready(shared: &Shared, watch: &mut Option<DirWatch>) -> Result<(),
     }
 }
 
-/// inotify on the upstream's directory, reporting events for its file name.
+/// inotify on the upstream's directory, reporting events for its file name
+/// (through the `inotify` crate's tokio stream: no unsafe of our own).
 struct DirWatch {
-    fd: AsyncFd<Ino>,
+    events: inotify::EventStream<[u8; 1024]>,
     name: std::ffi::OsString,
-}
-
-/// `Inotify` with the `AsRawFd` that `AsyncFd` wants.
-struct Ino(Inotify);
-
-impl std::os::fd::AsRawFd for Ino {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsFd;
-        self.0.as_fd().as_raw_fd()
-    }
 }
 
 impl DirWatch {
     fn new(upstream: &Path) -> Option<Self> {
+        use inotify::WatchMask;
         let dir = upstream.parent()?;
         let name = upstream.file_name()?.to_owned();
         let r = (|| -> io::Result<Self> {
-            let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-            ino.add_watch(
+            let ino = inotify::Inotify::init()?;
+            ino.watches().add(
                 dir,
-                AddWatchFlags::IN_CREATE
-                    | AddWatchFlags::IN_MOVED_TO
-                    | AddWatchFlags::IN_ATTRIB
-                    | AddWatchFlags::IN_DELETE_SELF
-                    | AddWatchFlags::IN_MOVE_SELF,
+                WatchMask::CREATE
+                    | WatchMask::MOVED_TO
+                    | WatchMask::ATTRIB
+                    | WatchMask::DELETE_SELF
+                    | WatchMask::MOVE_SELF,
             )?;
-            // SAFETY: `Ino` owns the inotify fd (an OwnedFd inside Inotify),
-            // which stays open until the AsyncFd and with it the Ino is
-            // dropped, and `as_raw_fd` always returns that same fd.
-            let fd = unsafe {
-                AsyncFd::register_with_interest(Ino(ino), tokio::io::Interest::READABLE)
-            }?;
             Ok(DirWatch {
-                fd,
+                events: ino.into_event_stream([0u8; 1024])?,
                 name: name.clone(),
             })
         })();
@@ -1151,47 +1141,45 @@ impl DirWatch {
 
     /// Discards queued events (from before this wake). An error (the
     /// directory's watch is gone) means: make a new one.
-    fn drain(&self) -> io::Result<()> {
+    fn drain(&mut self) -> io::Result<()> {
+        use futures_util::{FutureExt, StreamExt};
+        use inotify::EventMask;
         loop {
-            match self.fd.get_ref().0.read_events() {
-                Ok(events) => {
-                    if events.iter().any(|e| {
-                        e.mask
-                            .intersects(AddWatchFlags::IN_IGNORED | AddWatchFlags::IN_Q_OVERFLOW)
-                    }) {
+            match self.events.next().now_or_never() {
+                None => return Ok(()),
+                Some(None) => return Err(io::Error::other("inotify stream ended")),
+                Some(Some(Err(e))) => return Err(e),
+                Some(Some(Ok(e))) => {
+                    if e.mask
+                        .intersects(EventMask::IGNORED | EventMask::Q_OVERFLOW)
+                    {
                         return Err(io::Error::other("inotify watch gone"));
                     }
                 }
-                Err(nix::Error::EAGAIN) => return Ok(()),
-                Err(e) => return Err(e.into()),
             }
         }
     }
 
     /// Resolves on the next event about the socket (or the directory itself).
     async fn changed(&mut self) -> io::Result<()> {
+        use futures_util::StreamExt;
+        use inotify::EventMask;
         loop {
-            let mut guard = self.fd.readable().await?;
-            match guard.get_inner().0.read_events() {
-                Ok(events) => {
-                    if events
-                        .iter()
-                        .any(|e| e.mask.contains(AddWatchFlags::IN_IGNORED))
-                    {
+            match self.events.next().await {
+                None => return Err(io::Error::other("inotify stream ended")),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(e)) => {
+                    if e.mask.contains(EventMask::IGNORED) {
                         // The directory is gone: this watch is dead.
                         return Err(io::Error::other("inotify watch gone"));
                     }
-                    if events.iter().any(|e| {
-                        e.name.as_ref().is_none_or(|n| *n == self.name)
-                            || e.mask.intersects(
-                                AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF,
-                            )
-                    }) {
+                    if e.name.as_ref().is_none_or(|n| *n == self.name)
+                        || e.mask
+                            .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
+                    {
                         return Ok(());
                     }
                 }
-                Err(nix::Error::EAGAIN) => guard.clear_ready(),
-                Err(e) => return Err(e.into()),
             }
         }
     }
