@@ -582,7 +582,7 @@ fn bench_reaper() -> ExitCode {
     if let Err(code) = step(
         "build fleet-reaper",
         &cargo(),
-        &["build", "-p", "fleet-reaper"],
+        &["build", "--release", "-p", "fleet-reaper"],
         &[],
     ) {
         return code;
@@ -590,7 +590,8 @@ fn bench_reaper() -> ExitCode {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"));
-    match bench::reaper::run(&target.join("debug").join("fleet-reaper")) {
+    // Benchmarks time release builds, as shipped.
+    match bench::reaper::run(&target.join("release").join("fleet-reaper")) {
         Ok(report) => {
             println!("{report}");
             ExitCode::SUCCESS

@@ -223,7 +223,7 @@ fn bench(reaper: &Path) -> Result<String> {
         md,
         "{SITES} running light containers (`{image}`), each with {} MiB of log older than the \
          {TIMEOUT_SECS}s timeout, {RECENT} of them logging a line every second. Docker {}, \
-         json-file logs (daemon default max-size 10m), debug build. The reaper passes ran {} after \
+         json-file logs (daemon default max-size 10m), release build. The reaper passes ran {} after \
          the logs were written, the loop right after them.\n",
         OLD_LOG >> 20,
         docker(&[
