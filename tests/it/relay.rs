@@ -451,7 +451,7 @@ fn pooled_connection_cycle(what: &str, start: impl Fn(&Path) -> Server) {
 
     let mut times = Vec::new();
     let paused = SystemTime::now();
-    for i in 0..3 {
+    for i in 0..5 {
         w.site.pause();
         let t = Instant::now();
         get(&format!("request {i} while paused"));
@@ -464,13 +464,19 @@ fn pooled_connection_cycle(what: &str, start: impl Fn(&Path) -> Server) {
         Some(pooled),
         "{what}: the requests went over the pooled connection(s)"
     );
-    let worst = times.iter().max().copied().unwrap_or_default();
     note(&format!(
         "{what}: paused site answered on a pooled connection in {times:?}"
     ));
+    // Docker's own unpause is most of it (13–23 ms on a quiet host, over
+    // 100 ms when the two cores are busy with the rest of the suite): the
+    // typical request is within 100 ms, none waits anywhere near the front
+    // end's timeout (the bug was a hang until it).
+    let mut sorted = times.clone();
+    sorted.sort();
+    let (median, worst) = (sorted[sorted.len() / 2], sorted[sorted.len() - 1]);
     assert!(
-        worst < Duration::from_millis(100),
-        "{what}: a request on a pooled connection to a paused site took {worst:?}\n{}",
+        median < Duration::from_millis(100) && worst < Duration::from_secs(2),
+        "{what}: requests on a pooled connection to a paused site took {times:?}\n{}",
         w.waker.logs()
     );
 
