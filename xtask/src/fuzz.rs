@@ -8,6 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use xtask::Error;
+
 /// The targets in `fuzz/fuzz_targets/`.
 pub const TARGETS: &[&str] = &["conf", "site", "listen_env"];
 
@@ -34,7 +36,7 @@ pub struct FuzzArgs {
 
 /// Runs the target; its output goes through to stderr. Err on a crash
 /// (libFuzzer found an input; it is saved under `fuzz/artifacts/<target>/`).
-pub fn run(root: &Path, target: &str, seconds: u64) -> Result<Outcome, String> {
+pub fn run(root: &Path, target: &str, seconds: u64) -> Result<Outcome, Error> {
     let fuzz_dir = root.join("fuzz");
     let max = format!("-max_total_time={seconds}");
     eprintln!("==> cargo +nightly fuzz run {target} -O -- {max} -print_final_stats=1");
@@ -51,7 +53,12 @@ pub fn run(root: &Path, target: &str, seconds: u64) -> Result<Outcome, String> {
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run cargo +nightly fuzz: {e} (cargo install cargo-fuzz)"))?;
+        .map_err(|e| {
+            Error::unavailable(
+                "cargo +nightly fuzz",
+                format!("{e} (rustup toolchain install nightly; cargo install cargo-fuzz)"),
+            )
+        })?;
     let mut outcome = Outcome::default();
     if let Some(err) = child.stderr.take() {
         for line in BufReader::new(err).lines().map_while(Result::ok) {
@@ -63,10 +70,13 @@ pub fn run(root: &Path, target: &str, seconds: u64) -> Result<Outcome, String> {
             }
         }
     }
-    let status = child.wait().map_err(|e| e.to_string())?;
+    let status = child
+        .wait()
+        .map_err(|e| Error::failed(format!("target {target}"), e))?;
     if !status.success() {
-        return Err(format!(
-            "fuzz target {target} failed ({status}); see fuzz/artifacts/{target}/"
+        return Err(Error::failed(
+            format!("target {target}"),
+            format!("{status}; see fuzz/artifacts/{target}/"),
         ));
     }
     Ok(outcome)

@@ -192,8 +192,7 @@ fn run(command: Cmd) -> Result<(), Error> {
             }
         }
         Cmd::Fuzz(args) => {
-            let outcome = fuzz::run(&repo_root(), &args.target, args.seconds)
-                .map_err(|e| Error::failed(format!("target {}", args.target), e))?;
+            let outcome = fuzz::run(&repo_root(), &args.target, args.seconds)?;
             println!("fuzz {}: {}", args.target, outcome.done.unwrap_or_default());
             for s in outcome.stats {
                 println!("  {s}");
