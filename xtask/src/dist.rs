@@ -112,38 +112,19 @@ pub fn changelog_for(version: &str) -> String {
     )
 }
 
-/// `DEBIAN/control`; `shlibs` is dpkg-shlibdeps' `Depends` (may be empty). Pure.
+/// `DEBIAN/control`: `xtask/debian/control` with its `@…@` fields filled
+/// in; `shlibs` is dpkg-shlibdeps' `Depends` (may be empty). Pure.
 pub fn control(version: &str, arch: &str, installed_kib: u64, shlibs: &str) -> String {
     let shlibs = if shlibs.is_empty() {
         String::new()
     } else {
         format!("{shlibs}, ")
     };
-    format!(
-        "Package: {PACKAGE}
-Version: {version}
-Architecture: {arch}
-Maintainer: fleet maintainers <fleet@example.invalid>
-Installed-Size: {installed_kib}
-Depends: {shlibs}init-system-helpers (>= 1.54~), docker.io | docker-ce | moby-engine | docker-engine
-Recommends: nginx | nginx-light | nginx-core
-Section: admin
-Priority: optional
-Description: wake php-fpm containers on demand, put idle ones to sleep
- fleet runs many low-traffic PHP sites on one host, each in its own php-fpm
- Docker container, while only the sites that get traffic use memory.
- .
- fleet-waker is socket-activated by systemd (fleet-waker@<site>.socket),
- starts or unpauses the site's container through the Docker Engine API on
- the first request and proxies FastCGI to php-fpm. fleet-reaper, run by
- fleet-reaper.timer, stops containers idle longer than their timeout.
- fleet-renew brings a site's socket, service and container back to a clean
- state.
- .
- No site is enabled by installing the package: enable one with
- systemctl enable --now fleet-waker@example.com.socket
-"
-    )
+    include_str!("../debian/control")
+        .replace("@VERSION@", version)
+        .replace("@ARCH@", arch)
+        .replace("@INSTALLED_SIZE@", &installed_kib.to_string())
+        .replace("@SHLIBS@", &shlibs)
 }
 
 /// `DEBIAN/md5sums` of the staged tree `root` (every regular file outside
