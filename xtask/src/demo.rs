@@ -29,13 +29,16 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+
+use crate::Error;
+use crate::error::chain;
 
 /// The shipped proxy-mode example (a complete `server` block for example.com).
 pub const PROXY_CONF: &str = include_str!("../../contrib/nginx/fleet-proxy-mode.conf");
@@ -45,11 +48,6 @@ pub const DIRECT_CONF: &str = include_str!("../../contrib/nginx/fleet-direct-mod
 pub const NGINX: &str = "/usr/sbin/nginx";
 /// The `fastcgi_params` the snippets include.
 pub const FASTCGI_PARAMS: &str = "/etc/nginx/fastcgi_params";
-
-/// sysexits: usage error.
-const EX_USAGE: u8 = 64;
-/// sysexits: something needed is missing.
-const EX_UNAVAILABLE: u8 = 69;
 
 /// Which nginx layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,72 +351,26 @@ fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 // ---------------------------------------------------------------------------
 // The demo itself.
 
-/// Parsed command line of `cargo xtask demo`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `cargo xtask demo` arguments.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct DemoArgs {
-    /// nginx's port on 127.0.0.1.
+    /// nginx listens on 127.0.0.1:N.
+    #[arg(long, value_name = "N", default_value_t = 8080,
+          value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
-    /// Run steps 1–4 and exit instead of staying up until Ctrl-C.
+    /// Run the four steps and exit (non-interactive), instead of staying up
+    /// until Ctrl-C.
+    #[arg(long)]
     pub once: bool,
-    /// Use the binaries next to this one as they are (no `cargo build`).
+    /// Do not run `cargo build`; use the fleet binaries next to this xtask
+    /// binary.
+    #[arg(long)]
     pub no_build: bool,
 }
 
-/// Usage of `cargo xtask demo`.
-pub const USAGE: &str = "usage: cargo xtask demo [--port N] [--once] [--no-build]
-  --port N     nginx listens on 127.0.0.1:N (default 8080)
-  --once       run the four steps and exit (non-interactive), instead of staying up until Ctrl-C
-  --no-build   do not run `cargo build`; use the fleet binaries next to this xtask binary";
-
-/// Parse `demo`'s arguments. Pure.
-pub fn parse_args(args: &[String]) -> Result<DemoArgs, String> {
-    let mut out = DemoArgs {
-        port: 8080,
-        once: false,
-        no_build: false,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--once" => out.once = true,
-            "--no-build" => out.no_build = true,
-            "--port" => {
-                let v = it.next().ok_or("--port needs a value")?;
-                out.port = parse_port(v)?;
-            }
-            other => {
-                if let Some(v) = other.strip_prefix("--port=") {
-                    out.port = parse_port(v)?;
-                } else {
-                    return Err(format!("unknown argument {other:?}"));
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn parse_port(v: &str) -> Result<u16, String> {
-    match v.parse::<u16>() {
-        Ok(p) if p > 0 => Ok(p),
-        _ => Err(format!("--port {v:?}: not a port number (1–65535)")),
-    }
-}
-
-/// Why the demo stopped.
-#[derive(Debug, thiserror::Error)]
-enum DemoError {
-    #[error("missing: {}", .0.join("; "))]
-    Missing(Vec<String>),
-    #[error("{step}: {reason}")]
-    Step { step: String, reason: String },
-}
-
-fn fail(step: &str, reason: impl std::fmt::Display) -> DemoError {
-    DemoError::Step {
-        step: step.to_string(),
-        reason: reason.to_string(),
-    }
+/// A demo step failed.
+fn fail(step: &str, reason: impl std::fmt::Display) -> Error {
+    Error::failed(step, reason)
 }
 
 /// What the demo made, removed by [`Cleanup::run`] (idempotent).
@@ -481,28 +433,15 @@ pub const DIR_PREFIX: &str = "fleet-demo-";
 const DEMO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `cargo xtask demo …`.
-pub fn main(args: &[String]) -> ExitCode {
-    let args = match parse_args(args) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("xtask demo: {e}\n\n{USAGE}");
-            return ExitCode::from(EX_USAGE);
-        }
-    };
+pub fn main(args: &DemoArgs) -> Result<(), Error> {
     // SIGINT/SIGTERM: tokio's handlers (installed now, before anything is
     // made) wake one thread, which removes what the demo made and exits.
     // Handlers, not a blocked mask: a mask would be inherited by the waker
     // and nginx, which then could not be stopped with SIGTERM/SIGQUIT.
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("xtask demo: cannot start a runtime for signal handling: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+        .map_err(|e| fail("a runtime for signal handling", e))?;
     let signals = {
         let _guard = rt.enter();
         use tokio::signal::unix::{SignalKind, signal};
@@ -511,10 +450,7 @@ pub fn main(args: &[String]) -> ExitCode {
             signal(SignalKind::terminate()),
         ) {
             (Ok(int), Ok(term)) => (int, term),
-            (Err(e), _) | (_, Err(e)) => {
-                eprintln!("xtask demo: cannot handle SIGINT/SIGTERM: {e}");
-                return ExitCode::FAILURE;
-            }
+            (Err(e), _) | (_, Err(e)) => return Err(fail("handling SIGINT/SIGTERM", e)),
         }
     };
     let cleanup = Arc::new(Mutex::new(Cleanup::default()));
@@ -539,29 +475,13 @@ pub fn main(args: &[String]) -> ExitCode {
             std::process::exit(if was_serving { 0 } else { 130 });
         });
     }
-    let result = run(&args, &cleanup, &serving);
+    let result = run(args, &cleanup, &serving);
     if let Ok(mut c) = cleanup.lock() {
         c.run();
     }
-    match result {
-        Ok(()) => {
-            println!(
-                "demo finished: nothing of it is left (container, nginx, waker, sockets, /tmp dir)"
-            );
-            ExitCode::SUCCESS
-        }
-        Err(DemoError::Missing(missing)) => {
-            eprintln!("xtask demo: cannot run; missing:");
-            for m in missing {
-                eprintln!("  - {}", m.replace('\n', " "));
-            }
-            ExitCode::from(EX_UNAVAILABLE)
-        }
-        Err(e) => {
-            eprintln!("xtask demo: FAILED at {e}");
-            ExitCode::FAILURE
-        }
-    }
+    result?;
+    println!("demo finished: nothing of it is left (container, nginx, waker, sockets, /tmp dir)");
+    Ok(())
 }
 
 /// Everything the demo needs, each missing piece named with how to get it.
@@ -612,18 +532,6 @@ fn missing_prerequisites(port: u16) -> Vec<String> {
 pub fn repo_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
-/// An error and its sources, `: `-joined.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
@@ -696,7 +604,7 @@ fn ms(d: Duration) -> String {
 /// The demo site's page.
 const INDEX_PHP: &str = "<?php\nheader('Content-Type: text/plain');\necho 'hello from ', getenv('FLEET_SITE'), ' (php-fpm pid ', getmypid(), ', PHP ', PHP_VERSION, \")\\n\";\n";
 
-fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Result<(), DemoError> {
+fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Result<(), Error> {
     let register = |f: &dyn Fn(&mut Cleanup)| {
         if let Ok(mut c) = cleanup.lock() {
             f(&mut c);
@@ -704,7 +612,7 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
     };
     let missing = missing_prerequisites(args.port);
     if !missing.is_empty() {
-        return Err(DemoError::Missing(missing));
+        return Err(Error::Missing(missing));
     }
     remove_stale_demos();
     let pid = std::process::id();
@@ -1228,32 +1136,6 @@ fn http_get(port: u16, path: &str) -> Result<Response, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn args_parse() {
-        let a = |v: &[&str]| parse_args(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(
-            a(&[]).expect("defaults"),
-            DemoArgs {
-                port: 8080,
-                once: false,
-                no_build: false
-            }
-        );
-        assert_eq!(
-            a(&["--once", "--port", "9000", "--no-build"]).expect("all flags"),
-            DemoArgs {
-                port: 9000,
-                once: true,
-                no_build: true
-            }
-        );
-        assert_eq!(a(&["--port=81"]).expect("= form").port, 81);
-        assert!(a(&["--port"]).is_err());
-        assert!(a(&["--port", "0"]).is_err());
-        assert!(a(&["--port", "70000"]).is_err());
-        assert!(a(&["--bogus"]).is_err());
-    }
 
     #[test]
     fn proxy_snippet_is_the_shipped_location_made_concrete() {

@@ -1,12 +1,18 @@
 //! Debian packages the test suite needs, and how to tell if they are installed.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::Error;
 
 /// Packages `cargo xtask test` needs (installed when missing, as root with apt).
 /// (`init-system-helpers`: the package's maintainer scripts call
 /// `deb-systemd-invoke`; `procps`: the package test lists processes with `ps`.)
 /// apache2, lighttpd and libfcgi-bin are the other FastCGI front ends of the
-/// relay tests (`tests/it/relay.rs`).
+/// relay tests (`tests/it/relay.rs`). `cargo xtask dist` needs dpkg-dev
+/// (`dpkg-shlibdeps`) and binutils (`strip`); lintian checks the package
+/// (`tests/it/demo.rs`).
 pub const PACKAGES: &[&str] = &[
     "php8.2-fpm",
     "nginx-light",
@@ -18,6 +24,9 @@ pub const PACKAGES: &[&str] = &[
     "apache2",
     "lighttpd",
     "libfcgi-bin",
+    "dpkg-dev",
+    "binutils",
+    "lintian",
 ];
 
 /// True when `dpkg-query -W -f='${Status}'` output says the package is installed.
@@ -45,6 +54,64 @@ pub fn missing() -> Vec<&'static str> {
         .copied()
         .filter(|p| !is_installed(p))
         .collect()
+}
+
+/// The one package step of `cargo xtask test` and `cargo xtask demo`: as
+/// root with apt, install what [`PACKAGES`] lists and is missing; otherwise
+/// name what to install ([`Error::Unavailable`]).
+pub fn ensure_packages() -> Result<(), Error> {
+    let start = Instant::now();
+    let missing = missing();
+    if missing.is_empty() {
+        eprintln!(
+            "==> packages: {} installed ({:.1}s)",
+            PACKAGES.join(" "),
+            start.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    if !nix::unistd::geteuid().is_root() || !Path::new("/usr/bin/apt-get").exists() {
+        eprintln!("==> packages: missing {}", missing.join(" "));
+        return Err(Error::unavailable(
+            "packages",
+            format!(
+                "missing {}; install them with:\n    sudo apt-get install -y --no-install-recommends {}",
+                missing.join(" "),
+                missing.join(" ")
+            ),
+        ));
+    }
+    let apt = |args: &[&str]| -> Result<(), Error> {
+        eprintln!("==> apt-get {}", args.join(" "));
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status()
+            .map_err(|e| Error::unavailable("apt-get", e))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::failed(format!("apt-get {}", args.join(" ")), status))
+        }
+    };
+    apt(&["update"])?;
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    args.extend(missing.iter().copied());
+    apt(&args)?;
+    let still = self::missing();
+    if !still.is_empty() {
+        return Err(Error::unavailable(
+            "packages",
+            format!("still missing after apt-get install: {}", still.join(" ")),
+        ));
+    }
+    eprintln!(
+        "==> packages: installed {} in {:.1}s",
+        missing.join(" "),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,12 +1,9 @@
 //! `cargo xtask dist`: release binaries, systemd units, man pages, shell
 //! completions and a Debian package in `target/dist/`.
 //!
-//! ```text
-//! cargo xtask dist [--debug] [--no-build] [--out DIR] [--verify]
-//! ```
-//!
-//! * `--debug` packages the debug binaries (seconds instead of minutes of
-//!   release build; for checking the packaging itself, e.g. in CI).
+//! * `--debug` packages the debug binaries (stripped like release ones;
+//!   seconds instead of minutes of release build; for checking the
+//!   packaging itself, e.g. in CI).
 //! * `--no-build` uses the binaries as they are in `target/<profile>/`.
 //! * `--out DIR` writes there instead of `target/dist/`.
 //! * `--verify` (root): installs the .deb on this machine with `dpkg -i`,
@@ -15,27 +12,150 @@
 //!   those files are gone. Refuses when a package `fleet` is already
 //!   installed (it never replaces a real installation).
 //!
-//! Man pages and completions come from the binaries' own clap definitions
-//! (`fleet_waker::command()` …), so they say what `--help` says.
+//! The package is staged the way debhelper would (`<out>/debian/fleet/`)
+//! and made by Debian's own tools: `strip` (dh_strip's flags),
+//! `dpkg-shlibdeps` for the shared-library `Depends`, `dpkg-deb --build`.
+//! The maintainer scripts, changelog and copyright are plain files in
+//! `xtask/debian/`. Man pages and completions come from the binaries' own
+//! clap definitions (`fleet_waker::command()` …), so they say what `--help`
+//! says. README "Install" lists the lintian tags left and why.
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, Stdio};
 
 use clap_complete::Shell;
+use md5::{Digest as _, Md5};
+
+use crate::error::{Error, run, run_in};
 
 /// The binaries, in the order they are documented.
 pub const BINARIES: &[&str] = &["fleet-waker", "fleet-reaper", "fleet-renew"];
 /// Debian package name.
 pub const PACKAGE: &str = "fleet";
-/// Version of the workspace (xtask shares it).
+/// Version of the workspace (xtask shares it): the upstream part of the
+/// package's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// sysexits: usage error.
-const EX_USAGE: u8 = 64;
-/// sysexits: something needed is missing.
-const EX_UNAVAILABLE: u8 = 69;
+/// Maintainer scripts (`sh -n`-checked and tested under systemd by
+/// `tests/it/package.rs`).
+pub const POSTINST: &str = include_str!("../debian/postinst");
+/// See [`POSTINST`].
+pub const PRERM: &str = include_str!("../debian/prerm");
+/// See [`POSTINST`].
+pub const POSTRM: &str = include_str!("../debian/postrm");
+/// The Debian changelog; its top entry's version is the package's version.
+pub const CHANGELOG: &str = include_str!("../debian/changelog");
+/// `/usr/share/doc/fleet/copyright` (machine-readable format).
+pub const COPYRIGHT: &str = include_str!("../debian/copyright");
+
+/// The enablement links an admin's `systemctl enable` makes for fleet's
+/// units, as a shell glob list (the sites' sockets and the reaper's timer).
+/// The maintainer scripts start them on install, report them on remove and
+/// delete them on purge.
+pub const ENABLED_LINKS: &str = "/etc/systemd/system/*.wants/fleet-waker@*.socket /etc/systemd/system/*.wants/fleet-reaper.timer";
+
+/// `cargo xtask dist` arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct DistArgs {
+    /// Package the debug binaries (fast; for checking the packaging).
+    #[arg(long)]
+    pub debug: bool,
+    /// Do not run cargo build; use target/<profile>/ as it is.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Write into DIR instead of target/dist.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// As root: dpkg -i the .deb, check files, --version, man page; dpkg -r;
+    /// check removal.
+    #[arg(long)]
+    pub verify: bool,
+    /// The package's version instead of the changelog's (tests build a
+    /// second, newer package to upgrade to).
+    #[arg(skip)]
+    pub version: Option<String>,
+}
+
+/// gzip `data` at level 9 with no name and no time stamp in the header, as
+/// `gzip -9n` (Debian wants man pages and changelogs so; reproducible).
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::GzBuilder::new().write(Vec::new(), flate2::Compression::best());
+    // Writing into a Vec cannot fail.
+    let _ = gz.write_all(data);
+    gz.finish().unwrap_or_default()
+}
+
+/// The version of a Debian changelog's top entry (`fleet (0.1.0-1) …`). Pure.
+pub fn changelog_version(changelog: &str) -> Option<&str> {
+    let first = changelog.lines().next()?;
+    let rest = first
+        .strip_prefix(PACKAGE)?
+        .trim_start()
+        .strip_prefix('(')?;
+    rest.split_once(')').map(|(v, _)| v)
+}
+
+/// The changelog shipped for package version `version`: [`CHANGELOG`], with
+/// an entry for `version` on top when that is not its own (a test's upgrade
+/// package), signed like the top entry. Pure.
+pub fn changelog_for(version: &str) -> String {
+    if changelog_version(CHANGELOG) == Some(version) {
+        return CHANGELOG.to_string();
+    }
+    let trailer = CHANGELOG.lines().find(|l| l.starts_with(" -- ")).unwrap_or(
+        " -- fleet maintainers <fleet@example.invalid>  Mon, 30 Nov 2026 01:13:58 +0000",
+    );
+    format!(
+        "{PACKAGE} ({version}) unstable; urgency=medium\n\n  * Package built as version {version}.\n\n{trailer}\n\n{CHANGELOG}"
+    )
+}
+
+/// `DEBIAN/control`: `xtask/debian/control` with its `@…@` fields filled
+/// in; `shlibs` is dpkg-shlibdeps' `Depends` (may be empty). Pure.
+pub fn control(version: &str, arch: &str, installed_kib: u64, shlibs: &str) -> String {
+    let shlibs = if shlibs.is_empty() {
+        String::new()
+    } else {
+        format!("{shlibs}, ")
+    };
+    include_str!("../debian/control")
+        .replace("@VERSION@", version)
+        .replace("@ARCH@", arch)
+        .replace("@INSTALLED_SIZE@", &installed_kib.to_string())
+        .replace("@SHLIBS@", &shlibs)
+}
+
+/// `DEBIAN/md5sums` of the staged tree `root` (every regular file outside
+/// `DEBIAN/`, sorted, paths relative to `/`).
+fn md5sums(root: &Path) -> Result<String, Error> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), Error> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(Error::io("read directory", dir))?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            let meta = std::fs::symlink_metadata(&p).map_err(Error::io("stat", &p))?;
+            if meta.is_dir() {
+                if p != root.join("DEBIAN") {
+                    walk(root, &p, out)?;
+                }
+            } else if meta.is_file() {
+                let digest = Md5::digest(read(&p)?);
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                let rel = p.strip_prefix(root).unwrap_or(&p);
+                out.push(format!("{hex}  {}\n", rel.display()));
+            }
+        }
+        Ok(())
+    }
+    let mut lines = Vec::new();
+    walk(root, root, &mut lines)?;
+    Ok(lines.concat())
+}
 
 /// The clap commands of the binaries, as (binary name, command).
 pub fn commands() -> Vec<(&'static str, clap::Command)> {
@@ -47,10 +167,11 @@ pub fn commands() -> Vec<(&'static str, clap::Command)> {
 }
 
 /// A roff man page (section 1) for `cmd`.
-pub fn man_page(cmd: clap::Command) -> std::io::Result<Vec<u8>> {
+pub fn man_page(cmd: clap::Command) -> Vec<u8> {
     let mut out = Vec::new();
-    clap_mangen::Man::new(cmd).render(&mut out)?;
-    Ok(out)
+    // Rendering into a Vec cannot fail.
+    let _ = clap_mangen::Man::new(cmd).render(&mut out);
+    out
 }
 
 /// The shells we ship completions for, with the file name each expects
@@ -78,8 +199,10 @@ pub fn completion(shell: Shell, mut cmd: clap::Command, bin: &str) -> Vec<u8> {
 }
 
 /// The systemd unit files of the repository (`systemd/*.service|socket|timer`), sorted.
-pub fn unit_files(repo: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut units: Vec<PathBuf> = std::fs::read_dir(repo.join("systemd"))?
+pub fn unit_files(repo: &Path) -> Result<Vec<PathBuf>, Error> {
+    let dir = repo.join("systemd");
+    let mut units: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(Error::io("read directory", &dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.extension()
@@ -107,313 +230,9 @@ pub fn rewrite_exec(unit: &str, bindir: &str) -> String {
         + if unit.ends_with('\n') { "\n" } else { "" }
 }
 
-/// The highest `GLIBC_2.N[.M]` symbol version an ELF binary references,
-/// as (2, N, M). Pure: the version names are strings in `.dynstr`; only
-/// that section is scanned (a debug binary is ~100 MB).
-pub fn glibc_requirement(binary: &[u8]) -> Option<(u32, u32, u32)> {
-    glibc_versions_in(dynstr(binary)?)
-}
-
-/// `.dynstr` of a little-endian ELF64 file.
-fn dynstr(elf: &[u8]) -> Option<&[u8]> {
-    let u16_at = |o: usize| -> Option<usize> {
-        elf.get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
-    };
-    let u64_at = |o: usize| -> Option<usize> {
-        let b: [u8; 8] = elf.get(o..o + 8)?.try_into().ok()?;
-        usize::try_from(u64::from_le_bytes(b)).ok()
-    };
-    let u32_at = |o: usize| -> Option<usize> {
-        let b: [u8; 4] = elf.get(o..o + 4)?.try_into().ok()?;
-        Some(u32::from_le_bytes(b) as usize)
-    };
-    // ELF magic, ELFCLASS64, ELFDATA2LSB.
-    if elf.get(0..6)? != b"\x7fELF\x02\x01" {
-        return None;
-    }
-    let shoff = u64_at(0x28)?;
-    let shentsize = u16_at(0x3a)?;
-    let shnum = u16_at(0x3c)?;
-    let shstrndx = u16_at(0x3e)?;
-    let section = |i: usize| -> Option<(usize, usize, usize)> {
-        let h = shoff.checked_add(i.checked_mul(shentsize)?)?;
-        // (sh_name, sh_offset, sh_size)
-        Some((u32_at(h)?, u64_at(h + 0x18)?, u64_at(h + 0x20)?))
-    };
-    let (_, names_off, names_size) = section(shstrndx)?;
-    let names = elf.get(names_off..names_off.checked_add(names_size)?)?;
-    (0..shnum).find_map(|i| {
-        let (name, off, size) = section(i)?;
-        let rest = names.get(name..)?;
-        let end = rest.iter().position(|b| *b == 0)?;
-        (&rest[..end] == b".dynstr").then(|| elf.get(off..off.checked_add(size)?))?
-    })
-}
-
-/// The highest `GLIBC_x.y[.z]` among NUL-separated strings. Pure.
-pub fn glibc_versions_in(strings: &[u8]) -> Option<(u32, u32, u32)> {
-    strings
-        .split(|b| *b == 0)
-        .filter_map(|s| s.strip_prefix(b"GLIBC_"))
-        .filter_map(|v| {
-            let v = std::str::from_utf8(v).ok()?;
-            let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
-            let a = parts.next()??;
-            let b = parts.next()??;
-            let c = parts.next().unwrap_or(Some(0))?;
-            Some((a, b, c))
-        })
-        .max()
-}
-
-/// `DEBIAN/control`. Pure.
-pub fn control(
-    version: &str,
-    arch: &str,
-    installed_kib: u64,
-    glibc: Option<(u32, u32, u32)>,
-) -> String {
-    let libc = match glibc {
-        Some((a, b, 0)) => format!("libc6 (>= {a}.{b}), "),
-        Some((a, b, c)) => format!("libc6 (>= {a}.{b}.{c}), "),
-        None => String::new(),
-    };
-    format!(
-        "Package: {PACKAGE}
-Version: {version}
-Architecture: {arch}
-Maintainer: fleet maintainers <fleet@example.invalid>
-Installed-Size: {installed_kib}
-Depends: {libc}init-system-helpers, docker.io | docker-ce | moby-engine | docker-engine
-Recommends: nginx | nginx-light | nginx-core
-Section: admin
-Priority: optional
-Description: wake php-fpm containers on demand, put idle ones to sleep
- fleet runs many low-traffic PHP sites on one host, each in its own php-fpm
- Docker container, while only the sites that get traffic use memory.
- .
- fleet-waker is socket-activated by systemd (fleet-waker@<site>.socket),
- starts or unpauses the site's container through the Docker Engine API on
- the first request and proxies FastCGI to php-fpm. fleet-reaper, run by
- fleet-reaper.timer, stops containers idle longer than their timeout.
- fleet-renew brings a site's socket, service and container back to a clean
- state.
- .
- No site is enabled by installing the package: enable one with
- systemctl enable --now fleet-waker@example.com.socket
-"
-    )
-}
-
-/// The enablement links an admin's `systemctl enable` makes for fleet's
-/// units, as a shell glob list (the sites' sockets and the reaper's timer).
-/// The maintainer scripts start them on install, report them on remove and
-/// delete them on purge.
-pub const ENABLED_LINKS: &str = "/etc/systemd/system/*.wants/fleet-waker@*.socket /etc/systemd/system/*.wants/fleet-reaper.timer";
-
-/// `DEBIAN/postinst`. Enables nothing. Under systemd: reload the units; on
-/// an upgrade restart the running wakers (they still run the replaced
-/// binary); start the units the admin had enabled (a new install after a
-/// remove brings the sites and the timer back as they were).
-pub const POSTINST: &str = concat!(
-    r#"#!/bin/sh
-# fleet postinst (README: "Upgrade and remove"). Enables nothing: a site is
-# `systemctl enable --now fleet-waker@<site>.socket`, the reaper
-# `systemctl enable --now fleet-reaper.timer`.
-set -e
-case "$1" in
-configure|abort-upgrade|abort-deconfigure|abort-remove)
-    if [ -d /run/systemd/system ]; then
-        # /run/docker-apps: root:www-data 0750 now, not only after a reboot.
-        systemd-tmpfiles --create fleet.conf >/dev/null || true
-        systemctl --system daemon-reload >/dev/null || true
-        if [ -n "$2" ]; then
-            # An upgrade: running wakers still run the replaced binary. A
-            # restart stops each gracefully (it finishes the connections it
-            # holds) while systemd keeps the listening socket, whose backlog
-            # holds new connections for the new waker. Sockets stay as they are.
-            deb-systemd-invoke try-restart 'fleet-waker@*.service' || true
-        fi
-        # What the admin enabled runs again (a no-op when it runs already).
-        for link in "#,
-    "/etc/systemd/system/*.wants/fleet-waker@*.socket /etc/systemd/system/*.wants/fleet-reaper.timer",
-    r#"; do
-            if [ -L "$link" ]; then
-                deb-systemd-invoke start "${link##*/}" || true
-            fi
-        done
-    fi
-    ;;
-esac
-exit 0
-"#
-);
-
-/// `DEBIAN/prerm`: on removal, stop everything that runs fleet's binaries
-/// (nothing may keep running from a deleted file). On upgrade nothing stops.
-pub const PRERM: &str = r#"#!/bin/sh
-# fleet prerm: on removal stop the reaper's timer and service and every
-# site's socket and waker (a waker finishes the connections it holds), so
-# nothing runs from a deleted binary. On upgrade nothing is stopped: the
-# postinst restarts the wakers. What the admin enabled stays enabled.
-set -e
-if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
-    deb-systemd-invoke stop fleet-reaper.timer fleet-reaper.service \
-        'fleet-waker@*.socket' 'fleet-waker@*.service' || true
-fi
-exit 0
-"#;
-
-/// `DEBIAN/postrm`: on removal reload systemd and say which enabled units it
-/// leaves; on purge remove their enablement links and `/run/fleet`.
-pub const POSTRM: &str = concat!(
-    r#"#!/bin/sh
-# fleet postrm. remove: systemd forgets the units; the enablement links the
-# admin made stay (a new install starts those units again) and are listed.
-# purge: those links and the wakers' state directory /run/fleet go too; the
-# admin's own drop-ins stay and are listed.
-set -e
-links=""
-for link in "#,
-    "/etc/systemd/system/*.wants/fleet-waker@*.socket /etc/systemd/system/*.wants/fleet-reaper.timer",
-    r#"; do
-    if [ -L "$link" ]; then links="$links $link"; fi
-done
-case "$1" in
-remove)
-    if [ -n "$links" ]; then
-        echo "fleet: stopped; these units stay enabled and start again when fleet is installed again:"
-        for link in $links; do echo "fleet:   ${link##*/} ($link)"; done
-        echo "fleet: 'dpkg --purge fleet' removes these links"
-    fi
-    ;;
-purge)
-    for link in $links; do
-        rm -f -- "$link"
-        echo "fleet: removed $link"
-        rmdir -- "${link%/*}" 2>/dev/null || true
-    done
-    if [ -d /run/fleet ] && [ ! -L /run/fleet ]; then
-        rm -rf -- /run/fleet
-        echo "fleet: removed /run/fleet (the wakers' state files)"
-    fi
-    for dropin in /etc/systemd/system/fleet-*.d; do
-        if [ -d "$dropin" ]; then echo "fleet: left your drop-in directory $dropin"; fi
-    done
-    ;;
-esac
-if [ -d /run/systemd/system ]; then
-    case "$1" in
-    remove|purge)
-        systemctl --system daemon-reload >/dev/null || true
-        systemctl reset-failed 'fleet-waker@*' 'fleet-reaper.*' >/dev/null 2>&1 || true
-        ;;
-    esac
-fi
-exit 0
-"#
-);
-
-const COPYRIGHT: &str = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
-Upstream-Name: fleet
-License: MIT or Apache-2.0
-
-Files: *
-Copyright: the fleet authors
-License: MIT or Apache-2.0
- On Debian systems the Apache 2.0 license is in
- /usr/share/common-licenses/Apache-2.0.
-";
-
-/// Parsed `dist` arguments.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DistArgs {
-    /// Package debug binaries.
-    pub debug: bool,
-    /// Do not run `cargo build`.
-    pub no_build: bool,
-    /// Output directory (default `target/dist`).
-    pub out: Option<PathBuf>,
-    /// Install, check and remove the .deb on this machine.
-    pub verify: bool,
-    /// The package's version instead of the workspace's (tests build a
-    /// second, newer package to upgrade to).
-    pub version: Option<String>,
-}
-
-/// Usage of `cargo xtask dist`.
-pub const USAGE: &str = "usage: cargo xtask dist [--debug] [--no-build] [--out DIR] [--verify]
-  --debug      package the debug binaries (fast; for checking the packaging)
-  --no-build   do not run cargo build; use target/<profile>/ as it is
-  --out DIR    write into DIR instead of target/dist
-  --verify     as root: dpkg -i the .deb, check files, --version, man page; dpkg -r; check removal";
-
-/// Parse `dist`'s arguments. Pure.
-pub fn parse_args(args: &[String]) -> Result<DistArgs, String> {
-    let mut out = DistArgs::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--debug" => out.debug = true,
-            "--no-build" => out.no_build = true,
-            "--verify" => out.verify = true,
-            "--out" => out.out = Some(PathBuf::from(it.next().ok_or("--out needs a directory")?)),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(out)
-}
-
-/// Failure of a dist step, with what was being done.
-#[derive(Debug, thiserror::Error)]
-#[error("{what}: {why}")]
-pub struct DistError {
-    what: String,
-    why: String,
-    unavailable: bool,
-}
-
-fn err(what: impl Into<String>, why: impl std::fmt::Display) -> DistError {
-    DistError {
-        what: what.into(),
-        why: why.to_string(),
-        unavailable: false,
-    }
-}
-
-fn unavailable(what: impl Into<String>, why: impl std::fmt::Display) -> DistError {
-    DistError {
-        what: what.into(),
-        why: why.to_string(),
-        unavailable: true,
-    }
-}
-
-/// Run a program (argv), fail with its stderr.
-pub(crate) fn run(program: &str, args: &[&str]) -> Result<String, DistError> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| unavailable(format!("{program} {}", args.join(" ")), e))?;
-    if !out.status.success() {
-        return Err(err(
-            format!("{program} {}", args.join(" ")),
-            format!(
-                "{}: {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim(),
-                String::from_utf8_lossy(&out.stdout).trim()
-            ),
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Build the binaries (`cargo build [--release] -p …`) unless `no_build`,
 /// and return the directory they are in.
-pub(crate) fn build_binaries(debug: bool, no_build: bool) -> Result<PathBuf, DistError> {
+pub(crate) fn build_binaries(debug: bool, no_build: bool) -> Result<PathBuf, Error> {
     let root = crate::demo::repo_root();
     let profile = if debug { "debug" } else { "release" };
     if !no_build {
@@ -426,23 +245,21 @@ pub(crate) fn build_binaries(debug: bool, no_build: bool) -> Result<PathBuf, Dis
             args.extend(["-p", b]);
         }
         eprintln!("==> {cargo} {}", args.join(" "));
+        // Inherits stdout/stderr: cargo's progress is the user's to see.
         let status = Command::new(&cargo)
             .args(&args)
             .current_dir(&root)
             .stdin(Stdio::null())
             .status()
-            .map_err(|e| unavailable("cargo build", e))?;
+            .map_err(|e| Error::unavailable("cargo build", e))?;
         if !status.success() {
-            return Err(err("cargo build", status));
+            return Err(Error::failed("cargo build", status));
         }
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let dir = target.join(profile);
+    let dir = target_dir().join(profile);
     for b in BINARIES {
         if !dir.join(b).is_file() {
-            return Err(err(
+            return Err(Error::failed(
                 "binaries",
                 format!("{} missing", dir.join(b).display()),
             ));
@@ -451,45 +268,31 @@ pub(crate) fn build_binaries(debug: bool, no_build: bool) -> Result<PathBuf, Dis
     Ok(dir)
 }
 
-fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), DistError> {
+/// Cargo's target directory (`CARGO_TARGET_DIR` or `<repo>/target`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::demo::repo_root().join("target"))
+}
+
+fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
     if let Some(parent) = path.parent() {
         mkdir(parent)?;
     }
-    std::fs::write(path, data).map_err(|e| err(format!("write {}", path.display()), e))?;
+    std::fs::write(path, data).map_err(Error::io("write", path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| err(format!("chmod {}", path.display()), e))
+        .map_err(Error::io("chmod", path))
 }
 
-fn mkdir(path: &Path) -> Result<(), DistError> {
-    std::fs::create_dir_all(path).map_err(|e| err(format!("mkdir {}", path.display()), e))?;
+fn mkdir(path: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(path).map_err(Error::io("mkdir", path))?;
     // Every directory of a staged tree is 0755 whatever the umask.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| err(format!("chmod {}", path.display()), e))
+        .map_err(Error::io("chmod", path))
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, DistError> {
-    std::fs::read(path).map_err(|e| err(format!("read {}", path.display()), e))
-}
-
-fn gzip(data: &[u8]) -> Result<Vec<u8>, DistError> {
-    let mut child = Command::new("gzip")
-        .args(["-9", "-n", "-c"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| unavailable("gzip", e))?;
-    let mut stdin = child.stdin.take().ok_or_else(|| err("gzip", "no stdin"))?;
-    let input = data.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().map_err(|e| err("gzip", e))?;
-    writer
-        .join()
-        .map_err(|_| err("gzip", "writer thread panicked"))?
-        .map_err(|e| err("gzip", e))?;
-    if !out.status.success() {
-        return Err(err("gzip", out.status));
-    }
-    Ok(out.stdout)
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(Error::io("read", path))
 }
 
 /// Where to put things under a prefix (`/usr` for the .deb).
@@ -540,10 +343,10 @@ pub fn install_tree(
     dest: &Path,
     paths: &Paths,
     gz: bool,
-) -> Result<Vec<PathBuf>, DistError> {
+) -> Result<Vec<PathBuf>, Error> {
     let repo = crate::demo::repo_root();
     let mut files = Vec::new();
-    let mut put = |path: PathBuf, data: &[u8], mode: u32| -> Result<(), DistError> {
+    let mut put = |path: PathBuf, data: &[u8], mode: u32| -> Result<(), Error> {
         write(&under(dest, &path), data, mode)?;
         files.push(path);
         Ok(())
@@ -552,11 +355,9 @@ pub fn install_tree(
         put(paths.bin.join(b), &read(&bin_dir.join(b))?, 0o755)?;
     }
     let bindir = paths.bin.display().to_string();
-    for unit in unit_files(&repo).map_err(|e| err("systemd/", e))? {
+    for unit in unit_files(&repo)? {
         let text = String::from_utf8_lossy(&read(&unit)?).into_owned();
-        let name = unit
-            .file_name()
-            .ok_or_else(|| err("unit", "no file name"))?;
+        let name = unit.file_name().unwrap_or_default();
         put(
             paths.units.join(name),
             rewrite_exec(&text, &bindir).as_bytes(),
@@ -569,9 +370,9 @@ pub fn install_tree(
         0o644,
     )?;
     for (bin, cmd) in commands() {
-        let page = man_page(cmd.clone()).map_err(|e| err(format!("man page of {bin}"), e))?;
+        let page = man_page(cmd.clone());
         if gz {
-            put(paths.man1.join(format!("{bin}.1.gz")), &gzip(&page)?, 0o644)?;
+            put(paths.man1.join(format!("{bin}.1.gz")), &gzip(&page), 0o644)?;
         } else {
             put(paths.man1.join(format!("{bin}.1")), &page, 0o644)?;
         }
@@ -612,17 +413,15 @@ pub struct Dist {
 }
 
 /// Produce everything into `out`.
-pub fn dist(args: &DistArgs) -> Result<Dist, DistError> {
+pub fn dist(args: &DistArgs) -> Result<Dist, Error> {
     let bin_dir = build_binaries(args.debug, args.no_build)?;
     let repo = crate::demo::repo_root();
-    let out = args.out.clone().unwrap_or_else(|| {
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo.join("target"))
-            .join("dist")
-    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| target_dir().join("dist"));
     if out.exists() {
-        std::fs::remove_dir_all(&out).map_err(|e| err(format!("clean {}", out.display()), e))?;
+        std::fs::remove_dir_all(&out).map_err(Error::io("clean", &out))?;
     }
     mkdir(&out)?;
 
@@ -630,15 +429,16 @@ pub fn dist(args: &DistArgs) -> Result<Dist, DistError> {
     for b in BINARIES {
         write(&out.join("bin").join(b), &read(&bin_dir.join(b))?, 0o755)?;
     }
-    for unit in unit_files(&repo).map_err(|e| err("systemd/", e))? {
-        let name = unit
-            .file_name()
-            .ok_or_else(|| err("unit", "no file name"))?;
+    for unit in unit_files(&repo)? {
+        let name = unit.file_name().unwrap_or_default();
         write(&out.join("systemd").join(name), &read(&unit)?, 0o644)?;
     }
     for (bin, cmd) in commands() {
-        let page = man_page(cmd.clone()).map_err(|e| err(format!("man page of {bin}"), e))?;
-        write(&out.join("man").join(format!("{bin}.1")), &page, 0o644)?;
+        write(
+            &out.join("man").join(format!("{bin}.1")),
+            &man_page(cmd.clone()),
+            0o644,
+        )?;
         for (shell, _) in SHELLS {
             write(
                 &out.join("completions")
@@ -650,13 +450,40 @@ pub fn dist(args: &DistArgs) -> Result<Dist, DistError> {
         }
     }
 
-    // The Debian package from a staged tree.
+    // The Debian package, staged where debhelper would stage it
+    // (dpkg-shlibdeps reads `debian/control` next to the staged tree).
     let arch = run("dpkg", &["--print-architecture"])?.trim().to_string();
-    let version = args.version.as_deref().unwrap_or(VERSION);
-    let stage = out.join(format!("{PACKAGE}_{version}_{arch}"));
-    mkdir(&stage)?;
+    let version = match &args.version {
+        Some(v) => v.clone(),
+        None => changelog_version(CHANGELOG)
+            .ok_or_else(|| Error::failed("xtask/debian/changelog", "no version on its first line"))?
+            .to_string(),
+    };
+    write(
+        &out.join("debian/control"),
+        format!("Source: {PACKAGE}\n\nPackage: {PACKAGE}\nArchitecture: any\n").as_bytes(),
+        0o644,
+    )?;
+    let stage = out.join("debian").join(PACKAGE);
     let paths = Paths::for_prefix(Path::new("/usr"));
     install_tree(&bin_dir, &stage, &paths, true)?;
+    let staged_bins: Vec<String> = BINARIES
+        .iter()
+        .map(|b| under(&stage, &paths.bin.join(b)).display().to_string())
+        .collect();
+    for bin in &staged_bins {
+        // dh_strip's flags: debug symbols and notes out, the dynamic symbol
+        // table (which the loader needs) in.
+        run(
+            "strip",
+            &[
+                "--strip-unneeded",
+                "--remove-section=.comment",
+                "--remove-section=.note",
+                bin,
+            ],
+        )?;
+    }
     let doc = stage.join("usr/share/doc").join(PACKAGE);
     write(
         &doc.join("README.md"),
@@ -664,64 +491,69 @@ pub fn dist(args: &DistArgs) -> Result<Dist, DistError> {
         0o644,
     )?;
     write(&doc.join("copyright"), COPYRIGHT.as_bytes(), 0o644)?;
+    write(
+        &doc.join("changelog.Debian.gz"),
+        &gzip(changelog_for(&version).as_bytes()),
+        0o644,
+    )?;
     let nginx = repo.join("contrib/nginx");
-    for entry in
-        std::fs::read_dir(&nginx).map_err(|e| err(format!("read {}", nginx.display()), e))?
-    {
-        let path = entry.map_err(|e| err("contrib/nginx", e))?.path();
+    for entry in std::fs::read_dir(&nginx).map_err(Error::io("read directory", &nginx))? {
+        let path = entry.map_err(Error::io("read directory", &nginx))?.path();
         if let Some(name) = path.file_name() {
             write(&doc.join("nginx").join(name), &read(&path)?, 0o644)?;
         }
     }
-    let glibc = BINARIES
-        .iter()
-        .filter_map(|b| {
-            std::fs::read(bin_dir.join(b))
-                .ok()
-                .and_then(|d| glibc_requirement(&d))
-        })
-        .max();
+    // `shlibs:Depends=libc6 (>= 2.34), …` from the binaries' NEEDED
+    // libraries and symbol versions.
+    let mut shlibs_args = vec!["-O"];
+    shlibs_args.extend(
+        staged_bins
+            .iter()
+            .map(|b| b.strip_prefix(&format!("{}/", out.display())).unwrap_or(b)),
+    );
+    let substvars = run_in(Some(&out), "dpkg-shlibdeps", &shlibs_args)?;
+    let shlibs = substvars
+        .lines()
+        .find_map(|l| l.strip_prefix("shlibs:Depends="))
+        .unwrap_or("")
+        .trim();
     let debian = stage.join("DEBIAN");
     let size = dir_size_kib(&stage);
     write(
         &debian.join("control"),
-        control(version, &arch, size, glibc).as_bytes(),
+        control(&version, &arch, size, shlibs).as_bytes(),
         0o644,
     )?;
+    write(&debian.join("md5sums"), md5sums(&stage)?.as_bytes(), 0o644)?;
     write(&debian.join("postinst"), POSTINST.as_bytes(), 0o755)?;
     write(&debian.join("prerm"), PRERM.as_bytes(), 0o755)?;
     write(&debian.join("postrm"), POSTRM.as_bytes(), 0o755)?;
     let deb = out.join(format!("{PACKAGE}_{version}_{arch}.deb"));
     let stage_s = stage.display().to_string();
     let deb_s = deb.display().to_string();
-    // A debug build is ~150 MB: xz would take a minute; store it instead.
-    let compression = if args.debug { "-Znone" } else { "-Zxz" };
     run(
         "dpkg-deb",
-        &[
-            "--build",
-            "--root-owner-group",
-            compression,
-            &stage_s,
-            &deb_s,
-        ],
+        &["--build", "--root-owner-group", "-Zxz", &stage_s, &deb_s],
     )?;
     Ok(Dist { out, deb })
 }
 
 /// `dpkg -i` the package, check it, `dpkg -r` it, check it is gone.
-pub fn verify(deb: &Path) -> Result<(), DistError> {
+pub fn verify(deb: &Path) -> Result<(), Error> {
     if !nix::unistd::geteuid().is_root() {
-        return Err(unavailable("--verify", "needs root (dpkg -i / dpkg -r)"));
+        return Err(Error::unavailable(
+            "--verify",
+            "needs root (dpkg -i / dpkg -r)",
+        ));
     }
     let status = Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", PACKAGE])
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| unavailable("dpkg-query", e))?;
+        .map_err(|e| Error::unavailable("dpkg-query", e))?;
     let status_text = String::from_utf8_lossy(&status.stdout).into_owned();
     if status.status.success() && status_text.contains(" installed") {
-        return Err(unavailable(
+        return Err(Error::unavailable(
             "--verify",
             format!("a package {PACKAGE} is already installed ({status_text}); not touching it"),
         ));
@@ -745,7 +577,7 @@ pub fn verify(deb: &Path) -> Result<(), DistError> {
         .map(|p| p.display().to_string())
         .collect();
     if !left.is_empty() {
-        return Err(err(
+        return Err(Error::failed(
             "dpkg -r",
             format!("files left behind: {}", left.join(", ")),
         ));
@@ -756,11 +588,17 @@ pub fn verify(deb: &Path) -> Result<(), DistError> {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     if state.contains(" installed") {
-        return Err(err("dpkg -r", format!("still installed: {state}")));
+        return Err(Error::failed(
+            "dpkg -r",
+            format!("still installed: {state}"),
+        ));
     }
     let doc = Path::new("/usr/share/doc").join(PACKAGE);
     if doc.exists() {
-        return Err(err("dpkg -r", format!("{} left behind", doc.display())));
+        return Err(Error::failed(
+            "dpkg -r",
+            format!("{} left behind", doc.display()),
+        ));
     }
     eprintln!(
         "==> dpkg -r: removed cleanly; none of the {} files it had installed is left",
@@ -774,7 +612,7 @@ pub fn verify(deb: &Path) -> Result<(), DistError> {
 }
 
 /// Check the installed package; return the files (not directories) it owns.
-fn check_installed() -> Result<Vec<PathBuf>, DistError> {
+fn check_installed() -> Result<Vec<PathBuf>, Error> {
     let listing = run("dpkg", &["-L", PACKAGE])?;
     let files: Vec<PathBuf> = listing
         .lines()
@@ -800,7 +638,7 @@ fn check_installed() -> Result<Vec<PathBuf>, DistError> {
     ));
     for p in &expected {
         if !files.contains(p) || !p.is_file() {
-            return Err(err(
+            return Err(Error::failed(
                 "dpkg -L fleet",
                 format!("{} not installed", p.display()),
             ));
@@ -812,7 +650,10 @@ fn check_installed() -> Result<Vec<PathBuf>, DistError> {
     }
     let version = run("/usr/bin/fleet-waker", &["--version"])?;
     if version.trim() != format!("fleet-waker {VERSION}") {
-        return Err(err("fleet-waker --version", format!("printed {version:?}")));
+        return Err(Error::failed(
+            "fleet-waker --version",
+            format!("printed {version:?}"),
+        ));
     }
     eprintln!("==> /usr/bin/fleet-waker --version: {}", version.trim());
     let man = Command::new("man")
@@ -821,10 +662,10 @@ fn check_installed() -> Result<Vec<PathBuf>, DistError> {
         .env("MANWIDTH", "80")
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| unavailable("man (apt-get install man-db)", e))?;
+        .map_err(|e| Error::unavailable("man (apt-get install man-db)", e))?;
     let page = String::from_utf8_lossy(&man.stdout);
     if !man.status.success() || !page.contains("fleet-reaper") || !page.contains("--action") {
-        return Err(err(
+        return Err(Error::failed(
             "man fleet-reaper",
             format!(
                 "{}: {}{page}",
@@ -844,31 +685,16 @@ fn check_installed() -> Result<Vec<PathBuf>, DistError> {
 }
 
 /// `cargo xtask dist …`.
-pub fn main(args: &[String]) -> ExitCode {
-    let args = match parse_args(args) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("xtask dist: {e}\n\n{USAGE}");
-            return ExitCode::from(EX_USAGE);
-        }
-    };
-    let result = dist(&args).and_then(|d| {
-        eprintln!("==> dist: {}", d.out.display());
-        let mut listing = Vec::new();
-        list(&d.out, &d.out, &mut listing);
-        for l in &listing {
-            eprintln!("    {l}");
-        }
-        eprintln!("==> package: {}", d.deb.display());
-        if args.verify { verify(&d.deb) } else { Ok(()) }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("xtask dist: {e}");
-            ExitCode::from(if e.unavailable { EX_UNAVAILABLE } else { 1 })
-        }
+pub fn main(args: &DistArgs) -> Result<(), Error> {
+    let d = dist(args)?;
+    eprintln!("==> dist: {}", d.out.display());
+    let mut listing = Vec::new();
+    list(&d.out, &d.out, &mut listing);
+    for l in &listing {
+        eprintln!("    {l}");
     }
+    eprintln!("==> package: {}", d.deb.display());
+    if args.verify { verify(&d.deb) } else { Ok(()) }
 }
 
 fn list(root: &Path, dir: &Path, out: &mut Vec<String>) {
@@ -880,7 +706,7 @@ fn list(root: &Path, dir: &Path, out: &mut Vec<String>) {
     for p in entries {
         if p.is_dir() {
             // The staged tree is listed by `dpkg -c`; skip it here.
-            if !p.join("DEBIAN").is_dir() {
+            if p != root.join("debian") {
                 list(root, &p, out);
             }
         } else if let Ok(rel) = p.strip_prefix(root) {
@@ -908,26 +734,45 @@ mod tests {
     }
 
     #[test]
-    fn glibc_requirement_is_the_highest_version() {
-        let strings = b"\0GLIBC_2.2.5\0GLIBC_2.34\0xGLIBC_2.99\0GLIBC_PRIVATE\0GLIBC_2.3.4\0";
-        assert_eq!(glibc_versions_in(strings), Some((2, 34, 0)));
-        assert_eq!(glibc_versions_in(b"GLIBC_2.2.5"), Some((2, 2, 5)));
-        assert_eq!(glibc_versions_in(b"no libc here"), None);
-        // A real ELF binary: this test's own executable links glibc.
-        let exe = std::fs::read(std::env::current_exe().expect("current_exe")).expect("read exe");
-        let v = glibc_requirement(&exe).expect("a glibc version in .dynstr");
-        assert_eq!(v.0, 2);
-        assert!(v.1 >= 2, "{v:?}");
-        assert_eq!(glibc_requirement(b"not an ELF file"), None);
+    fn gzip_is_gzip_without_name_or_time() {
+        use std::io::Read as _;
+        let data = b"fleet changelog\n".repeat(100);
+        let gz = gzip(&data);
+        // Magic, deflate, no flags (no name), mtime 0.
+        assert_eq!(&gz[..8], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0]);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut back)
+            .expect("gunzip");
+        assert_eq!(back, data);
+        assert!(gz.len() < data.len() / 10);
+    }
+
+    #[test]
+    fn changelog_matches_the_workspace_version() {
+        // Bumping the workspace version needs a changelog entry for it.
+        let v = changelog_version(CHANGELOG).expect("a version on the first line");
+        assert_eq!(v.split_once('-').map(|(u, _)| u), Some(VERSION), "{v}");
+        assert_eq!(changelog_for(v), CHANGELOG);
+        let up = changelog_for("0.1.0+upgrade1");
+        assert_eq!(changelog_version(&up), Some("0.1.0+upgrade1"));
+        assert!(up.ends_with(CHANGELOG));
+        assert_eq!(up.matches("\n -- fleet maintainers").count(), 2, "{up}");
+        assert_eq!(changelog_version("nope (1.0) x"), None);
     }
 
     #[test]
     fn control_file_fields() {
-        let c = control("1.2.3", "amd64", 4242, Some((2, 34, 0)));
-        assert!(c.starts_with("Package: fleet\nVersion: 1.2.3\nArchitecture: amd64\n"));
+        let c = control(
+            "1.2.3-1",
+            "amd64",
+            4242,
+            "libc6 (>= 2.34), libgcc-s1 (>= 4.2)",
+        );
+        assert!(c.starts_with("Package: fleet\nVersion: 1.2.3-1\nArchitecture: amd64\n"));
         assert!(c.contains("\nInstalled-Size: 4242\n"));
         assert!(c.contains(
-            "\nDepends: libc6 (>= 2.34), init-system-helpers, docker.io | docker-ce | moby-engine | docker-engine\n"
+            "\nDepends: libc6 (>= 2.34), libgcc-s1 (>= 4.2), init-system-helpers (>= 1.54~), docker.io | docker-ce | moby-engine | docker-engine\n"
         ));
         assert!(c.contains("\nRecommends: nginx"));
         // Continuation lines of the description start with a space; an
@@ -941,7 +786,23 @@ mod tests {
         assert!(desc.iter().all(|l| l.starts_with(' ') && l.trim() != ""));
         assert!(c.ends_with('\n'));
         assert!(
-            control("1", "arm64", 1, None).contains("\nDepends: init-system-helpers, docker.io")
+            control("1", "arm64", 1, "")
+                .contains("\nDepends: init-system-helpers (>= 1.54~), docker.io")
+        );
+    }
+
+    #[test]
+    fn md5sums_list_every_file_but_the_control_area() {
+        let dir = std::env::temp_dir().join(format!("xtask-md5-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        write(&dir.join("usr/bin/a"), b"", 0o755).expect("write");
+        write(&dir.join("DEBIAN/control"), b"x", 0o644).expect("write");
+        write(&dir.join("usr/share/doc/b"), b"abc", 0o644).expect("write");
+        let sums = md5sums(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            sums.expect("md5sums"),
+            "d41d8cd98f00b204e9800998ecf8427e  usr/bin/a\n900150983cd24fb0d6963f7d28e17f72  usr/share/doc/b\n"
         );
     }
 
@@ -1018,7 +879,7 @@ mod tests {
         assert_eq!(cmds.iter().map(|(b, _)| *b).collect::<Vec<_>>(), BINARIES);
         for (bin, cmd) in cmds {
             assert_eq!(cmd.get_name(), bin);
-            let page = String::from_utf8(man_page(cmd.clone()).expect("render")).expect("utf-8");
+            let page = String::from_utf8(man_page(cmd.clone())).expect("utf-8");
             assert!(page.contains(".TH "), "{page}");
             assert!(page.contains(bin));
             for (shell, _) in SHELLS {

@@ -8,6 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use xtask::Error;
+
 /// The targets in `fuzz/fuzz_targets/`.
 pub const TARGETS: &[&str] = &["conf", "site", "listen_env"];
 
@@ -20,36 +22,21 @@ pub struct Outcome {
     pub stats: Vec<String>,
 }
 
-/// Parses `fuzz <target> [--seconds N]`.
-pub fn parse_args(args: &[String]) -> Result<(String, u64), String> {
-    let mut target = None;
-    let mut seconds = 600;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--seconds" => {
-                seconds = it
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .filter(|&s: &u64| s > 0)
-                    .ok_or("--seconds needs a positive number")?;
-            }
-            t if TARGETS.contains(&t) && target.is_none() => target = Some(t.to_owned()),
-            other => {
-                return Err(format!(
-                    "unexpected {other:?}; targets: {}",
-                    TARGETS.join(", ")
-                ));
-            }
-        }
-    }
-    let target = target.ok_or_else(|| format!("name a target: {}", TARGETS.join(", ")))?;
-    Ok((target, seconds))
+/// `cargo xtask fuzz` arguments.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct FuzzArgs {
+    /// The fuzz target.
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(TARGETS))]
+    pub target: String,
+    /// Run for N seconds.
+    #[arg(long, value_name = "N", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub seconds: u64,
 }
 
 /// Runs the target; its output goes through to stderr. Err on a crash
 /// (libFuzzer found an input; it is saved under `fuzz/artifacts/<target>/`).
-pub fn run(root: &Path, target: &str, seconds: u64) -> Result<Outcome, String> {
+pub fn run(root: &Path, target: &str, seconds: u64) -> Result<Outcome, Error> {
     let fuzz_dir = root.join("fuzz");
     let max = format!("-max_total_time={seconds}");
     eprintln!("==> cargo +nightly fuzz run {target} -O -- {max} -print_final_stats=1");
@@ -66,7 +53,12 @@ pub fn run(root: &Path, target: &str, seconds: u64) -> Result<Outcome, String> {
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run cargo +nightly fuzz: {e} (cargo install cargo-fuzz)"))?;
+        .map_err(|e| {
+            Error::unavailable(
+                "cargo +nightly fuzz",
+                format!("{e} (rustup toolchain install nightly; cargo install cargo-fuzz)"),
+            )
+        })?;
     let mut outcome = Outcome::default();
     if let Some(err) = child.stderr.take() {
         for line in BufReader::new(err).lines().map_while(Result::ok) {
@@ -78,33 +70,14 @@ pub fn run(root: &Path, target: &str, seconds: u64) -> Result<Outcome, String> {
             }
         }
     }
-    let status = child.wait().map_err(|e| e.to_string())?;
+    let status = child
+        .wait()
+        .map_err(|e| Error::failed(format!("target {target}"), e))?;
     if !status.success() {
-        return Err(format!(
-            "fuzz target {target} failed ({status}); see fuzz/artifacts/{target}/"
+        return Err(Error::failed(
+            format!("target {target}"),
+            format!("{status}; see fuzz/artifacts/{target}/"),
         ));
     }
     Ok(outcome)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn parses_target_and_seconds() {
-        assert_eq!(parse_args(&args(&["conf"])), Ok(("conf".into(), 600)));
-        assert_eq!(
-            parse_args(&args(&["site", "--seconds", "30"])),
-            Ok(("site".into(), 30))
-        );
-        assert!(parse_args(&args(&[])).is_err());
-        assert!(parse_args(&args(&["nope"])).is_err());
-        assert!(parse_args(&args(&["conf", "--seconds", "0"])).is_err());
-        assert!(parse_args(&args(&["conf", "--seconds"])).is_err());
-    }
 }

@@ -4,7 +4,10 @@
 pub mod demo;
 pub mod deps;
 pub mod dist;
+pub mod error;
 pub mod image;
 pub mod install;
 pub mod readme;
 pub mod wakes;
+
+pub use error::Error;

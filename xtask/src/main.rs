@@ -1,18 +1,15 @@
-//! `cargo xtask …`: the project's automation.
-//!
-//! * `cargo xtask test [cargo test args…]` — the one test command: Debian
-//!   packages, `docker info`, the php-fpm image, fmt, clippy, build, tests.
-//! * `cargo xtask image` — build (or find cached) the php-fpm image, print its tag.
-//! * `cargo xtask demo [--port N] [--once] [--no-build]` — the demo (see `xtask::demo`).
-//! * `cargo xtask dist [--debug] [--no-build] [--out DIR] [--verify]` — see `xtask::dist`.
-//! * `cargo xtask install [--prefix P] [--destdir D]` — see `xtask::install`.
-//! * `cargo xtask bench` — not implemented yet.
+//! `cargo xtask …`: the project's automation, as thin glue over cargo,
+//! Docker, dpkg and the modules below. `cargo xtask help` lists the
+//! commands; the command line is `Cli` (clap derive). Usage errors exit 64,
+//! missing prerequisites 69, failed steps 1 (`xtask::Error`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use xtask::{deps, image};
+use clap::{Parser, Subcommand};
+use xtask::error::{EX_USAGE, chain};
+use xtask::{Error, deps, image};
 
 mod fuzz;
 mod proc;
@@ -24,175 +21,183 @@ mod bench {
     pub mod waker;
 }
 
-/// sysexits: usage error.
-const EX_USAGE: u8 = 64;
-/// sysexits: a needed service or package is unavailable.
-const EX_UNAVAILABLE: u8 = 69;
+/// The project's automation.
+#[derive(Debug, Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
 
-const USAGE: &str = "usage: cargo xtask <command>
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install missing Debian packages (as root), check docker, build the
+    /// php-fpm image, then cargo fmt --check, clippy -D warnings, build and
+    /// test the whole workspace; ARGS go to `cargo test`
+    #[command(disable_help_flag = true)]
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build (or reuse the cached) php-fpm test image and print its tag
+    Image,
+    /// As root: one demo site end to end (nginx → fleet-waker → php-fpm
+    /// container), cold/warm timings, reaped, woken again; removes
+    /// everything it made on exit or Ctrl-C
+    Demo(xtask::demo::DemoArgs),
+    /// Release binaries, units, man pages, completions and
+    /// fleet_<version>_<arch>.deb in target/dist; --verify (root) installs,
+    /// checks and removes the .deb on this machine
+    Dist(xtask::dist::DistArgs),
+    /// Build and install binaries, units, man pages, completions
+    Install(xtask::install::InstallArgs),
+    /// Benchmarks of release builds; Markdown on stdout
+    #[command(subcommand)]
+    Bench(Bench),
+    /// N requests nginx → fleet-waker → php-fpm: non-2xx, waker RSS growth,
+    /// descriptors; Markdown on stdout (not part of test)
+    Soak(soak::SoakArgs),
+    /// Run one cargo-fuzz target for N s; nightly + cargo-fuzz
+    Fuzz(fuzz::FuzzArgs),
+}
 
-commands:
-  test [args…]   install missing Debian packages (as root), check docker, build the
-                 php-fpm image, then cargo fmt --check, clippy -D warnings, build and
-                 test the whole workspace; args go to `cargo test`
-  image          build (or reuse the cached) php-fpm test image and print its tag
-  demo [--port N] [--once] [--no-build]
-                 as root: one demo site end to end (nginx → fleet-waker → php-fpm
-                 container), cold/warm timings, reaped, woken again; removes
-                 everything it made on exit or Ctrl-C
-  dist [--debug] [--no-build] [--out DIR] [--verify]
-                 release binaries, units, man pages, completions and
-                 fleet_<version>_<arch>.deb in target/dist; --verify (root)
-                 installs, checks and removes the .deb on this machine
-  install [--prefix /usr/local] [--destdir D] [--debug] [--no-build]
-                 build and install binaries, units, man pages, completions
-  bench waker [rounds] [--baseline BIN]
-                 fleet-waker benchmark (warm wrk ratios, cold overhead, RSS); Markdown on stdout;
-                 --baseline: also another fleet-waker binary (e.g. the previous release
-                 build) in the same warm rounds, with its own ratio to direct
-  bench fleet [N]
-                 a crawler's sweep: N (default 300) sleeping sites with socket-activated
-                 wakers behind one nginx, one request to each at once; Markdown on stdout
-  bench reaper   one fleet-reaper pass vs the old serial `docker logs --since` loop
-                 (200 light containers, 10 MiB of old log each); Markdown on stdout
-  soak [--requests N]
-                 N (default 1,000,000) requests nginx → fleet-waker → php-fpm: non-2xx,
-                 waker RSS growth, descriptors; Markdown on stdout (not part of test)
-  fuzz <conf|site|listen_env> [--seconds N]
-                 run one cargo-fuzz target for N s (default 600); nightly + cargo-fuzz";
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// fleet-waker: warm wrk ratios, cold overhead, RSS
+    Waker {
+        /// Warm rounds.
+        #[arg(default_value_t = 5)]
+        rounds: usize,
+        /// Also another fleet-waker binary (e.g. the previous release
+        /// build) in the same warm rounds, with its own ratio to direct.
+        #[arg(long, value_name = "BIN")]
+        baseline: Option<PathBuf>,
+    },
+    /// A crawler's sweep: N sleeping sites with socket-activated wakers
+    /// behind one nginx, one request to each at once
+    Fleet {
+        /// Sites.
+        #[arg(default_value_t = 300, value_parser = positive)]
+        n: usize,
+    },
+    /// One fleet-reaper pass vs the old serial `docker logs --since` loop
+    /// (200 light containers, 10 MiB of old log each)
+    Reaper,
+}
+
+/// clap value parser: a number > 0.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?}: needs a positive number")),
+    }
+}
+
+/// The command of `argv` (program name first). `test`'s arguments are
+/// taken verbatim: clap would swallow a leading `--`, which `cargo test`
+/// needs (`cargo xtask test -- --nocapture`).
+fn parse(argv: Vec<String>) -> Result<Cmd, clap::Error> {
+    let command = Cli::try_parse_from(&argv)?.command;
+    Ok(match command {
+        Cmd::Test { .. } => Cmd::Test {
+            args: argv.into_iter().skip(2).collect(),
+        },
+        other => other,
+    })
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some((command, rest)) = args.split_first() else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(EX_USAGE);
-    };
-    match command.as_str() {
-        "test" => test(rest),
-        "image" => match build_image() {
-            Ok(tag) => {
-                println!("{tag}");
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
-        "demo" => {
-            // The same package step as `test`: on a fresh Debian machine, as
-            // root, the demo installs what it needs; as another user it
-            // names it. A usage error is the demo's own to report first.
-            if xtask::demo::parse_args(rest).is_ok()
-                && let Err(code) = ensure_packages()
-            {
-                return code;
-            }
-            xtask::demo::main(rest)
-        }
-        "dist" => xtask::dist::main(rest),
-        "install" => xtask::install::main(rest),
-        "bench" if rest.first().map(String::as_str) == Some("waker") => {
-            let mut rounds = 5;
-            let mut baseline = None;
-            let mut args = rest[1..].iter();
-            while let Some(a) = args.next() {
-                match a.as_str() {
-                    "--baseline" => match args.next() {
-                        Some(p) => baseline = Some(PathBuf::from(p)),
-                        None => {
-                            eprintln!(
-                                "xtask bench waker: --baseline needs a fleet-waker binary\n\n{USAGE}"
-                            );
-                            return ExitCode::from(EX_USAGE);
-                        }
-                    },
-                    n => match n.parse() {
-                        Ok(n) => rounds = n,
-                        Err(_) => {
-                            eprintln!(
-                                "xtask bench waker: {n:?} is not a number of rounds\n\n{USAGE}"
-                            );
-                            return ExitCode::from(EX_USAGE);
-                        }
-                    },
-                }
-            }
-            match bench::waker::bench(&repo_root(), rounds, baseline.as_deref()) {
-                Ok(report) => {
-                    println!("{report}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("xtask bench waker: {e}");
-                    ExitCode::from(EX_UNAVAILABLE)
-                }
-            }
-        }
-        "bench" if rest.first().is_some_and(|a| a == "reaper") => bench_reaper(),
-        "bench" if rest.first().is_some_and(|a| a == "fleet") => {
-            let n = match rest.get(1).map(|n| n.parse::<usize>()) {
-                None => 300,
-                Some(Ok(n)) if n > 0 => n,
-                Some(_) => {
-                    eprintln!("xtask bench fleet: N must be a positive number\n\n{USAGE}");
-                    return ExitCode::from(EX_USAGE);
-                }
-            };
-            match bench::fleet::bench(&repo_root(), n) {
-                Ok(report) => {
-                    println!("{report}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("xtask bench fleet: {e}");
-                    ExitCode::from(EX_UNAVAILABLE)
-                }
-            }
-        }
-        "soak" => match soak::parse_args(rest).and_then(|n| soak::soak(&repo_root(), n)) {
-            Ok((report, passed)) => {
-                println!("{report}");
-                if passed {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                }
-            }
-            Err(e) => {
-                eprintln!("xtask soak: {e}");
-                ExitCode::from(EX_UNAVAILABLE)
-            }
-        },
-        "fuzz" => match fuzz::parse_args(rest) {
-            Ok((target, seconds)) => match fuzz::run(&repo_root(), &target, seconds) {
-                Ok(outcome) => {
-                    println!("fuzz {target}: {}", outcome.done.unwrap_or_default());
-                    for s in outcome.stats {
-                        println!("  {s}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("xtask fuzz: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-            Err(e) => {
-                eprintln!("xtask fuzz: {e}\n\n{USAGE}");
+    let command = match parse(std::env::args().collect()) {
+        Ok(command) => command,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are answers, not errors.
+            return if e.use_stderr() {
                 ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let name = command.name();
+    match run(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {name}: {}", chain(&e));
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+impl Cmd {
+    /// The command's name, for error messages.
+    fn name(&self) -> &'static str {
+        match self {
+            Cmd::Test { .. } => "test",
+            Cmd::Image => "image",
+            Cmd::Demo(_) => "demo",
+            Cmd::Dist(_) => "dist",
+            Cmd::Install(_) => "install",
+            Cmd::Bench(Bench::Waker { .. }) => "bench waker",
+            Cmd::Bench(Bench::Fleet { .. }) => "bench fleet",
+            Cmd::Bench(Bench::Reaper) => "bench reaper",
+            Cmd::Soak(_) => "soak",
+            Cmd::Fuzz(_) => "fuzz",
+        }
+    }
+}
+
+fn run(command: Cmd) -> Result<(), Error> {
+    match command {
+        Cmd::Test { args } => test(&args),
+        Cmd::Image => {
+            println!("{}", build_image()?);
+            Ok(())
+        }
+        Cmd::Demo(args) => {
+            // The same package step as `test` (a usage error was clap's,
+            // before this): on a fresh Debian machine, as root, the demo
+            // installs what it needs; as another user it names it.
+            deps::ensure_packages()?;
+            xtask::demo::main(&args)
+        }
+        Cmd::Dist(args) => xtask::dist::main(&args),
+        Cmd::Install(args) => xtask::install::main(&args),
+        Cmd::Bench(Bench::Waker { rounds, baseline }) => {
+            // The benchmark's own failures are String reports; each means
+            // the rig could not be set up or measured.
+            let report = bench::waker::bench(&repo_root(), rounds, baseline.as_deref())
+                .map_err(|e| Error::unavailable("benchmark", e))?;
+            println!("{report}");
+            Ok(())
+        }
+        Cmd::Bench(Bench::Fleet { n }) => {
+            let report = bench::fleet::bench(&repo_root(), n)
+                .map_err(|e| Error::unavailable("benchmark", e))?;
+            println!("{report}");
+            Ok(())
+        }
+        Cmd::Bench(Bench::Reaper) => bench_reaper(),
+        Cmd::Soak(args) => {
+            let (report, passed) = soak::soak(&repo_root(), args.requests)
+                .map_err(|e| Error::unavailable("soak rig", e))?;
+            println!("{report}");
+            if passed {
+                Ok(())
+            } else {
+                Err(Error::failed(
+                    "soak",
+                    "a pass criterion failed (see the report)",
+                ))
             }
-        },
-        "bench" => {
-            eprintln!(
-                "xtask bench: name what to benchmark: `bench waker` or `bench reaper`\n\n{USAGE}"
-            );
-            ExitCode::from(EX_USAGE)
         }
-        "help" | "-h" | "--help" => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        other => {
-            eprintln!("xtask: unknown command {other:?}\n\n{USAGE}");
-            ExitCode::from(EX_USAGE)
+        Cmd::Fuzz(args) => {
+            let outcome = fuzz::run(&repo_root(), &args.target, args.seconds)?;
+            println!("fuzz {}: {}", args.target, outcome.done.unwrap_or_default());
+            for s in outcome.stats {
+                println!("  {s}");
+            }
+            Ok(())
         }
     }
 }
@@ -210,31 +215,23 @@ fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-/// Run one step (an argv, never a shell), printing it and its duration.
-fn step(name: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), ExitCode> {
+/// Run one step (an argv, never a shell), its output passed through,
+/// printing it and its duration.
+fn step(name: &str, program: &str, args: &[&str]) -> Result<(), Error> {
     eprintln!("==> {name}: {program} {}", args.join(" "));
     let start = Instant::now();
     let status = Command::new(program)
         .args(args)
-        .envs(env.iter().copied())
         .current_dir(repo_root())
         .stdin(Stdio::null())
-        .status();
+        .status()
+        .map_err(|e| Error::unavailable(name, format!("cannot run {program}: {e}")))?;
     let took = secs(start.elapsed());
-    match status {
-        Ok(s) if s.success() => {
-            eprintln!("==> {name}: ok in {took}");
-            Ok(())
-        }
-        Ok(s) => {
-            eprintln!("==> {name}: FAILED ({s}) after {took}");
-            Err(ExitCode::FAILURE)
-        }
-        Err(e) => {
-            eprintln!("==> {name}: cannot run {program}: {e}");
-            Err(ExitCode::from(EX_UNAVAILABLE))
-        }
+    if !status.success() {
+        return Err(Error::failed(name, format!("{status} after {took}")));
     }
+    eprintln!("==> {name}: ok in {took}");
+    Ok(())
 }
 
 /// Test counts summed over every `test result:` line.
@@ -268,23 +265,17 @@ fn add_counts(line: &str, counts: &mut Counts) {
 
 /// `cargo test …`, its output passed through line by line and its summary
 /// lines counted.
-fn test_step(cargo: &str, args: &[&str]) -> Result<Counts, ExitCode> {
+fn test_step(cargo: &str, args: &[&str]) -> Result<Counts, Error> {
     use std::io::{BufRead, BufReader, Write};
     eprintln!("==> test: {cargo} {}", args.join(" "));
     let start = Instant::now();
-    let mut child = match Command::new(cargo)
+    let mut child = Command::new(cargo)
         .args(args)
         .current_dir(repo_root())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("==> test: cannot run {cargo}: {e}");
-            return Err(ExitCode::from(EX_UNAVAILABLE));
-        }
-    };
+        .map_err(|e| Error::unavailable("test", format!("cannot run {cargo}: {e}")))?;
     let mut counts = Counts::default();
     if let Some(out) = child.stdout.take() {
         let stdout = std::io::stdout();
@@ -294,38 +285,32 @@ fn test_step(cargo: &str, args: &[&str]) -> Result<Counts, ExitCode> {
             let _ = writeln!(lock, "{line}");
         }
     }
+    let status = child
+        .wait()
+        .map_err(|e| Error::unavailable("test", format!("cannot wait for {cargo}: {e}")))?;
     let took = secs(start.elapsed());
-    match child.wait() {
-        Ok(s) if s.success() => {
-            eprintln!(
-                "==> test: ok in {took} ({} passed, {} failed, {} ignored)",
-                counts.passed, counts.failed, counts.ignored
-            );
-            Ok(counts)
-        }
-        Ok(s) => {
-            eprintln!("==> test: FAILED ({s}) after {took}");
-            Err(ExitCode::FAILURE)
-        }
-        Err(e) => {
-            eprintln!("==> test: cannot wait for {cargo}: {e}");
-            Err(ExitCode::from(EX_UNAVAILABLE))
-        }
+    if !status.success() {
+        return Err(Error::failed("test", format!("{status} after {took}")));
     }
+    eprintln!(
+        "==> test: ok in {took} ({} passed, {} failed, {} ignored)",
+        counts.passed, counts.failed, counts.ignored
+    );
+    Ok(counts)
 }
 
-fn test(cargo_test_args: &[String]) -> ExitCode {
+fn test(cargo_test_args: &[String]) -> Result<(), Error> {
     let total = Instant::now();
     eprintln!(
         "==> cargo xtask test (CI={})",
         std::env::var("CI").unwrap_or_else(|_| "unset".into())
     );
     let result = (|| {
-        ensure_packages()?;
+        deps::ensure_packages()?;
         check_docker()?;
         build_image()?;
         let cargo = cargo();
-        step("fmt", &cargo, &["fmt", "--all", "--check"], &[])?;
+        step("fmt", &cargo, &["fmt", "--all", "--check"])?;
         step(
             "clippy",
             &cargo,
@@ -337,9 +322,8 @@ fn test(cargo_test_args: &[String]) -> ExitCode {
                 "-D",
                 "warnings",
             ],
-            &[],
         )?;
-        step("build", &cargo, &["build", "--workspace"], &[])?;
+        step("build", &cargo, &["build", "--workspace"])?;
         let mut args = vec!["test", "--workspace"];
         args.extend(cargo_test_args.iter().map(String::as_str));
         let counts = test_step(&cargo, &args)?;
@@ -357,97 +341,40 @@ fn test(cargo_test_args: &[String]) -> ExitCode {
                 "tests: {} passed, {} failed, {} skipped",
                 counts.passed, counts.failed, counts.ignored
             );
-            ExitCode::SUCCESS
-        }
-        Err(code) => {
-            eprintln!("==> stopped after {}", secs(total.elapsed()));
-            code
-        }
-    }
-}
-
-fn ensure_packages() -> Result<(), ExitCode> {
-    let start = Instant::now();
-    let missing = deps::missing();
-    if missing.is_empty() {
-        eprintln!(
-            "==> packages: {} installed ({})",
-            deps::PACKAGES.join(" "),
-            secs(start.elapsed())
-        );
-        return Ok(());
-    }
-    let is_root = effective_uid_is_root();
-    let has_apt = Path::new("/usr/bin/apt-get").exists();
-    if !is_root || !has_apt {
-        eprintln!(
-            "==> packages: missing {}; install them with:\n    sudo apt-get install -y --no-install-recommends {}",
-            missing.join(" "),
-            missing.join(" ")
-        );
-        return Err(ExitCode::from(EX_UNAVAILABLE));
-    }
-    let env = [("DEBIAN_FRONTEND", "noninteractive")];
-    step("apt-get update", "apt-get", &["update"], &env)?;
-    let mut args = vec!["install", "-y", "--no-install-recommends"];
-    args.extend(missing.iter().copied());
-    step("apt-get install", "apt-get", &args, &env)?;
-    let still = deps::missing();
-    if !still.is_empty() {
-        eprintln!(
-            "==> packages: still missing after apt-get install: {}",
-            still.join(" ")
-        );
-        return Err(ExitCode::from(EX_UNAVAILABLE));
-    }
-    Ok(())
-}
-
-/// Effective uid 0? Read from /proc to avoid pulling a dependency for one call.
-fn effective_uid_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
-            .unwrap_or(false)
-    })
-}
-
-fn check_docker() -> Result<(), ExitCode> {
-    let start = Instant::now();
-    let out = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .stdin(Stdio::null())
-        .output();
-    match out {
-        Ok(out) if out.status.success() => {
-            eprintln!(
-                "==> docker: engine {} ({})",
-                String::from_utf8_lossy(&out.stdout).trim(),
-                secs(start.elapsed())
-            );
             Ok(())
         }
-        Ok(out) => {
-            eprintln!(
-                "==> docker: `docker info` failed: {}\n    is the Docker engine running, and is DOCKER_HOST ({}) right?",
-                String::from_utf8_lossy(&out.stderr).trim(),
-                std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unset".into())
-            );
-            Err(ExitCode::from(EX_UNAVAILABLE))
-        }
         Err(e) => {
-            eprintln!("==> docker: cannot run `docker`: {e} (install the Docker CLI and engine)");
-            Err(ExitCode::from(EX_UNAVAILABLE))
+            eprintln!("==> stopped after {}", secs(total.elapsed()));
+            Err(e)
         }
     }
+}
+
+fn check_docker() -> Result<(), Error> {
+    let start = Instant::now();
+    let version = xtask::error::run("docker", &["info", "--format", "{{.ServerVersion}}"])
+        .map_err(|e| {
+            Error::unavailable(
+                "docker",
+                format!(
+                    "{}\n    is the Docker engine running, and is DOCKER_HOST ({}) right? (the Docker CLI and engine must be installed)",
+                    chain(&e),
+                    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unset".into())
+                ),
+            )
+        })?;
+    eprintln!(
+        "==> docker: engine {} ({})",
+        version.trim(),
+        secs(start.elapsed())
+    );
+    Ok(())
 }
 
 /// After the tests: no `fleet.test=1` container, no `/tmp/fleet-it-<pid>-…`
 /// or `/run/fleet-it-<pid>-…` dir and no runtime tmpfs below one may remain whose test process is gone (tests of other, still running
 /// processes on this machine are not counted).
-fn check_leftovers() -> Result<(), ExitCode> {
+fn check_leftovers() -> Result<(), Error> {
     let alive = |pid: &str| {
         pid.parse::<u32>()
             .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
@@ -465,10 +392,7 @@ fn check_leftovers() -> Result<(), ExitCode> {
         .output();
     let listing = match out {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
-        _ => {
-            eprintln!("==> leftovers: cannot list test containers");
-            return Err(ExitCode::FAILURE);
-        }
+        _ => return Err(Error::failed("leftovers", "cannot list test containers")),
     };
     let mut left: Vec<String> = listing
         .lines()
@@ -511,11 +435,10 @@ fn check_leftovers() -> Result<(), ExitCode> {
         eprintln!("==> leftovers: none (docker ps -a and /tmp clean of finished test runs)");
         Ok(())
     } else {
-        eprintln!(
-            "==> leftovers: FAILED, tests left behind:\n    {}",
-            left.join("\n    ")
-        );
-        Err(ExitCode::FAILURE)
+        Err(Error::failed(
+            "leftovers",
+            format!("tests left behind:\n    {}", left.join("\n    ")),
+        ))
     }
 }
 
@@ -523,9 +446,9 @@ fn check_leftovers() -> Result<(), ExitCode> {
 /// release build), installed with `dpkg -i`, checked, removed with
 /// `dpkg -r` and checked gone: `cargo xtask dist --debug --no-build --verify`.
 /// Needs root and dpkg; skipped with a reason otherwise (failing under CI).
-fn check_package() -> Result<(), ExitCode> {
+fn check_package() -> Result<(), Error> {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let why_not = if !effective_uid_is_root() {
+    let why_not = if !nix::unistd::geteuid().is_root() {
         Some("needs root")
     } else if !Path::new("/usr/bin/dpkg").exists() {
         Some("needs dpkg")
@@ -534,78 +457,228 @@ fn check_package() -> Result<(), ExitCode> {
     };
     if let Some(why) = why_not {
         eprintln!("==> package: SKIP dpkg -i/-r check ({why})");
-        return if ci { Err(ExitCode::FAILURE) } else { Ok(()) };
+        return if ci {
+            Err(Error::failed("package", format!("{why} under CI")))
+        } else {
+            Ok(())
+        };
     }
-    let xtask = std::env::current_exe().map_err(|_| ExitCode::FAILURE)?;
+    let xtask = std::env::current_exe().map_err(|e| Error::failed("package", e))?;
     let out = repo_root().join("target/dist-check");
     let out = out.to_string_lossy();
     step(
         "package (debug .deb: dpkg -i, check, dpkg -r, check)",
         &xtask.to_string_lossy(),
         &["dist", "--debug", "--no-build", "--out", &out, "--verify"],
-        &[],
     )
 }
 
-fn build_image() -> Result<String, ExitCode> {
+fn build_image() -> Result<String, Error> {
     let start = Instant::now();
-    match image::ensure_image_info() {
-        Ok(img) => {
-            eprintln!(
-                "==> image: {} {} in {}",
-                img.tag,
-                if img.cached {
-                    "cached (import skipped)"
-                } else {
-                    "built and imported"
-                },
-                secs(start.elapsed())
-            );
-            Ok(img.tag)
-        }
-        Err(e) => {
-            let mut msg = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                source = s.source();
-            }
-            eprintln!("==> image: {msg}");
-            Err(ExitCode::from(EX_UNAVAILABLE))
-        }
-    }
+    let img = image::ensure_image_info()?;
+    eprintln!(
+        "==> image: {} {} in {}",
+        img.tag,
+        if img.cached {
+            "cached (import skipped)"
+        } else {
+            "built and imported"
+        },
+        secs(start.elapsed())
+    );
+    Ok(img.tag)
 }
 
 /// `cargo xtask bench reaper`: see `bench/reaper.rs`.
-fn bench_reaper() -> ExitCode {
-    if let Err(code) = step(
+fn bench_reaper() -> Result<(), Error> {
+    step(
         "build fleet-reaper",
         &cargo(),
         &["build", "--release", "-p", "fleet-reaper"],
-        &[],
-    ) {
-        return code;
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
+    )?;
     // Benchmarks time release builds, as shipped.
-    match bench::reaper::run(&target.join("release").join("fleet-reaper")) {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("xtask bench reaper: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let reaper = xtask::dist::target_dir().join("release/fleet-reaper");
+    let report = bench::reaper::run(&reaper).map_err(|e| Error::failed("benchmark", e))?;
+    println!("{report}");
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cmd, clap::Error> {
+        super::parse(
+            std::iter::once("xtask")
+                .chain(args.iter().copied())
+                .map(String::from)
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn command_line_is_valid() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn test_passes_every_trailing_arg_to_cargo_test() {
+        for args in [
+            &["-p", "fleet-core"][..],
+            &["--", "--nocapture"],
+            &[
+                "-p",
+                "fleet-tests",
+                "--test",
+                "it",
+                "--",
+                "demo::",
+                "--test-threads=1",
+            ],
+            &["--help"],
+            &[],
+        ] {
+            let mut argv = vec!["test"];
+            argv.extend(args);
+            match parse(&argv) {
+                Ok(Cmd::Test { args: got }) => assert_eq!(got, args, "{argv:?}"),
+                other => panic!("{argv:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn arguments_parse_with_their_defaults() {
+        match parse(&["demo"]) {
+            Ok(Cmd::Demo(d)) => assert_eq!((d.port, d.once, d.no_build), (8080, false, false)),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["demo", "--once", "--port=81", "--no-build"]) {
+            Ok(Cmd::Demo(d)) => assert_eq!((d.port, d.once, d.no_build), (81, true, true)),
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "dist",
+            "--debug",
+            "--no-build",
+            "--out",
+            "/tmp/d",
+            "--verify",
+        ]) {
+            Ok(Cmd::Dist(d)) => {
+                assert!(d.debug && d.no_build && d.verify && d.version.is_none());
+                assert_eq!(d.out.as_deref(), Some(Path::new("/tmp/d")));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["install"]) {
+            Ok(Cmd::Install(i)) => {
+                assert_eq!(i.prefix, Path::new("/usr/local"));
+                assert_eq!(i.destdir, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "install",
+            "--prefix",
+            "/opt/fleet",
+            "--destdir=/tmp/s",
+            "--debug",
+            "--no-build",
+        ]) {
+            Ok(Cmd::Install(i)) => {
+                assert_eq!(i.prefix, Path::new("/opt/fleet"));
+                assert_eq!(i.destdir.as_deref(), Some(Path::new("/tmp/s")));
+                assert!(i.debug && i.no_build);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["bench", "waker"]) {
+            Ok(Cmd::Bench(Bench::Waker {
+                rounds: 5,
+                baseline: None,
+            })) => {}
+            other => panic!("{other:?}"),
+        }
+        match parse(&["bench", "waker", "3", "--baseline", "/old/fleet-waker"]) {
+            Ok(Cmd::Bench(Bench::Waker {
+                rounds: 3,
+                baseline: Some(b),
+            })) => {
+                assert_eq!(b, Path::new("/old/fleet-waker"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["bench", "fleet"]),
+            Ok(Cmd::Bench(Bench::Fleet { n: 300 }))
+        ));
+        assert!(matches!(
+            parse(&["bench", "fleet", "20"]),
+            Ok(Cmd::Bench(Bench::Fleet { n: 20 }))
+        ));
+        assert!(matches!(
+            parse(&["bench", "reaper"]),
+            Ok(Cmd::Bench(Bench::Reaper))
+        ));
+        match parse(&["soak"]) {
+            Ok(Cmd::Soak(s)) => assert_eq!(s.requests, 1_000_000),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["soak", "--requests", "100_000"]) {
+            Ok(Cmd::Soak(s)) => assert_eq!(s.requests, 100_000),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["fuzz", "conf"]) {
+            Ok(Cmd::Fuzz(f)) => assert_eq!((f.target.as_str(), f.seconds), ("conf", 600)),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["fuzz", "site", "--seconds", "30"]) {
+            Ok(Cmd::Fuzz(f)) => assert_eq!((f.target.as_str(), f.seconds), ("site", 30)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse(&["image"]), Ok(Cmd::Image)));
+    }
+
+    #[test]
+    fn usage_errors_are_errors_and_help_is_not() {
+        for bad in [
+            &[][..],
+            &["nope"],
+            &["bench"],
+            &["bench", "waker", "many"],
+            &["bench", "waker", "--baseline"],
+            &["bench", "fleet", "0"],
+            &["demo", "--port"],
+            &["demo", "--port", "0"],
+            &["demo", "--port", "70000"],
+            &["demo", "--port", "nope"],
+            &["demo", "--bogus"],
+            &["dist", "--out"],
+            &["dist", "--what"],
+            &["install", "--prefix", "relative"],
+            &["install", "--prefix"],
+            &["soak", "--requests", "5"],
+            &["soak", "--bogus"],
+            &["fuzz"],
+            &["fuzz", "nope"],
+            &["fuzz", "conf", "--seconds", "0"],
+            &["fuzz", "conf", "--seconds"],
+        ] {
+            let e = parse(bad).expect_err(&format!("{bad:?} is a usage error"));
+            assert!(e.use_stderr(), "{bad:?}: {e}");
+        }
+        for help in [
+            &["--help"][..],
+            &["help"],
+            &["help", "dist"],
+            &["demo", "--help"],
+        ] {
+            let e = parse(help).expect_err("help is clap's early exit");
+            assert!(!e.use_stderr(), "{help:?}: {e}");
+        }
+    }
 
     #[test]
     fn counts_sum_libtest_summaries() {

@@ -20,24 +20,21 @@ use std::time::{Duration, Instant};
 
 use crate::proc::{Rig, free_port, wait_for};
 
-/// Parses `soak [--requests N]`.
-pub fn parse_args(args: &[String]) -> Result<u64, String> {
-    let mut n = 1_000_000;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--requests" => {
-                n = it
-                    .next()
-                    .map(|s| s.replace(['_', ','], ""))
-                    .and_then(|s| s.parse().ok())
-                    .filter(|&n: &u64| n >= 1000)
-                    .ok_or("--requests needs a number ≥ 1000")?;
-            }
-            other => return Err(format!("unexpected {other:?}")),
-        }
-    }
-    Ok(n)
+/// `cargo xtask soak` arguments.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct SoakArgs {
+    /// Requests to send (at least 1000; `_` and `,` separators allowed).
+    #[arg(long, value_name = "N", default_value = "1000000", value_parser = requests)]
+    pub requests: u64,
+}
+
+/// clap value parser of `--requests`: a number ≥ 1000, `100_000` or `100,000` too.
+fn requests(s: &str) -> Result<u64, String> {
+    s.replace(['_', ','], "")
+        .parse()
+        .ok()
+        .filter(|&n: &u64| n >= 1000)
+        .ok_or_else(|| format!("{s:?}: needs a number ≥ 1000"))
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -273,13 +270,10 @@ mod tests {
 
     #[test]
     fn parses_requests() {
-        assert_eq!(parse_args(&[]), Ok(1_000_000));
-        assert_eq!(
-            parse_args(&["--requests".into(), "100_000".into()]),
-            Ok(100_000)
-        );
-        assert!(parse_args(&["--requests".into(), "5".into()]).is_err());
-        assert!(parse_args(&["--bogus".into()]).is_err());
+        assert_eq!(requests("100_000"), Ok(100_000));
+        assert_eq!(requests("1,000,000"), Ok(1_000_000));
+        assert!(requests("5").is_err());
+        assert!(requests("many").is_err());
     }
 
     #[test]
