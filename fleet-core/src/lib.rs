@@ -5,6 +5,7 @@
 //! and map errors to exit codes ([`exit`]).
 
 pub mod admission;
+pub mod atomic;
 pub mod conf;
 pub mod docker;
 pub mod exit;

@@ -15,9 +15,6 @@
 //! anything but a regular file there is refused and left as it is.
 
 use std::fmt::Write as _;
-use std::fs::{self, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -325,57 +322,24 @@ pub fn render(report: &Report) -> String {
 /// file created exclusively beside it, then `rename`. A symlink or a
 /// non-regular file at `path` is refused and left alone.
 pub fn write(path: &Path, text: &str) -> Result<(), MetricsError> {
-    let werr = |source| MetricsError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            return Err(MetricsError::Symlink {
-                path: path.to_owned(),
-            });
-        }
-        Ok(m) if !m.is_file() => {
-            return Err(MetricsError::NotRegular {
-                path: path.to_owned(),
-            });
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(werr(e)),
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| MetricsError::NoName {
+    use crate::atomic::ReplaceError as R;
+    if path.file_name().is_none() {
+        return Err(MetricsError::NoName {
             path: path.to_owned(),
-        })?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        // A leftover of a crashed run of ours; remove_file never follows.
-        match fs::remove_file(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .mode(0o644)
-            .open(&tmp)?;
-        // The service's UMask=0077 would make it unreadable to the collector.
-        f.set_permissions(fs::Permissions::from_mode(0o644))?;
-        f.write_all(text.as_bytes())?;
-        f.sync_data()?;
-        drop(f);
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        });
     }
-    result.map_err(werr)
+    crate::atomic::replace(path, text.as_bytes(), true).map_err(|e| match e {
+        R::Symlink => MetricsError::Symlink {
+            path: path.to_owned(),
+        },
+        R::NotRegular => MetricsError::NotRegular {
+            path: path.to_owned(),
+        },
+        R::Io(source) => MetricsError::Write {
+            path: path.to_owned(),
+            source,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -384,6 +348,8 @@ mod tests {
     use crate::heal::Heal;
     use crate::reaper::{Action, MemorySummary, Verdict};
     use crate::state::Activity;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
 
     fn site(name: &str, state: ContainerState, outcome: Outcome) -> SiteReport {

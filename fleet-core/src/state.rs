@@ -33,9 +33,9 @@
 //! the file's path: the writer refuses to replace one, the reader refuses to
 //! open one.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -256,60 +256,25 @@ pub fn load(path: &Path) -> Result<Option<Activity>, StateError> {
 /// when something other than a regular file (a symlink, a directory) sits at
 /// `path`, and leaves that thing alone.
 pub fn store(path: &Path, a: &Activity) -> Result<(), StateError> {
-    let werr = |source| StateError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            return Err(StateError::Symlink {
-                path: path.to_owned(),
-            });
-        }
-        Ok(m) if !m.is_file() => {
-            return Err(StateError::NotRegular {
-                path: path.to_owned(),
-            });
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(werr(e)),
-    }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        // A leftover temp file of ours (a crash between create and rename)
-        // would make create_new fail; remove it first. remove_file does not
-        // follow symlinks.
-        match fs::remove_file(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let mut f: File = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(0o644))?;
-        f.write_all(render(a).as_bytes())?;
-        drop(f);
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(werr)
+    use crate::atomic::ReplaceError as R;
+    crate::atomic::replace(path, render(a).as_bytes(), false).map_err(|e| match e {
+        R::Symlink => StateError::Symlink {
+            path: path.to_owned(),
+        },
+        R::NotRegular => StateError::NotRegular {
+            path: path.to_owned(),
+        },
+        R::Io(source) => StateError::Write {
+            path: path.to_owned(),
+            source,
+        },
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn at(secs: u64, millis: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
