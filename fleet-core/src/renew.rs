@@ -418,23 +418,17 @@ fn remove_if_stale(cfg: &Config, path: &Path) -> Result<String, RenewError> {
 
 /// The steps for `site`, in order.
 pub fn plan(cfg: &Config, site: &Site) -> Vec<Step> {
-    let socket = cfg.socket_unit.for_site(site);
-    let service = cfg.service_unit.for_site(site);
-    vec![
-        Step::StopUnit(socket.clone()),
-        Step::StopUnit(service.clone()),
+    let mut steps = vec![
+        Step::StopUnit(cfg.socket_unit.for_site(site)),
+        Step::StopUnit(cfg.service_unit.for_site(site)),
         Step::StopContainer(site.container()),
         Step::RemoveSocket(cfg.layout.waker_socket(site)),
         Step::PrepareRunDir(cfg.layout.site_dir(site)),
         Step::FpmPlaceholder(cfg.layout.fpm_socket(site)),
-        Step::ResetFailed(socket.clone()),
-        Step::ResetFailed(service),
-        Step::StartUnit(socket.clone()),
-        Step::Verify {
-            unit: socket,
-            socket: cfg.layout.waker_socket(site),
-        },
-    ]
+    ];
+    // Then the socket side, as healing does it.
+    steps.extend(socket_plan(cfg, site, false));
+    steps
 }
 
 async fn run_step(
