@@ -148,58 +148,12 @@ impl Nginx {
 
     /// nginx with a custom config; waits until the port accepts.
     pub fn start_with(config: &NginxConfig) -> Nginx {
-        let mut last_error = String::new();
-        for _attempt in 0..5 {
-            let dir = super::temp_dir("nginx");
+        Self::start_retrying("nginx", |dir| {
             let port = free_port();
-            let conf = dir.path().join("nginx.conf");
-            std::fs::write(&conf, config.render(dir.path(), port)).expect("write nginx.conf");
-            let early_log = dir.path().join("startup.log");
-            let mut child = Command::new(NGINX)
-                .arg("-e")
-                .arg(dir.path().join("error.log"))
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-c")
-                .arg(&conf)
-                .args(["-g", "daemon off;"])
-                .stdin(Stdio::null())
-                .stdout(std::fs::File::create(&early_log).expect("create startup log"))
-                .stderr(
-                    std::fs::File::create(dir.path().join("startup.err"))
-                        .expect("create startup err"),
-                )
-                .process_group(0)
-                .spawn()
-                .expect("spawn nginx");
-            let mut exited = None;
-            let up = wait_until(Duration::from_secs(10), || {
-                if let Ok(Some(status)) = child.try_wait() {
-                    exited = Some(status);
-                    return true;
-                }
-                TcpStream::connect(("127.0.0.1", port)).is_ok()
-            });
-            if up && exited.is_none() {
-                return Nginx {
-                    child,
-                    port,
-                    ports: vec![port],
-                    dir,
-                };
-            }
-            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-            let _ = child.wait();
-            last_error = format!(
-                "status {exited:?}; error.log:\n{}\n{}",
-                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default(),
-                std::fs::read_to_string(dir.path().join("startup.err")).unwrap_or_default()
-            );
-            if !last_error.contains("Address already in use") {
-                break;
-            }
-        }
-        panic!("nginx did not start: {last_error}");
+            let conf = dir.join("nginx.conf");
+            std::fs::write(&conf, config.render(dir, port)).expect("write nginx.conf");
+            (conf, vec![port])
+        })
     }
 
     /// nginx running whole site files, as `/etc/nginx/sites-enabled/*` would
@@ -210,25 +164,20 @@ impl Nginx {
     /// like Debian's), and `fastcgi_params` next to the config, where the
     /// files' `include fastcgi_params;` finds it.
     pub fn start_site_files(count: usize, render: impl Fn(&[u16]) -> Vec<String>) -> Nginx {
-        let mut last_error = String::new();
-        for _attempt in 0..5 {
-            let dir = super::temp_dir("nginx");
-            let d = dir.path().display().to_string();
+        Self::start_retrying("nginx with the site files", |dir| {
+            let d = dir.display().to_string();
             let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
-            let sites = dir.path().join("sites-enabled");
+            let sites = dir.join("sites-enabled");
             std::fs::create_dir(&sites).expect("sites-enabled dir");
             for (i, text) in render(&ports).iter().enumerate() {
                 std::fs::write(sites.join(format!("site{i}")), text).expect("write site file");
             }
-            std::fs::copy(
-                xtask::demo::FASTCGI_PARAMS,
-                dir.path().join("fastcgi_params"),
-            )
-            .expect("copy fastcgi_params");
+            std::fs::copy(xtask::demo::FASTCGI_PARAMS, dir.join("fastcgi_params"))
+                .expect("copy fastcgi_params");
             let user = xtask::demo::nginx_user()
                 .map(|u| format!("user {u};\n"))
                 .unwrap_or_default();
-            let conf = dir.path().join("nginx.conf");
+            let conf = dir.join("nginx.conf");
             std::fs::write(
                 &conf,
                 format!(
@@ -240,6 +189,19 @@ impl Nginx {
                 ),
             )
             .expect("write nginx.conf");
+            (conf, ports)
+        })
+    }
+
+    /// Starts nginx on the config `prepare` writes into a fresh temp dir
+    /// (returning the config and the ports it listens on) and waits until
+    /// every port accepts; a port taken meanwhile by someone else is retried
+    /// with new ones, up to 5 times.
+    fn start_retrying(what: &str, prepare: impl Fn(&Path) -> (PathBuf, Vec<u16>)) -> Nginx {
+        let mut last_error = String::new();
+        for _attempt in 0..5 {
+            let dir = super::temp_dir("nginx");
+            let (conf, ports) = prepare(dir.path());
             let mut child = Command::new(NGINX)
                 .arg("-e")
                 .arg(dir.path().join("error.log"))
@@ -249,7 +211,10 @@ impl Nginx {
                 .arg(&conf)
                 .args(["-g", "daemon off;"])
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
+                .stdout(
+                    std::fs::File::create(dir.path().join("startup.log"))
+                        .expect("create startup log"),
+                )
                 .stderr(
                     std::fs::File::create(dir.path().join("startup.err"))
                         .expect("create startup err"),
@@ -286,7 +251,7 @@ impl Nginx {
                 break;
             }
         }
-        panic!("nginx with the site files did not start: {last_error}");
+        panic!("{what} did not start: {last_error}");
     }
 
     /// The loopback port it listens on.
