@@ -112,25 +112,7 @@ fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_containe
     let plan: Value = serde_json::from_slice(&out.stdout).expect("plan is JSON");
     assert_eq!(plan["sites"][0]["heal"]["status"], "ok", "{plan}");
     assert_eq!(plan["heal"]["mode"], "checked", "{plan}");
-    let security = String::from_utf8_lossy(
-        &ns.run(
-            "systemd-analyze",
-            &["security", "--no-pager", "fleet-reaper.service"],
-        )
-        .stdout,
-    )
-    .into_owned();
-    let exposure: f64 = security
-        .lines()
-        .find_map(|l| l.split("Overall exposure level for ").nth(1))
-        .and_then(|rest| rest.split(": ").nth(1))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure level in:\n{security}"));
-    note(&format!(
-        "systemd-analyze security fleet-reaper.service: {exposure}"
-    ));
-    assert!(exposure <= 2.5, "exposure {exposure}:\n{security}");
+    ns.assert_exposure("fleet-reaper.service", 2.5);
 }
 
 // ---------------------------------------------------------------------------

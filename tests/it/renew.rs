@@ -85,18 +85,7 @@ fn units_verify_start_wake_and_report_status() {
     ));
 
     // The sandboxed service's exposure (issue target: <= 2.5).
-    let security = text(&ns.run("systemd-analyze", &["security", "--no-pager", &service]));
-    let exposure: f64 = security
-        .lines()
-        .find_map(|l| l.split("Overall exposure level for ").nth(1))
-        .and_then(|rest| rest.split(": ").nth(1))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure level in:\n{security}"));
-    note(&format!(
-        "systemd-analyze security {service}: exposure {exposure}"
-    ));
-    assert!(exposure <= 2.5, "exposure {exposure} > 2.5:\n{security}");
+    ns.assert_exposure(&service, 2.5);
 }
 
 #[test]

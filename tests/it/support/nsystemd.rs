@@ -278,6 +278,25 @@ impl NsSystemd {
             .expect("run nsenter")
     }
 
+    /// `systemd-analyze security`'s overall exposure level of `unit`, noted,
+    /// and asserted at most `max` (the issues' target is 2.5).
+    pub fn assert_exposure(&self, unit: &str, max: f64) -> f64 {
+        let out = self.run("systemd-analyze", &["security", "--no-pager", unit]);
+        let security = String::from_utf8_lossy(&out.stdout).into_owned();
+        let exposure: f64 = security
+            .lines()
+            .find_map(|l| l.split("Overall exposure level for ").nth(1))
+            .and_then(|rest| rest.split(": ").nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure level in:\n{security}"));
+        super::note(&format!(
+            "systemd-analyze security {unit}: exposure {exposure}"
+        ));
+        assert!(exposure <= max, "exposure {exposure} > {max}:\n{security}");
+        exposure
+    }
+
     /// `systemctl args` inside the namespaces.
     pub fn systemctl(&self, args: &[&str]) -> Output {
         self.run("systemctl", args)
