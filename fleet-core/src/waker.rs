@@ -301,6 +301,24 @@ struct Activity {
     idle_since: Instant,
 }
 
+impl Activity {
+    /// Nothing open, nothing served yet, idle from now.
+    fn new() -> Self {
+        Activity {
+            open: 0,
+            busy: 0,
+            waking: false,
+            queued: None,
+            wakes: 0,
+            last_wake_ms: None,
+            last_start: None,
+            last_end: None,
+            failed_at: None,
+            idle_since: Instant::now(),
+        }
+    }
+}
+
 /// `STATUS=` before the waker has served anything.
 const STATUS_STARTED: &str = "started, no request yet";
 
@@ -354,18 +372,7 @@ pub async fn run(
         return Err(WakerError::NoConnections);
     }
     let sem = Arc::new(Semaphore::new(cfg.connections_max));
-    let (activity, mut idle_rx) = watch::channel(Activity {
-        open: 0,
-        busy: 0,
-        waking: false,
-        queued: None,
-        wakes: 0,
-        last_wake_ms: None,
-        last_start: None,
-        last_end: None,
-        failed_at: None,
-        idle_since: Instant::now(),
-    });
+    let (activity, mut idle_rx) = watch::channel(Activity::new());
     let own = listener
         .local_addr()
         .ok()
@@ -745,7 +752,7 @@ async fn attempt(shared: &Shared) -> Attempt {
                 Ok(s) => s,
                 Err(e) => return Attempt::Failed(e),
             };
-            if shared.is_frozen(&s) {
+            if shared.is_frozen_pid(c.pid) {
                 shared
                     .saw_frozen
                     .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -1281,9 +1288,17 @@ impl Shared {
     /// pause`): the kernel still queues connections for it, but nothing
     /// would answer. Reads one cgroup file; unknown counts as not frozen.
     fn is_frozen(&self, s: &UnixStream) -> bool {
-        let Some(pid) = s.peer_cred().ok().and_then(|c| c.pid()) else {
+        let pid = s.peer_cred().ok().and_then(|c| c.pid()).unwrap_or(0);
+        self.is_frozen_pid(pid)
+    }
+
+    /// [`Shared::is_frozen`] for a listener pid already known (the connect
+    /// in `attempt` has it: no second `SO_PEERCRED` on the warm path). Pid 0
+    /// (not visible here) counts as not frozen.
+    fn is_frozen_pid(&self, pid: i32) -> bool {
+        if pid <= 0 {
             return false;
-        };
+        }
         use std::os::unix::fs::FileExt;
         let mut cache = self.freezer.lock().unwrap_or_else(|p| p.into_inner());
         if cache.as_ref().is_none_or(|(p, _)| *p != pid) {
@@ -1503,18 +1518,7 @@ mod tests {
     #[test]
     fn status_says_what_the_waker_knows() {
         let t = std::time::UNIX_EPOCH + Duration::from_secs(1_795_462_970);
-        let mut a = Activity {
-            open: 0,
-            busy: 0,
-            waking: false,
-            queued: None,
-            wakes: 0,
-            last_wake_ms: None,
-            last_start: None,
-            last_end: None,
-            failed_at: None,
-            idle_since: Instant::now(),
-        };
+        let mut a = Activity::new();
         assert_eq!(status(&a, "x.fpm"), "started, no request yet");
         a.waking = true;
         a.open = 1;
