@@ -171,30 +171,6 @@ pub struct Heal {
     pub detail: String,
 }
 
-/// Listing the units failed: no site can be judged this pass.
-#[derive(Debug, thiserror::Error)]
-pub enum HealError {
-    #[error("cannot run {program}")]
-    Spawn {
-        program: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("`{program} {args}` failed ({status}): {stderr}")]
-    List {
-        program: String,
-        args: String,
-        status: String,
-        stderr: String,
-    },
-    #[error("cannot read the kernel's unix socket table {path}")]
-    UnixTable {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
 /// The pass's view of systemd, taken once: every waker unit and the kernel's
 /// listening sockets.
 #[derive(Debug, Clone)]
@@ -238,44 +214,27 @@ pub fn systemd_booted() -> bool {
 
 /// Takes the pass's [`Snapshot`]: one `systemctl list-units` for both unit
 /// templates of `cfg`, and one read of the unix socket table.
-pub async fn snapshot(cfg: &renew::Config) -> Result<Snapshot, HealError> {
+pub async fn snapshot(cfg: &renew::Config) -> Result<Snapshot, renew::RenewError> {
     let socket_pattern = cfg.socket_unit.pattern();
     let service_pattern = cfg.service_unit.pattern();
-    let args = [
-        "list-units",
-        "--all",
-        "--plain",
-        "--no-legend",
-        "--no-pager",
-        "--full",
-        socket_pattern.as_str(),
-        service_pattern.as_str(),
-    ];
-    let program = cfg.systemctl.display().to_string();
-    let out = tokio::process::Command::new(&cfg.systemctl)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|source| HealError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(HealError::List {
-            program,
-            args: args.join(" "),
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
-    let rows = parse_list_units(&String::from_utf8_lossy(&out.stdout));
-    let text =
-        std::fs::read_to_string(&cfg.proc_net_unix).map_err(|source| HealError::UnixTable {
-            path: cfg.proc_net_unix.clone(),
-            source,
-        })?;
-    Ok(Snapshot::new(rows, renew::parse_proc_net_unix(&text)))
+    let listed = renew::systemctl(
+        cfg,
+        &[
+            "list-units",
+            "--all",
+            "--plain",
+            "--no-legend",
+            "--no-pager",
+            "--full",
+            socket_pattern.as_str(),
+            service_pattern.as_str(),
+        ],
+    )
+    .await?;
+    Ok(Snapshot::new(
+        parse_list_units(&listed),
+        renew::read_unix_table(cfg)?,
+    ))
 }
 
 /// The renew configuration healing uses: the default units, the pass's

@@ -316,7 +316,8 @@ pub fn is_listening(entries: &[UnixSocketEntry], path: &Path) -> bool {
     entries.iter().any(|e| e.listening && e.path == want)
 }
 
-fn read_unix_table(cfg: &Config) -> Result<Vec<UnixSocketEntry>, RenewError> {
+/// The kernel's table of unix sockets at `cfg.proc_net_unix`, parsed.
+pub fn read_unix_table(cfg: &Config) -> Result<Vec<UnixSocketEntry>, RenewError> {
     let text =
         std::fs::read_to_string(&cfg.proc_net_unix).map_err(|source| RenewError::ProcNetUnix {
             path: cfg.proc_net_unix.clone(),
@@ -326,7 +327,7 @@ fn read_unix_table(cfg: &Config) -> Result<Vec<UnixSocketEntry>, RenewError> {
 }
 
 /// Runs `systemctl <args>` and returns its stdout.
-async fn systemctl(cfg: &Config, args: &[&str]) -> Result<String, RenewError> {
+pub async fn systemctl(cfg: &Config, args: &[&str]) -> Result<String, RenewError> {
     let out = tokio::process::Command::new(&cfg.systemctl)
         .args(args)
         .stdin(std::process::Stdio::null())
