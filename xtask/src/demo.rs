@@ -1087,22 +1087,29 @@ fn check_page(r: &Response, site: &str) -> Result<(), String> {
 
 /// An HTTP response with its timings.
 #[derive(Debug)]
-struct Response {
-    status: u16,
-    body: String,
-    first_byte: Duration,
-    total: Duration,
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+    pub first_byte: Duration,
+    pub total: Duration,
 }
 
 /// `GET <path>` on 127.0.0.1:<port> (HTTP/1.0, read to EOF), timing the
 /// first byte and the whole response.
 fn http_get(port: u16, path: &str) -> Result<Response, String> {
+    http_get_host(port, "localhost", path)
+}
+
+/// [`http_get`] with a `Host` header of `host` (for name-based servers).
+/// Reads for up to 120 s: longer than nginx's 60 s read timeout, so a
+/// 504 is seen as one.
+pub fn http_get_host(port: u16, host: &str, path: &str) -> Result<Response, String> {
     let start = Instant::now();
     let mut s = TcpStream::connect(("127.0.0.1", port))
         .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))
+    s.set_read_timeout(Some(Duration::from_secs(120)))
         .map_err(|e| e.to_string())?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
         .map_err(|e| format!("send: {e}"))?;
     let mut raw = Vec::new();
     let mut buf = [0u8; 8192];

@@ -282,3 +282,34 @@ pub fn nginx_conf(dir: &Path, servers: &[(u16, String)], extra: &str) -> String 
     s.push_str("}\n");
     s
 }
+
+/// Runs `f(0..n)` on `threads` threads; the first error wins.
+pub fn parallel(
+    n: usize,
+    threads: usize,
+    f: impl Fn(usize) -> Result<(), String> + Sync,
+) -> Result<(), String> {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let next = std::sync::Arc::clone(&next);
+                let f = &f;
+                s.spawn(move || -> Result<(), String> {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if i >= n {
+                            return Ok(());
+                        }
+                        f(i)?;
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("worker panicked".into())))
+            .collect::<Result<Vec<()>, String>>()
+            .map(|_| ())
+    })
+}

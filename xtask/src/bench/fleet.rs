@@ -15,7 +15,6 @@
 //! pass over the N sites. Release builds. Needs root, Docker, nginx and
 //! systemd-socket-activate.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,8 +22,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use crate::bench::waker::{api_post, rss_kib};
-use crate::proc::{Guard, free_port, run, wait_for};
-use xtask::demo::{FASTCGI_PARAMS, Mode, NGINX, site_snippet};
+use crate::proc::{Guard, free_port, parallel, run, wait_for};
+use xtask::demo::{FASTCGI_PARAMS, Mode, NGINX, http_get_host, site_snippet};
 use xtask::wakes::{peak_overlap, slot_window};
 
 /// How long an idle waker lives on here (the unit ships 5 min): longer than
@@ -60,51 +59,14 @@ impl Drop for Fleet {
     }
 }
 
-/// Runs `f` over `items` on `threads` threads.
-fn parallel<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let out: Vec<std::sync::Mutex<Option<R>>> = items.iter().map(|_| Default::default()).collect();
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some(item) = items.get(i) else { return };
-                    let r = f(item);
-                    if let Ok(mut slot) = out[i].lock() {
-                        *slot = Some(r);
-                    }
-                }
-            });
-        }
-    });
-    out.into_iter()
-        .filter_map(|m| m.into_inner().ok().flatten())
-        .collect()
-}
-
-/// One HTTP/1.0 GET of `/hello.php` for `host`: (status, body, time).
+/// One GET of `/hello.php` for `host`: (status, body, time); a failure
+/// counts as status 0.
 fn get(port: u16, host: &str) -> (u16, String, Duration) {
     let t = Instant::now();
-    let r = (|| -> std::io::Result<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(120)))?;
-        write!(s, "GET /hello.php HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
-        let mut raw = String::new();
-        s.read_to_string(&mut raw)?;
-        let status = raw
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = raw
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Ok((status, body))
-    })();
-    let (status, body) = r.unwrap_or((0, String::new()));
-    (status, body, t.elapsed())
+    match http_get_host(port, host, "/hello.php") {
+        Ok(r) => (r.status, r.body, r.total),
+        Err(_) => (0, String::new(), t.elapsed()),
+    }
 }
 
 pub fn bench(root: &Path, n: usize) -> Result<String, String> {
@@ -170,7 +132,8 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
 
     eprintln!("==> creating {n} sites (runtime tmpfs, container)");
     let t = Instant::now();
-    let created = parallel(&fleet.sites, 4, |s| -> Result<(), String> {
+    parallel(fleet.sites.len(), 4, |i| {
+        let s = &fleet.sites[i];
         let site = fleet_core::Site::new(s).map_err(|e| e.to_string())?;
         fleet_core::rundir::prepare(&layout, &site, fleet_core::rundir::Limits::default())
             .map_err(|e| e.to_string())?;
@@ -196,10 +159,7 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
             &image,
         ])
         .map(|_| ())
-    });
-    if let Some(e) = created.into_iter().find_map(Result::err) {
-        return Err(e);
-    }
+    })?;
     let setup = t.elapsed();
 
     // The bare start rate: K at a time through the API until php-fpm accepts.
@@ -209,7 +169,8 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
         sample.len()
     );
     let t = Instant::now();
-    let bare = parallel(&sample, k, |s| -> Result<(), String> {
+    parallel(sample.len(), k, |i| {
+        let s = &sample[i];
         api_post(&format!("{s}.fpm"), "start")?;
         let sock = run_dir.join(s).join("php-fpm.sock");
         if wait_for(Duration::from_secs(60), || {
@@ -219,14 +180,11 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
         } else {
             Err(format!("{s}: php-fpm did not come up"))
         }
-    });
-    if let Some(e) = bare.into_iter().find_map(Result::err) {
-        return Err(e);
-    }
+    })?;
     let bare_rate = sample.len() as f64 / t.elapsed().as_secs_f64();
-    parallel(&sample, 8, |s| {
-        run(&["docker", "stop", "-t", "1", &format!("{s}.fpm")])
-    });
+    parallel(sample.len(), 8, |i| {
+        run(&["docker", "stop", "-t", "1", &format!("{}.fpm", sample[i])]).map(|_| ())
+    })?;
 
     eprintln!("==> {n} socket-activated wakers, nginx");
     let wakers: Vec<Guard> = fleet

@@ -24,11 +24,11 @@ use std::fmt::Write as _;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
+
+use crate::proc::parallel;
 
 /// Sites in the benchmark.
 pub const SITES: usize = 200;
@@ -286,33 +286,6 @@ fn verdicts(table: &str, verdict: &str) -> BTreeSet<String> {
         })
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
         .collect()
-}
-
-/// Runs `f(0..n)` on `threads` threads; the first error wins.
-fn parallel(n: usize, threads: usize, f: impl Fn(usize) -> Result<()> + Sync) -> Result<()> {
-    let next = Arc::new(AtomicUsize::new(0));
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let next = Arc::clone(&next);
-                let f = &f;
-                s.spawn(move || -> Result<()> {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        if i >= n {
-                            return Ok(());
-                        }
-                        f(i)?;
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("worker panicked".into())))
-            .collect::<Result<Vec<()>>>()
-            .map(|_| ())
-    })
 }
 
 /// `docker <args>` (argv, no shell); stdout, or an error with stderr.
