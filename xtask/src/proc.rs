@@ -129,23 +129,7 @@ impl Rig {
         }
         std::fs::write(www.join("hello.php"), "<?php\necho 'hello';\n")
             .map_err(|e| e.to_string())?;
-        run(&[
-            "docker",
-            "create",
-            "--name",
-            &env.container,
-            "--network",
-            "none",
-            "--label",
-            "fleet.test=1",
-            "--label",
-            &format!("fleet.test.pid={pid}"),
-            "-v",
-            &format!("{}:/run/php", site_dir.display()),
-            "-v",
-            &format!("{}:/srv/www:ro", www.display()),
-            &image,
-        ])?;
+        create_container(&env.container, &site_dir, &www, "/srv/www", &image, &[])?;
         Ok(Rig {
             env,
             site,
@@ -312,4 +296,42 @@ pub fn parallel(
             .collect::<Result<Vec<()>, String>>()
             .map(|_| ())
     })
+}
+
+/// `docker create` of a benchmark site's container: no network, labelled
+/// as a test container of this process (swept by the tests' leftover check
+/// if the run dies), its runtime directory at `/run/php`, the docroot
+/// read-only at `docroot_inside`, and `env` (`KEY=value`).
+pub fn create_container(
+    name: &str,
+    run_dir: &Path,
+    www: &Path,
+    docroot_inside: &str,
+    image: &str,
+    env: &[&str],
+) -> Result<(), String> {
+    let pid_label = format!("fleet.test.pid={}", std::process::id());
+    let run_mount = format!("{}:/run/php", run_dir.display());
+    let www_mount = format!("{}:{docroot_inside}:ro", www.display());
+    let mut argv = vec![
+        "docker",
+        "create",
+        "--name",
+        name,
+        "--network",
+        "none",
+        "--label",
+        "fleet.test=1",
+        "--label",
+        &pid_label,
+        "-v",
+        &run_mount,
+        "-v",
+        &www_mount,
+    ];
+    for e in env {
+        argv.extend(["-e", e]);
+    }
+    argv.push(image);
+    run(&argv).map(|_| ())
 }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use crate::bench::waker::{api_post, rss_kib};
-use crate::proc::{Guard, free_port, parallel, run, wait_for};
+use crate::proc::{Guard, create_container, free_port, parallel, run, wait_for};
 use xtask::demo::{FASTCGI_PARAMS, Mode, NGINX, http_get_host, site_snippet};
 use xtask::wakes::{peak_overlap, slot_window};
 
@@ -137,28 +137,14 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
         let site = fleet_core::Site::new(s).map_err(|e| e.to_string())?;
         fleet_core::rundir::prepare(&layout, &site, fleet_core::rundir::Limits::default())
             .map_err(|e| e.to_string())?;
-        let run_mount = format!("{}:/run/php", layout.site_dir(&site).display());
-        let www_mount = format!("{}:/srv/www/{s}:ro", www.display());
-        run(&[
-            "docker",
-            "create",
-            "--name",
+        create_container(
             &format!("{s}.fpm"),
-            "--network",
-            "none",
-            "--label",
-            "fleet.test=1",
-            "--label",
-            &format!("fleet.test.pid={pid}"),
-            "-e",
-            "FLEET_FPM_CHILDREN=1",
-            "-v",
-            &run_mount,
-            "-v",
-            &www_mount,
+            &layout.site_dir(&site),
+            &www,
+            &format!("/srv/www/{s}"),
             &image,
-        ])
-        .map(|_| ())
+            &["FLEET_FPM_CHILDREN=1"],
+        )
     })?;
     let setup = t.elapsed();
 
