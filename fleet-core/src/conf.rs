@@ -7,8 +7,18 @@
 //! # Amount of time to pause the container after: 20m
 //! ```
 //!
-//! The duration is [humantime] syntax (`90s`, `20m`, `1h 30m`). Only line 1
-//! is read; whatever follows it is ignored.
+//! The duration is [humantime] syntax (`90s`, `20m`, `1h 30m`).
+//!
+//! Line 2 may give a second, longer timeout for tiered sleep: a comment
+//! that names "stop" and "after" before its colon ([`parse_stop_line`]):
+//!
+//! ```text
+//! # Amount of time to pause the container after: 20m
+//! # Amount of time to stop the container after: 6h
+//! ```
+//!
+//! Any other line 2 (an nginx directive, another comment) is ignored, as is
+//! everything after line 2, so one-line files keep working.
 //!
 //! Rules, each with its own [`ConfError`] variant:
 //!
@@ -77,6 +87,77 @@ pub enum ConfError {
         humantime::format_duration(MAX_TIMEOUT)
     )]
     Absurd { text: String },
+    #[error(
+        "line 2 names a stop timeout but {reason}: {line:?} (expected e.g. \"# Amount of time to stop the container after: 6h\")"
+    )]
+    BadStopLine { line: String, reason: String },
+}
+
+/// A site's timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiteConf {
+    /// Line 1: idle this long, the site is put to sleep.
+    pub timeout: Duration,
+    /// Line 2, when it gives one: idle this long, the site is stopped
+    /// (tiered sleep: paused first, stopped later).
+    pub stop_after: Option<Duration>,
+}
+
+/// Reads line 2 of a conf file: `Ok(None)` when it is not a stop line (a
+/// comment naming "stop" and "after" before its colon), the duration when
+/// it is one, an error when it is one with a bad duration.
+pub fn parse_stop_line(line: &str) -> Result<Option<Duration>, ConfError> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let Some(comment) = line.trim_start().strip_prefix('#') else {
+        return Ok(None);
+    };
+    let Some((head, after)) = comment.split_once(':') else {
+        return Ok(None);
+    };
+    let head = head.to_ascii_lowercase();
+    if !(head.contains("stop") && head.contains("after")) {
+        return Ok(None);
+    }
+    let bad = |reason: String| ConfError::BadStopLine {
+        line: excerpt(line),
+        reason,
+    };
+    let text = after.trim();
+    let d = humantime::parse_duration(text)
+        .map_err(|e| bad(format!("its duration does not parse ({e})")))?;
+    if d.is_zero() {
+        return Err(bad("its duration is zero".to_owned()));
+    }
+    if d > MAX_TIMEOUT {
+        return Err(bad(format!(
+            "its duration is longer than the maximum of {}",
+            humantime::format_duration(MAX_TIMEOUT)
+        )));
+    }
+    Ok(Some(d))
+}
+
+/// Both timeouts from the start of a conf file's bytes.
+pub fn parse_site_conf_bytes(bytes: &[u8]) -> Result<SiteConf, ConfError> {
+    let timeout = parse_conf_bytes(bytes)?;
+    let rest = match bytes.iter().position(|&b| b == b'\n') {
+        Some(i) => &bytes[i + 1..],
+        None => &[][..],
+    };
+    let line2 = match rest.iter().position(|&b| b == b'\n') {
+        Some(i) => &rest[..i],
+        None => rest,
+    };
+    // A line 2 that is not text is not a stop line (the file may be
+    // anything after line 1).
+    let stop_after = match std::str::from_utf8(line2) {
+        Ok(l) if l.len() <= MAX_LINE_LEN => parse_stop_line(l)?,
+        _ => None,
+    };
+    Ok(SiteConf {
+        timeout,
+        stop_after,
+    })
 }
 
 /// Reading a conf file failed. Every variant names the path.
@@ -221,15 +302,15 @@ pub fn parse_conf_bytes(bytes: &[u8]) -> Result<Duration, ConfError> {
     }
 }
 
-/// Reads the idle timeout from the conf file at `path`: a regular file, read
-/// no further than line 1 could need.
+/// Reads the timeouts from the conf file at `path`: a regular file, read
+/// no further than lines 1 and 2 could need.
 ///
 /// A symlink is refused, not followed: the list lives in a Docker volume,
 /// which containers may be able to write, and the reaper runs as root and
 /// quotes the start of a bad line 1 in its report, so a link to, say,
 /// `/etc/shadow` must not be read. The file is opened non-blocking, so a
 /// FIFO planted there cannot hang the reaper either.
-pub fn load_conf(path: &Path) -> Result<Duration, LoadConfError> {
+pub fn load_conf(path: &Path) -> Result<SiteConf, LoadConfError> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
@@ -257,8 +338,9 @@ pub fn load_conf(path: &Path) -> Result<Duration, LoadConfError> {
             path: path.to_owned(),
         });
     }
-    // BOM + line + CRLF + one byte more: enough to judge line 1.
-    let cap = (BOM.len() + MAX_LINE_LEN + 3) as u64;
+    // BOM + two lines with CRLF + one byte more: enough to judge lines 1
+    // and 2.
+    let cap = (BOM.len() + 2 * (MAX_LINE_LEN + 2) + 1) as u64;
     let mut buf = Vec::new();
     (&mut file)
         .take(cap)
@@ -267,7 +349,7 @@ pub fn load_conf(path: &Path) -> Result<Duration, LoadConfError> {
             path: path.to_owned(),
             source,
         })?;
-    parse_conf_bytes(&buf).map_err(|source| LoadConfError::Invalid {
+    parse_site_conf_bytes(&buf).map_err(|source| LoadConfError::Invalid {
         path: path.to_owned(),
         source,
     })
@@ -613,11 +695,11 @@ mod tests {
         assert!(list.errors[0].to_string().contains("bad name.conf"));
 
         let load = |n: &str| load_conf(&d.join(n));
-        assert_eq!(load("a.example.conf").expect("ok"), secs(90));
+        assert_eq!(load("a.example.conf").expect("ok").timeout, secs(90));
         let err = load("link.example.conf").expect_err("symlink");
         assert!(matches!(err, LoadConfError::Symlink { .. }), "{err:?}");
         assert!(err.to_string().contains("link.example.conf"), "{err}");
-        assert_eq!(load("b.example.conf").expect("ok"), secs(1200));
+        assert_eq!(load("b.example.conf").expect("ok").timeout, secs(1200));
         let err = load("broken.example.conf").expect_err("no colon");
         assert!(matches!(
             err,
@@ -655,5 +737,30 @@ mod tests {
         let err = list_sites(&d.join("a.example.conf")).expect_err("not a directory");
         assert!(matches!(err, SiteListError::ReadDir { .. }), "{err:?}");
         assert!(err.to_string().contains("a.example.conf"), "{err}");
+    }
+
+    #[test]
+    fn line_2_may_give_a_stop_timeout() {
+        let c = |t: &str| parse_site_conf_bytes(t.as_bytes());
+        let one = c("# Amount of time to pause the container after: 20m\n").expect("one line");
+        assert_eq!((one.timeout, one.stop_after), (secs(1200), None));
+        let two = c("# pause after: 20m\r\n# Amount of time to STOP the container after: 6h\r\nserver {\n")
+            .expect("two lines");
+        assert_eq!(two.stop_after, Some(secs(6 * 3600)));
+        // Any other line 2 is not a stop line.
+        for other in ["server {", "# listen: 80", "# stop: 1h", "", "# after we stop"] {
+            let r = c(&format!("# x: 20m\n{other}\n")).expect(other);
+            assert_eq!(r.stop_after, None, "{other:?}");
+        }
+        let err = c("# x: 20m\n# stop after: soon\n").expect_err("bad stop line");
+        assert!(matches!(err, ConfError::BadStopLine { .. }), "{err:?}");
+        assert!(err.to_string().contains("line 2"), "{err}");
+        assert!(matches!(
+            c("# x: 20m\n# stop after: 0s\n"),
+            Err(ConfError::BadStopLine { .. })
+        ));
+        // Binary bytes after line 1 are nobody's business.
+        let bin = parse_site_conf_bytes(b"# x: 20m\n\xff\x00stop after: 1h\n").expect("binary line 2");
+        assert_eq!(bin.stop_after, None);
     }
 }

@@ -114,6 +114,17 @@ pub trait Upstreams {
     /// A FastCGI request ended (its `END_REQUEST` passed).
     fn ended(&mut self);
 
+    /// False when a request that starts while none is in flight must wait
+    /// for [`Upstreams::admit`] first (the site lock, [`crate::drain`]).
+    fn admitted(&self) -> bool {
+        true
+    }
+
+    /// Waits until the next request may go to php-fpm.
+    fn admit(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// See [`LINGER`].
     fn linger(&self) -> Duration {
         LINGER
@@ -248,6 +259,9 @@ enum Step {
     Thaw,
     /// Only the client's input is left to drop: bound the rest.
     Linger,
+    /// A request starts while none is in flight: the owner admits it
+    /// before it is checked and sent.
+    Admit,
 }
 
 /// Client to php-fpm.
@@ -665,6 +679,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                     return None;
                 }
                 let flags = if len > 2 { h[HEADER + 2] } else { 0 };
+                if self.in_flight == 0 && !hooks.admitted() {
+                    // Admitted first, then checked: the site may have been
+                    // put to sleep while this request waited.
+                    return Some(Step::Admit);
+                }
                 if self.in_flight == 0 {
                     let stale = match self.upstream.as_ref() {
                         None => true,
@@ -730,6 +749,7 @@ where
                     break;
                 }
             }
+            Step::Admit => hooks.admit().await,
         }
     }
     Relayed {

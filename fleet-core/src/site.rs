@@ -240,6 +240,18 @@ impl Layout {
         self.state_dir.join(format!("{site}.state"))
     }
 
+    /// The lock the waker and the reaper share ([`crate::drain`]):
+    /// `<state_dir>/<site>.lock`.
+    pub fn lock_file(&self, site: &Site) -> PathBuf {
+        self.state_dir.join(format!("{site}.lock"))
+    }
+
+    /// What the reaper last read from php-fpm's status page
+    /// ([`crate::reaper`]): `<state_dir>/<site>.fpm`.
+    pub fn fpm_record(&self, site: &Site) -> PathBuf {
+        self.state_dir.join(format!("{site}.fpm"))
+    }
+
     /// The site's on-demand conf file: `<sites_dir>/<site>.conf`.
     pub fn conf_file(&self, site: &Site) -> PathBuf {
         self.sites_dir.join(format!("{site}.conf"))

@@ -73,6 +73,8 @@ pub struct Config {
     pub exit_idle_time: Option<Duration>,
     /// The activity state file.
     pub state_file: PathBuf,
+    /// The lock shared with the reaper ([`crate::drain`]).
+    pub lock_file: PathBuf,
     /// How long open connections may run on after SIGTERM.
     pub shutdown_grace: Duration,
     /// The Docker engine (connects lazily).
@@ -352,6 +354,9 @@ struct Shared {
     /// waker's life (re-asked when a listener does not match it).
     container_id: tokio::sync::Mutex<Option<String>>,
     backoff: Mutex<Backoff>,
+    /// Held shared while a request is at php-fpm or a wake runs: the
+    /// reaper does not act then.
+    gate: Arc<crate::drain::Gate>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -378,6 +383,7 @@ pub async fn run(
         .ok()
         .and_then(|a| a.as_pathname().map(Path::to_path_buf))
         .and_then(|p| FileId::of_path(&p).ok().map(|id| (id, p)));
+    let cfg_lock_file = cfg.lock_file.clone();
     let shared = Arc::new(Shared {
         cfg,
         wake: Mutex::new(None),
@@ -392,6 +398,7 @@ pub async fn run(
         last_refusal: Mutex::new(None),
         container_id: tokio::sync::Mutex::new(None),
         backoff: Mutex::new(Backoff::default()),
+        gate: crate::drain::Gate::new(cfg_lock_file),
     });
     let reporter_stop = CancellationToken::new();
     let reporter = tokio::spawn(report(
@@ -596,6 +603,8 @@ struct Conn<'a> {
     counted: u64,
     /// It got php-fpm at least once.
     connected: bool,
+    /// Admitted through the site lock while `counted` > 0.
+    gate: Option<crate::drain::GateGuard>,
 }
 
 impl crate::proxy::Upstreams for Conn<'_> {
@@ -647,6 +656,17 @@ impl crate::proxy::Upstreams for Conn<'_> {
                 a.last_end = Some(SystemTime::now());
             });
         }
+        if self.counted == 0 {
+            self.gate = None;
+        }
+    }
+
+    fn admitted(&self) -> bool {
+        self.gate.is_some()
+    }
+
+    async fn admit(&mut self) {
+        self.gate = Some(admit(self.shared).await);
     }
 }
 
@@ -669,10 +689,12 @@ async fn serve(
         a.busy += 1;
         a.last_start = Some(SystemTime::now());
     });
+    let gate = admit(&shared).await;
     let mut conn = Conn {
         shared: &shared,
         counted: 1,
         connected: false,
+        gate: Some(gate),
     };
     match connect_or_wake(&shared).await {
         Ok(upstream) => {
@@ -709,6 +731,20 @@ async fn serve(
             a.idle_since = Instant::now();
         }
     });
+}
+
+/// Passes the site lock ([`crate::drain::Gate`]): at once, unless the
+/// reaper is putting the site to sleep right now; then when it is done.
+async fn admit(shared: &Shared) -> crate::drain::GateGuard {
+    let site = &shared.cfg.site;
+    let (guard, err) = shared
+        .gate
+        .enter(|| tracing::info!(site = %site, "the reaper is putting the site to sleep; the request waits, then wakes it"))
+        .await;
+    if let Some(e) = err {
+        tracing::warn!(site = %site, error = %crate::exit::chain(&e), "site lock unusable; the request goes on without it (the reaper may act under it)");
+    }
+    guard
 }
 
 /// How a connect attempt to the upstream went.
@@ -858,7 +894,8 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
     tracing::info!(site = %cfg.site, container = %cfg.container, "waking");
     // A start takes a host-wide slot first (an unpause is quick and
     // does not); the start timeout counts from admission.
-    let frozen = shared.saw_frozen.load(std::sync::atomic::Ordering::Relaxed);
+    let frozen =
+        shared.saw_frozen.load(std::sync::atomic::Ordering::Relaxed) || paused_aside(cfg);
     let admitted = match (&cfg.admission, frozen) {
         (Some(adm), false) => {
             let r = adm.acquire(&mut QueueProgress(&shared)).await;
@@ -997,7 +1034,8 @@ async fn wake_with(
     // away (one API call fewer), and inspect only if that fails.
     let frozen = shared
         .saw_frozen
-        .swap(false, std::sync::atomic::Ordering::Relaxed);
+        .swap(false, std::sync::atomic::Ordering::Relaxed)
+        || paused_aside(cfg);
     let action = if frozen {
         cfg.engine
             .unpause(&cfg.container)
@@ -1016,6 +1054,9 @@ async fn wake_with(
             .map_err(docker)?,
     };
     tracing::debug!(site = %cfg.site, container = %cfg.container, action = action.as_str(), "container");
+    if !matches!(action, WakeAction::Started) {
+        put_back(cfg);
+    }
     let death = tokio::select! {
         r = wait_ready(shared, watch) => return r.map(|()| action.as_str()),
         e = watch_death_later(cfg, since) => e,
@@ -1044,6 +1085,28 @@ async fn wake_with(
     tokio::select! {
         r = wait_ready(shared, watch) => r.map(|()| action.as_str()),
         e = watch_death_later(cfg, since) => Err(docker(e)),
+    }
+}
+
+/// True when the reaper paused the site: php-fpm's socket is aside and
+/// still listening (a frozen process's socket accepts into its backlog).
+/// Then the wake unpauses at once, with no start attempt and no wake slot.
+fn paused_aside(cfg: &Config) -> bool {
+    upstream::probe(&crate::drain::aside_path(&cfg.upstream)) == upstream::Liveness::Listening
+}
+
+/// After an unpause (or finding the container running): php-fpm's socket
+/// goes back to its path if the reaper left it aside ([`crate::drain`]).
+fn put_back(cfg: &Config) {
+    match crate::drain::restore(&cfg.upstream) {
+        Ok(crate::drain::Restored::Nothing) => {}
+        Ok(crate::drain::Restored::Back) => {
+            tracing::debug!(site = %cfg.site, "php-fpm's socket is back in place");
+        }
+        Ok(r) => tracing::info!(site = %cfg.site, result = ?r, "php-fpm's socket aside"),
+        Err(e) => {
+            tracing::warn!(site = %cfg.site, error = %crate::exit::chain(&e), "cannot put php-fpm's socket back");
+        }
     }
 }
 
@@ -1436,6 +1499,7 @@ mod tests {
             connections_max: 4,
             exit_idle_time: None,
             state_file: dir.join("unit.test.state"),
+            lock_file: dir.join("unit.test.lock"),
             shutdown_grace: Duration::from_secs(1),
             engine: Arc::new(Engine::new(docker_host)),
             notifier: Notifier::none(),

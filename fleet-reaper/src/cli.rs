@@ -34,8 +34,9 @@ pub enum Format {
 }
 
 /// Put idle on-demand sites to sleep: for every <site>.conf, stop (or pause)
-/// <site>.fpm when the site showed no activity (waker connections, container
-/// log output) within the timeout on line 1 of its conf file.
+/// <site>.fpm when the site showed no activity (requests through the waker,
+/// connections php-fpm accepted, container log output) within the timeout on
+/// line 1 of its conf file; with tiered sleep, pause first and stop later.
 #[derive(Debug, Parser)]
 #[command(version, after_help = EXIT_CODES)]
 pub struct Cli {
@@ -43,18 +44,51 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub sites_dir: Option<PathBuf>,
 
-    /// What to do with an idle container (pause: proxy mode only, see --help)
+    /// What to do with an idle container (see --help)
     ///
-    /// stop (the default) works with both nginx layouts. pause is only for
-    /// proxy mode, where every request goes through fleet-waker. With nginx
-    /// direct mode (contrib/nginx/fleet-direct-mode.conf: php-fpm's socket
-    /// first, the waker's socket as backup) never pause: a paused php-fpm's
-    /// socket still accepts connections into its backlog, so nginx does not
-    /// fall back to the waker and the request hangs until nginx's
-    /// fastcgi_read_timeout. The reaper cannot see nginx's configuration, so
-    /// it cannot check this for you.
+    /// stop (the default) frees the container's memory; a wake then starts
+    /// php-fpm afresh. pause freezes it: it keeps its memory and wakes about
+    /// ten times faster. Both work with either nginx layout: before acting
+    /// the reaper moves php-fpm's socket aside (nginx in direct mode then
+    /// falls back to the waker), waits until php-fpm has nothing in progress
+    /// or queued, and only then stops or pauses. With --stop-after (or a
+    /// second line in the conf file) a site is paused first and stopped
+    /// later, whatever this says.
     #[arg(long, value_enum, default_value = "stop")]
     pub action: ActionArg,
+
+    /// Tiered sleep: pause after the conf's timeout, stop once idle for DUR (see --help)
+    ///
+    /// For every site whose conf file has no line 2 of its own
+    /// ("# Amount of time to stop the container after: 6h"). A paused site
+    /// holds its memory and answers its next request in tens of
+    /// milliseconds; a stopped one holds nothing and needs a cold start.
+    #[arg(long, value_name = "DUR", value_parser = parse_timeout)]
+    pub stop_after: Option<Duration>,
+
+    /// php-fpm's status page, pm.status_path of the pool ("" = never ask; see --help)
+    ///
+    /// The reaper reads it over php-fpm's socket (one FastCGI request, to
+    /// running containers only) for php-fpm's own count of accepted
+    /// connections, which sees requests that never pass the waker (nginx
+    /// direct mode, stock pools that log nothing), and for the requests in
+    /// progress and queued, which it waits for before acting. A running site
+    /// without it is never put to sleep (verdict no-signal), unless
+    /// --proxy-only.
+    #[arg(long, default_value = fleet_core::fpm_status::DEFAULT_STATUS_PATH, value_name = "PATH")]
+    pub status_path: String,
+
+    /// nginx talks to every site only through the waker (proxy mode; see --help)
+    ///
+    /// Then a site without a status page can still be put to sleep: the
+    /// waker's state (and the container's log) sees all its traffic. Never
+    /// set this while any site is in direct mode.
+    #[arg(long)]
+    pub proxy_only: bool,
+
+    /// Longest wait for php-fpm to finish what it serves before acting
+    #[arg(long, default_value = "30s", value_name = "DUR", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
 
     /// Grace period of a stop before Docker kills (at most 100s)
     #[arg(long, default_value = "10s", value_name = "DUR", value_parser = parse_stop_timeout)]
@@ -124,6 +158,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// A timeout as the conf file's: not zero, at most 30 days.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() || d > fleet_core::conf::MAX_TIMEOUT {
+        return Err("expected more than zero and at most 30 days".to_owned());
+    }
+    Ok(d)
 }
 
 pub fn parse_jobs(s: &str) -> Result<usize, String> {

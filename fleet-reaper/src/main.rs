@@ -27,14 +27,6 @@ fn main() -> ExitCode {
         }
     };
     logging::init();
-    if matches!(cli.action, ActionArg::Pause) {
-        // The reaper cannot know nginx's configuration; say it once per run.
-        warn!(
-            "--action pause: only for sites in nginx proxy mode; a site in direct mode \
-             (php-fpm.sock first, waker as backup) hangs on a paused php-fpm instead of \
-             falling back to the waker, so use --action stop there"
-        );
-    }
     // Flags win over FLEET_* variables, which win over the defaults; an
     // empty variable counts as unset (as everywhere in fleet).
     let env = Layout::from_env();
@@ -54,6 +46,10 @@ fn main() -> ExitCode {
         heal: !cli.no_heal,
         memory_budget: cli.memory_budget,
         memory_min_idle: cli.memory_min_idle,
+        status_path: Some(cli.status_path).filter(|p| !p.is_empty()),
+        drain_timeout: cli.drain_timeout,
+        stop_after: cli.stop_after,
+        proxy_only: cli.proxy_only,
         ..Config::default()
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -80,6 +80,7 @@ fn main() -> ExitCode {
         connections_max,
         exit_idle_time: args.exit_idle_time,
         state_file: layout.state_file(&site),
+        lock_file: layout.lock_file(&site),
         shutdown_grace: args.shutdown_grace,
         engine: Arc::new(fleet_core::docker::Engine::from_env()),
         notifier: Notifier::from_env(),

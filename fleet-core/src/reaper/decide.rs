@@ -32,6 +32,23 @@ pub enum LogInput {
     Failed(String),
 }
 
+/// What php-fpm's status page said this pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FpmInput {
+    /// Not asked: the container is not running.
+    NotChecked,
+    /// The page answered. The reaper's own request is not counted.
+    Read {
+        /// Requests being served.
+        busy: u64,
+        /// Connections waiting in php-fpm's accept queue.
+        queued: u64,
+    },
+    /// No status page (the reason): in direct mode nginx's requests then
+    /// leave no trace the reaper can see.
+    Unavailable(String),
+}
+
 /// Everything [`decide`] looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inputs {
@@ -46,6 +63,16 @@ pub struct Inputs {
     /// when there is no pid or it cannot be told.
     pub waker_alive: Option<bool>,
     pub log: LogInput,
+    pub fpm: FpmInput,
+    /// The last time php-fpm's accepted-connections counter was seen to
+    /// grow by more than the reaper's own requests (kept across passes).
+    pub fpm_traffic: Option<SystemTime>,
+    /// The second timeout of tiered sleep: paused first, stopped after
+    /// this long idle.
+    pub stop_after: Option<Duration>,
+    /// nginx talks only to the waker (`--proxy-only`): without a status
+    /// page the waker's state is a complete signal.
+    pub proxy_only: bool,
 }
 
 impl Inputs {
@@ -56,7 +83,8 @@ impl Inputs {
             .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
-    /// The latest activity known from the waker and the log.
+    /// The latest activity known from the waker, php-fpm's counter and the
+    /// log.
     pub fn last_activity(&self) -> Option<SystemTime> {
         let waker = match &self.state {
             StateInput::Read(a) => a.last_activity(),
@@ -66,9 +94,29 @@ impl Inputs {
             LogInput::Checked { line_at, .. } => *line_at,
             _ => None,
         };
-        match (waker, log) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
+        [waker, log, self.fpm_traffic].into_iter().flatten().max()
+    }
+
+    /// How long the site has been quiet: since its last activity or its
+    /// start, whichever is later. `None` when neither is known.
+    pub fn idle_for(&self) -> Option<Duration> {
+        let since = [self.last_activity(), self.started_at]
+            .into_iter()
+            .flatten()
+            .max()?;
+        Some(self.now.duration_since(since).unwrap_or_default())
+    }
+
+    /// Whether an idle site is stopped rather than paused: always from
+    /// paused; with a second timeout, once idle that long; otherwise what
+    /// `--action` says (`configured_stop`).
+    pub fn stop_not_pause(&self, configured_stop: bool) -> bool {
+        if self.container == ContainerState::Paused {
+            return true;
+        }
+        match self.stop_after {
+            None => configured_stop,
+            Some(s) => self.idle_for().is_some_and(|d| d >= s),
         }
     }
 }
@@ -86,6 +134,11 @@ pub enum Verdict {
     ActiveWaker,
     /// The container logged something within the timeout.
     ActiveLogs,
+    /// php-fpm accepted connections (not the reaper's) within the timeout.
+    ActiveFpm,
+    /// Running with no status page: in direct mode its traffic cannot be
+    /// seen, so it is never put to sleep.
+    NoSignal,
     /// The container started less than the timeout ago.
     Young,
     /// No activity for the timeout: stop (or pause) it.
@@ -102,6 +155,8 @@ impl Verdict {
             Verdict::Busy => "busy",
             Verdict::ActiveWaker => "active-waker",
             Verdict::ActiveLogs => "active-logs",
+            Verdict::ActiveFpm => "active-fpm",
+            Verdict::NoSignal => "no-signal",
             Verdict::Young => "young",
             Verdict::Idle => "idle",
             Verdict::Unknown => "unknown",
@@ -169,6 +224,11 @@ fn in_flight(a: &Activity) -> String {
 /// idleness, and the (only costly) log check comes last.
 pub fn decide_without_logs(i: &Inputs) -> Option<Decision> {
     let timeout = human(i.timeout);
+    if i.container == ContainerState::Paused
+        && let Some(stop_after) = i.stop_after
+    {
+        return Some(decide_paused(i, stop_after));
+    }
     if i.container != ContainerState::Running {
         return Some(decision(
             Verdict::NotRunning,
@@ -209,6 +269,26 @@ pub fn decide_without_logs(i: &Inputs) -> Option<Decision> {
         }
         StateInput::Missing => {}
     }
+    if let FpmInput::Read { busy, queued } = i.fpm
+        && (busy > 0 || queued > 0)
+    {
+        let s = if busy == 1 { "" } else { "s" };
+        return Some(decision(
+            Verdict::Busy,
+            format!("php-fpm is serving {busy} request{s}, {queued} queued"),
+        ));
+    }
+    if let Some(t) = i.fpm_traffic
+        && within(i.now, t, i.timeout)
+    {
+        return Some(decision(
+            Verdict::ActiveFpm,
+            format!(
+                "php-fpm accepted connections {}, within the timeout of {timeout}",
+                ago(i.now, t)
+            ),
+        ));
+    }
     match i.started_at {
         None => Some(decision(
             Verdict::Unknown,
@@ -222,6 +302,47 @@ pub fn decide_without_logs(i: &Inputs) -> Option<Decision> {
             ),
         )),
         Some(_) => None,
+    }
+}
+
+/// A paused site under tiered sleep: stopped once idle for `stop_after`.
+fn decide_paused(i: &Inputs, stop_after: Duration) -> Decision {
+    if let StateInput::Read(a) = &i.state
+        && a.open > 0
+        && i.waker_alive != Some(false)
+    {
+        return decision(
+            Verdict::Busy,
+            format!("paused, and {} through the waker", in_flight(a)),
+        );
+    }
+    if let StateInput::Unreadable(e) = &i.state {
+        return decision(
+            Verdict::Unknown,
+            format!("waker state unreadable, so never stopped: {e}"),
+        );
+    }
+    match i.idle_for() {
+        Some(d) if d >= stop_after => decision(
+            Verdict::Idle,
+            format!(
+                "paused and idle for {}, at least the stop timeout of {}",
+                human(d),
+                human(stop_after)
+            ),
+        ),
+        Some(d) => decision(
+            Verdict::NotRunning,
+            format!(
+                "paused, idle for {}; stopped after {}",
+                human(d),
+                human(stop_after)
+            ),
+        ),
+        None => decision(
+            Verdict::Unknown,
+            "paused, but neither its last activity nor its start time is known".to_owned(),
+        ),
     }
 }
 
@@ -254,6 +375,24 @@ pub fn decide(i: &Inputs) -> Decision {
             decision(
                 Verdict::ActiveLogs,
                 format!("container logged output {when}, within the timeout of {timeout}"),
+            )
+        }
+        LogInput::Checked {
+            after_cutoff: false,
+            ..
+        } if !i.proxy_only && !matches!(i.fpm, FpmInput::Read { .. }) => {
+            let why = match &i.fpm {
+                FpmInput::Unavailable(e) => e.as_str(),
+                _ => "not asked",
+            };
+            decision(
+                Verdict::NoSignal,
+                format!(
+                    "no request through the waker and no log output for {timeout}, but php-fpm's \
+                     status page gives nothing ({why}): in direct mode nginx's requests would go \
+                     unseen, so never put to sleep. Fix: add `pm.status_path = /status` to the \
+                     pool (or run with --proxy-only when nginx only talks to the waker)"
+                ),
             )
         }
         LogInput::Checked {
@@ -317,6 +456,10 @@ mod tests {
                 after_cutoff: false,
                 line_at: None,
             },
+            fpm: FpmInput::Read { busy: 0, queued: 0 },
+            fpm_traffic: None,
+            stop_after: None,
+            proxy_only: false,
         }
     }
 
@@ -557,5 +700,74 @@ mod tests {
         assert_eq!(human(Duration::from_millis(5_400_500)), "1h 30m");
         assert_eq!(ago(t(5), t(7)), "2.0s ago");
         assert_eq!(ago(t(7), t(5)), "in the future");
+    }
+
+    #[test]
+    fn php_fpm_status_is_a_signal_of_its_own() {
+        let mut i = idle_inputs();
+        i.fpm = FpmInput::Read { busy: 2, queued: 1 };
+        let d = decide(&i);
+        assert_eq!(d.verdict, Verdict::Busy);
+        assert!(d.reason.contains("2 requests, 1 queued"), "{}", d.reason);
+        i.fpm = FpmInput::Read { busy: 0, queued: 0 };
+        i.fpm_traffic = Some(t(30));
+        let d = decide(&i);
+        assert_eq!(d.verdict, Verdict::ActiveFpm);
+        assert!(d.reason.contains("30.0s ago"), "{}", d.reason);
+        i.fpm_traffic = Some(t(1200));
+        assert_eq!(verdict(&i), Verdict::Idle);
+        assert_eq!(i.last_activity(), Some(t(1200)));
+    }
+
+    #[test]
+    fn no_status_page_is_no_signal_unless_proxy_only() {
+        let mut i = idle_inputs();
+        i.fpm = FpmInput::Unavailable("404 File not found.".into());
+        let d = decide(&i);
+        assert_eq!(d.verdict, Verdict::NoSignal);
+        assert!(d.reason.contains("pm.status_path"), "names the fix: {}", d.reason);
+        assert!(d.reason.contains("404"), "{}", d.reason);
+        // Logs still count as activity.
+        i.log = LogInput::Checked {
+            after_cutoff: true,
+            line_at: Some(t(5)),
+        };
+        assert_eq!(verdict(&i), Verdict::ActiveLogs);
+        i.log = LogInput::Checked {
+            after_cutoff: false,
+            line_at: None,
+        };
+        i.proxy_only = true;
+        assert_eq!(verdict(&i), Verdict::Idle);
+    }
+
+    #[test]
+    fn tiered_sleep_pauses_then_stops() {
+        let mut i = idle_inputs();
+        i.timeout = Duration::from_secs(60);
+        i.stop_after = Some(Duration::from_secs(7200));
+        // Idle an hour: past the timeout, not past the stop timeout.
+        assert_eq!(verdict(&i), Verdict::Idle);
+        assert!(!i.stop_not_pause(true), "paused first, whatever --action says");
+        i.container = ContainerState::Paused;
+        let d = decide(&i);
+        assert_eq!(d.verdict, Verdict::NotRunning, "{}", d.reason);
+        assert!(d.reason.contains("stopped after 2h"), "{}", d.reason);
+        i.now = t(0) + Duration::from_secs(3700);
+        assert_eq!(verdict(&i), Verdict::Idle);
+        assert!(i.stop_not_pause(false));
+        // A request through the waker to a paused site is a wake under way.
+        i.state = StateInput::Read(Activity {
+            open: 1,
+            ..Activity::default()
+        });
+        assert_eq!(verdict(&i), Verdict::Busy);
+        // Without a second timeout a paused site is left alone.
+        i.stop_after = None;
+        assert_eq!(verdict(&i), Verdict::NotRunning);
+        // Running and idle past the stop timeout: straight to a stop.
+        let mut r = idle_inputs();
+        r.stop_after = Some(Duration::from_secs(1800));
+        assert!(r.stop_not_pause(false));
     }
 }

@@ -32,10 +32,11 @@
 
 mod decide;
 mod report;
+pub mod traffic;
 
 pub use decide::{
-    Decision, Inputs, LogInput, StateInput, Verdict, ago, decide, decide_without_logs, human,
-    needs_log_check,
+    Decision, FpmInput, Inputs, LogInput, StateInput, Verdict, ago, decide, decide_without_logs,
+    human, needs_log_check,
 };
 pub use report::{render_json, render_table};
 
@@ -49,6 +50,7 @@ use tracing::{debug, info, warn};
 use crate::conf::{self, SiteListError};
 use crate::docker::reap::LogProbe;
 use crate::docker::{ContainerInfo, ContainerState, DockerError, Engine};
+use crate::drain::{self, SleepLock};
 use crate::exit;
 use crate::heal::{self, Heal};
 use crate::memory;
@@ -67,6 +69,13 @@ pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(100);
 /// Default `--memory-min-idle`: a site used or woken within the last minute
 /// is never stopped for memory (it would likely be woken again at once).
 pub const DEFAULT_MEMORY_MIN_IDLE: Duration = Duration::from_secs(60);
+/// Default `--drain-timeout`: how long the reaper waits for php-fpm to
+/// finish what it is serving before it gives up putting the site to sleep.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on one status-page request.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Between two status readings while draining.
+const DRAIN_STEP: Duration = Duration::from_millis(50);
 
 /// What to do with an idle container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -107,6 +116,16 @@ pub struct Config {
     pub memory_min_idle: Duration,
     /// Where the cgroup hierarchies are mounted.
     pub cgroup_root: PathBuf,
+    /// php-fpm's status page (`pm.status_path`); `None`: never asked.
+    pub status_path: Option<String>,
+    /// Longest wait for php-fpm to finish its requests before acting.
+    pub drain_timeout: Duration,
+    /// Tiered sleep for every site whose conf has no line 2: pause after
+    /// the conf's timeout, stop after this long idle.
+    pub stop_after: Option<Duration>,
+    /// nginx only talks to the waker: a site with no status page may still
+    /// be put to sleep on the waker's state (and logs) alone.
+    pub proxy_only: bool,
 }
 
 impl Default for Config {
@@ -121,6 +140,10 @@ impl Default for Config {
             memory_budget: None,
             memory_min_idle: DEFAULT_MEMORY_MIN_IDLE,
             cgroup_root: PathBuf::from(memory::DEFAULT_CGROUP_ROOT),
+            status_path: Some(crate::fpm_status::DEFAULT_STATUS_PATH.to_owned()),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            stop_after: None,
+            proxy_only: false,
         }
     }
 }
@@ -704,6 +727,10 @@ async fn reap_site_inner(
     {
         // Asleep but not by this reaper (never started, stopped by hand, or
         // the host rebooted and /run is empty): give it the placeholder too.
+        // A socket left aside by an interrupted pass is dead now.
+        if let Err(e) = drain::discard_aside(&config.layout.fpm_socket(site)) {
+            warn!(site = %site, error = %exit::chain(&e), "cannot remove the socket aside");
+        }
         leave_placeholder(config, site);
     }
     r.elapsed = started.elapsed();
@@ -742,7 +769,7 @@ async fn examine(
     container: &str,
     r: &mut SiteReport,
 ) -> Option<Inputs> {
-    let timeout = match conf::load_conf(&r.conf) {
+    let site_conf = match conf::load_conf(&r.conf) {
         Ok(t) => t,
         Err(e) => {
             warn!(site = %site, error = %exit::chain(&e), "bad conf file; site left alone");
@@ -750,6 +777,7 @@ async fn examine(
             return None;
         }
     };
+    let timeout = site_conf.timeout;
     r.timeout = Some(timeout);
     let info = match engine.inspect(container).await {
         Ok(info) => info,
@@ -766,6 +794,7 @@ async fn examine(
     if let StateInput::Read(a) = &state {
         r.activity = Some(*a);
     }
+    let (fpm, fpm_traffic) = read_fpm(config, site, info.state, info.started_at).await;
     let now = SystemTime::now();
     r.examined_at = now;
     let mut inputs = Inputs {
@@ -776,6 +805,10 @@ async fn examine(
         state,
         waker_alive,
         log: LogInput::NotChecked,
+        fpm,
+        fpm_traffic,
+        stop_after: site_conf.stop_after.or(config.stop_after),
+        proxy_only: config.proxy_only,
     };
     if needs_log_check(&inputs) {
         match engine.last_log_after(container, inputs.cutoff()).await {
@@ -798,6 +831,57 @@ async fn examine(
         }
     }
     Some(inputs)
+}
+
+/// Reads php-fpm's status page of a running container and updates the
+/// record kept across passes ([`traffic`]); for any other state only the
+/// record's last traffic.
+async fn read_fpm(
+    config: &Config,
+    site: &Site,
+    state: ContainerState,
+    started_at: Option<SystemTime>,
+) -> (FpmInput, Option<SystemTime>) {
+    let path = config.layout.fpm_record(site);
+    let prev = traffic::load(&path);
+    if state != ContainerState::Running {
+        return (FpmInput::NotChecked, prev.and_then(|p| p.traffic));
+    }
+    let Some(status_path) = config.status_path.as_deref() else {
+        return (
+            FpmInput::Unavailable("not asked (--status-path is empty)".to_owned()),
+            None,
+        );
+    };
+    let socket = config.layout.fpm_socket(site);
+    match crate::fpm_status::query(&socket, status_path, STATUS_TIMEOUT).await {
+        Ok(st) => {
+            let rec = traffic::observe(prev.as_ref(), started_at, st.accepted_conn, SystemTime::now());
+            remember(config, site, &rec);
+            (
+                FpmInput::Read {
+                    busy: st.active_processes.saturating_sub(1),
+                    queued: st.listen_queue,
+                },
+                rec.traffic,
+            )
+        }
+        Err(e) => {
+            let message = exit::chain(&e);
+            debug!(site = %site, error = %message, "no status page");
+            (FpmInput::Unavailable(message), None)
+        }
+    }
+}
+
+fn remember(config: &Config, site: &Site, rec: &traffic::Record) {
+    if config.dry_run {
+        return;
+    }
+    let path = config.layout.fpm_record(site);
+    if let Err(e) = traffic::store(&path, rec) {
+        warn!(site = %site, path = %path.display(), error = ?e, "cannot keep php-fpm's counter; its next reading counts as traffic");
+    }
 }
 
 /// Why a site is acted on, and so what the re-check before acting asks.
@@ -848,7 +932,8 @@ async fn act(
     recheck: Recheck,
 ) {
     let action = match recheck {
-        Recheck::Idle => config.action,
+        Recheck::Idle if inputs.stop_not_pause(config.action == Action::Stop) => Action::Stop,
+        Recheck::Idle => Action::Pause,
         Recheck::Memory { .. } => Action::Stop,
     };
     if config.dry_run {
@@ -863,6 +948,23 @@ async fn act(
         r.reason = format!("{} (interrupted before acting)", r.reason);
         return;
     }
+    // The site lock first: from here on no request of the waker's is at
+    // php-fpm, and any that arrives waits until the site is asleep.
+    let lock = match SleepLock::try_take(&config.layout.lock_file(site)) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            info!(site = %site, "a request is at php-fpm through the waker; left running");
+            r.reason = format!("{} (re-check: a request is at php-fpm through the waker; left running)", r.reason);
+            r.outcome = Outcome::Skipped;
+            return;
+        }
+        Err(e) => {
+            warn!(site = %site, error = %exit::chain(&e), "no site lock; left running");
+            r.outcome = Outcome::Failed;
+            r.fail(&e, false);
+            return;
+        }
+    };
     // Re-read the state file just before acting: a connection that arrived
     // during the examination keeps the site awake.
     let (state, waker_alive) = read_state(&config.layout, site);
@@ -890,10 +992,10 @@ async fn act(
     // The same container run as examined? (A wake in between restarts it.)
     match engine.inspect(container).await {
         Ok(ContainerInfo {
-            state: ContainerState::Running,
+            state: s @ (ContainerState::Running | ContainerState::Paused),
             started_at,
             ..
-        }) if started_at == inputs.started_at => {}
+        }) if s == inputs.container && started_at == inputs.started_at => {}
         Ok(info) => {
             r.outcome = Outcome::Skipped;
             r.state = Some(info.state);
@@ -911,6 +1013,16 @@ async fn act(
             return;
         }
     }
+    let socket = config.layout.fpm_socket(site);
+    if inputs.container == ContainerState::Running {
+        if let Err(why) = steer_and_drain(config, site, &socket, &inputs).await {
+            put_back(site, &socket);
+            info!(site = %site, reason = %why, "not drained; left running");
+            r.reason = format!("{} (drain: {why}; left running)", r.reason);
+            r.outcome = Outcome::Skipped;
+            return;
+        }
+    }
     let result = match action {
         Action::Stop => engine.stop(container, config.stop_timeout).await,
         Action::Pause => engine.pause(container).await,
@@ -923,14 +1035,93 @@ async fn act(
             };
             info!(site = %site, container = %container, action = action.as_str(), reason = %r.reason, "container put to sleep");
             if action == Action::Stop {
+                // php-fpm is gone: what is aside is dead.
+                if let Err(e) = drain::discard_aside(&socket) {
+                    warn!(site = %site, error = %exit::chain(&e), "cannot remove the socket aside");
+                }
                 leave_placeholder(config, site);
             }
         }
         Err(e) => {
             warn!(site = %site, container = %container, error = %exit::chain(&e), "action failed");
+            put_back(site, &socket);
             r.outcome = Outcome::Failed;
             r.fail(&e, e.is_unreachable());
         }
+    }
+    drop(lock);
+}
+
+/// Steers new connections away from php-fpm and waits until it has
+/// nothing in progress or queued ([`drain`]). `Err(why)` when it does not
+/// drain within `--drain-timeout`, or php-fpm's socket cannot be moved.
+async fn steer_and_drain(
+    config: &Config,
+    site: &Site,
+    socket: &std::path::Path,
+    inputs: &Inputs,
+) -> Result<(), String> {
+    match drain::move_aside(socket) {
+        Ok(drain::Moved::Aside) => {
+            // nginx's next connect is refused (and logged at error, not
+            // crit) and falls back to the waker, which waits for us.
+            if let Err(e) = placeholder::ensure(socket) {
+                warn!(site = %site, error = %exit::chain(&e), "no placeholder socket; nginx in direct mode logs the fallback at crit");
+            }
+        }
+        Ok(moved) => debug!(site = %site, ?moved, "php-fpm's socket was not there to move"),
+        Err(e) => return Err(exit::chain(&e)),
+    }
+    let (FpmInput::Read { .. }, Some(status_path)) = (&inputs.fpm, config.status_path.as_deref())
+    else {
+        // No status page (allowed with --proxy-only): the site lock is the
+        // drain; nginx does not talk to php-fpm directly.
+        return Ok(());
+    };
+    let aside = drain::aside_path(socket);
+    let started = Instant::now();
+    let query = || crate::fpm_status::query(&aside, status_path, STATUS_TIMEOUT);
+    let mut prev = query().await.map_err(|e| exit::chain(&e))?;
+    loop {
+        let next = query().await.map_err(|e| exit::chain(&e))?;
+        if drain::is_drained(&prev, &next) {
+            let rec = traffic::observe(
+                traffic::load(&config.layout.fpm_record(site)).as_ref(),
+                inputs.started_at,
+                next.accepted_conn,
+                SystemTime::now(),
+            );
+            // Our own readings are not traffic: keep the date from before.
+            remember(
+                config,
+                site,
+                &traffic::Record {
+                    traffic: inputs.fpm_traffic.or(rec.traffic),
+                    ..rec
+                },
+            );
+            debug!(site = %site, ms = started.elapsed().as_millis() as u64, "php-fpm drained");
+            return Ok(());
+        }
+        if started.elapsed() >= config.drain_timeout {
+            return Err(format!(
+                "php-fpm still serving {} request(s), {} queued, after --drain-timeout {}",
+                next.active_processes.saturating_sub(1),
+                next.listen_queue,
+                human(config.drain_timeout)
+            ));
+        }
+        tokio::time::sleep(DRAIN_STEP).await;
+        prev = query().await.map_err(|e| exit::chain(&e))?;
+    }
+}
+
+/// Undoes [`steer_and_drain`]'s move when the site stays awake.
+fn put_back(site: &Site, socket: &std::path::Path) {
+    match drain::restore(socket) {
+        Ok(drain::Restored::Nothing | drain::Restored::Back) => {}
+        Ok(other) => warn!(site = %site, result = ?other, "php-fpm's socket aside was not put back"),
+        Err(e) => warn!(site = %site, error = %exit::chain(&e), "cannot put php-fpm's socket back"),
     }
 }
 

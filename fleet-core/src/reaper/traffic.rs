@@ -1,0 +1,166 @@
+//! php-fpm's own activity signal, kept across passes.
+//!
+//! A stock php-fpm pool logs nothing per request, and in direct mode nginx's
+//! requests never pass the waker; php-fpm's status page counts every
+//! connection it accepted (`accepted conn`). The reaper reads it once per
+//! pass for each running site and keeps the reading in
+//! `<state_dir>/<site>.fpm` ([`crate::site::Layout::fpm_record`]):
+//!
+//! ```text
+//! # fleet-reaper: php-fpm's accepted connections
+//! started=1795462970.123
+//! accepted=1234
+//! traffic=1795462990.500
+//! ```
+//!
+//! The counter grows by exactly one between two passes when only the
+//! reaper's own request came; anything more is traffic, dated at the pass
+//! that saw it (the safe side: the real time is earlier). A new container
+//! run (`started` differs), a counter that went back or a record that cannot
+//! be read start over with traffic dated now: unknown history never makes a
+//! site look idle.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::atomic;
+
+/// What the reaper remembers of one site's php-fpm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    /// The container run the counter belongs to (Docker's start time).
+    pub started: Option<SystemTime>,
+    /// `accepted conn` at the last reading, the reaper's own request
+    /// included.
+    pub accepted: u64,
+    /// When the counter was last seen to grow by more than the reaper's
+    /// own requests.
+    pub traffic: Option<SystemTime>,
+}
+
+fn fmt_time(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+}
+
+fn parse_time(s: &str) -> Option<SystemTime> {
+    let (secs, ms) = s.split_once('.').unwrap_or((s, "0"));
+    let secs: u64 = secs.parse().ok()?;
+    let ms: u64 = ms.parse().ok().filter(|&m| m < 1000)?;
+    UNIX_EPOCH.checked_add(Duration::from_millis(secs.checked_mul(1000)?.checked_add(ms)?))
+}
+
+/// The file's text.
+pub fn render(r: &Record) -> String {
+    let mut out = String::from("# fleet-reaper: php-fpm's accepted connections\n");
+    if let Some(t) = r.started {
+        out.push_str(&format!("started={}\n", fmt_time(t)));
+    }
+    out.push_str(&format!("accepted={}\n", r.accepted));
+    if let Some(t) = r.traffic {
+        out.push_str(&format!("traffic={}\n", fmt_time(t)));
+    }
+    out
+}
+
+/// Parses [`render`]'s text; `None` for anything else.
+pub fn parse(text: &str) -> Option<Record> {
+    let mut r = Record {
+        started: None,
+        accepted: 0,
+        traffic: None,
+    };
+    let mut seen = false;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line.split_once('=')?;
+        match k {
+            "started" => r.started = Some(parse_time(v)?),
+            "accepted" => {
+                r.accepted = v.parse().ok()?;
+                seen = true;
+            }
+            "traffic" => r.traffic = Some(parse_time(v)?),
+            _ => {}
+        }
+    }
+    seen.then_some(r)
+}
+
+/// The record after a new reading. Pure.
+pub fn observe(
+    prev: Option<&Record>,
+    started: Option<SystemTime>,
+    accepted: u64,
+    now: SystemTime,
+) -> Record {
+    let traffic = match prev {
+        Some(p) if p.started == started && accepted >= p.accepted => {
+            if accepted - p.accepted > 1 {
+                Some(now)
+            } else {
+                p.traffic
+            }
+        }
+        _ => Some(now),
+    };
+    Record {
+        started,
+        accepted,
+        traffic,
+    }
+}
+
+/// Reads the record; `None` when there is none or it cannot be used (the
+/// caller then starts over, on the safe side).
+pub fn load(path: &Path) -> Option<Record> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() || meta.len() > 4096 {
+        return None;
+    }
+    parse(&std::fs::read_to_string(path).ok()?)
+}
+
+/// Writes the record atomically.
+pub fn store(path: &Path, r: &Record) -> Result<(), atomic::ReplaceError> {
+    atomic::replace(path, render(r).as_bytes(), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn only_growth_beyond_the_reapers_own_request_is_traffic() {
+        let run = Some(at(1000));
+        let first = observe(None, run, 50, at(2000));
+        assert_eq!(first.traffic, Some(at(2000)), "unknown history is traffic now");
+        let quiet = observe(Some(&first), run, 51, at(2060));
+        assert_eq!(quiet.traffic, Some(at(2000)), "our own request only");
+        let busy = observe(Some(&quiet), run, 60, at(2120));
+        assert_eq!(busy.traffic, Some(at(2120)));
+        let restarted = observe(Some(&busy), Some(at(3000)), 3, at(3100));
+        assert_eq!(restarted.traffic, Some(at(3100)));
+        let went_back = observe(Some(&busy), run, 10, at(2180));
+        assert_eq!(went_back.traffic, Some(at(2180)));
+    }
+
+    #[test]
+    fn round_trips_and_refuses_garbage() {
+        let r = Record {
+            started: Some(at(1000) + Duration::from_millis(123)),
+            accepted: 42,
+            traffic: Some(at(2000)),
+        };
+        assert_eq!(parse(&render(&r)), Some(r));
+        assert_eq!(parse("accepted=x\n"), None);
+        assert_eq!(parse("garbage"), None);
+        assert_eq!(parse("# only a comment\n"), None);
+    }
+}
