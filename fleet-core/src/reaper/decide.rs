@@ -43,6 +43,9 @@ pub enum FpmInput {
         busy: u64,
         /// Connections waiting in php-fpm's accept queue.
         queued: u64,
+        /// No earlier reading of this container run was kept: when its
+        /// traffic came is unknown, so it is dated now.
+        first: bool,
     },
     /// No status page (the reason): in direct mode nginx's requests then
     /// leave no trace the reaper can see.
@@ -269,7 +272,7 @@ pub fn decide_without_logs(i: &Inputs) -> Option<Decision> {
         }
         StateInput::Missing => {}
     }
-    if let FpmInput::Read { busy, queued } = i.fpm
+    if let FpmInput::Read { busy, queued, .. } = i.fpm
         && (busy > 0 || queued > 0)
     {
         let s = if busy == 1 { "" } else { "s" };
@@ -281,13 +284,17 @@ pub fn decide_without_logs(i: &Inputs) -> Option<Decision> {
     if let Some(t) = i.fpm_traffic
         && within(i.now, t, i.timeout)
     {
-        return Some(decision(
-            Verdict::ActiveFpm,
+        let reason = if matches!(i.fpm, FpmInput::Read { first: true, .. }) {
+            "first reading of php-fpm's connection counter: when its connections came is \
+             unknown, so they count as now"
+                .to_owned()
+        } else {
             format!(
                 "php-fpm accepted connections {}, within the timeout of {timeout}",
                 ago(i.now, t)
-            ),
-        ));
+            )
+        };
+        return Some(decision(Verdict::ActiveFpm, reason));
     }
     match i.started_at {
         None => Some(decision(
@@ -456,7 +463,7 @@ mod tests {
                 after_cutoff: false,
                 line_at: None,
             },
-            fpm: FpmInput::Read { busy: 0, queued: 0 },
+            fpm: FpmInput::Read { busy: 0, queued: 0, first: false },
             fpm_traffic: None,
             stop_after: None,
             proxy_only: false,
@@ -705,11 +712,11 @@ mod tests {
     #[test]
     fn php_fpm_status_is_a_signal_of_its_own() {
         let mut i = idle_inputs();
-        i.fpm = FpmInput::Read { busy: 2, queued: 1 };
+        i.fpm = FpmInput::Read { busy: 2, queued: 1, first: false };
         let d = decide(&i);
         assert_eq!(d.verdict, Verdict::Busy);
         assert!(d.reason.contains("2 requests, 1 queued"), "{}", d.reason);
-        i.fpm = FpmInput::Read { busy: 0, queued: 0 };
+        i.fpm = FpmInput::Read { busy: 0, queued: 0, first: false };
         i.fpm_traffic = Some(t(30));
         let d = decide(&i);
         assert_eq!(d.verdict, Verdict::ActiveFpm);

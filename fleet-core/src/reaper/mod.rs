@@ -509,7 +509,9 @@ async fn memory_guard(
         let eligible = r.outcome == Outcome::None
             && matches!(
                 r.verdict,
-                Some(Verdict::ActiveWaker | Verdict::ActiveLogs | Verdict::Young)
+                Some(
+                    Verdict::ActiveWaker | Verdict::ActiveLogs | Verdict::ActiveFpm | Verdict::Young
+                )
             );
         let times = e.inputs.as_ref().and_then(|i| {
             let started = i.started_at?;
@@ -856,12 +858,14 @@ async fn read_fpm(
     let socket = config.layout.fpm_socket(site);
     match crate::fpm_status::query(&socket, status_path, STATUS_TIMEOUT).await {
         Ok(st) => {
+            let first = prev.as_ref().is_none_or(|p| p.started != started_at);
             let rec = traffic::observe(prev.as_ref(), started_at, st.accepted_conn, SystemTime::now());
             remember(config, site, &rec);
             (
                 FpmInput::Read {
                     busy: st.active_processes.saturating_sub(1),
                     queued: st.listen_queue,
+                    first,
                 },
                 rec.traffic,
             )

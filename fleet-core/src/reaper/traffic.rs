@@ -17,8 +17,8 @@
 //! reaper's own request came; anything more is traffic, dated at the pass
 //! that saw it (the safe side: the real time is earlier). A new container
 //! run (`started` differs), a counter that went back or a record that cannot
-//! be read start over with traffic dated now: unknown history never makes a
-//! site look idle.
+//! be read start over with traffic dated now (unless the counter holds only
+//! the reaper's own request): unknown history never makes a site look idle.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -104,6 +104,8 @@ pub fn observe(
                 p.traffic
             }
         }
+        // Only our own request ever: no traffic in this run.
+        _ if accepted <= 1 => None,
         _ => Some(now),
     };
     Record {
@@ -149,6 +151,7 @@ mod tests {
         assert_eq!(restarted.traffic, Some(at(3100)));
         let went_back = observe(Some(&busy), run, 10, at(2180));
         assert_eq!(went_back.traffic, Some(at(2180)));
+        assert_eq!(observe(None, run, 1, at(2000)).traffic, None, "only ours");
     }
 
     #[test]
