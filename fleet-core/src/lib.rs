@@ -9,6 +9,8 @@ pub mod atomic;
 pub mod conf;
 pub mod docker;
 pub mod exit;
+pub mod fastcgi;
+pub mod fpm_status;
 pub mod heal;
 pub mod listen;
 pub mod logging;
