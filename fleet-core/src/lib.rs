@@ -10,6 +10,7 @@ pub mod conf;
 pub mod docker;
 pub mod drain;
 pub mod exit;
+pub mod fastcgi;
 pub mod fpm_status;
 pub mod heal;
 pub mod listen;

@@ -75,6 +75,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::fastcgi::{self, BEGIN_REQUEST, END_REQUEST, Header, KEEP_CONN, STDIN};
+
 /// Buffer per direction per connection.
 pub const BUF_SIZE: usize = 8 * 1024;
 
@@ -83,11 +85,7 @@ pub const BUF_SIZE: usize = 8 * 1024;
 /// dropped before its connection is closed anyway.
 pub const LINGER: Duration = Duration::from_secs(2);
 
-const HEADER: usize = 8;
-const BEGIN_REQUEST: u8 = 1;
-const END_REQUEST: u8 = 3;
-const STDIN: u8 = 5;
-const KEEP_CONN: u8 = 1;
+const HEADER: usize = fastcgi::HEADER_LEN;
 
 /// What the relay needs from its owner: php-fpm connections and a place
 /// to report activity.
@@ -223,8 +221,7 @@ impl Records {
                     break;
                 }
                 self.have = 0;
-                let h = &self.header;
-                self.skip = usize::from(u16::from_be_bytes([h[4], h[5]])) + usize::from(h[6]);
+                self.skip = Header::parse(&self.header).map_or(0, Header::body_len);
             }
             if self.skip == 0 && self.have == 0 && self.header[1] == END_REQUEST {
                 fed.ends += 1;
@@ -660,16 +657,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             }
             let avail = u.end - u.safe;
             let h = &u.buf[u.safe..u.end];
-            if avail < HEADER {
+            let Some(header) = Header::parse(h) else {
                 if u.eof {
                     u.safe = u.end;
                 }
                 return None;
-            }
-            let kind = h[1];
-            let id = u16::from_be_bytes([h[2], h[3]]);
-            let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
-            let skip = len + usize::from(h[6]);
+            };
+            let (kind, id) = (header.kind, header.id);
+            let len = usize::from(header.content_len);
+            let skip = header.body_len();
             if kind == BEGIN_REQUEST {
                 // Its flags (content byte 2) say how it ends.
                 if len > 2 && avail < HEADER + 3 {
@@ -764,6 +760,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fastcgi::record;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Instant;
@@ -879,18 +876,6 @@ mod tests {
         (c, s, t)
     }
 
-    /// One FastCGI record (content padded to 8 bytes).
-    fn record(kind: u8, id: u16, content: &[u8]) -> Vec<u8> {
-        let pad = (8 - content.len() % 8) % 8;
-        let mut out = vec![1, kind];
-        out.extend_from_slice(&id.to_be_bytes());
-        out.extend_from_slice(&(content.len() as u16).to_be_bytes());
-        out.extend_from_slice(&[pad as u8, 0]);
-        out.extend_from_slice(content);
-        out.extend(std::iter::repeat_n(0u8, pad));
-        out
-    }
-
     /// BEGIN_REQUEST, role responder, `flags`.
     fn begin(id: u16, flags: u8) -> Vec<u8> {
         record(1, id, &[0, 1, flags, 0, 0, 0, 0, 0])
@@ -926,14 +911,14 @@ mod tests {
     async fn read_response(s: &mut UnixStream, id: u16) -> Vec<u8> {
         let mut out = Vec::new();
         loop {
-            let mut h = [0u8; 8];
+            let mut h = [0u8; HEADER];
             s.read_exact(&mut h).await.expect("record header");
-            let len = usize::from(u16::from_be_bytes([h[4], h[5]])) + usize::from(h[6]);
-            let mut body = vec![0u8; len];
+            let header = Header::parse(&h).expect("whole header");
+            let mut body = vec![0u8; header.body_len()];
             s.read_exact(&mut body).await.expect("record content");
             out.extend_from_slice(&h);
             out.extend(body);
-            if h[1] == 3 && u16::from_be_bytes([h[2], h[3]]) == id {
+            if header.kind == END_REQUEST && header.id == id {
                 return out;
             }
         }

@@ -12,24 +12,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::fastcgi::{END_REQUEST, STDOUT, record};
 use crate::proxy::{self, Opening};
-
-const STDOUT: u8 = 6;
-const END_REQUEST: u8 = 3;
-
-/// One FastCGI record of `kind` for request `id` (content up to 64 KiB − 1).
-pub fn record(kind: u8, id: u16, content: &[u8]) -> Vec<u8> {
-    let len = content.len().min(u16::MAX as usize);
-    let pad = (8 - len % 8) % 8;
-    let mut out = Vec::with_capacity(8 + len + pad);
-    out.extend_from_slice(&[1, kind]);
-    out.extend_from_slice(&id.to_be_bytes());
-    out.extend_from_slice(&(len as u16).to_be_bytes());
-    out.extend_from_slice(&[pad as u8, 0]);
-    out.extend_from_slice(&content[..len]);
-    out.extend(std::iter::repeat_n(0u8, pad));
-    out
-}
 
 /// The whole FastCGI response: a CGI `503` with `Retry-After`, then the
 /// end of request `id`.
@@ -91,13 +75,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fastcgi;
 
     #[test]
-    fn records_are_padded_and_the_response_ends_the_request() {
-        assert_eq!(
-            record(6, 1, b"abc"),
-            [1, 6, 0, 1, 0, 3, 5, 0, b'a', b'b', b'c', 0, 0, 0, 0, 0]
-        );
+    fn the_response_ends_the_request() {
         let r = retry_later_response(7, 12, "waking later");
         let text = String::from_utf8_lossy(&r);
         assert!(text.contains("Status: 503 Service Unavailable\r\nRetry-After: 12\r\n"));
@@ -109,12 +90,14 @@ mod tests {
     async fn answers_fastcgi_and_closes_anything_else() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut a, mut b) = tokio::net::UnixStream::pair().expect("pair");
-        let begin = record(1, 3, &[0, 1, 0, 0, 0, 0, 0, 0]);
+        let begin = record(fastcgi::BEGIN_REQUEST, 3, &fastcgi::begin_body(false));
         let server = tokio::spawn(async move {
             retry_later(&mut b, 5, "busy", Duration::from_secs(2)).await;
         });
         a.write_all(&begin).await.expect("write");
-        a.write_all(&record(4, 3, &[])).await.expect("params");
+        a.write_all(&record(fastcgi::PARAMS, 3, &[]))
+            .await
+            .expect("params");
         a.shutdown().await.expect("half-close");
         let mut got = Vec::new();
         a.read_to_end(&mut got).await.expect("read");
