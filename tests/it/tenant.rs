@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::support::nsystemd::{boot_for, run_renew, unit_text};
-use crate::support::wake::{activated, hello};
+use crate::support::wake::{activated, hello, reap_until, reaper_pass};
 use crate::support::{
     FcgiRequest, SiteOptions, SocketActivated, TestSite, fastcgi, note, require, wait_until,
 };
@@ -542,4 +542,92 @@ fn waker_unit_cannot_read_host_secrets() {
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&status.stdout)
     );
+}
+
+/// The name the reaper moves php-fpm's socket to while it puts the site to
+/// sleep (`php-fpm.sock.sleeping`) is the tenant's too: a symlink planted
+/// there is replaced by the move, never followed; a directory there keeps
+/// the reaper from acting (the site stays up); and a symlink there while
+/// php-fpm's socket is gone is never put back nor connected to.
+#[test]
+fn the_sleeping_name_is_never_followed() {
+    require!(Docker, PhpFpm, SocketActivate, Root);
+    let site = tenant_site(SiteOptions::default());
+    site.write_conf("1s");
+    let w = activated(&site, &["--start-timeout", "3s"]);
+    let aside = site.layout().site_dir(site.site()).join("php-fpm.sock.sleeping");
+    let docker = docker_socket();
+
+    // 1. A symlink at the aside name: the reaper's rename replaces the link
+    // itself; the site pauses, and wakes through the waker.
+    tenant_ok(
+        &site.fpm_socket(),
+        &format!("op=symlink&a=php-fpm.sock.sleeping&t={docker}"),
+    );
+    reap_until(&site, &["--action", "pause"], "paused", Duration::from_secs(20));
+    let meta = std::fs::symlink_metadata(&aside).expect("the socket is aside");
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()),
+        "php-fpm's socket replaced the planted link: {meta:?}"
+    );
+    assert_eq!(
+        hello(&site.waker_socket()).expect("wake from pause").text(),
+        site.hello_line()
+    );
+    assert_eq!(site.state(), "running");
+    assert!(!aside.exists(), "the socket is back in place");
+    assert_eq!(
+        hello(&site.fpm_socket())
+            .expect("php-fpm answers at its own path again")
+            .text(),
+        site.hello_line()
+    );
+
+    // 2. A directory at the aside name: the socket cannot be moved there, so
+    // the reaper leaves the site running, saying why; the site keeps serving.
+    tenant_ok(&site.fpm_socket(), "op=mkdir&a=php-fpm.sock.sleeping");
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut skipped = None;
+    for _ in 0..20 {
+        let (_, e) = reaper_pass(&site, &["--action", "pause"]);
+        if e["action"] == "skipped" {
+            skipped = Some(e);
+            break;
+        }
+        assert_ne!(e["action"], "paused", "{e}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let e = skipped.expect("the reaper tried and gave up");
+    assert!(
+        e["reason"].as_str().unwrap_or("").contains("php-fpm.sock"),
+        "{e}"
+    );
+    assert_eq!(site.state(), "running");
+    assert_eq!(
+        hello(&site.fpm_socket()).expect("php-fpm still at its path").text(),
+        site.hello_line()
+    );
+    tenant_ok(&site.fpm_socket(), "op=rmdir&a=php-fpm.sock.sleeping");
+
+    // 3. php-fpm's socket moved away by the tenant and a symlink to Docker's
+    // socket at the aside name: a wake finds the container running and must
+    // neither rename the link into place nor connect through it.
+    let real = move_socket_aside(&site);
+    tenant_ok(&real, &format!("op=symlink&a=php-fpm.sock.sleeping&t={docker}"));
+    let (got, _) = send_through_waker(&site, b"GET /version HTTP/1.0\r\nHost: x\r\n\r\n");
+    assert!(
+        got.is_empty(),
+        "the waker relayed something: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let meta = std::fs::symlink_metadata(&aside).expect("the link is still there");
+    assert!(meta.file_type().is_symlink(), "left as it was");
+    assert!(!site.fpm_socket().exists(), "nothing was put at php-fpm.sock");
+    tenant_ok(&real, "op=unlink&a=php-fpm.sock.sleeping");
+    restore_socket(&real);
+    assert_eq!(
+        hello(&site.waker_socket()).expect("after the restore").text(),
+        site.hello_line()
+    );
+    drop(w);
 }
