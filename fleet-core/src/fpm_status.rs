@@ -16,9 +16,10 @@
 //! - The page is served by a worker like any request: when every worker is
 //!   busy the query waits in the listen queue behind the others and, with a
 //!   short timeout, ends in [`StatusError::Timeout`].
-//! - php-fpm measures `listen queue` with `TCP_INFO`, which a unix socket
-//!   does not have: on a unix socket under Linux it is always 0 (PHP bug
-//!   #80739, php-src issue #9943), even while connections wait.
+//! - php-fpm measures `listen queue` only for a TCP listener (`TCP_INFO`;
+//!   `fpm_pctl_perform_idle_server_maintenance` skips any other): on a unix
+//!   socket it is always 0, even while connections wait to be accepted (PHP
+//!   bug #80739, php-src issue #9943). It cannot tell "nothing queued".
 //!
 //! The socket's directory is the container's, so the connect goes through
 //! [`crate::upstream::connect`] (the name opened `O_PATH|O_NOFOLLOW`,
@@ -164,6 +165,21 @@ pub async fn query(
     }
 }
 
+/// The FastCGI request [`query`] sends: a `GET` of `status_path` whose
+/// `SCRIPT_FILENAME` is the status path itself (no `.php`).
+pub fn encode_query(status_path: &str) -> Result<Vec<u8>, fastcgi::EncodeError> {
+    let params = [
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("REQUEST_METHOD", "GET"),
+        ("SCRIPT_NAME", status_path),
+        ("SCRIPT_FILENAME", status_path),
+        ("REQUEST_URI", status_path),
+        ("QUERY_STRING", ""),
+        ("SERVER_SOFTWARE", "fleet"),
+    ];
+    fastcgi::encode_request(&params, &[], false)
+}
+
 async fn exchange(socket: &Path, status_path: &str) -> Result<FpmStatus, StatusError> {
     let path = || socket.to_path_buf();
     let io = |source| StatusError::Io {
@@ -183,16 +199,7 @@ async fn exchange(socket: &Path, status_path: &str) -> Result<FpmStatus, StatusE
         Outcome::Failed(e) => return Err(connect(e.to_string())),
     };
     let mut stream = tokio::net::UnixStream::from_std(stream).map_err(io)?;
-    let params = [
-        ("GATEWAY_INTERFACE", "CGI/1.1"),
-        ("REQUEST_METHOD", "GET"),
-        ("SCRIPT_NAME", status_path),
-        ("SCRIPT_FILENAME", status_path),
-        ("REQUEST_URI", status_path),
-        ("QUERY_STRING", ""),
-        ("SERVER_SOFTWARE", "fleet"),
-    ];
-    let request = fastcgi::encode_request(&params, &[], false)
+    let request = encode_query(status_path)
         .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
     stream.write_all(&request).await.map_err(io)?;
 

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use fleet_core::fastcgi::{REQUEST_ID, STDIN, STDOUT, record};
 use fleet_core::state::Activity;
 use xtask::demo::share_socket_with_nginx;
 
@@ -311,15 +312,6 @@ fn empty_stdin_300ms_after_params_gets_the_answer() {
     }
 }
 
-/// One FastCGI record.
-fn record(kind: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![1, kind, 0, 1];
-    out.extend_from_slice(&(content.len() as u16).to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(content);
-    out
-}
-
 /// An upstream (in the test, where php-fpm's socket would be) that answers
 /// 100 KiB of FCGI_STDOUT and closes while the client is still sending:
 /// through the waker the client gets all of it and a clean end, 50 of 50;
@@ -335,7 +327,7 @@ fn answer_and_close_while_the_client_sends_delivers_100_kib() {
     let listener = UnixListener::bind(site.fpm_socket()).expect("bind the upstream");
     let waker = listening_site(&site, &["--peer-check", "socket"]);
     let answer: Vec<u8> = (0..100)
-        .flat_map(|i| record(6, &vec![b'0' + (i % 10) as u8; 1024]))
+        .flat_map(|i| record(STDOUT, REQUEST_ID, &vec![b'0' + (i % 10) as u8; 1024]))
         .collect();
     let rounds = 50;
     let server_answer = answer.clone();
@@ -365,7 +357,7 @@ fn answer_and_close_while_the_client_sends_delivers_100_kib() {
             let sender = std::thread::spawn(move || {
                 let mut req = fastcgi::encode_request(&FcgiRequest::get("hello.php", ""));
                 req.truncate(req.len() - 8);
-                let chunk = record(5, &[7; 4096]);
+                let chunk = record(STDIN, REQUEST_ID, &[7; 4096]);
                 let _ = wr.write_all(&req);
                 for _ in 0..256 {
                     if wr.write_all(&chunk).is_err() {

@@ -314,41 +314,13 @@ fn half_closing_client_gets_full_response() {
         .expect("timeout");
     let mut raw = Vec::new();
     c.read_to_end(&mut raw).expect("read the response to EOF");
-    let body = fcgi_stdout(&raw);
+    // Read to the end first: the whole stream, then decoded.
+    let r = fleet_core::fastcgi::read_response(&mut raw.as_slice(), usize::MAX)
+        .expect("a whole response up to FCGI_END_REQUEST");
+    let cgi = r.cgi().expect("CGI headers");
     let want = support::site::big_body(8);
-    assert_eq!(body.len() - header_len(&body), want.len());
-    assert!(
-        body[header_len(&body)..] == want[..],
-        "big.php body differs"
-    );
-}
-
-/// The concatenated FCGI_STDOUT contents of a raw response.
-fn fcgi_stdout(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut ended = false;
-    while raw.len() >= 8 {
-        let kind = raw[1];
-        let len = u16::from_be_bytes([raw[4], raw[5]]) as usize;
-        let pad = raw[6] as usize;
-        assert!(raw.len() >= 8 + len + pad, "truncated record");
-        if kind == 6 {
-            out.extend_from_slice(&raw[8..8 + len]);
-        }
-        if kind == 3 {
-            ended = true;
-        }
-        raw = &raw[8 + len + pad..];
-    }
-    assert!(ended, "no FCGI_END_REQUEST");
-    out
-}
-
-fn header_len(cgi: &[u8]) -> usize {
-    cgi.windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4)
-        .expect("CGI headers")
+    assert_eq!(cgi.body.len(), want.len());
+    assert!(*cgi.body == want[..], "big.php body differs");
 }
 
 fn load_state(path: &Path) -> fleet_core::state::Activity {

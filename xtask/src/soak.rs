@@ -12,11 +12,13 @@
 //! fails, 69 when a component is missing. Not part of `cargo xtask test`.
 //! Needs root, Docker, nginx, wrk; builds fleet-waker in release.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use fleet_core::fastcgi;
 
 use crate::proc::{Rig, free_port, wait_for};
 
@@ -152,26 +154,13 @@ fn wrk(port: u16, dir: &Path, requests: u64) -> Result<WrkRun, String> {
 
 /// A FastCGI GET of hello.php straight to `socket`; true when answered.
 fn one_request(socket: &Path) -> bool {
-    fn record(out: &mut Vec<u8>, kind: u8, content: &[u8]) {
-        out.extend_from_slice(&[1, kind, 0, 1]);
-        out.extend_from_slice(&(content.len() as u16).to_be_bytes());
-        out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(content);
-    }
-    let mut req = Vec::new();
-    record(&mut req, 1, &[0, 1, 0, 0, 0, 0, 0, 0]);
-    let mut params = Vec::new();
-    for (k, v) in [
+    let params = [
         ("REQUEST_METHOD", "GET"),
         ("SCRIPT_FILENAME", "/srv/www/hello.php"),
-    ] {
-        params.extend_from_slice(&[k.len() as u8, v.len() as u8]);
-        params.extend_from_slice(k.as_bytes());
-        params.extend_from_slice(v.as_bytes());
-    }
-    record(&mut req, 4, &params);
-    record(&mut req, 4, &[]);
-    record(&mut req, 5, &[]);
+    ];
+    let Ok(req) = fastcgi::encode_request(&params, &[], false) else {
+        return false;
+    };
     let Ok(mut s) = UnixStream::connect(socket) else {
         return false;
     };
@@ -179,8 +168,8 @@ fn one_request(socket: &Path) -> bool {
     if s.write_all(&req).is_err() {
         return false;
     }
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).is_ok() && out.windows(5).any(|w| w == b"hello")
+    fastcgi::read_response(&mut s, 1 << 20)
+        .is_ok_and(|r| r.stdout.windows(5).any(|w| w == b"hello"))
 }
 
 /// Runs the soak; returns the Markdown report and whether it passed.

@@ -1,20 +1,13 @@
-//! A minimal, correct FastCGI client (role RESPONDER, one request per connection).
+//! A minimal FastCGI client (role RESPONDER, one request per connection):
+//! the CGI params a test request carries; the protocol is
+//! `fleet_core::fastcgi`'s.
 
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-const VERSION: u8 = 1;
-const BEGIN_REQUEST: u8 = 1;
-const END_REQUEST: u8 = 3;
-const PARAMS: u8 = 4;
-const STDIN: u8 = 5;
-const STDOUT: u8 = 6;
-const STDERR: u8 = 7;
-const RESPONDER: u16 = 1;
-const REQUEST_ID: u16 = 1;
-const MAX_CONTENT: usize = 65535;
+use fleet_core::fastcgi;
 
 /// One FastCGI request. `script` is relative to `/srv/www` in the container.
 #[derive(Debug, Clone)]
@@ -95,10 +88,7 @@ impl FcgiResponse {
 
     /// First header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        super::http::header(&self.headers, name)
     }
 }
 
@@ -118,71 +108,17 @@ pub fn request_on(stream: &mut UnixStream, req: &FcgiRequest) -> io::Result<Fcgi
 
 /// Reads one response (up to its FCGI_END_REQUEST) from `stream`.
 pub fn read_response(stream: &mut UnixStream) -> io::Result<FcgiResponse> {
-    let mut raw = Vec::new();
-    let mut stderr = Vec::new();
-    loop {
-        let mut header = [0u8; 8];
-        stream.read_exact(&mut header).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                io::Error::new(e.kind(), "connection closed before FCGI_END_REQUEST")
-            } else {
-                e
-            }
-        })?;
-        let kind = header[1];
-        let len = u16::from_be_bytes([header[4], header[5]]) as usize;
-        let pad = header[6] as usize;
-        let mut content = vec![0u8; len + pad];
-        stream.read_exact(&mut content)?;
-        content.truncate(len);
-        match kind {
-            STDOUT => raw.extend_from_slice(&content),
-            STDERR => stderr.extend_from_slice(&content),
-            END_REQUEST => {
-                if content.len() < 8 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "short FCGI_END_REQUEST",
-                    ));
-                }
-                let app_status =
-                    u32::from_be_bytes([content[0], content[1], content[2], content[3]]);
-                let mut resp = parse_cgi(&raw)?;
-                resp.stderr = stderr;
-                resp.app_status = app_status;
-                resp.protocol_status = content[4];
-                return Ok(resp);
-            }
-            _ => {} // ignore unknown records
-        }
-    }
-}
-
-fn record(out: &mut Vec<u8>, kind: u8, content: &[u8]) {
-    let pad = (8 - content.len() % 8) % 8;
-    out.extend_from_slice(&[VERSION, kind]);
-    out.extend_from_slice(&REQUEST_ID.to_be_bytes());
-    out.extend_from_slice(&(content.len() as u16).to_be_bytes());
-    out.extend_from_slice(&[pad as u8, 0]);
-    out.extend_from_slice(content);
-    out.extend(std::iter::repeat_n(0u8, pad));
-}
-
-fn encode_len(out: &mut Vec<u8>, len: usize) {
-    if len < 128 {
-        out.push(len as u8);
-    } else {
-        out.extend_from_slice(&((len as u32) | 0x8000_0000).to_be_bytes());
-    }
+    // Tests read what they asked for (100 MB echoes too): no limit here.
+    let r = fastcgi::read_response(stream, usize::MAX)?;
+    let mut resp = parse_cgi(&r.stdout)?;
+    resp.stderr = r.stderr;
+    resp.app_status = r.app_status;
+    resp.protocol_status = r.protocol_status;
+    Ok(resp)
 }
 
 /// The whole request as bytes (BEGIN_REQUEST, PARAMS…, empty PARAMS, STDIN…, empty STDIN).
 pub fn encode_request(req: &FcgiRequest) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut begin = RESPONDER.to_be_bytes().to_vec();
-    begin.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // flags 0: close after the request
-    record(&mut out, BEGIN_REQUEST, &begin);
-
     let uri = if req.query.is_empty() {
         format!("/{}", req.script)
     } else {
@@ -215,140 +151,64 @@ pub fn encode_request(req: &FcgiRequest) -> Vec<u8> {
         params.push(("CONTENT_TYPE".into(), ct));
     }
     params.extend(req.params.iter().cloned());
-    let mut encoded = Vec::new();
-    for (k, v) in &params {
-        encode_len(&mut encoded, k.len());
-        encode_len(&mut encoded, v.len());
-        encoded.extend_from_slice(k.as_bytes());
-        encoded.extend_from_slice(v.as_bytes());
-    }
-    for chunk in encoded.chunks(MAX_CONTENT) {
-        record(&mut out, PARAMS, chunk);
-    }
-    record(&mut out, PARAMS, &[]);
-    for chunk in req.body.chunks(MAX_CONTENT) {
-        record(&mut out, STDIN, chunk);
-    }
-    record(&mut out, STDIN, &[]);
-    out
+    fastcgi::encode_request(&params, &req.body, false).expect("test params fit FastCGI lengths")
 }
 
 /// Split CGI output into status, headers and body.
 pub fn parse_cgi(raw: &[u8]) -> io::Result<FcgiResponse> {
-    let (head, body) = match find(raw, b"\r\n\r\n") {
-        Some(i) => (&raw[..i], &raw[i + 4..]),
-        None => match find(raw, b"\n\n") {
-            Some(i) => (&raw[..i], &raw[i + 2..]),
-            None => (raw, &[][..]),
-        },
-    };
-    let mut resp = FcgiResponse {
-        status: 200,
-        body: body.to_vec(),
+    let cgi = fastcgi::split_cgi(raw).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(FcgiResponse {
+        status: cgi.status,
+        headers: cgi.headers,
+        body: cgi.body.to_vec(),
         ..Default::default()
-    };
-    for line in String::from_utf8_lossy(head).lines() {
-        let Some((k, v)) = line.split_once(':') else {
-            continue;
-        };
-        let (k, v) = (k.trim().to_string(), v.trim().to_string());
-        if k.eq_ignore_ascii_case("Status") {
-            resp.status = v
-                .split_whitespace()
-                .next()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("bad Status header {v:?}"),
-                    )
-                })?;
-        }
-        resp.headers.push((k, v));
-    }
-    Ok(resp)
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleet_core::fastcgi::{BEGIN_REQUEST, Header, PARAMS, STDIN};
 
-    /// Split an encoded stream into (type, content) records, checking framing.
+    /// Split an encoded stream into (type, content) records.
     fn records(mut data: &[u8]) -> Vec<(u8, Vec<u8>)> {
         let mut out = Vec::new();
-        while !data.is_empty() {
-            assert!(data.len() >= 8, "truncated header");
-            assert_eq!(data[0], VERSION);
-            assert_eq!(u16::from_be_bytes([data[2], data[3]]), REQUEST_ID);
-            let len = u16::from_be_bytes([data[4], data[5]]) as usize;
-            let pad = data[6] as usize;
-            assert_eq!((len + pad) % 8, 0, "records are padded to 8 bytes");
-            out.push((data[1], data[8..8 + len].to_vec()));
-            data = &data[8 + len + pad..];
+        while let Some(h) = Header::parse(data) {
+            let len = usize::from(h.content_len);
+            out.push((h.kind, data[8..8 + len].to_vec()));
+            data = &data[8 + h.body_len()..];
         }
-        out
-    }
-
-    fn decode_params(mut data: &[u8]) -> Vec<(String, String)> {
-        fn len(data: &mut &[u8]) -> usize {
-            if data[0] & 0x80 == 0 {
-                let l = data[0] as usize;
-                *data = &data[1..];
-                l
-            } else {
-                let l = (u32::from_be_bytes([data[0], data[1], data[2], data[3]]) & 0x7fff_ffff)
-                    as usize;
-                *data = &data[4..];
-                l
-            }
-        }
-        let mut out = Vec::new();
-        while !data.is_empty() {
-            let k = len(&mut data);
-            let v = len(&mut data);
-            out.push((
-                String::from_utf8(data[..k].to_vec()).expect("utf8 key"),
-                String::from_utf8(data[k..k + v].to_vec()).expect("utf8 value"),
-            ));
-            data = &data[k + v..];
-        }
+        assert!(data.is_empty(), "truncated record");
         out
     }
 
     #[test]
-    fn request_is_framed_per_spec() {
+    fn request_carries_the_cgi_params() {
         let body = vec![7u8; 70_000];
         let mut req = FcgiRequest::post("echo.php", &body);
         req.params.push(("HTTP_X_LONG".into(), "v".repeat(300)));
         let recs = records(&encode_request(&req));
-        assert_eq!(recs[0].0, BEGIN_REQUEST);
-        assert_eq!(recs[0].1, vec![0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(recs[0], (BEGIN_REQUEST, vec![0, 1, 0, 0, 0, 0, 0, 0]));
         let params: Vec<u8> = recs
             .iter()
             .filter(|r| r.0 == PARAMS)
             .flat_map(|r| r.1.clone())
             .collect();
-        let params = decode_params(&params);
-        let get = |k: &str| params.iter().find(|p| p.0 == k).map(|p| p.1.clone());
-        assert_eq!(get("SCRIPT_FILENAME").as_deref(), Some("/srv/www/echo.php"));
-        assert_eq!(get("REQUEST_METHOD").as_deref(), Some("POST"));
-        assert_eq!(get("CONTENT_LENGTH").as_deref(), Some("70000"));
-        assert_eq!(get("HTTP_X_LONG").map(|v| v.len()), Some(300));
-        let kinds: Vec<(u8, usize)> = recs.iter().map(|r| (r.0, r.1.len())).collect();
-        let tail = &kinds[kinds.len() - 4..];
-        assert_eq!(
-            tail,
-            &[
-                (PARAMS, 0),
-                (STDIN, 65535),
-                (STDIN, 70_000 - 65535),
-                (STDIN, 0)
-            ]
-        );
+        let text = String::from_utf8_lossy(&params);
+        for want in [
+            "SCRIPT_FILENAME/srv/www/echo.php",
+            "REQUEST_METHODPOST",
+            "CONTENT_LENGTH70000",
+        ] {
+            assert!(text.contains(want), "{want} in {text:?}");
+        }
+        assert!(text.contains(&format!("HTTP_X_LONG{}", "v".repeat(300))));
+        let stdin: usize = recs
+            .iter()
+            .filter(|r| r.0 == STDIN)
+            .map(|r| r.1.len())
+            .sum();
+        assert_eq!(stdin, 70_000);
     }
 
     #[test]
@@ -358,9 +218,6 @@ mod tests {
         assert_eq!(r.status, 404);
         assert_eq!(r.header("content-type"), Some("text/html"));
         assert_eq!(r.body, b"nope");
-        let r = parse_cgi(b"X-A: 1\r\n\r\n").expect("parse");
-        assert_eq!(r.status, 200);
-        assert!(r.body.is_empty());
         assert!(parse_cgi(b"Status: abc\r\n\r\n").is_err());
     }
 }

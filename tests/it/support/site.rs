@@ -84,6 +84,47 @@ pub struct SiteOptions {
     /// Put the run directory in a temp dir under this directory (e.g.
     /// `/run`, to measure what a tenant can do to it) instead of /tmp.
     pub run_dir_in: Option<PathBuf>,
+    /// A stock pool's access log: none (see [`SiteOptions::access_log`]).
+    pub no_access_log: bool,
+    /// No status page at `/status` (see [`SiteOptions::status_page`]).
+    pub no_status_page: bool,
+}
+
+/// What the pool's status path is when [`SiteOptions::status_page`] is
+/// off: asking `/status` then gets php-fpm's 404.
+pub const STATUS_DISABLED_PATH: &str = "/status-disabled";
+
+impl SiteOptions {
+    /// php-fpm's access log: on (the image's default) writes one
+    /// `fpm-access` line per request to `docker logs`; off
+    /// (`FLEET_FPM_ACCESS_LOG=/dev/null`) is a stock pool, which logs none.
+    pub fn access_log(mut self, on: bool) -> Self {
+        self.no_access_log = !on;
+        self
+    }
+
+    /// The pool's status page at `/status`: on (the image's default), or
+    /// off (`FLEET_FPM_STATUS_PATH=/status-disabled`).
+    pub fn status_page(mut self, on: bool) -> Self {
+        self.no_status_page = !on;
+        self
+    }
+
+    /// `-e` settings of the container's php-fpm pool.
+    fn fpm_env(&self) -> Vec<String> {
+        use xtask::image::{ACCESS_LOG_ENV, CHILDREN_ENV, STATUS_PATH_ENV};
+        let mut env = Vec::new();
+        if let Some(n) = self.fpm_children {
+            env.push(format!("{CHILDREN_ENV}={n}"));
+        }
+        if self.no_access_log {
+            env.push(format!("{ACCESS_LOG_ENV}=/dev/null"));
+        }
+        if self.no_status_page {
+            env.push(format!("{STATUS_PATH_ENV}={STATUS_DISABLED_PATH}"));
+        }
+        env
+    }
 }
 
 impl TestSite {
@@ -155,9 +196,7 @@ impl TestSite {
         let www_mount = format!("{}:/srv/www:ro", self.docroot.display());
         let pid_label = format!("fleet.test.pid={}", std::process::id());
         let site_env = format!("FLEET_SITE={}", self.site);
-        let children_env = options
-            .fpm_children
-            .map(|n| format!("{}={n}", xtask::image::CHILDREN_ENV));
+        let fpm_env = options.fpm_env();
         let mut args: Vec<&str> = vec![
             "create",
             "--name",
@@ -175,7 +214,7 @@ impl TestSite {
             "-e",
             &site_env,
         ];
-        if let Some(env) = children_env.as_deref() {
+        for env in &fpm_env {
             args.extend(["-e", env]);
         }
         args.extend(options.docker_args.iter().map(String::as_str));
@@ -324,7 +363,8 @@ impl TestSite {
     }
 
     /// `docker logs` (stdout and stderr together; php-fpm logs to stderr,
-    /// one `fpm-access <METHOD> <URI> status=… duration_ms=…` line per request).
+    /// one `fpm-access <METHOD> <URI> status=… duration_ms=…` line per request
+    /// unless [`SiteOptions::access_log`] is off).
     pub fn logs(&self) -> String {
         let out = docker(&["logs", &self.container]);
         let mut s = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -23,6 +23,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fleet_core::fastcgi;
+
 use crate::proc::{Guard, Rig, free_port, run, wait_for};
 
 const PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";
@@ -48,37 +50,18 @@ pub(crate) fn rss_kib(pid: u32) -> (u64, u64) {
 }
 
 /// A minimal FastCGI GET of `script` (in /srv/www).
-fn fcgi_request(script: &str) -> Vec<u8> {
-    fn record(out: &mut Vec<u8>, kind: u8, content: &[u8]) {
-        let pad = (8 - content.len() % 8) % 8;
-        out.extend_from_slice(&[1, kind, 0, 1]);
-        out.extend_from_slice(&(content.len() as u16).to_be_bytes());
-        out.extend_from_slice(&[pad as u8, 0]);
-        out.extend_from_slice(content);
-        out.extend(std::iter::repeat_n(0u8, pad));
-    }
-    let mut out = Vec::new();
-    record(&mut out, 1, &[0, 1, 0, 0, 0, 0, 0, 0]);
-    let mut params = Vec::new();
+fn fcgi_request(script: &str) -> Result<Vec<u8>, String> {
     let file = format!("/srv/www/{script}");
     let name = format!("/{script}");
-    for (k, v) in [
+    let params = [
         ("REQUEST_METHOD", "GET"),
         ("SCRIPT_FILENAME", file.as_str()),
         ("SCRIPT_NAME", name.as_str()),
         ("REQUEST_URI", name.as_str()),
         ("QUERY_STRING", ""),
         ("SERVER_PROTOCOL", "HTTP/1.1"),
-    ] {
-        params.push(k.len() as u8);
-        params.push(v.len() as u8);
-        params.extend_from_slice(k.as_bytes());
-        params.extend_from_slice(v.as_bytes());
-    }
-    record(&mut out, 4, &params);
-    record(&mut out, 4, &[]);
-    record(&mut out, 5, &[]);
-    out
+    ];
+    fastcgi::encode_request(&params, &[], false).map_err(|e| e.to_string())
 }
 
 /// Sends a FastCGI request to `socket`; returns the time to the first byte
@@ -187,7 +170,7 @@ fn wrk(port: u16, secs: u32) -> Result<f64, String> {
 /// Opens `n` connections to `socket`, each with a partial FastCGI request
 /// (so every proxied connection is set up and has moved bytes).
 fn open_connections(socket: &Path, n: usize) -> Result<Vec<UnixStream>, String> {
-    let req = fcgi_request("hello.php");
+    let req = fcgi_request("hello.php")?;
     let head = &req[..16];
     (0..n)
         .map(|_| {
@@ -222,7 +205,7 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     let waker = rig.spawn_waker(&waker_sock)?;
     let waker_pid = waker.0.id();
     let rss_waker_idle = rss_kib(waker_pid);
-    let req = fcgi_request("hello.php");
+    let req = fcgi_request("hello.php")?;
     let (mut bare, mut cold, mut overhead, mut paused) = (vec![], vec![], vec![], vec![]);
     let mut bare_paused = vec![];
     let mut overhead_first = vec![];
