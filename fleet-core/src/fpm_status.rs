@@ -13,6 +13,13 @@
 //!   process while it is served: `accepted conn` counts it, and `active
 //!   processes` includes it (an idle pool answers 1, not 0). Two queries
 //!   with nothing else in between differ by exactly 1 in `accepted conn`.
+//! - A worker is active until the client of its request closed the
+//!   connection (php-fpm reads it to its end after the answer): for a
+//!   moment after an answer, the previous query's worker included, `active
+//!   processes` may count it, and a client that keeps its connection open
+//!   keeps a worker active.
+//! - Just after php-fpm starts, a worker still starting is in no count
+//!   (`total processes` below `pm.max_children` for a moment).
 //! - The page is served by a worker like any request: when every worker is
 //!   busy the query waits in the listen queue behind the others and, with a
 //!   short timeout, ends in [`StatusError::Timeout`].
@@ -52,8 +59,8 @@ pub struct FpmStatus {
     /// Connections accepted since php-fpm started (the status request's
     /// own included).
     pub accepted_conn: u64,
-    /// Connections waiting to be accepted (always 0 on a unix socket under
-    /// Linux, see the module notes).
+    /// Connections waiting to be accepted (always 0 on a unix socket, see
+    /// the module notes).
     pub listen_queue: u64,
     pub idle_processes: u64,
     /// Workers serving a request (the status request's own included).

@@ -31,6 +31,26 @@ fn status(site: &TestSite) -> FpmStatus {
         .unwrap_or_else(|e| panic!("{}\nlogs:\n{}", fleet_core::exit::chain(&e), site.logs()))
 }
 
+/// The status once the query's own worker is the only active one: a
+/// worker stays active until the client of its last request closed the
+/// connection (php-fpm drains it), a moment after the answer.
+fn settled(site: &TestSite) -> FpmStatus {
+    until(site, |s| s.active_processes == 1)
+}
+
+/// Polls the status until `done` holds for it; returns that status.
+fn until(site: &TestSite, done: impl Fn(&FpmStatus) -> bool) -> FpmStatus {
+    let mut last = None;
+    let reached = support::wait_until(PATIENT, || {
+        let s = status(site);
+        let ok = done(&s);
+        last = Some(s);
+        ok
+    });
+    assert!(reached, "never reached: {last:?}");
+    last.expect("polled at least once")
+}
+
 /// A started site whose status page answers.
 fn started(options: SiteOptions) -> TestSite {
     let site = TestSite::with_options(options);
@@ -93,11 +113,11 @@ fn hello(site: &TestSite) {
 fn accepted_conn_grows_by_the_requests_and_the_query_itself() {
     require!(Docker, PhpFpm);
     let site = started(SiteOptions::default());
-    // The readiness probe's connection is counted by the first query at
-    // the latest.
-    status(&site);
-    let before = status(&site);
     let children = u64::from(xtask::image::DEFAULT_CHILDREN);
+    // Just after the start, a worker still starting is in no count.
+    let before = until(&site, |s| {
+        s.active_processes == 1 && s.total_processes == children
+    });
     assert_eq!(
         (
             before.pool.as_str(),
@@ -119,9 +139,12 @@ fn accepted_conn_grows_by_the_requests_and_the_query_itself() {
         N + 1,
         "{N} requests and the query: {before:?} then {after:?}"
     );
-    let again = status(&site);
-    assert_eq!(again.accepted_conn - after.accepted_conn, 1, "{again:?}");
-    assert_eq!(again.active_processes, 1, "{again:?}");
+    let again = settled(&site);
+    assert_eq!(
+        (again.idle_processes, again.listen_queue),
+        (children - 1, 0),
+        "{again:?}"
+    );
     note(&format!(
         "{N} requests: accepted conn {before:?} → {after:?}"
     ));
@@ -132,25 +155,12 @@ fn accepted_conn_grows_by_the_requests_and_the_query_itself() {
 fn a_request_in_flight_is_one_more_active_process() {
     require!(Docker, PhpFpm);
     let site = started(SiteOptions::default());
-    assert_eq!(status(&site).active_processes, 1);
+    settled(&site);
     let held = hold(&site.fpm_socket());
-    let mut last = None;
-    let busy = support::wait_until(PATIENT, || {
-        let s = status(&site);
-        let two = s.active_processes == 2;
-        last = Some(s);
-        two
-    });
-    assert!(busy, "a held request is not active: {last:?}");
+    // The held request's worker and the query's.
+    until(&site, |s| s.active_processes == 2);
     held.release();
-    let mut last = None;
-    let idle = support::wait_until(PATIENT, || {
-        let s = status(&site);
-        let one = s.active_processes == 1;
-        last = Some(s);
-        one
-    });
-    assert!(idle, "after its answer: {last:?}");
+    settled(&site);
 }
 
 /// With every worker busy the status request waits in the listen queue
