@@ -30,7 +30,10 @@
 //! in one write) has nothing more to send: its connection is simply closed
 //! after the response, which costs no more than a plain proxy.
 //!
-//! **Kept connections are not tied to one php-fpm connection.** On a
+//! **Kept connections are not tied to one php-fpm connection.** php-fpm's
+//! connection is closed once a request's `END_REQUEST` is written and no
+//! other request is in flight: kept open, it would pin a php-fpm worker for
+//! as long as the front end pools the connection. On a
 //! `FCGI_KEEP_CONN` stream (nginx `fastcgi_keep_conn on` + `keepalive`,
 //! Apache `enablereuse=on`), the relay looks at each record that starts
 //! while no request is in flight: before a `BEGIN_REQUEST` goes out it
@@ -491,6 +494,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 } else if let Poll::Ready(Err(e)) = Pin::new(&mut *client).poll_shutdown(cx) {
                     note(&mut self.error, e);
                 }
+                return;
+            }
+            let at_boundary = d.records.have == 0 && d.records.skip == 0;
+            let between = self.kind == Kind::FastCgi && self.in_flight == 0 && self.last_of.is_none();
+            if between && self.requests > 0 && at_boundary && !self.up.eof {
+                // The kept connection's request is answered: let go of
+                // php-fpm's connection now. Held between requests it would
+                // pin a php-fpm worker for as long as the front end pools
+                // its connection, and that worker would count as busy on
+                // the status page the reaper reads. The next request
+                // reconnects.
+                self.release_upstream();
                 return;
             }
             if d.eof {
@@ -1314,7 +1329,8 @@ mod tests {
     /// one-shot one.
     #[tokio::test(flavor = "current_thread")]
     async fn a_last_request_without_keep_conn_ends_the_connection() {
-        let (mut client_app, mut server_app, _, _, task) = through_relay(0, LINGER);
+        let (mut client_app, first, mut spares, _, task) = through_relay(1, LINGER);
+        let mut server_app = first;
         let mut both = request(1, 1);
         client_app.write_all(&both).await.expect("request 1");
         let _ = read_n(&mut server_app, both.len()).await;
@@ -1323,6 +1339,13 @@ mod tests {
             .await
             .expect("answer 1");
         read_response(&mut client_app, 1).await;
+        // A kept request answered: php-fpm's connection is let go (it would
+        // pin a worker), the client's stays; the next request reconnects.
+        assert!(
+            closed(&mut server_app, Duration::from_secs(5)).await,
+            "php-fpm's connection closed after the kept request"
+        );
+        server_app = spares.remove(0);
         both = request(2, 0);
         client_app.write_all(&both).await.expect("request 2");
         let _ = read_n(&mut server_app, both.len()).await;

@@ -5,6 +5,14 @@
 //! sites directory of its own ([`List`]), against `<site>.fpm` containers of
 //! the harness's php-fpm image, and checks both what the plan says and what
 //! Docker says afterwards.
+//!
+//! A list of one site's own layout ([`List::of`]) is reaped as in
+//! production: `--run-dir` is the site's, so the reaper reads php-fpm's
+//! status page and drains before acting. A list gathering several test
+//! sites ([`List::new`]) has no single run directory (each test site has
+//! its own), so it is reaped with `--proxy-only`: the waker's state and the
+//! container's log are the signals. Direct mode, the status page as a
+//! signal and the drain under load are `sleep.rs`'s.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -20,6 +28,8 @@ use crate::support::{self, FcgiRequest, SocketActivated, Spawned, TestSite, fast
 pub(crate) struct List {
     sites: PathBuf,
     state: PathBuf,
+    /// The run directory, for a list of one site's own layout.
+    run: Option<PathBuf>,
     /// A directory for the test's other files.
     root: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -37,6 +47,7 @@ impl List {
         List {
             sites: root.join("sites"),
             state: root.join("state"),
+            run: None,
             root,
             _tmp: Some(dir),
         }
@@ -47,6 +58,7 @@ impl List {
         List {
             sites: site.layout().sites_dir.clone(),
             state: site.layout().state_dir.clone(),
+            run: Some(site.layout().run_dir.clone()),
             root: site.temp_dir().to_owned(),
             _tmp: None,
         }
@@ -58,6 +70,15 @@ impl List {
 
     pub(crate) fn state(&self) -> PathBuf {
         self.state.clone()
+    }
+
+    /// `--run-dir <the site's>` for a list of one site's layout, otherwise
+    /// `--proxy-only` (see the module notes).
+    pub(crate) fn run_args(&self) -> Vec<std::ffi::OsString> {
+        match &self.run {
+            Some(run) => vec!["--run-dir".into(), run.into()],
+            None => vec!["--proxy-only".into()],
+        }
     }
 
     /// Lists `site` with idle timeout `timeout` (old format line 1).
@@ -122,6 +143,7 @@ fn reaper_env(list: &List, args: &[&str], env: &[(&str, &str)]) -> Run {
         .arg(list.sites())
         .arg("--state-dir")
         .arg(list.state())
+        .args(list.run_args())
         .args(args)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null());
@@ -219,9 +241,20 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     assert_eq!(recent.state(), "running");
     assert_eq!(unlisted.state(), "running");
 
-    let run = reaper(&pause_list, &["--format", "json", "--action", "pause"]);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let e = run.entry(to_pause.name());
+    // Its own layout: the status page is read, and php-fpm's connections
+    // (the readiness check's) are dated at the first pass that sees them,
+    // so passes follow each other as the timer's would until it pauses.
+    let t = Instant::now();
+    let e = loop {
+        let run = reaper(&pause_list, &["--format", "json", "--action", "pause"]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        let e = run.entry(to_pause.name());
+        if e["action"] != "none" || t.elapsed() > Duration::from_secs(15) {
+            break e;
+        }
+        assert_eq!(e["verdict"], "active-fpm", "{e}");
+        let_time_pass(Duration::from_millis(300));
+    };
     assert_eq!(e["verdict"], "idle", "{e}");
     assert_eq!(e["action"], "paused", "{e}");
     assert_eq!(to_pause.state(), "paused");
@@ -713,6 +746,7 @@ fn sigterm_mid_pass_finishes_the_stop_under_way_and_exits_75() {
         state.as_os_str(),
         "--jobs".as_ref(),
         "1".as_ref(),
+        "--proxy-only".as_ref(),
         "--stop-timeout".as_ref(),
         "3s".as_ref(),
         "--format".as_ref(),
@@ -850,21 +884,26 @@ fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
     let first = fastcgi::request(&site.waker_socket(), &FcgiRequest::get("hello.php", ""))
         .expect("first request");
     assert_eq!(first.text(), site.hello_line());
+    // A pass that sees that request (as the timer's would), then quiet for
+    // longer than the timeout.
+    let seen = reaper(&list, &["--format", "json"]);
+    assert_eq!(seen.entry(site.name())["action"], "none", "{}", seen.stdout);
     let_time_pass(Duration::from_millis(2500));
 
     let t0 = SystemTime::now();
     let sites = list.sites();
     let state = list.state();
-    let args: Vec<&std::ffi::OsStr> = vec![
+    let run = list.run_args();
+    let mut args: Vec<&std::ffi::OsStr> = vec![
         "--sites-dir".as_ref(),
         sites.as_os_str(),
         "--state-dir".as_ref(),
         state.as_os_str(),
-        "--stop-timeout".as_ref(),
-        "2s".as_ref(),
-        "--format".as_ref(),
-        "json".as_ref(),
     ];
+    args.extend(run.iter().map(|a| a.as_os_str()));
+    for a in ["--stop-timeout", "2s", "--format", "json"] {
+        args.push(a.as_ref());
+    }
     let mut pass = Spawned::start(&support::bin("fleet-reaper"), &args, &[("NO_COLOR", "1")]);
     let container = site.container().to_owned();
     let event_times = |event: &str| -> Vec<SystemTime> {

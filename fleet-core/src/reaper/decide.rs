@@ -308,8 +308,41 @@ pub fn decide_without_logs(i: &Inputs) -> Option<Decision> {
                 ago(i.now, s)
             ),
         )),
+        // php-fpm's counter saw every connection it accepted: no log check
+        // (an access log would also hold the reaper's own status requests).
+        Some(_) if matches!(i.fpm, FpmInput::Read { .. }) => Some(decision(
+            Verdict::Idle,
+            idle_reason(i, &format!("no request and no connection to php-fpm for {timeout}")),
+        )),
         Some(_) => None,
     }
+}
+
+/// The idle reason, with what the waker's state adds to it.
+fn idle_reason(i: &Inputs, head: &str) -> String {
+    let mut reason = head.to_owned();
+    if let StateInput::Read(Activity {
+        connections: Some(n @ 1..),
+        ..
+    }) = &i.state
+    {
+        // Pooled by the front end; the waker reconnects (and so wakes the
+        // site) when one carries the next request.
+        let s = if *n == 1 { "" } else { "s" };
+        reason.push_str(&format!(
+            " ({n} idle connection{s} kept open by the front end)"
+        ));
+    }
+    if let (StateInput::Read(a), Some(false)) = (&i.state, i.waker_alive) {
+        if a.open > 0 {
+            let pid = a.pid.map_or_else(String::new, |p| format!(" {p}"));
+            reason.push_str(&format!(
+                " (state file says {}, but its waker{pid} is gone)",
+                in_flight(a)
+            ));
+        }
+    }
+    reason
 }
 
 /// A paused site under tiered sleep: stopped once idle for `stop_after`.
@@ -387,7 +420,7 @@ pub fn decide(i: &Inputs) -> Decision {
         LogInput::Checked {
             after_cutoff: false,
             ..
-        } if !i.proxy_only && !matches!(i.fpm, FpmInput::Read { .. }) => {
+        } if !i.proxy_only => {
             let why = match &i.fpm {
                 FpmInput::Unavailable(e) => e.as_str(),
                 _ => "not asked",
@@ -405,31 +438,10 @@ pub fn decide(i: &Inputs) -> Decision {
         LogInput::Checked {
             after_cutoff: false,
             ..
-        } => {
-            let mut reason = format!("no request and no log output for {timeout}");
-            if let StateInput::Read(Activity {
-                connections: Some(n @ 1..),
-                ..
-            }) = &i.state
-            {
-                // Pooled by the front end; the waker reconnects (and so
-                // wakes the site) when one carries the next request.
-                let s = if *n == 1 { "" } else { "s" };
-                reason.push_str(&format!(
-                    " ({n} idle connection{s} kept open by the front end)"
-                ));
-            }
-            if let (StateInput::Read(a), Some(false)) = (&i.state, i.waker_alive) {
-                if a.open > 0 {
-                    let pid = a.pid.map_or_else(String::new, |p| format!(" {p}"));
-                    reason.push_str(&format!(
-                        " (state file says {}, but its waker{pid} is gone)",
-                        in_flight(a)
-                    ));
-                }
-            }
-            decision(Verdict::Idle, reason)
-        }
+        } => decision(
+            Verdict::Idle,
+            idle_reason(i, &format!("no request and no log output for {timeout}")),
+        ),
     }
 }
 
@@ -463,10 +475,11 @@ mod tests {
                 after_cutoff: false,
                 line_at: None,
             },
-            fpm: FpmInput::Read { busy: 0, queued: 0, first: false },
+            // The log path: no status page, nginx only through the waker.
+            fpm: FpmInput::Unavailable("no status page".into()),
             fpm_traffic: None,
             stop_after: None,
-            proxy_only: false,
+            proxy_only: true,
         }
     }
 
@@ -722,13 +735,17 @@ mod tests {
         assert_eq!(d.verdict, Verdict::ActiveFpm);
         assert!(d.reason.contains("30.0s ago"), "{}", d.reason);
         i.fpm_traffic = Some(t(1200));
-        assert_eq!(verdict(&i), Verdict::Idle);
+        assert!(!needs_log_check(&i), "the counter is the signal");
+        let d = decide(&i);
+        assert_eq!(d.verdict, Verdict::Idle);
+        assert!(d.reason.contains("no connection to php-fpm"), "{}", d.reason);
         assert_eq!(i.last_activity(), Some(t(1200)));
     }
 
     #[test]
     fn no_status_page_is_no_signal_unless_proxy_only() {
         let mut i = idle_inputs();
+        i.proxy_only = false;
         i.fpm = FpmInput::Unavailable("404 File not found.".into());
         let d = decide(&i);
         assert_eq!(d.verdict, Verdict::NoSignal);

@@ -858,7 +858,7 @@ async fn read_fpm(
     let socket = config.layout.fpm_socket(site);
     match crate::fpm_status::query(&socket, status_path, STATUS_TIMEOUT).await {
         Ok(st) => {
-            let first = prev.as_ref().is_none_or(|p| p.started != started_at);
+            let first = prev.as_ref().is_none_or(|p| !traffic::same_run(p, started_at));
             let rec = traffic::observe(prev.as_ref(), started_at, st.accepted_conn, SystemTime::now());
             remember(config, site, &rec);
             (

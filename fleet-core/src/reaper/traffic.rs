@@ -89,6 +89,17 @@ pub fn parse(text: &str) -> Option<Record> {
     seen.then_some(r)
 }
 
+/// `t` to the millisecond, as the file keeps it.
+fn to_ms(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()
+}
+
+/// True when `prev` was read from the container run that started at
+/// `started` (compared to the millisecond the file keeps).
+pub fn same_run(prev: &Record, started: Option<SystemTime>) -> bool {
+    prev.started.map(to_ms) == started.map(to_ms)
+}
+
 /// The record after a new reading. Pure.
 pub fn observe(
     prev: Option<&Record>,
@@ -97,7 +108,7 @@ pub fn observe(
     now: SystemTime,
 ) -> Record {
     let traffic = match prev {
-        Some(p) if p.started == started && accepted >= p.accepted => {
+        Some(p) if same_run(p, started) && accepted >= p.accepted => {
             if accepted - p.accepted > 1 {
                 Some(now)
             } else {
@@ -140,9 +151,11 @@ mod tests {
 
     #[test]
     fn only_growth_beyond_the_reapers_own_request_is_traffic() {
-        let run = Some(at(1000));
+        let run = Some(at(1000) + Duration::from_nanos(123_456_789));
         let first = observe(None, run, 50, at(2000));
         assert_eq!(first.traffic, Some(at(2000)), "unknown history is traffic now");
+        // Read back from the file, which keeps milliseconds.
+        let first = parse(&render(&first)).expect("round trip");
         let quiet = observe(Some(&first), run, 51, at(2060));
         assert_eq!(quiet.traffic, Some(at(2000)), "our own request only");
         let busy = observe(Some(&quiet), run, 60, at(2120));
