@@ -16,6 +16,7 @@ mod readme;
 mod reaper;
 mod relay;
 mod renew;
+mod sleep;
 mod tenant;
 mod timer;
 mod waker;
