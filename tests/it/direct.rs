@@ -11,90 +11,14 @@
 
 use std::time::{Duration, SystemTime};
 
-use xtask::demo::{Mode, NginxProc, Snippet, nginx_user, share_socket_with_nginx, site_snippet};
+use xtask::demo::Mode;
 
-use crate::support::{
-    HttpResponse, Launch, SocketActivated, TestSite, bin, free_port, http, note, require, temp_dir,
-    wait_until,
-};
-
-/// A site, its waker under socket activation and nginx with the shipped
-/// snippet of `mode`. Field order = drop order: nginx, waker, then the site.
-struct Stack {
-    nginx: NginxProc,
-    waker: SocketActivated,
-    site: TestSite,
-    _nginx_dir: tempfile::TempDir,
-}
-
-fn stack(mode: Mode) -> Stack {
-    let site = TestSite::new();
-    let waker = Launch::new(bin("fleet-waker"))
-        .arg(site.name())
-        .envs(site.layout_env())
-        .env("RUST_LOG", "debug")
-        .activate(&site.waker_socket());
-    share_socket_with_nginx(&site.waker_socket()).expect("chgrp/chmod the waker socket");
-    let snippet = site_snippet(mode, site.name(), &site.layout().run_dir)
-        .expect("the shipped contrib/nginx snippet templates");
-    let (nginx, dir) = start_nginx(&snippet);
-    Stack {
-        nginx,
-        waker,
-        site,
-        _nginx_dir: dir,
-    }
-}
-
-fn start_nginx(snippet: &Snippet) -> (NginxProc, tempfile::TempDir) {
-    let user = nginx_user();
-    let mut last = String::new();
-    for _ in 0..5 {
-        let dir = temp_dir("nginx");
-        match NginxProc::start(dir.path(), free_port(), user.as_deref(), snippet) {
-            Ok(n) => return (n, dir),
-            Err(e) if e.contains("Address already in use") => last = e,
-            Err(e) => panic!("nginx with the shipped snippet did not start: {e}"),
-        }
-    }
-    panic!("nginx: no free port after 5 tries: {last}");
-}
-
-impl Stack {
-    fn get(&self, path: &str) -> HttpResponse {
-        http::get(self.nginx.port(), path).expect("HTTP GET through nginx")
-    }
-
-    fn assert_hello(&self, r: &HttpResponse, what: &str) {
-        assert_eq!(
-            (r.status, r.text()),
-            (200, self.site.hello_line()),
-            "{what}: nginx error log:\n{}\nwaker:\n{}\ncontainer:\n{}",
-            self.nginx.error_log(),
-            self.waker.logs(),
-            self.site.logs()
-        );
-    }
-
-    fn activity(&self) -> Option<fleet_core::state::Activity> {
-        fleet_core::state::load(&self.site.state_file()).expect("state file readable")
-    }
-}
-
-/// The `connect() … failed` lines nginx logs when php-fpm's socket refuses
-/// (direct mode's fallback to the waker).
-fn fallbacks(error_log: &str, fpm_socket: &std::path::Path) -> usize {
-    let needle = format!("{}", fpm_socket.display());
-    error_log
-        .lines()
-        .filter(|l| l.contains("connect()") && l.contains("failed") && l.contains(&needle))
-        .count()
-}
+use crate::support::{Stack, http, note, require, wait_until};
 
 #[test]
 fn direct_mode_cold_start_goes_through_the_waker_and_warm_traffic_bypasses_it() {
     require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
-    let mut s = stack(Mode::Direct);
+    let mut s = Stack::new(Mode::Direct);
     assert_eq!(s.site.state(), "created");
     assert!(!s.waker.activated());
 
@@ -107,7 +31,7 @@ fn direct_mode_cold_start_goes_through_the_waker_and_warm_traffic_bypasses_it() 
     );
     assert_eq!(s.site.state(), "running");
     assert_eq!(
-        fallbacks(&s.nginx.error_log(), &s.site.fpm_socket()),
+        s.fallbacks(),
         1,
         "exactly one fallback (php-fpm.sock refused once): {}",
         s.nginx.error_log()
@@ -146,7 +70,7 @@ fn direct_mode_cold_start_goes_through_the_waker_and_warm_traffic_bypasses_it() 
         let r = s.get("/hello.php");
         s.assert_hello(&r, &format!("warm request {i} with the waker stopped"));
     }
-    assert_eq!(fallbacks(&s.nginx.error_log(), &s.site.fpm_socket()), 1);
+    assert_eq!(s.fallbacks(), 1);
     note("direct mode: cold via waker, 40 warm requests bypassed it (20 with the waker gone)");
 }
 
@@ -166,7 +90,7 @@ fn body() -> Vec<u8> {
 #[test]
 fn direct_mode_post_to_a_sleeping_site_reaches_php_exactly_once() {
     require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
-    let s = stack(Mode::Direct);
+    let s = Stack::new(Mode::Direct);
     // Asleep the hard way: killed, so php-fpm.sock is left behind, stale.
     s.site.start();
     s.site.kill();
@@ -199,7 +123,7 @@ fn direct_mode_post_to_a_sleeping_site_reaches_php_exactly_once() {
         s.waker.activated(),
         "the POST must have woken the site via the waker"
     );
-    assert_eq!(fallbacks(&s.nginx.error_log(), &fpm), 1);
+    assert_eq!(s.fallbacks(), 1);
 
     // A later marker request: once its access line is in the log, every
     // line of the POST is too.
@@ -235,7 +159,7 @@ fn direct_mode_post_to_a_sleeping_site_reaches_php_exactly_once() {
 #[test]
 fn proxy_mode_cold_and_warm_through_the_waker() {
     require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
-    let s = stack(Mode::Proxy);
+    let s = Stack::new(Mode::Proxy);
     assert_eq!(s.site.state(), "created");
 
     let t = std::time::Instant::now();
@@ -269,7 +193,7 @@ fn proxy_mode_cold_and_warm_through_the_waker() {
         s.activity()
     );
     // Proxy mode never needs a fallback.
-    assert_eq!(fallbacks(&s.nginx.error_log(), &s.site.fpm_socket()), 0);
+    assert_eq!(s.fallbacks(), 0);
     note(&format!(
         "proxy mode: cold {cold:?}, warm {warm:?} per request"
     ));

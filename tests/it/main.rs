@@ -16,6 +16,7 @@ mod readme;
 mod reaper;
 mod relay;
 mod renew;
+mod sleep;
 mod status;
 mod tenant;
 mod timer;

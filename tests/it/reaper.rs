@@ -138,6 +138,17 @@ pub(crate) fn reaper(list: &List, args: &[&str]) -> Run {
 }
 
 fn reaper_env(list: &List, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let run = reaper_quiet(list, args, env);
+    eprintln!(
+        "fleet-reaper {args:?} -> {:?} in {:?}\n{}{}",
+        run.code, run.elapsed, run.stdout, run.stderr
+    );
+    run
+}
+
+/// [`reaper`] with extra environment, printing nothing (for tests that run
+/// it every second and print only the passes that matter).
+pub(crate) fn reaper_quiet(list: &List, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(support::bin("fleet-reaper"));
     cmd.arg("--sites-dir")
         .arg(list.sites())
@@ -152,17 +163,12 @@ fn reaper_env(list: &List, args: &[&str], env: &[(&str, &str)]) -> Run {
     }
     let started = Instant::now();
     let out = cmd.output().expect("run fleet-reaper");
-    let run = Run {
+    Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         elapsed: started.elapsed(),
-    };
-    eprintln!(
-        "fleet-reaper {args:?} -> {:?} in {:?}\n{}{}",
-        run.code, run.elapsed, run.stdout, run.stderr
-    );
-    run
+    }
 }
 
 /// Lets `d` pass: the reaper's decisions are about time since the last

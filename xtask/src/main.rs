@@ -18,6 +18,7 @@ mod soak;
 mod bench {
     pub mod fleet;
     pub mod reaper;
+    pub mod sleep;
     pub mod waker;
 }
 
@@ -83,6 +84,13 @@ enum Bench {
     /// One fleet-reaper pass vs the old serial `docker logs --since` loop
     /// (200 light containers, 10 MiB of old log each)
     Reaper,
+    /// One site awake, paused and stopped: the container's memory and the
+    /// first byte through nginx and a socket-activated waker
+    Sleep {
+        /// Rounds (each measures all three states).
+        #[arg(long, value_name = "N", default_value_t = 10, value_parser = positive)]
+        rounds: usize,
+    },
 }
 
 /// clap value parser: a number > 0.
@@ -141,6 +149,7 @@ impl Cmd {
             Cmd::Bench(Bench::Waker { .. }) => "bench waker",
             Cmd::Bench(Bench::Fleet { .. }) => "bench fleet",
             Cmd::Bench(Bench::Reaper) => "bench reaper",
+            Cmd::Bench(Bench::Sleep { .. }) => "bench sleep",
             Cmd::Soak(_) => "soak",
             Cmd::Fuzz(_) => "fuzz",
         }
@@ -178,6 +187,12 @@ fn run(command: Cmd) -> Result<(), Error> {
             Ok(())
         }
         Cmd::Bench(Bench::Reaper) => bench_reaper(),
+        Cmd::Bench(Bench::Sleep { rounds }) => {
+            let report = bench::sleep::bench(&repo_root(), rounds)
+                .map_err(|e| Error::unavailable("benchmark", e))?;
+            println!("{report}");
+            Ok(())
+        }
         Cmd::Soak(args) => {
             let (report, passed) = soak::soak(&repo_root(), args.requests)
                 .map_err(|e| Error::unavailable("soak rig", e))?;
@@ -622,6 +637,14 @@ mod tests {
             parse(&["bench", "reaper"]),
             Ok(Cmd::Bench(Bench::Reaper))
         ));
+        assert!(matches!(
+            parse(&["bench", "sleep"]),
+            Ok(Cmd::Bench(Bench::Sleep { rounds: 10 }))
+        ));
+        assert!(matches!(
+            parse(&["bench", "sleep", "--rounds", "3"]),
+            Ok(Cmd::Bench(Bench::Sleep { rounds: 3 }))
+        ));
         match parse(&["soak"]) {
             Ok(Cmd::Soak(s)) => assert_eq!(s.requests, 1_000_000),
             other => panic!("{other:?}"),
@@ -650,6 +673,8 @@ mod tests {
             &["bench", "waker", "many"],
             &["bench", "waker", "--baseline"],
             &["bench", "fleet", "0"],
+            &["bench", "sleep", "--rounds", "0"],
+            &["bench", "sleep", "3"],
             &["demo", "--port"],
             &["demo", "--port", "0"],
             &["demo", "--port", "70000"],

@@ -8,6 +8,7 @@
 //! * [`TestSite`] — a site with its own temp [`Layout`](fleet_core::Layout) and a `<site>.fpm` container.
 //! * [`fastcgi::request`] — one FastCGI request straight to a unix socket.
 //! * [`Nginx`] — real nginx on a free loopback port in front of a socket.
+//! * [`Stack`] — a site, its socket-activated waker and nginx with a shipped `contrib/nginx` snippet.
 //! * [`frontends`] — Apache `mod_proxy_fcgi`, lighttpd `mod_fastcgi` and `cgi-fcgi` in front of a socket.
 //! * [`http::get`] / [`http::post`] — a tiny HTTP/1.1 client.
 //! * [`Launch`] → [`SocketActivated`] / [`Spawned`] — run a binary under real socket activation or directly.
@@ -23,6 +24,7 @@ pub mod nginx;
 pub mod nsystemd;
 pub mod process;
 pub mod site;
+pub mod stack;
 pub mod wake;
 
 pub use fastcgi::{FcgiRequest, FcgiResponse};
@@ -30,6 +32,7 @@ pub use http::HttpResponse;
 pub use nginx::{Nginx, NginxConfig};
 pub use process::{Launch, SocketActivated, Spawned};
 pub use site::{SiteOptions, TestSite};
+pub use stack::Stack;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -60,6 +63,8 @@ pub enum Component {
     Lighttpd,
     /// libfcgi's `cgi-fcgi` ([`frontends::cgi_fcgi`]).
     CgiFcgi,
+    /// The `wrk` HTTP load generator on `PATH` (LuaJIT scripting).
+    Wrk,
 }
 
 /// Path of nginx.
@@ -142,6 +147,9 @@ impl Component {
                     ))
                 }
             }
+            Component::Wrk => find_in_path("wrk")
+                .map(|_| ())
+                .ok_or_else(|| "wrk not on PATH (apt-get install wrk)".to_string()),
             Component::Root => {
                 if nix::unistd::geteuid().is_root() {
                     Ok(())

@@ -29,11 +29,23 @@ pub const SCRIPTS: &[(&str, &str)] = &[
         "big.php",
         "<?php\nheader('Content-Type: application/octet-stream');\n$mb = (int)($_GET['mb'] ?? 1);\nfor ($i = 0; $i < $mb * 1024; $i++) { echo str_pad(sprintf('%08d', $i), 1023, '.'), \"\\n\"; }\n",
     ),
+    // Sleeps 200 ms, then appends "<id> <METHOD>\n" to COUNT_LOG (the id
+    // from the X-Req-Id header; a POST's body must be that id too, else
+    // 400) and answers the same line: each execution leaves exactly one line
+    // (one short O_APPEND write, atomic), so a test can tell lost requests
+    // from requests run twice. Needs `SiteOptions::data_dir`.
+    (
+        "count.php",
+        "<?php\nheader('Content-Type: text/plain');\nusleep(200000);\n$id = $_SERVER['HTTP_X_REQ_ID'] ?? '';\n$m = $_SERVER['REQUEST_METHOD'];\nif ($id === '' || ($m === 'POST' && file_get_contents('php://input') !== $id)) { http_response_code(400); echo \"bad id\\n\"; exit; }\n$line = $id . ' ' . $m . \"\\n\";\nif (file_put_contents('/srv/data/count.log', $line, FILE_APPEND) !== strlen($line)) { http_response_code(500); echo \"cannot append\\n\"; exit; }\necho $line;\n",
+    ),
     (
         "log.php",
         "<?php\nheader('Content-Type: text/plain');\n$kb = (int)($_GET['kb'] ?? 1);\n$f = fopen('php://stderr', 'w');\nfor ($i = 0; $i < $kb; $i++) { fwrite($f, str_pad(sprintf('log line %08d ', $i), 1023, 'x') . \"\\n\"); }\nfclose($f);\necho 'logged ', $kb, \" KiB\\n\";\n",
     ),
 ];
+
+/// Where `count.php` appends, inside the container (see [`SiteOptions::data_dir`]).
+pub const COUNT_LOG: &str = "/srv/data/count.log";
 
 /// The exact body `hello.php` answers for `site`.
 pub fn hello_line(site: &str) -> String {
@@ -88,6 +100,9 @@ pub struct SiteOptions {
     pub no_access_log: bool,
     /// No status page at `/status` (see [`SiteOptions::status_page`]).
     pub no_status_page: bool,
+    /// Mount a writable `<temp dir>/data` at `/srv/data` (the docroot is
+    /// read-only): where `count.php` appends ([`TestSite::count_lines`]).
+    pub data_dir: bool,
 }
 
 /// What the pool's status path is when [`SiteOptions::status_page`] is
@@ -160,6 +175,7 @@ impl TestSite {
             &layout.sites_dir,
             &layout.site_dir(&site),
             &docroot,
+            &tmp.path().join("data"),
         ] {
             std::fs::create_dir_all(dir).expect("create test dir");
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
@@ -217,6 +233,10 @@ impl TestSite {
         for env in &fpm_env {
             args.extend(["-e", env]);
         }
+        let data_mount = format!("{}:/srv/data", self.data_dir().display());
+        if options.data_dir {
+            args.extend(["-v", &data_mount]);
+        }
         args.extend(options.docker_args.iter().map(String::as_str));
         args.push(&self.image);
         docker_ok(&args);
@@ -271,6 +291,23 @@ impl TestSite {
         &self.docroot
     }
 
+    /// The host side of `/srv/data` (mounted with [`SiteOptions::data_dir`]).
+    pub fn data_dir(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    /// The lines `count.php` appended so far (`<id> <METHOD>`), see [`COUNT_LOG`].
+    pub fn count_lines(&self) -> Vec<String> {
+        let name = Path::new(COUNT_LOG)
+            .file_name()
+            .expect("COUNT_LOG has a file name");
+        std::fs::read_to_string(self.data_dir().join(name))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The temp directory holding everything of this site.
     pub fn temp_dir(&self) -> &Path {
         self.tmp.path()
@@ -308,6 +345,22 @@ impl TestSite {
         std::fs::write(
             &path,
             format!("# Amount of time to pause the container after: {timeout}\n"),
+        )
+        .expect("write site conf");
+        path
+    }
+
+    /// Write `<sites_dir>/<site>.conf` for tiered sleep: line 1 pauses
+    /// after `pause`, line 2 (`# Amount of time to stop the container
+    /// after: <stop>`) stops after `stop`.
+    pub fn write_conf_tiered(&self, pause: &str, stop: &str) -> PathBuf {
+        let path = self.layout.conf_file(&self.site);
+        std::fs::write(
+            &path,
+            format!(
+                "# Amount of time to pause the container after: {pause}\n\
+                 # Amount of time to stop the container after: {stop}\n"
+            ),
         )
         .expect("write site conf");
         path

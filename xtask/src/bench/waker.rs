@@ -130,7 +130,7 @@ fn last_wake_ms(log: &Path) -> Option<f64> {
 }
 
 /// Median of the values that are numbers (a left-out run is NaN).
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     let mut v: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {

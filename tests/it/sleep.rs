@@ -1,0 +1,970 @@
+//! Issue 14: putting a site to sleep must never lose a request.
+//!
+//! Every test runs the shipped nginx snippets ([`Stack`]: nginx → php-fpm's
+//! socket or the waker under socket activation → a real php-fpm container)
+//! with the real `fleet-reaper` acting during the traffic:
+//!
+//! * `load_<mode>_<action>`: one minute of wrk, GETs and POSTs to
+//!   `count.php` in bursts with quiet gaps longer than the site's 1 s
+//!   timeout, while the reaper runs every second: no error answer, every
+//!   answered POST ran exactly once, no request ran twice, and the reaper
+//!   really put the site to sleep (and the traffic woke it) again and again.
+//! * A busy direct-mode site on a stock pool (no access log, so its
+//!   container's log says nothing) is never stopped; idle, it is.
+//! * Direct mode and `--action pause`: a request to the paused site is
+//!   answered through the waker at once, and php-fpm's socket is back for
+//!   the next one.
+//! * Tiered sleep (conf line 2): paused after line 1's time, stopped after
+//!   line 2's, and a request wakes it from either.
+
+use std::collections::BTreeMap;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+use xtask::demo::Mode;
+
+use crate::reaper::{List, Run, reaper_quiet};
+use crate::support::{
+    self, HttpResponse, SiteOptions, Stack, TestSite, http, note, require, temp_dir, wait_until,
+};
+
+/// What the reaper does to an idle site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Stop,
+    Pause,
+}
+
+impl Action {
+    /// The `--action` value.
+    fn arg(self) -> &'static str {
+        match self {
+            Action::Stop => "stop",
+            Action::Pause => "pause",
+        }
+    }
+}
+
+/// Actions in the reaper's JSON plan that put a site to sleep.
+const SLEEPS: &[&str] = &["stopped", "paused"];
+
+/// nginx's `fastcgi_read_timeout`, which the shipped snippets leave at its
+/// default: a request that hangs (e.g. in a paused php-fpm's backlog) is
+/// answered 504 after this.
+const FRONT_END_TIMEOUT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------
+// The reaper, once a second
+// ---------------------------------------------------------------------------
+
+/// One reaper pass: when it started, and what it printed.
+struct Pass {
+    at: SystemTime,
+    run: Run,
+}
+
+impl Pass {
+    /// The plan's entry for `site` (none when the output is not a plan,
+    /// e.g. a usage error).
+    fn entry(&self, site: &str) -> Option<Value> {
+        let plan: Value = serde_json::from_str(&self.run.stdout).ok()?;
+        plan["sites"]
+            .as_array()?
+            .iter()
+            .find(|e| e["site"] == site)
+            .cloned()
+    }
+
+    /// The site's `action` in this pass (`"stopped"`, `"paused"`, `"none"`, …).
+    fn action(&self, site: &str) -> Option<String> {
+        self.entry(site)
+            .and_then(|e| e["action"].as_str().map(str::to_owned))
+    }
+}
+
+/// `fleet-reaper --format json <args>` for one site's layout, started once
+/// every second (on a fixed tick; a pass that overruns its second delays
+/// the next) by a thread, until [`Reaping::finish`] or drop.
+struct Reaping {
+    site: String,
+    stop: Arc<AtomicBool>,
+    passes: Arc<Mutex<Vec<Pass>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// When the first pass started (the passes' grid).
+    since: SystemTime,
+}
+
+impl Reaping {
+    fn start(site: &TestSite, args: &[&str]) -> Reaping {
+        let list = List::of(site);
+        let run_dir = site.layout().run_dir.display().to_string();
+        let mut argv: Vec<String> = vec![
+            "--run-dir".into(),
+            run_dir,
+            "--format".into(),
+            "json".into(),
+            // No systemd units here to heal; skip the look.
+            "--no-heal".into(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let passes = Arc::new(Mutex::new(Vec::new()));
+        let (origin, since) = (Instant::now(), SystemTime::now());
+        let thread = {
+            let (stop, passes) = (Arc::clone(&stop), Arc::clone(&passes));
+            std::thread::spawn(move || {
+                let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+                let mut tick = origin;
+                while !stop.load(Ordering::SeqCst) {
+                    let at = SystemTime::now();
+                    let run = reaper_quiet(&list, &args, &[]);
+                    passes.lock().expect("passes lock").push(Pass { at, run });
+                    tick += Duration::from_secs(1);
+                    while Instant::now() < tick && !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    tick = tick.max(Instant::now());
+                }
+            })
+        };
+        Reaping {
+            site: site.name().to_owned(),
+            stop,
+            passes,
+            thread: Some(thread),
+            since,
+        }
+    }
+
+    /// Start times of the passes whose plan put the site to sleep.
+    fn sleeps(&self) -> Vec<(SystemTime, String)> {
+        self.passes
+            .lock()
+            .expect("passes lock")
+            .iter()
+            .filter_map(|p| {
+                let a = p.action(&self.site)?;
+                SLEEPS.contains(&a.as_str()).then_some((p.at, a))
+            })
+            .collect()
+    }
+
+    /// Stops the thread after its pass under way.
+    fn finish(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("reaper thread");
+        }
+    }
+
+    /// Every pass in one line (seconds since the start, exit code, verdict,
+    /// action, reason, error); the full output of passes that did not exit 0.
+    fn report(&self) -> String {
+        let passes = self.passes.lock().expect("passes lock");
+        let mut out = format!("--- fleet-reaper, {} passes:\n", passes.len());
+        for p in passes.iter() {
+            let t =
+                p.at.duration_since(self.since)
+                    .unwrap_or_default()
+                    .as_secs_f64();
+            let e = p.entry(&self.site).unwrap_or(Value::Null);
+            out.push_str(&format!(
+                "{t:6.2}s exit {:?} in {:.0} ms: {} {} {} {}\n",
+                p.run.code,
+                p.run.elapsed.as_secs_f64() * 1e3,
+                e["verdict"],
+                e["action"],
+                e["reason"],
+                e["error"]
+            ));
+            if p.run.code != Some(0) {
+                out.push_str(&format!("    stdout: {}\n", p.run.stdout.trim()));
+            }
+            if !p.run.stderr.trim().is_empty() {
+                out.push_str(&format!("    stderr: {}\n", p.run.stderr.trim()));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Reaping {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// `docker inspect` `State.StartedAt`.
+fn started_at(site: &TestSite) -> String {
+    support::docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.State.StartedAt}}",
+        site.container(),
+    ])
+    .trim()
+    .to_owned()
+}
+
+/// Times of the container's `event` events (`start`, `unpause`, `pause`,
+/// `die`, …) from `since` until now.
+fn event_times(site: &TestSite, event: &str, since: SystemTime) -> Vec<SystemTime> {
+    let c = format!("container={}", site.container());
+    let e = format!("event={event}");
+    support::docker_events(since, SystemTime::now(), &["type=container", &c, &e])
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["timeNano"].as_u64())
+        .map(|n| SystemTime::UNIX_EPOCH + Duration::from_nanos(n))
+        .collect()
+}
+
+/// `GET /hello.php` through nginx with the front end's own timeout, timed
+/// to the end of the answer.
+fn timed_hello(s: &Stack) -> (std::io::Result<HttpResponse>, Duration) {
+    let t = Instant::now();
+    let r = http::request(
+        s.nginx.port(),
+        "GET",
+        "/hello.php",
+        None,
+        FRONT_END_TIMEOUT + Duration::from_secs(5),
+    );
+    (r, t.elapsed())
+}
+
+/// The container's state and `StartedAt`, as one comparable string.
+fn run_fingerprint(site: &TestSite) -> String {
+    format!("{} since {}", site.state(), started_at(site))
+}
+
+// ---------------------------------------------------------------------------
+// a) load
+// ---------------------------------------------------------------------------
+
+/// How long wrk runs.
+const LOAD: Duration = Duration::from_secs(60);
+/// wrk threads = connections: one connection per thread, so each
+/// thread's Lua state (its burst schedule, its ids) is one connection's.
+const LOAD_CONNECTIONS: usize = 2;
+/// Times the reaper must have put the site to sleep (and traffic woken
+/// it) for the run to prove anything.
+const MIN_SLEEPS: usize = 5;
+
+/// The traffic's rhythm, the same for every connection: bursts (requests
+/// back to back, `(start, end)` in milliseconds from the reaper's first
+/// pass, passes every 1000 ms) and quiet gaps of about 1 to 3 s. Each gap
+/// ends at a different moment around the first pass that can find the
+/// site idle for its 1 s timeout: from 250 ms before it (the site stays
+/// awake) to 750 ms after (asleep, or going to sleep), sweeping that
+/// second in steps of 370 ms, so that over a minute bursts start in every
+/// phase of a sleep under way, its decision and its stop included. The
+/// burst lengths come from a fixed seed: every run has the same rhythm.
+fn rhythm(total: Duration) -> Vec<(u64, u64)> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |lo: u64, hi: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        lo + x % (hi - lo)
+    };
+    let mut out = Vec::new();
+    // wrk starts a moment after the first pass.
+    let mut start = 300;
+    // Past wrk's end, so that no connection is ever told to wait out a
+    // long last delay (wrk counts a wait longer than --timeout as one).
+    for i in 0.. {
+        if start >= total.as_millis() as u64 + 10_000 {
+            break;
+        }
+        let end = start + next(400, 1200);
+        out.push((start, end));
+        let first_idle_pass = (end + 1000).div_ceil(1000) * 1000;
+        start = first_idle_pass + (i * 370) % 1000 - 250;
+    }
+    out
+}
+
+/// The wrk script: each thread alternates POST and GET to `count.php`,
+/// each with an id `<thread>-<n>` (header `X-Req-Id`, and a POST's body),
+/// and sends only inside the [`rhythm`]'s bursts (`delay()`). It writes
+/// `sent <id> <METHOD> <ms since t0>` for each request and `got <status>
+/// <body on one line>` for each answer to `<dir>/requests-<thread>` (one
+/// connection per thread: an answer is the previous request's), and the
+/// main thread prints wrk's error counts as one `fleet-wrk …` line.
+fn wrk_script(dir: &Path, t0_ms: u128, rhythm: &[(u64, u64)]) -> String {
+    let windows: Vec<String> = rhythm.iter().map(|(a, b)| format!("{{{a},{b}}}")).collect();
+    format!(
+        r#"local ffi = require("ffi")
+ffi.cdef[[
+typedef struct {{ long tv_sec; long tv_usec; }} fleet_timeval;
+int gettimeofday(fleet_timeval *tv, void *tz);
+]]
+local tv = ffi.new("fleet_timeval")
+local function now_ms()
+  ffi.C.gettimeofday(tv, nil)
+  return tonumber(tv.tv_sec) * 1000 + math.floor(tonumber(tv.tv_usec) / 1000)
+end
+local T0 = {t0_ms}
+local WINDOWS = {{{windows}}}
+local DIR = "{dir}"
+local next_tid = 0
+
+function setup(thread)
+  thread:set("tid", next_tid)
+  next_tid = next_tid + 1
+end
+
+local n = 0
+local out = nil
+
+-- wrk calls the first thread's request() once more, right after its
+-- init(), only to check the request it builds; that one is never sent.
+local checking = false
+
+function init(args)
+  out = io.open(DIR .. "/requests-" .. tid, "w")
+  checking = (tid == 0)
+end
+
+function delay()
+  -- Threads a little apart inside a burst.
+  local now = now_ms() - T0 - tid * 90
+  for _, w in ipairs(WINDOWS) do
+    if now < w[2] then
+      if now >= w[1] then return 0 end
+      return w[1] - now
+    end
+  end
+  return 1000
+end
+
+function request()
+  if checking then
+    checking = false
+    return wrk.format("GET", "/count.php", {{["X-Req-Id"] = "check"}}, nil)
+  end
+  n = n + 1
+  local id = tid .. "-" .. n
+  local method = "GET"
+  local req
+  if (n + tid) % 2 == 0 then
+    method = "POST"
+    req = wrk.format("POST", "/count.php", {{["X-Req-Id"] = id, ["Content-Type"] = "text/plain"}}, id)
+  else
+    req = wrk.format("GET", "/count.php?id=" .. id, {{["X-Req-Id"] = id}}, nil)
+  end
+  out:write("sent ", id, " ", method, " ", now_ms() - T0, "\n")
+  out:flush()
+  return req
+end
+
+function response(status, headers, body)
+  local line = (body or ""):gsub("[\r\n]+", " ")
+  out:write("got ", status, " ", line, "\n")
+  out:flush()
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("fleet-wrk requests=%d connect=%d read=%d write=%d status=%d timeout=%d\n",
+    summary.requests, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"#,
+        windows = windows.join(","),
+        dir = dir.display(),
+    )
+}
+
+/// wrk's `fleet-wrk key=value …` line, as a map.
+fn wrk_counts(stdout: &str) -> BTreeMap<String, u64> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("fleet-wrk "))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One request wrk sent, and its answer if one came.
+#[derive(Debug)]
+struct Sent {
+    id: String,
+    method: String,
+    /// Milliseconds after the reaper's first pass.
+    at_ms: u64,
+    /// Status and body (on one line).
+    answer: Option<(u16, String)>,
+}
+
+impl Sent {
+    fn ok(&self) -> bool {
+        self.answer.as_ref().is_some_and(|(status, body)| {
+            *status == 200 && body.trim() == format!("{} {}", self.id, self.method)
+        })
+    }
+}
+
+/// The requests of every wrk thread, from their `requests-<thread>` files.
+fn requests_sent(dir: &Path) -> Vec<Sent> {
+    let mut out: Vec<Sent> = Vec::new();
+    for t in 0..LOAD_CONNECTIONS {
+        let text = std::fs::read_to_string(dir.join(format!("requests-{t}"))).unwrap_or_default();
+        let first = out.len();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("sent ") {
+                let mut w = rest.split_whitespace();
+                out.push(Sent {
+                    id: w.next().unwrap_or_default().to_owned(),
+                    method: w.next().unwrap_or_default().to_owned(),
+                    at_ms: w.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+                    answer: None,
+                });
+            } else if let Some(rest) = line.strip_prefix("got ") {
+                let (status, body) = rest.split_once(' ').unwrap_or((rest, ""));
+                // One connection per thread: the answer is the last request's.
+                if let Some(last) = out[first..].last_mut().filter(|s| s.answer.is_none()) {
+                    last.answer = Some((status.parse().unwrap_or(0), body.to_owned()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Longest a request may take here: an answer later than this counts as
+/// wrk's timeout error, and a request unanswered at the end that was sent
+/// this long before is a hang (wrk counts neither by itself: it drops
+/// requests still open when its duration ends).
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+fn load(mode: Mode, action: Action) {
+    require!(Docker, PhpFpm, Nginx, SocketActivate, Root, Wrk);
+    let s = Stack::with_site(
+        mode,
+        TestSite::with_options(SiteOptions {
+            data_dir: true,
+            ..Default::default()
+        }),
+    );
+    s.site.write_conf("1s");
+    // Awake before the load (a cold start is not what is measured here).
+    let r = s.get("/hello.php");
+    s.assert_hello(&r, "first request");
+
+    let dir = temp_dir("wrk");
+    let mut reaping = Reaping::start(&s.site, &["--action", action.arg()]);
+    let t0 = reaping.since;
+    let t0_ms = t0
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis();
+    let script = dir.path().join("load.lua");
+    std::fs::write(&script, wrk_script(dir.path(), t0_ms, &rhythm(LOAD)))
+        .expect("write wrk script");
+    let n = LOAD_CONNECTIONS.to_string();
+    let out = Command::new("wrk")
+        .args(["-t", &n, "-c", &n, "--timeout"])
+        .arg(format!("{}s", ANSWER_WITHIN.as_secs()))
+        .arg("-d")
+        .arg(format!("{}s", LOAD.as_secs()))
+        .arg("-s")
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{}/", s.nginx.port()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wrk");
+    let ended_ms = SystemTime::now()
+        .duration_since(t0)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    reaping.finish();
+    let wrk_out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts = wrk_counts(&wrk_out);
+    let sent = requests_sent(dir.path());
+    // Still served after the run.
+    let last = http::request(
+        s.nginx.port(),
+        "GET",
+        "/hello.php",
+        None,
+        Duration::from_secs(10),
+    );
+
+    let executed = s.site.count_lines();
+    let mut runs: BTreeMap<&str, usize> = BTreeMap::new();
+    for l in &executed {
+        let id = l.split_whitespace().next().unwrap_or_default();
+        *runs.entry(id).or_default() += 1;
+    }
+    let ok: Vec<&Sent> = sent.iter().filter(|r| r.ok()).collect();
+    let bad: Vec<&Sent> = sent
+        .iter()
+        .filter(|r| r.answer.is_some() && !r.ok())
+        .collect();
+    let hung: Vec<&Sent> = sent
+        .iter()
+        .filter(|r| {
+            r.answer.is_none()
+                && ended_ms.saturating_sub(r.at_ms) > ANSWER_WITHIN.as_millis() as u64
+        })
+        .collect();
+    let posts: Vec<&Sent> = ok.iter().copied().filter(|r| r.method == "POST").collect();
+    let posts_not_once: Vec<(&str, usize)> = posts
+        .iter()
+        .map(|r| (r.id.as_str(), runs.get(r.id.as_str()).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n != 1)
+        .collect();
+    let twice: Vec<(&&str, &usize)> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    let sleeps = reaping.sleeps();
+    let wake_event = match action {
+        Action::Stop => "start",
+        Action::Pause => "unpause",
+    };
+    let wakes = event_times(&s.site, wake_event, t0);
+    let errors: u64 = ["connect", "read", "write", "timeout"]
+        .iter()
+        .map(|k| counts.get(*k).copied().unwrap_or(0))
+        .sum();
+
+    let summary = format!(
+        "{mode:?} mode, --action {}: wrk {:?}; {} requests sent, {} answered right ({} POSTs), \
+         {} wrong answers, {} hung; {} executions in count.log; the reaper put the site to \
+         sleep {} times, {} {wake_event} events",
+        action.arg(),
+        counts,
+        sent.len(),
+        ok.len(),
+        posts.len(),
+        bad.len(),
+        hung.len(),
+        executed.len(),
+        sleeps.len(),
+        wakes.len()
+    );
+    note(&summary);
+    let show = |v: &[&Sent]| -> String {
+        v.iter()
+            .take(10)
+            .map(|r| {
+                format!(
+                    "\n    {} {} sent at {:.2} s: {:?}",
+                    r.id,
+                    r.method,
+                    r.at_ms as f64 / 1e3,
+                    r.answer
+                )
+            })
+            .collect()
+    };
+    let mut failures = Vec::new();
+    if counts.is_empty() {
+        failures.push(format!("wrk printed no summary line (exit {})", out.status));
+    }
+    if counts.get("status").copied().unwrap_or(0) > 0 || !bad.is_empty() {
+        failures.push(format!(
+            "{} wrong answers (wrk counted {:?} non-2xx):{}",
+            bad.len(),
+            counts.get("status"),
+            show(&bad)
+        ));
+    }
+    if errors > 0 {
+        failures.push(format!(
+            "{errors} socket errors or answers slower than {ANSWER_WITHIN:?} (connect/read/write/timeout)"
+        ));
+    }
+    if !hung.is_empty() {
+        failures.push(format!(
+            "{} requests never answered (sent more than {ANSWER_WITHIN:?} before wrk ended at \
+             {:.2} s):{}",
+            hung.len(),
+            ended_ms as f64 / 1e3,
+            show(&hung)
+        ));
+    }
+    if !posts_not_once.is_empty() {
+        failures.push(format!(
+            "{} answered POSTs did not run exactly once (id, runs): {:?}",
+            posts_not_once.len(),
+            &posts_not_once[..posts_not_once.len().min(20)]
+        ));
+    }
+    if !twice.is_empty() {
+        failures.push(format!(
+            "{} requests ran more than once (id, runs): {:?}",
+            twice.len(),
+            &twice[..twice.len().min(20)]
+        ));
+    }
+    if ok.len() < 50 || posts.is_empty() {
+        failures.push(format!(
+            "too little traffic to prove anything: {} answered right, {} POSTs",
+            ok.len(),
+            posts.len()
+        ));
+    }
+    if sleeps.len() < MIN_SLEEPS || wakes.len() < MIN_SLEEPS {
+        failures.push(format!(
+            "the reaper must put the site to sleep and traffic wake it at least {MIN_SLEEPS} \
+             times: {} sleeps, {} {wake_event} events",
+            sleeps.len(),
+            wakes.len()
+        ));
+    }
+    match &last {
+        Ok(r) if r.status == 200 && r.text() == s.site.hello_line() => {}
+        Ok(r) => failures.push(format!(
+            "request after the run: {} {:?}",
+            r.status,
+            r.text()
+        )),
+        Err(e) => failures.push(format!("request after the run: no answer within 10 s: {e}")),
+    }
+    assert!(
+        failures.is_empty(),
+        "{summary}\nFAILED:\n  {}\n--- wrk:\n{wrk_out}\n{}\n{}",
+        failures.join("\n  "),
+        reaping.report(),
+        s.diagnostics()
+    );
+}
+
+#[test]
+fn load_direct_stop() {
+    load(Mode::Direct, Action::Stop);
+}
+
+#[test]
+fn load_direct_pause() {
+    load(Mode::Direct, Action::Pause);
+}
+
+#[test]
+fn load_proxy_stop() {
+    load(Mode::Proxy, Action::Stop);
+}
+
+#[test]
+fn load_proxy_pause() {
+    load(Mode::Proxy, Action::Pause);
+}
+
+// ---------------------------------------------------------------------------
+// b) a busy site on a stock pool
+// ---------------------------------------------------------------------------
+
+#[test]
+fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
+    require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
+    // A stock pool: no access log, so the container's log shows no request.
+    let s = Stack::with_site(
+        Mode::Direct,
+        TestSite::with_options(SiteOptions::default().access_log(false)),
+    );
+    s.site.write_conf("2s");
+    let r = s.get("/hello.php");
+    s.assert_hello(&r, "cold request");
+    let hello = s.get("/hello.php");
+    s.assert_hello(&hello, "warm request");
+    assert!(
+        s.site.access_lines().is_empty(),
+        "a stock pool logs no request:\n{}",
+        s.site.logs()
+    );
+    let awake = run_fingerprint(&s.site);
+    assert!(awake.starts_with("running "), "{awake}");
+    let since = SystemTime::now();
+    let mut reaping = Reaping::start(&s.site, &["--action", "stop"]);
+
+    // Busy: one request a second, straight to php-fpm (direct mode's warm
+    // path), for three times the timeout.
+    let busy_until = Instant::now() + Duration::from_secs(6);
+    let mut tick = Instant::now();
+    let mut sent = 0;
+    while Instant::now() < busy_until {
+        let now = run_fingerprint(&s.site);
+        assert_eq!(
+            now,
+            awake,
+            "request {sent}: a busy site was put to sleep\n{}\n{}",
+            reaping.report(),
+            s.diagnostics()
+        );
+        let r = s.get("/hello.php");
+        s.assert_hello(&r, &format!("busy request {sent}"));
+        sent += 1;
+        tick += Duration::from_secs(1);
+        std::thread::sleep(tick.saturating_duration_since(Instant::now()));
+    }
+    let interruptions: Vec<SystemTime> = ["die", "pause", "kill"]
+        .iter()
+        .flat_map(|e| event_times(&s.site, e, since))
+        .collect();
+    assert!(
+        interruptions.is_empty() && run_fingerprint(&s.site) == awake,
+        "the busy site was stopped or paused ({} events):\n{}\n{}",
+        interruptions.len(),
+        reaping.report(),
+        s.diagnostics()
+    );
+
+    // Idle now: stopped within a few passes after the timeout.
+    let idle_since = Instant::now();
+    let stopped = wait_until(Duration::from_secs(2 + 6), || s.site.state() == "exited");
+    reaping.finish();
+    assert!(
+        stopped && reaping.sleeps().iter().any(|(_, a)| a == "stopped"),
+        "idle for {:?}, still {}:\n{}\n{}",
+        idle_since.elapsed(),
+        s.site.state(),
+        reaping.report(),
+        s.diagnostics()
+    );
+    note(&format!(
+        "{sent} requests over 6 s kept a stock-pool site awake; idle, it was stopped after {:?}",
+        idle_since.elapsed()
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// c) direct mode, paused
+// ---------------------------------------------------------------------------
+
+/// Median of `v` (sorted in place).
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[test]
+fn direct_pause_is_answered_through_the_waker_within_100ms() {
+    require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
+    let s = Stack::new(Mode::Direct);
+    s.site.write_conf("1s");
+    let list = List::of(&s.site);
+    let run_dir = s.site.layout().run_dir.display().to_string();
+    let pause_pass = || {
+        reaper_quiet(
+            &list,
+            &[
+                "--run-dir",
+                &run_dir,
+                "--format",
+                "json",
+                "--no-heal",
+                "--action",
+                "pause",
+            ],
+            &[],
+        )
+    };
+    let r = s.get("/hello.php");
+    s.assert_hello(&r, "cold request");
+    let mut times = Vec::new();
+    let mut log = String::new();
+    for round in 0..5 {
+        // Passes once a second until the reaper paused the site (the
+        // timeout is 1 s since the last request).
+        let mut paused = false;
+        for _ in 0..10 {
+            let run = pause_pass();
+            log.push_str(&format!(
+                "round {round}: exit {:?}: {}{}\n",
+                run.code, run.stdout, run.stderr
+            ));
+            if s.site.state() == "paused" {
+                paused = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        assert!(
+            paused,
+            "round {round}: the reaper never paused the site\n{log}\n{}",
+            s.diagnostics()
+        );
+
+        let fallbacks = s.fallbacks();
+        let (r, took) = timed_hello(&s);
+        let r = r.unwrap_or_else(|e| {
+            panic!(
+                "round {round}: no answer after {took:?}: {e}\n{log}\n{}",
+                s.diagnostics()
+            )
+        });
+        assert!(
+            r.status == 200 && r.text() == s.site.hello_line() && took < FRONT_END_TIMEOUT,
+            "round {round}: {} {:?} after {took:?} from a paused site (the front end gives up \
+             after {FRONT_END_TIMEOUT:?})\n{log}\n{}",
+            r.status,
+            r.text(),
+            s.diagnostics()
+        );
+        assert!(
+            s.fallbacks() > fallbacks,
+            "round {round}: nginx did not fall back to the waker\n{}",
+            s.diagnostics()
+        );
+        times.push(took);
+
+        // php-fpm's socket is back: the next request goes straight to
+        // php-fpm, not through the waker.
+        let fpm = s.site.fpm_socket();
+        assert!(
+            wait_until(Duration::from_secs(5), || UnixStream::connect(&fpm).is_ok()),
+            "round {round}: php-fpm.sock does not accept after the wake\n{}",
+            s.diagnostics()
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || s
+                .activity()
+                .is_some_and(|a| a.open == 0)),
+            "round {round}: the waker's request never ended: {:?}",
+            s.activity()
+        );
+        let before = s.activity();
+        let fallbacks = s.fallbacks();
+        let r = s.get("/hello.php");
+        s.assert_hello(&r, &format!("round {round}: the request after the wake"));
+        assert_eq!(
+            s.fallbacks(),
+            fallbacks,
+            "round {round}: the request after the wake fell back to the waker\n{}",
+            s.diagnostics()
+        );
+        // The waker reports a request within 20 ms of its start (its
+        // reporter's period): five periods later the file would show it.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            s.activity(),
+            before,
+            "round {round}: the request after the wake went through the waker"
+        );
+    }
+    let max = times.iter().max().copied().unwrap_or_default();
+    let med = median(&mut times);
+    note(&format!(
+        "direct mode, paused: answered in {med:?} (median of 5), max {max:?}: {times:?}"
+    ));
+    assert!(
+        med <= Duration::from_millis(100),
+        "median {med:?} from paused to answered (rounds {times:?}): over 100 ms"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// d) tiered sleep
+// ---------------------------------------------------------------------------
+
+#[test]
+fn tiered_sleep_pauses_then_stops_and_wakes_from_both() {
+    require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
+    let s = Stack::new(Mode::Direct);
+    s.site.write_conf_tiered("2s", "5s");
+    let mut reaping = Reaping::start(&s.site, &["--action", "pause"]);
+    let fail = |what: &str, reaping: &Reaping| -> String {
+        format!("{what}\n{}\n{}", reaping.report(), s.diagnostics())
+    };
+
+    // Awake, then idle: paused after ≥ 2 s, stopped after ≥ 5 s (measured
+    // from before the last request was sent: its end is later still).
+    let sent = SystemTime::now();
+    let r = s.get("/hello.php");
+    s.assert_hello(&r, "cold request");
+    let paused = wait_until(Duration::from_secs(2 + 5), || s.site.state() == "paused");
+    assert!(
+        paused,
+        "{}",
+        fail(&format!("not paused: {}", s.site.state()), &reaping)
+    );
+    let pause_at = event_times(&s.site, "pause", sent);
+    assert!(
+        pause_at
+            .first()
+            .is_some_and(|t| t.duration_since(sent).unwrap_or_default() >= Duration::from_secs(2)),
+        "{}",
+        fail(&format!("paused too early: {pause_at:?}"), &reaping)
+    );
+    let stopped = wait_until(Duration::from_secs(5 + 5), || s.site.state() == "exited");
+    assert!(
+        stopped,
+        "{}",
+        fail(
+            &format!(
+                "paused but never stopped (line 2 of the conf: stop after 5 s): {}",
+                s.site.state()
+            ),
+            &reaping
+        )
+    );
+    let die_at = event_times(&s.site, "die", sent);
+    assert!(
+        die_at
+            .first()
+            .is_some_and(|t| t.duration_since(sent).unwrap_or_default() >= Duration::from_secs(5)),
+        "{}",
+        fail(&format!("stopped too early: {die_at:?}"), &reaping)
+    );
+
+    // From stopped.
+    let t = SystemTime::now();
+    let (r, took) = timed_hello(&s);
+    let r = r.unwrap_or_else(|e| panic!("{}", fail(&format!("from stopped: {e}"), &reaping)));
+    assert!(
+        r.status == 200 && r.text() == s.site.hello_line(),
+        "{}",
+        fail(
+            &format!("from stopped: {} {:?} after {took:?}", r.status, r.text()),
+            &reaping
+        )
+    );
+    assert!(!event_times(&s.site, "start", t).is_empty());
+
+    // Idle again until paused, then from paused.
+    let paused = wait_until(Duration::from_secs(2 + 5), || s.site.state() == "paused");
+    assert!(
+        paused,
+        "{}",
+        fail(&format!("not paused again: {}", s.site.state()), &reaping)
+    );
+    let t = SystemTime::now();
+    let (r, took_paused) = timed_hello(&s);
+    let r = r.unwrap_or_else(|e| panic!("{}", fail(&format!("from paused: {e}"), &reaping)));
+    assert!(
+        r.status == 200 && r.text() == s.site.hello_line() && took_paused < FRONT_END_TIMEOUT,
+        "{}",
+        fail(
+            &format!(
+                "from paused: {} {:?} after {took_paused:?}",
+                r.status,
+                r.text()
+            ),
+            &reaping
+        )
+    );
+    assert!(!event_times(&s.site, "unpause", t).is_empty());
+    reaping.finish();
+    note(&format!(
+        "tiered: paused then stopped; woken from stopped in {took:?}, from paused in {took_paused:?}"
+    ));
+}

@@ -1,0 +1,173 @@
+//! `cargo xtask bench sleep [--rounds N]`: what each way of sleeping saves
+//! and what it costs the next request.
+//!
+//! One site (the bench [`Rig`]: a created container, `hello.php`) behind
+//! nginx with the shipped proxy-mode snippet (`contrib/nginx`, templated by
+//! `demo::site_snippet`) and a release fleet-waker under
+//! `systemd-socket-activate`. Each round puts the container in each state
+//! in turn — awake (running, after a few requests), paused (`docker
+//! pause`), stopped (`docker stop`) — and measures the container's memory
+//! (from its cgroup, as the reaper's memory guard reads it:
+//! `fleet_core::memory`, usage minus inactive file cache; a stopped
+//! container has no cgroup, so 0) and the time to the first byte of `GET
+//! /hello.php` through nginx, which the waker answers by unpausing or
+//! starting the container. Medians and maxima over N rounds, as ratios to
+//! the awake state of the same run. Needs root, Docker, nginx and
+//! systemd-socket-activate.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::bench::waker::median;
+use crate::proc::{Guard, Rig, free_port, run, wait_for};
+use xtask::demo::{
+    Mode, NGINX, NginxProc, http_get_host, nginx_user, share_socket_with_nginx, site_snippet,
+};
+
+/// The container states measured, in the order of a round.
+const STATES: [&str; 3] = ["awake", "paused", "stopped"];
+
+/// Requests that make a just-woken site "awake" before it is measured
+/// (php-fpm's workers have each served one, opcache and all).
+const WARM_UP: usize = 8;
+
+/// One state's samples: memory in bytes, first byte in milliseconds.
+#[derive(Debug, Default)]
+struct Samples {
+    memory: Vec<f64>,
+    first_byte: Vec<f64>,
+}
+
+/// The container's memory now (0 when it has no cgroup, i.e. is stopped).
+fn memory(container: &str) -> Result<f64, String> {
+    let id = run(&["docker", "inspect", "--format", "{{.Id}}", container])?;
+    let root = Path::new(fleet_core::memory::DEFAULT_CGROUP_ROOT);
+    match fleet_core::memory::container_memory(root, id.trim()) {
+        Ok(bytes) => Ok(bytes as f64),
+        Err(fleet_core::memory::MemoryError::NoCgroup { .. }) => Ok(0.0),
+        Err(e) => Err(format!("{container}: {e}")),
+    }
+}
+
+/// `GET /hello.php` through nginx; the first byte's time in milliseconds.
+fn first_byte_ms(port: u16) -> Result<f64, String> {
+    let r = http_get_host(port, "localhost", "/hello.php")?;
+    if r.status != 200 || r.body != "hello" {
+        return Err(format!(
+            "GET /hello.php: {} {:?} (expected 200 \"hello\")",
+            r.status, r.body
+        ));
+    }
+    Ok(r.first_byte.as_secs_f64() * 1e3)
+}
+
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NAN, f64::max)
+}
+
+pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
+    let rig = Rig::new(
+        root,
+        "sleep",
+        &[
+            ("nginx", NGINX),
+            (
+                "systemd-socket-activate",
+                "/usr/bin/systemd-socket-activate",
+            ),
+        ],
+    )?;
+    let container = rig.env.container.clone();
+    let socket = rig.site_dir.join("vhost-waker.sock");
+    let log = std::fs::File::create(rig.dir().join("waker.log")).map_err(|e| e.to_string())?;
+    let _waker = Guard(
+        Command::new("systemd-socket-activate")
+            .arg(format!("--listen={}", socket.display()))
+            .args(["-E", "RUST_LOG=info"])
+            .arg("--")
+            .arg(&rig.waker_bin)
+            .arg(&rig.site)
+            .arg("--run-dir")
+            .arg(&rig.run_dir)
+            .arg("--state-dir")
+            .arg(rig.dir().join("state"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("spawn systemd-socket-activate: {e}"))?,
+    );
+    if !wait_for(Duration::from_secs(10), || socket.exists()) {
+        return Err(format!("{}: not listening", socket.display()));
+    }
+    share_socket_with_nginx(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+    let snippet = site_snippet(Mode::Proxy, &rig.site, &rig.run_dir).map_err(|e| e.to_string())?;
+    let port = free_port()?;
+    let _nginx = NginxProc::start(&rig.nginx_dir(), port, nginx_user().as_deref(), &snippet)?;
+    let waker_log = || std::fs::read_to_string(rig.dir().join("waker.log")).unwrap_or_default();
+    let get = |what: &str| {
+        first_byte_ms(port).map_err(|e| format!("{what}: {e}\nwaker log:\n{}", waker_log()))
+    };
+
+    // The first request activates the waker and starts the container.
+    get("first request")?;
+    let mut samples: Vec<Samples> = STATES.iter().map(|_| Samples::default()).collect();
+    for round in 0..rounds {
+        for _ in 0..WARM_UP {
+            get("warm-up")?;
+        }
+        for (i, state) in STATES.iter().enumerate() {
+            match *state {
+                "paused" => run(&["docker", "pause", &container]).map(drop)?,
+                "stopped" => run(&["docker", "stop", "-t", "10", &container]).map(drop)?,
+                _ => {}
+            }
+            let bytes = memory(&container)?;
+            let ms = get(&format!("round {round}, {state}"))?;
+            samples[i].memory.push(bytes);
+            samples[i].first_byte.push(ms);
+        }
+        eprintln!(
+            "round {round}: {}",
+            STATES
+                .iter()
+                .zip(&samples)
+                .map(|(s, x)| format!(
+                    "{s} {:.1} MiB, {:.1} ms",
+                    x.memory.last().copied().unwrap_or(f64::NAN) / 1048576.0,
+                    x.first_byte.last().copied().unwrap_or(f64::NAN)
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+
+    let (awake_mem, awake_fb) = (
+        median(&mut samples[0].memory.clone()),
+        median(&mut samples[0].first_byte.clone()),
+    );
+    let mut out = format!(
+        "### `cargo xtask bench sleep --rounds {rounds}` (release fleet-waker)\n\n\
+         One site behind nginx (shipped proxy-mode snippet) and a socket-activated fleet-waker; \
+         php-fpm with {} static workers, `hello.php`. Memory: the container's cgroup (usage \
+         minus inactive file cache, as the reaper's memory guard reads it; a stopped container has \
+         none: 0). First byte: \
+         `GET /hello.php` through nginx, the waker unpausing or starting the container. \
+         Median (max) of {rounds} rounds; ratios of medians to awake, same run.\n\n\
+         | state | memory, MiB | vs awake | first byte, ms | vs awake |\n|---|---|---|---|---|\n",
+        crate::image::DEFAULT_CHILDREN
+    );
+    for (state, s) in STATES.iter().zip(&mut samples) {
+        let (mem_max, fb_max) = (max(&s.memory), max(&s.first_byte));
+        let (mem, fb) = (median(&mut s.memory), median(&mut s.first_byte));
+        out.push_str(&format!(
+            "| {state} | {:.1} ({:.1}) | {:.2}× | {fb:.1} ({fb_max:.1}) | {:.1}× |\n",
+            mem / 1048576.0,
+            mem_max / 1048576.0,
+            mem / awake_mem,
+            fb / awake_fb,
+        ));
+    }
+    Ok(out)
+}
