@@ -101,11 +101,9 @@ struct Reaping {
 
 impl Reaping {
     fn start(site: &TestSite, args: &[&str]) -> Reaping {
+        // The site's own layout: `List::of` adds its --run-dir.
         let list = List::of(site);
-        let run_dir = site.layout().run_dir.display().to_string();
         let mut argv: Vec<String> = vec![
-            "--run-dir".into(),
-            run_dir,
             "--format".into(),
             "json".into(),
             // No systemd units here to heal; skip the look.
@@ -762,13 +760,10 @@ fn direct_pause_is_answered_through_the_waker_within_100ms() {
     let s = Stack::new(Mode::Direct);
     s.site.write_conf("1s");
     let list = List::of(&s.site);
-    let run_dir = s.site.layout().run_dir.display().to_string();
     let pause_pass = || {
         reaper_quiet(
             &list,
             &[
-                "--run-dir",
-                &run_dir,
                 "--format",
                 "json",
                 "--no-heal",
