@@ -61,11 +61,13 @@ async fn run(args: Args) -> u8 {
             continue;
         }
         if args.mount_only {
+            let step = renew::Step::PrepareRunDir(cfg.layout.site_dir(&site));
+            if cfg.dry_run {
+                println!("{site}\t{step}\twould run (dry run)");
+                continue;
+            }
             match renew::prepare_run_dir(&cfg, &site) {
-                Ok(text) => println!(
-                    "{site}\t{}\tok: {text}",
-                    renew::Step::PrepareRunDir(cfg.layout.site_dir(&site))
-                ),
+                Ok(text) => println!("{site}\t{step}\tok: {text}"),
                 Err(e) => {
                     println!("{site}\tFAILED\t{}", exit::chain(&e));
                     failed += 1;
