@@ -2,7 +2,7 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the bird's-eye view.
 //! Binaries are thin: they parse flags, set up logging, call into this crate
-//! and map errors to exit codes ([`exit`]).
+//! and map errors to exit codes ([`exit`]), all through [`startup`].
 
 pub mod admission;
 pub mod atomic;
@@ -25,6 +25,7 @@ pub mod renew;
 pub mod reply;
 pub mod rundir;
 pub mod site;
+pub mod startup;
 pub mod state;
 pub mod upstream;
 pub mod waker;

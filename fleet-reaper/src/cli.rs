@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use fleet_core::reaper;
 
-pub const EXIT_CODES: &str = "\
+const EXIT_CODES: &str = "\
 Exit codes:
   0   every site was handled
   1   some site had an error (bad conf file or name, missing container,
@@ -17,6 +17,7 @@ Exit codes:
   64  usage: bad flags, or the sites directory exists but cannot be read
       (a missing one is an empty list: exit 0, with a warning naming it)
   69  the Docker engine cannot be reached
+  71  the async runtime or the signal handlers could not be set up
   75  interrupted (SIGTERM/SIGINT) before the pass finished
 
 The plan goes to stdout, logs to stderr.";
@@ -152,16 +153,16 @@ pub struct Cli {
     pub metrics_file: Option<PathBuf>,
 }
 
-pub fn parse_size(s: &str) -> Result<u64, String> {
+fn parse_size(s: &str) -> Result<u64, String> {
     fleet_core::memory::parse_size(s).map_err(|e| e.to_string())
 }
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// A timeout as the conf file's: not zero, at most 30 days.
-pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+fn parse_timeout(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d.is_zero() || d > fleet_core::conf::MAX_TIMEOUT {
         return Err("expected more than zero and at most 30 days".to_owned());
@@ -169,14 +170,14 @@ pub fn parse_timeout(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-pub fn parse_jobs(s: &str) -> Result<usize, String> {
+fn parse_jobs(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if (1..=1024).contains(&n) => Ok(n),
         _ => Err("expected a number from 1 to 1024".to_owned()),
     }
 }
 
-pub fn parse_stop_timeout(s: &str) -> Result<Duration, String> {
+fn parse_stop_timeout(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     if d > reaper::MAX_STOP_TIMEOUT {
         return Err(format!(

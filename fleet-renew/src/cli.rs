@@ -17,7 +17,7 @@ runtime directory a size-limited tmpfs of its own, reset-failed both units, star
 verify that it is active and listening (from /proc/net/unix, without connecting, which would wake the \
 site). With --mount-only, only the tmpfs step.",
     after_help = "Exit codes: 0 all sites healthy; 1 some site failed (others still renewed); \
-64 usage or no valid site; 69 Docker unreachable."
+64 usage or no valid site; 69 Docker unreachable; 71 the async runtime could not start."
 )]
 pub struct Args {
     /// Sites to renew (DNS-style names, e.g. example.com).
@@ -32,11 +32,11 @@ pub struct Args {
     /// Service unit name; {site} is replaced by the site name.
     #[arg(long, value_name = "TEMPLATE", default_value = renew::DEFAULT_SERVICE_UNIT)]
     pub service_unit: UnitTemplate,
-    /// Root of the per-site runtime directories.
-    #[arg(long, value_name = "DIR", env = "FLEET_RUN_DIR")]
+    /// Root of the per-site runtime directories [env: FLEET_RUN_DIR] [default: /run/docker-apps]
+    #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
-    /// Directory of the activity state files.
-    #[arg(long, value_name = "DIR", env = "FLEET_STATE_DIR")]
+    /// Directory of the activity state files [env: FLEET_STATE_DIR] [default: /run/fleet]
+    #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Only make each site's runtime directory a size-limited tmpfs of its
     /// own (what the socket unit runs before binding); no unit or container

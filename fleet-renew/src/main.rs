@@ -1,52 +1,34 @@
 //! fleet-renew: bring sites whose socket unit, service and container disagree
 //! back to a clean, listening state. Replaces `renew-fpm-socket.sh`.
-//!
-//! Exit codes: 0 every site healthy again; 1 some site failed (the others were
-//! still renewed); 64 usage (bad flags, or no valid site name given);
-//! 69 Docker unreachable for every site.
+//! Exit codes: see `--help` (`cli.rs`).
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use fleet_core::Site;
 use fleet_core::exit;
 use fleet_core::renew::{self, Config, Outcome, StepReport};
-use fleet_core::{Layout, Site};
+use fleet_core::startup::{self, Fatal, LayoutFlags};
 use fleet_renew::cli::Args;
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            });
-        }
-    };
-    fleet_core::logging::init();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("fleet-renew: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::OSERR);
-        }
-    };
-    ExitCode::from(runtime.block_on(run(args)))
+    startup::finish(env!("CARGO_BIN_NAME"), start())
+}
+
+fn start() -> Result<u8, Fatal> {
+    let args: Args = startup::parse()?;
+    // No shutdown token: SIGTERM and SIGINT keep their default and end a
+    // renew at once, between or within steps, as before.
+    let rt = startup::runtime()?;
+    Ok(rt.block_on(run(args)))
 }
 
 async fn run(args: Args) -> u8 {
-    let mut layout = Layout::from_env();
-    if let Some(d) = args.run_dir {
-        layout.run_dir = d;
+    let layout = LayoutFlags {
+        run_dir: args.run_dir,
+        state_dir: args.state_dir,
+        sites_dir: None,
     }
-    if let Some(d) = args.state_dir {
-        layout.state_dir = d;
-    }
+    .layout();
     let mut cfg = Config::new(layout);
     cfg.socket_unit = args.socket_unit;
     cfg.service_unit = args.service_unit;
@@ -79,11 +61,13 @@ async fn run(args: Args) -> u8 {
             continue;
         }
         if args.mount_only {
+            let step = renew::Step::PrepareRunDir(cfg.layout.site_dir(&site));
+            if cfg.dry_run {
+                println!("{site}\t{step}\twould run (dry run)");
+                continue;
+            }
             match renew::prepare_run_dir(&cfg, &site) {
-                Ok(text) => println!(
-                    "{site}\t{}\tok: {text}",
-                    renew::Step::PrepareRunDir(cfg.layout.site_dir(&site))
-                ),
+                Ok(text) => println!("{site}\t{step}\tok: {text}"),
                 Err(e) => {
                     println!("{site}\tFAILED\t{}", exit::chain(&e));
                     failed += 1;

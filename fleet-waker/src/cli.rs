@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-pub const AFTER_HELP: &str = "\
+const AFTER_HELP: &str = "\
 Environment: LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES (socket activation), NOTIFY_SOCKET,
 DOCKER_HOST, FLEET_RUN_DIR, FLEET_STATE_DIR, FLEET_WAKER_PEER_CHECK, FLEET_WAKER_EXIT_IDLE_TIME,
 FLEET_MAX_CONCURRENT_WAKES, FLEET_MAX_QUEUE_WAIT, RUST_LOG.
@@ -16,8 +16,9 @@ Exit codes:
       finish), or idle for --exit-idle-time
   64  bad command line or site name (also: a socket path longer than a unix
       socket address holds, 107 bytes); no socket passed and no --listen
-  70  internal error
-  71  an operating-system call failed (runtime, binding the socket)";
+  70  internal error (a bug)
+  71  an operating-system call failed (runtime, signal handlers, binding the
+      socket)";
 
 /// Socket-activated wake-and-proxy for one site's php-fpm container.
 #[derive(Debug, Parser)]
