@@ -744,11 +744,19 @@ mod tests {
         let c = |t: &str| parse_site_conf_bytes(t.as_bytes());
         let one = c("# Amount of time to pause the container after: 20m\n").expect("one line");
         assert_eq!((one.timeout, one.stop_after), (secs(1200), None));
-        let two = c("# pause after: 20m\r\n# Amount of time to STOP the container after: 6h\r\nserver {\n")
-            .expect("two lines");
+        let two = c(
+            "# pause after: 20m\r\n# Amount of time to STOP the container after: 6h\r\nserver {\n",
+        )
+        .expect("two lines");
         assert_eq!(two.stop_after, Some(secs(6 * 3600)));
         // Any other line 2 is not a stop line.
-        for other in ["server {", "# listen: 80", "# stop: 1h", "", "# after we stop"] {
+        for other in [
+            "server {",
+            "# listen: 80",
+            "# stop: 1h",
+            "",
+            "# after we stop",
+        ] {
             let r = c(&format!("# x: 20m\n{other}\n")).expect(other);
             assert_eq!(r.stop_after, None, "{other:?}");
         }
@@ -760,7 +768,8 @@ mod tests {
             Err(ConfError::BadStopLine { .. })
         ));
         // Binary bytes after line 1 are nobody's business.
-        let bin = parse_site_conf_bytes(b"# x: 20m\n\xff\x00stop after: 1h\n").expect("binary line 2");
+        let bin =
+            parse_site_conf_bytes(b"# x: 20m\n\xff\x00stop after: 1h\n").expect("binary line 2");
         assert_eq!(bin.stop_after, None);
     }
 }

@@ -497,7 +497,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 return;
             }
             let at_boundary = d.records.have == 0 && d.records.skip == 0;
-            let between = self.kind == Kind::FastCgi && self.in_flight == 0 && self.last_of.is_none();
+            let between =
+                self.kind == Kind::FastCgi && self.in_flight == 0 && self.last_of.is_none();
             if between && self.requests > 0 && at_boundary && !self.up.eof {
                 // The kept connection's request is answered: let go of
                 // php-fpm's connection now. Held between requests it would

@@ -894,8 +894,7 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
     tracing::info!(site = %cfg.site, container = %cfg.container, "waking");
     // A start takes a host-wide slot first (an unpause is quick and
     // does not); the start timeout counts from admission.
-    let frozen =
-        shared.saw_frozen.load(std::sync::atomic::Ordering::Relaxed) || paused_aside(cfg);
+    let frozen = shared.saw_frozen.load(std::sync::atomic::Ordering::Relaxed) || paused_aside(cfg);
     let admitted = match (&cfg.admission, frozen) {
         (Some(adm), false) => {
             let r = adm.acquire(&mut QueueProgress(&shared)).await;

@@ -498,7 +498,12 @@ fn pooled_connection_cycle(what: &str, start: impl Fn(&Path) -> Server) {
     // php-fpm's connections are dated at the first pass that sees them: the
     // timer's passes go on until one finds the site idle for its timeout.
     std::thread::sleep(Duration::from_millis(2500));
-    let entry = reap_until(&w.site, &["--stop-timeout", "5s"], "stopped", Duration::from_secs(20));
+    let entry = reap_until(
+        &w.site,
+        &["--stop-timeout", "5s"],
+        "stopped",
+        Duration::from_secs(20),
+    );
     assert_eq!(
         (entry["verdict"].as_str(), entry["action"].as_str()),
         (Some("idle"), Some("stopped")),

@@ -763,13 +763,7 @@ fn direct_pause_is_answered_through_the_waker_within_100ms() {
     let pause_pass = || {
         reaper_quiet(
             &list,
-            &[
-                "--format",
-                "json",
-                "--no-heal",
-                "--action",
-                "pause",
-            ],
+            &["--format", "json", "--no-heal", "--action", "pause"],
             &[],
         )
     };

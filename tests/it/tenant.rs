@@ -555,7 +555,10 @@ fn the_sleeping_name_is_never_followed() {
     let site = tenant_site(SiteOptions::default());
     site.write_conf("1s");
     let w = activated(&site, &["--start-timeout", "3s"]);
-    let aside = site.layout().site_dir(site.site()).join("php-fpm.sock.sleeping");
+    let aside = site
+        .layout()
+        .site_dir(site.site())
+        .join("php-fpm.sock.sleeping");
     let docker = docker_socket();
 
     // 1. A symlink at the aside name: the reaper's rename replaces the link
@@ -564,7 +567,12 @@ fn the_sleeping_name_is_never_followed() {
         &site.fpm_socket(),
         &format!("op=symlink&a=php-fpm.sock.sleeping&t={docker}"),
     );
-    reap_until(&site, &["--action", "pause"], "paused", Duration::from_secs(20));
+    reap_until(
+        &site,
+        &["--action", "pause"],
+        "paused",
+        Duration::from_secs(20),
+    );
     let meta = std::fs::symlink_metadata(&aside).expect("the socket is aside");
     assert!(
         std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()),
@@ -604,7 +612,9 @@ fn the_sleeping_name_is_never_followed() {
     );
     assert_eq!(site.state(), "running");
     assert_eq!(
-        hello(&site.fpm_socket()).expect("php-fpm still at its path").text(),
+        hello(&site.fpm_socket())
+            .expect("php-fpm still at its path")
+            .text(),
         site.hello_line()
     );
     tenant_ok(&site.fpm_socket(), "op=rmdir&a=php-fpm.sock.sleeping");
@@ -613,7 +623,10 @@ fn the_sleeping_name_is_never_followed() {
     // socket at the aside name: a wake finds the container running and must
     // neither rename the link into place nor connect through it.
     let real = move_socket_aside(&site);
-    tenant_ok(&real, &format!("op=symlink&a=php-fpm.sock.sleeping&t={docker}"));
+    tenant_ok(
+        &real,
+        &format!("op=symlink&a=php-fpm.sock.sleeping&t={docker}"),
+    );
     let (got, _) = send_through_waker(&site, b"GET /version HTTP/1.0\r\nHost: x\r\n\r\n");
     assert!(
         got.is_empty(),
@@ -622,11 +635,16 @@ fn the_sleeping_name_is_never_followed() {
     );
     let meta = std::fs::symlink_metadata(&aside).expect("the link is still there");
     assert!(meta.file_type().is_symlink(), "left as it was");
-    assert!(!site.fpm_socket().exists(), "nothing was put at php-fpm.sock");
+    assert!(
+        !site.fpm_socket().exists(),
+        "nothing was put at php-fpm.sock"
+    );
     tenant_ok(&real, "op=unlink&a=php-fpm.sock.sleeping");
     restore_socket(&real);
     assert_eq!(
-        hello(&site.waker_socket()).expect("after the restore").text(),
+        hello(&site.waker_socket())
+            .expect("after the restore")
+            .text(),
         site.hello_line()
     );
     drop(w);

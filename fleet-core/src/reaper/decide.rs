@@ -312,7 +312,10 @@ pub fn decide_without_logs(i: &Inputs) -> Option<Decision> {
         // (an access log would also hold the reaper's own status requests).
         Some(_) if matches!(i.fpm, FpmInput::Read { .. }) => Some(decision(
             Verdict::Idle,
-            idle_reason(i, &format!("no request and no connection to php-fpm for {timeout}")),
+            idle_reason(
+                i,
+                &format!("no request and no connection to php-fpm for {timeout}"),
+            ),
         )),
         Some(_) => None,
     }
@@ -725,11 +728,19 @@ mod tests {
     #[test]
     fn php_fpm_status_is_a_signal_of_its_own() {
         let mut i = idle_inputs();
-        i.fpm = FpmInput::Read { busy: 2, queued: 1, first: false };
+        i.fpm = FpmInput::Read {
+            busy: 2,
+            queued: 1,
+            first: false,
+        };
         let d = decide(&i);
         assert_eq!(d.verdict, Verdict::Busy);
         assert!(d.reason.contains("2 requests, 1 queued"), "{}", d.reason);
-        i.fpm = FpmInput::Read { busy: 0, queued: 0, first: false };
+        i.fpm = FpmInput::Read {
+            busy: 0,
+            queued: 0,
+            first: false,
+        };
         i.fpm_traffic = Some(t(30));
         let d = decide(&i);
         assert_eq!(d.verdict, Verdict::ActiveFpm);
@@ -738,7 +749,11 @@ mod tests {
         assert!(!needs_log_check(&i), "the counter is the signal");
         let d = decide(&i);
         assert_eq!(d.verdict, Verdict::Idle);
-        assert!(d.reason.contains("no connection to php-fpm"), "{}", d.reason);
+        assert!(
+            d.reason.contains("no connection to php-fpm"),
+            "{}",
+            d.reason
+        );
         assert_eq!(i.last_activity(), Some(t(1200)));
     }
 
@@ -749,7 +764,11 @@ mod tests {
         i.fpm = FpmInput::Unavailable("404 File not found.".into());
         let d = decide(&i);
         assert_eq!(d.verdict, Verdict::NoSignal);
-        assert!(d.reason.contains("pm.status_path"), "names the fix: {}", d.reason);
+        assert!(
+            d.reason.contains("pm.status_path"),
+            "names the fix: {}",
+            d.reason
+        );
         assert!(d.reason.contains("404"), "{}", d.reason);
         // Logs still count as activity.
         i.log = LogInput::Checked {
@@ -772,7 +791,10 @@ mod tests {
         i.stop_after = Some(Duration::from_secs(7200));
         // Idle an hour: past the timeout, not past the stop timeout.
         assert_eq!(verdict(&i), Verdict::Idle);
-        assert!(!i.stop_not_pause(true), "paused first, whatever --action says");
+        assert!(
+            !i.stop_not_pause(true),
+            "paused first, whatever --action says"
+        );
         i.container = ContainerState::Paused;
         let d = decide(&i);
         assert_eq!(d.verdict, Verdict::NotRunning, "{}", d.reason);

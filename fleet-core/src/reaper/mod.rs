@@ -510,7 +510,10 @@ async fn memory_guard(
             && matches!(
                 r.verdict,
                 Some(
-                    Verdict::ActiveWaker | Verdict::ActiveLogs | Verdict::ActiveFpm | Verdict::Young
+                    Verdict::ActiveWaker
+                        | Verdict::ActiveLogs
+                        | Verdict::ActiveFpm
+                        | Verdict::Young
                 )
             );
         let times = e.inputs.as_ref().and_then(|i| {
@@ -858,8 +861,15 @@ async fn read_fpm(
     let socket = config.layout.fpm_socket(site);
     match crate::fpm_status::query(&socket, status_path, STATUS_TIMEOUT).await {
         Ok(st) => {
-            let first = prev.as_ref().is_none_or(|p| !traffic::same_run(p, started_at));
-            let rec = traffic::observe(prev.as_ref(), started_at, st.accepted_conn, SystemTime::now());
+            let first = prev
+                .as_ref()
+                .is_none_or(|p| !traffic::same_run(p, started_at));
+            let rec = traffic::observe(
+                prev.as_ref(),
+                started_at,
+                st.accepted_conn,
+                SystemTime::now(),
+            );
             remember(config, site, &rec);
             (
                 FpmInput::Read {
@@ -958,7 +968,10 @@ async fn act(
         Ok(Some(lock)) => lock,
         Ok(None) => {
             info!(site = %site, "a request is at php-fpm through the waker; left running");
-            r.reason = format!("{} (re-check: a request is at php-fpm through the waker; left running)", r.reason);
+            r.reason = format!(
+                "{} (re-check: a request is at php-fpm through the waker; left running)",
+                r.reason
+            );
             r.outcome = Outcome::Skipped;
             return;
         }
@@ -1124,7 +1137,9 @@ async fn steer_and_drain(
 fn put_back(site: &Site, socket: &std::path::Path) {
     match drain::restore(socket) {
         Ok(drain::Restored::Nothing | drain::Restored::Back) => {}
-        Ok(other) => warn!(site = %site, result = ?other, "php-fpm's socket aside was not put back"),
+        Ok(other) => {
+            warn!(site = %site, result = ?other, "php-fpm's socket aside was not put back")
+        }
         Err(e) => warn!(site = %site, error = %exit::chain(&e), "cannot put php-fpm's socket back"),
     }
 }

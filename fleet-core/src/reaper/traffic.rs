@@ -47,7 +47,9 @@ fn parse_time(s: &str) -> Option<SystemTime> {
     let (secs, ms) = s.split_once('.').unwrap_or((s, "0"));
     let secs: u64 = secs.parse().ok()?;
     let ms: u64 = ms.parse().ok().filter(|&m| m < 1000)?;
-    UNIX_EPOCH.checked_add(Duration::from_millis(secs.checked_mul(1000)?.checked_add(ms)?))
+    UNIX_EPOCH.checked_add(Duration::from_millis(
+        secs.checked_mul(1000)?.checked_add(ms)?,
+    ))
 }
 
 /// The file's text.
@@ -153,7 +155,11 @@ mod tests {
     fn only_growth_beyond_the_reapers_own_request_is_traffic() {
         let run = Some(at(1000) + Duration::from_nanos(123_456_789));
         let first = observe(None, run, 50, at(2000));
-        assert_eq!(first.traffic, Some(at(2000)), "unknown history is traffic now");
+        assert_eq!(
+            first.traffic,
+            Some(at(2000)),
+            "unknown history is traffic now"
+        );
         // Read back from the file, which keeps milliseconds.
         let first = parse(&render(&first)).expect("round trip");
         let quiet = observe(Some(&first), run, 51, at(2060));

@@ -130,7 +130,12 @@ pub fn reaper_pass(site: &TestSite, args: &[&str]) -> (Option<i32>, serde_json::
 /// plan entry says `action` (e.g. "paused"); returns that entry. php-fpm's
 /// counter dates traffic at the pass that sees it, so the pass that acts
 /// comes one timeout after the first pass that saw the last request.
-pub fn reap_until(site: &TestSite, args: &[&str], action: &str, within: Duration) -> serde_json::Value {
+pub fn reap_until(
+    site: &TestSite,
+    args: &[&str],
+    action: &str,
+    within: Duration,
+) -> serde_json::Value {
     let t = Instant::now();
     loop {
         let (code, entry) = reaper_pass(site, args);
