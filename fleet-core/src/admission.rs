@@ -195,15 +195,7 @@ impl Admission {
         {
             Ok(f) => Ok(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                    .open(&path)
-                    .map_err(self.io(&path))?;
+                crate::atomic::open_lock_file(&path).map_err(self.io(&path))?;
                 OpenOptions::new()
                     .read(true)
                     .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)

@@ -1,7 +1,8 @@
 //! Replacing a small file atomically, without following a link: a temp file
 //! created exclusively beside it (mode 0644, `O_NOFOLLOW`), then `rename`.
 //! A reader sees the old or the new content, never a mix. Used for the
-//! waker's state file and the reaper's metrics file.
+//! waker's state file and the reaper's metrics file. Also the one way
+//! fleet opens (creating) its lock files: never through a link.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -61,4 +62,17 @@ pub fn replace(path: &Path, bytes: &[u8], sync: bool) -> Result<(), ReplaceError
         let _ = fs::remove_file(&tmp);
     }
     result.map_err(ReplaceError::Io)
+}
+
+/// Opens the lock file at `path` read-write, creating it (mode 0600) when
+/// missing, never through a symlink: the wake slots and the site locks.
+pub fn open_lock_file(path: &Path) -> std::io::Result<std::fs::File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
 }

@@ -26,9 +26,9 @@
 //! moved only when `lstat` says it is a socket, and liveness is told by a
 //! connect that refuses symlinks ([`crate::upstream::probe`]).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::FileTypeExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,18 +66,10 @@ pub struct AsideError {
 }
 
 fn open_lock(path: &Path) -> Result<File, LockError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|source| LockError {
-            path: path.to_owned(),
-            source,
-        })
+    crate::atomic::open_lock_file(path).map_err(|source| LockError {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The reaper's hold on a site while it stops or pauses it.

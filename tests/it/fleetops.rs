@@ -16,17 +16,6 @@ use crate::support::nsystemd::{
 };
 use crate::support::{self, TestSite, note, require, wait_until};
 
-fn started_at(site: &TestSite) -> String {
-    support::docker_ok(&[
-        "inspect",
-        "--format",
-        "{{.State.StartedAt}}",
-        site.container(),
-    ])
-    .trim()
-    .to_owned()
-}
-
 // ---------------------------------------------------------------------------
 // Self-healing
 // ---------------------------------------------------------------------------
@@ -46,7 +35,7 @@ fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_containe
     // The container runs (warm traffic of nginx's direct mode could be
     // reaching it): healing must leave it exactly as it is.
     site.start();
-    let run_before = started_at(&site);
+    let run_before = site.started_at();
 
     let show = drive_socket_into_limit(&ns, &site);
     note(&format!("{socket_unit}: {show}"));
@@ -96,7 +85,7 @@ fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_containe
         "active"
     );
     assert_eq!(site.state(), "running");
-    assert_eq!(started_at(&site), run_before, "the container was restarted");
+    assert_eq!(site.started_at(), run_before, "the container was restarted");
     // The next request succeeds, with no human in between.
     let resp = support::wake::hello(&site.waker_socket()).expect("request after healing");
     assert_eq!(resp.text(), site.hello_line());

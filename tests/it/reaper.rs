@@ -911,16 +911,7 @@ fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
         args.push(a.as_ref());
     }
     let mut pass = Spawned::start(&support::bin("fleet-reaper"), &args, &[("NO_COLOR", "1")]);
-    let container = site.container().to_owned();
-    let event_times = |event: &str| -> Vec<SystemTime> {
-        let c = format!("container={container}");
-        let e = format!("event={event}");
-        support::docker_events(t0, SystemTime::now(), &["type=container", &c, &e])
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["timeNano"].as_u64())
-            .map(|n| SystemTime::UNIX_EPOCH + Duration::from_nanos(n))
-            .collect()
-    };
+    let event_times = |event: &str| site.event_times(event, t0);
     let ask = |n: usize| {
         let resp = fastcgi::request(&site.waker_socket(), &FcgiRequest::get("hello.php", ""))
             .unwrap_or_else(|e| panic!("request {n} failed: {e}\nwaker:\n{}", waker.logs()));

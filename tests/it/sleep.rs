@@ -30,7 +30,7 @@ use xtask::demo::Mode;
 
 use crate::reaper::{List, Run, reaper_quiet};
 use crate::support::{
-    self, HttpResponse, SiteOptions, Stack, TestSite, http, note, require, temp_dir, wait_until,
+    HttpResponse, SiteOptions, Stack, TestSite, http, note, require, temp_dir, wait_until,
 };
 
 /// What the reaper does to an idle site.
@@ -204,30 +204,6 @@ impl Drop for Reaping {
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// `docker inspect` `State.StartedAt`.
-fn started_at(site: &TestSite) -> String {
-    support::docker_ok(&[
-        "inspect",
-        "--format",
-        "{{.State.StartedAt}}",
-        site.container(),
-    ])
-    .trim()
-    .to_owned()
-}
-
-/// Times of the container's `event` events (`start`, `unpause`, `pause`,
-/// `die`, …) from `since` until now.
-fn event_times(site: &TestSite, event: &str, since: SystemTime) -> Vec<SystemTime> {
-    let c = format!("container={}", site.container());
-    let e = format!("event={event}");
-    support::docker_events(since, SystemTime::now(), &["type=container", &c, &e])
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["timeNano"].as_u64())
-        .map(|n| SystemTime::UNIX_EPOCH + Duration::from_nanos(n))
-        .collect()
-}
-
 /// `GET /hello.php` through nginx with the front end's own timeout, timed
 /// to the end of the answer.
 fn timed_hello(s: &Stack) -> (std::io::Result<HttpResponse>, Duration) {
@@ -244,7 +220,7 @@ fn timed_hello(s: &Stack) -> (std::io::Result<HttpResponse>, Duration) {
 
 /// The container's state and `StartedAt`, as one comparable string.
 fn run_fingerprint(site: &TestSite) -> String {
-    format!("{} since {}", site.state(), started_at(site))
+    format!("{} since {}", site.state(), site.started_at())
 }
 
 // ---------------------------------------------------------------------------
@@ -538,7 +514,7 @@ fn load(mode: Mode, action: Action) {
         Action::Stop => "start",
         Action::Pause => "unpause",
     };
-    let wakes = event_times(&s.site, wake_event, t0);
+    let wakes = s.site.event_times(wake_event, t0);
     let errors: u64 = ["connect", "read", "write", "timeout"]
         .iter()
         .map(|k| counts.get(*k).copied().unwrap_or(0))
@@ -716,7 +692,7 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
     }
     let interruptions: Vec<SystemTime> = ["die", "pause", "kill"]
         .iter()
-        .flat_map(|e| event_times(&s.site, e, since))
+        .flat_map(|e| s.site.event_times(e, since))
         .collect();
     assert!(
         interruptions.is_empty() && run_fingerprint(&s.site) == awake,
@@ -886,7 +862,7 @@ fn tiered_sleep_pauses_then_stops_and_wakes_from_both() {
         "{}",
         fail(&format!("not paused: {}", s.site.state()), &reaping)
     );
-    let pause_at = event_times(&s.site, "pause", sent);
+    let pause_at = s.site.event_times("pause", sent);
     assert!(
         pause_at
             .first()
@@ -906,7 +882,7 @@ fn tiered_sleep_pauses_then_stops_and_wakes_from_both() {
             &reaping
         )
     );
-    let die_at = event_times(&s.site, "die", sent);
+    let die_at = s.site.event_times("die", sent);
     assert!(
         die_at
             .first()
@@ -927,7 +903,7 @@ fn tiered_sleep_pauses_then_stops_and_wakes_from_both() {
             &reaping
         )
     );
-    assert!(!event_times(&s.site, "start", t).is_empty());
+    assert!(!s.site.event_times("start", t).is_empty());
 
     // Idle again until paused, then from paused.
     let paused = wait_until(Duration::from_secs(2 + 5), || s.site.state() == "paused");
@@ -951,7 +927,7 @@ fn tiered_sleep_pauses_then_stops_and_wakes_from_both() {
             &reaping
         )
     );
-    assert!(!event_times(&s.site, "unpause", t).is_empty());
+    assert!(!s.site.event_times("unpause", t).is_empty());
     reaping.finish();
     note(&format!(
         "tiered: paused then stopped; woken from stopped in {took:?}, from paused in {took_paused:?}"

@@ -415,6 +415,38 @@ impl TestSite {
         }
     }
 
+    /// `docker inspect` `State.StartedAt`: which run of the container this is.
+    pub fn started_at(&self) -> String {
+        super::docker_ok(&[
+            "inspect",
+            "--format",
+            "{{.State.StartedAt}}",
+            &self.container,
+        ])
+        .trim()
+        .to_owned()
+    }
+
+    /// Times of the container's Docker `event` events (`start`, `pause`,
+    /// `unpause`, `kill`, `die`, …) from `since` until now.
+    pub fn event_times(
+        &self,
+        event: &str,
+        since: std::time::SystemTime,
+    ) -> Vec<std::time::SystemTime> {
+        let c = format!("container={}", self.container);
+        let e = format!("event={event}");
+        super::docker_events(
+            since,
+            std::time::SystemTime::now(),
+            &["type=container", &c, &e],
+        )
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["timeNano"].as_u64())
+        .map(|n| std::time::SystemTime::UNIX_EPOCH + Duration::from_nanos(n))
+        .collect()
+    }
+
     /// `docker logs` (stdout and stderr together; php-fpm logs to stderr,
     /// one `fpm-access <METHOD> <URI> status=… duration_ms=…` line per request
     /// unless [`SiteOptions::access_log`] is off).
