@@ -1,0 +1,287 @@
+//! Is php-fpm there: one connect attempt with the checks of
+//! [`crate::upstream`] (and, once per socket file and listener, that the
+//! listener is the site's container's), and, during a wake, the wait for
+//! the socket through inotify on its directory.
+
+use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixStream;
+
+use super::{PeerCheck, Shared, WakeFailure, lock};
+use crate::upstream::{self, FileId, Refusal};
+
+/// Longest step between two readiness retries.
+pub const MAX_RETRY_STEP: Duration = Duration::from_millis(5);
+
+/// How a connect attempt to the upstream went.
+pub(super) enum Attempt {
+    Ready(UnixStream),
+    /// Nothing accepts there (no file, stale file) or it is frozen.
+    Asleep,
+    /// The backlog is full (EAGAIN): php-fpm is there but busy.
+    Busy,
+    /// Something that must not be connected to is there (no byte sent).
+    Rejected,
+    Failed(io::Error),
+}
+
+/// One connect to the upstream, with the checks of [`crate::upstream`].
+/// The connect is not awaited on the reactor: a unix `connect` completes
+/// (or fails with EAGAIN when the backlog is full) at once.
+pub(super) async fn attempt(shared: &Shared) -> Attempt {
+    let path = &shared.cfg.upstream;
+    let outcome = {
+        let refused = lock(&shared.refused);
+        upstream::connect(
+            path,
+            shared.own.as_ref().map(|(id, _)| *id),
+            refused.as_ref().map(|(f, r)| (*f, r)),
+        )
+    };
+    match outcome {
+        upstream::Outcome::Connected(c) => {
+            let known = *lock(&shared.verified) == Some((c.file, c.pid));
+            if !known {
+                if let Err(why) = shared.verify(&c).await {
+                    return shared.reject(Some(c.file), why, c.pid);
+                }
+                *lock(&shared.verified) = Some((c.file, c.pid));
+                *lock(&shared.refused) = None;
+                *lock(&shared.logged) = None;
+            }
+            *lock(&shared.last_refusal) = None;
+            let s = match UnixStream::from_std(c.stream) {
+                Ok(s) => s,
+                Err(e) => return Attempt::Failed(e),
+            };
+            if shared.is_frozen_pid(c.pid) {
+                shared
+                    .saw_frozen
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Attempt::Asleep
+            } else {
+                Attempt::Ready(s)
+            }
+        }
+        upstream::Outcome::Absent | upstream::Outcome::Refused => {
+            *lock(&shared.last_refusal) = None;
+            Attempt::Asleep
+        }
+        upstream::Outcome::Busy => Attempt::Busy,
+        upstream::Outcome::Rejected { file, why } => shared.reject(file, why, 0),
+        upstream::Outcome::Failed(e) => Attempt::Failed(e),
+    }
+}
+
+/// Waits until a real connect to the upstream succeeds. Before the socket
+/// shows up, inotify wakes us; once something happened to it (created, moved
+/// in, chmod-ed) we retry with steps growing to at most [`MAX_RETRY_STEP`]
+/// (php-fpm binds, then listens). Without inotify we poll in those steps.
+pub(super) async fn wait_ready(
+    shared: &Shared,
+    watch: &mut Option<DirWatch>,
+) -> Result<(), WakeFailure> {
+    let mut step = Duration::from_micros(250);
+    // A slow safety net for events we cannot see (the directory replaced).
+    const SLOW: Duration = Duration::from_millis(100);
+    let mut fast = watch.is_none();
+    let t0 = Instant::now();
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        match attempt(shared).await {
+            Attempt::Ready(_) => {
+                tracing::debug!(
+                    site = %shared.cfg.site,
+                    tries,
+                    us = t0.elapsed().as_micros() as u64,
+                    "php-fpm ready"
+                );
+                return Ok(());
+            }
+            Attempt::Failed(source) => {
+                return Err(WakeFailure::Upstream {
+                    path: shared.cfg.upstream.clone(),
+                    source,
+                });
+            }
+            Attempt::Busy => fast = true,
+            Attempt::Asleep | Attempt::Rejected => {}
+        }
+        let wait = if fast { step } else { SLOW };
+        match watch.as_mut() {
+            Some(w) => {
+                tokio::select! {
+                    r = w.changed() => {
+                        if r.is_err() { *watch = None; }
+                        fast = true;
+                        step = Duration::from_micros(250);
+                        continue;
+                    }
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            None => tokio::time::sleep(step).await,
+        }
+        if fast || watch.is_none() {
+            step = (step * 2).min(MAX_RETRY_STEP);
+        }
+    }
+}
+
+/// inotify on the upstream's directory, reporting events for its file name
+/// (through the `inotify` crate's tokio stream: no unsafe of our own).
+pub(super) struct DirWatch {
+    events: inotify::EventStream<[u8; 1024]>,
+    name: std::ffi::OsString,
+}
+
+impl DirWatch {
+    pub(super) fn new(upstream: &Path) -> Option<Self> {
+        use inotify::WatchMask;
+        let dir = upstream.parent()?;
+        let name = upstream.file_name()?.to_owned();
+        let r = (|| -> io::Result<Self> {
+            let ino = inotify::Inotify::init()?;
+            ino.watches().add(
+                dir,
+                WatchMask::CREATE
+                    | WatchMask::MOVED_TO
+                    | WatchMask::ATTRIB
+                    | WatchMask::DELETE_SELF
+                    | WatchMask::MOVE_SELF,
+            )?;
+            Ok(DirWatch {
+                events: ino.into_event_stream([0u8; 1024])?,
+                name: name.clone(),
+            })
+        })();
+        match r {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), error = %e, "no inotify; polling for php-fpm");
+                None
+            }
+        }
+    }
+
+    /// Discards queued events (from before this wake). An error (the
+    /// directory's watch is gone) means: make a new one.
+    pub(super) fn drain(&mut self) -> io::Result<()> {
+        use futures_util::{FutureExt, StreamExt};
+        use inotify::EventMask;
+        loop {
+            match self.events.next().now_or_never() {
+                None => return Ok(()),
+                Some(None) => return Err(io::Error::other("inotify stream ended")),
+                Some(Some(Err(e))) => return Err(e),
+                Some(Some(Ok(e))) => {
+                    if e.mask
+                        .intersects(EventMask::IGNORED | EventMask::Q_OVERFLOW)
+                    {
+                        return Err(io::Error::other("inotify watch gone"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Resolves on the next event about the socket (or the directory itself).
+    async fn changed(&mut self) -> io::Result<()> {
+        use futures_util::StreamExt;
+        use inotify::EventMask;
+        loop {
+            match self.events.next().await {
+                None => return Err(io::Error::other("inotify stream ended")),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(e)) => {
+                    if e.mask.contains(EventMask::IGNORED) {
+                        // The directory is gone: this watch is dead.
+                        return Err(io::Error::other("inotify watch gone"));
+                    }
+                    if e.name.as_ref().is_none_or(|n| *n == self.name)
+                        || e.mask
+                            .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Checks that the listener behind a new upstream socket file is the
+    /// site's own php-fpm: not this waker (by its bound path), and, with
+    /// [`PeerCheck::Cgroup`], a process whose cgroup names the container.
+    async fn verify(&self, c: &upstream::Connected) -> Result<(), Refusal> {
+        if let Some((_, own_path)) = &self.own
+            && upstream::peer_path(&c.stream).as_deref() == Some(own_path.as_path())
+        {
+            return Err(Refusal::OwnSocket);
+        }
+        if self.cfg.peer_check == PeerCheck::Socket {
+            return Ok(());
+        }
+        if c.pid <= 0 {
+            return Err(Refusal::PeerInvisible);
+        }
+        let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", c.pid)).map_err(|e| {
+            Refusal::PeerUnreadable {
+                pid: c.pid,
+                error: e.to_string(),
+            }
+        })?;
+        let mut id = self.container_id.lock().await;
+        if let Some(known) = id.as_deref()
+            && upstream::cgroup_names_container(&cgroup, known)
+        {
+            return Ok(());
+        }
+        // Not known yet, or the container was re-created since: ask Docker.
+        let info = self
+            .cfg
+            .engine
+            .inspect(&self.cfg.container)
+            .await
+            .map_err(|e| Refusal::NoContainerId {
+                error: crate::exit::chain(&e),
+            })?;
+        let matches = upstream::cgroup_names_container(&cgroup, &info.id);
+        *id = Some(info.id);
+        if matches {
+            Ok(())
+        } else {
+            let mut summary: String = cgroup.trim().replace('\n', "; ");
+            summary.truncate(240);
+            Err(Refusal::ForeignPeer {
+                pid: c.pid,
+                cgroup: summary,
+            })
+        }
+    }
+
+    /// Records a refusal: the file is not connected to again, the refusal
+    /// is logged once, and the attempt counts as "not ready".
+    fn reject(&self, file: Option<FileId>, why: Refusal, pid: i32) -> Attempt {
+        if let Some(file) = file {
+            *lock(&self.refused) = Some((file, why.clone()));
+        }
+        let mut logged = lock(&self.logged);
+        if logged.as_ref() != Some(&why) {
+            tracing::warn!(
+                site = %self.cfg.site,
+                path = %self.cfg.upstream.display(),
+                peer_pid = pid,
+                reason = %why,
+                "refusing php-fpm's socket; no byte relayed"
+            );
+            *logged = Some(why.clone());
+        }
+        *lock(&self.last_refusal) = Some(why);
+        Attempt::Rejected
+    }
+}
