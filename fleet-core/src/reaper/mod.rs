@@ -31,6 +31,8 @@
 //! busy one, through the same re-check and stop as an idle site.
 
 mod decide;
+#[cfg(test)]
+mod pinned;
 mod report;
 pub mod traffic;
 
