@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{
-    Action, HealMode, MemorySummary, Outcome, Report, SiteProblem, SiteReport, Verdict,
-    render_json, render_table,
+    Action, Examination, HealMode, MemorySummary, Outcome, Report, SiteProblem, SiteReport,
+    SiteResult, Stage, Verdict, render_json, render_table,
 };
 use crate::docker::ContainerState;
 use crate::docker::reap::LogProbe;
@@ -29,11 +29,42 @@ fn examined(name: &str, state: ContainerState) -> SiteReport {
     r
 }
 
+/// `r` examined with verdict `v`.
+fn judged(mut r: SiteReport, v: Verdict, reason: &str, outcome: Outcome) -> SiteReport {
+    r.result = SiteResult::Examined(Examination {
+        verdict: v,
+        reason: reason.into(),
+        last_activity: None,
+        outcome,
+        memory_stop: false,
+    });
+    r
+}
+
+fn examination(r: &mut SiteReport) -> &mut Examination {
+    match &mut r.result {
+        SiteResult::Examined(e) => e,
+        other => panic!("not examined: {other:?}"),
+    }
+}
+
+fn problem(message: &str, unreachable: bool) -> SiteProblem {
+    SiteProblem {
+        message: message.into(),
+        unreachable,
+    }
+}
+
 /// Idle and stopped; busy; an error before any verdict; a memory stop; a
 /// failed stop; a log that could not be read; interrupted; skipped.
 fn sites() -> Vec<SiteReport> {
-    let mut idle = examined("idle.example", ContainerState::Running);
-    idle.last_activity = Some(at(1_795_459_370));
+    let mut idle = judged(
+        examined("idle.example", ContainerState::Running),
+        Verdict::Idle,
+        "no connection and no log output for 20m",
+        Outcome::Stopped,
+    );
+    examination(&mut idle).last_activity = Some(at(1_795_459_370));
     idle.activity = Some(Activity {
         wakes: 3,
         last_wake_ms: Some(1250),
@@ -45,17 +76,17 @@ fn sites() -> Vec<SiteReport> {
         frames: 1,
         bytes: 40,
     });
-    idle.verdict = Some(Verdict::Idle);
-    idle.reason = "no connection and no log output for 20m".into();
-    idle.outcome = Outcome::Stopped;
     idle.heal = Some(Heal {
         status: HealStatus::Healed,
         detail: "restarted the socket unit".into(),
     });
 
-    let mut busy = examined("busy.example", ContainerState::Running);
-    busy.verdict = Some(Verdict::Busy);
-    busy.reason = "2 connections open".into();
+    let mut busy = judged(
+        examined("busy.example", ContainerState::Running),
+        Verdict::Busy,
+        "2 connections open",
+        Outcome::None,
+    );
     busy.heal = Some(Heal {
         status: HealStatus::Ok,
         detail: "listening".into(),
@@ -63,61 +94,59 @@ fn sites() -> Vec<SiteReport> {
 
     let mut bad = SiteReport::new("bad name.conf".into(), PathBuf::from("/s/bad name.conf"));
     bad.examined_at = at(1_795_462_970);
-    bad.fail(
-        &std::io::Error::other("conf file /s/bad name.conf does not name a valid site"),
+    bad.result = SiteResult::Error(problem(
+        "conf file /s/bad name.conf does not name a valid site",
         false,
-    );
+    ));
 
     let mut gone = examined("gone.example", ContainerState::Running);
-    gone.container = Some("gone.example.fpm".into());
     gone.state = None;
     gone.started_at = None;
-    gone.fail(&std::io::Error::other("cannot reach Docker"), true);
+    gone.result = SiteResult::Error(problem("cannot reach Docker", true));
 
-    let mut memory = examined("memory.example", ContainerState::Running);
-    memory.last_activity = Some(at(1_795_462_870));
-    memory.verdict = Some(Verdict::ActiveWaker);
-    memory.reason = "memory guard: awake sites use 40.0 MiB, over the budget of 32.0 MiB; least recently active (last activity 1m 40s ago, 30.0 MiB)".into();
+    let mut memory = judged(
+        examined("memory.example", ContainerState::Running),
+        Verdict::ActiveWaker,
+        "memory guard: awake sites use 40.0 MiB, over the budget of 32.0 MiB; least recently active (last activity 1m 40s ago, 30.0 MiB)",
+        Outcome::Stopped,
+    );
+    examination(&mut memory).last_activity = Some(at(1_795_462_870));
+    examination(&mut memory).memory_stop = true;
     memory.memory = Some(30 << 20);
-    memory.memory_stop = true;
-    memory.outcome = Outcome::Stopped;
 
-    let mut failed = examined("failed.example", ContainerState::Running);
-    failed.verdict = Some(Verdict::Idle);
-    failed.reason = "no connection and no log output for 20m".into();
-    failed.outcome = Outcome::Failed;
-    failed.fail(&std::io::Error::other("Docker refused the stop"), false);
-
-    let mut unknown = examined("unknown.example", ContainerState::Running);
-    unknown.verdict = Some(Verdict::Unknown);
-    unknown.reason = "could not read the log: Docker could not read the logs".into();
-    unknown.problem = Some(SiteProblem {
-        message: "Docker could not read the logs".into(),
-        unreachable: false,
-    });
-
-    let mut unknown_state = examined("unreadable.example", ContainerState::Running);
-    unknown_state.verdict = Some(Verdict::Unknown);
-    unknown_state.reason = "state file unreadable".into();
-    unknown_state.problem = Some(SiteProblem {
-        message: "state file unreadable".into(),
-        unreachable: false,
-    });
-
+    let failed = judged(
+        examined("failed.example", ContainerState::Running),
+        Verdict::Idle,
+        "no connection and no log output for 20m",
+        Outcome::Failed(problem("Docker refused the stop", false)),
+    );
+    let unknown = judged(
+        examined("unknown.example", ContainerState::Running),
+        Verdict::Unknown,
+        "could not read the log: Docker could not read the logs",
+        Outcome::Unknown(problem("Docker could not read the logs", false)),
+    );
+    let unknown_state = judged(
+        examined("unreadable.example", ContainerState::Running),
+        Verdict::Unknown,
+        "state file unreadable",
+        Outcome::Unknown(problem("state file unreadable", false)),
+    );
     let mut stopped_early = examined("early.example", ContainerState::Running);
-    stopped_early.outcome = Outcome::Interrupted;
-    stopped_early.reason = "interrupted while the site was examined".into();
-
-    let mut late = examined("late.example", ContainerState::Running);
-    late.verdict = Some(Verdict::Idle);
-    late.reason = "idle for 20m (interrupted before acting)".into();
-    late.outcome = Outcome::Interrupted;
-
-    let mut skipped = examined("skipped.example", ContainerState::Paused);
-    skipped.verdict = Some(Verdict::ActiveWaker);
-    skipped.reason = "re-check: connection 2s ago".into();
-    skipped.last_activity = Some(at(1_795_462_968));
-    skipped.outcome = Outcome::Skipped;
+    stopped_early.result = SiteResult::Interrupted(Stage::Examining);
+    let late = judged(
+        examined("late.example", ContainerState::Running),
+        Verdict::Idle,
+        "idle for 20m (interrupted before acting)",
+        Outcome::Interrupted,
+    );
+    let mut skipped = judged(
+        examined("skipped.example", ContainerState::Paused),
+        Verdict::ActiveWaker,
+        "re-check: connection 2s ago",
+        Outcome::Skipped,
+    );
+    examination(&mut skipped).last_activity = Some(at(1_795_462_968));
 
     vec![
         idle,
@@ -135,13 +164,18 @@ fn sites() -> Vec<SiteReport> {
 }
 
 fn dry_sites() -> Vec<SiteReport> {
-    let mut would = examined("would.example", ContainerState::Running);
-    would.verdict = Some(Verdict::Idle);
-    would.reason = "idle for 20m".into();
-    would.outcome = Outcome::WouldPause;
-    let mut asleep = examined("asleep.example", ContainerState::Exited);
-    asleep.verdict = Some(Verdict::NotRunning);
-    asleep.reason = "container is exited".into();
+    let would = judged(
+        examined("would.example", ContainerState::Running),
+        Verdict::Idle,
+        "idle for 20m",
+        Outcome::WouldPause,
+    );
+    let asleep = judged(
+        examined("asleep.example", ContainerState::Exited),
+        Verdict::NotRunning,
+        "container is exited",
+        Outcome::None,
+    );
     vec![would, asleep]
 }
 
@@ -170,7 +204,9 @@ fn dry_report() -> Report {
         interrupted: true,
         sites: dry_sites(),
         elapsed: Duration::from_millis(20),
-        heal: HealMode::Failed("systemctl: no such file".into()),
+        heal: HealMode::Failed {
+            error: "systemctl: no such file".into(),
+        },
         memory: None,
         finished_at: at(1_795_462_971),
     }
@@ -548,8 +584,8 @@ asleep.example  exited   -              20m      not-running  none         -    
 
 #[test]
 fn json_is_pinned() {
-    let got = format!("{:#}", render_json(&report()));
-    let dry = format!("{:#}", render_json(&dry_report()));
+    let got = format!("{:#}", render_json(&report()).expect("json"));
+    let dry = format!("{:#}", render_json(&dry_report()).expect("json"));
     if std::env::var_os("PIN_PRINT").is_some() {
         println!("JSON<<<{got}>>>\nDRY_JSON<<<{dry}>>>");
     }
