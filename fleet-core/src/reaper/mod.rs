@@ -278,7 +278,8 @@ pub struct SiteReport {
     /// Time spent on the site, action included.
     #[serde(rename = "elapsed_secs", serialize_with = "report::secs")]
     pub elapsed: Duration,
-    /// Its keys depend on `examined_at` too: see [`render_json`].
+    /// Its JSON keys (`verdict`, `reason`, `action`, `error`, ...) are added
+    /// by [`render_json`]: `last_activity_ago_secs` needs `examined_at` too.
     #[serde(skip)]
     pub result: SiteResult,
 }
@@ -310,10 +311,6 @@ impl SiteReport {
             SiteResult::Examined(e) => Some(e),
             SiteResult::Error(_) | SiteResult::Interrupted(_) => None,
         }
-    }
-
-    pub fn verdict(&self) -> Option<Verdict> {
-        self.examination().map(|e| e.verdict)
     }
 
     pub fn outcome(&self) -> Option<&Outcome> {
