@@ -165,7 +165,7 @@ impl HealStatus {
 }
 
 /// A site's healing: the status and what was found and done.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Heal {
     pub status: HealStatus,
     pub detail: String,

@@ -132,7 +132,7 @@ pub fn render(report: &Report) -> String {
         "Seconds since the site's last activity (waker connection or container log line) seen by the pass.",
     );
     for s in &sites {
-        if let Some(t) = s.last_activity {
+        if let Some(t) = s.last_activity() {
             let ago = now
                 .duration_since(t)
                 .map(|d| d.as_secs_f64())
@@ -229,7 +229,7 @@ pub fn render(report: &Report) -> String {
             }
             let n = sites
                 .iter()
-                .filter(|s| s.outcome == outcome && s.memory_stop == memory)
+                .filter(|s| s.outcome() == Some(&outcome) && s.memory_stop() == memory)
                 .count();
             f.sample(
                 "fleet_reaper_actions",
@@ -346,7 +346,7 @@ pub fn write(path: &Path, text: &str) -> Result<(), MetricsError> {
 mod tests {
     use super::*;
     use crate::heal::Heal;
-    use crate::reaper::{Action, MemorySummary, Verdict};
+    use crate::reaper::{Action, Examination, MemorySummary, SiteResult, Verdict};
     use crate::state::Activity;
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
@@ -356,15 +356,27 @@ mod tests {
         let mut s = crate::reaper::SiteReport::new(name.to_owned(), PathBuf::from("/s"));
         s.container = Some(format!("{name}.fpm"));
         s.state = Some(state);
-        s.outcome = outcome;
-        s.verdict = Some(Verdict::Idle);
+        s.result = SiteResult::Examined(Examination {
+            verdict: Verdict::Idle,
+            reason: String::new(),
+            last_activity: None,
+            outcome,
+            memory_stop: false,
+        });
         s
+    }
+
+    fn examination(s: &mut SiteReport) -> &mut Examination {
+        match &mut s.result {
+            SiteResult::Examined(e) => e,
+            other => panic!("not examined: {other:?}"),
+        }
     }
 
     fn sample() -> Report {
         let now = UNIX_EPOCH + Duration::from_secs(1_795_462_970);
         let mut a = site("a.example", ContainerState::Running, Outcome::Stopped);
-        a.last_activity = Some(now - Duration::from_secs(90));
+        examination(&mut a).last_activity = Some(now - Duration::from_secs(90));
         a.activity = Some(Activity {
             open: 0,
             wakes: 4,
@@ -372,7 +384,7 @@ mod tests {
             ..Activity::default()
         });
         a.memory = Some(30 << 20);
-        a.memory_stop = true;
+        examination(&mut a).memory_stop = true;
         a.heal = Some(Heal {
             status: HealStatus::Healed,
             detail: "x".into(),
@@ -387,7 +399,7 @@ mod tests {
         let c = site("c.example", ContainerState::Exited, Outcome::None);
         let mut bad =
             crate::reaper::SiteReport::new("bad \"name\".conf".to_owned(), PathBuf::from("/s"));
-        bad.problem = Some(crate::reaper::SiteProblem {
+        bad.result = SiteResult::Error(crate::reaper::SiteProblem {
             message: "bad".into(),
             unreachable: false,
         });

@@ -59,7 +59,10 @@ async fn pass(
         .map_err(|e| Fatal::new(e.exit_code(), e))?;
     let out = match format {
         Format::Table => reaper::render_table(&report),
-        Format::Json => format!("{:#}\n", reaper::render_json(&report)),
+        Format::Json => {
+            let json = reaper::render_json(&report).map_err(|e| Fatal::new(exit::SOFTWARE, e))?;
+            format!("{json:#}\n")
+        }
     };
     print!("{out}");
     if report.interrupted {

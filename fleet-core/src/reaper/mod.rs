@@ -31,6 +31,8 @@
 //! busy one, through the same re-check and stop as an idle site.
 
 mod decide;
+#[cfg(test)]
+mod pinned;
 mod report;
 pub mod traffic;
 
@@ -148,12 +150,15 @@ impl Default for Config {
     }
 }
 
-/// What happened to a site's container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+/// What was done about an examined site's container. The variants that
+/// count as an error of the site carry the error.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Nothing to do (not idle), or nothing could be done (an error).
+    /// Left alone: not idle.
     None,
+    /// Left alone: something could not be read (the verdict is
+    /// [`Verdict::Unknown`]), an error of the site.
+    Unknown(SiteProblem),
     Stopped,
     Paused,
     /// Dry run: would have stopped.
@@ -162,22 +167,22 @@ pub enum Outcome {
     WouldPause,
     /// Idle at first, but not on the re-check just before acting.
     Skipped,
-    /// The stop or pause failed.
-    Failed,
+    /// The stop or pause (or what comes just before it) failed.
+    Failed(SiteProblem),
     /// Shutdown arrived before the site was acted on.
     Interrupted,
 }
 
 impl Outcome {
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
-            Outcome::None => "none",
+            Outcome::None | Outcome::Unknown(_) => "none",
             Outcome::Stopped => "stopped",
             Outcome::Paused => "paused",
             Outcome::WouldStop => "would-stop",
             Outcome::WouldPause => "would-pause",
             Outcome::Skipped => "skipped",
-            Outcome::Failed => "failed",
+            Outcome::Failed(_) => "failed",
             Outcome::Interrupted => "interrupted",
         }
     }
@@ -192,47 +197,95 @@ pub struct SiteProblem {
     pub unreachable: bool,
 }
 
-/// One line of the plan.
-#[derive(Debug, Clone)]
+impl SiteProblem {
+    pub fn new(err: &(dyn std::error::Error + 'static), unreachable: bool) -> Self {
+        SiteProblem {
+            message: exit::chain(err),
+            unreachable,
+        }
+    }
+}
+
+/// How far a site got before shutdown arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Its examination had not begun.
+    NotExamined,
+    /// Its examination was abandoned.
+    Examining,
+}
+
+/// A verdict and what was done about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Examination {
+    /// The verdict (of the re-check before acting, when that differs).
+    pub verdict: Verdict,
+    /// Why: the verdict's reason, or the memory guard's, with what the
+    /// re-check found. An error is in the [`Outcome`], not here.
+    pub reason: String,
+    /// The latest activity seen (waker or log).
+    pub last_activity: Option<SystemTime>,
+    pub outcome: Outcome,
+    /// Chosen by the memory guard (not for its idle timeout).
+    pub memory_stop: bool,
+}
+
+/// What the pass made of one site: exactly one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteResult {
+    /// An error came before any verdict; the site was left alone.
+    Error(SiteProblem),
+    /// Shutdown arrived before the site had a verdict.
+    Interrupted(Stage),
+    /// The site was examined.
+    Examined(Examination),
+}
+
+/// One line of the plan: what was seen of the site, and its [`SiteResult`].
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SiteReport {
     /// The site name, or the file name when it is not a valid site.
     pub site: String,
     /// The conf file.
+    #[serde(serialize_with = "report::path")]
     pub conf: PathBuf,
     /// `<site>.fpm`, when the name is valid.
     pub container: Option<String>,
-    /// The container's state when examined.
+    /// The container's state when examined (or found on the re-check).
     pub state: Option<ContainerState>,
     /// The container's id (for its cgroup).
+    #[serde(skip)]
     pub container_id: Option<String>,
     /// The waker's state file as last read.
+    #[serde(flatten, serialize_with = "report::activity")]
     pub activity: Option<Activity>,
     /// The container's memory, when the memory guard measured it.
+    #[serde(rename = "memory_bytes")]
     pub memory: Option<u64>,
-    /// Stopped (or would be) by the memory guard.
-    pub memory_stop: bool,
     /// What self-healing found and did; `None` when it did not look.
     pub heal: Option<Heal>,
+    #[serde(serialize_with = "report::unix_opt")]
     pub started_at: Option<SystemTime>,
-    /// The latest activity seen (waker or log).
-    pub last_activity: Option<SystemTime>,
     /// The site's idle timeout.
+    #[serde(rename = "timeout_secs", serialize_with = "report::secs_opt")]
     pub timeout: Option<Duration>,
-    /// `None` when an error came before any verdict.
-    pub verdict: Option<Verdict>,
-    /// Why: the verdict's reason, or the error.
-    pub reason: String,
-    pub outcome: Outcome,
-    pub problem: Option<SiteProblem>,
     /// The log check, when it was made.
+    #[serde(flatten, serialize_with = "report::log")]
     pub log: Option<LogProbe>,
     /// When the site was examined.
+    #[serde(serialize_with = "report::unix")]
     pub examined_at: SystemTime,
     /// Time spent on the site, action included.
+    #[serde(rename = "elapsed_secs", serialize_with = "report::secs")]
     pub elapsed: Duration,
+    /// Its JSON keys (`verdict`, `reason`, `action`, `error`, ...) are added
+    /// by [`render_json`]: `last_activity_ago_secs` needs `examined_at` too.
+    #[serde(skip)]
+    pub result: SiteResult,
 }
 
 impl SiteReport {
+    /// A site not examined yet: what it is should the pass stop now.
     pub(crate) fn new(site: String, conf: PathBuf) -> Self {
         SiteReport {
             site,
@@ -242,49 +295,80 @@ impl SiteReport {
             container_id: None,
             activity: None,
             memory: None,
-            memory_stop: false,
             heal: None,
             started_at: None,
-            last_activity: None,
             timeout: None,
-            verdict: None,
-            reason: String::new(),
-            outcome: Outcome::None,
-            problem: None,
             log: None,
             examined_at: SystemTime::now(),
             elapsed: Duration::ZERO,
+            result: SiteResult::Interrupted(Stage::NotExamined),
         }
     }
 
-    fn fail(&mut self, err: &(dyn std::error::Error + 'static), unreachable: bool) {
-        let message = exit::chain(err);
-        self.reason = message.clone();
-        self.problem = Some(SiteProblem {
-            message,
-            unreachable,
-        });
+    /// The examination, when the site got a verdict.
+    pub fn examination(&self) -> Option<&Examination> {
+        match &self.result {
+            SiteResult::Examined(e) => Some(e),
+            SiteResult::Error(_) | SiteResult::Interrupted(_) => None,
+        }
+    }
+
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.examination().map(|e| &e.outcome)
+    }
+
+    pub fn last_activity(&self) -> Option<SystemTime> {
+        self.examination().and_then(|e| e.last_activity)
+    }
+
+    pub fn memory_stop(&self) -> bool {
+        self.examination().is_some_and(|e| e.memory_stop)
+    }
+
+    /// The site's error, if it has one.
+    pub fn problem(&self) -> Option<&SiteProblem> {
+        match &self.result {
+            SiteResult::Error(p) => Some(p),
+            SiteResult::Examined(Examination {
+                outcome: Outcome::Unknown(p) | Outcome::Failed(p),
+                ..
+            }) => Some(p),
+            SiteResult::Examined(_) | SiteResult::Interrupted(_) => None,
+        }
+    }
+
+    /// Shutdown arrived before the site was done with.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(
+            self.result,
+            SiteResult::Interrupted(_)
+                | SiteResult::Examined(Examination {
+                    outcome: Outcome::Interrupted,
+                    ..
+                })
+        )
     }
 
     /// The site counts as an error (exit code 1): a problem, or a socket
     /// unit that needed healing and is not healed.
     pub fn is_error(&self) -> bool {
-        self.problem.is_some() || self.heal.as_ref().is_some_and(|h| h.status.is_error())
+        self.problem().is_some() || self.heal.as_ref().is_some_and(|h| h.status.is_error())
     }
 
     /// The container's state after the pass: what was examined, or what the
     /// pass made it.
     pub fn state_after(&self) -> Option<ContainerState> {
-        match self.outcome {
-            Outcome::Stopped => Some(ContainerState::Exited),
-            Outcome::Paused => Some(ContainerState::Paused),
+        match self.outcome() {
+            Some(Outcome::Stopped) => Some(ContainerState::Exited),
+            Some(Outcome::Paused) => Some(ContainerState::Paused),
             _ => self.state,
         }
     }
 }
 
 /// Whether self-healing ran this pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
 pub enum HealMode {
     /// `--no-heal`.
     Off,
@@ -292,36 +376,42 @@ pub enum HealMode {
     NoSystemd,
     /// Every listed site was looked at (each [`SiteReport::heal`]).
     Checked,
-    /// The units could not be listed (the error): no site was looked at.
-    Failed(String),
+    /// The units could not be listed: no site was looked at.
+    Failed { error: String },
 }
 
 /// What the memory guard found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct MemorySummary {
+    #[serde(rename = "budget_bytes")]
     pub budget: u64,
     /// The awake sites' containers before the guard acted.
+    #[serde(rename = "awake_before_bytes")]
     pub awake_before: u64,
     /// After it (or, in a dry run, after what it would do).
+    #[serde(rename = "awake_after_bytes")]
     pub awake_after: u64,
     /// Awake sites whose memory could not be read (not counted).
     pub unreadable: usize,
 }
 
 /// The result of a pass.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub action: Action,
     pub dry_run: bool,
     /// Shutdown arrived during the pass.
     pub interrupted: bool,
     /// One entry per `*.conf` file, sorted by site.
+    #[serde(serialize_with = "report::sites")]
     pub sites: Vec<SiteReport>,
+    #[serde(rename = "elapsed_secs", serialize_with = "report::secs")]
     pub elapsed: Duration,
     pub heal: HealMode,
     /// With a memory budget.
     pub memory: Option<MemorySummary>,
     /// When the pass ended.
+    #[serde(skip)]
     pub finished_at: SystemTime,
 }
 
@@ -334,11 +424,11 @@ impl Report {
         } else if self
             .sites
             .iter()
-            .any(|s| s.problem.as_ref().is_some_and(|p| p.unreachable))
+            .any(|s| s.problem().is_some_and(|p| p.unreachable))
         {
             exit::UNAVAILABLE
         } else if self.sites.iter().any(SiteReport::is_error)
-            || matches!(self.heal, HealMode::Failed(_))
+            || matches!(self.heal, HealMode::Failed { .. })
         {
             exit::FAILURE
         } else {
@@ -394,7 +484,7 @@ pub async fn run(
             .unwrap_or_default();
         warn!(path = %path.display(), error = %exit::chain(&err), "bad entry in the sites directory");
         let mut r = SiteReport::new(name, path);
-        r.fail(&err, false);
+        r.result = SiteResult::Error(SiteProblem::new(&err, false));
         sites.push(r);
     }
     if !list.sites.is_empty() && !shutdown.is_cancelled() {
@@ -423,8 +513,7 @@ pub async fn run(
     };
     sites.extend(examined.into_iter().map(|e| e.report));
     sites.sort_by(|a, b| a.site.cmp(&b.site).then_with(|| a.conf.cmp(&b.conf)));
-    let interrupted =
-        shutdown.is_cancelled() || sites.iter().any(|s| s.outcome == Outcome::Interrupted);
+    let interrupted = shutdown.is_cancelled() || sites.iter().any(SiteReport::is_interrupted);
     Ok(Report {
         action: config.action,
         dry_run: config.dry_run,
@@ -466,7 +555,7 @@ async fn heal_snapshot(
         Err(e) => {
             let message = exit::chain(&e);
             warn!(error = %message, "cannot list the socket units; no site healed this pass");
-            (HealMode::Failed(message), None)
+            (HealMode::Failed { error: message }, None)
         }
     }
 }
@@ -487,7 +576,7 @@ async fn memory_guard(
     for (index, e) in examined.iter_mut().enumerate() {
         let r = &mut e.report;
         if r.state_after() != Some(ContainerState::Running)
-            || matches!(r.outcome, Outcome::WouldStop | Outcome::WouldPause)
+            || matches!(r.outcome(), Some(Outcome::WouldStop | Outcome::WouldPause))
         {
             continue;
         }
@@ -506,16 +595,17 @@ async fn memory_guard(
         total = total.saturating_add(bytes);
         // Busy and unknown sites are never candidates; nor one acted on or
         // skipped already this pass.
-        let eligible = r.outcome == Outcome::None
-            && matches!(
-                r.verdict,
-                Some(
-                    Verdict::ActiveWaker
-                        | Verdict::ActiveLogs
-                        | Verdict::ActiveFpm
-                        | Verdict::Young
-                )
-            );
+        let eligible = matches!(
+            r.examination(),
+            Some(Examination {
+                outcome: Outcome::None,
+                verdict: Verdict::ActiveWaker
+                    | Verdict::ActiveLogs
+                    | Verdict::ActiveFpm
+                    | Verdict::Young,
+                ..
+            })
+        );
         let times = e.inputs.as_ref().and_then(|i| {
             let started = i.started_at?;
             let last = i.last_activity();
@@ -562,21 +652,32 @@ async fn memory_guard(
                 return;
             };
             let r = &mut e.report;
+            let SiteResult::Examined(ex) = &mut r.result else {
+                return;
+            };
             let quiet = inputs.last_activity().map_or_else(
                 || "no activity seen".to_owned(),
                 |t| format!("last activity {}", ago(now, t)),
             );
-            r.reason = format!(
+            ex.reason = format!(
                 "{reason_head} ({quiet}, {})",
                 memory::human_size(r.memory.unwrap_or(0))
             );
-            r.memory_stop = true;
+            ex.memory_stop = true;
             let container = site.container();
             let recheck = Recheck::Memory {
                 min_idle: config.memory_min_idle,
             };
             act(
-                engine, config, shutdown, &site, &container, inputs, r, recheck,
+                engine,
+                config,
+                shutdown,
+                &site,
+                &container,
+                inputs,
+                &mut r.state,
+                ex,
+                recheck,
             )
             .await;
         }
@@ -587,8 +688,11 @@ async fn memory_guard(
     let freed: u64 = examined
         .iter()
         .filter(|e| {
-            e.report.memory_stop
-                && matches!(e.report.outcome, Outcome::Stopped | Outcome::WouldStop)
+            e.report.memory_stop()
+                && matches!(
+                    e.report.outcome(),
+                    Some(Outcome::Stopped | Outcome::WouldStop)
+                )
         })
         .filter_map(|e| e.report.memory)
         .sum();
@@ -654,13 +758,11 @@ async fn reap_site_inner(
     r.container = Some(container.clone());
     if let Err(e) = config.layout.check_socket_paths(site) {
         warn!(site = %site, error = %e, "site refused");
-        r.fail(&e, false);
+        r.result = SiteResult::Error(SiteProblem::new(&e, false));
         return None;
     }
     if shutdown.is_cancelled() {
-        r.outcome = Outcome::Interrupted;
-        r.reason = "interrupted before the site was examined".to_owned();
-        return None;
+        return None; // the report says "not examined" from the start
     }
     if let Some((snapshot, renew_cfg)) = healing {
         // First, so a dark site listens again as soon as possible; only the
@@ -683,36 +785,39 @@ async fn reap_site_inner(
         () = shutdown.cancelled() => None,
         e = examine(engine, config, site, &container, r) => Some(e),
     };
-    let inputs = match examined {
+    let (inputs, log_problem) = match examined {
         None => {
-            r.outcome = Outcome::Interrupted;
-            r.reason = "interrupted while the site was examined".to_owned();
+            r.result = SiteResult::Interrupted(Stage::Examining);
             r.elapsed = started.elapsed();
             return None;
         }
-        Some(None) => {
+        Some(Err(problem)) => {
+            r.result = SiteResult::Error(problem);
             r.elapsed = started.elapsed();
             return None;
         }
-        Some(Some(inputs)) => inputs,
+        Some(Ok(examined)) => examined,
     };
     let d = decide(&inputs);
-    r.verdict = Some(d.verdict);
-    r.reason = d.reason;
-    r.last_activity = inputs.last_activity();
-    if d.verdict == Verdict::Unknown {
+    let outcome = if d.verdict == Verdict::Unknown {
         // Something could not be read: an error of this site (exit 1), even
         // though the site is safely left alone.
-        warn!(site = %site, container = %container, reason = %r.reason, "unknown; site left alone");
-        if r.problem.is_none() {
-            r.problem = Some(SiteProblem {
-                message: r.reason.clone(),
-                unreachable: false,
-            });
-        }
+        warn!(site = %site, container = %container, reason = %d.reason, "unknown; site left alone");
+        Outcome::Unknown(log_problem.unwrap_or_else(|| SiteProblem {
+            message: d.reason.clone(),
+            unreachable: false,
+        }))
     } else {
-        info!(site = %site, container = %container, verdict = %d.verdict, reason = %r.reason, "examined");
-    }
+        info!(site = %site, container = %container, verdict = %d.verdict, reason = %d.reason, "examined");
+        Outcome::None
+    };
+    let mut ex = Examination {
+        verdict: d.verdict,
+        reason: d.reason,
+        last_activity: inputs.last_activity(),
+        outcome,
+        memory_stop: false,
+    };
     if d.verdict == Verdict::Idle {
         act(
             engine,
@@ -721,7 +826,8 @@ async fn reap_site_inner(
             site,
             &container,
             inputs.clone(),
-            r,
+            &mut r.state,
+            &mut ex,
             Recheck::Idle,
         )
         .await;
@@ -738,6 +844,7 @@ async fn reap_site_inner(
         }
         leave_placeholder(config, site);
     }
+    r.result = SiteResult::Examined(ex);
     r.elapsed = started.elapsed();
     Some(inputs)
 }
@@ -765,21 +872,20 @@ fn leave_placeholder(config: &Config, site: &Site) {
     }
 }
 
-/// Reads everything the verdict needs. `None` when the site failed (the
-/// problem is recorded in `r`).
+/// Reads everything the verdict needs, and the log check's problem when it
+/// failed (the verdict is then unknown). `Err` when the site failed before.
 async fn examine(
     engine: &Engine,
     config: &Config,
     site: &Site,
     container: &str,
     r: &mut SiteReport,
-) -> Option<Inputs> {
+) -> Result<(Inputs, Option<SiteProblem>), SiteProblem> {
     let site_conf = match conf::load_conf(&r.conf) {
         Ok(t) => t,
         Err(e) => {
             warn!(site = %site, error = %exit::chain(&e), "bad conf file; site left alone");
-            r.fail(&e, false);
-            return None;
+            return Err(SiteProblem::new(&e, false));
         }
     };
     let timeout = site_conf.timeout;
@@ -788,8 +894,7 @@ async fn examine(
         Ok(info) => info,
         Err(e) => {
             warn!(site = %site, container = %container, error = %exit::chain(&e), "cannot inspect");
-            r.fail(&e, e.is_unreachable());
-            return None;
+            return Err(SiteProblem::new(&e, e.is_unreachable()));
         }
     };
     r.state = Some(info.state);
@@ -815,6 +920,7 @@ async fn examine(
         stop_after: site_conf.stop_after.or(config.stop_after),
         proxy_only: config.proxy_only,
     };
+    let mut log_problem = None;
     if needs_log_check(&inputs) {
         match engine.last_log_after(container, inputs.cutoff()).await {
             Ok(probe) => {
@@ -827,7 +933,7 @@ async fn examine(
             Err(e) => {
                 let message = exit::chain(&e);
                 warn!(site = %site, container = %container, error = %message, "cannot read the log; site will not be stopped");
-                r.problem = Some(SiteProblem {
+                log_problem = Some(SiteProblem {
                     message: message.clone(),
                     unreachable: e.is_unreachable(),
                 });
@@ -835,7 +941,7 @@ async fn examine(
             }
         }
     }
-    Some(inputs)
+    Ok((inputs, log_problem))
 }
 
 /// Reads php-fpm's status page of a running container and updates the
@@ -933,7 +1039,8 @@ fn memory_recheck(inputs: &Inputs, min_idle: Duration) -> Result<(), String> {
     }
 }
 
-/// Stops or pauses a site after re-checking it.
+/// Stops or pauses a site after re-checking it: sets `ex`'s outcome (and
+/// `examined_state` when the container changed since it was examined).
 #[allow(clippy::too_many_arguments)]
 async fn act(
     engine: &Engine,
@@ -942,7 +1049,8 @@ async fn act(
     site: &Site,
     container: &str,
     mut inputs: Inputs,
-    r: &mut SiteReport,
+    examined_state: &mut Option<ContainerState>,
+    r: &mut Examination,
     recheck: Recheck,
 ) {
     let action = match recheck {
@@ -977,8 +1085,7 @@ async fn act(
         }
         Err(e) => {
             warn!(site = %site, error = %exit::chain(&e), "no site lock; left running");
-            r.outcome = Outcome::Failed;
-            r.fail(&e, false);
+            r.outcome = Outcome::Failed(SiteProblem::new(&e, false));
             return;
         }
     };
@@ -1000,7 +1107,7 @@ async fn act(
     let again = decide(&inputs);
     if matches!(recheck, Recheck::Idle) && again.verdict != Verdict::Idle {
         info!(site = %site, verdict = %again.verdict, reason = %again.reason, "not idle on re-check; left running");
-        r.verdict = Some(again.verdict);
+        r.verdict = again.verdict;
         r.reason = format!("re-check: {}", again.reason);
         r.last_activity = inputs.last_activity();
         r.outcome = Outcome::Skipped;
@@ -1015,7 +1122,7 @@ async fn act(
         }) if s == inputs.container && started_at == inputs.started_at => {}
         Ok(info) => {
             r.outcome = Outcome::Skipped;
-            r.state = Some(info.state);
+            *examined_state = Some(info.state);
             r.reason = format!(
                 "re-check: container is {} (started {}) since it was examined",
                 info.state,
@@ -1025,8 +1132,7 @@ async fn act(
             return;
         }
         Err(e) => {
-            r.outcome = Outcome::Failed;
-            r.fail(&e, e.is_unreachable());
+            r.outcome = Outcome::Failed(SiteProblem::new(&e, e.is_unreachable()));
             return;
         }
     }
@@ -1062,8 +1168,7 @@ async fn act(
         Err(e) => {
             warn!(site = %site, container = %container, error = %exit::chain(&e), "action failed");
             put_back(site, &socket);
-            r.outcome = Outcome::Failed;
-            r.fail(&e, e.is_unreachable());
+            r.outcome = Outcome::Failed(SiteProblem::new(&e, e.is_unreachable()));
         }
     }
     drop(lock);

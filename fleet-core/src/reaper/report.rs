@@ -1,17 +1,46 @@
 //! The plan output: a table for people, JSON for programs. Pure.
+//!
+//! The JSON is [`Report`]'s `serde::Serialize`; the helpers here give its
+//! fields their JSON form (Unix seconds, seconds, flat keys).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
 
-use super::{HealMode, Report, SiteReport, human};
+use super::{HealMode, Outcome, Report, SiteProblem, SiteReport, SiteResult, Stage, human};
+use crate::docker::reap::LogProbe;
 use crate::memory::human_size;
+use crate::state::Activity;
 
 fn verdict_word(s: &SiteReport) -> &'static str {
-    match s.verdict {
-        Some(v) => v.as_str(),
-        None if s.problem.is_some() => "error",
-        None => "-",
+    match &s.result {
+        SiteResult::Examined(e) => e.verdict.as_str(),
+        SiteResult::Error(_) => "error",
+        SiteResult::Interrupted(_) => "-",
+    }
+}
+
+fn action_word(s: &SiteReport) -> &'static str {
+    match &s.result {
+        SiteResult::Examined(e) => e.outcome.as_str(),
+        SiteResult::Error(_) => "none",
+        SiteResult::Interrupted(_) => "interrupted",
+    }
+}
+
+/// The verdict's (or the memory guard's) reason; for an error, the error.
+fn reason(s: &SiteReport) -> &str {
+    match &s.result {
+        SiteResult::Error(p)
+        | SiteResult::Examined(super::Examination {
+            outcome: Outcome::Failed(p),
+            ..
+        }) => &p.message,
+        SiteResult::Examined(e) => &e.reason,
+        SiteResult::Interrupted(Stage::NotExamined) => "interrupted before the site was examined",
+        SiteResult::Interrupted(Stage::Examining) => "interrupted while the site was examined",
     }
 }
 
@@ -19,10 +48,10 @@ fn heal_word(s: &SiteReport) -> &'static str {
     s.heal.as_ref().map_or("-", |h| h.status.as_str())
 }
 
-/// The reason column: the verdict's (or the memory guard's) reason, then
-/// what healing found when it found anything to say.
+/// The reason column: the reason, then what healing found when it found
+/// anything to say.
 fn reason_text(s: &SiteReport) -> String {
-    let mut reason = s.reason.clone();
+    let mut reason = reason(s).to_owned();
     if let Some(h) = s
         .heal
         .as_ref()
@@ -37,16 +66,108 @@ fn reason_text(s: &SiteReport) -> String {
 }
 
 fn last_activity_text(s: &SiteReport) -> String {
-    match s.last_activity {
+    match s.last_activity() {
         Some(t) => super::ago(s.examined_at, t),
         None => "-".to_owned(),
     }
 }
 
-fn unix(t: SystemTime) -> f64 {
+fn unix_secs(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+pub(super) fn unix<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(unix_secs(*t))
+}
+
+pub(super) fn unix_opt<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    t.map(unix_secs).serialize(s)
+}
+
+pub(super) fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+pub(super) fn secs_opt<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    d.map(|d| d.as_secs_f64()).serialize(s)
+}
+
+/// As people read it: a path that is not UTF-8 is still printed.
+pub(super) fn path<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&p.display())
+}
+
+/// The waker's numbers, as keys of the site (null when not read).
+pub(super) fn activity<S: Serializer>(a: &Option<Activity>, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Keys {
+        wakes: Option<u64>,
+        last_wake_ms: Option<u64>,
+    }
+    Keys {
+        wakes: a.map(|a| a.wakes),
+        last_wake_ms: a.and_then(|a| a.last_wake_ms),
+    }
+    .serialize(s)
+}
+
+/// The log check's cost, as keys of the site (null when not made).
+pub(super) fn log<S: Serializer>(l: &Option<LogProbe>, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Keys {
+        log_frames_read: Option<u32>,
+        log_bytes_read: Option<u64>,
+    }
+    Keys {
+        log_frames_read: l.map(|l| l.frames),
+        log_bytes_read: l.map(|l| l.bytes),
+    }
+    .serialize(s)
+}
+
+/// A site's JSON: its own fields, and the keys of its [`SiteResult`], which
+/// programs read flat (`verdict`, `action`, `error`, ...).
+#[derive(Serialize)]
+struct SiteJson<'a> {
+    #[serde(flatten)]
+    site: &'a SiteReport,
+    verdict: &'static str,
+    reason: &'a str,
+    action: &'static str,
+    error: Option<&'a str>,
+    docker_unreachable: bool,
+    memory_stop: bool,
+    #[serde(serialize_with = "unix_opt")]
+    last_activity: Option<SystemTime>,
+    last_activity_ago_secs: Option<f64>,
+}
+
+impl<'a> SiteJson<'a> {
+    fn of(s: &'a SiteReport) -> Self {
+        let problem = s.problem();
+        SiteJson {
+            site: s,
+            verdict: verdict_word(s),
+            reason: reason(s),
+            action: action_word(s),
+            error: problem.map(|p: &SiteProblem| p.message.as_str()),
+            docker_unreachable: problem.is_some_and(|p| p.unreachable),
+            memory_stop: s.memory_stop(),
+            last_activity: s.last_activity(),
+            last_activity_ago_secs: s.last_activity().map(|t| {
+                s.examined_at
+                    .duration_since(t)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0)
+            }),
+        }
+    }
+}
+
+pub(super) fn sites<S: Serializer>(sites: &[SiteReport], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(sites.iter().map(SiteJson::of))
 }
 
 /// The plan as an aligned table, one site a line, reason last.
@@ -71,7 +192,7 @@ pub fn render_table(report: &Report) -> String {
                 last_activity_text(s),
                 s.timeout.map_or_else(|| "-".to_owned(), human),
                 verdict_word(s).to_owned(),
-                s.outcome.as_str().to_owned(),
+                action_word(s).to_owned(),
                 heal_word(s).to_owned(),
                 reason_text(s),
             ]
@@ -108,7 +229,7 @@ pub fn render_table(report: &Report) -> String {
     let acted = report
         .sites
         .iter()
-        .filter(|s| matches!(s.outcome, super::Outcome::Stopped | super::Outcome::Paused))
+        .filter(|s| matches!(s.outcome(), Some(Outcome::Stopped | Outcome::Paused)))
         .count();
     let healed = report
         .sites
@@ -123,7 +244,7 @@ pub fn render_table(report: &Report) -> String {
         HealMode::Off => ", healing off".to_owned(),
         HealMode::NoSystemd => ", no systemd to heal".to_owned(),
         HealMode::Checked => format!(", {healed} healed"),
-        HealMode::Failed(e) => format!(", HEALING FAILED: {e}"),
+        HealMode::Failed { error } => format!(", HEALING FAILED: {error}"),
     };
     let memory = report.memory.map_or_else(String::new, |m| {
         format!(
@@ -158,63 +279,24 @@ pub fn render_table(report: &Report) -> String {
     out
 }
 
-fn site_json(s: &SiteReport) -> Value {
-    json!({
-        "site": s.site,
-        "conf": s.conf.display().to_string(),
-        "container": s.container,
-        "state": s.state,
-        "started_at": s.started_at.map(unix),
-        "last_activity": s.last_activity.map(unix),
-        "last_activity_ago_secs": s.last_activity.map(|t| {
-            s.examined_at.duration_since(t).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-        }),
-        "timeout_secs": s.timeout.map(|t| t.as_secs_f64()),
-        "verdict": verdict_word(s),
-        "reason": s.reason,
-        "action": s.outcome.as_str(),
-        "error": s.problem.as_ref().map(|p| p.message.clone()),
-        "heal": s.heal.as_ref().map(|h| json!({"status": h.status, "detail": h.detail})),
-        "memory_bytes": s.memory,
-        "memory_stop": s.memory_stop,
-        "wakes": s.activity.map(|a| a.wakes),
-        "last_wake_ms": s.activity.and_then(|a| a.last_wake_ms),
-        "docker_unreachable": s.problem.as_ref().is_some_and(|p| p.unreachable),
-        "log_frames_read": s.log.map(|l| l.frames),
-        "log_bytes_read": s.log.map(|l| l.bytes),
-        "examined_at": unix(s.examined_at),
-        "elapsed_secs": s.elapsed.as_secs_f64(),
-    })
-}
-
 /// The plan as one JSON object: the pass's settings, `exit_code`, and
 /// `sites`, one object per conf file. Times are Unix seconds (fractional).
-pub fn render_json(report: &Report) -> Value {
-    json!({
-        "action": report.action,
-        "dry_run": report.dry_run,
-        "interrupted": report.interrupted,
-        "exit_code": report.exit_code(),
-        "elapsed_secs": report.elapsed.as_secs_f64(),
-        "heal": match &report.heal {
-            HealMode::Off => json!({"mode": "off"}),
-            HealMode::NoSystemd => json!({"mode": "no-systemd"}),
-            HealMode::Checked => json!({"mode": "checked"}),
-            HealMode::Failed(e) => json!({"mode": "failed", "error": e}),
-        },
-        "memory": report.memory.map(|m| json!({
-            "budget_bytes": m.budget,
-            "awake_before_bytes": m.awake_before,
-            "awake_after_bytes": m.awake_after,
-            "unreadable": m.unreadable,
-        })),
-        "sites": report.sites.iter().map(site_json).collect::<Vec<_>>(),
+pub fn render_json(report: &Report) -> Result<Value, serde_json::Error> {
+    #[derive(Serialize)]
+    struct Plan<'a> {
+        #[serde(flatten)]
+        report: &'a Report,
+        exit_code: u8,
+    }
+    serde_json::to_value(Plan {
+        report,
+        exit_code: report.exit_code(),
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Action, Outcome, SiteProblem, Verdict};
+    use super::super::{Action, Examination, Verdict};
     use super::*;
     use crate::docker::ContainerState;
     use crate::exit;
@@ -228,15 +310,17 @@ mod tests {
         idle.container = Some("a.example.fpm".into());
         idle.state = Some(ContainerState::Running);
         idle.timeout = Some(Duration::from_secs(1200));
-        idle.last_activity = Some(now - Duration::from_secs(3600));
-        idle.verdict = Some(Verdict::Idle);
-        idle.reason = "no connection and no log output for 20m".into();
-        idle.outcome = Outcome::Stopped;
+        idle.result = SiteResult::Examined(Examination {
+            verdict: Verdict::Idle,
+            reason: "no connection and no log output for 20m".into(),
+            last_activity: Some(now - Duration::from_secs(3600)),
+            outcome: Outcome::Stopped,
+            memory_stop: false,
+        });
         let mut bad = SiteReport::new("bad name.conf".into(), PathBuf::from("/s/bad name.conf"));
         bad.examined_at = now;
-        bad.reason = "conf file /s/bad name.conf does not name a valid site".into();
-        bad.problem = Some(SiteProblem {
-            message: bad.reason.clone(),
+        bad.result = SiteResult::Error(SiteProblem {
+            message: "conf file /s/bad name.conf does not name a valid site".into(),
             unreachable: false,
         });
         Report {
@@ -274,7 +358,7 @@ mod tests {
     fn json() {
         let r = sample();
         assert_eq!(r.exit_code(), exit::FAILURE);
-        let v = render_json(&r);
+        let v = render_json(&r).expect("json");
         assert_eq!(v["exit_code"], 1);
         assert_eq!(v["action"], "stop");
         assert_eq!(v["sites"][0]["verdict"], "idle");
@@ -297,7 +381,7 @@ mod tests {
         let mut r = sample();
         r.sites.truncate(1);
         assert_eq!(r.exit_code(), exit::OK);
-        r.sites[0].problem = Some(SiteProblem {
+        r.sites[0].result = SiteResult::Error(SiteProblem {
             message: "cannot reach".into(),
             unreachable: true,
         });
