@@ -17,6 +17,7 @@ Exit codes:
   64  usage: bad flags, or the sites directory exists but cannot be read
       (a missing one is an empty list: exit 0, with a warning naming it)
   69  the Docker engine cannot be reached
+  70  internal error (the plan could not be rendered as JSON: a bug)
   71  the async runtime or the signal handlers could not be set up
   75  interrupted (SIGTERM/SIGINT) before the pass finished
 
