@@ -222,7 +222,11 @@ fn nginx_serves_php_through_fpm_socket() {
     require!(Docker, PhpFpm, Nginx);
     let site = TestSite::new();
     site.start();
-    let nginx = Nginx::start(&site.fpm_socket());
+    // The shipped location, bypassing the waker.
+    let nginx = Nginx::start(&support::nginx::shipped_location_to(&format!(
+        "unix:{}",
+        site.fpm_socket().display()
+    )));
 
     let hello = http::get(nginx.port(), "/hello.php").expect("GET /hello.php via nginx");
     assert_eq!(hello.status, 200, "nginx error log:\n{}", nginx.error_log());
@@ -388,24 +392,26 @@ fn nginx_upstream_falls_back_to_backup_server() {
     require!(Docker, PhpFpm, Nginx);
     let site = TestSite::new();
     site.start();
-    // Primary: a socket nobody listens on (as php-fpm.sock is while the
-    // container is stopped); backup: the live php-fpm socket.
-    let dead = site.temp_dir().join("nobody.sock");
-    let upstream = format!(
-        "upstream site_fpm {{ server unix:{}; server unix:{} backup; keepalive 4; }}",
-        dead.display(),
-        site.fpm_socket().display()
-    );
-    let mut config = support::NginxConfig::for_upstream("site_fpm", &upstream);
-    config.location_extra = "fastcgi_keep_conn on; fastcgi_connect_timeout 2s;".into();
-    let nginx = Nginx::start_with(&config);
+    // The shipped direct-mode upstream under another run directory, where
+    // the primary (php-fpm.sock) is missing, as while the container is
+    // stopped, and the backup (vhost-waker.sock) is a link to the live
+    // php-fpm socket.
+    let run = site.temp_dir().join("fallback-run");
+    let dir = run.join(site.name());
+    std::fs::create_dir_all(&dir).expect("run dir");
+    std::os::unix::fs::symlink(site.fpm_socket(), dir.join("vhost-waker.sock"))
+        .expect("link the backup to php-fpm's socket");
+    let dead = dir.join("php-fpm.sock");
+    let snippet = xtask::demo::site_snippet(xtask::demo::Mode::Direct, site.name(), &run)
+        .expect("the shipped direct-mode snippet templates");
+    let nginx = Nginx::start(&snippet);
     for _ in 0..3 {
         let resp = http::get(nginx.port(), "/hello.php").expect("GET via upstream");
         assert_eq!(resp.status, 200, "nginx error log:\n{}", nginx.error_log());
         assert_eq!(resp.text(), site.hello_line());
     }
     assert!(
-        nginx.error_log().contains("nobody.sock"),
+        nginx.error_log().contains(&dead.display().to_string()),
         "nginx should have tried the primary first:\n{}",
         nginx.error_log()
     );

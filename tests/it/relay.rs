@@ -30,8 +30,8 @@ use xtask::demo::share_socket_with_nginx;
 use crate::support::frontends::{self, WebServer, cgi_fcgi};
 use crate::support::wake::{listening_site, reap_until};
 use crate::support::{
-    self, FcgiRequest, Nginx, NginxConfig, SiteOptions, Spawned, TestSite, count_docker_events,
-    fastcgi, http, note, require, wait_until,
+    self, FcgiRequest, Nginx, SiteOptions, Spawned, TestSite, count_docker_events, fastcgi, http,
+    note, require, wait_until,
 };
 
 /// Requests per front end and path.
@@ -195,18 +195,17 @@ impl Server {
     }
 }
 
-/// nginx keeping FastCGI connections to `socket` open between requests
-/// (`fastcgi_keep_conn on`, upstream `keepalive`).
+/// nginx keeping FastCGI connections to `socket` open between requests:
+/// the shipped location passing to an upstream with `keepalive`, plus
+/// `fastcgi_keep_conn on`.
 fn nginx_keepalive(socket: &Path) -> Server {
-    let mut c = NginxConfig::for_upstream(
-        "fleet_pool",
-        &format!(
+    let snippet = support::nginx::shipped_location_to("fleet_pool")
+        .with_http(&format!(
             "upstream fleet_pool {{ server unix:{}; keepalive 8; }}",
             socket.display()
-        ),
-    );
-    c.location_extra = "fastcgi_keep_conn on; fastcgi_read_timeout 20s;".into();
-    Server::Nginx(Nginx::start_with(&c))
+        ))
+        .with_location("fastcgi_keep_conn on;\nfastcgi_read_timeout 20s;");
+    Server::Nginx(Nginx::start(&snippet))
 }
 
 #[test]

@@ -67,6 +67,52 @@ pub struct Snippet {
     pub location: String,
 }
 
+impl Snippet {
+    /// This snippet with the location's `fastcgi_pass` sent to `target`
+    /// (`unix:<socket>` or an upstream's name) instead: for a test that puts
+    /// another socket behind the shipped location.
+    pub fn passing_to(mut self, target: &str) -> Snippet {
+        self.location = self
+            .location
+            .lines()
+            .map(|l| {
+                let directive = l.trim_start();
+                if directive.starts_with("fastcgi_pass ") {
+                    let indent = &l[..l.len() - directive.len()];
+                    format!("{indent}fastcgi_pass {target};\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        self
+    }
+
+    /// This snippet with `directives` added at `http {}` level (e.g. an
+    /// `upstream` that [`Snippet::passing_to`] names).
+    pub fn with_http(mut self, directives: &str) -> Snippet {
+        self.http.push_str(directives.trim_end());
+        self.http.push('\n');
+        self
+    }
+
+    /// This snippet with `directives` (one per line) added at the end of the
+    /// location block, e.g. `fastcgi_keep_conn on;` for pooled connections.
+    pub fn with_location(mut self, directives: &str) -> Snippet {
+        let close = self
+            .location
+            .trim_end()
+            .rfind('}')
+            .unwrap_or(self.location.len());
+        let added: String = directives
+            .lines()
+            .map(|l| format!("    {}\n", l.trim()))
+            .collect();
+        self.location.insert_str(close, &added);
+        self
+    }
+}
+
 /// A shipped snippet did not have the shape the templating expects.
 #[derive(Debug, thiserror::Error)]
 #[error("contrib/nginx snippet for {mode:?} mode: {what}")]
@@ -148,11 +194,6 @@ pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, S
 /// `include fastcgi_params;` resolves next to the conf file: copy
 /// [`FASTCGI_PARAMS`] there ([`NginxProc::start`] does).
 pub fn render_nginx_conf(dir: &Path, port: u16, user: Option<&str>, snippet: &Snippet) -> String {
-    let d = dir.display();
-    let mut conf = String::new();
-    if let Some(user) = user {
-        let _ = writeln!(conf, "user {user};");
-    }
     let indent = |s: &str, n: usize| -> String {
         s.lines()
             .map(|l| {
@@ -164,6 +205,42 @@ pub fn render_nginx_conf(dir: &Path, port: u16, user: Option<&str>, snippet: &Sn
             })
             .collect()
     };
+    let http = format!(
+        "{http}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        root /srv/www;
+        # nginx's index module looks for index.php on this host, where
+        # /srv/www (the container's docroot) does not exist: rewrite instead.
+        location = / {{ rewrite ^ /index.php last; }}
+{location}    }}
+",
+        http = indent(&snippet.http, 4),
+        location = indent(&snippet.location, 8),
+    );
+    main_conf(dir, user, &http)
+}
+
+/// A complete nginx.conf running whole site files as a host's does, with
+/// `include <dir>/sites-enabled/*;` (the README's files, which carry their
+/// own `listen` and `server`); otherwise as [`render_nginx_conf`].
+pub fn render_sites_conf(dir: &Path, user: Option<&str>) -> String {
+    main_conf(
+        dir,
+        user,
+        &format!("    include {}/sites-enabled/*;\n", dir.display()),
+    )
+}
+
+/// What every nginx.conf here has around its `http {}` content: the user,
+/// one worker, and pid, logs and temp paths in `dir` (never the host's).
+fn main_conf(dir: &Path, user: Option<&str>, http: &str) -> String {
+    let d = dir.display();
+    let mut conf = String::new();
+    if let Some(user) = user {
+        let _ = writeln!(conf, "user {user};");
+    }
     let _ = write!(
         conf,
         "worker_processes 1;
@@ -178,19 +255,8 @@ http {{
     uwsgi_temp_path {d}/uwsgi_temp;
     scgi_temp_path {d}/scgi_temp;
     client_max_body_size 64m;
-{http}
-    server {{
-        listen 127.0.0.1:{port};
-        server_name localhost;
-        root /srv/www;
-        # nginx's index module looks for index.php on this host, where
-        # /srv/www (the container's docroot) does not exist: rewrite instead.
-        location = / {{ rewrite ^ /index.php last; }}
-{location}    }}
-}}
-",
-        http = indent(&snippet.http, 4),
-        location = indent(&snippet.location, 8),
+{http}}}
+"
     );
     conf
 }
@@ -220,12 +286,13 @@ pub fn share_socket_with_nginx(socket: &Path) -> std::io::Result<()> {
 }
 
 /// A running nginx (master and workers in their own process group), its
-/// files in `dir`. Killed (whole group) on drop.
+/// files in `dir`. Killed (whole group) on drop. The one nginx launcher of
+/// the demo, bench, soak and the integration tests.
 #[derive(Debug)]
 pub struct NginxProc {
     child: Option<Child>,
     dir: PathBuf,
-    port: u16,
+    ports: Vec<u16>,
 }
 
 impl NginxProc {
@@ -238,9 +305,14 @@ impl NginxProc {
         user: Option<&str>,
         snippet: &Snippet,
     ) -> Result<NginxProc, String> {
+        Self::start_conf(dir, &render_nginx_conf(dir, port, user, snippet), &[port])
+    }
+
+    /// [`NginxProc::start`] on a given nginx.conf text (e.g. from
+    /// [`render_sites_conf`]), waiting until every one of `ports` accepts.
+    pub fn start_conf(dir: &Path, text: &str, ports: &[u16]) -> Result<NginxProc, String> {
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, render_nginx_conf(dir, port, user, snippet))
-            .map_err(|e| format!("write {}: {e}", conf.display()))?;
+        std::fs::write(&conf, text).map_err(|e| format!("write {}: {e}", conf.display()))?;
         std::fs::copy(FASTCGI_PARAMS, dir.join("fastcgi_params"))
             .map_err(|e| format!("copy {FASTCGI_PARAMS}: {e}"))?;
         let stderr_path = dir.join("nginx.stderr");
@@ -263,7 +335,7 @@ impl NginxProc {
         let mut this = NginxProc {
             child: Some(child),
             dir: dir.to_path_buf(),
-            port,
+            ports: ports.to_vec(),
         };
         let mut exited = None;
         let up = wait_until(Duration::from_secs(10), || {
@@ -271,7 +343,9 @@ impl NginxProc {
                 exited = Some(status);
                 return true;
             }
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
+            ports
+                .iter()
+                .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
         });
         if let Some(status) = exited {
             this.child = None;
@@ -283,15 +357,20 @@ impl NginxProc {
         }
         if !up {
             return Err(format!(
-                "nginx did not accept on 127.0.0.1:{port} within 10 s"
+                "nginx did not accept on 127.0.0.1:{ports:?} within 10 s"
             ));
         }
         Ok(this)
     }
 
-    /// The port.
+    /// The (first) port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.ports.first().copied().unwrap_or_default()
+    }
+
+    /// Every port it listens on.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
     }
 
     /// Pid of the master.
@@ -302,6 +381,11 @@ impl NginxProc {
     /// Its error log so far.
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+
+    /// Its access log so far.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
     }
 
     /// Stop it (SIGQUIT to the group for a graceful stop, SIGKILL after 5 s).
@@ -1217,5 +1301,46 @@ mod tests {
         assert!(conf.contains("        location ~ [^/]\\.php(/|$) {"));
         assert_eq!(conf.matches('{').count(), conf.matches('}').count());
         assert!(!render_nginx_conf(Path::new("/d"), 1, None, &s).contains("user "));
+    }
+
+    #[test]
+    fn additions_go_into_the_shipped_blocks() {
+        let s = site_snippet(Mode::Proxy, "a.test", Path::new("/r"))
+            .expect("proxy snippet")
+            .passing_to("pool")
+            .with_http("upstream pool { server unix:/s.sock; keepalive 8; }")
+            .with_location("fastcgi_keep_conn on;\nfastcgi_read_timeout 20s;");
+        assert!(
+            s.location.contains("\n    fastcgi_pass pool;\n"),
+            "{}",
+            s.location
+        );
+        assert!(!s.location.contains("vhost-waker.sock"));
+        assert!(
+            s.location
+                .ends_with("    fastcgi_keep_conn on;\n    fastcgi_read_timeout 20s;\n}\n"),
+            "{}",
+            s.location
+        );
+        // Everything else is the shipped block.
+        assert!(s.location.contains("include fastcgi_params;"));
+        assert_eq!(
+            s.http,
+            "upstream pool { server unix:/s.sock; keepalive 8; }\n"
+        );
+        let conf = render_nginx_conf(Path::new("/d"), 1, None, &s);
+        assert_eq!(conf.matches('{').count(), conf.matches('}').count());
+    }
+
+    #[test]
+    fn sites_conf_includes_the_site_files() {
+        let conf = render_sites_conf(Path::new("/d"), None);
+        assert!(
+            conf.contains("    include /d/sites-enabled/*;\n}\n"),
+            "{conf}"
+        );
+        assert!(conf.contains("pid /d/nginx.pid;"));
+        assert!(!conf.contains("server"));
+        assert_eq!(conf.matches('{').count(), conf.matches('}').count());
     }
 }

@@ -29,7 +29,7 @@ pub mod wake;
 
 pub use fastcgi::{FcgiRequest, FcgiResponse};
 pub use http::HttpResponse;
-pub use nginx::{Nginx, NginxConfig};
+pub use nginx::Nginx;
 pub use process::{Launch, SocketActivated, Spawned};
 pub use site::{SiteOptions, TestSite};
 pub use stack::Stack;

@@ -6,22 +6,22 @@
 
 use std::path::Path;
 
-use xtask::demo::{Mode, NginxProc, Snippet, nginx_user, share_socket_with_nginx, site_snippet};
+use xtask::demo::{Mode, share_socket_with_nginx};
 
-use super::{HttpResponse, Launch, SocketActivated, TestSite, bin, free_port, http, temp_dir};
+use super::nginx::{Nginx, shipped};
+use super::{HttpResponse, Launch, SocketActivated, TestSite, bin, http};
 
 /// A site, its waker under socket activation and nginx with the shipped
 /// snippet of `mode`. Field order = drop order: nginx, waker, then the site.
 pub struct Stack {
     /// nginx in front (its port: `nginx.port()`).
-    pub nginx: NginxProc,
+    pub nginx: Nginx,
     /// fleet-waker, activated by the first connection to the waker socket.
     pub waker: SocketActivated,
     /// The site and its container.
     pub site: TestSite,
     /// Which shipped snippet nginx runs.
     pub mode: Mode,
-    _nginx_dir: tempfile::TempDir,
 }
 
 impl Stack {
@@ -38,15 +38,12 @@ impl Stack {
             .env("RUST_LOG", "debug")
             .activate(&site.waker_socket());
         share_socket_with_nginx(&site.waker_socket()).expect("chgrp/chmod the waker socket");
-        let snippet = site_snippet(mode, site.name(), &site.layout().run_dir)
-            .expect("the shipped contrib/nginx snippet templates");
-        let (nginx, dir) = start_nginx(&snippet);
+        let nginx = Nginx::start(&shipped(mode, &site));
         Stack {
             nginx,
             waker,
             site,
             mode,
-            _nginx_dir: dir,
         }
     }
 
@@ -92,21 +89,6 @@ impl Stack {
             self.site.logs()
         )
     }
-}
-
-/// nginx with `snippet` on a free port; a port taken meanwhile is retried.
-fn start_nginx(snippet: &Snippet) -> (NginxProc, tempfile::TempDir) {
-    let user = nginx_user();
-    let mut last = String::new();
-    for _ in 0..5 {
-        let dir = temp_dir("nginx");
-        match NginxProc::start(dir.path(), free_port(), user.as_deref(), snippet) {
-            Ok(n) => return (n, dir),
-            Err(e) if e.contains("Address already in use") => last = e,
-            Err(e) => panic!("nginx with the shipped snippet did not start: {e}"),
-        }
-    }
-    panic!("nginx: no free port after 5 tries: {last}");
 }
 
 /// The `connect() … failed` lines nginx logs when php-fpm's socket refuses
