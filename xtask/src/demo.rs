@@ -20,7 +20,8 @@
 //! and on Ctrl-C (SIGINT/SIGTERM are taken by a dedicated thread).
 //!
 //! The nginx pieces ([`site_snippet`], [`render_nginx_conf`], [`NginxProc`])
-//! are public: the integration tests run the shipped snippets through them.
+//! are public: the integration tests, the benches and the soak run the
+//! shipped snippets through them.
 
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
@@ -150,8 +151,8 @@ pub struct SnippetError {
 /// its `upstream` block (direct mode) and the `location` block of its
 /// `server`, dedented, with `/run/docker-apps/example.com/` made
 /// `<run_dir>/<site>/`, `example_com` (upstream name) the site with `.`/`-`
-/// as `_`, and `example.com` the site. The demo, bench and soak wrap these in
-/// their own `server` (listen port, a docroot at `/srv/www`); the README's
+/// as `_`, and `example.com` the site. The demo, benches and soak wrap these in
+/// a `server` of [`render_servers_conf`] (listen port, docroot); the README's
 /// complete files are rendered whole by the integration tests. Pure: tested
 /// below on the real files.
 pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, SnippetError> {
