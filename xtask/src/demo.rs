@@ -20,7 +20,8 @@
 //! and on Ctrl-C (SIGINT/SIGTERM are taken by a dedicated thread).
 //!
 //! The nginx pieces ([`site_snippet`], [`render_nginx_conf`], [`NginxProc`])
-//! are public: the integration tests run the shipped snippets through them.
+//! are public: the integration tests, the benches and the soak run the
+//! shipped snippets through them.
 
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
@@ -65,6 +66,9 @@ pub struct Snippet {
     pub http: String,
     /// The `location` block for the `server {}`.
     pub location: String,
+    /// nginx's worker processes and connections per worker (1 and 1024
+    /// unless [`Snippet::with_workers`]).
+    pub workers: (u32, u32),
 }
 
 impl Snippet {
@@ -111,6 +115,27 @@ impl Snippet {
         self.location.insert_str(close, &added);
         self
     }
+
+    /// This snippet served by `processes` nginx workers of `connections`
+    /// each (a bench's many concurrent clients), instead of 1 × 1024.
+    pub fn with_workers(mut self, processes: u32, connections: u32) -> Snippet {
+        self.workers = (processes, connections);
+        self
+    }
+}
+
+/// Workers of a [`Snippet`] as [`site_snippet`] makes it.
+const DEFAULT_WORKERS: (u32, u32) = (1, 1024);
+
+/// One `server {}` of [`render_servers_conf`]: a snippet's location behind
+/// `listen 127.0.0.1:<port>`, `server_name <name>`, `root <root>` (the
+/// docroot as php-fpm sees it).
+#[derive(Debug, Clone, Copy)]
+pub struct Server<'a> {
+    pub port: u16,
+    pub name: &'a str,
+    pub root: &'a str,
+    pub snippet: &'a Snippet,
 }
 
 /// A shipped snippet did not have the shape the templating expects.
@@ -126,8 +151,8 @@ pub struct SnippetError {
 /// its `upstream` block (direct mode) and the `location` block of its
 /// `server`, dedented, with `/run/docker-apps/example.com/` made
 /// `<run_dir>/<site>/`, `example_com` (upstream name) the site with `.`/`-`
-/// as `_`, and `example.com` the site. The demo, bench and soak wrap these in
-/// their own `server` (listen port, a docroot at `/srv/www`); the README's
+/// as `_`, and `example.com` the site. The demo, benches and soak wrap these in
+/// a `server` of [`render_servers_conf`] (listen port, docroot); the README's
 /// complete files are rendered whole by the integration tests. Pure: tested
 /// below on the real files.
 pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, SnippetError> {
@@ -173,6 +198,7 @@ pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, S
             Ok(Snippet {
                 http: String::new(),
                 location: concrete(&location),
+                workers: DEFAULT_WORKERS,
             })
         }
         Mode::Direct => {
@@ -183,6 +209,7 @@ pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, S
             Ok(Snippet {
                 http: concrete(&upstream),
                 location: concrete(&location),
+                workers: DEFAULT_WORKERS,
             })
         }
     }
@@ -194,6 +221,23 @@ pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, S
 /// `include fastcgi_params;` resolves next to the conf file: copy
 /// [`FASTCGI_PARAMS`] there ([`NginxProc::start`] does).
 pub fn render_nginx_conf(dir: &Path, port: u16, user: Option<&str>, snippet: &Snippet) -> String {
+    render_servers_conf(
+        dir,
+        user,
+        &[Server {
+            port,
+            name: "localhost",
+            root: "/srv/www",
+            snippet,
+        }],
+    )
+}
+
+/// [`render_nginx_conf`] with one `server {}` per [`Server`] in one nginx
+/// (a bench's sides measured under the same settings). The snippets' `http`
+/// parts go in once each (identical ones once: a setting every snippet
+/// carries), and nginx gets the most workers and connections any asks for.
+pub fn render_servers_conf(dir: &Path, user: Option<&str>, servers: &[Server<'_>]) -> String {
     let indent = |s: &str, n: usize| -> String {
         s.lines()
             .map(|l| {
@@ -205,21 +249,40 @@ pub fn render_nginx_conf(dir: &Path, port: u16, user: Option<&str>, snippet: &Sn
             })
             .collect()
     };
-    let http = format!(
-        "{http}
-    server {{
+    let mut http = String::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for s in servers {
+        if !seen.contains(&s.snippet.http.as_str()) {
+            seen.push(&s.snippet.http);
+            http.push_str(&indent(&s.snippet.http, 4));
+        }
+    }
+    for Server {
+        port,
+        name,
+        root,
+        snippet,
+    } in servers
+    {
+        let _ = write!(
+            http,
+            "    server {{
         listen 127.0.0.1:{port};
-        server_name localhost;
-        root /srv/www;
+        server_name {name};
+        root {root};
         # nginx's index module looks for index.php on this host, where
-        # /srv/www (the container's docroot) does not exist: rewrite instead.
+        # {root} (the container's docroot) does not exist: rewrite instead.
         location = / {{ rewrite ^ /index.php last; }}
 {location}    }}
 ",
-        http = indent(&snippet.http, 4),
-        location = indent(&snippet.location, 8),
-    );
-    main_conf(dir, user, &http)
+            location = indent(&snippet.location, 8),
+        );
+    }
+    let workers = servers
+        .iter()
+        .map(|s| s.snippet.workers)
+        .fold(DEFAULT_WORKERS, |a, b| (a.0.max(b.0), a.1.max(b.1)));
+    main_conf(dir, user, workers, &http)
 }
 
 /// A complete nginx.conf running whole site files as a host's does, with
@@ -229,24 +292,32 @@ pub fn render_sites_conf(dir: &Path, user: Option<&str>) -> String {
     main_conf(
         dir,
         user,
+        DEFAULT_WORKERS,
         &format!("    include {}/sites-enabled/*;\n", dir.display()),
     )
 }
 
 /// What every nginx.conf here has around its `http {}` content: the user,
-/// one worker, and pid, logs and temp paths in `dir` (never the host's).
-fn main_conf(dir: &Path, user: Option<&str>, http: &str) -> String {
+/// `(processes, connections)` workers, and pid, logs and temp paths in `dir`
+/// (never the host's).
+fn main_conf(dir: &Path, user: Option<&str>, workers: (u32, u32), http: &str) -> String {
     let d = dir.display();
+    let (processes, connections) = workers;
     let mut conf = String::new();
     if let Some(user) = user {
         let _ = writeln!(conf, "user {user};");
     }
+    if connections > DEFAULT_WORKERS.1 {
+        // A proxied connection holds two descriptors (client and upstream);
+        // above the usual 1024 the default limit would run out first.
+        let _ = writeln!(conf, "worker_rlimit_nofile {};", 2 * connections);
+    }
     let _ = write!(
         conf,
-        "worker_processes 1;
+        "worker_processes {processes};
 pid {d}/nginx.pid;
 error_log {d}/error.log info;
-events {{ worker_connections 1024; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log {d}/access.log;
     client_body_temp_path {d}/client_body;
@@ -306,6 +377,19 @@ impl NginxProc {
         snippet: &Snippet,
     ) -> Result<NginxProc, String> {
         Self::start_conf(dir, &render_nginx_conf(dir, port, user, snippet), &[port])
+    }
+
+    /// [`NginxProc::start`] with one `server {}` per [`Server`]
+    /// ([`render_servers_conf`]), waiting until each port accepts.
+    pub fn start_servers(
+        dir: &Path,
+        user: Option<&str>,
+        servers: &[Server<'_>],
+    ) -> Result<NginxProc, String> {
+        let mut ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        Self::start_conf(dir, &render_servers_conf(dir, user, servers), &ports)
     }
 
     /// [`NginxProc::start`] on a given nginx.conf text (e.g. from
@@ -1330,6 +1414,49 @@ mod tests {
         );
         let conf = render_nginx_conf(Path::new("/d"), 1, None, &s);
         assert_eq!(conf.matches('{').count(), conf.matches('}').count());
+    }
+
+    #[test]
+    fn servers_share_one_nginx_and_its_settings() {
+        let proxy = site_snippet(Mode::Proxy, "a.test", Path::new("/r")).expect("proxy snippet");
+        let direct = site_snippet(Mode::Direct, "a.test", Path::new("/r")).expect("direct snippet");
+        let hash = "server_names_hash_bucket_size 128;";
+        let (p, d) = (
+            proxy.clone().with_http(hash).with_workers(2, 4096),
+            direct.with_http(hash),
+        );
+        let server = |port, name, snippet| Server {
+            port,
+            name,
+            root: "/srv/www/x",
+            snippet,
+        };
+        let conf = render_servers_conf(
+            Path::new("/d"),
+            None,
+            &[
+                server(1, "one", &p),
+                server(1, "two", &p),
+                server(2, "x", &d),
+            ],
+        );
+        assert_eq!(conf.matches("    server {\n").count(), 3, "{conf}");
+        assert!(conf.contains("listen 127.0.0.1:2;"));
+        assert!(conf.contains("server_name two;"));
+        assert!(conf.contains("root /srv/www/x;"));
+        // The proxy snippets' identical http part once, the direct one's
+        // (upstream and the same setting) once more.
+        assert_eq!(conf.matches(hash).count(), 2, "{conf}");
+        assert_eq!(conf.matches("upstream fleet_a_test {").count(), 1);
+        assert!(conf.contains("worker_processes 2;\n"));
+        assert!(conf.contains("worker_rlimit_nofile 8192;\n"));
+        assert!(conf.contains("events { worker_connections 4096; }"));
+        assert_eq!(conf.matches('{').count(), conf.matches('}').count());
+        // One server on defaults: one worker, no descriptor limit.
+        let one = render_nginx_conf(Path::new("/d"), 1, None, &proxy);
+        assert!(one.contains("worker_processes 1;\n"));
+        assert!(one.contains("events { worker_connections 1024; }"));
+        assert!(!one.contains("worker_rlimit_nofile"));
     }
 
     #[test]

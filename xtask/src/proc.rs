@@ -5,8 +5,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running child stopped on drop: SIGTERM, then SIGKILL after 3 s. Not
-/// SIGKILL at once: nginx's master must get to stop its workers, which would
-/// otherwise live on (and keep our stdout open).
+/// SIGKILL at once: systemd-socket-activate or a waker must get to clean up
+/// (nginx is [`xtask::demo::NginxProc`], which stops its process group).
 pub struct Guard(pub Child);
 
 impl Drop for Guard {
@@ -209,63 +209,12 @@ impl Rig {
     pub fn nginx_dir(&self) -> PathBuf {
         self.dir().join("nginx")
     }
-
-    /// Writes the nginx config (see [`nginx_conf`]) and runs nginx until it
-    /// listens on `probe_port`.
-    pub fn spawn_nginx(
-        &self,
-        servers: &[(u16, String)],
-        extra: &str,
-        probe_port: u16,
-    ) -> Result<Guard, String> {
-        let ndir = self.nginx_dir();
-        let conf = ndir.join("nginx.conf");
-        std::fs::write(&conf, nginx_conf(&ndir, servers, extra)).map_err(|e| e.to_string())?;
-        let nginx = Guard(
-            Command::new("/usr/sbin/nginx")
-                .arg("-p")
-                .arg(&ndir)
-                .arg("-e")
-                .arg(ndir.join("error.log"))
-                .arg("-c")
-                .arg(&conf)
-                .args(["-g", "daemon off;"])
-                .stdin(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("spawn nginx: {e}"))?,
-        );
-        if !wait_for(Duration::from_secs(5), || {
-            std::net::TcpStream::connect(("127.0.0.1", probe_port)).is_ok()
-        }) {
-            return Err("nginx did not listen".into());
-        }
-        Ok(nginx)
-    }
 }
 
-/// nginx with one server per `(port, fastcgi_pass target)`; `extra` goes at
-/// http level (e.g. an upstream block).
-pub fn nginx_conf(dir: &Path, servers: &[(u16, String)], extra: &str) -> String {
-    let d = dir.display();
-    let mut s = format!(
-        "user root root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 1024; }}\nhttp {{\n access_log off;\n\
-         client_body_temp_path {d}/cb; fastcgi_temp_path {d}/ft; proxy_temp_path {d}/pt;\n\
-         uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;\n{extra}\n"
-    );
-    for (port, target) in servers {
-        s.push_str(&format!(
-            " server {{\n  listen 127.0.0.1:{port};\n  location ~ \\.php$ {{\n\
-             fastcgi_param SCRIPT_FILENAME /srv/www$fastcgi_script_name;\n\
-             fastcgi_param SCRIPT_NAME $fastcgi_script_name;\n\
-             fastcgi_param REQUEST_METHOD $request_method;\n\
-             fastcgi_param QUERY_STRING $query_string;\n\
-             fastcgi_pass {target};\n  }}\n }}\n"
-        ));
-    }
-    s.push_str("}\n");
-    s
-}
+/// The user nginx's workers run as in the benches and the soak: root, as
+/// they are (the sockets they pass to are root's and not shared with
+/// www-data); the benches measure, the integration tests check the modes.
+pub const NGINX_USER: Option<&str> = Some("root root");
 
 /// Runs `f(0..n)` on `threads` threads; the first error wins.
 pub fn parallel(

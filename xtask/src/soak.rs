@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use fleet_core::fastcgi;
 
-use crate::proc::{Rig, free_port, wait_for};
+use crate::proc::{NGINX_USER, Rig, free_port, wait_for};
+use xtask::demo::{Mode, NGINX, NginxProc, site_snippet};
 
 /// `cargo xtask soak` arguments.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -174,11 +175,7 @@ fn one_request(socket: &Path) -> bool {
 
 /// Runs the soak; returns the Markdown report and whether it passed.
 pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), String> {
-    let rig = Rig::new(
-        root,
-        "soak",
-        &[("nginx", "/usr/sbin/nginx"), ("wrk", "/usr/bin/wrk")],
-    )?;
+    let rig = Rig::new(root, "soak", &[("nginx", NGINX), ("wrk", "/usr/bin/wrk")])?;
     let (site, dir) = (rig.site.clone(), rig.dir().to_owned());
     let waker_sock = dir.join("waker.sock");
     let mut waker = rig.spawn_waker(&waker_sock)?;
@@ -198,11 +195,11 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), String> {
     let rss_start = rss_kib(wpid);
 
     let port = free_port()?;
-    let _nginx = rig.spawn_nginx(
-        &[(port, format!("unix:{}", waker_sock.display()))],
-        "",
-        port,
-    )?;
+    // The shipped proxy-mode location, passing to this waker's socket.
+    let snippet = site_snippet(Mode::Proxy, &site, &rig.run_dir)
+        .map_err(|e| e.to_string())?
+        .passing_to(&format!("unix:{}", waker_sock.display()));
+    let _nginx = NginxProc::start(&rig.nginx_dir(), port, NGINX_USER, &snippet)?;
     let checkpoint = if requests > 100_000 {
         100_000
     } else {

@@ -15,15 +15,14 @@
 //! pass over the N sites. Release builds. Needs root, Docker, nginx and
 //! systemd-socket-activate.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use crate::bench::waker::{api_post, rss_kib};
-use crate::proc::{Guard, create_container, free_port, parallel, run, wait_for};
-use xtask::demo::{FASTCGI_PARAMS, Mode, NGINX, http_get_host, site_snippet};
+use crate::proc::{Guard, NGINX_USER, create_container, free_port, parallel, run, wait_for};
+use xtask::demo::{Mode, NGINX, NginxProc, Server, http_get_host, site_snippet};
 use xtask::wakes::{peak_overlap, slot_window};
 
 /// How long an idle waker lives on here (the unit ships 5 min): longer than
@@ -211,43 +210,39 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
         let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666));
     }
     let port = free_port()?;
-    let mut servers = String::new();
-    for s in &fleet.sites {
-        let snippet = site_snippet(Mode::Proxy, s, &run_dir).map_err(|e| e.to_string())?;
-        servers.push_str(&format!(
-            "server {{\n listen 127.0.0.1:{port};\n server_name {s};\n root /srv/www/{s};\n{}}}\n",
-            snippet.location
-        ));
-    }
-    let d = ndir.display();
-    let conf = format!(
-        "user root root;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         worker_rlimit_nofile 8192;\nevents {{ worker_connections 4096; }}\nhttp {{\n access_log off;\n\
-         client_body_temp_path {d}/cb; fastcgi_temp_path {d}/ft; proxy_temp_path {d}/pt;\n\
-         uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;\n server_names_hash_bucket_size 128;\n\
-         server_names_hash_max_size 8192;\n{servers}}}\n"
-    );
-    std::fs::write(ndir.join("nginx.conf"), conf).map_err(|e| e.to_string())?;
-    std::fs::copy(FASTCGI_PARAMS, ndir.join("fastcgi_params"))
-        .map_err(|e| format!("{FASTCGI_PARAMS}: {e}"))?;
-    let _nginx = Guard(
-        Command::new(NGINX)
-            .arg("-p")
-            .arg(&ndir)
-            .arg("-e")
-            .arg(ndir.join("error.log"))
-            .arg("-c")
-            .arg(ndir.join("nginx.conf"))
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("spawn nginx: {e}"))?,
-    );
-    if !wait_for(Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }) {
-        return Err("nginx did not listen".into());
-    }
+    // The shipped proxy-mode location for every site, behind one port told
+    // apart by name; two workers and room for N clients plus N upstreams,
+    // and a names hash that holds N long names.
+    let snippets = fleet
+        .sites
+        .iter()
+        .map(|s| {
+            site_snippet(Mode::Proxy, s, &run_dir).map(|snippet| {
+                snippet.with_workers(2, 4096).with_http(
+                    "server_names_hash_bucket_size 128;\nserver_names_hash_max_size 8192;",
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let roots: Vec<String> = fleet
+        .sites
+        .iter()
+        .map(|s| format!("/srv/www/{s}"))
+        .collect();
+    let servers: Vec<Server<'_>> = fleet
+        .sites
+        .iter()
+        .zip(&roots)
+        .zip(&snippets)
+        .map(|((name, root), snippet)| Server {
+            port,
+            name,
+            root,
+            snippet,
+        })
+        .collect();
+    let nginx = NginxProc::start_servers(&ndir, NGINX_USER, &servers)?;
 
     eprintln!("==> one request to each of the {n} sites at once");
     let barrier = Arc::new(Barrier::new(n));
@@ -373,7 +368,7 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
         reaper_pass.as_secs_f64(),
         if reaper_ok { "" } else { " (it failed)" }
     ));
-    drop(_nginx);
+    drop(nginx);
     drop(wakers);
     drop(fleet);
     Ok(out)

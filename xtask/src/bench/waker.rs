@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use fleet_core::fastcgi;
 
-use crate::proc::{Guard, Rig, free_port, run, wait_for};
+use crate::proc::{Guard, NGINX_USER, Rig, free_port, run, wait_for};
+use xtask::demo::{Mode, NGINX, NginxProc, Server, site_snippet};
 
 const PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";
 
@@ -186,7 +187,7 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
         root,
         "bench",
         &[
-            ("nginx", "/usr/sbin/nginx"),
+            ("nginx", NGINX),
             ("wrk", "/usr/bin/wrk"),
             ("systemd-socket-proxyd", PROXYD),
             (
@@ -197,7 +198,9 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     )?;
     let (dir, site_dir, env) = (rig.dir().to_owned(), rig.site_dir.clone(), &rig.env);
     let fpm_sock = site_dir.join("php-fpm.sock");
-    let waker_sock = dir.join("waker.sock");
+    // Where the site layout puts it, so the shipped direct-mode upstream
+    // falls back to it as it is.
+    let waker_sock = site_dir.join(fleet_core::site::WAKER_SOCKET);
     let proxyd_sock = dir.join("proxyd.sock");
     let ready = |p: &Path| UnixStream::connect(p).is_ok();
 
@@ -362,24 +365,30 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     let (p_direct, p_waker, p_proxyd) = (free_port()?, free_port()?, free_port()?);
     let p_base = free_port()?;
     let p_mode = free_port()?;
-    // Direct mode as contrib/nginx/fleet-direct-mode.conf ships it.
-    let upstream = format!(
-        "upstream fleet_bench {{\n server unix:{} max_fails=0;\n server unix:{} max_fails=0 backup;\n}}",
-        fpm_sock.display(),
-        waker_sock.display()
-    );
-    let unix = |p: &Path| format!("unix:{}", p.display());
+    // One nginx, one port per side, each the shipped proxy-mode location
+    // passing to that side's socket, or (direct mode) the shipped direct-mode
+    // snippet as it is: every side gets the same nginx settings.
+    let proxy = site_snippet(Mode::Proxy, &rig.site, &rig.run_dir).map_err(|e| e.to_string())?;
+    let to = |p: &Path| proxy.clone().passing_to(&format!("unix:{}", p.display()));
+    let (s_direct, s_proxyd, s_base) = (to(&fpm_sock), to(&proxyd_sock), to(&base_sock));
+    let s_mode = site_snippet(Mode::Direct, &rig.site, &rig.run_dir).map_err(|e| e.to_string())?;
+    let server = |port, snippet| Server {
+        port,
+        name: "localhost",
+        root: "/srv/www",
+        snippet,
+    };
     let ndir = rig.nginx_dir();
-    let _nginx = rig.spawn_nginx(
+    let _nginx = NginxProc::start_servers(
+        &ndir,
+        NGINX_USER,
         &[
-            (p_direct, unix(&fpm_sock)),
-            (p_waker, unix(&waker_sock)),
-            (p_proxyd, unix(&proxyd_sock)),
-            (p_mode, "fleet_bench".to_owned()),
-            (p_base, unix(&base_sock)),
+            server(p_direct, &s_direct),
+            server(p_waker, &proxy),
+            server(p_proxyd, &s_proxyd),
+            server(p_mode, &s_mode),
+            server(p_base, &s_base),
         ],
-        &upstream,
-        p_proxyd,
     )?;
     let (mut d, mut w, mut x, mut m) = (vec![], vec![], vec![], vec![]);
     let (mut rw, mut rx, mut rm, mut wx) = (vec![], vec![], vec![], vec![]);
