@@ -40,6 +40,7 @@ use nix::unistd::Pid;
 
 use crate::Error;
 use crate::error::chain;
+use crate::wait::wait_until;
 
 /// The shipped proxy-mode example (a complete `server` block for example.com).
 pub const PROXY_CONF: &str = include_str!("../../contrib/nginx/fleet-proxy-mode.conf");
@@ -499,23 +500,6 @@ fn stop_group(mut child: Child, signal: Signal, grace: Duration) {
     }
 }
 
-/// Poll `cond` until true or `timeout`; back off from 1 ms to 20 ms.
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if cond() {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return cond();
-        }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The demo itself.
 
@@ -710,20 +694,9 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 }
 
 fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run docker: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "docker {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    crate::error::run("docker", args)
+        .map(|out| out.trim().to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// Remove the container and directory of an earlier demo whose process is

@@ -8,6 +8,7 @@ pub mod error;
 pub mod image;
 pub mod install;
 pub mod readme;
+pub mod wait;
 pub mod wakes;
 
 pub use error::Error;

@@ -49,32 +49,8 @@ impl Drop for Env {
 /// Runs `argv` (no shell) and returns its stdout, or an error naming the
 /// command and quoting its stderr.
 pub fn run(argv: &[&str]) -> Result<String, String> {
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} failed: {}",
-            argv.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Polls `cond` every 200 µs until it holds or `timeout` passes (fine
-/// grained: the cold-start benchmark times what it waits for).
-pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    cond()
+    let (program, args) = argv.split_first().ok_or("an empty command line")?;
+    xtask::error::run(program, args).map_err(|e| e.to_string())
 }
 
 /// A free TCP port on 127.0.0.1.

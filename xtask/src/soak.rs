@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use fleet_core::fastcgi;
 
-use crate::proc::{NGINX_USER, Rig, free_port, wait_for};
+use crate::proc::{NGINX_USER, Rig, free_port};
 use xtask::demo::{Mode, NGINX, NginxProc, site_snippet};
+use xtask::wait::wait_for;
 
 /// `cargo xtask soak` arguments.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]

@@ -270,23 +270,9 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// Poll `cond` until it is true or `timeout` passes; back off from 2 ms to
-/// 50 ms between polls. Returns whether it became true.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(2);
-    loop {
-        if cond() {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return cond();
-        }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
+/// Poll `cond` until it is true or `timeout` passes (xtask's one polling
+/// loop, backing off from 1 ms to 20 ms). Returns whether it became true.
+pub use xtask::wait::wait_until;
 
 /// A free TCP port on 127.0.0.1 (bound then released; racy by nature, so
 /// starters like [`Nginx`] retry on a bind failure).

@@ -21,8 +21,9 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use crate::bench::waker::{api_post, rss_kib};
-use crate::proc::{Guard, NGINX_USER, create_container, free_port, parallel, run, wait_for};
+use crate::proc::{Guard, NGINX_USER, create_container, free_port, parallel, run};
 use xtask::demo::{Mode, NGINX, NginxProc, Server, http_get_host, site_snippet};
+use xtask::wait::wait_for;
 use xtask::wakes::{peak_overlap, slot_window};
 
 /// How long an idle waker lives on here (the unit ships 5 min): longer than

@@ -20,10 +20,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::bench::waker::median;
-use crate::proc::{Guard, Rig, free_port, run, wait_for};
+use crate::proc::{Guard, Rig, free_port, run};
 use xtask::demo::{
     Mode, NGINX, NginxProc, http_get_host, nginx_user, share_socket_with_nginx, site_snippet,
 };
+use xtask::wait::wait_for;
 
 /// The container states measured, in the order of a round.
 const STATES: [&str; 3] = ["awake", "paused", "stopped"];

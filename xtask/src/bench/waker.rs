@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 
 use fleet_core::fastcgi;
 
-use crate::proc::{Guard, NGINX_USER, Rig, free_port, run, wait_for};
+use crate::proc::{Guard, NGINX_USER, Rig, free_port, run};
 use xtask::demo::{Mode, NGINX, NginxProc, Server, site_snippet};
+use xtask::wait::wait_for;
 
 const PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";
 
