@@ -108,6 +108,10 @@ pub struct Gate {
 struct GateState {
     holders: usize,
     lock: Option<Flock<File>>,
+    /// The lock file while unlocked, kept open: a request on an idle site
+    /// costs one `flock` to take and one to let go, no `open`. (Nothing
+    /// removes a lock file while wakers run; a purge stops them first.)
+    idle: Option<File>,
 }
 
 /// One admitted request (or wake); the lock is let go with the last one.
@@ -120,9 +124,11 @@ impl Drop for GateGuard {
     fn drop(&mut self) {
         let mut s = self.gate.state();
         s.holders = s.holders.saturating_sub(1);
-        if s.holders == 0 {
-            // Dropping the Flock unlocks and closes.
-            s.lock = None;
+        if s.holders == 0
+            && let Some(lock) = s.lock.take()
+        {
+            // On an unlock error the file is dropped, which unlocks too.
+            s.idle = lock.unlock().ok();
         }
     }
 }
@@ -171,22 +177,27 @@ impl Gate {
             }
         }
         let mut told = false;
+        let mut file = self.state().idle.take();
         loop {
-            let file = match open_lock(&self.path) {
-                Ok(f) => f,
-                Err(e) => {
-                    self.state().holders += 1;
-                    return (guard, Some(e));
-                }
+            let f = match file.take() {
+                Some(f) => f,
+                None => match open_lock(&self.path) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        self.state().holders += 1;
+                        return (guard, Some(e));
+                    }
+                },
             };
-            match Flock::lock(file, FlockArg::LockSharedNonblock) {
+            match Flock::lock(f, FlockArg::LockSharedNonblock) {
                 Ok(lock) => {
                     let mut s = self.state();
                     s.holders += 1;
                     s.lock = Some(lock);
                     return (guard, None);
                 }
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+                    file = Some(f);
                     if !told {
                         told = true;
                         waiting();

@@ -855,30 +855,18 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
     );
 
     // Container, created stopped.
-    let run_mount = format!("{}:/run/php", layout.site_dir(&site).display());
-    let www_mount = format!("{}:{}:ro", www.display(), crate::image::CONTAINER_DOCROOT);
-    let pid_label = format!("{PID_LABEL}={pid}");
-    let site_env = format!("FLEET_SITE={site}");
     register(&|c| c.container = Some(container.clone()));
-    docker(&[
-        "create",
-        "--name",
-        &container,
-        "--network",
-        "none",
-        "--label",
-        LABEL,
-        "--label",
-        &pid_label,
-        "-v",
-        &run_mount,
-        "-v",
-        &www_mount,
-        "-e",
-        &site_env,
-        &image.tag,
-    ])
-    .map_err(|e| fail("docker create", e))?;
+    crate::image::create_site_container(&crate::image::SiteContainer {
+        name: &container,
+        image: &image.tag,
+        run_dir: &layout.site_dir(&site),
+        docroot: &www,
+        docroot_inside: crate::image::CONTAINER_DOCROOT,
+        labels: &[LABEL.to_owned(), format!("{PID_LABEL}={pid}")],
+        env: &[format!("FLEET_SITE={site}")],
+        extra: &[],
+    })
+    .map_err(|e| fail("docker create", chain(&e)))?;
     println!(
         "[setup] container {container}: created, state {} ({} bind-mounted at /run/php, where php-fpm creates php-fpm.sock)",
         container_state(&container),

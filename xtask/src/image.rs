@@ -100,6 +100,52 @@ pub struct Image {
     pub cached: bool,
 }
 
+/// One site's container of the php-fpm image, as every site in the tests,
+/// the demo and the benches is made: no network, the site's runtime
+/// directory at `/run/php` (where php-fpm listens), its docroot read-only.
+#[derive(Debug, Clone, Copy)]
+pub struct SiteContainer<'a> {
+    pub name: &'a str,
+    pub image: &'a str,
+    /// The site's runtime directory on the host.
+    pub run_dir: &'a Path,
+    /// The docroot on the host, mounted read-only at `docroot_inside`.
+    pub docroot: &'a Path,
+    pub docroot_inside: &'a str,
+    /// `key=value` labels (how leftovers of a dead run are found).
+    pub labels: &'a [String],
+    /// `KEY=value` environment (the pool's settings, `FLEET_SITE`).
+    pub env: &'a [String],
+    /// Further `docker create` arguments (mounts, `--stop-signal`, …).
+    pub extra: &'a [String],
+}
+
+/// The labels of a test or benchmark container made by this process: the
+/// tests' leftover check removes those whose process is gone.
+pub fn test_labels() -> Vec<String> {
+    vec![
+        "fleet.test=1".to_owned(),
+        format!("fleet.test.pid={}", std::process::id()),
+    ]
+}
+
+/// `docker create` of `c` (an argv, never a shell), stopped.
+pub fn create_site_container(c: &SiteContainer<'_>) -> Result<(), crate::Error> {
+    let run_mount = format!("{}:/run/php", c.run_dir.display());
+    let www_mount = format!("{}:{}:ro", c.docroot.display(), c.docroot_inside);
+    let mut argv: Vec<&str> = vec!["create", "--name", c.name, "--network", "none"];
+    for l in c.labels {
+        argv.extend(["--label", l]);
+    }
+    argv.extend(["-v", &run_mount, "-v", &www_mount]);
+    for e in c.env {
+        argv.extend(["-e", e]);
+    }
+    argv.extend(c.extra.iter().map(String::as_str));
+    argv.push(c.image);
+    crate::error::run("docker", &argv).map(drop)
+}
+
 /// Build (or find cached) the php-fpm image and return its content-hash tag.
 ///
 /// Safe to call from many threads: the first caller in the process does the

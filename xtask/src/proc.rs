@@ -223,10 +223,10 @@ pub fn parallel(
     })
 }
 
-/// `docker create` of a benchmark site's container: no network, labelled
-/// as a test container of this process (swept by the tests' leftover check
-/// if the run dies), its runtime directory at `/run/php`, the docroot
-/// read-only at `docroot_inside`, and `env` (`KEY=value`).
+/// `docker create` of a benchmark site's container (the one way sites are
+/// made, [`xtask::image::create_site_container`]): labelled as a test
+/// container of this process, so the tests' leftover check sweeps it if the
+/// run dies; `env` is `KEY=value`.
 pub fn create_container(
     name: &str,
     run_dir: &Path,
@@ -235,28 +235,17 @@ pub fn create_container(
     image: &str,
     env: &[&str],
 ) -> Result<(), String> {
-    let pid_label = format!("fleet.test.pid={}", std::process::id());
-    let run_mount = format!("{}:/run/php", run_dir.display());
-    let www_mount = format!("{}:{docroot_inside}:ro", www.display());
-    let mut argv = vec![
-        "docker",
-        "create",
-        "--name",
+    let labels = xtask::image::test_labels();
+    let env: Vec<String> = env.iter().map(|e| e.to_string()).collect();
+    xtask::image::create_site_container(&xtask::image::SiteContainer {
         name,
-        "--network",
-        "none",
-        "--label",
-        "fleet.test=1",
-        "--label",
-        &pid_label,
-        "-v",
-        &run_mount,
-        "-v",
-        &www_mount,
-    ];
-    for e in env {
-        argv.extend(["-e", e]);
-    }
-    argv.push(image);
-    run(&argv).map(|_| ())
+        image,
+        run_dir,
+        docroot: www,
+        docroot_inside,
+        labels: &labels,
+        env: &env,
+        extra: &[],
+    })
+    .map_err(|e| xtask::error::chain(&e))
 }

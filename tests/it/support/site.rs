@@ -208,38 +208,28 @@ impl TestSite {
     }
 
     fn create(&self, options: &SiteOptions) {
-        let run_mount = format!("{}:/run/php", self.layout.site_dir(&self.site).display());
-        let www_mount = format!("{}:/srv/www:ro", self.docroot.display());
-        let pid_label = format!("fleet.test.pid={}", std::process::id());
-        let site_env = format!("FLEET_SITE={}", self.site);
-        let fpm_env = options.fpm_env();
-        let mut args: Vec<&str> = vec![
-            "create",
-            "--name",
-            &self.container,
-            "--network",
-            "none",
-            "--label",
-            "fleet.test=1",
-            "--label",
-            &pid_label,
-            "-v",
-            &run_mount,
-            "-v",
-            &www_mount,
-            "-e",
-            &site_env,
-        ];
-        for env in &fpm_env {
-            args.extend(["-e", env]);
-        }
-        let data_mount = format!("{}:/srv/data", self.data_dir().display());
+        let labels = xtask::image::test_labels();
+        let mut env = options.fpm_env();
+        env.push(format!("FLEET_SITE={}", self.site));
+        let mut extra = Vec::new();
         if options.data_dir {
-            args.extend(["-v", &data_mount]);
+            extra.extend([
+                "-v".to_owned(),
+                format!("{}:/srv/data", self.data_dir().display()),
+            ]);
         }
-        args.extend(options.docker_args.iter().map(String::as_str));
-        args.push(&self.image);
-        docker_ok(&args);
+        extra.extend(options.docker_args.iter().cloned());
+        xtask::image::create_site_container(&xtask::image::SiteContainer {
+            name: &self.container,
+            image: &self.image,
+            run_dir: &self.layout.site_dir(&self.site),
+            docroot: &self.docroot,
+            docroot_inside: xtask::image::CONTAINER_DOCROOT,
+            labels: &labels,
+            env: &env,
+            extra: &extra,
+        })
+        .unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)));
     }
 
     /// The site.
