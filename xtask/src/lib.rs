@@ -7,6 +7,7 @@ pub mod dist;
 pub mod error;
 pub mod image;
 pub mod install;
+pub mod kit;
 pub mod readme;
 pub mod wait;
 pub mod wakes;

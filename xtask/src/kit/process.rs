@@ -1,0 +1,1 @@
+//! Child processes of the tests, benches, soak and demo (filled in next).

@@ -1,0 +1,1 @@
+//! A site with its own directories and a real `<site>.fpm` container (filled in next).
