@@ -477,15 +477,13 @@ fn pooled_connection_cycle(what: &str, start: impl Fn(&Path) -> Server) {
     note(&format!(
         "{what}: paused site answered on a pooled connection in {times:?}"
     ));
-    // Docker's own unpause is most of it (13–23 ms on a quiet host, over
-    // 100 ms when the two cores are busy with the rest of the suite): the
-    // typical request is within 100 ms, none waits anywhere near the front
-    // end's timeout (the bug was a hang until it).
-    let mut sorted = times.clone();
-    sorted.sort();
-    let (median, worst) = (sorted[sorted.len() / 2], sorted[sorted.len() - 1]);
+    // The bug was a hang until the front end's read timeout (20 s here):
+    // every request must come well before it. How fast an unpause answers
+    // is `cargo xtask bench sleep`'s question, not a timed test's (Docker's
+    // own unpause varies from 13 ms to over 100 ms with the suite's load).
+    let worst = times.iter().max().copied().unwrap_or_default();
     assert!(
-        median < Duration::from_millis(100) && worst < Duration::from_secs(2),
+        worst < Duration::from_secs(10),
         "{what}: requests on a pooled connection to a paused site took {times:?}\n{}",
         w.waker.logs()
     );

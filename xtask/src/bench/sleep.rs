@@ -12,8 +12,15 @@
 //! container has no cgroup, so 0) and the time to the first byte of `GET
 //! /hello.php` through nginx, which the waker answers by unpausing or
 //! starting the container. Medians and maxima over N rounds, as ratios to
-//! the awake state of the same run. Needs root, Docker, nginx and
-//! systemd-socket-activate.
+//! the awake state of the same run.
+//!
+//! The same site also sits behind a second nginx with the shipped
+//! direct-mode snippet (php-fpm's socket first, the waker's as backup), put
+//! to sleep the way production does it: release fleet-reaper passes at a
+//! 1 s timeout, `--action pause` then `--action stop` (the socket moved
+//! aside, drained, then paused or stopped). Its first byte is nginx falling
+//! back to the waker, which unpauses or starts the container and puts the
+//! socket back. Needs root, Docker, nginx and systemd-socket-activate.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -26,8 +33,21 @@ use xtask::demo::{
 };
 use xtask::wait::wait_for;
 
-/// The container states measured, in the order of a round.
-const STATES: [&str; 3] = ["awake", "paused", "stopped"];
+/// The container states measured, in the order of a round: proxy mode with
+/// `docker pause`/`docker stop`, then direct mode with the reaper's.
+const STATES: [&str; 6] = [
+    "awake",
+    "paused",
+    "stopped",
+    "direct: awake",
+    "direct: paused by the reaper",
+    "direct: stopped by the reaper",
+];
+
+/// The sites' idle timeout in the reaper's conf, and how long the bench
+/// waits for the reaper to act on it.
+const REAPER_TIMEOUT: &str = "1s";
+const REAPER_WITHIN: Duration = Duration::from_secs(15);
 
 /// Requests that make a just-woken site "awake" before it is measured
 /// (php-fpm's workers have each served one, opcache and all).
@@ -61,6 +81,40 @@ fn first_byte_ms(port: u16) -> Result<f64, String> {
         ));
     }
     Ok(r.first_byte.as_secs_f64() * 1e3)
+}
+
+/// Release fleet-reaper passes (every 300 ms, as a busy timer would run
+/// them) until the container is in `state` ("paused" or "exited").
+fn reap_until(
+    reaper: &[std::ffi::OsString],
+    action: &str,
+    container: &str,
+    state: &str,
+) -> Result<(), String> {
+    let t = std::time::Instant::now();
+    let mut last = String::new();
+    while t.elapsed() < REAPER_WITHIN {
+        let argv: Vec<&str> = reaper
+            .iter()
+            .filter_map(|a| a.to_str())
+            .chain(["--action", action])
+            .collect();
+        last = run(&argv)?;
+        let now = run(&[
+            "docker",
+            "inspect",
+            "--format",
+            "{{.State.Status}}",
+            container,
+        ])?;
+        if now.trim() == state {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Err(format!(
+        "fleet-reaper --action {action} did not make {container} {state} within {REAPER_WITHIN:?}; last plan:\n{last}"
+    ))
 }
 
 fn max(v: &[f64]) -> f64 {
@@ -106,10 +160,45 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     let snippet = site_snippet(Mode::Proxy, &rig.site, &rig.run_dir).map_err(|e| e.to_string())?;
     let port = free_port()?;
     let _nginx = NginxProc::start(&rig.nginx_dir(), port, nginx_user().as_deref(), &snippet)?;
+    // The same site in direct mode, on a second nginx.
+    let direct_snippet =
+        site_snippet(Mode::Direct, &rig.site, &rig.run_dir).map_err(|e| e.to_string())?;
+    let direct_port = free_port()?;
+    let direct_dir = rig.dir().join("nginx-direct");
+    std::fs::create_dir_all(&direct_dir).map_err(|e| format!("{}: {e}", direct_dir.display()))?;
+    let _direct_nginx = NginxProc::start(
+        &direct_dir,
+        direct_port,
+        nginx_user().as_deref(),
+        &direct_snippet,
+    )?;
+    // The reaper over this one site, on the waker's state directory (the
+    // site lock and the waker's state file live there).
+    run(&["cargo", "build", "--release", "-q", "-p", "fleet-reaper"])?;
+    let sites = rig.dir().join("sites");
+    std::fs::create_dir_all(&sites).map_err(|e| format!("{}: {e}", sites.display()))?;
+    std::fs::write(
+        sites.join(format!("{}.conf", rig.site)),
+        format!("# Amount of time to pause the container after: {REAPER_TIMEOUT}\n"),
+    )
+    .map_err(|e| format!("{}: {e}", sites.display()))?;
+    let reaper: Vec<std::ffi::OsString> = vec![
+        rig.waker_bin.with_file_name("fleet-reaper").into(),
+        "--run-dir".into(),
+        rig.run_dir.clone().into(),
+        "--sites-dir".into(),
+        sites.into(),
+        "--state-dir".into(),
+        rig.dir().join("state").into(),
+        "--no-heal".into(),
+        "--format".into(),
+        "json".into(),
+    ];
     let waker_log = || std::fs::read_to_string(rig.dir().join("waker.log")).unwrap_or_default();
-    let get = |what: &str| {
+    let get_on = |port: u16, what: &str| {
         first_byte_ms(port).map_err(|e| format!("{what}: {e}\nwaker log:\n{}", waker_log()))
     };
+    let get = |what: &str| get_on(port, what);
 
     // The first request activates the waker and starts the container.
     get("first request")?;
@@ -119,13 +208,26 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
             get("warm-up")?;
         }
         for (i, state) in STATES.iter().enumerate() {
+            let direct = state.starts_with("direct");
             match *state {
                 "paused" => run(&["docker", "pause", &container]).map(drop)?,
                 "stopped" => run(&["docker", "stop", "-t", "10", &container]).map(drop)?,
+                "direct: awake" => {
+                    for _ in 0..WARM_UP {
+                        get_on(direct_port, "direct warm-up")?;
+                    }
+                }
+                "direct: paused by the reaper" => {
+                    reap_until(&reaper, "pause", &container, "paused")?
+                }
+                "direct: stopped by the reaper" => {
+                    reap_until(&reaper, "stop", &container, "exited")?
+                }
                 _ => {}
             }
             let bytes = memory(&container)?;
-            let ms = get(&format!("round {round}, {state}"))?;
+            let what = format!("round {round}, {state}");
+            let ms = get_on(if direct { direct_port } else { port }, &what)?;
             samples[i].memory.push(bytes);
             samples[i].first_byte.push(ms);
         }
@@ -144,22 +246,35 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
         );
     }
 
-    let (awake_mem, awake_fb) = (
-        median(&mut samples[0].memory.clone()),
-        median(&mut samples[0].first_byte.clone()),
-    );
+    // Each mode's rows are compared with its own awake row.
+    let awake = |i: usize| {
+        (
+            median(&mut samples[i].memory.clone()),
+            median(&mut samples[i].first_byte.clone()),
+        )
+    };
+    let (proxy_awake, direct_awake) = (awake(0), awake(3));
     let mut out = format!(
         "### `cargo xtask bench sleep --rounds {rounds}` (release fleet-waker)\n\n\
-         One site behind nginx (shipped proxy-mode snippet) and a socket-activated fleet-waker; \
-         php-fpm with {} static workers, `hello.php`. Memory: the container's cgroup (usage \
-         minus inactive file cache, as the reaper's memory guard reads it; a stopped container has \
-         none: 0). First byte: \
-         `GET /hello.php` through nginx, the waker unpausing or starting the container. \
-         Median (max) of {rounds} rounds; ratios of medians to awake, same run.\n\n\
+         One site behind two nginx, one with the shipped proxy-mode snippet, one with the \
+         direct-mode snippet, and a socket-activated fleet-waker; php-fpm with {} static \
+         workers, `hello.php`. Proxy rows: put to sleep by `docker pause`/`docker stop`. Direct \
+         rows: by release fleet-reaper passes at a {REAPER_TIMEOUT} timeout (socket aside, drain, \
+         pause or stop). Memory: the container's cgroup (usage minus inactive file cache, as the \
+         reaper's memory guard reads it; a stopped container has none: 0). First byte: `GET \
+         /hello.php` through that nginx, the waker unpausing or starting the container. Median \
+         (max) of {rounds} rounds; ratios of medians to the awake row of the same mode, same \
+         run.\n\n\
          | state | memory, MiB | vs awake | first byte, ms | vs awake |\n|---|---|---|---|---|\n",
         crate::image::DEFAULT_CHILDREN
     );
+    let mut direct_paused = f64::NAN;
     for (state, s) in STATES.iter().zip(&mut samples) {
+        let (awake_mem, awake_fb) = if state.starts_with("direct") {
+            direct_awake
+        } else {
+            proxy_awake
+        };
         let (mem_max, fb_max) = (max(&s.memory), max(&s.first_byte));
         let (mem, fb) = (median(&mut s.memory), median(&mut s.first_byte));
         out.push_str(&format!(
@@ -169,6 +284,19 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
             mem / awake_mem,
             fb / awake_fb,
         ));
+        if *state == "direct: paused by the reaper" {
+            direct_paused = fb;
+        }
     }
+    // Issue #14's target for the recommended mode's fast sleep.
+    out.push_str(&format!(
+        "\nDirect mode, paused by the reaper: first byte {direct_paused:.1} ms (median); target \
+         100 ms: {}.\n",
+        if direct_paused <= 100.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    ));
     Ok(out)
 }
