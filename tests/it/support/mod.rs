@@ -281,29 +281,9 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local_addr").port()
 }
 
-/// A new temp dir `/tmp/fleet-it-<pid>-<kind>-XXXXXX`, mode 0755 (nginx
-/// workers and containers must traverse it). Removed on drop; if the test
-/// process dies without dropping it, [`site::reap_leftovers`] removes it in a
-/// later run (the pid in the name is gone).
-pub fn temp_dir(kind: &str) -> tempfile::TempDir {
-    temp_dir_in(Path::new("/tmp"), kind)
-}
-
-/// Like [`temp_dir`], in `base` (`/tmp` or `/run`, which
-/// [`site::reap_leftovers`] also sweeps).
-pub fn temp_dir_in(base: &Path, kind: &str) -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("{TEMP_PREFIX}{}-{kind}-", std::process::id()))
-        .tempdir_in(base)
-        .unwrap_or_else(|e| panic!("create temp dir in {}: {e}", base.display()));
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod temp dir");
-    dir
-}
-
-/// Prefix of every temp dir the harness makes in /tmp.
-pub const TEMP_PREFIX: &str = "fleet-it-";
+/// Temp dirs `/tmp/fleet-it-<pid>-<kind>-XXXXXX` (the kit's, which
+/// [`site::reap_leftovers`] sweeps when their process is gone).
+pub use xtask::kit::site::{TEMP_PREFIX, temp_dir, temp_dir_in};
 
 /// Run `docker <args>` (argv, no shell) and return its output, whatever the status.
 pub fn docker(args: &[&str]) -> Output {
