@@ -63,9 +63,7 @@ impl TestSite {
         let e = format!("event={event}");
         super::docker_events(since, SystemTime::now(), &["type=container", &c, &e])
             .iter()
-            .filter_map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).ok()?["timeNano"].as_u64()
-            })
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["timeNano"].as_u64())
             .map(|n| SystemTime::UNIX_EPOCH + Duration::from_nanos(n))
             .collect()
     }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use crate::bench::waker::{api_post, rss_kib};
-use crate::proc::{Guard, NGINX_USER, create_container, free_port, parallel, run};
+use crate::proc::{Guard, NGINX_USER, free_port, parallel, run};
 use xtask::demo::{Mode, NGINX, NginxProc, Server, http_get_host, site_snippet};
 use xtask::wait::wait_for;
 use xtask::wakes::{peak_overlap, slot_window};
@@ -82,18 +82,22 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
         }
     }
     eprintln!("==> building fleet-waker and fleet-reaper (release)");
-    run(&[
+    xtask::error::run_in(
+        Some(root),
         "cargo",
-        "build",
-        "--release",
-        "-q",
-        "-p",
-        "fleet-waker",
-        "-p",
-        "fleet-reaper",
-    ])?;
-    let waker_bin = root.join("target/release/fleet-waker");
-    let reaper_bin = root.join("target/release/fleet-reaper");
+        &[
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "fleet-waker",
+            "-p",
+            "fleet-reaper",
+        ],
+    )
+    .map_err(|e| xtask::error::chain(&e))?;
+    let waker_bin = xtask::kit::release_bin("fleet-waker");
+    let reaper_bin = xtask::kit::release_bin("fleet-reaper");
     let image = crate::image::ensure_image_info()
         .map_err(|e| e.to_string())?
         .tag;
@@ -131,20 +135,26 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
     };
 
     eprintln!("==> creating {n} sites (runtime tmpfs, container)");
+    let labels = xtask::image::test_labels();
     let t = Instant::now();
     parallel(fleet.sites.len(), 4, |i| {
         let s = &fleet.sites[i];
         let site = fleet_core::Site::new(s).map_err(|e| e.to_string())?;
         fleet_core::rundir::prepare(&layout, &site, fleet_core::rundir::Limits::default())
             .map_err(|e| e.to_string())?;
-        create_container(
-            &format!("{s}.fpm"),
-            &layout.site_dir(&site),
-            &www,
-            &format!("/srv/www/{s}"),
-            &image,
-            &["FLEET_FPM_CHILDREN=1"],
-        )
+        // The one way sites are made, labelled as this process's test
+        // containers, so the leftover sweep removes them if the run dies.
+        xtask::image::create_site_container(&xtask::image::SiteContainer {
+            name: &format!("{s}.fpm"),
+            image: &image,
+            run_dir: &layout.site_dir(&site),
+            docroot: &www,
+            docroot_inside: &format!("/srv/www/{s}"),
+            labels: &labels,
+            env: &[format!("{}=1", xtask::image::CHILDREN_ENV)],
+            extra: &[],
+        })
+        .map_err(|e| xtask::error::chain(&e))
     })?;
     let setup = t.elapsed();
 

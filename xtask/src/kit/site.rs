@@ -107,6 +107,9 @@ pub struct SiteOptions {
     /// Mount a writable `<temp dir>/data` at `/srv/data` (the docroot is
     /// read-only): where `count.php` appends ([`TestSite::count_lines`]).
     pub data_dir: bool,
+    /// The `<kind>` in the temp dir's name `fleet-it-<pid>-<kind>-…`
+    /// (default `site`): which run made it (`soak`, `bench`, …).
+    pub temp_kind: Option<String>,
 }
 
 /// What the pool's status path is when [`SiteOptions::status_page`] is
@@ -164,7 +167,8 @@ impl TestSite {
         let name = format!("t{pid}-{n}.fleet.test");
         let site = Site::new(&name)
             .map_err(|e| Error::failed(format!("generated site name {name}"), e))?;
-        let tmp = try_temp_dir_in(Path::new("/tmp"), "site")?;
+        let kind = options.temp_kind.as_deref().unwrap_or("site");
+        let tmp = try_temp_dir_in(Path::new("/tmp"), kind)?;
         let run_tmp = options
             .run_dir_in
             .as_deref()
