@@ -513,9 +513,12 @@ pub fn umount_under(dir: &Path) {
 /// Every mount point of this mount namespace; with `source`, only those
 /// whose mount source is `source`.
 fn mount_points_of(source: Option<&str>) -> Vec<PathBuf> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    parse_mount_points(&info, source)
+}
+
+/// [`mount_points_of`] on the text of a mountinfo file.
+fn parse_mount_points(info: &str, source: Option<&str>) -> Vec<PathBuf> {
     info.lines()
         // Fields: id parent dev root point options [optional…] - fstype source super.
         .filter(|l| {
@@ -631,10 +634,14 @@ pub fn find_leftovers() -> Result<Vec<Leftover>, Error> {
 }
 
 /// Once per process: [`reap_leftovers_now`] (an earlier run was killed).
+/// Only warns when Docker cannot list containers: making the site's own
+/// container then fails with the reason.
 pub fn reap_leftovers() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        reap_leftovers_now();
+        if let Err(e) = try_reap_leftovers() {
+            eprintln!("leftover sweep: {}", chain(&e));
+        }
     });
 }
 
@@ -642,7 +649,12 @@ pub fn reap_leftovers() {
 /// mounted below it first); returns the container names and dir paths
 /// removed. Panics when Docker cannot list containers.
 pub fn reap_leftovers_now() -> Vec<String> {
-    let left = find_leftovers().unwrap_or_else(|e| panic!("leftovers: {}", chain(&e)));
+    try_reap_leftovers().unwrap_or_else(|e| panic!("leftovers: {}", chain(&e)))
+}
+
+/// [`reap_leftovers_now`], returning the error.
+pub fn try_reap_leftovers() -> Result<Vec<String>, Error> {
+    let left = find_leftovers()?;
     let mut removed = Vec::new();
     for leftover in left {
         match leftover {
@@ -666,5 +678,42 @@ pub fn reap_leftovers_now() -> Vec<String> {
             Leftover::Mount(_) => {}
         }
     }
-    removed
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_pid_reads_the_pid_of_a_kit_dir_name() {
+        assert_eq!(temp_pid("fleet-it-123-site-AbC"), Some("123"));
+        assert_eq!(temp_pid("fleet-it-leftover-9"), None);
+        assert_eq!(temp_pid("other-123-site"), None);
+    }
+
+    #[test]
+    fn mount_points_filter_by_source_and_unescape() {
+        let info = "\
+36 25 0:32 / /tmp/fleet-it-7-site-x/run/a\\040b rw,nosuid - tmpfs fleet-rundir rw,size=1024k
+37 25 0:33 / /run/user/0 rw shared:1 - tmpfs tmpfs rw
+";
+        assert_eq!(
+            parse_mount_points(info, Some(fleet_core::rundir::MOUNT_SOURCE)),
+            vec![PathBuf::from("/tmp/fleet-it-7-site-x/run/a b")]
+        );
+        assert_eq!(parse_mount_points(info, None).len(), 2);
+    }
+
+    #[test]
+    fn leftovers_name_what_they_are() {
+        assert_eq!(
+            Leftover::Container("t1-0.fleet.test.fpm".into()).to_string(),
+            "container t1-0.fleet.test.fpm"
+        );
+        assert_eq!(
+            Leftover::Dir("/tmp/fleet-it-1-site-x".into()).to_string(),
+            "dir /tmp/fleet-it-1-site-x"
+        );
+    }
 }
