@@ -247,21 +247,12 @@ macro_rules! require {
 pub(crate) use require;
 
 /// Path of a workspace binary (`fleet-waker`, `fleet-reaper`, `fleet-renew`)
-/// in the target dir of this test binary. Panics if it was not built.
+/// in the target dir of this test binary (the kit's
+/// [`xtask::kit::profile_dir`]). Panics if it was not built.
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/it-<hash>  →  target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|deps| {
-            if deps.ends_with("deps") {
-                deps.parent()
-            } else {
-                Some(deps)
-            }
-        })
-        .expect("test binary has a parent directory");
-    let path = dir.join(name);
+    let path = xtask::kit::profile_dir()
+        .unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)))
+        .join(name);
     assert!(
         path.is_file(),
         "{} does not exist: run `cargo build --workspace` first (`cargo xtask test` does)",
