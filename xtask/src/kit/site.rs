@@ -51,6 +51,15 @@ pub const SCRIPTS: &[(&str, &str)] = &[
 /// Where `count.php` appends, inside the container (see [`SiteOptions::data_dir`]).
 pub const COUNT_LOG: &str = "/srv/data/count.log";
 
+/// Writes [`SCRIPTS`] into `docroot` (a site's, or one several sites share).
+pub fn write_scripts(docroot: &Path) -> Result<(), Error> {
+    for (name, body) in SCRIPTS {
+        let path = docroot.join(name);
+        std::fs::write(&path, body).map_err(Error::io("write", &path))?;
+    }
+    Ok(())
+}
+
 /// The exact body `hello.php` answers for `site`.
 pub fn hello_line(site: &str) -> String {
     format!("hello from {site}\n")
@@ -192,10 +201,7 @@ impl TestSite {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
                 .map_err(Error::io("chmod", dir))?;
         }
-        for (name, body) in SCRIPTS {
-            let path = docroot.join(name);
-            std::fs::write(&path, body).map_err(Error::io("write", &path))?;
-        }
+        write_scripts(&docroot)?;
         let container = site.container();
         // Built before the tmpfs is mounted and the container made, so a
         // failure from here on is cleaned up by Drop.
