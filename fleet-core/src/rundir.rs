@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 use crate::site::{Layout, Site};
 use crate::upstream::{self, Liveness};
 
+/// The mount source of a site's runtime tmpfs (how a sweep of dead test
+/// runs tells these mounts from others in `/proc/self/mountinfo`).
+pub const MOUNT_SOURCE: &str = "fleet-rundir";
 /// Default size of a runtime directory's tmpfs.
 pub const DEFAULT_SIZE: u64 = 1024 * 1024;
 /// Default number of inodes (files, directories, sockets) in it.
@@ -156,7 +159,7 @@ pub fn prepare(layout: &Layout, site: &Site, limits: Limits) -> Result<Prepared,
     }
     let options = limits.options();
     nix::mount::mount(
-        Some("fleet-rundir"),
+        Some(MOUNT_SOURCE),
         &dir,
         Some("tmpfs"),
         nix::mount::MsFlags::MS_NOSUID

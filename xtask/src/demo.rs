@@ -772,10 +772,7 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
     );
 
     // Binaries.
-    let bin_dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .ok_or_else(|| fail("binaries", "cannot find the directory of this xtask binary"))?;
+    let bin_dir = crate::kit::profile_dir().map_err(|e| fail("binaries", chain(&e)))?;
     if args.no_build {
         println!("[setup] binaries: using {} (--no-build)", bin_dir.display());
     } else {

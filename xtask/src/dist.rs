@@ -256,7 +256,7 @@ pub(crate) fn build_binaries(debug: bool, no_build: bool) -> Result<PathBuf, Err
             return Err(Error::failed("cargo build", status));
         }
     }
-    let dir = target_dir().join(profile);
+    let dir = crate::kit::target_dir().join(profile);
     for b in BINARIES {
         if !dir.join(b).is_file() {
             return Err(Error::failed(
@@ -266,13 +266,6 @@ pub(crate) fn build_binaries(debug: bool, no_build: bool) -> Result<PathBuf, Err
         }
     }
     Ok(dir)
-}
-
-/// Cargo's target directory (`CARGO_TARGET_DIR` or `<repo>/target`).
-pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::demo::repo_root().join("target"))
 }
 
 fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
@@ -419,7 +412,7 @@ pub fn dist(args: &DistArgs) -> Result<Dist, Error> {
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| target_dir().join("dist"));
+        .unwrap_or_else(|| crate::kit::target_dir().join("dist"));
     if out.exists() {
         std::fs::remove_dir_all(&out).map_err(Error::io("clean", &out))?;
     }

@@ -386,70 +386,17 @@ fn check_docker() -> Result<(), Error> {
     Ok(())
 }
 
-/// After the tests: no `fleet.test=1` container, no `/tmp/fleet-it-<pid>-…`
-/// or `/run/fleet-it-<pid>-…` dir and no runtime tmpfs below one may remain whose test process is gone (tests of other, still running
-/// processes on this machine are not counted).
+/// After the tests: nothing a finished test process left behind may remain
+/// (the kit's [`xtask::kit::site::find_leftovers`]: containers, temp dirs,
+/// runtime tmpfs; those of still running processes are not counted).
 fn check_leftovers() -> Result<(), Error> {
-    let alive = |pid: &str| {
-        pid.parse::<u32>()
-            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
-    };
-    let out = Command::new("docker")
-        .args([
-            "ps",
-            "-a",
-            "--filter",
-            "label=fleet.test=1",
-            "--format",
-            "{{.Names}}\t{{.Label \"fleet.test.pid\"}}",
-        ])
-        .stdin(Stdio::null())
-        .output();
-    let listing = match out {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
-        _ => return Err(Error::failed("leftovers", "cannot list test containers")),
-    };
-    let mut left: Vec<String> = listing
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .filter(|(_, pid)| !alive(pid.trim()))
-        .map(|(name, _)| format!("container {name}"))
-        .collect();
-    for base in ["/tmp", "/run"] {
-        let Ok(entries) = std::fs::read_dir(base) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let pid = name
-                .strip_prefix("fleet-it-")
-                .and_then(|rest| rest.split('-').next())
-                .filter(|pid| pid.parse::<u32>().is_ok());
-            if pid.is_some_and(|pid| !alive(pid)) {
-                left.push(format!("dir {base}/{name}"));
-            }
-        }
-    }
-    // Test sites' runtime tmpfs mounts (fleet-renew --mount-only's source
-    // name) must be gone with their test processes too.
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    for point in mounts
-        .lines()
-        .filter(|l| l.contains(" fleet-rundir "))
-        .filter_map(|l| l.split(' ').nth(4))
-    {
-        let pid = point
-            .split('/')
-            .find_map(|c| c.strip_prefix("fleet-it-"))
-            .and_then(|rest| rest.split('-').next());
-        if pid.is_some_and(|pid| !alive(pid)) {
-            left.push(format!("mount {point}"));
-        }
-    }
+    let left =
+        xtask::kit::site::find_leftovers().map_err(|e| Error::failed("leftovers", chain(&e)))?;
     if left.is_empty() {
         eprintln!("==> leftovers: none (docker ps -a and /tmp clean of finished test runs)");
         Ok(())
     } else {
+        let left: Vec<String> = left.iter().map(ToString::to_string).collect();
         Err(Error::failed(
             "leftovers",
             format!("tests left behind:\n    {}", left.join("\n    ")),
@@ -512,7 +459,7 @@ fn bench_reaper() -> Result<(), Error> {
         &["build", "--release", "-p", "fleet-reaper"],
     )?;
     // Benchmarks time release builds, as shipped.
-    let reaper = xtask::dist::target_dir().join("release/fleet-reaper");
+    let reaper = xtask::kit::release_bin("fleet-reaper");
     let report = bench::reaper::run(&reaper).map_err(|e| Error::failed("benchmark", e))?;
     println!("{report}");
     Ok(())

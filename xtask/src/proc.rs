@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
+use xtask::kit::site::{SiteOptions, TestSite};
 
 /// A running child stopped on drop: SIGTERM, then SIGKILL after 3 s. Not
 /// SIGKILL at once: systemd-socket-activate or a waker must get to clean up
@@ -29,23 +31,6 @@ impl Drop for Guard {
     }
 }
 
-/// A run's container and temp dir, removed on drop.
-pub struct Env {
-    pub dir: PathBuf,
-    pub container: String,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["rm", "-f", "-v", &self.container])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// Runs `argv` (no shell) and returns its stdout, or an error naming the
 /// command and quoting its stderr.
 pub fn run(argv: &[&str]) -> Result<String, String> {
@@ -59,20 +44,22 @@ pub fn free_port() -> Result<u16, String> {
     l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
-/// One benchmark site: the tools checked, a release fleet-waker built, the
-/// php-fpm image, a temp dir `/tmp/fleet-it-<pid>-<kind>` (run, state, www,
-/// nginx), `hello.php`, and a created (not started) container `<site>.fpm`.
-/// Container and dir are removed when `env` drops.
+/// One benchmark site: the tools checked, a release fleet-waker built, and
+/// the kit's site ([`TestSite`]: its temp dir `/tmp/fleet-it-<pid>-<kind>-…`
+/// with run, state and www dirs, the runtime tmpfs, the test scripts, a
+/// created (not started) container `<site>.fpm`), plus an nginx dir.
+/// Container and dirs are removed when the rig drops.
 pub struct Rig {
-    pub env: Env,
     pub site: String,
     pub run_dir: PathBuf,
     pub site_dir: PathBuf,
     pub waker_bin: PathBuf,
+    kit: TestSite,
 }
 
 impl Rig {
-    /// Sets the site up; `tools` are `(name, path)` pairs that must exist.
+    /// Sets the site up; `tools` are `(name, path)` pairs that must exist;
+    /// fleet-waker is built (release) in `root`.
     pub fn new(root: &Path, kind: &str, tools: &[(&str, &str)]) -> Result<Rig, String> {
         for (what, path) in tools {
             if !Path::new(path).exists() {
@@ -80,44 +67,37 @@ impl Rig {
             }
         }
         eprintln!("==> building fleet-waker (release)");
-        run(&["cargo", "build", "--release", "-q", "-p", "fleet-waker"])?;
-        let waker_bin = root.join("target/release/fleet-waker");
-        let image = crate::image::ensure_image_info()
-            .map_err(|e| e.to_string())?
-            .tag;
-
-        let pid = std::process::id();
-        let site = format!("fleet-{kind}-{pid}");
-        let dir = PathBuf::from(format!("/tmp/fleet-it-{pid}-{kind}"));
-        let env = Env {
-            dir: dir.clone(),
-            container: format!("{site}.fpm"),
-        };
-        let run_dir = dir.join("run");
-        let site_dir = run_dir.join(&site);
-        let www = dir.join("www");
-        for d in [&site_dir, &www, &dir.join("state"), &dir.join("nginx")] {
-            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
-        }
-        use std::os::unix::fs::PermissionsExt;
-        for d in [&dir, &run_dir, &site_dir, &www] {
-            let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
-        }
-        std::fs::write(www.join("hello.php"), "<?php\necho 'hello';\n")
-            .map_err(|e| e.to_string())?;
-        create_container(&env.container, &site_dir, &www, "/srv/www", &image, &[])?;
-        Ok(Rig {
-            env,
-            site,
-            run_dir,
-            site_dir,
-            waker_bin,
+        xtask::error::run_in(
+            Some(root),
+            "cargo",
+            &["build", "--release", "-q", "-p", "fleet-waker"],
+        )
+        .map_err(|e| xtask::error::chain(&e))?;
+        let waker_bin = xtask::kit::release_bin("fleet-waker");
+        let kit = TestSite::try_with_options(SiteOptions {
+            temp_kind: Some(kind.to_owned()),
+            ..SiteOptions::default()
         })
+        .map_err(|e| xtask::error::chain(&e))?;
+        let nginx = kit.temp_dir().join("nginx");
+        std::fs::create_dir_all(&nginx).map_err(|e| format!("{}: {e}", nginx.display()))?;
+        Ok(Rig {
+            site: kit.name().to_owned(),
+            run_dir: kit.layout().run_dir.clone(),
+            site_dir: kit.layout().site_dir(kit.site()),
+            waker_bin,
+            kit,
+        })
+    }
+
+    /// The site's container, `<site>.fpm`.
+    pub fn container(&self) -> &str {
+        self.kit.container()
     }
 
     /// The temp dir.
     pub fn dir(&self) -> &Path {
-        &self.env.dir
+        self.kit.temp_dir()
     }
 
     /// Runs fleet-waker for the site with `--listen socket` (log in
@@ -221,31 +201,4 @@ pub fn parallel(
             .collect::<Result<Vec<()>, String>>()
             .map(|_| ())
     })
-}
-
-/// `docker create` of a benchmark site's container (the one way sites are
-/// made, [`xtask::image::create_site_container`]): labelled as a test
-/// container of this process, so the tests' leftover check sweeps it if the
-/// run dies; `env` is `KEY=value`.
-pub fn create_container(
-    name: &str,
-    run_dir: &Path,
-    www: &Path,
-    docroot_inside: &str,
-    image: &str,
-    env: &[&str],
-) -> Result<(), String> {
-    let labels = xtask::image::test_labels();
-    let env: Vec<String> = env.iter().map(|e| e.to_string()).collect();
-    xtask::image::create_site_container(&xtask::image::SiteContainer {
-        name,
-        image,
-        run_dir,
-        docroot: www,
-        docroot_inside,
-        labels: &labels,
-        env: &env,
-        extra: &[],
-    })
-    .map_err(|e| xtask::error::chain(&e))
 }

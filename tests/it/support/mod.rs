@@ -247,21 +247,12 @@ macro_rules! require {
 pub(crate) use require;
 
 /// Path of a workspace binary (`fleet-waker`, `fleet-reaper`, `fleet-renew`)
-/// in the target dir of this test binary. Panics if it was not built.
+/// in the target dir of this test binary (the kit's
+/// [`xtask::kit::profile_dir`]). Panics if it was not built.
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/it-<hash>  →  target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|deps| {
-            if deps.ends_with("deps") {
-                deps.parent()
-            } else {
-                Some(deps)
-            }
-        })
-        .expect("test binary has a parent directory");
-    let path = dir.join(name);
+    let path = xtask::kit::profile_dir()
+        .unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)))
+        .join(name);
     assert!(
         path.is_file(),
         "{} does not exist: run `cargo build --workspace` first (`cargo xtask test` does)",
@@ -281,29 +272,9 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local_addr").port()
 }
 
-/// A new temp dir `/tmp/fleet-it-<pid>-<kind>-XXXXXX`, mode 0755 (nginx
-/// workers and containers must traverse it). Removed on drop; if the test
-/// process dies without dropping it, [`site::reap_leftovers`] removes it in a
-/// later run (the pid in the name is gone).
-pub fn temp_dir(kind: &str) -> tempfile::TempDir {
-    temp_dir_in(Path::new("/tmp"), kind)
-}
-
-/// Like [`temp_dir`], in `base` (`/tmp` or `/run`, which
-/// [`site::reap_leftovers`] also sweeps).
-pub fn temp_dir_in(base: &Path, kind: &str) -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("{TEMP_PREFIX}{}-{kind}-", std::process::id()))
-        .tempdir_in(base)
-        .unwrap_or_else(|e| panic!("create temp dir in {}: {e}", base.display()));
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod temp dir");
-    dir
-}
-
-/// Prefix of every temp dir the harness makes in /tmp.
-pub const TEMP_PREFIX: &str = "fleet-it-";
+/// Temp dirs `/tmp/fleet-it-<pid>-<kind>-XXXXXX` (the kit's, which
+/// [`site::reap_leftovers`] sweeps when their process is gone).
+pub use xtask::kit::site::{TEMP_PREFIX, temp_dir, temp_dir_in};
 
 /// Run `docker <args>` (argv, no shell) and return its output, whatever the status.
 pub fn docker(args: &[&str]) -> Output {

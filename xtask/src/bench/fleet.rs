@@ -15,14 +15,15 @@
 //! pass over the N sites. Release builds. Needs root, Docker, nginx and
 //! systemd-socket-activate.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use crate::bench::waker::{api_post, rss_kib};
-use crate::proc::{Guard, NGINX_USER, create_container, free_port, parallel, run};
+use crate::proc::{Guard, NGINX_USER, free_port, parallel, run};
 use xtask::demo::{Mode, NGINX, NginxProc, Server, http_get_host, site_snippet};
+use xtask::kit::site::hello_line;
 use xtask::wait::wait_for;
 use xtask::wakes::{peak_overlap, slot_window};
 
@@ -32,7 +33,9 @@ const IDLE_EXIT: Duration = Duration::from_secs(90);
 
 /// Everything made for the run; removed on drop (containers, mounts, dir).
 struct Fleet {
-    dir: PathBuf,
+    /// The kit's temp dir (`/tmp/fleet-it-<pid>-fleet-…`, swept if the run
+    /// dies); removes itself after the drop below.
+    dir: tempfile::TempDir,
     sites: Vec<String>,
 }
 
@@ -40,22 +43,14 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         eprintln!("==> removing {} containers", self.sites.len());
         for chunk in self.sites.chunks(50) {
-            let mut argv = vec!["docker", "rm", "-f", "-v"];
+            let mut argv = vec!["rm", "-f", "-v"];
             let names: Vec<String> = chunk.iter().map(|s| format!("{s}.fpm")).collect();
             argv.extend(names.iter().map(String::as_str));
-            let _ = Command::new(argv[0])
-                .args(&argv[1..])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            if let Err(e) = xtask::error::run("docker", &argv) {
+                eprintln!("{}", xtask::error::chain(&e));
+            }
         }
-        for s in &self.sites {
-            let _ = nix::mount::umount2(
-                &self.dir.join("run").join(s),
-                nix::mount::MntFlags::MNT_DETACH,
-            );
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        xtask::kit::site::umount_under(self.dir.path());
     }
 }
 
@@ -82,28 +77,33 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
         }
     }
     eprintln!("==> building fleet-waker and fleet-reaper (release)");
-    run(&[
+    xtask::error::run_in(
+        Some(root),
         "cargo",
-        "build",
-        "--release",
-        "-q",
-        "-p",
-        "fleet-waker",
-        "-p",
-        "fleet-reaper",
-    ])?;
-    let waker_bin = root.join("target/release/fleet-waker");
-    let reaper_bin = root.join("target/release/fleet-reaper");
+        &[
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "fleet-waker",
+            "-p",
+            "fleet-reaper",
+        ],
+    )
+    .map_err(|e| xtask::error::chain(&e))?;
+    let waker_bin = xtask::kit::release_bin("fleet-waker");
+    let reaper_bin = xtask::kit::release_bin("fleet-reaper");
     let image = crate::image::ensure_image_info()
         .map_err(|e| e.to_string())?
         .tag;
     let k = fleet_core::admission::default_slots();
     let pid = std::process::id();
-    let dir = PathBuf::from(format!("/tmp/fleet-it-{pid}-fleet"));
     let fleet = Fleet {
-        dir: dir.clone(),
+        dir: xtask::kit::site::try_temp_dir_in(Path::new("/tmp"), "fleet")
+            .map_err(|e| xtask::error::chain(&e))?,
         sites: (0..n).map(|i| format!("b{pid}-{i}.fleet.bench")).collect(),
     };
+    let dir = fleet.dir.path().to_owned();
     let (run_dir, state, sites_dir, www, logs, ndir) = (
         dir.join("run"),
         dir.join("state"),
@@ -116,14 +116,10 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
     use std::os::unix::fs::PermissionsExt;
-    for d in [&dir, &run_dir, &www] {
+    for d in [&run_dir, &www] {
         let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
     }
-    std::fs::write(
-        www.join("hello.php"),
-        "<?php\necho 'hello from ', $_SERVER['HTTP_HOST'], \"\\n\";\n",
-    )
-    .map_err(|e| e.to_string())?;
+    xtask::kit::site::write_scripts(&www).map_err(|e| xtask::error::chain(&e))?;
     let layout = fleet_core::Layout {
         run_dir: run_dir.clone(),
         state_dir: state.clone(),
@@ -131,20 +127,29 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
     };
 
     eprintln!("==> creating {n} sites (runtime tmpfs, container)");
+    let labels = xtask::image::test_labels();
     let t = Instant::now();
     parallel(fleet.sites.len(), 4, |i| {
         let s = &fleet.sites[i];
         let site = fleet_core::Site::new(s).map_err(|e| e.to_string())?;
         fleet_core::rundir::prepare(&layout, &site, fleet_core::rundir::Limits::default())
             .map_err(|e| e.to_string())?;
-        create_container(
-            &format!("{s}.fpm"),
-            &layout.site_dir(&site),
-            &www,
-            &format!("/srv/www/{s}"),
-            &image,
-            &["FLEET_FPM_CHILDREN=1"],
-        )
+        // The one way sites are made, labelled as this process's test
+        // containers, so the leftover sweep removes them if the run dies.
+        xtask::image::create_site_container(&xtask::image::SiteContainer {
+            name: &format!("{s}.fpm"),
+            image: &image,
+            run_dir: &layout.site_dir(&site),
+            docroot: &www,
+            docroot_inside: &format!("/srv/www/{s}"),
+            labels: &labels,
+            env: &[
+                format!("{}=1", xtask::image::CHILDREN_ENV),
+                format!("FLEET_SITE={s}"),
+            ],
+            extra: &[],
+        })
+        .map_err(|e| xtask::error::chain(&e))
     })?;
     let setup = t.elapsed();
 
@@ -257,7 +262,7 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
                 sc.spawn(move || {
                     barrier.wait();
                     let (status, body, took) = get(port, s);
-                    (status, body == format!("hello from {s}\n"), took)
+                    (status, body == hello_line(s), took)
                 })
             })
             .collect();

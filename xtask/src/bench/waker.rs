@@ -197,7 +197,11 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
             ),
         ],
     )?;
-    let (dir, site_dir, env) = (rig.dir().to_owned(), rig.site_dir.clone(), &rig.env);
+    let (dir, site_dir, container) = (
+        rig.dir().to_owned(),
+        rig.site_dir.clone(),
+        rig.container().to_owned(),
+    );
     let fpm_sock = site_dir.join("php-fpm.sock");
     // Where the site layout puts it, so the shipped direct-mode upstream
     // falls back to it as it is.
@@ -218,13 +222,13 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     // that is php-fpm's, not the waker's). Leaves the container stopped.
     let bare_start = || -> Result<(f64, f64), String> {
         let t = Instant::now();
-        api_post(&env.container, "start")?;
+        api_post(&container, "start")?;
         if !wait_for(Duration::from_secs(20), || ready(&fpm_sock)) {
             return Err("php-fpm did not come up".into());
         }
         let b = t.elapsed().as_secs_f64() * 1e3;
         let first = time_to_first_byte(&fpm_sock, &req)?.as_secs_f64() * 1e3;
-        run(&["docker", "stop", "-t", "5", &env.container])?;
+        run(&["docker", "stop", "-t", "5", &container])?;
         Ok((b, first))
     };
     // Through the waker: the first byte, and of it the time outside the
@@ -235,13 +239,13 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     let waker_start = || -> Result<(f64, f64), String> {
         let c = time_to_first_byte(&waker_sock, &req)?.as_secs_f64() * 1e3;
         let outside = last_wake_ms(&waker_log).map_or(f64::NAN, |w| c - w);
-        run(&["docker", "stop", "-t", "5", &env.container])?;
+        run(&["docker", "stop", "-t", "5", &container])?;
         Ok((c, outside))
     };
     // From paused: bare (API unpause, then the request straight to
     // php-fpm), and through the waker.
     let running = || -> Result<(), String> {
-        run(&["docker", "start", &env.container])?;
+        run(&["docker", "start", &container])?;
         if wait_for(Duration::from_secs(20), || ready(&fpm_sock)) {
             Ok(())
         } else {
@@ -250,19 +254,19 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     };
     let bare_unpause = || -> Result<f64, String> {
         running()?;
-        run(&["docker", "pause", &env.container])?;
+        run(&["docker", "pause", &container])?;
         let t = Instant::now();
-        api_post(&env.container, "unpause")?;
+        api_post(&container, "unpause")?;
         time_to_first_byte(&fpm_sock, &req)?;
         let bp = t.elapsed().as_secs_f64() * 1e3;
-        run(&["docker", "stop", "-t", "5", &env.container])?;
+        run(&["docker", "stop", "-t", "5", &container])?;
         Ok(bp)
     };
     let waker_unpause = || -> Result<f64, String> {
         running()?;
-        run(&["docker", "pause", &env.container])?;
+        run(&["docker", "pause", &container])?;
         let p = time_to_first_byte(&waker_sock, &req)?.as_secs_f64() * 1e3;
-        run(&["docker", "stop", "-t", "5", &env.container])?;
+        run(&["docker", "stop", "-t", "5", &container])?;
         Ok(p)
     };
     // A waker started just now, as socket activation starts one for the
@@ -271,12 +275,12 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     let fresh_wake = |paused: bool| -> Result<f64, String> {
         if paused {
             running()?;
-            run(&["docker", "pause", &env.container])?;
+            run(&["docker", "pause", &container])?;
         }
         let fresh = rig.spawn_waker(&fresh_sock)?;
         let t = time_to_first_byte(&fresh_sock, &req)?.as_secs_f64() * 1e3;
         drop(fresh);
-        run(&["docker", "stop", "-t", "5", &env.container])?;
+        run(&["docker", "stop", "-t", "5", &container])?;
         Ok(t)
     };
     let (mut fresh_cold, mut fresh_paused) = (vec![], vec![]);
@@ -313,7 +317,7 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     }
 
     // Warm: container running, proxyd under socket activation, one nginx.
-    run(&["docker", "start", &env.container])?;
+    run(&["docker", "start", &container])?;
     if !wait_for(Duration::from_secs(20), || ready(&fpm_sock)) {
         return Err("php-fpm did not come up".into());
     }

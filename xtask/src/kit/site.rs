@@ -1,1 +1,725 @@
-//! A site with its own directories and a real `<site>.fpm` container (filled in next).
+//! [`TestSite`]: a site with its own directories and a real `<site>.fpm`
+//! container, as the integration tests, the benches and the soak make one;
+//! the temp dirs they live in, and the sweep of what dead runs left behind.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fleet_core::{Layout, Site};
+
+use crate::Error;
+use crate::error::chain;
+use crate::wait::wait_until;
+
+/// PHP scripts put into every test site's docroot (`/srv/www` in the container).
+pub const SCRIPTS: &[(&str, &str)] = &[
+    (
+        "hello.php",
+        "<?php\nheader('Content-Type: text/plain');\necho 'hello from ', getenv('FLEET_SITE'), \"\\n\";\n",
+    ),
+    (
+        "echo.php",
+        "<?php\nheader('Content-Type: application/octet-stream');\nheader('X-Method: ' . $_SERVER['REQUEST_METHOD']);\necho file_get_contents('php://input');\n",
+    ),
+    (
+        "sleep.php",
+        "<?php\nheader('Content-Type: text/plain');\n$s = (float)($_GET['s'] ?? 1);\nusleep((int)($s * 1000000));\necho 'slept ', $s, \"\\n\";\n",
+    ),
+    (
+        "big.php",
+        "<?php\nheader('Content-Type: application/octet-stream');\n$mb = (int)($_GET['mb'] ?? 1);\nfor ($i = 0; $i < $mb * 1024; $i++) { echo str_pad(sprintf('%08d', $i), 1023, '.'), \"\\n\"; }\n",
+    ),
+    // Sleeps 200 ms, then appends "<id> <METHOD>\n" to COUNT_LOG (the id
+    // from the X-Req-Id header; a POST's body must be that id too, else
+    // 400) and answers the same line: each execution leaves exactly one line
+    // (one short O_APPEND write, atomic), so a test can tell lost requests
+    // from requests run twice. Needs `SiteOptions::data_dir`.
+    (
+        "count.php",
+        "<?php\nheader('Content-Type: text/plain');\nusleep(200000);\n$id = $_SERVER['HTTP_X_REQ_ID'] ?? '';\n$m = $_SERVER['REQUEST_METHOD'];\nif ($id === '' || ($m === 'POST' && file_get_contents('php://input') !== $id)) { http_response_code(400); echo \"bad id\\n\"; exit; }\n$line = $id . ' ' . $m . \"\\n\";\nif (file_put_contents('/srv/data/count.log', $line, FILE_APPEND) !== strlen($line)) { http_response_code(500); echo \"cannot append\\n\"; exit; }\necho $line;\n",
+    ),
+    (
+        "log.php",
+        "<?php\nheader('Content-Type: text/plain');\n$kb = (int)($_GET['kb'] ?? 1);\n$f = fopen('php://stderr', 'w');\nfor ($i = 0; $i < $kb; $i++) { fwrite($f, str_pad(sprintf('log line %08d ', $i), 1023, 'x') . \"\\n\"); }\nfclose($f);\necho 'logged ', $kb, \" KiB\\n\";\n",
+    ),
+];
+
+/// Where `count.php` appends, inside the container (see [`SiteOptions::data_dir`]).
+pub const COUNT_LOG: &str = "/srv/data/count.log";
+
+/// Writes [`SCRIPTS`] into `docroot` (a site's, or one several sites share).
+pub fn write_scripts(docroot: &Path) -> Result<(), Error> {
+    for (name, body) in SCRIPTS {
+        let path = docroot.join(name);
+        std::fs::write(&path, body).map_err(Error::io("write", &path))?;
+    }
+    Ok(())
+}
+
+/// The exact body `hello.php` answers for `site`.
+pub fn hello_line(site: &str) -> String {
+    format!("hello from {site}\n")
+}
+
+/// The exact body `big.php?mb=N` answers (N MiB, deterministic).
+pub fn big_body(mb: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(mb << 20);
+    for i in 0..mb * 1024 {
+        let mut line = format!("{i:08}");
+        while line.len() < 1023 {
+            line.push('.');
+        }
+        line.push('\n');
+        out.extend_from_slice(line.as_bytes());
+    }
+    out
+}
+
+/// A test site: unique valid name `t<pid>-<n>.fleet.test`, its own temp
+/// [`Layout`] (run/state/sites dirs under one temp dir in /tmp), a docroot
+/// with [`SCRIPTS`], and a created (not started) container `<site>.fpm` from
+/// the php-fpm image: `--network none`, runtime dir at `/run/php`, docroot
+/// read-only at `/srv/www`, labels `fleet.test=1`, `fleet.test.pid=<pid>`.
+///
+/// Drop removes the container (`docker rm -f`) and the directories, also
+/// when the test panics.
+#[derive(Debug)]
+pub struct TestSite {
+    site: Site,
+    layout: Layout,
+    container: String,
+    image: String,
+    docroot: PathBuf,
+    // Last: dropped after the container is gone.
+    run_tmp: Option<tempfile::TempDir>,
+    tmp: tempfile::TempDir,
+}
+
+/// Options for [`TestSite::with_options`] and [`TestSite::try_with_options`].
+#[derive(Debug, Clone, Default)]
+pub struct SiteOptions {
+    /// php-fpm workers (`FLEET_FPM_CHILDREN`); image default 4.
+    pub fpm_children: Option<u32>,
+    /// Extra `docker create` arguments (before the image).
+    pub docker_args: Vec<String>,
+    /// Put the run directory in a temp dir under this directory (e.g.
+    /// `/run`, to measure what a tenant can do to it) instead of /tmp.
+    pub run_dir_in: Option<PathBuf>,
+    /// A stock pool's access log: none (see [`SiteOptions::access_log`]).
+    pub no_access_log: bool,
+    /// No status page at `/status` (see [`SiteOptions::status_page`]).
+    pub no_status_page: bool,
+    /// Mount a writable `<temp dir>/data` at `/srv/data` (the docroot is
+    /// read-only): where `count.php` appends ([`TestSite::count_lines`]).
+    pub data_dir: bool,
+    /// The `<kind>` in the temp dir's name `fleet-it-<pid>-<kind>-…`
+    /// (default `site`): which run made it (`soak`, `bench`, …).
+    pub temp_kind: Option<String>,
+}
+
+/// What the pool's status path is when [`SiteOptions::status_page`] is
+/// off: asking `/status` then gets php-fpm's 404.
+pub const STATUS_DISABLED_PATH: &str = "/status-disabled";
+
+impl SiteOptions {
+    /// php-fpm's access log: on (the image's default) writes one
+    /// `fpm-access` line per request to `docker logs`; off
+    /// (`FLEET_FPM_ACCESS_LOG=/dev/null`) is a stock pool, which logs none.
+    pub fn access_log(mut self, on: bool) -> Self {
+        self.no_access_log = !on;
+        self
+    }
+
+    /// The pool's status page at `/status`: on (the image's default), or
+    /// off (`FLEET_FPM_STATUS_PATH=/status-disabled`).
+    pub fn status_page(mut self, on: bool) -> Self {
+        self.no_status_page = !on;
+        self
+    }
+
+    /// `-e` settings of the container's php-fpm pool.
+    fn fpm_env(&self) -> Vec<String> {
+        use crate::image::{ACCESS_LOG_ENV, CHILDREN_ENV, STATUS_PATH_ENV};
+        let mut env = Vec::new();
+        if let Some(n) = self.fpm_children {
+            env.push(format!("{CHILDREN_ENV}={n}"));
+        }
+        if self.no_access_log {
+            env.push(format!("{ACCESS_LOG_ENV}=/dev/null"));
+        }
+        if self.no_status_page {
+            env.push(format!("{STATUS_PATH_ENV}={STATUS_DISABLED_PATH}"));
+        }
+        env
+    }
+}
+
+impl TestSite {
+    /// A new site with a created (stopped) container; panics with the
+    /// reason if it cannot be made. Needs Docker and php-fpm.
+    pub fn with_options(options: SiteOptions) -> TestSite {
+        Self::try_with_options(options).unwrap_or_else(|e| panic!("test site: {}", chain(&e)))
+    }
+
+    /// Like [`TestSite::with_options`], returning why the site cannot be
+    /// made instead of panicking (the benches and the soak).
+    pub fn try_with_options(options: SiteOptions) -> Result<TestSite, Error> {
+        reap_leftovers();
+        let image = crate::image::ensure_image_info()?.tag;
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let name = format!("t{pid}-{n}.fleet.test");
+        let site = Site::new(&name)
+            .map_err(|e| Error::failed(format!("generated site name {name}"), e))?;
+        let kind = options.temp_kind.as_deref().unwrap_or("site");
+        let tmp = try_temp_dir_in(Path::new("/tmp"), kind)?;
+        let run_tmp = options
+            .run_dir_in
+            .as_deref()
+            .map(|base| try_temp_dir_in(base, "run"))
+            .transpose()?;
+        let layout = Layout {
+            run_dir: run_tmp.as_ref().unwrap_or(&tmp).path().join("run"),
+            state_dir: tmp.path().join("state"),
+            sites_dir: tmp.path().join("sites"),
+        };
+        let docroot = tmp.path().join("www");
+        for dir in [
+            &layout.run_dir,
+            &layout.state_dir,
+            &layout.sites_dir,
+            &layout.site_dir(&site),
+            &docroot,
+            &tmp.path().join("data"),
+        ] {
+            std::fs::create_dir_all(dir).map_err(Error::io("mkdir", dir))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .map_err(Error::io("chmod", dir))?;
+        }
+        write_scripts(&docroot)?;
+        let container = site.container();
+        // Built before the tmpfs is mounted and the container made, so a
+        // failure from here on is cleaned up by Drop.
+        let this = TestSite {
+            site,
+            layout,
+            container,
+            image,
+            docroot,
+            run_tmp,
+            tmp,
+        };
+        // As in production: the runtime directory is a size-limited tmpfs
+        // of its own (what the socket unit's `fleet-renew --mount-only`
+        // does), mounted before the container first starts.
+        if nix::unistd::geteuid().is_root() {
+            let what = || format!("mount the runtime tmpfs of {}", this.site);
+            let prepared = fleet_core::rundir::prepare(
+                &this.layout,
+                &this.site,
+                fleet_core::rundir::Limits::default(),
+            )
+            .map_err(|e| Error::failed(what(), e))?;
+            if prepared != fleet_core::rundir::Prepared::Mounted {
+                return Err(Error::failed(what(), format!("{prepared:?}, not mounted")));
+            }
+        }
+        this.create(&options)?;
+        Ok(this)
+    }
+
+    fn create(&self, options: &SiteOptions) -> Result<(), Error> {
+        let labels = crate::image::test_labels();
+        let mut env = options.fpm_env();
+        env.push(format!("FLEET_SITE={}", self.site));
+        let mut extra = Vec::new();
+        if options.data_dir {
+            extra.extend([
+                "-v".to_owned(),
+                format!("{}:/srv/data", self.data_dir().display()),
+            ]);
+        }
+        extra.extend(options.docker_args.iter().cloned());
+        crate::image::create_site_container(&crate::image::SiteContainer {
+            name: &self.container,
+            image: &self.image,
+            run_dir: &self.layout.site_dir(&self.site),
+            docroot: &self.docroot,
+            docroot_inside: crate::image::CONTAINER_DOCROOT,
+            labels: &labels,
+            env: &env,
+            extra: &extra,
+        })
+    }
+
+    /// The site.
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+
+    /// The site's name.
+    pub fn name(&self) -> &str {
+        self.site.as_str()
+    }
+
+    /// This site's own layout (temp run/state/sites dirs).
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Environment for fleet binaries so they use this layout:
+    /// `FLEET_RUN_DIR`, `FLEET_STATE_DIR`, `FLEET_SITES_DIR`.
+    pub fn layout_env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "FLEET_RUN_DIR".into(),
+                self.layout.run_dir.display().to_string(),
+            ),
+            (
+                "FLEET_STATE_DIR".into(),
+                self.layout.state_dir.display().to_string(),
+            ),
+            (
+                "FLEET_SITES_DIR".into(),
+                self.layout.sites_dir.display().to_string(),
+            ),
+        ]
+    }
+
+    /// Container name `<site>.fpm`.
+    pub fn container(&self) -> &str {
+        &self.container
+    }
+
+    /// The image tag the container was created from.
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+
+    /// The host docroot (mounted read-only at `/srv/www`); add scripts here.
+    pub fn docroot(&self) -> &Path {
+        &self.docroot
+    }
+
+    /// The host side of `/srv/data` (mounted with [`SiteOptions::data_dir`]).
+    pub fn data_dir(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    /// The lines `count.php` appended so far (`<id> <METHOD>`), see [`COUNT_LOG`].
+    pub fn count_lines(&self) -> Vec<String> {
+        let name = Path::new(COUNT_LOG)
+            .file_name()
+            .unwrap_or(std::ffi::OsStr::new("count.log"));
+        std::fs::read_to_string(self.data_dir().join(name))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The temp directory holding everything of this site.
+    pub fn temp_dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// The exact body `hello.php` answers for this site.
+    pub fn hello_line(&self) -> String {
+        hello_line(self.name())
+    }
+
+    /// `<run_dir>/<site>/php-fpm.sock`.
+    pub fn fpm_socket(&self) -> PathBuf {
+        self.layout.fpm_socket(&self.site)
+    }
+
+    /// `<run_dir>/<site>/vhost-waker.sock`.
+    pub fn waker_socket(&self) -> PathBuf {
+        self.layout.waker_socket(&self.site)
+    }
+
+    /// `<state_dir>/<site>.state`.
+    pub fn state_file(&self) -> PathBuf {
+        self.layout.state_file(&self.site)
+    }
+
+    /// Write `<sites_dir>/<site>.conf` for the reaper, line 1:
+    /// `# Amount of time to pause the container after: <timeout>` (e.g. `"20m"`).
+    pub fn write_conf(&self, timeout: &str) -> PathBuf {
+        self.write_conf_text(&format!(
+            "# Amount of time to pause the container after: {timeout}\n"
+        ))
+    }
+
+    /// Write `<sites_dir>/<site>.conf` for tiered sleep: line 1 pauses
+    /// after `pause`, line 2 (`# Amount of time to stop the container
+    /// after: <stop>`) stops after `stop`.
+    pub fn write_conf_tiered(&self, pause: &str, stop: &str) -> PathBuf {
+        self.write_conf_text(&format!(
+            "# Amount of time to pause the container after: {pause}\n\
+             # Amount of time to stop the container after: {stop}\n"
+        ))
+    }
+
+    fn write_conf_text(&self, text: &str) -> PathBuf {
+        let path = self.layout.conf_file(&self.site);
+        std::fs::write(&path, text)
+            .unwrap_or_else(|e| panic!("write site conf {}: {e}", path.display()));
+        path
+    }
+
+    /// `docker start` and wait (≤ 20 s) until php-fpm.sock accepts; panics
+    /// with the reason otherwise.
+    pub fn start(&self) {
+        self.try_start()
+            .unwrap_or_else(|e| panic!("start {}: {}", self.container, chain(&e)));
+    }
+
+    /// Like [`TestSite::start`], returning why the site did not come up.
+    pub fn try_start(&self) -> Result<(), Error> {
+        crate::error::run("docker", &["start", &self.container])?;
+        self.try_wait_ready(Duration::from_secs(20))
+    }
+
+    /// Wait until php-fpm.sock accepts a connection; panic after `timeout`.
+    pub fn wait_ready(&self, timeout: Duration) {
+        self.try_wait_ready(timeout)
+            .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    }
+
+    /// Like [`TestSite::wait_ready`], returning an error (naming the
+    /// socket and the container's state) after `timeout`.
+    pub fn try_wait_ready(&self, timeout: Duration) -> Result<(), Error> {
+        let socket = self.fpm_socket();
+        if wait_until(timeout, || UnixStream::connect(&socket).is_ok()) {
+            Ok(())
+        } else {
+            Err(Error::failed(
+                format!("{} of {}", socket.display(), self.container),
+                format!(
+                    "did not accept within {timeout:?}; container state {}",
+                    self.state()
+                ),
+            ))
+        }
+    }
+
+    /// `docker stop -t 5`.
+    pub fn stop(&self) {
+        self.docker_ok(&["stop", "-t", "5", &self.container]);
+    }
+
+    /// `docker pause`.
+    pub fn pause(&self) {
+        self.docker_ok(&["pause", &self.container]);
+    }
+
+    /// `docker unpause`.
+    pub fn unpause(&self) {
+        self.docker_ok(&["unpause", &self.container]);
+    }
+
+    /// `docker kill` (SIGKILL).
+    pub fn kill(&self) {
+        self.docker_ok(&["kill", &self.container]);
+    }
+
+    /// `docker inspect` status: `created`, `running`, `paused`, `exited`, …
+    /// (`"missing"` when the container does not exist).
+    pub fn state(&self) -> String {
+        crate::error::run(
+            "docker",
+            &["inspect", "--format", "{{.State.Status}}", &self.container],
+        )
+        .map_or_else(|_| "missing".to_owned(), |s| s.trim().to_owned())
+    }
+
+    /// `docker inspect` `State.StartedAt`: which run of the container this is.
+    pub fn started_at(&self) -> String {
+        self.docker_ok(&[
+            "inspect",
+            "--format",
+            "{{.State.StartedAt}}",
+            &self.container,
+        ])
+        .trim()
+        .to_owned()
+    }
+
+    /// `docker <args>`'s stdout; panics with the error (test-style
+    /// controls: a failed pause or stop is a failed test).
+    fn docker_ok(&self, args: &[&str]) -> String {
+        crate::error::run("docker", args).unwrap_or_else(|e| panic!("{}", chain(&e)))
+    }
+}
+
+impl Drop for TestSite {
+    fn drop(&mut self) {
+        if let Err(e) = crate::error::run("docker", &["rm", "-f", "-v", &self.container]) {
+            let e = chain(&e);
+            if !e.contains("No such container") {
+                eprintln!("TestSite drop: {e}");
+            }
+        }
+        umount_under(self.tmp.path());
+        if let Some(run) = &self.run_tmp {
+            umount_under(run.path());
+        }
+        // The temp dir removes itself after this (field drop).
+    }
+}
+
+/// Prefix of every temp dir the kit makes (in /tmp or /run):
+/// `fleet-it-<pid>-<kind>-XXXXXX`, so a later run can tell a dead run's.
+pub const TEMP_PREFIX: &str = "fleet-it-";
+
+/// A new temp dir `/tmp/fleet-it-<pid>-<kind>-XXXXXX`, mode 0755 (nginx
+/// workers and containers must traverse it). Removed on drop; if the
+/// process dies without dropping it, [`reap_leftovers`] removes it in a
+/// later run (the pid in the name is gone). Panics with the reason.
+pub fn temp_dir(kind: &str) -> tempfile::TempDir {
+    temp_dir_in(Path::new("/tmp"), kind)
+}
+
+/// Like [`temp_dir`], in `base` (`/tmp` or `/run`, which
+/// [`reap_leftovers`] also sweeps).
+pub fn temp_dir_in(base: &Path, kind: &str) -> tempfile::TempDir {
+    try_temp_dir_in(base, kind).unwrap_or_else(|e| panic!("{}", chain(&e)))
+}
+
+/// Like [`temp_dir_in`], returning the error.
+pub fn try_temp_dir_in(base: &Path, kind: &str) -> Result<tempfile::TempDir, Error> {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{TEMP_PREFIX}{}-{kind}-", std::process::id()))
+        .tempdir_in(base)
+        .map_err(Error::io("create temp dir in", base))?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .map_err(Error::io("chmod", dir.path()))?;
+    Ok(dir)
+}
+
+/// Unmounts (lazily) every mount at or below `dir`, deepest first, so the
+/// directory can be removed.
+pub fn umount_under(dir: &Path) {
+    let mut points: Vec<PathBuf> = mount_points()
+        .into_iter()
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    for p in points {
+        let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Every mount point of this mount namespace; with `source`, only those
+/// whose mount source is `source`.
+fn mount_points_of(source: Option<&str>) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    parse_mount_points(&info, source)
+}
+
+/// [`mount_points_of`] on the text of a mountinfo file.
+fn parse_mount_points(info: &str, source: Option<&str>) -> Vec<PathBuf> {
+    info.lines()
+        // Fields: id parent dev root point options [optional…] - fstype source super.
+        .filter(|l| {
+            source.is_none_or(|s| {
+                l.split_once(" - ")
+                    .and_then(|(_, rest)| rest.split(' ').nth(1))
+                    == Some(s)
+            })
+        })
+        .filter_map(|l| l.split(' ').nth(4))
+        // mountinfo escapes space, tab, newline and backslash as octal.
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .collect()
+}
+
+fn mount_points() -> Vec<PathBuf> {
+    mount_points_of(None)
+}
+
+/// The image tag, built once per process (panics with the reason otherwise).
+pub fn image() -> String {
+    let t = std::time::Instant::now();
+    match crate::image::ensure_image_info() {
+        Ok(image) => {
+            if !image.cached {
+                eprintln!("built image {} in {:.1?}", image.tag, t.elapsed());
+            }
+            image.tag
+        }
+        Err(e) => panic!("php-fpm image: {}", chain(&e)),
+    }
+}
+
+/// Something a test, bench or soak run left behind when its process died.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leftover {
+    /// A `fleet.test=1` container whose `fleet.test.pid` is gone.
+    Container(String),
+    /// A `/tmp` or `/run` `fleet-it-<pid>-…` dir of a dead pid.
+    Dir(PathBuf),
+    /// A site runtime tmpfs (`fleet-rundir`) below such a dir.
+    Mount(PathBuf),
+}
+
+impl std::fmt::Display for Leftover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Leftover::Container(name) => write!(f, "container {name}"),
+            Leftover::Dir(path) => write!(f, "dir {}", path.display()),
+            Leftover::Mount(path) => write!(f, "mount {}", path.display()),
+        }
+    }
+}
+
+/// Whether `pid` (a decimal string) names a live process.
+fn alive(pid: &str) -> bool {
+    pid.trim()
+        .parse::<u32>()
+        .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// The pid in a `fleet-it-<pid>-…` path component, if `name` is one.
+fn temp_pid(name: &str) -> Option<&str> {
+    name.strip_prefix(TEMP_PREFIX)
+        .and_then(|rest| rest.split('-').next())
+        .filter(|pid| pid.parse::<u32>().is_ok())
+}
+
+/// What dead runs left: `fleet.test=1` containers whose `fleet.test.pid` is
+/// not a live process, `/tmp` and `/run` `fleet-it-<pid>-…` dirs of dead
+/// pids and runtime tmpfs mounts below them (runs of live processes on this
+/// machine are not counted). Errors when Docker cannot list containers.
+pub fn find_leftovers() -> Result<Vec<Leftover>, Error> {
+    let listing = crate::error::run(
+        "docker",
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            "label=fleet.test=1",
+            "--format",
+            "{{.Names}}\t{{.Label \"fleet.test.pid\"}}",
+        ],
+    )?;
+    let mut left: Vec<Leftover> = listing
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(_, pid)| !alive(pid))
+        .map(|(name, _)| Leftover::Container(name.to_owned()))
+        .collect();
+    for base in ["/tmp", "/run"] {
+        let Ok(entries) = std::fs::read_dir(base) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if temp_pid(&name).is_some_and(|pid| !alive(pid)) {
+                left.push(Leftover::Dir(entry.path()));
+            }
+        }
+    }
+    // Sites' runtime tmpfs (fleet-renew --mount-only's source name) go with
+    // their runs too.
+    for point in mount_points_of(Some(fleet_core::rundir::MOUNT_SOURCE)) {
+        let pid = point
+            .components()
+            .find_map(|c| temp_pid(c.as_os_str().to_str()?));
+        if pid.is_some_and(|pid| !alive(pid)) {
+            left.push(Leftover::Mount(point));
+        }
+    }
+    Ok(left)
+}
+
+/// Once per process: [`reap_leftovers_now`] (an earlier run was killed).
+/// Only warns when Docker cannot list containers: making the site's own
+/// container then fails with the reason.
+pub fn reap_leftovers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = try_reap_leftovers() {
+            eprintln!("leftover sweep: {}", chain(&e));
+        }
+    });
+}
+
+/// Remove every [`find_leftovers`] container and dir (unmounting what is
+/// mounted below it first); returns the container names and dir paths
+/// removed. Panics when Docker cannot list containers.
+pub fn reap_leftovers_now() -> Vec<String> {
+    try_reap_leftovers().unwrap_or_else(|e| panic!("leftovers: {}", chain(&e)))
+}
+
+/// [`reap_leftovers_now`], returning the error.
+pub fn try_reap_leftovers() -> Result<Vec<String>, Error> {
+    let left = find_leftovers()?;
+    let mut removed = Vec::new();
+    for leftover in left {
+        match leftover {
+            Leftover::Container(name) => {
+                eprintln!("removing leftover test container {name} (its process is gone)");
+                if crate::error::run("docker", &["rm", "-f", "-v", &name]).is_ok() {
+                    removed.push(name);
+                }
+            }
+            Leftover::Dir(path) => {
+                umount_under(&path);
+                if std::fs::remove_dir_all(&path).is_ok() {
+                    eprintln!(
+                        "removed leftover test dir {} (its process is gone)",
+                        path.display()
+                    );
+                    removed.push(path.display().to_string());
+                }
+            }
+            // Below a dir of the same dead run: unmounted with it.
+            Leftover::Mount(_) => {}
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_pid_reads_the_pid_of_a_kit_dir_name() {
+        assert_eq!(temp_pid("fleet-it-123-site-AbC"), Some("123"));
+        assert_eq!(temp_pid("fleet-it-leftover-9"), None);
+        assert_eq!(temp_pid("other-123-site"), None);
+    }
+
+    #[test]
+    fn mount_points_filter_by_source_and_unescape() {
+        let info = "\
+36 25 0:32 / /tmp/fleet-it-7-site-x/run/a\\040b rw,nosuid - tmpfs fleet-rundir rw,size=1024k
+37 25 0:33 / /run/user/0 rw shared:1 - tmpfs tmpfs rw
+";
+        assert_eq!(
+            parse_mount_points(info, Some(fleet_core::rundir::MOUNT_SOURCE)),
+            vec![PathBuf::from("/tmp/fleet-it-7-site-x/run/a b")]
+        );
+        assert_eq!(parse_mount_points(info, None).len(), 2);
+    }
+
+    #[test]
+    fn leftovers_name_what_they_are() {
+        assert_eq!(
+            Leftover::Container("t1-0.fleet.test.fpm".into()).to_string(),
+            "container t1-0.fleet.test.fpm"
+        );
+        assert_eq!(
+            Leftover::Dir("/tmp/fleet-it-1-site-x".into()).to_string(),
+            "dir /tmp/fleet-it-1-site-x"
+        );
+    }
+}
