@@ -346,7 +346,7 @@ pub fn write(path: &Path, text: &str) -> Result<(), MetricsError> {
 mod tests {
     use super::*;
     use crate::heal::Heal;
-    use crate::reaper::{Action, Examination, MemorySummary, SiteResult, Verdict};
+    use crate::reaper::{Action, Examination, MemoryPick, MemorySummary, SiteResult, Verdict};
     use crate::state::Activity;
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
@@ -361,7 +361,7 @@ mod tests {
             reason: String::new(),
             last_activity: None,
             outcome,
-            memory_stop: false,
+            memory_pick: None,
         });
         s
     }
@@ -384,7 +384,12 @@ mod tests {
             ..Activity::default()
         });
         a.memory = Some(30 << 20);
-        examination(&mut a).memory_stop = true;
+        examination(&mut a).memory_pick = Some(MemoryPick {
+            awake: 40 << 20,
+            budget: 32 << 20,
+            last_activity: None,
+            at: now,
+        });
         a.heal = Some(Heal {
             status: HealStatus::Healed,
             detail: "x".into(),
