@@ -21,7 +21,7 @@ use crate::site::{Layout, Site};
 use crate::upstream::{self, Liveness};
 
 /// Default size of a runtime directory's tmpfs.
-pub const DEFAULT_SIZE: u64 = 1024 * 1024;
+const DEFAULT_SIZE: u64 = 1024 * 1024;
 /// Default number of inodes (files, directories, sockets) in it.
 pub const DEFAULT_INODES: u64 = 1024;
 
