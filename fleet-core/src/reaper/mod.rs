@@ -34,7 +34,7 @@ mod decide;
 #[cfg(test)]
 mod pinned;
 mod report;
-pub mod traffic;
+mod traffic;
 
 pub use decide::{
     Decision, FpmInput, Inputs, LogInput, StateInput, Verdict, ago, decide, decide_without_logs,
