@@ -182,9 +182,8 @@ pub enum Skip {
     WakerRequest,
     /// The re-check's verdict was not idle.
     NotIdle { verdict: Verdict, reason: String },
-    /// The memory guard's re-check: busy, unreadable, or not quiet for
-    /// `--memory-min-idle`.
-    NotQuiet(String),
+    /// The memory guard's re-check.
+    NotQuiet(NotQuiet),
     /// The container is no longer the run that was examined (a wake in
     /// between restarted or unpaused it), as seen at `seen_at`.
     ContainerChanged {
@@ -192,8 +191,37 @@ pub enum Skip {
         started_at: Option<SystemTime>,
         seen_at: SystemTime,
     },
-    /// php-fpm did not drain in time, or its socket could not be moved aside.
-    NotDrained(String),
+    /// php-fpm was not drained.
+    NotDrained(NotDrained),
+}
+
+/// Why the memory guard's re-check left a site running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotQuiet {
+    /// The re-check's verdict was busy, unknown or not running.
+    Verdict { verdict: Verdict, reason: String },
+    /// The container has no start time to be quiet since.
+    NoStartTime,
+    /// Active at `since`, less than `min_idle` before `at`.
+    Recent {
+        since: SystemTime,
+        min_idle: Duration,
+        at: SystemTime,
+    },
+}
+
+/// Why php-fpm was not drained before acting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotDrained {
+    /// Still serving requests, or with some queued, after `--drain-timeout`.
+    StillServing {
+        serving: u64,
+        queued: u64,
+        timeout: Duration,
+    },
+    /// Its socket could not be moved aside or its status page read: the
+    /// error.
+    Failed(String),
 }
 
 /// Why the memory guard chose a site: the awake sites' memory over the
@@ -1040,26 +1068,29 @@ enum Recheck {
 }
 
 /// The memory guard's re-check: `Err(why not)` when the site must be left.
-fn memory_recheck(inputs: &Inputs, min_idle: Duration) -> Result<(), String> {
+fn memory_recheck(inputs: &Inputs, min_idle: Duration) -> Result<(), NotQuiet> {
     let d = decide(inputs);
     if matches!(
         d.verdict,
         Verdict::Busy | Verdict::Unknown | Verdict::NotRunning
     ) {
-        return Err(d.reason);
+        return Err(NotQuiet::Verdict {
+            verdict: d.verdict,
+            reason: d.reason,
+        });
     }
     let quiet_since = match (inputs.started_at, inputs.last_activity()) {
         (Some(s), Some(a)) => s.max(a),
         (Some(s), None) => s,
-        (None, _) => return Err("container has no start time".to_owned()),
+        (None, _) => return Err(NotQuiet::NoStartTime),
     };
     match inputs.now.duration_since(quiet_since) {
         Ok(q) if q >= min_idle => Ok(()),
-        _ => Err(format!(
-            "active {}, less than --memory-min-idle {} ago",
-            ago(inputs.now, quiet_since),
-            human(min_idle)
-        )),
+        _ => Err(NotQuiet::Recent {
+            since: quiet_since,
+            min_idle,
+            at: inputs.now,
+        }),
     }
 }
 
@@ -1116,7 +1147,7 @@ async fn act(
     inputs.now = SystemTime::now();
     if let Recheck::Memory { min_idle } = recheck {
         if let Err(why) = memory_recheck(&inputs, min_idle) {
-            info!(site = %site, reason = %why, "not idle enough on re-check; left running");
+            info!(site = %site, reason = ?why, "not idle enough on re-check; left running");
             r.last_activity = inputs.last_activity();
             r.outcome = Outcome::Skipped(Skip::NotQuiet(why));
             return;
@@ -1157,7 +1188,7 @@ async fn act(
     if inputs.container == ContainerState::Running {
         if let Err(why) = steer_and_drain(config, site, &socket, &inputs).await {
             put_back(site, &socket);
-            info!(site = %site, reason = %why, "not drained; left running");
+            info!(site = %site, reason = ?why, "not drained; left running");
             r.outcome = Outcome::Skipped(Skip::NotDrained(why));
             return;
         }
@@ -1198,7 +1229,8 @@ async fn steer_and_drain(
     site: &Site,
     socket: &std::path::Path,
     inputs: &Inputs,
-) -> Result<(), String> {
+) -> Result<(), NotDrained> {
+    let failed = |e: &(dyn std::error::Error + 'static)| NotDrained::Failed(exit::chain(e));
     match drain::move_aside(socket) {
         Ok(drain::Moved::Aside) => {
             // nginx's next connect is refused (and logged at error, not
@@ -1208,7 +1240,7 @@ async fn steer_and_drain(
             }
         }
         Ok(moved) => debug!(site = %site, ?moved, "php-fpm's socket was not there to move"),
-        Err(e) => return Err(exit::chain(&e)),
+        Err(e) => return Err(failed(&e)),
     }
     let (FpmInput::Read { .. }, Some(status_path)) = (&inputs.fpm, config.status_path.as_deref())
     else {
@@ -1219,9 +1251,9 @@ async fn steer_and_drain(
     let aside = drain::aside_path(socket);
     let started = Instant::now();
     let query = || crate::fpm_status::query(&aside, status_path, STATUS_TIMEOUT);
-    let mut prev = query().await.map_err(|e| exit::chain(&e))?;
+    let mut prev = query().await.map_err(|e| failed(&e))?;
     loop {
-        let next = query().await.map_err(|e| exit::chain(&e))?;
+        let next = query().await.map_err(|e| failed(&e))?;
         if drain::is_drained(&prev, &next) {
             let rec = traffic::observe(
                 traffic::load(&config.layout.fpm_record(site)).as_ref(),
@@ -1242,15 +1274,14 @@ async fn steer_and_drain(
             return Ok(());
         }
         if started.elapsed() >= config.drain_timeout {
-            return Err(format!(
-                "php-fpm still serving {} request(s), {} queued, after --drain-timeout {}",
-                next.active_processes.saturating_sub(1),
-                next.listen_queue,
-                human(config.drain_timeout)
-            ));
+            return Err(NotDrained::StillServing {
+                serving: next.active_processes.saturating_sub(1),
+                queued: next.listen_queue,
+                timeout: config.drain_timeout,
+            });
         }
         tokio::time::sleep(DRAIN_STEP).await;
-        prev = query().await.map_err(|e| exit::chain(&e))?;
+        prev = query().await.map_err(|e| failed(&e))?;
     }
 }
 

@@ -10,8 +10,8 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::{
-    Examination, HealMode, MemoryPick, Outcome, Report, SiteProblem, SiteReport, SiteResult, Skip,
-    Stage, Verdict, ago, human,
+    Examination, HealMode, MemoryPick, NotDrained, NotQuiet, Outcome, Report, SiteProblem,
+    SiteReport, SiteResult, Skip, Stage, Verdict, ago, human,
 };
 use crate::docker::reap::LogProbe;
 use crate::memory::human_size;
@@ -70,7 +70,9 @@ fn examined_reason(s: &SiteReport, e: &Examination) -> String {
         Outcome::Skipped(Skip::WakerRequest) => {
             format!("{why} (re-check: a request is at php-fpm through the waker; left running)")
         }
-        Outcome::Skipped(Skip::NotQuiet(not)) => format!("{why} (re-check: {not}; left running)"),
+        Outcome::Skipped(Skip::NotQuiet(not)) => {
+            format!("{why} (re-check: {}; left running)", not_quiet(not))
+        }
         Outcome::Skipped(Skip::NotIdle { reason, .. }) => format!("re-check: {reason}"),
         Outcome::Skipped(Skip::ContainerChanged {
             state,
@@ -80,7 +82,9 @@ fn examined_reason(s: &SiteReport, e: &Examination) -> String {
             "re-check: container is {state} (started {}) since it was examined",
             started_at.map_or_else(|| "never".to_owned(), |t| ago(*seen_at, t))
         ),
-        Outcome::Skipped(Skip::NotDrained(not)) => format!("{why} (drain: {not}; left running)"),
+        Outcome::Skipped(Skip::NotDrained(not)) => {
+            format!("{why} (drain: {}; left running)", not_drained(not))
+        }
         Outcome::None
         | Outcome::Unknown(_)
         | Outcome::Stopped
@@ -88,6 +92,36 @@ fn examined_reason(s: &SiteReport, e: &Examination) -> String {
         | Outcome::WouldStop
         | Outcome::WouldPause
         | Outcome::Failed(_) => why,
+    }
+}
+
+fn not_quiet(n: &NotQuiet) -> String {
+    match n {
+        NotQuiet::Verdict { reason, .. } => reason.clone(),
+        NotQuiet::NoStartTime => "container has no start time".to_owned(),
+        NotQuiet::Recent {
+            since,
+            min_idle,
+            at,
+        } => format!(
+            "active {}, less than --memory-min-idle {} ago",
+            ago(*at, *since),
+            human(*min_idle)
+        ),
+    }
+}
+
+fn not_drained(n: &NotDrained) -> String {
+    match n {
+        NotDrained::StillServing {
+            serving,
+            queued,
+            timeout,
+        } => format!(
+            "php-fpm still serving {serving} request(s), {queued} queued, after --drain-timeout {}",
+            human(*timeout)
+        ),
+        NotDrained::Failed(error) => error.clone(),
     }
 }
 
@@ -455,8 +489,23 @@ mod tests {
                 "no connection and no log output for 20m (re-check: a request is at php-fpm through the waker; left running)",
             ),
             (
-                Outcome::Skipped(Skip::NotQuiet("2 connections open".into())),
+                Outcome::Skipped(Skip::NotQuiet(NotQuiet::Verdict {
+                    verdict: Verdict::Busy,
+                    reason: "2 connections open".into(),
+                })),
                 "no connection and no log output for 20m (re-check: 2 connections open; left running)",
+            ),
+            (
+                Outcome::Skipped(Skip::NotQuiet(NotQuiet::NoStartTime)),
+                "no connection and no log output for 20m (re-check: container has no start time; left running)",
+            ),
+            (
+                Outcome::Skipped(Skip::NotQuiet(NotQuiet::Recent {
+                    since: now - Duration::from_secs(30),
+                    min_idle: Duration::from_secs(60),
+                    at: now,
+                })),
+                "no connection and no log output for 20m (re-check: active 30.0s ago, less than --memory-min-idle 1m ago; left running)",
             ),
             (
                 Outcome::Skipped(Skip::ContainerChanged {
@@ -475,8 +524,16 @@ mod tests {
                 "re-check: container is exited (started never) since it was examined",
             ),
             (
-                Outcome::Skipped(Skip::NotDrained("php-fpm still serving".into())),
-                "no connection and no log output for 20m (drain: php-fpm still serving; left running)",
+                Outcome::Skipped(Skip::NotDrained(NotDrained::StillServing {
+                    serving: 2,
+                    queued: 1,
+                    timeout: Duration::from_secs(30),
+                })),
+                "no connection and no log output for 20m (drain: php-fpm still serving 2 request(s), 1 queued, after --drain-timeout 30.0s; left running)",
+            ),
+            (
+                Outcome::Skipped(Skip::NotDrained(NotDrained::Failed("cannot move".into()))),
+                "no connection and no log output for 20m (drain: cannot move; left running)",
             ),
         ];
         for (outcome, want) in cases {
