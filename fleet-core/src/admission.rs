@@ -17,7 +17,7 @@
 //! a slow timer as a safety net.
 //!
 //! Each waker writes the duration of its last wake into its slot file when
-//! it lets go; waiters estimate their wait from those ([`estimate`]) and give
+//! it lets go; waiters estimate their wait from those (`estimate`) and give
 //! up at once when it exceeds what the front end would wait anyway, so a
 //! crawler gets a fast 503 instead of a 504 a minute later.
 
@@ -129,7 +129,7 @@ impl AdmissionError {
 
 /// The estimated wait in the queue with `ahead` wakes before ours, `slots`
 /// at once, each taking `per_wake` (pure).
-pub fn estimate(ahead: usize, slots: usize, per_wake: Duration) -> Duration {
+fn estimate(ahead: usize, slots: usize, per_wake: Duration) -> Duration {
     let rounds = ahead / slots.max(1) + 1;
     per_wake * u32::try_from(rounds).unwrap_or(u32::MAX)
 }
@@ -146,7 +146,7 @@ pub fn typical(recorded: &[u64]) -> Option<Duration> {
 }
 
 /// The (time, pid) of a ticket file name `<ns>-<pid>`.
-pub fn parse_ticket(name: &str) -> Option<(u128, u32)> {
+fn parse_ticket(name: &str) -> Option<(u128, u32)> {
     let (ns, pid) = name.split_once('-')?;
     Some((ns.parse().ok()?, pid.parse().ok()?))
 }

@@ -10,7 +10,7 @@
 //! The duration is [humantime] syntax (`90s`, `20m`, `1h 30m`).
 //!
 //! Line 2 may give a second, longer timeout for tiered sleep: a comment
-//! that names "stop" and "after" before its colon ([`parse_stop_line`]):
+//! that names "stop" and "after" before its colon (`parse_stop_line`):
 //!
 //! ```text
 //! # Amount of time to pause the container after: 20m
@@ -53,7 +53,7 @@ pub const MAX_LINE_LEN: usize = 4096;
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// File name suffix of a site's conf file.
-pub const CONF_SUFFIX: &str = ".conf";
+const CONF_SUFFIX: &str = ".conf";
 
 const BOM: &str = "\u{feff}";
 
@@ -106,7 +106,7 @@ pub struct SiteConf {
 /// Reads line 2 of a conf file: `Ok(None)` when it is not a stop line (a
 /// comment naming "stop" and "after" before its colon), the duration when
 /// it is one, an error when it is one with a bad duration.
-pub fn parse_stop_line(line: &str) -> Result<Option<Duration>, ConfError> {
+fn parse_stop_line(line: &str) -> Result<Option<Duration>, ConfError> {
     let line = line.strip_suffix('\r').unwrap_or(line);
     let Some(comment) = line.trim_start().strip_prefix('#') else {
         return Ok(None);
@@ -138,7 +138,7 @@ pub fn parse_stop_line(line: &str) -> Result<Option<Duration>, ConfError> {
 }
 
 /// Both timeouts from the start of a conf file's bytes.
-pub fn parse_site_conf_bytes(bytes: &[u8]) -> Result<SiteConf, ConfError> {
+fn parse_site_conf_bytes(bytes: &[u8]) -> Result<SiteConf, ConfError> {
     let timeout = parse_conf_bytes(bytes)?;
     let rest = match bytes.iter().position(|&b| b == b'\n') {
         Some(i) => &bytes[i + 1..],

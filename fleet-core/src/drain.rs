@@ -40,7 +40,7 @@ use crate::upstream::{self, Liveness};
 
 /// Appended to php-fpm's socket name while the site is put to sleep or
 /// paused.
-pub const ASIDE_SUFFIX: &str = ".sleeping";
+const ASIDE_SUFFIX: &str = ".sleeping";
 
 /// How often a waiting request looks at the lock again; the reaper holds it
 /// for a drain and one Docker call.
@@ -144,11 +144,6 @@ impl Gate {
 
     fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// True while the waker holds the lock (some request is admitted).
-    pub fn is_held(&self) -> bool {
-        self.state().holders > 0
     }
 
     /// Admits one request: at once while others are admitted, otherwise as
@@ -443,8 +438,8 @@ mod tests {
             .await
             .expect("admitted once the reaper let go")
             .expect("task");
-        assert!(gate.is_held());
+        assert!(gate.state().holders > 0);
         drop(guard);
-        assert!(!gate.is_held());
+        assert_eq!(gate.state().holders, 0);
     }
 }

@@ -19,20 +19,14 @@ pub const OK: u8 = 0;
 pub const FAILURE: u8 = 1;
 /// Command line usage error.
 pub const USAGE: u8 = 64;
-/// Data format error.
-pub const DATAERR: u8 = 65;
 /// Service unavailable (Docker, systemd).
 pub const UNAVAILABLE: u8 = 69;
 /// Internal software error.
 pub const SOFTWARE: u8 = 70;
 /// System error.
 pub const OSERR: u8 = 71;
-/// Cannot create output file.
-pub const CANTCREAT: u8 = 73;
 /// Temporary failure, e.g. interrupted by a signal.
 pub const TEMPFAIL: u8 = 75;
-/// Configuration error.
-pub const CONFIG: u8 = 78;
 
 /// Formats an error and all its sources as `a: b: c`, for printing the whole chain.
 pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {

@@ -14,18 +14,17 @@ pub const VERSION: u8 = 1;
 /// Bytes of a record header.
 pub const HEADER_LEN: usize = 8;
 /// Most content bytes one record carries.
-pub const MAX_CONTENT: usize = u16::MAX as usize;
+const MAX_CONTENT: usize = u16::MAX as usize;
 /// The request id of [`encode_request`] (one request per connection).
 pub const REQUEST_ID: u16 = 1;
 
 /// Record types.
 pub const BEGIN_REQUEST: u8 = 1;
-pub const ABORT_REQUEST: u8 = 2;
 pub const END_REQUEST: u8 = 3;
 pub const PARAMS: u8 = 4;
 pub const STDIN: u8 = 5;
 pub const STDOUT: u8 = 6;
-pub const STDERR: u8 = 7;
+const STDERR: u8 = 7;
 
 /// `BEGIN_REQUEST` role of an ordinary request.
 pub const RESPONDER: u16 = 1;
@@ -69,7 +68,7 @@ impl Header {
     }
 
     /// The header as sent (the reserved byte zero).
-    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
+    fn to_bytes(self) -> [u8; HEADER_LEN] {
         let [i0, i1] = self.id.to_be_bytes();
         let [l0, l1] = self.content_len.to_be_bytes();
         [self.version, self.kind, i0, i1, l0, l1, self.padding, 0]
@@ -84,7 +83,7 @@ impl Header {
 /// Appends `content` as records of `kind` for request `id`: one record,
 /// or one per [`MAX_CONTENT`] bytes when longer, each padded to 8 bytes.
 /// Empty content is one empty record (the end of a stream).
-pub fn push_record(out: &mut Vec<u8>, kind: u8, id: u16, content: &[u8]) {
+fn push_record(out: &mut Vec<u8>, kind: u8, id: u16, content: &[u8]) {
     let mut chunks = content.chunks(MAX_CONTENT).peekable();
     if chunks.peek().is_none() {
         out.extend_from_slice(&Header::new(kind, id, 0).to_bytes());
@@ -99,7 +98,7 @@ pub fn push_record(out: &mut Vec<u8>, kind: u8, id: u16, content: &[u8]) {
     }
 }
 
-/// [`push_record`] into a new buffer.
+/// `push_record` into a new buffer.
 pub fn record(kind: u8, id: u16, content: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + content.len() + 8);
     push_record(&mut out, kind, id, content);
@@ -121,7 +120,7 @@ pub enum EncodeError {
 }
 
 /// Appends one name-value pair (FastCGI's 1- or 4-byte lengths).
-pub fn push_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) -> Result<(), EncodeError> {
+fn push_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) -> Result<(), EncodeError> {
     for len in [name.len(), value.len()] {
         if len < 0x80 {
             out.push(len as u8);

@@ -25,12 +25,12 @@ use crate::site::{Layout, Site};
 
 /// Where systemd, when it is PID 1, keeps its runtime unit directory; its
 /// existence is `sd_booted(3)`'s test.
-pub const SYSTEMD_RUN_DIR: &str = "/run/systemd/system";
+const SYSTEMD_RUN_DIR: &str = "/run/systemd/system";
 
 /// The kernel's unix socket table, as seen through the process's own
 /// network namespace: `/proc/net` itself is hidden by the reaper unit's
 /// `ProcSubset=pid`, while `/proc/self/net` is not.
-pub const PROC_SELF_NET_UNIX: &str = "/proc/self/net/unix";
+const PROC_SELF_NET_UNIX: &str = "/proc/self/net/unix";
 
 /// One line of `systemctl list-units --plain --no-legend --full`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub struct UnitRow {
 /// Parses `systemctl list-units --plain --no-legend --full` output. Some
 /// systemd versions put a `●` (or `*` without UTF-8) before a failed unit
 /// even with `--plain`; it is skipped. Lines that do not parse are skipped.
-pub fn parse_list_units(text: &str) -> Vec<UnitRow> {
+fn parse_list_units(text: &str) -> Vec<UnitRow> {
     text.lines()
         .filter_map(|line| {
             let mut words = line.split_whitespace().peekable();
@@ -68,7 +68,7 @@ pub fn parse_list_units(text: &str) -> Vec<UnitRow> {
         .collect()
 }
 
-/// What a site's socket unit needs. Pure result of [`assess`].
+/// What a site's socket unit needs. Pure result of `assess`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Need {
     /// Active and listening.
@@ -97,7 +97,7 @@ fn running(row: Option<&UnitRow>) -> bool {
 
 /// Decides what the socket unit `socket` needs, given its service's row and
 /// whether its socket file listens.
-pub fn assess(socket: Option<&UnitRow>, service: Option<&UnitRow>, listening: bool) -> Need {
+fn assess(socket: Option<&UnitRow>, service: Option<&UnitRow>, listening: bool) -> Need {
     let Some(row) = socket.filter(|r| r.load == "loaded") else {
         let load = socket.map_or("not loaded", |r| r.load.as_str());
         return Need::NotLoaded(format!(

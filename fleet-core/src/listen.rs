@@ -22,9 +22,9 @@ use nix::sys::socket::{
 /// First fd systemd passes (`SD_LISTEN_FDS_START`).
 pub const LISTEN_FDS_START: RawFd = 3;
 /// The environment variables of the protocol.
-pub const ENV_PID: &str = "LISTEN_PID";
-pub const ENV_FDS: &str = "LISTEN_FDS";
-pub const ENV_FDNAMES: &str = "LISTEN_FDNAMES";
+const ENV_PID: &str = "LISTEN_PID";
+const ENV_FDS: &str = "LISTEN_FDS";
+const ENV_FDNAMES: &str = "LISTEN_FDNAMES";
 
 /// Most fds we believe systemd could pass (a sanity bound on `LISTEN_FDS`).
 const MAX_FDS: u32 = 4096;

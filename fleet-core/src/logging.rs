@@ -13,7 +13,7 @@ use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::registry::LookupSpan;
 
 /// True when stderr is connected to the journal (systemd sets `JOURNAL_STREAM`).
-pub fn under_journald() -> bool {
+fn under_journald() -> bool {
     std::env::var_os("JOURNAL_STREAM").is_some_and(|v| !v.is_empty())
 }
 

@@ -103,7 +103,7 @@ fn candidates(root: &Path, id: &str) -> [(PathBuf, &'static str, &'static str); 
 }
 
 /// Value of `key` in a `memory.stat` text (`key value` lines).
-pub fn stat_value(text: &str, key: &str) -> Option<u64> {
+fn stat_value(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let (k, v) = l.split_once(' ')?;
         (k == key).then(|| v.trim().parse().ok()).flatten()

@@ -5,7 +5,7 @@
 //! `paused`, one gauge each, exactly one of them 1), seconds since its last
 //! activity, the waker's wakes and last cold start (from the state file,
 //! when the waker wrote them), its memory (with a budget) and its heal
-//! status; plus the pass's duration, its time, and totals. [`write`]
+//! status; plus the pass's duration, its time, and totals. [`write()`]
 //! follows the textfile-collector convention: a temp file in the same
 //! directory, then `rename`, so the collector reads the old file or the new
 //! one, never half of one. The temp name starts with a dot and does not end
@@ -82,7 +82,7 @@ impl<'a> Family<'a> {
 
 /// The state word of the metrics: `asleep`, `awake` or `paused`; `None`
 /// when the state is not known (the site had an error before its inspect).
-pub fn sleep_state(s: &SiteReport) -> Option<&'static str> {
+fn sleep_state(s: &SiteReport) -> Option<&'static str> {
     Some(match s.state_after()? {
         ContainerState::Running | ContainerState::Restarting | ContainerState::Stopping => "awake",
         ContainerState::Paused => "paused",
@@ -346,7 +346,7 @@ pub fn write(path: &Path, text: &str) -> Result<(), MetricsError> {
 mod tests {
     use super::*;
     use crate::heal::Heal;
-    use crate::reaper::{Action, Examination, MemorySummary, SiteResult, Verdict};
+    use crate::reaper::{Action, Examination, MemoryPick, MemorySummary, SiteResult, Verdict};
     use crate::state::Activity;
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
@@ -361,7 +361,7 @@ mod tests {
             reason: String::new(),
             last_activity: None,
             outcome,
-            memory_stop: false,
+            memory_pick: None,
         });
         s
     }
@@ -384,7 +384,12 @@ mod tests {
             ..Activity::default()
         });
         a.memory = Some(30 << 20);
-        examination(&mut a).memory_stop = true;
+        examination(&mut a).memory_pick = Some(MemoryPick {
+            awake: 40 << 20,
+            budget: 32 << 20,
+            last_activity: None,
+            at: now,
+        });
         a.heal = Some(Heal {
             status: HealStatus::Healed,
             detail: "x".into(),

@@ -95,11 +95,6 @@ impl Notifier {
         })
     }
 
-    /// True when notifications go somewhere.
-    pub fn is_enabled(&self) -> bool {
-        self.target.is_some()
-    }
-
     /// Sends raw `KEY=value` lines. Errors are returned for callers that care;
     /// most log and carry on.
     pub fn send(&self, msg: &str) -> io::Result<()> {
@@ -192,7 +187,7 @@ mod tests {
         assert_eq!(&buf[..len], b"STATUS=waking a b");
 
         let none = Notifier::none();
-        assert!(!none.is_enabled());
+        assert!(none.target.is_none());
         none.send("READY=1").expect("no-op");
     }
 }

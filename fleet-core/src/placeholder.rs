@@ -23,7 +23,7 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket
 
 /// The placeholder's mode: any nginx worker may try it (and be refused); a
 /// socket file it may not write would fail with `EACCES`, logged at `crit`.
-pub const MODE: u32 = 0o666;
+const MODE: u32 = 0o666;
 
 /// What [`ensure`] found or did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

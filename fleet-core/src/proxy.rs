@@ -54,7 +54,7 @@
 //! a client byte that arrives after its php-fpm was frozen thaws it first
 //! ([`Upstreams::thaw`]).
 //!
-//! Data path: a buffered copy with [`BUF_SIZE`] per direction, chosen by
+//! Data path: a buffered copy with `BUF_SIZE` per direction, chosen by
 //! measurement (2-core machine, unix socketpairs through one current-thread
 //! runtime, release build):
 //! | data path                   | bulk, one way | 1 KiB req / 8 KiB resp round trips |
@@ -81,7 +81,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::fastcgi::{self, BEGIN_REQUEST, END_REQUEST, Header, KEEP_CONN, STDIN};
 
 /// Buffer per direction per connection.
-pub const BUF_SIZE: usize = 8 * 1024;
+const BUF_SIZE: usize = 8 * 1024;
 
 /// How long, after a one-shot request's response (or after php-fpm's end
 /// while the client still sends), the client's input is still read and

@@ -52,7 +52,7 @@ pub const DEFAULT_SOCKET_UNIT: &str = "fleet-waker@{site}.socket";
 pub const DEFAULT_SERVICE_UNIT: &str = "fleet-waker@{site}.service";
 
 /// Grace period given to the container when it is stopped.
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// A unit name template that must contain `{site}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,7 +286,7 @@ const SO_ACCEPTCON: u32 = 0x0001_0000;
 /// `Num RefCount Protocol Flags Type St Inode Path`. Lines that do not parse
 /// are skipped (the format is the kernel's, stable for decades, but a reader
 /// must not fail on one odd line).
-pub fn parse_proc_net_unix(text: &str) -> Vec<UnixSocketEntry> {
+fn parse_proc_net_unix(text: &str) -> Vec<UnixSocketEntry> {
     let mut out = Vec::new();
     for line in text.lines().skip(1) {
         let mut rest = line.trim_start();

@@ -17,7 +17,7 @@ use crate::proxy::{self, Opening};
 
 /// The whole FastCGI response: a CGI `503` with `Retry-After`, then the
 /// end of request `id`.
-pub fn retry_later_response(id: u16, retry_after: u64, why: &str) -> Vec<u8> {
+fn retry_later_response(id: u16, retry_after: u64, why: &str) -> Vec<u8> {
     let body = format!("{why}\n");
     let head = format!(
         "Status: 503 Service Unavailable\r\nRetry-After: {retry_after}\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: {}\r\n\r\n",

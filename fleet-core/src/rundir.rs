@@ -24,7 +24,7 @@ use crate::upstream::{self, Liveness};
 /// runs tells these mounts from others in `/proc/self/mountinfo`).
 pub const MOUNT_SOURCE: &str = "fleet-rundir";
 /// Default size of a runtime directory's tmpfs.
-pub const DEFAULT_SIZE: u64 = 1024 * 1024;
+const DEFAULT_SIZE: u64 = 1024 * 1024;
 /// Default number of inodes (files, directories, sockets) in it.
 pub const DEFAULT_INODES: u64 = 1024;
 

@@ -22,21 +22,21 @@ pub const DEFAULT_STATE_DIR: &str = "/run/fleet";
 pub const DEFAULT_SITES_DIR: &str = "/var/lib/docker/volumes/docker_sites-enabled/on-demand";
 
 /// Environment variable overriding [`DEFAULT_RUN_DIR`].
-pub const ENV_RUN_DIR: &str = "FLEET_RUN_DIR";
+const ENV_RUN_DIR: &str = "FLEET_RUN_DIR";
 /// Environment variable overriding [`DEFAULT_STATE_DIR`].
-pub const ENV_STATE_DIR: &str = "FLEET_STATE_DIR";
+const ENV_STATE_DIR: &str = "FLEET_STATE_DIR";
 /// Environment variable overriding [`DEFAULT_SITES_DIR`].
-pub const ENV_SITES_DIR: &str = "FLEET_SITES_DIR";
+const ENV_SITES_DIR: &str = "FLEET_SITES_DIR";
 
 /// File name of the waker's listening socket inside a site's runtime directory.
 pub const WAKER_SOCKET: &str = "vhost-waker.sock";
 /// File name of php-fpm's socket inside a site's runtime directory.
-pub const FPM_SOCKET: &str = "php-fpm.sock";
+const FPM_SOCKET: &str = "php-fpm.sock";
 /// Suffix appended to a site name to get its container name.
-pub const CONTAINER_SUFFIX: &str = ".fpm";
+const CONTAINER_SUFFIX: &str = ".fpm";
 /// Longest path a unix socket can be bound to or connected at: `sun_path`
 /// is 108 bytes, one of them the terminating NUL.
-pub const MAX_SOCKET_PATH: usize = 107;
+const MAX_SOCKET_PATH: usize = 107;
 
 /// The rule a rejected site name broke. Every message names the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -259,7 +259,7 @@ impl Layout {
 }
 
 /// Refuses a socket path of `site` that does not fit in `sun_path`.
-pub fn check_socket_path(site: &Site, path: &std::path::Path) -> Result<(), SiteError> {
+fn check_socket_path(site: &Site, path: &std::path::Path) -> Result<(), SiteError> {
     let len = path.as_os_str().len();
     if len > MAX_SOCKET_PATH {
         return Err(SiteError::SocketPathTooLong {

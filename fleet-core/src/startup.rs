@@ -79,7 +79,7 @@ pub fn parse<C: clap::Parser>() -> Result<C, Fatal> {
 
 /// 0 for `--help` and `--version` (clap prints them to stdout), 64 for every
 /// error clap prints to stderr.
-pub fn clap_exit_code(e: &clap::Error) -> u8 {
+fn clap_exit_code(e: &clap::Error) -> u8 {
     if e.use_stderr() {
         exit::USAGE
     } else {
@@ -146,7 +146,7 @@ impl LayoutFlags {
 }
 
 /// Prints `<binary>: <error chain>` to stderr.
-pub fn print_error(binary: &str, err: &(dyn std::error::Error + 'static)) {
+fn print_error(binary: &str, err: &(dyn std::error::Error + 'static)) {
     eprintln!("{binary}: {}", exit::chain(err));
 }
 

@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Largest state file a reader accepts.
-pub const MAX_STATE_LEN: u64 = 4096;
+const MAX_STATE_LEN: u64 = 4096;
 
 /// What the waker last said about a site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

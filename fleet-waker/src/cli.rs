@@ -1,6 +1,10 @@
 //! fleet-waker's command line, shared by the binary and by `command()`
 //! (man pages and shell completions in `cargo xtask dist`).
 
+// The doc comments below are --help text and man pages, where `<SITE>` is
+// clap's placeholder, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::assert::plan_entry;
 use crate::support::{self, Launch, TestSite, bin, require, wait_until};
 
 /// At least 30 bad site names: traversal, shell metacharacters, unicode
@@ -330,12 +331,7 @@ fn reaper_reports_each_bad_conf_file_name_and_handles_the_good_site() {
         assert_eq!(e["verdict"], "error");
         assert_eq!(e["action"], "none");
     }
-    let g = json["sites"]
-        .as_array()
-        .expect("sites")
-        .iter()
-        .find(|e| e["site"] == good.name())
-        .unwrap_or_else(|| panic!("good site missing: {json:#}"));
+    let g = plan_entry(&json, good.name());
     assert!(g["error"].is_null(), "good site: {g}");
     let after: Vec<String> = files.iter().map(|p| fingerprint(p)).collect();
     assert_eq!(prints, after, "a conf file was changed");
@@ -520,12 +516,7 @@ fn reaper_reports_each_bad_conf_file_and_leaves_it_alone() {
         }
     }
     assert!(failures.is_empty(), "{}\n{json:#}", failures.join("\n"));
-    let g = json["sites"]
-        .as_array()
-        .expect("sites")
-        .iter()
-        .find(|e| e["site"] == good.name())
-        .unwrap_or_else(|| panic!("good site missing: {json:#}"));
+    let g = plan_entry(&json, good.name());
     assert!(g["error"].is_null(), "good site: {g}");
     let after: Vec<String> = paths.iter().map(|p| fingerprint(p)).collect();
     for ((stem, _, _), (a, b)) in cases.iter().zip(prints.iter().zip(&after)) {

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::support::assert::output_text;
 use crate::support::{bin, docker_ok, free_port, note, require, temp_dir};
 
 /// Processes whose command line mentions `needle`.
@@ -145,6 +146,14 @@ fn demo_without_root_or_with_a_busy_port_says_what_is_missing() {
     assert_eq!(bad.status.code(), Some(64));
 }
 
+/// `dpkg-deb args`, its output (the caller checks what it needs).
+fn dpkg_deb(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new("dpkg-deb")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("dpkg-deb {args:?}: {e}"))
+}
+
 #[test]
 fn dist_builds_a_deb_with_binaries_units_man_pages_and_completions() {
     // Needs the debug binaries (`cargo build --workspace`) and dpkg-deb.
@@ -195,11 +204,7 @@ fn dist_builds_a_deb_with_binaries_units_man_pages_and_completions() {
     ] {
         assert!(out_dir.path().join(plain).is_file(), "{plain} missing");
     }
-    let listing = Command::new("dpkg-deb")
-        .arg("-c")
-        .arg(&deb)
-        .output()
-        .expect("dpkg-deb -c");
+    let listing = dpkg_deb(&["-c".as_ref(), deb.as_ref()]);
     let listing = String::from_utf8_lossy(&listing.stdout);
     for path in [
         "./usr/bin/fleet-waker",
@@ -229,12 +234,7 @@ fn dist_builds_a_deb_with_binaries_units_man_pages_and_completions() {
         "{listing}"
     );
     let field = |name: &str| {
-        let o = Command::new("dpkg-deb")
-            .arg("-f")
-            .arg(&deb)
-            .arg(name)
-            .output()
-            .expect("dpkg-deb -f");
+        let o = dpkg_deb(&["-f".as_ref(), deb.as_ref(), name.as_ref()]);
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     };
     assert_eq!(field("Package"), "fleet");
@@ -246,13 +246,8 @@ fn dist_builds_a_deb_with_binaries_units_man_pages_and_completions() {
     assert!(field("Recommends").contains("nginx"));
     // Every file is in md5sums, with its real sum.
     let control = temp_dir("dist-control");
-    let extracted = Command::new("dpkg-deb")
-        .arg("-e")
-        .arg(&deb)
-        .arg(control.path())
-        .status()
-        .expect("dpkg-deb -e");
-    assert!(extracted.success());
+    let extracted = dpkg_deb(&["-e".as_ref(), deb.as_ref(), control.path().as_ref()]);
+    assert!(extracted.status.success(), "{}", output_text(&extracted));
     let md5sums = std::fs::read_to_string(control.path().join("md5sums")).expect("md5sums");
     let files: Vec<&str> = listing
         .lines()
@@ -269,13 +264,8 @@ fn dist_builds_a_deb_with_binaries_units_man_pages_and_completions() {
     assert_eq!(md5sums.lines().count(), files.len(), "{md5sums}");
     // The binaries are stripped: no .debug_info, no .symtab.
     let data = temp_dir("dist-data");
-    let unpacked = Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(&deb)
-        .arg(data.path())
-        .status()
-        .expect("dpkg-deb -x");
-    assert!(unpacked.success());
+    let unpacked = dpkg_deb(&["-x".as_ref(), deb.as_ref(), data.path().as_ref()]);
+    assert!(unpacked.status.success(), "{}", output_text(&unpacked));
     let sections = Command::new("objdump")
         .arg("-h")
         .arg(data.path().join("usr/bin/fleet-waker"))

@@ -12,6 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::wake::{held_connections_closed, hello, stopped_site};
 use crate::support::{
@@ -43,6 +44,20 @@ fn waker(site: &TestSite, extra: &[&str], env: &[(&str, String)]) -> Spawned {
     w
 }
 
+/// Five connections held while Docker does not answer: each is closed by
+/// the 2 s start timeout, within 3 s.
+fn closed_by_the_start_timeout(site: &TestSite, w: &Spawned) -> Vec<Duration> {
+    let times = held_connections_closed(&site.waker_socket(), 5);
+    for t in &times {
+        assert!(
+            *t <= Duration::from_secs(3),
+            "closed after {t:?}: {}",
+            w.logs()
+        );
+    }
+    times
+}
+
 /// Open descriptors of a process.
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -67,14 +82,7 @@ fn docker_dead_then_back() {
     let sock = site.temp_dir().join("docker.sock");
     let host = format!("unix://{}", sock.display());
     let mut w = waker(&site, &["--start-timeout", "2s"], &[("DOCKER_HOST", host)]);
-    let times = held_connections_closed(&site.waker_socket(), 5);
-    for t in &times {
-        assert!(
-            *t <= Duration::from_secs(3),
-            "closed after {t:?}: {}",
-            w.logs()
-        );
-    }
+    let times = closed_by_the_start_timeout(&site, &w);
     assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
     let logs = w.logs();
     assert!(
@@ -82,8 +90,7 @@ fn docker_dead_then_back() {
         "names the host: {logs}"
     );
     let proxy = DockerProxy::start(&sock, Mode::Forward, Duration::ZERO);
-    let r = hello(&site.waker_socket()).expect("after Docker is back");
-    assert_eq!(r.text(), site.hello_line(), "{}", w.logs());
+    says_hello(&site, "after Docker is back", || w.logs());
     assert_eq!(proxy.starts(), 1);
     support::note(&format!(
         "dead Docker: held connections closed after {times:?}; recovered"
@@ -101,14 +108,7 @@ fn docker_hangs_then_answers() {
     let proxy = DockerProxy::start(&sock, Mode::Hang, Duration::ZERO);
     let host = format!("unix://{}", sock.display());
     let mut w = waker(&site, &["--start-timeout", "2s"], &[("DOCKER_HOST", host)]);
-    let times = held_connections_closed(&site.waker_socket(), 5);
-    for t in &times {
-        assert!(
-            *t <= Duration::from_secs(3),
-            "closed after {t:?}: {}",
-            w.logs()
-        );
-    }
+    let times = closed_by_the_start_timeout(&site, &w);
     assert!(
         proxy.held() >= 1,
         "the waker never asked the hanging engine"
@@ -124,8 +124,7 @@ fn docker_hangs_then_answers() {
     assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
     proxy.set_mode(Mode::Forward);
     let t = Instant::now();
-    let r = hello(&site.waker_socket()).expect("after the engine answers again");
-    assert_eq!(r.text(), site.hello_line(), "{}", w.logs());
+    says_hello(&site, "after the engine answers again", || w.logs());
     assert_eq!(proxy.starts(), 1);
     support::note(&format!(
         "hanging Docker: closed after {times:?}; {} connections held; recovered in {:?}",
@@ -201,8 +200,7 @@ fn container_killed_mid_request() {
     );
     assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
     let t0 = SystemTime::now();
-    let r = hello(&site.waker_socket()).expect("next request wakes");
-    assert_eq!(r.text(), site.hello_line());
+    says_hello(&site, "next request wakes", String::new);
     assert_eq!(
         count_docker_events(site.container(), "start", t0, SystemTime::now()),
         1
@@ -227,8 +225,7 @@ fn state_dir_not_writable() {
     let sd = state_dir.display().to_string();
     let mut w = waker(&site, &["--state-dir", &sd], &[]);
     for _ in 0..20 {
-        let r = hello(&site.waker_socket()).expect("proxying goes on");
-        assert_eq!(r.text(), site.hello_line());
+        says_hello(&site, "proxying goes on", String::new);
     }
     assert!(w.try_status().is_none());
     let logs = w.logs();
@@ -367,8 +364,7 @@ fn warm_site_and_waker() -> (TestSite, Spawned, usize) {
     let site = TestSite::new();
     site.start();
     let w = waker(&site, &[], &[]);
-    let r = hello(&site.waker_socket()).expect("warm");
-    assert_eq!(r.text(), site.hello_line());
+    says_hello(&site, "warm", String::new);
     assert!(wait_until(Duration::from_secs(2), || open_now(&site) == 0));
     let idle = fd_count(w.pid());
     (site, w, idle)
@@ -387,9 +383,9 @@ fn php_fpm_workers_crash_repeatedly_no_fd_leak() {
     let rounds = 10;
     for round in 0..rounds {
         errors += crash_round(&site, &mut w, "pool ");
-        let r = hello(&site.waker_socket())
-            .unwrap_or_else(|e| panic!("round {round}: not serving again: {e}\n{}", w.logs()));
-        assert_eq!(r.text(), site.hello_line(), "round {round}");
+        says_hello(&site, &format!("round {round}: not serving again"), || {
+            w.logs()
+        });
     }
     assert_eq!(errors, 4 * rounds);
     assert!(wait_until(Duration::from_secs(3), || open_now(&site) == 0));
@@ -409,9 +405,7 @@ fn php_fpm_master_crash_next_request_wakes() {
     let (site, mut w, idle) = warm_site_and_waker();
     let errors = crash_round(&site, &mut w, "master process");
     assert_eq!(errors, 4);
-    let r = hello(&site.waker_socket())
-        .unwrap_or_else(|e| panic!("not woken again after the crash: {e}\n{}", w.logs()));
-    assert_eq!(r.text(), site.hello_line());
+    says_hello(&site, "not woken again after the crash", || w.logs());
     assert!(wait_until(Duration::from_secs(3), || open_now(&site) == 0));
     // `idle` was counted before this waker ever woke anything; a wake
     // leaves the Docker client's pooled connection and the inotify

@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime};
 use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
 use serde_json::Value;
 
-use crate::reaper::{List, reaper, store_state};
+use crate::reaper::{List, new_sites, reaper, store_state};
+use crate::support::assert::{plan_entry, says_hello};
 use crate::support::nsystemd::{
     FAILING_SERVICE_DROPIN, RECORD_REAPER_RUNS, boot_for, drive_socket_into_limit, install_reaper,
     reaper_runs,
@@ -87,8 +88,7 @@ fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_containe
     assert_eq!(site.state(), "running");
     assert_eq!(site.started_at(), run_before, "the container was restarted");
     // The next request succeeds, with no human in between.
-    let resp = support::wake::hello(&site.waker_socket()).expect("request after healing");
-    assert_eq!(resp.text(), site.hello_line());
+    says_hello(&site, "request after healing", String::new);
     assert_eq!(reaper_runs(&ns).len(), 1, "one run healed it");
 
     // A healthy socket is left alone by the next pass (no systemctl step),
@@ -138,12 +138,7 @@ fn refs(v: &[String]) -> Vec<&str> {
 }
 
 fn memory_of(plan: &Value, site: &TestSite) -> u64 {
-    let e = plan["sites"]
-        .as_array()
-        .expect("sites")
-        .iter()
-        .find(|e| e["site"] == site.name())
-        .unwrap_or_else(|| panic!("no entry for {}: {plan}", site.name()));
+    let e = plan_entry(plan, site.name());
     e["memory_bytes"]
         .as_u64()
         .unwrap_or_else(|| panic!("no memory for {}: {e}", site.name()))
@@ -152,10 +147,7 @@ fn memory_of(plan: &Value, site: &TestSite) -> u64 {
 #[test]
 fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
     require!(Docker, PhpFpm);
-    let busy = TestSite::new();
-    let a = TestSite::new();
-    let b = TestSite::new();
-    let c = TestSite::new();
+    let [busy, a, b, c] = new_sites();
     let all = [&busy, &a, &b, &c];
     let list = List::new();
     let run_dir = support::temp_dir("run");
@@ -331,8 +323,7 @@ fn gauge(
 #[test]
 fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
     require!(Docker, PhpFpm);
-    let awake = TestSite::new();
-    let asleep = TestSite::new();
+    let [awake, asleep] = new_sites();
     let list = List::new();
     list.add(&awake, "1h");
     list.add(&asleep, "1h");

@@ -111,16 +111,7 @@ fn test_site_container_answers_fastcgi_and_cleans_up() {
     let dir = site.temp_dir().to_path_buf();
     assert!(dir.exists());
     drop(site);
-    let left = support::docker_ok(&[
-        "ps",
-        "-a",
-        "--filter",
-        &format!("name=^{name}$"),
-        "--format",
-        "{{.Names}}",
-    ]);
-    assert_eq!(left.trim(), "", "container {name} left behind");
-    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert_cleaned_up(&name, &dir);
     support::note(&format!(
         "container {name} ran; php-fpm answered {:?} over FastCGI; {} access lines in docker logs; container and {} removed",
         resp.text().trim(),
@@ -205,6 +196,11 @@ fn test_site_is_removed_when_the_test_panics() {
     })
     .join()
     .expect("helper thread");
+    assert_cleaned_up(&name, &dir);
+}
+
+/// A dropped [`TestSite`] left neither its container nor its directory.
+fn assert_cleaned_up(name: &str, dir: &Path) {
     let left = support::docker_ok(&[
         "ps",
         "-a",
@@ -214,7 +210,7 @@ fn test_site_is_removed_when_the_test_panics() {
         "{{.Names}}",
     ]);
     assert_eq!(left.trim(), "", "container {name} left behind");
-    assert!(!Path::new(&dir).exists(), "{} left behind", dir.display());
+    assert!(!dir.exists(), "{} left behind", dir.display());
 }
 
 #[test]

@@ -20,13 +20,13 @@
 //! proxy-mode file, the runtime directory translated the same way.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
 use xtask::dist::{self, DistArgs};
 use xtask::readme::{README, REAPER_TIMER, SITE_SETUP, block, file};
 
 use crate::readme::render;
+use crate::support::assert::output_text;
 use crate::support::nsystemd::{Bind, NsSystemd};
 use crate::support::{
     Nginx, TestSite, docker_ok, find_in_path, http, note, require, temp_dir, wait_until,
@@ -35,18 +35,10 @@ use crate::support::{
 /// Where the test's own files (the .debs, the docker shim) appear inside.
 const SHIM: &str = "/run/fleet-test-shim";
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// Runs `program args` in the namespace; panics with its output on failure.
 fn run_ok(ns: &NsSystemd, program: &str, args: &[&str]) -> String {
     let out = ns.run(program, args);
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(
         out.status.success(),
         "{program} {args:?} failed ({}):\n{t}\nsystemd:\n{}",
@@ -71,7 +63,7 @@ fn run_readme_block(ns: &NsSystemd, name: &str, site: &str) -> String {
         )
         .output()
         .expect("run sh in the namespace");
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(
         out.status.success(),
         "README block {name} failed ({}):\n{script}\n---\n{t}\nsystemd:\n{}",
@@ -212,9 +204,9 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
     }
     let status = ns.run("dpkg-query", &["-W", "-f=${Status}", "fleet"]);
     assert!(
-        !text(&status).contains(" installed"),
+        !output_text(&status).contains(" installed"),
         "a fleet package is installed on this host; the test installs its own: {}",
-        text(&status)
+        output_text(&status)
     );
 
     // 1. Install.
@@ -323,9 +315,9 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
     note(&format!("dpkg --purge:\n{out}"));
     let status = ns.run("dpkg-query", &["-W", "-f=${Status}", "fleet"]);
     assert!(
-        !status.status.success() || text(&status).contains("not-installed"),
+        !status.status.success() || output_text(&status).contains("not-installed"),
         "dpkg still knows fleet: {}",
-        text(&status)
+        output_text(&status)
     );
     assert_eq!(fleet_links(&ns), Vec::<String>::new());
     // (fleet-test.target is the namespace's own boot target.)
@@ -340,7 +332,7 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
     assert!(units.trim().is_empty(), "units left:\n{units}");
     // list-unit-files exits 1 when nothing matches: its output is the check.
     let unit_files =
-        text(&ns.systemctl(&[&["list-unit-files", "--no-legend"][..], &patterns].concat()));
+        output_text(&ns.systemctl(&[&["list-unit-files", "--no-legend"][..], &patterns].concat()));
     assert!(
         unit_files.trim().is_empty(),
         "unit files left:\n{unit_files}"

@@ -18,6 +18,7 @@ use std::time::Duration;
 use xtask::demo::share_socket_with_nginx;
 use xtask::readme::{README, file};
 
+use crate::support::assert::output_text;
 use crate::support::{
     Launch, Nginx, SocketActivated, TestSite, bin, http, note, require, wait_until,
 };
@@ -133,11 +134,7 @@ fn reap(s: &Site) -> String {
         .stdin(Stdio::null())
         .output()
         .expect("run fleet-reaper");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(out.status.success(), "fleet-reaper failed:\n{text}");
     text
 }

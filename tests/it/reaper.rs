@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
+use crate::support::assert::{plan_entry, says_hello};
 use crate::support::{self, FcgiRequest, SocketActivated, Spawned, TestSite, fastcgi, require};
 
 /// A sites directory and a state directory: either shared by several test
@@ -121,15 +122,13 @@ impl Run {
 
     /// The plan entry of `site` (by site name or file name).
     pub(crate) fn entry(&self, site: &str) -> Value {
-        let json = self.json();
-        json["sites"]
-            .as_array()
-            .expect("sites array")
-            .iter()
-            .find(|e| e["site"] == site)
-            .cloned()
-            .unwrap_or_else(|| panic!("no entry for {site} in:\n{}", self.stdout))
+        plan_entry(&self.json(), site).clone()
     }
+}
+
+/// `N` new test sites (containers created, not started).
+pub(crate) fn new_sites<const N: usize>() -> [TestSite; N] {
+    std::array::from_fn(|_| TestSite::new())
 }
 
 /// Runs `fleet-reaper --sites-dir … --state-dir … <args>` to completion.
@@ -209,10 +208,7 @@ fn fingerprint(site: &TestSite) -> String {
 #[test]
 fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     require!(Docker, PhpFpm);
-    let idle = TestSite::new();
-    let recent = TestSite::new();
-    let to_pause = TestSite::new();
-    let unlisted = TestSite::new();
+    let [idle, recent, to_pause, unlisted] = new_sites();
     let list = List::new();
     list.add(&idle, "2s");
     list.add(&recent, "2s");
@@ -279,10 +275,7 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
 #[test]
 fn waker_state_decides_busy_active_and_unknown() {
     require!(Docker, PhpFpm);
-    let busy = TestSite::new();
-    let active = TestSite::new();
-    let unknown = TestSite::new();
-    let stale = TestSite::new();
+    let [busy, active, unknown, stale] = new_sites();
     let list = List::new();
     for s in [&busy, &active, &unknown, &stale] {
         list.add(s, "2s");
@@ -586,11 +579,8 @@ fn log_check_reads_one_frame_however_much_the_site_logged() {
 #[test]
 fn dry_run_changes_nothing_and_predicts_the_real_run() {
     require!(Docker, PhpFpm);
-    let idle = TestSite::new();
-    let idle2 = TestSite::new();
-    let active = TestSite::new();
-    let stopped = TestSite::new(); // created, never started
-    let paused = TestSite::new();
+    // `stopped` is created, never started.
+    let [idle, idle2, active, stopped, paused] = new_sites();
     let list = List::new();
     for s in [&idle, &idle2, &stopped, &paused] {
         list.add(s, "3s");
@@ -887,9 +877,7 @@ fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
     // One request through the waker so that it runs (socket activation),
     // then quiet for longer than the timeout.
     site.start();
-    let first = fastcgi::request(&site.waker_socket(), &FcgiRequest::get("hello.php", ""))
-        .expect("first request");
-    assert_eq!(first.text(), site.hello_line());
+    says_hello(&site, "first request", || waker.logs());
     // A pass that sees that request (as the timer's would), then quiet for
     // longer than the timeout.
     let seen = reaper(&list, &["--format", "json"]);

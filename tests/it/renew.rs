@@ -9,26 +9,14 @@
 //! are used unchanged while the host (the test, the container) sees the
 //! test's own temp directories.
 
-use std::process::Output;
 use std::time::Duration;
 
+use crate::support::assert::{output_text, says_hello};
 use crate::support::nsystemd::{
     FAILING_SERVICE_DROPIN, boot_for, drive_socket_into_limit, install_reaper, run_renew, unit_dir,
     unit_text,
 };
-use crate::support::{FcgiRequest, TestSite, fastcgi, note, require, wait_until};
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn hello(site: &TestSite) -> std::io::Result<String> {
-    fastcgi::request(&site.waker_socket(), &FcgiRequest::get("hello.php", "")).map(|r| r.text())
-}
+use crate::support::{TestSite, note, require, wait_until};
 
 #[test]
 fn units_verify_start_wake_and_report_status() {
@@ -54,9 +42,9 @@ fn units_verify_start_wake_and_report_status() {
     args.extend(paths.iter().map(String::as_str));
     let verify = ns.run("systemd-analyze", &args);
     assert!(
-        verify.status.success() && text(&verify).trim().is_empty(),
+        verify.status.success() && output_text(&verify).trim().is_empty(),
         "systemd-analyze verify: {}",
-        text(&verify)
+        output_text(&verify)
     );
 
     // Starting the socket unit creates the socket (where the host sees it).
@@ -68,12 +56,12 @@ fn units_verify_start_wake_and_report_status() {
     assert_eq!(site.state(), "created", "nothing woke the container yet");
 
     // A request through it wakes the real container and gets php-fpm's answer.
-    assert_eq!(hello(&site).expect("request"), site.hello_line());
+    says_hello(&site, "request", String::new);
     assert_eq!(site.state(), "running");
 
     // systemctl status shows the waker's STATUS= line.
     let service = format!("fleet-waker@{name}.service");
-    let status = text(&ns.systemctl(&["status", "--no-pager", &service]));
+    let status = output_text(&ns.systemctl(&["status", "--no-pager", &service]));
     assert!(status.contains("Status: \""), "no STATUS line:\n{status}");
     note(&format!(
         "status line: {}",
@@ -106,7 +94,7 @@ fn renew_recovers_a_socket_that_hit_its_limit() {
     ns.remove_unit(FAILING_SERVICE_DROPIN);
     ns.systemctl_ok(&["daemon-reload"]);
     let out = run_renew(&ns, &[&name]);
-    let report = text(&out);
+    let report = output_text(&out);
     note(&format!("fleet-renew output:\n{report}"));
     assert!(out.status.success(), "fleet-renew failed:\n{report}");
     for step in [
@@ -128,10 +116,7 @@ fn renew_recovers_a_socket_that_hit_its_limit() {
     assert!(report.contains(&format!("{name}\tHEALTHY")), "{report}");
 
     // The next request succeeds.
-    assert_eq!(
-        hello(&site).expect("request after renew"),
-        site.hello_line()
-    );
+    says_hello(&site, "request after renew", String::new);
 }
 
 #[test]
@@ -142,7 +127,7 @@ fn renew_reports_a_bad_site_and_renews_the_good_one() {
     let name = site.name().to_owned();
     let unknown = format!("unknown-{name}");
     let out = run_renew(&ns, &[&name, "../etc", &unknown]);
-    let report = text(&out);
+    let report = output_text(&out);
     note(&format!("fleet-renew output:\n{report}"));
     assert_eq!(out.status.code(), Some(1), "{report}");
     assert!(report.contains("\"../etc\""), "{report}");
@@ -157,7 +142,7 @@ fn renew_reports_a_bad_site_and_renews_the_good_one() {
     assert!(report.contains(&format!("{unknown}\tFAILED")), "{report}");
     assert!(report.contains(&format!("{name}\tHEALTHY")), "{report}");
     // The good one listens again and serves.
-    assert_eq!(hello(&site).expect("request"), site.hello_line());
+    says_hello(&site, "request", String::new);
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::support::assert::{output_text, says_hello};
 use crate::support::nsystemd::{boot_for, run_renew, unit_text};
 use crate::support::wake::{activated, hello, reap_until, reaper_pass};
 use crate::support::{
@@ -133,10 +134,7 @@ fn symlink_to_docker_socket_is_refused() {
     require!(Docker, PhpFpm, SocketActivate, Root);
     let site = tenant_site(SiteOptions::default());
     let w = activated(&site, &["--start-timeout", "2s"]);
-    assert_eq!(
-        hello(&site.waker_socket()).expect("warm").text(),
-        site.hello_line()
-    );
+    says_hello(&site, "warm", String::new);
 
     let real = move_socket_aside(&site);
     tenant_ok(
@@ -155,12 +153,7 @@ fn symlink_to_docker_socket_is_refused() {
 
     tenant_ok(&real, "op=unlink&a=php-fpm.sock");
     restore_socket(&real);
-    assert_eq!(
-        hello(&site.waker_socket())
-            .expect("after the restore")
-            .text(),
-        site.hello_line()
-    );
+    says_hello(&site, "after the restore", String::new);
     note(&format!(
         "docker.sock via symlink: closed after {took:?}, no byte"
     ));
@@ -199,12 +192,7 @@ fn symlink_to_another_sites_socket_is_never_proxied() {
             .text(),
         victim.hello_line()
     );
-    assert_eq!(
-        hello(&victim.waker_socket())
-            .expect("victim's waker")
-            .text(),
-        victim.hello_line()
-    );
+    says_hello(&victim, "victim's waker", String::new);
     assert!(victim_waker.activated());
 }
 
@@ -220,10 +208,7 @@ fn own_waker_socket_is_never_connected_to() {
         ..Default::default()
     });
     let w = activated(&site, &["--start-timeout", "2s", "--connections-max", "8"]);
-    assert_eq!(
-        hello(&site.waker_socket()).expect("warm").text(),
-        site.hello_line()
-    );
+    says_hello(&site, "warm", String::new);
     let fds = || {
         std::fs::read_dir(format!("/proc/{}/fd", w.pid()))
             .map(|d| d.count())
@@ -343,10 +328,7 @@ fn non_sockets_fail_the_wake_within_the_timeout() {
     }
     logged(&w, "was refused for 2s");
     restore_socket(&real);
-    assert_eq!(
-        hello(&site.waker_socket()).expect("restored").text(),
-        site.hello_line()
-    );
+    says_hello(&site, "restored", String::new);
 }
 
 /// Free bytes of the file system holding `path`.
@@ -423,12 +405,7 @@ fn filling_the_runtime_directory_leaves_run_alone() {
     );
 
     // The other site still wakes (its socket needs an inode on its own tmpfs).
-    assert_eq!(
-        hello(&other.waker_socket())
-            .expect("other site wakes")
-            .text(),
-        other.hello_line()
-    );
+    says_hello(&other, "other site wakes", String::new);
     assert!(other_waker.activated());
     // And the full site itself keeps serving what it has.
     assert_eq!(
@@ -459,11 +436,7 @@ fn renew_with_docker_dead_keeps_a_live_socket() {
         .arg(&name)
         .output()
         .expect("run fleet-renew");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(
         !out.status.success(),
         "Docker is dead, renew must say so:\n{text}"
@@ -481,12 +454,7 @@ fn renew_with_docker_dead_keeps_a_live_socket() {
             .text(),
         site.hello_line()
     );
-    assert_eq!(
-        hello(&site.waker_socket())
-            .expect("through the renewed socket")
-            .text(),
-        site.hello_line()
-    );
+    says_hello(&site, "through the renewed socket", String::new);
     // With Docker back, renew stops the container and only then leaves a
     // refusing placeholder where php-fpm's socket was.
     let out = run_renew(&ns, &[&name]);
@@ -578,10 +546,7 @@ fn the_sleeping_name_is_never_followed() {
         std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()),
         "php-fpm's socket replaced the planted link: {meta:?}"
     );
-    assert_eq!(
-        hello(&site.waker_socket()).expect("wake from pause").text(),
-        site.hello_line()
-    );
+    says_hello(&site, "wake from pause", String::new);
     assert_eq!(site.state(), "running");
     assert!(!aside.exists(), "the socket is back in place");
     assert_eq!(
@@ -641,11 +606,6 @@ fn the_sleeping_name_is_never_followed() {
     );
     tenant_ok(&real, "op=unlink&a=php-fpm.sock.sleeping");
     restore_socket(&real);
-    assert_eq!(
-        hello(&site.waker_socket())
-            .expect("after the restore")
-            .text(),
-        site.hello_line()
-    );
+    says_hello(&site, "after the restore", String::new);
     drop(w);
 }

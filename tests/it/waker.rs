@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::wake::{
     activated, held_connections_closed, hello, hello_after_backoff, listening_site, stopped_site,
@@ -197,8 +198,7 @@ fn failure_missing_container_then_fixed() {
     assert!(w.logs().contains("does not exist"), "{}", w.logs());
     assert!(w.logs().contains(site.container()), "{}", w.logs());
     support::docker_ok(&["rename", &hidden, site.container()]);
-    let r = hello(&site.waker_socket()).expect("after the fix");
-    assert_eq!(r.text(), site.hello_line());
+    says_hello(&site, "after the fix", String::new);
     support::note(&format!("missing container: closed after {times:?}"));
 }
 
@@ -253,8 +253,7 @@ fn failure_fpm_never_listens_then_fixed() {
     assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
     assert!(w.logs().contains("did not accept"), "{}", w.logs());
     std::fs::hard_link(site.fpm_socket(), &upstream).expect("fix: hard link");
-    let r = hello(&site.waker_socket()).expect("after the fix");
-    assert_eq!(r.text(), site.hello_line());
+    says_hello(&site, "after the fix", String::new);
     support::note(&format!("php-fpm never listening: closed after {times:?}"));
 }
 
@@ -375,8 +374,7 @@ fn state_file_during_after_and_symlink() {
     std::fs::remove_file(&state).expect("remove state file");
     std::os::unix::fs::symlink(&target, &state).expect("plant symlink");
     for _ in 0..3 {
-        let r = hello(&site.waker_socket()).expect("still proxying");
-        assert_eq!(r.text(), site.hello_line());
+        says_hello(&site, "still proxying", String::new);
     }
     std::thread::sleep(Duration::from_millis(100)); // let the coalesced writer try
     assert_eq!(std::fs::read_to_string(&target).expect("read"), "precious");
@@ -402,8 +400,7 @@ fn exit_idle_time() {
     let site = TestSite::new();
     site.start();
     let mut w = activated(&site, &["--exit-idle-time", "1s"]);
-    let r = hello(&site.waker_socket()).expect("request");
-    assert_eq!(r.text(), site.hello_line());
+    says_hello(&site, "request", String::new);
     let last = Instant::now();
     let status = w
         .wait_exit(Duration::from_secs(5))

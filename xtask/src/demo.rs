@@ -1226,7 +1226,7 @@ fn http_get(port: u16, path: &str) -> Result<Response, String> {
     http_get_host(port, "localhost", path)
 }
 
-/// [`http_get`] with a `Host` header of `host` (for name-based servers).
+/// `http_get` with a `Host` header of `host` (for name-based servers).
 /// Reads for up to 120 s: longer than nginx's 60 s read timeout, so a
 /// 504 is seen as one.
 pub fn http_get_host(port: u16, host: &str, path: &str) -> Result<Response, String> {

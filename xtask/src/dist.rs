@@ -62,7 +62,7 @@ pub struct DistArgs {
     /// Package the debug binaries (fast; for checking the packaging).
     #[arg(long)]
     pub debug: bool,
-    /// Do not run cargo build; use target/<profile>/ as it is.
+    /// Do not run cargo build; use target/PROFILE/ as it is.
     #[arg(long)]
     pub no_build: bool,
     /// Write into DIR instead of target/dist.

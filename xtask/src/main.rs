@@ -33,8 +33,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Install missing Debian packages (as root), check docker, build the
-    /// php-fpm image, then cargo fmt --check, clippy -D warnings, build and
-    /// test the whole workspace; ARGS go to `cargo test`
+    /// php-fpm image, then cargo fmt --check, clippy -D warnings, doc -D
+    /// warnings, build and test the whole workspace; ARGS go to `cargo test`
     #[command(disable_help_flag = true)]
     Test {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -336,6 +336,19 @@ fn test(cargo_test_args: &[String]) -> Result<(), Error> {
                 "--",
                 "-D",
                 "warnings",
+            ],
+        )?;
+        // Broken or ambiguous doc links fail here, not on docs.rs. Through
+        // --config, not RUSTDOCFLAGS, so the step is one argv like the others.
+        step(
+            "doc",
+            &cargo,
+            &[
+                "doc",
+                "--workspace",
+                "--no-deps",
+                "--config",
+                "build.rustdocflags=[\"-D\", \"warnings\"]",
             ],
         )?;
         step("build", &cargo, &["build", "--workspace"])?;

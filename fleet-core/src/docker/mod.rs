@@ -26,7 +26,7 @@ use bollard::query_parameters::{InspectContainerOptions, StopContainerOptions};
 use tokio::sync::Mutex;
 
 /// Default engine address when `DOCKER_HOST` is not set.
-pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
 /// Seconds bollard waits for any one API response. Callers bound their own
 /// waits more tightly (e.g. the waker's `--start-timeout`).
@@ -79,7 +79,7 @@ impl DockerError {
 }
 
 /// Docker's words for a refused API version (pure).
-pub fn is_version_message(message: &str) -> bool {
+fn is_version_message(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     m.contains("client version") && (m.contains("too old") || m.contains("too new"))
 }
@@ -340,14 +340,14 @@ fn pinned_version() -> Option<(usize, usize)> {
 }
 
 /// `1.41` → (1, 41).
-pub fn parse_api_version(v: &str) -> Option<(usize, usize)> {
+fn parse_api_version(v: &str) -> Option<(usize, usize)> {
     let (major, minor) = v.trim().split_once('.')?;
     Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
 /// The API version in the engine's answer to `GET /_ping`: status 200 and
 /// an `Api-Version` header.
-pub fn parse_ping_version(response: &str) -> Option<(usize, usize)> {
+fn parse_ping_version(response: &str) -> Option<(usize, usize)> {
     let mut lines = response.split("\r\n");
     if lines.next()?.split_whitespace().nth(1)? != "200" {
         return None;

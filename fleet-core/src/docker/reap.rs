@@ -29,7 +29,7 @@ use futures_util::StreamExt;
 use super::{DockerError, Engine, parse_docker_time};
 
 /// Size of the header Docker puts before each frame of a multiplexed stream.
-pub const FRAME_HEADER_LEN: u64 = 8;
+const FRAME_HEADER_LEN: u64 = 8;
 
 /// What one log check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub struct LogProbe {
 /// The whole seconds to pass as `since` for `cutoff`: rounded down (the
 /// frame's own timestamp decides exactly), and at least 1, since 0 means
 /// "from the beginning" to Docker.
-pub fn since_secs(cutoff: SystemTime) -> i32 {
+fn since_secs(cutoff: SystemTime) -> i32 {
     let secs = cutoff
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
@@ -59,7 +59,7 @@ pub fn since_secs(cutoff: SystemTime) -> i32 {
 /// exact cutoff. A frame whose timestamp does not parse counts as after the
 /// cutoff: Docker chose to send it for `since`, and an unreadable time must
 /// not make a site look idle.
-pub fn judge_frame(payload: &[u8], cutoff: SystemTime) -> (bool, Option<SystemTime>) {
+fn judge_frame(payload: &[u8], cutoff: SystemTime) -> (bool, Option<SystemTime>) {
     let stamp = payload
         .split(|&b| b == b' ')
         .next()

@@ -207,7 +207,7 @@ impl Engine {
 
 /// A die event at `died_at` is stale for a container last started at
 /// `started_at` when the start came after the death.
-pub fn is_stale_death(died_at: Option<SystemTime>, started_at: Option<SystemTime>) -> bool {
+fn is_stale_death(died_at: Option<SystemTime>, started_at: Option<SystemTime>) -> bool {
     match (died_at, started_at) {
         (Some(died), Some(started)) => started > died,
         _ => false,

@@ -102,7 +102,7 @@ impl Inputs {
 
     /// How long the site has been quiet: since its last activity or its
     /// start, whichever is later. `None` when neither is known.
-    pub fn idle_for(&self) -> Option<Duration> {
+    fn idle_for(&self) -> Option<Duration> {
         let since = [self.last_activity(), self.started_at]
             .into_iter()
             .flatten()

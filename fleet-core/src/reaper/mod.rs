@@ -34,7 +34,7 @@ mod decide;
 #[cfg(test)]
 mod pinned;
 mod report;
-pub mod traffic;
+mod traffic;
 
 pub use decide::{
     Decision, FpmInput, Inputs, LogInput, StateInput, Verdict, ago, decide, decide_without_logs,
@@ -165,12 +165,74 @@ pub enum Outcome {
     WouldStop,
     /// Dry run: would have paused.
     WouldPause,
-    /// Idle at first, but not on the re-check just before acting.
-    Skipped,
+    /// Chosen at first, but left running on the re-check just before acting.
+    Skipped(Skip),
     /// The stop or pause (or what comes just before it) failed.
     Failed(SiteProblem),
-    /// Shutdown arrived before the site was acted on.
+    /// Shutdown arrived after the verdict, before the site was acted on:
+    /// the one point an examined site looks at the shutdown token.
     Interrupted,
+}
+
+/// Why a site chosen for sleep was left running on the re-check just before
+/// acting. The reason column is made from it ([`render_table`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// The waker held the site lock: a request was at php-fpm through it.
+    WakerRequest,
+    /// The re-check's verdict was not idle.
+    NotIdle { verdict: Verdict, reason: String },
+    /// The memory guard's re-check.
+    NotQuiet(NotQuiet),
+    /// The container is no longer the run that was examined (a wake in
+    /// between restarted or unpaused it), as seen at `seen_at`.
+    ContainerChanged {
+        state: ContainerState,
+        started_at: Option<SystemTime>,
+        seen_at: SystemTime,
+    },
+    /// php-fpm was not drained.
+    NotDrained(NotDrained),
+}
+
+/// Why the memory guard's re-check left a site running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotQuiet {
+    /// The re-check's verdict was busy, unknown or not running.
+    Verdict { verdict: Verdict, reason: String },
+    /// The container has no start time to be quiet since.
+    NoStartTime,
+    /// Active at `since`, less than `min_idle` before `at`.
+    Recent {
+        since: SystemTime,
+        min_idle: Duration,
+        at: SystemTime,
+    },
+}
+
+/// Why php-fpm was not drained before acting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotDrained {
+    /// Still serving requests, or with some queued, after `--drain-timeout`.
+    StillServing {
+        serving: u64,
+        queued: u64,
+        timeout: Duration,
+    },
+    /// Its socket could not be moved aside or its status page read: the
+    /// error.
+    Failed(String),
+}
+
+/// Why the memory guard chose a site: the awake sites' memory over the
+/// budget, and the site's last activity as the guard saw it at `at` (a
+/// re-check may see a later one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryPick {
+    pub awake: u64,
+    pub budget: u64,
+    pub last_activity: Option<SystemTime>,
+    pub at: SystemTime,
 }
 
 impl Outcome {
@@ -181,7 +243,7 @@ impl Outcome {
             Outcome::Paused => "paused",
             Outcome::WouldStop => "would-stop",
             Outcome::WouldPause => "would-pause",
-            Outcome::Skipped => "skipped",
+            Outcome::Skipped(_) => "skipped",
             Outcome::Failed(_) => "failed",
             Outcome::Interrupted => "interrupted",
         }
@@ -218,16 +280,17 @@ pub enum Stage {
 /// A verdict and what was done about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Examination {
-    /// The verdict (of the re-check before acting, when that differs).
+    /// The examination's verdict (a re-check's that differs is in
+    /// [`Skip::NotIdle`]).
     pub verdict: Verdict,
-    /// Why: the verdict's reason, or the memory guard's, with what the
-    /// re-check found. An error is in the [`Outcome`], not here.
+    /// The verdict's reason. What the memory guard or the re-check found is
+    /// in [`Examination::memory_pick`] and the [`Outcome`].
     pub reason: String,
     /// The latest activity seen (waker or log).
     pub last_activity: Option<SystemTime>,
     pub outcome: Outcome,
     /// Chosen by the memory guard (not for its idle timeout).
-    pub memory_stop: bool,
+    pub memory_pick: Option<MemoryPick>,
 }
 
 /// What the pass made of one site: exactly one of these.
@@ -322,7 +385,7 @@ impl SiteReport {
     }
 
     pub fn memory_stop(&self) -> bool {
-        self.examination().is_some_and(|e| e.memory_stop)
+        self.examination().is_some_and(|e| e.memory_pick.is_some())
     }
 
     /// The site's error, if it has one.
@@ -632,11 +695,6 @@ async fn memory_guard(
             "awake sites use more memory than the budget"
         );
     }
-    let reason_head = format!(
-        "memory guard: awake sites use {}, over the budget of {}; least recently active",
-        memory::human_size(total),
-        memory::human_size(budget)
-    );
     let jobs = config.jobs.max(1);
     futures_util::stream::iter(
         examined
@@ -645,42 +703,36 @@ async fn memory_guard(
             .filter(|(i, _)| chosen.contains(i))
             .map(|(_, e)| e),
     )
-    .map(|e| {
-        let reason_head = &reason_head;
-        async move {
-            let (Some(site), Some(inputs)) = (e.site.clone(), e.inputs.clone()) else {
-                return;
-            };
-            let r = &mut e.report;
-            let SiteResult::Examined(ex) = &mut r.result else {
-                return;
-            };
-            let quiet = inputs.last_activity().map_or_else(
-                || "no activity seen".to_owned(),
-                |t| format!("last activity {}", ago(now, t)),
-            );
-            ex.reason = format!(
-                "{reason_head} ({quiet}, {})",
-                memory::human_size(r.memory.unwrap_or(0))
-            );
-            ex.memory_stop = true;
-            let container = site.container();
-            let recheck = Recheck::Memory {
-                min_idle: config.memory_min_idle,
-            };
-            act(
-                engine,
-                config,
-                shutdown,
-                &site,
-                &container,
-                inputs,
-                &mut r.state,
-                ex,
-                recheck,
-            )
-            .await;
-        }
+    .map(|e| async move {
+        let (Some(site), Some(inputs)) = (e.site.clone(), e.inputs.clone()) else {
+            return;
+        };
+        let r = &mut e.report;
+        let SiteResult::Examined(ex) = &mut r.result else {
+            return;
+        };
+        ex.memory_pick = Some(MemoryPick {
+            awake: total,
+            budget,
+            last_activity: inputs.last_activity(),
+            at: now,
+        });
+        let container = site.container();
+        let recheck = Recheck::Memory {
+            min_idle: config.memory_min_idle,
+        };
+        act(
+            engine,
+            config,
+            shutdown,
+            &site,
+            &container,
+            inputs,
+            &mut r.state,
+            ex,
+            recheck,
+        )
+        .await;
     })
     .buffer_unordered(jobs)
     .collect::<Vec<()>>()
@@ -816,7 +868,7 @@ async fn reap_site_inner(
         reason: d.reason,
         last_activity: inputs.last_activity(),
         outcome,
-        memory_stop: false,
+        memory_pick: None,
     };
     if d.verdict == Verdict::Idle {
         act(
@@ -1016,26 +1068,29 @@ enum Recheck {
 }
 
 /// The memory guard's re-check: `Err(why not)` when the site must be left.
-fn memory_recheck(inputs: &Inputs, min_idle: Duration) -> Result<(), String> {
+fn memory_recheck(inputs: &Inputs, min_idle: Duration) -> Result<(), NotQuiet> {
     let d = decide(inputs);
     if matches!(
         d.verdict,
         Verdict::Busy | Verdict::Unknown | Verdict::NotRunning
     ) {
-        return Err(d.reason);
+        return Err(NotQuiet::Verdict {
+            verdict: d.verdict,
+            reason: d.reason,
+        });
     }
     let quiet_since = match (inputs.started_at, inputs.last_activity()) {
         (Some(s), Some(a)) => s.max(a),
         (Some(s), None) => s,
-        (None, _) => return Err("container has no start time".to_owned()),
+        (None, _) => return Err(NotQuiet::NoStartTime),
     };
     match inputs.now.duration_since(quiet_since) {
         Ok(q) if q >= min_idle => Ok(()),
-        _ => Err(format!(
-            "active {}, less than --memory-min-idle {} ago",
-            ago(inputs.now, quiet_since),
-            human(min_idle)
-        )),
+        _ => Err(NotQuiet::Recent {
+            since: quiet_since,
+            min_idle,
+            at: inputs.now,
+        }),
     }
 }
 
@@ -1067,7 +1122,6 @@ async fn act(
     }
     if shutdown.is_cancelled() {
         r.outcome = Outcome::Interrupted;
-        r.reason = format!("{} (interrupted before acting)", r.reason);
         return;
     }
     // The site lock first: from here on no request of the waker's is at
@@ -1076,11 +1130,7 @@ async fn act(
         Ok(Some(lock)) => lock,
         Ok(None) => {
             info!(site = %site, "a request is at php-fpm through the waker; left running");
-            r.reason = format!(
-                "{} (re-check: a request is at php-fpm through the waker; left running)",
-                r.reason
-            );
-            r.outcome = Outcome::Skipped;
+            r.outcome = Outcome::Skipped(Skip::WakerRequest);
             return;
         }
         Err(e) => {
@@ -1097,20 +1147,20 @@ async fn act(
     inputs.now = SystemTime::now();
     if let Recheck::Memory { min_idle } = recheck {
         if let Err(why) = memory_recheck(&inputs, min_idle) {
-            info!(site = %site, reason = %why, "not idle enough on re-check; left running");
-            r.reason = format!("{} (re-check: {why}; left running)", r.reason);
+            info!(site = %site, reason = ?why, "not idle enough on re-check; left running");
             r.last_activity = inputs.last_activity();
-            r.outcome = Outcome::Skipped;
+            r.outcome = Outcome::Skipped(Skip::NotQuiet(why));
             return;
         }
     }
     let again = decide(&inputs);
     if matches!(recheck, Recheck::Idle) && again.verdict != Verdict::Idle {
         info!(site = %site, verdict = %again.verdict, reason = %again.reason, "not idle on re-check; left running");
-        r.verdict = again.verdict;
-        r.reason = format!("re-check: {}", again.reason);
         r.last_activity = inputs.last_activity();
-        r.outcome = Outcome::Skipped;
+        r.outcome = Outcome::Skipped(Skip::NotIdle {
+            verdict: again.verdict,
+            reason: again.reason,
+        });
         return;
     }
     // The same container run as examined? (A wake in between restarts it.)
@@ -1121,14 +1171,12 @@ async fn act(
             ..
         }) if s == inputs.container && started_at == inputs.started_at => {}
         Ok(info) => {
-            r.outcome = Outcome::Skipped;
             *examined_state = Some(info.state);
-            r.reason = format!(
-                "re-check: container is {} (started {}) since it was examined",
-                info.state,
-                info.started_at
-                    .map_or_else(|| "never".to_owned(), |t| ago(SystemTime::now(), t))
-            );
+            r.outcome = Outcome::Skipped(Skip::ContainerChanged {
+                state: info.state,
+                started_at: info.started_at,
+                seen_at: SystemTime::now(),
+            });
             return;
         }
         Err(e) => {
@@ -1140,9 +1188,8 @@ async fn act(
     if inputs.container == ContainerState::Running {
         if let Err(why) = steer_and_drain(config, site, &socket, &inputs).await {
             put_back(site, &socket);
-            info!(site = %site, reason = %why, "not drained; left running");
-            r.reason = format!("{} (drain: {why}; left running)", r.reason);
-            r.outcome = Outcome::Skipped;
+            info!(site = %site, reason = ?why, "not drained; left running");
+            r.outcome = Outcome::Skipped(Skip::NotDrained(why));
             return;
         }
     }
@@ -1156,7 +1203,7 @@ async fn act(
                 Action::Stop => Outcome::Stopped,
                 Action::Pause => Outcome::Paused,
             };
-            info!(site = %site, container = %container, action = action.as_str(), reason = %r.reason, "container put to sleep");
+            info!(site = %site, container = %container, action = action.as_str(), reason = %r.reason, memory_guard = r.memory_pick.is_some(), "container put to sleep");
             if action == Action::Stop {
                 // php-fpm is gone: what is aside is dead.
                 if let Err(e) = drain::discard_aside(&socket) {
@@ -1182,7 +1229,8 @@ async fn steer_and_drain(
     site: &Site,
     socket: &std::path::Path,
     inputs: &Inputs,
-) -> Result<(), String> {
+) -> Result<(), NotDrained> {
+    let failed = |e: &(dyn std::error::Error + 'static)| NotDrained::Failed(exit::chain(e));
     match drain::move_aside(socket) {
         Ok(drain::Moved::Aside) => {
             // nginx's next connect is refused (and logged at error, not
@@ -1192,7 +1240,7 @@ async fn steer_and_drain(
             }
         }
         Ok(moved) => debug!(site = %site, ?moved, "php-fpm's socket was not there to move"),
-        Err(e) => return Err(exit::chain(&e)),
+        Err(e) => return Err(failed(&e)),
     }
     let (FpmInput::Read { .. }, Some(status_path)) = (&inputs.fpm, config.status_path.as_deref())
     else {
@@ -1203,9 +1251,9 @@ async fn steer_and_drain(
     let aside = drain::aside_path(socket);
     let started = Instant::now();
     let query = || crate::fpm_status::query(&aside, status_path, STATUS_TIMEOUT);
-    let mut prev = query().await.map_err(|e| exit::chain(&e))?;
+    let mut prev = query().await.map_err(|e| failed(&e))?;
     loop {
-        let next = query().await.map_err(|e| exit::chain(&e))?;
+        let next = query().await.map_err(|e| failed(&e))?;
         if drain::is_drained(&prev, &next) {
             let rec = traffic::observe(
                 traffic::load(&config.layout.fpm_record(site)).as_ref(),
@@ -1226,15 +1274,14 @@ async fn steer_and_drain(
             return Ok(());
         }
         if started.elapsed() >= config.drain_timeout {
-            return Err(format!(
-                "php-fpm still serving {} request(s), {} queued, after --drain-timeout {}",
-                next.active_processes.saturating_sub(1),
-                next.listen_queue,
-                human(config.drain_timeout)
-            ));
+            return Err(NotDrained::StillServing {
+                serving: next.active_processes.saturating_sub(1),
+                queued: next.listen_queue,
+                timeout: config.drain_timeout,
+            });
         }
         tokio::time::sleep(DRAIN_STEP).await;
-        prev = query().await.map_err(|e| exit::chain(&e))?;
+        prev = query().await.map_err(|e| failed(&e))?;
     }
 }
 

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{
-    Action, Examination, HealMode, MemorySummary, Outcome, Report, SiteProblem, SiteReport,
-    SiteResult, Stage, Verdict, render_json, render_table,
+    Action, Examination, HealMode, MemoryPick, MemorySummary, Outcome, Report, SiteProblem,
+    SiteReport, SiteResult, Skip, Stage, Verdict, render_json, render_table,
 };
 use crate::docker::ContainerState;
 use crate::docker::reap::LogProbe;
@@ -36,7 +36,7 @@ fn judged(mut r: SiteReport, v: Verdict, reason: &str, outcome: Outcome) -> Site
         reason: reason.into(),
         last_activity: None,
         outcome,
-        memory_stop: false,
+        memory_pick: None,
     });
     r
 }
@@ -107,11 +107,16 @@ fn sites() -> Vec<SiteReport> {
     let mut memory = judged(
         examined("memory.example", ContainerState::Running),
         Verdict::ActiveWaker,
-        "memory guard: awake sites use 40.0 MiB, over the budget of 32.0 MiB; least recently active (last activity 1m 40s ago, 30.0 MiB)",
+        "connection 1m 40s ago",
         Outcome::Stopped,
     );
     examination(&mut memory).last_activity = Some(at(1_795_462_870));
-    examination(&mut memory).memory_stop = true;
+    examination(&mut memory).memory_pick = Some(MemoryPick {
+        awake: 40 << 20,
+        budget: 32 << 20,
+        last_activity: Some(at(1_795_462_870)),
+        at: at(1_795_462_970),
+    });
     memory.memory = Some(30 << 20);
 
     let failed = judged(
@@ -137,14 +142,17 @@ fn sites() -> Vec<SiteReport> {
     let late = judged(
         examined("late.example", ContainerState::Running),
         Verdict::Idle,
-        "idle for 20m (interrupted before acting)",
+        "idle for 20m",
         Outcome::Interrupted,
     );
     let mut skipped = judged(
         examined("skipped.example", ContainerState::Paused),
-        Verdict::ActiveWaker,
-        "re-check: connection 2s ago",
-        Outcome::Skipped,
+        Verdict::Idle,
+        "idle for 20m",
+        Outcome::Skipped(Skip::NotIdle {
+            verdict: Verdict::ActiveWaker,
+            reason: "connection 2s ago".into(),
+        }),
     );
     examination(&mut skipped).last_activity = Some(at(1_795_462_968));
 

@@ -9,14 +9,25 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use super::{HealMode, Outcome, Report, SiteProblem, SiteReport, SiteResult, Stage, human};
+use super::{
+    Examination, HealMode, MemoryPick, NotDrained, NotQuiet, Outcome, Report, SiteProblem,
+    SiteReport, SiteResult, Skip, Stage, Verdict, ago, human,
+};
 use crate::docker::reap::LogProbe;
 use crate::memory::human_size;
 use crate::state::Activity;
 
+/// The last verdict: the re-check's when it changed the examination's.
+fn verdict(e: &Examination) -> Verdict {
+    match &e.outcome {
+        Outcome::Skipped(Skip::NotIdle { verdict, .. }) => *verdict,
+        _ => e.verdict,
+    }
+}
+
 fn verdict_word(s: &SiteReport) -> &'static str {
     match &s.result {
-        SiteResult::Examined(e) => e.verdict.as_str(),
+        SiteResult::Examined(e) => verdict(e).as_str(),
         SiteResult::Error(_) => "error",
         SiteResult::Interrupted(_) => "-",
     }
@@ -30,18 +41,103 @@ fn action_word(s: &SiteReport) -> &'static str {
     }
 }
 
-/// The verdict's (or the memory guard's) reason; for an error, the error.
-fn reason(s: &SiteReport) -> &str {
+/// The verdict's (or the memory guard's) reason, with what the re-check
+/// found; for an error, the error.
+fn reason(s: &SiteReport) -> String {
     match &s.result {
         SiteResult::Error(p)
-        | SiteResult::Examined(super::Examination {
+        | SiteResult::Examined(Examination {
             outcome: Outcome::Failed(p),
             ..
-        }) => &p.message,
-        SiteResult::Examined(e) => &e.reason,
-        SiteResult::Interrupted(Stage::NotExamined) => "interrupted before the site was examined",
-        SiteResult::Interrupted(Stage::Examining) => "interrupted while the site was examined",
+        }) => p.message.clone(),
+        SiteResult::Examined(e) => examined_reason(s, e),
+        SiteResult::Interrupted(Stage::NotExamined) => {
+            "interrupted before the site was examined".to_owned()
+        }
+        SiteResult::Interrupted(Stage::Examining) => {
+            "interrupted while the site was examined".to_owned()
+        }
     }
+}
+
+fn examined_reason(s: &SiteReport, e: &Examination) -> String {
+    let why = match e.memory_pick {
+        Some(pick) => memory_reason(s, pick),
+        None => e.reason.clone(),
+    };
+    match &e.outcome {
+        Outcome::Interrupted => format!("{why} (interrupted before acting)"),
+        Outcome::Skipped(Skip::WakerRequest) => {
+            format!("{why} (re-check: a request is at php-fpm through the waker; left running)")
+        }
+        Outcome::Skipped(Skip::NotQuiet(not)) => {
+            format!("{why} (re-check: {}; left running)", not_quiet(not))
+        }
+        Outcome::Skipped(Skip::NotIdle { reason, .. }) => format!("re-check: {reason}"),
+        Outcome::Skipped(Skip::ContainerChanged {
+            state,
+            started_at,
+            seen_at,
+        }) => format!(
+            "re-check: container is {state} (started {}) since it was examined",
+            started_at.map_or_else(|| "never".to_owned(), |t| ago(*seen_at, t))
+        ),
+        Outcome::Skipped(Skip::NotDrained(not)) => {
+            format!("{why} (drain: {}; left running)", not_drained(not))
+        }
+        Outcome::None
+        | Outcome::Unknown(_)
+        | Outcome::Stopped
+        | Outcome::Paused
+        | Outcome::WouldStop
+        | Outcome::WouldPause
+        | Outcome::Failed(_) => why,
+    }
+}
+
+fn not_quiet(n: &NotQuiet) -> String {
+    match n {
+        NotQuiet::Verdict { reason, .. } => reason.clone(),
+        NotQuiet::NoStartTime => "container has no start time".to_owned(),
+        NotQuiet::Recent {
+            since,
+            min_idle,
+            at,
+        } => format!(
+            "active {}, less than --memory-min-idle {} ago",
+            ago(*at, *since),
+            human(*min_idle)
+        ),
+    }
+}
+
+fn not_drained(n: &NotDrained) -> String {
+    match n {
+        NotDrained::StillServing {
+            serving,
+            queued,
+            timeout,
+        } => format!(
+            "php-fpm still serving {serving} request(s), {queued} queued, after --drain-timeout {}",
+            human(*timeout)
+        ),
+        NotDrained::Failed(error) => error.clone(),
+    }
+}
+
+/// The memory guard's reason: the pass's memory over the budget, and the
+/// site's last activity and memory.
+fn memory_reason(s: &SiteReport, pick: MemoryPick) -> String {
+    let quiet = pick.last_activity.map_or_else(
+        || "no activity seen".to_owned(),
+        |t| format!("last activity {}", ago(pick.at, t)),
+    );
+    format!(
+        "memory guard: awake sites use {}, over the budget of {}; least recently active ({quiet}, {})",
+        human_size(pick.awake),
+        human_size(pick.budget),
+        human_size(s.memory.unwrap_or(0))
+    )
 }
 
 fn heal_word(s: &SiteReport) -> &'static str {
@@ -51,7 +147,7 @@ fn heal_word(s: &SiteReport) -> &'static str {
 /// The reason column: the reason, then what healing found when it found
 /// anything to say.
 fn reason_text(s: &SiteReport) -> String {
-    let mut reason = reason(s).to_owned();
+    let mut reason = reason(s);
     if let Some(h) = s
         .heal
         .as_ref()
@@ -134,7 +230,7 @@ struct SiteJson<'a> {
     #[serde(flatten)]
     site: &'a SiteReport,
     verdict: &'static str,
-    reason: &'a str,
+    reason: String,
     action: &'static str,
     error: Option<&'a str>,
     docker_unreachable: bool,
@@ -315,7 +411,7 @@ mod tests {
             reason: "no connection and no log output for 20m".into(),
             last_activity: Some(now - Duration::from_secs(3600)),
             outcome: Outcome::Stopped,
-            memory_stop: false,
+            memory_pick: None,
         });
         let mut bad = SiteReport::new("bad name.conf".into(), PathBuf::from("/s/bad name.conf"));
         bad.examined_at = now;
@@ -373,6 +469,94 @@ mod tests {
                 .as_str()
                 .expect("string")
                 .contains("bad name.conf")
+        );
+    }
+
+    /// Each outcome's reason, as the pass wrote it as text before outcomes
+    /// carried their data.
+    #[test]
+    fn reasons_come_from_the_outcome() {
+        let mut r = sample();
+        let now = r.sites[0].examined_at;
+        let site = &mut r.sites[0];
+        let cases = [
+            (
+                Outcome::Interrupted,
+                "no connection and no log output for 20m (interrupted before acting)",
+            ),
+            (
+                Outcome::Skipped(Skip::WakerRequest),
+                "no connection and no log output for 20m (re-check: a request is at php-fpm through the waker; left running)",
+            ),
+            (
+                Outcome::Skipped(Skip::NotQuiet(NotQuiet::Verdict {
+                    verdict: Verdict::Busy,
+                    reason: "2 connections open".into(),
+                })),
+                "no connection and no log output for 20m (re-check: 2 connections open; left running)",
+            ),
+            (
+                Outcome::Skipped(Skip::NotQuiet(NotQuiet::NoStartTime)),
+                "no connection and no log output for 20m (re-check: container has no start time; left running)",
+            ),
+            (
+                Outcome::Skipped(Skip::NotQuiet(NotQuiet::Recent {
+                    since: now - Duration::from_secs(30),
+                    min_idle: Duration::from_secs(60),
+                    at: now,
+                })),
+                "no connection and no log output for 20m (re-check: active 30.0s ago, less than --memory-min-idle 1m ago; left running)",
+            ),
+            (
+                Outcome::Skipped(Skip::ContainerChanged {
+                    state: ContainerState::Running,
+                    started_at: Some(now - Duration::from_secs(3)),
+                    seen_at: now,
+                }),
+                "re-check: container is running (started 3.0s ago) since it was examined",
+            ),
+            (
+                Outcome::Skipped(Skip::ContainerChanged {
+                    state: ContainerState::Exited,
+                    started_at: None,
+                    seen_at: now,
+                }),
+                "re-check: container is exited (started never) since it was examined",
+            ),
+            (
+                Outcome::Skipped(Skip::NotDrained(NotDrained::StillServing {
+                    serving: 2,
+                    queued: 1,
+                    timeout: Duration::from_secs(30),
+                })),
+                "no connection and no log output for 20m (drain: php-fpm still serving 2 request(s), 1 queued, after --drain-timeout 30.0s; left running)",
+            ),
+            (
+                Outcome::Skipped(Skip::NotDrained(NotDrained::Failed("cannot move".into()))),
+                "no connection and no log output for 20m (drain: cannot move; left running)",
+            ),
+        ];
+        for (outcome, want) in cases {
+            let SiteResult::Examined(e) = &mut site.result else {
+                panic!("not examined");
+            };
+            e.outcome = outcome;
+            assert_eq!(reason(site), want);
+            assert_eq!(verdict_word(site), "idle");
+            assert!(!site.is_error());
+        }
+        let SiteResult::Examined(e) = &mut site.result else {
+            panic!("not examined");
+        };
+        e.outcome = Outcome::Skipped(Skip::NotIdle {
+            verdict: Verdict::Busy,
+            reason: "1 request in flight".into(),
+        });
+        assert_eq!(reason(site), "re-check: 1 request in flight");
+        assert_eq!(
+            verdict_word(site),
+            "busy",
+            "the re-check's verdict is shown"
         );
     }
 

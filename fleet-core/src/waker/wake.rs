@@ -53,7 +53,7 @@ impl Backoff {
     }
 
     /// How long until a wake may be tried again.
-    pub fn remaining(&self, now: Instant) -> Option<Duration> {
+    fn remaining(&self, now: Instant) -> Option<Duration> {
         self.until
             .map(|u| u.saturating_duration_since(now))
             .filter(|d| !d.is_zero())
@@ -117,7 +117,7 @@ impl WakeFailure {
     /// while starting. Only these count towards the back-off: an
     /// unreachable Docker, a missing container or a slow or refused php-fpm
     /// socket costs no start, and is retried on the next request.
-    pub fn is_the_containers(&self) -> bool {
+    fn is_the_containers(&self) -> bool {
         use crate::docker::DockerError as D;
         match self {
             WakeFailure::Docker { source, .. } => match source {

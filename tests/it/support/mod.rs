@@ -16,6 +16,7 @@
 //! * [`wait_until`], [`free_port`], [`bin`], [`docker`], [`docker_events`], [`count_docker_events`].
 #![allow(dead_code, unused_imports, unused_macros)]
 
+pub mod assert;
 pub mod docker_proxy;
 pub mod fastcgi;
 pub mod frontends;
