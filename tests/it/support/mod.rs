@@ -22,7 +22,6 @@ pub mod frontends;
 pub mod http;
 pub mod nginx;
 pub mod nsystemd;
-pub mod process;
 pub mod site;
 pub mod stack;
 pub mod wake;
@@ -30,12 +29,13 @@ pub mod wake;
 pub use fastcgi::{FcgiRequest, FcgiResponse};
 pub use http::HttpResponse;
 pub use nginx::Nginx;
-pub use process::{Launch, SocketActivated, Spawned};
 pub use site::{SiteOptions, TestSite};
 pub use stack::Stack;
+/// The launcher is the kit's, shared with the benches, soak and demo.
+pub use xtask::kit::process::{self, Launch, SocketActivated, Spawned};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -164,30 +164,18 @@ impl Component {
 fn docker_available() -> &'static Result<(), String> {
     static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
     CHECK.get_or_init(|| {
-        match Command::new("docker")
-            .args(["info", "--format", "{{.ServerVersion}}"])
-            .stdin(Stdio::null())
-            .output()
-        {
-            Ok(out) if out.status.success() => Ok(()),
-            Ok(out) => Err(format!(
-                "`docker info` failed: {} (is the Docker engine running and DOCKER_HOST right?)",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-            Err(e) => Err(format!(
-                "cannot run `docker`: {e} (apt-get install docker.io)"
-            )),
-        }
+        xtask::error::run("docker", &["info", "--format", "{{.ServerVersion}}"])
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "{} (is the Docker engine running and DOCKER_HOST right? else apt-get install docker.io)",
+                    xtask::error::chain(&e)
+                )
+            })
     })
 }
 
-/// Look a program up on `PATH`.
-pub fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
+pub use xtask::kit::process::find_in_path;
 
 /// True when running under CI (`CI=true`): missing components are failures.
 pub fn in_ci() -> bool {
@@ -281,48 +269,30 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local_addr").port()
 }
 
-/// A new temp dir `/tmp/fleet-it-<pid>-<kind>-XXXXXX`, mode 0755 (nginx
-/// workers and containers must traverse it). Removed on drop; if the test
-/// process dies without dropping it, [`site::reap_leftovers`] removes it in a
-/// later run (the pid in the name is gone).
+/// [`xtask::kit::temp_dir`]; panics if it cannot be made.
 pub fn temp_dir(kind: &str) -> tempfile::TempDir {
     temp_dir_in(Path::new("/tmp"), kind)
 }
 
-/// Like [`temp_dir`], in `base` (`/tmp` or `/run`, which
-/// [`site::reap_leftovers`] also sweeps).
+/// [`xtask::kit::temp_dir_in`]; panics if it cannot be made.
 pub fn temp_dir_in(base: &Path, kind: &str) -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("{TEMP_PREFIX}{}-{kind}-", std::process::id()))
-        .tempdir_in(base)
-        .unwrap_or_else(|e| panic!("create temp dir in {}: {e}", base.display()));
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod temp dir");
-    dir
+    xtask::kit::temp_dir_in(base, kind)
+        .unwrap_or_else(|e| panic!("create temp dir in {}: {e}", base.display()))
 }
 
-/// Prefix of every temp dir the harness makes in /tmp.
-pub const TEMP_PREFIX: &str = "fleet-it-";
+pub use xtask::kit::TEMP_PREFIX;
 
 /// Run `docker <args>` (argv, no shell) and return its output, whatever the status.
 pub fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
+    xtask::error::Cmd::new("docker")
         .args(args)
-        .stdin(Stdio::null())
         .output()
-        .expect("run docker")
+        .unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)))
 }
 
 /// Run `docker <args>`, panic with its stderr unless it succeeds; return stdout.
 pub fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    xtask::error::run("docker", args).unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)))
 }
 
 fn docker_time(t: SystemTime) -> String {
