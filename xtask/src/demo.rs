@@ -736,19 +736,18 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
     } else {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
         println!("[setup] binaries: {cargo} build -p fleet-waker -p fleet-reaper");
-        crate::error::run_in(
-            Some(&repo_root()),
-            &cargo,
-            &[
+        Cmd::new(&cargo)
+            .args([
                 "build",
                 "--quiet",
                 "-p",
                 "fleet-waker",
                 "-p",
                 "fleet-reaper",
-            ],
-        )
-        .map_err(|e| fail("cargo build", chain(&e)))?;
+            ])
+            .dir(repo_root())
+            .status()
+            .map_err(|e| fail("cargo build", chain(&e)))?;
     }
     let waker_bin = bin_dir.join("fleet-waker");
     let reaper_bin = bin_dir.join("fleet-reaper");

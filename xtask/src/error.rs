@@ -131,6 +131,7 @@ pub struct Cmd {
     program: OsString,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    env_clear: bool,
     dir: Option<PathBuf>,
     stdin: Option<Vec<u8>>,
 }
@@ -142,6 +143,7 @@ impl Cmd {
             program: program.as_ref().to_os_string(),
             args: Vec::new(),
             env: Vec::new(),
+            env_clear: false,
             dir: None,
             stdin: None,
         }
@@ -171,6 +173,12 @@ impl Cmd {
         self
     }
 
+    /// Start from an empty environment (then only [`Cmd::env`]'s variables).
+    pub fn env_clear(mut self) -> Cmd {
+        self.env_clear = true;
+        self
+    }
+
     /// Run in `dir` instead of the current directory.
     pub fn dir(mut self, dir: impl AsRef<Path>) -> Cmd {
         self.dir = Some(dir.as_ref().to_path_buf());
@@ -196,23 +204,9 @@ impl Cmd {
     /// Cannot be started → [`Error::Unavailable`]; stdin not taken whole
     /// by a child that then succeeded → [`Error::Failed`].
     pub fn output(&self) -> Result<Output, Error> {
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(dir) = &self.dir {
-            cmd.current_dir(dir);
-        }
-        let program = self.program.to_string_lossy();
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::unavailable(self.line(), format!("cannot run {program}: {e}")))?;
+        let mut cmd = self.command();
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = self.spawn(&mut cmd)?;
         // Written from a thread while we read: a child that writes much
         // before reading all its input would otherwise block us both.
         let pipe = child.stdin.take();
@@ -236,6 +230,50 @@ impl Cmd {
             Some(Err(_)) => Err(Error::failed(self.line(), "the stdin writer panicked")),
             _ => Ok(out),
         }
+    }
+
+    /// Runs it with stdout and stderr passed through (cargo's or apt's
+    /// progress is the user's to see); a failure status → [`Error::Failed`].
+    pub fn status(&self) -> Result<(), Error> {
+        let mut cmd = self.command();
+        let mut child = self.spawn(&mut cmd)?;
+        if let (Some(data), Some(mut pipe)) = (&self.stdin, child.stdin.take()) {
+            pipe.write_all(data)
+                .map_err(|e| Error::failed(self.line(), format!("writing its stdin: {e}")))?;
+        }
+        let status = child
+            .wait()
+            .map_err(|e| Error::failed(self.line(), format!("waiting for it: {e}")))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::failed(self.line(), status))
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        if self.env_clear {
+            cmd.env_clear();
+        }
+        cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        if let Some(dir) = &self.dir {
+            cmd.current_dir(dir);
+        }
+        cmd
+    }
+
+    fn spawn(&self, cmd: &mut Command) -> Result<std::process::Child, Error> {
+        cmd.spawn().map_err(|e| {
+            let program = self.program.to_string_lossy();
+            Error::unavailable(self.line(), format!("cannot run {program}: {e}"))
+        })
     }
 
     /// Runs it and returns its stdout; a failure status → [`Error::Failed`]
