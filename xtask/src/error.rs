@@ -251,7 +251,15 @@ impl Cmd {
         }
     }
 
-    fn command(&self) -> Command {
+    /// The program, arguments and extra environment (for the launcher,
+    /// which runs them under `systemd-socket-activate` too).
+    pub(crate) fn parts(&self) -> (&OsStr, &[OsString], &[(OsString, OsString)]) {
+        (&self.program, &self.args, &self.env)
+    }
+
+    /// A `std` command: argv, environment, directory; stdin null unless
+    /// bytes are to be fed.
+    pub(crate) fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program);
         if self.env_clear {
             cmd.env_clear();

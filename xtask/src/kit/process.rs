@@ -3,7 +3,7 @@
 //! ([`SocketActivated`]), output captured to files, optionally waiting for
 //! its `READY=1`, stopped when the handle drops.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
-use crate::error::Error;
+use crate::error::{Cmd, Error};
 use crate::wait::wait_until;
 
 /// Variables passed through to socket-activated children when set here
@@ -274,9 +274,7 @@ macro_rules! proc_methods {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Launch {
-    bin: PathBuf,
-    args: Vec<OsString>,
-    env: Vec<(String, String)>,
+    cmd: Cmd,
     log: Option<PathBuf>,
     ready: Option<Duration>,
     stop: (Signal, Duration),
@@ -288,9 +286,7 @@ impl Launch {
     /// own process group, and the group is SIGKILLed on drop.
     pub fn new(bin: impl AsRef<Path>) -> Launch {
         Launch {
-            bin: bin.as_ref().to_path_buf(),
-            args: Vec::new(),
-            env: Vec::new(),
+            cmd: Cmd::new(bin.as_ref()),
             log: None,
             ready: None,
             stop: (Signal::SIGKILL, Duration::ZERO),
@@ -300,37 +296,30 @@ impl Launch {
 
     /// Append one argument.
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Launch {
-        self.args.push(arg.as_ref().to_os_string());
+        self.cmd = self.cmd.arg(arg);
         self
     }
 
     /// Append arguments.
-    pub fn args<I, S>(mut self, args: I) -> Launch
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        self.args
-            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Launch {
+        self.cmd = self.cmd.args(args);
         self
     }
 
     /// Set one environment variable for the child.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Launch {
-        self.env.push((key.into(), value.into()));
+        self.cmd = self.cmd.env(key.into(), value.into());
         self
     }
 
     /// Set environment variables for the child (e.g. `TestSite::layout_env()`).
-    pub fn envs<I, K, V>(mut self, vars: I) -> Launch
+    pub fn envs<I, K, V>(self, vars: I) -> Launch
     where
         I: IntoIterator<Item = (K, V)>,
         K: Into<String>,
         V: Into<String>,
     {
-        self.env
-            .extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
-        self
+        vars.into_iter().fold(self, |l, (k, v)| l.env(k, v))
     }
 
     /// Append stdout and stderr to `path` (a log kept after the run, shared
@@ -374,11 +363,7 @@ impl Launch {
     /// [`Launch::notify_ready`], wait for its `READY=1`.
     pub fn try_spawn(self) -> Result<Spawned, Error> {
         let dir = crate::kit::temp_dir("proc").map_err(Error::io("create temp dir in", "/tmp"))?;
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(&self.args);
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
+        let mut cmd = self.cmd.command();
         let notify = match self.ready {
             Some(_) => {
                 let path = dir.path().join("notify");
@@ -390,9 +375,8 @@ impl Launch {
         };
         let mut proc = Proc::spawn(cmd, &self, dir)?;
         if let (Some(timeout), Some(notify)) = (self.ready, notify) {
-            proc.wait_ready(&notify, timeout).map_err(|e| {
-                Error::failed(self.bin.display().to_string(), crate::error::chain(&e))
-            })?;
+            proc.wait_ready(&notify, timeout)
+                .map_err(|e| Error::failed(self.cmd.line(), crate::error::chain(&e)))?;
         }
         Ok(Spawned { proc })
     }
@@ -423,15 +407,19 @@ impl Launch {
         // Its own "Listening on" message must reach our log.
         cmd.env("SYSTEMD_LOG_TARGET", "console");
         cmd.arg(format!("--listen={}", socket.display()));
+        let (bin, args, env) = self.cmd.parts();
         for var in PASSTHROUGH_ENV {
-            if std::env::var_os(var).is_some() && !self.env.iter().any(|(k, _)| k == var) {
+            if std::env::var_os(var).is_some() && !env.iter().any(|(k, _)| k == var) {
                 cmd.arg("-E").arg(var);
             }
         }
-        for (k, v) in &self.env {
-            cmd.arg("-E").arg(format!("{k}={v}"));
+        for (k, v) in env {
+            let mut kv = k.clone();
+            kv.push("=");
+            kv.push(v);
+            cmd.arg("-E").arg(kv);
         }
-        cmd.arg("--").arg(&self.bin).args(&self.args);
+        cmd.arg("--").arg(bin).args(args);
         let mut this = SocketActivated {
             proc: Proc::spawn(cmd, &self, dir)?,
             socket: socket.to_path_buf(),
