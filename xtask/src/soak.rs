@@ -152,6 +152,7 @@ fn wrk(port: u16, dir: &Path, requests: u64) -> Result<WrkRun, String> {
         return Err(format!("wrk did not exit on SIGINT:\n{}", child.logs()));
     }
     let out = child.stdout();
+    eprintln!("{out}");
     parse_wrk(&out).ok_or_else(|| format!("cannot read wrk's summary:\n{out}"))
 }
 
