@@ -237,17 +237,22 @@ impl Cmd {
     pub fn status(&self) -> Result<(), Error> {
         let mut cmd = self.command();
         let mut child = self.spawn(&mut cmd)?;
-        if let (Some(data), Some(mut pipe)) = (&self.stdin, child.stdin.take()) {
-            pipe.write_all(data)
-                .map_err(|e| Error::failed(self.line(), format!("writing its stdin: {e}")))?;
-        }
+        // Fed before the wait (the pipe closes as it drops); its output is
+        // not ours to read, so the write cannot deadlock on it.
+        let written = match (&self.stdin, child.stdin.take()) {
+            (Some(data), Some(mut pipe)) => pipe.write_all(data),
+            _ => Ok(()),
+        };
         let status = child
             .wait()
             .map_err(|e| Error::failed(self.line(), format!("waiting for it: {e}")))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(Error::failed(self.line(), status))
+        match written {
+            _ if !status.success() => Err(Error::failed(self.line(), status)),
+            Err(e) => Err(Error::failed(
+                self.line(),
+                format!("writing its stdin: {e}"),
+            )),
+            Ok(()) => Ok(()),
         }
     }
 
