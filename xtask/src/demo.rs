@@ -28,18 +28,16 @@ use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 use crate::Error;
-use crate::error::chain;
+use crate::error::{Cmd, chain};
+use crate::kit::process::{Launch, SocketActivated, Spawned, find_in_path};
 use crate::wait::wait_until;
 
 /// The shipped proxy-mode example (a complete `server` block for example.com).
@@ -362,7 +360,7 @@ pub fn share_socket_with_nginx(socket: &Path) -> std::io::Result<()> {
 /// the demo, bench, soak and the integration tests.
 #[derive(Debug)]
 pub struct NginxProc {
-    child: Option<Child>,
+    child: Option<Spawned>,
     dir: PathBuf,
     ports: Vec<u16>,
 }
@@ -401,9 +399,8 @@ impl NginxProc {
         std::fs::copy(FASTCGI_PARAMS, dir.join("fastcgi_params"))
             .map_err(|e| format!("copy {FASTCGI_PARAMS}: {e}"))?;
         let stderr_path = dir.join("nginx.stderr");
-        let stderr = std::fs::File::create(&stderr_path)
-            .map_err(|e| format!("create {}: {e}", stderr_path.display()))?;
-        let child = Command::new(NGINX)
+        let _ = std::fs::remove_file(&stderr_path);
+        let child = Launch::new(NGINX)
             .arg("-e")
             .arg(dir.join("error.log"))
             .arg("-p")
@@ -411,12 +408,11 @@ impl NginxProc {
             .arg("-c")
             .arg(&conf)
             .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("spawn {NGINX}: {e}"))?;
+            .log_to(&stderr_path)
+            // SIGQUIT: nginx's graceful stop.
+            .stop_with(Signal::SIGQUIT, Duration::from_secs(5))
+            .try_spawn()
+            .map_err(|e| chain(&e))?;
         let mut this = NginxProc {
             child: Some(child),
             dir: dir.to_path_buf(),
@@ -424,7 +420,7 @@ impl NginxProc {
         };
         let mut exited = None;
         let up = wait_until(Duration::from_secs(10), || {
-            if let Some(Ok(Some(status))) = this.child.as_mut().map(Child::try_wait) {
+            if let Some(status) = this.child.as_mut().and_then(Spawned::try_status) {
                 exited = Some(status);
                 return true;
             }
@@ -460,7 +456,7 @@ impl NginxProc {
 
     /// Pid of the master.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().map(Spawned::pid)
     }
 
     /// Its error log so far.
@@ -475,28 +471,13 @@ impl NginxProc {
 
     /// Stop it (SIGQUIT to the group for a graceful stop, SIGKILL after 5 s).
     pub fn stop(&mut self) {
-        if let Some(child) = self.child.take() {
-            stop_group(child, Signal::SIGQUIT, Duration::from_secs(5));
-        }
+        drop(self.child.take());
     }
 }
 
 impl Drop for NginxProc {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Signal a child's process group, wait up to `grace` for the child, then
-/// SIGKILL the group and reap it.
-fn stop_group(mut child: Child, signal: Signal, grace: Duration) {
-    let pgid = Pid::from_raw(child.id() as i32);
-    let _ = killpg(pgid, signal);
-    let exited = wait_until(grace, || matches!(child.try_wait(), Ok(Some(_))));
-    // Workers or helpers of the group may outlive the leader.
-    let _ = killpg(pgid, Signal::SIGKILL);
-    if !exited {
-        let _ = child.wait();
     }
 }
 
@@ -528,8 +509,8 @@ fn fail(step: &str, reason: impl std::fmt::Display) -> Error {
 /// What the demo made, removed by [`Cleanup::run`] (idempotent).
 #[derive(Debug, Default)]
 struct Cleanup {
-    /// Processes in their own groups, stopped in reverse order: (what, child, signal).
-    children: Vec<(String, Child, Signal)>,
+    /// Processes stopped (by dropping them) in reverse order: (what, child).
+    children: Vec<(String, SocketActivated)>,
     nginx: Option<NginxProc>,
     container: Option<String>,
     dir: Option<PathBuf>,
@@ -543,24 +524,14 @@ impl Cleanup {
             nginx.stop();
             done.push(format!("stopped nginx ({})", ms(t.elapsed())));
         }
-        while let Some((what, child, signal)) = self.children.pop() {
-            stop_group(child, signal, Duration::from_secs(5));
+        while let Some((what, child)) = self.children.pop() {
+            drop(child);
             done.push(format!("stopped {what} ({})", ms(t.elapsed())));
         }
         if let Some(name) = self.container.take() {
-            let out = Command::new("docker")
-                .args(["rm", "-f", "-v", &name])
-                .stdin(Stdio::null())
-                .output();
-            match out {
-                Ok(o) if o.status.success() => {
-                    done.push(format!("removed container {name} ({})", ms(t.elapsed())))
-                }
-                Ok(o) => eprintln!(
-                    "cleanup: docker rm -f {name} failed: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ),
-                Err(e) => eprintln!("cleanup: cannot run docker rm -f {name}: {e}"),
+            match docker(&["rm", "-f", "-v", &name]) {
+                Ok(_) => done.push(format!("removed container {name} ({})", ms(t.elapsed()))),
+                Err(e) => eprintln!("cleanup: {e}"),
             }
         }
         if let Some(dir) = self.dir.take() {
@@ -644,19 +615,10 @@ fn missing_prerequisites(port: u16) -> Vec<String> {
             "root: run it as root (it starts containers and nginx, and chowns sockets)".to_string(),
         );
     }
-    match Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => missing.push(format!(
-            "Docker engine: `docker info` failed: {} (is dockerd running, DOCKER_HOST right?)",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => missing.push(format!(
-            "Docker: cannot run `docker`: {e} (apt-get install docker.io)"
-        )),
+    if let Err(e) = docker(&["info", "--format", "{{.ServerVersion}}"]) {
+        missing.push(format!(
+            "Docker engine: {e} (is dockerd running, DOCKER_HOST right? else apt-get install docker.io)"
+        ));
     }
     if !Path::new(NGINX).exists() || !Path::new(FASTCGI_PARAMS).exists() {
         missing.push(format!(
@@ -684,13 +646,6 @@ fn missing_prerequisites(port: u16) -> Vec<String> {
 pub fn repo_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
 }
 
 fn docker(args: &[&str]) -> Result<String, String> {
@@ -778,7 +733,7 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
     } else {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
         println!("[setup] binaries: {cargo} build -p fleet-waker -p fleet-reaper");
-        let status = Command::new(&cargo)
+        Cmd::new(&cargo)
             .args([
                 "build",
                 "--quiet",
@@ -787,13 +742,9 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
                 "-p",
                 "fleet-reaper",
             ])
-            .current_dir(repo_root())
-            .stdin(Stdio::null())
+            .dir(repo_root())
             .status()
-            .map_err(|e| fail("cargo build", e))?;
-        if !status.success() {
-            return Err(fail("cargo build", status));
-        }
+            .map_err(|e| fail("cargo build", chain(&e)))?;
     }
     let waker_bin = bin_dir.join("fleet-waker");
     let reaper_bin = bin_dir.join("fleet-reaper");
@@ -874,52 +825,21 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
     let waker_socket = layout.waker_socket(&site);
     let fpm_socket = layout.fpm_socket(&site);
     let waker_log = dir.join("waker.log");
-    let log = std::fs::File::create(&waker_log).map_err(|e| fail("waker log", e))?;
-    let log2 = log.try_clone().map_err(|e| fail("waker log", e))?;
-    let activate = find_in_path("systemd-socket-activate")
-        .ok_or_else(|| fail("waker", "systemd-socket-activate not on PATH"))?;
-    let mut cmd = Command::new(activate);
-    cmd.env("SYSTEMD_LOG_TARGET", "console")
-        .arg(format!("--listen={}", waker_socket.display()))
-        .arg("-E")
-        .arg(format!("FLEET_RUN_DIR={}", layout.run_dir.display()))
-        .arg("-E")
-        .arg(format!("FLEET_STATE_DIR={}", layout.state_dir.display()))
-        .arg("-E")
-        .arg(format!(
-            "RUST_LOG={}",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string())
-        ))
-        .arg("-E")
-        .arg("NO_COLOR=1");
-    for var in ["DOCKER_HOST", "DOCKER_API_VERSION", "PATH"] {
-        if std::env::var_os(var).is_some() {
-            cmd.arg("-E").arg(var);
-        }
-    }
-    cmd.arg("--").arg(&waker_bin).arg(site.as_str());
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| fail("systemd-socket-activate", e))?;
+    let waker = Launch::new(&waker_bin)
+        .arg(site.as_str())
+        .env("FLEET_RUN_DIR", layout.run_dir.display().to_string())
+        .env("FLEET_STATE_DIR", layout.state_dir.display().to_string())
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()),
+        )
+        .env("NO_COLOR", "1")
+        .log_to(&waker_log)
+        .stop_with(Signal::SIGTERM, Duration::from_secs(5))
+        .try_activate(&waker_socket)
+        .map_err(|e| fail("systemd-socket-activate", chain(&e)))?;
     if let Ok(mut c) = cleanup.lock() {
-        c.children
-            .push(("fleet-waker".to_string(), child, Signal::SIGTERM));
-    }
-    let listening = wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&waker_log).is_ok_and(|l| l.contains("Listening on"))
-    });
-    if !listening {
-        return Err(fail(
-            "systemd-socket-activate",
-            format!(
-                "did not listen within 10 s: {}",
-                std::fs::read_to_string(&waker_log).unwrap_or_default()
-            ),
-        ));
+        c.children.push(("fleet-waker".to_string(), waker));
     }
     share_socket_with_nginx(&waker_socket).map_err(|e| fail("waker socket", e))?;
     println!(
@@ -1013,7 +933,7 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
     let mut attempt = 0;
     while Instant::now() < deadline {
         attempt += 1;
-        let out = Command::new(&reaper_bin)
+        let out = Cmd::new(&reaper_bin)
             .arg("--sites-dir")
             .arg(&layout.sites_dir)
             .arg("--run-dir")
@@ -1022,9 +942,8 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
             .arg(&layout.state_dir)
             .args(["--stop-timeout", "5s"])
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
             .output()
-            .map_err(|e| fail("step 3 (fleet-reaper)", e))?;
+            .map_err(|e| fail("step 3 (fleet-reaper)", chain(&e)))?;
         println!(
             "  $ fleet-reaper --sites-dir {} --run-dir {} --state-dir {} --stop-timeout 5s   (pass {attempt}, {} after the last request, exit {})",
             layout.sites_dir.display(),

@@ -1,7 +1,7 @@
 //! Debian packages the test suite needs, and how to tell if they are installed.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+
 use std::time::Instant;
 
 use crate::Error;
@@ -37,14 +37,8 @@ pub fn parse_dpkg_status(status: &str) -> bool {
 
 /// Is `package` installed? (Asks `dpkg-query`; not installed when it fails.)
 pub fn is_installed(package: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", package])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .is_ok_and(|out| {
-            out.status.success() && parse_dpkg_status(&String::from_utf8_lossy(&out.stdout))
-        })
+    crate::error::run("dpkg-query", &["-W", "-f=${Status}", package])
+        .is_ok_and(|status| parse_dpkg_status(&status))
 }
 
 /// The packages of [`PACKAGES`] that are not installed.
@@ -83,17 +77,10 @@ pub fn ensure_packages() -> Result<(), Error> {
     }
     let apt = |args: &[&str]| -> Result<(), Error> {
         eprintln!("==> apt-get {}", args.join(" "));
-        let status = Command::new("apt-get")
+        crate::error::Cmd::new("apt-get")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
             .status()
-            .map_err(|e| Error::unavailable("apt-get", e))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(Error::failed(format!("apt-get {}", args.join(" ")), status))
-        }
     };
     apt(&["update"])?;
     let mut args = vec!["install", "-y", "--no-install-recommends"];

@@ -23,12 +23,11 @@
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use clap_complete::Shell;
 use md5::{Digest as _, Md5};
 
-use crate::error::{Error, run, run_in};
+use crate::error::{Cmd, Error, chain, run, run_in};
 
 /// The binaries, in the order they are documented.
 pub const BINARIES: &[&str] = &["fleet-waker", "fleet-reaper", "fleet-renew"];
@@ -246,15 +245,7 @@ pub(crate) fn build_binaries(debug: bool, no_build: bool) -> Result<PathBuf, Err
         }
         eprintln!("==> {cargo} {}", args.join(" "));
         // Inherits stdout/stderr: cargo's progress is the user's to see.
-        let status = Command::new(&cargo)
-            .args(&args)
-            .current_dir(&root)
-            .stdin(Stdio::null())
-            .status()
-            .map_err(|e| Error::unavailable("cargo build", e))?;
-        if !status.success() {
-            return Err(Error::failed("cargo build", status));
-        }
+        Cmd::new(&cargo).args(&args).dir(&root).status()?;
     }
     let dir = crate::kit::target_dir().join(profile);
     for b in BINARIES {
@@ -539,11 +530,9 @@ pub fn verify(deb: &Path) -> Result<(), Error> {
             "needs root (dpkg -i / dpkg -r)",
         ));
     }
-    let status = Command::new("dpkg-query")
+    let status = Cmd::new("dpkg-query")
         .args(["-W", "-f=${Status}", PACKAGE])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::unavailable("dpkg-query", e))?;
+        .output()?;
     let status_text = String::from_utf8_lossy(&status.stdout).into_owned();
     if status.status.success() && status_text.contains(" installed") {
         return Err(Error::unavailable(
@@ -575,7 +564,7 @@ pub fn verify(deb: &Path) -> Result<(), Error> {
             format!("files left behind: {}", left.join(", ")),
         ));
     }
-    let state = Command::new("dpkg-query")
+    let state = Cmd::new("dpkg-query")
         .args(["-W", "-f=${Status}", PACKAGE])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
@@ -649,13 +638,12 @@ fn check_installed() -> Result<Vec<PathBuf>, Error> {
         ));
     }
     eprintln!("==> /usr/bin/fleet-waker --version: {}", version.trim());
-    let man = Command::new("man")
+    let man = Cmd::new("man")
         .arg("fleet-reaper")
         .env("MANPAGER", "cat")
         .env("MANWIDTH", "80")
-        .stdin(Stdio::null())
         .output()
-        .map_err(|e| Error::unavailable("man (apt-get install man-db)", e))?;
+        .map_err(|e| Error::unavailable("man (apt-get install man-db)", chain(&e)))?;
     let page = String::from_utf8_lossy(&man.stdout);
     if !man.status.success() || !page.contains("fleet-reaper") || !page.contains("--action") {
         return Err(Error::failed(
@@ -804,18 +792,11 @@ mod tests {
         for s in [POSTINST, PRERM, POSTRM] {
             assert!(s.starts_with("#!/bin/sh\n"));
             // Parsed by the shell dpkg runs them with.
-            let mut sh = Command::new("sh")
+            let out = Cmd::new("sh")
                 .arg("-n")
-                .stdin(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("sh");
-            sh.stdin
-                .take()
-                .expect("stdin")
-                .write_all(s.as_bytes())
-                .expect("write");
-            let out = sh.wait_with_output().expect("sh -n");
+                .stdin(s.as_bytes())
+                .output()
+                .expect("sh -n");
             assert!(
                 out.status.success(),
                 "sh -n: {}\n{s}",

@@ -6,8 +6,10 @@
 //! when a step ran and failed; usage errors, 64, are clap's and never get
 //! here).
 
+use std::ffi::{OsStr, OsString};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 /// sysexits: usage error (clap's parse errors).
 pub const EX_USAGE: u8 = 64;
@@ -99,36 +101,212 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
-/// Runs `program args` (an argv, never a shell) and returns its stdout.
-/// Not found → [`Error::Unavailable`]; a failure status → [`Error::Failed`]
-/// with the status and stderr.
+/// Runs `program args` (an argv, never a shell) and returns its stdout:
+/// `Cmd::new(program).args(args).stdout()`.
 pub fn run(program: &str, args: &[&str]) -> Result<String, Error> {
-    run_in(None, program, args)
+    Cmd::new(program).args(args).stdout()
 }
 
 /// [`run`] in directory `dir` (or the current one).
 pub fn run_in(dir: Option<&Path>, program: &str, args: &[&str]) -> Result<String, Error> {
-    let what = || format!("{program} {}", args.join(" "));
-    let mut cmd = Command::new(program);
-    cmd.args(args).stdin(Stdio::null());
-    if let Some(dir) = dir {
-        cmd.current_dir(dir);
+    let cmd = Cmd::new(program).args(args);
+    match dir {
+        Some(dir) => cmd.dir(dir),
+        None => cmd,
     }
-    let out = cmd
-        .output()
-        .map_err(|e| Error::unavailable(what(), format!("cannot run {program}: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::failed(
-            what(),
-            format!(
-                "{}: {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim(),
-                String::from_utf8_lossy(&out.stdout).trim()
-            ),
-        ));
+    .stdout()
+}
+
+/// The one subprocess runner of xtask and the tests: an argv (never a
+/// shell), optional extra environment, directory and stdin bytes; output
+/// captured. [`Cmd::stdout`] fails on a failure status with the stderr in
+/// the error; [`Cmd::output`] hands back any status for callers that must
+/// see it. Long-running children are [`crate::kit::process`]'s.
+///
+/// ```ignore
+/// let id = Cmd::new("docker").args(["import", "-", tag]).stdin(tar).stdout()?;
+/// ```
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    program: OsString,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    env_clear: bool,
+    dir: Option<PathBuf>,
+    stdin: Option<Vec<u8>>,
+}
+
+impl Cmd {
+    /// Run `program` (a name looked up on `PATH`, or a path).
+    pub fn new(program: impl AsRef<OsStr>) -> Cmd {
+        Cmd {
+            program: program.as_ref().to_os_string(),
+            args: Vec::new(),
+            env: Vec::new(),
+            env_clear: false,
+            dir: None,
+            stdin: None,
+        }
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+
+    /// Append one argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
+        self.args.push(arg.as_ref().to_os_string());
+        self
+    }
+
+    /// Append arguments.
+    pub fn args<I, S>(mut self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    /// Set one environment variable (on top of ours).
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Cmd {
+        self.env
+            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self
+    }
+
+    /// Start from an empty environment (then only [`Cmd::env`]'s variables).
+    pub fn env_clear(mut self) -> Cmd {
+        self.env_clear = true;
+        self
+    }
+
+    /// Run in `dir` instead of the current directory.
+    pub fn dir(mut self, dir: impl AsRef<Path>) -> Cmd {
+        self.dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Feed `bytes` on stdin (else stdin is /dev/null).
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Cmd {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    /// The command line, for messages (it runs as an argv).
+    pub fn line(&self) -> String {
+        std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Runs it to the end and returns its output whatever the status.
+    /// Cannot be started → [`Error::Unavailable`]; stdin not taken whole
+    /// by a child that then succeeded → [`Error::Failed`].
+    pub fn output(&self) -> Result<Output, Error> {
+        let mut cmd = self.command();
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = self.spawn(&mut cmd)?;
+        // Written from a thread while we read: a child that writes much
+        // before reading all its input would otherwise block us both.
+        let pipe = child.stdin.take();
+        let (out, written) = std::thread::scope(|s| {
+            let writer = match (&self.stdin, pipe) {
+                (Some(data), Some(mut pipe)) => Some(s.spawn(move || pipe.write_all(data))),
+                _ => None,
+            };
+            let out = child.wait_with_output();
+            let written = writer.map(|w| w.join());
+            (out, written)
+        });
+        let out = out.map_err(|e| Error::failed(self.line(), format!("waiting for it: {e}")))?;
+        match written {
+            // A child that failed may well have stopped reading: its status
+            // and stderr say why, not the broken pipe.
+            Some(Ok(Err(e))) if out.status.success() => Err(Error::failed(
+                self.line(),
+                format!("writing its stdin: {e}"),
+            )),
+            Some(Err(_)) => Err(Error::failed(self.line(), "the stdin writer panicked")),
+            _ => Ok(out),
+        }
+    }
+
+    /// Runs it with stdout and stderr passed through (cargo's or apt's
+    /// progress is the user's to see); a failure status → [`Error::Failed`].
+    pub fn status(&self) -> Result<(), Error> {
+        let mut cmd = self.command();
+        let mut child = self.spawn(&mut cmd)?;
+        // Fed before the wait (the pipe closes as it drops); its output is
+        // not ours to read, so the write cannot deadlock on it.
+        let written = match (&self.stdin, child.stdin.take()) {
+            (Some(data), Some(mut pipe)) => pipe.write_all(data),
+            _ => Ok(()),
+        };
+        let status = child
+            .wait()
+            .map_err(|e| Error::failed(self.line(), format!("waiting for it: {e}")))?;
+        match written {
+            _ if !status.success() => Err(Error::failed(self.line(), status)),
+            Err(e) => Err(Error::failed(
+                self.line(),
+                format!("writing its stdin: {e}"),
+            )),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// The program, arguments and extra environment (for the launcher,
+    /// which runs them under `systemd-socket-activate` too).
+    pub(crate) fn parts(&self) -> (&OsStr, &[OsString], &[(OsString, OsString)]) {
+        (&self.program, &self.args, &self.env)
+    }
+
+    /// A `std` command: argv, environment, directory; stdin null unless
+    /// bytes are to be fed.
+    pub(crate) fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        if self.env_clear {
+            cmd.env_clear();
+        }
+        cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        if let Some(dir) = &self.dir {
+            cmd.current_dir(dir);
+        }
+        cmd
+    }
+
+    fn spawn(&self, cmd: &mut Command) -> Result<std::process::Child, Error> {
+        cmd.spawn().map_err(|e| {
+            let program = self.program.to_string_lossy();
+            Error::unavailable(self.line(), format!("cannot run {program}: {e}"))
+        })
+    }
+
+    /// Runs it and returns its stdout; a failure status → [`Error::Failed`]
+    /// with the status and stderr (or stdout, when stderr is empty).
+    pub fn stdout(&self) -> Result<String, Error> {
+        let out = self.output()?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let said = if stderr.trim().is_empty() {
+                String::from_utf8_lossy(&out.stdout)
+            } else {
+                stderr
+            };
+            return Err(Error::failed(
+                self.line(),
+                format!("{}: {}", out.status, said.trim()),
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
 }
 
 #[cfg(test)]
@@ -158,5 +336,33 @@ mod tests {
         assert!(e.to_string().contains("/nonexistent-xtask-test"), "{e}");
         let e = run("/nonexistent/program", &[]).expect_err("not found");
         assert_eq!(e.exit_code(), EX_UNAVAILABLE);
+    }
+
+    #[test]
+    fn cmd_feeds_stdin_and_shows_failing_status() {
+        let big = vec![b'x'; 1 << 20];
+        let n = Cmd::new("wc")
+            .arg("-c")
+            .stdin(big)
+            .stdout()
+            .expect("wc runs");
+        assert_eq!(n.trim(), "1048576");
+        let out = Cmd::new("printenv")
+            .arg("XTASK_CMD_TEST")
+            .env("XTASK_CMD_TEST", "set")
+            .output()
+            .expect("printenv runs");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "set\n");
+        let out = Cmd::new("printenv").arg("XTASK_CMD_UNSET").output();
+        assert_eq!(out.expect("printenv runs").status.code(), Some(1));
+        let e = Cmd::new("cat")
+            .arg("/nonexistent-xtask-test")
+            .dir("/")
+            .stdout();
+        let e = e.expect_err("cat fails");
+        assert!(
+            e.to_string().starts_with("cat /nonexistent-xtask-test: "),
+            "{e}"
+        );
     }
 }

@@ -17,9 +17,7 @@
 //! so the manifest misses and the content hash decides again.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Component, Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use sha2::{Digest as _, Sha256};
@@ -212,7 +210,7 @@ fn content_tag_of(manifest_tag: &str) -> Result<Option<String>, Error> {
         ],
         None,
     )?;
-    Ok(pick_content_tag(&String::from_utf8_lossy(&out)))
+    Ok(pick_content_tag(&out))
 }
 
 /// From an image's repo tags, the content-hash one.
@@ -224,11 +222,11 @@ pub fn pick_content_tag(repo_tags: &str) -> Option<String> {
 }
 
 fn image_exists(tag: &str) -> Result<bool, Error> {
-    let out = Command::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}}", tag])
-        .stdin(Stdio::null())
+    let argv = ["docker", "image", "inspect", "--format", "{{.Id}}", tag];
+    let out = crate::error::Cmd::new("docker")
+        .args(&argv[1..])
         .output()
-        .map_err(|e| command_error(&["docker", "image", "inspect", tag], e.to_string()))?;
+        .map_err(|e| command_error(&argv, crate::error::chain(&e)))?;
     if out.status.success() {
         return Ok(true);
     }
@@ -237,7 +235,7 @@ fn image_exists(tag: &str) -> Result<bool, Error> {
         Ok(false)
     } else {
         Err(command_error(
-            &["docker", "image", "inspect", tag],
+            &argv,
             format!("{}: {}", out.status, stderr.trim()),
         ))
     }
@@ -273,60 +271,26 @@ fn command_error(argv: &[&str], detail: String) -> Error {
     }
 }
 
-/// Run an argv (never a shell), optionally feeding `stdin`; return stdout.
-fn run(argv: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, Error> {
+/// Run an argv (never a shell) with [`crate::error::Cmd`], optionally
+/// feeding `stdin`; return stdout.
+fn run(argv: &[&str], stdin: Option<&[u8]>) -> Result<String, Error> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| command_error(argv, "empty argv".into()))?;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| command_error(argv, e.to_string()))?;
-    let writer = match (stdin, child.stdin.take()) {
-        (Some(data), Some(mut pipe)) => {
-            let data = data.to_vec();
-            Some(std::thread::spawn(move || pipe.write_all(&data)))
-        }
-        _ => None,
-    };
-    let out = child
-        .wait_with_output()
-        .map_err(|e| command_error(argv, e.to_string()))?;
-    if let Some(writer) = writer {
-        match writer.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) if !out.status.success() => {
-                return Err(command_error(
-                    argv,
-                    format!(
-                        "{}: {e}: {}",
-                        out.status,
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ),
-                ));
-            }
-            Ok(Err(e)) => return Err(command_error(argv, format!("writing stdin: {e}"))),
-            Err(_) => return Err(command_error(argv, "stdin writer panicked".into())),
-        }
+    let cmd = crate::error::Cmd::new(program).args(args);
+    match stdin {
+        Some(data) => cmd.stdin(data),
+        None => cmd,
     }
-    if !out.status.success() {
-        return Err(command_error(
-            argv,
-            format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
-    }
-    Ok(out.stdout)
+    .stdout()
+    .map_err(|e| match e {
+        crate::error::Error::Failed { what, why }
+        | crate::error::Error::Unavailable { what, why } => Error::Command {
+            command: what,
+            detail: why,
+        },
+        other => command_error(argv, crate::error::chain(&other)),
+    })
 }
 
 /// One entry of the rootfs, keyed by its path without the leading `/`.
@@ -369,7 +333,7 @@ fn collect() -> Result<BTreeMap<PathBuf, Entry>, Error> {
             looked: LOADERS.iter().map(|s| s.to_string()).collect(),
         })?;
     let listing = run(&[&loader.to_string_lossy(), "--list", PHP_FPM], None)?;
-    let mut libs = parse_loader_list(&String::from_utf8_lossy(&listing));
+    let mut libs = parse_loader_list(&listing);
     libs.push(loader.to_path_buf());
 
     let mut entries: BTreeMap<PathBuf, Entry> = BTreeMap::new();

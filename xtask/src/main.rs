@@ -235,15 +235,18 @@ fn secs(d: Duration) -> String {
 fn step(name: &str, program: &str, args: &[&str]) -> Result<(), Error> {
     eprintln!("==> {name}: {program} {}", args.join(" "));
     let start = Instant::now();
-    let status = Command::new(program)
+    let done = xtask::error::Cmd::new(program)
         .args(args)
-        .current_dir(repo_root())
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|e| Error::unavailable(name, format!("cannot run {program}: {e}")))?;
+        .dir(repo_root())
+        .status();
     let took = secs(start.elapsed());
-    if !status.success() {
-        return Err(Error::failed(name, format!("{status} after {took}")));
+    match done {
+        Err(Error::Failed { why, .. }) => {
+            return Err(Error::failed(name, format!("{why} after {took}")));
+        }
+        Err(Error::Unavailable { why, .. }) => return Err(Error::unavailable(name, why)),
+        Err(e) => return Err(e),
+        Ok(()) => {}
     }
     eprintln!("==> {name}: ok in {took}");
     Ok(())

@@ -1,35 +1,11 @@
 //! Process and container guards shared by `bench` and `soak`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
+use nix::sys::signal::Signal;
+use xtask::kit::process::{Launch, Spawned};
 use xtask::kit::site::{SiteOptions, TestSite};
-
-/// A running child stopped on drop: SIGTERM, then SIGKILL after 3 s. Not
-/// SIGKILL at once: systemd-socket-activate or a waker must get to clean up
-/// (nginx is [`xtask::demo::NginxProc`], which stops its process group).
-pub struct Guard(pub Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.0.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let end = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < end {
-                if matches!(self.0.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Runs `argv` (no shell) and returns its stdout, or an error naming the
 /// command and quoting its stderr.
@@ -104,61 +80,30 @@ impl Rig {
     /// `<dir>/waker.log`) and waits for its `READY=1` on a notify socket of
     /// our own. Not by connecting to it: a probe connection to a sleeping
     /// site would itself wake the container.
-    pub fn spawn_waker(&self, socket: &Path) -> Result<Guard, String> {
+    pub fn spawn_waker(&self, socket: &Path) -> Result<Spawned, String> {
         self.spawn_waker_bin(&self.waker_bin, socket)
     }
 
     /// Like [`Rig::spawn_waker`] with another fleet-waker binary (an older
     /// build, measured in the same run).
-    pub fn spawn_waker_bin(&self, bin: &Path, socket: &Path) -> Result<Guard, String> {
-        let name = socket
-            .file_name()
-            .map_or_else(|| "waker".to_owned(), |n| n.to_string_lossy().into_owned());
-        let notify_path = self.dir().join(format!("{name}.notify"));
-        let _ = std::fs::remove_file(&notify_path);
-        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path)
-            .map_err(|e| format!("{}: {e}", notify_path.display()))?;
-        notify
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(|e| e.to_string())?;
-        let waker = Guard(
-            Command::new(bin)
-                .arg(&self.site)
-                .arg("--listen")
-                .arg(socket)
-                .arg("--run-dir")
-                .arg(&self.run_dir)
-                .arg("--state-dir")
-                .arg(self.dir().join("state"))
-                // info: start-up and one line per wake (with its duration),
-                // nothing per connection.
-                .env("RUST_LOG", "info")
-                .env("NOTIFY_SOCKET", &notify_path)
-                .stdin(Stdio::null())
-                .stderr(
-                    std::fs::File::options()
-                        .create(true)
-                        .append(true)
-                        .open(self.dir().join("waker.log"))
-                        .map_err(|e| format!("waker.log: {e}"))?,
-                )
-                .spawn()
-                .map_err(|e| format!("spawn fleet-waker: {e}"))?,
-        );
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = notify
-                .recv(&mut buf)
-                .map_err(|e| format!("fleet-waker sent no READY=1: {e}"))?;
-            if String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .any(|l| l == "READY=1")
-            {
-                break;
-            }
-        }
-        let _ = std::fs::remove_file(&notify_path);
-        Ok(waker)
+    pub fn spawn_waker_bin(&self, bin: &Path, socket: &Path) -> Result<Spawned, String> {
+        Launch::new(bin)
+            .arg(&self.site)
+            .arg("--listen")
+            .arg(socket)
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .arg("--state-dir")
+            .arg(self.dir().join("state"))
+            // info: start-up and one line per wake (with its duration),
+            // nothing per connection.
+            .env("RUST_LOG", "info")
+            .log_to(self.dir().join("waker.log"))
+            .notify_ready(Duration::from_secs(5))
+            .stop_with(Signal::SIGTERM, Duration::from_secs(3))
+            .same_group()
+            .try_spawn()
+            .map_err(|e| xtask::error::chain(&e))
     }
 
     /// nginx's directory (config, logs, temp paths).

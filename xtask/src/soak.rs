@@ -15,10 +15,13 @@
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fleet_core::fastcgi;
+
+use nix::sys::signal::Signal;
+use xtask::error::chain;
+use xtask::kit::process::Launch;
 
 use crate::proc::{NGINX_USER, Rig, free_port};
 use xtask::demo::{Mode, NGINX, NginxProc, site_snippet};
@@ -133,23 +136,22 @@ fn wrk(port: u16, dir: &Path, requests: u64) -> Result<WrkRun, String> {
     let t = format!("-t{THREADS}");
     let c = format!("-c{CONNECTIONS}");
     // -d is only the upper bound; the script stops the threads.
-    let child = Command::new("wrk")
+    let mut child = Launch::new("wrk")
         .args([&t, &c, "-d", "3600s", "--timeout", "10s", "-s"])
         .arg(&script)
         .arg(&url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run wrk: {e}"))?;
-    let pid = child.id().to_string();
+        .same_group()
+        .try_spawn()
+        .map_err(|e| chain(&e))?;
     let all_done = || std::fs::read_dir(&flags).map_or(0, |d| d.count()) as u64 >= THREADS;
     // Poll with a backoff to 50 ms (no event to wait on from wrk's Lua).
     wait_for(Duration::from_secs(3600), all_done);
-    // SIGINT makes wrk print its summary and exit (argv, no shell).
-    let _ = Command::new("kill").args(["-INT", &pid]).status();
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    // SIGINT makes wrk print its summary and exit.
+    child.kill(Signal::SIGINT);
+    if child.wait_exit(Duration::from_secs(60)).is_none() {
+        return Err(format!("wrk did not exit on SIGINT:\n{}", child.logs()));
+    }
+    let out = child.stdout();
     eprintln!("{out}");
     parse_wrk(&out).ok_or_else(|| format!("cannot read wrk's summary:\n{out}"))
 }
@@ -180,7 +182,7 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), String> {
     let (site, dir) = (rig.site.clone(), rig.dir().to_owned());
     let waker_sock = dir.join("waker.sock");
     let mut waker = rig.spawn_waker(&waker_sock)?;
-    let wpid = waker.0.id();
+    let wpid = waker.pid();
     // One request wakes the container (a cold start through the waker).
     if !one_request(&waker_sock) {
         return Err("the first request through the waker was not answered".into());
@@ -222,7 +224,7 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), String> {
     });
     let rss_end = rss_kib(wpid);
     let fds_end = fd_count(wpid);
-    let alive = waker.0.try_wait().is_ok_and(|s| s.is_none());
+    let alive = waker.try_status().is_none();
     let total = a.requests + b.requests;
     let non_2xx = a.non_2xx + b.non_2xx;
     let sock_err = a.socket_errors + b.socket_errors;

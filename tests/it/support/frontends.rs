@@ -189,8 +189,7 @@ pub struct CgiFcgiRun {
 /// its whole environment as the FastCGI params (so it gets a clean one
 /// here) and its stdin as the body, and prints the CGI response.
 pub fn cgi_fcgi(socket: &Path, method: &str, script: &str, body: &[u8]) -> CgiFcgiRun {
-    use std::io::Write as _;
-    let mut child = Command::new(CGI_FCGI)
+    let out = xtask::error::Cmd::new(CGI_FCGI)
         .args(["-bind", "-connect"])
         .arg(socket)
         .env_clear()
@@ -203,18 +202,9 @@ pub fn cgi_fcgi(socket: &Path, method: &str, script: &str, body: &[u8]) -> CgiFc
         .env("QUERY_STRING", "")
         .env("CONTENT_LENGTH", body.len().to_string())
         .env("CONTENT_TYPE", "application/octet-stream")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cgi-fcgi");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let body = body.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&body);
-    });
-    let out = child.wait_with_output().expect("cgi-fcgi output");
-    let _ = writer.join();
+        .stdin(body)
+        .output()
+        .unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)));
     CgiFcgiRun {
         code: out.status.code(),
         response: fastcgi::parse_cgi(&out.stdout),

@@ -23,7 +23,6 @@ pub mod frontends;
 pub mod http;
 pub mod nginx;
 pub mod nsystemd;
-pub mod process;
 pub mod site;
 pub mod stack;
 pub mod wake;
@@ -31,12 +30,13 @@ pub mod wake;
 pub use fastcgi::{FcgiRequest, FcgiResponse};
 pub use http::HttpResponse;
 pub use nginx::Nginx;
-pub use process::{Launch, SocketActivated, Spawned};
 pub use site::{SiteOptions, TestSite};
 pub use stack::Stack;
+/// The launcher is the kit's, shared with the benches, soak and demo.
+pub use xtask::kit::process::{self, Launch, SocketActivated, Spawned};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -165,30 +165,18 @@ impl Component {
 fn docker_available() -> &'static Result<(), String> {
     static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
     CHECK.get_or_init(|| {
-        match Command::new("docker")
-            .args(["info", "--format", "{{.ServerVersion}}"])
-            .stdin(Stdio::null())
-            .output()
-        {
-            Ok(out) if out.status.success() => Ok(()),
-            Ok(out) => Err(format!(
-                "`docker info` failed: {} (is the Docker engine running and DOCKER_HOST right?)",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-            Err(e) => Err(format!(
-                "cannot run `docker`: {e} (apt-get install docker.io)"
-            )),
-        }
+        xtask::error::run("docker", &["info", "--format", "{{.ServerVersion}}"])
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "{} (is the Docker engine running and DOCKER_HOST right? else apt-get install docker.io)",
+                    xtask::error::chain(&e)
+                )
+            })
     })
 }
 
-/// Look a program up on `PATH`.
-pub fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
+pub use xtask::kit::process::find_in_path;
 
 /// True when running under CI (`CI=true`): missing components are failures.
 pub fn in_ci() -> bool {
@@ -279,22 +267,15 @@ pub use xtask::kit::site::{TEMP_PREFIX, temp_dir, temp_dir_in};
 
 /// Run `docker <args>` (argv, no shell) and return its output, whatever the status.
 pub fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
+    xtask::error::Cmd::new("docker")
         .args(args)
-        .stdin(Stdio::null())
         .output()
-        .expect("run docker")
+        .unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)))
 }
 
 /// Run `docker <args>`, panic with its stderr unless it succeeds; return stdout.
 pub fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    xtask::error::run("docker", args).unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)))
 }
 
 fn docker_time(t: SystemTime) -> String {

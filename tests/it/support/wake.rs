@@ -98,7 +98,7 @@ pub fn activated(site: &TestSite, extra: &[&str]) -> SocketActivated {
 /// the site's entry of the plan.
 pub fn reaper_pass(site: &TestSite, args: &[&str]) -> (Option<i32>, serde_json::Value) {
     let layout = site.layout();
-    let out = std::process::Command::new(bin("fleet-reaper"))
+    let out = xtask::error::Cmd::new(bin("fleet-reaper"))
         .arg("--run-dir")
         .arg(&layout.run_dir)
         .arg("--sites-dir")
@@ -108,9 +108,8 @@ pub fn reaper_pass(site: &TestSite, args: &[&str]) -> (Option<i32>, serde_json::
         .args(["--format", "json"])
         .args(args)
         .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
         .output()
-        .expect("run fleet-reaper");
+        .unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
         panic!(

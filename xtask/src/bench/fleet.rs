@@ -16,12 +16,15 @@
 //! systemd-socket-activate.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use crate::bench::waker::{api_post, rss_kib};
-use crate::proc::{Guard, NGINX_USER, free_port, parallel, run};
+use nix::sys::signal::Signal;
+use xtask::error::{Cmd, chain};
+use xtask::kit::process::{Launch, SocketActivated};
+
+use crate::proc::{NGINX_USER, free_port, parallel, run};
 use xtask::demo::{Mode, NGINX, NginxProc, Server, http_get_host, site_snippet};
 use xtask::kit::site::hello_line;
 use xtask::wait::wait_for;
@@ -178,20 +181,11 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
     })?;
 
     eprintln!("==> {n} socket-activated wakers, nginx");
-    let wakers: Vec<Guard> = fleet
+    let wakers: Vec<SocketActivated> = fleet
         .sites
         .iter()
-        .map(|s| -> Result<Guard, String> {
-            let log =
-                std::fs::File::create(logs.join(format!("{s}.log"))).map_err(|e| e.to_string())?;
-            Command::new("systemd-socket-activate")
-                .arg(format!(
-                    "--listen={}",
-                    run_dir.join(s).join("vhost-waker.sock").display()
-                ))
-                .args(["-E", "RUST_LOG=info"])
-                .arg("--")
-                .arg(&waker_bin)
+        .map(|s| -> Result<SocketActivated, String> {
+            Launch::new(&waker_bin)
                 .arg(s)
                 .arg("--run-dir")
                 .arg(&run_dir)
@@ -199,12 +193,12 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
                 .arg(&state)
                 .arg("--exit-idle-time")
                 .arg(format!("{}s", IDLE_EXIT.as_secs()))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .map(Guard)
-                .map_err(|e| format!("spawn systemd-socket-activate: {e}"))
+                .env("RUST_LOG", "info")
+                .log_to(logs.join(format!("{s}.log")))
+                .stop_with(Signal::SIGTERM, Duration::from_secs(3))
+                .same_group()
+                .try_activate(&run_dir.join(s).join("vhost-waker.sock"))
+                .map_err(|e| chain(&e))
         })
         .collect::<Result<_, _>>()?;
     for s in &fleet.sites {
@@ -286,7 +280,7 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
     let peak = peak_overlap(&windows);
 
     // Memory: every waker idle now; then after they exit idle.
-    let pids: Vec<u32> = wakers.iter().map(|g| g.0.id()).collect();
+    let pids: Vec<u32> = wakers.iter().map(|g| g.pid()).collect();
     let rss = |pids: &[u32]| -> (usize, f64) {
         let alive: Vec<u64> = pids
             .iter()
@@ -300,9 +294,7 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
     eprintln!("==> waiting {IDLE_EXIT:?} for the wakers to exit idle");
     let mut wakers = wakers;
     wait_for(IDLE_EXIT + Duration::from_secs(20), || {
-        wakers
-            .iter_mut()
-            .all(|g| matches!(g.0.try_wait(), Ok(Some(_))))
+        wakers.iter_mut().all(|g| g.try_status().is_some())
     });
     let (alive_after, mib_after) = rss(&pids);
 
@@ -315,7 +307,7 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
         .map_err(|e| e.to_string())?;
     }
     let t = Instant::now();
-    let out = Command::new(&reaper_bin)
+    let reaper_ok = Cmd::new(&reaper_bin)
         .arg("--sites-dir")
         .arg(&sites_dir)
         .arg("--state-dir")
@@ -323,12 +315,9 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
         .arg("--run-dir")
         .arg(&run_dir)
         .args(["--dry-run", "--format", "json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+        .output()
+        .is_ok_and(|out| out.status.success());
     let reaper_pass = t.elapsed();
-    let reaper_ok = out.is_ok_and(|s| s.success());
 
     let budget = 1.5 * n as f64 / bare_rate;
     let mut out = format!(

@@ -21,12 +21,12 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
+
+use xtask::error::{Cmd, chain};
 
 use crate::proc::parallel;
 
@@ -147,16 +147,15 @@ fn bench(reaper: &Path) -> Result<String> {
     let mut reaper_times = Vec::new();
     for run in 0..RUNS {
         let t = Instant::now();
-        let out = Command::new(reaper)
+        let out = Cmd::new(reaper)
             .arg("--sites-dir")
             .arg(&sites_dir)
             .arg("--state-dir")
             .arg(&state_dir)
             .args(["--dry-run", "--format", "table"])
             .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
             .output()
-            .map_err(|e| format!("run {}: {e}", reaper.display()))?;
+            .map_err(|e| chain(&e))?;
         let elapsed = t.elapsed();
         let stdout = String::from_utf8_lossy(&out.stdout);
         if out.status.code() != Some(0) {
@@ -197,7 +196,7 @@ fn bench(reaper: &Path) -> Result<String> {
     let mut loop_bytes = 0usize;
     for name in &names {
         let c = format!("{name}.fpm");
-        let bytes = docker_logs_bytes(&["logs", "--since", &since, &c])?;
+        let bytes = docker(&["logs", "--since", &since, &c])?.len();
         loop_bytes += bytes;
         if bytes > 0 {
             loop_active.insert(name.clone());
@@ -288,63 +287,10 @@ fn verdicts(table: &str, verdict: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// `docker <args>` (argv, no shell); stdout, or an error with stderr.
+/// `docker <args>` (argv, no shell); stdout, or an error with stderr. The
+/// containers log to stdout only, which `docker logs` passes to its stdout.
 fn docker(args: &[&str]) -> Result<String> {
-    let out = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
-    if !out.status.success() {
-        return Err(format!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-    s.push_str(&String::from_utf8_lossy(&out.stderr));
-    Ok(s)
-}
-
-/// `docker <args>`, reading stdout and stderr to the end; the byte count.
-fn docker_logs_bytes(args: &[&str]) -> Result<usize> {
-    let mut child = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
-    let mut stderr = child.stderr.take();
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(e) = stderr.as_mut() {
-            let _ = e.read_to_end(&mut buf);
-        }
-        buf
-    });
-    let mut n = 0usize;
-    if let Some(mut out) = child.stdout.take() {
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            match out.read(&mut buf) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) => return Err(format!("docker {}: {e}", args.join(" "))),
-            }
-        }
-    }
-    let status = child.wait().map_err(|e| e.to_string())?;
-    let err = err_reader.join().unwrap_or_default();
-    if !status.success() {
-        return Err(format!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&err).trim()
-        ));
-    }
-    Ok(n + err.len())
+    xtask::error::run("docker", args).map_err(|e| xtask::error::chain(&e))
 }
 
 fn remove_containers() -> Result<()> {
@@ -365,14 +311,8 @@ fn ensure_image() -> Result<String> {
     let mut libs = BTreeSet::new();
     libs.insert(PathBuf::from(LOADER));
     for bin in BINARIES {
-        let out = Command::new(LOADER)
-            .args(["--list", bin])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("{LOADER} --list {bin}: {e}"))?;
-        libs.extend(xtask::image::parse_loader_list(&String::from_utf8_lossy(
-            &out.stdout,
-        )));
+        let listing = xtask::error::run(LOADER, &["--list", bin]).map_err(|e| chain(&e))?;
+        libs.extend(xtask::image::parse_loader_list(&listing));
         let name = Path::new(bin)
             .file_name()
             .ok_or_else(|| format!("{bin} has no file name"))?;
@@ -421,37 +361,18 @@ fn ensure_image() -> Result<String> {
     let digest = Sha256::digest(&tar);
     let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
     let tag = format!("{REPOSITORY}:{hex}");
-    let exists = Command::new("docker")
+    let exists = Cmd::new("docker")
         .args(["image", "inspect", "--format", "{{.Id}}", &tag])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(|e| format!("docker image inspect: {e}"))?
+        .output()
+        .map_err(|e| chain(&e))?
+        .status
         .success();
     if !exists {
-        let mut child = Command::new("docker")
+        Cmd::new("docker")
             .args(["import", "-", &tag])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("docker import: {e}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            use std::io::Write as _;
-            stdin
-                .write_all(&tar)
-                .map_err(|e| format!("docker import: {e}"))?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("docker import: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "docker import: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
+            .stdin(tar)
+            .stdout()
+            .map_err(|e| chain(&e))?;
     }
     Ok(tag)
 }

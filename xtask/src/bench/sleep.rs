@@ -23,15 +23,15 @@
 //! socket back. Needs root, Docker, nginx and systemd-socket-activate.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::bench::waker::median;
-use crate::proc::{Guard, Rig, free_port, run};
+use crate::proc::{Rig, free_port, run};
+use nix::sys::signal::Signal;
 use xtask::demo::{
     Mode, NGINX, NginxProc, http_get_host, nginx_user, share_socket_with_nginx, site_snippet,
 };
-use xtask::wait::wait_for;
+use xtask::kit::process::Launch;
 
 /// The container states measured, in the order of a round: proxy mode with
 /// `docker pause`/`docker stop`, then direct mode with the reaper's.
@@ -135,27 +135,18 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     )?;
     let container = rig.container().to_owned();
     let socket = rig.site_dir.join("vhost-waker.sock");
-    let log = std::fs::File::create(rig.dir().join("waker.log")).map_err(|e| e.to_string())?;
-    let _waker = Guard(
-        Command::new("systemd-socket-activate")
-            .arg(format!("--listen={}", socket.display()))
-            .args(["-E", "RUST_LOG=info"])
-            .arg("--")
-            .arg(&rig.waker_bin)
-            .arg(&rig.site)
-            .arg("--run-dir")
-            .arg(&rig.run_dir)
-            .arg("--state-dir")
-            .arg(rig.dir().join("state"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("spawn systemd-socket-activate: {e}"))?,
-    );
-    if !wait_for(Duration::from_secs(10), || socket.exists()) {
-        return Err(format!("{}: not listening", socket.display()));
-    }
+    let _waker = Launch::new(&rig.waker_bin)
+        .arg(&rig.site)
+        .arg("--run-dir")
+        .arg(&rig.run_dir)
+        .arg("--state-dir")
+        .arg(rig.dir().join("state"))
+        .env("RUST_LOG", "info")
+        .log_to(rig.dir().join("waker.log"))
+        .stop_with(Signal::SIGTERM, Duration::from_secs(3))
+        .same_group()
+        .try_activate(&socket)
+        .map_err(|e| xtask::error::chain(&e))?;
     share_socket_with_nginx(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
     let snippet = site_snippet(Mode::Proxy, &rig.site, &rig.run_dir).map_err(|e| e.to_string())?;
     let port = free_port()?;

@@ -20,12 +20,15 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fleet_core::fastcgi;
 
-use crate::proc::{Guard, NGINX_USER, Rig, free_port, run};
+use nix::sys::signal::Signal;
+use xtask::error::chain;
+use xtask::kit::process::{Launch, SocketActivated};
+
+use crate::proc::{NGINX_USER, Rig, free_port, run};
 use xtask::demo::{Mode, NGINX, NginxProc, Server, site_snippet};
 use xtask::wait::wait_for;
 
@@ -211,7 +214,7 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
 
     // Cold first (the waker binds its socket; the container is created).
     let waker = rig.spawn_waker(&waker_sock)?;
-    let waker_pid = waker.0.id();
+    let waker_pid = waker.pid();
     let rss_waker_idle = rss_kib(waker_pid);
     let req = fcgi_request("hello.php")?;
     let (mut bare, mut cold, mut overhead, mut paused) = (vec![], vec![], vec![], vec![]);
@@ -326,27 +329,17 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     // up on some errors); then it is started again and that round's
     // numbers for it are dropped, with its log shown.
     let proxyd_log = dir.join("proxyd.log");
-    let spawn_proxyd = || -> Result<Guard, String> {
+    let spawn_proxyd = || -> Result<SocketActivated, String> {
         let _ = std::fs::remove_file(&proxyd_sock);
-        let g = Guard(
-            Command::new("systemd-socket-activate")
-                .arg(format!("--listen={}", proxyd_sock.display()))
-                .arg(PROXYD)
-                .arg(&fpm_sock)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(
-                    std::fs::File::options()
-                        .create(true)
-                        .append(true)
-                        .open(&proxyd_log)
-                        .map_err(|e| format!("{}: {e}", proxyd_log.display()))?,
-                )
-                .spawn()
-                .map_err(|e| format!("spawn systemd-socket-activate: {e}"))?,
-        );
-        // The file exists from bind() on, a moment before listen(): retry
-        // the activating request until it is answered.
+        let g = Launch::new(PROXYD)
+            .arg(&fpm_sock)
+            .log_to(&proxyd_log)
+            .stop_with(Signal::SIGTERM, Duration::from_secs(3))
+            .same_group()
+            .try_activate(&proxyd_sock)
+            .map_err(|e| chain(&e))?;
+        // Retry the activating request until it is answered (proxyd may
+        // take a moment to accept once exec'd).
         if !wait_for(Duration::from_secs(5), || {
             time_to_first_byte(&proxyd_sock, &req).is_ok()
         }) {
@@ -355,7 +348,7 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
         Ok(g)
     };
     let mut proxyd = spawn_proxyd()?;
-    let mut proxyd_pid = proxyd.0.id();
+    let mut proxyd_pid = proxyd.pid();
     std::thread::sleep(Duration::from_millis(200));
     let rss_proxyd_idle = rss_kib(proxyd_pid);
     let rss_waker_after = rss_kib(waker_pid);
@@ -366,7 +359,7 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
         Some(bin) => Some(rig.spawn_waker_bin(bin, &base_sock)?),
         None => None,
     };
-    let base_pid = base.as_ref().map(|g| g.0.id());
+    let base_pid = base.as_ref().map(|g| g.pid());
     let (p_direct, p_waker, p_proxyd) = (free_port()?, free_port()?, free_port()?);
     let p_base = free_port()?;
     let p_mode = free_port()?;
@@ -421,7 +414,7 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
                 proxyd_failures += 1;
                 drop(proxyd);
                 proxyd = spawn_proxyd()?;
-                proxyd_pid = proxyd.0.id();
+                proxyd_pid = proxyd.pid();
                 (f64::NAN, f64::NAN)
             }
         };

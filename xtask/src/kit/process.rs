@@ -1,1 +1,541 @@
-//! Child processes of the tests, benches, soak and demo (filled in next).
+//! The one child-process launcher of the tests, benches, soak and demo: run
+//! a binary directly ([`Spawned`]) or under real socket activation
+//! ([`SocketActivated`]), output captured to files, optionally waiting for
+//! its `READY=1`, stopped when the handle drops.
+
+use std::ffi::OsStr;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+use crate::error::{Cmd, Error};
+use crate::wait::wait_until;
+
+/// Variables passed through to socket-activated children when set here
+/// (`systemd-socket-activate` starts them with an empty environment).
+pub const PASSTHROUGH_ENV: &[&str] = &[
+    "PATH",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+    "DOCKER_HOST",
+    "DOCKER_API_VERSION",
+    "FLEET_RUN_DIR",
+    "FLEET_STATE_DIR",
+    "FLEET_SITES_DIR",
+    "NO_COLOR",
+];
+
+/// Look a program up on `PATH`.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Stops `child`: `signal` to it (to its process group when `group`), up to
+/// `grace` for it to exit, then SIGKILL (the group too: workers or helpers
+/// may outlive the leader) and reap. Errors are ignored: it may be gone.
+pub fn stop(child: &mut Child, signal: Signal, grace: Duration, group: bool) {
+    let pid = Pid::from_raw(child.id() as i32);
+    let send = |signal| {
+        let _ = if group {
+            killpg(pid, signal)
+        } else {
+            kill(pid, signal)
+        };
+    };
+    if signal != Signal::SIGKILL {
+        send(signal);
+        wait_until(grace, || matches!(child.try_wait(), Ok(Some(_))));
+    }
+    send(Signal::SIGKILL);
+    let _ = child.wait();
+}
+
+/// Where a child's output goes.
+#[derive(Debug)]
+enum Logs {
+    /// `<dir>/stdout` and `<dir>/stderr`.
+    Split { stdout: PathBuf, stderr: PathBuf },
+    /// Both appended to one file, which held `from` bytes before.
+    One { path: PathBuf, from: u64 },
+}
+
+/// A child process, output captured, stopped on drop as its [`Launch`] said.
+#[derive(Debug)]
+struct Proc {
+    child: Child,
+    status: Option<ExitStatus>,
+    logs: Logs,
+    group: bool,
+    stop: (Signal, Duration),
+    // Holds the split logs and the notify socket; removed on drop.
+    _dir: tempfile::TempDir,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, launch: &Launch, dir: tempfile::TempDir) -> Result<Proc, Error> {
+        let (logs, out, err) = match &launch.log {
+            Some(path) => {
+                let file = std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(Error::io("open", path))?;
+                let from = file.metadata().map_err(Error::io("stat", path))?.len();
+                let err = file.try_clone().map_err(Error::io("dup", path))?;
+                let logs = Logs::One {
+                    path: path.clone(),
+                    from,
+                };
+                (logs, file, err)
+            }
+            None => {
+                let stdout = dir.path().join("stdout");
+                let stderr = dir.path().join("stderr");
+                let out = std::fs::File::create(&stdout).map_err(Error::io("create", &stdout))?;
+                let err = std::fs::File::create(&stderr).map_err(Error::io("create", &stderr))?;
+                (Logs::Split { stdout, stderr }, out, err)
+            }
+        };
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        if launch.group {
+            cmd.process_group(0);
+        }
+        let child = cmd.spawn().map_err(|e| {
+            Error::unavailable(format!("spawn {}", cmd.get_program().to_string_lossy()), e)
+        })?;
+        Ok(Proc {
+            child,
+            status: None,
+            logs,
+            group: launch.group,
+            stop: launch.stop,
+            _dir: dir,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn read(path: &Path, from: u64) -> String {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let from = usize::try_from(from).unwrap_or(usize::MAX).min(bytes.len());
+        String::from_utf8_lossy(&bytes[from..]).into_owned()
+    }
+
+    fn stdout(&self) -> String {
+        match &self.logs {
+            Logs::Split { stdout, .. } => Self::read(stdout, 0),
+            Logs::One { path, from } => Self::read(path, *from),
+        }
+    }
+
+    fn stderr(&self) -> String {
+        match &self.logs {
+            Logs::Split { stderr, .. } => Self::read(stderr, 0),
+            Logs::One { path, from } => Self::read(path, *from),
+        }
+    }
+
+    fn logs(&self) -> String {
+        match &self.logs {
+            Logs::Split { stdout, stderr } => Self::read(stdout, 0) + &Self::read(stderr, 0),
+            Logs::One { path, from } => Self::read(path, *from),
+        }
+    }
+
+    fn kill(&self, signal: Signal) {
+        if self.status.is_none() {
+            // ESRCH (already gone but not reaped) is fine.
+            let _ = kill(Pid::from_raw(self.child.id() as i32), signal);
+        }
+    }
+
+    fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_until(timeout, || self.try_status().is_some());
+        self.status
+    }
+
+    /// Waits for `READY=1` on `notify` (the child's `NOTIFY_SOCKET`) until
+    /// `timeout`, giving up early if the child exits.
+    fn wait_ready(&mut self, notify: &UnixDatagram, timeout: Duration) -> Result<(), Error> {
+        let what = || format!("{} READY=1", self.child.id());
+        let deadline = Instant::now() + timeout;
+        notify
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .map_err(|e| Error::failed(what(), e))?;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = notify.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1")
+            {
+                return Ok(());
+            }
+            if let Some(status) = self.try_status() {
+                return Err(Error::failed(
+                    format!("pid {}", self.child.id()),
+                    format!("exited ({status}) before READY=1: {}", self.logs().trim()),
+                ));
+            }
+        }
+        Err(Error::failed(
+            format!("pid {}", self.child.id()),
+            format!("no READY=1 within {timeout:?}: {}", self.logs().trim()),
+        ))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.status.is_none() || self.group {
+            let (signal, grace) = self.stop;
+            stop(&mut self.child, signal, grace, self.group);
+        }
+    }
+}
+
+macro_rules! proc_methods {
+    () => {
+        /// Pid of the child (for [`SocketActivated`], the activated binary:
+        /// `systemd-socket-activate` execs it in place).
+        pub fn pid(&self) -> u32 {
+            self.proc.pid()
+        }
+
+        /// What the child wrote to stdout so far (with [`Launch::log_to`],
+        /// its whole output since the start).
+        pub fn stdout(&self) -> String {
+            self.proc.stdout()
+        }
+
+        /// What the child wrote to stderr so far (with [`Launch::log_to`],
+        /// its whole output since the start).
+        pub fn stderr(&self) -> String {
+            self.proc.stderr()
+        }
+
+        /// stdout followed by stderr (with [`Launch::log_to`], the file's
+        /// text written since the start).
+        pub fn logs(&self) -> String {
+            self.proc.logs()
+        }
+
+        /// Send `signal` to the child (not its group).
+        pub fn kill(&self, signal: Signal) {
+            self.proc.kill(signal)
+        }
+
+        /// Exit status once it exited, else `None` (non-blocking).
+        pub fn try_status(&mut self) -> Option<ExitStatus> {
+            self.proc.try_status()
+        }
+
+        /// Wait up to `timeout` for the child to exit.
+        pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+            self.proc.wait_exit(timeout)
+        }
+
+        /// Wait until the logs contain `needle`; false after `timeout`.
+        pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+            wait_until(timeout, || self.logs().contains(needle))
+        }
+    };
+}
+
+/// What to run: a binary, its arguments and extra environment, where its
+/// output goes and how it is stopped. Finish with [`Launch::spawn`] (run it
+/// directly → [`Spawned`]) or [`Launch::activate`] (under
+/// `systemd-socket-activate` → [`SocketActivated`]); their `try_` forms
+/// return an [`Error`] instead of panicking.
+///
+/// ```ignore
+/// let waker = Launch::new(bin("fleet-waker"))
+///     .args(["--site", site.name()])
+///     .envs(site.layout_env())
+///     .env("RUST_LOG", "debug")
+///     .activate(&site.waker_socket());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Launch {
+    cmd: Cmd,
+    log: Option<PathBuf>,
+    ready: Option<Duration>,
+    stop: (Signal, Duration),
+    group: bool,
+}
+
+impl Launch {
+    /// Run `bin`. By default output goes to a temp dir, the child has its
+    /// own process group, and the group is SIGKILLed on drop.
+    pub fn new(bin: impl AsRef<Path>) -> Launch {
+        Launch {
+            cmd: Cmd::new(bin.as_ref()),
+            log: None,
+            ready: None,
+            stop: (Signal::SIGKILL, Duration::ZERO),
+            group: true,
+        }
+    }
+
+    /// Append one argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Launch {
+        self.cmd = self.cmd.arg(arg);
+        self
+    }
+
+    /// Append arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Launch {
+        self.cmd = self.cmd.args(args);
+        self
+    }
+
+    /// Set one environment variable for the child.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Launch {
+        self.cmd = self.cmd.env(key.into(), value.into());
+        self
+    }
+
+    /// Set environment variables for the child (e.g. `TestSite::layout_env()`).
+    pub fn envs<I, K, V>(self, vars: I) -> Launch
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        vars.into_iter().fold(self, |l, (k, v)| l.env(k, v))
+    }
+
+    /// Append stdout and stderr to `path` (a log kept after the run, shared
+    /// by several children) instead of files in a temp dir.
+    pub fn log_to(mut self, path: impl AsRef<Path>) -> Launch {
+        self.log = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// [`Launch::try_spawn`] returns only once the child sent `READY=1` on
+    /// a `NOTIFY_SOCKET` of our own (within `timeout`): the sd_notify way,
+    /// not a probe connection, which could itself wake a sleeping site.
+    pub fn notify_ready(mut self, timeout: Duration) -> Launch {
+        self.ready = Some(timeout);
+        self
+    }
+
+    /// On drop, send `signal` first and SIGKILL only after `grace`: for
+    /// children that must get to clean up (a waker, systemd-socket-activate).
+    pub fn stop_with(mut self, signal: Signal, grace: Duration) -> Launch {
+        self.stop = (signal, grace);
+        self
+    }
+
+    /// Leave the child in our process group, so that a Ctrl-C at the
+    /// terminal reaches it too (for commands that do not catch SIGINT); drop
+    /// then signals the child only.
+    pub fn same_group(mut self) -> Launch {
+        self.group = false;
+        self
+    }
+
+    /// Run directly: our environment plus the extra variables. Panics with
+    /// the reason if it cannot (for tests).
+    pub fn spawn(self) -> Spawned {
+        self.try_spawn()
+            .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)))
+    }
+
+    /// Run directly: our environment plus the extra variables; with
+    /// [`Launch::notify_ready`], wait for its `READY=1`.
+    pub fn try_spawn(self) -> Result<Spawned, Error> {
+        let dir = crate::kit::site::try_temp_dir_in(std::path::Path::new("/tmp"), "proc")?;
+        let mut cmd = self.cmd.command();
+        let notify = match self.ready {
+            Some(_) => {
+                let path = dir.path().join("notify");
+                let socket = UnixDatagram::bind(&path).map_err(Error::io("bind", &path))?;
+                cmd.env("NOTIFY_SOCKET", &path);
+                Some(socket)
+            }
+            None => None,
+        };
+        let mut proc = Proc::spawn(cmd, &self, dir)?;
+        if let (Some(timeout), Some(notify)) = (self.ready, notify) {
+            proc.wait_ready(&notify, timeout)
+                .map_err(|e| Error::failed(self.cmd.line(), crate::error::chain(&e)))?;
+        }
+        Ok(Spawned { proc })
+    }
+
+    /// Run under real socket activation on `socket` (see
+    /// [`Launch::try_activate`]). Panics with the reason if it cannot (for
+    /// tests).
+    pub fn activate(self, socket: &Path) -> SocketActivated {
+        self.try_activate(socket)
+            .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)))
+    }
+
+    /// Run under real socket activation on `socket`:
+    /// `systemd-socket-activate --listen=<socket> -E … -- <bin> <args>`.
+    /// The child gets only the extra variables plus those of
+    /// [`PASSTHROUGH_ENV`] set here (systemd-socket-activate starts it with
+    /// an otherwise empty environment). Returns once the socket listens,
+    /// before any connection: the binary is not running yet.
+    pub fn try_activate(self, socket: &Path) -> Result<SocketActivated, Error> {
+        let activate = find_in_path("systemd-socket-activate").ok_or_else(|| {
+            Error::unavailable(
+                "systemd-socket-activate",
+                "not on PATH (apt-get install systemd)",
+            )
+        })?;
+        let dir = crate::kit::site::try_temp_dir_in(std::path::Path::new("/tmp"), "proc")?;
+        let mut cmd = Command::new(activate);
+        // Its own "Listening on" message must reach our log.
+        cmd.env("SYSTEMD_LOG_TARGET", "console");
+        cmd.arg(format!("--listen={}", socket.display()));
+        let (bin, args, env) = self.cmd.parts();
+        for var in PASSTHROUGH_ENV {
+            if std::env::var_os(var).is_some() && !env.iter().any(|(k, _)| k == var) {
+                cmd.arg("-E").arg(var);
+            }
+        }
+        for (k, v) in env {
+            let mut kv = k.clone();
+            kv.push("=");
+            kv.push(v);
+            cmd.arg("-E").arg(kv);
+        }
+        cmd.arg("--").arg(bin).args(args);
+        let mut this = SocketActivated {
+            proc: Proc::spawn(cmd, &self, dir)?,
+            socket: socket.to_path_buf(),
+        };
+        let listening = wait_until(Duration::from_secs(10), || {
+            this.proc.stderr().contains("Listening on") || this.proc.try_status().is_some()
+        });
+        if !listening || this.proc.status.is_some() {
+            return Err(Error::failed(
+                format!("systemd-socket-activate --listen={}", socket.display()),
+                format!(
+                    "did not listen: status {:?}, logs:\n{}",
+                    this.proc.status,
+                    this.logs()
+                ),
+            ));
+        }
+        Ok(this)
+    }
+}
+
+/// A binary under real socket activation (see [`Launch::activate`]):
+/// systemd-socket-activate listens, and on the first connection execs the
+/// binary in place (same pid) with `LISTEN_FDS=1`, `LISTEN_PID=<pid>` and
+/// the socket as fd 3. Stopped on drop (see [`Launch::stop_with`]).
+#[derive(Debug)]
+pub struct SocketActivated {
+    proc: Proc,
+    socket: PathBuf,
+}
+
+impl SocketActivated {
+    /// Shorthand for `Launch::new(bin).args(args).envs(env).activate(socket)`.
+    pub fn start<S: AsRef<OsStr>>(
+        socket: &Path,
+        bin: &Path,
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> SocketActivated {
+        Launch::new(bin)
+            .args(args)
+            .envs(env.iter().copied())
+            .activate(socket)
+    }
+
+    /// The listening socket's path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// True once the binary has been exec'd (the pid no longer runs
+    /// systemd-socket-activate), i.e. a connection activated it.
+    pub fn activated(&self) -> bool {
+        std::fs::read_link(format!("/proc/{}/exe", self.pid()))
+            .is_ok_and(|exe| !exe.ends_with("systemd-socket-activate"))
+    }
+
+    proc_methods!();
+}
+
+/// A binary run directly (e.g. the waker in `--listen` mode; see
+/// [`Launch::spawn`]), output captured; stopped on drop.
+#[derive(Debug)]
+pub struct Spawned {
+    proc: Proc,
+}
+
+impl Spawned {
+    /// Shorthand for `Launch::new(bin).args(args).envs(env).spawn()`.
+    pub fn start<S: AsRef<OsStr>>(bin: &Path, args: &[S], env: &[(&str, &str)]) -> Spawned {
+        Launch::new(bin)
+            .args(args)
+            .envs(env.iter().copied())
+            .spawn()
+    }
+
+    proc_methods!();
+}
+
+/// Signal number of a status, if it was killed by one.
+pub fn signal_of(status: ExitStatus) -> Option<i32> {
+    status.signal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spawns_logs_and_stops() {
+        let dir = crate::kit::site::temp_dir("proc-test");
+        let log = dir.path().join("shared.log");
+        std::fs::write(&log, "before\n").expect("write log");
+        let mut echo = Launch::new("/bin/echo")
+            .arg("hello")
+            .log_to(&log)
+            .try_spawn()
+            .expect("echo runs");
+        assert!(
+            echo.wait_exit(Duration::from_secs(5))
+                .is_some_and(|s| s.success())
+        );
+        assert_eq!(echo.logs(), "hello\n");
+        let mut sleep = Launch::new("/bin/sleep")
+            .arg("60")
+            .stop_with(Signal::SIGTERM, Duration::from_secs(3))
+            .try_spawn()
+            .expect("sleep runs");
+        assert!(sleep.try_status().is_none());
+        sleep.kill(Signal::SIGTERM);
+        let status = sleep.wait_exit(Duration::from_secs(5)).expect("exits");
+        assert_eq!(signal_of(status), Some(Signal::SIGTERM as i32));
+        let e = Launch::new("/bin/true")
+            .notify_ready(Duration::from_secs(5))
+            .try_spawn()
+            .expect_err("true sends no READY=1");
+        assert!(e.to_string().contains("before READY=1"), "{e}");
+    }
+}
