@@ -20,7 +20,6 @@
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -460,7 +459,7 @@ fn load(mode: Mode, action: Action) {
     std::fs::write(&script, wrk_script(dir.path(), t0_ms, &rhythm(LOAD)))
         .expect("write wrk script");
     let n = LOAD_CONNECTIONS.to_string();
-    let out = Command::new("wrk")
+    let out = xtask::error::Cmd::new("wrk")
         .args(["-t", &n, "-c", &n, "--timeout"])
         .arg(format!("{}s", ANSWER_WITHIN.as_secs()))
         .arg("-d")
@@ -468,9 +467,8 @@ fn load(mode: Mode, action: Action) {
         .arg("-s")
         .arg(&script)
         .arg(format!("http://127.0.0.1:{}/", s.nginx.port()))
-        .stdin(Stdio::null())
         .output()
-        .expect("run wrk");
+        .unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)));
     let ended_ms = SystemTime::now()
         .duration_since(t0)
         .unwrap_or_default()
