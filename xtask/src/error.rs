@@ -89,17 +89,9 @@ impl Error {
     }
 }
 
-/// An error and its sources, `: `-joined (how every xtask error is printed).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
-}
+/// An error and its sources, `: `-joined (how every xtask error is printed):
+/// the binaries' own formatter, so both print a chain alike.
+pub use fleet_core::exit::chain;
 
 /// Runs `program args` (an argv, never a shell) and returns its stdout:
 /// `Cmd::new(program).args(args).stdout()`.
