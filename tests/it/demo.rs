@@ -56,9 +56,21 @@ fn demo_once_runs_every_step_and_leaves_nothing_behind() {
         "the demo did not run the package step:\n{stderr}"
     );
     let site = format!("demo-{pid}.fleet.test");
-    let dir = format!("/tmp/fleet-demo-{pid}");
+    // The kit's temp dir, named in the demo's first line.
+    let dir = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "==> fleet demo: site {site}, container {site}.fpm, everything under "
+            ))
+        })
+        .unwrap_or_else(|| panic!("no demo line naming its directory in:\n{stdout}"))
+        .to_owned();
+    assert!(
+        dir.starts_with(&format!("/tmp/fleet-it-{pid}-demo-")),
+        "the demo's directory {dir} is not the kit's"
+    );
     for needle in [
-        format!("==> fleet demo: site {site}, container {site}.fpm"),
         "[setup] image:".to_string(),
         format!("[setup] container {site}.fpm: created, state created"),
         "[setup] fleet-waker: systemd-socket-activate listens on".to_string(),
@@ -69,8 +81,7 @@ fn demo_once_runs_every_step_and_leaves_nothing_behind() {
         "the site sleeps".to_string(),
         "step 4/4: third request, the container is exited (wakes again)".to_string(),
         "all four steps done".to_string(),
-        format!("removed container {site}.fpm"),
-        format!("removed {dir}"),
+        format!("removed container {site}.fpm and {dir}"),
         "demo finished".to_string(),
     ] {
         assert!(stdout.contains(&needle), "missing {needle:?} in:\n{stdout}");
@@ -100,7 +111,7 @@ fn demo_once_runs_every_step_and_leaves_nothing_behind() {
         "ps",
         "-a",
         "--filter",
-        &format!("label=fleet.demo.pid={pid}"),
+        &format!("label=fleet.test.pid={pid}"),
         "--format",
         "{{.Names}}",
     ]);

@@ -14,7 +14,7 @@
 //! 3. fleet-reaper with a 2 s timeout, showing the container stopped;
 //! 4. a third request that wakes it again.
 //!
-//! Everything lives under `/tmp/fleet-demo-<pid>` (run, state and sites
+//! Everything lives under the kit's temp dir `/tmp/fleet-it-<pid>-demo-…` (run, state and sites
 //! directories through `FLEET_RUN_DIR` etc.), never the host's
 //! `/run/docker-apps`. Everything it made is removed at the end, on failure
 //! and on Ctrl-C (SIGINT/SIGTERM are taken by a dedicated thread).
@@ -38,6 +38,7 @@ use nix::sys::signal::Signal;
 use crate::Error;
 use crate::error::{Cmd, chain};
 use crate::kit::process::{Launch, SocketActivated, Spawned, find_in_path};
+use crate::kit::site::{SiteOptions, TestSite};
 use crate::wait::wait_until;
 
 /// The shipped proxy-mode example (a complete `server` block for example.com).
@@ -512,8 +513,8 @@ struct Cleanup {
     /// Processes stopped (by dropping them) in reverse order: (what, child).
     children: Vec<(String, SocketActivated)>,
     nginx: Option<NginxProc>,
-    container: Option<String>,
-    dir: Option<PathBuf>,
+    /// The kit's site: its container and directories, removed on drop.
+    site: Option<TestSite>,
 }
 
 impl Cleanup {
@@ -528,17 +529,14 @@ impl Cleanup {
             drop(child);
             done.push(format!("stopped {what} ({})", ms(t.elapsed())));
         }
-        if let Some(name) = self.container.take() {
-            match docker(&["rm", "-f", "-v", &name]) {
-                Ok(_) => done.push(format!("removed container {name} ({})", ms(t.elapsed()))),
-                Err(e) => eprintln!("cleanup: {e}"),
-            }
-        }
-        if let Some(dir) = self.dir.take() {
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => done.push(format!("removed {}", dir.display())),
-                Err(e) => eprintln!("cleanup: cannot remove {}: {e}", dir.display()),
-            }
+        if let Some(site) = self.site.take() {
+            let (container, dir) = (site.container().to_owned(), site.temp_dir().to_owned());
+            drop(site);
+            done.push(format!(
+                "removed container {container} and {} ({})",
+                dir.display(),
+                ms(t.elapsed())
+            ));
         }
         if !done.is_empty() {
             println!("cleanup: {}", done.join(", "));
@@ -546,12 +544,6 @@ impl Cleanup {
     }
 }
 
-/// Label on the demo's container, and the label with the demo's pid (to
-/// remove the leftovers of a demo that was SIGKILLed).
-const LABEL: &str = "fleet.demo=1";
-const PID_LABEL: &str = "fleet.demo.pid";
-/// Prefix of the demo's directory in /tmp.
-pub const DIR_PREFIX: &str = "fleet-demo-";
 /// The demo site's idle timeout for the reaper step.
 const DEMO_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -654,45 +646,6 @@ fn docker(args: &[&str]) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Remove the container and directory of an earlier demo whose process is
-/// gone (killed with SIGKILL, so it could not clean up).
-fn remove_stale_demos() {
-    let alive = |pid: &str| {
-        pid.parse::<u32>()
-            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
-    };
-    let label_fmt = format!("{{{{.Names}}}}\t{{{{.Label \"{PID_LABEL}\"}}}}");
-    if let Ok(list) = docker(&[
-        "ps",
-        "-a",
-        "--filter",
-        &format!("label={LABEL}"),
-        "--format",
-        &label_fmt,
-    ]) {
-        for line in list.lines() {
-            if let Some((name, pid)) = line.split_once('\t')
-                && !alive(pid.trim())
-                && docker(&["rm", "-f", "-v", name]).is_ok()
-            {
-                println!("removed container {name} of an earlier demo (pid {pid} is gone)");
-            }
-        }
-    }
-    if let Ok(entries) = std::fs::read_dir("/tmp") {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = name.strip_prefix(DIR_PREFIX)
-                && pid.parse::<u32>().is_ok()
-                && !alive(pid)
-                && std::fs::remove_dir_all(entry.path()).is_ok()
-            {
-                println!("removed /tmp/{name} of an earlier demo (pid {pid} is gone)");
-            }
-        }
-    }
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -701,30 +654,11 @@ fn ms(d: Duration) -> String {
 const INDEX_PHP: &str = "<?php\nheader('Content-Type: text/plain');\necho 'hello from ', getenv('FLEET_SITE'), ' (php-fpm pid ', getmypid(), ', PHP ', PHP_VERSION, \")\\n\";\n";
 
 fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Result<(), Error> {
-    let register = |f: &dyn Fn(&mut Cleanup)| {
-        if let Ok(mut c) = cleanup.lock() {
-            f(&mut c);
-        }
-    };
     let missing = missing_prerequisites(args.port);
     if !missing.is_empty() {
         return Err(Error::Missing(missing));
     }
-    remove_stale_demos();
     let pid = std::process::id();
-    let site_name = format!("demo-{pid}.fleet.test");
-    let site = fleet_core::Site::new(&site_name).map_err(|e| fail("site name", e))?;
-    let container = site.container();
-    let dir = PathBuf::from(format!("/tmp/{DIR_PREFIX}{pid}"));
-    let layout = fleet_core::Layout {
-        run_dir: dir.join("run"),
-        state_dir: dir.join("state"),
-        sites_dir: dir.join("sites"),
-    };
-    println!(
-        "==> fleet demo: site {site}, container {container}, everything under {}",
-        dir.display()
-    );
 
     // Binaries.
     let bin_dir = crate::kit::profile_dir().map_err(|e| fail("binaries", chain(&e)))?;
@@ -767,54 +701,38 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
         ms(t.elapsed())
     );
 
-    // Directories.
-    let www = dir.join("www");
+    // The site: the kit's, as the tests and benches make theirs (its
+    // directories, its runtime tmpfs, a created container; what a killed
+    // demo left is swept by the next run).
+    let made = TestSite::try_with_options(SiteOptions {
+        name: Some(format!("demo-{pid}.fleet.test")),
+        temp_kind: Some("demo".to_owned()),
+        scripts: vec![("index.php".to_owned(), INDEX_PHP.to_owned())],
+        ..SiteOptions::default()
+    })
+    .map_err(|e| fail("the demo site", chain(&e)))?;
+    let (site, layout, dir) = (
+        made.site().clone(),
+        made.layout().clone(),
+        made.temp_dir().to_owned(),
+    );
+    let container = site.container();
+    if let Ok(mut c) = cleanup.lock() {
+        c.site = Some(made);
+    }
     let nginx_dir = dir.join("nginx");
-    let mkdirs = || -> std::io::Result<()> {
-        std::fs::create_dir(&dir)?;
-        for d in [
-            &layout.run_dir,
-            &layout.state_dir,
-            &layout.sites_dir,
-            &layout.site_dir(&site),
-            &www,
-            &nginx_dir,
-        ] {
-            std::fs::create_dir_all(d)?;
-        }
-        for d in [
-            &dir,
-            &layout.run_dir,
-            &layout.site_dir(&site),
-            &www,
-            &nginx_dir,
-        ] {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
-        }
-        std::fs::write(www.join("index.php"), INDEX_PHP)
-    };
-    register(&|c| c.dir = Some(dir.clone()));
-    mkdirs().map_err(|e| fail("directories", format!("{}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&nginx_dir)
+        .map_err(|e| fail("directories", format!("{}: {e}", nginx_dir.display())))?;
+    println!(
+        "==> fleet demo: site {site}, container {container}, everything under {}",
+        dir.display()
+    );
     println!(
         "[setup] directories: FLEET_RUN_DIR={} FLEET_STATE_DIR={} FLEET_SITES_DIR={}",
         layout.run_dir.display(),
         layout.state_dir.display(),
         layout.sites_dir.display()
     );
-
-    // Container, created stopped.
-    register(&|c| c.container = Some(container.clone()));
-    crate::image::create_site_container(&crate::image::SiteContainer {
-        name: &container,
-        image: &image.tag,
-        run_dir: &layout.site_dir(&site),
-        docroot: &www,
-        docroot_inside: crate::image::CONTAINER_DOCROOT,
-        labels: &[LABEL.to_owned(), format!("{PID_LABEL}={pid}")],
-        env: &[format!("FLEET_SITE={site}")],
-        extra: &[],
-    })
-    .map_err(|e| fail("docker create", chain(&e)))?;
     println!(
         "[setup] container {container}: created, state {} ({} bind-mounted at /run/php, where php-fpm creates php-fpm.sock)",
         container_state(&container),

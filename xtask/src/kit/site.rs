@@ -119,6 +119,10 @@ pub struct SiteOptions {
     /// The `<kind>` in the temp dir's name `fleet-it-<pid>-<kind>-…`
     /// (default `site`): which run made it (`soak`, `bench`, …).
     pub temp_kind: Option<String>,
+    /// The site's name (validated); default `t<pid>-<n>.fleet.test`.
+    pub name: Option<String>,
+    /// More files for the docroot besides [`SCRIPTS`]: (file name, content).
+    pub scripts: Vec<(String, String)>,
 }
 
 /// What the pool's status path is when [`SiteOptions::status_page`] is
@@ -173,9 +177,11 @@ impl TestSite {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
-        let name = format!("t{pid}-{n}.fleet.test");
-        let site = Site::new(&name)
-            .map_err(|e| Error::failed(format!("generated site name {name}"), e))?;
+        let name = options
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("t{pid}-{n}.fleet.test"));
+        let site = Site::new(&name).map_err(|e| Error::failed(format!("site name {name}"), e))?;
         let kind = options.temp_kind.as_deref().unwrap_or("site");
         let tmp = try_temp_dir_in(Path::new("/tmp"), kind)?;
         let run_tmp = options
@@ -202,6 +208,10 @@ impl TestSite {
                 .map_err(Error::io("chmod", dir))?;
         }
         write_scripts(&docroot)?;
+        for (file, body) in &options.scripts {
+            let path = docroot.join(file);
+            std::fs::write(&path, body).map_err(Error::io("write", path))?;
+        }
         let container = site.container();
         // Built before the tmpfs is mounted and the container made, so a
         // failure from here on is cleaned up by Drop.
