@@ -26,8 +26,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
-
 use crate::proc::parallel;
 
 /// Sites in the benchmark.
@@ -43,7 +41,6 @@ pub const RUNS: usize = 3;
 
 const LABEL: &str = "fleet.bench=reaper";
 const REPOSITORY: &str = "fleet-bench-light";
-const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
 const BINARIES: &[&str] = &[
     "/bin/dash",
     "/usr/bin/yes",
@@ -361,99 +358,26 @@ fn remove_containers() -> Result<()> {
 /// The light image: the host's dash, yes, head and sleep with their
 /// libraries, as a deterministic tar; tag `fleet-bench-light:<sha256-16>`.
 fn ensure_image() -> Result<String> {
-    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    let image_error =
+        |e: xtask::image::Error| format!("{REPOSITORY} image: {}", xtask::error::chain(&e));
+    let mut files: Vec<(PathBuf, u32, Vec<u8>)> = Vec::new();
     let mut libs = BTreeSet::new();
-    libs.insert(PathBuf::from(LOADER));
     for bin in BINARIES {
-        let out = Command::new(LOADER)
-            .args(["--list", bin])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("{LOADER} --list {bin}: {e}"))?;
-        libs.extend(xtask::image::parse_loader_list(&String::from_utf8_lossy(
-            &out.stdout,
-        )));
+        libs.extend(xtask::image::needed_libraries(Path::new(bin)).map_err(image_error)?);
         let name = Path::new(bin)
             .file_name()
             .ok_or_else(|| format!("{bin} has no file name"))?;
         let data = std::fs::read(bin).map_err(|e| format!("read {bin}: {e}"))?;
-        files.push((Path::new("bin").join(name), data));
+        files.push((Path::new("bin").join(name), 0o755, data));
     }
     for lib in libs {
         let data = std::fs::read(&lib).map_err(|e| format!("read {}: {e}", lib.display()))?;
-        let rel: PathBuf = lib.components().skip(1).collect();
-        files.push((rel, data));
+        files.push((lib, 0o755, data));
     }
-    files.sort();
-    let mut dirs = BTreeSet::new();
-    for (p, _) in &files {
-        let mut a = p.parent();
-        while let Some(d) = a.filter(|d| !d.as_os_str().is_empty()) {
-            dirs.insert(d.to_path_buf());
-            a = d.parent();
-        }
-    }
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.mode(tar::HeaderMode::Deterministic);
-    let header = |kind, mode, size| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_size(size);
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        h
-    };
-    for d in &dirs {
-        let mut h = header(tar::EntryType::Directory, 0o755, 0);
-        builder
-            .append_data(&mut h, d, std::io::empty())
-            .map_err(|e| format!("tar: {e}"))?;
-    }
-    for (p, data) in &files {
-        let mut h = header(tar::EntryType::Regular, 0o755, data.len() as u64);
-        builder
-            .append_data(&mut h, p, data.as_slice())
-            .map_err(|e| format!("tar: {e}"))?;
-    }
-    let tar = builder.into_inner().map_err(|e| format!("tar: {e}"))?;
-    let digest = Sha256::digest(&tar);
-    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let tag = format!("{REPOSITORY}:{hex}");
-    let exists = Command::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}}", &tag])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(|e| format!("docker image inspect: {e}"))?
-        .success();
-    if !exists {
-        let mut child = Command::new("docker")
-            .args(["import", "-", &tag])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("docker import: {e}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            use std::io::Write as _;
-            stdin
-                .write_all(&tar)
-                .map_err(|e| format!("docker import: {e}"))?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("docker import: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "docker import: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-    }
-    Ok(tag)
+    let tar = xtask::image::files_tar(&files).map_err(image_error)?;
+    xtask::image::ensure_tar_image(REPOSITORY, &tar, &[])
+        .map(|image| image.tag)
+        .map_err(image_error)
 }
 
 #[cfg(test)]
