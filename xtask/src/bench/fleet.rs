@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::bench::waker::{api_post, rss_kib};
 use crate::proc::{Guard, NGINX_USER, free_port, parallel, run};
-use xtask::demo::{Mode, NGINX, NginxProc, Server, http_get_host, site_snippet};
+use xtask::demo::{Mode, NGINX, NginxProc, Server, site_snippet};
 use xtask::kit::site::hello_line;
 use xtask::wait::wait_for;
 use xtask::wakes::{peak_overlap, slot_window};
@@ -58,8 +58,8 @@ impl Drop for Fleet {
 /// counts as status 0.
 fn get(port: u16, host: &str) -> (u16, String, Duration) {
     let t = Instant::now();
-    match http_get_host(port, host, "/hello.php") {
-        Ok(r) => (r.status, r.body, r.total),
+    match xtask::kit::http::get_host(port, host, "/hello.php") {
+        Ok(r) => (r.status, r.text(), r.total),
         Err(_) => (0, String::new(), t.elapsed()),
     }
 }
