@@ -32,7 +32,7 @@ pub use fastcgi::{FcgiRequest, FcgiResponse};
 pub use http::HttpResponse;
 pub use nginx::Nginx;
 pub use process::{Launch, SocketActivated, Spawned};
-pub use site::{SiteOptions, TestSite};
+pub use site::{SiteExt, SiteOptions, TestSite};
 pub use stack::Stack;
 
 use std::path::{Path, PathBuf};
