@@ -85,26 +85,6 @@ pub fn request_host(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> io::Result<HttpResponse> {
-    exchange(port, host, method, path, body, timeout).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("{method} http://127.0.0.1:{port}{path} (Host: {host}): {e}"),
-        )
-    })
-}
-
-fn exchange(
-    port: u16,
-    host: &str,
-    method: &str,
-    path: &str,
-    body: Option<&[u8]>,
-    timeout: Duration,
-) -> io::Result<HttpResponse> {
-    let start = Instant::now();
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     if let Some(body) = body {
         req.push_str(&format!(
@@ -113,10 +93,24 @@ fn exchange(
         ));
     }
     req.push_str("\r\n");
-    stream.write_all(req.as_bytes())?;
-    if let Some(body) = body {
-        stream.write_all(body)?;
-    }
+    let mut req = req.into_bytes();
+    req.extend_from_slice(body.unwrap_or_default());
+    exchange(port, &req, timeout).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("{method} http://127.0.0.1:{port}{path} (Host: {host}): {e}"),
+        )
+    })
+}
+
+/// Send `request` to 127.0.0.1:`port`, read the response to EOF and parse
+/// it, timing the first byte and the whole exchange.
+fn exchange(port: u16, request: &[u8], timeout: Duration) -> io::Result<HttpResponse> {
+    let start = Instant::now();
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(request)?;
     // Read by hand rather than `read_to_end`, to time the first byte.
     let mut raw = Vec::new();
     let mut buf = [0u8; 8192];
