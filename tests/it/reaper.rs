@@ -21,7 +21,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 use crate::support::assert::{plan_entry, says_hello};
-use crate::support::{self, FcgiRequest, SocketActivated, Spawned, TestSite, fastcgi, require};
+use crate::support::{
+    self, FcgiRequest, SiteExt as _, SocketActivated, Spawned, TestSite, fastcgi, require,
+};
 
 /// A sites directory and a state directory: either shared by several test
 /// sites, so that one reaper pass sees them all ([`List::new`]), or one

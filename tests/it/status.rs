@@ -12,7 +12,9 @@ use fleet_core::fastcgi::{self, Header, STDIN};
 use fleet_core::fpm_status::{self, DEFAULT_STATUS_PATH, FpmStatus, StatusError};
 
 use crate::support::site::STATUS_DISABLED_PATH;
-use crate::support::{self, FcgiRequest, FcgiResponse, SiteOptions, TestSite, note, require};
+use crate::support::{
+    self, FcgiRequest, FcgiResponse, SiteExt as _, SiteOptions, TestSite, note, require,
+};
 
 /// Long enough for a loaded machine; a pool that answers, answers in ms.
 const PATIENT: Duration = Duration::from_secs(20);

@@ -14,7 +14,8 @@ use crate::support::assert::{output_text, says_hello};
 use crate::support::nsystemd::{boot_for, run_renew, unit_text};
 use crate::support::wake::{activated, hello, reap_until, reaper_pass};
 use crate::support::{
-    FcgiRequest, SiteOptions, SocketActivated, TestSite, fastcgi, note, require, wait_until,
+    FcgiRequest, SiteExt as _, SiteOptions, SocketActivated, TestSite, fastcgi, note, require,
+    wait_until,
 };
 
 /// What a hostile site's PHP does to its runtime directory (`/run/php` in

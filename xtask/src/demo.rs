@@ -24,7 +24,7 @@
 //! shipped snippets through them.
 
 use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixStream;
@@ -37,6 +37,7 @@ use nix::sys::signal::Signal;
 
 use crate::Error;
 use crate::error::{Cmd, chain};
+use crate::kit::http::{self, HttpResponse};
 use crate::kit::process::{Launch, SocketActivated, Spawned, find_in_path};
 use crate::kit::site::{SiteOptions, TestSite};
 use crate::wait::wait_until;
@@ -815,14 +816,15 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
         "step 2/4: second request, the container is {} (warm)",
         container_state(&container)
     );
-    let warm = http_get(args.port, "/").map_err(|e| fail("step 2 (warm request)", e))?;
+    let warm = http::get_host(args.port, "localhost", "/")
+        .map_err(|e| fail("step 2 (warm request)", e))?;
     check_page(&warm, site.as_str()).map_err(|e| fail("step 2 (warm request)", e))?;
     println!(
         "  warm: {} to the first byte, {} in all, through nginx → fleet-waker → php-fpm",
         ms(warm.first_byte),
         ms(warm.total)
     );
-    println!("  body: {}", warm.body.trim_end());
+    println!("  body: {}", warm.text().trim_end());
     let last_request = Instant::now();
 
     // Step 3: the reaper.
@@ -1020,10 +1022,10 @@ fn cold_request(port: u16, container: &str, fpm_socket: &Path, site: &str) -> Re
             None
         })
     };
-    let response = http_get(port, "/");
+    let response = http::get_host(port, "localhost", "/");
     stop.store(true, Ordering::SeqCst);
     let fpm_accepting = watcher.join().ok().flatten();
-    let response = response?;
+    let response = response.map_err(|e| e.to_string())?;
     check_page(&response, site)?;
     let started = docker(&["inspect", "--format", "{{.State.StartedAt}}", container])?;
     let container_start = humantime::parse_rfc3339(started.trim())
@@ -1034,73 +1036,19 @@ fn cold_request(port: u16, container: &str, fpm_socket: &Path, site: &str) -> Re
         fpm_accepting,
         first_byte: response.first_byte,
         total: response.total,
-        body: response.body,
+        body: response.text(),
     })
 }
 
-fn check_page(r: &Response, site: &str) -> Result<(), String> {
-    if r.status != 200 || !r.body.starts_with(&format!("hello from {site} ")) {
+fn check_page(r: &HttpResponse, site: &str) -> Result<(), String> {
+    if r.status != 200 || !r.text().starts_with(&format!("hello from {site} ")) {
         return Err(format!(
             "expected 200 and the demo page, got {} {:?}",
-            r.status, r.body
+            r.status,
+            r.text()
         ));
     }
     Ok(())
-}
-
-/// An HTTP response with its timings.
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub body: String,
-    pub first_byte: Duration,
-    pub total: Duration,
-}
-
-/// `GET <path>` on 127.0.0.1:<port> (HTTP/1.0, read to EOF), timing the
-/// first byte and the whole response.
-fn http_get(port: u16, path: &str) -> Result<Response, String> {
-    http_get_host(port, "localhost", path)
-}
-
-/// `http_get` with a `Host` header of `host` (for name-based servers).
-/// Reads for up to 120 s: longer than nginx's 60 s read timeout, so a
-/// 504 is seen as one.
-pub fn http_get_host(port: u16, host: &str, path: &str) -> Result<Response, String> {
-    let start = Instant::now();
-    let mut s = TcpStream::connect(("127.0.0.1", port))
-        .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(120)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
-        .map_err(|e| format!("send: {e}"))?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 8192];
-    let mut first_byte = None;
-    loop {
-        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        first_byte.get_or_insert_with(|| start.elapsed());
-        raw.extend_from_slice(&buf[..n]);
-    }
-    let total = start.elapsed();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no HTTP response: {text:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| format!("bad status line: {head:?}"))?;
-    Ok(Response {
-        status,
-        body: body.to_string(),
-        first_byte: first_byte.unwrap_or(total),
-        total,
-    })
 }
 
 #[cfg(test)]

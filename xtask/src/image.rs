@@ -170,13 +170,9 @@ pub fn ensure_image_info() -> Result<Image, Error> {
         Some(tag) => (tag, true),
         None => {
             let tar = write_tar(&entries)?;
-            let tag = tag_for(&tar);
-            let cached = image_exists(&tag)?;
-            if !cached {
-                import(&tar, &tag)?;
-            }
-            run(&["docker", "tag", &tag, &manifest_tag], None)?;
-            (tag, cached)
+            let image = ensure_tar_image(REPOSITORY, &tar, &php_changes())?;
+            run(&["docker", "tag", &image.tag, &manifest_tag], None)?;
+            (image.tag, image.cached)
         }
     };
     run(
@@ -190,7 +186,61 @@ pub fn ensure_image_info() -> Result<Image, Error> {
 
 /// `fleet-php-fpm:<first 16 hex digits of sha256(tar)>`.
 pub fn tag_for(tar: &[u8]) -> String {
-    format!("{REPOSITORY}:{}", hex16(&Sha256::digest(tar)))
+    content_tag(REPOSITORY, tar)
+}
+
+/// `<repository>:<first 16 hex digits of sha256(tar)>`: a deterministic
+/// tar's hash is its content's, so the tag names the content.
+pub fn content_tag(repository: &str, tar: &[u8]) -> String {
+    format!("{repository}:{}", hex16(&Sha256::digest(tar)))
+}
+
+/// The image of a deterministic rootfs `tar`, tagged by [`content_tag`]:
+/// imported (`docker import`, applying the Dockerfile instructions
+/// `changes`) only when Docker does not know that tag yet. The php-fpm image
+/// and the reaper bench's light image are both made this way.
+pub fn ensure_tar_image(repository: &str, tar: &[u8], changes: &[String]) -> Result<Image, Error> {
+    let tag = content_tag(repository, tar);
+    let cached = image_exists(&tag)?;
+    if !cached {
+        import(tar, &tag, changes)?;
+    }
+    Ok(Image { tag, cached })
+}
+
+/// A deterministic tar (sorted, mtime 0, uid/gid 0) of `(path, mode,
+/// content)` regular files, their parent directories added with mode 0755.
+/// Paths are taken relative to `/` whether or not they start with it.
+pub fn files_tar(files: &[(PathBuf, u32, Vec<u8>)]) -> Result<Vec<u8>, Error> {
+    let mut entries = BTreeMap::new();
+    for (path, mode, content) in files {
+        add_parents(&mut entries, path);
+        entries.insert(rel(path), Entry::File(*mode, content.clone()));
+    }
+    write_tar(&entries)
+}
+
+/// The shared libraries the host's dynamic loader says `binary` needs, the
+/// loader itself last (its `--list` output, parsed by [`parse_loader_list`]).
+pub fn needed_libraries(binary: &Path) -> Result<Vec<PathBuf>, Error> {
+    let loader = LOADERS
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .ok_or_else(|| Error::NoLoader {
+            looked: LOADERS.iter().map(|s| s.to_string()).collect(),
+        })?;
+    let listing = run(
+        &[
+            &loader.to_string_lossy(),
+            "--list",
+            &binary.to_string_lossy(),
+        ],
+        None,
+    )?;
+    let mut libs = parse_loader_list(&listing);
+    libs.push(loader.to_path_buf());
+    Ok(libs)
 }
 
 /// The content tag (`fleet-php-fpm:<16 hex>`) of the image that
@@ -250,15 +300,18 @@ fn image_env() -> [(&'static str, String); 3] {
     ]
 }
 
-fn import(tar: &[u8], tag: &str) -> Result<(), Error> {
+/// The php-fpm image's Dockerfile instructions: its command and [`image_env`].
+fn php_changes() -> Vec<String> {
     let cmd = format!(r#"CMD ["{PHP_FPM}","-F","-R"]"#);
-    let env: Vec<String> = image_env()
-        .iter()
-        .map(|(k, v)| format!("ENV {k}={v}"))
-        .collect();
-    let mut argv = vec!["docker", "import", "--change", &cmd];
-    for e in &env {
-        argv.extend(["--change", e]);
+    std::iter::once(cmd)
+        .chain(image_env().iter().map(|(k, v)| format!("ENV {k}={v}")))
+        .collect()
+}
+
+fn import(tar: &[u8], tag: &str, changes: &[String]) -> Result<(), Error> {
+    let mut argv = vec!["docker", "import"];
+    for c in changes {
+        argv.extend(["--change", c]);
     }
     argv.extend(["-", tag]);
     run(&argv, Some(tar)).map(|_| ())
@@ -325,16 +378,7 @@ fn collect() -> Result<BTreeMap<PathBuf, Entry>, Error> {
             path: php_fpm.to_path_buf(),
         });
     }
-    let loader = LOADERS
-        .iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-        .ok_or_else(|| Error::NoLoader {
-            looked: LOADERS.iter().map(|s| s.to_string()).collect(),
-        })?;
-    let listing = run(&[&loader.to_string_lossy(), "--list", PHP_FPM], None)?;
-    let mut libs = parse_loader_list(&listing);
-    libs.push(loader.to_path_buf());
+    let libs = needed_libraries(php_fpm)?;
 
     let mut entries: BTreeMap<PathBuf, Entry> = BTreeMap::new();
     add_host_path(&mut entries, php_fpm)?;
@@ -687,6 +731,36 @@ mod tests {
         assert_eq!(
             pick_content_tag("fleet-php-fpm:latest\nother:5897a5f1101e4a99"),
             None
+        );
+    }
+
+    #[test]
+    fn files_tar_adds_parents_and_is_deterministic() {
+        let files = vec![
+            (PathBuf::from("/lib/x/libc.so.6"), 0o755, b"libc".to_vec()),
+            (PathBuf::from("bin/dash"), 0o755, b"dash".to_vec()),
+        ];
+        let tar_bytes = files_tar(&files).expect("tar");
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        let paths: Vec<String> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            paths,
+            ["bin", "bin/dash", "lib", "lib/x", "lib/x/libc.so.6"]
+        );
+        assert_eq!(files_tar(&files).expect("tar again"), tar_bytes);
+        assert_eq!(
+            content_tag("fleet-bench-light", b""),
+            "fleet-bench-light:e3b0c44298fc1c14"
         );
     }
 

@@ -30,7 +30,7 @@ pub mod wake;
 pub use fastcgi::{FcgiRequest, FcgiResponse};
 pub use http::HttpResponse;
 pub use nginx::Nginx;
-pub use site::{SiteOptions, TestSite};
+pub use site::{SiteExt, SiteOptions, TestSite};
 pub use stack::Stack;
 /// The launcher is the kit's, shared with the benches, soak and demo.
 pub use xtask::kit::process::{self, Launch, SocketActivated, Spawned};

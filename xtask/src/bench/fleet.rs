@@ -25,7 +25,7 @@ use xtask::error::{Cmd, chain};
 use xtask::kit::process::{Launch, SocketActivated};
 
 use crate::proc::{NGINX_USER, free_port, parallel, run};
-use xtask::demo::{Mode, NGINX, NginxProc, Server, http_get_host, site_snippet};
+use xtask::demo::{Mode, NGINX, NginxProc, Server, site_snippet};
 use xtask::kit::site::hello_line;
 use xtask::wait::wait_for;
 use xtask::wakes::{peak_overlap, slot_window};
@@ -61,8 +61,8 @@ impl Drop for Fleet {
 /// counts as status 0.
 fn get(port: u16, host: &str) -> (u16, String, Duration) {
     let t = Instant::now();
-    match http_get_host(port, host, "/hello.php") {
-        Ok(r) => (r.status, r.body, r.total),
+    match xtask::kit::http::get_host(port, host, "/hello.php") {
+        Ok(r) => (r.status, r.text(), r.total),
         Err(_) => (0, String::new(), t.elapsed()),
     }
 }

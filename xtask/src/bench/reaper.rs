@@ -7,7 +7,7 @@
 //! every second after that. Once the quiet ones' log is older than the
 //! timeout (and every container older than it, so none is "young"):
 //!
-//! * **fleet-reaper**: `fleet-reaper --dry-run --format table` over all
+//! * **fleet-reaper**: `fleet-reaper --dry-run --proxy-only --format table` over all
 //!   sites (process start, listing, conf parsing, inspect, state file, log
 //!   check, verdicts; dry run so that the timing is the decision, not
 //!   Docker's stop, which both approaches pay alike). Best of `RUNS`.
@@ -24,11 +24,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
-
-use xtask::error::{Cmd, chain};
-
 use crate::proc::parallel;
+use xtask::error::{Cmd, chain};
 
 /// Sites in the benchmark.
 pub const SITES: usize = 200;
@@ -43,7 +40,6 @@ pub const RUNS: usize = 3;
 
 const LABEL: &str = "fleet.bench=reaper";
 const REPOSITORY: &str = "fleet-bench-light";
-const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
 const BINARIES: &[&str] = &[
     "/bin/dash",
     "/usr/bin/yes",
@@ -152,7 +148,10 @@ fn bench(reaper: &Path) -> Result<String> {
             .arg(&sites_dir)
             .arg("--state-dir")
             .arg(&state_dir)
-            .args(["--dry-run", "--format", "table"])
+            // The light containers have no php-fpm status page: without
+            // --proxy-only every quiet site is `no-signal`, never idle. The
+            // old loop, too, decided on the logs alone.
+            .args(["--dry-run", "--proxy-only", "--format", "table"])
             .env("RUST_LOG", "warn")
             .output()
             .map_err(|e| chain(&e))?;
@@ -307,74 +306,26 @@ fn remove_containers() -> Result<()> {
 /// The light image: the host's dash, yes, head and sleep with their
 /// libraries, as a deterministic tar; tag `fleet-bench-light:<sha256-16>`.
 fn ensure_image() -> Result<String> {
-    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    let image_error =
+        |e: xtask::image::Error| format!("{REPOSITORY} image: {}", xtask::error::chain(&e));
+    let mut files: Vec<(PathBuf, u32, Vec<u8>)> = Vec::new();
     let mut libs = BTreeSet::new();
-    libs.insert(PathBuf::from(LOADER));
     for bin in BINARIES {
-        let listing = xtask::error::run(LOADER, &["--list", bin]).map_err(|e| chain(&e))?;
-        libs.extend(xtask::image::parse_loader_list(&listing));
+        libs.extend(xtask::image::needed_libraries(Path::new(bin)).map_err(image_error)?);
         let name = Path::new(bin)
             .file_name()
             .ok_or_else(|| format!("{bin} has no file name"))?;
         let data = std::fs::read(bin).map_err(|e| format!("read {bin}: {e}"))?;
-        files.push((Path::new("bin").join(name), data));
+        files.push((Path::new("bin").join(name), 0o755, data));
     }
     for lib in libs {
         let data = std::fs::read(&lib).map_err(|e| format!("read {}: {e}", lib.display()))?;
-        let rel: PathBuf = lib.components().skip(1).collect();
-        files.push((rel, data));
+        files.push((lib, 0o755, data));
     }
-    files.sort();
-    let mut dirs = BTreeSet::new();
-    for (p, _) in &files {
-        let mut a = p.parent();
-        while let Some(d) = a.filter(|d| !d.as_os_str().is_empty()) {
-            dirs.insert(d.to_path_buf());
-            a = d.parent();
-        }
-    }
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.mode(tar::HeaderMode::Deterministic);
-    let header = |kind, mode, size| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_size(size);
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        h
-    };
-    for d in &dirs {
-        let mut h = header(tar::EntryType::Directory, 0o755, 0);
-        builder
-            .append_data(&mut h, d, std::io::empty())
-            .map_err(|e| format!("tar: {e}"))?;
-    }
-    for (p, data) in &files {
-        let mut h = header(tar::EntryType::Regular, 0o755, data.len() as u64);
-        builder
-            .append_data(&mut h, p, data.as_slice())
-            .map_err(|e| format!("tar: {e}"))?;
-    }
-    let tar = builder.into_inner().map_err(|e| format!("tar: {e}"))?;
-    let digest = Sha256::digest(&tar);
-    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let tag = format!("{REPOSITORY}:{hex}");
-    let exists = Cmd::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}}", &tag])
-        .output()
-        .map_err(|e| chain(&e))?
-        .status
-        .success();
-    if !exists {
-        Cmd::new("docker")
-            .args(["import", "-", &tag])
-            .stdin(tar)
-            .stdout()
-            .map_err(|e| chain(&e))?;
-    }
-    Ok(tag)
+    let tar = xtask::image::files_tar(&files).map_err(image_error)?;
+    xtask::image::ensure_tar_image(REPOSITORY, &tar, &[])
+        .map(|image| image.tag)
+        .map_err(image_error)
 }
 
 #[cfg(test)]

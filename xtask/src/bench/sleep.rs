@@ -28,9 +28,7 @@ use std::time::Duration;
 use crate::bench::waker::median;
 use crate::proc::{Rig, free_port, run};
 use nix::sys::signal::Signal;
-use xtask::demo::{
-    Mode, NGINX, NginxProc, http_get_host, nginx_user, share_socket_with_nginx, site_snippet,
-};
+use xtask::demo::{Mode, NGINX, NginxProc, nginx_user, share_socket_with_nginx, site_snippet};
 use xtask::kit::process::Launch;
 
 /// The container states measured, in the order of a round: proxy mode with
@@ -73,11 +71,13 @@ fn memory(container: &str) -> Result<f64, String> {
 
 /// `GET /hello.php` through nginx; the first byte's time in milliseconds.
 fn first_byte_ms(port: u16) -> Result<f64, String> {
-    let r = http_get_host(port, "localhost", "/hello.php")?;
-    if r.status != 200 || !r.body.starts_with("hello from ") {
+    let r =
+        xtask::kit::http::get_host(port, "localhost", "/hello.php").map_err(|e| e.to_string())?;
+    if r.status != 200 || !r.text().starts_with("hello from ") {
         return Err(format!(
             "GET /hello.php: {} {:?} (expected 200 \"hello from <site>\")",
-            r.status, r.body
+            r.status,
+            r.text()
         ));
     }
     Ok(r.first_byte.as_secs_f64() * 1e3)

@@ -1,8 +1,9 @@
 //! The kit: what the integration tests, `xtask bench`, `xtask soak` and
 //! `xtask demo` share to set up real sites and run real processes, written
 //! once (a test site with its directories and container, the child-process
-//! launcher with socket activation).
+//! launcher with socket activation, the HTTP client).
 
+pub mod http;
 pub mod process;
 pub mod site;
 

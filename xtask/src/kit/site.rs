@@ -163,8 +163,17 @@ impl SiteOptions {
 }
 
 impl TestSite {
-    /// A new site with a created (stopped) container; panics with the
-    /// reason if it cannot be made. Needs Docker and php-fpm.
+    /// A new site with default [`SiteOptions`] and a created (stopped)
+    /// container; panics with the reason if it cannot be made. Needs Docker
+    /// and php-fpm (in the tests, `require!(Docker, PhpFpm)` first).
+    // No `Default`: making a site creates a container and directories.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> TestSite {
+        Self::with_options(SiteOptions::default())
+    }
+
+    /// Like [`TestSite::new`] with php-fpm worker count / extra docker args;
+    /// panics with the reason if the site cannot be made.
     pub fn with_options(options: SiteOptions) -> TestSite {
         Self::try_with_options(options).unwrap_or_else(|e| panic!("test site: {}", chain(&e)))
     }
@@ -384,10 +393,16 @@ impl TestSite {
     }
 
     /// `docker start` and wait (≤ 20 s) until php-fpm.sock accepts; panics
-    /// with the reason otherwise.
+    /// with the reason and the container's logs otherwise.
     pub fn start(&self) {
-        self.try_start()
-            .unwrap_or_else(|e| panic!("start {}: {}", self.container, chain(&e)));
+        if let Err(e) = self.try_start() {
+            panic!(
+                "start {}: {}; logs:\n{}",
+                self.container,
+                chain(&e),
+                self.logs()
+            );
+        }
     }
 
     /// Like [`TestSite::start`], returning why the site did not come up.
@@ -396,10 +411,12 @@ impl TestSite {
         self.try_wait_ready(Duration::from_secs(20))
     }
 
-    /// Wait until php-fpm.sock accepts a connection; panic after `timeout`.
+    /// Wait until php-fpm.sock accepts a connection; panic (with the
+    /// container's logs) after `timeout`.
     pub fn wait_ready(&self, timeout: Duration) {
-        self.try_wait_ready(timeout)
-            .unwrap_or_else(|e| panic!("{}", chain(&e)));
+        if let Err(e) = self.try_wait_ready(timeout) {
+            panic!("{}; logs:\n{}", chain(&e), self.logs());
+        }
     }
 
     /// Like [`TestSite::wait_ready`], returning an error (naming the
@@ -447,6 +464,38 @@ impl TestSite {
             &["inspect", "--format", "{{.State.Status}}", &self.container],
         )
         .map_or_else(|_| "missing".to_owned(), |s| s.trim().to_owned())
+    }
+
+    /// `docker logs` (stdout and stderr together; php-fpm logs to stderr,
+    /// one `fpm-access <METHOD> <URI> status=… duration_ms=…` line per request
+    /// unless [`SiteOptions::access_log`] is off). When docker cannot be run,
+    /// a line saying so: the logs are mostly read to explain a failure.
+    pub fn logs(&self) -> String {
+        // Both streams, so the whole output, not `error::run` (stdout only).
+        match crate::error::Cmd::new("docker")
+            .args(["logs", &self.container])
+            .output()
+        {
+            Ok(out) => {
+                let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+                s.push_str(&String::from_utf8_lossy(&out.stderr));
+                s
+            }
+            Err(e) => format!(
+                "(cannot run docker logs {}: {})\n",
+                self.container,
+                chain(&e)
+            ),
+        }
+    }
+
+    /// The `fpm-access` lines of [`TestSite::logs`].
+    pub fn access_lines(&self) -> Vec<String> {
+        self.logs()
+            .lines()
+            .filter(|l| l.starts_with("fpm-access "))
+            .map(str::to_string)
+            .collect()
     }
 
     /// `docker inspect` `State.StartedAt`: which run of the container this is.
