@@ -115,8 +115,11 @@ pub fn run_in(dir: Option<&Path>, program: &str, args: &[&str]) -> Result<String
 /// the error; [`Cmd::output`] hands back any status for callers that must
 /// see it. Long-running children are [`crate::kit::process`]'s.
 ///
-/// ```ignore
+/// ```no_run
+/// # fn import(tag: &str, tar: Vec<u8>) -> Result<String, xtask::Error> {
+/// use xtask::error::Cmd;
 /// let id = Cmd::new("docker").args(["import", "-", tag]).stdin(tar).stdout()?;
+/// # Ok(id) }
 /// ```
 #[derive(Debug, Clone)]
 pub struct Cmd {

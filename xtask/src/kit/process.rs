@@ -265,9 +265,11 @@ macro_rules! proc_methods {
 /// `systemd-socket-activate` → [`SocketActivated`]); their `try_` forms
 /// return an [`Error`] instead of panicking.
 ///
-/// ```ignore
-/// let waker = Launch::new(bin("fleet-waker"))
-///     .args(["--site", site.name()])
+/// ```no_run
+/// use xtask::kit::{process::Launch, release_bin, site::TestSite};
+/// let site = TestSite::new();
+/// let waker = Launch::new(release_bin("fleet-waker"))
+///     .arg(site.name())
 ///     .envs(site.layout_env())
 ///     .env("RUST_LOG", "debug")
 ///     .activate(&site.waker_socket());
