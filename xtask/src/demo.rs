@@ -376,8 +376,9 @@ impl NginxProc {
         port: u16,
         user: Option<&str>,
         snippet: &Snippet,
-    ) -> Result<NginxProc, String> {
+    ) -> Result<NginxProc, Error> {
         Self::start_conf(dir, &render_nginx_conf(dir, port, user, snippet), &[port])
+            .map_err(|why| Error::failed("start nginx", why))
     }
 
     /// [`NginxProc::start`] with one `server {}` per [`Server`]
@@ -386,15 +387,18 @@ impl NginxProc {
         dir: &Path,
         user: Option<&str>,
         servers: &[Server<'_>],
-    ) -> Result<NginxProc, String> {
+    ) -> Result<NginxProc, Error> {
         let mut ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
         ports.sort_unstable();
         ports.dedup();
         Self::start_conf(dir, &render_servers_conf(dir, user, servers), &ports)
+            .map_err(|why| Error::failed("start nginx", why))
     }
 
     /// [`NginxProc::start`] on a given nginx.conf text (e.g. from
     /// [`render_sites_conf`]), waiting until every one of `ports` accepts.
+    /// The error is nginx's message as text: the tests' retry looks for
+    /// "Address already in use" in it (tests/it/support/nginx.rs).
     pub fn start_conf(dir: &Path, text: &str, ports: &[u16]) -> Result<NginxProc, String> {
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, text).map_err(|e| format!("write {}: {e}", conf.display()))?;
@@ -641,10 +645,8 @@ pub fn repo_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-fn docker(args: &[&str]) -> Result<String, String> {
-    crate::error::run("docker", args)
-        .map(|out| out.trim().to_owned())
-        .map_err(|e| e.to_string())
+fn docker(args: &[&str]) -> Result<String, Error> {
+    crate::error::run("docker", args).map(|out| out.trim().to_owned())
 }
 
 fn ms(d: Duration) -> String {
@@ -771,8 +773,7 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
     let snippet = site_snippet(Mode::Proxy, site.as_str(), &layout.run_dir)
         .map_err(|e| fail("nginx config", e))?;
     let user = nginx_user();
-    let nginx = NginxProc::start(&nginx_dir, args.port, user.as_deref(), &snippet)
-        .map_err(|e| fail("nginx", e))?;
+    let nginx = NginxProc::start(&nginx_dir, args.port, user.as_deref(), &snippet)?;
     println!(
         "[setup] nginx: http://127.0.0.1:{}/ → {} (contrib/nginx/fleet-proxy-mode.conf; conf {})",
         args.port,
@@ -806,7 +807,7 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
         container_state(&container)
     );
     let cold = cold_request(args.port, &container, &fpm_socket, site.as_str())
-        .map_err(|e| fail("step 1 (cold request)", e))?;
+        .map_err(|e| fail("step 1 (cold request)", chain(&e)))?;
     cold.print();
     show_waker_log();
 
@@ -818,7 +819,7 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
     );
     let warm = http::get_host(args.port, "localhost", "/")
         .map_err(|e| fail("step 2 (warm request)", e))?;
-    check_page(&warm, site.as_str()).map_err(|e| fail("step 2 (warm request)", e))?;
+    check_page(&warm, site.as_str()).map_err(|e| fail("step 2 (warm request)", chain(&e)))?;
     println!(
         "  warm: {} to the first byte, {} in all, through nginx → fleet-waker → php-fpm",
         ms(warm.first_byte),
@@ -910,7 +911,7 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
         container_state(&container)
     );
     let again = cold_request(args.port, &container, &fpm_socket, site.as_str())
-        .map_err(|e| fail("step 4 (wake again)", e))?;
+        .map_err(|e| fail("step 4 (wake again)", chain(&e)))?;
     again.print();
     show_waker_log();
     println!();
@@ -998,11 +999,11 @@ impl Cold {
     }
 }
 
-fn cold_request(port: u16, container: &str, fpm_socket: &Path, site: &str) -> Result<Cold, String> {
+fn cold_request(port: u16, container: &str, fpm_socket: &Path, site: &str) -> Result<Cold, Error> {
     if UnixStream::connect(fpm_socket).is_ok() {
-        return Err(format!(
-            "{} accepts before the request: the site is not asleep",
-            fpm_socket.display()
+        return Err(Error::failed(
+            fpm_socket.display().to_string(),
+            "accepts before the request: the site is not asleep",
         ));
     }
     // Watch php-fpm's socket from the outside: connect every ≤ 1 ms.
@@ -1025,7 +1026,7 @@ fn cold_request(port: u16, container: &str, fpm_socket: &Path, site: &str) -> Re
     let response = http::get_host(port, "localhost", "/");
     stop.store(true, Ordering::SeqCst);
     let fpm_accepting = watcher.join().ok().flatten();
-    let response = response.map_err(|e| e.to_string())?;
+    let response = response.map_err(|e| Error::failed("GET /", e))?;
     check_page(&response, site)?;
     let started = docker(&["inspect", "--format", "{{.State.StartedAt}}", container])?;
     let container_start = humantime::parse_rfc3339(started.trim())
@@ -1040,12 +1041,15 @@ fn cold_request(port: u16, container: &str, fpm_socket: &Path, site: &str) -> Re
     })
 }
 
-fn check_page(r: &HttpResponse, site: &str) -> Result<(), String> {
+fn check_page(r: &HttpResponse, site: &str) -> Result<(), Error> {
     if r.status != 200 || !r.text().starts_with(&format!("hello from {site} ")) {
-        return Err(format!(
-            "expected 200 and the demo page, got {} {:?}",
-            r.status,
-            r.text()
+        return Err(Error::failed(
+            "GET /",
+            format!(
+                "expected 200 and the demo page, got {} {:?}",
+                r.status,
+                r.text()
+            ),
         ));
     }
     Ok(())

@@ -32,12 +32,12 @@ pub struct InstallArgs {
 }
 
 /// clap value parser: an absolute path.
-fn absolute(s: &str) -> Result<PathBuf, String> {
+fn absolute(s: &str) -> Result<PathBuf, Error> {
     let p = PathBuf::from(s);
     if p.is_absolute() {
         Ok(p)
     } else {
-        Err(format!("{s}: must be an absolute path"))
+        Err(Error::failed(s, "must be an absolute path"))
     }
 }
 

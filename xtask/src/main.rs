@@ -94,10 +94,10 @@ enum Bench {
 }
 
 /// clap value parser: a number > 0.
-fn positive(s: &str) -> Result<usize, String> {
+fn positive(s: &str) -> Result<usize, Error> {
     match s.parse() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("{s:?}: needs a positive number")),
+        _ => Err(Error::failed(format!("{s:?}"), "needs a positive number")),
     }
 }
 
@@ -173,29 +173,23 @@ fn run(command: Cmd) -> Result<(), Error> {
         Cmd::Dist(args) => xtask::dist::main(&args),
         Cmd::Install(args) => xtask::install::main(&args),
         Cmd::Bench(Bench::Waker { rounds, baseline }) => {
-            // The benchmark's own failures are String reports; each means
-            // the rig could not be set up or measured.
-            let report = bench::waker::bench(&repo_root(), rounds, baseline.as_deref())
-                .map_err(|e| Error::unavailable("benchmark", e))?;
+            let report = bench::waker::bench(&repo_root(), rounds, baseline.as_deref())?;
             println!("{report}");
             Ok(())
         }
         Cmd::Bench(Bench::Fleet { n }) => {
-            let report = bench::fleet::bench(&repo_root(), n)
-                .map_err(|e| Error::unavailable("benchmark", e))?;
+            let report = bench::fleet::bench(&repo_root(), n)?;
             println!("{report}");
             Ok(())
         }
         Cmd::Bench(Bench::Reaper) => bench_reaper(),
         Cmd::Bench(Bench::Sleep { rounds }) => {
-            let report = bench::sleep::bench(&repo_root(), rounds)
-                .map_err(|e| Error::unavailable("benchmark", e))?;
+            let report = bench::sleep::bench(&repo_root(), rounds)?;
             println!("{report}");
             Ok(())
         }
         Cmd::Soak(args) => {
-            let (report, passed) = soak::soak(&repo_root(), args.requests)
-                .map_err(|e| Error::unavailable("soak rig", e))?;
+            let (report, passed) = soak::soak(&repo_root(), args.requests)?;
             println!("{report}");
             if passed {
                 Ok(())
@@ -476,7 +470,7 @@ fn bench_reaper() -> Result<(), Error> {
     )?;
     // Benchmarks time release builds, as shipped.
     let reaper = xtask::kit::release_bin("fleet-reaper");
-    let report = bench::reaper::run(&reaper).map_err(|e| Error::failed("benchmark", e))?;
+    let report = bench::reaper::run(&reaper)?;
     println!("{report}");
     Ok(())
 }

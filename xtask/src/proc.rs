@@ -4,20 +4,26 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use xtask::Error;
 use xtask::kit::process::{Launch, Spawned};
 use xtask::kit::site::{SiteOptions, TestSite};
 
 /// Runs `argv` (no shell) and returns its stdout, or an error naming the
 /// command and quoting its stderr.
-pub fn run(argv: &[&str]) -> Result<String, String> {
-    let (program, args) = argv.split_first().ok_or("an empty command line")?;
-    xtask::error::run(program, args).map_err(|e| e.to_string())
+pub fn run(argv: &[&str]) -> Result<String, Error> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| Error::failed("run", "an empty command line"))?;
+    xtask::error::run(program, args)
 }
 
 /// A free TCP port on 127.0.0.1.
-pub fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+pub fn free_port() -> Result<u16, Error> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::failed("a free port on 127.0.0.1", e))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::failed("a free port on 127.0.0.1", e))
 }
 
 /// One benchmark site: the tools checked, a release fleet-waker built, and
@@ -36,10 +42,10 @@ pub struct Rig {
 impl Rig {
     /// Sets the site up; `tools` are `(name, path)` pairs that must exist;
     /// fleet-waker is built (release) in `root`.
-    pub fn new(root: &Path, kind: &str, tools: &[(&str, &str)]) -> Result<Rig, String> {
+    pub fn new(root: &Path, kind: &str, tools: &[(&str, &str)]) -> Result<Rig, Error> {
         for (what, path) in tools {
             if !Path::new(path).exists() {
-                return Err(format!("{what} missing ({path})"));
+                return Err(Error::unavailable(*what, format!("missing ({path})")));
             }
         }
         eprintln!("==> building fleet-waker (release)");
@@ -47,16 +53,14 @@ impl Rig {
             Some(root),
             "cargo",
             &["build", "--release", "-q", "-p", "fleet-waker"],
-        )
-        .map_err(|e| xtask::error::chain(&e))?;
+        )?;
         let waker_bin = xtask::kit::release_bin("fleet-waker");
         let kit = TestSite::try_with_options(SiteOptions {
             temp_kind: Some(kind.to_owned()),
             ..SiteOptions::default()
-        })
-        .map_err(|e| xtask::error::chain(&e))?;
+        })?;
         let nginx = kit.temp_dir().join("nginx");
-        std::fs::create_dir_all(&nginx).map_err(|e| format!("{}: {e}", nginx.display()))?;
+        std::fs::create_dir_all(&nginx).map_err(Error::io("mkdir", &nginx))?;
         Ok(Rig {
             site: kit.name().to_owned(),
             run_dir: kit.layout().run_dir.clone(),
@@ -80,13 +84,13 @@ impl Rig {
     /// `<dir>/waker.log`) and waits for its `READY=1` on a notify socket of
     /// our own. Not by connecting to it: a probe connection to a sleeping
     /// site would itself wake the container.
-    pub fn spawn_waker(&self, socket: &Path) -> Result<Spawned, String> {
+    pub fn spawn_waker(&self, socket: &Path) -> Result<Spawned, Error> {
         self.spawn_waker_bin(&self.waker_bin, socket)
     }
 
     /// Like [`Rig::spawn_waker`] with another fleet-waker binary (an older
     /// build, measured in the same run).
-    pub fn spawn_waker_bin(&self, bin: &Path, socket: &Path) -> Result<Spawned, String> {
+    pub fn spawn_waker_bin(&self, bin: &Path, socket: &Path) -> Result<Spawned, Error> {
         Launch::new(bin)
             .arg(&self.site)
             .arg("--listen")
@@ -103,7 +107,6 @@ impl Rig {
             .stop_with(Signal::SIGTERM, Duration::from_secs(3))
             .same_group()
             .try_spawn()
-            .map_err(|e| xtask::error::chain(&e))
     }
 
     /// nginx's directory (config, logs, temp paths).
@@ -121,15 +124,15 @@ pub const NGINX_USER: Option<&str> = Some("root root");
 pub fn parallel(
     n: usize,
     threads: usize,
-    f: impl Fn(usize) -> Result<(), String> + Sync,
-) -> Result<(), String> {
+    f: impl Fn(usize) -> Result<(), Error> + Sync,
+) -> Result<(), Error> {
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let next = std::sync::Arc::clone(&next);
                 let f = &f;
-                s.spawn(move || -> Result<(), String> {
+                s.spawn(move || -> Result<(), Error> {
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         if i >= n {
@@ -142,8 +145,11 @@ pub fn parallel(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("worker panicked".into())))
-            .collect::<Result<Vec<()>, String>>()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::failed("parallel", "a worker panicked")))
+            })
+            .collect::<Result<Vec<()>, Error>>()
             .map(|_| ())
     })
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use fleet_core::fastcgi;
 
 use nix::sys::signal::Signal;
-use xtask::error::chain;
+use xtask::Error;
 use xtask::kit::process::Launch;
 
 use crate::proc::{NGINX_USER, Rig, free_port};
@@ -36,12 +36,12 @@ pub struct SoakArgs {
 }
 
 /// clap value parser of `--requests`: a number ≥ 1000, `100_000` or `100,000` too.
-fn requests(s: &str) -> Result<u64, String> {
+fn requests(s: &str) -> Result<u64, Error> {
     s.replace(['_', ','], "")
         .parse()
         .ok()
         .filter(|&n: &u64| n >= 1000)
-        .ok_or_else(|| format!("{s:?}: needs a number ≥ 1000"))
+        .ok_or_else(|| Error::failed(format!("{s:?}"), "needs a number ≥ 1000"))
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -126,13 +126,14 @@ fn parse_wrk(out: &str) -> Option<WrkRun> {
 const THREADS: u64 = 2;
 const CONNECTIONS: u64 = 32;
 
-fn wrk(port: u16, dir: &Path, requests: u64) -> Result<WrkRun, String> {
+fn wrk(port: u16, dir: &Path, requests: u64) -> Result<WrkRun, Error> {
     let url = format!("http://127.0.0.1:{port}/hello.php");
     let flags = dir.join("flags");
     let _ = std::fs::remove_dir_all(&flags);
-    std::fs::create_dir_all(&flags).map_err(|e| format!("{}: {e}", flags.display()))?;
+    std::fs::create_dir_all(&flags).map_err(Error::io("mkdir", &flags))?;
     let script = dir.join("soak.lua");
-    std::fs::write(&script, lua(requests.div_ceil(THREADS), &flags)).map_err(|e| e.to_string())?;
+    std::fs::write(&script, lua(requests.div_ceil(THREADS), &flags))
+        .map_err(Error::io("write", &script))?;
     let t = format!("-t{THREADS}");
     let c = format!("-c{CONNECTIONS}");
     // -d is only the upper bound; the script stops the threads.
@@ -141,19 +142,21 @@ fn wrk(port: u16, dir: &Path, requests: u64) -> Result<WrkRun, String> {
         .arg(&script)
         .arg(&url)
         .same_group()
-        .try_spawn()
-        .map_err(|e| chain(&e))?;
+        .try_spawn()?;
     let all_done = || std::fs::read_dir(&flags).map_or(0, |d| d.count()) as u64 >= THREADS;
     // Poll with a backoff to 50 ms (no event to wait on from wrk's Lua).
     wait_for(Duration::from_secs(3600), all_done);
     // SIGINT makes wrk print its summary and exit.
     child.kill(Signal::SIGINT);
     if child.wait_exit(Duration::from_secs(60)).is_none() {
-        return Err(format!("wrk did not exit on SIGINT:\n{}", child.logs()));
+        return Err(Error::failed(
+            "wrk",
+            format!("did not exit on SIGINT:\n{}", child.logs()),
+        ));
     }
     let out = child.stdout();
     eprintln!("{out}");
-    parse_wrk(&out).ok_or_else(|| format!("cannot read wrk's summary:\n{out}"))
+    parse_wrk(&out).ok_or_else(|| Error::failed("wrk", format!("cannot read its summary:\n{out}")))
 }
 
 /// A FastCGI GET of hello.php straight to `socket`; true when answered.
@@ -177,7 +180,7 @@ fn one_request(socket: &Path) -> bool {
 }
 
 /// Runs the soak; returns the Markdown report and whether it passed.
-pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), String> {
+pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), Error> {
     let rig = Rig::new(root, "soak", &[("nginx", NGINX), ("wrk", "/usr/bin/wrk")])?;
     let (site, dir) = (rig.site.clone(), rig.dir().to_owned());
     let waker_sock = dir.join("waker.sock");
@@ -185,7 +188,10 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), String> {
     let wpid = waker.pid();
     // One request wakes the container (a cold start through the waker).
     if !one_request(&waker_sock) {
-        return Err("the first request through the waker was not answered".into());
+        return Err(Error::failed(
+            "the first request through the waker",
+            "not answered",
+        ));
     }
     let state = dir.join("state").join(format!("{site}.state"));
     let open_zero = || {
@@ -200,7 +206,7 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), String> {
     let port = free_port()?;
     // The shipped proxy-mode location, passing to this waker's socket.
     let snippet = site_snippet(Mode::Proxy, &site, &rig.run_dir)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Error::failed("nginx site snippet", e))?
         .passing_to(&format!("unix:{}", waker_sock.display()));
     let _nginx = NginxProc::start(&rig.nginx_dir(), port, NGINX_USER, &snippet)?;
     let checkpoint = if requests > 100_000 {
@@ -259,8 +265,8 @@ mod tests {
 
     #[test]
     fn parses_requests() {
-        assert_eq!(requests("100_000"), Ok(100_000));
-        assert_eq!(requests("1,000,000"), Ok(1_000_000));
+        assert_eq!(requests("100_000").ok(), Some(100_000));
+        assert_eq!(requests("1,000,000").ok(), Some(1_000_000));
         assert!(requests("5").is_err());
         assert!(requests("many").is_err());
     }

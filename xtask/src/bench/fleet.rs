@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use crate::bench::waker::{api_post, rss_kib};
 use nix::sys::signal::Signal;
-use xtask::error::{Cmd, chain};
+use xtask::Error;
+use xtask::error::Cmd;
 use xtask::kit::process::{Launch, SocketActivated};
 
 use crate::proc::{NGINX_USER, free_port, parallel, run};
@@ -67,7 +68,7 @@ fn get(port: u16, host: &str) -> (u16, String, Duration) {
     }
 }
 
-pub fn bench(root: &Path, n: usize) -> Result<String, String> {
+pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
     for (what, path) in [
         ("nginx", NGINX),
         (
@@ -76,7 +77,7 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
         ),
     ] {
         if !Path::new(path).exists() {
-            return Err(format!("{what} missing ({path})"));
+            return Err(Error::unavailable(what, format!("missing ({path})")));
         }
     }
     eprintln!("==> building fleet-waker and fleet-reaper (release)");
@@ -92,18 +93,14 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
             "-p",
             "fleet-reaper",
         ],
-    )
-    .map_err(|e| xtask::error::chain(&e))?;
+    )?;
     let waker_bin = xtask::kit::release_bin("fleet-waker");
     let reaper_bin = xtask::kit::release_bin("fleet-reaper");
-    let image = crate::image::ensure_image_info()
-        .map_err(|e| e.to_string())?
-        .tag;
+    let image = crate::image::ensure_image_info()?.tag;
     let k = fleet_core::admission::default_slots();
     let pid = std::process::id();
     let fleet = Fleet {
-        dir: xtask::kit::site::try_temp_dir_in(Path::new("/tmp"), "fleet")
-            .map_err(|e| xtask::error::chain(&e))?,
+        dir: xtask::kit::site::try_temp_dir_in(Path::new("/tmp"), "fleet")?,
         sites: (0..n).map(|i| format!("b{pid}-{i}.fleet.bench")).collect(),
     };
     let dir = fleet.dir.path().to_owned();
@@ -116,13 +113,13 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
         dir.join("nginx"),
     );
     for d in [&run_dir, &state, &sites_dir, &www, &logs, &ndir] {
-        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        std::fs::create_dir_all(d).map_err(Error::io("mkdir", d))?;
     }
     use std::os::unix::fs::PermissionsExt;
     for d in [&run_dir, &www] {
         let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
     }
-    xtask::kit::site::write_scripts(&www).map_err(|e| xtask::error::chain(&e))?;
+    xtask::kit::site::write_scripts(&www)?;
     let layout = fleet_core::Layout {
         run_dir: run_dir.clone(),
         state_dir: state.clone(),
@@ -134,9 +131,9 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
     let t = Instant::now();
     parallel(fleet.sites.len(), 4, |i| {
         let s = &fleet.sites[i];
-        let site = fleet_core::Site::new(s).map_err(|e| e.to_string())?;
+        let site = fleet_core::Site::new(s).map_err(|e| Error::failed(format!("site {s}"), e))?;
         fleet_core::rundir::prepare(&layout, &site, fleet_core::rundir::Limits::default())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::failed(format!("runtime dir of {s}"), e))?;
         // The one way sites are made, labelled as this process's test
         // containers, so the leftover sweep removes them if the run dies.
         xtask::image::create_site_container(&xtask::image::SiteContainer {
@@ -152,7 +149,6 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
             ],
             extra: &[],
         })
-        .map_err(|e| xtask::error::chain(&e))
     })?;
     let setup = t.elapsed();
 
@@ -172,7 +168,10 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
         }) {
             Ok(())
         } else {
-            Err(format!("{s}: php-fpm did not come up"))
+            Err(Error::failed(
+                format!("start {s}.fpm"),
+                "php-fpm did not come up",
+            ))
         }
     })?;
     let bare_rate = sample.len() as f64 / t.elapsed().as_secs_f64();
@@ -184,7 +183,7 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
     let wakers: Vec<SocketActivated> = fleet
         .sites
         .iter()
-        .map(|s| -> Result<SocketActivated, String> {
+        .map(|s| -> Result<SocketActivated, Error> {
             Launch::new(&waker_bin)
                 .arg(s)
                 .arg("--run-dir")
@@ -198,13 +197,15 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
                 .stop_with(Signal::SIGTERM, Duration::from_secs(3))
                 .same_group()
                 .try_activate(&run_dir.join(s).join("vhost-waker.sock"))
-                .map_err(|e| chain(&e))
         })
         .collect::<Result<_, _>>()?;
     for s in &fleet.sites {
         let sock = run_dir.join(s).join("vhost-waker.sock");
         if !wait_for(Duration::from_secs(20), || sock.exists()) {
-            return Err(format!("{}: not listening", sock.display()));
+            return Err(Error::failed(
+                format!("waker socket {}", sock.display()),
+                "not listening",
+            ));
         }
         // A socket nginx's workers may use (what the unit's SocketMode gives).
         let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666));
@@ -224,7 +225,7 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
             })
         })
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::failed("nginx site snippet", e))?;
     let roots: Vec<String> = fleet
         .sites
         .iter()
@@ -300,11 +301,9 @@ pub fn bench(root: &Path, n: usize) -> Result<String, String> {
 
     // One reaper pass over the N sites (all awake: each is examined).
     for s in &fleet.sites {
-        std::fs::write(
-            sites_dir.join(format!("{s}.conf")),
-            "# Amount of time to pause the container after: 1h\n",
-        )
-        .map_err(|e| e.to_string())?;
+        let conf = sites_dir.join(format!("{s}.conf"));
+        std::fs::write(&conf, "# Amount of time to pause the container after: 1h\n")
+            .map_err(Error::io("write", &conf))?;
     }
     let t = Instant::now();
     let reaper_ok = Cmd::new(&reaper_bin)

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::proc::parallel;
+use xtask::Error;
 use xtask::error::{Cmd, chain};
 
 /// Sites in the benchmark.
@@ -47,13 +48,16 @@ const BINARIES: &[&str] = &[
     "/usr/bin/sleep",
 ];
 
-type Result<T> = std::result::Result<T, String>;
+type Result<T> = std::result::Result<T, Error>;
 
 /// Runs the benchmark; `reaper` is the fleet-reaper binary. Returns the
 /// Markdown report.
 pub fn run(reaper: &Path) -> Result<String> {
     if !reaper.is_file() {
-        return Err(format!("{} not built", reaper.display()));
+        return Err(Error::unavailable(
+            reaper.display().to_string(),
+            "not built",
+        ));
     }
     remove_containers()?;
     let result = bench(reaper);
@@ -69,7 +73,7 @@ fn bench(reaper: &Path) -> Result<String> {
     let sites_dir = dir.join("sites");
     let state_dir = dir.join("state");
     for d in [&sites_dir, &state_dir] {
-        std::fs::create_dir_all(d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
+        std::fs::create_dir_all(d).map_err(Error::io("mkdir", d))?;
     }
     let names: Vec<String> = (0..SITES)
         .map(|i| format!("s{i:03}.bench.fleet.test"))
@@ -80,7 +84,7 @@ fn bench(reaper: &Path) -> Result<String> {
             &conf,
             format!("# Amount of time to pause the container after: {TIMEOUT_SECS}s\n"),
         )
-        .map_err(|e| format!("write {}: {e}", conf.display()))?;
+        .map_err(Error::io("write", &conf))?;
     }
 
     eprintln!(
@@ -125,7 +129,10 @@ fn bench(reaper: &Path) -> Result<String> {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!("{c}: log not written after 300s"));
+                return Err(Error::failed(
+                    format!("docker logs {c}"),
+                    "log not written after 300s",
+                ));
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_secs(1));
@@ -153,24 +160,29 @@ fn bench(reaper: &Path) -> Result<String> {
             // old loop, too, decided on the logs alone.
             .args(["--dry-run", "--proxy-only", "--format", "table"])
             .env("RUST_LOG", "warn")
-            .output()
-            .map_err(|e| chain(&e))?;
+            .output()?;
         let elapsed = t.elapsed();
         let stdout = String::from_utf8_lossy(&out.stdout);
         if out.status.code() != Some(0) {
-            return Err(format!(
-                "fleet-reaper exited {:?}:\n{stdout}\n{}",
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr)
+            return Err(Error::failed(
+                format!("fleet-reaper run {run}"),
+                format!(
+                    "exited {:?}:\n{stdout}\n{}",
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
             ));
         }
         let active = verdicts(&stdout, "active-logs");
         let idle = verdicts(&stdout, "idle");
         if active != expected || idle.len() != SITES - RECENT {
-            return Err(format!(
-                "fleet-reaper run {run}: {} active (expected {RECENT}), {} idle:\n{stdout}",
-                active.len(),
-                idle.len()
+            return Err(Error::failed(
+                format!("fleet-reaper run {run}"),
+                format!(
+                    "{} active (expected {RECENT}), {} idle:\n{stdout}",
+                    active.len(),
+                    idle.len()
+                ),
             ));
         }
         eprintln!(
@@ -187,7 +199,7 @@ fn bench(reaper: &Path) -> Result<String> {
     let cutoff = SystemTime::now() - Duration::from_secs(TIMEOUT_SECS);
     let since = cutoff
         .duration_since(UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Error::failed("the --since cutoff", e))?
         .as_secs()
         .to_string();
     let t = Instant::now();
@@ -204,9 +216,12 @@ fn bench(reaper: &Path) -> Result<String> {
     let loop_time = t.elapsed();
     eprintln!("    serial loop: {:.3}s", loop_time.as_secs_f64());
     if loop_active != expected {
-        return Err(format!(
-            "the serial loop found {} active sites, expected {RECENT}: {loop_active:?}",
-            loop_active.len()
+        return Err(Error::failed(
+            "the serial loop",
+            format!(
+                "found {} active sites, expected {RECENT}: {loop_active:?}",
+                loop_active.len()
+            ),
         ));
     }
     let ratio = loop_time.as_secs_f64() / reaper_best.as_secs_f64().max(1e-9);
@@ -289,7 +304,7 @@ fn verdicts(table: &str, verdict: &str) -> BTreeSet<String> {
 /// `docker <args>` (argv, no shell); stdout, or an error with stderr. The
 /// containers log to stdout only, which `docker logs` passes to its stdout.
 fn docker(args: &[&str]) -> Result<String> {
-    xtask::error::run("docker", args).map_err(|e| xtask::error::chain(&e))
+    xtask::error::run("docker", args)
 }
 
 fn remove_containers() -> Result<()> {
@@ -306,20 +321,21 @@ fn remove_containers() -> Result<()> {
 /// The light image: the host's dash, yes, head and sleep with their
 /// libraries, as a deterministic tar; tag `fleet-bench-light:<sha256-16>`.
 fn ensure_image() -> Result<String> {
+    // Not `From`: that names the php-fpm image.
     let image_error =
-        |e: xtask::image::Error| format!("{REPOSITORY} image: {}", xtask::error::chain(&e));
+        |e: xtask::image::Error| Error::failed(format!("{REPOSITORY} image"), chain(&e));
     let mut files: Vec<(PathBuf, u32, Vec<u8>)> = Vec::new();
     let mut libs = BTreeSet::new();
     for bin in BINARIES {
         libs.extend(xtask::image::needed_libraries(Path::new(bin)).map_err(image_error)?);
         let name = Path::new(bin)
             .file_name()
-            .ok_or_else(|| format!("{bin} has no file name"))?;
-        let data = std::fs::read(bin).map_err(|e| format!("read {bin}: {e}"))?;
+            .ok_or_else(|| Error::failed(*bin, "has no file name"))?;
+        let data = std::fs::read(bin).map_err(Error::io("read", bin))?;
         files.push((Path::new("bin").join(name), 0o755, data));
     }
     for lib in libs {
-        let data = std::fs::read(&lib).map_err(|e| format!("read {}: {e}", lib.display()))?;
+        let data = std::fs::read(&lib).map_err(Error::io("read", &lib))?;
         files.push((lib, 0o755, data));
     }
     let tar = xtask::image::files_tar(&files).map_err(image_error)?;

@@ -28,7 +28,9 @@ use std::time::Duration;
 use crate::bench::waker::median;
 use crate::proc::{Rig, free_port, run};
 use nix::sys::signal::Signal;
+use xtask::Error;
 use xtask::demo::{Mode, NGINX, NginxProc, nginx_user, share_socket_with_nginx, site_snippet};
+use xtask::error::chain;
 use xtask::kit::process::Launch;
 
 /// The container states measured, in the order of a round: proxy mode with
@@ -59,25 +61,29 @@ struct Samples {
 }
 
 /// The container's memory now (0 when it has no cgroup, i.e. is stopped).
-fn memory(container: &str) -> Result<f64, String> {
+fn memory(container: &str) -> Result<f64, Error> {
     let id = run(&["docker", "inspect", "--format", "{{.Id}}", container])?;
     let root = Path::new(fleet_core::memory::DEFAULT_CGROUP_ROOT);
     match fleet_core::memory::container_memory(root, id.trim()) {
         Ok(bytes) => Ok(bytes as f64),
         Err(fleet_core::memory::MemoryError::NoCgroup { .. }) => Ok(0.0),
-        Err(e) => Err(format!("{container}: {e}")),
+        Err(e) => Err(Error::failed(format!("memory of {container}"), e)),
     }
 }
 
 /// `GET /hello.php` through nginx; the first byte's time in milliseconds.
-fn first_byte_ms(port: u16) -> Result<f64, String> {
-    let r =
-        xtask::kit::http::get_host(port, "localhost", "/hello.php").map_err(|e| e.to_string())?;
+fn first_byte_ms(port: u16) -> Result<f64, Error> {
+    let what = "GET /hello.php";
+    let r = xtask::kit::http::get_host(port, "localhost", "/hello.php")
+        .map_err(|e| Error::failed(what, e))?;
     if r.status != 200 || !r.text().starts_with("hello from ") {
-        return Err(format!(
-            "GET /hello.php: {} {:?} (expected 200 \"hello from <site>\")",
-            r.status,
-            r.text()
+        return Err(Error::failed(
+            what,
+            format!(
+                "{} {:?} (expected 200 \"hello from <site>\")",
+                r.status,
+                r.text()
+            ),
         ));
     }
     Ok(r.first_byte.as_secs_f64() * 1e3)
@@ -90,7 +96,7 @@ fn reap_until(
     action: &str,
     container: &str,
     state: &str,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let t = std::time::Instant::now();
     let mut last = String::new();
     while t.elapsed() < REAPER_WITHIN {
@@ -112,8 +118,9 @@ fn reap_until(
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-    Err(format!(
-        "fleet-reaper --action {action} did not make {container} {state} within {REAPER_WITHIN:?}; last plan:\n{last}"
+    Err(Error::failed(
+        format!("fleet-reaper --action {action}"),
+        format!("did not make {container} {state} within {REAPER_WITHIN:?}; last plan:\n{last}"),
     ))
 }
 
@@ -121,7 +128,7 @@ fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::NAN, f64::max)
 }
 
-pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
+pub fn bench(root: &Path, rounds: usize) -> Result<String, Error> {
     let rig = Rig::new(
         root,
         "sleep",
@@ -145,18 +152,18 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
         .log_to(rig.dir().join("waker.log"))
         .stop_with(Signal::SIGTERM, Duration::from_secs(3))
         .same_group()
-        .try_activate(&socket)
-        .map_err(|e| xtask::error::chain(&e))?;
-    share_socket_with_nginx(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
-    let snippet = site_snippet(Mode::Proxy, &rig.site, &rig.run_dir).map_err(|e| e.to_string())?;
+        .try_activate(&socket)?;
+    share_socket_with_nginx(&socket).map_err(Error::io("chgrp/chmod", &socket))?;
+    let snippet = site_snippet(Mode::Proxy, &rig.site, &rig.run_dir)
+        .map_err(|e| Error::failed("nginx site snippet", e))?;
     let port = free_port()?;
     let _nginx = NginxProc::start(&rig.nginx_dir(), port, nginx_user().as_deref(), &snippet)?;
     // The same site in direct mode, on a second nginx.
-    let direct_snippet =
-        site_snippet(Mode::Direct, &rig.site, &rig.run_dir).map_err(|e| e.to_string())?;
+    let direct_snippet = site_snippet(Mode::Direct, &rig.site, &rig.run_dir)
+        .map_err(|e| Error::failed("nginx site snippet", e))?;
     let direct_port = free_port()?;
     let direct_dir = rig.dir().join("nginx-direct");
-    std::fs::create_dir_all(&direct_dir).map_err(|e| format!("{}: {e}", direct_dir.display()))?;
+    std::fs::create_dir_all(&direct_dir).map_err(Error::io("mkdir", &direct_dir))?;
     let _direct_nginx = NginxProc::start(
         &direct_dir,
         direct_port,
@@ -167,12 +174,13 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     // site lock and the waker's state file live there).
     run(&["cargo", "build", "--release", "-q", "-p", "fleet-reaper"])?;
     let sites = rig.dir().join("sites");
-    std::fs::create_dir_all(&sites).map_err(|e| format!("{}: {e}", sites.display()))?;
+    std::fs::create_dir_all(&sites).map_err(Error::io("mkdir", &sites))?;
+    let conf = sites.join(format!("{}.conf", rig.site));
     std::fs::write(
-        sites.join(format!("{}.conf", rig.site)),
+        &conf,
         format!("# Amount of time to pause the container after: {REAPER_TIMEOUT}\n"),
     )
-    .map_err(|e| format!("{}: {e}", sites.display()))?;
+    .map_err(Error::io("write", &conf))?;
     let reaper: Vec<std::ffi::OsString> = vec![
         rig.waker_bin.with_file_name("fleet-reaper").into(),
         "--run-dir".into(),
@@ -187,7 +195,8 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, String> {
     ];
     let waker_log = || std::fs::read_to_string(rig.dir().join("waker.log")).unwrap_or_default();
     let get_on = |port: u16, what: &str| {
-        first_byte_ms(port).map_err(|e| format!("{what}: {e}\nwaker log:\n{}", waker_log()))
+        first_byte_ms(port)
+            .map_err(|e| Error::failed(what, format!("{}\nwaker log:\n{}", chain(&e), waker_log())))
     };
     let get = |what: &str| get_on(port, what);
 

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use fleet_core::fastcgi;
 
 use nix::sys::signal::Signal;
+use xtask::Error;
 use xtask::error::chain;
 use xtask::kit::process::{Launch, SocketActivated};
 
@@ -55,7 +56,7 @@ pub(crate) fn rss_kib(pid: u32) -> (u64, u64) {
 }
 
 /// A minimal FastCGI GET of `script` (in /srv/www).
-fn fcgi_request(script: &str) -> Result<Vec<u8>, String> {
+fn fcgi_request(script: &str) -> Result<Vec<u8>, Error> {
     let file = format!("/srv/www/{script}");
     let name = format!("/{script}");
     let params = [
@@ -66,20 +67,24 @@ fn fcgi_request(script: &str) -> Result<Vec<u8>, String> {
         ("QUERY_STRING", ""),
         ("SERVER_PROTOCOL", "HTTP/1.1"),
     ];
-    fastcgi::encode_request(&params, &[], false).map_err(|e| e.to_string())
+    fastcgi::encode_request(&params, &[], false)
+        .map_err(|e| Error::failed(format!("FastCGI request for {script}"), e))
 }
 
 /// Sends a FastCGI request to `socket`; returns the time to the first byte
 /// of the answer, and reads it to the end.
-fn time_to_first_byte(socket: &Path, req: &[u8]) -> Result<Duration, String> {
+fn time_to_first_byte(socket: &Path, req: &[u8]) -> Result<Duration, Error> {
+    let what = || format!("FastCGI request to {}", socket.display());
     let t = Instant::now();
-    let mut s = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
+    let mut s =
+        UnixStream::connect(socket).map_err(|e| Error::failed(what(), format!("connect: {e}")))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(req).map_err(|e| format!("write: {e}"))?;
+        .map_err(|e| Error::failed(what(), format!("read timeout: {e}")))?;
+    s.write_all(req)
+        .map_err(|e| Error::failed(what(), format!("write: {e}")))?;
     let mut b = [0u8; 1];
     s.read_exact(&mut b)
-        .map_err(|e| format!("first byte: {e}"))?;
+        .map_err(|e| Error::failed(what(), format!("first byte: {e}")))?;
     let ttfb = t.elapsed();
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
@@ -88,26 +93,28 @@ fn time_to_first_byte(socket: &Path, req: &[u8]) -> Result<Duration, String> {
 
 /// `POST /containers/<name>/start` straight on the Docker socket (what the
 /// waker does, without a CLI process in the way).
-pub(crate) fn api_post(container: &str, verb: &str) -> Result<(), String> {
+pub(crate) fn api_post(container: &str, verb: &str) -> Result<(), Error> {
     let host = std::env::var("DOCKER_HOST").unwrap_or_default();
     let path = host
         .strip_prefix("unix://")
         .unwrap_or("/var/run/docker.sock")
         .to_owned();
-    let mut s = UnixStream::connect(&path).map_err(|e| format!("docker socket {path}: {e}"))?;
+    let what = || format!("docker {verb} {container}");
+    let mut s = UnixStream::connect(&path)
+        .map_err(|e| Error::failed(what(), format!("docker socket {path}: {e}")))?;
     write!(
         s,
         "POST /containers/{container}/{verb} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| Error::failed(what(), format!("docker socket {path}: {e}")))?;
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
     if resp.starts_with("HTTP/1.1 204") || resp.starts_with("HTTP/1.1 304") {
         Ok(())
     } else {
-        Err(format!(
-            "docker {verb}: {}",
-            resp.lines().next().unwrap_or("no answer")
+        Err(Error::failed(
+            what(),
+            resp.lines().next().unwrap_or("no answer"),
         ))
     }
 }
@@ -145,11 +152,20 @@ pub(crate) fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// A warm run through `side` failed: its error, then the tail of nginx's
+/// error log (which usually says why).
+fn warm_failed(side: &str, e: &Error, log_tail: String) -> Error {
+    Error::failed(
+        format!("warm run ({side})"),
+        format!("{}\n{log_tail}", chain(e)),
+    )
+}
+
 /// Seconds of wrk per warm run.
 const WARM_SECS: u32 = 3;
 
 /// wrk's requests/s and the CPU µs per request spent by `pid`.
-fn wrk_cpu(port: u16, secs: u32, pid: Option<u32>) -> Result<(f64, f64), String> {
+fn wrk_cpu(port: u16, secs: u32, pid: Option<u32>) -> Result<(f64, f64), Error> {
     let before = pid.map(cpu_secs);
     let rps = wrk(port, secs)?;
     let us = match (pid, before) {
@@ -159,34 +175,35 @@ fn wrk_cpu(port: u16, secs: u32, pid: Option<u32>) -> Result<(f64, f64), String>
     Ok((rps, us))
 }
 
-fn wrk(port: u16, secs: u32) -> Result<f64, String> {
+fn wrk(port: u16, secs: u32) -> Result<f64, Error> {
     let url = format!("http://127.0.0.1:{port}/hello.php");
     let d = format!("{secs}s");
     let out = run(&["wrk", "-t2", "-c32", "-d", &d, &url])?;
     if out.contains("Non-2xx") || out.contains("Socket errors") {
-        return Err(format!("wrk saw errors:\n{out}"));
+        return Err(Error::failed("wrk", format!("saw errors:\n{out}")));
     }
     out.lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| format!("no Requests/sec in wrk output:\n{out}"))
+        .ok_or_else(|| Error::failed("wrk", format!("no Requests/sec in its output:\n{out}")))
 }
 
 /// Opens `n` connections to `socket`, each with a partial FastCGI request
 /// (so every proxied connection is set up and has moved bytes).
-fn open_connections(socket: &Path, n: usize) -> Result<Vec<UnixStream>, String> {
+fn open_connections(socket: &Path, n: usize) -> Result<Vec<UnixStream>, Error> {
     let req = fcgi_request("hello.php")?;
     let head = &req[..16];
     (0..n)
         .map(|_| {
-            let mut s = UnixStream::connect(socket).map_err(|e| e.to_string())?;
-            s.write_all(head).map_err(|e| e.to_string())?;
+            let what = || format!("open a connection to {}", socket.display());
+            let mut s = UnixStream::connect(socket).map_err(|e| Error::failed(what(), e))?;
+            s.write_all(head).map_err(|e| Error::failed(what(), e))?;
             Ok(s)
         })
         .collect()
 }
 
-pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<String, String> {
+pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     let rig = Rig::new(
         root,
         "bench",
@@ -223,11 +240,14 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     // Bare: API start until php-fpm accepts, then the first request to a
     // fresh php-fpm straight to its socket (the part of the waker's time
     // that is php-fpm's, not the waker's). Leaves the container stopped.
-    let bare_start = || -> Result<(f64, f64), String> {
+    let bare_start = || -> Result<(f64, f64), Error> {
         let t = Instant::now();
         api_post(&container, "start")?;
         if !wait_for(Duration::from_secs(20), || ready(&fpm_sock)) {
-            return Err("php-fpm did not come up".into());
+            return Err(Error::failed(
+                format!("start {container}"),
+                "php-fpm did not come up",
+            ));
         }
         let b = t.elapsed().as_secs_f64() * 1e3;
         let first = time_to_first_byte(&fpm_sock, &req)?.as_secs_f64() * 1e3;
@@ -239,7 +259,7 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     // the failed first connect, and after php-fpm accepts, connecting and
     // relaying php-fpm's first answer.
     let waker_log = dir.join("waker.log");
-    let waker_start = || -> Result<(f64, f64), String> {
+    let waker_start = || -> Result<(f64, f64), Error> {
         let c = time_to_first_byte(&waker_sock, &req)?.as_secs_f64() * 1e3;
         let outside = last_wake_ms(&waker_log).map_or(f64::NAN, |w| c - w);
         run(&["docker", "stop", "-t", "5", &container])?;
@@ -247,15 +267,18 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     };
     // From paused: bare (API unpause, then the request straight to
     // php-fpm), and through the waker.
-    let running = || -> Result<(), String> {
+    let running = || -> Result<(), Error> {
         run(&["docker", "start", &container])?;
         if wait_for(Duration::from_secs(20), || ready(&fpm_sock)) {
             Ok(())
         } else {
-            Err("php-fpm did not come up".into())
+            Err(Error::failed(
+                format!("start {container}"),
+                "php-fpm did not come up",
+            ))
         }
     };
-    let bare_unpause = || -> Result<f64, String> {
+    let bare_unpause = || -> Result<f64, Error> {
         running()?;
         run(&["docker", "pause", &container])?;
         let t = Instant::now();
@@ -265,7 +288,7 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
         run(&["docker", "stop", "-t", "5", &container])?;
         Ok(bp)
     };
-    let waker_unpause = || -> Result<f64, String> {
+    let waker_unpause = || -> Result<f64, Error> {
         running()?;
         run(&["docker", "pause", &container])?;
         let p = time_to_first_byte(&waker_sock, &req)?.as_secs_f64() * 1e3;
@@ -275,7 +298,7 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     // A waker started just now, as socket activation starts one for the
     // first connection: its first wake also settles the Docker API version.
     let fresh_sock = dir.join("fresh.sock");
-    let fresh_wake = |paused: bool| -> Result<f64, String> {
+    let fresh_wake = |paused: bool| -> Result<f64, Error> {
         if paused {
             running()?;
             run(&["docker", "pause", &container])?;
@@ -322,28 +345,33 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     // Warm: container running, proxyd under socket activation, one nginx.
     run(&["docker", "start", &container])?;
     if !wait_for(Duration::from_secs(20), || ready(&fpm_sock)) {
-        return Err("php-fpm did not come up".into());
+        return Err(Error::failed(
+            format!("start {container}"),
+            "php-fpm did not come up",
+        ));
     }
     // systemd-socket-proxyd under socket activation, activated by one
     // request. It has been seen to exit under load (its accept loop gives
     // up on some errors); then it is started again and that round's
     // numbers for it are dropped, with its log shown.
     let proxyd_log = dir.join("proxyd.log");
-    let spawn_proxyd = || -> Result<SocketActivated, String> {
+    let spawn_proxyd = || -> Result<SocketActivated, Error> {
         let _ = std::fs::remove_file(&proxyd_sock);
         let g = Launch::new(PROXYD)
             .arg(&fpm_sock)
             .log_to(&proxyd_log)
             .stop_with(Signal::SIGTERM, Duration::from_secs(3))
             .same_group()
-            .try_activate(&proxyd_sock)
-            .map_err(|e| chain(&e))?;
+            .try_activate(&proxyd_sock)?;
         // Retry the activating request until it is answered (proxyd may
         // take a moment to accept once exec'd).
         if !wait_for(Duration::from_secs(5), || {
             time_to_first_byte(&proxyd_sock, &req).is_ok()
         }) {
-            return Err("systemd-socket-proxyd did not answer through its socket".into());
+            return Err(Error::failed(
+                "systemd-socket-proxyd",
+                "did not answer through its socket",
+            ));
         }
         Ok(g)
     };
@@ -366,10 +394,12 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     // One nginx, one port per side, each the shipped proxy-mode location
     // passing to that side's socket, or (direct mode) the shipped direct-mode
     // snippet as it is: every side gets the same nginx settings.
-    let proxy = site_snippet(Mode::Proxy, &rig.site, &rig.run_dir).map_err(|e| e.to_string())?;
+    let proxy = site_snippet(Mode::Proxy, &rig.site, &rig.run_dir)
+        .map_err(|e| Error::failed("nginx site snippet", e))?;
     let to = |p: &Path| proxy.clone().passing_to(&format!("unix:{}", p.display()));
     let (s_direct, s_proxyd, s_base) = (to(&fpm_sock), to(&proxyd_sock), to(&base_sock));
-    let s_mode = site_snippet(Mode::Direct, &rig.site, &rig.run_dir).map_err(|e| e.to_string())?;
+    let s_mode = site_snippet(Mode::Direct, &rig.site, &rig.run_dir)
+        .map_err(|e| Error::failed("nginx site snippet", e))?;
     let server = |port, snippet| Server {
         port,
         name: "localhost",
@@ -400,16 +430,16 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
             let n = log.len().saturating_sub(2000);
             log[n..].to_owned()
         };
-        let a = wrk(p_direct, WARM_SECS).map_err(|e| format!("direct: {e}\n{}", tail()))?;
+        let a = wrk(p_direct, WARM_SECS).map_err(|e| warm_failed("direct", &e, tail()))?;
         let (b, bu) = wrk_cpu(p_waker, WARM_SECS, Some(waker_pid))
-            .map_err(|e| format!("waker: {e}\n{}", tail()))?;
+            .map_err(|e| warm_failed("waker", &e, tail()))?;
         let (c, cu) = match wrk_cpu(p_proxyd, WARM_SECS, Some(proxyd_pid)) {
             Ok(v) => v,
             Err(e) => {
                 let log = std::fs::read_to_string(&proxyd_log).unwrap_or_default();
                 eprintln!(
                     "warm round {i}: systemd-socket-proxyd failed ({}); its log:\n{log}\nstarting it again, round {i} left out for it",
-                    e.lines().next().unwrap_or("")
+                    chain(&e).lines().next().unwrap_or("")
                 );
                 proxyd_failures += 1;
                 drop(proxyd);
@@ -418,10 +448,10 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
                 (f64::NAN, f64::NAN)
             }
         };
-        let e = wrk(p_mode, WARM_SECS).map_err(|e| format!("direct mode: {e}\n{}", tail()))?;
+        let e = wrk(p_mode, WARM_SECS).map_err(|e| warm_failed("direct mode", &e, tail()))?;
         if base.is_some() {
             let (f, fu) = wrk_cpu(p_base, WARM_SECS, base_pid)
-                .map_err(|e| format!("baseline waker: {e}\n{}", tail()))?;
+                .map_err(|e| warm_failed("baseline waker", &e, tail()))?;
             eprintln!("warm round {i}: baseline waker {f:.0}/s ({fu:.1} µs CPU/req)");
             bw.push(f);
             rb.push(f / a);
