@@ -378,7 +378,6 @@ impl NginxProc {
         snippet: &Snippet,
     ) -> Result<NginxProc, Error> {
         Self::start_conf(dir, &render_nginx_conf(dir, port, user, snippet), &[port])
-            .map_err(|why| Error::failed("start nginx", why))
     }
 
     /// [`NginxProc::start`] with one `server {}` per [`Server`]
@@ -392,18 +391,19 @@ impl NginxProc {
         ports.sort_unstable();
         ports.dedup();
         Self::start_conf(dir, &render_servers_conf(dir, user, servers), &ports)
-            .map_err(|why| Error::failed("start nginx", why))
     }
 
     /// [`NginxProc::start`] on a given nginx.conf text (e.g. from
     /// [`render_sites_conf`]), waiting until every one of `ports` accepts.
-    /// The error is nginx's message as text: the tests' retry looks for
-    /// "Address already in use" in it (tests/it/support/nginx.rs).
-    pub fn start_conf(dir: &Path, text: &str, ports: &[u16]) -> Result<NginxProc, String> {
+    /// The error carries nginx's own message (the tests' retry looks for
+    /// "Address already in use" in it, tests/it/support/nginx.rs).
+    pub fn start_conf(dir: &Path, text: &str, ports: &[u16]) -> Result<NginxProc, Error> {
+        let fail = |why: String| Error::failed("start nginx", why);
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, text).map_err(|e| format!("write {}: {e}", conf.display()))?;
-        std::fs::copy(FASTCGI_PARAMS, dir.join("fastcgi_params"))
-            .map_err(|e| format!("copy {FASTCGI_PARAMS}: {e}"))?;
+        std::fs::write(&conf, text).map_err(Error::io("write", &conf))?;
+        let params = dir.join("fastcgi_params");
+        std::fs::copy(FASTCGI_PARAMS, &params)
+            .map_err(Error::io("copy fastcgi_params to", params))?;
         let stderr_path = dir.join("nginx.stderr");
         let _ = std::fs::remove_file(&stderr_path);
         let child = Launch::new(NGINX)
@@ -417,8 +417,7 @@ impl NginxProc {
             .log_to(&stderr_path)
             // SIGQUIT: nginx's graceful stop.
             .stop_with(Signal::SIGQUIT, Duration::from_secs(5))
-            .try_spawn()
-            .map_err(|e| chain(&e))?;
+            .try_spawn()?;
         let mut this = NginxProc {
             child: Some(child),
             dir: dir.to_path_buf(),
@@ -436,16 +435,16 @@ impl NginxProc {
         });
         if let Some(status) = exited {
             this.child = None;
-            return Err(format!(
+            return Err(fail(format!(
                 "nginx exited ({status}): {}{}",
                 std::fs::read_to_string(&stderr_path).unwrap_or_default(),
                 std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-            ));
+            )));
         }
         if !up {
-            return Err(format!(
+            return Err(fail(format!(
                 "nginx did not accept on 127.0.0.1:{ports:?} within 10 s"
-            ));
+            )));
         }
         Ok(this)
     }

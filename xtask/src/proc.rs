@@ -91,10 +91,19 @@ impl Rig {
     /// Like [`Rig::spawn_waker`] with another fleet-waker binary (an older
     /// build, measured in the same run).
     pub fn spawn_waker_bin(&self, bin: &Path, socket: &Path) -> Result<Spawned, Error> {
-        Launch::new(bin)
-            .arg(&self.site)
+        self.waker(bin)
             .arg("--listen")
             .arg(socket)
+            .notify_ready(Duration::from_secs(5))
+            .try_spawn()
+    }
+
+    /// fleet-waker `bin` for the site, on the rig's directories, its log in
+    /// `<dir>/waker.log`, stopped with SIGTERM: to be spawned with
+    /// `--listen` or run under socket activation.
+    pub fn waker(&self, bin: &Path) -> Launch {
+        Launch::new(bin)
+            .arg(&self.site)
             .arg("--run-dir")
             .arg(&self.run_dir)
             .arg("--state-dir")
@@ -103,10 +112,8 @@ impl Rig {
             // nothing per connection.
             .env("RUST_LOG", "info")
             .log_to(self.dir().join("waker.log"))
-            .notify_ready(Duration::from_secs(5))
             .stop_with(Signal::SIGTERM, Duration::from_secs(3))
             .same_group()
-            .try_spawn()
     }
 
     /// nginx's directory (config, logs, temp paths).

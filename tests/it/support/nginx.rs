@@ -10,6 +10,7 @@ use xtask::demo::{
 };
 
 use super::{TestSite, free_port};
+use xtask::error::chain;
 
 /// The shipped snippet of `mode` for `site`, as a host runs it: proxy mode
 /// passes to the site's waker socket, direct mode to its php-fpm socket with
@@ -73,7 +74,7 @@ impl Nginx {
         for _attempt in 0..5 {
             let dir = super::temp_dir("nginx");
             let (conf, ports) = prepare(dir.path());
-            match NginxProc::start_conf(dir.path(), &conf, &ports) {
+            match NginxProc::start_conf(dir.path(), &conf, &ports).map_err(|e| chain(&e)) {
                 Ok(proc) => return Nginx { proc, _dir: dir },
                 Err(e) if e.contains("Address already in use") => last_error = e,
                 Err(e) => {

@@ -27,11 +27,9 @@ use std::time::Duration;
 
 use crate::bench::waker::median;
 use crate::proc::{Rig, free_port, run};
-use nix::sys::signal::Signal;
 use xtask::Error;
 use xtask::demo::{Mode, NGINX, NginxProc, nginx_user, share_socket_with_nginx, site_snippet};
 use xtask::error::chain;
-use xtask::kit::process::Launch;
 
 /// The container states measured, in the order of a round: proxy mode with
 /// `docker pause`/`docker stop`, then direct mode with the reaper's.
@@ -142,17 +140,7 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, Error> {
     )?;
     let container = rig.container().to_owned();
     let socket = rig.site_dir.join("vhost-waker.sock");
-    let _waker = Launch::new(&rig.waker_bin)
-        .arg(&rig.site)
-        .arg("--run-dir")
-        .arg(&rig.run_dir)
-        .arg("--state-dir")
-        .arg(rig.dir().join("state"))
-        .env("RUST_LOG", "info")
-        .log_to(rig.dir().join("waker.log"))
-        .stop_with(Signal::SIGTERM, Duration::from_secs(3))
-        .same_group()
-        .try_activate(&socket)?;
+    let _waker = rig.waker(&rig.waker_bin).try_activate(&socket)?;
     share_socket_with_nginx(&socket).map_err(Error::io("chgrp/chmod", &socket))?;
     let snippet = site_snippet(Mode::Proxy, &rig.site, &rig.run_dir)
         .map_err(|e| Error::failed("nginx site snippet", e))?;
