@@ -366,7 +366,13 @@ fn state_file_during_after_and_symlink() {
     );
     let after = load_state(&state);
     let end = after.last_end.expect("last_end");
-    assert!(end >= during.last_start.expect("start") && end <= done + Duration::from_millis(100));
+    // The end is the request's (the waker may note it a little after the
+    // client has its last byte; the margin is for a loaded machine, far
+    // below the 1.5 s request).
+    assert!(
+        end >= during.last_start.expect("start") && end <= done + Duration::from_millis(500),
+        "last_end {end:?}, answer received {done:?}"
+    );
 
     // A symlink planted at the path: never written through.
     let target = site.temp_dir().join("precious");
