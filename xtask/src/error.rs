@@ -127,8 +127,16 @@ pub struct Cmd {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     env_clear: bool,
+    env_remove: Vec<OsString>,
     dir: Option<PathBuf>,
     stdin: Option<Vec<u8>>,
+}
+
+/// Which output stream [`Cmd::each_line`] reads (the other passes through).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
 }
 
 impl Cmd {
@@ -139,6 +147,7 @@ impl Cmd {
             args: Vec::new(),
             env: Vec::new(),
             env_clear: false,
+            env_remove: Vec::new(),
             dir: None,
             stdin: None,
         }
@@ -171,6 +180,12 @@ impl Cmd {
     /// Start from an empty environment (then only [`Cmd::env`]'s variables).
     pub fn env_clear(mut self) -> Cmd {
         self.env_clear = true;
+        self
+    }
+
+    /// Leave `key` out of the environment it inherits from us.
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Cmd {
+        self.env_remove.push(key.as_ref().to_os_string());
         self
     }
 
@@ -251,6 +266,47 @@ impl Cmd {
         }
     }
 
+    /// Runs it, handing each line of `stream` to `f` as it comes (a long
+    /// step's progress, counted or echoed by the caller); the other stream
+    /// passes through. Returns the exit status for the caller to judge.
+    pub fn each_line(
+        &self,
+        stream: Stream,
+        mut f: impl FnMut(&str),
+    ) -> Result<std::process::ExitStatus, Error> {
+        use std::io::BufRead as _;
+        let mut cmd = self.command();
+        match stream {
+            Stream::Stdout => cmd.stdout(Stdio::piped()),
+            Stream::Stderr => cmd.stderr(Stdio::piped()),
+        };
+        let mut child = self.spawn(&mut cmd)?;
+        // Fed from a thread: the child may write before it reads.
+        let feeder = match (&self.stdin, child.stdin.take()) {
+            (Some(data), Some(mut pipe)) => {
+                let data = data.clone();
+                Some(std::thread::spawn(move || pipe.write_all(&data)))
+            }
+            _ => None,
+        };
+        let out: Option<Box<dyn std::io::Read>> = match stream {
+            Stream::Stdout => child.stdout.take().map(|o| Box::new(o) as _),
+            Stream::Stderr => child.stderr.take().map(|e| Box::new(e) as _),
+        };
+        if let Some(out) = out {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                f(&line);
+            }
+        }
+        let status = child
+            .wait()
+            .map_err(|e| Error::failed(self.line(), format!("waiting for it: {e}")))?;
+        if let Some(feeder) = feeder {
+            let _ = feeder.join();
+        }
+        Ok(status)
+    }
+
     /// The program, arguments and extra environment (for the launcher,
     /// which runs them under `systemd-socket-activate` too).
     pub(crate) fn parts(&self) -> (&OsStr, &[OsString], &[(OsString, OsString)]) {
@@ -263,6 +319,9 @@ impl Cmd {
         let mut cmd = Command::new(&self.program);
         if self.env_clear {
             cmd.env_clear();
+        }
+        for key in &self.env_remove {
+            cmd.env_remove(key);
         }
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -331,6 +390,27 @@ mod tests {
         assert!(e.to_string().contains("/nonexistent-xtask-test"), "{e}");
         let e = run("/nonexistent/program", &[]).expect_err("not found");
         assert_eq!(e.exit_code(), EX_UNAVAILABLE);
+    }
+
+    #[test]
+    fn each_line_streams_the_chosen_output_and_returns_the_status() {
+        let mut lines = Vec::new();
+        let status = Cmd::new("cat")
+            .stdin("one\ntwo\n")
+            .each_line(Stream::Stdout, |l| lines.push(l.to_owned()))
+            .expect("cat runs");
+        assert!(status.success());
+        assert_eq!(lines, ["one", "two"]);
+        let mut errs = Vec::new();
+        let status = Cmd::new("cat")
+            .arg("/nonexistent/fleet-each-line")
+            .each_line(Stream::Stderr, |l| errs.push(l.to_owned()))
+            .expect("cat runs");
+        assert!(!status.success());
+        assert!(
+            errs.len() == 1 && errs[0].contains("/nonexistent/fleet-each-line"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -4,11 +4,10 @@
 //! stats. Needs the nightly toolchain and `cargo install cargo-fuzz`.
 //! Not part of `cargo xtask test`.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use xtask::Error;
+use xtask::error::{Cmd, Stream};
 
 /// The targets in `fuzz/fuzz_targets/`.
 pub const TARGETS: &[&str] = &["conf", "site", "listen_env"];
@@ -41,38 +40,32 @@ pub fn run(root: &Path, target: &str, seconds: u64) -> Result<Outcome, Error> {
     let max = format!("-max_total_time={seconds}");
     eprintln!("==> cargo +nightly fuzz run {target} -O -- {max} -print_final_stats=1");
     // `cargo` here is rustup's proxy (for +nightly), not $CARGO (stable).
-    let mut child = Command::new("cargo")
+    let mut outcome = Outcome::default();
+    let status = Cmd::new("cargo")
         .args(["+nightly", "fuzz", "run", target, "-O", "--"])
         .arg(&max)
         .arg("-print_final_stats=1")
-        .current_dir(&fuzz_dir)
+        .dir(&fuzz_dir)
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO")
         .env_remove("RUSTC")
-        .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::piped())
-        .spawn()
+        .each_line(Stream::Stderr, |line| {
+            eprintln!("{line}");
+            if line.starts_with("Done ") {
+                outcome.done = Some(line.to_owned());
+            } else if line.starts_with("stat::") {
+                outcome.stats.push(line.to_owned());
+            }
+        })
         .map_err(|e| {
             Error::unavailable(
                 "cargo +nightly fuzz",
-                format!("{e} (rustup toolchain install nightly; cargo install cargo-fuzz)"),
+                format!(
+                    "{} (rustup toolchain install nightly; cargo install cargo-fuzz)",
+                    xtask::error::chain(&e)
+                ),
             )
         })?;
-    let mut outcome = Outcome::default();
-    if let Some(err) = child.stderr.take() {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            eprintln!("{line}");
-            if line.starts_with("Done ") {
-                outcome.done = Some(line);
-            } else if line.starts_with("stat::") {
-                outcome.stats.push(line);
-            }
-        }
-    }
-    let status = child
-        .wait()
-        .map_err(|e| Error::failed(format!("target {target}"), e))?;
     if !status.success() {
         return Err(Error::failed(
             format!("target {target}"),

@@ -4,7 +4,7 @@
 //! missing prerequisites 69, failed steps 1 (`xtask::Error`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -278,28 +278,18 @@ fn add_counts(line: &str, counts: &mut Counts) {
 /// `cargo test …`, its output passed through line by line and its summary
 /// lines counted.
 fn test_step(cargo: &str, args: &[&str]) -> Result<Counts, Error> {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::Write;
     eprintln!("==> test: {cargo} {}", args.join(" "));
     let start = Instant::now();
-    let mut child = Command::new(cargo)
-        .args(args)
-        .current_dir(repo_root())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::unavailable("test", format!("cannot run {cargo}: {e}")))?;
     let mut counts = Counts::default();
-    if let Some(out) = child.stdout.take() {
-        let stdout = std::io::stdout();
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            add_counts(&line, &mut counts);
-            let mut lock = stdout.lock();
-            let _ = writeln!(lock, "{line}");
-        }
-    }
-    let status = child
-        .wait()
-        .map_err(|e| Error::unavailable("test", format!("cannot wait for {cargo}: {e}")))?;
+    let stdout = std::io::stdout();
+    let status = xtask::error::Cmd::new(cargo)
+        .args(args)
+        .dir(repo_root())
+        .each_line(xtask::error::Stream::Stdout, |line| {
+            add_counts(line, &mut counts);
+            let _ = writeln!(stdout.lock(), "{line}");
+        })?;
     let took = secs(start.elapsed());
     if !status.success() {
         return Err(Error::failed("test", format!("{status} after {took}")));
