@@ -1,9 +1,10 @@
-//! `cargo xtask demo --once` end to end (real Docker, nginx, php-fpm,
+//! `cargo xtask demo` end to end, `--once` and Ctrl-C (real Docker, nginx, php-fpm,
 //! systemd-socket-activate, fleet-waker, fleet-reaper), and the packaging
 //! commands `cargo xtask dist` / `cargo xtask install` into temp dirs.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::support::assert::output_text;
 use crate::support::{bin, docker_ok, free_port, note, require, temp_dir};
@@ -105,8 +106,20 @@ fn demo_once_runs_every_step_and_leaves_nothing_behind() {
         .count();
     assert_eq!(body_lines, 3, "three answers from php-fpm:\n{stdout}");
 
-    // Nothing left: container, processes (nginx, waker), directory with
-    // its sockets, the port.
+    assert_nothing_left(pid, port, &dir);
+    note(&format!(
+        "demo output:\n{}",
+        stdout
+            .lines()
+            .filter(|l| l.contains("phase") || l.contains("warm:") || l.contains("all four"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    ));
+}
+
+/// Nothing of demo `pid` is left: its container, processes (nginx,
+/// waker), its directory with the sockets, the port.
+fn assert_nothing_left(pid: u32, port: u16, dir: &str) {
     let containers = docker_ok(&[
         "ps",
         "-a",
@@ -116,21 +129,90 @@ fn demo_once_runs_every_step_and_leaves_nothing_behind() {
         "{{.Names}}",
     ]);
     assert_eq!(containers.trim(), "", "containers left behind");
-    assert!(!Path::new(&dir).exists(), "{dir} left behind");
-    let procs = processes_mentioning(&dir);
+    assert!(!Path::new(dir).exists(), "{dir} left behind");
+    let procs = processes_mentioning(dir);
     assert!(procs.is_empty(), "processes left behind: {procs:?}");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "something still listens on 127.0.0.1:{port}"
     );
-    note(&format!(
-        "demo output:\n{}",
-        stdout
+}
+
+/// The README's promise for the demo that stays up: Ctrl-C (SIGINT)
+/// removes everything it made and exits 0.
+#[test]
+fn demo_ctrl_c_while_serving_removes_everything() {
+    require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
+    let port = free_port();
+    let mut child = Command::new(bin("xtask"))
+        .args(["demo", "--no-build", "--port", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn xtask demo");
+    let pid = child.id();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
             .lines()
-            .filter(|l| l.contains("phase") || l.contains("warm:") || l.contains("all four"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    ));
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let mut dir = None;
+    while !seen.iter().any(|l: &String| l.starts_with("Press Ctrl-C")) {
+        match rx.recv_timeout(Duration::from_secs(180)) {
+            Ok(line) => {
+                if let Some((_, d)) = line.split_once(", everything under ") {
+                    dir = Some(d.to_owned());
+                }
+                seen.push(line);
+            }
+            Err(e) => {
+                let _ = child.kill();
+                panic!("the demo never came up ({e}):\n{}", seen.join("\n"));
+            }
+        }
+    }
+    let dir = dir.unwrap_or_else(|| panic!("no directory line:\n{}", seen.join("\n")));
+    // Serving: a request is answered.
+    let r = crate::support::http::get(port, "/").expect("GET while the demo stays up");
+    assert!(
+        r.status == 200 && r.text().starts_with("hello from demo-"),
+        "{} {:?}",
+        r.status,
+        r.text()
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT the demo");
+    let status = crate::support::wait_until(Duration::from_secs(60), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    assert!(status, "the demo did not exit within 60 s of SIGINT");
+    let code = child.wait().expect("demo status").code();
+    let _ = reader.join();
+    seen.extend(rx.try_iter());
+    assert_eq!(
+        code,
+        Some(0),
+        "exit after Ctrl-C while serving:\n{}",
+        seen.join("\n")
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("cleanup: ") && l.contains("removed container")),
+        "no cleanup line:\n{}",
+        seen.join("\n")
+    );
+    assert_nothing_left(pid, port, &dir);
 }
 
 #[test]
