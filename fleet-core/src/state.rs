@@ -118,12 +118,14 @@ pub enum StateError {
     },
 }
 
-fn fmt_time(t: SystemTime) -> String {
+/// `secs.mmm`, as fleet's small state files keep a time.
+pub(crate) fn fmt_time(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     format!("{}.{:03}", d.as_secs(), d.subsec_millis())
 }
 
-fn parse_time(s: &str) -> Option<SystemTime> {
+/// [`fmt_time`]'s text (any fraction up to nanoseconds) back to a time.
+pub(crate) fn parse_time(s: &str) -> Option<SystemTime> {
     let (secs, frac) = s.split_once('.').unwrap_or((s, "0"));
     if secs.is_empty() || frac.is_empty() || frac.len() > 9 {
         return None;
@@ -199,10 +201,10 @@ pub fn parse(text: &str) -> Result<Activity, ParseError> {
     Ok(a)
 }
 
-/// Reads the state file at `path`. `Ok(None)` when it does not exist (no
-/// waker has recorded anything); any other failure is an error, which the
-/// reaper treats as "unknown" and never stops on.
-pub fn load(path: &Path) -> Result<Option<Activity>, StateError> {
+/// A small state file's bytes (at most 4 KiB), never through a symlink and
+/// only from a regular file; `Ok(None)` when there is none. The reaper's
+/// php-fpm record is read the same way.
+pub(crate) fn read_small(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -244,6 +246,16 @@ pub fn load(path: &Path) -> Result<Option<Activity>, StateError> {
             path: path.to_owned(),
         });
     }
+    Ok(Some(buf))
+}
+
+/// Reads the state file at `path`. `Ok(None)` when it does not exist (no
+/// waker has recorded anything); any other failure is an error, which the
+/// reaper treats as "unknown" and never stops on.
+pub fn load(path: &Path) -> Result<Option<Activity>, StateError> {
+    let Some(buf) = read_small(path)? else {
+        return Ok(None);
+    };
     let text = String::from_utf8_lossy(&buf);
     parse(&text).map(Some).map_err(|source| StateError::Parse {
         path: path.to_owned(),

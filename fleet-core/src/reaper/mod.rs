@@ -1026,6 +1026,7 @@ async fn read_fpm(
                 prev.as_ref(),
                 started_at,
                 st.accepted_conn,
+                1,
                 SystemTime::now(),
             );
             remember(config, site, &rec);
@@ -1046,10 +1047,10 @@ async fn read_fpm(
     }
 }
 
+/// Keeps php-fpm's counter for the next pass, `--dry-run` too: the record is
+/// the reaper's memory, not an action, and a dry run that forgot its own
+/// status request would make the next pass see it as traffic.
 fn remember(config: &Config, site: &Site, rec: &traffic::Record) {
-    if config.dry_run {
-        return;
-    }
     let path = config.layout.fpm_record(site);
     if let Err(e) = traffic::store(&path, rec) {
         warn!(site = %site, path = %path.display(), error = ?e, "cannot keep php-fpm's counter; its next reading counts as traffic");
@@ -1250,26 +1251,26 @@ async fn steer_and_drain(
     };
     let aside = drain::aside_path(socket);
     let started = Instant::now();
-    let query = || crate::fpm_status::query(&aside, status_path, STATUS_TIMEOUT);
+    let queries = std::cell::Cell::new(0u64);
+    let query = || {
+        queries.set(queries.get() + 1);
+        crate::fpm_status::query(&aside, status_path, STATUS_TIMEOUT)
+    };
     let mut prev = query().await.map_err(|e| failed(&e))?;
     loop {
         let next = query().await.map_err(|e| failed(&e))?;
         if drain::is_drained(&prev, &next) {
+            // The counter since the examination's reading: growth beyond
+            // our own requests is traffic that came meanwhile (served, as
+            // the drain waited for it), dated now.
             let rec = traffic::observe(
                 traffic::load(&config.layout.fpm_record(site)).as_ref(),
                 inputs.started_at,
                 next.accepted_conn,
+                queries.get(),
                 SystemTime::now(),
             );
-            // Our own readings are not traffic: keep the date from before.
-            remember(
-                config,
-                site,
-                &traffic::Record {
-                    traffic: inputs.fpm_traffic.or(rec.traffic),
-                    ..rec
-                },
-            );
+            remember(config, site, &rec);
             debug!(site = %site, ms = started.elapsed().as_millis() as u64, "php-fpm drained");
             return Ok(());
         }
@@ -1280,8 +1281,9 @@ async fn steer_and_drain(
                 timeout: config.drain_timeout,
             });
         }
+        // The next pair spans the step: a connection in it shows.
         tokio::time::sleep(DRAIN_STEP).await;
-        prev = query().await.map_err(|e| failed(&e))?;
+        prev = next;
     }
 }
 

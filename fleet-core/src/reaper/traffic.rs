@@ -21,9 +21,10 @@
 //! the reaper's own request): unknown history never makes a site look idle.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::atomic;
+use crate::state::{fmt_time, parse_time};
 
 /// What the reaper remembers of one site's php-fpm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,20 +37,6 @@ pub struct Record {
     /// When the counter was last seen to grow by more than the reaper's
     /// own requests.
     pub traffic: Option<SystemTime>,
-}
-
-fn fmt_time(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
-}
-
-fn parse_time(s: &str) -> Option<SystemTime> {
-    let (secs, ms) = s.split_once('.').unwrap_or((s, "0"));
-    let secs: u64 = secs.parse().ok()?;
-    let ms: u64 = ms.parse().ok().filter(|&m| m < 1000)?;
-    UNIX_EPOCH.checked_add(Duration::from_millis(
-        secs.checked_mul(1000)?.checked_add(ms)?,
-    ))
 }
 
 /// The file's text.
@@ -102,23 +89,26 @@ pub fn same_run(prev: &Record, started: Option<SystemTime>) -> bool {
     prev.started.map(to_ms) == started.map(to_ms)
 }
 
-/// The record after a new reading. Pure.
+/// The record after a new reading, `own` of whose connections since the
+/// last one were the reaper's own status requests (one a pass; more after a
+/// drain). Pure.
 pub fn observe(
     prev: Option<&Record>,
     started: Option<SystemTime>,
     accepted: u64,
+    own: u64,
     now: SystemTime,
 ) -> Record {
     let traffic = match prev {
         Some(p) if same_run(p, started) && accepted >= p.accepted => {
-            if accepted - p.accepted > 1 {
+            if accepted - p.accepted > own {
                 Some(now)
             } else {
                 p.traffic
             }
         }
-        // Only our own request ever: no traffic in this run.
-        _ if accepted <= 1 => None,
+        // Only our own requests ever: no traffic in this run.
+        _ if accepted <= own => None,
         _ => Some(now),
     };
     Record {
@@ -131,11 +121,8 @@ pub fn observe(
 /// Reads the record; `None` when there is none or it cannot be used (the
 /// caller then starts over, on the safe side).
 pub fn load(path: &Path) -> Option<Record> {
-    let meta = std::fs::symlink_metadata(path).ok()?;
-    if !meta.is_file() || meta.len() > 4096 {
-        return None;
-    }
-    parse(&std::fs::read_to_string(path).ok()?)
+    let bytes = crate::state::read_small(path).ok().flatten()?;
+    parse(std::str::from_utf8(&bytes).ok()?)
 }
 
 /// Writes the record atomically.
@@ -146,6 +133,7 @@ pub fn store(path: &Path, r: &Record) -> Result<(), atomic::ReplaceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn at(s: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(s)
@@ -154,7 +142,7 @@ mod tests {
     #[test]
     fn only_growth_beyond_the_reapers_own_request_is_traffic() {
         let run = Some(at(1000) + Duration::from_nanos(123_456_789));
-        let first = observe(None, run, 50, at(2000));
+        let first = observe(None, run, 50, 1, at(2000));
         assert_eq!(
             first.traffic,
             Some(at(2000)),
@@ -162,15 +150,20 @@ mod tests {
         );
         // Read back from the file, which keeps milliseconds.
         let first = parse(&render(&first)).expect("round trip");
-        let quiet = observe(Some(&first), run, 51, at(2060));
+        let quiet = observe(Some(&first), run, 51, 1, at(2060));
         assert_eq!(quiet.traffic, Some(at(2000)), "our own request only");
-        let busy = observe(Some(&quiet), run, 60, at(2120));
+        let busy = observe(Some(&quiet), run, 60, 1, at(2120));
         assert_eq!(busy.traffic, Some(at(2120)));
-        let restarted = observe(Some(&busy), Some(at(3000)), 3, at(3100));
+        let restarted = observe(Some(&busy), Some(at(3000)), 3, 1, at(3100));
         assert_eq!(restarted.traffic, Some(at(3100)));
-        let went_back = observe(Some(&busy), run, 10, at(2180));
+        let went_back = observe(Some(&busy), run, 10, 1, at(2180));
         assert_eq!(went_back.traffic, Some(at(2180)));
-        assert_eq!(observe(None, run, 1, at(2000)).traffic, None, "only ours");
+        assert_eq!(observe(None, run, 1, 1, at(2000)).traffic, None, "only ours");
+        // A drain's readings: growth by its own requests is no traffic.
+        let drained = observe(Some(&quiet), run, 55, 4, at(2070));
+        assert_eq!(drained.traffic, Some(at(2000)), "the drain's own requests");
+        let served = observe(Some(&quiet), run, 56, 4, at(2070));
+        assert_eq!(served.traffic, Some(at(2070)), "one more than the drain's");
     }
 
     #[test]
