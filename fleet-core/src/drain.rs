@@ -241,6 +241,14 @@ fn is_socket(path: &Path) -> io::Result<Option<bool>> {
     }
 }
 
+/// True when a socket sits at php-fpm's path and none aside: a paused
+/// php-fpm there was not steered away from (the reaper moves it aside
+/// before it pauses), so connections may be waiting in its frozen backlog.
+pub fn paused_in_place(socket: &Path) -> bool {
+    matches!(is_socket(socket), Ok(Some(true)))
+        && !matches!(is_socket(&aside_path(socket)), Ok(Some(true)))
+}
+
 /// Renames php-fpm's socket to the aside path (replacing a stale one there).
 pub fn move_aside(socket: &Path) -> Result<Moved, AsideError> {
     let err = |source| AsideError {

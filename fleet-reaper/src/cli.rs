@@ -104,7 +104,8 @@ pub struct Cli {
     #[arg(long, default_value_t = reaper::DEFAULT_JOBS, value_name = "N", value_parser = parse_jobs)]
     pub jobs: usize,
 
-    /// Decide and report, change nothing
+    /// Decide and report, act on no container (php-fpm's counter record is still
+    /// kept, so the next pass does not take this one's request for traffic)
     #[arg(long)]
     pub dry_run: bool,
 

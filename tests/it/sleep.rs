@@ -968,3 +968,32 @@ fn tiered_sleep_pauses_then_stops_and_wakes_from_both() {
         "tiered: paused then stopped; woken from stopped in {took:?}, from paused in {took_paused:?}"
     ));
 }
+
+/// A site paused by hand (or by an older reaper) has php-fpm's socket in
+/// place, where direct-mode connections wait in the frozen backlog: tiered
+/// sleep never stops it (a stop would cut them) and says why; unpaused, the
+/// next passes drain it and stop it.
+#[test]
+fn a_site_paused_in_place_is_not_stopped_until_unpaused() {
+    require!(Docker, PhpFpm, Root);
+    let site = TestSite::new();
+    site.write_conf_tiered("1s", "1s");
+    site.start();
+    site.wait_ready(Duration::from_secs(30));
+    site.pause();
+    let fpm = site.fpm_socket();
+    let entry = crate::support::wake::reap_until(&site, &[], "skipped", Duration::from_secs(15));
+    let reason = entry["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        reason.contains("socket in place"),
+        "the skip names why: {entry}"
+    );
+    assert_eq!(site.state(), "paused", "not stopped: {entry}");
+    assert!(fpm.exists(), "php-fpm's socket left where it was");
+    site.unpause();
+    let entry = crate::support::wake::reap_until(&site, &[], "stopped", Duration::from_secs(20));
+    assert_eq!(site.state(), "exited", "{entry}");
+    note(&format!(
+        "paused in place: skipped ({reason}); unpaused: stopped"
+    ));
+}

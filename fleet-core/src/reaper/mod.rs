@@ -222,6 +222,10 @@ pub enum NotDrained {
     /// Its socket could not be moved aside or its status page read: the
     /// error.
     Failed(String),
+    /// Paused with php-fpm's socket in place (not by the reaper, which moves
+    /// it aside first): nginx's connections may wait in the frozen backlog,
+    /// and a stop would cut them.
+    PausedInPlace,
 }
 
 /// Why the memory guard chose a site: the awake sites' memory over the
@@ -1186,6 +1190,14 @@ async fn act(
         }
     }
     let socket = config.layout.fpm_socket(site);
+    if inputs.container == ContainerState::Paused
+        && !config.proxy_only
+        && drain::paused_in_place(&socket)
+    {
+        info!(site = %site, "paused with php-fpm's socket in place; not stopped");
+        r.outcome = Outcome::Skipped(Skip::NotDrained(NotDrained::PausedInPlace));
+        return;
+    }
     if inputs.container == ContainerState::Running {
         if let Err(why) = steer_and_drain(config, site, &socket, &inputs).await {
             put_back(site, &socket);

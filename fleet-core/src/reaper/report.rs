@@ -122,6 +122,12 @@ fn not_drained(n: &NotDrained) -> String {
             human(*timeout)
         ),
         NotDrained::Failed(error) => error.clone(),
+        NotDrained::PausedInPlace => {
+            "paused with php-fpm's socket in place (not by fleet-reaper): \
+             connections may wait in its queue and a stop would cut them; unpause it \
+             (docker unpause) and the next pass drains and stops it"
+                .to_owned()
+        }
     }
 }
 

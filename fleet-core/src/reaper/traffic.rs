@@ -158,7 +158,11 @@ mod tests {
         assert_eq!(restarted.traffic, Some(at(3100)));
         let went_back = observe(Some(&busy), run, 10, 1, at(2180));
         assert_eq!(went_back.traffic, Some(at(2180)));
-        assert_eq!(observe(None, run, 1, 1, at(2000)).traffic, None, "only ours");
+        assert_eq!(
+            observe(None, run, 1, 1, at(2000)).traffic,
+            None,
+            "only ours"
+        );
         // A drain's readings: growth by its own requests is no traffic.
         let drained = observe(Some(&quiet), run, 55, 4, at(2070));
         assert_eq!(drained.traffic, Some(at(2000)), "the drain's own requests");
