@@ -155,12 +155,14 @@ impl Gate {
         self: &Arc<Self>,
         mut waiting: impl FnMut(),
     ) -> (GateGuard, Option<LockError>) {
-        let guard = GateGuard { gate: self.clone() };
+        // A guard exists only once its hold is counted: a caller that drops
+        // this future while it waits must not release someone else's hold.
+        let guard = || GateGuard { gate: self.clone() };
         {
             let mut s = self.state();
             if s.holders > 0 {
                 s.holders += 1;
-                return (guard, None);
+                return (guard(), None);
             }
         }
         let _one = self.acquiring.lock().await;
@@ -168,7 +170,7 @@ impl Gate {
             let mut s = self.state();
             if s.holders > 0 {
                 s.holders += 1;
-                return (guard, None);
+                return (guard(), None);
             }
         }
         let mut told = false;
@@ -180,7 +182,7 @@ impl Gate {
                     Ok(f) => f,
                     Err(e) => {
                         self.state().holders += 1;
-                        return (guard, Some(e));
+                        return (guard(), Some(e));
                     }
                 },
             };
@@ -189,7 +191,7 @@ impl Gate {
                     let mut s = self.state();
                     s.holders += 1;
                     s.lock = Some(lock);
-                    return (guard, None);
+                    return (guard(), None);
                 }
                 Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
                     file = Some(f);
@@ -202,7 +204,7 @@ impl Gate {
                 Err((_, e)) => {
                     self.state().holders += 1;
                     return (
-                        guard,
+                        guard(),
                         Some(LockError {
                             path: self.path.clone(),
                             source: e.into(),
@@ -336,7 +338,11 @@ pub fn discard_aside(socket: &Path) -> Result<bool, AsideError> {
 /// to do: only the reading's own request active, nothing queued, and no
 /// connection accepted between them but the second reading's own.
 /// Two readings, because a worker that has just accepted a connection may
-/// not have marked itself active yet when another worker reports.
+/// not have marked itself active yet when another worker reports. php-fpm
+/// reports `listen queue` only for TCP pools (0 on a unix socket): what
+/// proves nothing is queued is the counter, since the accept queue is first
+/// in, first out and a connection queued before the second reading is
+/// accepted before it.
 pub fn is_drained(first: &FpmStatus, second: &FpmStatus) -> bool {
     let idle = |s: &FpmStatus| s.active_processes <= 1 && s.listen_queue == 0;
     idle(first) && idle(second) && second.accepted_conn == first.accepted_conn.wrapping_add(1)
@@ -429,18 +435,24 @@ mod tests {
         let held = SleepLock::try_take(&path)
             .expect("lock")
             .expect("free once the last request is done");
-        let waited = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let w = waited.clone();
+        let (told, waiting) = tokio::sync::oneshot::channel();
+        let mut told = Some(told);
         let g = gate.clone();
         let entered = tokio::spawn(async move {
             let (guard, _) = g
-                .enter(move || w.store(true, std::sync::atomic::Ordering::SeqCst))
+                .enter(move || {
+                    if let Some(t) = told.take() {
+                        let _ = t.send(());
+                    }
+                })
                 .await;
             guard
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("told it waits while the reaper holds the site")
+            .expect("waiting callback");
         assert!(!entered.is_finished(), "waits while the reaper holds it");
-        assert!(waited.load(std::sync::atomic::Ordering::SeqCst));
         drop(held);
         let guard = tokio::time::timeout(Duration::from_secs(5), entered)
             .await

@@ -716,7 +716,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             } else if kind == STDIN && len == 0 && self.last_of == Some(id) {
                 self.sent_all = true;
             } else if id == 0 && self.upstream.is_none() {
-                // A management record (FCGI_GET_VALUES) needs php-fpm.
+                // A management record (FCGI_GET_VALUES) needs php-fpm: like
+                // a request, admitted first (a wake under the reaper's lock
+                // would undo its drain).
+                if !hooks.admitted() {
+                    return Some(Step::Admit);
+                }
                 self.release_upstream();
                 return Some(Step::Reconnect);
             }

@@ -226,7 +226,12 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
     tracing::info!(site = %cfg.site, container = %cfg.container, "waking");
     // A start takes a host-wide slot first (an unpause is quick and
     // does not); the start timeout counts from admission.
-    let frozen = shared.saw_frozen.load(std::sync::atomic::Ordering::Relaxed) || paused_aside(cfg);
+    // Probed once per wake: each probe of a frozen php-fpm leaves an
+    // empty connection in its backlog.
+    let frozen = shared
+        .saw_frozen
+        .swap(false, std::sync::atomic::Ordering::Relaxed)
+        || paused_aside(cfg);
     let admitted = match (&cfg.admission, frozen) {
         (Some(adm), false) => {
             let r = adm.acquire(&mut QueueProgress(&shared)).await;
@@ -248,7 +253,7 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
     let t1 = Instant::now();
     let (result, slot) = match admitted {
         Ok(slot) => (
-            match tokio::time::timeout(cfg.start_timeout, wake(&shared)).await {
+            match tokio::time::timeout(cfg.start_timeout, wake(&shared, frozen)).await {
                 Ok(r) => r,
                 Err(_) => Err(shared.timeout()),
             },
@@ -322,7 +327,7 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
 }
 
 /// Makes the container run and waits until php-fpm accepts.
-async fn wake(shared: &Shared) -> Result<&'static str, WakeFailure> {
+async fn wake(shared: &Shared, frozen: bool) -> Result<&'static str, WakeFailure> {
     let cfg = &shared.cfg;
     // Watch before anything can happen, so no creation goes unseen.
     // One inotify instance for the waker's life: closing one waits for an
@@ -341,7 +346,7 @@ async fn wake(shared: &Shared) -> Result<&'static str, WakeFailure> {
             _ => DirWatch::new(&cfg.upstream),
         }
     };
-    let r = wake_with(shared, &mut watch).await;
+    let r = wake_with(shared, &mut watch, frozen).await;
     *shared.dirwatch.lock().unwrap_or_else(|p| p.into_inner()) = watch;
     r
 }
@@ -349,6 +354,7 @@ async fn wake(shared: &Shared) -> Result<&'static str, WakeFailure> {
 async fn wake_with(
     shared: &Shared,
     watch: &mut Option<DirWatch>,
+    frozen: bool,
 ) -> Result<&'static str, WakeFailure> {
     let cfg = &shared.cfg;
     // Another wake may have just finished.
@@ -361,12 +367,9 @@ async fn wake_with(
         container: cfg.container.clone(),
         source,
     };
-    // Frozen behind a live socket: that is `docker pause`; unpause straight
-    // away (one API call fewer), and inspect only if that fails.
-    let frozen = shared
-        .saw_frozen
-        .swap(false, std::sync::atomic::Ordering::Relaxed)
-        || paused_aside(cfg);
+    // Frozen behind a live socket (seen by a connection, or the reaper's
+    // socket aside): that is `docker pause`; unpause straight away (one API
+    // call fewer), and inspect only if that fails.
     let action = if frozen {
         cfg.engine
             .unpause(&cfg.container)
