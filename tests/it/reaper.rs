@@ -40,10 +40,8 @@ pub(crate) struct List {
 
 impl List {
     pub(crate) fn new() -> List {
-        let dir = tempfile::Builder::new()
-            .prefix("fleet-it-reaper-")
-            .tempdir_in("/tmp")
-            .expect("temp dir");
+        // The kit's temp dir: swept by a later run if this one dies.
+        let dir = support::temp_dir("reaper");
         let root = dir.path().to_owned();
         std::fs::create_dir(root.join("sites")).expect("mkdir sites");
         std::fs::create_dir(root.join("state")).expect("mkdir state");

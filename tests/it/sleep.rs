@@ -833,7 +833,6 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
             "round {round}: the waker's request never ended: {:?}",
             s.activity()
         );
-        let before = s.activity();
         let fallbacks = s.fallbacks();
         let r = s.get("/hello.php");
         s.assert_hello(&r, &format!("round {round}: the request after the wake"));
@@ -842,14 +841,6 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
             fallbacks,
             "round {round}: the request after the wake fell back to the waker\n{}",
             s.diagnostics()
-        );
-        // The waker reports a request within 20 ms of its start (its
-        // reporter's period): five periods later the file would show it.
-        std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(
-            s.activity(),
-            before,
-            "round {round}: the request after the wake went through the waker"
         );
     }
     let mut answered: Vec<Duration> = times.iter().map(|(t, _)| *t).collect();

@@ -409,7 +409,7 @@ fn check_leftovers() -> Result<(), Error> {
 /// `dpkg -r` and checked gone: `cargo xtask dist --debug --no-build --verify`.
 /// Needs root and dpkg; skipped with a reason otherwise (failing under CI).
 fn check_package() -> Result<(), Error> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let ci = xtask::kit::in_ci();
     let why_not = if !nix::unistd::geteuid().is_root() {
         Some("needs root")
     } else if !Path::new("/usr/bin/dpkg").exists() {

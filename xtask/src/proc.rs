@@ -70,6 +70,11 @@ impl Rig {
         })
     }
 
+    /// The kit's site under the rig (its layout, state, conf).
+    pub fn kit(&self) -> &TestSite {
+        &self.kit
+    }
+
     /// The site's container, `<site>.fpm`.
     pub fn container(&self) -> &str {
         self.kit.container()

@@ -25,7 +25,7 @@ use xtask::kit::process::Launch;
 
 use crate::proc::{NGINX_USER, Rig, free_port};
 use xtask::demo::{Mode, NGINX, NginxProc, site_snippet};
-use xtask::wait::wait_for;
+use xtask::wait::wait_until;
 
 /// `cargo xtask soak` arguments.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -144,8 +144,8 @@ fn wrk(port: u16, dir: &Path, requests: u64) -> Result<WrkRun, Error> {
         .same_group()
         .try_spawn()?;
     let all_done = || std::fs::read_dir(&flags).map_or(0, |d| d.count()) as u64 >= THREADS;
-    // Poll with a backoff to 50 ms (no event to wait on from wrk's Lua).
-    wait_for(Duration::from_secs(3600), all_done);
+    // Polled with a backoff (no event to wait on from wrk's Lua).
+    wait_until(Duration::from_secs(3600), all_done);
     // SIGINT makes wrk print its summary and exit.
     child.kill(Signal::SIGINT);
     if child.wait_exit(Duration::from_secs(60)).is_none() {
@@ -195,11 +195,12 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), Error> {
     }
     let state = dir.join("state").join(format!("{site}.state"));
     let open_zero = || {
-        std::fs::read_to_string(&state)
-            .map(|s| s.lines().any(|l| l.trim() == "open=0"))
-            .unwrap_or(false)
+        fleet_core::state::load(&state)
+            .ok()
+            .flatten()
+            .is_some_and(|a| a.open == 0)
     };
-    wait_for(Duration::from_secs(2), open_zero);
+    wait_until(Duration::from_secs(2), open_zero);
     let fds_idle = fd_count(wpid);
     let rss_start = rss_kib(wpid);
 
@@ -216,7 +217,7 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), Error> {
     };
     let started = Instant::now();
     let a = wrk(port, &dir, checkpoint)?;
-    wait_for(Duration::from_secs(5), open_zero);
+    wait_until(Duration::from_secs(5), open_zero);
     let rss_checkpoint = rss_kib(wpid);
     let fds_checkpoint = fd_count(wpid);
     eprintln!(
@@ -225,7 +226,7 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), Error> {
     );
     let b = wrk(port, &dir, requests.saturating_sub(a.requests).max(1))?;
     let wall = started.elapsed();
-    let settled = wait_for(Duration::from_secs(10), || {
+    let settled = wait_until(Duration::from_secs(10), || {
         open_zero() && fd_count(wpid) <= fds_idle
     });
     let rss_end = rss_kib(wpid);

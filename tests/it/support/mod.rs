@@ -69,7 +69,7 @@ pub enum Component {
 }
 
 /// Path of nginx.
-pub const NGINX: &str = "/usr/sbin/nginx";
+pub use xtask::demo::NGINX;
 /// Path of systemd-socket-proxyd.
 pub const SOCKET_PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";
 
@@ -89,10 +89,13 @@ impl Component {
                 }
             }
             Component::Nginx => {
-                if Path::new(NGINX).exists() {
+                let fastcgi_params = xtask::demo::FASTCGI_PARAMS;
+                if Path::new(NGINX).exists() && Path::new(fastcgi_params).exists() {
                     Ok(())
                 } else {
-                    Err(format!("{NGINX} missing (apt-get install nginx-light)"))
+                    Err(format!(
+                        "{NGINX} or {fastcgi_params} missing (apt-get install nginx-light)"
+                    ))
                 }
             }
             Component::SocketActivate => find_in_path("systemd-socket-activate")
@@ -179,9 +182,7 @@ fn docker_available() -> &'static Result<(), String> {
 pub use xtask::kit::process::find_in_path;
 
 /// True when running under CI (`CI=true`): missing components are failures.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
+pub use xtask::kit::in_ci;
 
 /// Check `components`. All present → `true`. Something missing: under
 /// `CI=true` panic with a loud message naming it and how to install it;

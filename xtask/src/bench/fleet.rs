@@ -28,7 +28,7 @@ use xtask::kit::process::{Launch, SocketActivated};
 use crate::proc::{NGINX_USER, free_port, parallel, run};
 use xtask::demo::{Mode, NGINX, NginxProc, Server, site_snippet};
 use xtask::kit::site::hello_line;
-use xtask::wait::wait_for;
+use xtask::wait::{wait_for, wait_until};
 use xtask::wakes::{peak_overlap, slot_window};
 
 /// How long an idle waker lives on here (the unit ships 5 min): longer than
@@ -201,7 +201,7 @@ pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
         .collect::<Result<_, _>>()?;
     for s in &fleet.sites {
         let sock = run_dir.join(s).join("vhost-waker.sock");
-        if !wait_for(Duration::from_secs(20), || sock.exists()) {
+        if !wait_until(Duration::from_secs(20), || sock.exists()) {
             return Err(Error::failed(
                 format!("waker socket {}", sock.display()),
                 "not listening",
@@ -294,7 +294,7 @@ pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
     let (alive_before, mib_before) = rss(&pids);
     eprintln!("==> waiting {IDLE_EXIT:?} for the wakers to exit idle");
     let mut wakers = wakers;
-    wait_for(IDLE_EXIT + Duration::from_secs(20), || {
+    wait_until(IDLE_EXIT + Duration::from_secs(20), || {
         wakers.iter_mut().all(|g| g.try_status().is_some())
     });
     let (alive_after, mib_after) = rss(&pids);

@@ -69,7 +69,10 @@ pub fn run(reaper: &Path) -> Result<String> {
 
 fn bench(reaper: &Path) -> Result<String> {
     let image = ensure_image()?;
-    let dir = std::env::temp_dir().join(format!("fleet-bench-reaper-{}", std::process::id()));
+    // The kit's temp dir: removed on drop, swept by a later run if this
+    // one dies.
+    let tmp = xtask::kit::site::try_temp_dir_in(Path::new("/tmp"), "bench-reaper")?;
+    let dir = tmp.path().to_owned();
     let sites_dir = dir.join("sites");
     let state_dir = dir.join("state");
     for d in [&sites_dir, &state_dir] {
@@ -225,7 +228,6 @@ fn bench(reaper: &Path) -> Result<String> {
         ));
     }
     let ratio = loop_time.as_secs_f64() / reaper_best.as_secs_f64().max(1e-9);
-    let _ = std::fs::remove_dir_all(&dir);
 
     let mut md = String::new();
     let _ = writeln!(

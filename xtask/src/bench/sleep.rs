@@ -29,7 +29,7 @@ use crate::bench::waker::median;
 use crate::proc::{Rig, free_port, run};
 use xtask::Error;
 use xtask::demo::{Mode, NGINX, NginxProc, nginx_user, share_socket_with_nginx, site_snippet};
-use xtask::error::chain;
+use xtask::error::{Cmd, chain};
 
 /// The container states measured, in the order of a round: proxy mode with
 /// `docker pause`/`docker stop`, then direct mode with the reaper's.
@@ -90,35 +90,30 @@ fn first_byte_ms(port: u16) -> Result<f64, Error> {
 /// Release fleet-reaper passes (every 300 ms, as a busy timer would run
 /// them) until the container is in `state` ("paused" or "exited").
 fn reap_until(
+    rig: &Rig,
     reaper: &[std::ffi::OsString],
     action: &str,
-    container: &str,
     state: &str,
 ) -> Result<(), Error> {
-    let t = std::time::Instant::now();
-    let mut last = String::new();
-    while t.elapsed() < REAPER_WITHIN {
-        let argv: Vec<&str> = reaper
-            .iter()
-            .filter_map(|a| a.to_str())
-            .chain(["--action", action])
-            .collect();
-        last = run(&argv)?;
-        let now = run(&[
-            "docker",
-            "inspect",
-            "--format",
-            "{{.State.Status}}",
-            container,
-        ])?;
-        if now.trim() == state {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(300));
+    let step = Duration::from_millis(300);
+    let mut last = Ok(String::new());
+    let done = xtask::wait::poll(REAPER_WITHIN, step, step, || {
+        last = Cmd::new(&reaper[0])
+            .args(&reaper[1..])
+            .args(["--action", action])
+            .stdout();
+        last.is_ok() && rig.kit().state() == state
+    });
+    let last = last?;
+    if done {
+        return Ok(());
     }
     Err(Error::failed(
         format!("fleet-reaper --action {action}"),
-        format!("did not make {container} {state} within {REAPER_WITHIN:?}; last plan:\n{last}"),
+        format!(
+            "did not make {} {state} within {REAPER_WITHIN:?}; last plan:\n{last}",
+            rig.container()
+        ),
     ))
 }
 
@@ -160,23 +155,21 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, Error> {
     )?;
     // The reaper over this one site, on the waker's state directory (the
     // site lock and the waker's state file live there).
-    run(&["cargo", "build", "--release", "-q", "-p", "fleet-reaper"])?;
-    let sites = rig.dir().join("sites");
-    std::fs::create_dir_all(&sites).map_err(Error::io("mkdir", &sites))?;
-    let conf = sites.join(format!("{}.conf", rig.site));
-    std::fs::write(
-        &conf,
-        format!("# Amount of time to pause the container after: {REAPER_TIMEOUT}\n"),
-    )
-    .map_err(Error::io("write", &conf))?;
+    xtask::error::run_in(
+        Some(root),
+        "cargo",
+        &["build", "--release", "-q", "-p", "fleet-reaper"],
+    )?;
+    rig.kit().try_write_conf(REAPER_TIMEOUT)?;
+    let layout = rig.kit().layout();
     let reaper: Vec<std::ffi::OsString> = vec![
-        rig.waker_bin.with_file_name("fleet-reaper").into(),
+        xtask::kit::release_bin("fleet-reaper").into(),
         "--run-dir".into(),
-        rig.run_dir.clone().into(),
+        layout.run_dir.clone().into(),
         "--sites-dir".into(),
-        sites.into(),
+        layout.sites_dir.clone().into(),
         "--state-dir".into(),
-        rig.dir().join("state").into(),
+        layout.state_dir.clone().into(),
         "--no-heal".into(),
         "--format".into(),
         "json".into(),
@@ -205,12 +198,8 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, Error> {
                         get_on(direct_port, "direct warm-up")?;
                     }
                 }
-                "direct: paused by the reaper" => {
-                    reap_until(&reaper, "pause", &container, "paused")?
-                }
-                "direct: stopped by the reaper" => {
-                    reap_until(&reaper, "stop", &container, "exited")?
-                }
+                "direct: paused by the reaper" => reap_until(&rig, &reaper, "pause", "paused")?,
+                "direct: stopped by the reaper" => reap_until(&rig, &reaper, "stop", "exited")?,
                 _ => {}
             }
             let bytes = memory(&container)?;

@@ -31,6 +31,12 @@ pub fn profile_dir() -> Result<PathBuf, Error> {
     Ok(dir.to_path_buf())
 }
 
+/// True under CI (`CI=true`): what a developer's machine may skip with a
+/// reason (a missing tool, no root) must fail there.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
 /// Cargo's target directory: the parent of [`profile_dir`]; failing that,
 /// `CARGO_TARGET_DIR` or `<repo>/target`.
 pub fn target_dir() -> PathBuf {

@@ -370,9 +370,19 @@ impl TestSite {
     /// Write `<sites_dir>/<site>.conf` for the reaper, line 1:
     /// `# Amount of time to pause the container after: <timeout>` (e.g. `"20m"`).
     pub fn write_conf(&self, timeout: &str) -> PathBuf {
-        self.write_conf_text(&format!(
-            "# Amount of time to pause the container after: {timeout}\n"
-        ))
+        self.try_write_conf(timeout)
+            .unwrap_or_else(|e| panic!("{}", chain(&e)))
+    }
+
+    /// Like [`TestSite::write_conf`], returning the error (benches, demo).
+    pub fn try_write_conf(&self, timeout: &str) -> Result<PathBuf, Error> {
+        let path = self.layout.conf_file(&self.site);
+        std::fs::write(
+            &path,
+            format!("# Amount of time to pause the container after: {timeout}\n"),
+        )
+        .map_err(Error::io("write site conf", &path))?;
+        Ok(path)
     }
 
     /// Write `<sites_dir>/<site>.conf` for tiered sleep: line 1 pauses
