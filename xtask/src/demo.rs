@@ -344,7 +344,16 @@ pub fn nginx_user() -> Option<String> {
 
 /// Give a socket what `fleet-waker@.socket` gives it: group `www-data`
 /// (when it exists), mode 0660, so nginx workers running as www-data reach it.
+/// Only a socket: the runtime directory is the container's to write, so a
+/// link there is refused, never followed.
 pub fn share_socket_with_nginx(socket: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt as _;
+    if !std::fs::symlink_metadata(socket)?.file_type().is_socket() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a socket (never followed)", socket.display()),
+        ));
+    }
     let gid = nix::unistd::Group::from_name("www-data")
         .ok()
         .flatten()
