@@ -7,6 +7,7 @@ mod bad_input;
 mod demo;
 mod direct;
 mod faults;
+mod first_run;
 mod fleet;
 mod fleetops;
 mod harness;

@@ -192,7 +192,7 @@ impl TestSite {
             .unwrap_or_else(|| format!("t{pid}-{n}.fleet.test"));
         let site = Site::new(&name).map_err(|e| Error::failed(format!("site name {name}"), e))?;
         let kind = options.temp_kind.as_deref().unwrap_or("site");
-        let tmp = try_temp_dir_in(Path::new("/tmp"), kind)?;
+        let tmp = try_temp_dir_in(&temp_base(), kind)?;
         let run_tmp = options
             .run_dir_in
             .as_deref()
@@ -552,7 +552,14 @@ pub const TEMP_PREFIX: &str = "fleet-it-";
 /// process dies without dropping it, [`reap_leftovers`] removes it in a
 /// later run (the pid in the name is gone). Panics with the reason.
 pub fn temp_dir(kind: &str) -> tempfile::TempDir {
-    temp_dir_in(Path::new("/tmp"), kind)
+    temp_dir_in(&temp_base(), kind)
+}
+
+/// Where [`temp_dir`] makes its dirs: `/tmp`, or `$FLEET_KIT_TMPDIR` (the
+/// first-run test points it at a shared mount so that the mounts a demo in a
+/// private mount namespace makes there reach Docker).
+pub fn temp_base() -> PathBuf {
+    std::env::var_os("FLEET_KIT_TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
 }
 
 /// Like [`temp_dir`], in `base` (`/tmp` or `/run`, which
