@@ -69,7 +69,7 @@ pub enum Component {
 }
 
 /// Path of nginx.
-pub use xtask::demo::NGINX;
+pub use xtask::kit::nginx::NGINX;
 /// Path of systemd-socket-proxyd.
 pub const SOCKET_PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";
 
@@ -89,7 +89,7 @@ impl Component {
                 }
             }
             Component::Nginx => {
-                let fastcgi_params = xtask::demo::FASTCGI_PARAMS;
+                let fastcgi_params = xtask::kit::nginx::FASTCGI_PARAMS;
                 if Path::new(NGINX).exists() && Path::new(fastcgi_params).exists() {
                     Ok(())
                 } else {
