@@ -19,10 +19,8 @@
 //! `/run/docker-apps`. Everything it made is removed at the end, on failure
 //! and on Ctrl-C (SIGINT/SIGTERM are taken by a dedicated thread).
 
-use std::fmt::Write as _;
 use std::io::Write as _;
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt as _;
+use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,12 +30,12 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::Signal;
 
 use crate::Error;
+use crate::deps::Prerequisite;
 use crate::error::{Cmd, chain};
 use crate::kit::http::{self, HttpResponse};
 use crate::kit::nginx::{Mode, NginxProc, nginx_user, share_socket_with_nginx, site_snippet};
-use crate::kit::process::{Launch, SocketActivated, Spawned, find_in_path};
+use crate::kit::process::{Launch, SocketActivated};
 use crate::kit::site::{SiteOptions, TestSite};
-use crate::wait::wait_until;
 
 /// `cargo xtask demo` arguments.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -155,31 +153,10 @@ pub fn main(args: &DemoArgs) -> Result<(), Error> {
 
 /// Everything the demo needs, each missing piece named with how to get it.
 fn missing_prerequisites(port: u16) -> Vec<String> {
-    let mut missing = Vec::new();
-    if !nix::unistd::geteuid().is_root() {
-        missing.push(
-            "root: run it as root (it starts containers and nginx, and chowns sockets)".to_string(),
-        );
-    }
-    if let Err(e) = docker(&["info", "--format", "{{.ServerVersion}}"]) {
-        missing.push(format!(
-            "Docker engine: {e} (is dockerd running, DOCKER_HOST right? else apt-get install docker.io)"
-        ));
-    }
-    if !Path::new(NGINX).exists() || !Path::new(FASTCGI_PARAMS).exists() {
-        missing.push(format!(
-            "nginx: {NGINX} or {FASTCGI_PARAMS} missing (apt-get install nginx-light)"
-        ));
-    }
-    if !Path::new(crate::image::PHP_FPM).exists() {
-        missing.push(format!(
-            "php-fpm: {} missing, the demo image is built from it (apt-get install php8.2-fpm)",
-            crate::image::PHP_FPM
-        ));
-    }
-    if find_in_path("systemd-socket-activate").is_none() {
-        missing.push("systemd-socket-activate not on PATH (apt-get install systemd)".to_string());
-    }
+    let mut missing: Vec<String> = Prerequisite::ALL
+        .iter()
+        .filter_map(|p| p.check().err().map(|why| format!("{p:?}: {why}")))
+        .collect();
     if let Err(e) = TcpListener::bind(("127.0.0.1", port)) {
         missing.push(format!(
             "port 127.0.0.1:{port} is not free ({e}); pick another with --port"
