@@ -24,9 +24,10 @@ use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use fleet_core::startup;
 use nix::sys::signal::Signal;
 
 use crate::Error;
@@ -36,6 +37,7 @@ use crate::kit::http::{self, HttpResponse};
 use crate::kit::nginx::{Mode, NginxProc, nginx_user, share_socket_with_nginx, site_snippet};
 use crate::kit::process::{Launch, SocketActivated};
 use crate::kit::site::{SiteOptions, TestSite};
+use crate::wait::wait_for;
 
 /// `cargo xtask demo` arguments.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -54,32 +56,29 @@ pub struct DemoArgs {
     pub no_build: bool,
 }
 
-/// A demo step failed.
-fn fail(step: &str, reason: impl std::fmt::Display) -> Error {
-    Error::failed(step, reason)
-}
-
-/// What the demo made, removed by [`Cleanup::run`] (idempotent).
+/// What the demo made, each stopped or removed as it drops, in this order,
+/// by [`Cleanup::run`] (idempotent); and whether the demo is serving (a
+/// Ctrl-C then is its normal end).
 #[derive(Debug, Default)]
 struct Cleanup {
-    /// Processes stopped (by dropping them) in reverse order: (what, child).
-    children: Vec<(String, SocketActivated)>,
     nginx: Option<NginxProc>,
-    /// The kit's site: its container and directories, removed on drop.
+    waker: Option<SocketActivated>,
+    /// The kit's site: its container and directories.
     site: Option<TestSite>,
+    serving: bool,
 }
 
 impl Cleanup {
     fn run(&mut self) {
         let t = Instant::now();
         let mut done = Vec::new();
-        if let Some(mut nginx) = self.nginx.take() {
-            nginx.stop();
+        if let Some(nginx) = self.nginx.take() {
+            drop(nginx);
             done.push(format!("stopped nginx ({})", ms(t.elapsed())));
         }
-        while let Some((what, child)) = self.children.pop() {
-            drop(child);
-            done.push(format!("stopped {what} ({})", ms(t.elapsed())));
+        if let Some(waker) = self.waker.take() {
+            drop(waker);
+            done.push(format!("stopped fleet-waker ({})", ms(t.elapsed())));
         }
         if let Some(site) = self.site.take() {
             let (container, dir) = (site.container().to_owned(), site.temp_dir().to_owned());
@@ -96,56 +95,37 @@ impl Cleanup {
     }
 }
 
+/// The cleanup, also when the other thread panicked holding it: what the
+/// demo made must go all the same.
+fn lock(cleanup: &Mutex<Cleanup>) -> MutexGuard<'_, Cleanup> {
+    cleanup.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The demo site's idle timeout for the reaper step.
 const DEMO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `cargo xtask demo …`.
 pub fn main(args: &DemoArgs) -> Result<(), Error> {
-    // SIGINT/SIGTERM: tokio's handlers (installed now, before anything is
-    // made) wake one thread, which removes what the demo made and exits.
+    // SIGINT/SIGTERM: the binaries' handlers (installed now, before anything
+    // is made) wake one thread, which removes what the demo made and exits.
     // Handlers, not a blocked mask: a mask would be inherited by the waker
     // and nginx, which then could not be stopped with SIGTERM/SIGQUIT.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail("a runtime for signal handling", e))?;
-    let signals = {
-        let _guard = rt.enter();
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            (Ok(int), Ok(term)) => (int, term),
-            (Err(e), _) | (_, Err(e)) => return Err(fail("handling SIGINT/SIGTERM", e)),
-        }
-    };
+    let signals = |e: startup::StartupError| Error::failed("signal handling", chain(&e));
+    let rt = startup::runtime().map_err(signals)?;
+    let shutdown = startup::shutdown_on_signals(&rt, "stopping the demo").map_err(signals)?;
     let cleanup = Arc::new(Mutex::new(Cleanup::default()));
-    let serving = Arc::new(AtomicBool::new(false));
-    {
-        let cleanup = Arc::clone(&cleanup);
-        let serving = Arc::clone(&serving);
-        let (mut int, mut term) = signals;
-        std::thread::spawn(move || {
-            let name = rt.block_on(async {
-                tokio::select! {
-                    _ = int.recv() => "SIGINT",
-                    _ = term.recv() => "SIGTERM",
-                }
-            });
-            let was_serving = serving.load(Ordering::SeqCst);
-            println!("\n{name}: stopping the demo and removing everything it made");
-            if let Ok(mut c) = cleanup.lock() {
-                c.run();
-            }
-            let _ = std::io::stdout().flush();
-            std::process::exit(if was_serving { 0 } else { 130 });
-        });
-    }
-    let result = run(args, &cleanup, &serving);
-    if let Ok(mut c) = cleanup.lock() {
-        c.run();
-    }
+    let on_signal = Arc::clone(&cleanup);
+    std::thread::spawn(move || {
+        rt.block_on(shutdown.cancelled());
+        let mut cleanup = lock(&on_signal);
+        let code = if cleanup.serving { 0 } else { 130 };
+        println!("\nSIGINT/SIGTERM: stopping the demo and removing everything it made");
+        cleanup.run();
+        let _ = std::io::stdout().flush();
+        std::process::exit(code);
+    });
+    let result = run(args, &cleanup);
+    lock(&cleanup).run();
     result?;
     println!("demo finished: nothing of it is left (container, nginx, waker, sockets, /tmp dir)");
     Ok(())
@@ -171,10 +151,6 @@ pub fn repo_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-fn docker(args: &[&str]) -> Result<String, Error> {
-    crate::error::run("docker", args).map(|out| out.trim().to_owned())
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -182,51 +158,38 @@ fn ms(d: Duration) -> String {
 /// The demo site's page.
 const INDEX_PHP: &str = "<?php\nheader('Content-Type: text/plain');\necho 'hello from ', getenv('FLEET_SITE'), ' (php-fpm pid ', getmypid(), ', PHP ', PHP_VERSION, \")\\n\";\n";
 
-fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Result<(), Error> {
+fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
     let missing = missing_prerequisites(args.port);
     if !missing.is_empty() {
         return Err(Error::Missing(missing));
     }
-    let pid = std::process::id();
 
     // Binaries.
-    let bin_dir = crate::kit::profile_dir().map_err(|e| fail("binaries", chain(&e)))?;
+    let bin_dir = crate::kit::profile_dir()?;
     if args.no_build {
         println!("[setup] binaries: using {} (--no-build)", bin_dir.display());
     } else {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        println!("[setup] binaries: {cargo} build -p fleet-waker -p fleet-reaper");
+        let build = "build --quiet -p fleet-waker -p fleet-reaper";
+        println!("[setup] binaries: {cargo} {build}");
         Cmd::new(&cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "fleet-waker",
-                "-p",
-                "fleet-reaper",
-            ])
+            .args(build.split(' '))
             .dir(repo_root())
-            .status()
-            .map_err(|e| fail("cargo build", chain(&e)))?;
+            .status()?;
     }
-    let waker_bin = bin_dir.join("fleet-waker");
-    let reaper_bin = bin_dir.join("fleet-reaper");
-    for b in [&waker_bin, &reaper_bin] {
-        if !b.is_file() {
-            return Err(fail(
-                "binaries",
-                format!("{} does not exist (run without --no-build)", b.display()),
-            ));
-        }
+    let [waker_bin, reaper_bin] = ["fleet-waker", "fleet-reaper"].map(|b| bin_dir.join(b));
+    if let Some(b) = [&waker_bin, &reaper_bin].into_iter().find(|b| !b.is_file()) {
+        let why = format!("{} does not exist (run without --no-build)", b.display());
+        return Err(Error::failed("binaries", why));
     }
 
     // Image.
     let t = Instant::now();
-    let image = crate::image::ensure_image_info().map_err(|e| fail("php-fpm image", chain(&e)))?;
+    let image = crate::image::ensure_image_info()?;
+    let how = if image.cached { "cached" } else { "built" };
     println!(
-        "[setup] image: {} ({} in {})",
+        "[setup] image: {} ({how} in {})",
         image.tag,
-        if image.cached { "cached" } else { "built" },
         ms(t.elapsed())
     );
 
@@ -234,61 +197,52 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
     // directories, its runtime tmpfs, a created container; what a killed
     // demo left is swept by the next run).
     let made = TestSite::try_with_options(SiteOptions {
-        name: Some(format!("demo-{pid}.fleet.test")),
+        name: Some(format!("demo-{}.fleet.test", std::process::id())),
         temp_kind: Some("demo".to_owned()),
         scripts: vec![("index.php".to_owned(), INDEX_PHP.to_owned())],
         ..SiteOptions::default()
-    })
-    .map_err(|e| fail("the demo site", chain(&e)))?;
-    let (site, layout, dir) = (
-        made.site().clone(),
+    })?;
+    let (site, container) = (made.site().clone(), made.container().to_owned());
+    let (layout, env, dir) = (
         made.layout().clone(),
+        made.layout_env(),
         made.temp_dir().to_owned(),
     );
-    let container = site.container();
-    if let Ok(mut c) = cleanup.lock() {
-        c.site = Some(made);
-    }
-    let nginx_dir = dir.join("nginx");
-    std::fs::create_dir_all(&nginx_dir)
-        .map_err(|e| fail("directories", format!("{}: {e}", nginx_dir.display())))?;
+    let (waker_socket, fpm_socket) = (made.waker_socket(), made.fpm_socket());
+    let conf = made.try_write_conf(&humantime::format_duration(DEMO_TIMEOUT).to_string())?;
+    lock(cleanup).site = Some(made);
+    let state = || {
+        let cleanup = lock(cleanup);
+        cleanup
+            .site
+            .as_ref()
+            .map_or_else(String::new, TestSite::state)
+    };
     println!(
         "==> fleet demo: site {site}, container {container}, everything under {}",
         dir.display()
     );
-    println!(
-        "[setup] directories: FLEET_RUN_DIR={} FLEET_STATE_DIR={} FLEET_SITES_DIR={}",
-        layout.run_dir.display(),
-        layout.state_dir.display(),
-        layout.sites_dir.display()
-    );
+    let env_line: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("[setup] directories: {}", env_line.join(" "));
     println!(
         "[setup] container {container}: created, state {} ({} bind-mounted at /run/php, where php-fpm creates php-fpm.sock)",
-        container_state(&container),
+        state(),
         layout.site_dir(&site).display()
     );
 
     // fleet-waker under socket activation.
-    let waker_socket = layout.waker_socket(&site);
-    let fpm_socket = layout.fpm_socket(&site);
     let waker_log = dir.join("waker.log");
+    let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
     let waker = Launch::new(&waker_bin)
         .arg(site.as_str())
-        .env("FLEET_RUN_DIR", layout.run_dir.display().to_string())
-        .env("FLEET_STATE_DIR", layout.state_dir.display().to_string())
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()),
-        )
+        .envs(env)
+        .env("RUST_LOG", rust_log)
         .env("NO_COLOR", "1")
         .log_to(&waker_log)
         .stop_with(Signal::SIGTERM, Duration::from_secs(5))
-        .try_activate(&waker_socket)
-        .map_err(|e| fail("systemd-socket-activate", chain(&e)))?;
-    if let Ok(mut c) = cleanup.lock() {
-        c.children.push(("fleet-waker".to_string(), waker));
-    }
-    share_socket_with_nginx(&waker_socket).map_err(|e| fail("waker socket", e))?;
+        .try_activate(&waker_socket)?;
+    lock(cleanup).waker = Some(waker);
+    share_socket_with_nginx(&waker_socket).map_err(Error::io("share with nginx", &waker_socket))?;
     println!(
         "[setup] fleet-waker: systemd-socket-activate listens on {}; the first connection execs fleet-waker {site} (log: {})",
         waker_socket.display(),
@@ -297,55 +251,40 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
 
     // nginx, proxy mode, from the shipped snippet.
     let snippet = site_snippet(Mode::Proxy, site.as_str(), &layout.run_dir)
-        .map_err(|e| fail("nginx config", e))?;
-    let user = nginx_user();
-    let nginx = NginxProc::start(&nginx_dir, args.port, user.as_deref(), &snippet)?;
+        .map_err(|e| Error::failed("nginx config", e))?;
+    let nginx_dir = dir.join("nginx");
+    std::fs::create_dir_all(&nginx_dir).map_err(Error::io("mkdir", &nginx_dir))?;
+    let nginx = NginxProc::start(&nginx_dir, args.port, nginx_user().as_deref(), &snippet)?;
+    lock(cleanup).nginx = Some(nginx);
     println!(
         "[setup] nginx: http://127.0.0.1:{}/ → {} (contrib/nginx/fleet-proxy-mode.conf; conf {})",
         args.port,
         waker_socket.display(),
         nginx_dir.join("nginx.conf").display()
     );
-    if let Ok(mut c) = cleanup.lock() {
-        c.nginx = Some(nginx);
-    }
 
-    let mut waker_log_seen = 0usize;
+    let mut waker_log_seen = 0;
     let mut show_waker_log = || {
         let text = std::fs::read_to_string(&waker_log).unwrap_or_default();
-        let new: Vec<&str> = text
-            .get(waker_log_seen..)
-            .unwrap_or("")
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect();
-        for l in new.iter().take(12) {
+        let new = text.get(waker_log_seen..).unwrap_or("").lines();
+        for l in new.filter(|l| !l.trim().is_empty()).take(12) {
             println!("    waker log │ {l}");
         }
         waker_log_seen = text.len();
     };
     show_waker_log();
+    let step = |n: u8, what: &str, how: &str| {
+        println!("\nstep {n}/4: {what}, the container is {} ({how})", state());
+    };
 
-    // Step 1: cold.
-    println!();
-    println!(
-        "step 1/4: first request, the container is {} (cold start)",
-        container_state(&container)
-    );
+    step(1, "first request", "cold start");
     let cold = cold_request(args.port, &container, &fpm_socket, site.as_str())
-        .map_err(|e| fail("step 1 (cold request)", chain(&e)))?;
-    cold.print();
+        .map_err(|e| Error::failed("step 1 (cold request)", chain(&e)))?;
     show_waker_log();
 
-    // Step 2: warm.
-    println!();
-    println!(
-        "step 2/4: second request, the container is {} (warm)",
-        container_state(&container)
-    );
-    let warm = http::get_host(args.port, "localhost", "/")
-        .map_err(|e| fail("step 2 (warm request)", e))?;
-    check_page(&warm, site.as_str()).map_err(|e| fail("step 2 (warm request)", chain(&e)))?;
+    step(2, "second request", "warm");
+    let warm = page(args.port, site.as_str())
+        .map_err(|e| Error::failed("step 2 (warm request)", chain(&e)))?;
     println!(
         "  warm: {} to the first byte, {} in all, through nginx → fleet-waker → php-fpm",
         ms(warm.first_byte),
@@ -354,115 +293,46 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
     println!("  body: {}", warm.text().trim_end());
     let last_request = Instant::now();
 
-    // Step 3: the reaper.
-    println!();
-    let conf = layout.conf_file(&site);
-    std::fs::write(
-        &conf,
-        format!(
-            "# Amount of time to pause the container after: {}\n",
-            humantime::format_duration(DEMO_TIMEOUT)
-        ),
-    )
-    .map_err(|e| fail("step 3 (site conf)", e))?;
+    let timeout = humantime::format_duration(DEMO_TIMEOUT);
     println!(
-        "step 3/4: fleet-reaper with a {} idle timeout ({})",
-        humantime::format_duration(DEMO_TIMEOUT),
+        "\nstep 3/4: fleet-reaper with a {timeout} idle timeout ({})",
         conf.display()
     );
-    // As the timer would, but every second instead of every minute: the
-    // reaper dates php-fpm's connections at the pass that sees them, so the
-    // pass that stops the site comes one timeout after the first that saw
-    // the last request.
-    println!("  one pass every second, as fleet-reaper.timer does every minute:");
-    let deadline = last_request + DEMO_TIMEOUT + Duration::from_secs(8);
-    let mut stopped = false;
-    let mut attempt = 0;
-    while Instant::now() < deadline {
-        attempt += 1;
-        let out = Cmd::new(&reaper_bin)
-            .arg("--sites-dir")
-            .arg(&layout.sites_dir)
-            .arg("--run-dir")
-            .arg(&layout.run_dir)
-            .arg("--state-dir")
-            .arg(&layout.state_dir)
-            .args(["--stop-timeout", "5s"])
-            .env("NO_COLOR", "1")
-            .output()
-            .map_err(|e| fail("step 3 (fleet-reaper)", chain(&e)))?;
-        println!(
-            "  $ fleet-reaper --sites-dir {} --run-dir {} --state-dir {} --stop-timeout 5s   (pass {attempt}, {} after the last request, exit {})",
-            layout.sites_dir.display(),
-            layout.run_dir.display(),
-            layout.state_dir.display(),
-            ms(last_request.elapsed()),
-            out.status
-                .code()
-                .map_or_else(|| out.status.to_string(), |c| c.to_string())
-        );
-        for l in String::from_utf8_lossy(&out.stdout).lines() {
-            println!("    {l}");
-        }
-        if !out.status.success() {
-            for l in String::from_utf8_lossy(&out.stderr).lines() {
-                println!("    stderr │ {l}");
-            }
-            return Err(fail(
-                "step 3 (fleet-reaper)",
-                format!("exit status {}", out.status),
-            ));
-        }
-        if container_state(&container) == "exited" {
-            stopped = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    if !stopped {
-        return Err(fail(
-            "step 3 (fleet-reaper)",
-            "the reaper did not stop the idle container",
-        ));
-    }
+    let reaper = Cmd::new(&reaper_bin)
+        .arg("--sites-dir")
+        .arg(&layout.sites_dir)
+        .arg("--run-dir")
+        .arg(&layout.run_dir)
+        .arg("--state-dir")
+        .arg(&layout.state_dir);
+    reap_until_stopped(&reaper, last_request, &state)
+        .map_err(|e| Error::failed("step 3 (fleet-reaper)", chain(&e)))?;
     println!(
         "  container {container} is now {}: the site sleeps, using no memory",
-        container_state(&container)
+        state()
     );
 
-    // Step 4: wake it again.
-    println!();
-    println!(
-        "step 4/4: third request, the container is {} (wakes again)",
-        container_state(&container)
-    );
+    step(4, "third request", "wakes again");
     let again = cold_request(args.port, &container, &fpm_socket, site.as_str())
-        .map_err(|e| fail("step 4 (wake again)", chain(&e)))?;
-    again.print();
+        .map_err(|e| Error::failed("step 4 (wake again)", chain(&e)))?;
     show_waker_log();
-    println!();
     println!(
-        "all four steps done: cold {}, warm {}, reaped, woken again in {}",
-        ms(cold.first_byte),
+        "\nall four steps done: cold {}, warm {}, reaped, woken again in {}",
+        ms(cold),
         ms(warm.first_byte),
-        ms(again.first_byte)
+        ms(again)
     );
 
     if args.once {
         return Ok(());
     }
-    serving.store(true, Ordering::SeqCst);
-    println!();
-    println!("The demo stays up. Try:");
+    lock(cleanup).serving = true;
+    println!("\nThe demo stays up. Try:");
     println!("  curl http://127.0.0.1:{}/", args.port);
     println!("  docker ps -a --filter name={container}");
     println!(
-        "  {} --sites-dir {} --run-dir {} --state-dir {}   # stops it again once idle for {}",
-        reaper_bin.display(),
-        layout.sites_dir.display(),
-        layout.run_dir.display(),
-        layout.state_dir.display(),
-        humantime::format_duration(DEMO_TIMEOUT)
+        "  {}   # stops it again once idle for {timeout}",
+        reaper.line()
     );
     println!("  tail -f {}", waker_log.display());
     println!("Press Ctrl-C to stop it and remove everything it made.");
@@ -473,110 +343,139 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>, serving: &AtomicBool) -> Resul
     }
 }
 
-fn container_state(container: &str) -> String {
-    docker(&["inspect", "--format", "{{.State.Status}}", container])
-        .unwrap_or_else(|_| "missing".to_string())
-}
-
-/// A cold request's phases, each from the moment the request was sent.
-#[derive(Debug)]
-struct Cold {
-    container_start: Option<Duration>,
-    fpm_accepting: Option<Duration>,
-    first_byte: Duration,
-    total: Duration,
-    body: String,
-}
-
-impl Cold {
-    fn print(&self) {
-        // Each phase: when it happened after the request was sent, and how
-        // long it took after the previous phase.
-        let mut prev = Duration::ZERO;
-        let mut line = |name: &str, at: Option<Duration>, how: &str| match at {
-            Some(at) => {
-                let delta = at.saturating_sub(prev);
-                prev = at;
-                println!(
-                    "  phase {name:<18} {:>10}  (+{:>9})  {how}",
-                    ms(at),
-                    ms(delta)
-                );
+/// Step 3: as the timer would, but every second instead of every minute, a
+/// `reaper` pass, then the container's `state`, until it is `exited`. The
+/// reaper dates php-fpm's connections at the pass that sees them, so the
+/// pass that stops the site comes one timeout after the first that saw the
+/// last request; 8 s more are allowed.
+fn reap_until_stopped(
+    reaper: &Cmd,
+    last_request: Instant,
+    state: &dyn Fn() -> String,
+) -> Result<(), Error> {
+    println!("  one pass every second, as fleet-reaper.timer does every minute:");
+    let reaper = reaper
+        .clone()
+        .args(["--stop-timeout", "5s"])
+        .env("NO_COLOR", "1");
+    let deadline = last_request + DEMO_TIMEOUT + Duration::from_secs(8);
+    for pass in 1.. {
+        let out = reaper.output()?;
+        let after = ms(last_request.elapsed());
+        println!(
+            "  $ {}   (pass {pass}, {after} after the last request, {})",
+            reaper.line(),
+            out.status
+        );
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            println!("    {l}");
+        }
+        if !out.status.success() {
+            for l in String::from_utf8_lossy(&out.stderr).lines() {
+                println!("    stderr │ {l}");
             }
-            None => println!("  phase {name:<18} {:>10}  {how}", "n/a"),
-        };
-        line(
-            "container start:",
-            self.container_start,
-            "Docker's State.StartedAt",
-        );
-        line(
-            "php-fpm accepting:",
-            self.fpm_accepting,
-            "first successful connect to php-fpm.sock",
-        );
-        line(
-            "first byte:",
-            Some(self.first_byte),
-            "first byte of the HTTP response at the client",
-        );
-        println!("  complete response:       {:>10}", ms(self.total));
-        println!("  body: {}", self.body.trim_end());
+            return Err(Error::failed(reaper.line(), out.status));
+        }
+        if state() == "exited" {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::failed(
+                "the reaper",
+                "did not stop the idle container",
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
+    Ok(())
 }
 
-fn cold_request(port: u16, container: &str, fpm_socket: &Path, site: &str) -> Result<Cold, Error> {
+/// A request that wakes the sleeping site, its phases printed, each timed
+/// from the moment the request was sent; returns the time to the first byte.
+fn cold_request(
+    port: u16,
+    container: &str,
+    fpm_socket: &Path,
+    site: &str,
+) -> Result<Duration, Error> {
     if UnixStream::connect(fpm_socket).is_ok() {
         return Err(Error::failed(
             fpm_socket.display().to_string(),
             "accepts before the request: the site is not asleep",
         ));
     }
-    // Watch php-fpm's socket from the outside: connect every ≤ 1 ms.
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent_at = Instant::now();
-    let sent_wall = SystemTime::now();
-    let watcher = {
-        let stop = Arc::clone(&stop);
-        let socket = fpm_socket.to_path_buf();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                if UnixStream::connect(&socket).is_ok() {
-                    return Some(sent_at.elapsed());
+    let (sent_at, sent_wall) = (Instant::now(), SystemTime::now());
+    let answered = AtomicBool::new(false);
+    let (response, fpm_accepting) = std::thread::scope(|s| {
+        // php-fpm's socket watched from the outside while the request runs.
+        let watcher = s.spawn(|| {
+            let mut at = None;
+            wait_for(http::SLOW_TIMEOUT, || {
+                if answered.load(Ordering::SeqCst) {
+                    return true;
                 }
-                std::thread::sleep(Duration::from_micros(500));
-            }
-            None
-        })
-    };
-    let response = http::get_host(port, "localhost", "/");
-    stop.store(true, Ordering::SeqCst);
-    let fpm_accepting = watcher.join().ok().flatten();
-    let response = response.map_err(|e| Error::failed("GET /", e))?;
-    check_page(&response, site)?;
-    let started = docker(&["inspect", "--format", "{{.State.StartedAt}}", container])?;
+                at = UnixStream::connect(fpm_socket)
+                    .is_ok()
+                    .then(|| sent_at.elapsed());
+                at.is_some()
+            });
+            at
+        });
+        let response = page(port, site);
+        answered.store(true, Ordering::SeqCst);
+        (response, watcher.join().ok().flatten())
+    });
+    let response = response?;
+    let inspect = ["inspect", "--format", "{{.State.StartedAt}}", container];
+    let started = crate::error::run("docker", &inspect)?;
     let container_start = humantime::parse_rfc3339(started.trim())
         .ok()
         .and_then(|t| t.duration_since(sent_wall).ok());
-    Ok(Cold {
+    // Each phase: when it happened after the request was sent, and how long
+    // it took after the previous phase.
+    let mut prev = Duration::ZERO;
+    let mut phase = |name: &str, at: Option<Duration>, how: &str| match at {
+        Some(at) => {
+            let delta = at.saturating_sub(prev);
+            prev = at;
+            println!(
+                "  phase {name:<18} {:>10}  (+{:>9})  {how}",
+                ms(at),
+                ms(delta)
+            );
+        }
+        None => println!("  phase {name:<18} {:>10}  {how}", "n/a"),
+    };
+    phase(
+        "container start:",
         container_start,
+        "Docker's State.StartedAt",
+    );
+    phase(
+        "php-fpm accepting:",
         fpm_accepting,
-        first_byte: response.first_byte,
-        total: response.total,
-        body: response.text(),
-    })
+        "first successful connect to php-fpm.sock",
+    );
+    phase(
+        "first byte:",
+        Some(response.first_byte),
+        "first byte of the HTTP response at the client",
+    );
+    println!("  complete response:       {:>10}", ms(response.total));
+    println!("  body: {}", response.text().trim_end());
+    Ok(response.first_byte)
 }
 
-fn check_page(r: &HttpResponse, site: &str) -> Result<(), Error> {
+/// `GET /` through nginx: the demo page of `site`, or what came instead.
+fn page(port: u16, site: &str) -> Result<HttpResponse, Error> {
+    let r = http::get_host(port, "localhost", "/").map_err(|e| Error::failed("GET /", e))?;
     if r.status != 200 || !r.text().starts_with(&format!("hello from {site} ")) {
-        return Err(Error::failed(
-            "GET /",
-            format!(
-                "expected 200 and the demo page, got {} {:?}",
-                r.status,
-                r.text()
-            ),
-        ));
+        let got = format!(
+            "expected 200 and the demo page, got {} {:?}",
+            r.status,
+            r.text()
+        );
+        return Err(Error::failed("GET /", got));
     }
-    Ok(())
+    Ok(r)
 }

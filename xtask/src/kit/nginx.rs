@@ -328,24 +328,23 @@ pub fn share_socket_with_nginx(socket: &Path) -> std::io::Result<()> {
             format!("{} is not a socket (never followed)", socket.display()),
         ));
     }
-    let gid = nix::unistd::Group::from_name("www-data")
-        .ok()
-        .flatten()
-        .map(|g| g.gid);
-    if let Some(gid) = gid {
-        nix::unistd::chown(socket, None, Some(gid)).map_err(std::io::Error::from)?;
-        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
-    } else {
-        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666))
-    }
+    let mode = match nix::unistd::Group::from_name("www-data").ok().flatten() {
+        Some(group) => {
+            nix::unistd::chown(socket, None, Some(group.gid)).map_err(std::io::Error::from)?;
+            0o660
+        }
+        None => 0o666,
+    };
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))
 }
 
 /// A running nginx (master and workers in their own process group), its
-/// files in `dir`. Killed (whole group) on drop. The one nginx launcher of
-/// the demo, bench, soak and the integration tests.
+/// files in `dir`. Stopped on drop (SIGQUIT to the whole group, nginx's
+/// graceful stop; SIGKILL after 5 s). The one nginx launcher of the demo,
+/// bench, soak and the integration tests.
 #[derive(Debug)]
 pub struct NginxProc {
-    child: Option<Spawned>,
+    child: Spawned,
     dir: PathBuf,
     ports: Vec<u16>,
 }
@@ -387,9 +386,8 @@ impl NginxProc {
         let params = dir.join("fastcgi_params");
         std::fs::copy(FASTCGI_PARAMS, &params)
             .map_err(Error::io("copy fastcgi_params to", params))?;
-        let stderr_path = dir.join("nginx.stderr");
-        let _ = std::fs::remove_file(&stderr_path);
-        let child = Launch::new(NGINX)
+        // Its stderr (start-up errors) is kept next to its logs.
+        let mut child = Launch::new(NGINX)
             .arg("-e")
             .arg(dir.join("error.log"))
             .arg("-p")
@@ -397,32 +395,24 @@ impl NginxProc {
             .arg("-c")
             .arg(&conf)
             .args(["-g", "daemon off;"])
-            .log_to(&stderr_path)
+            .log_to(dir.join("nginx.stderr"))
             // SIGQUIT: nginx's graceful stop.
             .stop_with(Signal::SIGQUIT, Duration::from_secs(5))
             .try_spawn()?;
+        let up = wait_until(Duration::from_secs(10), || {
+            child.try_status().is_some()
+                || ports
+                    .iter()
+                    .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        });
         let mut this = NginxProc {
-            child: Some(child),
+            child,
             dir: dir.to_path_buf(),
             ports: ports.to_vec(),
         };
-        let mut exited = None;
-        let up = wait_until(Duration::from_secs(10), || {
-            if let Some(status) = this.child.as_mut().and_then(Spawned::try_status) {
-                exited = Some(status);
-                return true;
-            }
-            ports
-                .iter()
-                .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
-        });
-        if let Some(status) = exited {
-            this.child = None;
-            return Err(fail(format!(
-                "nginx exited ({status}): {}{}",
-                std::fs::read_to_string(&stderr_path).unwrap_or_default(),
-                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-            )));
+        if let Some(status) = this.child.try_status() {
+            let said = this.child.logs() + &this.error_log();
+            return Err(fail(format!("nginx exited ({status}): {said}")));
         }
         if !up {
             return Err(fail(format!(
@@ -442,11 +432,6 @@ impl NginxProc {
         &self.ports
     }
 
-    /// Pid of the master.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Spawned::pid)
-    }
-
     /// Its error log so far.
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
@@ -455,17 +440,6 @@ impl NginxProc {
     /// Its access log so far.
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
-    }
-
-    /// Stop it (SIGQUIT to the group for a graceful stop, SIGKILL after 5 s).
-    pub fn stop(&mut self) {
-        drop(self.child.take());
-    }
-}
-
-impl Drop for NginxProc {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
