@@ -3,7 +3,7 @@
 //! commands `cargo xtask dist` / `cargo xtask install` into temp dirs.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::support::assert::output_text;
@@ -11,23 +11,29 @@ use crate::support::{bin, docker_ok, free_port, note, require, temp_dir};
 
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
+        return Vec::new();
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.parse::<u32>().is_err() {
-            continue;
-        }
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(needle) {
-                found.push(format!("{name}: {cmdline}"));
-            }
-        }
-    }
-    found
+            cmdline
+                .contains(needle)
+                .then(|| format!("{pid}: {cmdline}"))
+        })
+        .collect()
+}
+
+/// `xtask <args>`, run to its end with stdin closed.
+fn xtask(args: &[&str]) -> Output {
+    Command::new(bin("xtask"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run xtask")
 }
 
 #[test]
@@ -221,21 +227,14 @@ fn demo_without_root_or_with_a_busy_port_says_what_is_missing() {
     // creating anything (works with or without Docker/root).
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = busy.local_addr().expect("addr").port();
-    let out = Command::new(bin("xtask"))
-        .args(["demo", "--once", "--no-build", "--port", &port.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run xtask demo");
+    let out = xtask(&["demo", "--once", "--no-build", "--port", &port.to_string()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(69), "{stderr}");
     assert!(
         stderr.contains(&format!("port 127.0.0.1:{port} is not free")),
         "{stderr}"
     );
-    let bad = Command::new(bin("xtask"))
-        .args(["demo", "--port", "nope"])
-        .output()
-        .expect("run xtask demo");
+    let bad = xtask(&["demo", "--port", "nope"]);
     assert_eq!(bad.status.code(), Some(64));
 }
 
@@ -259,12 +258,8 @@ fn dist_builds_a_deb_with_binaries_units_man_pages_and_completions() {
         bin(b);
     }
     let out_dir = temp_dir("dist");
-    let out = Command::new(bin("xtask"))
-        .args(["dist", "--debug", "--no-build", "--out"])
-        .arg(out_dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run xtask dist");
+    let out_path = out_dir.path().display().to_string();
+    let out = xtask(&["dist", "--debug", "--no-build", "--out", &out_path]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "xtask dist failed:\n{stderr}");
     let arch = String::from_utf8_lossy(
@@ -456,19 +451,16 @@ fn install_into_a_destdir_rewrites_unit_paths_to_the_prefix() {
         bin(b);
     }
     let dest = temp_dir("install");
-    let out = Command::new(bin("xtask"))
-        .args([
-            "install",
-            "--prefix",
-            "/opt/fleet",
-            "--debug",
-            "--no-build",
-            "--destdir",
-        ])
-        .arg(dest.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run xtask install");
+    let destdir = dest.path().display().to_string();
+    let out = xtask(&[
+        "install",
+        "--prefix",
+        "/opt/fleet",
+        "--debug",
+        "--no-build",
+        "--destdir",
+        &destdir,
+    ]);
     assert!(
         out.status.success(),
         "xtask install failed:\n{}",

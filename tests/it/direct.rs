@@ -11,7 +11,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use xtask::demo::Mode;
+use xtask::kit::nginx::Mode;
 
 use crate::support::{Stack, http, note, require, wait_until};
 

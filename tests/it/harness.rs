@@ -398,8 +398,9 @@ fn nginx_upstream_falls_back_to_backup_server() {
     std::os::unix::fs::symlink(site.fpm_socket(), dir.join("vhost-waker.sock"))
         .expect("link the backup to php-fpm's socket");
     let dead = dir.join("php-fpm.sock");
-    let snippet = xtask::demo::site_snippet(xtask::demo::Mode::Direct, site.name(), &run)
-        .expect("the shipped direct-mode snippet templates");
+    let snippet =
+        xtask::kit::nginx::site_snippet(xtask::kit::nginx::Mode::Direct, site.name(), &run)
+            .expect("the shipped direct-mode snippet templates");
     let nginx = Nginx::start(&snippet);
     for _ in 0..3 {
         let resp = http::get(nginx.port(), "/hello.php").expect("GET via upstream");

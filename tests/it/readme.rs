@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use xtask::demo::share_socket_with_nginx;
+use xtask::kit::nginx::share_socket_with_nginx;
 use xtask::readme::{README, file};
 
 use crate::support::assert::output_text;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use fleet_core::fastcgi::{REQUEST_ID, STDIN, STDOUT, record};
 use fleet_core::state::Activity;
-use xtask::demo::share_socket_with_nginx;
+use xtask::kit::nginx::share_socket_with_nginx;
 
 use crate::support::frontends::{self, WebServer, cgi_fcgi};
 use crate::support::wake::{listening_site, reap_until};

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
-use xtask::demo::Mode;
+use xtask::kit::nginx::Mode;
 
 use crate::reaper::{List, Run, reaper_quiet};
 use crate::support::{

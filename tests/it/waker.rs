@@ -44,8 +44,12 @@ fn nginx_socket_activated_stopped_paused_running() {
         .env("RUST_LOG", "debug")
         .env("DOCKER_HOST", format!("unix://{}", sock.display()))
         .activate(&site.waker_socket());
-    xtask::demo::share_socket_with_nginx(&site.waker_socket()).expect("share the waker socket");
-    let nginx = Nginx::start(&support::nginx::shipped(xtask::demo::Mode::Proxy, &site));
+    xtask::kit::nginx::share_socket_with_nginx(&site.waker_socket())
+        .expect("share the waker socket");
+    let nginx = Nginx::start(&support::nginx::shipped(
+        xtask::kit::nginx::Mode::Proxy,
+        &site,
+    ));
     let t0 = SystemTime::now();
 
     let r = http::get(nginx.port(), "/hello.php").expect("GET while stopped");

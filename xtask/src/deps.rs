@@ -1,10 +1,91 @@
-//! Debian packages the test suite needs, and how to tell if they are installed.
+//! Debian packages the test suite needs, and how to tell if they are installed;
+//! the prerequisites the demo and the integration tests check, each with
+//! what to install.
 
 use std::path::Path;
-
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use crate::Error;
+use crate::kit::nginx::{FASTCGI_PARAMS, NGINX};
+use crate::kit::process::find_in_path;
+
+/// `Ok(())` when every one of `files` exists and every one of `programs` is
+/// on `PATH`; else which are missing and the package that brings them.
+pub fn need(files: &[&str], programs: &[&str], package: &str) -> Result<(), String> {
+    let missing: Vec<String> = files
+        .iter()
+        .filter(|f| !Path::new(f).exists())
+        .map(|f| f.to_string())
+        .chain(
+            programs
+                .iter()
+                .filter(|p| find_in_path(p).is_none())
+                .map(|p| format!("{p} on PATH")),
+        )
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} missing (apt-get install {package})",
+            missing.join(", ")
+        ))
+    }
+}
+
+/// What the demo and most integration tests need of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prerequisite {
+    /// Running as root (euid 0): containers, nginx, sockets to chown.
+    Root,
+    /// A working Docker engine (`docker info` succeeds).
+    Docker,
+    /// nginx and the `fastcgi_params` the shipped snippets include.
+    Nginx,
+    /// The host's php-fpm, from which the php-fpm image is built.
+    PhpFpm,
+    /// `systemd-socket-activate` on `PATH`.
+    SocketActivate,
+}
+
+impl Prerequisite {
+    /// Every prerequisite (what the demo needs).
+    pub const ALL: [Prerequisite; 5] = [
+        Prerequisite::Root,
+        Prerequisite::Docker,
+        Prerequisite::Nginx,
+        Prerequisite::PhpFpm,
+        Prerequisite::SocketActivate,
+    ];
+
+    /// `Ok(())` when present, else why not and how to get it. Docker is
+    /// asked once per process.
+    pub fn check(self) -> Result<(), String> {
+        match self {
+            Prerequisite::Root if nix::unistd::geteuid().is_root() => Ok(()),
+            Prerequisite::Root => Err("not root (run it as root)".to_string()),
+            Prerequisite::Docker => docker_engine().clone(),
+            Prerequisite::Nginx => need(&[NGINX, FASTCGI_PARAMS], &[], "nginx-light"),
+            Prerequisite::PhpFpm => need(&[crate::image::PHP_FPM], &[], "php8.2-fpm"),
+            Prerequisite::SocketActivate => need(&[], &["systemd-socket-activate"], "systemd"),
+        }
+    }
+}
+
+fn docker_engine() -> &'static Result<(), String> {
+    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
+    CHECK.get_or_init(|| {
+        crate::error::run("docker", &["info", "--format", "{{.ServerVersion}}"])
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "{} (is the Docker engine running and DOCKER_HOST right? else apt-get install docker.io)",
+                    crate::error::chain(&e)
+                )
+            })
+    })
+}
 
 /// Packages `cargo xtask test` needs (installed when missing, as root with apt).
 /// (`init-system-helpers`: the package's maintainer scripts call
@@ -112,5 +193,14 @@ mod tests {
         assert!(!parse_dpkg_status("deinstall ok config-files"));
         assert!(!parse_dpkg_status("install ok half-configured"));
         assert!(!parse_dpkg_status(""));
+    }
+
+    #[test]
+    fn need_names_what_is_missing_and_its_package() {
+        assert_eq!(need(&["/"], &["sh"], "x"), Ok(()));
+        assert_eq!(
+            need(&["/", "/nonexistent/a"], &["sh", "no-such-tool-b"], "pkg"),
+            Err("/nonexistent/a, no-such-tool-b on PATH missing (apt-get install pkg)".to_string())
+        );
     }
 }

@@ -24,7 +24,7 @@ use xtask::Error;
 use xtask::kit::process::Launch;
 
 use crate::proc::{NGINX_USER, Rig, free_port};
-use xtask::demo::{Mode, NGINX, NginxProc, site_snippet};
+use xtask::kit::nginx::{Mode, NGINX, NginxProc, site_snippet};
 use xtask::wait::wait_until;
 
 /// `cargo xtask soak` arguments.

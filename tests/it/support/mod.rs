@@ -35,10 +35,11 @@ pub use stack::Stack;
 /// The launcher is the kit's, shared with the benches, soak and demo.
 pub use xtask::kit::process::{self, Launch, SocketActivated, Spawned};
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use xtask::deps::{Prerequisite, need};
 
 /// A real component a test needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,114 +70,36 @@ pub enum Component {
 }
 
 /// Path of nginx.
-pub use xtask::demo::NGINX;
+pub use xtask::kit::nginx::NGINX;
 /// Path of systemd-socket-proxyd.
 pub const SOCKET_PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";
 
 impl Component {
-    /// `Ok(())` when present, else why not and how to get it.
+    /// `Ok(())` when present, else why not and how to get it (the kit's
+    /// [`Prerequisite`] check where the demo needs the same).
     pub fn check(self) -> Result<(), String> {
         match self {
-            Component::Docker => docker_available().clone(),
-            Component::PhpFpm => {
-                if Path::new(xtask::image::PHP_FPM).exists() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{} missing (apt-get install php8.2-fpm)",
-                        xtask::image::PHP_FPM
-                    ))
-                }
-            }
-            Component::Nginx => {
-                let fastcgi_params = xtask::demo::FASTCGI_PARAMS;
-                if Path::new(NGINX).exists() && Path::new(fastcgi_params).exists() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{NGINX} or {fastcgi_params} missing (apt-get install nginx-light)"
-                    ))
-                }
-            }
-            Component::SocketActivate => find_in_path("systemd-socket-activate")
-                .map(|_| ())
-                .ok_or_else(|| {
-                    "systemd-socket-activate not on PATH (apt-get install systemd)".to_string()
-                }),
-            Component::SocketProxyd => {
-                if Path::new(SOCKET_PROXYD).exists() {
-                    Ok(())
-                } else {
-                    Err(format!("{SOCKET_PROXYD} missing (apt-get install systemd)"))
-                }
-            }
-            Component::Systemd => {
-                if !Path::new("/lib/systemd/systemd").exists() {
-                    Err("/lib/systemd/systemd missing (apt-get install systemd)".to_string())
-                } else if find_in_path("unshare").is_none() || find_in_path("nsenter").is_none() {
-                    Err("unshare/nsenter not on PATH (apt-get install util-linux)".to_string())
-                } else {
-                    Ok(())
-                }
-            }
-            Component::Apache => {
-                let module = Path::new(frontends::APACHE_MODULES).join("mod_proxy_fcgi.so");
-                if Path::new(frontends::APACHE).exists() && module.exists() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{} or {} missing (apt-get install apache2)",
-                        frontends::APACHE,
-                        module.display()
-                    ))
-                }
-            }
-            Component::Lighttpd => {
-                if Path::new(frontends::LIGHTTPD).exists() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{} missing (apt-get install lighttpd)",
-                        frontends::LIGHTTPD
-                    ))
-                }
-            }
-            Component::CgiFcgi => {
-                if Path::new(frontends::CGI_FCGI).exists() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{} missing (apt-get install libfcgi-bin)",
-                        frontends::CGI_FCGI
-                    ))
-                }
-            }
-            Component::Wrk => find_in_path("wrk")
-                .map(|_| ())
-                .ok_or_else(|| "wrk not on PATH (apt-get install wrk)".to_string()),
-            Component::Root => {
-                if nix::unistd::geteuid().is_root() {
-                    Ok(())
-                } else {
-                    Err("needs root (run the tests as root)".to_string())
-                }
-            }
+            Component::Docker => Prerequisite::Docker.check(),
+            Component::PhpFpm => Prerequisite::PhpFpm.check(),
+            Component::Nginx => Prerequisite::Nginx.check(),
+            Component::SocketActivate => Prerequisite::SocketActivate.check(),
+            Component::Root => Prerequisite::Root.check(),
+            Component::SocketProxyd => need(&[SOCKET_PROXYD], &[], "systemd"),
+            Component::Systemd => need(&["/lib/systemd/systemd"], &[], "systemd")
+                .and_then(|()| need(&[], &["unshare", "nsenter"], "util-linux")),
+            Component::Apache => need(
+                &[
+                    frontends::APACHE,
+                    &format!("{}/mod_proxy_fcgi.so", frontends::APACHE_MODULES),
+                ],
+                &[],
+                "apache2",
+            ),
+            Component::Lighttpd => need(&[frontends::LIGHTTPD], &[], "lighttpd"),
+            Component::CgiFcgi => need(&[frontends::CGI_FCGI], &[], "libfcgi-bin"),
+            Component::Wrk => need(&[], &["wrk"], "wrk"),
         }
     }
-}
-
-fn docker_available() -> &'static Result<(), String> {
-    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
-    CHECK.get_or_init(|| {
-        xtask::error::run("docker", &["info", "--format", "{{.ServerVersion}}"])
-            .map(drop)
-            .map_err(|e| {
-                format!(
-                    "{} (is the Docker engine running and DOCKER_HOST right? else apt-get install docker.io)",
-                    xtask::error::chain(&e)
-                )
-            })
-    })
 }
 
 pub use xtask::kit::process::find_in_path;

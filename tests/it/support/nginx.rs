@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use xtask::demo::{
+use xtask::kit::nginx::{
     Mode, NginxProc, Snippet, nginx_user, render_nginx_conf, render_sites_conf, site_snippet,
 };
 

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use xtask::demo::{Mode, share_socket_with_nginx};
+use xtask::kit::nginx::{Mode, share_socket_with_nginx};
 
 use super::nginx::{Nginx, shipped};
 use super::{HttpResponse, Launch, SocketActivated, TestSite, bin, http};

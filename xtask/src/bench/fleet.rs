@@ -26,7 +26,7 @@ use xtask::error::Cmd;
 use xtask::kit::process::{Launch, SocketActivated};
 
 use crate::proc::{NGINX_USER, free_port, parallel, run};
-use xtask::demo::{Mode, NGINX, NginxProc, Server, site_snippet};
+use xtask::kit::nginx::{Mode, NGINX, NginxProc, Server, site_snippet};
 use xtask::kit::site::hello_line;
 use xtask::wait::{wait_for, wait_until};
 use xtask::wakes::{peak_overlap, slot_window};

@@ -28,8 +28,10 @@ use std::time::Duration;
 use crate::bench::waker::median;
 use crate::proc::{Rig, free_port, run};
 use xtask::Error;
-use xtask::demo::{Mode, NGINX, NginxProc, nginx_user, share_socket_with_nginx, site_snippet};
 use xtask::error::{Cmd, chain};
+use xtask::kit::nginx::{
+    Mode, NGINX, NginxProc, nginx_user, share_socket_with_nginx, site_snippet,
+};
 
 /// The container states measured, in the order of a round: proxy mode with
 /// `docker pause`/`docker stop`, then direct mode with the reaper's.

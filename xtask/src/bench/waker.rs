@@ -30,7 +30,7 @@ use xtask::error::chain;
 use xtask::kit::process::{Launch, SocketActivated};
 
 use crate::proc::{NGINX_USER, Rig, free_port, run};
-use xtask::demo::{Mode, NGINX, NginxProc, Server, site_snippet};
+use xtask::kit::nginx::{Mode, NGINX, NginxProc, Server, site_snippet};
 use xtask::wait::wait_for;
 
 const PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";

@@ -4,6 +4,7 @@
 //! launcher with socket activation, the HTTP client).
 
 pub mod http;
+pub mod nginx;
 pub mod process;
 pub mod site;
 
