@@ -12,18 +12,15 @@
 //! fails, 69 when a component is missing. Not part of `cargo xtask test`.
 //! Needs root, Docker, nginx, wrk; builds fleet-waker in release.
 
-use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fleet_core::fastcgi;
-
 use nix::sys::signal::Signal;
 use xtask::Error;
+use xtask::kit::fastcgi::{self, FcgiRequest};
 use xtask::kit::process::Launch;
 
-use crate::proc::{NGINX_USER, Rig, free_port};
+use crate::proc::{NGINX_USER, Rig, free_port, rss_kib};
 use xtask::demo::{Mode, NGINX, NginxProc, site_snippet};
 use xtask::wait::wait_until;
 
@@ -42,17 +39,6 @@ fn requests(s: &str) -> Result<u64, Error> {
         .ok()
         .filter(|&n: &u64| n >= 1000)
         .ok_or_else(|| Error::failed(format!("{s:?}"), "needs a number ≥ 1000"))
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 fn fd_count(pid: u32) -> usize {
@@ -159,26 +145,6 @@ fn wrk(port: u16, dir: &Path, requests: u64) -> Result<WrkRun, Error> {
     parse_wrk(&out).ok_or_else(|| Error::failed("wrk", format!("cannot read its summary:\n{out}")))
 }
 
-/// A FastCGI GET of hello.php straight to `socket`; true when answered.
-fn one_request(socket: &Path) -> bool {
-    let params = [
-        ("REQUEST_METHOD", "GET"),
-        ("SCRIPT_FILENAME", "/srv/www/hello.php"),
-    ];
-    let Ok(req) = fastcgi::encode_request(&params, &[], false) else {
-        return false;
-    };
-    let Ok(mut s) = UnixStream::connect(socket) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    if s.write_all(&req).is_err() {
-        return false;
-    }
-    fastcgi::read_response(&mut s, 1 << 20)
-        .is_ok_and(|r| r.stdout.windows(5).any(|w| w == b"hello"))
-}
-
 /// Runs the soak; returns the Markdown report and whether it passed.
 pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), Error> {
     let rig = Rig::new(root, "soak", &[("nginx", NGINX), ("wrk", "/usr/bin/wrk")])?;
@@ -187,7 +153,9 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), Error> {
     let mut waker = rig.spawn_waker(&waker_sock)?;
     let wpid = waker.pid();
     // One request wakes the container (a cold start through the waker).
-    if !one_request(&waker_sock) {
+    if !fastcgi::request(&waker_sock, &FcgiRequest::get("hello.php", ""))
+        .is_ok_and(|r| r.text().contains("hello"))
+    {
         return Err(Error::failed(
             "the first request through the waker",
             "not answered",
@@ -202,7 +170,7 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), Error> {
     };
     wait_until(Duration::from_secs(2), open_zero);
     let fds_idle = fd_count(wpid);
-    let rss_start = rss_kib(wpid);
+    let rss_start = rss_kib(wpid).0;
 
     let port = free_port()?;
     // The shipped proxy-mode location, passing to this waker's socket.
@@ -218,7 +186,7 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), Error> {
     let started = Instant::now();
     let a = wrk(port, &dir, checkpoint)?;
     wait_until(Duration::from_secs(5), open_zero);
-    let rss_checkpoint = rss_kib(wpid);
+    let rss_checkpoint = rss_kib(wpid).0;
     let fds_checkpoint = fd_count(wpid);
     eprintln!(
         "==> checkpoint after {} requests: RSS {rss_checkpoint} KiB, {fds_checkpoint} fds",
@@ -229,7 +197,7 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), Error> {
     let settled = wait_until(Duration::from_secs(10), || {
         open_zero() && fd_count(wpid) <= fds_idle
     });
-    let rss_end = rss_kib(wpid);
+    let rss_end = rss_kib(wpid).0;
     let fds_end = fd_count(wpid);
     let alive = waker.try_status().is_none();
     let total = a.requests + b.requests;
