@@ -104,18 +104,18 @@ fn positive(s: &str) -> Result<usize, Error> {
 /// The command of `argv` (program name first). `test`'s arguments are
 /// taken verbatim: clap would swallow a leading `--`, which `cargo test`
 /// needs (`cargo xtask test -- --nocapture`).
-fn parse(argv: Vec<String>) -> Result<Cmd, clap::Error> {
-    let command = Cli::try_parse_from(&argv)?.command;
-    Ok(match command {
+fn parse(argv: &[String]) -> Result<Cmd, clap::Error> {
+    Ok(match Cli::try_parse_from(argv)?.command {
         Cmd::Test { .. } => Cmd::Test {
-            args: argv.into_iter().skip(2).collect(),
+            args: argv[2..].to_vec(),
         },
         other => other,
     })
 }
 
 fn main() -> ExitCode {
-    let command = match parse(std::env::args().collect()) {
+    let argv: Vec<String> = std::env::args().collect();
+    let command = match parse(&argv) {
         Ok(command) => command,
         Err(e) => {
             let _ = e.print();
@@ -127,31 +127,19 @@ fn main() -> ExitCode {
             };
         }
     };
-    let name = command.name();
+    // The command's name, for error messages (parsed: no option comes
+    // before it, and `bench` takes a second word).
+    let words = if argv.get(1).is_some_and(|w| w == "bench") {
+        3
+    } else {
+        2
+    };
+    let name = argv.get(1..words).map(|w| w.join(" ")).unwrap_or_default();
     match run(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xtask {name}: {}", chain(&e));
             ExitCode::from(e.exit_code())
-        }
-    }
-}
-
-impl Cmd {
-    /// The command's name, for error messages.
-    fn name(&self) -> &'static str {
-        match self {
-            Cmd::Test { .. } => "test",
-            Cmd::Image => "image",
-            Cmd::Demo(_) => "demo",
-            Cmd::Dist(_) => "dist",
-            Cmd::Install(_) => "install",
-            Cmd::Bench(Bench::Waker { .. }) => "bench waker",
-            Cmd::Bench(Bench::Fleet { .. }) => "bench fleet",
-            Cmd::Bench(Bench::Reaper) => "bench reaper",
-            Cmd::Bench(Bench::Sleep { .. }) => "bench sleep",
-            Cmd::Soak(_) => "soak",
-            Cmd::Fuzz(_) => "fuzz",
         }
     }
 }
@@ -172,19 +160,16 @@ fn run(command: Cmd) -> Result<(), Error> {
         }
         Cmd::Dist(args) => xtask::dist::main(&args),
         Cmd::Install(args) => xtask::install::main(&args),
-        Cmd::Bench(Bench::Waker { rounds, baseline }) => {
-            let report = bench::waker::bench(&repo_root(), rounds, baseline.as_deref())?;
-            println!("{report}");
-            Ok(())
-        }
-        Cmd::Bench(Bench::Fleet { n }) => {
-            let report = bench::fleet::bench(&repo_root(), n)?;
-            println!("{report}");
-            Ok(())
-        }
-        Cmd::Bench(Bench::Reaper) => bench_reaper(),
-        Cmd::Bench(Bench::Sleep { rounds }) => {
-            let report = bench::sleep::bench(&repo_root(), rounds)?;
+        Cmd::Bench(which) => {
+            let root = repo_root();
+            let report = match which {
+                Bench::Waker { rounds, baseline } => {
+                    bench::waker::bench(&root, rounds, baseline.as_deref())
+                }
+                Bench::Fleet { n } => bench::fleet::bench(&root, n),
+                Bench::Reaper => bench::reaper::bench(&root),
+                Bench::Sleep { rounds } => bench::sleep::bench(&root, rounds),
+            }?;
             println!("{report}");
             Ok(())
         }
@@ -229,20 +214,17 @@ fn secs(d: Duration) -> String {
 fn step(name: &str, program: &str, args: &[&str]) -> Result<(), Error> {
     eprintln!("==> {name}: {program} {}", args.join(" "));
     let start = Instant::now();
-    let done = xtask::error::Cmd::new(program)
+    let took = || secs(start.elapsed());
+    xtask::error::Cmd::new(program)
         .args(args)
         .dir(repo_root())
-        .status();
-    let took = secs(start.elapsed());
-    match done {
-        Err(Error::Failed { why, .. }) => {
-            return Err(Error::failed(name, format!("{why} after {took}")));
-        }
-        Err(Error::Unavailable { why, .. }) => return Err(Error::unavailable(name, why)),
-        Err(e) => return Err(e),
-        Ok(()) => {}
-    }
-    eprintln!("==> {name}: ok in {took}");
+        .status()
+        .map_err(|e| match e {
+            Error::Failed { why, .. } => Error::failed(name, format!("{why} after {}", took())),
+            Error::Unavailable { why, .. } => Error::unavailable(name, why),
+            e => e,
+        })?;
+    eprintln!("==> {name}: ok in {}", took());
     Ok(())
 }
 
@@ -451,31 +433,16 @@ fn build_image() -> Result<String, Error> {
     Ok(img.tag)
 }
 
-/// `cargo xtask bench reaper`: see `bench/reaper.rs`.
-fn bench_reaper() -> Result<(), Error> {
-    step(
-        "build fleet-reaper",
-        &cargo(),
-        &["build", "--release", "-p", "fleet-reaper"],
-    )?;
-    // Benchmarks time release builds, as shipped.
-    let reaper = xtask::kit::release_bin("fleet-reaper");
-    let report = bench::reaper::run(&reaper)?;
-    println!("{report}");
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cmd, clap::Error> {
-        super::parse(
-            std::iter::once("xtask")
-                .chain(args.iter().copied())
-                .map(String::from)
-                .collect(),
-        )
+        let argv: Vec<String> = std::iter::once("xtask")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect();
+        super::parse(&argv)
     }
 
     #[test]

@@ -19,16 +19,18 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use crate::bench::waker::{api_post, rss_kib};
+use crate::bench::waker::{api_post, fpm_accepts};
 use nix::sys::signal::Signal;
 use xtask::Error;
 use xtask::error::Cmd;
 use xtask::kit::process::{Launch, SocketActivated};
 
-use crate::proc::{NGINX_USER, free_port, parallel, run};
+use crate::proc::{
+    NGINX_USER, build_release, free_port, parallel, require, rm_containers, rss_kib, run,
+};
 use xtask::demo::{Mode, NGINX, NginxProc, Server, site_snippet};
 use xtask::kit::site::hello_line;
-use xtask::wait::{wait_for, wait_until};
+use xtask::wait::wait_until;
 use xtask::wakes::{peak_overlap, slot_window};
 
 /// How long an idle waker lives on here (the unit ships 5 min): longer than
@@ -46,13 +48,9 @@ struct Fleet {
 impl Drop for Fleet {
     fn drop(&mut self) {
         eprintln!("==> removing {} containers", self.sites.len());
-        for chunk in self.sites.chunks(50) {
-            let mut argv = vec!["rm", "-f", "-v"];
-            let names: Vec<String> = chunk.iter().map(|s| format!("{s}.fpm")).collect();
-            argv.extend(names.iter().map(String::as_str));
-            if let Err(e) = xtask::error::run("docker", &argv) {
-                eprintln!("{}", xtask::error::chain(&e));
-            }
+        let names: Vec<String> = self.sites.iter().map(|s| format!("{s}.fpm")).collect();
+        if let Err(e) = rm_containers(&names) {
+            eprintln!("{}", xtask::error::chain(&e));
         }
         xtask::kit::site::umount_under(self.dir.path());
     }
@@ -69,31 +67,14 @@ fn get(port: u16, host: &str) -> (u16, String, Duration) {
 }
 
 pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
-    for (what, path) in [
+    require(&[
         ("nginx", NGINX),
         (
             "systemd-socket-activate",
             "/usr/bin/systemd-socket-activate",
         ),
-    ] {
-        if !Path::new(path).exists() {
-            return Err(Error::unavailable(what, format!("missing ({path})")));
-        }
-    }
-    eprintln!("==> building fleet-waker and fleet-reaper (release)");
-    xtask::error::run_in(
-        Some(root),
-        "cargo",
-        &[
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "fleet-waker",
-            "-p",
-            "fleet-reaper",
-        ],
-    )?;
+    ])?;
+    build_release(root, &["fleet-waker", "fleet-reaper"])?;
     let waker_bin = xtask::kit::release_bin("fleet-waker");
     let reaper_bin = xtask::kit::release_bin("fleet-reaper");
     let image = crate::image::ensure_image_info()?.tag;
@@ -161,18 +142,10 @@ pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
     let t = Instant::now();
     parallel(sample.len(), k, |i| {
         let s = &sample[i];
-        api_post(&format!("{s}.fpm"), "start")?;
+        let container = format!("{s}.fpm");
+        api_post(&container, "start")?;
         let sock = run_dir.join(s).join("php-fpm.sock");
-        if wait_for(Duration::from_secs(60), || {
-            std::os::unix::net::UnixStream::connect(&sock).is_ok()
-        }) {
-            Ok(())
-        } else {
-            Err(Error::failed(
-                format!("start {s}.fpm"),
-                "php-fpm did not come up",
-            ))
-        }
+        fpm_accepts(&container, &sock, Duration::from_secs(60))
     })?;
     let bare_rate = sample.len() as f64 / t.elapsed().as_secs_f64();
     parallel(sample.len(), 8, |i| {
@@ -333,35 +306,35 @@ pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
         .iter()
         .map(|(s, c)| format!("{c} × {s}"))
         .collect();
-    out.push_str(&format!(
+    out += &format!(
         "| answers | {} ({wrong} wrong bodies) | {n} × 200, or fast 503s; no 502/504 |\n",
         statuses.join(", ")
-    ));
-    out.push_str(&format!(
+    );
+    out += &format!(
         "| bare start rate ({} containers, {k} at a time, until php-fpm accepts) | {bare_rate:.2} /s | |\n",
         sample.len()
-    ));
-    out.push_str(&format!(
+    );
+    out += &format!(
         "| time to the last answer | {:.1} s (whole sweep {:.1} s) | ≤ 1.5 × N ÷ rate = {budget:.1} s |\n",
         last.as_secs_f64(),
         since_start.as_secs_f64()
-    ));
-    out.push_str(&format!(
+    );
+    out += &format!(
         "| peak wakes holding a slot at once (wakers' logs, {} wakes) | {peak} | ≤ K = {k} |\n",
         windows.len()
-    ));
-    out.push_str(&format!(
+    );
+    out += &format!(
         "| wakers after the sweep | {alive_before} processes, {mib_before:.0} MiB RSS | |\n"
-    ));
-    out.push_str(&format!(
+    );
+    out += &format!(
         "| wakers {} s after their last connection (`--exit-idle-time`) | {alive_after} processes, {mib_after:.0} MiB RSS | 0 |\n",
         IDLE_EXIT.as_secs()
-    ));
-    out.push_str(&format!(
+    );
+    out += &format!(
         "| one fleet-reaper pass over {n} awake sites (`--dry-run`) | {:.2} s{} | |\n",
         reaper_pass.as_secs_f64(),
         if reaper_ok { "" } else { " (it failed)" }
-    ));
+    );
     drop(nginx);
     drop(wakers);
     drop(fleet);

@@ -24,9 +24,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::proc::parallel;
+use crate::proc::{build_release, parallel, rm_containers};
 use xtask::Error;
-use xtask::error::{Cmd, chain};
+use xtask::error::Cmd;
 
 /// Sites in the benchmark.
 pub const SITES: usize = 200;
@@ -50,24 +50,19 @@ const BINARIES: &[&str] = &[
 
 type Result<T> = std::result::Result<T, Error>;
 
-/// Runs the benchmark; `reaper` is the fleet-reaper binary. Returns the
-/// Markdown report.
-pub fn run(reaper: &Path) -> Result<String> {
-    if !reaper.is_file() {
-        return Err(Error::unavailable(
-            reaper.display().to_string(),
-            "not built",
-        ));
-    }
+/// Runs the benchmark on a release fleet-reaper built in `root`. Returns
+/// the Markdown report.
+pub fn bench(root: &Path) -> Result<String> {
+    build_release(root, &["fleet-reaper"])?;
     remove_containers()?;
-    let result = bench(reaper);
+    let result = run(&xtask::kit::release_bin("fleet-reaper"));
     let cleanup = remove_containers();
     let report = result?;
     cleanup?;
     Ok(report)
 }
 
-fn bench(reaper: &Path) -> Result<String> {
+fn run(reaper: &Path) -> Result<String> {
     let image = ensure_image()?;
     // The kit's temp dir: removed on drop, swept by a later run if this
     // one dies.
@@ -238,7 +233,7 @@ fn bench(reaper: &Path) -> Result<String> {
         md,
         "{SITES} running light containers (`{image}`), each with {} MiB of log older than the \
          {TIMEOUT_SECS}s timeout, {RECENT} of them logging a line every second. Docker {}, \
-         json-file logs (daemon default max-size 10m), release build. The reaper passes ran {} after \
+         json-file logs (daemon default max-size 10m), release build. The reaper passes ran {:.0}s after \
          the logs were written, the loop right after them.\n",
         OLD_LOG >> 20,
         docker(&[
@@ -247,7 +242,7 @@ fn bench(reaper: &Path) -> Result<String> {
             "{{.Server.Version}} (API {{.Server.APIVersion}})"
         ])?
         .trim(),
-        humantime_secs(measured_after),
+        measured_after.as_secs_f64(),
     );
     let _ = writeln!(md, "| what | time | verdicts |");
     let _ = writeln!(md, "|---|---|---|");
@@ -281,10 +276,6 @@ fn bench(reaper: &Path) -> Result<String> {
     Ok(md)
 }
 
-fn humantime_secs(d: Duration) -> String {
-    format!("{:.0}s", d.as_secs_f64())
-}
-
 /// The sites whose VERDICT column in the reaper's table is `verdict`.
 fn verdicts(table: &str, verdict: &str) -> BTreeSet<String> {
     let mut lines = table.lines();
@@ -311,25 +302,16 @@ fn docker(args: &[&str]) -> Result<String> {
 
 fn remove_containers() -> Result<()> {
     let ids = docker(&["ps", "-aq", "--filter", &format!("label={LABEL}")])?;
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    for chunk in ids.chunks(50) {
-        let mut args = vec!["rm", "-f", "-v"];
-        args.extend(chunk);
-        docker(&args)?;
-    }
-    Ok(())
+    rm_containers(&ids.split_whitespace().collect::<Vec<_>>())
 }
 
 /// The light image: the host's dash, yes, head and sleep with their
 /// libraries, as a deterministic tar; tag `fleet-bench-light:<sha256-16>`.
 fn ensure_image() -> Result<String> {
-    // Not `From`: that names the php-fpm image.
-    let image_error =
-        |e: xtask::image::Error| Error::failed(format!("{REPOSITORY} image"), chain(&e));
     let mut files: Vec<(PathBuf, u32, Vec<u8>)> = Vec::new();
     let mut libs = BTreeSet::new();
     for bin in BINARIES {
-        libs.extend(xtask::image::needed_libraries(Path::new(bin)).map_err(image_error)?);
+        libs.extend(xtask::image::needed_libraries(Path::new(bin))?);
         let name = Path::new(bin)
             .file_name()
             .ok_or_else(|| Error::failed(*bin, "has no file name"))?;
@@ -340,10 +322,8 @@ fn ensure_image() -> Result<String> {
         let data = std::fs::read(&lib).map_err(Error::io("read", &lib))?;
         files.push((lib, 0o755, data));
     }
-    let tar = xtask::image::files_tar(&files).map_err(image_error)?;
-    xtask::image::ensure_tar_image(REPOSITORY, &tar, &[])
-        .map(|image| image.tag)
-        .map_err(image_error)
+    let tar = xtask::image::files_tar(&files)?;
+    xtask::image::ensure_tar_image(REPOSITORY, &tar, &[]).map(|image| image.tag)
 }
 
 #[cfg(test)]
