@@ -477,105 +477,89 @@ mod tests {
         }
     }
 
+    /// `args` parse into a command matching `pat`, on which `check` holds.
+    macro_rules! parses {
+        ($args:expr, $pat:pat => $check:expr) => {
+            match parse($args) {
+                Ok($pat) => $check,
+                other => panic!("{:?}: {other:?}", $args),
+            }
+        };
+        ($args:expr, $pat:pat) => {
+            parses!($args, $pat => ())
+        };
+    }
+
     #[test]
     fn arguments_parse_with_their_defaults() {
-        match parse(&["demo"]) {
-            Ok(Cmd::Demo(d)) => assert_eq!((d.port, d.once, d.no_build), (8080, false, false)),
-            other => panic!("{other:?}"),
-        }
-        match parse(&["demo", "--once", "--port=81", "--no-build"]) {
-            Ok(Cmd::Demo(d)) => assert_eq!((d.port, d.once, d.no_build), (81, true, true)),
-            other => panic!("{other:?}"),
-        }
-        match parse(&[
+        parses!(&["demo"], Cmd::Demo(d) => {
+            assert_eq!((d.port, d.once, d.no_build), (8080, false, false))
+        });
+        parses!(&["demo", "--once", "--port=81", "--no-build"], Cmd::Demo(d) => {
+            assert_eq!((d.port, d.once, d.no_build), (81, true, true))
+        });
+        let dist = [
             "dist",
             "--debug",
             "--no-build",
             "--out",
             "/tmp/d",
             "--verify",
-        ]) {
-            Ok(Cmd::Dist(d)) => {
-                assert!(d.debug && d.no_build && d.verify && d.version.is_none());
-                assert_eq!(d.out.as_deref(), Some(Path::new("/tmp/d")));
-            }
-            other => panic!("{other:?}"),
-        }
-        match parse(&["install"]) {
-            Ok(Cmd::Install(i)) => {
-                assert_eq!(i.prefix, Path::new("/usr/local"));
-                assert_eq!(i.destdir, None);
-            }
-            other => panic!("{other:?}"),
-        }
-        match parse(&[
+        ];
+        parses!(&dist, Cmd::Dist(d) => {
+            assert!(d.debug && d.no_build && d.verify && d.version.is_none());
+            assert_eq!(d.out.as_deref(), Some(Path::new("/tmp/d")));
+        });
+        parses!(&["install"], Cmd::Install(i) => {
+            assert_eq!(i.prefix, Path::new("/usr/local"));
+            assert_eq!(i.destdir, None);
+        });
+        let install = [
             "install",
             "--prefix",
             "/opt/fleet",
             "--destdir=/tmp/s",
             "--debug",
             "--no-build",
-        ]) {
-            Ok(Cmd::Install(i)) => {
-                assert_eq!(i.prefix, Path::new("/opt/fleet"));
-                assert_eq!(i.destdir.as_deref(), Some(Path::new("/tmp/s")));
-                assert!(i.debug && i.no_build);
-            }
-            other => panic!("{other:?}"),
-        }
-        match parse(&["bench", "waker"]) {
-            Ok(Cmd::Bench(Bench::Waker {
+        ];
+        parses!(&install, Cmd::Install(i) => {
+            assert_eq!(i.prefix, Path::new("/opt/fleet"));
+            assert_eq!(i.destdir.as_deref(), Some(Path::new("/tmp/s")));
+            assert!(i.debug && i.no_build);
+        });
+        parses!(
+            &["bench", "waker"],
+            Cmd::Bench(Bench::Waker {
                 rounds: 5,
-                baseline: None,
-            })) => {}
-            other => panic!("{other:?}"),
-        }
-        match parse(&["bench", "waker", "3", "--baseline", "/old/fleet-waker"]) {
-            Ok(Cmd::Bench(Bench::Waker {
-                rounds: 3,
-                baseline: Some(b),
-            })) => {
-                assert_eq!(b, Path::new("/old/fleet-waker"))
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            parse(&["bench", "fleet"]),
-            Ok(Cmd::Bench(Bench::Fleet { n: 300 }))
-        ));
-        assert!(matches!(
-            parse(&["bench", "fleet", "20"]),
-            Ok(Cmd::Bench(Bench::Fleet { n: 20 }))
-        ));
-        assert!(matches!(
-            parse(&["bench", "reaper"]),
-            Ok(Cmd::Bench(Bench::Reaper))
-        ));
-        assert!(matches!(
-            parse(&["bench", "sleep"]),
-            Ok(Cmd::Bench(Bench::Sleep { rounds: 10 }))
-        ));
-        assert!(matches!(
-            parse(&["bench", "sleep", "--rounds", "3"]),
-            Ok(Cmd::Bench(Bench::Sleep { rounds: 3 }))
-        ));
-        match parse(&["soak"]) {
-            Ok(Cmd::Soak(s)) => assert_eq!(s.requests, 1_000_000),
-            other => panic!("{other:?}"),
-        }
-        match parse(&["soak", "--requests", "100_000"]) {
-            Ok(Cmd::Soak(s)) => assert_eq!(s.requests, 100_000),
-            other => panic!("{other:?}"),
-        }
-        match parse(&["fuzz", "conf"]) {
-            Ok(Cmd::Fuzz(f)) => assert_eq!((f.target.as_str(), f.seconds), ("conf", 600)),
-            other => panic!("{other:?}"),
-        }
-        match parse(&["fuzz", "site", "--seconds", "30"]) {
-            Ok(Cmd::Fuzz(f)) => assert_eq!((f.target.as_str(), f.seconds), ("site", 30)),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(parse(&["image"]), Ok(Cmd::Image)));
+                baseline: None
+            })
+        );
+        let waker = ["bench", "waker", "3", "--baseline", "/old/fleet-waker"];
+        parses!(&waker, Cmd::Bench(Bench::Waker { rounds: 3, baseline: Some(b) }) => {
+            assert_eq!(b, Path::new("/old/fleet-waker"))
+        });
+        parses!(&["bench", "fleet"], Cmd::Bench(Bench::Fleet { n: 300 }));
+        parses!(
+            &["bench", "fleet", "20"],
+            Cmd::Bench(Bench::Fleet { n: 20 })
+        );
+        parses!(&["bench", "reaper"], Cmd::Bench(Bench::Reaper));
+        parses!(&["bench", "sleep"], Cmd::Bench(Bench::Sleep { rounds: 10 }));
+        parses!(
+            &["bench", "sleep", "--rounds", "3"],
+            Cmd::Bench(Bench::Sleep { rounds: 3 })
+        );
+        parses!(&["soak"], Cmd::Soak(s) => assert_eq!(s.requests, 1_000_000));
+        parses!(&["soak", "--requests", "100_000"], Cmd::Soak(s) => {
+            assert_eq!(s.requests, 100_000)
+        });
+        parses!(&["fuzz", "conf"], Cmd::Fuzz(f) => {
+            assert_eq!((f.target.as_str(), f.seconds), ("conf", 600))
+        });
+        parses!(&["fuzz", "site", "--seconds", "30"], Cmd::Fuzz(f) => {
+            assert_eq!((f.target.as_str(), f.seconds), ("site", 30))
+        });
+        parses!(&["image"], Cmd::Image);
     }
 
     #[test]

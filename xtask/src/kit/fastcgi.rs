@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use fleet_core::fastcgi;
 
 use crate::image::CONTAINER_DOCROOT;
+use crate::kit::http::FirstByte;
 
 /// One FastCGI request. `script` is relative to `/srv/www` in the container.
 #[derive(Debug, Clone)]
@@ -117,31 +118,10 @@ fn exchange(
     stream.set_read_timeout(Some(req.timeout))?;
     stream.set_write_timeout(Some(req.timeout))?;
     stream.write_all(&try_encode_request(req)?)?;
-    let mut timed = FirstByte {
-        inner: stream,
-        start,
-        at: None,
-    };
+    let mut timed = FirstByte::new(stream, start);
     let mut resp = read_response(&mut timed)?;
     resp.first_byte = timed.at.unwrap_or_default();
     Ok(resp)
-}
-
-/// A reader that notes when its first byte came.
-struct FirstByte<'a, R> {
-    inner: &'a mut R,
-    start: Instant,
-    at: Option<Duration>,
-}
-
-impl<R: Read> Read for FirstByte<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0 {
-            self.at.get_or_insert_with(|| self.start.elapsed());
-        }
-        Ok(n)
-    }
 }
 
 /// Reads one response (up to its FCGI_END_REQUEST) from `stream`.

@@ -111,27 +111,45 @@ fn exchange(port: u16, request: &[u8], timeout: Duration) -> io::Result<HttpResp
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.write_all(request)?;
-    // Read by hand rather than `read_to_end`, to time the first byte.
     let mut raw = Vec::new();
-    let mut buf = [0u8; 8192];
-    let mut first_byte = None;
-    loop {
-        let n = match stream.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
-            break;
-        }
-        first_byte.get_or_insert_with(|| start.elapsed());
-        raw.extend_from_slice(&buf[..n]);
-    }
+    let mut timed = FirstByte::new(&mut stream, start);
+    timed.read_to_end(&mut raw)?;
+    let first_byte = timed.at;
     let total = start.elapsed();
     let mut resp = parse_response(&raw)?;
     resp.first_byte = first_byte.unwrap_or(total);
     resp.total = total;
     Ok(resp)
+}
+
+/// A reader that notes when its first byte came (since `start`): the HTTP
+/// and the FastCGI client time an answer's first byte with it.
+#[derive(Debug)]
+pub(crate) struct FirstByte<'a, R> {
+    inner: &'a mut R,
+    start: Instant,
+    /// When the first byte came, once it did.
+    pub(crate) at: Option<Duration>,
+}
+
+impl<'a, R> FirstByte<'a, R> {
+    pub(crate) fn new(inner: &'a mut R, start: Instant) -> Self {
+        FirstByte {
+            inner,
+            start,
+            at: None,
+        }
+    }
+}
+
+impl<R: io::Read> io::Read for FirstByte<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            self.at.get_or_insert_with(|| self.start.elapsed());
+        }
+        Ok(n)
+    }
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {
