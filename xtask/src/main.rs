@@ -209,22 +209,35 @@ fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-/// Run one step (an argv, never a shell), its output passed through,
-/// printing it and its duration.
-fn step(name: &str, program: &str, args: &[&str]) -> Result<(), Error> {
+/// Run one step (an argv, never a shell), printing it and its duration:
+/// its stderr passes through, each line of its stdout is handed to
+/// `on_line` (`cargo test`'s summaries are counted) and printed.
+fn step(
+    name: &str,
+    program: &str,
+    args: &[&str],
+    mut on_line: impl FnMut(&str),
+) -> Result<(), Error> {
+    use std::io::Write as _;
     eprintln!("==> {name}: {program} {}", args.join(" "));
     let start = Instant::now();
-    let took = || secs(start.elapsed());
-    xtask::error::Cmd::new(program)
+    let stdout = std::io::stdout();
+    let status = xtask::error::Cmd::new(program)
         .args(args)
         .dir(repo_root())
-        .status()
+        .each_line(xtask::error::Stream::Stdout, |line| {
+            on_line(line);
+            let _ = writeln!(stdout.lock(), "{line}");
+        })
         .map_err(|e| match e {
-            Error::Failed { why, .. } => Error::failed(name, format!("{why} after {}", took())),
             Error::Unavailable { why, .. } => Error::unavailable(name, why),
             e => e,
         })?;
-    eprintln!("==> {name}: ok in {}", took());
+    let took = secs(start.elapsed());
+    if !status.success() {
+        return Err(Error::failed(name, format!("{status} after {took}")));
+    }
+    eprintln!("==> {name}: ok in {took}");
     Ok(())
 }
 
@@ -257,32 +270,6 @@ fn add_counts(line: &str, counts: &mut Counts) {
     }
 }
 
-/// `cargo test …`, its output passed through line by line and its summary
-/// lines counted.
-fn test_step(cargo: &str, args: &[&str]) -> Result<Counts, Error> {
-    use std::io::Write;
-    eprintln!("==> test: {cargo} {}", args.join(" "));
-    let start = Instant::now();
-    let mut counts = Counts::default();
-    let stdout = std::io::stdout();
-    let status = xtask::error::Cmd::new(cargo)
-        .args(args)
-        .dir(repo_root())
-        .each_line(xtask::error::Stream::Stdout, |line| {
-            add_counts(line, &mut counts);
-            let _ = writeln!(stdout.lock(), "{line}");
-        })?;
-    let took = secs(start.elapsed());
-    if !status.success() {
-        return Err(Error::failed("test", format!("{status} after {took}")));
-    }
-    eprintln!(
-        "==> test: ok in {took} ({} passed, {} failed, {} ignored)",
-        counts.passed, counts.failed, counts.ignored
-    );
-    Ok(counts)
-}
-
 fn test(cargo_test_args: &[String]) -> Result<(), Error> {
     let total = Instant::now();
     eprintln!(
@@ -294,7 +281,7 @@ fn test(cargo_test_args: &[String]) -> Result<(), Error> {
         check_docker()?;
         build_image()?;
         let cargo = cargo();
-        step("fmt", &cargo, &["fmt", "--all", "--check"])?;
+        step("fmt", &cargo, &["fmt", "--all", "--check"], |_| {})?;
         step(
             "clippy",
             &cargo,
@@ -306,6 +293,7 @@ fn test(cargo_test_args: &[String]) -> Result<(), Error> {
                 "-D",
                 "warnings",
             ],
+            |_| {},
         )?;
         // Broken or ambiguous doc links fail here, not on docs.rs. Through
         // --config, not RUSTDOCFLAGS, so the step is one argv like the others.
@@ -319,11 +307,13 @@ fn test(cargo_test_args: &[String]) -> Result<(), Error> {
                 "--config",
                 "build.rustdocflags=[\"-D\", \"warnings\"]",
             ],
+            |_| {},
         )?;
-        step("build", &cargo, &["build", "--workspace"])?;
+        step("build", &cargo, &["build", "--workspace"], |_| {})?;
         let mut args = vec!["test", "--workspace"];
         args.extend(cargo_test_args.iter().map(String::as_str));
-        let counts = test_step(&cargo, &args)?;
+        let mut counts = Counts::default();
+        step("test", &cargo, &args, |line| add_counts(line, &mut counts))?;
         check_leftovers()?;
         check_package()?;
         Ok(counts)
@@ -414,6 +404,7 @@ fn check_package() -> Result<(), Error> {
         "package (debug .deb: dpkg -i, check, dpkg -r, check)",
         &xtask.to_string_lossy(),
         &["dist", "--debug", "--no-build", "--out", &out, "--verify"],
+        |_| {},
     )
 }
 
