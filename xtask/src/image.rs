@@ -178,8 +178,7 @@ pub fn ensure_tar_image(repository: &str, tar: &[u8], changes: &[String]) -> Res
 pub fn files_tar(files: &[(PathBuf, u32, Vec<u8>)]) -> Result<Vec<u8>, Error> {
     let mut entries = BTreeMap::new();
     for (path, mode, content) in files {
-        add_parents(&mut entries, path);
-        entries.insert(rel(path), Entry::File(*mode, content.clone()));
+        insert(&mut entries, path, Entry::File(*mode, content.clone()));
     }
     write_tar(&entries)
 }
@@ -298,29 +297,21 @@ fn collect() -> Result<BTreeMap<PathBuf, Entry>, Error> {
             "missing: install it with `apt-get install php8.2-fpm`",
         ));
     }
-    let libs = needed_libraries(php_fpm)?;
-
-    let mut entries: BTreeMap<PathBuf, Entry> = BTreeMap::new();
-    add_host_path(&mut entries, php_fpm)?;
-    for lib in &libs {
-        add_host_path(&mut entries, lib)?;
-    }
+    let mut host = vec![php_fpm.to_path_buf()];
+    host.extend(needed_libraries(php_fpm)?);
     // PHP (Debian build) reads time zones from the system tzdata: without
     // it every start warns "Invalid date.timezone value 'UTC'".
-    for tz in TZ_FILES.iter().map(Path::new).filter(|p| p.exists()) {
-        add_host_path(&mut entries, tz)?;
-    }
+    host.extend(TZ_FILES.iter().map(PathBuf::from).filter(|p| p.exists()));
     // posix (posix_mkfifo, posix_getpid…): the tenant tests act as a hostile
     // site would, from PHP inside the container.
-    if let Some(posix) = posix_extension() {
-        add_host_path(&mut entries, &posix)?;
+    host.extend(posix_extension());
+    let mut entries = BTreeMap::new();
+    for path in &host {
+        add_host_path(&mut entries, path)?;
     }
     for (path, mode, content) in static_files() {
-        add_parents(&mut entries, Path::new(path));
-        entries.insert(
-            rel(Path::new(path)),
-            Entry::File(mode, content.into_bytes()),
-        );
+        let file = Entry::File(mode, content.into_bytes());
+        insert(&mut entries, Path::new(path), file);
     }
     for (dir, mode) in [
         ("tmp", 0o1777),
@@ -330,8 +321,7 @@ fn collect() -> Result<BTreeMap<PathBuf, Entry>, Error> {
         ("srv/www", 0o755),
         ("etc/php/8.2/fpm/conf.d", 0o755),
     ] {
-        add_parents(&mut entries, &Path::new("/").join(dir));
-        entries.insert(PathBuf::from(dir), Entry::Dir(mode));
+        insert(&mut entries, Path::new(dir), Entry::Dir(mode));
     }
     Ok(entries)
 }
@@ -379,7 +369,9 @@ fn rel(path: &Path) -> PathBuf {
         .collect()
 }
 
-fn add_parents(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path) {
+/// Adds `entry` at `path` (taken relative to `/`), and its parent
+/// directories (mode 0755) where missing.
+fn insert(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path, entry: Entry) {
     let rel = rel(path);
     let mut acc = PathBuf::new();
     let comps: Vec<_> = rel.components().collect();
@@ -387,6 +379,7 @@ fn add_parents(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path) {
         acc.push(comp);
         entries.entry(acc.clone()).or_insert(Entry::Dir(0o755));
     }
+    entries.insert(rel, entry);
 }
 
 /// Lexically join a symlink target onto the link's directory and normalise.
@@ -427,8 +420,7 @@ fn add_host_path(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path) -> Result<
             let meta = std::fs::symlink_metadata(&prefix).map_err(Error::io("stat", &prefix))?;
             if meta.file_type().is_symlink() {
                 let target = std::fs::read_link(&prefix).map_err(Error::io("readlink", &prefix))?;
-                add_parents(entries, &prefix);
-                entries.insert(rel(&prefix), Entry::Symlink(target.clone()));
+                insert(entries, &prefix, Entry::Symlink(target.clone()));
                 let resolved = resolve_link(&prefix, &target);
                 let rest = path.strip_prefix(&prefix).unwrap_or(Path::new(""));
                 redirected = Some(if rest.as_os_str().is_empty() {
@@ -445,9 +437,9 @@ fn add_host_path(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path) -> Result<
                 use std::os::unix::fs::MetadataExt as _;
                 use std::os::unix::fs::PermissionsExt as _;
                 let meta = std::fs::metadata(&path).map_err(Error::io("stat", &path))?;
-                add_parents(entries, &path);
-                entries.insert(
-                    rel(&path),
+                insert(
+                    entries,
+                    &path,
                     Entry::HostFile {
                         mode: meta.permissions().mode() & 0o7777,
                         src: path.clone(),

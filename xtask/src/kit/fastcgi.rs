@@ -82,8 +82,8 @@ pub struct FcgiResponse {
     pub app_status: u32,
     /// protocolStatus of FCGI_END_REQUEST (0 = request complete).
     pub protocol_status: u8,
-    /// From connecting (or, on a connected stream, from sending) to the
-    /// first byte of the answer; zero when parsed from bytes.
+    /// From connecting to the first byte of the answer; zero when parsed
+    /// from bytes.
     pub first_byte: Duration,
 }
 
@@ -102,23 +102,11 @@ impl FcgiResponse {
 /// Connect to `socket` and send `req`; read until FCGI_END_REQUEST.
 pub fn request(socket: &Path, req: &FcgiRequest) -> io::Result<FcgiResponse> {
     let start = Instant::now();
-    exchange(&mut UnixStream::connect(socket)?, req, start)
-}
-
-/// Send `req` on an already connected stream.
-pub fn request_on(stream: &mut UnixStream, req: &FcgiRequest) -> io::Result<FcgiResponse> {
-    exchange(stream, req, Instant::now())
-}
-
-fn exchange(
-    stream: &mut UnixStream,
-    req: &FcgiRequest,
-    start: Instant,
-) -> io::Result<FcgiResponse> {
+    let mut stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(req.timeout))?;
     stream.set_write_timeout(Some(req.timeout))?;
     stream.write_all(&try_encode_request(req)?)?;
-    let mut timed = FirstByte::new(stream, start);
+    let mut timed = FirstByte::new(&mut stream, start);
     let mut resp = read_response(&mut timed)?;
     resp.first_byte = timed.at.unwrap_or_default();
     Ok(resp)
