@@ -145,8 +145,9 @@ fn wrk(port: u16, dir: &Path, requests: u64) -> Result<WrkRun, Error> {
     parse_wrk(&out).ok_or_else(|| Error::failed("wrk", format!("cannot read its summary:\n{out}")))
 }
 
-/// Runs the soak; returns the Markdown report and whether it passed.
-pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), Error> {
+/// Runs the soak and prints its Markdown report; fails when a pass
+/// criterion does.
+pub fn soak(root: &Path, requests: u64) -> Result<(), Error> {
     let rig = Rig::new(root, "soak", &[("nginx", NGINX), ("wrk", "/usr/bin/wrk")])?;
     let (site, dir) = (rig.site.clone(), rig.dir().to_owned());
     let waker_sock = dir.join("waker.sock");
@@ -225,7 +226,12 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), Error> {
         mark(ok_fds),
         mark(alive),
     );
-    Ok((report, passed))
+    println!("{report}");
+    if !passed {
+        let why = "a pass criterion failed (see the report)";
+        return Err(Error::failed("soak", why));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
