@@ -407,52 +407,39 @@ fn resolve_link(link: &Path, target: &Path) -> PathBuf {
 /// Copy a host path into the rootfs, keeping every symlink on the way (in
 /// parent directories too, e.g. Debian's `/lib -> usr/lib`) as a symlink.
 fn add_host_path(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let mut path = resolve_link(Path::new("/"), path);
-    for _hop in 0..40 {
+    'hop: for _ in 0..40 {
         // Find the first symlinked ancestor (or the path itself).
         let mut prefix = PathBuf::from("/");
-        let mut redirected = None;
-        for comp in path
-            .components()
-            .filter(|c| matches!(c, Component::Normal(_)))
-        {
+        for comp in rel(&path).components() {
             prefix.push(comp);
             let meta = std::fs::symlink_metadata(&prefix).map_err(Error::io("stat", &prefix))?;
             if meta.file_type().is_symlink() {
                 let target = std::fs::read_link(&prefix).map_err(Error::io("readlink", &prefix))?;
                 insert(entries, &prefix, Entry::Symlink(target.clone()));
                 let resolved = resolve_link(&prefix, &target);
+                // Not joined when empty: that would add a trailing `/`.
                 let rest = path.strip_prefix(&prefix).unwrap_or(Path::new(""));
-                redirected = Some(if rest.as_os_str().is_empty() {
+                path = if rest.as_os_str().is_empty() {
                     resolved
                 } else {
                     resolved.join(rest)
-                });
-                break;
+                };
+                continue 'hop;
             }
         }
-        match redirected {
-            Some(next) => path = next,
-            None => {
-                use std::os::unix::fs::MetadataExt as _;
-                use std::os::unix::fs::PermissionsExt as _;
-                let meta = std::fs::metadata(&path).map_err(Error::io("stat", &path))?;
-                insert(
-                    entries,
-                    &path,
-                    Entry::HostFile {
-                        mode: meta.permissions().mode() & 0o7777,
-                        src: path.clone(),
-                        size: meta.len(),
-                        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000
-                            + i128::from(meta.mtime_nsec()),
-                        dev: meta.dev(),
-                        ino: meta.ino(),
-                    },
-                );
-                return Ok(());
-            }
-        }
+        let meta = std::fs::metadata(&path).map_err(Error::io("stat", &path))?;
+        let file = Entry::HostFile {
+            mode: meta.permissions().mode() & 0o7777,
+            src: path.clone(),
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        insert(entries, &path, file);
+        return Ok(());
     }
     Err(Error::failed(
         path.display().to_string(),

@@ -85,17 +85,11 @@ pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
         sites: (0..n).map(|i| format!("b{pid}-{i}.fleet.bench")).collect(),
     };
     let dir = fleet.dir.path().to_owned();
-    let (run_dir, state, sites_dir, www, logs, ndir) = (
-        dir.join("run"),
-        dir.join("state"),
-        dir.join("sites"),
-        dir.join("www"),
-        dir.join("logs"),
-        dir.join("nginx"),
-    );
-    for d in [&run_dir, &state, &sites_dir, &www, &logs, &ndir] {
+    let dirs = ["run", "state", "sites", "www", "logs", "nginx"].map(|d| dir.join(d));
+    for d in &dirs {
         std::fs::create_dir_all(d).map_err(Error::io("mkdir", d))?;
     }
+    let [run_dir, state, sites_dir, www, logs, ndir] = dirs;
     use std::os::unix::fs::PermissionsExt;
     for d in [&run_dir, &www] {
         let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
