@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use fleet_core::fastcgi;
 
 use crate::image::CONTAINER_DOCROOT;
-use crate::kit::http::FirstByte;
+use crate::kit::http::readable;
 
 /// One FastCGI request. `script` is relative to `/srv/www` in the container.
 #[derive(Debug, Clone)]
@@ -106,9 +106,10 @@ pub fn request(socket: &Path, req: &FcgiRequest) -> io::Result<FcgiResponse> {
     stream.set_read_timeout(Some(req.timeout))?;
     stream.set_write_timeout(Some(req.timeout))?;
     stream.write_all(&try_encode_request(req)?)?;
-    let mut timed = FirstByte::new(&mut stream, start);
-    let mut resp = read_response(&mut timed)?;
-    resp.first_byte = timed.at.unwrap_or_default();
+    readable(&stream)?;
+    let first_byte = start.elapsed();
+    let mut resp = read_response(&mut stream)?;
+    resp.first_byte = first_byte;
     Ok(resp)
 }
 

@@ -4,6 +4,9 @@
 
 use std::io::{self, Read as _, Write as _};
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{MsgFlags, recv};
 use std::time::{Duration, Instant};
 
 /// Default read/write timeout of [`get`] / [`post`].
@@ -111,45 +114,23 @@ fn exchange(port: u16, request: &[u8], timeout: Duration) -> io::Result<HttpResp
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.write_all(request)?;
+    readable(&stream)?;
+    let first_byte = start.elapsed();
     let mut raw = Vec::new();
-    let mut timed = FirstByte::new(&mut stream, start);
-    timed.read_to_end(&mut raw)?;
-    let first_byte = timed.at;
-    let total = start.elapsed();
+    stream.read_to_end(&mut raw)?;
     let mut resp = parse_response(&raw)?;
-    resp.first_byte = first_byte.unwrap_or(total);
-    resp.total = total;
+    resp.first_byte = first_byte;
+    resp.total = start.elapsed();
     Ok(resp)
 }
 
-/// A reader that notes when its first byte came (since `start`): the HTTP
-/// and the FastCGI client time an answer's first byte with it.
-#[derive(Debug)]
-pub(crate) struct FirstByte<'a, R> {
-    inner: &'a mut R,
-    start: Instant,
-    /// When the first byte came, once it did.
-    pub(crate) at: Option<Duration>,
-}
-
-impl<'a, R> FirstByte<'a, R> {
-    pub(crate) fn new(inner: &'a mut R, start: Instant) -> Self {
-        FirstByte {
-            inner,
-            start,
-            at: None,
-        }
-    }
-}
-
-impl<R: io::Read> io::Read for FirstByte<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0 {
-            self.at.get_or_insert_with(|| self.start.elapsed());
-        }
-        Ok(n)
-    }
+/// Blocks until `socket` has a byte to read (or is closed, or its read
+/// timeout passes), leaving the byte there: the HTTP and the FastCGI client
+/// time an answer's first byte with it.
+pub(crate) fn readable(socket: &impl AsRawFd) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    recv(socket.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK)?;
+    Ok(())
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {
