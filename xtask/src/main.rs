@@ -263,35 +263,30 @@ fn test(cargo_test_args: &[String]) -> Result<(), Error> {
         check_docker()?;
         build_image()?;
         let cargo = cargo();
-        step("fmt", &cargo, &["fmt", "--all", "--check"], |_| {})?;
-        step(
-            "clippy",
-            &cargo,
-            &[
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ],
-            |_| {},
-        )?;
-        // Broken or ambiguous doc links fail here, not on docs.rs. Through
+        // Broken or ambiguous doc links fail in `doc`, not on docs.rs. Through
         // --config, not RUSTDOCFLAGS, so the step is one argv like the others.
-        step(
-            "doc",
-            &cargo,
-            &[
+        let doc_flags = "build.rustdocflags=[\"-D\", \"warnings\"]";
+        for (name, args) in [
+            ("fmt", &["fmt", "--all", "--check"][..]),
+            (
+                "clippy",
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            ),
+            (
                 "doc",
-                "--workspace",
-                "--no-deps",
-                "--config",
-                "build.rustdocflags=[\"-D\", \"warnings\"]",
-            ],
-            |_| {},
-        )?;
-        step("build", &cargo, &["build", "--workspace"], |_| {})?;
+                &["doc", "--workspace", "--no-deps", "--config", doc_flags],
+            ),
+            ("build", &["build", "--workspace"]),
+        ] {
+            step(name, &cargo, args, |_| {})?;
+        }
         let mut args = vec!["test", "--workspace"];
         args.extend(cargo_test_args.iter().map(String::as_str));
         let mut counts = Counts::default();
