@@ -38,26 +38,6 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Stops `child`: `signal` to it (to its process group when `group`), up to
-/// `grace` for it to exit, then SIGKILL (the group too: workers or helpers
-/// may outlive the leader) and reap. Errors are ignored: it may be gone.
-pub fn stop(child: &mut Child, signal: Signal, grace: Duration, group: bool) {
-    let pid = Pid::from_raw(child.id() as i32);
-    let send = |signal| {
-        let _ = if group {
-            killpg(pid, signal)
-        } else {
-            kill(pid, signal)
-        };
-    };
-    if signal != Signal::SIGKILL {
-        send(signal);
-        wait_until(grace, || matches!(child.try_wait(), Ok(Some(_))));
-    }
-    send(Signal::SIGKILL);
-    let _ = child.wait();
-}
-
 /// Where a child's output goes: stdout to `out`, stderr to `err` or (when
 /// `None`) `out` too, which held `from` bytes before.
 #[derive(Debug)]
@@ -232,11 +212,29 @@ impl Spawned {
 }
 
 impl Drop for Spawned {
+    /// Stops the child: the [`Launch::stop_with`] signal to it (to its
+    /// process group when it has one of its own), up to the grace for it to
+    /// exit, then SIGKILL (the group too: workers or helpers may outlive the
+    /// leader) and reap. Errors are ignored: it may be gone.
     fn drop(&mut self) {
-        if self.status.is_none() || self.group {
-            let (signal, grace) = self.stop;
-            stop(&mut self.child, signal, grace, self.group);
+        if self.status.is_some() && !self.group {
+            return;
         }
+        let (signal, grace, group) = (self.stop.0, self.stop.1, self.group);
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let send = |signal| {
+            let _ = if group {
+                killpg(pid, signal)
+            } else {
+                kill(pid, signal)
+            };
+        };
+        if signal != Signal::SIGKILL {
+            send(signal);
+            wait_until(grace, || matches!(self.child.try_wait(), Ok(Some(_))));
+        }
+        send(Signal::SIGKILL);
+        let _ = self.child.wait();
     }
 }
 
