@@ -148,7 +148,7 @@ fn run(reaper: &Path) -> Result<String> {
     let mut reaper_times = Vec::new();
     for run in 0..RUNS {
         let t = Instant::now();
-        let out = Cmd::new(reaper)
+        let stdout = Cmd::new(reaper)
             .arg("--sites-dir")
             .arg(&sites_dir)
             .arg("--state-dir")
@@ -158,19 +158,8 @@ fn run(reaper: &Path) -> Result<String> {
             // old loop, too, decided on the logs alone.
             .args(["--dry-run", "--proxy-only", "--format", "table"])
             .env("RUST_LOG", "warn")
-            .output()?;
+            .stdout()?;
         let elapsed = t.elapsed();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if out.status.code() != Some(0) {
-            return Err(Error::failed(
-                format!("fleet-reaper run {run}"),
-                format!(
-                    "exited {:?}:\n{stdout}\n{}",
-                    out.status.code(),
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-            ));
-        }
         let active = verdicts(&stdout, "active-logs");
         let idle = verdicts(&stdout, "idle");
         if active != expected || idle.len() != SITES - RECENT {
@@ -244,8 +233,7 @@ fn run(reaper: &Path) -> Result<String> {
         .trim(),
         measured_after.as_secs_f64(),
     );
-    let _ = writeln!(md, "| what | time | verdicts |");
-    let _ = writeln!(md, "|---|---|---|");
+    let _ = writeln!(md, "| what | time | verdicts |\n|---|---|---|");
     let _ = writeln!(
         md,
         "| `fleet-reaper --dry-run` (whole process, --jobs 16), best of {RUNS} ({}) | **{:.3} s** | {RECENT} active-logs, {} idle |",
