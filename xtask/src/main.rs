@@ -183,10 +183,6 @@ fn repo_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
-}
-
 fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
@@ -262,7 +258,7 @@ fn test(cargo_test_args: &[String]) -> Result<(), Error> {
         deps::ensure_packages()?;
         check_docker()?;
         build_image()?;
-        let cargo = cargo();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
         // Broken or ambiguous doc links fail in `doc`, not on docs.rs. Through
         // --config, not RUSTDOCFLAGS, so the step is one argv like the others.
         let doc_flags = "build.rustdocflags=[\"-D\", \"warnings\"]";

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::proc::{build_release, parallel, rm_containers};
 use xtask::Error;
-use xtask::error::Cmd;
+use xtask::error::{Cmd, run};
 
 /// Sites in the benchmark.
 pub const SITES: usize = 200;
@@ -55,14 +55,14 @@ type Result<T> = std::result::Result<T, Error>;
 pub fn bench(root: &Path) -> Result<String> {
     build_release(root, &["fleet-reaper"])?;
     remove_containers()?;
-    let result = run(&xtask::kit::release_bin("fleet-reaper"));
+    let result = measure(&xtask::kit::release_bin("fleet-reaper"));
     let cleanup = remove_containers();
     let report = result?;
     cleanup?;
     Ok(report)
 }
 
-fn run(reaper: &Path) -> Result<String> {
+fn measure(reaper: &Path) -> Result<String> {
     let image = ensure_image()?;
     // The kit's temp dir: removed on drop, swept by a later run if this
     // one dies.
@@ -97,20 +97,23 @@ fn run(reaper: &Path) -> Result<String> {
     parallel(SITES, 8, |i| {
         let tail = if i < RECENT { recent_tail } else { quiet_tail };
         let script = format!("{old}; {tail}");
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &format!("{}.fpm", names[i]),
-            "--label",
-            LABEL,
-            "--network",
-            "none",
-            &image,
-            "/bin/dash",
-            "-c",
-            &script,
-        ])
+        run(
+            "docker",
+            &[
+                "run",
+                "-d",
+                "--name",
+                &format!("{}.fpm", names[i]),
+                "--label",
+                LABEL,
+                "--network",
+                "none",
+                &image,
+                "/bin/dash",
+                "-c",
+                &script,
+            ],
+        )
         .map(|_| ())
     })?;
     eprintln!(
@@ -122,7 +125,7 @@ fn run(reaper: &Path) -> Result<String> {
         let deadline = Instant::now() + Duration::from_secs(300);
         let mut pause = Duration::from_millis(50);
         loop {
-            let out = docker(&["logs", "--tail", "2", &c])?;
+            let out = run("docker", &["logs", "--tail", "2", &c])?;
             if out.contains("old-log-done") || (i < RECENT && out.contains("tick")) {
                 return Ok(());
             }
@@ -194,7 +197,7 @@ fn run(reaper: &Path) -> Result<String> {
     let mut loop_bytes = 0usize;
     for name in &names {
         let c = format!("{name}.fpm");
-        let bytes = docker(&["logs", "--since", &since, &c])?.len();
+        let bytes = run("docker", &["logs", "--since", &since, &c])?.len();
         loop_bytes += bytes;
         if bytes > 0 {
             loop_active.insert(name.clone());
@@ -225,11 +228,14 @@ fn run(reaper: &Path) -> Result<String> {
          json-file logs (daemon default max-size 10m), release build. The reaper passes ran {:.0}s after \
          the logs were written, the loop right after them.\n",
         OLD_LOG >> 20,
-        docker(&[
-            "version",
-            "--format",
-            "{{.Server.Version}} (API {{.Server.APIVersion}})"
-        ])?
+        run(
+            "docker",
+            &[
+                "version",
+                "--format",
+                "{{.Server.Version}} (API {{.Server.APIVersion}})"
+            ]
+        )?
         .trim(),
         measured_after.as_secs_f64(),
     );
@@ -282,14 +288,11 @@ fn verdicts(table: &str, verdict: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// `docker <args>` (argv, no shell); stdout, or an error with stderr. The
-/// containers log to stdout only, which `docker logs` passes to its stdout.
-fn docker(args: &[&str]) -> Result<String> {
-    xtask::error::run("docker", args)
-}
-
 fn remove_containers() -> Result<()> {
-    let ids = docker(&["ps", "-aq", "--filter", &format!("label={LABEL}")])?;
+    let ids = run(
+        "docker",
+        &["ps", "-aq", "--filter", &format!("label={LABEL}")],
+    )?;
     rm_containers(&ids.split_whitespace().collect::<Vec<_>>())
 }
 
