@@ -140,12 +140,14 @@ impl Samples {
     }
 }
 
-/// A warm run through `side` failed: its error, then the tail of nginx's
-/// error log (which usually says why).
-fn warm_failed(side: &str, e: &Error, log_tail: String) -> Error {
+/// A warm run through `side` failed: its error, then the tail of the error
+/// log in `nginx_dir` (which usually says why).
+fn warm_failed(side: &str, e: &Error, nginx_dir: &Path) -> Error {
+    let log = std::fs::read_to_string(nginx_dir.join("error.log")).unwrap_or_default();
+    let tail = &log[log.len().saturating_sub(2000)..];
     Error::failed(
         format!("warm run ({side})"),
-        format!("{}\n{log_tail}", chain(e)),
+        format!("{}\n{tail}", chain(e)),
     )
 }
 
@@ -239,8 +241,7 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
         up()?;
         let b = ms(t.elapsed());
         let first = first_byte_ms(&fpm_sock)?;
-        stop()?;
-        Ok((b, first))
+        stop().map(|()| (b, first))
     };
     // Through the waker: the first byte, and of it the time outside the
     // wake (the waker's own log line gives the wake's duration): accepting,
@@ -250,8 +251,7 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     let waker_start = || -> Result<(f64, f64), Error> {
         let c = first_byte_ms(&waker_sock)?;
         let outside = last_wake_ms(&waker_log).map_or(f64::NAN, |w| c - w);
-        stop()?;
-        Ok((c, outside))
+        stop().map(|()| (c, outside))
     };
     // From paused: bare (API unpause, then the request straight to
     // php-fpm), and through the waker.
@@ -261,14 +261,12 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
         api_post(&container, "unpause")?;
         first_byte_ms(&fpm_sock)?;
         let bp = ms(t.elapsed());
-        stop()?;
-        Ok(bp)
+        stop().map(|()| bp)
     };
     let waker_unpause = || -> Result<f64, Error> {
         pause()?;
         let p = first_byte_ms(&waker_sock)?;
-        stop()?;
-        Ok(p)
+        stop().map(|()| p)
     };
     // A waker started just now, as socket activation starts one for the
     // first connection: its first wake also settles the Docker API version.
@@ -280,8 +278,7 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
         let fresh = rig.spawn_waker(&fresh_sock)?;
         let t = first_byte_ms(&fresh_sock)?;
         drop(fresh);
-        stop()?;
-        Ok(t)
+        stop().map(|()| t)
     };
     let mut cold = Samples::default();
     for i in 0..rounds {
@@ -393,14 +390,9 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     let mut proxyd_failures = 0;
     wrk(p_direct, 2)?; // warm-up
     for i in 0..warm_rounds {
-        let tail = || {
-            let log = std::fs::read_to_string(ndir.join("error.log")).unwrap_or_default();
-            let n = log.len().saturating_sub(2000);
-            log[n..].to_owned()
-        };
-        let a = wrk(p_direct, WARM_SECS).map_err(|e| warm_failed("direct", &e, tail()))?;
+        let a = wrk(p_direct, WARM_SECS).map_err(|e| warm_failed("direct", &e, &ndir))?;
         let (b, bu) = wrk_cpu(p_waker, WARM_SECS, Some(waker_pid))
-            .map_err(|e| warm_failed("waker", &e, tail()))?;
+            .map_err(|e| warm_failed("waker", &e, &ndir))?;
         let (c, cu) = match wrk_cpu(p_proxyd, WARM_SECS, Some(proxyd_pid)) {
             Ok(v) => v,
             Err(e) => {
@@ -416,10 +408,10 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
                 (f64::NAN, f64::NAN)
             }
         };
-        let e = wrk(p_mode, WARM_SECS).map_err(|e| warm_failed("direct mode", &e, tail()))?;
+        let e = wrk(p_mode, WARM_SECS).map_err(|e| warm_failed("direct mode", &e, &ndir))?;
         if base.is_some() {
             let (f, fu) = wrk_cpu(p_base, WARM_SECS, base_pid)
-                .map_err(|e| warm_failed("baseline waker", &e, tail()))?;
+                .map_err(|e| warm_failed("baseline waker", &e, &ndir))?;
             eprintln!("warm round {i}: baseline waker {f:.0}/s ({fu:.1} µs CPU/req)");
             warm.add(&[
                 ("baseline", f),
