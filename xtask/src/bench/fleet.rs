@@ -56,16 +56,6 @@ impl Drop for Fleet {
     }
 }
 
-/// One GET of `/hello.php` for `host`: (status, body, time); a failure
-/// counts as status 0.
-fn get(port: u16, host: &str) -> (u16, String, Duration) {
-    let t = Instant::now();
-    match xtask::kit::http::get_host(port, host, "/hello.php") {
-        Ok(r) => (r.status, r.text(), r.total),
-        Err(_) => (0, String::new(), t.elapsed()),
-    }
-}
-
 pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
     require(&[
         ("nginx", NGINX),
@@ -147,7 +137,7 @@ pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
     })?;
 
     eprintln!("==> {n} socket-activated wakers, nginx");
-    let wakers: Vec<SocketActivated> = fleet
+    let mut wakers: Vec<SocketActivated> = fleet
         .sites
         .iter()
         .map(|s| -> Result<SocketActivated, Error> {
@@ -166,15 +156,10 @@ pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
                 .try_activate(&run_dir.join(s).join("vhost-waker.sock"))
         })
         .collect::<Result<_, _>>()?;
+    // Each socket listens (try_activate waited for it): one nginx's workers
+    // may use (what the unit's SocketMode gives).
     for s in &fleet.sites {
         let sock = run_dir.join(s).join("vhost-waker.sock");
-        if !wait_until(Duration::from_secs(20), || sock.exists()) {
-            return Err(Error::failed(
-                format!("waker socket {}", sock.display()),
-                "not listening",
-            ));
-        }
-        // A socket nginx's workers may use (what the unit's SocketMode gives).
         let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666));
     }
     let port = free_port()?;
@@ -221,10 +206,14 @@ pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
             .iter()
             .map(|s| {
                 let barrier = barrier.clone();
+                // (status, right body, time); a failure counts as status 0.
                 sc.spawn(move || {
                     barrier.wait();
-                    let (status, body, took) = get(port, s);
-                    (status, body == hello_line(s), took)
+                    let t = Instant::now();
+                    match xtask::kit::http::get_host(port, s, "/hello.php") {
+                        Ok(r) => (r.status, r.text() == hello_line(s), r.total),
+                        Err(_) => (0, false, t.elapsed()),
+                    }
                 })
             })
             .collect();
@@ -260,7 +249,6 @@ pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
     };
     let (alive_before, mib_before) = rss(&pids);
     eprintln!("==> waiting {IDLE_EXIT:?} for the wakers to exit idle");
-    let mut wakers = wakers;
     wait_until(IDLE_EXIT + Duration::from_secs(20), || {
         wakers.iter_mut().all(|g| g.try_status().is_some())
     });
