@@ -97,17 +97,15 @@ pub fn test_labels() -> Vec<String> {
 pub fn create_site_container(c: &SiteContainer<'_>) -> Result<(), Error> {
     let run_mount = format!("{}:/run/php", c.run_dir.display());
     let www_mount = format!("{}:{}:ro", c.docroot.display(), c.docroot_inside);
-    let mut argv: Vec<&str> = vec!["create", "--name", c.name, "--network", "none"];
-    for l in c.labels {
-        argv.extend(["--label", l]);
-    }
-    argv.extend(["-v", &run_mount, "-v", &www_mount]);
-    for e in c.env {
-        argv.extend(["-e", e]);
-    }
-    argv.extend(c.extra.iter().map(String::as_str));
-    argv.push(c.image);
-    run("docker", &argv).map(drop)
+    Cmd::new("docker")
+        .args(["create", "--name", c.name, "--network", "none"])
+        .args(c.labels.iter().flat_map(|l| ["--label", l.as_str()]))
+        .args(["-v", &run_mount, "-v", &www_mount])
+        .args(c.env.iter().flat_map(|e| ["-e", e.as_str()]))
+        .args(c.extra)
+        .arg(c.image)
+        .stdout()
+        .map(drop)
 }
 
 /// Build (or find cached) the php-fpm image: its content-hash tag and

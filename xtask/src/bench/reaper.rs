@@ -97,24 +97,12 @@ fn measure(reaper: &Path) -> Result<String> {
     parallel(SITES, 8, |i| {
         let tail = if i < RECENT { recent_tail } else { quiet_tail };
         let script = format!("{old}; {tail}");
-        run(
-            "docker",
-            &[
-                "run",
-                "-d",
-                "--name",
-                &format!("{}.fpm", names[i]),
-                "--label",
-                LABEL,
-                "--network",
-                "none",
-                &image,
-                "/bin/dash",
-                "-c",
-                &script,
-            ],
-        )
-        .map(|_| ())
+        Cmd::new("docker")
+            .args(["run", "-d", "--label", LABEL, "--network", "none", "--name"])
+            .arg(format!("{}.fpm", names[i]))
+            .args([image.as_str(), "/bin/dash", "-c", &script])
+            .stdout()
+            .map(drop)
     })?;
     eprintln!(
         "    started in {:.1}s; waiting for the logs to be written",
