@@ -81,34 +81,25 @@ impl Spawned {
     }
 
     fn spawn(mut cmd: Command, launch: &Launch, dir: tempfile::TempDir) -> Result<Spawned, Error> {
-        let (logs, out, err) = match &launch.log {
-            Some(path) => {
-                let file = std::fs::File::options()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(Error::io("open", path))?;
-                let from = file.metadata().map_err(Error::io("stat", path))?.len();
-                let err = file.try_clone().map_err(Error::io("dup", path))?;
-                let logs = Logs {
-                    out: path.clone(),
-                    err: None,
-                    from,
-                };
-                (logs, file, err)
-            }
-            None => {
-                let stdout = dir.path().join("stdout");
-                let stderr = dir.path().join("stderr");
-                let out = std::fs::File::create(&stdout).map_err(Error::io("create", &stdout))?;
-                let err = std::fs::File::create(&stderr).map_err(Error::io("create", &stderr))?;
-                let logs = Logs {
-                    out: stdout,
-                    err: Some(stderr),
-                    from: 0,
-                };
-                (logs, out, err)
-            }
+        let logs = match &launch.log {
+            Some(path) => Logs {
+                out: path.clone(),
+                err: None,
+                from: std::fs::metadata(path).map_or(0, |m| m.len()),
+            },
+            None => Logs {
+                out: dir.path().join("stdout"),
+                err: Some(dir.path().join("stderr")),
+                from: 0,
+            },
+        };
+        let mut options = std::fs::File::options();
+        options.create(true).append(true);
+        let open = |path: &Path| options.open(path).map_err(Error::io("open", path));
+        let out = open(&logs.out)?;
+        let err = match &logs.err {
+            Some(path) => open(path)?,
+            None => out.try_clone().map_err(Error::io("dup", &logs.out))?,
         };
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         if launch.group {
