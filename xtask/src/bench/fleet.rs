@@ -274,46 +274,30 @@ pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
     let reaper_pass = t.elapsed();
 
     let budget = 1.5 * n as f64 / bare_rate;
-    let mut out = format!(
-        "### A crawler's sweep (`cargo xtask bench fleet {n}`, release builds)\n\n\
-         Machine: {} cores; K = {k} wake slots (the default: the CPU count, at least 2); \
-         set-up of {n} sites took {:.0} s.\n\n",
-        std::thread::available_parallelism()
-            .map(|c| c.get())
-            .unwrap_or(0),
-        setup.as_secs_f64()
-    );
-    out.push_str("| measure | value | target |\n|---|---|---|\n");
     let statuses: Vec<String> = by_status
         .iter()
         .map(|(s, c)| format!("{c} × {s}"))
         .collect();
-    out += &format!(
-        "| answers | {} ({wrong} wrong bodies) | {n} × 200, or fast 503s; no 502/504 |\n",
-        statuses.join(", ")
-    );
-    out += &format!(
-        "| bare start rate ({} containers, {k} at a time, until php-fpm accepts) | {bare_rate:.2} /s | |\n",
-        sample.len()
-    );
-    out += &format!(
-        "| time to the last answer | {:.1} s (whole sweep {:.1} s) | ≤ 1.5 × N ÷ rate = {budget:.1} s |\n",
+    let (statuses, sampled, idle_secs) = (statuses.join(", "), sample.len(), IDLE_EXIT.as_secs());
+    let out = format!(
+        "### A crawler's sweep (`cargo xtask bench fleet {n}`, release builds)\n\n\
+         Machine: {} cores; K = {k} wake slots (the default: the CPU count, at least 2); \
+         set-up of {n} sites took {:.0} s.\n\n\
+         | measure | value | target |\n|---|---|---|\n\
+         | answers | {statuses} ({wrong} wrong bodies) | {n} × 200, or fast 503s; no 502/504 |\n\
+         | bare start rate ({sampled} containers, {k} at a time, until php-fpm accepts) | {bare_rate:.2} /s | |\n\
+         | time to the last answer | {:.1} s (whole sweep {:.1} s) | ≤ 1.5 × N ÷ rate = {budget:.1} s |\n\
+         | peak wakes holding a slot at once (wakers' logs, {} wakes) | {peak} | ≤ K = {k} |\n\
+         | wakers after the sweep | {alive_before} processes, {mib_before:.0} MiB RSS | |\n\
+         | wakers {idle_secs} s after their last connection (`--exit-idle-time`) | {alive_after} processes, {mib_after:.0} MiB RSS | 0 |\n\
+         | one fleet-reaper pass over {n} awake sites (`--dry-run`) | {:.2} s{} | |\n",
+        std::thread::available_parallelism()
+            .map(|c| c.get())
+            .unwrap_or(0),
+        setup.as_secs_f64(),
         last.as_secs_f64(),
-        since_start.as_secs_f64()
-    );
-    out += &format!(
-        "| peak wakes holding a slot at once (wakers' logs, {} wakes) | {peak} | ≤ K = {k} |\n",
-        windows.len()
-    );
-    out += &format!(
-        "| wakers after the sweep | {alive_before} processes, {mib_before:.0} MiB RSS | |\n"
-    );
-    out += &format!(
-        "| wakers {} s after their last connection (`--exit-idle-time`) | {alive_after} processes, {mib_after:.0} MiB RSS | 0 |\n",
-        IDLE_EXIT.as_secs()
-    );
-    out += &format!(
-        "| one fleet-reaper pass over {n} awake sites (`--dry-run`) | {:.2} s{} | |\n",
+        since_start.as_secs_f64(),
+        windows.len(),
         reaper_pass.as_secs_f64(),
         if reaper_ok { "" } else { " (it failed)" }
     );

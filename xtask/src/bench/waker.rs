@@ -135,8 +135,10 @@ impl Samples {
     }
 
     /// The [`median`] of `name`'s samples (NaN when there are none).
-    fn median(&mut self, name: &str) -> f64 {
-        self.0.get_mut(name).map_or(f64::NAN, |v| median(v))
+    fn median(&self, name: &str) -> f64 {
+        self.0
+            .get(name)
+            .map_or(f64::NAN, |v| median(&mut v.clone()))
     }
 }
 
@@ -443,67 +445,52 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     let mib = |(rss, anon): (u64, u64)| {
         format!("{:.1} ({:.1})", rss as f64 / 1024.0, anon as f64 / 1024.0)
     };
-    let mut out = format!(
-        "### fleet-waker (`cargo xtask bench waker`, {rounds} cold rounds, {warm_rounds} warm rounds of {WARM_SECS} s per peer)\n\n"
-    );
-    if proxyd_failures > 0 {
-        out += &format!(
+    let m = |name: &str| warm.median(name);
+    let failures = if proxyd_failures > 0 {
+        format!(
             "systemd-socket-proxyd exited under load in {proxyd_failures} round(s); those rounds are left out for it.\n\n"
-        );
-    }
-    out += &format!(
-        "Machine: {} cores, kernel {}.\n\n",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
-        run(&["uname", "-r"])?.trim()
-    );
-    out += "| Warm (wrk -t2 -c32, nginx → …) | req/s (median) | vs direct, median of rounds | target |\n|---|---|---|---|\n";
-    out += &format!(
-        "| php-fpm directly | {:.0} | 1.00× | |\n",
-        warm.median("direct")
-    );
-    out += &format!(
-        "| fleet-waker | {:.0} | {:.2}× | ≥ 0.85× |\n",
-        warm.median("waker"),
-        warm.median("waker/direct")
-    );
-    if let Some(bin) = baseline {
-        let (rw, rb) = (warm.median("waker/direct"), warm.median("baseline/direct"));
-        out += &format!(
-            "| fleet-waker, baseline build (`{}`) | {:.0} | {rb:.2}× (this build − baseline: {:+.2}) | |\n",
-            bin.display(),
-            warm.median("baseline"),
-            rw - rb
-        );
-    }
-    out += &format!(
-        "| systemd-socket-proxyd | {:.0} | {:.2}× | |\n",
-        warm.median("proxyd"),
-        warm.median("proxyd/direct")
-    );
-    out += &format!(
-        "| direct mode (upstream: php-fpm.sock, waker socket as backup) | {:.0} | {:.2}× | ≥ 0.98× |\n\n",
-        warm.median("mode"),
-        warm.median("mode/direct")
-    );
-    out += &format!(
-        "fleet-waker / systemd-socket-proxyd: {:.2}× (medians of req/s), {:.2}× (median of the rounds' ratios; target ≥ 1.5×)\n\n",
-        warm.median("waker") / warm.median("proxyd"),
-        warm.median("waker/proxyd")
-    );
-    out += &format!(
-        "CPU per proxied request (user+system of the proxy process, median): fleet-waker {:.1} µs, systemd-socket-proxyd {:.1} µs{}\n\n",
-        warm.median("waker µs"),
-        warm.median("proxyd µs"),
-        if baseline.is_none() {
-            String::new()
-        } else {
+        )
+    } else {
+        String::new()
+    };
+    let (baseline_row, baseline_cpu) = match baseline {
+        Some(bin) => (
             format!(
-                ", baseline fleet-waker {:.1} µs",
-                warm.median("baseline µs")
-            )
-        }
+                "| fleet-waker, baseline build (`{}`) | {:.0} | {:.2}× (this build − baseline: {:+.2}) | |\n",
+                bin.display(),
+                m("baseline"),
+                m("baseline/direct"),
+                m("waker/direct") - m("baseline/direct")
+            ),
+            format!(", baseline fleet-waker {:.1} µs", m("baseline µs")),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = run(&["uname", "-r"])?;
+    let mut out = format!(
+        "### fleet-waker (`cargo xtask bench waker`, {rounds} cold rounds, {warm_rounds} warm rounds of {WARM_SECS} s per peer)\n\n\
+         {failures}Machine: {cores} cores, kernel {}.\n\n\
+         | Warm (wrk -t2 -c32, nginx → …) | req/s (median) | vs direct, median of rounds | target |\n|---|---|---|---|\n\
+         | php-fpm directly | {:.0} | 1.00× | |\n\
+         | fleet-waker | {:.0} | {:.2}× | ≥ 0.85× |\n\
+         {baseline_row}\
+         | systemd-socket-proxyd | {:.0} | {:.2}× | |\n\
+         | direct mode (upstream: php-fpm.sock, waker socket as backup) | {:.0} | {:.2}× | ≥ 0.98× |\n\n\
+         fleet-waker / systemd-socket-proxyd: {:.2}× (medians of req/s), {:.2}× (median of the rounds' ratios; target ≥ 1.5×)\n\n\
+         CPU per proxied request (user+system of the proxy process, median): fleet-waker {:.1} µs, systemd-socket-proxyd {:.1} µs{baseline_cpu}\n\n",
+        kernel.trim(),
+        m("direct"),
+        m("waker"),
+        m("waker/direct"),
+        m("proxyd"),
+        m("proxyd/direct"),
+        m("mode"),
+        m("mode/direct"),
+        m("waker") / m("proxyd"),
+        m("waker/proxyd"),
+        m("waker µs"),
+        m("proxyd µs"),
     );
     out += "| Cold (ms, median) | value | target |\n|---|---|---|\n";
     // (row, samples, target: with its trailing space, if any)
@@ -545,15 +532,13 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     ] {
         out += &format!("| {row} | {:.1} | {target}|\n", cold.median(name));
     }
-    out += "\n| Memory, MiB: VmRSS (anonymous) | idle | after traffic | 100 open |\n|---|---|---|---|\n";
     out += &format!(
-        "| fleet-waker | {} | {} | {} |\n",
+        "\n| Memory, MiB: VmRSS (anonymous) | idle | after traffic | 100 open |\n|---|---|---|---|\n\
+         | fleet-waker | {} | {} | {} |\n\
+         | systemd-socket-proxyd | {} | | {} |\n",
         mib(rss_waker_idle),
         mib(rss_waker_after),
-        mib(rss_waker_100)
-    );
-    out += &format!(
-        "| systemd-socket-proxyd | {} | | {} |\n",
+        mib(rss_waker_100),
         mib(rss_proxyd_idle),
         mib(rss_proxyd_100)
     );
