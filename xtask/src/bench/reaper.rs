@@ -20,7 +20,6 @@
 //! and removed at the end (and leftovers at the start).
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -204,56 +203,35 @@ fn measure(reaper: &Path) -> Result<String> {
     }
     let ratio = loop_time.as_secs_f64() / reaper_best.as_secs_f64().max(1e-9);
 
-    let mut md = String::new();
-    let _ = writeln!(
-        md,
-        "## reaper: one pass vs the old serial `docker logs --since` loop\n"
-    );
-    let _ = writeln!(
-        md,
-        "{SITES} running light containers (`{image}`), each with {} MiB of log older than the \
+    let version = "{{.Server.Version}} (API {{.Server.APIVersion}})";
+    let docker = run("docker", &["version", "--format", version])?;
+    let times: Vec<String> = reaper_times
+        .iter()
+        .map(|d| format!("{:.3}", d.as_secs_f64()))
+        .collect();
+    let under = if reaper_best < Duration::from_secs(2) {
+        "under"
+    } else {
+        "NOT under"
+    };
+    let md = format!(
+        "## reaper: one pass vs the old serial `docker logs --since` loop\n\n\
+         {SITES} running light containers (`{image}`), each with {} MiB of log older than the \
          {TIMEOUT_SECS}s timeout, {RECENT} of them logging a line every second. Docker {}, \
          json-file logs (daemon default max-size 10m), release build. The reaper passes ran {:.0}s after \
-         the logs were written, the loop right after them.\n",
+         the logs were written, the loop right after them.\n\n\
+         | what | time | verdicts |\n|---|---|---|\n\
+         | `fleet-reaper --dry-run` (whole process, --jobs 16), best of {RUNS} ({}) | **{:.3} s** | {RECENT} active-logs, {} idle |\n\
+         | serial `docker logs --since` per site (old script) | {:.3} s | {} active ({loop_bytes} bytes read in all) |\n\
+         \n**{ratio:.1}× faster** than the serial loop (target ≥ 10×); pass {under} 2 s (target < 2 s).\n",
         OLD_LOG >> 20,
-        run(
-            "docker",
-            &[
-                "version",
-                "--format",
-                "{{.Server.Version}} (API {{.Server.APIVersion}})"
-            ]
-        )?
-        .trim(),
+        docker.trim(),
         measured_after.as_secs_f64(),
-    );
-    let _ = writeln!(md, "| what | time | verdicts |\n|---|---|---|");
-    let _ = writeln!(
-        md,
-        "| `fleet-reaper --dry-run` (whole process, --jobs 16), best of {RUNS} ({}) | **{:.3} s** | {RECENT} active-logs, {} idle |",
-        reaper_times
-            .iter()
-            .map(|d| format!("{:.3}", d.as_secs_f64()))
-            .collect::<Vec<_>>()
-            .join(", "),
+        times.join(", "),
         reaper_best.as_secs_f64(),
-        SITES - RECENT
-    );
-    let _ = writeln!(
-        md,
-        "| serial `docker logs --since` per site (old script) | {:.3} s | {} active ({} bytes read in all) |",
+        SITES - RECENT,
         loop_time.as_secs_f64(),
         loop_active.len(),
-        loop_bytes
-    );
-    let _ = writeln!(
-        md,
-        "\n**{ratio:.1}× faster** than the serial loop (target ≥ 10×); pass {} 2 s (target < 2 s).",
-        if reaper_best < Duration::from_secs(2) {
-            "under"
-        } else {
-            "NOT under"
-        }
     );
     Ok(md)
 }
