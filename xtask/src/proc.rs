@@ -20,9 +20,8 @@ pub fn run(argv: &[&str]) -> Result<String, Error> {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> Result<u16, Error> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| Error::failed("a free port on 127.0.0.1", e))?;
-    l.local_addr()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| Error::failed("a free port on 127.0.0.1", e))
 }

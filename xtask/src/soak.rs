@@ -91,16 +91,11 @@ fn parse_wrk(out: &str) -> Option<WrkRun> {
     } else {
         t.strip_suffix('s')?.parse().ok()?
     };
-    if let Some(l) = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
-    {
+    let field = |name: &str| out.lines().find_map(|l| l.trim().strip_prefix(name));
+    if let Some(l) = field("Non-2xx or 3xx responses:") {
         r.non_2xx = l.trim().parse().ok()?;
     }
-    if let Some(l) = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
-    {
+    if let Some(l) = field("Socket errors:") {
         r.socket_errors = l
             .split(',')
             .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
