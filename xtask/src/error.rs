@@ -9,7 +9,8 @@
 use std::ffi::{OsStr, OsString};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::JoinHandle;
 
 /// sysexits: usage error (clap's parse errors).
 pub const EX_USAGE: u8 = 64;
@@ -49,9 +50,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Building or finding the php-fpm test image.
-    #[error("php-fpm image")]
-    Image(#[from] crate::image::Error),
 }
 
 impl Error {
@@ -83,7 +81,7 @@ impl Error {
     /// The process exit code for this error (sysexits).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Unavailable { .. } | Error::Missing(_) | Error::Image(_) => EX_UNAVAILABLE,
+            Error::Unavailable { .. } | Error::Missing(_) => EX_UNAVAILABLE,
             Error::Failed { .. } | Error::Io { .. } => 1,
         }
     }
@@ -217,29 +215,17 @@ impl Cmd {
         let mut cmd = self.command();
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = self.spawn(&mut cmd)?;
-        // Written from a thread while we read: a child that writes much
-        // before reading all its input would otherwise block us both.
-        let pipe = child.stdin.take();
-        let (out, written) = std::thread::scope(|s| {
-            let writer = match (&self.stdin, pipe) {
-                (Some(data), Some(mut pipe)) => Some(s.spawn(move || pipe.write_all(data))),
-                _ => None,
-            };
-            let out = child.wait_with_output();
-            let written = writer.map(|w| w.join());
-            (out, written)
-        });
-        let out = out.map_err(|e| Error::failed(self.line(), format!("waiting for it: {e}")))?;
-        match written {
-            // A child that failed may well have stopped reading: its status
-            // and stderr say why, not the broken pipe.
-            Some(Ok(Err(e))) if out.status.success() => Err(Error::failed(
-                self.line(),
-                format!("writing its stdin: {e}"),
-            )),
-            Some(Err(_)) => Err(Error::failed(self.line(), "the stdin writer panicked")),
-            _ => Ok(out),
+        let writer = self.feed(&mut child);
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::failed(self.line(), format!("waiting for it: {e}")))?;
+        let written = self.written(writer);
+        // A child that failed may well have stopped reading: its status and
+        // stderr say why, not the broken pipe.
+        if out.status.success() {
+            written?;
         }
+        Ok(out)
     }
 
     /// Runs it with stdout and stderr passed through (cargo's or apt's
@@ -247,23 +233,15 @@ impl Cmd {
     pub fn status(&self) -> Result<(), Error> {
         let mut cmd = self.command();
         let mut child = self.spawn(&mut cmd)?;
-        // Fed before the wait (the pipe closes as it drops); its output is
-        // not ours to read, so the write cannot deadlock on it.
-        let written = match (&self.stdin, child.stdin.take()) {
-            (Some(data), Some(mut pipe)) => pipe.write_all(data),
-            _ => Ok(()),
-        };
+        let writer = self.feed(&mut child);
         let status = child
             .wait()
             .map_err(|e| Error::failed(self.line(), format!("waiting for it: {e}")))?;
-        match written {
-            _ if !status.success() => Err(Error::failed(self.line(), status)),
-            Err(e) => Err(Error::failed(
-                self.line(),
-                format!("writing its stdin: {e}"),
-            )),
-            Ok(()) => Ok(()),
+        let written = self.written(writer);
+        if !status.success() {
+            return Err(Error::failed(self.line(), status));
         }
+        written
     }
 
     /// Runs it, handing each line of `stream` to `f` as it comes (a long
@@ -281,14 +259,7 @@ impl Cmd {
             Stream::Stderr => cmd.stderr(Stdio::piped()),
         };
         let mut child = self.spawn(&mut cmd)?;
-        // Fed from a thread: the child may write before it reads.
-        let feeder = match (&self.stdin, child.stdin.take()) {
-            (Some(data), Some(mut pipe)) => {
-                let data = data.clone();
-                Some(std::thread::spawn(move || pipe.write_all(&data)))
-            }
-            _ => None,
-        };
+        let writer = self.feed(&mut child);
         let out: Option<Box<dyn std::io::Read>> = match stream {
             Stream::Stdout => child.stdout.take().map(|o| Box::new(o) as _),
             Stream::Stderr => child.stderr.take().map(|e| Box::new(e) as _),
@@ -301,10 +272,28 @@ impl Cmd {
         let status = child
             .wait()
             .map_err(|e| Error::failed(self.line(), format!("waiting for it: {e}")))?;
-        if let Some(feeder) = feeder {
-            let _ = feeder.join();
-        }
+        // The status is the caller's to judge, a broken pipe with it.
+        let _ = self.written(writer);
         Ok(status)
+    }
+
+    /// Feeds the stdin bytes from a thread: a child that writes much before
+    /// reading all its input would otherwise block us both.
+    fn feed(&self, child: &mut Child) -> Option<JoinHandle<std::io::Result<()>>> {
+        let (data, mut pipe) = (self.stdin.clone()?, child.stdin.take()?);
+        Some(std::thread::spawn(move || pipe.write_all(&data)))
+    }
+
+    /// How the [`Cmd::feed`] thread's write went.
+    fn written(&self, writer: Option<JoinHandle<std::io::Result<()>>>) -> Result<(), Error> {
+        match writer.map(JoinHandle::join) {
+            Some(Ok(Err(e))) => Err(Error::failed(
+                self.line(),
+                format!("writing its stdin: {e}"),
+            )),
+            Some(Err(_)) => Err(Error::failed(self.line(), "the stdin writer panicked")),
+            _ => Ok(()),
+        }
     }
 
     /// The program, arguments and extra environment (for the launcher,
@@ -336,7 +325,7 @@ impl Cmd {
         cmd
     }
 
-    fn spawn(&self, cmd: &mut Command) -> Result<std::process::Child, Error> {
+    fn spawn(&self, cmd: &mut Command) -> Result<Child, Error> {
         cmd.spawn().map_err(|e| {
             let program = self.program.to_string_lossy();
             Error::unavailable(self.line(), format!("cannot run {program}: {e}"))

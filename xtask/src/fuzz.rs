@@ -12,15 +12,6 @@ use xtask::error::{Cmd, Stream};
 /// The targets in `fuzz/fuzz_targets/`.
 pub const TARGETS: &[&str] = &["conf", "site", "listen_env"];
 
-/// What a finished run reported.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    /// libFuzzer's `Done N runs in S second(s)` line.
-    pub done: Option<String>,
-    /// `stat::…` lines (`-print_final_stats=1`).
-    pub stats: Vec<String>,
-}
-
 /// `cargo xtask fuzz` arguments.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct FuzzArgs {
@@ -33,14 +24,16 @@ pub struct FuzzArgs {
     pub seconds: u64,
 }
 
-/// Runs the target; its output goes through to stderr. Err on a crash
-/// (libFuzzer found an input; it is saved under `fuzz/artifacts/<target>/`).
-pub fn run(root: &Path, target: &str, seconds: u64) -> Result<Outcome, Error> {
+/// Runs the target; its output goes through to stderr, then libFuzzer's
+/// `Done N runs in S second(s)` line and its `stat::…` lines
+/// (`-print_final_stats=1`) to stdout. Err on a crash (libFuzzer found an
+/// input; it is saved under `fuzz/artifacts/<target>/`).
+pub fn run(root: &Path, target: &str, seconds: u64) -> Result<(), Error> {
     let fuzz_dir = root.join("fuzz");
     let max = format!("-max_total_time={seconds}");
     eprintln!("==> cargo +nightly fuzz run {target} -O -- {max} -print_final_stats=1");
     // `cargo` here is rustup's proxy (for +nightly), not $CARGO (stable).
-    let mut outcome = Outcome::default();
+    let (mut done, mut stats) = (None, Vec::new());
     let status = Cmd::new("cargo")
         .args(["+nightly", "fuzz", "run", target, "-O", "--"])
         .arg(&max)
@@ -52,9 +45,9 @@ pub fn run(root: &Path, target: &str, seconds: u64) -> Result<Outcome, Error> {
         .each_line(Stream::Stderr, |line| {
             eprintln!("{line}");
             if line.starts_with("Done ") {
-                outcome.done = Some(line.to_owned());
+                done = Some(line.to_owned());
             } else if line.starts_with("stat::") {
-                outcome.stats.push(line.to_owned());
+                stats.push(line.to_owned());
             }
         })
         .map_err(|e| {
@@ -72,5 +65,9 @@ pub fn run(root: &Path, target: &str, seconds: u64) -> Result<Outcome, Error> {
             format!("{status}; see fuzz/artifacts/{target}/"),
         ));
     }
-    Ok(outcome)
+    println!("fuzz {target}: {}", done.unwrap_or_default());
+    for s in stats {
+        println!("  {s}");
+    }
+    Ok(())
 }

@@ -22,6 +22,9 @@ use std::sync::Mutex;
 
 use sha2::{Digest as _, Sha256};
 
+use crate::Error;
+use crate::error::{Cmd, chain, run};
+
 /// The host's php-fpm binary that goes into the image.
 pub const PHP_FPM: &str = "/usr/sbin/php-fpm8.2";
 /// Repository part of the image tags.
@@ -52,44 +55,7 @@ const TZ_FILES: &[&str] = &["/usr/share/zoneinfo/UTC", "/usr/share/zoneinfo/Etc/
 /// The loaders we know how to ask for a binary's libraries (`--list`).
 const LOADERS: &[&str] = &["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"];
 
-/// Why the image could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// php-fpm is not installed on the host.
-    #[error("{path} is missing: install it with `apt-get install php8.2-fpm`")]
-    PhpFpmMissing {
-        /// The binary looked for.
-        path: PathBuf,
-    },
-    /// No dynamic loader we know is present.
-    #[error("no known dynamic loader found (looked for {looked:?})")]
-    NoLoader {
-        /// The loaders tried.
-        looked: Vec<String>,
-    },
-    /// A command could not be run or failed.
-    #[error("`{command}` failed: {detail}")]
-    Command {
-        /// The command line (for the message only; it ran as an argv).
-        command: String,
-        /// Exit status and stderr, or the spawn error.
-        detail: String,
-    },
-    /// A host file could not be read.
-    #[error("cannot read {path}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Writing the in-memory tar failed.
-    #[error("cannot build the rootfs tar")]
-    Tar(#[source] std::io::Error),
-}
-
-/// The result of [`ensure_image`].
+/// The result of [`ensure_image_info`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
     /// `fleet-php-fpm:<16 hex>`.
@@ -128,33 +94,32 @@ pub fn test_labels() -> Vec<String> {
 }
 
 /// `docker create` of `c` (an argv, never a shell), stopped.
-pub fn create_site_container(c: &SiteContainer<'_>) -> Result<(), crate::Error> {
+pub fn create_site_container(c: &SiteContainer<'_>) -> Result<(), Error> {
     let run_mount = format!("{}:/run/php", c.run_dir.display());
     let www_mount = format!("{}:{}:ro", c.docroot.display(), c.docroot_inside);
-    let mut argv: Vec<&str> = vec!["create", "--name", c.name, "--network", "none"];
-    for l in c.labels {
-        argv.extend(["--label", l]);
-    }
-    argv.extend(["-v", &run_mount, "-v", &www_mount]);
-    for e in c.env {
-        argv.extend(["-e", e]);
-    }
-    argv.extend(c.extra.iter().map(String::as_str));
-    argv.push(c.image);
-    crate::error::run("docker", &argv).map(drop)
+    Cmd::new("docker")
+        .args(["create", "--name", c.name, "--network", "none"])
+        .args(c.labels.iter().flat_map(|l| ["--label", l.as_str()]))
+        .args(["-v", &run_mount, "-v", &www_mount])
+        .args(c.env.iter().flat_map(|e| ["-e", e.as_str()]))
+        .args(c.extra)
+        .arg(c.image)
+        .stdout()
+        .map(drop)
 }
 
-/// Build (or find cached) the php-fpm image and return its content-hash tag.
+/// Build (or find cached) the php-fpm image: its content-hash tag and
+/// whether it was cached. Any failure is [`Error::Unavailable`]: the tests
+/// cannot run without it.
 ///
 /// Safe to call from many threads: the first caller in the process does the
 /// work, the others wait and get the same answer. Two processes importing the
 /// same tag at once is harmless (same content, same tag).
-pub fn ensure_image() -> Result<String, Error> {
-    ensure_image_info().map(|i| i.tag)
+pub fn ensure_image_info() -> Result<Image, Error> {
+    build_image().map_err(|e| Error::unavailable("php-fpm image", chain(&e)))
 }
 
-/// Like [`ensure_image`], also telling whether the image was already cached.
-pub fn ensure_image_info() -> Result<Image, Error> {
+fn build_image() -> Result<Image, Error> {
     static DONE: Mutex<Option<Image>> = Mutex::new(None);
     let mut done = DONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(image) = done.as_ref() {
@@ -171,14 +136,11 @@ pub fn ensure_image_info() -> Result<Image, Error> {
         None => {
             let tar = write_tar(&entries)?;
             let image = ensure_tar_image(REPOSITORY, &tar, &php_changes())?;
-            run(&["docker", "tag", &image.tag, &manifest_tag], None)?;
+            run("docker", &["tag", &image.tag, &manifest_tag])?;
             (image.tag, image.cached)
         }
     };
-    run(
-        &["docker", "tag", &tag, &format!("{REPOSITORY}:latest")],
-        None,
-    )?;
+    run("docker", &["tag", &tag, &format!("{REPOSITORY}:latest")])?;
     let image = Image { tag, cached };
     *done = Some(image.clone());
     Ok(image)
@@ -214,8 +176,7 @@ pub fn ensure_tar_image(repository: &str, tar: &[u8], changes: &[String]) -> Res
 pub fn files_tar(files: &[(PathBuf, u32, Vec<u8>)]) -> Result<Vec<u8>, Error> {
     let mut entries = BTreeMap::new();
     for (path, mode, content) in files {
-        add_parents(&mut entries, path);
-        entries.insert(rel(path), Entry::File(*mode, content.clone()));
+        insert(&mut entries, path, Entry::File(*mode, content.clone()));
     }
     write_tar(&entries)
 }
@@ -227,17 +188,13 @@ pub fn needed_libraries(binary: &Path) -> Result<Vec<PathBuf>, Error> {
         .iter()
         .map(Path::new)
         .find(|p| p.exists())
-        .ok_or_else(|| Error::NoLoader {
-            looked: LOADERS.iter().map(|s| s.to_string()).collect(),
+        .ok_or_else(|| {
+            Error::unavailable(
+                "a dynamic loader",
+                format!("none known (looked for {LOADERS:?})"),
+            )
         })?;
-    let listing = run(
-        &[
-            &loader.to_string_lossy(),
-            "--list",
-            &binary.to_string_lossy(),
-        ],
-        None,
-    )?;
+    let listing = Cmd::new(loader).arg("--list").arg(binary).stdout()?;
     let mut libs = parse_loader_list(&listing);
     libs.push(loader.to_path_buf());
     Ok(libs)
@@ -249,16 +206,10 @@ fn content_tag_of(manifest_tag: &str) -> Result<Option<String>, Error> {
     if !image_exists(manifest_tag)? {
         return Ok(None);
     }
+    let format = "{{range .RepoTags}}{{println .}}{{end}}";
     let out = run(
-        &[
-            "docker",
-            "image",
-            "inspect",
-            "--format",
-            "{{range .RepoTags}}{{println .}}{{end}}",
-            manifest_tag,
-        ],
-        None,
+        "docker",
+        &["image", "inspect", "--format", format, manifest_tag],
     )?;
     Ok(pick_content_tag(&out))
 }
@@ -272,22 +223,16 @@ pub fn pick_content_tag(repo_tags: &str) -> Option<String> {
 }
 
 fn image_exists(tag: &str) -> Result<bool, Error> {
-    let argv = ["docker", "image", "inspect", "--format", "{{.Id}}", tag];
-    let out = crate::error::Cmd::new("docker")
-        .args(&argv[1..])
-        .output()
-        .map_err(|e| command_error(&argv, crate::error::chain(&e)))?;
-    if out.status.success() {
-        return Ok(true);
-    }
+    let cmd = Cmd::new("docker").args(["image", "inspect", "--format", "{{.Id}}", tag]);
+    let out = cmd.output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if stderr.contains("No such image") || stderr.contains("No such object") {
+    if out.status.success() {
+        Ok(true)
+    } else if stderr.contains("No such image") || stderr.contains("No such object") {
         Ok(false)
     } else {
-        Err(command_error(
-            &argv,
-            format!("{}: {}", out.status, stderr.trim()),
-        ))
+        let why = format!("{}: {}", out.status, stderr.trim());
+        Err(Error::failed(cmd.line(), why))
     }
 }
 
@@ -309,41 +254,12 @@ fn php_changes() -> Vec<String> {
 }
 
 fn import(tar: &[u8], tag: &str, changes: &[String]) -> Result<(), Error> {
-    let mut argv = vec!["docker", "import"];
-    for c in changes {
-        argv.extend(["--change", c]);
-    }
-    argv.extend(["-", tag]);
-    run(&argv, Some(tar)).map(|_| ())
-}
-
-fn command_error(argv: &[&str], detail: String) -> Error {
-    Error::Command {
-        command: argv.join(" "),
-        detail,
-    }
-}
-
-/// Run an argv (never a shell) with [`crate::error::Cmd`], optionally
-/// feeding `stdin`; return stdout.
-fn run(argv: &[&str], stdin: Option<&[u8]>) -> Result<String, Error> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| command_error(argv, "empty argv".into()))?;
-    let cmd = crate::error::Cmd::new(program).args(args);
-    match stdin {
-        Some(data) => cmd.stdin(data),
-        None => cmd,
-    }
-    .stdout()
-    .map_err(|e| match e {
-        crate::error::Error::Failed { what, why }
-        | crate::error::Error::Unavailable { what, why } => Error::Command {
-            command: what,
-            detail: why,
-        },
-        other => command_error(argv, crate::error::chain(&other)),
-    })
+    let changes = changes.iter().flat_map(|c| ["--change", c.as_str()]);
+    let cmd = Cmd::new("docker")
+        .arg("import")
+        .args(changes)
+        .args(["-", tag]);
+    cmd.stdin(tar).stdout().map(drop)
 }
 
 /// One entry of the rootfs, keyed by its path without the leading `/`.
@@ -374,33 +290,26 @@ pub fn rootfs_tar() -> Result<Vec<u8>, Error> {
 fn collect() -> Result<BTreeMap<PathBuf, Entry>, Error> {
     let php_fpm = Path::new(PHP_FPM);
     if !php_fpm.exists() {
-        return Err(Error::PhpFpmMissing {
-            path: php_fpm.to_path_buf(),
-        });
+        return Err(Error::unavailable(
+            PHP_FPM,
+            "missing: install it with `apt-get install php8.2-fpm`",
+        ));
     }
-    let libs = needed_libraries(php_fpm)?;
-
-    let mut entries: BTreeMap<PathBuf, Entry> = BTreeMap::new();
-    add_host_path(&mut entries, php_fpm)?;
-    for lib in &libs {
-        add_host_path(&mut entries, lib)?;
-    }
+    let mut host = vec![php_fpm.to_path_buf()];
+    host.extend(needed_libraries(php_fpm)?);
     // PHP (Debian build) reads time zones from the system tzdata: without
     // it every start warns "Invalid date.timezone value 'UTC'".
-    for tz in TZ_FILES.iter().map(Path::new).filter(|p| p.exists()) {
-        add_host_path(&mut entries, tz)?;
-    }
+    host.extend(TZ_FILES.iter().map(PathBuf::from).filter(|p| p.exists()));
     // posix (posix_mkfifo, posix_getpid…): the tenant tests act as a hostile
     // site would, from PHP inside the container.
-    if let Some(posix) = posix_extension() {
-        add_host_path(&mut entries, &posix)?;
+    host.extend(posix_extension());
+    let mut entries = BTreeMap::new();
+    for path in &host {
+        add_host_path(&mut entries, path)?;
     }
     for (path, mode, content) in static_files() {
-        add_parents(&mut entries, Path::new(path));
-        entries.insert(
-            rel(Path::new(path)),
-            Entry::File(mode, content.into_bytes()),
-        );
+        let file = Entry::File(mode, content.into_bytes());
+        insert(&mut entries, Path::new(path), file);
     }
     for (dir, mode) in [
         ("tmp", 0o1777),
@@ -410,8 +319,7 @@ fn collect() -> Result<BTreeMap<PathBuf, Entry>, Error> {
         ("srv/www", 0o755),
         ("etc/php/8.2/fpm/conf.d", 0o755),
     ] {
-        add_parents(&mut entries, &Path::new("/").join(dir));
-        entries.insert(PathBuf::from(dir), Entry::Dir(mode));
+        insert(&mut entries, Path::new(dir), Entry::Dir(mode));
     }
     Ok(entries)
 }
@@ -459,7 +367,9 @@ fn rel(path: &Path) -> PathBuf {
         .collect()
 }
 
-fn add_parents(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path) {
+/// Adds `entry` at `path` (taken relative to `/`), and its parent
+/// directories (mode 0755) where missing.
+fn insert(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path, entry: Entry) {
     let rel = rel(path);
     let mut acc = PathBuf::new();
     let comps: Vec<_> = rel.components().collect();
@@ -467,6 +377,7 @@ fn add_parents(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path) {
         acc.push(comp);
         entries.entry(acc.clone()).or_insert(Entry::Dir(0o755));
     }
+    entries.insert(rel, entry);
 }
 
 /// Lexically join a symlink target onto the link's directory and normalise.
@@ -494,70 +405,48 @@ fn resolve_link(link: &Path, target: &Path) -> PathBuf {
 /// Copy a host path into the rootfs, keeping every symlink on the way (in
 /// parent directories too, e.g. Debian's `/lib -> usr/lib`) as a symlink.
 fn add_host_path(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let mut path = resolve_link(Path::new("/"), path);
-    for _hop in 0..40 {
+    'hop: for _ in 0..40 {
         // Find the first symlinked ancestor (or the path itself).
         let mut prefix = PathBuf::from("/");
-        let mut redirected = None;
-        for comp in path
-            .components()
-            .filter(|c| matches!(c, Component::Normal(_)))
-        {
+        for comp in rel(&path).components() {
             prefix.push(comp);
-            let meta = std::fs::symlink_metadata(&prefix).map_err(|source| Error::Read {
-                path: prefix.clone(),
-                source,
-            })?;
+            let meta = std::fs::symlink_metadata(&prefix).map_err(Error::io("stat", &prefix))?;
             if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&prefix).map_err(|source| Error::Read {
-                    path: prefix.clone(),
-                    source,
-                })?;
-                add_parents(entries, &prefix);
-                entries.insert(rel(&prefix), Entry::Symlink(target.clone()));
+                let target = std::fs::read_link(&prefix).map_err(Error::io("readlink", &prefix))?;
+                insert(entries, &prefix, Entry::Symlink(target.clone()));
                 let resolved = resolve_link(&prefix, &target);
+                // Not joined when empty: that would add a trailing `/`.
                 let rest = path.strip_prefix(&prefix).unwrap_or(Path::new(""));
-                redirected = Some(if rest.as_os_str().is_empty() {
+                path = if rest.as_os_str().is_empty() {
                     resolved
                 } else {
                     resolved.join(rest)
-                });
-                break;
+                };
+                continue 'hop;
             }
         }
-        match redirected {
-            Some(next) => path = next,
-            None => {
-                use std::os::unix::fs::MetadataExt as _;
-                use std::os::unix::fs::PermissionsExt as _;
-                let meta = std::fs::metadata(&path).map_err(|source| Error::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                add_parents(entries, &path);
-                entries.insert(
-                    rel(&path),
-                    Entry::HostFile {
-                        mode: meta.permissions().mode() & 0o7777,
-                        src: path.clone(),
-                        size: meta.len(),
-                        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000
-                            + i128::from(meta.mtime_nsec()),
-                        dev: meta.dev(),
-                        ino: meta.ino(),
-                    },
-                );
-                return Ok(());
-            }
-        }
+        let meta = std::fs::metadata(&path).map_err(Error::io("stat", &path))?;
+        let file = Entry::HostFile {
+            mode: meta.permissions().mode() & 0o7777,
+            src: path.clone(),
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        insert(entries, &path, file);
+        return Ok(());
     }
-    Err(Error::Read {
-        path,
-        source: std::io::Error::other("too many levels of symbolic links"),
-    })
+    Err(Error::failed(
+        path.display().to_string(),
+        "too many levels of symbolic links",
+    ))
 }
 
 fn write_tar(entries: &BTreeMap<PathBuf, Entry>) -> Result<Vec<u8>, Error> {
+    let tar_error = |e| Error::failed("the rootfs tar", e);
     let mut builder = tar::Builder::new(Vec::new());
     builder.mode(tar::HeaderMode::Deterministic);
     for (path, entry) in entries {
@@ -565,46 +454,31 @@ fn write_tar(entries: &BTreeMap<PathBuf, Entry>) -> Result<Vec<u8>, Error> {
         header.set_mtime(0);
         header.set_uid(0);
         header.set_gid(0);
-        match entry {
-            Entry::Dir(mode) => {
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_mode(*mode);
-                header.set_size(0);
-                builder
-                    .append_data(&mut header, path, std::io::empty())
-                    .map_err(Error::Tar)?;
-            }
-            Entry::File(mode, data) => {
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_mode(*mode);
-                header.set_size(data.len() as u64);
-                builder
-                    .append_data(&mut header, path, data.as_slice())
-                    .map_err(Error::Tar)?;
-            }
-            Entry::HostFile { mode, src, .. } => {
-                let data = std::fs::read(src).map_err(|source| Error::Read {
-                    path: src.clone(),
-                    source,
-                })?;
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_mode(*mode);
-                header.set_size(data.len() as u64);
-                builder
-                    .append_data(&mut header, path, data.as_slice())
-                    .map_err(Error::Tar)?;
-            }
+        let (kind, mode, data) = match entry {
             Entry::Symlink(target) => {
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_mode(0o777);
                 header.set_size(0);
                 builder
                     .append_link(&mut header, path, target)
-                    .map_err(Error::Tar)?;
+                    .map_err(tar_error)?;
+                continue;
             }
-        }
+            Entry::Dir(mode) => (tar::EntryType::Directory, mode, Vec::new()),
+            Entry::File(mode, data) => (tar::EntryType::Regular, mode, data.clone()),
+            Entry::HostFile { mode, src, .. } => {
+                let data = std::fs::read(src).map_err(Error::io("read", src))?;
+                (tar::EntryType::Regular, mode, data)
+            }
+        };
+        header.set_entry_type(kind);
+        header.set_mode(*mode);
+        header.set_size(data.len() as u64);
+        builder
+            .append_data(&mut header, path, data.as_slice())
+            .map_err(tar_error)?;
     }
-    builder.into_inner().map_err(Error::Tar)
+    builder.into_inner().map_err(tar_error)
 }
 
 /// Our configuration files, `(absolute path, mode, content)`.

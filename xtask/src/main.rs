@@ -104,18 +104,18 @@ fn positive(s: &str) -> Result<usize, Error> {
 /// The command of `argv` (program name first). `test`'s arguments are
 /// taken verbatim: clap would swallow a leading `--`, which `cargo test`
 /// needs (`cargo xtask test -- --nocapture`).
-fn parse(argv: Vec<String>) -> Result<Cmd, clap::Error> {
-    let command = Cli::try_parse_from(&argv)?.command;
-    Ok(match command {
+fn parse(argv: &[String]) -> Result<Cmd, clap::Error> {
+    Ok(match Cli::try_parse_from(argv)?.command {
         Cmd::Test { .. } => Cmd::Test {
-            args: argv.into_iter().skip(2).collect(),
+            args: argv[2..].to_vec(),
         },
         other => other,
     })
 }
 
 fn main() -> ExitCode {
-    let command = match parse(std::env::args().collect()) {
+    let argv: Vec<String> = std::env::args().collect();
+    let command = match parse(&argv) {
         Ok(command) => command,
         Err(e) => {
             let _ = e.print();
@@ -127,31 +127,19 @@ fn main() -> ExitCode {
             };
         }
     };
-    let name = command.name();
+    // The command's name, for error messages (parsed: no option comes
+    // before it, and `bench` takes a second word).
+    let words = if argv.get(1).is_some_and(|w| w == "bench") {
+        3
+    } else {
+        2
+    };
+    let name = argv.get(1..words).map(|w| w.join(" ")).unwrap_or_default();
     match run(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xtask {name}: {}", chain(&e));
             ExitCode::from(e.exit_code())
-        }
-    }
-}
-
-impl Cmd {
-    /// The command's name, for error messages.
-    fn name(&self) -> &'static str {
-        match self {
-            Cmd::Test { .. } => "test",
-            Cmd::Image => "image",
-            Cmd::Demo(_) => "demo",
-            Cmd::Dist(_) => "dist",
-            Cmd::Install(_) => "install",
-            Cmd::Bench(Bench::Waker { .. }) => "bench waker",
-            Cmd::Bench(Bench::Fleet { .. }) => "bench fleet",
-            Cmd::Bench(Bench::Reaper) => "bench reaper",
-            Cmd::Bench(Bench::Sleep { .. }) => "bench sleep",
-            Cmd::Soak(_) => "soak",
-            Cmd::Fuzz(_) => "fuzz",
         }
     }
 }
@@ -172,42 +160,21 @@ fn run(command: Cmd) -> Result<(), Error> {
         }
         Cmd::Dist(args) => xtask::dist::main(&args),
         Cmd::Install(args) => xtask::install::main(&args),
-        Cmd::Bench(Bench::Waker { rounds, baseline }) => {
-            let report = bench::waker::bench(&repo_root(), rounds, baseline.as_deref())?;
+        Cmd::Bench(which) => {
+            let root = repo_root();
+            let report = match which {
+                Bench::Waker { rounds, baseline } => {
+                    bench::waker::bench(&root, rounds, baseline.as_deref())
+                }
+                Bench::Fleet { n } => bench::fleet::bench(&root, n),
+                Bench::Reaper => bench::reaper::bench(&root),
+                Bench::Sleep { rounds } => bench::sleep::bench(&root, rounds),
+            }?;
             println!("{report}");
             Ok(())
         }
-        Cmd::Bench(Bench::Fleet { n }) => {
-            let report = bench::fleet::bench(&repo_root(), n)?;
-            println!("{report}");
-            Ok(())
-        }
-        Cmd::Bench(Bench::Reaper) => bench_reaper(),
-        Cmd::Bench(Bench::Sleep { rounds }) => {
-            let report = bench::sleep::bench(&repo_root(), rounds)?;
-            println!("{report}");
-            Ok(())
-        }
-        Cmd::Soak(args) => {
-            let (report, passed) = soak::soak(&repo_root(), args.requests)?;
-            println!("{report}");
-            if passed {
-                Ok(())
-            } else {
-                Err(Error::failed(
-                    "soak",
-                    "a pass criterion failed (see the report)",
-                ))
-            }
-        }
-        Cmd::Fuzz(args) => {
-            let outcome = fuzz::run(&repo_root(), &args.target, args.seconds)?;
-            println!("fuzz {}: {}", args.target, outcome.done.unwrap_or_default());
-            for s in outcome.stats {
-                println!("  {s}");
-            }
-            Ok(())
-        }
+        Cmd::Soak(args) => soak::soak(&repo_root(), args.requests),
+        Cmd::Fuzz(args) => fuzz::run(&repo_root(), &args.target, args.seconds),
     }
 }
 
@@ -216,31 +183,37 @@ fn repo_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
-}
-
 fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-/// Run one step (an argv, never a shell), its output passed through,
-/// printing it and its duration.
-fn step(name: &str, program: &str, args: &[&str]) -> Result<(), Error> {
+/// Run one step (an argv, never a shell), printing it and its duration:
+/// its stderr passes through, each line of its stdout is handed to
+/// `on_line` (`cargo test`'s summaries are counted) and printed.
+fn step(
+    name: &str,
+    program: &str,
+    args: &[&str],
+    mut on_line: impl FnMut(&str),
+) -> Result<(), Error> {
+    use std::io::Write as _;
     eprintln!("==> {name}: {program} {}", args.join(" "));
     let start = Instant::now();
-    let done = xtask::error::Cmd::new(program)
+    let stdout = std::io::stdout();
+    let status = xtask::error::Cmd::new(program)
         .args(args)
         .dir(repo_root())
-        .status();
+        .each_line(xtask::error::Stream::Stdout, |line| {
+            on_line(line);
+            let _ = writeln!(stdout.lock(), "{line}");
+        })
+        .map_err(|e| match e {
+            Error::Unavailable { why, .. } => Error::unavailable(name, why),
+            e => e,
+        })?;
     let took = secs(start.elapsed());
-    match done {
-        Err(Error::Failed { why, .. }) => {
-            return Err(Error::failed(name, format!("{why} after {took}")));
-        }
-        Err(Error::Unavailable { why, .. }) => return Err(Error::unavailable(name, why)),
-        Err(e) => return Err(e),
-        Ok(()) => {}
+    if !status.success() {
+        return Err(Error::failed(name, format!("{status} after {took}")));
     }
     eprintln!("==> {name}: ok in {took}");
     Ok(())
@@ -275,32 +248,6 @@ fn add_counts(line: &str, counts: &mut Counts) {
     }
 }
 
-/// `cargo test …`, its output passed through line by line and its summary
-/// lines counted.
-fn test_step(cargo: &str, args: &[&str]) -> Result<Counts, Error> {
-    use std::io::Write;
-    eprintln!("==> test: {cargo} {}", args.join(" "));
-    let start = Instant::now();
-    let mut counts = Counts::default();
-    let stdout = std::io::stdout();
-    let status = xtask::error::Cmd::new(cargo)
-        .args(args)
-        .dir(repo_root())
-        .each_line(xtask::error::Stream::Stdout, |line| {
-            add_counts(line, &mut counts);
-            let _ = writeln!(stdout.lock(), "{line}");
-        })?;
-    let took = secs(start.elapsed());
-    if !status.success() {
-        return Err(Error::failed("test", format!("{status} after {took}")));
-    }
-    eprintln!(
-        "==> test: ok in {took} ({} passed, {} failed, {} ignored)",
-        counts.passed, counts.failed, counts.ignored
-    );
-    Ok(counts)
-}
-
 fn test(cargo_test_args: &[String]) -> Result<(), Error> {
     let total = Instant::now();
     eprintln!(
@@ -311,37 +258,35 @@ fn test(cargo_test_args: &[String]) -> Result<(), Error> {
         deps::ensure_packages()?;
         check_docker()?;
         build_image()?;
-        let cargo = cargo();
-        step("fmt", &cargo, &["fmt", "--all", "--check"])?;
-        step(
-            "clippy",
-            &cargo,
-            &[
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ],
-        )?;
-        // Broken or ambiguous doc links fail here, not on docs.rs. Through
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        // Broken or ambiguous doc links fail in `doc`, not on docs.rs. Through
         // --config, not RUSTDOCFLAGS, so the step is one argv like the others.
-        step(
-            "doc",
-            &cargo,
-            &[
+        let doc_flags = "build.rustdocflags=[\"-D\", \"warnings\"]";
+        for (name, args) in [
+            ("fmt", &["fmt", "--all", "--check"][..]),
+            (
+                "clippy",
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            ),
+            (
                 "doc",
-                "--workspace",
-                "--no-deps",
-                "--config",
-                "build.rustdocflags=[\"-D\", \"warnings\"]",
-            ],
-        )?;
-        step("build", &cargo, &["build", "--workspace"])?;
+                &["doc", "--workspace", "--no-deps", "--config", doc_flags],
+            ),
+            ("build", &["build", "--workspace"]),
+        ] {
+            step(name, &cargo, args, |_| {})?;
+        }
         let mut args = vec!["test", "--workspace"];
         args.extend(cargo_test_args.iter().map(String::as_str));
-        let counts = test_step(&cargo, &args)?;
+        let mut counts = Counts::default();
+        step("test", &cargo, &args, |line| add_counts(line, &mut counts))?;
         check_leftovers()?;
         check_package()?;
         Ok(counts)
@@ -432,6 +377,7 @@ fn check_package() -> Result<(), Error> {
         "package (debug .deb: dpkg -i, check, dpkg -r, check)",
         &xtask.to_string_lossy(),
         &["dist", "--debug", "--no-build", "--out", &out, "--verify"],
+        |_| {},
     )
 }
 
@@ -451,31 +397,16 @@ fn build_image() -> Result<String, Error> {
     Ok(img.tag)
 }
 
-/// `cargo xtask bench reaper`: see `bench/reaper.rs`.
-fn bench_reaper() -> Result<(), Error> {
-    step(
-        "build fleet-reaper",
-        &cargo(),
-        &["build", "--release", "-p", "fleet-reaper"],
-    )?;
-    // Benchmarks time release builds, as shipped.
-    let reaper = xtask::kit::release_bin("fleet-reaper");
-    let report = bench::reaper::run(&reaper)?;
-    println!("{report}");
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cmd, clap::Error> {
-        super::parse(
-            std::iter::once("xtask")
-                .chain(args.iter().copied())
-                .map(String::from)
-                .collect(),
-        )
+        let argv: Vec<String> = std::iter::once("xtask")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect();
+        super::parse(&argv)
     }
 
     #[test]
@@ -510,105 +441,89 @@ mod tests {
         }
     }
 
+    /// `args` parse into a command matching `pat`, on which `check` holds.
+    macro_rules! parses {
+        ($args:expr, $pat:pat => $check:expr) => {
+            match parse($args) {
+                Ok($pat) => $check,
+                other => panic!("{:?}: {other:?}", $args),
+            }
+        };
+        ($args:expr, $pat:pat) => {
+            parses!($args, $pat => ())
+        };
+    }
+
     #[test]
     fn arguments_parse_with_their_defaults() {
-        match parse(&["demo"]) {
-            Ok(Cmd::Demo(d)) => assert_eq!((d.port, d.once, d.no_build), (8080, false, false)),
-            other => panic!("{other:?}"),
-        }
-        match parse(&["demo", "--once", "--port=81", "--no-build"]) {
-            Ok(Cmd::Demo(d)) => assert_eq!((d.port, d.once, d.no_build), (81, true, true)),
-            other => panic!("{other:?}"),
-        }
-        match parse(&[
+        parses!(&["demo"], Cmd::Demo(d) => {
+            assert_eq!((d.port, d.once, d.no_build), (8080, false, false))
+        });
+        parses!(&["demo", "--once", "--port=81", "--no-build"], Cmd::Demo(d) => {
+            assert_eq!((d.port, d.once, d.no_build), (81, true, true))
+        });
+        let dist = [
             "dist",
             "--debug",
             "--no-build",
             "--out",
             "/tmp/d",
             "--verify",
-        ]) {
-            Ok(Cmd::Dist(d)) => {
-                assert!(d.debug && d.no_build && d.verify && d.version.is_none());
-                assert_eq!(d.out.as_deref(), Some(Path::new("/tmp/d")));
-            }
-            other => panic!("{other:?}"),
-        }
-        match parse(&["install"]) {
-            Ok(Cmd::Install(i)) => {
-                assert_eq!(i.prefix, Path::new("/usr/local"));
-                assert_eq!(i.destdir, None);
-            }
-            other => panic!("{other:?}"),
-        }
-        match parse(&[
+        ];
+        parses!(&dist, Cmd::Dist(d) => {
+            assert!(d.debug && d.no_build && d.verify && d.version.is_none());
+            assert_eq!(d.out.as_deref(), Some(Path::new("/tmp/d")));
+        });
+        parses!(&["install"], Cmd::Install(i) => {
+            assert_eq!(i.prefix, Path::new("/usr/local"));
+            assert_eq!(i.destdir, None);
+        });
+        let install = [
             "install",
             "--prefix",
             "/opt/fleet",
             "--destdir=/tmp/s",
             "--debug",
             "--no-build",
-        ]) {
-            Ok(Cmd::Install(i)) => {
-                assert_eq!(i.prefix, Path::new("/opt/fleet"));
-                assert_eq!(i.destdir.as_deref(), Some(Path::new("/tmp/s")));
-                assert!(i.debug && i.no_build);
-            }
-            other => panic!("{other:?}"),
-        }
-        match parse(&["bench", "waker"]) {
-            Ok(Cmd::Bench(Bench::Waker {
+        ];
+        parses!(&install, Cmd::Install(i) => {
+            assert_eq!(i.prefix, Path::new("/opt/fleet"));
+            assert_eq!(i.destdir.as_deref(), Some(Path::new("/tmp/s")));
+            assert!(i.debug && i.no_build);
+        });
+        parses!(
+            &["bench", "waker"],
+            Cmd::Bench(Bench::Waker {
                 rounds: 5,
-                baseline: None,
-            })) => {}
-            other => panic!("{other:?}"),
-        }
-        match parse(&["bench", "waker", "3", "--baseline", "/old/fleet-waker"]) {
-            Ok(Cmd::Bench(Bench::Waker {
-                rounds: 3,
-                baseline: Some(b),
-            })) => {
-                assert_eq!(b, Path::new("/old/fleet-waker"))
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            parse(&["bench", "fleet"]),
-            Ok(Cmd::Bench(Bench::Fleet { n: 300 }))
-        ));
-        assert!(matches!(
-            parse(&["bench", "fleet", "20"]),
-            Ok(Cmd::Bench(Bench::Fleet { n: 20 }))
-        ));
-        assert!(matches!(
-            parse(&["bench", "reaper"]),
-            Ok(Cmd::Bench(Bench::Reaper))
-        ));
-        assert!(matches!(
-            parse(&["bench", "sleep"]),
-            Ok(Cmd::Bench(Bench::Sleep { rounds: 10 }))
-        ));
-        assert!(matches!(
-            parse(&["bench", "sleep", "--rounds", "3"]),
-            Ok(Cmd::Bench(Bench::Sleep { rounds: 3 }))
-        ));
-        match parse(&["soak"]) {
-            Ok(Cmd::Soak(s)) => assert_eq!(s.requests, 1_000_000),
-            other => panic!("{other:?}"),
-        }
-        match parse(&["soak", "--requests", "100_000"]) {
-            Ok(Cmd::Soak(s)) => assert_eq!(s.requests, 100_000),
-            other => panic!("{other:?}"),
-        }
-        match parse(&["fuzz", "conf"]) {
-            Ok(Cmd::Fuzz(f)) => assert_eq!((f.target.as_str(), f.seconds), ("conf", 600)),
-            other => panic!("{other:?}"),
-        }
-        match parse(&["fuzz", "site", "--seconds", "30"]) {
-            Ok(Cmd::Fuzz(f)) => assert_eq!((f.target.as_str(), f.seconds), ("site", 30)),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(parse(&["image"]), Ok(Cmd::Image)));
+                baseline: None
+            })
+        );
+        let waker = ["bench", "waker", "3", "--baseline", "/old/fleet-waker"];
+        parses!(&waker, Cmd::Bench(Bench::Waker { rounds: 3, baseline: Some(b) }) => {
+            assert_eq!(b, Path::new("/old/fleet-waker"))
+        });
+        parses!(&["bench", "fleet"], Cmd::Bench(Bench::Fleet { n: 300 }));
+        parses!(
+            &["bench", "fleet", "20"],
+            Cmd::Bench(Bench::Fleet { n: 20 })
+        );
+        parses!(&["bench", "reaper"], Cmd::Bench(Bench::Reaper));
+        parses!(&["bench", "sleep"], Cmd::Bench(Bench::Sleep { rounds: 10 }));
+        parses!(
+            &["bench", "sleep", "--rounds", "3"],
+            Cmd::Bench(Bench::Sleep { rounds: 3 })
+        );
+        parses!(&["soak"], Cmd::Soak(s) => assert_eq!(s.requests, 1_000_000));
+        parses!(&["soak", "--requests", "100_000"], Cmd::Soak(s) => {
+            assert_eq!(s.requests, 100_000)
+        });
+        parses!(&["fuzz", "conf"], Cmd::Fuzz(f) => {
+            assert_eq!((f.target.as_str(), f.seconds), ("conf", 600))
+        });
+        parses!(&["fuzz", "site", "--seconds", "30"], Cmd::Fuzz(f) => {
+            assert_eq!((f.target.as_str(), f.seconds), ("site", 30))
+        });
+        parses!(&["image"], Cmd::Image);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Process and container guards shared by `bench` and `soak`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -19,9 +20,8 @@ pub fn run(argv: &[&str]) -> Result<String, Error> {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> Result<u16, Error> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| Error::failed("a free port on 127.0.0.1", e))?;
-    l.local_addr()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| Error::failed("a free port on 127.0.0.1", e))
 }
@@ -43,17 +43,8 @@ impl Rig {
     /// Sets the site up; `tools` are `(name, path)` pairs that must exist;
     /// fleet-waker is built (release) in `root`.
     pub fn new(root: &Path, kind: &str, tools: &[(&str, &str)]) -> Result<Rig, Error> {
-        for (what, path) in tools {
-            if !Path::new(path).exists() {
-                return Err(Error::unavailable(*what, format!("missing ({path})")));
-            }
-        }
-        eprintln!("==> building fleet-waker (release)");
-        xtask::error::run_in(
-            Some(root),
-            "cargo",
-            &["build", "--release", "-q", "-p", "fleet-waker"],
-        )?;
+        require(tools)?;
+        build_release(root, &["fleet-waker"])?;
         let waker_bin = xtask::kit::release_bin("fleet-waker");
         let kit = TestSite::try_with_options(SiteOptions {
             temp_kind: Some(kind.to_owned()),
@@ -138,15 +129,13 @@ pub fn parallel(
     threads: usize,
     f: impl Fn(usize) -> Result<(), Error> + Sync,
 ) -> Result<(), Error> {
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
+        let workers: Vec<_> = (0..threads)
             .map(|_| {
-                let next = std::sync::Arc::clone(&next);
-                let f = &f;
-                s.spawn(move || -> Result<(), Error> {
+                s.spawn(|| {
                     loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let i = next.fetch_add(1, Ordering::SeqCst);
                         if i >= n {
                             return Ok(());
                         }
@@ -155,13 +144,53 @@ pub fn parallel(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::failed("parallel", "a worker panicked")))
-            })
-            .collect::<Result<Vec<()>, Error>>()
-            .map(|_| ())
+        workers.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::failed("parallel", "a worker panicked")))
+        })
     })
+}
+
+/// Fails with what is missing unless every `(name, path)` of `tools` exists.
+pub fn require(tools: &[(&str, &str)]) -> Result<(), Error> {
+    match tools.iter().find(|(_, path)| !Path::new(path).exists()) {
+        Some((what, path)) => Err(Error::unavailable(*what, format!("missing ({path})"))),
+        None => Ok(()),
+    }
+}
+
+/// `cargo build --release` of `packages` in `root`: the benches time
+/// release builds, as shipped.
+pub fn build_release(root: &Path, packages: &[&str]) -> Result<(), Error> {
+    eprintln!("==> building {} (release)", packages.join(" and "));
+    let mut args = vec!["build", "--release", "-q"];
+    for p in packages {
+        args.extend(["-p", p]);
+    }
+    xtask::error::run_in(Some(root), "cargo", &args).map(drop)
+}
+
+/// (VmRSS, anonymous) of `pid` in KiB, 0 when unknown: RSS counts the
+/// shared binary and libc pages, anonymous memory is what each extra
+/// instance really costs.
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let kib = |file: &str, key: &str| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (kib("status", "VmRSS:"), kib("smaps_rollup", "Anonymous:"))
+}
+
+/// `docker rm -f -v` of `containers`, 50 to a command line; every chunk is
+/// tried, the first error returned.
+pub fn rm_containers(containers: &[impl AsRef<str>]) -> Result<(), Error> {
+    let mut done = Ok(());
+    for chunk in containers.chunks(50) {
+        let mut argv = vec!["rm", "-f", "-v"];
+        argv.extend(chunk.iter().map(AsRef::as_ref));
+        done = done.and(xtask::error::run("docker", &argv).map(drop));
+    }
+    done
 }

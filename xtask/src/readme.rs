@@ -30,10 +30,6 @@ pub enum ReadmeError {
     Unclosed(String),
 }
 
-fn marker_line(name: &str) -> String {
-    format!("<!-- fleet:{name} -->")
-}
-
 /// The text of the fenced block right after `line` (index of a marker):
 /// only blank lines may come between them.
 fn block_after(lines: &[&str], marker: usize, name: &str) -> Result<String, ReadmeError> {
@@ -54,44 +50,42 @@ fn block_after(lines: &[&str], marker: usize, name: &str) -> Result<String, Read
         .collect())
 }
 
+/// Every marked block as (marker name, text), in README order: the name
+/// is `site-setup`, … or `file <path>`. Pure.
+fn blocks(readme: &str) -> Result<Vec<(String, String)>, ReadmeError> {
+    let lines: Vec<&str> = readme.lines().collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let marker = l.trim().strip_prefix("<!-- fleet:");
+        if let Some(name) = marker.and_then(|r| r.strip_suffix(" -->")) {
+            out.push((name.to_string(), block_after(&lines, i, name)?));
+        }
+    }
+    Ok(out)
+}
+
 /// The fenced block after `<!-- fleet:<name> -->` in `readme`. Pure.
 pub fn block(readme: &str, name: &str) -> Result<String, ReadmeError> {
-    let lines: Vec<&str> = readme.lines().collect();
-    let want = marker_line(name);
-    let marker = lines
-        .iter()
-        .position(|l| l.trim() == want)
-        .ok_or_else(|| ReadmeError::NoMarker(name.to_string()))?;
-    block_after(&lines, marker, name)
+    blocks(readme)?
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, text)| text)
+        .ok_or_else(|| ReadmeError::NoMarker(name.to_string()))
 }
 
 /// Every `<!-- fleet:file <path> -->` block as (path, text), in README
 /// order. Pure.
 pub fn file_blocks(readme: &str) -> Result<Vec<(String, String)>, ReadmeError> {
-    let lines: Vec<&str> = readme.lines().collect();
-    let mut out = Vec::new();
-    for (i, l) in lines.iter().enumerate() {
-        let Some(path) = l
-            .trim()
-            .strip_prefix("<!-- fleet:file ")
-            .and_then(|r| r.strip_suffix(" -->"))
-        else {
-            continue;
-        };
-        let name = format!("file {path}");
-        out.push((path.to_string(), block_after(&lines, i, &name)?));
-    }
-    Ok(out)
+    let blocks = blocks(readme)?.into_iter();
+    Ok(blocks
+        .filter_map(|(name, text)| Some((name.strip_prefix("file ")?.to_string(), text)))
+        .collect())
 }
 
 /// The README's copy of repository file `path` (e.g.
 /// `contrib/nginx/fleet-direct-mode.conf`).
 pub fn file(readme: &str, path: &str) -> Result<String, ReadmeError> {
-    file_blocks(readme)?
-        .into_iter()
-        .find(|(p, _)| p == path)
-        .map(|(_, text)| text)
-        .ok_or_else(|| ReadmeError::NoMarker(format!("file {path}")))
+    block(readme, &format!("file {path}"))
 }
 
 #[cfg(test)]

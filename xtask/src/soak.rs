@@ -12,18 +12,15 @@
 //! fails, 69 when a component is missing. Not part of `cargo xtask test`.
 //! Needs root, Docker, nginx, wrk; builds fleet-waker in release.
 
-use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fleet_core::fastcgi;
-
 use nix::sys::signal::Signal;
 use xtask::Error;
+use xtask::kit::fastcgi::{self, FcgiRequest};
 use xtask::kit::process::Launch;
 
-use crate::proc::{NGINX_USER, Rig, free_port};
+use crate::proc::{NGINX_USER, Rig, free_port, rss_kib};
 use xtask::kit::nginx::{Mode, NGINX, NginxProc, site_snippet};
 use xtask::wait::wait_until;
 
@@ -42,17 +39,6 @@ fn requests(s: &str) -> Result<u64, Error> {
         .ok()
         .filter(|&n: &u64| n >= 1000)
         .ok_or_else(|| Error::failed(format!("{s:?}"), "needs a number ≥ 1000"))
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 fn fd_count(pid: u32) -> usize {
@@ -105,16 +91,11 @@ fn parse_wrk(out: &str) -> Option<WrkRun> {
     } else {
         t.strip_suffix('s')?.parse().ok()?
     };
-    if let Some(l) = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
-    {
+    let field = |name: &str| out.lines().find_map(|l| l.trim().strip_prefix(name));
+    if let Some(l) = field("Non-2xx or 3xx responses:") {
         r.non_2xx = l.trim().parse().ok()?;
     }
-    if let Some(l) = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
-    {
+    if let Some(l) = field("Socket errors:") {
         r.socket_errors = l
             .split(',')
             .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
@@ -159,35 +140,18 @@ fn wrk(port: u16, dir: &Path, requests: u64) -> Result<WrkRun, Error> {
     parse_wrk(&out).ok_or_else(|| Error::failed("wrk", format!("cannot read its summary:\n{out}")))
 }
 
-/// A FastCGI GET of hello.php straight to `socket`; true when answered.
-fn one_request(socket: &Path) -> bool {
-    let params = [
-        ("REQUEST_METHOD", "GET"),
-        ("SCRIPT_FILENAME", "/srv/www/hello.php"),
-    ];
-    let Ok(req) = fastcgi::encode_request(&params, &[], false) else {
-        return false;
-    };
-    let Ok(mut s) = UnixStream::connect(socket) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    if s.write_all(&req).is_err() {
-        return false;
-    }
-    fastcgi::read_response(&mut s, 1 << 20)
-        .is_ok_and(|r| r.stdout.windows(5).any(|w| w == b"hello"))
-}
-
-/// Runs the soak; returns the Markdown report and whether it passed.
-pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), Error> {
+/// Runs the soak and prints its Markdown report; fails when a pass
+/// criterion does.
+pub fn soak(root: &Path, requests: u64) -> Result<(), Error> {
     let rig = Rig::new(root, "soak", &[("nginx", NGINX), ("wrk", "/usr/bin/wrk")])?;
     let (site, dir) = (rig.site.clone(), rig.dir().to_owned());
     let waker_sock = dir.join("waker.sock");
     let mut waker = rig.spawn_waker(&waker_sock)?;
     let wpid = waker.pid();
     // One request wakes the container (a cold start through the waker).
-    if !one_request(&waker_sock) {
+    if !fastcgi::request(&waker_sock, &FcgiRequest::get("hello.php", ""))
+        .is_ok_and(|r| r.text().contains("hello"))
+    {
         return Err(Error::failed(
             "the first request through the waker",
             "not answered",
@@ -202,7 +166,7 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), Error> {
     };
     wait_until(Duration::from_secs(2), open_zero);
     let fds_idle = fd_count(wpid);
-    let rss_start = rss_kib(wpid);
+    let rss_start = rss_kib(wpid).0;
 
     let port = free_port()?;
     // The shipped proxy-mode location, passing to this waker's socket.
@@ -218,7 +182,7 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), Error> {
     let started = Instant::now();
     let a = wrk(port, &dir, checkpoint)?;
     wait_until(Duration::from_secs(5), open_zero);
-    let rss_checkpoint = rss_kib(wpid);
+    let rss_checkpoint = rss_kib(wpid).0;
     let fds_checkpoint = fd_count(wpid);
     eprintln!(
         "==> checkpoint after {} requests: RSS {rss_checkpoint} KiB, {fds_checkpoint} fds",
@@ -229,7 +193,7 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), Error> {
     let settled = wait_until(Duration::from_secs(10), || {
         open_zero() && fd_count(wpid) <= fds_idle
     });
-    let rss_end = rss_kib(wpid);
+    let rss_end = rss_kib(wpid).0;
     let fds_end = fd_count(wpid);
     let alive = waker.try_status().is_none();
     let total = a.requests + b.requests;
@@ -257,7 +221,12 @@ pub fn soak(root: &Path, requests: u64) -> Result<(String, bool), Error> {
         mark(ok_fds),
         mark(alive),
     );
-    Ok((report, passed))
+    println!("{report}");
+    if !passed {
+        let why = "a pass criterion failed (see the report)";
+        return Err(Error::failed("soak", why));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -18,7 +18,6 @@
 
 pub mod assert;
 pub mod docker_proxy;
-pub mod fastcgi;
 pub mod frontends;
 pub mod http;
 pub mod nginx;
@@ -27,11 +26,11 @@ pub mod site;
 pub mod stack;
 pub mod wake;
 
-pub use fastcgi::{FcgiRequest, FcgiResponse};
 pub use http::HttpResponse;
 pub use nginx::Nginx;
 pub use site::{SiteExt, SiteOptions, TestSite};
 pub use stack::Stack;
+pub use xtask::kit::fastcgi::{self, FcgiRequest, FcgiResponse};
 /// The launcher is the kit's, shared with the benches, soak and demo.
 pub use xtask::kit::process::{self, Launch, SocketActivated, Spawned};
 

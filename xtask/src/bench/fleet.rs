@@ -19,16 +19,18 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use crate::bench::waker::{api_post, rss_kib};
+use crate::bench::waker::{api_post, fpm_accepts};
 use nix::sys::signal::Signal;
 use xtask::Error;
 use xtask::error::Cmd;
 use xtask::kit::process::{Launch, SocketActivated};
 
-use crate::proc::{NGINX_USER, free_port, parallel, run};
+use crate::proc::{
+    NGINX_USER, build_release, free_port, parallel, require, rm_containers, rss_kib, run,
+};
 use xtask::kit::nginx::{Mode, NGINX, NginxProc, Server, site_snippet};
 use xtask::kit::site::hello_line;
-use xtask::wait::{wait_for, wait_until};
+use xtask::wait::wait_until;
 use xtask::wakes::{peak_overlap, slot_window};
 
 /// How long an idle waker lives on here (the unit ships 5 min): longer than
@@ -46,54 +48,23 @@ struct Fleet {
 impl Drop for Fleet {
     fn drop(&mut self) {
         eprintln!("==> removing {} containers", self.sites.len());
-        for chunk in self.sites.chunks(50) {
-            let mut argv = vec!["rm", "-f", "-v"];
-            let names: Vec<String> = chunk.iter().map(|s| format!("{s}.fpm")).collect();
-            argv.extend(names.iter().map(String::as_str));
-            if let Err(e) = xtask::error::run("docker", &argv) {
-                eprintln!("{}", xtask::error::chain(&e));
-            }
+        let names: Vec<String> = self.sites.iter().map(|s| format!("{s}.fpm")).collect();
+        if let Err(e) = rm_containers(&names) {
+            eprintln!("{}", xtask::error::chain(&e));
         }
         xtask::kit::site::umount_under(self.dir.path());
     }
 }
 
-/// One GET of `/hello.php` for `host`: (status, body, time); a failure
-/// counts as status 0.
-fn get(port: u16, host: &str) -> (u16, String, Duration) {
-    let t = Instant::now();
-    match xtask::kit::http::get_host(port, host, "/hello.php") {
-        Ok(r) => (r.status, r.text(), r.total),
-        Err(_) => (0, String::new(), t.elapsed()),
-    }
-}
-
 pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
-    for (what, path) in [
+    require(&[
         ("nginx", NGINX),
         (
             "systemd-socket-activate",
             "/usr/bin/systemd-socket-activate",
         ),
-    ] {
-        if !Path::new(path).exists() {
-            return Err(Error::unavailable(what, format!("missing ({path})")));
-        }
-    }
-    eprintln!("==> building fleet-waker and fleet-reaper (release)");
-    xtask::error::run_in(
-        Some(root),
-        "cargo",
-        &[
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "fleet-waker",
-            "-p",
-            "fleet-reaper",
-        ],
-    )?;
+    ])?;
+    build_release(root, &["fleet-waker", "fleet-reaper"])?;
     let waker_bin = xtask::kit::release_bin("fleet-waker");
     let reaper_bin = xtask::kit::release_bin("fleet-reaper");
     let image = crate::image::ensure_image_info()?.tag;
@@ -104,17 +75,11 @@ pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
         sites: (0..n).map(|i| format!("b{pid}-{i}.fleet.bench")).collect(),
     };
     let dir = fleet.dir.path().to_owned();
-    let (run_dir, state, sites_dir, www, logs, ndir) = (
-        dir.join("run"),
-        dir.join("state"),
-        dir.join("sites"),
-        dir.join("www"),
-        dir.join("logs"),
-        dir.join("nginx"),
-    );
-    for d in [&run_dir, &state, &sites_dir, &www, &logs, &ndir] {
+    let dirs = ["run", "state", "sites", "www", "logs", "nginx"].map(|d| dir.join(d));
+    for d in &dirs {
         std::fs::create_dir_all(d).map_err(Error::io("mkdir", d))?;
     }
+    let [run_dir, state, sites_dir, www, logs, ndir] = dirs;
     use std::os::unix::fs::PermissionsExt;
     for d in [&run_dir, &www] {
         let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
@@ -161,18 +126,10 @@ pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
     let t = Instant::now();
     parallel(sample.len(), k, |i| {
         let s = &sample[i];
-        api_post(&format!("{s}.fpm"), "start")?;
+        let container = format!("{s}.fpm");
+        api_post(&container, "start")?;
         let sock = run_dir.join(s).join("php-fpm.sock");
-        if wait_for(Duration::from_secs(60), || {
-            std::os::unix::net::UnixStream::connect(&sock).is_ok()
-        }) {
-            Ok(())
-        } else {
-            Err(Error::failed(
-                format!("start {s}.fpm"),
-                "php-fpm did not come up",
-            ))
-        }
+        fpm_accepts(&container, &sock, Duration::from_secs(60))
     })?;
     let bare_rate = sample.len() as f64 / t.elapsed().as_secs_f64();
     parallel(sample.len(), 8, |i| {
@@ -180,7 +137,7 @@ pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
     })?;
 
     eprintln!("==> {n} socket-activated wakers, nginx");
-    let wakers: Vec<SocketActivated> = fleet
+    let mut wakers: Vec<SocketActivated> = fleet
         .sites
         .iter()
         .map(|s| -> Result<SocketActivated, Error> {
@@ -199,15 +156,10 @@ pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
                 .try_activate(&run_dir.join(s).join("vhost-waker.sock"))
         })
         .collect::<Result<_, _>>()?;
+    // Each socket listens (try_activate waited for it): one nginx's workers
+    // may use (what the unit's SocketMode gives).
     for s in &fleet.sites {
         let sock = run_dir.join(s).join("vhost-waker.sock");
-        if !wait_until(Duration::from_secs(20), || sock.exists()) {
-            return Err(Error::failed(
-                format!("waker socket {}", sock.display()),
-                "not listening",
-            ));
-        }
-        // A socket nginx's workers may use (what the unit's SocketMode gives).
         let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666));
     }
     let port = free_port()?;
@@ -254,10 +206,14 @@ pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
             .iter()
             .map(|s| {
                 let barrier = barrier.clone();
+                // (status, right body, time); a failure counts as status 0.
                 sc.spawn(move || {
                     barrier.wait();
-                    let (status, body, took) = get(port, s);
-                    (status, body == hello_line(s), took)
+                    let t = Instant::now();
+                    match xtask::kit::http::get_host(port, s, "/hello.php") {
+                        Ok(r) => (r.status, r.text() == hello_line(s), r.total),
+                        Err(_) => (0, false, t.elapsed()),
+                    }
                 })
             })
             .collect();
@@ -293,7 +249,6 @@ pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
     };
     let (alive_before, mib_before) = rss(&pids);
     eprintln!("==> waiting {IDLE_EXIT:?} for the wakers to exit idle");
-    let mut wakers = wakers;
     wait_until(IDLE_EXIT + Duration::from_secs(20), || {
         wakers.iter_mut().all(|g| g.try_status().is_some())
     });
@@ -319,49 +274,33 @@ pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
     let reaper_pass = t.elapsed();
 
     let budget = 1.5 * n as f64 / bare_rate;
-    let mut out = format!(
-        "### A crawler's sweep (`cargo xtask bench fleet {n}`, release builds)\n\n\
-         Machine: {} cores; K = {k} wake slots (the default: the CPU count, at least 2); \
-         set-up of {n} sites took {:.0} s.\n\n",
-        std::thread::available_parallelism()
-            .map(|c| c.get())
-            .unwrap_or(0),
-        setup.as_secs_f64()
-    );
-    out.push_str("| measure | value | target |\n|---|---|---|\n");
     let statuses: Vec<String> = by_status
         .iter()
         .map(|(s, c)| format!("{c} × {s}"))
         .collect();
-    out.push_str(&format!(
-        "| answers | {} ({wrong} wrong bodies) | {n} × 200, or fast 503s; no 502/504 |\n",
-        statuses.join(", ")
-    ));
-    out.push_str(&format!(
-        "| bare start rate ({} containers, {k} at a time, until php-fpm accepts) | {bare_rate:.2} /s | |\n",
-        sample.len()
-    ));
-    out.push_str(&format!(
-        "| time to the last answer | {:.1} s (whole sweep {:.1} s) | ≤ 1.5 × N ÷ rate = {budget:.1} s |\n",
+    let (statuses, sampled, idle_secs) = (statuses.join(", "), sample.len(), IDLE_EXIT.as_secs());
+    let out = format!(
+        "### A crawler's sweep (`cargo xtask bench fleet {n}`, release builds)\n\n\
+         Machine: {} cores; K = {k} wake slots (the default: the CPU count, at least 2); \
+         set-up of {n} sites took {:.0} s.\n\n\
+         | measure | value | target |\n|---|---|---|\n\
+         | answers | {statuses} ({wrong} wrong bodies) | {n} × 200, or fast 503s; no 502/504 |\n\
+         | bare start rate ({sampled} containers, {k} at a time, until php-fpm accepts) | {bare_rate:.2} /s | |\n\
+         | time to the last answer | {:.1} s (whole sweep {:.1} s) | ≤ 1.5 × N ÷ rate = {budget:.1} s |\n\
+         | peak wakes holding a slot at once (wakers' logs, {} wakes) | {peak} | ≤ K = {k} |\n\
+         | wakers after the sweep | {alive_before} processes, {mib_before:.0} MiB RSS | |\n\
+         | wakers {idle_secs} s after their last connection (`--exit-idle-time`) | {alive_after} processes, {mib_after:.0} MiB RSS | 0 |\n\
+         | one fleet-reaper pass over {n} awake sites (`--dry-run`) | {:.2} s{} | |\n",
+        std::thread::available_parallelism()
+            .map(|c| c.get())
+            .unwrap_or(0),
+        setup.as_secs_f64(),
         last.as_secs_f64(),
-        since_start.as_secs_f64()
-    ));
-    out.push_str(&format!(
-        "| peak wakes holding a slot at once (wakers' logs, {} wakes) | {peak} | ≤ K = {k} |\n",
-        windows.len()
-    ));
-    out.push_str(&format!(
-        "| wakers after the sweep | {alive_before} processes, {mib_before:.0} MiB RSS | |\n"
-    ));
-    out.push_str(&format!(
-        "| wakers {} s after their last connection (`--exit-idle-time`) | {alive_after} processes, {mib_after:.0} MiB RSS | 0 |\n",
-        IDLE_EXIT.as_secs()
-    ));
-    out.push_str(&format!(
-        "| one fleet-reaper pass over {n} awake sites (`--dry-run`) | {:.2} s{} | |\n",
+        since_start.as_secs_f64(),
+        windows.len(),
         reaper_pass.as_secs_f64(),
         if reaper_ok { "" } else { " (it failed)" }
-    ));
+    );
     drop(nginx);
     drop(wakers);
     drop(fleet);

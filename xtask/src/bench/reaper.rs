@@ -20,13 +20,12 @@
 //! and removed at the end (and leftovers at the start).
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::proc::parallel;
+use crate::proc::{build_release, parallel, rm_containers};
 use xtask::Error;
-use xtask::error::{Cmd, chain};
+use xtask::error::{Cmd, run};
 
 /// Sites in the benchmark.
 pub const SITES: usize = 200;
@@ -50,24 +49,19 @@ const BINARIES: &[&str] = &[
 
 type Result<T> = std::result::Result<T, Error>;
 
-/// Runs the benchmark; `reaper` is the fleet-reaper binary. Returns the
-/// Markdown report.
-pub fn run(reaper: &Path) -> Result<String> {
-    if !reaper.is_file() {
-        return Err(Error::unavailable(
-            reaper.display().to_string(),
-            "not built",
-        ));
-    }
+/// Runs the benchmark on a release fleet-reaper built in `root`. Returns
+/// the Markdown report.
+pub fn bench(root: &Path) -> Result<String> {
+    build_release(root, &["fleet-reaper"])?;
     remove_containers()?;
-    let result = bench(reaper);
+    let result = measure(&xtask::kit::release_bin("fleet-reaper"));
     let cleanup = remove_containers();
     let report = result?;
     cleanup?;
     Ok(report)
 }
 
-fn bench(reaper: &Path) -> Result<String> {
+fn measure(reaper: &Path) -> Result<String> {
     let image = ensure_image()?;
     // The kit's temp dir: removed on drop, swept by a later run if this
     // one dies.
@@ -102,21 +96,12 @@ fn bench(reaper: &Path) -> Result<String> {
     parallel(SITES, 8, |i| {
         let tail = if i < RECENT { recent_tail } else { quiet_tail };
         let script = format!("{old}; {tail}");
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &format!("{}.fpm", names[i]),
-            "--label",
-            LABEL,
-            "--network",
-            "none",
-            &image,
-            "/bin/dash",
-            "-c",
-            &script,
-        ])
-        .map(|_| ())
+        Cmd::new("docker")
+            .args(["run", "-d", "--label", LABEL, "--network", "none", "--name"])
+            .arg(format!("{}.fpm", names[i]))
+            .args([image.as_str(), "/bin/dash", "-c", &script])
+            .stdout()
+            .map(drop)
     })?;
     eprintln!(
         "    started in {:.1}s; waiting for the logs to be written",
@@ -127,7 +112,7 @@ fn bench(reaper: &Path) -> Result<String> {
         let deadline = Instant::now() + Duration::from_secs(300);
         let mut pause = Duration::from_millis(50);
         loop {
-            let out = docker(&["logs", "--tail", "2", &c])?;
+            let out = run("docker", &["logs", "--tail", "2", &c])?;
             if out.contains("old-log-done") || (i < RECENT && out.contains("tick")) {
                 return Ok(());
             }
@@ -153,7 +138,7 @@ fn bench(reaper: &Path) -> Result<String> {
     let mut reaper_times = Vec::new();
     for run in 0..RUNS {
         let t = Instant::now();
-        let out = Cmd::new(reaper)
+        let stdout = Cmd::new(reaper)
             .arg("--sites-dir")
             .arg(&sites_dir)
             .arg("--state-dir")
@@ -163,19 +148,8 @@ fn bench(reaper: &Path) -> Result<String> {
             // old loop, too, decided on the logs alone.
             .args(["--dry-run", "--proxy-only", "--format", "table"])
             .env("RUST_LOG", "warn")
-            .output()?;
+            .stdout()?;
         let elapsed = t.elapsed();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if out.status.code() != Some(0) {
-            return Err(Error::failed(
-                format!("fleet-reaper run {run}"),
-                format!(
-                    "exited {:?}:\n{stdout}\n{}",
-                    out.status.code(),
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-            ));
-        }
         let active = verdicts(&stdout, "active-logs");
         let idle = verdicts(&stdout, "idle");
         if active != expected || idle.len() != SITES - RECENT {
@@ -210,7 +184,7 @@ fn bench(reaper: &Path) -> Result<String> {
     let mut loop_bytes = 0usize;
     for name in &names {
         let c = format!("{name}.fpm");
-        let bytes = docker(&["logs", "--since", &since, &c])?.len();
+        let bytes = run("docker", &["logs", "--since", &since, &c])?.len();
         loop_bytes += bytes;
         if bytes > 0 {
             loop_active.insert(name.clone());
@@ -229,60 +203,37 @@ fn bench(reaper: &Path) -> Result<String> {
     }
     let ratio = loop_time.as_secs_f64() / reaper_best.as_secs_f64().max(1e-9);
 
-    let mut md = String::new();
-    let _ = writeln!(
-        md,
-        "## reaper: one pass vs the old serial `docker logs --since` loop\n"
-    );
-    let _ = writeln!(
-        md,
-        "{SITES} running light containers (`{image}`), each with {} MiB of log older than the \
+    let version = "{{.Server.Version}} (API {{.Server.APIVersion}})";
+    let docker = run("docker", &["version", "--format", version])?;
+    let times: Vec<String> = reaper_times
+        .iter()
+        .map(|d| format!("{:.3}", d.as_secs_f64()))
+        .collect();
+    let under = if reaper_best < Duration::from_secs(2) {
+        "under"
+    } else {
+        "NOT under"
+    };
+    let md = format!(
+        "## reaper: one pass vs the old serial `docker logs --since` loop\n\n\
+         {SITES} running light containers (`{image}`), each with {} MiB of log older than the \
          {TIMEOUT_SECS}s timeout, {RECENT} of them logging a line every second. Docker {}, \
-         json-file logs (daemon default max-size 10m), release build. The reaper passes ran {} after \
-         the logs were written, the loop right after them.\n",
+         json-file logs (daemon default max-size 10m), release build. The reaper passes ran {:.0}s after \
+         the logs were written, the loop right after them.\n\n\
+         | what | time | verdicts |\n|---|---|---|\n\
+         | `fleet-reaper --dry-run` (whole process, --jobs 16), best of {RUNS} ({}) | **{:.3} s** | {RECENT} active-logs, {} idle |\n\
+         | serial `docker logs --since` per site (old script) | {:.3} s | {} active ({loop_bytes} bytes read in all) |\n\
+         \n**{ratio:.1}× faster** than the serial loop (target ≥ 10×); pass {under} 2 s (target < 2 s).\n",
         OLD_LOG >> 20,
-        docker(&[
-            "version",
-            "--format",
-            "{{.Server.Version}} (API {{.Server.APIVersion}})"
-        ])?
-        .trim(),
-        humantime_secs(measured_after),
-    );
-    let _ = writeln!(md, "| what | time | verdicts |");
-    let _ = writeln!(md, "|---|---|---|");
-    let _ = writeln!(
-        md,
-        "| `fleet-reaper --dry-run` (whole process, --jobs 16), best of {RUNS} ({}) | **{:.3} s** | {RECENT} active-logs, {} idle |",
-        reaper_times
-            .iter()
-            .map(|d| format!("{:.3}", d.as_secs_f64()))
-            .collect::<Vec<_>>()
-            .join(", "),
+        docker.trim(),
+        measured_after.as_secs_f64(),
+        times.join(", "),
         reaper_best.as_secs_f64(),
-        SITES - RECENT
-    );
-    let _ = writeln!(
-        md,
-        "| serial `docker logs --since` per site (old script) | {:.3} s | {} active ({} bytes read in all) |",
+        SITES - RECENT,
         loop_time.as_secs_f64(),
         loop_active.len(),
-        loop_bytes
-    );
-    let _ = writeln!(
-        md,
-        "\n**{ratio:.1}× faster** than the serial loop (target ≥ 10×); pass {} 2 s (target < 2 s).",
-        if reaper_best < Duration::from_secs(2) {
-            "under"
-        } else {
-            "NOT under"
-        }
     );
     Ok(md)
-}
-
-fn humantime_secs(d: Duration) -> String {
-    format!("{:.0}s", d.as_secs_f64())
 }
 
 /// The sites whose VERDICT column in the reaper's table is `verdict`.
@@ -303,33 +254,21 @@ fn verdicts(table: &str, verdict: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// `docker <args>` (argv, no shell); stdout, or an error with stderr. The
-/// containers log to stdout only, which `docker logs` passes to its stdout.
-fn docker(args: &[&str]) -> Result<String> {
-    xtask::error::run("docker", args)
-}
-
 fn remove_containers() -> Result<()> {
-    let ids = docker(&["ps", "-aq", "--filter", &format!("label={LABEL}")])?;
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    for chunk in ids.chunks(50) {
-        let mut args = vec!["rm", "-f", "-v"];
-        args.extend(chunk);
-        docker(&args)?;
-    }
-    Ok(())
+    let ids = run(
+        "docker",
+        &["ps", "-aq", "--filter", &format!("label={LABEL}")],
+    )?;
+    rm_containers(&ids.split_whitespace().collect::<Vec<_>>())
 }
 
 /// The light image: the host's dash, yes, head and sleep with their
 /// libraries, as a deterministic tar; tag `fleet-bench-light:<sha256-16>`.
 fn ensure_image() -> Result<String> {
-    // Not `From`: that names the php-fpm image.
-    let image_error =
-        |e: xtask::image::Error| Error::failed(format!("{REPOSITORY} image"), chain(&e));
     let mut files: Vec<(PathBuf, u32, Vec<u8>)> = Vec::new();
     let mut libs = BTreeSet::new();
     for bin in BINARIES {
-        libs.extend(xtask::image::needed_libraries(Path::new(bin)).map_err(image_error)?);
+        libs.extend(xtask::image::needed_libraries(Path::new(bin))?);
         let name = Path::new(bin)
             .file_name()
             .ok_or_else(|| Error::failed(*bin, "has no file name"))?;
@@ -340,10 +279,8 @@ fn ensure_image() -> Result<String> {
         let data = std::fs::read(&lib).map_err(Error::io("read", &lib))?;
         files.push((lib, 0o755, data));
     }
-    let tar = xtask::image::files_tar(&files).map_err(image_error)?;
-    xtask::image::ensure_tar_image(REPOSITORY, &tar, &[])
-        .map(|image| image.tag)
-        .map_err(image_error)
+    let tar = xtask::image::files_tar(&files)?;
+    xtask::image::ensure_tar_image(REPOSITORY, &tar, &[]).map(|image| image.tag)
 }
 
 #[cfg(test)]

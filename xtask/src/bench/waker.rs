@@ -17,78 +17,49 @@
 //! systemd-socket-proxyd, and a release build of fleet-waker (built here).
 //! Prints a Markdown block for BENCHMARKS.md on stdout.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fleet_core::fastcgi;
+use fleet_core::fastcgi::{BEGIN_REQUEST, REQUEST_ID, begin_body, record};
 
 use nix::sys::signal::Signal;
 use xtask::Error;
 use xtask::error::chain;
+use xtask::kit::fastcgi::{self, FcgiRequest};
 use xtask::kit::process::{Launch, SocketActivated};
 
-use crate::proc::{NGINX_USER, Rig, free_port, run};
+use crate::proc::{NGINX_USER, Rig, free_port, rss_kib, run};
 use xtask::kit::nginx::{Mode, NGINX, NginxProc, Server, site_snippet};
 use xtask::wait::wait_for;
 
 const PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";
 
-fn proc_kib(file: &str, key: &str, pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(0)
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
-/// (VmRSS, anonymous) in KiB: RSS counts the shared binary and libc pages,
-/// anonymous memory is what each extra instance really costs.
-pub(crate) fn rss_kib(pid: u32) -> (u64, u64) {
-    (
-        proc_kib("status", "VmRSS:", pid),
-        proc_kib("smaps_rollup", "Anonymous:", pid),
-    )
+/// Sends a FastCGI `GET /hello.php` to `socket` and reads the answer to its
+/// end; returns the time to its first byte in ms.
+fn first_byte_ms(socket: &Path) -> Result<f64, Error> {
+    fastcgi::request(socket, &FcgiRequest::get("hello.php", ""))
+        .map(|r| ms(r.first_byte))
+        .map_err(|e| Error::failed(format!("FastCGI request to {}", socket.display()), e))
 }
 
-/// A minimal FastCGI GET of `script` (in /srv/www).
-fn fcgi_request(script: &str) -> Result<Vec<u8>, Error> {
-    let file = format!("/srv/www/{script}");
-    let name = format!("/{script}");
-    let params = [
-        ("REQUEST_METHOD", "GET"),
-        ("SCRIPT_FILENAME", file.as_str()),
-        ("SCRIPT_NAME", name.as_str()),
-        ("REQUEST_URI", name.as_str()),
-        ("QUERY_STRING", ""),
-        ("SERVER_PROTOCOL", "HTTP/1.1"),
-    ];
-    fastcgi::encode_request(&params, &[], false)
-        .map_err(|e| Error::failed(format!("FastCGI request for {script}"), e))
-}
-
-/// Sends a FastCGI request to `socket`; returns the time to the first byte
-/// of the answer, and reads it to the end.
-fn time_to_first_byte(socket: &Path, req: &[u8]) -> Result<Duration, Error> {
-    let what = || format!("FastCGI request to {}", socket.display());
-    let t = Instant::now();
-    let mut s =
-        UnixStream::connect(socket).map_err(|e| Error::failed(what(), format!("connect: {e}")))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| Error::failed(what(), format!("read timeout: {e}")))?;
-    s.write_all(req)
-        .map_err(|e| Error::failed(what(), format!("write: {e}")))?;
-    let mut b = [0u8; 1];
-    s.read_exact(&mut b)
-        .map_err(|e| Error::failed(what(), format!("first byte: {e}")))?;
-    let ttfb = t.elapsed();
-    let mut rest = Vec::new();
-    let _ = s.read_to_end(&mut rest);
-    Ok(ttfb)
+/// Waits (finely: starts are timed) until php-fpm of `container` accepts
+/// on `socket`.
+pub(crate) fn fpm_accepts(container: &str, socket: &Path, timeout: Duration) -> Result<(), Error> {
+    if wait_for(timeout, || UnixStream::connect(socket).is_ok()) {
+        Ok(())
+    } else {
+        Err(Error::failed(
+            format!("start {container}"),
+            "php-fpm did not come up",
+        ))
+    }
 }
 
 /// `POST /containers/<name>/start` straight on the Docker socket (what the
@@ -152,12 +123,33 @@ pub(crate) fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// A warm run through `side` failed: its error, then the tail of nginx's
-/// error log (which usually says why).
-fn warm_failed(side: &str, e: &Error, log_tail: String) -> Error {
+/// Samples by name, one of each per round.
+#[derive(Debug, Default)]
+struct Samples(BTreeMap<&'static str, Vec<f64>>);
+
+impl Samples {
+    fn add(&mut self, round: &[(&'static str, f64)]) {
+        for &(name, v) in round {
+            self.0.entry(name).or_default().push(v);
+        }
+    }
+
+    /// The [`median`] of `name`'s samples (NaN when there are none).
+    fn median(&self, name: &str) -> f64 {
+        self.0
+            .get(name)
+            .map_or(f64::NAN, |v| median(&mut v.clone()))
+    }
+}
+
+/// A warm run through `side` failed: its error, then the tail of the error
+/// log in `nginx_dir` (which usually says why).
+fn warm_failed(side: &str, e: &Error, nginx_dir: &Path) -> Error {
+    let log = std::fs::read_to_string(nginx_dir.join("error.log")).unwrap_or_default();
+    let tail = &log[log.len().saturating_sub(2000)..];
     Error::failed(
         format!("warm run ({side})"),
-        format!("{}\n{log_tail}", chain(e)),
+        format!("{}\n{tail}", chain(e)),
     )
 }
 
@@ -188,19 +180,21 @@ fn wrk(port: u16, secs: u32) -> Result<f64, Error> {
         .ok_or_else(|| Error::failed("wrk", format!("no Requests/sec in its output:\n{out}")))
 }
 
-/// Opens `n` connections to `socket`, each with a partial FastCGI request
-/// (so every proxied connection is set up and has moved bytes).
-fn open_connections(socket: &Path, n: usize) -> Result<Vec<UnixStream>, Error> {
-    let req = fcgi_request("hello.php")?;
-    let head = &req[..16];
-    (0..n)
+/// The memory of `pid` (see [`rss_kib`]) while 100 connections to `socket`
+/// are open, each with a partial FastCGI request, its BEGIN_REQUEST (so
+/// every proxied connection is set up and has moved bytes).
+fn rss_with_100_open(socket: &Path, pid: u32) -> Result<(u64, u64), Error> {
+    let head = record(BEGIN_REQUEST, REQUEST_ID, &begin_body(false));
+    let what = || format!("open a connection to {}", socket.display());
+    let _conns = (0..100)
         .map(|_| {
-            let what = || format!("open a connection to {}", socket.display());
             let mut s = UnixStream::connect(socket).map_err(|e| Error::failed(what(), e))?;
-            s.write_all(head).map_err(|e| Error::failed(what(), e))?;
+            s.write_all(&head).map_err(|e| Error::failed(what(), e))?;
             Ok(s)
         })
-        .collect()
+        .collect::<Result<Vec<_>, Error>>()?;
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(rss_kib(pid))
 }
 
 pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
@@ -227,32 +221,29 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     // falls back to it as it is.
     let waker_sock = site_dir.join(fleet_core::site::WAKER_SOCKET);
     let proxyd_sock = dir.join("proxyd.sock");
-    let ready = |p: &Path| UnixStream::connect(p).is_ok();
+    let up = || fpm_accepts(&container, &fpm_sock, Duration::from_secs(20));
+    let stop = || run(&["docker", "stop", "-t", "5", &container]).map(drop);
+    // Running, then paused.
+    let pause = || -> Result<(), Error> {
+        run(&["docker", "start", &container])?;
+        up()?;
+        run(&["docker", "pause", &container]).map(drop)
+    };
 
     // Cold first (the waker binds its socket; the container is created).
     let waker = rig.spawn_waker(&waker_sock)?;
     let waker_pid = waker.pid();
     let rss_waker_idle = rss_kib(waker_pid);
-    let req = fcgi_request("hello.php")?;
-    let (mut bare, mut cold, mut overhead, mut paused) = (vec![], vec![], vec![], vec![]);
-    let mut bare_paused = vec![];
-    let mut overhead_first = vec![];
     // Bare: API start until php-fpm accepts, then the first request to a
     // fresh php-fpm straight to its socket (the part of the waker's time
     // that is php-fpm's, not the waker's). Leaves the container stopped.
     let bare_start = || -> Result<(f64, f64), Error> {
         let t = Instant::now();
         api_post(&container, "start")?;
-        if !wait_for(Duration::from_secs(20), || ready(&fpm_sock)) {
-            return Err(Error::failed(
-                format!("start {container}"),
-                "php-fpm did not come up",
-            ));
-        }
-        let b = t.elapsed().as_secs_f64() * 1e3;
-        let first = time_to_first_byte(&fpm_sock, &req)?.as_secs_f64() * 1e3;
-        run(&["docker", "stop", "-t", "5", &container])?;
-        Ok((b, first))
+        up()?;
+        let b = ms(t.elapsed());
+        let first = first_byte_ms(&fpm_sock)?;
+        stop().map(|()| (b, first))
     };
     // Through the waker: the first byte, and of it the time outside the
     // wake (the waker's own log line gives the wake's duration): accepting,
@@ -260,57 +251,38 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     // relaying php-fpm's first answer.
     let waker_log = dir.join("waker.log");
     let waker_start = || -> Result<(f64, f64), Error> {
-        let c = time_to_first_byte(&waker_sock, &req)?.as_secs_f64() * 1e3;
+        let c = first_byte_ms(&waker_sock)?;
         let outside = last_wake_ms(&waker_log).map_or(f64::NAN, |w| c - w);
-        run(&["docker", "stop", "-t", "5", &container])?;
-        Ok((c, outside))
+        stop().map(|()| (c, outside))
     };
     // From paused: bare (API unpause, then the request straight to
     // php-fpm), and through the waker.
-    let running = || -> Result<(), Error> {
-        run(&["docker", "start", &container])?;
-        if wait_for(Duration::from_secs(20), || ready(&fpm_sock)) {
-            Ok(())
-        } else {
-            Err(Error::failed(
-                format!("start {container}"),
-                "php-fpm did not come up",
-            ))
-        }
-    };
     let bare_unpause = || -> Result<f64, Error> {
-        running()?;
-        run(&["docker", "pause", &container])?;
+        pause()?;
         let t = Instant::now();
         api_post(&container, "unpause")?;
-        time_to_first_byte(&fpm_sock, &req)?;
-        let bp = t.elapsed().as_secs_f64() * 1e3;
-        run(&["docker", "stop", "-t", "5", &container])?;
-        Ok(bp)
+        first_byte_ms(&fpm_sock)?;
+        let bp = ms(t.elapsed());
+        stop().map(|()| bp)
     };
     let waker_unpause = || -> Result<f64, Error> {
-        running()?;
-        run(&["docker", "pause", &container])?;
-        let p = time_to_first_byte(&waker_sock, &req)?.as_secs_f64() * 1e3;
-        run(&["docker", "stop", "-t", "5", &container])?;
-        Ok(p)
+        pause()?;
+        let p = first_byte_ms(&waker_sock)?;
+        stop().map(|()| p)
     };
     // A waker started just now, as socket activation starts one for the
     // first connection: its first wake also settles the Docker API version.
     let fresh_sock = dir.join("fresh.sock");
     let fresh_wake = |paused: bool| -> Result<f64, Error> {
         if paused {
-            running()?;
-            run(&["docker", "pause", &container])?;
+            pause()?;
         }
         let fresh = rig.spawn_waker(&fresh_sock)?;
-        let t = time_to_first_byte(&fresh_sock, &req)?.as_secs_f64() * 1e3;
+        let t = first_byte_ms(&fresh_sock)?;
         drop(fresh);
-        run(&["docker", "stop", "-t", "5", &container])?;
-        Ok(t)
+        stop().map(|()| t)
     };
-    let (mut fresh_cold, mut fresh_paused) = (vec![], vec![]);
-    let (mut outside, mut outside_first) = (vec![], vec![]);
+    let mut cold = Samples::default();
     for i in 0..rounds {
         // Alternate which goes first, so neither always follows the same
         // step (a start right after a stop can be slower).
@@ -330,26 +302,23 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
             "cold round {i}: bare {b:.1} ms (+ first request {first:.1} ms), waker {c:.1} ms ({out:.1} outside the wake), fresh waker {fc:.1} ms; \
              from paused: bare {bp:.1} ms, waker {p:.1} ms, fresh waker {fp:.1} ms"
         );
-        outside.push(out);
-        outside_first.push(out - first);
-        fresh_cold.push(fc);
-        fresh_paused.push(fp);
-        overhead_first.push(c - b - first);
-        bare_paused.push(bp);
-        bare.push(b);
-        cold.push(c);
-        overhead.push(c - b);
-        paused.push(p);
+        cold.add(&[
+            ("bare", b),
+            ("cold", c),
+            ("overhead", c - b),
+            ("overhead_first", c - b - first),
+            ("outside", out),
+            ("outside_first", out - first),
+            ("bare_paused", bp),
+            ("paused", p),
+            ("fresh_cold", fc),
+            ("fresh_paused", fp),
+        ]);
     }
 
     // Warm: container running, proxyd under socket activation, one nginx.
     run(&["docker", "start", &container])?;
-    if !wait_for(Duration::from_secs(20), || ready(&fpm_sock)) {
-        return Err(Error::failed(
-            format!("start {container}"),
-            "php-fpm did not come up",
-        ));
-    }
+    up()?;
     // systemd-socket-proxyd under socket activation, activated by one
     // request. It has been seen to exit under load (its accept loop gives
     // up on some errors); then it is started again and that round's
@@ -366,7 +335,7 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
         // Retry the activating request until it is answered (proxyd may
         // take a moment to accept once exec'd).
         if !wait_for(Duration::from_secs(5), || {
-            time_to_first_byte(&proxyd_sock, &req).is_ok()
+            first_byte_ms(&proxyd_sock).is_ok()
         }) {
             return Err(Error::failed(
                 "systemd-socket-proxyd",
@@ -418,21 +387,14 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
             server(p_base, &s_base),
         ],
     )?;
-    let (mut d, mut w, mut x, mut m) = (vec![], vec![], vec![], vec![]);
-    let (mut rw, mut rx, mut rm, mut wx) = (vec![], vec![], vec![], vec![]);
-    let (mut wu, mut xu) = (vec![], vec![]);
-    let (mut bw, mut rb, mut bu_all) = (vec![], vec![], vec![]);
+    let mut warm = Samples::default();
+    let warm_rounds = 2 * rounds.max(3);
     let mut proxyd_failures = 0;
     wrk(p_direct, 2)?; // warm-up
-    for i in 0..2 * rounds.max(3) {
-        let tail = || {
-            let log = std::fs::read_to_string(ndir.join("error.log")).unwrap_or_default();
-            let n = log.len().saturating_sub(2000);
-            log[n..].to_owned()
-        };
-        let a = wrk(p_direct, WARM_SECS).map_err(|e| warm_failed("direct", &e, tail()))?;
+    for i in 0..warm_rounds {
+        let a = wrk(p_direct, WARM_SECS).map_err(|e| warm_failed("direct", &e, &ndir))?;
         let (b, bu) = wrk_cpu(p_waker, WARM_SECS, Some(waker_pid))
-            .map_err(|e| warm_failed("waker", &e, tail()))?;
+            .map_err(|e| warm_failed("waker", &e, &ndir))?;
         let (c, cu) = match wrk_cpu(p_proxyd, WARM_SECS, Some(proxyd_pid)) {
             Ok(v) => v,
             Err(e) => {
@@ -448,163 +410,138 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
                 (f64::NAN, f64::NAN)
             }
         };
-        let e = wrk(p_mode, WARM_SECS).map_err(|e| warm_failed("direct mode", &e, tail()))?;
+        let e = wrk(p_mode, WARM_SECS).map_err(|e| warm_failed("direct mode", &e, &ndir))?;
         if base.is_some() {
             let (f, fu) = wrk_cpu(p_base, WARM_SECS, base_pid)
-                .map_err(|e| warm_failed("baseline waker", &e, tail()))?;
+                .map_err(|e| warm_failed("baseline waker", &e, &ndir))?;
             eprintln!("warm round {i}: baseline waker {f:.0}/s ({fu:.1} µs CPU/req)");
-            bw.push(f);
-            rb.push(f / a);
-            bu_all.push(fu);
+            warm.add(&[
+                ("baseline", f),
+                ("baseline/direct", f / a),
+                ("baseline µs", fu),
+            ]);
         }
         eprintln!(
             "warm round {i}: direct {a:.0}/s, waker {b:.0}/s ({bu:.1} µs CPU/req), \
              proxyd {c:.0}/s ({cu:.1} µs CPU/req), direct mode {e:.0}/s"
         );
-        rw.push(b / a);
-        rx.push(c / a);
-        wx.push(b / c);
-        rm.push(e / a);
-        wu.push(bu);
-        xu.push(cu);
-        d.push(a);
-        w.push(b);
-        x.push(c);
-        m.push(e);
+        warm.add(&[
+            ("direct", a),
+            ("waker", b),
+            ("proxyd", c),
+            ("mode", e),
+            ("waker/direct", b / a),
+            ("proxyd/direct", c / a),
+            ("mode/direct", e / a),
+            ("waker/proxyd", b / c),
+            ("waker µs", bu),
+            ("proxyd µs", cu),
+        ]);
     }
 
-    // 100 open connections each.
-    let conns = open_connections(&waker_sock, 100)?;
-    std::thread::sleep(Duration::from_millis(300));
-    let rss_waker_100 = rss_kib(waker_pid);
-    drop(conns);
-    let conns = open_connections(&proxyd_sock, 100)?;
-    std::thread::sleep(Duration::from_millis(300));
-    let rss_proxyd_100 = rss_kib(proxyd_pid);
-    drop(conns);
+    let rss_waker_100 = rss_with_100_open(&waker_sock, waker_pid)?;
+    let rss_proxyd_100 = rss_with_100_open(&proxyd_sock, proxyd_pid)?;
 
-    let (md, mw, mx, mm) = (
-        median(&mut d),
-        median(&mut w),
-        median(&mut x),
-        median(&mut m),
-    );
     let mib = |(rss, anon): (u64, u64)| {
         format!("{:.1} ({:.1})", rss as f64 / 1024.0, anon as f64 / 1024.0)
     };
-    let mut out = String::new();
-    out.push_str(&format!(
-        "### fleet-waker (`cargo xtask bench waker`, {} cold rounds, {} warm rounds of {WARM_SECS} s per peer)\n\n",
-        rounds,
-        d.len()
-    ));
-    if proxyd_failures > 0 {
-        out.push_str(&format!(
+    let m = |name: &str| warm.median(name);
+    let failures = if proxyd_failures > 0 {
+        format!(
             "systemd-socket-proxyd exited under load in {proxyd_failures} round(s); those rounds are left out for it.\n\n"
-        ));
-    }
-    out.push_str(&format!(
-        "Machine: {} cores, kernel {}.\n\n",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
-        run(&["uname", "-r"])?.trim()
-    ));
-    out.push_str(
-        "| Warm (wrk -t2 -c32, nginx → …) | req/s (median) | vs direct, median of rounds | target |\n|---|---|---|---|\n",
+        )
+    } else {
+        String::new()
+    };
+    let (baseline_row, baseline_cpu) = match baseline {
+        Some(bin) => (
+            format!(
+                "| fleet-waker, baseline build (`{}`) | {:.0} | {:.2}× (this build − baseline: {:+.2}) | |\n",
+                bin.display(),
+                m("baseline"),
+                m("baseline/direct"),
+                m("waker/direct") - m("baseline/direct")
+            ),
+            format!(", baseline fleet-waker {:.1} µs", m("baseline µs")),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = run(&["uname", "-r"])?;
+    let mut out = format!(
+        "### fleet-waker (`cargo xtask bench waker`, {rounds} cold rounds, {warm_rounds} warm rounds of {WARM_SECS} s per peer)\n\n\
+         {failures}Machine: {cores} cores, kernel {}.\n\n\
+         | Warm (wrk -t2 -c32, nginx → …) | req/s (median) | vs direct, median of rounds | target |\n|---|---|---|---|\n\
+         | php-fpm directly | {:.0} | 1.00× | |\n\
+         | fleet-waker | {:.0} | {:.2}× | ≥ 0.85× |\n\
+         {baseline_row}\
+         | systemd-socket-proxyd | {:.0} | {:.2}× | |\n\
+         | direct mode (upstream: php-fpm.sock, waker socket as backup) | {:.0} | {:.2}× | ≥ 0.98× |\n\n\
+         fleet-waker / systemd-socket-proxyd: {:.2}× (medians of req/s), {:.2}× (median of the rounds' ratios; target ≥ 1.5×)\n\n\
+         CPU per proxied request (user+system of the proxy process, median): fleet-waker {:.1} µs, systemd-socket-proxyd {:.1} µs{baseline_cpu}\n\n",
+        kernel.trim(),
+        m("direct"),
+        m("waker"),
+        m("waker/direct"),
+        m("proxyd"),
+        m("proxyd/direct"),
+        m("mode"),
+        m("mode/direct"),
+        m("waker") / m("proxyd"),
+        m("waker/proxyd"),
+        m("waker µs"),
+        m("proxyd µs"),
     );
-    out.push_str(&format!("| php-fpm directly | {md:.0} | 1.00× | |\n"));
-    out.push_str(&format!(
-        "| fleet-waker | {mw:.0} | {:.2}× | ≥ 0.85× |\n",
-        median(&mut rw)
-    ));
-    if let Some(bin) = baseline {
-        let (rw_m, rb_m) = (median(&mut rw.clone()), median(&mut rb));
-        out.push_str(&format!(
-            "| fleet-waker, baseline build (`{}`) | {:.0} | {rb_m:.2}× (this build − baseline: {:+.2}) | |\n",
-            bin.display(),
-            median(&mut bw),
-            rw_m - rb_m
-        ));
+    out += "| Cold (ms, median) | value | target |\n|---|---|---|\n";
+    // (row, samples, target: with its trailing space, if any)
+    for (row, name, target) in [
+        ("bare API start until php-fpm accepts", "bare", ""),
+        ("first byte through fleet-waker, stopped", "cold", ""),
+        ("overhead (waker − bare, per round)", "overhead", "≤ 5 "),
+        (
+            "overhead minus php-fpm's own first request (direct, same round)",
+            "overhead_first",
+            "",
+        ),
+        (
+            "first byte through fleet-waker minus its wake (its log's `ms=`): accept, relay, php-fpm's first answer",
+            "outside",
+            "",
+        ),
+        (
+            "the same minus php-fpm's own first request (direct, same round): the waker's own time",
+            "outside_first",
+            "≤ 5 ",
+        ),
+        (
+            "bare API unpause + first byte from php-fpm",
+            "bare_paused",
+            "",
+        ),
+        ("first byte through fleet-waker, paused", "paused", "≤ 10 "),
+        (
+            "first byte through a just-started fleet-waker (socket activation's case), stopped",
+            "fresh_cold",
+            "",
+        ),
+        (
+            "first byte through a just-started fleet-waker, paused",
+            "fresh_paused",
+            "",
+        ),
+    ] {
+        out += &format!("| {row} | {:.1} | {target}|\n", cold.median(name));
     }
-    out.push_str(&format!(
-        "| systemd-socket-proxyd | {mx:.0} | {:.2}× | |\n",
-        median(&mut rx)
-    ));
-    out.push_str(&format!(
-        "| direct mode (upstream: php-fpm.sock, waker socket as backup) | {mm:.0} | {:.2}× | ≥ 0.98× |\n\n",
-        median(&mut rm)
-    ));
-    out.push_str(&format!(
-        "fleet-waker / systemd-socket-proxyd: {:.2}× (medians of req/s), {:.2}× (median of the rounds' ratios; target ≥ 1.5×)\n\n",
-        mw / mx,
-        median(&mut wx)
-    ));
-    out.push_str(&format!(
-        "CPU per proxied request (user+system of the proxy process, median): fleet-waker {:.1} µs, systemd-socket-proxyd {:.1} µs{}\n\n",
-        median(&mut wu),
-        median(&mut xu),
-        if bu_all.is_empty() {
-            String::new()
-        } else {
-            format!(", baseline fleet-waker {:.1} µs", median(&mut bu_all))
-        }
-    ));
-    out.push_str("| Cold (ms, median) | value | target |\n|---|---|---|\n");
-    out.push_str(&format!(
-        "| bare API start until php-fpm accepts | {:.1} | |\n",
-        median(&mut bare)
-    ));
-    out.push_str(&format!(
-        "| first byte through fleet-waker, stopped | {:.1} | |\n",
-        median(&mut cold)
-    ));
-    out.push_str(&format!(
-        "| overhead (waker − bare, per round) | {:.1} | ≤ 5 |\n",
-        median(&mut overhead)
-    ));
-    out.push_str(&format!(
-        "| overhead minus php-fpm's own first request (direct, same round) | {:.1} | |\n",
-        median(&mut overhead_first)
-    ));
-    out.push_str(&format!(
-        "| first byte through fleet-waker minus its wake (its log's `ms=`): accept, relay, php-fpm's first answer | {:.1} | |\n",
-        median(&mut outside)
-    ));
-    out.push_str(&format!(
-        "| the same minus php-fpm's own first request (direct, same round): the waker's own time | {:.1} | ≤ 5 |\n",
-        median(&mut outside_first)
-    ));
-    out.push_str(&format!(
-        "| bare API unpause + first byte from php-fpm | {:.1} | |\n",
-        median(&mut bare_paused)
-    ));
-    out.push_str(&format!(
-        "| first byte through fleet-waker, paused | {:.1} | ≤ 10 |\n",
-        median(&mut paused)
-    ));
-    out.push_str(&format!(
-        "| first byte through a just-started fleet-waker (socket activation's case), stopped | {:.1} | |\n",
-        median(&mut fresh_cold)
-    ));
-    out.push_str(&format!(
-        "| first byte through a just-started fleet-waker, paused | {:.1} | |\n\n",
-        median(&mut fresh_paused)
-    ));
-    out.push_str(
-        "| Memory, MiB: VmRSS (anonymous) | idle | after traffic | 100 open |\n|---|---|---|---|\n",
-    );
-    out.push_str(&format!(
-        "| fleet-waker | {} | {} | {} |\n",
+    out += &format!(
+        "\n| Memory, MiB: VmRSS (anonymous) | idle | after traffic | 100 open |\n|---|---|---|---|\n\
+         | fleet-waker | {} | {} | {} |\n\
+         | systemd-socket-proxyd | {} | | {} |\n",
         mib(rss_waker_idle),
         mib(rss_waker_after),
-        mib(rss_waker_100)
-    ));
-    out.push_str(&format!(
-        "| systemd-socket-proxyd | {} | | {} |\n",
+        mib(rss_waker_100),
         mib(rss_proxyd_idle),
         mib(rss_proxyd_100)
-    ));
+    );
     drop(waker);
     drop(base);
     drop(proxyd);

@@ -4,6 +4,9 @@
 
 use std::io::{self, Read as _, Write as _};
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{MsgFlags, recv};
 use std::time::{Duration, Instant};
 
 /// Default read/write timeout of [`get`] / [`post`].
@@ -111,27 +114,23 @@ fn exchange(port: u16, request: &[u8], timeout: Duration) -> io::Result<HttpResp
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.write_all(request)?;
-    // Read by hand rather than `read_to_end`, to time the first byte.
+    readable(&stream)?;
+    let first_byte = start.elapsed();
     let mut raw = Vec::new();
-    let mut buf = [0u8; 8192];
-    let mut first_byte = None;
-    loop {
-        let n = match stream.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
-            break;
-        }
-        first_byte.get_or_insert_with(|| start.elapsed());
-        raw.extend_from_slice(&buf[..n]);
-    }
-    let total = start.elapsed();
+    stream.read_to_end(&mut raw)?;
     let mut resp = parse_response(&raw)?;
-    resp.first_byte = first_byte.unwrap_or(total);
-    resp.total = total;
+    resp.first_byte = first_byte;
+    resp.total = start.elapsed();
     Ok(resp)
+}
+
+/// Blocks until `socket` has a byte to read (or is closed, or its read
+/// timeout passes), leaving the byte there: the HTTP and the FastCGI client
+/// time an answer's first byte with it.
+pub(crate) fn readable(socket: &impl AsRawFd) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    recv(socket.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK)?;
+    Ok(())
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {

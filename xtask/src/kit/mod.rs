@@ -3,6 +3,7 @@
 //! once (a test site with its directories and container, the child-process
 //! launcher with socket activation, the HTTP client).
 
+pub mod fastcgi;
 pub mod http;
 pub mod nginx;
 pub mod process;

@@ -38,38 +38,30 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Stops `child`: `signal` to it (to its process group when `group`), up to
-/// `grace` for it to exit, then SIGKILL (the group too: workers or helpers
-/// may outlive the leader) and reap. Errors are ignored: it may be gone.
-pub fn stop(child: &mut Child, signal: Signal, grace: Duration, group: bool) {
-    let pid = Pid::from_raw(child.id() as i32);
-    let send = |signal| {
-        let _ = if group {
-            killpg(pid, signal)
-        } else {
-            kill(pid, signal)
-        };
-    };
-    if signal != Signal::SIGKILL {
-        send(signal);
-        wait_until(grace, || matches!(child.try_wait(), Ok(Some(_))));
+/// Where a child's output goes: stdout to `out`, stderr to `err` or (when
+/// `None`) `out` too, which held `from` bytes before.
+#[derive(Debug)]
+struct Logs {
+    out: PathBuf,
+    err: Option<PathBuf>,
+    from: u64,
+}
+
+impl Logs {
+    fn read(&self, path: &Path) -> String {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let from = usize::try_from(self.from)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        String::from_utf8_lossy(&bytes[from..]).into_owned()
     }
-    send(Signal::SIGKILL);
-    let _ = child.wait();
 }
 
-/// Where a child's output goes.
+/// A binary run directly (e.g. the waker in `--listen` mode; see
+/// [`Launch::spawn`]), output captured; stopped on drop as its [`Launch`]
+/// said.
 #[derive(Debug)]
-enum Logs {
-    /// `<dir>/stdout` and `<dir>/stderr`.
-    Split { stdout: PathBuf, stderr: PathBuf },
-    /// Both appended to one file, which held `from` bytes before.
-    One { path: PathBuf, from: u64 },
-}
-
-/// A child process, output captured, stopped on drop as its [`Launch`] said.
-#[derive(Debug)]
-struct Proc {
+pub struct Spawned {
     child: Child,
     status: Option<ExitStatus>,
     logs: Logs,
@@ -79,30 +71,35 @@ struct Proc {
     _dir: tempfile::TempDir,
 }
 
-impl Proc {
-    fn spawn(mut cmd: Command, launch: &Launch, dir: tempfile::TempDir) -> Result<Proc, Error> {
-        let (logs, out, err) = match &launch.log {
-            Some(path) => {
-                let file = std::fs::File::options()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(Error::io("open", path))?;
-                let from = file.metadata().map_err(Error::io("stat", path))?.len();
-                let err = file.try_clone().map_err(Error::io("dup", path))?;
-                let logs = Logs::One {
-                    path: path.clone(),
-                    from,
-                };
-                (logs, file, err)
-            }
-            None => {
-                let stdout = dir.path().join("stdout");
-                let stderr = dir.path().join("stderr");
-                let out = std::fs::File::create(&stdout).map_err(Error::io("create", &stdout))?;
-                let err = std::fs::File::create(&stderr).map_err(Error::io("create", &stderr))?;
-                (Logs::Split { stdout, stderr }, out, err)
-            }
+impl Spawned {
+    /// Shorthand for `Launch::new(bin).args(args).envs(env).spawn()`.
+    pub fn start<S: AsRef<OsStr>>(bin: &Path, args: &[S], env: &[(&str, &str)]) -> Spawned {
+        Launch::new(bin)
+            .args(args)
+            .envs(env.iter().copied())
+            .spawn()
+    }
+
+    fn spawn(mut cmd: Command, launch: &Launch, dir: tempfile::TempDir) -> Result<Spawned, Error> {
+        let logs = match &launch.log {
+            Some(path) => Logs {
+                out: path.clone(),
+                err: None,
+                from: std::fs::metadata(path).map_or(0, |m| m.len()),
+            },
+            None => Logs {
+                out: dir.path().join("stdout"),
+                err: Some(dir.path().join("stderr")),
+                from: 0,
+            },
+        };
+        let mut options = std::fs::File::options();
+        options.create(true).append(true);
+        let open = |path: &Path| options.open(path).map_err(Error::io("open", path));
+        let out = open(&logs.out)?;
+        let err = match &logs.err {
+            Some(path) => open(path)?,
+            None => out.try_clone().map_err(Error::io("dup", &logs.out))?,
         };
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         if launch.group {
@@ -111,7 +108,7 @@ impl Proc {
         let child = cmd.spawn().map_err(|e| {
             Error::unavailable(format!("spawn {}", cmd.get_program().to_string_lossy()), e)
         })?;
-        Ok(Proc {
+        Ok(Spawned {
             child,
             status: None,
             logs,
@@ -121,54 +118,57 @@ impl Proc {
         })
     }
 
-    fn pid(&self) -> u32 {
+    /// Pid of the child (for [`SocketActivated`], the activated binary:
+    /// `systemd-socket-activate` execs it in place).
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn read(path: &Path, from: u64) -> String {
-        let bytes = std::fs::read(path).unwrap_or_default();
-        let from = usize::try_from(from).unwrap_or(usize::MAX).min(bytes.len());
-        String::from_utf8_lossy(&bytes[from..]).into_owned()
+    /// What the child wrote to stdout so far (with [`Launch::log_to`],
+    /// its whole output since the start).
+    pub fn stdout(&self) -> String {
+        self.logs.read(&self.logs.out)
     }
 
-    fn stdout(&self) -> String {
-        match &self.logs {
-            Logs::Split { stdout, .. } => Self::read(stdout, 0),
-            Logs::One { path, from } => Self::read(path, *from),
-        }
+    /// What the child wrote to stderr so far (with [`Launch::log_to`],
+    /// its whole output since the start).
+    pub fn stderr(&self) -> String {
+        self.logs
+            .read(self.logs.err.as_ref().unwrap_or(&self.logs.out))
     }
 
-    fn stderr(&self) -> String {
-        match &self.logs {
-            Logs::Split { stderr, .. } => Self::read(stderr, 0),
-            Logs::One { path, from } => Self::read(path, *from),
-        }
+    /// stdout followed by stderr (with [`Launch::log_to`], the file's
+    /// text written since the start).
+    pub fn logs(&self) -> String {
+        let err = self.logs.err.as_ref().map(|e| self.logs.read(e));
+        self.stdout() + &err.unwrap_or_default()
     }
 
-    fn logs(&self) -> String {
-        match &self.logs {
-            Logs::Split { stdout, stderr } => Self::read(stdout, 0) + &Self::read(stderr, 0),
-            Logs::One { path, from } => Self::read(path, *from),
-        }
-    }
-
-    fn kill(&self, signal: Signal) {
+    /// Send `signal` to the child (not its group).
+    pub fn kill(&self, signal: Signal) {
         if self.status.is_none() {
             // ESRCH (already gone but not reaped) is fine.
             let _ = kill(Pid::from_raw(self.child.id() as i32), signal);
         }
     }
 
-    fn try_status(&mut self) -> Option<ExitStatus> {
+    /// Exit status once it exited, else `None` (non-blocking).
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
             self.status = self.child.try_wait().ok().flatten();
         }
         self.status
     }
 
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    /// Wait up to `timeout` for the child to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         wait_until(timeout, || self.try_status().is_some());
         self.status
+    }
+
+    /// Wait until the logs contain `needle`; false after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.logs().contains(needle))
     }
 
     /// Waits for `READY=1` on `notify` (the child's `NOTIFY_SOCKET`) until
@@ -202,61 +202,31 @@ impl Proc {
     }
 }
 
-impl Drop for Proc {
+impl Drop for Spawned {
+    /// Stops the child: the [`Launch::stop_with`] signal to it (to its
+    /// process group when it has one of its own), up to the grace for it to
+    /// exit, then SIGKILL (the group too: workers or helpers may outlive the
+    /// leader) and reap. Errors are ignored: it may be gone.
     fn drop(&mut self) {
-        if self.status.is_none() || self.group {
-            let (signal, grace) = self.stop;
-            stop(&mut self.child, signal, grace, self.group);
+        if self.status.is_some() && !self.group {
+            return;
         }
+        let (signal, grace, group) = (self.stop.0, self.stop.1, self.group);
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let send = |signal| {
+            let _ = if group {
+                killpg(pid, signal)
+            } else {
+                kill(pid, signal)
+            };
+        };
+        if signal != Signal::SIGKILL {
+            send(signal);
+            wait_until(grace, || matches!(self.child.try_wait(), Ok(Some(_))));
+        }
+        send(Signal::SIGKILL);
+        let _ = self.child.wait();
     }
-}
-
-macro_rules! proc_methods {
-    () => {
-        /// Pid of the child (for [`SocketActivated`], the activated binary:
-        /// `systemd-socket-activate` execs it in place).
-        pub fn pid(&self) -> u32 {
-            self.proc.pid()
-        }
-
-        /// What the child wrote to stdout so far (with [`Launch::log_to`],
-        /// its whole output since the start).
-        pub fn stdout(&self) -> String {
-            self.proc.stdout()
-        }
-
-        /// What the child wrote to stderr so far (with [`Launch::log_to`],
-        /// its whole output since the start).
-        pub fn stderr(&self) -> String {
-            self.proc.stderr()
-        }
-
-        /// stdout followed by stderr (with [`Launch::log_to`], the file's
-        /// text written since the start).
-        pub fn logs(&self) -> String {
-            self.proc.logs()
-        }
-
-        /// Send `signal` to the child (not its group).
-        pub fn kill(&self, signal: Signal) {
-            self.proc.kill(signal)
-        }
-
-        /// Exit status once it exited, else `None` (non-blocking).
-        pub fn try_status(&mut self) -> Option<ExitStatus> {
-            self.proc.try_status()
-        }
-
-        /// Wait up to `timeout` for the child to exit.
-        pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-            self.proc.wait_exit(timeout)
-        }
-
-        /// Wait until the logs contain `needle`; false after `timeout`.
-        pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-            wait_until(timeout, || self.logs().contains(needle))
-        }
-    };
 }
 
 /// What to run: a binary, its arguments and extra environment, where its
@@ -375,12 +345,13 @@ impl Launch {
             }
             None => None,
         };
-        let mut proc = Proc::spawn(cmd, &self, dir)?;
+        let mut spawned = Spawned::spawn(cmd, &self, dir)?;
         if let (Some(timeout), Some(notify)) = (self.ready, notify) {
-            proc.wait_ready(&notify, timeout)
+            spawned
+                .wait_ready(&notify, timeout)
                 .map_err(|e| Error::failed(self.cmd.line(), crate::error::chain(&e)))?;
         }
-        Ok(Spawned { proc })
+        Ok(spawned)
     }
 
     /// Run under real socket activation on `socket` (see
@@ -422,35 +393,32 @@ impl Launch {
             cmd.arg("-E").arg(kv);
         }
         cmd.arg("--").arg(bin).args(args);
-        let mut this = SocketActivated {
-            proc: Proc::spawn(cmd, &self, dir)?,
-            socket: socket.to_path_buf(),
-        };
+        let mut proc = Spawned::spawn(cmd, &self, dir)?;
         let listening = wait_until(Duration::from_secs(10), || {
-            this.proc.stderr().contains("Listening on") || this.proc.try_status().is_some()
+            proc.stderr().contains("Listening on") || proc.try_status().is_some()
         });
-        if !listening || this.proc.status.is_some() {
+        if !listening || proc.status.is_some() {
             return Err(Error::failed(
                 format!("systemd-socket-activate --listen={}", socket.display()),
                 format!(
                     "did not listen: status {:?}, logs:\n{}",
-                    this.proc.status,
-                    this.logs()
+                    proc.status,
+                    proc.logs()
                 ),
             ));
         }
-        Ok(this)
+        Ok(SocketActivated { proc })
     }
 }
 
 /// A binary under real socket activation (see [`Launch::activate`]):
 /// systemd-socket-activate listens, and on the first connection execs the
 /// binary in place (same pid) with `LISTEN_FDS=1`, `LISTEN_PID=<pid>` and
-/// the socket as fd 3. Stopped on drop (see [`Launch::stop_with`]).
+/// the socket as fd 3. The process is a [`Spawned`] (its methods through
+/// `Deref`), stopped on drop (see [`Launch::stop_with`]).
 #[derive(Debug)]
 pub struct SocketActivated {
-    proc: Proc,
-    socket: PathBuf,
+    proc: Spawned,
 }
 
 impl SocketActivated {
@@ -467,38 +435,25 @@ impl SocketActivated {
             .activate(socket)
     }
 
-    /// The listening socket's path.
-    pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-
     /// True once the binary has been exec'd (the pid no longer runs
     /// systemd-socket-activate), i.e. a connection activated it.
     pub fn activated(&self) -> bool {
         std::fs::read_link(format!("/proc/{}/exe", self.pid()))
             .is_ok_and(|exe| !exe.ends_with("systemd-socket-activate"))
     }
-
-    proc_methods!();
 }
 
-/// A binary run directly (e.g. the waker in `--listen` mode; see
-/// [`Launch::spawn`]), output captured; stopped on drop.
-#[derive(Debug)]
-pub struct Spawned {
-    proc: Proc,
-}
-
-impl Spawned {
-    /// Shorthand for `Launch::new(bin).args(args).envs(env).spawn()`.
-    pub fn start<S: AsRef<OsStr>>(bin: &Path, args: &[S], env: &[(&str, &str)]) -> Spawned {
-        Launch::new(bin)
-            .args(args)
-            .envs(env.iter().copied())
-            .spawn()
+impl std::ops::Deref for SocketActivated {
+    type Target = Spawned;
+    fn deref(&self) -> &Spawned {
+        &self.proc
     }
+}
 
-    proc_methods!();
+impl std::ops::DerefMut for SocketActivated {
+    fn deref_mut(&mut self) -> &mut Spawned {
+        &mut self.proc
+    }
 }
 
 /// Signal number of a status, if it was killed by one.

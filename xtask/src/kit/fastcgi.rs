@@ -1,13 +1,17 @@
-//! A minimal FastCGI client (role RESPONDER, one request per connection):
-//! the CGI params a test request carries; the protocol is
+//! The one FastCGI client of the tests, the benches and the soak (role
+//! RESPONDER, one request per connection): the CGI params a request
+//! carries, the answer split and timed; the records are
 //! `fleet_core::fastcgi`'s.
 
-use std::io::{self, Write as _};
+use std::io::{self, Read, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fleet_core::fastcgi;
+
+use crate::image::CONTAINER_DOCROOT;
+use crate::kit::http::readable;
 
 /// One FastCGI request. `script` is relative to `/srv/www` in the container.
 #[derive(Debug, Clone)]
@@ -78,6 +82,9 @@ pub struct FcgiResponse {
     pub app_status: u32,
     /// protocolStatus of FCGI_END_REQUEST (0 = request complete).
     pub protocol_status: u8,
+    /// From connecting to the first byte of the answer; zero when parsed
+    /// from bytes.
+    pub first_byte: Duration,
 }
 
 impl FcgiResponse {
@@ -88,27 +95,27 @@ impl FcgiResponse {
 
     /// First header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        super::http::header(&self.headers, name)
+        crate::kit::http::header(&self.headers, name)
     }
 }
 
 /// Connect to `socket` and send `req`; read until FCGI_END_REQUEST.
 pub fn request(socket: &Path, req: &FcgiRequest) -> io::Result<FcgiResponse> {
+    let start = Instant::now();
     let mut stream = UnixStream::connect(socket)?;
-    request_on(&mut stream, req)
-}
-
-/// Send `req` on an already connected stream.
-pub fn request_on(stream: &mut UnixStream, req: &FcgiRequest) -> io::Result<FcgiResponse> {
     stream.set_read_timeout(Some(req.timeout))?;
     stream.set_write_timeout(Some(req.timeout))?;
-    stream.write_all(&encode_request(req))?;
-    read_response(stream)
+    stream.write_all(&try_encode_request(req)?)?;
+    readable(&stream)?;
+    let first_byte = start.elapsed();
+    let mut resp = read_response(&mut stream)?;
+    resp.first_byte = first_byte;
+    Ok(resp)
 }
 
 /// Reads one response (up to its FCGI_END_REQUEST) from `stream`.
-pub fn read_response(stream: &mut UnixStream) -> io::Result<FcgiResponse> {
-    // Tests read what they asked for (100 MB echoes too): no limit here.
+pub fn read_response(stream: &mut impl Read) -> io::Result<FcgiResponse> {
+    // Callers read what they asked for (100 MB echoes too): no limit here.
     let r = fastcgi::read_response(stream, usize::MAX)?;
     let mut resp = parse_cgi(&r.stdout)?;
     resp.stderr = r.stderr;
@@ -117,8 +124,14 @@ pub fn read_response(stream: &mut UnixStream) -> io::Result<FcgiResponse> {
     Ok(resp)
 }
 
-/// The whole request as bytes (BEGIN_REQUEST, PARAMS…, empty PARAMS, STDIN…, empty STDIN).
+/// [`try_encode_request`] for tests: panics on a parameter longer than
+/// FastCGI's 2^31 - 1 bytes.
 pub fn encode_request(req: &FcgiRequest) -> Vec<u8> {
+    try_encode_request(req).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The whole request as bytes (BEGIN_REQUEST, PARAMS…, empty PARAMS, STDIN…, empty STDIN).
+pub fn try_encode_request(req: &FcgiRequest) -> io::Result<Vec<u8>> {
     let uri = if req.query.is_empty() {
         format!("/{}", req.script)
     } else {
@@ -130,14 +143,11 @@ pub fn encode_request(req: &FcgiRequest) -> Vec<u8> {
         ("REQUEST_METHOD".into(), req.method.clone()),
         (
             "SCRIPT_FILENAME".into(),
-            format!("{}/{}", xtask::image::CONTAINER_DOCROOT, req.script),
+            format!("{CONTAINER_DOCROOT}/{}", req.script),
         ),
         ("SCRIPT_NAME".into(), format!("/{}", req.script)),
         ("REQUEST_URI".into(), uri),
-        (
-            "DOCUMENT_ROOT".into(),
-            xtask::image::CONTAINER_DOCROOT.into(),
-        ),
+        ("DOCUMENT_ROOT".into(), CONTAINER_DOCROOT.into()),
         ("QUERY_STRING".into(), req.query.clone()),
         ("CONTENT_LENGTH".into(), req.body.len().to_string()),
         ("SERVER_NAME".into(), "localhost".into()),
@@ -151,7 +161,8 @@ pub fn encode_request(req: &FcgiRequest) -> Vec<u8> {
         params.push(("CONTENT_TYPE".into(), ct));
     }
     params.extend(req.params.iter().cloned());
-    fastcgi::encode_request(&params, &req.body, false).expect("test params fit FastCGI lengths")
+    fastcgi::encode_request(&params, &req.body, false)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
 /// Split CGI output into status, headers and body.
