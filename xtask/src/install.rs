@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::Error;
-use crate::dist::{self, Paths};
+use crate::dist;
 
 /// `cargo xtask install` arguments.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -44,10 +44,11 @@ fn absolute(s: &str) -> Result<PathBuf, Error> {
 /// `cargo xtask install …`.
 pub fn main(args: &InstallArgs) -> Result<(), Error> {
     let dest = args.destdir.clone().unwrap_or_else(|| PathBuf::from("/"));
-    let paths = Paths::for_prefix(&args.prefix);
     let bin_dir = dist::build_binaries(args.debug, args.no_build)?;
-    for f in dist::install_tree(&bin_dir, &dest, &paths, false)? {
-        println!("installed {}", dist::under(&dest, &f).display());
+    let files = dist::files(&bin_dir, &args.prefix, false)?;
+    dist::install(&dest, &files)?;
+    for (f, _, _) in &files {
+        println!("installed {}", dist::under(&dest, f).display());
     }
     if args.destdir.is_none() {
         println!(
