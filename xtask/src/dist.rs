@@ -143,25 +143,25 @@ pub fn rewrite_exec(unit: &str, bindir: &str) -> String {
         + if unit.ends_with('\n') { "\n" } else { "" }
 }
 
-/// Build the binaries (`cargo build [--release] -p …`) unless `no_build`,
-/// and return the directory they are in (a missing one fails [`files`]).
+/// Build the binaries (`cargo build --profile dev|release -p …`) unless
+/// `no_build`, and return the directory they are in (a missing one fails
+/// [`files`]).
 pub(crate) fn build_binaries(debug: bool, no_build: bool) -> Result<PathBuf, Error> {
+    let (profile, dir) = if debug {
+        ("dev", "debug")
+    } else {
+        ("release", "release")
+    };
     if !no_build {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let mut args = vec!["build"];
-        if !debug {
-            args.push("--release");
-        }
-        for b in BINARIES {
-            args.extend(["-p", b]);
-        }
+        let mut args = vec!["build", "--profile", profile];
+        args.extend(BINARIES.iter().flat_map(|b| ["-p", b]));
         eprintln!("==> {cargo} {}", args.join(" "));
         // Inherits stdout/stderr: cargo's progress is the user's to see.
         let root = crate::demo::repo_root();
         Cmd::new(&cargo).args(&args).dir(&root).status()?;
     }
-    let profile = if debug { "debug" } else { "release" };
-    Ok(crate::kit::target_dir().join(profile))
+    Ok(crate::kit::target_dir().join(dir))
 }
 
 fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
@@ -343,11 +343,10 @@ pub fn dist(args: &DistArgs) -> Result<Dist, Error> {
     install(&stage, &files)?;
     // The tools run in `out` and read `out/debian/`.
     write(&out.join("debian/control"), CONTROL.as_bytes(), 0o644)?;
-    let bins: Vec<String> = BINARIES
+    let bins: Vec<PathBuf> = BINARIES
         .iter()
-        .map(|b| format!("{STAGE}/usr/bin/{b}"))
+        .map(|b| stage.join("usr/bin").join(b))
         .collect();
-    let bins: Vec<&str> = bins.iter().map(String::as_str).collect();
     // dh_strip's flags: debug symbols and notes out, the dynamic symbol
     // table (which the loader needs) in.
     let strip = [
@@ -355,11 +354,11 @@ pub fn dist(args: &DistArgs) -> Result<Dist, Error> {
         "--remove-section=.comment",
         "--remove-section=.note",
     ];
-    run_in(Some(&out), "strip", &[&strip[..], &bins].concat())?;
+    Cmd::new("strip").args(strip).args(&bins).stdout()?;
     // `debian/substvars`: `shlibs:Depends=libc6 (>= 2.34), …` from the
     // binaries' NEEDED libraries and symbol versions.
-    run_in(Some(&out), "dpkg-shlibdeps", &bins)?;
-    let control = gencontrol(&out, &changelog)?;
+    Cmd::new("dpkg-shlibdeps").args(&bins).dir(&out).stdout()?;
+    gencontrol(&out, &changelog)?;
     let paths: Vec<&Path> = files.iter().map(|(p, _, _)| p.as_path()).collect();
     let debian = stage.join("DEBIAN");
     write(
@@ -370,18 +369,15 @@ pub fn dist(args: &DistArgs) -> Result<Dist, Error> {
     for (name, script) in [("postinst", POSTINST), ("prerm", PRERM), ("postrm", POSTRM)] {
         write(&debian.join(name), script.as_bytes(), 0o755)?;
     }
-    let field = |name: &str| {
-        let value = control
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "));
-        value.unwrap_or_default().to_string()
-    };
-    let (version, arch) = (field("Version"), field("Architecture"));
-    let deb = out.join(format!("{PACKAGE}_{version}_{arch}.deb"));
-    let (stage_s, deb_s) = (stage.display().to_string(), deb.display().to_string());
-    let build = ["--build", "--root-owner-group", "-Zxz", &stage_s, &deb_s];
-    run("dpkg-deb", &build)?;
-    eprintln!("==> package: {deb_s}");
+    // Named `fleet_<version>_<arch>.deb` by dpkg-deb, the only .deb in `out`.
+    Cmd::new("dpkg-deb")
+        .args(["--build", "--root-owner-group", "-Zxz"])
+        .args([&stage, &out])
+        .stdout()?;
+    let mut debs = read_dir(&out)?.into_iter();
+    let deb = debs.find(|p| p.extension().is_some_and(|e| e == "deb"));
+    let deb = deb.ok_or_else(|| Error::failed("dpkg-deb --build", "made no .deb"))?;
+    eprintln!("==> package: {}", deb.display());
     Ok(Dist { out, deb })
 }
 
