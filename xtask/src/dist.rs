@@ -1,16 +1,5 @@
 //! `cargo xtask dist`: release binaries, systemd units, man pages, shell
-//! completions and a Debian package in `target/dist/`.
-//!
-//! * `--debug` packages the debug binaries (stripped like release ones;
-//!   seconds instead of minutes of release build; for checking the
-//!   packaging itself, e.g. in CI).
-//! * `--no-build` uses the binaries as they are in `target/<profile>/`.
-//! * `--out DIR` writes there instead of `target/dist/`.
-//! * `--verify` (root): installs the .deb on this machine with `dpkg -i`,
-//!   checks its files with `dpkg --verify`, `fleet-waker --version` and
-//!   `man fleet-reaper`, removes it with `dpkg -r fleet` and checks that
-//!   those files are gone. Refuses when a package `fleet` is already
-//!   installed (it never replaces a real installation).
+//! completions and a Debian package in `target/dist/` (flags: [`DistArgs`]).
 //!
 //! The package's files are one table ([`files`] and the docs), staged where
 //! debhelper would (`<out>/debian/fleet/`); Debian's own tools do the rest:
@@ -55,7 +44,8 @@ pub const CONTROL: &str = include_str!("../debian/control");
 /// `cargo xtask dist` arguments.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct DistArgs {
-    /// Package the debug binaries (fast; for checking the packaging).
+    /// Package the debug binaries, stripped like release ones (seconds
+    /// instead of minutes of release build: for checking the packaging).
     #[arg(long)]
     pub debug: bool,
     /// Do not run cargo build; use target/PROFILE/ as it is.
@@ -65,7 +55,7 @@ pub struct DistArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// As root: dpkg -i the .deb, check files, --version, man page; dpkg -r;
-    /// check removal.
+    /// check removal. Refuses when a package fleet is already installed.
     #[arg(long)]
     pub verify: bool,
     /// The package's version instead of the changelog's (tests build a
@@ -387,6 +377,14 @@ fn dpkg_status() -> String {
     run("dpkg-query", &["-W", "-f=${Status}", PACKAGE]).unwrap_or_default()
 }
 
+/// Runs `program args`, says so and shows its output; returns the output.
+fn step(program: &str, args: &[&str]) -> Result<String, Error> {
+    eprintln!("==> {program} {}", args.join(" "));
+    let out = run(program, args)?;
+    eprint!("{out}");
+    Ok(out)
+}
+
 /// `dpkg -i` the package, check it, `dpkg -r` it, check it is gone.
 pub fn verify(deb: &Path) -> Result<(), Error> {
     if !nix::unistd::geteuid().is_root() {
@@ -398,17 +396,11 @@ pub fn verify(deb: &Path) -> Result<(), Error> {
         let why = format!("a package {PACKAGE} is already installed ({status}); not touching it");
         return Err(Error::unavailable("--verify", why));
     }
-    let deb_s = deb.display().to_string();
-    eprintln!("==> dpkg -i {deb_s}");
     // Once it is installed, remove it whatever happens.
-    let checked = run("dpkg", &["-i", &deb_s]).and_then(|out| {
-        eprint!("{out}");
-        check_installed()
-    });
-    eprintln!("==> dpkg -r {PACKAGE}");
-    let removed = run("dpkg", &["-r", PACKAGE]);
+    let checked = step("dpkg", &["-i", &deb.display().to_string()]).and_then(|_| check_installed());
+    let removed = step("dpkg", &["-r", PACKAGE]);
     let listed = checked?;
-    eprint!("{}", removed?);
+    removed?;
     let doc = Path::new("/usr/share/doc").join(PACKAGE);
     let mut left: Vec<String> = listed
         .iter()
@@ -425,19 +417,17 @@ pub fn verify(deb: &Path) -> Result<(), Error> {
         return Err(Error::failed("dpkg -r", left));
     }
     let n = listed.len();
-    eprintln!("==> dpkg -r: removed cleanly; none of the {n} files it had installed is left");
+    eprintln!("==> removed cleanly; none of the {n} files it had installed is left");
     // dpkg -r keeps the maintainer scripts' record; purge it so the dpkg
     // database is as before.
-    run("dpkg", &["--purge", PACKAGE])?;
-    eprintln!("==> dpkg --purge {PACKAGE}: the dpkg database no longer knows it");
-    Ok(())
+    step("dpkg", &["--purge", PACKAGE]).map(|_| ())
 }
 
 /// Check the installed package: every file as its md5sums say
 /// (`dpkg --verify`), `fleet-waker --version`, `man fleet-reaper`. Returns
 /// the files (not directories) it owns.
 fn check_installed() -> Result<Vec<PathBuf>, Error> {
-    let files: Vec<PathBuf> = run("dpkg", &["-L", PACKAGE])?
+    let files: Vec<PathBuf> = step("dpkg", &["-L", PACKAGE])?
         .lines()
         .map(PathBuf::from)
         // Regular files only: directories are shared, and /lib may be a
@@ -445,32 +435,20 @@ fn check_installed() -> Result<Vec<PathBuf>, Error> {
         .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
         .collect();
     // dpkg --verify lists what is missing or differs from md5sums.
-    let bad = run("dpkg", &["--verify", PACKAGE])?;
-    if !bad.trim().is_empty() {
-        return Err(Error::failed("dpkg --verify fleet", bad));
-    }
-    let n = files.len();
-    eprintln!("==> dpkg --verify {PACKAGE}: {n} files, all as packaged:");
-    for f in &files {
-        eprintln!("    {}", f.display());
-    }
-    let version = run("/usr/bin/fleet-waker", &["--version"])?;
-    if version.trim() != format!("fleet-waker {VERSION}") {
-        let printed = format!("printed {version:?}");
-        return Err(Error::failed("fleet-waker --version", printed));
-    }
-    eprintln!("==> /usr/bin/fleet-waker --version: {}", version.trim());
+    let bad = step("dpkg", &["--verify", PACKAGE])?;
+    let version = step("/usr/bin/fleet-waker", &["--version"])?;
     let man = Cmd::new("man").arg("fleet-reaper").env("MANPAGER", "cat");
     let page = man.env("MANWIDTH", "80").stdout()?;
-    if !page.contains("fleet-reaper") || !page.contains("--action") {
-        return Err(Error::failed("man fleet-reaper", page));
+    eprintln!("==> man fleet-reaper: {} lines", page.lines().count());
+    if !bad.trim().is_empty() {
+        Err(Error::failed("dpkg --verify fleet", bad))
+    } else if version.trim() != format!("fleet-waker {VERSION}") {
+        Err(Error::failed("fleet-waker --version", version))
+    } else if !page.contains("fleet-reaper") || !page.contains("--action") {
+        Err(Error::failed("man fleet-reaper", page))
+    } else {
+        Ok(files)
     }
-    let n = page.lines().count();
-    eprintln!("==> man fleet-reaper: {n} lines; it begins:");
-    for l in page.lines().take(8) {
-        eprintln!("    {l}");
-    }
-    Ok(files)
 }
 
 /// `cargo xtask dist …`.

@@ -1,13 +1,8 @@
 //! `cargo xtask install [--prefix /usr/local] [--destdir D] [--debug] [--no-build]`:
-//! install from source.
-//!
-//! Builds the release binaries (or takes the debug ones with `--debug`) and
-//! installs into `<destdir><prefix>`: `bin/` the binaries, the systemd
-//! units (`/lib/systemd/system` for prefix `/usr`, else
-//! `<prefix>/lib/systemd/system`, which systemd also reads) with `/usr/bin/`
-//! in their `Exec…=` lines rewritten to `<prefix>/bin/`, man pages in
-//! `share/man/man1`, shell completions under `share/`. It enables nothing
-//! and does not run systemctl; it prints what to run.
+//! install from source into `<destdir><prefix>` what the Debian package
+//! installs under `/usr` ([`dist::files`]: binaries, units pointing at
+//! them, man pages, completions). It enables nothing and does not run
+//! systemctl; it prints what to run.
 
 use std::path::{Path, PathBuf};
 
