@@ -278,17 +278,8 @@ fn gencontrol(dir: &Path, changelog: &str) -> Result<String, Error> {
     Ok(String::from_utf8_lossy(&read(&control)?).into_owned())
 }
 
-/// What `dist` produced.
-#[derive(Debug)]
-pub struct Dist {
-    /// The output directory.
-    pub out: PathBuf,
-    /// The .deb.
-    pub deb: PathBuf,
-}
-
-/// Produce everything into `out`.
-pub fn dist(args: &DistArgs) -> Result<Dist, Error> {
+/// Produce everything into `out`; returns the .deb.
+pub fn dist(args: &DistArgs) -> Result<PathBuf, Error> {
     let bin_dir = build_binaries(args.debug, args.no_build)?;
     let out = args
         .out
@@ -368,7 +359,7 @@ pub fn dist(args: &DistArgs) -> Result<Dist, Error> {
     let deb = debs.find(|p| p.extension().is_some_and(|e| e == "deb"));
     let deb = deb.ok_or_else(|| Error::failed("dpkg-deb --build", "made no .deb"))?;
     eprintln!("==> package: {}", deb.display());
-    Ok(Dist { out, deb })
+    Ok(deb)
 }
 
 /// dpkg's status of the package (`install ok installed`; empty when dpkg
@@ -453,8 +444,8 @@ fn check_installed() -> Result<Vec<PathBuf>, Error> {
 
 /// `cargo xtask dist …`.
 pub fn main(args: &DistArgs) -> Result<(), Error> {
-    let d = dist(args)?;
-    if args.verify { verify(&d.deb) } else { Ok(()) }
+    let deb = dist(args)?;
+    if args.verify { verify(&deb) } else { Ok(()) }
 }
 
 #[cfg(test)]
