@@ -111,15 +111,14 @@ exec '{docker}' "$@"
 
 /// Builds the package from the debug binaries under test, as `version`.
 fn build_deb(out: &Path, version: Option<String>) -> PathBuf {
-    let d = dist::dist(&DistArgs {
+    dist::dist(&DistArgs {
         debug: true,
         no_build: true,
         out: Some(out.to_path_buf()),
         verify: false,
         version,
     })
-    .unwrap_or_else(|e| panic!("cargo xtask dist --debug --no-build: {e}"));
-    d.deb
+    .unwrap_or_else(|e| panic!("cargo xtask dist --debug --no-build: {e}"))
 }
 
 /// fleet processes in the namespace, as `pid comm` lines.

@@ -1,38 +1,29 @@
 //! `cargo xtask dist`: release binaries, systemd units, man pages, shell
-//! completions and a Debian package in `target/dist/`.
+//! completions and a Debian package in `target/dist/` (flags: [`DistArgs`]).
 //!
-//! * `--debug` packages the debug binaries (stripped like release ones;
-//!   seconds instead of minutes of release build; for checking the
-//!   packaging itself, e.g. in CI).
-//! * `--no-build` uses the binaries as they are in `target/<profile>/`.
-//! * `--out DIR` writes there instead of `target/dist/`.
-//! * `--verify` (root): installs the .deb on this machine with `dpkg -i`,
-//!   checks every file `dpkg -L fleet` lists, `fleet-waker --version` and
-//!   `man fleet-reaper`, removes it with `dpkg -r fleet` and checks that
-//!   those files are gone. Refuses when a package `fleet` is already
-//!   installed (it never replaces a real installation).
-//!
-//! The package is staged the way debhelper would (`<out>/debian/fleet/`)
-//! and made by Debian's own tools: `strip` (dh_strip's flags),
-//! `dpkg-shlibdeps` for the shared-library `Depends`, `dpkg-deb --build`.
-//! The maintainer scripts, changelog and copyright are plain files in
-//! `xtask/debian/`. Man pages and completions come from the binaries' own
-//! clap definitions (`fleet_waker::command()` …), so they say what `--help`
-//! says. README "Install" lists the lintian tags left and why.
+//! The package's files are one table ([`files`] and the docs), staged where
+//! debhelper would (`<out>/debian/fleet/`); Debian's own tools do the rest:
+//! `strip` (dh_strip's flags), `dpkg-shlibdeps` (the shared-library
+//! `Depends`), `dpkg-gencontrol` (`DEBIAN/control` from `xtask/debian/control`
+//! and the changelog's version), `md5sum`, `dpkg-deb --build`. Man pages and
+//! completions come from the binaries' own clap definitions
+//! (`fleet_waker::command()` …), so they say what `--help` says. README
+//! "Install" lists the lintian tags left and why.
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use clap_complete::Shell;
-use md5::{Digest as _, Md5};
 
-use crate::error::{Cmd, Error, chain, run, run_in};
+use crate::error::{Cmd, Error, run, run_in};
 
 /// The binaries, in the order they are documented.
 pub const BINARIES: &[&str] = &["fleet-waker", "fleet-reaper", "fleet-renew"];
 /// Debian package name.
 pub const PACKAGE: &str = "fleet";
+/// Where the package is staged, relative to dist's output directory.
+const STAGE: &str = "debian/fleet";
 /// Version of the workspace (xtask shares it): the upstream part of the
 /// package's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -46,19 +37,15 @@ pub const PRERM: &str = include_str!("../debian/prerm");
 pub const POSTRM: &str = include_str!("../debian/postrm");
 /// The Debian changelog; its top entry's version is the package's version.
 pub const CHANGELOG: &str = include_str!("../debian/changelog");
-/// `/usr/share/doc/fleet/copyright` (machine-readable format).
-pub const COPYRIGHT: &str = include_str!("../debian/copyright");
-
-/// The enablement links an admin's `systemctl enable` makes for fleet's
-/// units, as a shell glob list (the sites' sockets and the reaper's timer).
-/// The maintainer scripts start them on install, report them on remove and
-/// delete them on purge.
-pub const ENABLED_LINKS: &str = "/etc/systemd/system/*.wants/fleet-waker@*.socket /etc/systemd/system/*.wants/fleet-reaper.timer";
+/// `debian/control` (source format), which dpkg-gencontrol makes
+/// `DEBIAN/control` of.
+pub const CONTROL: &str = include_str!("../debian/control");
 
 /// `cargo xtask dist` arguments.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct DistArgs {
-    /// Package the debug binaries (fast; for checking the packaging).
+    /// Package the debug binaries, stripped like release ones (seconds
+    /// instead of minutes of release build: for checking the packaging).
     #[arg(long)]
     pub debug: bool,
     /// Do not run cargo build; use target/PROFILE/ as it is.
@@ -68,7 +55,7 @@ pub struct DistArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// As root: dpkg -i the .deb, check files, --version, man page; dpkg -r;
-    /// check removal.
+    /// check removal. Refuses when a package fleet is already installed.
     #[arg(long)]
     pub verify: bool,
     /// The package's version instead of the changelog's (tests build a
@@ -111,53 +98,8 @@ pub fn changelog_for(version: &str) -> String {
     )
 }
 
-/// `DEBIAN/control`: `xtask/debian/control` with its `@…@` fields filled
-/// in; `shlibs` is dpkg-shlibdeps' `Depends` (may be empty). Pure.
-pub fn control(version: &str, arch: &str, installed_kib: u64, shlibs: &str) -> String {
-    let shlibs = if shlibs.is_empty() {
-        String::new()
-    } else {
-        format!("{shlibs}, ")
-    };
-    include_str!("../debian/control")
-        .replace("@VERSION@", version)
-        .replace("@ARCH@", arch)
-        .replace("@INSTALLED_SIZE@", &installed_kib.to_string())
-        .replace("@SHLIBS@", &shlibs)
-}
-
-/// `DEBIAN/md5sums` of the staged tree `root` (every regular file outside
-/// `DEBIAN/`, sorted, paths relative to `/`).
-fn md5sums(root: &Path) -> Result<String, Error> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), Error> {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(Error::io("read directory", dir))?
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        entries.sort();
-        for p in entries {
-            let meta = std::fs::symlink_metadata(&p).map_err(Error::io("stat", &p))?;
-            if meta.is_dir() {
-                if p != root.join("DEBIAN") {
-                    walk(root, &p, out)?;
-                }
-            } else if meta.is_file() {
-                let digest = Md5::digest(read(&p)?);
-                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-                let rel = p.strip_prefix(root).unwrap_or(&p);
-                out.push(format!("{hex}  {}\n", rel.display()));
-            }
-        }
-        Ok(())
-    }
-    let mut lines = Vec::new();
-    walk(root, root, &mut lines)?;
-    Ok(lines.concat())
-}
-
 /// The clap commands of the binaries, as (binary name, command).
-pub fn commands() -> Vec<(&'static str, clap::Command)> {
+fn commands() -> Vec<(&'static str, clap::Command)> {
     vec![
         ("fleet-waker", fleet_waker::command()),
         ("fleet-reaper", fleet_reaper::command()),
@@ -165,52 +107,14 @@ pub fn commands() -> Vec<(&'static str, clap::Command)> {
     ]
 }
 
-/// A roff man page (section 1) for `cmd`.
-pub fn man_page(cmd: clap::Command) -> Vec<u8> {
-    let mut out = Vec::new();
-    // Rendering into a Vec cannot fail.
-    let _ = clap_mangen::Man::new(cmd).render(&mut out);
-    out
-}
-
-/// The shells we ship completions for, with the file name each expects
-/// and the directory under `<prefix>/share` it goes to.
-pub const SHELLS: &[(Shell, &str)] = &[
-    (Shell::Bash, "bash-completion/completions"),
-    (Shell::Zsh, "zsh/vendor-completions"),
-    (Shell::Fish, "fish/vendor_completions.d"),
+/// The shells we ship completions for: the directory under `<prefix>/share`
+/// each reads them from, and what goes before and after the binary's name
+/// in the file's name.
+const SHELLS: &[(Shell, &str, &str, &str)] = &[
+    (Shell::Bash, "bash-completion/completions", "", ""),
+    (Shell::Zsh, "zsh/vendor-completions", "_", ""),
+    (Shell::Fish, "fish/vendor_completions.d", "", ".fish"),
 ];
-
-/// File name of `bin`'s completion script for `shell`.
-pub fn completion_file(shell: Shell, bin: &str) -> String {
-    match shell {
-        Shell::Zsh => format!("_{bin}"),
-        Shell::Fish => format!("{bin}.fish"),
-        _ => bin.to_string(),
-    }
-}
-
-/// `bin`'s completion script for `shell`.
-pub fn completion(shell: Shell, mut cmd: clap::Command, bin: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    clap_complete::generate(shell, &mut cmd, bin, &mut out);
-    out
-}
-
-/// The systemd unit files of the repository (`systemd/*.service|socket|timer`), sorted.
-pub fn unit_files(repo: &Path) -> Result<Vec<PathBuf>, Error> {
-    let dir = repo.join("systemd");
-    let mut units: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(Error::io("read directory", &dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e == "service" || e == "socket" || e == "timer")
-        })
-        .collect();
-    units.sort();
-    Ok(units)
-}
 
 /// A unit with `/usr/bin/` in its `Exec…=` lines replaced by `<bindir>/`.
 /// Pure.
@@ -229,34 +133,25 @@ pub fn rewrite_exec(unit: &str, bindir: &str) -> String {
         + if unit.ends_with('\n') { "\n" } else { "" }
 }
 
-/// Build the binaries (`cargo build [--release] -p …`) unless `no_build`,
-/// and return the directory they are in.
+/// Build the binaries (`cargo build --profile dev|release -p …`) unless
+/// `no_build`, and return the directory they are in (a missing one fails
+/// [`files`]).
 pub(crate) fn build_binaries(debug: bool, no_build: bool) -> Result<PathBuf, Error> {
-    let root = crate::demo::repo_root();
-    let profile = if debug { "debug" } else { "release" };
+    let (profile, dir) = if debug {
+        ("dev", "debug")
+    } else {
+        ("release", "release")
+    };
     if !no_build {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let mut args = vec!["build"];
-        if !debug {
-            args.push("--release");
-        }
-        for b in BINARIES {
-            args.extend(["-p", b]);
-        }
+        let mut args = vec!["build", "--profile", profile];
+        args.extend(BINARIES.iter().flat_map(|b| ["-p", b]));
         eprintln!("==> {cargo} {}", args.join(" "));
         // Inherits stdout/stderr: cargo's progress is the user's to see.
+        let root = crate::demo::repo_root();
         Cmd::new(&cargo).args(&args).dir(&root).status()?;
     }
-    let dir = crate::kit::target_dir().join(profile);
-    for b in BINARIES {
-        if !dir.join(b).is_file() {
-            return Err(Error::failed(
-                "binaries",
-                format!("{} missing", dir.join(b).display()),
-            ));
-        }
-    }
-    Ok(dir)
+    Ok(crate::kit::target_dir().join(dir))
 }
 
 fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
@@ -279,39 +174,12 @@ fn read(path: &Path) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(Error::io("read", path))
 }
 
-/// Where to put things under a prefix (`/usr` for the .deb).
-#[derive(Debug, Clone)]
-pub struct Paths {
-    /// `<prefix>/bin`.
-    pub bin: PathBuf,
-    /// systemd system unit directory.
-    pub units: PathBuf,
-    /// `<prefix>/share/man/man1`.
-    pub man1: PathBuf,
-    /// `<prefix>/share`.
-    pub share: PathBuf,
-    /// tmpfiles.d directory (`fleet.conf`: /run/docker-apps' mode and group).
-    pub tmpfiles: PathBuf,
-}
-
-impl Paths {
-    /// Paths for `prefix`: units in `/lib/systemd/system` for `/usr`, else
-    /// `<prefix>/lib/systemd/system` (systemd also reads
-    /// `/usr/local/lib/systemd/system`).
-    pub fn for_prefix(prefix: &Path) -> Paths {
-        let units = if prefix == Path::new("/usr") {
-            PathBuf::from("/lib/systemd/system")
-        } else {
-            prefix.join("lib/systemd/system")
-        };
-        Paths {
-            bin: prefix.join("bin"),
-            tmpfiles: prefix.join("lib/tmpfiles.d"),
-            units,
-            man1: prefix.join("share/man/man1"),
-            share: prefix.join("share"),
-        }
-    }
+/// The files of a directory, sorted.
+fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let entries = std::fs::read_dir(dir).map_err(Error::io("read directory", dir))?;
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    Ok(paths)
 }
 
 /// `dest` + an absolute `path`.
@@ -319,87 +187,100 @@ pub fn under(dest: &Path, path: &Path) -> PathBuf {
     dest.join(path.strip_prefix("/").unwrap_or(path))
 }
 
-/// Install binaries, units (Exec lines rewritten to `paths.bin`), man pages
-/// (gzipped when `gz`) and completions into `dest` + `paths`. Returns the
-/// installed files (absolute, without `dest`).
-pub fn install_tree(
-    bin_dir: &Path,
-    dest: &Path,
-    paths: &Paths,
-    gz: bool,
-) -> Result<Vec<PathBuf>, Error> {
+/// A file to install: absolute path, contents, mode.
+pub type File = (PathBuf, Vec<u8>, u32);
+
+/// The files of an installation under `prefix`: binaries from `bin_dir`,
+/// units (`Exec…=` lines pointing at `<prefix>/bin`; in `/lib/systemd/system`
+/// for `/usr`, else `<prefix>/lib/systemd/system`, which systemd also reads),
+/// the tmpfiles.d file, man pages (gzipped when `gz`) and completions.
+pub fn files(bin_dir: &Path, prefix: &Path, gz: bool) -> Result<Vec<File>, Error> {
     let repo = crate::demo::repo_root();
+    let bin = prefix.join("bin");
     let mut files = Vec::new();
-    let mut put = |path: PathBuf, data: &[u8], mode: u32| -> Result<(), Error> {
-        write(&under(dest, &path), data, mode)?;
-        files.push(path);
-        Ok(())
-    };
     for b in BINARIES {
-        put(paths.bin.join(b), &read(&bin_dir.join(b))?, 0o755)?;
+        files.push((bin.join(b), read(&bin_dir.join(b))?, 0o755));
     }
-    let bindir = paths.bin.display().to_string();
-    for unit in unit_files(&repo)? {
+    let root = if prefix == Path::new("/usr") {
+        Path::new("/")
+    } else {
+        prefix
+    };
+    for unit in read_dir(&repo.join("systemd"))? {
+        let (Some(name), Some("service" | "socket" | "timer")) =
+            (unit.file_name(), unit.extension().and_then(|e| e.to_str()))
+        else {
+            continue;
+        };
         let text = String::from_utf8_lossy(&read(&unit)?).into_owned();
-        let name = unit.file_name().unwrap_or_default();
-        put(
-            paths.units.join(name),
-            rewrite_exec(&text, &bindir).as_bytes(),
-            0o644,
-        )?;
+        let text = rewrite_exec(&text, &bin.display().to_string());
+        let path = root.join("lib/systemd/system").join(name);
+        files.push((path, text.into(), 0o644));
     }
-    put(
-        paths.tmpfiles.join("fleet.conf"),
-        &read(&repo.join("systemd/fleet.tmpfiles"))?,
-        0o644,
-    )?;
-    for (bin, cmd) in commands() {
-        let page = man_page(cmd.clone());
-        if gz {
-            put(paths.man1.join(format!("{bin}.1.gz")), &gzip(&page), 0o644)?;
-        } else {
-            put(paths.man1.join(format!("{bin}.1")), &page, 0o644)?;
-        }
-        for (shell, dir) in SHELLS {
-            put(
-                paths.share.join(dir).join(completion_file(*shell, bin)),
-                &completion(*shell, cmd.clone(), bin),
-                0o644,
-            )?;
+    let tmpfiles = read(&repo.join("systemd/fleet.tmpfiles"))?;
+    files.push((prefix.join("lib/tmpfiles.d/fleet.conf"), tmpfiles, 0o644));
+    let man1 = prefix.join("share/man/man1");
+    for (bin, mut cmd) in commands() {
+        let mut page = Vec::new();
+        // Rendering into a Vec cannot fail.
+        let _ = clap_mangen::Man::new(cmd.clone()).render(&mut page);
+        files.push(match gz {
+            true => (man1.join(format!("{bin}.1.gz")), gzip(&page), 0o644),
+            false => (man1.join(format!("{bin}.1")), page, 0o644),
+        });
+        for (shell, dir, before, after) in SHELLS {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, bin, &mut script);
+            let path = prefix.join("share").join(dir);
+            files.push((path.join(format!("{before}{bin}{after}")), script, 0o644));
         }
     }
     Ok(files)
 }
 
-fn dir_size_kib(path: &Path) -> u64 {
-    fn walk(p: &Path) -> u64 {
-        let Ok(meta) = std::fs::symlink_metadata(p) else {
-            return 0;
-        };
-        if meta.is_dir() {
-            std::fs::read_dir(p)
-                .map(|rd| rd.flatten().map(|e| walk(&e.path())).sum())
-                .unwrap_or(0)
-        } else {
-            meta.len().div_ceil(1024)
-        }
-    }
-    walk(path)
+/// Write `files` under `dest`.
+pub fn install(dest: &Path, files: &[File]) -> Result<(), Error> {
+    files
+        .iter()
+        .try_for_each(|(path, data, mode)| write(&under(dest, path), data, *mode))
 }
 
-/// What `dist` produced.
-#[derive(Debug)]
-pub struct Dist {
-    /// The output directory.
-    pub out: PathBuf,
-    /// The .deb.
-    pub deb: PathBuf,
+/// dist's plain copies: where the files of each directory of a `/usr`
+/// installation go in the output directory (the tmpfiles.d file does not).
+const PLAIN: &[(&str, &str)] = &[
+    ("/usr/bin", "bin"),
+    ("/lib/systemd/system", "systemd"),
+    ("/usr/share/man/man1", "man"),
+    ("/usr/share/bash-completion/completions", "completions/bash"),
+    ("/usr/share/zsh/vendor-completions", "completions/zsh"),
+    ("/usr/share/fish/vendor_completions.d", "completions/fish"),
+];
+
+/// `DEBIAN/md5sums` of `files` (absolute paths as installed) in the staged
+/// tree `root`, in that order: `md5sum`'s own format.
+fn md5sums(root: &Path, files: &[&Path]) -> Result<String, Error> {
+    let relative = files.iter().map(|f| f.strip_prefix("/").unwrap_or(f));
+    Cmd::new("md5sum")
+        .arg("--")
+        .args(relative)
+        .dir(root)
+        .stdout()
 }
 
-/// Produce everything into `out`.
-pub fn dist(args: &DistArgs) -> Result<Dist, Error> {
+/// `DEBIAN/control` of the package staged in `<dir>/debian/fleet`, made by
+/// dpkg-gencontrol from [`CONTROL`], `changelog` (the version)
+/// and `<dir>/debian/substvars` (dpkg-shlibdeps' `shlibs:Depends`).
+fn gencontrol(dir: &Path, changelog: &str) -> Result<String, Error> {
+    write(&dir.join("debian/changelog"), changelog.as_bytes(), 0o644)?;
+    let control = dir.join(STAGE).join("DEBIAN/control");
+    mkdir(control.parent().unwrap_or(dir))?;
+    run_in(Some(dir), "dpkg-gencontrol", &[&format!("-P{STAGE}")])?;
+    Ok(String::from_utf8_lossy(&read(&control)?).into_owned())
+}
+
+/// Produce everything into `out`; returns the .deb.
+pub fn dist(args: &DistArgs) -> Result<PathBuf, Error> {
     let bin_dir = build_binaries(args.debug, args.no_build)?;
-    let repo = crate::demo::repo_root();
     let out = args
         .out
         .clone()
@@ -407,298 +288,170 @@ pub fn dist(args: &DistArgs) -> Result<Dist, Error> {
     if out.exists() {
         std::fs::remove_dir_all(&out).map_err(Error::io("clean", &out))?;
     }
-    mkdir(&out)?;
-
-    // Plain artifacts: bin/, systemd/, man/, completions/<shell>/.
-    for b in BINARIES {
-        write(&out.join("bin").join(b), &read(&bin_dir.join(b))?, 0o755)?;
-    }
-    for unit in unit_files(&repo)? {
-        let name = unit.file_name().unwrap_or_default();
-        write(&out.join("systemd").join(name), &read(&unit)?, 0o644)?;
-    }
-    for (bin, cmd) in commands() {
-        write(
-            &out.join("man").join(format!("{bin}.1")),
-            &man_page(cmd.clone()),
-            0o644,
-        )?;
-        for (shell, _) in SHELLS {
-            write(
-                &out.join("completions")
-                    .join(shell.to_string())
-                    .join(completion_file(*shell, bin)),
-                &completion(*shell, cmd.clone(), bin),
-                0o644,
-            )?;
+    eprintln!("==> dist: {}", out.display());
+    for (path, data, mode) in files(&bin_dir, Path::new("/usr"), false)? {
+        let dir = path.parent().and_then(|d| d.to_str());
+        if let Some((_, to)) = PLAIN.iter().find(|(from, _)| dir == Some(*from)) {
+            let to = Path::new(to).join(path.file_name().unwrap_or_default());
+            eprintln!("    {}", to.display());
+            write(&out.join(to), &data, mode)?;
         }
     }
 
-    // The Debian package, staged where debhelper would stage it
-    // (dpkg-shlibdeps reads `debian/control` next to the staged tree).
-    let arch = run("dpkg", &["--print-architecture"])?.trim().to_string();
-    let version = match &args.version {
-        Some(v) => v.clone(),
-        None => changelog_version(CHANGELOG)
-            .ok_or_else(|| Error::failed("xtask/debian/changelog", "no version on its first line"))?
-            .to_string(),
+    // The package: the files, with the docs in /usr/share/doc/fleet.
+    let repo = crate::demo::repo_root();
+    let changelog = match &args.version {
+        Some(v) => changelog_for(v),
+        None => CHANGELOG.to_string(),
     };
-    write(
-        &out.join("debian/control"),
-        format!("Source: {PACKAGE}\n\nPackage: {PACKAGE}\nArchitecture: any\n").as_bytes(),
-        0o644,
-    )?;
-    let stage = out.join("debian").join(PACKAGE);
-    let paths = Paths::for_prefix(Path::new("/usr"));
-    install_tree(&bin_dir, &stage, &paths, true)?;
-    let staged_bins: Vec<String> = BINARIES
+    let mut files = files(&bin_dir, Path::new("/usr"), true)?;
+    let doc = Path::new("/usr/share/doc").join(PACKAGE);
+    let docs = [
+        ("README.md", "README.md"),
+        ("xtask/debian/copyright", "copyright"),
+    ];
+    for (from, to) in docs {
+        files.push((doc.join(to), read(&repo.join(from))?, 0o644));
+    }
+    let changelog_gz = gzip(changelog.as_bytes());
+    files.push((doc.join("changelog.Debian.gz"), changelog_gz, 0o644));
+    for path in read_dir(&repo.join("contrib/nginx"))? {
+        let name = path.file_name().unwrap_or_default();
+        files.push((doc.join("nginx").join(name), read(&path)?, 0o644));
+    }
+    files.sort();
+    let stage = out.join(STAGE);
+    install(&stage, &files)?;
+    // The tools run in `out` and read `out/debian/`.
+    write(&out.join("debian/control"), CONTROL.as_bytes(), 0o644)?;
+    let bins: Vec<PathBuf> = BINARIES
         .iter()
-        .map(|b| under(&stage, &paths.bin.join(b)).display().to_string())
+        .map(|b| stage.join("usr/bin").join(b))
         .collect();
-    for bin in &staged_bins {
-        // dh_strip's flags: debug symbols and notes out, the dynamic symbol
-        // table (which the loader needs) in.
-        run(
-            "strip",
-            &[
-                "--strip-unneeded",
-                "--remove-section=.comment",
-                "--remove-section=.note",
-                bin,
-            ],
-        )?;
-    }
-    let doc = stage.join("usr/share/doc").join(PACKAGE);
-    write(
-        &doc.join("README.md"),
-        &read(&repo.join("README.md"))?,
-        0o644,
-    )?;
-    write(&doc.join("copyright"), COPYRIGHT.as_bytes(), 0o644)?;
-    write(
-        &doc.join("changelog.Debian.gz"),
-        &gzip(changelog_for(&version).as_bytes()),
-        0o644,
-    )?;
-    let nginx = repo.join("contrib/nginx");
-    for entry in std::fs::read_dir(&nginx).map_err(Error::io("read directory", &nginx))? {
-        let path = entry.map_err(Error::io("read directory", &nginx))?.path();
-        if let Some(name) = path.file_name() {
-            write(&doc.join("nginx").join(name), &read(&path)?, 0o644)?;
-        }
-    }
-    // `shlibs:Depends=libc6 (>= 2.34), …` from the binaries' NEEDED
-    // libraries and symbol versions.
-    let mut shlibs_args = vec!["-O"];
-    shlibs_args.extend(
-        staged_bins
-            .iter()
-            .map(|b| b.strip_prefix(&format!("{}/", out.display())).unwrap_or(b)),
-    );
-    let substvars = run_in(Some(&out), "dpkg-shlibdeps", &shlibs_args)?;
-    let shlibs = substvars
-        .lines()
-        .find_map(|l| l.strip_prefix("shlibs:Depends="))
-        .unwrap_or("")
-        .trim();
+    // dh_strip's flags: debug symbols and notes out, the dynamic symbol
+    // table (which the loader needs) in.
+    let strip = [
+        "--strip-unneeded",
+        "--remove-section=.comment",
+        "--remove-section=.note",
+    ];
+    Cmd::new("strip").args(strip).args(&bins).stdout()?;
+    // `debian/substvars`: `shlibs:Depends=libc6 (>= 2.34), …` from the
+    // binaries' NEEDED libraries and symbol versions.
+    Cmd::new("dpkg-shlibdeps").args(&bins).dir(&out).stdout()?;
+    gencontrol(&out, &changelog)?;
+    let paths: Vec<&Path> = files.iter().map(|(p, _, _)| p.as_path()).collect();
     let debian = stage.join("DEBIAN");
-    let size = dir_size_kib(&stage);
     write(
-        &debian.join("control"),
-        control(&version, &arch, size, shlibs).as_bytes(),
+        &debian.join("md5sums"),
+        md5sums(&stage, &paths)?.as_bytes(),
         0o644,
     )?;
-    write(&debian.join("md5sums"), md5sums(&stage)?.as_bytes(), 0o644)?;
-    write(&debian.join("postinst"), POSTINST.as_bytes(), 0o755)?;
-    write(&debian.join("prerm"), PRERM.as_bytes(), 0o755)?;
-    write(&debian.join("postrm"), POSTRM.as_bytes(), 0o755)?;
-    let deb = out.join(format!("{PACKAGE}_{version}_{arch}.deb"));
-    let stage_s = stage.display().to_string();
-    let deb_s = deb.display().to_string();
-    run(
-        "dpkg-deb",
-        &["--build", "--root-owner-group", "-Zxz", &stage_s, &deb_s],
-    )?;
-    Ok(Dist { out, deb })
+    for (name, script) in [("postinst", POSTINST), ("prerm", PRERM), ("postrm", POSTRM)] {
+        write(&debian.join(name), script.as_bytes(), 0o755)?;
+    }
+    // Named `fleet_<version>_<arch>.deb` by dpkg-deb, the only .deb in `out`.
+    Cmd::new("dpkg-deb")
+        .args(["--build", "--root-owner-group", "-Zxz"])
+        .args([&stage, &out])
+        .stdout()?;
+    let mut debs = read_dir(&out)?.into_iter();
+    let deb = debs.find(|p| p.extension().is_some_and(|e| e == "deb"));
+    let deb = deb.ok_or_else(|| Error::failed("dpkg-deb --build", "made no .deb"))?;
+    eprintln!("==> package: {}", deb.display());
+    Ok(deb)
+}
+
+/// dpkg's status of the package (`install ok installed`; empty when dpkg
+/// knows no such package).
+fn dpkg_status() -> String {
+    run("dpkg-query", &["-W", "-f=${Status}", PACKAGE]).unwrap_or_default()
+}
+
+/// Runs `program args`, says so and shows its output; returns the output.
+fn step(program: &str, args: &[&str]) -> Result<String, Error> {
+    eprintln!("==> {program} {}", args.join(" "));
+    let out = run(program, args)?;
+    eprint!("{out}");
+    Ok(out)
 }
 
 /// `dpkg -i` the package, check it, `dpkg -r` it, check it is gone.
 pub fn verify(deb: &Path) -> Result<(), Error> {
     if !nix::unistd::geteuid().is_root() {
-        return Err(Error::unavailable(
-            "--verify",
-            "needs root (dpkg -i / dpkg -r)",
-        ));
+        let why = "needs root (dpkg -i / dpkg -r)";
+        return Err(Error::unavailable("--verify", why));
     }
-    let status = Cmd::new("dpkg-query")
-        .args(["-W", "-f=${Status}", PACKAGE])
-        .output()?;
-    let status_text = String::from_utf8_lossy(&status.stdout).into_owned();
-    if status.status.success() && status_text.contains(" installed") {
-        return Err(Error::unavailable(
-            "--verify",
-            format!("a package {PACKAGE} is already installed ({status_text}); not touching it"),
-        ));
+    let status = dpkg_status();
+    if status.contains(" installed") {
+        let why = format!("a package {PACKAGE} is already installed ({status}); not touching it");
+        return Err(Error::unavailable("--verify", why));
     }
-    let deb_s = deb.display().to_string();
-    eprintln!("==> dpkg -i {deb_s}");
-    let installed = run("dpkg", &["-i", &deb_s]);
-    // From here on, remove it whatever happens.
-    let checked = installed.and_then(|out| {
-        eprint!("{out}");
-        check_installed()
-    });
-    eprintln!("==> dpkg -r {PACKAGE}");
-    let removed = run("dpkg", &["-r", PACKAGE]);
+    // Once it is installed, remove it whatever happens.
+    let checked = step("dpkg", &["-i", &deb.display().to_string()]).and_then(|_| check_installed());
+    let removed = step("dpkg", &["-r", PACKAGE]);
     let listed = checked?;
-    let out = removed?;
-    eprint!("{out}");
-    let left: Vec<String> = listed
+    removed?;
+    let doc = Path::new("/usr/share/doc").join(PACKAGE);
+    let mut left: Vec<String> = listed
         .iter()
+        .chain([&doc])
         .filter(|p| std::fs::symlink_metadata(p).is_ok())
         .map(|p| p.display().to_string())
         .collect();
+    let status = dpkg_status();
+    if status.contains(" installed") {
+        left.push(format!("dpkg's status {status:?}"));
+    }
     if !left.is_empty() {
-        return Err(Error::failed(
-            "dpkg -r",
-            format!("files left behind: {}", left.join(", ")),
-        ));
+        let left = format!("left behind: {}", left.join(", "));
+        return Err(Error::failed("dpkg -r", left));
     }
-    let state = Cmd::new("dpkg-query")
-        .args(["-W", "-f=${Status}", PACKAGE])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    if state.contains(" installed") {
-        return Err(Error::failed(
-            "dpkg -r",
-            format!("still installed: {state}"),
-        ));
-    }
-    let doc = Path::new("/usr/share/doc").join(PACKAGE);
-    if doc.exists() {
-        return Err(Error::failed(
-            "dpkg -r",
-            format!("{} left behind", doc.display()),
-        ));
-    }
-    eprintln!(
-        "==> dpkg -r: removed cleanly; none of the {} files it had installed is left",
-        listed.len()
-    );
+    let n = listed.len();
+    eprintln!("==> removed cleanly; none of the {n} files it had installed is left");
     // dpkg -r keeps the maintainer scripts' record; purge it so the dpkg
     // database is as before.
-    run("dpkg", &["--purge", PACKAGE])?;
-    eprintln!("==> dpkg --purge {PACKAGE}: the dpkg database no longer knows it");
-    Ok(())
+    step("dpkg", &["--purge", PACKAGE]).map(|_| ())
 }
 
-/// Check the installed package; return the files (not directories) it owns.
+/// Check the installed package: every file as its md5sums say
+/// (`dpkg --verify`), `fleet-waker --version`, `man fleet-reaper`. Returns
+/// the files (not directories) it owns.
 fn check_installed() -> Result<Vec<PathBuf>, Error> {
-    let listing = run("dpkg", &["-L", PACKAGE])?;
-    let files: Vec<PathBuf> = listing
+    let files: Vec<PathBuf> = step("dpkg", &["-L", PACKAGE])?
         .lines()
         .map(PathBuf::from)
         // Regular files only: directories are shared, and /lib may be a
         // symlink to /usr/lib (merged /usr).
         .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
         .collect();
-    let paths = Paths::for_prefix(Path::new("/usr"));
-    let mut expected: Vec<PathBuf> = BINARIES.iter().map(|b| paths.bin.join(b)).collect();
-    expected.extend(
-        BINARIES
-            .iter()
-            .map(|b| paths.man1.join(format!("{b}.1.gz"))),
-    );
-    expected.push(paths.units.join("fleet-waker@.socket"));
-    expected.push(paths.units.join("fleet-waker@.service"));
-    expected.push(PathBuf::from(
-        "/usr/share/bash-completion/completions/fleet-waker",
-    ));
-    expected.push(PathBuf::from(
-        "/usr/share/doc/fleet/nginx/fleet-direct-mode.conf",
-    ));
-    for p in &expected {
-        if !files.contains(p) || !p.is_file() {
-            return Err(Error::failed(
-                "dpkg -L fleet",
-                format!("{} not installed", p.display()),
-            ));
-        }
+    // dpkg --verify lists what is missing or differs from md5sums.
+    let bad = step("dpkg", &["--verify", PACKAGE])?;
+    let version = step("/usr/bin/fleet-waker", &["--version"])?;
+    let man = Cmd::new("man").arg("fleet-reaper").env("MANPAGER", "cat");
+    let page = man.env("MANWIDTH", "80").stdout()?;
+    eprintln!("==> man fleet-reaper: {} lines", page.lines().count());
+    if !bad.trim().is_empty() {
+        Err(Error::failed("dpkg --verify fleet", bad))
+    } else if version.trim() != format!("fleet-waker {VERSION}") {
+        Err(Error::failed("fleet-waker --version", version))
+    } else if !page.contains("fleet-reaper") || !page.contains("--action") {
+        Err(Error::failed("man fleet-reaper", page))
+    } else {
+        Ok(files)
     }
-    eprintln!("==> dpkg -L {PACKAGE}: {} files, all present", files.len());
-    for f in &files {
-        eprintln!("    {}", f.display());
-    }
-    let version = run("/usr/bin/fleet-waker", &["--version"])?;
-    if version.trim() != format!("fleet-waker {VERSION}") {
-        return Err(Error::failed(
-            "fleet-waker --version",
-            format!("printed {version:?}"),
-        ));
-    }
-    eprintln!("==> /usr/bin/fleet-waker --version: {}", version.trim());
-    let man = Cmd::new("man")
-        .arg("fleet-reaper")
-        .env("MANPAGER", "cat")
-        .env("MANWIDTH", "80")
-        .output()
-        .map_err(|e| Error::unavailable("man (apt-get install man-db)", chain(&e)))?;
-    let page = String::from_utf8_lossy(&man.stdout);
-    if !man.status.success() || !page.contains("fleet-reaper") || !page.contains("--action") {
-        return Err(Error::failed(
-            "man fleet-reaper",
-            format!(
-                "{}: {}{page}",
-                man.status,
-                String::from_utf8_lossy(&man.stderr)
-            ),
-        ));
-    }
-    eprintln!(
-        "==> man fleet-reaper: {} lines; it begins:",
-        page.lines().count()
-    );
-    for l in page.lines().take(8) {
-        eprintln!("    {l}");
-    }
-    Ok(files)
 }
 
 /// `cargo xtask dist …`.
 pub fn main(args: &DistArgs) -> Result<(), Error> {
-    let d = dist(args)?;
-    eprintln!("==> dist: {}", d.out.display());
-    let mut listing = Vec::new();
-    list(&d.out, &d.out, &mut listing);
-    for l in &listing {
-        eprintln!("    {l}");
-    }
-    eprintln!("==> package: {}", d.deb.display());
-    if args.verify { verify(&d.deb) } else { Ok(()) }
-}
-
-fn list(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            // The staged tree is listed by `dpkg -c`; skip it here.
-            if p != root.join("debian") {
-                list(root, &p, out);
-            }
-        } else if let Ok(rel) = p.strip_prefix(root) {
-            out.push(rel.display().to_string());
-        }
-    }
+    let deb = dist(args)?;
+    if args.verify { verify(&deb) } else { Ok(()) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kit::site::temp_dir;
 
     #[test]
     fn exec_lines_are_rewritten_only() {
@@ -742,16 +495,34 @@ mod tests {
         assert_eq!(changelog_version("nope (1.0) x"), None);
     }
 
+    /// `DEBIAN/control` as dist makes it, for a package of one 4242 KiB file
+    /// whose dpkg-shlibdeps found `shlibs`.
+    fn control(version: &str, shlibs: &str) -> String {
+        let dir = temp_dir("dist-control");
+        let control = dir.path().join("debian/control");
+        write(&control, CONTROL.as_bytes(), 0o644).expect("write");
+        let substvars = format!("shlibs:Depends={shlibs}\n");
+        write(
+            &dir.path().join("debian/substvars"),
+            substvars.as_bytes(),
+            0o644,
+        )
+        .expect("write");
+        let file = dir.path().join(STAGE).join("usr/bin/a");
+        write(&file, &vec![0; 4242 * 1024], 0o755).expect("write");
+        gencontrol(dir.path(), &changelog_for(version)).expect("dpkg-gencontrol")
+    }
+
     #[test]
     fn control_file_fields() {
-        let c = control(
-            "1.2.3-1",
-            "amd64",
-            4242,
-            "libc6 (>= 2.34), libgcc-s1 (>= 4.2)",
-        );
-        assert!(c.starts_with("Package: fleet\nVersion: 1.2.3-1\nArchitecture: amd64\n"));
-        assert!(c.contains("\nInstalled-Size: 4242\n"));
+        let c = control("1.2.3-1", "libc6 (>= 2.34), libgcc-s1 (>= 4.2)");
+        let arch = run("dpkg", &["--print-architecture"]).expect("dpkg");
+        let head = format!("Package: fleet\nVersion: 1.2.3-1\nArchitecture: {arch}");
+        assert!(c.starts_with(&head), "{c}");
+        // The file's 4242 KiB and one for each directory.
+        let size = c.lines().find_map(|l| l.strip_prefix("Installed-Size: "));
+        let size: u64 = size.and_then(|s| s.parse().ok()).expect("Installed-Size");
+        assert!((4242..4250).contains(&size), "{c}");
         assert!(c.contains(
             "\nDepends: libc6 (>= 2.34), libgcc-s1 (>= 4.2), init-system-helpers (>= 1.54~), docker.io | docker-ce | moby-engine | docker-engine\n"
         ));
@@ -766,23 +537,20 @@ mod tests {
         assert!(!desc.is_empty());
         assert!(desc.iter().all(|l| l.starts_with(' ') && l.trim() != ""));
         assert!(c.ends_with('\n'));
-        assert!(
-            control("1", "arm64", 1, "")
-                .contains("\nDepends: init-system-helpers (>= 1.54~), docker.io")
-        );
+        let c = control("1", "");
+        assert!(c.contains("\nDepends: init-system-helpers (>= 1.54~), docker.io"));
     }
 
     #[test]
     fn md5sums_list_every_file_but_the_control_area() {
-        let dir = std::env::temp_dir().join(format!("xtask-md5-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        write(&dir.join("usr/bin/a"), b"", 0o755).expect("write");
-        write(&dir.join("DEBIAN/control"), b"x", 0o644).expect("write");
-        write(&dir.join("usr/share/doc/b"), b"abc", 0o644).expect("write");
-        let sums = md5sums(&dir);
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = temp_dir("dist-md5");
+        write(&dir.path().join("usr/bin/a"), b"", 0o755).expect("write");
+        write(&dir.path().join("DEBIAN/control"), b"x", 0o644).expect("write");
+        write(&dir.path().join("usr/share/doc/b"), b"abc", 0o644).expect("write");
+        // dist lists the package's files, which has none in DEBIAN/.
+        let files = [Path::new("/usr/bin/a"), Path::new("/usr/share/doc/b")];
         assert_eq!(
-            sums.expect("md5sums"),
+            md5sums(dir.path(), &files).expect("md5sums"),
             "d41d8cd98f00b204e9800998ecf8427e  usr/bin/a\n900150983cd24fb0d6963f7d28e17f72  usr/share/doc/b\n"
         );
     }
@@ -828,19 +596,37 @@ mod tests {
         assert!(POSTINST.contains("deb-systemd-invoke try-restart 'fleet-waker@*.service'"));
         assert!(PRERM.contains("'fleet-waker@*.socket' 'fleet-waker@*.service'"));
         assert!(POSTRM.contains("systemctl --system daemon-reload"));
-        assert!(POSTINST.contains(ENABLED_LINKS) && POSTRM.contains(ENABLED_LINKS));
+        // The enablement links an admin's `systemctl enable` makes (the
+        // sites' sockets, the reaper's timer): started on install, reported
+        // on remove, deleted on purge.
+        let links = "/etc/systemd/system/*.wants/fleet-waker@*.socket /etc/systemd/system/*.wants/fleet-reaper.timer";
+        assert!(POSTINST.contains(links) && POSTRM.contains(links));
         // Sockets are never restarted: the listening socket stays with systemd.
         assert!(!POSTINST.contains("restart 'fleet-waker@*.socket'"));
     }
 
+    /// [`files`] under `prefix`, with stand-ins for the binaries.
+    fn files_under(prefix: &str, gz: bool) -> Vec<File> {
+        let bins = temp_dir("dist-bins");
+        for b in BINARIES {
+            write(&bins.path().join(b), b"", 0o755).expect("write");
+        }
+        files(bins.path(), Path::new(prefix), gz).expect("files")
+    }
+
     #[test]
     fn paths_for_prefixes() {
-        let usr = Paths::for_prefix(Path::new("/usr"));
-        assert_eq!(usr.units, Path::new("/lib/systemd/system"));
-        assert_eq!(usr.bin, Path::new("/usr/bin"));
-        let local = Paths::for_prefix(Path::new("/usr/local"));
-        assert_eq!(local.units, Path::new("/usr/local/lib/systemd/system"));
-        assert_eq!(local.man1, Path::new("/usr/local/share/man/man1"));
+        let usr = files_under("/usr", true);
+        let local = files_under("/usr/local", false);
+        let has = |files: &[File], path: &str| files.iter().any(|(p, _, _)| p == Path::new(path));
+        assert!(has(&usr, "/lib/systemd/system/fleet-waker@.service"));
+        assert!(has(&usr, "/usr/bin/fleet-waker"));
+        assert!(has(&usr, "/usr/share/man/man1/fleet-reaper.1.gz"));
+        assert!(has(
+            &local,
+            "/usr/local/lib/systemd/system/fleet-waker@.socket"
+        ));
+        assert!(has(&local, "/usr/local/share/man/man1/fleet-reaper.1"));
         assert_eq!(
             under(Path::new("/d"), Path::new("/usr/bin/x")),
             Path::new("/d/usr/bin/x")
@@ -851,14 +637,18 @@ mod tests {
     fn man_pages_and_completions_for_every_binary() {
         let cmds = commands();
         assert_eq!(cmds.iter().map(|(b, _)| *b).collect::<Vec<_>>(), BINARIES);
+        let files = files_under("/p", false);
+        let text = |path: String| {
+            let file = files.iter().find(|(p, _, _)| *p == Path::new(&path));
+            String::from_utf8(file.expect(&path).1.clone()).expect("utf-8")
+        };
         for (bin, cmd) in cmds {
             assert_eq!(cmd.get_name(), bin);
-            let page = String::from_utf8(man_page(cmd.clone())).expect("utf-8");
+            let page = text(format!("/p/share/man/man1/{bin}.1"));
             assert!(page.contains(".TH "), "{page}");
             assert!(page.contains(bin));
-            for (shell, _) in SHELLS {
-                let script =
-                    String::from_utf8(completion(*shell, cmd.clone(), bin)).expect("utf-8");
+            for (shell, dir, before, after) in SHELLS {
+                let script = text(format!("/p/share/{dir}/{before}{bin}{after}"));
                 assert!(script.contains(bin), "{shell} completion of {bin}");
             }
         }

@@ -1,18 +1,13 @@
 //! `cargo xtask install [--prefix /usr/local] [--destdir D] [--debug] [--no-build]`:
-//! install from source.
-//!
-//! Builds the release binaries (or takes the debug ones with `--debug`) and
-//! installs into `<destdir><prefix>`: `bin/` the binaries, the systemd
-//! units (`/lib/systemd/system` for prefix `/usr`, else
-//! `<prefix>/lib/systemd/system`, which systemd also reads) with `/usr/bin/`
-//! in their `Exec…=` lines rewritten to `<prefix>/bin/`, man pages in
-//! `share/man/man1`, shell completions under `share/`. It enables nothing
-//! and does not run systemctl; it prints what to run.
+//! install from source into `<destdir><prefix>` what the Debian package
+//! installs under `/usr` ([`dist::files`]: binaries, units pointing at
+//! them, man pages, completions). It enables nothing and does not run
+//! systemctl; it prints what to run.
 
 use std::path::{Path, PathBuf};
 
 use crate::Error;
-use crate::dist::{self, Paths};
+use crate::dist;
 
 /// `cargo xtask install` arguments.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -44,10 +39,11 @@ fn absolute(s: &str) -> Result<PathBuf, Error> {
 /// `cargo xtask install …`.
 pub fn main(args: &InstallArgs) -> Result<(), Error> {
     let dest = args.destdir.clone().unwrap_or_else(|| PathBuf::from("/"));
-    let paths = Paths::for_prefix(&args.prefix);
     let bin_dir = dist::build_binaries(args.debug, args.no_build)?;
-    for f in dist::install_tree(&bin_dir, &dest, &paths, false)? {
-        println!("installed {}", dist::under(&dest, &f).display());
+    let files = dist::files(&bin_dir, &args.prefix, false)?;
+    dist::install(&dest, &files)?;
+    for (f, _, _) in &files {
+        println!("installed {}", dist::under(&dest, f).display());
     }
     if args.destdir.is_none() {
         println!(
