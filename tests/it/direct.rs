@@ -1,5 +1,5 @@
 //! nginx configurations end to end, with the shipped snippets from
-//! `contrib/nginx/` (templated by `xtask::demo::site_snippet`, so the tested
+//! `contrib/nginx/` (templated by `xtask::kit::nginx::site_snippet`, so the tested
 //! config IS the shipped one): real nginx, fleet-waker under
 //! `systemd-socket-activate`, a real php-fpm container.
 //!

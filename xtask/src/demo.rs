@@ -22,7 +22,7 @@
 use std::io::Write as _;
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -145,12 +145,6 @@ fn missing_prerequisites(port: u16) -> Vec<String> {
     missing
 }
 
-/// The workspace root (xtask's parent directory).
-pub fn repo_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -174,7 +168,7 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
         println!("[setup] binaries: {cargo} {build}");
         Cmd::new(&cargo)
             .args(build.split(' '))
-            .dir(repo_root())
+            .dir(crate::kit::repo_root())
             .status()?;
     }
     let [waker_bin, reaper_bin] = ["fleet-waker", "fleet-reaper"].map(|b| bin_dir.join(b));

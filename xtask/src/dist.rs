@@ -148,7 +148,7 @@ pub(crate) fn build_binaries(debug: bool, no_build: bool) -> Result<PathBuf, Err
         args.extend(BINARIES.iter().flat_map(|b| ["-p", b]));
         eprintln!("==> {cargo} {}", args.join(" "));
         // Inherits stdout/stderr: cargo's progress is the user's to see.
-        let root = crate::demo::repo_root();
+        let root = crate::kit::repo_root();
         Cmd::new(&cargo).args(&args).dir(&root).status()?;
     }
     Ok(crate::kit::target_dir().join(dir))
@@ -195,7 +195,7 @@ pub type File = (PathBuf, Vec<u8>, u32);
 /// for `/usr`, else `<prefix>/lib/systemd/system`, which systemd also reads),
 /// the tmpfiles.d file, man pages (gzipped when `gz`) and completions.
 pub fn files(bin_dir: &Path, prefix: &Path, gz: bool) -> Result<Vec<File>, Error> {
-    let repo = crate::demo::repo_root();
+    let repo = crate::kit::repo_root();
     let bin = prefix.join("bin");
     let mut files = Vec::new();
     for b in BINARIES {
@@ -299,7 +299,7 @@ pub fn dist(args: &DistArgs) -> Result<PathBuf, Error> {
     }
 
     // The package: the files, with the docs in /usr/share/doc/fleet.
-    let repo = crate::demo::repo_root();
+    let repo = crate::kit::repo_root();
     let changelog = match &args.version {
         Some(v) => changelog_for(v),
         None => CHANGELOG.to_string(),

@@ -161,7 +161,7 @@ fn run(command: Cmd) -> Result<(), Error> {
         Cmd::Dist(args) => xtask::dist::main(&args),
         Cmd::Install(args) => xtask::install::main(&args),
         Cmd::Bench(which) => {
-            let root = repo_root();
+            let root = xtask::kit::repo_root();
             let report = match which {
                 Bench::Waker { rounds, baseline } => {
                     bench::waker::bench(&root, rounds, baseline.as_deref())
@@ -173,14 +173,9 @@ fn run(command: Cmd) -> Result<(), Error> {
             println!("{report}");
             Ok(())
         }
-        Cmd::Soak(args) => soak::soak(&repo_root(), args.requests),
-        Cmd::Fuzz(args) => fuzz::run(&repo_root(), &args.target, args.seconds),
+        Cmd::Soak(args) => soak::soak(&xtask::kit::repo_root(), args.requests),
+        Cmd::Fuzz(args) => fuzz::run(&xtask::kit::repo_root(), &args.target, args.seconds),
     }
-}
-
-fn repo_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
 fn secs(d: Duration) -> String {
@@ -202,7 +197,7 @@ fn step(
     let stdout = std::io::stdout();
     let status = xtask::error::Cmd::new(program)
         .args(args)
-        .dir(repo_root())
+        .dir(xtask::kit::repo_root())
         .each_line(xtask::error::Stream::Stdout, |line| {
             on_line(line);
             let _ = writeln!(stdout.lock(), "{line}");
@@ -371,7 +366,7 @@ fn check_package() -> Result<(), Error> {
         };
     }
     let xtask = std::env::current_exe().map_err(|e| Error::failed("package", e))?;
-    let out = repo_root().join("target/dist-check");
+    let out = xtask::kit::repo_root().join("target/dist-check");
     let out = out.to_string_lossy();
     step(
         "package (debug .deb: dpkg -i, check, dpkg -r, check)",

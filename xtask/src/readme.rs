@@ -116,7 +116,7 @@ mod tests {
     /// `fleet:file` block of the README is its file verbatim.
     #[test]
     fn readme_shows_every_nginx_example_verbatim() {
-        let root = crate::demo::repo_root();
+        let root = crate::kit::repo_root();
         let shown = file_blocks(README).expect("README's file blocks");
         for (path, text) in &shown {
             let real = std::fs::read_to_string(root.join(path))

@@ -1,5 +1,5 @@
 //! Real nginx on free 127.0.0.1 ports, configured only from the shipped
-//! `contrib/nginx` files: a snippet of `xtask::demo::site_snippet` (plus what
+//! `contrib/nginx` files: a snippet of `xtask::kit::nginx::site_snippet` (plus what
 //! a test adds on top, through the `Snippet` methods) or whole site files,
 //! rendered and launched by `xtask::demo`'s one renderer and launcher.
 

@@ -1,7 +1,7 @@
 //! [`Stack`]: one site end to end as production runs it: a [`TestSite`],
 //! fleet-waker under `systemd-socket-activate` on the site's waker socket,
 //! and real nginx with the shipped `contrib/nginx` snippet of a [`Mode`]
-//! (templated by `xtask::demo::site_snippet`, so the tested config IS the
+//! (templated by `xtask::kit::nginx::site_snippet`, so the tested config IS the
 //! shipped one). Used by `direct` and `sleep`.
 
 use std::path::Path;

@@ -39,6 +39,12 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
+/// The workspace root (xtask's parent directory).
+pub fn repo_root() -> PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
 /// Cargo's target directory: the parent of [`profile_dir`]; failing that,
 /// `CARGO_TARGET_DIR` or `<repo>/target`.
 pub fn target_dir() -> PathBuf {
@@ -46,7 +52,7 @@ pub fn target_dir() -> PathBuf {
         .ok()
         .and_then(|dir| dir.parent().map(PathBuf::from))
         .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| crate::demo::repo_root().join("target"))
+        .unwrap_or_else(|| repo_root().join("target"))
 }
 
 /// A workspace binary of the release profile (`fleet-waker`, …) in cargo's
