@@ -3,7 +3,7 @@
 //!
 //! One site (the bench [`Rig`]: a created container, `hello.php`) behind
 //! nginx with the shipped proxy-mode snippet (`contrib/nginx`, templated by
-//! `demo::site_snippet`) and a release fleet-waker under
+//! `kit::nginx::site_snippet`) and a release fleet-waker under
 //! `systemd-socket-activate`. Each round puts the container in each state
 //! in turn — awake (running, after a few requests), paused (`docker
 //! pause`), stopped (`docker stop`) — and measures the container's memory
