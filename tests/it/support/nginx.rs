@@ -1,7 +1,7 @@
 //! Real nginx on free 127.0.0.1 ports, configured only from the shipped
 //! `contrib/nginx` files: a snippet of `xtask::kit::nginx::site_snippet` (plus what
 //! a test adds on top, through the `Snippet` methods) or whole site files,
-//! rendered and launched by `xtask::demo`'s one renderer and launcher.
+//! rendered and launched by the kit's one renderer and launcher (`xtask::kit::nginx`).
 
 use std::path::Path;
 
