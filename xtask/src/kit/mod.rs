@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod process;
+pub mod reaper;
 pub mod site;
 
 use std::path::PathBuf;
