@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::assert::plan_entry;
+use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
 use crate::support::{self, Launch, TestSite, bin, require, wait_until};
 
 /// At least 30 bad site names: traversal, shell metacharacters, unicode
@@ -238,21 +239,12 @@ fn renew_rejects_bad_site_names_with_64_and_touches_nothing() {
 
 /// One reaper pass over a sites directory: `--dry-run --format json`.
 fn reaper_json(sites: &Path, state: &Path) -> (Option<i32>, Value, String) {
-    let out = Command::new(bin("fleet-reaper"))
-        .arg("--sites-dir")
-        .arg(sites)
-        .arg("--state-dir")
-        .arg(state)
-        .args(["--dry-run", "--format", "json"])
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run fleet-reaper");
-    let stdout = text(&out.stdout);
-    let stderr = text(&out.stderr);
-    let json = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
-    (out.status.code(), json, stderr)
+    let run = reaper::reaper()
+        .dirs(sites, state)
+        .arg("--dry-run")
+        .json()
+        .pass();
+    (run.code, run.plan(), run.stderr)
 }
 
 /// The plan entry whose error names `path`.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
+use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
 use crate::support::wake::{held_connections_closed, hello, stopped_site};
 use crate::support::{
     self, FcgiRequest, Launch, SiteOptions, Spawned, TestSite, bin, count_docker_events, fastcgi,
@@ -238,20 +239,12 @@ fn state_dir_not_writable() {
     // The reaper: timeout 1s, the container quiet for longer.
     site.write_conf("1s");
     std::thread::sleep(Duration::from_millis(1500));
-    let out = std::process::Command::new(bin("fleet-reaper"))
-        .arg("--sites-dir")
-        .arg(&site.layout().sites_dir)
-        .arg("--state-dir")
-        .arg(&state_dir)
-        .args(["--format", "json"])
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run reaper");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON plan");
-    let e = &json["sites"][0];
-    assert_eq!(e["verdict"], "unknown", "{e}\n{stderr}");
+    let run = reaper::reaper()
+        .dirs(&site.layout().sites_dir, &state_dir)
+        .json()
+        .pass();
+    let e = &run.plan()["sites"][0];
+    assert_eq!(e["verdict"], "unknown", "{e}\n{}", run.stderr);
     assert_eq!(e["action"], "none", "{e}");
     assert!(
         e["error"]
@@ -260,7 +253,7 @@ fn state_dir_not_writable() {
             .contains("not-a-dir"),
         "names the path: {e}"
     );
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert_eq!(site.state(), "running");
 }
 

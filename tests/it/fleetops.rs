@@ -15,6 +15,7 @@ use crate::support::nsystemd::{
     FAILING_SERVICE_DROPIN, RECORD_REAPER_RUNS, boot_for, drive_socket_into_limit, install_reaper,
     reaper_runs,
 };
+use crate::support::reaper::RunExt as _;
 use crate::support::{self, TestSite, note, require, wait_until};
 
 // ---------------------------------------------------------------------------
@@ -214,7 +215,7 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
     let dry_args = args("1", true);
     let dry = reaper(&list, &refs(&dry_args));
     assert_eq!(dry.code, Some(0), "{}", dry.stderr);
-    let plan = dry.json();
+    let plan = dry.plan();
     let mem: Vec<u64> = all.iter().map(|s| memory_of(&plan, s)).collect();
     let total = plan["memory"]["awake_before_bytes"]
         .as_u64()
@@ -250,10 +251,10 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
         );
     }
     note(&format!("{compared} of 4 compared with docker stats"));
-    assert_eq!(dry.entry(busy.name())["verdict"], "busy");
-    assert_eq!(dry.entry(busy.name())["action"], "none");
+    assert_eq!(dry.site(busy.name())["verdict"], "busy");
+    assert_eq!(dry.site(busy.name())["action"], "none");
     for s in [&a, &b, &c] {
-        let e = dry.entry(s.name());
+        let e = dry.site(s.name());
         assert_eq!(e["action"], "would-stop", "{e}");
         assert_eq!(e["memory_stop"], true, "{e}");
     }
@@ -269,7 +270,7 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
     let run = reaper(&list, &refs(&real_args));
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     for s in [&a, &b] {
-        let e = run.entry(s.name());
+        let e = run.site(s.name());
         assert_eq!(
             (e["action"].as_str(), e["memory_stop"].as_bool()),
             (Some("stopped"), Some(true)),
@@ -281,12 +282,12 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
         assert_eq!(s.state(), "exited", "{}", s.name());
     }
     for s in [&busy, &c] {
-        let e = run.entry(s.name());
+        let e = run.site(s.name());
         assert_eq!(e["action"], "none", "{e}");
         assert_eq!(s.state(), "running", "{}", s.name());
     }
-    assert_eq!(run.entry(busy.name())["verdict"], "busy");
-    let m = &run.json()["memory"];
+    assert_eq!(run.site(busy.name())["verdict"], "busy");
+    let m = &run.plan()["memory"];
     note(&format!("budget {budget} B; memory guard: {m}"));
     let after = m["awake_after_bytes"].as_u64().expect("after");
     assert!(after <= budget, "{m}");

@@ -12,13 +12,12 @@
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use xtask::demo::share_socket_with_nginx;
 use xtask::readme::{README, file};
 
-use crate::support::assert::output_text;
+use crate::support::reaper::{self, ReaperExt as _};
 use crate::support::{
     Launch, Nginx, SocketActivated, TestSite, bin, http, note, require, wait_until,
 };
@@ -128,15 +127,9 @@ fn connect_failures(log: &str, socket: &Path) -> Vec<String> {
 
 /// Runs fleet-reaper once over `s`'s own on-demand list; returns its stdout.
 fn reap(s: &Site) -> String {
-    let out = Command::new(bin("fleet-reaper"))
-        .envs(s.site.layout_env())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run fleet-reaper");
-    let text = output_text(&out);
-    assert!(out.status.success(), "fleet-reaper failed:\n{text}");
-    text
+    let run = reaper::reaper().envs(s.site.layout_env()).pass();
+    assert_eq!(run.code, Some(0), "fleet-reaper failed:\n{run}");
+    format!("{}{}", run.stdout, run.stderr)
 }
 
 /// A socket file is at `path` and refuses: what nginx logs at `error`.

@@ -28,7 +28,8 @@ use fleet_core::state::Activity;
 use xtask::demo::share_socket_with_nginx;
 
 use crate::support::frontends::{self, WebServer, cgi_fcgi};
-use crate::support::wake::{listening_site, reap_until};
+use crate::support::reaper::{self, ReaperExt as _};
+use crate::support::wake::listening_site;
 use crate::support::{
     self, FcgiRequest, Nginx, SiteOptions, Spawned, TestSite, count_docker_events, fastcgi, http,
     note, require, wait_until,
@@ -495,12 +496,9 @@ fn pooled_connection_cycle(what: &str, start: impl Fn(&Path) -> Server) {
     // php-fpm's connections are dated at the first pass that sees them: the
     // timer's passes go on until one finds the site idle for its timeout.
     std::thread::sleep(Duration::from_millis(2500));
-    let entry = reap_until(
-        &w.site,
-        &["--stop-timeout", "5s"],
-        "stopped",
-        Duration::from_secs(20),
-    );
+    let entry = reaper::over(&w.site)
+        .args(["--stop-timeout", "5s"])
+        .reap_until(&w.site, "stopped", Duration::from_secs(20));
     assert_eq!(
         (entry["verdict"].as_str(), entry["action"].as_str()),
         (Some("idle"), Some("stopped")),

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 use xtask::demo::Mode;
 
-use crate::reaper::{List, Run, reaper_quiet};
+use crate::support::reaper::{self, ReaperExt as _, Run};
 use crate::support::{
     HttpResponse, SiteOptions, Stack, TestSite, http, note, require, temp_dir, wait_until,
 };
@@ -71,12 +71,7 @@ impl Pass {
     /// The plan's entry for `site` (none when the output is not a plan,
     /// e.g. a usage error).
     fn entry(&self, site: &str) -> Option<Value> {
-        let plan: Value = serde_json::from_str(&self.run.stdout).ok()?;
-        plan["sites"]
-            .as_array()?
-            .iter()
-            .find(|e| e["site"] == site)
-            .cloned()
+        self.run.entry(site).ok()
     }
 
     /// The site's `action` in this pass (`"stopped"`, `"paused"`, `"none"`, …).
@@ -100,26 +95,18 @@ struct Reaping {
 
 impl Reaping {
     fn start(site: &TestSite, args: &[&str]) -> Reaping {
-        // The site's own layout: `List::of` adds its --run-dir.
-        let list = List::of(site);
-        let mut argv: Vec<String> = vec![
-            "--format".into(),
-            "json".into(),
-            // No systemd units here to heal; skip the look.
-            "--no-heal".into(),
-        ];
-        argv.extend(args.iter().map(|a| a.to_string()));
+        // No systemd units here to heal; skip the look.
+        let reaper = reaper::over(site).arg("--no-heal").args(args);
         let stop = Arc::new(AtomicBool::new(false));
         let passes = Arc::new(Mutex::new(Vec::new()));
         let (origin, since) = (Instant::now(), SystemTime::now());
         let thread = {
             let (stop, passes) = (Arc::clone(&stop), Arc::clone(&passes));
             std::thread::spawn(move || {
-                let args: Vec<&str> = argv.iter().map(String::as_str).collect();
                 let mut tick = origin;
                 while !stop.load(Ordering::SeqCst) {
                     let at = SystemTime::now();
-                    let run = reaper_quiet(&list, &args, &[]);
+                    let run = reaper.run().expect("run fleet-reaper");
                     passes.lock().expect("passes lock").push(Pass { at, run });
                     tick += Duration::from_secs(1);
                     while Instant::now() < tick && !stop.load(Ordering::SeqCst) {
@@ -740,14 +727,7 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
     require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
     let s = Stack::new(Mode::Direct);
     s.site.write_conf("1s");
-    let list = List::of(&s.site);
-    let pause_pass = || {
-        reaper_quiet(
-            &list,
-            &["--format", "json", "--no-heal", "--action", "pause"],
-            &[],
-        )
-    };
+    let pause = reaper::over(&s.site).args(["--no-heal", "--action", "pause"]);
     let r = s.get("/hello.php");
     s.assert_hello(&r, "cold request");
     let mut times = Vec::new();
@@ -755,24 +735,17 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
     for round in 0..5 {
         // Passes once a second until the reaper paused the site (the
         // timeout is 1 s since the last request).
-        let mut paused = false;
-        for _ in 0..10 {
-            let run = pause_pass();
-            log.push_str(&format!(
-                "round {round}: exit {:?}: {}{}\n",
-                run.code, run.stdout, run.stderr
-            ));
-            if s.site.state() == "paused" {
-                paused = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_secs(1));
+        let paused = pause.passes(Duration::from_secs(10), Duration::from_secs(1), |run| {
+            log.push_str(&format!("round {round}: {run}\n"));
+            Ok(s.site.state() == "paused")
+        });
+        if let Err(e) = paused {
+            panic!(
+                "round {round}: the reaper never paused the site: {}\n{log}\n{}",
+                xtask::error::chain(&e),
+                s.diagnostics()
+            );
         }
-        assert!(
-            paused,
-            "round {round}: the reaper never paused the site\n{log}\n{}",
-            s.diagnostics()
-        );
 
         let fallbacks = s.fallbacks();
         let run_before = run_fingerprint(&s.site);
@@ -973,7 +946,7 @@ fn a_site_paused_in_place_is_not_stopped_until_unpaused() {
     site.wait_ready(Duration::from_secs(30));
     site.pause();
     let fpm = site.fpm_socket();
-    let entry = crate::support::wake::reap_until(&site, &[], "skipped", Duration::from_secs(15));
+    let entry = reaper::over(&site).reap_until(&site, "skipped", Duration::from_secs(15));
     let reason = entry["reason"].as_str().unwrap_or_default().to_owned();
     assert!(
         reason.contains("socket in place"),
@@ -982,7 +955,7 @@ fn a_site_paused_in_place_is_not_stopped_until_unpaused() {
     assert_eq!(site.state(), "paused", "not stopped: {entry}");
     assert!(fpm.exists(), "php-fpm's socket left where it was");
     site.unpause();
-    let entry = crate::support::wake::reap_until(&site, &[], "stopped", Duration::from_secs(20));
+    let entry = reaper::over(&site).reap_until(&site, "stopped", Duration::from_secs(20));
     assert_eq!(site.state(), "exited", "{entry}");
     note(&format!(
         "paused in place: skipped ({reason}); unpaused: stopped"

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::assert::{output_text, says_hello};
 use crate::support::nsystemd::{boot_for, run_renew, unit_text};
-use crate::support::wake::{activated, hello, reap_until, reaper_pass};
+use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
+use crate::support::wake::{activated, hello};
 use crate::support::{
     FcgiRequest, SiteExt as _, SiteOptions, SocketActivated, TestSite, fastcgi, note, require,
     wait_until,
@@ -536,12 +537,8 @@ fn the_sleeping_name_is_never_followed() {
         &site.fpm_socket(),
         &format!("op=symlink&a=php-fpm.sock.sleeping&t={docker}"),
     );
-    reap_until(
-        &site,
-        &["--action", "pause"],
-        "paused",
-        Duration::from_secs(20),
-    );
+    let pause = reaper::over(&site).args(["--action", "pause"]);
+    pause.reap_until(&site, "paused", Duration::from_secs(20));
     let meta = std::fs::symlink_metadata(&aside).expect("the socket is aside");
     assert!(
         std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()),
@@ -561,17 +558,14 @@ fn the_sleeping_name_is_never_followed() {
     // the reaper leaves the site running, saying why; the site keeps serving.
     tenant_ok(&site.fpm_socket(), "op=mkdir&a=php-fpm.sock.sleeping");
     std::thread::sleep(Duration::from_millis(1200));
-    let mut skipped = None;
-    for _ in 0..20 {
-        let (_, e) = reaper_pass(&site, &["--action", "pause"]);
-        if e["action"] == "skipped" {
-            skipped = Some(e);
-            break;
-        }
+    let skipped = pause.passes(Duration::from_secs(10), Duration::from_millis(300), |run| {
+        let e = run.entry(site.name())?;
         assert_ne!(e["action"], "paused", "{e}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    let e = skipped.expect("the reaper tried and gave up");
+        Ok(e["action"] == "skipped")
+    });
+    let e = skipped
+        .expect("the reaper tried and gave up")
+        .site(site.name());
     assert!(
         e["reason"].as_str().unwrap_or("").contains("php-fpm.sock"),
         "{e}"

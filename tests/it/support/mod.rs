@@ -12,6 +12,7 @@
 //! * [`frontends`] — Apache `mod_proxy_fcgi`, lighttpd `mod_fastcgi` and `cgi-fcgi` in front of a socket.
 //! * [`http::get`] / [`http::post`] — a tiny HTTP/1.1 client.
 //! * [`Launch`] → [`SocketActivated`] / [`Spawned`] — run a binary under real socket activation or directly.
+//! * [`reaper`] — this build's fleet-reaper through the kit's runner, failures as panics.
 //! * [`nsystemd::NsSystemd`] — a real systemd booted as PID 1 in private PID and mount namespaces.
 //! * [`wait_until`], [`free_port`], [`bin`], [`docker`], [`docker_events`], [`count_docker_events`].
 #![allow(dead_code, unused_imports, unused_macros)]
@@ -23,6 +24,7 @@ pub mod frontends;
 pub mod http;
 pub mod nginx;
 pub mod nsystemd;
+pub mod reaper;
 pub mod site;
 pub mod stack;
 pub mod wake;
