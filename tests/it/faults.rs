@@ -8,41 +8,26 @@
 //! `waker::failure_*` (missing container, failing start, php-fpm never
 //! listening, container dying at start).
 
-use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
-use crate::support::wake::{held_connections_closed, hello, stopped_site};
+use crate::support::wake::{held_connections_closed, hello, listening, stopped_site};
 use crate::support::{
-    self, FcgiRequest, Launch, SiteOptions, Spawned, TestSite, bin, count_docker_events, fastcgi,
-    require, wait_until,
+    self, FcgiRequest, SiteOptions, Spawned, TestSite, count_docker_events, fastcgi, require,
+    wait_until,
 };
 
 /// The waker binding the site's socket itself, with extra args and env.
 fn waker(site: &TestSite, extra: &[&str], env: &[(&str, String)]) -> Spawned {
-    let mut l = Launch::new(bin("fleet-waker"))
-        .arg(site.name())
-        .arg("--listen")
-        .arg(site.waker_socket())
-        .args(extra)
-        .envs(site.layout_env())
-        .env("RUST_LOG", "debug")
-        .env("NO_COLOR", "1");
-    for (k, v) in env {
-        l = l.env(*k, v.clone());
-    }
-    let w = l.spawn();
-    let socket = site.waker_socket();
-    assert!(
-        wait_until(Duration::from_secs(10), || UnixStream::connect(&socket)
-            .is_ok()),
-        "waker did not listen: {}",
-        w.logs()
+    let env = site.layout_env().into_iter().chain(
+        env.iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .chain([("NO_COLOR".into(), "1".into())]),
     );
-    w
+    listening(site.name(), &site.waker_socket(), extra, env.collect())
 }
 
 /// Five connections held while Docker does not answer: each is closed by

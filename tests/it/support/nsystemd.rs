@@ -249,11 +249,6 @@ impl NsSystemd {
         }
     }
 
-    /// systemd's PID as the host sees it.
-    pub fn pid(&self) -> i32 {
-        self.pid
-    }
-
     /// What systemd printed.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
