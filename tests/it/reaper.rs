@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use crate::support::assert::says_hello;
+use crate::support::assert::{fpm_says_hello, says_hello};
 use crate::support::reaper::{Reaper, ReaperExt as _, Run, RunExt as _};
 use crate::support::{
     self, FcgiRequest, SiteExt as _, SocketActivated, TestSite, fastcgi, require,
@@ -128,12 +128,6 @@ fn started_quiet(sites: &[&TestSite], quiet: Duration) {
     let_time_pass(quiet);
 }
 
-fn hello(site: &TestSite) {
-    let resp = fastcgi::request(&site.fpm_socket(), &FcgiRequest::get("hello.php", ""))
-        .expect("FastCGI request");
-    assert_eq!(resp.status, 200);
-}
-
 /// `docker inspect` state, start and finish times: what must not change in a dry run.
 fn fingerprint(site: &TestSite) -> String {
     let out = support::docker(&[
@@ -164,7 +158,7 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
         &[&idle, &recent, &to_pause, &unlisted],
         Duration::from_millis(2500),
     );
-    hello(&recent);
+    fpm_says_hello(&recent, "hello.php");
     let_time_pass(Duration::from_secs(1));
 
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
@@ -452,7 +446,7 @@ fn log_check_reads_one_frame_however_much_the_site_logged() {
     let resp = fastcgi::request(&loud.fpm_socket(), &req).expect("log.php");
     assert_eq!(resp.text(), "logged 51200 KiB\n");
     eprintln!("50 MiB of log written in {:?}", t.elapsed());
-    hello(&quiet);
+    fpm_says_hello(&quiet, "hello.php");
     // Both containers are older than the timeout (not "young"), both logged
     // within it: the verdict needs the log check.
     let started = t.elapsed() + Duration::from_secs(1);
@@ -541,7 +535,7 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
     let young = TestSite::new();
     list.add(&young, "1h");
     young.start();
-    hello(&active);
+    fpm_says_hello(&active, "hello.php");
 
     let all = [&idle, &idle2, &active, &stopped, &paused, &young];
     let before: Vec<String> = all.iter().map(|s| fingerprint(s)).collect();

@@ -11,6 +11,7 @@ use std::time::Duration;
 use fleet_core::fastcgi::{self, Header, STDIN};
 use fleet_core::fpm_status::{self, DEFAULT_STATUS_PATH, FpmStatus, StatusError};
 
+use crate::support::assert::fpm_says_hello;
 use crate::support::site::STATUS_DISABLED_PATH;
 use crate::support::{
     self, FcgiRequest, FcgiResponse, SiteExt as _, SiteOptions, TestSite, note, require,
@@ -101,13 +102,6 @@ impl Held {
     }
 }
 
-fn hello(site: &TestSite) {
-    let r = site
-        .fcgi(&FcgiRequest::get("hello.php", ""))
-        .expect("hello.php");
-    assert_eq!(r.text(), site.hello_line());
-}
-
 /// `accepted conn` counts every connection php-fpm accepted, the status
 /// request's own included; an idle pool has one active process: the one
 /// serving the status page.
@@ -133,7 +127,7 @@ fn accepted_conn_grows_by_the_requests_and_the_query_itself() {
     );
     const N: u64 = 5;
     for _ in 0..N {
-        hello(&site);
+        fpm_says_hello(&site, "hello.php");
     }
     let after = status(&site);
     assert_eq!(
@@ -240,7 +234,7 @@ fn a_pool_without_the_page_is_not_enabled() {
         "{shown}"
     );
     // The pool itself serves as before; its page is where it was moved.
-    hello(&site);
+    fpm_says_hello(&site, "hello.php");
     let moved = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -301,7 +295,7 @@ fn access_log_off_writes_no_line_per_request() {
         });
         const N: usize = 3;
         for _ in 0..N {
-            hello(&site);
+            fpm_says_hello(&site, "hello.php");
         }
         // A marker after them in the logs.
         let r = site
