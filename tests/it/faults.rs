@@ -247,10 +247,7 @@ fn state_dir_not_writable() {
 #[test]
 fn sigterm_with_fifty_open_connections() {
     require!(Docker, PhpFpm);
-    let site = TestSite::with_options(SiteOptions {
-        fpm_children: Some(50),
-        ..Default::default()
-    });
+    let site = TestSite::with_options(SiteOptions::default().fpm_children(50));
     site.start();
     let mut w = waker(&site, &["--shutdown-grace", "10s"], &[]);
     let n = 50;

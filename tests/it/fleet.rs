@@ -112,10 +112,7 @@ fn thirty_sites_never_more_than_three_starting() {
 #[test]
 fn crash_looping_container_is_started_a_handful_of_times() {
     require!(Docker, PhpFpm);
-    let site = TestSite::with_options(SiteOptions {
-        fpm_children: Some(0),
-        ..Default::default()
-    });
+    let site = TestSite::with_options(SiteOptions::default().fpm_children(0));
     let w = listening_quiet(&site, &["--start-timeout", "10s"], &[]);
     let t0 = SystemTime::now();
     let start = Instant::now();

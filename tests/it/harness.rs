@@ -131,10 +131,7 @@ fn fpm_processes(site: &TestSite) -> usize {
 #[test]
 fn fpm_children_is_configurable() {
     require!(Docker, PhpFpm);
-    let site = TestSite::with_options(SiteOptions {
-        fpm_children: Some(2),
-        ..Default::default()
-    });
+    let site = TestSite::with_options(SiteOptions::default().fpm_children(2));
     site.start();
     assert_eq!(fpm_processes(&site), 3, "master + 2 workers");
 }

@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::support::assert::{fpm_says_hello, says_hello};
 use crate::support::reaper::{Reaper, ReaperExt as _, Run, RunExt as _};
 use crate::support::{
-    self, FcgiRequest, SiteExt as _, SocketActivated, TestSite, fastcgi, require,
+    self, FcgiRequest, SiteExt as _, SiteOptions, SocketActivated, TestSite, fastcgi, require,
 };
 
 /// A sites directory and a state directory: either shared by several test
@@ -126,6 +126,13 @@ fn started_quiet(sites: &[&TestSite], quiet: Duration) {
         s.start();
     }
     let_time_pass(quiet);
+}
+
+/// A new site whose php-fpm ignores its stop signal (SIGWINCH), so that
+/// `docker stop` lasts its whole grace period before SIGKILL. (With SIGTERM
+/// php-fpm is gone in milliseconds.)
+fn slow_to_stop() -> TestSite {
+    TestSite::with_options(SiteOptions::default().docker_args(["--stop-signal", "SIGWINCH"]))
 }
 
 /// `docker inspect` state, start and finish times: what must not change in a dry run.
@@ -432,10 +439,8 @@ fn log_check_reads_one_frame_however_much_the_site_logged() {
     require!(Docker, PhpFpm);
     // This host's daemon keeps at most 3 × 10 MB of log per container;
     // give the loud one room for all 50 MiB.
-    let loud = TestSite::with_options(support::site::SiteOptions {
-        docker_args: vec!["--log-opt".into(), "max-size=200m".into()],
-        ..Default::default()
-    });
+    let loud =
+        TestSite::with_options(SiteOptions::default().docker_args(["--log-opt", "max-size=200m"]));
     let quiet = TestSite::new();
     let list = List::new();
     started_quiet(&[&loud, &quiet], Duration::from_secs(1));
@@ -659,14 +664,9 @@ fn docker_unreachable_is_69_and_bad_usage_64() {
 #[test]
 fn sigterm_mid_pass_finishes_the_stop_under_way_and_exits_75() {
     require!(Docker, PhpFpm);
-    // php-fpm ignores SIGWINCH, so `docker stop` waits out the whole grace
-    // period: the pass is reliably in the middle of a stop when SIGTERM comes.
-    let opts = || support::site::SiteOptions {
-        docker_args: vec!["--stop-signal".into(), "SIGWINCH".into()],
-        ..Default::default()
-    };
-    let first = TestSite::with_options(opts());
-    let second = TestSite::with_options(opts());
+    // `docker stop` waits out the whole grace period: the pass is reliably
+    // in the middle of a stop when SIGTERM comes.
+    let [first, second] = [slow_to_stop(), slow_to_stop()];
     let list = List::new();
     list.add(&first, "2s");
     list.add(&second, "2s");
@@ -791,13 +791,9 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
 #[test]
 fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
     require!(Docker, PhpFpm, SocketActivate);
-    // php-fpm ignores SIGWINCH: Docker's stop then lasts its whole grace
-    // period (2 s) before SIGKILL, a window wide enough to send requests
-    // into for certain. (With SIGTERM php-fpm is gone in milliseconds.)
-    let site = TestSite::with_options(support::site::SiteOptions {
-        docker_args: vec!["--stop-signal".into(), "SIGWINCH".into()],
-        ..Default::default()
-    });
+    // Docker's stop lasts its whole grace period (2 s) before SIGKILL, a
+    // window wide enough to send requests into for certain.
+    let site = slow_to_stop();
     let list = List::of(&site);
     list.add(&site, "2s");
     let waker = start_waker(&site);

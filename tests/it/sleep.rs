@@ -425,10 +425,7 @@ fn load(mode: Mode, action: Action) {
     require!(Docker, PhpFpm, Nginx, SocketActivate, Root, Wrk);
     let s = Stack::with_site(
         mode,
-        TestSite::with_options(SiteOptions {
-            data_dir: true,
-            ..Default::default()
-        }),
+        TestSite::with_options(SiteOptions::default().data_dir()),
     );
     s.site.write_conf("1s");
     // Awake before the load (a cold start is not what is measured here).

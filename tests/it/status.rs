@@ -165,10 +165,7 @@ fn a_request_in_flight_is_one_more_active_process() {
 #[test]
 fn a_busy_pool_keeps_the_query_waiting_and_listen_queue_stays_zero() {
     require!(Docker, PhpFpm);
-    let site = started(SiteOptions {
-        fpm_children: Some(1),
-        ..Default::default()
-    });
+    let site = started(SiteOptions::default().fpm_children(1));
     let socket = site.fpm_socket();
     let base = status(&site);
     assert_eq!((base.total_processes, base.active_processes), (1, 1));
@@ -289,10 +286,7 @@ fn a_symlink_is_refused_and_a_renamed_socket_answers() {
 fn access_log_off_writes_no_line_per_request() {
     require!(Docker, PhpFpm);
     for on in [true, false] {
-        let site = started(SiteOptions {
-            fpm_children: Some(1),
-            ..SiteOptions::default().access_log(on)
-        });
+        let site = started(SiteOptions::default().fpm_children(1).access_log(on));
         const N: usize = 3;
         for _ in 0..N {
             fpm_says_hello(&site, "hello.php");

@@ -198,10 +198,7 @@ fn symlink_to_another_sites_socket_is_never_proxied() {
 #[test]
 fn own_waker_socket_is_never_connected_to() {
     require!(Docker, PhpFpm, SocketActivate, Root);
-    let site = tenant_site(SiteOptions {
-        fpm_children: Some(8),
-        ..Default::default()
-    });
+    let site = tenant_site(SiteOptions::default().fpm_children(8));
     let w = activated(&site, &["--start-timeout", "2s", "--connections-max", "8"]);
     says_hello(&site, "warm", String::new);
     let fds = || {

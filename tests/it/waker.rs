@@ -210,13 +210,10 @@ fn failure_start_fails_then_fixed() {
     let scratch = support::temp_dir("mount");
     let source = scratch.path().join("absent");
     std::fs::create_dir(&source).expect("mount source, for create");
-    let site = TestSite::with_options(SiteOptions {
-        docker_args: vec![
-            "--mount".into(),
-            format!("type=bind,source={},target=/mnt/x", source.display()),
-        ],
-        ..Default::default()
-    });
+    let site = TestSite::with_options(SiteOptions::default().docker_args([
+        "--mount".into(),
+        format!("type=bind,source={},target=/mnt/x", source.display()),
+    ]));
     std::fs::remove_dir(&source).expect("break the mount: start must fail");
     let mut w = listening_site(&site, TIMEOUT_ARGS);
     let times = held_connections_closed(&site.waker_socket(), 5);
@@ -263,10 +260,7 @@ fn failure_fpm_never_listens_then_fixed() {
 #[test]
 fn failure_container_exits_while_starting() {
     require!(Docker, PhpFpm);
-    let site = TestSite::with_options(SiteOptions {
-        fpm_children: Some(0),
-        ..Default::default()
-    });
+    let site = TestSite::with_options(SiteOptions::default().fpm_children(0));
     let mut w = listening_site(&site, &["--start-timeout", "10s"]);
     let times = held_connections_closed(&site.waker_socket(), 3);
     assert_closed_within(&times, Duration::from_secs(5), &w.logs());
