@@ -429,8 +429,7 @@ fn load(mode: Mode, action: Action) {
     );
     s.site.write_conf("1s");
     // Awake before the load (a cold start is not what is measured here).
-    let r = s.get("/hello.php");
-    s.assert_hello(&r, "first request");
+    s.hello("first request");
 
     let dir = temp_dir("wrk");
     let mut reaping = Reaping::start(&s.site, &["--action", action.arg()]);
@@ -643,10 +642,8 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
         TestSite::with_options(SiteOptions::default().access_log(false)),
     );
     s.site.write_conf("2s");
-    let r = s.get("/hello.php");
-    s.assert_hello(&r, "cold request");
-    let hello = s.get("/hello.php");
-    s.assert_hello(&hello, "warm request");
+    s.hello("cold request");
+    s.hello("warm request");
     assert!(
         s.site.access_lines().is_empty(),
         "a stock pool logs no request:\n{}",
@@ -670,8 +667,7 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
             reaping.report(),
             s.diagnostics()
         );
-        let r = s.get("/hello.php");
-        s.assert_hello(&r, &format!("busy request {sent}"));
+        s.hello(&format!("busy request {sent}"));
         sent += 1;
         tick += Duration::from_secs(1);
         std::thread::sleep(tick.saturating_duration_since(Instant::now()));
@@ -725,8 +721,7 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
     let s = Stack::new(Mode::Direct);
     s.site.write_conf("1s");
     let pause = reaper::over(&s.site).args(["--no-heal", "--action", "pause"]);
-    let r = s.get("/hello.php");
-    s.assert_hello(&r, "cold request");
+    s.hello("cold request");
     let mut times = Vec::new();
     let mut log = String::new();
     for round in 0..5 {
@@ -804,8 +799,7 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
             s.activity()
         );
         let fallbacks = s.fallbacks();
-        let r = s.get("/hello.php");
-        s.assert_hello(&r, &format!("round {round}: the request after the wake"));
+        s.hello(&format!("round {round}: the request after the wake"));
         assert_eq!(
             s.fallbacks(),
             fallbacks,
@@ -838,8 +832,7 @@ fn tiered_sleep_pauses_then_stops_and_wakes_from_both() {
     // Awake, then idle: paused after ≥ 2 s, stopped after ≥ 5 s (measured
     // from before the last request was sent: its end is later still).
     let sent = SystemTime::now();
-    let r = s.get("/hello.php");
-    s.assert_hello(&r, "cold request");
+    s.hello("cold request");
     let paused = wait_until(Duration::from_secs(2 + 5), || s.site.state() == "paused");
     assert!(
         paused,
