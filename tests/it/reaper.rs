@@ -22,9 +22,8 @@ use serde_json::Value;
 
 use crate::support::assert::{fpm_says_hello, says_hello};
 use crate::support::reaper::{Reaper, ReaperExt as _, Run, RunExt as _};
-use crate::support::{
-    self, FcgiRequest, SiteExt as _, SiteOptions, SocketActivated, TestSite, fastcgi, require,
-};
+use crate::support::wake::activated;
+use crate::support::{self, FcgiRequest, SiteExt as _, SiteOptions, TestSite, fastcgi, require};
 
 /// A sites directory and a state directory: either shared by several test
 /// sites, so that one reaper pass sees them all ([`List::new`]), or one
@@ -724,26 +723,13 @@ fn sigterm_mid_pass_finishes_the_stop_under_way_and_exits_75() {
 // Must show 2 and 6: with the real fleet-waker under socket activation
 // ---------------------------------------------------------------------------
 
-/// fleet-waker for `site` under `systemd-socket-activate` on its waker socket,
-/// writing its state file into the site's own state directory.
-fn start_waker(site: &TestSite) -> SocketActivated {
-    let env = site.layout_env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    SocketActivated::start(
-        &site.waker_socket(),
-        &support::bin("fleet-waker"),
-        &[site.name()],
-        &env,
-    )
-}
-
 #[test]
 fn request_in_flight_through_the_waker_is_not_stopped() {
     require!(Docker, PhpFpm, SocketActivate);
     let site = TestSite::new();
     let list = List::of(&site);
     list.add(&site, "2s");
-    let waker = start_waker(&site);
+    let waker = activated(&site, &[]);
     started_quiet(&[&site], Duration::from_millis(2500));
     // A request that takes 5 s and logs nothing until it ends.
     let socket = site.waker_socket();
@@ -796,7 +782,7 @@ fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
     let site = slow_to_stop();
     let list = List::of(&site);
     list.add(&site, "2s");
-    let waker = start_waker(&site);
+    let waker = activated(&site, &[]);
     // One request through the waker so that it runs (socket activation),
     // then quiet for longer than the timeout.
     site.start();
