@@ -168,8 +168,7 @@ fn docker_slow_wake_succeeds_without_duplicate_starts() {
 #[test]
 fn container_killed_mid_request() {
     require!(Docker, PhpFpm);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let mut w = waker(&site, &[], &[]);
     let socket = site.waker_socket();
     let slow = std::thread::spawn(move || {
@@ -203,8 +202,7 @@ fn container_killed_mid_request() {
 #[test]
 fn state_dir_not_writable() {
     require!(Docker, PhpFpm);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let file = site.temp_dir().join("not-a-dir");
     std::fs::write(&file, b"a regular file").expect("write");
     let state_dir = file.join("state");
@@ -247,8 +245,7 @@ fn state_dir_not_writable() {
 #[test]
 fn sigterm_with_fifty_open_connections() {
     require!(Docker, PhpFpm);
-    let site = TestSite::with_options(SiteOptions::default().fpm_children(50));
-    site.start();
+    let site = TestSite::started(SiteOptions::default().fpm_children(50));
     let mut w = waker(&site, &["--shutdown-grace", "10s"], &[]);
     let n = 50;
     let threads: Vec<_> = (0..n)
@@ -336,8 +333,7 @@ fn crash_round(site: &TestSite, w: &mut Spawned, needle: &str) -> usize {
 /// A running site, its waker after one answered request and back to no
 /// open connection, and the waker's descriptor count at that point.
 fn warm_site_and_waker() -> (TestSite, Spawned, usize) {
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let w = waker(&site, &[], &[]);
     says_hello(&site, "warm", String::new);
     assert!(wait_until(Duration::from_secs(2), || open_now(&site) == 0));

@@ -191,8 +191,7 @@ fn a_refused_api_version_does_not_stop_wakes() {
 #[test]
 fn idle_waker_exits_and_the_next_request_reactivates_it() {
     require!(Docker, PhpFpm, Root, Systemd);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let ns = boot_for(&site);
     // 1 s instead of the shipped 5 min, so the waker starts far more often
     // than systemd's default start limit (5 in 10 s) allows; lift it here.

@@ -51,8 +51,7 @@ fn warm_site() -> Warm {
     // A php-fpm worker serves one kept connection for as long as the front
     // end keeps it (directly as through the waker), so there are more
     // workers than the front ends open connections ([`CLIENTS`]).
-    let site = TestSite::with_options(SiteOptions::default().fpm_children(2 * CLIENTS as u32));
-    site.start();
+    let site = TestSite::started(SiteOptions::default().fpm_children(2 * CLIENTS as u32));
     let waker = listening_site(&site, &[]);
     share_socket_with_nginx(&site.waker_socket()).expect("share the waker socket");
     Warm { waker, site }

@@ -54,13 +54,6 @@ fn until(site: &TestSite, done: impl Fn(&FpmStatus) -> bool) -> FpmStatus {
     last.expect("polled at least once")
 }
 
-/// A started site whose status page answers.
-fn started(options: SiteOptions) -> TestSite {
-    let site = TestSite::with_options(options);
-    site.start();
-    site
-}
-
 /// A request to echo.php whose body is held back: its worker is busy
 /// reading it until [`Held::release`] (a request in flight for exactly as
 /// long as the test says, unlike a sleep).
@@ -108,7 +101,7 @@ impl Held {
 #[test]
 fn accepted_conn_grows_by_the_requests_and_the_query_itself() {
     require!(Docker, PhpFpm);
-    let site = started(SiteOptions::default());
+    let site = TestSite::started(SiteOptions::default());
     let children = u64::from(xtask::image::DEFAULT_CHILDREN);
     // Just after the start, a worker still starting is in no count.
     let before = until(&site, |s| {
@@ -150,7 +143,7 @@ fn accepted_conn_grows_by_the_requests_and_the_query_itself() {
 #[test]
 fn a_request_in_flight_is_one_more_active_process() {
     require!(Docker, PhpFpm);
-    let site = started(SiteOptions::default());
+    let site = TestSite::started(SiteOptions::default());
     settled(&site);
     let held = hold(&site.fpm_socket());
     // The held request's worker and the query's.
@@ -165,7 +158,7 @@ fn a_request_in_flight_is_one_more_active_process() {
 #[test]
 fn a_busy_pool_keeps_the_query_waiting_and_listen_queue_stays_zero() {
     require!(Docker, PhpFpm);
-    let site = started(SiteOptions::default().fpm_children(1));
+    let site = TestSite::started(SiteOptions::default().fpm_children(1));
     let socket = site.fpm_socket();
     let base = status(&site);
     assert_eq!((base.total_processes, base.active_processes), (1, 1));
@@ -221,7 +214,7 @@ fn a_busy_pool_keeps_the_query_waiting_and_listen_queue_stays_zero() {
 #[test]
 fn a_pool_without_the_page_is_not_enabled() {
     require!(Docker, PhpFpm);
-    let site = started(SiteOptions::default().status_page(false));
+    let site = TestSite::started(SiteOptions::default().status_page(false));
     let socket = site.fpm_socket();
     let e = query_within(&socket, PATIENT).expect_err("no status page");
     assert!(e.is_not_enabled(), "{e:?}\nlogs:\n{}", site.logs());
@@ -248,7 +241,7 @@ fn a_pool_without_the_page_is_not_enabled() {
 #[test]
 fn a_symlink_is_refused_and_a_renamed_socket_answers() {
     require!(Docker, PhpFpm);
-    let site = started(SiteOptions::default());
+    let site = TestSite::started(SiteOptions::default());
     let socket = site.fpm_socket();
     let dir = socket.parent().expect("the runtime directory");
     let link = dir.join("php-fpm.sock.link");
@@ -286,7 +279,7 @@ fn a_symlink_is_refused_and_a_renamed_socket_answers() {
 fn access_log_off_writes_no_line_per_request() {
     require!(Docker, PhpFpm);
     for on in [true, false] {
-        let site = started(SiteOptions::default().fpm_children(1).access_log(on));
+        let site = TestSite::started(SiteOptions::default().fpm_children(1).access_log(on));
         const N: usize = 3;
         for _ in 0..N {
             fpm_says_hello(&site, "hello.php");

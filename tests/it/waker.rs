@@ -146,8 +146,7 @@ fn two_hundred_concurrent_one_start() {
 #[test]
 fn stale_socket_is_never_ready() {
     require!(Docker, PhpFpm);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     // SIGKILL: php-fpm cannot remove its socket file.
     site.kill();
     let fpm = site.fpm_socket();
@@ -274,8 +273,7 @@ fn failure_container_exits_while_starting() {
 #[test]
 fn hundred_mb_each_way_byte_exact() {
     require!(Docker, PhpFpm);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let _w = listening_site(&site, &[]);
     let body: Vec<u8> = (0..100u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -295,8 +293,7 @@ fn hundred_mb_each_way_byte_exact() {
 #[test]
 fn half_closing_client_gets_full_response() {
     require!(Docker, PhpFpm);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let _w = listening_site(&site, &[]);
     let mut c = UnixStream::connect(site.waker_socket()).expect("connect");
     c.write_all(&fastcgi::encode_request(&FcgiRequest::get(
@@ -328,8 +325,7 @@ fn load_state(path: &Path) -> fleet_core::state::Activity {
 #[test]
 fn state_file_during_after_and_symlink() {
     require!(Docker, PhpFpm);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let w = listening_site(&site, &[]);
     let state = site.state_file();
     let before = SystemTime::now();
@@ -397,8 +393,7 @@ fn state_file_during_after_and_symlink() {
 #[test]
 fn exit_idle_time() {
     require!(Docker, PhpFpm, SocketActivate);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let mut w = activated(&site, &["--exit-idle-time", "1s"]);
     says_hello(&site, "request", String::new);
     let last = Instant::now();
@@ -417,8 +412,7 @@ fn exit_idle_time() {
 #[test]
 fn sigterm_lets_open_connections_finish() {
     require!(Docker, PhpFpm);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let mut w = listening_site(&site, &[]);
     let socket = site.waker_socket();
     let slow = std::thread::spawn(move || {

@@ -190,6 +190,13 @@ impl TestSite {
         Self::with_options(SiteOptions::default())
     }
 
+    /// [`TestSite::with_options`], then [`TestSite::start`]ed.
+    pub fn started(options: SiteOptions) -> TestSite {
+        let site = Self::with_options(options);
+        site.start();
+        site
+    }
+
     /// Like [`TestSite::new`] with php-fpm worker count / extra docker args;
     /// panics with the reason if the site cannot be made.
     pub fn with_options(options: SiteOptions) -> TestSite {
