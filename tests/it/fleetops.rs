@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
 use serde_json::Value;
 
-use crate::reaper::{List, new_sites, reaper, store_state};
+use crate::reaper::{List, new_sites, reaper};
 use crate::support::assert::{plan_entry, says_hello};
 use crate::support::nsystemd::{
     FAILING_SERVICE_DROPIN, RECORD_REAPER_RUNS, boot_for, drive_socket_into_limit, install_reaper,
@@ -161,34 +161,11 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
     let ago = |s: u64| Some(now - Duration::from_secs(s));
     // The busy one is the least recently active of all (a connection open
     // for an hour, through a waker that lives: this test process).
-    store_state(
-        list.state_file(&busy),
-        std::process::id(),
-        1,
-        ago(3600),
-        None,
-    );
-    store_state(
-        list.state_file(&a),
-        std::process::id(),
-        0,
-        ago(601),
-        ago(600),
-    );
-    store_state(
-        list.state_file(&b),
-        std::process::id(),
-        0,
-        ago(301),
-        ago(300),
-    );
-    store_state(
-        list.state_file(&c),
-        std::process::id(),
-        0,
-        ago(121),
-        ago(120),
-    );
+    let me = std::process::id();
+    list.store_state(&busy, me, 1, ago(3600), None);
+    list.store_state(&a, me, 0, ago(601), ago(600));
+    list.store_state(&b, me, 0, ago(301), ago(300));
+    list.store_state(&c, me, 0, ago(121), ago(120));
     // Quiet for --memory-min-idle since the containers started: the elapsed
     // time is the very condition the guard checks.
     std::thread::sleep(Duration::from_millis(1100));

@@ -101,6 +101,27 @@ impl List {
     pub(crate) fn state_file(&self, site: &TestSite) -> PathBuf {
         self.state().join(format!("{}.state", site.name()))
     }
+
+    /// Writes `site`'s state file in the waker's format, through
+    /// fleet_core::state (the contract between waker and reaper): a waker
+    /// `pid` with `open` connections, and its last start and end.
+    pub(crate) fn store_state(
+        &self,
+        site: &TestSite,
+        pid: u32,
+        open: u64,
+        last_start: Option<SystemTime>,
+        last_end: Option<SystemTime>,
+    ) {
+        let activity = fleet_core::state::Activity {
+            pid: Some(pid),
+            open,
+            last_start,
+            last_end,
+            ..Default::default()
+        };
+        fleet_core::state::store(&self.state_file(site), &activity).expect("store");
+    }
 }
 
 /// `N` new test sites (containers created, not started).
@@ -230,21 +251,10 @@ fn waker_state_decides_busy_active_and_unknown() {
     );
     let now = SystemTime::now();
     let me = std::process::id();
+    let ago = |ms: u64| Some(now - Duration::from_millis(ms));
     // Written in the waker's format by fleet_core::state (its contract).
-    store_state(
-        list.state_file(&busy),
-        me,
-        1,
-        Some(now - Duration::from_secs(3600)),
-        None,
-    );
-    store_state(
-        list.state_file(&active),
-        me,
-        0,
-        Some(now - Duration::from_millis(1500)),
-        Some(now - Duration::from_millis(1000)),
-    );
+    list.store_state(&busy, me, 1, ago(3_600_000), None);
+    list.store_state(&active, me, 0, ago(1500), ago(1000));
     // A symlink where the state file should be: unreadable, so unknown.
     let target = list.root.join("elsewhere");
     std::fs::write(&target, "open=0\n").expect("write");
@@ -253,13 +263,7 @@ fn waker_state_decides_busy_active_and_unknown() {
     let mut gone = Command::new("true").spawn().expect("spawn true");
     let gone_pid = gone.id();
     gone.wait().expect("wait true");
-    store_state(
-        list.state_file(&stale),
-        gone_pid,
-        3,
-        Some(now - Duration::from_secs(3600)),
-        None,
-    );
+    list.store_state(&stale, gone_pid, 3, ago(3_600_000), None);
 
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(1), "unknown state is a site error");
@@ -858,27 +862,4 @@ fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
         "{sent} requests, {during_stop} while the stop was under way, 3 after the container \
          died: all answered"
     );
-}
-
-/// Writes a state file in the waker's format, through fleet_core::state
-/// (the contract between waker and reaper).
-pub(crate) fn store_state(
-    path: PathBuf,
-    pid: u32,
-    open: u64,
-    last_start: Option<SystemTime>,
-    last_end: Option<SystemTime>,
-) {
-    fleet_core::state::store(
-        &path,
-        &fleet_core::state::Activity {
-            pid: Some(pid),
-            open,
-            connections: None,
-            last_start,
-            last_end,
-            ..Default::default()
-        },
-    )
-    .expect("store");
 }
