@@ -109,6 +109,15 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// fleet-waker with its run and state directories at `run` and `state`
+/// (`FLEET_RUN_DIR`, `FLEET_STATE_DIR`), `NO_COLOR=1`.
+fn waker_in(run: &Path, state: &Path) -> Launch {
+    Launch::new(bin("fleet-waker"))
+        .env("FLEET_RUN_DIR", run.display().to_string())
+        .env("FLEET_STATE_DIR", state.display().to_string())
+        .env("NO_COLOR", "1")
+}
+
 /// The rule message of a rejected name must quote it (Rust `{:?}`), except
 /// the empty name, which is named as such.
 fn assert_names(err: &str, name: &str) {
@@ -136,14 +145,11 @@ fn waker_rejects_bad_site_names_with_64_and_touches_nothing() {
     let before = tree(dir.path());
     for name in &names {
         // `--` so that "-", "-a.com" reach the site validation, not clap.
-        let mut w = Launch::new(bin("fleet-waker"))
+        let mut w = waker_in(&run, &state)
             .arg("--listen")
             .arg(&listen)
             .arg("--")
             .arg(name)
-            .env("FLEET_RUN_DIR", run.display().to_string())
-            .env("FLEET_STATE_DIR", state.display().to_string())
-            .env("NO_COLOR", "1")
             .spawn();
         let status = w
             .wait_exit(Duration::from_secs(10))
@@ -566,16 +572,11 @@ fn activated_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
 fn activated_with_args(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
     let dir = support::temp_dir("listen");
     let socket = dir.path().join("w.sock");
-    let mut launch = Launch::new(bin("fleet-waker"))
+    let mut w = waker_in(dir.path(), dir.path())
         .arg("garbage.fleet.test")
         .args(args)
-        .env("FLEET_RUN_DIR", dir.path().display().to_string())
-        .env("FLEET_STATE_DIR", dir.path().display().to_string())
-        .env("NO_COLOR", "1");
-    for (k, v) in env {
-        launch = launch.env(*k, *v);
-    }
-    let mut w = launch.activate(&socket);
+        .envs(env.iter().copied())
+        .activate(&socket);
     drop(UnixStream::connect(&socket).expect("connect to trigger activation"));
     let status = w
         .wait_exit(Duration::from_secs(10))
@@ -675,13 +676,10 @@ fn waker_notify_socket_garbage_is_logged_and_ignored() {
         ("", None),
     ] {
         let listen = dir.path().join("w.sock");
-        let mut w = Launch::new(bin("fleet-waker"))
+        let mut w = waker_in(dir.path(), dir.path())
             .args(["garbage.fleet.test", "--exit-idle-time", "1s", "--listen"])
             .arg(&listen)
             .env("NOTIFY_SOCKET", value)
-            .env("FLEET_RUN_DIR", dir.path().display().to_string())
-            .env("FLEET_STATE_DIR", dir.path().display().to_string())
-            .env("NO_COLOR", "1")
             .spawn();
         assert!(
             wait_until(Duration::from_secs(10), || UnixStream::connect(&listen)
@@ -773,12 +771,10 @@ fn socket_paths_longer_than_sun_path_are_refused_by_every_binary() {
     let limit = "at most 107";
 
     let listen = dir.path().join("w.sock");
-    let mut w = Launch::new(bin("fleet-waker"))
+    let mut w = waker_in(&run, &state)
         .arg("--listen")
         .arg(&listen)
         .arg(&name)
-        .env("FLEET_RUN_DIR", run.display().to_string())
-        .env("FLEET_STATE_DIR", state.display().to_string())
         .spawn();
     let status = w
         .wait_exit(Duration::from_secs(10))
