@@ -211,3 +211,35 @@ impl std::fmt::Display for Run {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in for fleet-reaper: `sh` printing a plan whose site `a`
+    /// says `none` on the first pass and `paused` from the second on.
+    fn fake(dir: &Path) -> Reaper {
+        let script = r#"n=$(cat "$0/n" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$0/n"
+            [ $n -ge 2 ] && a=paused || a=none
+            printf '{"sites":[{"site":"a","action":"%s"}]}' $a"#;
+        Reaper::new("sh").args([OsStr::new("-c"), OsStr::new(script), dir.as_os_str()])
+    }
+
+    #[test]
+    fn until_runs_passes_until_the_entry_says_the_action() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = fake(dir.path());
+        let entry = r
+            .until("a", "paused", Duration::from_secs(10))
+            .expect("paused");
+        assert_eq!(entry["action"], "paused");
+        let run = r.run().expect("a pass");
+        assert_eq!(run.code, Some(0));
+        assert!(run.entry("b").is_err(), "no entry for b: {run}");
+        let late = r.until("a", "stopped", Duration::from_millis(300));
+        assert!(
+            late.is_err_and(|e| e.to_string().contains("no pass did it")),
+            "never stopped"
+        );
+    }
+}
