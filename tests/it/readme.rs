@@ -127,7 +127,8 @@ fn connect_failures(log: &str, socket: &Path) -> Vec<String> {
 
 /// Runs fleet-reaper once over `s`'s own on-demand list; returns its stdout.
 fn reap(s: &Site) -> String {
-    let run = reaper::reaper().envs(s.site.layout_env()).pass();
+    let env = s.site.layout_env().into_iter();
+    let run = env.fold(reaper::reaper(), |r, (k, v)| r.env(k, v)).pass();
     assert_eq!(run.code, Some(0), "fleet-reaper failed:\n{run}");
     format!("{}{}", run.stdout, run.stderr)
 }

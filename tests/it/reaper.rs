@@ -211,24 +211,23 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     // Its own layout: the status page is read, and php-fpm's connections
     // (the readiness check's) are dated at the first pass that sees them,
     // so passes follow each other as the timer's would until it pauses.
-    let t = Instant::now();
-    let e = loop {
-        let run = reaper(&pause_list, &["--format", "json", "--action", "pause"]);
+    let pause = pause_list.reaper().json().args(["--action", "pause"]);
+    let acted = pause.passes(Duration::from_secs(15), Duration::from_millis(300), |run| {
         assert_eq!(run.code, Some(0), "{}", run.stderr);
-        let e = run.site(to_pause.name());
-        if e["action"] != "none" || t.elapsed() > Duration::from_secs(15) {
-            break e;
+        let e = run.entry(to_pause.name())?;
+        if e["action"] == "none" {
+            assert_eq!(e["verdict"], "active-fpm", "{e}");
         }
-        assert_eq!(e["verdict"], "active-fpm", "{e}");
-        let_time_pass(Duration::from_millis(300));
-    };
+        Ok(e["action"] != "none")
+    });
+    let e = acted.expect("a pass acted").site(to_pause.name());
     assert_eq!(e["verdict"], "idle", "{e}");
     assert_eq!(e["action"], "paused", "{e}");
     assert_eq!(to_pause.state(), "paused");
 
     // A second pass leaves the paused and the stopped alone (never unpauses,
     // never starts): nothing to do.
-    let run = reaper(&pause_list, &["--format", "json", "--action", "pause"]);
+    let run = pause.pass();
     assert_eq!(run.site(to_pause.name())["verdict"], "not-running");
     assert_eq!(to_pause.state(), "paused");
     let run = reaper(&list, &["--format", "json"]);

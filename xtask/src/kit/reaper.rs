@@ -73,16 +73,6 @@ impl Reaper {
         self
     }
 
-    /// Set environment variables (e.g. `TestSite::layout_env()`).
-    pub fn envs<I, K, V>(self, vars: I) -> Reaper
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: Into<String>,
-        V: Into<String>,
-    {
-        vars.into_iter().fold(self, |r, (k, v)| r.env(k, v))
-    }
-
     /// The command line, for messages.
     pub fn line(&self) -> String {
         self.cmd().line()
