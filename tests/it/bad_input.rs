@@ -160,10 +160,7 @@ fn waker_rejects_bad_site_names_with_64_and_touches_nothing() {
         assert_names(&err, name);
         assert_eq!(tree(dir.path()), before, "{name:?} touched the file system");
     }
-    support::note(&format!(
-        "{} bad names: all exit 64, nothing created",
-        names.len()
-    ));
+    support::note!("{} bad names: all exit 64, nothing created", names.len());
 }
 
 /// A name that is not UTF-8 at all (argv can carry any bytes). Also any
@@ -334,10 +331,10 @@ fn reaper_reports_each_bad_conf_file_name_and_handles_the_good_site() {
     let after: Vec<String> = files.iter().map(|p| fingerprint(p)).collect();
     assert_eq!(prints, after, "a conf file was changed");
     assert!(good_conf.exists());
-    support::note(&format!(
+    support::note!(
         "{} bad conf file names reported, good site handled; N/A (not a file name): {na:?}",
         files.len()
-    ));
+    );
 }
 
 /// A conf case: file name stem, how to make it, expected error substring
@@ -527,10 +524,10 @@ fn reaper_reports_each_bad_conf_file_and_leaves_it_alone() {
     );
     // A FIFO must not block the pass (opened non-blocking, then refused).
     assert!(elapsed < Duration::from_secs(20), "pass took {elapsed:?}");
-    support::note(&format!(
+    support::note!(
         "{} bad conf files: each reported with its path, exit 1, good site handled, all unchanged ({elapsed:?})",
         cases.len()
-    ));
+    );
 }
 
 /// Valid shapes that must be accepted (the old script's files were written

@@ -147,10 +147,10 @@ fn direct_mode_post_to_a_sleeping_site_reaches_php_exactly_once() {
         1,
         "PHP must run the POST exactly once: {posts:?}"
     );
-    note(&format!(
+    note!(
         "POST of {} bytes to a sleeping site: echoed byte-exact, executed once",
         sent.len()
-    ));
+    );
 }
 
 #[test]
@@ -189,7 +189,5 @@ fn proxy_mode_cold_and_warm_through_the_waker() {
     );
     // Proxy mode never needs a fallback.
     assert_eq!(s.fallbacks(), 0);
-    note(&format!(
-        "proxy mode: cold {cold:?}, warm {warm:?} per request"
-    ));
+    note!("proxy mode: cold {cold:?}, warm {warm:?} per request");
 }

@@ -78,9 +78,7 @@ fn docker_dead_then_back() {
     let proxy = DockerProxy::start(&sock, Mode::Forward, Duration::ZERO);
     says_hello(&site, "after Docker is back", || w.logs());
     assert_eq!(proxy.starts(), 1);
-    support::note(&format!(
-        "dead Docker: held connections closed after {times:?}; recovered"
-    ));
+    support::note!("dead Docker: held connections closed after {times:?}; recovered");
 }
 
 /// Docker accepts but never answers: held connections are closed by the
@@ -112,11 +110,11 @@ fn docker_hangs_then_answers() {
     let t = Instant::now();
     says_hello(&site, "after the engine answers again", || w.logs());
     assert_eq!(proxy.starts(), 1);
-    support::note(&format!(
+    support::note!(
         "hanging Docker: closed after {times:?}; {} connections held; recovered in {:?}",
         proxy.held(),
         t.elapsed()
-    ));
+    );
 }
 
 /// Every Docker API request delayed 2 s: 20 concurrent requests to a
@@ -157,10 +155,10 @@ fn docker_slow_wake_succeeds_without_duplicate_starts() {
         count_docker_events(site.container(), "start", t0, SystemTime::now()),
         1
     );
-    support::note(&format!(
+    support::note!(
         "slow Docker (2 s per request): {n} answers in {elapsed:?}, {} API requests, 1 start",
         proxy.requests()
-    ));
+    );
 }
 
 /// The container killed in the middle of a request: that client gets an
@@ -191,9 +189,7 @@ fn container_killed_mid_request() {
         1
     );
     let seen = first.map(|r| r.status).map_err(|e| e.to_string());
-    support::note(&format!(
-        "killed mid-request: that client saw {seen:?}; next request 200"
-    ));
+    support::note!("killed mid-request: that client saw {seen:?}; next request 200");
 }
 
 /// State directory not writable (its parent is a regular file: ENOTDIR,
@@ -276,9 +272,7 @@ fn sigterm_with_fifty_open_connections() {
     assert_eq!(status.code(), Some(0), "{}", w.logs());
     assert_eq!(ok, n);
     assert!(took < Duration::from_secs(10), "{took:?}");
-    support::note(&format!(
-        "SIGTERM with {n} open: all answered, exit 0 after {took:?}"
-    ));
+    support::note!("SIGTERM with {n} open: all answered, exit 0 after {took:?}");
 }
 
 /// Host pids of the container's processes whose command line contains `needle`.
@@ -363,9 +357,9 @@ fn php_fpm_workers_crash_repeatedly_no_fd_leak() {
     let settled = wait_until(Duration::from_secs(3), || fd_count(w.pid()) <= idle);
     let after = fd_count(w.pid());
     assert!(settled, "descriptors: idle {idle}, after {after}");
-    support::note(&format!(
+    support::note!(
         "{rounds} php-fpm worker crashes, {errors} failed requests, waker up; fds idle {idle} -> after {after}"
-    ));
+    );
 }
 
 /// php-fpm's master (PID 1: the container) crashes with requests open; the

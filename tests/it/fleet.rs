@@ -100,9 +100,7 @@ fn thirty_sites_never_more_than_three_starting() {
         peak >= 2,
         "no concurrency at all ({peak}): the test proves nothing"
     );
-    note(&format!(
-        "{N} sites, K = {K}: all answered in {took:?}, peak {peak} starting at once"
-    ));
+    note!("{N} sites, K = {K}: all answered in {took:?}, peak {peak} starting at once");
 }
 
 /// A container that dies at every start, under 200 requests in 10 s: a
@@ -155,9 +153,9 @@ fn crash_looping_container_is_started_a_handful_of_times() {
         slowest < Duration::from_secs(6),
         "a request waited {slowest:?}"
     );
-    note(&format!(
+    note!(
         "crash loop, 200 requests in 10 s: {starts} starts, {closed} closed by a failed wake, {retry_later} answered 503 Retry-After, {backoffs} back-off lines, slowest {slowest:?}"
-    ));
+    );
 }
 
 /// A waker that settled on an API version the engine refuses (as after an
@@ -233,7 +231,5 @@ fn idle_waker_exits_and_the_next_request_reactivates_it() {
         );
         served += 2;
     }
-    note(&format!(
-        "{served} requests around the idle exit, all answered"
-    ));
+    note!("{served} requests around the idle exit, all answered");
 }

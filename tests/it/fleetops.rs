@@ -40,7 +40,7 @@ fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_containe
     let run_before = site.started_at();
 
     let show = drive_socket_into_limit(&ns, &site);
-    note(&format!("{socket_unit}: {show}"));
+    note!("{socket_unit}: {show}");
     // The cause goes away, but nobody runs fleet-renew: the site stays dark.
     ns.remove_unit(FAILING_SERVICE_DROPIN);
     ns.systemctl_ok(&["daemon-reload"]);
@@ -67,7 +67,7 @@ fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_containe
     );
     let plan = read(PLAN);
     let log = read(LOG);
-    note(&format!("the timer's run:\n{plan}{log}"));
+    note!("the timer's run:\n{plan}{log}");
     assert_eq!(
         reaper_runs(&ns),
         ["success exited 0"],
@@ -195,10 +195,10 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
             docker = docker_stats_bytes(s.container());
             docker > 0
         });
-        note(&format!(
+        note!(
             "{}: fleet-reaper {m} B, docker stats {docker} B",
             s.container()
-        ));
+        );
         if docker == 0 {
             continue;
         }
@@ -209,7 +209,7 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
             s.container()
         );
     }
-    note(&format!("{compared} of 4 compared with docker stats"));
+    note!("{compared} of 4 compared with docker stats");
     assert_eq!(dry.site(busy.name())["verdict"], "busy");
     assert_eq!(dry.site(busy.name())["action"], "none");
     for s in [&a, &b, &c] {
@@ -246,7 +246,7 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
     }
     assert_eq!(run.site(busy.name())["verdict"], "busy");
     let m = &run.plan()["memory"];
-    note(&format!("budget {budget} B; memory guard: {m}"));
+    note!("budget {budget} B; memory guard: {m}");
     let after = m["awake_after_bytes"].as_u64().expect("after");
     assert!(after <= budget, "{m}");
     assert!(
@@ -310,7 +310,7 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
     let run = pass();
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let text = std::fs::read_to_string(&path).expect("metrics file");
-    note(&format!("metrics file:\n{text}"));
+    note!("metrics file:\n{text}");
     let m = openmetrics_parser::prometheus::parse_prometheus(&text)
         .unwrap_or_else(|e| panic!("not Prometheus text format ({e:?}):\n{text}"));
     assert_eq!(

@@ -112,12 +112,12 @@ fn test_site_container_answers_fastcgi_and_cleans_up() {
     assert!(dir.exists());
     drop(site);
     assert_cleaned_up(&name, &dir);
-    support::note(&format!(
+    support::note!(
         "container {name} ran; php-fpm answered {:?} over FastCGI; {} access lines in docker logs; container and {} removed",
         resp.text().trim(),
         lines.len(),
         dir.display()
-    ));
+    );
 }
 
 /// Number of php-fpm processes in the container (`docker top`).

@@ -191,7 +191,7 @@ fn direct_mode_files_serve_two_sites_and_a_wake_logs_no_crit() {
     get_where(&nginx, 0, &a, "site a woken after the reaper stopped it");
 
     let lines = connect_failures(&nginx.error_log(), &a.site.fpm_socket());
-    note(&format!("site a's fallback lines: {lines:#?}"));
+    note!("site a's fallback lines: {lines:#?}");
     assert_eq!(lines.len(), 2, "one fallback per wake: {lines:#?}");
     for l in &lines {
         assert!(

@@ -90,7 +90,7 @@ impl Tally {
             &self.failures[..self.failures.len().min(5)],
             logs()
         );
-        note(&format!("{what}: {} requests, all right", self.ok));
+        note!("{what}: {} requests, all right", self.ok);
     }
 }
 
@@ -304,7 +304,7 @@ fn empty_stdin_300ms_after_params_gets_the_answer() {
                 rest.len()
             );
         }
-        note(&format!("{path}: late empty FCGI_STDIN accepted, 3 of 3"));
+        note!("{path}: late empty FCGI_STDIN accepted, 3 of 3");
     }
 }
 
@@ -385,9 +385,7 @@ fn answer_and_close_while_the_client_sends_delivers_100_kib() {
             }
             whole += 1;
         }
-        note(&format!(
-            "{path}: all 100 KiB in {whole} of {rounds} rounds"
-        ));
+        note!("{path}: all 100 KiB in {whole} of {rounds} rounds");
     }
     server.join().expect("upstream");
 }
@@ -443,10 +441,10 @@ fn pooled_connection_cycle(what: &str, start: impl Fn(&Path) -> Server) {
         if pooled >= 1 {
             break;
         }
-        note(&format!(
+        note!(
             "{what}: no pooled connection after warm round {round}; front end:\n{}",
             server.error_log()
-        ));
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(
@@ -471,9 +469,7 @@ fn pooled_connection_cycle(what: &str, start: impl Fn(&Path) -> Server) {
         Some(pooled),
         "{what}: the requests went over the pooled connection(s)"
     );
-    note(&format!(
-        "{what}: paused site answered on a pooled connection in {times:?}"
-    ));
+    note!("{what}: paused site answered on a pooled connection in {times:?}");
     // The bug was a hang until the front end's read timeout (20 s here):
     // every request must come well before it. How fast an unpause answers
     // is `cargo xtask bench sleep`'s question, not a timed test's (Docker's
@@ -514,9 +510,9 @@ fn pooled_connection_cycle(what: &str, start: impl Fn(&Path) -> Server) {
     let t1 = SystemTime::now();
     assert_eq!(count_docker_events(w.site.container(), "start", t0, t1), 1);
     assert_eq!(settled(&w, t0).connections, Some(pooled), "{what}");
-    note(&format!(
+    note!(
         "{what}: stopped by the reaper under {pooled} pooled connection(s), woken by the next request"
-    ));
+    );
 }
 
 #[test]

@@ -693,10 +693,10 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
         reaping.report(),
         s.diagnostics()
     );
-    note(&format!(
+    note!(
         "{sent} requests over 6 s kept a stock-pool site awake; idle, it was stopped after {:?}",
         idle_since.elapsed()
-    ));
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -809,10 +809,10 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
     }
     let mut answered: Vec<Duration> = times.iter().map(|(t, _)| *t).collect();
     let med = median(&mut answered);
-    note(&format!(
+    note!(
         "direct mode, paused: answered in {med:?} (median of 5); per round (answered, the \
          waker's unpause-to-accepting ms): {times:?}"
-    ));
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -918,9 +918,9 @@ fn tiered_sleep_pauses_then_stops_and_wakes_from_both() {
     );
     assert_eq!(s.site.state(), "running", "woken from paused");
     reaping.finish();
-    note(&format!(
+    note!(
         "tiered: paused then stopped; woken from stopped in {took:?}, from paused in {took_paused:?}"
-    ));
+    );
 }
 
 /// A site paused by hand (or by an older reaper) has php-fpm's socket in
@@ -947,7 +947,5 @@ fn a_site_paused_in_place_is_not_stopped_until_unpaused() {
     site.unpause();
     let entry = reaper::over(&site).reap_until(&site, "stopped", Duration::from_secs(20));
     assert_eq!(site.state(), "exited", "{entry}");
-    note(&format!(
-        "paused in place: skipped ({reason}); unpaused: stopped"
-    ));
+    note!("paused in place: skipped ({reason}); unpaused: stopped");
 }

@@ -134,9 +134,7 @@ fn accepted_conn_grows_by_the_requests_and_the_query_itself() {
         (children - 1, 0),
         "{again:?}"
     );
-    note(&format!(
-        "{N} requests: accepted conn {before:?} → {after:?}"
-    ));
+    note!("{N} requests: accepted conn {before:?} → {after:?}");
 }
 
 /// A request in flight is one more active process for as long as it runs.
@@ -203,10 +201,10 @@ fn a_busy_pool_keeps_the_query_waiting_and_listen_queue_stays_zero() {
     drop(queued);
     let after = status(&site);
     assert_eq!(after.accepted_conn, seen.accepted_conn + 2, "{after:?}");
-    note(&format!(
+    note!(
         "one connection queued behind the status page: listen queue {}",
         seen.listen_queue
-    ));
+    );
 }
 
 /// A pool whose status path is not `/status` answers php-fpm's own 404:
@@ -307,6 +305,6 @@ fn access_log_off_writes_no_line_per_request() {
                 "a stock pool logs no request:\n{logs}"
             );
         }
-        note(&format!("access log {on}: {hellos} lines for {N} requests"));
+        note!("access log {on}: {hellos} lines for {N} requests");
     }
 }

@@ -155,9 +155,7 @@ fn symlink_to_docker_socket_is_refused() {
     tenant_ok(&real, "op=unlink&a=php-fpm.sock");
     restore_socket(&real);
     says_hello(&site, "after the restore", String::new);
-    note(&format!(
-        "docker.sock via symlink: closed after {took:?}, no byte"
-    ));
+    note!("docker.sock via symlink: closed after {took:?}, no byte");
 }
 
 /// php-fpm.sock → another site's php-fpm.sock: never proxied (that site's
@@ -258,7 +256,7 @@ fn own_waker_socket_is_never_connected_to() {
         fds_before,
         fds()
     );
-    note(&format!("8 × 2 s after the attack: {took:?}"));
+    note!("8 × 2 s after the attack: {took:?}");
 }
 
 /// A FIFO, a regular file, a directory and a dangling symlink at
@@ -391,9 +389,7 @@ fn filling_the_runtime_directory_leaves_run_alone() {
     assert!(other_waker.activated());
     // And the full site itself keeps serving what it has.
     fpm_says_hello(&attacker, "full site");
-    note(&format!(
-        "tenant wrote {out:?}; the host's run directory lost 0 bytes"
-    ));
+    note!("tenant wrote {out:?}; the host's run directory lost 0 bytes");
 }
 
 /// fleet-renew with Docker unreachable while the container runs: the

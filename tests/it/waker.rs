@@ -136,9 +136,7 @@ fn two_hundred_concurrent_one_start() {
         "exactly one start; waker logs:\n{}",
         w.logs()
     );
-    support::note(&format!(
-        "{n} concurrent answers from a stopped container in {elapsed:?}"
-    ));
+    support::note!("{n} concurrent answers from a stopped container in {elapsed:?}");
 }
 
 /// Must show 3: a stale php-fpm.sock (nothing accepts) while the container
@@ -198,7 +196,7 @@ fn failure_missing_container_then_fixed() {
     assert!(w.logs().contains(site.container()), "{}", w.logs());
     support::docker_ok(&["rename", &hidden, site.container()]);
     says_hello(&site, "after the fix", String::new);
-    support::note(&format!("missing container: closed after {times:?}"));
+    support::note!("missing container: closed after {times:?}");
 }
 
 /// Must show 4b: a container whose start fails (its bind-mount source is
@@ -225,7 +223,7 @@ fn failure_start_fails_then_fixed() {
     let r =
         hello_after_backoff(&site.waker_socket(), Duration::from_secs(20)).expect("after the fix");
     assert_eq!(r.text(), site.hello_line());
-    support::note(&format!("failing start: closed after {times:?}"));
+    support::note!("failing start: closed after {times:?}");
 }
 
 /// Must show 4c: php-fpm never listening where the waker looks; then the
@@ -250,7 +248,7 @@ fn failure_fpm_never_listens_then_fixed() {
     assert!(w.logs().contains("did not accept"), "{}", w.logs());
     std::fs::hard_link(site.fpm_socket(), &upstream).expect("fix: hard link");
     says_hello(&site, "after the fix", String::new);
-    support::note(&format!("php-fpm never listening: closed after {times:?}"));
+    support::note!("php-fpm never listening: closed after {times:?}");
 }
 
 /// Must show 4 (and the "a container that exits while starting"):
@@ -265,7 +263,7 @@ fn failure_container_exits_while_starting() {
     assert_closed_within(&times, Duration::from_secs(5), &w.logs());
     assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
     assert!(w.logs().contains("exited while starting"), "{}", w.logs());
-    support::note(&format!("container dying at start: closed after {times:?}"));
+    support::note!("container dying at start: closed after {times:?}");
 }
 
 /// Must show 5a: 100 MB each way through the waker to php-fpm (echo.php),
@@ -286,7 +284,7 @@ fn hundred_mb_each_way_byte_exact() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(r.body.len(), body.len());
     assert!(r.body == body, "100 MB echo differs");
-    support::note(&format!("100 MB each way through the waker in {elapsed:?}"));
+    support::note!("100 MB each way through the waker in {elapsed:?}");
 }
 
 /// Must show 5b: a client that half-closes still gets the whole response.

@@ -216,6 +216,15 @@ pub fn note(msg: &str) {
     let _ = writeln!(std::io::stderr(), "[{}] {msg}", test_name());
 }
 
+/// `note!("… {x} …")`: [`note`] of a `format!`.
+macro_rules! note_format {
+    ($($arg:tt)*) => {
+        $crate::support::note(&format!($($arg)*))
+    };
+}
+// Under the function's name, in the macro namespace only.
+pub(crate) use note_format as note;
+
 /// The running test's name (libtest names the thread after it).
 pub fn test_name() -> String {
     std::thread::current()
