@@ -32,23 +32,6 @@ use crate::support::{
     HttpResponse, SiteOptions, Stack, TestSite, http, note, require, temp_dir, wait_until,
 };
 
-/// What the reaper does to an idle site.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
-    Stop,
-    Pause,
-}
-
-impl Action {
-    /// The `--action` value.
-    fn arg(self) -> &'static str {
-        match self {
-            Action::Stop => "stop",
-            Action::Pause => "pause",
-        }
-    }
-}
-
 /// Actions in the reaper's JSON plan that put a site to sleep.
 const SLEEPS: &[&str] = &["stopped", "paused"];
 
@@ -421,7 +404,9 @@ fn requests_sent(dir: &Path) -> Vec<Sent> {
 /// requests still open when its duration ends).
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
-fn load(mode: Mode, action: Action) {
+/// The load test of `mode`, the reaper putting the idle site to sleep
+/// with `--action <action>` (`stop` or `pause`).
+fn load(mode: Mode, action: &str) {
     require!(Docker, PhpFpm, Nginx, SocketActivate, Root, Wrk);
     let s = Stack::with_site(
         mode,
@@ -432,7 +417,7 @@ fn load(mode: Mode, action: Action) {
     s.hello("first request");
 
     let dir = temp_dir("wrk");
-    let mut reaping = Reaping::start(&s.site, &["--action", action.arg()]);
+    let mut reaping = Reaping::start(&s.site, &["--action", action]);
     let t0 = reaping.since;
     let t0_ms = t0
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -511,7 +496,7 @@ fn load(mode: Mode, action: Action) {
         "{mode:?} mode, --action {}: wrk {:?}; {} requests sent, {} answered right ({} POSTs), \
          {} wrong answers, {} hung; {} executions in count.log; the reaper put the site to \
          sleep {} times, the waker woke it {} times",
-        action.arg(),
+        action,
         counts,
         sent.len(),
         ok.len(),
@@ -611,22 +596,22 @@ fn load(mode: Mode, action: Action) {
 
 #[test]
 fn load_direct_stop() {
-    load(Mode::Direct, Action::Stop);
+    load(Mode::Direct, "stop");
 }
 
 #[test]
 fn load_direct_pause() {
-    load(Mode::Direct, Action::Pause);
+    load(Mode::Direct, "pause");
 }
 
 #[test]
 fn load_proxy_stop() {
-    load(Mode::Proxy, Action::Stop);
+    load(Mode::Proxy, "stop");
 }
 
 #[test]
 fn load_proxy_pause() {
-    load(Mode::Proxy, Action::Pause);
+    load(Mode::Proxy, "pause");
 }
 
 // ---------------------------------------------------------------------------
