@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::assert::plan_entry;
+use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
 use crate::support::{self, Launch, TestSite, bin, require, wait_until};
 
 /// At least 30 bad site names: traversal, shell metacharacters, unicode
@@ -108,6 +109,15 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// fleet-waker with its run and state directories at `run` and `state`
+/// (`FLEET_RUN_DIR`, `FLEET_STATE_DIR`), `NO_COLOR=1`.
+fn waker_in(run: &Path, state: &Path) -> Launch {
+    Launch::new(bin("fleet-waker"))
+        .env("FLEET_RUN_DIR", run.display().to_string())
+        .env("FLEET_STATE_DIR", state.display().to_string())
+        .env("NO_COLOR", "1")
+}
+
 /// The rule message of a rejected name must quote it (Rust `{:?}`), except
 /// the empty name, which is named as such.
 fn assert_names(err: &str, name: &str) {
@@ -135,14 +145,11 @@ fn waker_rejects_bad_site_names_with_64_and_touches_nothing() {
     let before = tree(dir.path());
     for name in &names {
         // `--` so that "-", "-a.com" reach the site validation, not clap.
-        let mut w = Launch::new(bin("fleet-waker"))
+        let mut w = waker_in(&run, &state)
             .arg("--listen")
             .arg(&listen)
             .arg("--")
             .arg(name)
-            .env("FLEET_RUN_DIR", run.display().to_string())
-            .env("FLEET_STATE_DIR", state.display().to_string())
-            .env("NO_COLOR", "1")
             .spawn();
         let status = w
             .wait_exit(Duration::from_secs(10))
@@ -153,10 +160,7 @@ fn waker_rejects_bad_site_names_with_64_and_touches_nothing() {
         assert_names(&err, name);
         assert_eq!(tree(dir.path()), before, "{name:?} touched the file system");
     }
-    support::note(&format!(
-        "{} bad names: all exit 64, nothing created",
-        names.len()
-    ));
+    support::note!("{} bad names: all exit 64, nothing created", names.len());
 }
 
 /// A name that is not UTF-8 at all (argv can carry any bytes). Also any
@@ -238,21 +242,12 @@ fn renew_rejects_bad_site_names_with_64_and_touches_nothing() {
 
 /// One reaper pass over a sites directory: `--dry-run --format json`.
 fn reaper_json(sites: &Path, state: &Path) -> (Option<i32>, Value, String) {
-    let out = Command::new(bin("fleet-reaper"))
-        .arg("--sites-dir")
-        .arg(sites)
-        .arg("--state-dir")
-        .arg(state)
-        .args(["--dry-run", "--format", "json"])
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run fleet-reaper");
-    let stdout = text(&out.stdout);
-    let stderr = text(&out.stderr);
-    let json = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
-    (out.status.code(), json, stderr)
+    let run = reaper::reaper()
+        .dirs(sites, state)
+        .arg("--dry-run")
+        .json()
+        .pass();
+    (run.code, run.plan(), run.stderr)
 }
 
 /// The plan entry whose error names `path`.
@@ -336,10 +331,10 @@ fn reaper_reports_each_bad_conf_file_name_and_handles_the_good_site() {
     let after: Vec<String> = files.iter().map(|p| fingerprint(p)).collect();
     assert_eq!(prints, after, "a conf file was changed");
     assert!(good_conf.exists());
-    support::note(&format!(
+    support::note!(
         "{} bad conf file names reported, good site handled; N/A (not a file name): {na:?}",
         files.len()
-    ));
+    );
 }
 
 /// A conf case: file name stem, how to make it, expected error substring
@@ -529,10 +524,10 @@ fn reaper_reports_each_bad_conf_file_and_leaves_it_alone() {
     );
     // A FIFO must not block the pass (opened non-blocking, then refused).
     assert!(elapsed < Duration::from_secs(20), "pass took {elapsed:?}");
-    support::note(&format!(
+    support::note!(
         "{} bad conf files: each reported with its path, exit 1, good site handled, all unchanged ({elapsed:?})",
         cases.len()
-    ));
+    );
 }
 
 /// Valid shapes that must be accepted (the old script's files were written
@@ -574,16 +569,11 @@ fn activated_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
 fn activated_with_args(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
     let dir = support::temp_dir("listen");
     let socket = dir.path().join("w.sock");
-    let mut launch = Launch::new(bin("fleet-waker"))
+    let mut w = waker_in(dir.path(), dir.path())
         .arg("garbage.fleet.test")
         .args(args)
-        .env("FLEET_RUN_DIR", dir.path().display().to_string())
-        .env("FLEET_STATE_DIR", dir.path().display().to_string())
-        .env("NO_COLOR", "1");
-    for (k, v) in env {
-        launch = launch.env(*k, *v);
-    }
-    let mut w = launch.activate(&socket);
+        .envs(env.iter().copied())
+        .activate(&socket);
     drop(UnixStream::connect(&socket).expect("connect to trigger activation"));
     let status = w
         .wait_exit(Duration::from_secs(10))
@@ -683,13 +673,10 @@ fn waker_notify_socket_garbage_is_logged_and_ignored() {
         ("", None),
     ] {
         let listen = dir.path().join("w.sock");
-        let mut w = Launch::new(bin("fleet-waker"))
+        let mut w = waker_in(dir.path(), dir.path())
             .args(["garbage.fleet.test", "--exit-idle-time", "1s", "--listen"])
             .arg(&listen)
             .env("NOTIFY_SOCKET", value)
-            .env("FLEET_RUN_DIR", dir.path().display().to_string())
-            .env("FLEET_STATE_DIR", dir.path().display().to_string())
-            .env("NO_COLOR", "1")
             .spawn();
         assert!(
             wait_until(Duration::from_secs(10), || UnixStream::connect(&listen)
@@ -781,12 +768,10 @@ fn socket_paths_longer_than_sun_path_are_refused_by_every_binary() {
     let limit = "at most 107";
 
     let listen = dir.path().join("w.sock");
-    let mut w = Launch::new(bin("fleet-waker"))
+    let mut w = waker_in(&run, &state)
         .arg("--listen")
         .arg(&listen)
         .arg(&name)
-        .env("FLEET_RUN_DIR", run.display().to_string())
-        .env("FLEET_STATE_DIR", state.display().to_string())
         .spawn();
     let status = w
         .wait_exit(Duration::from_secs(10))

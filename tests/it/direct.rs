@@ -23,8 +23,7 @@ fn direct_mode_cold_start_goes_through_the_waker_and_warm_traffic_bypasses_it() 
     assert!(!s.waker.activated());
 
     // Cold: php-fpm.sock does not exist, nginx falls back to the waker.
-    let r = s.get("/hello.php");
-    s.assert_hello(&r, "cold request");
+    s.hello("cold request");
     assert!(
         s.waker.activated(),
         "the cold request must have gone through the waker"
@@ -49,8 +48,7 @@ fn direct_mode_cold_start_goes_through_the_waker_and_warm_traffic_bypasses_it() 
 
     // Warm requests go straight to php-fpm: the waker's activity does not move…
     for i in 0..20 {
-        let r = s.get("/hello.php");
-        s.assert_hello(&r, &format!("warm request {i}"));
+        s.hello(&format!("warm request {i}"));
     }
     assert_eq!(
         s.activity(),
@@ -67,8 +65,7 @@ fn direct_mode_cold_start_goes_through_the_waker_and_warm_traffic_bypasses_it() 
         "waker exit on SIGTERM: {status:?}"
     );
     for i in 0..20 {
-        let r = s.get("/hello.php");
-        s.assert_hello(&r, &format!("warm request {i} with the waker stopped"));
+        s.hello(&format!("warm request {i} with the waker stopped"));
     }
     assert_eq!(s.fallbacks(), 1);
     note("direct mode: cold via waker, 40 warm requests bypassed it (20 with the waker gone)");
@@ -150,10 +147,10 @@ fn direct_mode_post_to_a_sleeping_site_reaches_php_exactly_once() {
         1,
         "PHP must run the POST exactly once: {posts:?}"
     );
-    note(&format!(
+    note!(
         "POST of {} bytes to a sleeping site: echoed byte-exact, executed once",
         sent.len()
-    ));
+    );
 }
 
 #[test]
@@ -163,8 +160,7 @@ fn proxy_mode_cold_and_warm_through_the_waker() {
     assert_eq!(s.site.state(), "created");
 
     let t = std::time::Instant::now();
-    let r = s.get("/hello.php");
-    s.assert_hello(&r, "cold request");
+    s.hello("cold request");
     let cold = t.elapsed();
     assert!(s.waker.activated());
     assert_eq!(s.site.state(), "running");
@@ -180,8 +176,7 @@ fn proxy_mode_cold_and_warm_through_the_waker() {
     // Warm: still through the waker (its activity moves on).
     let t = std::time::Instant::now();
     for i in 0..10 {
-        let r = s.get("/hello.php");
-        s.assert_hello(&r, &format!("warm request {i}"));
+        s.hello(&format!("warm request {i}"));
     }
     let warm = t.elapsed() / 10;
     assert!(
@@ -194,7 +189,5 @@ fn proxy_mode_cold_and_warm_through_the_waker() {
     );
     // Proxy mode never needs a fallback.
     assert_eq!(s.fallbacks(), 0);
-    note(&format!(
-        "proxy mode: cold {cold:?}, warm {warm:?} per request"
-    ));
+    note!("proxy mode: cold {cold:?}, warm {warm:?} per request");
 }

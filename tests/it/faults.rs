@@ -8,40 +8,26 @@
 //! `waker::failure_*` (missing container, failing start, php-fpm never
 //! listening, container dying at start).
 
-use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
-use crate::support::wake::{held_connections_closed, hello, stopped_site};
+use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
+use crate::support::wake::{held_connections_closed, hello, listening, stopped_site};
 use crate::support::{
-    self, FcgiRequest, Launch, SiteOptions, Spawned, TestSite, bin, count_docker_events, fastcgi,
-    require, wait_until,
+    self, FcgiRequest, SiteOptions, Spawned, TestSite, count_docker_events, fastcgi, require,
+    wait_until,
 };
 
 /// The waker binding the site's socket itself, with extra args and env.
 fn waker(site: &TestSite, extra: &[&str], env: &[(&str, String)]) -> Spawned {
-    let mut l = Launch::new(bin("fleet-waker"))
-        .arg(site.name())
-        .arg("--listen")
-        .arg(site.waker_socket())
-        .args(extra)
-        .envs(site.layout_env())
-        .env("RUST_LOG", "debug")
-        .env("NO_COLOR", "1");
-    for (k, v) in env {
-        l = l.env(*k, v.clone());
-    }
-    let w = l.spawn();
-    let socket = site.waker_socket();
-    assert!(
-        wait_until(Duration::from_secs(10), || UnixStream::connect(&socket)
-            .is_ok()),
-        "waker did not listen: {}",
-        w.logs()
+    let env = site.layout_env().into_iter().chain(
+        env.iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .chain([("NO_COLOR".into(), "1".into())]),
     );
-    w
+    listening(site.name(), &site.waker_socket(), extra, env.collect())
 }
 
 /// Five connections held while Docker does not answer: each is closed by
@@ -92,9 +78,7 @@ fn docker_dead_then_back() {
     let proxy = DockerProxy::start(&sock, Mode::Forward, Duration::ZERO);
     says_hello(&site, "after Docker is back", || w.logs());
     assert_eq!(proxy.starts(), 1);
-    support::note(&format!(
-        "dead Docker: held connections closed after {times:?}; recovered"
-    ));
+    support::note!("dead Docker: held connections closed after {times:?}; recovered");
 }
 
 /// Docker accepts but never answers: held connections are closed by the
@@ -126,11 +110,11 @@ fn docker_hangs_then_answers() {
     let t = Instant::now();
     says_hello(&site, "after the engine answers again", || w.logs());
     assert_eq!(proxy.starts(), 1);
-    support::note(&format!(
+    support::note!(
         "hanging Docker: closed after {times:?}; {} connections held; recovered in {:?}",
         proxy.held(),
         t.elapsed()
-    ));
+    );
 }
 
 /// Every Docker API request delayed 2 s: 20 concurrent requests to a
@@ -171,10 +155,10 @@ fn docker_slow_wake_succeeds_without_duplicate_starts() {
         count_docker_events(site.container(), "start", t0, SystemTime::now()),
         1
     );
-    support::note(&format!(
+    support::note!(
         "slow Docker (2 s per request): {n} answers in {elapsed:?}, {} API requests, 1 start",
         proxy.requests()
-    ));
+    );
 }
 
 /// The container killed in the middle of a request: that client gets an
@@ -182,8 +166,7 @@ fn docker_slow_wake_succeeds_without_duplicate_starts() {
 #[test]
 fn container_killed_mid_request() {
     require!(Docker, PhpFpm);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let mut w = waker(&site, &[], &[]);
     let socket = site.waker_socket();
     let slow = std::thread::spawn(move || {
@@ -206,9 +189,7 @@ fn container_killed_mid_request() {
         1
     );
     let seen = first.map(|r| r.status).map_err(|e| e.to_string());
-    support::note(&format!(
-        "killed mid-request: that client saw {seen:?}; next request 200"
-    ));
+    support::note!("killed mid-request: that client saw {seen:?}; next request 200");
 }
 
 /// State directory not writable (its parent is a regular file: ENOTDIR,
@@ -217,8 +198,7 @@ fn container_killed_mid_request() {
 #[test]
 fn state_dir_not_writable() {
     require!(Docker, PhpFpm);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let file = site.temp_dir().join("not-a-dir");
     std::fs::write(&file, b"a regular file").expect("write");
     let state_dir = file.join("state");
@@ -238,20 +218,12 @@ fn state_dir_not_writable() {
     // The reaper: timeout 1s, the container quiet for longer.
     site.write_conf("1s");
     std::thread::sleep(Duration::from_millis(1500));
-    let out = std::process::Command::new(bin("fleet-reaper"))
-        .arg("--sites-dir")
-        .arg(&site.layout().sites_dir)
-        .arg("--state-dir")
-        .arg(&state_dir)
-        .args(["--format", "json"])
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run reaper");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON plan");
-    let e = &json["sites"][0];
-    assert_eq!(e["verdict"], "unknown", "{e}\n{stderr}");
+    let run = reaper::reaper()
+        .dirs(&site.layout().sites_dir, &state_dir)
+        .json()
+        .pass();
+    let e = &run.plan()["sites"][0];
+    assert_eq!(e["verdict"], "unknown", "{e}\n{}", run.stderr);
     assert_eq!(e["action"], "none", "{e}");
     assert!(
         e["error"]
@@ -260,7 +232,7 @@ fn state_dir_not_writable() {
             .contains("not-a-dir"),
         "names the path: {e}"
     );
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert_eq!(site.state(), "running");
 }
 
@@ -269,11 +241,7 @@ fn state_dir_not_writable() {
 #[test]
 fn sigterm_with_fifty_open_connections() {
     require!(Docker, PhpFpm);
-    let site = TestSite::with_options(SiteOptions {
-        fpm_children: Some(50),
-        ..Default::default()
-    });
-    site.start();
+    let site = TestSite::started(SiteOptions::default().fpm_children(50));
     let mut w = waker(&site, &["--shutdown-grace", "10s"], &[]);
     let n = 50;
     let threads: Vec<_> = (0..n)
@@ -304,9 +272,7 @@ fn sigterm_with_fifty_open_connections() {
     assert_eq!(status.code(), Some(0), "{}", w.logs());
     assert_eq!(ok, n);
     assert!(took < Duration::from_secs(10), "{took:?}");
-    support::note(&format!(
-        "SIGTERM with {n} open: all answered, exit 0 after {took:?}"
-    ));
+    support::note!("SIGTERM with {n} open: all answered, exit 0 after {took:?}");
 }
 
 /// Host pids of the container's processes whose command line contains `needle`.
@@ -361,8 +327,7 @@ fn crash_round(site: &TestSite, w: &mut Spawned, needle: &str) -> usize {
 /// A running site, its waker after one answered request and back to no
 /// open connection, and the waker's descriptor count at that point.
 fn warm_site_and_waker() -> (TestSite, Spawned, usize) {
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let w = waker(&site, &[], &[]);
     says_hello(&site, "warm", String::new);
     assert!(wait_until(Duration::from_secs(2), || open_now(&site) == 0));
@@ -392,9 +357,9 @@ fn php_fpm_workers_crash_repeatedly_no_fd_leak() {
     let settled = wait_until(Duration::from_secs(3), || fd_count(w.pid()) <= idle);
     let after = fd_count(w.pid());
     assert!(settled, "descriptors: idle {idle}, after {after}");
-    support::note(&format!(
+    support::note!(
         "{rounds} php-fpm worker crashes, {errors} failed requests, waker up; fds idle {idle} -> after {after}"
-    ));
+    );
 }
 
 /// php-fpm's master (PID 1: the container) crashes with requests open; the

@@ -100,9 +100,7 @@ fn thirty_sites_never_more_than_three_starting() {
         peak >= 2,
         "no concurrency at all ({peak}): the test proves nothing"
     );
-    note(&format!(
-        "{N} sites, K = {K}: all answered in {took:?}, peak {peak} starting at once"
-    ));
+    note!("{N} sites, K = {K}: all answered in {took:?}, peak {peak} starting at once");
 }
 
 /// A container that dies at every start, under 200 requests in 10 s: a
@@ -112,10 +110,7 @@ fn thirty_sites_never_more_than_three_starting() {
 #[test]
 fn crash_looping_container_is_started_a_handful_of_times() {
     require!(Docker, PhpFpm);
-    let site = TestSite::with_options(SiteOptions {
-        fpm_children: Some(0),
-        ..Default::default()
-    });
+    let site = TestSite::with_options(SiteOptions::default().fpm_children(0));
     let w = listening_quiet(&site, &["--start-timeout", "10s"], &[]);
     let t0 = SystemTime::now();
     let start = Instant::now();
@@ -158,9 +153,9 @@ fn crash_looping_container_is_started_a_handful_of_times() {
         slowest < Duration::from_secs(6),
         "a request waited {slowest:?}"
     );
-    note(&format!(
+    note!(
         "crash loop, 200 requests in 10 s: {starts} starts, {closed} closed by a failed wake, {retry_later} answered 503 Retry-After, {backoffs} back-off lines, slowest {slowest:?}"
-    ));
+    );
 }
 
 /// A waker that settled on an API version the engine refuses (as after an
@@ -194,8 +189,7 @@ fn a_refused_api_version_does_not_stop_wakes() {
 #[test]
 fn idle_waker_exits_and_the_next_request_reactivates_it() {
     require!(Docker, PhpFpm, Root, Systemd);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let ns = boot_for(&site);
     // 1 s instead of the shipped 5 min, so the waker starts far more often
     // than systemd's default start limit (5 in 10 s) allows; lift it here.
@@ -237,7 +231,5 @@ fn idle_waker_exits_and_the_next_request_reactivates_it() {
         );
         served += 2;
     }
-    note(&format!(
-        "{served} requests around the idle exit, all answered"
-    ));
+    note!("{served} requests around the idle exit, all answered");
 }

@@ -9,12 +9,13 @@ use std::time::{Duration, SystemTime};
 use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
 use serde_json::Value;
 
-use crate::reaper::{List, new_sites, reaper, store_state};
+use crate::reaper::{List, new_sites};
 use crate::support::assert::{plan_entry, says_hello};
 use crate::support::nsystemd::{
     FAILING_SERVICE_DROPIN, RECORD_REAPER_RUNS, boot_for, drive_socket_into_limit, install_reaper,
     reaper_runs,
 };
+use crate::support::reaper::{ReaperExt as _, RunExt as _};
 use crate::support::{self, TestSite, note, require, wait_until};
 
 // ---------------------------------------------------------------------------
@@ -39,7 +40,7 @@ fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_containe
     let run_before = site.started_at();
 
     let show = drive_socket_into_limit(&ns, &site);
-    note(&format!("{socket_unit}: {show}"));
+    note!("{socket_unit}: {show}");
     // The cause goes away, but nobody runs fleet-renew: the site stays dark.
     ns.remove_unit(FAILING_SERVICE_DROPIN);
     ns.systemctl_ok(&["daemon-reload"]);
@@ -66,7 +67,7 @@ fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_containe
     );
     let plan = read(PLAN);
     let log = read(LOG);
-    note(&format!("the timer's run:\n{plan}{log}"));
+    note!("the timer's run:\n{plan}{log}");
     assert_eq!(
         reaper_runs(&ns),
         ["success exited 0"],
@@ -133,10 +134,6 @@ fn docker_stats_bytes(container: &str) -> u64 {
     (num * scale) as u64
 }
 
-fn refs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
 fn memory_of(plan: &Value, site: &TestSite) -> u64 {
     let e = plan_entry(plan, site.name());
     e["memory_bytes"]
@@ -160,61 +157,24 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
     let ago = |s: u64| Some(now - Duration::from_secs(s));
     // The busy one is the least recently active of all (a connection open
     // for an hour, through a waker that lives: this test process).
-    store_state(
-        list.state_file(&busy),
-        std::process::id(),
-        1,
-        ago(3600),
-        None,
-    );
-    store_state(
-        list.state_file(&a),
-        std::process::id(),
-        0,
-        ago(601),
-        ago(600),
-    );
-    store_state(
-        list.state_file(&b),
-        std::process::id(),
-        0,
-        ago(301),
-        ago(300),
-    );
-    store_state(
-        list.state_file(&c),
-        std::process::id(),
-        0,
-        ago(121),
-        ago(120),
-    );
+    let me = std::process::id();
+    list.store_state(&busy, me, 1, ago(3600), None);
+    list.store_state(&a, me, 0, ago(601), ago(600));
+    list.store_state(&b, me, 0, ago(301), ago(300));
+    list.store_state(&c, me, 0, ago(121), ago(120));
     // Quiet for --memory-min-idle since the containers started: the elapsed
     // time is the very condition the guard checks.
     std::thread::sleep(Duration::from_millis(1100));
-    let run_dir_arg = run_dir.path().to_string_lossy().into_owned();
-    let args = |budget: &str, dry: bool| {
-        let mut v = vec![
-            "--format".to_owned(),
-            "json".to_owned(),
-            "--run-dir".to_owned(),
-            run_dir_arg.clone(),
-            "--memory-min-idle".to_owned(),
-            "1s".to_owned(),
-            "--memory-budget".to_owned(),
-            budget.to_owned(),
-        ];
-        if dry {
-            v.push("--dry-run".to_owned());
-        }
-        v
+    let guard = |budget: &str| {
+        let r = list.reaper().json().arg("--run-dir").arg(run_dir.path());
+        r.args(["--memory-min-idle", "1s", "--memory-budget", budget])
     };
 
     // A dry run with a budget of one byte measures every awake container
     // and would stop every idle-enough one, not the busy one.
-    let dry_args = args("1", true);
-    let dry = reaper(&list, &refs(&dry_args));
+    let dry = guard("1").arg("--dry-run").pass();
     assert_eq!(dry.code, Some(0), "{}", dry.stderr);
-    let plan = dry.json();
+    let plan = dry.plan();
     let mem: Vec<u64> = all.iter().map(|s| memory_of(&plan, s)).collect();
     let total = plan["memory"]["awake_before_bytes"]
         .as_u64()
@@ -235,10 +195,10 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
             docker = docker_stats_bytes(s.container());
             docker > 0
         });
-        note(&format!(
+        note!(
             "{}: fleet-reaper {m} B, docker stats {docker} B",
             s.container()
-        ));
+        );
         if docker == 0 {
             continue;
         }
@@ -249,11 +209,11 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
             s.container()
         );
     }
-    note(&format!("{compared} of 4 compared with docker stats"));
-    assert_eq!(dry.entry(busy.name())["verdict"], "busy");
-    assert_eq!(dry.entry(busy.name())["action"], "none");
+    note!("{compared} of 4 compared with docker stats");
+    assert_eq!(dry.site(busy.name())["verdict"], "busy");
+    assert_eq!(dry.site(busy.name())["action"], "none");
     for s in [&a, &b, &c] {
-        let e = dry.entry(s.name());
+        let e = dry.site(s.name());
         assert_eq!(e["action"], "would-stop", "{e}");
         assert_eq!(e["memory_stop"], true, "{e}");
     }
@@ -265,11 +225,10 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
     // A budget that needs a and half of b freed: a and b (least recently
     // active first) are stopped, c is not, and never the busy one.
     let budget = total - mem[1] - mem[2] / 2;
-    let real_args = args(&budget.to_string(), false);
-    let run = reaper(&list, &refs(&real_args));
+    let run = guard(&budget.to_string()).pass();
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     for s in [&a, &b] {
-        let e = run.entry(s.name());
+        let e = run.site(s.name());
         assert_eq!(
             (e["action"].as_str(), e["memory_stop"].as_bool()),
             (Some("stopped"), Some(true)),
@@ -281,13 +240,13 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
         assert_eq!(s.state(), "exited", "{}", s.name());
     }
     for s in [&busy, &c] {
-        let e = run.entry(s.name());
+        let e = run.site(s.name());
         assert_eq!(e["action"], "none", "{e}");
         assert_eq!(s.state(), "running", "{}", s.name());
     }
-    assert_eq!(run.entry(busy.name())["verdict"], "busy");
-    let m = &run.json()["memory"];
-    note(&format!("budget {budget} B; memory guard: {m}"));
+    assert_eq!(run.site(busy.name())["verdict"], "busy");
+    let m = &run.plan()["memory"];
+    note!("budget {budget} B; memory guard: {m}");
     let after = m["awake_after_bytes"].as_u64().expect("after");
     assert!(after <= budget, "{m}");
     assert!(
@@ -344,16 +303,14 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
     .expect("state file");
     let dir = support::temp_dir("metrics");
     let path = dir.path().join("fleet.prom");
-    let path_arg = path.to_string_lossy().into_owned();
-    let pass = |extra: &[&str]| {
-        let mut args = vec!["--memory-budget", "64G", "--metrics-file", &path_arg];
-        args.extend_from_slice(extra);
-        reaper(&list, &args)
-    };
-    let run = pass(&[]);
+    let metrics = list
+        .reaper()
+        .args(["--memory-budget", "64G", "--metrics-file"]);
+    let pass = || metrics.clone().arg(&path).pass();
+    let run = pass();
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let text = std::fs::read_to_string(&path).expect("metrics file");
-    note(&format!("metrics file:\n{text}"));
+    note!("metrics file:\n{text}");
     let m = openmetrics_parser::prometheus::parse_prometheus(&text)
         .unwrap_or_else(|e| panic!("not Prometheus text format ({e:?}):\n{text}"));
     assert_eq!(
@@ -396,7 +353,7 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
     // rewritten in place), readable by the collector, with no temp file left.
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let inode = std::fs::metadata(&path).expect("meta").ino();
-    assert_eq!(pass(&[]).code, Some(0));
+    assert_eq!(pass().code, Some(0));
     let meta = std::fs::metadata(&path).expect("meta");
     assert_ne!(meta.ino(), inode, "replaced by rename");
     assert_eq!(meta.permissions().mode() & 0o777, 0o644);
@@ -411,7 +368,7 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
     std::fs::write(&target, "keep").expect("write");
     std::fs::remove_file(&path).expect("rm");
     std::os::unix::fs::symlink(&target, &path).expect("symlink");
-    let refused = pass(&[]);
+    let refused = pass();
     assert_eq!(refused.code, Some(1), "{}", refused.stderr);
     assert!(
         refused.stderr.contains("fleet.prom") && refused.stderr.contains("symlink"),

@@ -112,12 +112,12 @@ fn test_site_container_answers_fastcgi_and_cleans_up() {
     assert!(dir.exists());
     drop(site);
     assert_cleaned_up(&name, &dir);
-    support::note(&format!(
+    support::note!(
         "container {name} ran; php-fpm answered {:?} over FastCGI; {} access lines in docker logs; container and {} removed",
         resp.text().trim(),
         lines.len(),
         dir.display()
-    ));
+    );
 }
 
 /// Number of php-fpm processes in the container (`docker top`).
@@ -131,11 +131,7 @@ fn fpm_processes(site: &TestSite) -> usize {
 #[test]
 fn fpm_children_is_configurable() {
     require!(Docker, PhpFpm);
-    let site = TestSite::with_options(SiteOptions {
-        fpm_children: Some(2),
-        ..Default::default()
-    });
-    site.start();
+    let site = TestSite::started(SiteOptions::default().fpm_children(2));
     assert_eq!(fpm_processes(&site), 3, "master + 2 workers");
 }
 
@@ -216,8 +212,7 @@ fn assert_cleaned_up(name: &str, dir: &Path) {
 #[test]
 fn nginx_serves_php_through_fpm_socket() {
     require!(Docker, PhpFpm, Nginx);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     // The shipped location, bypassing the waker.
     let nginx = Nginx::start(&support::nginx::shipped_location_to(&format!(
         "unix:{}",
@@ -264,8 +259,7 @@ fn nginx_serves_php_through_fpm_socket() {
 #[test]
 fn socket_activation_reaches_php_fpm() {
     require!(Docker, PhpFpm, SocketActivate, SocketProxyd);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let socket = site.waker_socket();
     let fpm = site.fpm_socket();
     let mut proxy = Launch::new(support::SOCKET_PROXYD)
@@ -386,8 +380,7 @@ fn spawned_captures_output_env_and_signals() {
 #[test]
 fn nginx_upstream_falls_back_to_backup_server() {
     require!(Docker, PhpFpm, Nginx);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     // The shipped direct-mode upstream under another run directory, where
     // the primary (php-fpm.sock) is missing, as while the container is
     // stopped, and the backup (vhost-waker.sock) is a link to the live

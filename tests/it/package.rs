@@ -70,7 +70,7 @@ fn run_readme_block(ns: &NsSystemd, name: &str, site: &str) -> String {
         out.status,
         ns.log_text()
     );
-    note(&format!("README block {name}:\n{script}---\n{t}"));
+    note!("README block {name}:\n{script}---\n{t}");
     t
 }
 
@@ -210,7 +210,7 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
 
     // 1. Install.
     let out = run_ok(&ns, "dpkg", &["-i", &inside(&old_deb)]);
-    note(&format!("dpkg -i:\n{out}"));
+    note!("dpkg -i:\n{out}");
     let files: Vec<String> = run_ok(&ns, "dpkg", &["-L", "fleet"])
         .lines()
         .filter(|p| ns.path(Path::new(p)).is_file())
@@ -264,7 +264,7 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
         "the slow request never reached the waker"
     );
     let out = run_ok(&ns, "dpkg", &["-i", &inside(&new_deb)]);
-    note(&format!("dpkg -i (upgrade):\n{out}"));
+    note!("dpkg -i (upgrade):\n{out}");
     let r = in_flight
         .join()
         .expect("request thread")
@@ -287,14 +287,14 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
     );
     let r = http::get(port, "/where.php").expect("GET after the upgrade");
     assert_eq!((r.status, r.text()), (200, where_line));
-    note(&format!(
+    note!(
         "upgrade: waker {old_pid} -> {new_pid} ({}), the in-flight request answered",
         exe.trim()
-    ));
+    );
 
     // 5. Remove: nothing of fleet runs; what the admin enabled is listed and kept.
     let out = run_ok(&ns, "dpkg", &["-r", "fleet"]);
-    note(&format!("dpkg -r:\n{out}"));
+    note!("dpkg -r:\n{out}");
     assert!(
         out.contains(&socket_unit) && out.contains("fleet-reaper.timer"),
         "{out}"
@@ -311,7 +311,7 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
 
     // 6. Purge: no unit, link, file or process is left.
     let out = run_ok(&ns, "dpkg", &["--purge", "fleet"]);
-    note(&format!("dpkg --purge:\n{out}"));
+    note!("dpkg --purge:\n{out}");
     let status = ns.run("dpkg-query", &["-W", "-f=${Status}", "fleet"]);
     assert!(
         !status.status.success() || output_text(&status).contains("not-installed"),
@@ -346,8 +346,8 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
         "/run/fleet left"
     );
     assert_eq!(fleet_processes(&ns), Vec::<String>::new());
-    note(&format!(
+    note!(
         "purged: none of its {} files, no unit, link or process left",
         files.len()
-    ));
+    );
 }

@@ -12,13 +12,12 @@
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use xtask::kit::nginx::share_socket_with_nginx;
 use xtask::readme::{README, file};
 
-use crate::support::assert::output_text;
+use crate::support::reaper::{self, ReaperExt as _};
 use crate::support::{
     Launch, Nginx, SocketActivated, TestSite, bin, http, note, require, wait_until,
 };
@@ -128,15 +127,10 @@ fn connect_failures(log: &str, socket: &Path) -> Vec<String> {
 
 /// Runs fleet-reaper once over `s`'s own on-demand list; returns its stdout.
 fn reap(s: &Site) -> String {
-    let out = Command::new(bin("fleet-reaper"))
-        .envs(s.site.layout_env())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run fleet-reaper");
-    let text = output_text(&out);
-    assert!(out.status.success(), "fleet-reaper failed:\n{text}");
-    text
+    let env = s.site.layout_env().into_iter();
+    let run = env.fold(reaper::reaper(), |r, (k, v)| r.env(k, v)).pass();
+    assert_eq!(run.code, Some(0), "fleet-reaper failed:\n{run}");
+    format!("{}{}", run.stdout, run.stderr)
 }
 
 /// A socket file is at `path` and refuses: what nginx logs at `error`.
@@ -197,7 +191,7 @@ fn direct_mode_files_serve_two_sites_and_a_wake_logs_no_crit() {
     get_where(&nginx, 0, &a, "site a woken after the reaper stopped it");
 
     let lines = connect_failures(&nginx.error_log(), &a.site.fpm_socket());
-    note(&format!("site a's fallback lines: {lines:#?}"));
+    note!("site a's fallback lines: {lines:#?}");
     assert_eq!(lines.len(), 2, "one fallback per wake: {lines:#?}");
     for l in &lines {
         assert!(

@@ -15,15 +15,15 @@
 //! signal and the drain under load are `sleep.rs`'s.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use crate::support::assert::{plan_entry, says_hello};
-use crate::support::{
-    self, FcgiRequest, SiteExt as _, SocketActivated, Spawned, TestSite, fastcgi, require,
-};
+use crate::support::assert::{fpm_says_hello, says_hello};
+use crate::support::reaper::{Reaper, ReaperExt as _, Run, RunExt as _};
+use crate::support::wake::activated;
+use crate::support::{self, FcgiRequest, SiteExt as _, SiteOptions, TestSite, fastcgi, require};
 
 /// A sites directory and a state directory: either shared by several test
 /// sites, so that one reaper pass sees them all ([`List::new`]), or one
@@ -73,12 +73,14 @@ impl List {
         self.state.clone()
     }
 
-    /// `--run-dir <the site's>` for a list of one site's layout, otherwise
-    /// `--proxy-only` (see the module notes).
-    pub(crate) fn run_args(&self) -> Vec<std::ffi::OsString> {
+    /// This build's fleet-reaper over the list: `--run-dir <the site's>`
+    /// for a list of one site's layout, otherwise `--proxy-only` (see the
+    /// module notes).
+    pub(crate) fn reaper(&self) -> Reaper {
+        let r = support::reaper::reaper().dirs(&self.sites, &self.state);
         match &self.run {
-            Some(run) => vec!["--run-dir".into(), run.into()],
-            None => vec!["--proxy-only".into()],
+            Some(run) => r.arg("--run-dir").arg(run),
+            None => r.arg("--proxy-only"),
         }
     }
 
@@ -99,30 +101,26 @@ impl List {
     pub(crate) fn state_file(&self, site: &TestSite) -> PathBuf {
         self.state().join(format!("{}.state", site.name()))
     }
-}
 
-/// One finished reaper run.
-#[derive(Debug)]
-pub(crate) struct Run {
-    pub(crate) code: Option<i32>,
-    pub(crate) stdout: String,
-    pub(crate) stderr: String,
-    pub(crate) elapsed: Duration,
-}
-
-impl Run {
-    pub(crate) fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-
-    /// The plan entry of `site` (by site name or file name).
-    pub(crate) fn entry(&self, site: &str) -> Value {
-        plan_entry(&self.json(), site).clone()
+    /// Writes `site`'s state file in the waker's format, through
+    /// fleet_core::state (the contract between waker and reaper): a waker
+    /// `pid` with `open` connections, and its last start and end.
+    pub(crate) fn store_state(
+        &self,
+        site: &TestSite,
+        pid: u32,
+        open: u64,
+        last_start: Option<SystemTime>,
+        last_end: Option<SystemTime>,
+    ) {
+        let activity = fleet_core::state::Activity {
+            pid: Some(pid),
+            open,
+            last_start,
+            last_end,
+            ..Default::default()
+        };
+        fleet_core::state::store(&self.state_file(site), &activity).expect("store");
     }
 }
 
@@ -133,41 +131,7 @@ pub(crate) fn new_sites<const N: usize>() -> [TestSite; N] {
 
 /// Runs `fleet-reaper --sites-dir … --state-dir … <args>` to completion.
 pub(crate) fn reaper(list: &List, args: &[&str]) -> Run {
-    reaper_env(list, args, &[])
-}
-
-fn reaper_env(list: &List, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let run = reaper_quiet(list, args, env);
-    eprintln!(
-        "fleet-reaper {args:?} -> {:?} in {:?}\n{}{}",
-        run.code, run.elapsed, run.stdout, run.stderr
-    );
-    run
-}
-
-/// [`reaper`] with extra environment, printing nothing (for tests that run
-/// it every second and print only the passes that matter).
-pub(crate) fn reaper_quiet(list: &List, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(support::bin("fleet-reaper"));
-    cmd.arg("--sites-dir")
-        .arg(list.sites())
-        .arg("--state-dir")
-        .arg(list.state())
-        .args(list.run_args())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let started = Instant::now();
-    let out = cmd.output().expect("run fleet-reaper");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: started.elapsed(),
-    }
+    list.reaper().args(args).pass()
 }
 
 /// Lets `d` pass: the reaper's decisions are about time since the last
@@ -184,10 +148,11 @@ fn started_quiet(sites: &[&TestSite], quiet: Duration) {
     let_time_pass(quiet);
 }
 
-fn hello(site: &TestSite) {
-    let resp = fastcgi::request(&site.fpm_socket(), &FcgiRequest::get("hello.php", ""))
-        .expect("FastCGI request");
-    assert_eq!(resp.status, 200);
+/// A new site whose php-fpm ignores its stop signal (SIGWINCH), so that
+/// `docker stop` lasts its whole grace period before SIGKILL. (With SIGTERM
+/// php-fpm is gone in milliseconds.)
+fn slow_to_stop() -> TestSite {
+    TestSite::with_options(SiteOptions::default().docker_args(["--stop-signal", "SIGWINCH"]))
 }
 
 /// `docker inspect` state, start and finish times: what must not change in a dry run.
@@ -220,16 +185,16 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
         &[&idle, &recent, &to_pause, &unlisted],
         Duration::from_millis(2500),
     );
-    hello(&recent);
+    fpm_says_hello(&recent, "hello.php");
     let_time_pass(Duration::from_secs(1));
 
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let e = run.entry(idle.name());
+    let e = run.site(idle.name());
     assert_eq!(e["verdict"], "idle", "{e}");
     assert_eq!(e["action"], "stopped", "{e}");
     assert_eq!(e["log_frames_read"], 0, "{e}");
-    let e = run.entry(recent.name());
+    let e = run.site(recent.name());
     assert_eq!(e["verdict"], "active-logs", "{e}");
     assert_eq!(e["action"], "none", "{e}");
     assert!(
@@ -246,28 +211,27 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     // Its own layout: the status page is read, and php-fpm's connections
     // (the readiness check's) are dated at the first pass that sees them,
     // so passes follow each other as the timer's would until it pauses.
-    let t = Instant::now();
-    let e = loop {
-        let run = reaper(&pause_list, &["--format", "json", "--action", "pause"]);
+    let pause = pause_list.reaper().json().args(["--action", "pause"]);
+    let acted = pause.passes(Duration::from_secs(15), Duration::from_millis(300), |run| {
         assert_eq!(run.code, Some(0), "{}", run.stderr);
-        let e = run.entry(to_pause.name());
-        if e["action"] != "none" || t.elapsed() > Duration::from_secs(15) {
-            break e;
+        let e = run.entry(to_pause.name())?;
+        if e["action"] == "none" {
+            assert_eq!(e["verdict"], "active-fpm", "{e}");
         }
-        assert_eq!(e["verdict"], "active-fpm", "{e}");
-        let_time_pass(Duration::from_millis(300));
-    };
+        Ok(e["action"] != "none")
+    });
+    let e = acted.expect("a pass acted").site(to_pause.name());
     assert_eq!(e["verdict"], "idle", "{e}");
     assert_eq!(e["action"], "paused", "{e}");
     assert_eq!(to_pause.state(), "paused");
 
     // A second pass leaves the paused and the stopped alone (never unpauses,
     // never starts): nothing to do.
-    let run = reaper(&pause_list, &["--format", "json", "--action", "pause"]);
-    assert_eq!(run.entry(to_pause.name())["verdict"], "not-running");
+    let run = pause.pass();
+    assert_eq!(run.site(to_pause.name())["verdict"], "not-running");
     assert_eq!(to_pause.state(), "paused");
     let run = reaper(&list, &["--format", "json"]);
-    assert_eq!(run.entry(idle.name())["verdict"], "not-running");
+    assert_eq!(run.site(idle.name())["verdict"], "not-running");
     assert_eq!(idle.state(), "exited");
     assert_eq!(unlisted.state(), "running");
 }
@@ -286,21 +250,10 @@ fn waker_state_decides_busy_active_and_unknown() {
     );
     let now = SystemTime::now();
     let me = std::process::id();
+    let ago = |ms: u64| Some(now - Duration::from_millis(ms));
     // Written in the waker's format by fleet_core::state (its contract).
-    store_state(
-        list.state_file(&busy),
-        me,
-        1,
-        Some(now - Duration::from_secs(3600)),
-        None,
-    );
-    store_state(
-        list.state_file(&active),
-        me,
-        0,
-        Some(now - Duration::from_millis(1500)),
-        Some(now - Duration::from_millis(1000)),
-    );
+    list.store_state(&busy, me, 1, ago(3_600_000), None);
+    list.store_state(&active, me, 0, ago(1500), ago(1000));
     // A symlink where the state file should be: unreadable, so unknown.
     let target = list.root.join("elsewhere");
     std::fs::write(&target, "open=0\n").expect("write");
@@ -309,31 +262,25 @@ fn waker_state_decides_busy_active_and_unknown() {
     let mut gone = Command::new("true").spawn().expect("spawn true");
     let gone_pid = gone.id();
     gone.wait().expect("wait true");
-    store_state(
-        list.state_file(&stale),
-        gone_pid,
-        3,
-        Some(now - Duration::from_secs(3600)),
-        None,
-    );
+    list.store_state(&stale, gone_pid, 3, ago(3_600_000), None);
 
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(1), "unknown state is a site error");
-    let e = run.entry(busy.name());
+    let e = run.site(busy.name());
     assert_eq!(
         (e["verdict"].as_str(), e["action"].as_str()),
         (Some("busy"), Some("none")),
         "{e}"
     );
-    let e = run.entry(active.name());
+    let e = run.site(active.name());
     assert_eq!(e["verdict"], "active-waker", "{e}");
-    let e = run.entry(unknown.name());
+    let e = run.site(unknown.name());
     assert_eq!(e["verdict"], "unknown", "{e}");
     assert!(
         e["error"].as_str().expect("error").contains("symlink"),
         "{e}"
     );
-    let e = run.entry(stale.name());
+    let e = run.site(stale.name());
     assert_eq!(
         (e["verdict"].as_str(), e["action"].as_str()),
         (Some("idle"), Some("stopped")),
@@ -419,13 +366,13 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
 
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
-    let json = run.json();
+    let json = run.plan();
     let entries = json["sites"].as_array().expect("sites");
     // Every conf file has exactly one entry; README and .bak are ignored.
     assert_eq!(entries.len(), cases.len() + 4, "{}", run.stdout);
     for (file, _, why) in &cases {
         let site = file.trim_end_matches(".conf");
-        let e = run.entry(site);
+        let e = run.site(site);
         let err = e["error"]
             .as_str()
             .unwrap_or_else(|| panic!("{file}: no error: {e}"));
@@ -439,7 +386,7 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
         // And the log names it too.
         assert!(run.stderr.contains(file), "stderr does not name {file}");
     }
-    let e = run.entry("bad_name.conf");
+    let e = run.site("bad_name.conf");
     assert!(
         e["error"]
             .as_str()
@@ -447,14 +394,14 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
             .contains("does not name a valid site"),
         "{e}"
     );
-    let e = run.entry("link.fleet.test");
+    let e = run.site("link.fleet.test");
     let err = e["error"].as_str().expect("error");
     assert!(err.contains("symlink"), "{e}");
     assert!(
         !run.stdout.contains("root:") && !run.stderr.contains("root:"),
         "/etc/passwd was read"
     );
-    let e = run.entry("dir.fleet.test");
+    let e = run.site("dir.fleet.test");
     assert!(
         e["error"]
             .as_str()
@@ -463,7 +410,7 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
         "{e}"
     );
     // The one good site was still handled.
-    let e = run.entry(good.name());
+    let e = run.site(good.name());
     assert_eq!(
         (e["verdict"].as_str(), e["action"].as_str()),
         (Some("idle"), Some("stopped")),
@@ -494,10 +441,8 @@ fn log_check_reads_one_frame_however_much_the_site_logged() {
     require!(Docker, PhpFpm);
     // This host's daemon keeps at most 3 × 10 MB of log per container;
     // give the loud one room for all 50 MiB.
-    let loud = TestSite::with_options(support::site::SiteOptions {
-        docker_args: vec!["--log-opt".into(), "max-size=200m".into()],
-        ..Default::default()
-    });
+    let loud =
+        TestSite::with_options(SiteOptions::default().docker_args(["--log-opt", "max-size=200m"]));
     let quiet = TestSite::new();
     let list = List::new();
     started_quiet(&[&loud, &quiet], Duration::from_secs(1));
@@ -508,7 +453,7 @@ fn log_check_reads_one_frame_however_much_the_site_logged() {
     let resp = fastcgi::request(&loud.fpm_socket(), &req).expect("log.php");
     assert_eq!(resp.text(), "logged 51200 KiB\n");
     eprintln!("50 MiB of log written in {:?}", t.elapsed());
-    hello(&quiet);
+    fpm_says_hello(&quiet, "hello.php");
     // Both containers are older than the timeout (not "young"), both logged
     // within it: the verdict needs the log check.
     let started = t.elapsed() + Duration::from_secs(1);
@@ -519,8 +464,8 @@ fn log_check_reads_one_frame_however_much_the_site_logged() {
 
     let run = reaper(&list, &["--format", "json"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let l = run.entry(loud.name());
-    let q = run.entry(quiet.name());
+    let l = run.site(loud.name());
+    let q = run.site(quiet.name());
     for e in [&l, &q] {
         assert_eq!(e["verdict"], "active-logs", "{e}");
         assert_eq!(e["log_frames_read"], 1, "{e}");
@@ -597,7 +542,7 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
     let young = TestSite::new();
     list.add(&young, "1h");
     young.start();
-    hello(&active);
+    fpm_says_hello(&active, "hello.php");
 
     let all = [&idle, &idle2, &active, &stopped, &paused, &young];
     let before: Vec<String> = all.iter().map(|s| fingerprint(s)).collect();
@@ -624,7 +569,7 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
         Some(1),
         "the broken conf is an error, also in a dry run"
     );
-    assert_eq!(dry.json()["dry_run"], true);
+    assert_eq!(dry.plan()["dry_run"], true);
 
     assert_eq!(real.code, Some(1));
     let expected = [
@@ -636,8 +581,8 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
         (&young, "young", "none", "none", "running"),
     ];
     for (site, verdict, dry_action, real_action, state) in expected {
-        let d = dry.entry(site.name());
-        let r = real.entry(site.name());
+        let d = dry.site(site.name());
+        let r = real.site(site.name());
         assert_eq!(d["verdict"], verdict, "dry: {d}");
         assert_eq!(r["verdict"], d["verdict"], "real run disagrees: {r} vs {d}");
         assert_eq!(d["action"], dry_action, "{d}");
@@ -645,8 +590,8 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
         assert_eq!(site.state(), state, "{}", site.name());
     }
     assert_eq!(
-        dry.entry("broken.fleet.test")["error"],
-        real.entry("broken.fleet.test")["error"]
+        dry.site("broken.fleet.test")["error"],
+        real.site("broken.fleet.test")["error"]
     );
 }
 
@@ -660,7 +605,7 @@ fn docker_unreachable_is_69_and_bad_usage_64() {
     let dir = tempfile::tempdir().expect("tempdir");
     let nowhere = format!("unix://{}", dir.path().join("docker.sock").display());
     list.write("a.fleet.test.conf", b"# pause after: 20m\n");
-    let run = reaper_env(&list, &["--format", "json"], &[("DOCKER_HOST", &nowhere)]);
+    let run = list.reaper().json().env("DOCKER_HOST", &nowhere).pass();
     assert_eq!(run.code, Some(69), "{}", run.stderr);
     assert!(run.stderr.contains("docker.sock"), "{}", run.stderr);
     assert!(
@@ -700,7 +645,7 @@ fn docker_unreachable_is_69_and_bad_usage_64() {
 
     // An empty list needs no Docker at all: nothing to do, success.
     let empty = List::new();
-    let run = reaper_env(&empty, &["--format", "json"], &[("DOCKER_HOST", &nowhere)]);
+    let run = empty.reaper().json().env("DOCKER_HOST", &nowhere).pass();
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 
     // --help documents the exit codes; --version works.
@@ -721,35 +666,19 @@ fn docker_unreachable_is_69_and_bad_usage_64() {
 #[test]
 fn sigterm_mid_pass_finishes_the_stop_under_way_and_exits_75() {
     require!(Docker, PhpFpm);
-    // php-fpm ignores SIGWINCH, so `docker stop` waits out the whole grace
-    // period: the pass is reliably in the middle of a stop when SIGTERM comes.
-    let opts = || support::site::SiteOptions {
-        docker_args: vec!["--stop-signal".into(), "SIGWINCH".into()],
-        ..Default::default()
-    };
-    let first = TestSite::with_options(opts());
-    let second = TestSite::with_options(opts());
+    // `docker stop` waits out the whole grace period: the pass is reliably
+    // in the middle of a stop when SIGTERM comes.
+    let [first, second] = [slow_to_stop(), slow_to_stop()];
     let list = List::new();
     list.add(&first, "2s");
     list.add(&second, "2s");
     started_quiet(&[&first, &second], Duration::from_millis(2500));
-    let sites = list.sites();
-    let state = list.state();
-    let args: Vec<&std::ffi::OsStr> = vec![
-        "--sites-dir".as_ref(),
-        sites.as_os_str(),
-        "--state-dir".as_ref(),
-        state.as_os_str(),
-        "--jobs".as_ref(),
-        "1".as_ref(),
-        "--proxy-only".as_ref(),
-        "--stop-timeout".as_ref(),
-        "3s".as_ref(),
-        "--format".as_ref(),
-        "json".as_ref(),
-    ];
     let t0 = SystemTime::now();
-    let mut proc = Spawned::start(&support::bin("fleet-reaper"), &args, &[("NO_COLOR", "1")]);
+    let mut proc = list
+        .reaper()
+        .args(["--jobs", "1", "--stop-timeout", "3s", "--format", "json"])
+        .launch()
+        .spawn();
     // Docker's stop sends the stop signal first ("kill" event): from then on
     // the stop is under way for its 3 s grace. Interrupt now.
     let under_way = support::wait_until(Duration::from_secs(15), || {
@@ -797,26 +726,13 @@ fn sigterm_mid_pass_finishes_the_stop_under_way_and_exits_75() {
 // Must show 2 and 6: with the real fleet-waker under socket activation
 // ---------------------------------------------------------------------------
 
-/// fleet-waker for `site` under `systemd-socket-activate` on its waker socket,
-/// writing its state file into the site's own state directory.
-fn start_waker(site: &TestSite) -> SocketActivated {
-    let env = site.layout_env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    SocketActivated::start(
-        &site.waker_socket(),
-        &support::bin("fleet-waker"),
-        &[site.name()],
-        &env,
-    )
-}
-
 #[test]
 fn request_in_flight_through_the_waker_is_not_stopped() {
     require!(Docker, PhpFpm, SocketActivate);
     let site = TestSite::new();
     let list = List::of(&site);
     list.add(&site, "2s");
-    let waker = start_waker(&site);
+    let waker = activated(&site, &[]);
     started_quiet(&[&site], Duration::from_millis(2500));
     // A request that takes 5 s and logs nothing until it ends.
     let socket = site.waker_socket();
@@ -838,7 +754,7 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
     let_time_pass(Duration::from_millis(2500));
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let e = run.entry(site.name());
+    let e = run.site(site.name());
     assert_eq!(e["verdict"], "busy", "{e}");
     assert_eq!(e["action"], "none", "{e}");
     assert_eq!(site.state(), "running");
@@ -851,7 +767,7 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
     // Once it is over and quiet for the timeout, the same site is idle.
     let_time_pass(Duration::from_millis(2500));
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
-    let e = run.entry(site.name());
+    let e = run.site(site.name());
     assert_eq!(
         (e["verdict"].as_str(), e["action"].as_str()),
         (Some("idle"), Some("stopped")),
@@ -864,16 +780,12 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
 #[test]
 fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
     require!(Docker, PhpFpm, SocketActivate);
-    // php-fpm ignores SIGWINCH: Docker's stop then lasts its whole grace
-    // period (2 s) before SIGKILL, a window wide enough to send requests
-    // into for certain. (With SIGTERM php-fpm is gone in milliseconds.)
-    let site = TestSite::with_options(support::site::SiteOptions {
-        docker_args: vec!["--stop-signal".into(), "SIGWINCH".into()],
-        ..Default::default()
-    });
+    // Docker's stop lasts its whole grace period (2 s) before SIGKILL, a
+    // window wide enough to send requests into for certain.
+    let site = slow_to_stop();
     let list = List::of(&site);
     list.add(&site, "2s");
-    let waker = start_waker(&site);
+    let waker = activated(&site, &[]);
     // One request through the waker so that it runs (socket activation),
     // then quiet for longer than the timeout.
     site.start();
@@ -881,24 +793,15 @@ fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
     // A pass that sees that request (as the timer's would), then quiet for
     // longer than the timeout.
     let seen = reaper(&list, &["--format", "json"]);
-    assert_eq!(seen.entry(site.name())["action"], "none", "{}", seen.stdout);
+    assert_eq!(seen.site(site.name())["action"], "none", "{}", seen.stdout);
     let_time_pass(Duration::from_millis(2500));
 
     let t0 = SystemTime::now();
-    let sites = list.sites();
-    let state = list.state();
-    let run = list.run_args();
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        "--sites-dir".as_ref(),
-        sites.as_os_str(),
-        "--state-dir".as_ref(),
-        state.as_os_str(),
-    ];
-    args.extend(run.iter().map(|a| a.as_os_str()));
-    for a in ["--stop-timeout", "2s", "--format", "json"] {
-        args.push(a.as_ref());
-    }
-    let mut pass = Spawned::start(&support::bin("fleet-reaper"), &args, &[("NO_COLOR", "1")]);
+    let mut pass = list
+        .reaper()
+        .args(["--stop-timeout", "2s", "--format", "json"])
+        .launch()
+        .spawn();
     let event_times = |event: &str| site.event_times(event, t0);
     let ask = |n: usize| {
         let resp = fastcgi::request(&site.waker_socket(), &FcgiRequest::get("hello.php", ""))
@@ -958,27 +861,4 @@ fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
         "{sent} requests, {during_stop} while the stop was under way, 3 after the container \
          died: all answered"
     );
-}
-
-/// Writes a state file in the waker's format, through fleet_core::state
-/// (the contract between waker and reaper).
-pub(crate) fn store_state(
-    path: PathBuf,
-    pid: u32,
-    open: u64,
-    last_start: Option<SystemTime>,
-    last_end: Option<SystemTime>,
-) {
-    fleet_core::state::store(
-        &path,
-        &fleet_core::state::Activity {
-            pid: Some(pid),
-            open,
-            connections: None,
-            last_start,
-            last_end,
-            ..Default::default()
-        },
-    )
-    .expect("store");
 }

@@ -28,7 +28,8 @@ use fleet_core::state::Activity;
 use xtask::kit::nginx::share_socket_with_nginx;
 
 use crate::support::frontends::{self, WebServer, cgi_fcgi};
-use crate::support::wake::{listening_site, reap_until};
+use crate::support::reaper::{self, ReaperExt as _};
+use crate::support::wake::listening_site;
 use crate::support::{
     self, FcgiRequest, Nginx, SiteOptions, Spawned, TestSite, count_docker_events, fastcgi, http,
     note, require, wait_until,
@@ -50,11 +51,7 @@ fn warm_site() -> Warm {
     // A php-fpm worker serves one kept connection for as long as the front
     // end keeps it (directly as through the waker), so there are more
     // workers than the front ends open connections ([`CLIENTS`]).
-    let site = TestSite::with_options(SiteOptions {
-        fpm_children: Some(2 * CLIENTS as u32),
-        ..Default::default()
-    });
-    site.start();
+    let site = TestSite::started(SiteOptions::default().fpm_children(2 * CLIENTS as u32));
     let waker = listening_site(&site, &[]);
     share_socket_with_nginx(&site.waker_socket()).expect("share the waker socket");
     Warm { waker, site }
@@ -93,7 +90,7 @@ impl Tally {
             &self.failures[..self.failures.len().min(5)],
             logs()
         );
-        note(&format!("{what}: {} requests, all right", self.ok));
+        note!("{what}: {} requests, all right", self.ok);
     }
 }
 
@@ -307,7 +304,7 @@ fn empty_stdin_300ms_after_params_gets_the_answer() {
                 rest.len()
             );
         }
-        note(&format!("{path}: late empty FCGI_STDIN accepted, 3 of 3"));
+        note!("{path}: late empty FCGI_STDIN accepted, 3 of 3");
     }
 }
 
@@ -388,9 +385,7 @@ fn answer_and_close_while_the_client_sends_delivers_100_kib() {
             }
             whole += 1;
         }
-        note(&format!(
-            "{path}: all 100 KiB in {whole} of {rounds} rounds"
-        ));
+        note!("{path}: all 100 KiB in {whole} of {rounds} rounds");
     }
     server.join().expect("upstream");
 }
@@ -446,10 +441,10 @@ fn pooled_connection_cycle(what: &str, start: impl Fn(&Path) -> Server) {
         if pooled >= 1 {
             break;
         }
-        note(&format!(
+        note!(
             "{what}: no pooled connection after warm round {round}; front end:\n{}",
             server.error_log()
-        ));
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(
@@ -474,9 +469,7 @@ fn pooled_connection_cycle(what: &str, start: impl Fn(&Path) -> Server) {
         Some(pooled),
         "{what}: the requests went over the pooled connection(s)"
     );
-    note(&format!(
-        "{what}: paused site answered on a pooled connection in {times:?}"
-    ));
+    note!("{what}: paused site answered on a pooled connection in {times:?}");
     // The bug was a hang until the front end's read timeout (20 s here):
     // every request must come well before it. How fast an unpause answers
     // is `cargo xtask bench sleep`'s question, not a timed test's (Docker's
@@ -495,12 +488,9 @@ fn pooled_connection_cycle(what: &str, start: impl Fn(&Path) -> Server) {
     // php-fpm's connections are dated at the first pass that sees them: the
     // timer's passes go on until one finds the site idle for its timeout.
     std::thread::sleep(Duration::from_millis(2500));
-    let entry = reap_until(
-        &w.site,
-        &["--stop-timeout", "5s"],
-        "stopped",
-        Duration::from_secs(20),
-    );
+    let entry = reaper::over(&w.site)
+        .args(["--stop-timeout", "5s"])
+        .reap_until(&w.site, "stopped", Duration::from_secs(20));
     assert_eq!(
         (entry["verdict"].as_str(), entry["action"].as_str()),
         (Some("idle"), Some("stopped")),
@@ -520,9 +510,9 @@ fn pooled_connection_cycle(what: &str, start: impl Fn(&Path) -> Server) {
     let t1 = SystemTime::now();
     assert_eq!(count_docker_events(w.site.container(), "start", t0, t1), 1);
     assert_eq!(settled(&w, t0).connections, Some(pooled), "{what}");
-    note(&format!(
+    note!(
         "{what}: stopped by the reaper under {pooled} pooled connection(s), woken by the next request"
-    ));
+    );
 }
 
 #[test]

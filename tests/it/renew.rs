@@ -63,14 +63,14 @@ fn units_verify_start_wake_and_report_status() {
     let service = format!("fleet-waker@{name}.service");
     let status = output_text(&ns.systemctl(&["status", "--no-pager", &service]));
     assert!(status.contains("Status: \""), "no STATUS line:\n{status}");
-    note(&format!(
+    note!(
         "status line: {}",
         status
             .lines()
             .find(|l| l.contains("Status:"))
             .unwrap_or_default()
             .trim()
-    ));
+    );
 
     // The sandboxed service's exposure (issue target: <= 2.5).
     ns.assert_exposure(&service, 2.5);
@@ -88,14 +88,14 @@ fn renew_recovers_a_socket_that_hit_its_limit() {
     // The service fails before the waker even runs, every time, until
     // systemd gives up on the socket.
     let show = drive_socket_into_limit(&ns, &site);
-    note(&format!("{socket_unit}: {show}"));
+    note!("{socket_unit}: {show}");
 
     // The admin fixes the cause, then renews.
     ns.remove_unit(FAILING_SERVICE_DROPIN);
     ns.systemctl_ok(&["daemon-reload"]);
     let out = run_renew(&ns, &[&name]);
     let report = output_text(&out);
-    note(&format!("fleet-renew output:\n{report}"));
+    note!("fleet-renew output:\n{report}");
     assert!(out.status.success(), "fleet-renew failed:\n{report}");
     for step in [
         format!("stop {socket_unit}"),
@@ -128,7 +128,7 @@ fn renew_reports_a_bad_site_and_renews_the_good_one() {
     let unknown = format!("unknown-{name}");
     let out = run_renew(&ns, &[&name, "../etc", &unknown]);
     let report = output_text(&out);
-    note(&format!("fleet-renew output:\n{report}"));
+    note!("fleet-renew output:\n{report}");
     assert_eq!(out.status.code(), Some(1), "{report}");
     assert!(report.contains("\"../etc\""), "{report}");
     assert!(

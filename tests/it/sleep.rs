@@ -27,27 +27,10 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 use xtask::kit::nginx::Mode;
 
-use crate::reaper::{List, Run, reaper_quiet};
+use crate::support::reaper::{self, ReaperExt as _, Run};
 use crate::support::{
     HttpResponse, SiteOptions, Stack, TestSite, http, note, require, temp_dir, wait_until,
 };
-
-/// What the reaper does to an idle site.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
-    Stop,
-    Pause,
-}
-
-impl Action {
-    /// The `--action` value.
-    fn arg(self) -> &'static str {
-        match self {
-            Action::Stop => "stop",
-            Action::Pause => "pause",
-        }
-    }
-}
 
 /// Actions in the reaper's JSON plan that put a site to sleep.
 const SLEEPS: &[&str] = &["stopped", "paused"];
@@ -71,12 +54,7 @@ impl Pass {
     /// The plan's entry for `site` (none when the output is not a plan,
     /// e.g. a usage error).
     fn entry(&self, site: &str) -> Option<Value> {
-        let plan: Value = serde_json::from_str(&self.run.stdout).ok()?;
-        plan["sites"]
-            .as_array()?
-            .iter()
-            .find(|e| e["site"] == site)
-            .cloned()
+        self.run.entry(site).ok()
     }
 
     /// The site's `action` in this pass (`"stopped"`, `"paused"`, `"none"`, …).
@@ -100,26 +78,18 @@ struct Reaping {
 
 impl Reaping {
     fn start(site: &TestSite, args: &[&str]) -> Reaping {
-        // The site's own layout: `List::of` adds its --run-dir.
-        let list = List::of(site);
-        let mut argv: Vec<String> = vec![
-            "--format".into(),
-            "json".into(),
-            // No systemd units here to heal; skip the look.
-            "--no-heal".into(),
-        ];
-        argv.extend(args.iter().map(|a| a.to_string()));
+        // No systemd units here to heal; skip the look.
+        let reaper = reaper::over(site).arg("--no-heal").args(args);
         let stop = Arc::new(AtomicBool::new(false));
         let passes = Arc::new(Mutex::new(Vec::new()));
         let (origin, since) = (Instant::now(), SystemTime::now());
         let thread = {
             let (stop, passes) = (Arc::clone(&stop), Arc::clone(&passes));
             std::thread::spawn(move || {
-                let args: Vec<&str> = argv.iter().map(String::as_str).collect();
                 let mut tick = origin;
                 while !stop.load(Ordering::SeqCst) {
                     let at = SystemTime::now();
-                    let run = reaper_quiet(&list, &args, &[]);
+                    let run = reaper.run().expect("run fleet-reaper");
                     passes.lock().expect("passes lock").push(Pass { at, run });
                     tick += Duration::from_secs(1);
                     while Instant::now() < tick && !stop.load(Ordering::SeqCst) {
@@ -434,22 +404,20 @@ fn requests_sent(dir: &Path) -> Vec<Sent> {
 /// requests still open when its duration ends).
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
-fn load(mode: Mode, action: Action) {
+/// The load test of `mode`, the reaper putting the idle site to sleep
+/// with `--action <action>` (`stop` or `pause`).
+fn load(mode: Mode, action: &str) {
     require!(Docker, PhpFpm, Nginx, SocketActivate, Root, Wrk);
     let s = Stack::with_site(
         mode,
-        TestSite::with_options(SiteOptions {
-            data_dir: true,
-            ..Default::default()
-        }),
+        TestSite::with_options(SiteOptions::default().data_dir()),
     );
     s.site.write_conf("1s");
     // Awake before the load (a cold start is not what is measured here).
-    let r = s.get("/hello.php");
-    s.assert_hello(&r, "first request");
+    s.hello("first request");
 
     let dir = temp_dir("wrk");
-    let mut reaping = Reaping::start(&s.site, &["--action", action.arg()]);
+    let mut reaping = Reaping::start(&s.site, &["--action", action]);
     let t0 = reaping.since;
     let t0_ms = t0
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -528,7 +496,7 @@ fn load(mode: Mode, action: Action) {
         "{mode:?} mode, --action {}: wrk {:?}; {} requests sent, {} answered right ({} POSTs), \
          {} wrong answers, {} hung; {} executions in count.log; the reaper put the site to \
          sleep {} times, the waker woke it {} times",
-        action.arg(),
+        action,
         counts,
         sent.len(),
         ok.len(),
@@ -628,22 +596,22 @@ fn load(mode: Mode, action: Action) {
 
 #[test]
 fn load_direct_stop() {
-    load(Mode::Direct, Action::Stop);
+    load(Mode::Direct, "stop");
 }
 
 #[test]
 fn load_direct_pause() {
-    load(Mode::Direct, Action::Pause);
+    load(Mode::Direct, "pause");
 }
 
 #[test]
 fn load_proxy_stop() {
-    load(Mode::Proxy, Action::Stop);
+    load(Mode::Proxy, "stop");
 }
 
 #[test]
 fn load_proxy_pause() {
-    load(Mode::Proxy, Action::Pause);
+    load(Mode::Proxy, "pause");
 }
 
 // ---------------------------------------------------------------------------
@@ -659,10 +627,8 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
         TestSite::with_options(SiteOptions::default().access_log(false)),
     );
     s.site.write_conf("2s");
-    let r = s.get("/hello.php");
-    s.assert_hello(&r, "cold request");
-    let hello = s.get("/hello.php");
-    s.assert_hello(&hello, "warm request");
+    s.hello("cold request");
+    s.hello("warm request");
     assert!(
         s.site.access_lines().is_empty(),
         "a stock pool logs no request:\n{}",
@@ -686,8 +652,7 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
             reaping.report(),
             s.diagnostics()
         );
-        let r = s.get("/hello.php");
-        s.assert_hello(&r, &format!("busy request {sent}"));
+        s.hello(&format!("busy request {sent}"));
         sent += 1;
         tick += Duration::from_secs(1);
         std::thread::sleep(tick.saturating_duration_since(Instant::now()));
@@ -713,10 +678,10 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
         reaping.report(),
         s.diagnostics()
     );
-    note(&format!(
+    note!(
         "{sent} requests over 6 s kept a stock-pool site awake; idle, it was stopped after {:?}",
         idle_since.elapsed()
-    ));
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -740,39 +705,24 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
     require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
     let s = Stack::new(Mode::Direct);
     s.site.write_conf("1s");
-    let list = List::of(&s.site);
-    let pause_pass = || {
-        reaper_quiet(
-            &list,
-            &["--format", "json", "--no-heal", "--action", "pause"],
-            &[],
-        )
-    };
-    let r = s.get("/hello.php");
-    s.assert_hello(&r, "cold request");
+    let pause = reaper::over(&s.site).args(["--no-heal", "--action", "pause"]);
+    s.hello("cold request");
     let mut times = Vec::new();
     let mut log = String::new();
     for round in 0..5 {
         // Passes once a second until the reaper paused the site (the
         // timeout is 1 s since the last request).
-        let mut paused = false;
-        for _ in 0..10 {
-            let run = pause_pass();
-            log.push_str(&format!(
-                "round {round}: exit {:?}: {}{}\n",
-                run.code, run.stdout, run.stderr
-            ));
-            if s.site.state() == "paused" {
-                paused = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_secs(1));
+        let paused = pause.passes(Duration::from_secs(10), Duration::from_secs(1), |run| {
+            log.push_str(&format!("round {round}: {run}\n"));
+            Ok(s.site.state() == "paused")
+        });
+        if let Err(e) = paused {
+            panic!(
+                "round {round}: the reaper never paused the site: {}\n{log}\n{}",
+                xtask::error::chain(&e),
+                s.diagnostics()
+            );
         }
-        assert!(
-            paused,
-            "round {round}: the reaper never paused the site\n{log}\n{}",
-            s.diagnostics()
-        );
 
         let fallbacks = s.fallbacks();
         let run_before = run_fingerprint(&s.site);
@@ -834,8 +784,7 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
             s.activity()
         );
         let fallbacks = s.fallbacks();
-        let r = s.get("/hello.php");
-        s.assert_hello(&r, &format!("round {round}: the request after the wake"));
+        s.hello(&format!("round {round}: the request after the wake"));
         assert_eq!(
             s.fallbacks(),
             fallbacks,
@@ -845,10 +794,10 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
     }
     let mut answered: Vec<Duration> = times.iter().map(|(t, _)| *t).collect();
     let med = median(&mut answered);
-    note(&format!(
+    note!(
         "direct mode, paused: answered in {med:?} (median of 5); per round (answered, the \
          waker's unpause-to-accepting ms): {times:?}"
-    ));
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -868,8 +817,7 @@ fn tiered_sleep_pauses_then_stops_and_wakes_from_both() {
     // Awake, then idle: paused after ≥ 2 s, stopped after ≥ 5 s (measured
     // from before the last request was sent: its end is later still).
     let sent = SystemTime::now();
-    let r = s.get("/hello.php");
-    s.assert_hello(&r, "cold request");
+    s.hello("cold request");
     let paused = wait_until(Duration::from_secs(2 + 5), || s.site.state() == "paused");
     assert!(
         paused,
@@ -955,9 +903,9 @@ fn tiered_sleep_pauses_then_stops_and_wakes_from_both() {
     );
     assert_eq!(s.site.state(), "running", "woken from paused");
     reaping.finish();
-    note(&format!(
+    note!(
         "tiered: paused then stopped; woken from stopped in {took:?}, from paused in {took_paused:?}"
-    ));
+    );
 }
 
 /// A site paused by hand (or by an older reaper) has php-fpm's socket in
@@ -973,7 +921,7 @@ fn a_site_paused_in_place_is_not_stopped_until_unpaused() {
     site.wait_ready(Duration::from_secs(30));
     site.pause();
     let fpm = site.fpm_socket();
-    let entry = crate::support::wake::reap_until(&site, &[], "skipped", Duration::from_secs(15));
+    let entry = reaper::over(&site).reap_until(&site, "skipped", Duration::from_secs(15));
     let reason = entry["reason"].as_str().unwrap_or_default().to_owned();
     assert!(
         reason.contains("socket in place"),
@@ -982,9 +930,7 @@ fn a_site_paused_in_place_is_not_stopped_until_unpaused() {
     assert_eq!(site.state(), "paused", "not stopped: {entry}");
     assert!(fpm.exists(), "php-fpm's socket left where it was");
     site.unpause();
-    let entry = crate::support::wake::reap_until(&site, &[], "stopped", Duration::from_secs(20));
+    let entry = reaper::over(&site).reap_until(&site, "stopped", Duration::from_secs(20));
     assert_eq!(site.state(), "exited", "{entry}");
-    note(&format!(
-        "paused in place: skipped ({reason}); unpaused: stopped"
-    ));
+    note!("paused in place: skipped ({reason}); unpaused: stopped");
 }

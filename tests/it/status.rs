@@ -11,6 +11,7 @@ use std::time::Duration;
 use fleet_core::fastcgi::{self, Header, STDIN};
 use fleet_core::fpm_status::{self, DEFAULT_STATUS_PATH, FpmStatus, StatusError};
 
+use crate::support::assert::fpm_says_hello;
 use crate::support::site::STATUS_DISABLED_PATH;
 use crate::support::{
     self, FcgiRequest, FcgiResponse, SiteExt as _, SiteOptions, TestSite, note, require,
@@ -51,13 +52,6 @@ fn until(site: &TestSite, done: impl Fn(&FpmStatus) -> bool) -> FpmStatus {
     });
     assert!(reached, "never reached: {last:?}");
     last.expect("polled at least once")
-}
-
-/// A started site whose status page answers.
-fn started(options: SiteOptions) -> TestSite {
-    let site = TestSite::with_options(options);
-    site.start();
-    site
 }
 
 /// A request to echo.php whose body is held back: its worker is busy
@@ -101,20 +95,13 @@ impl Held {
     }
 }
 
-fn hello(site: &TestSite) {
-    let r = site
-        .fcgi(&FcgiRequest::get("hello.php", ""))
-        .expect("hello.php");
-    assert_eq!(r.text(), site.hello_line());
-}
-
 /// `accepted conn` counts every connection php-fpm accepted, the status
 /// request's own included; an idle pool has one active process: the one
 /// serving the status page.
 #[test]
 fn accepted_conn_grows_by_the_requests_and_the_query_itself() {
     require!(Docker, PhpFpm);
-    let site = started(SiteOptions::default());
+    let site = TestSite::started(SiteOptions::default());
     let children = u64::from(xtask::image::DEFAULT_CHILDREN);
     // Just after the start, a worker still starting is in no count.
     let before = until(&site, |s| {
@@ -133,7 +120,7 @@ fn accepted_conn_grows_by_the_requests_and_the_query_itself() {
     );
     const N: u64 = 5;
     for _ in 0..N {
-        hello(&site);
+        fpm_says_hello(&site, "hello.php");
     }
     let after = status(&site);
     assert_eq!(
@@ -147,16 +134,14 @@ fn accepted_conn_grows_by_the_requests_and_the_query_itself() {
         (children - 1, 0),
         "{again:?}"
     );
-    note(&format!(
-        "{N} requests: accepted conn {before:?} → {after:?}"
-    ));
+    note!("{N} requests: accepted conn {before:?} → {after:?}");
 }
 
 /// A request in flight is one more active process for as long as it runs.
 #[test]
 fn a_request_in_flight_is_one_more_active_process() {
     require!(Docker, PhpFpm);
-    let site = started(SiteOptions::default());
+    let site = TestSite::started(SiteOptions::default());
     settled(&site);
     let held = hold(&site.fpm_socket());
     // The held request's worker and the query's.
@@ -171,10 +156,7 @@ fn a_request_in_flight_is_one_more_active_process() {
 #[test]
 fn a_busy_pool_keeps_the_query_waiting_and_listen_queue_stays_zero() {
     require!(Docker, PhpFpm);
-    let site = started(SiteOptions {
-        fpm_children: Some(1),
-        ..Default::default()
-    });
+    let site = TestSite::started(SiteOptions::default().fpm_children(1));
     let socket = site.fpm_socket();
     let base = status(&site);
     assert_eq!((base.total_processes, base.active_processes), (1, 1));
@@ -219,10 +201,10 @@ fn a_busy_pool_keeps_the_query_waiting_and_listen_queue_stays_zero() {
     drop(queued);
     let after = status(&site);
     assert_eq!(after.accepted_conn, seen.accepted_conn + 2, "{after:?}");
-    note(&format!(
+    note!(
         "one connection queued behind the status page: listen queue {}",
         seen.listen_queue
-    ));
+    );
 }
 
 /// A pool whose status path is not `/status` answers php-fpm's own 404:
@@ -230,7 +212,7 @@ fn a_busy_pool_keeps_the_query_waiting_and_listen_queue_stays_zero() {
 #[test]
 fn a_pool_without_the_page_is_not_enabled() {
     require!(Docker, PhpFpm);
-    let site = started(SiteOptions::default().status_page(false));
+    let site = TestSite::started(SiteOptions::default().status_page(false));
     let socket = site.fpm_socket();
     let e = query_within(&socket, PATIENT).expect_err("no status page");
     assert!(e.is_not_enabled(), "{e:?}\nlogs:\n{}", site.logs());
@@ -240,7 +222,7 @@ fn a_pool_without_the_page_is_not_enabled() {
         "{shown}"
     );
     // The pool itself serves as before; its page is where it was moved.
-    hello(&site);
+    fpm_says_hello(&site, "hello.php");
     let moved = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -257,7 +239,7 @@ fn a_pool_without_the_page_is_not_enabled() {
 #[test]
 fn a_symlink_is_refused_and_a_renamed_socket_answers() {
     require!(Docker, PhpFpm);
-    let site = started(SiteOptions::default());
+    let site = TestSite::started(SiteOptions::default());
     let socket = site.fpm_socket();
     let dir = socket.parent().expect("the runtime directory");
     let link = dir.join("php-fpm.sock.link");
@@ -295,13 +277,10 @@ fn a_symlink_is_refused_and_a_renamed_socket_answers() {
 fn access_log_off_writes_no_line_per_request() {
     require!(Docker, PhpFpm);
     for on in [true, false] {
-        let site = started(SiteOptions {
-            fpm_children: Some(1),
-            ..SiteOptions::default().access_log(on)
-        });
+        let site = TestSite::started(SiteOptions::default().fpm_children(1).access_log(on));
         const N: usize = 3;
         for _ in 0..N {
-            hello(&site);
+            fpm_says_hello(&site, "hello.php");
         }
         // A marker after them in the logs.
         let r = site
@@ -326,6 +305,6 @@ fn access_log_off_writes_no_line_per_request() {
                 "a stock pool logs no request:\n{logs}"
             );
         }
-        note(&format!("access log {on}: {hellos} lines for {N} requests"));
+        note!("access log {on}: {hellos} lines for {N} requests");
     }
 }

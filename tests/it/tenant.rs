@@ -10,12 +10,12 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::support::assert::{output_text, says_hello};
+use crate::support::assert::{fpm_says_hello, output_text, says_hello};
 use crate::support::nsystemd::{boot_for, run_renew, unit_text};
-use crate::support::wake::{activated, hello, reap_until, reaper_pass};
+use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
+use crate::support::wake::activated;
 use crate::support::{
-    FcgiRequest, SiteExt as _, SiteOptions, SocketActivated, TestSite, fastcgi, note, require,
-    wait_until,
+    FcgiRequest, SiteOptions, SocketActivated, TestSite, fastcgi, note, require, wait_until,
 };
 
 /// What a hostile site's PHP does to its runtime directory (`/run/php` in
@@ -155,9 +155,7 @@ fn symlink_to_docker_socket_is_refused() {
     tenant_ok(&real, "op=unlink&a=php-fpm.sock");
     restore_socket(&real);
     says_hello(&site, "after the restore", String::new);
-    note(&format!(
-        "docker.sock via symlink: closed after {took:?}, no byte"
-    ));
+    note!("docker.sock via symlink: closed after {took:?}, no byte");
 }
 
 /// php-fpm.sock → another site's php-fpm.sock: never proxied (that site's
@@ -186,13 +184,7 @@ fn symlink_to_another_sites_socket_is_never_proxied() {
         "the victim's php-fpm saw a request"
     );
     // The victim is unaffected, directly and through its own waker.
-    assert_eq!(
-        victim
-            .fcgi(&FcgiRequest::get("hello.php", ""))
-            .expect("victim")
-            .text(),
-        victim.hello_line()
-    );
+    fpm_says_hello(&victim, "victim");
     says_hello(&victim, "victim's waker", String::new);
     assert!(victim_waker.activated());
 }
@@ -204,10 +196,7 @@ fn symlink_to_another_sites_socket_is_never_proxied() {
 #[test]
 fn own_waker_socket_is_never_connected_to() {
     require!(Docker, PhpFpm, SocketActivate, Root);
-    let site = tenant_site(SiteOptions {
-        fpm_children: Some(8),
-        ..Default::default()
-    });
+    let site = tenant_site(SiteOptions::default().fpm_children(8));
     let w = activated(&site, &["--start-timeout", "2s", "--connections-max", "8"]);
     says_hello(&site, "warm", String::new);
     let fds = || {
@@ -223,27 +212,17 @@ fn own_waker_socket_is_never_connected_to() {
         ("hard link", "op=link&a=vhost-waker.sock&b=php-fpm.sock"),
     ] {
         tenant_ok(&real, query);
-        let threads: Vec<_> = (0..16)
-            .map(|_| {
-                let socket = site.waker_socket();
-                std::thread::spawn(move || {
-                    let t = Instant::now();
-                    let mut c = UnixStream::connect(socket).expect("connect");
-                    c.set_read_timeout(Some(Duration::from_secs(30)))
-                        .expect("timeout");
-                    let _ = c.write_all(&fcgi_hello());
-                    let mut got = Vec::new();
-                    let _ = c.read_to_end(&mut got);
-                    (got.len(), t.elapsed())
-                })
-            })
-            .collect();
-        for t in threads {
-            let (n, took) = t.join().expect("thread");
-            assert_eq!(n, 0, "{how}: answered {n} bytes");
-            // 16 connections over 8 permits: at most two timeouts in a row.
-            assert!(took < Duration::from_secs(10), "{how}: held {took:?}");
-        }
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..16)
+                .map(|_| scope.spawn(|| send_through_waker(&site, &fcgi_hello())))
+                .collect();
+            for t in threads {
+                let (got, took) = t.join().expect("thread");
+                assert_eq!(got.len(), 0, "{how}: answered {} bytes", got.len());
+                // 16 connections over 8 permits: at most two timeouts in a row.
+                assert!(took < Duration::from_secs(10), "{how}: held {took:?}");
+            }
+        });
         tenant_ok(&real, "op=unlink&a=php-fpm.sock");
     }
     logged(&w, "a symlink (never followed)");
@@ -277,7 +256,7 @@ fn own_waker_socket_is_never_connected_to() {
         fds_before,
         fds()
     );
-    note(&format!("8 × 2 s after the attack: {took:?}"));
+    note!("8 × 2 s after the attack: {took:?}");
 }
 
 /// A FIFO, a regular file, a directory and a dangling symlink at
@@ -409,16 +388,8 @@ fn filling_the_runtime_directory_leaves_run_alone() {
     says_hello(&other, "other site wakes", String::new);
     assert!(other_waker.activated());
     // And the full site itself keeps serving what it has.
-    assert_eq!(
-        attacker
-            .fcgi(&FcgiRequest::get("hello.php", ""))
-            .expect("full site")
-            .text(),
-        attacker.hello_line()
-    );
-    note(&format!(
-        "tenant wrote {out:?}; the host's run directory lost 0 bytes"
-    ));
+    fpm_says_hello(&attacker, "full site");
+    note!("tenant wrote {out:?}; the host's run directory lost 0 bytes");
 }
 
 /// fleet-renew with Docker unreachable while the container runs: the
@@ -449,12 +420,7 @@ fn renew_with_docker_dead_keeps_a_live_socket() {
         std::fs::symlink_metadata(site.fpm_socket()).is_ok_and(|m| m.file_type().is_socket()),
         "php-fpm.sock was removed:\n{text}"
     );
-    assert_eq!(
-        site.fcgi(&FcgiRequest::get("hello.php", ""))
-            .expect("direct")
-            .text(),
-        site.hello_line()
-    );
+    fpm_says_hello(&site, "direct");
     says_hello(&site, "through the renewed socket", String::new);
     // With Docker back, renew stops the container and only then leaves a
     // refusing placeholder where php-fpm's socket was.
@@ -536,12 +502,8 @@ fn the_sleeping_name_is_never_followed() {
         &site.fpm_socket(),
         &format!("op=symlink&a=php-fpm.sock.sleeping&t={docker}"),
     );
-    reap_until(
-        &site,
-        &["--action", "pause"],
-        "paused",
-        Duration::from_secs(20),
-    );
+    let pause = reaper::over(&site).args(["--action", "pause"]);
+    pause.reap_until(&site, "paused", Duration::from_secs(20));
     let meta = std::fs::symlink_metadata(&aside).expect("the socket is aside");
     assert!(
         std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()),
@@ -550,39 +512,26 @@ fn the_sleeping_name_is_never_followed() {
     says_hello(&site, "wake from pause", String::new);
     assert_eq!(site.state(), "running");
     assert!(!aside.exists(), "the socket is back in place");
-    assert_eq!(
-        hello(&site.fpm_socket())
-            .expect("php-fpm answers at its own path again")
-            .text(),
-        site.hello_line()
-    );
+    fpm_says_hello(&site, "php-fpm answers at its own path again");
 
     // 2. A directory at the aside name: the socket cannot be moved there, so
     // the reaper leaves the site running, saying why; the site keeps serving.
     tenant_ok(&site.fpm_socket(), "op=mkdir&a=php-fpm.sock.sleeping");
     std::thread::sleep(Duration::from_millis(1200));
-    let mut skipped = None;
-    for _ in 0..20 {
-        let (_, e) = reaper_pass(&site, &["--action", "pause"]);
-        if e["action"] == "skipped" {
-            skipped = Some(e);
-            break;
-        }
+    let skipped = pause.passes(Duration::from_secs(10), Duration::from_millis(300), |run| {
+        let e = run.entry(site.name())?;
         assert_ne!(e["action"], "paused", "{e}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    let e = skipped.expect("the reaper tried and gave up");
+        Ok(e["action"] == "skipped")
+    });
+    let e = skipped
+        .expect("the reaper tried and gave up")
+        .site(site.name());
     assert!(
         e["reason"].as_str().unwrap_or("").contains("php-fpm.sock"),
         "{e}"
     );
     assert_eq!(site.state(), "running");
-    assert_eq!(
-        hello(&site.fpm_socket())
-            .expect("php-fpm still at its path")
-            .text(),
-        site.hello_line()
-    );
+    fpm_says_hello(&site, "php-fpm still at its path");
     tenant_ok(&site.fpm_socket(), "op=rmdir&a=php-fpm.sock.sleeping");
 
     // 3. php-fpm's socket moved away by the tenant and a symlink to Docker's

@@ -39,11 +39,11 @@ fn timer_without_a_sites_directory_has_no_failed_runs() {
     );
     ns.systemctl_ok(&["stop", "fleet-reaper.timer"]);
     let runs = runs();
-    note(&format!(
+    note!(
         "{} timer-started runs: {:?}",
         runs.lines().count(),
         runs.lines().collect::<Vec<_>>()
-    ));
+    );
     for line in runs.lines() {
         assert_eq!(line, "success exited 0", "a failed run; all runs:\n{runs}");
     }
@@ -60,7 +60,7 @@ fn timer_without_a_sites_directory_has_no_failed_runs() {
         !log.contains("cannot read the sites directory"),
         "a missing directory is not an error:\n{log}"
     );
-    note(&format!("its warning: {}", warnings[0].trim()));
+    note!("its warning: {}", warnings[0].trim());
     assert_eq!(
         ns.systemctl_ok(&["show", "-p", "Result", "--value", "fleet-reaper.service"])
             .trim(),

@@ -140,9 +140,7 @@ fn two_hundred_concurrent_one_start() {
         "exactly one start; waker logs:\n{}",
         w.logs()
     );
-    support::note(&format!(
-        "{n} concurrent answers from a stopped container in {elapsed:?}"
-    ));
+    support::note!("{n} concurrent answers from a stopped container in {elapsed:?}");
 }
 
 /// Must show 3: a stale php-fpm.sock (nothing accepts) while the container
@@ -150,8 +148,7 @@ fn two_hundred_concurrent_one_start() {
 #[test]
 fn stale_socket_is_never_ready() {
     require!(Docker, PhpFpm);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     // SIGKILL: php-fpm cannot remove its socket file.
     site.kill();
     let fpm = site.fpm_socket();
@@ -203,7 +200,7 @@ fn failure_missing_container_then_fixed() {
     assert!(w.logs().contains(site.container()), "{}", w.logs());
     support::docker_ok(&["rename", &hidden, site.container()]);
     says_hello(&site, "after the fix", String::new);
-    support::note(&format!("missing container: closed after {times:?}"));
+    support::note!("missing container: closed after {times:?}");
 }
 
 /// Must show 4b: a container whose start fails (its bind-mount source is
@@ -214,13 +211,10 @@ fn failure_start_fails_then_fixed() {
     let scratch = support::temp_dir("mount");
     let source = scratch.path().join("absent");
     std::fs::create_dir(&source).expect("mount source, for create");
-    let site = TestSite::with_options(SiteOptions {
-        docker_args: vec![
-            "--mount".into(),
-            format!("type=bind,source={},target=/mnt/x", source.display()),
-        ],
-        ..Default::default()
-    });
+    let site = TestSite::with_options(SiteOptions::default().docker_args([
+        "--mount".into(),
+        format!("type=bind,source={},target=/mnt/x", source.display()),
+    ]));
     std::fs::remove_dir(&source).expect("break the mount: start must fail");
     let mut w = listening_site(&site, TIMEOUT_ARGS);
     let times = held_connections_closed(&site.waker_socket(), 5);
@@ -233,7 +227,7 @@ fn failure_start_fails_then_fixed() {
     let r =
         hello_after_backoff(&site.waker_socket(), Duration::from_secs(20)).expect("after the fix");
     assert_eq!(r.text(), site.hello_line());
-    support::note(&format!("failing start: closed after {times:?}"));
+    support::note!("failing start: closed after {times:?}");
 }
 
 /// Must show 4c: php-fpm never listening where the waker looks; then the
@@ -258,7 +252,7 @@ fn failure_fpm_never_listens_then_fixed() {
     assert!(w.logs().contains("did not accept"), "{}", w.logs());
     std::fs::hard_link(site.fpm_socket(), &upstream).expect("fix: hard link");
     says_hello(&site, "after the fix", String::new);
-    support::note(&format!("php-fpm never listening: closed after {times:?}"));
+    support::note!("php-fpm never listening: closed after {times:?}");
 }
 
 /// Must show 4 (and the "a container that exits while starting"):
@@ -267,16 +261,13 @@ fn failure_fpm_never_listens_then_fixed() {
 #[test]
 fn failure_container_exits_while_starting() {
     require!(Docker, PhpFpm);
-    let site = TestSite::with_options(SiteOptions {
-        fpm_children: Some(0),
-        ..Default::default()
-    });
+    let site = TestSite::with_options(SiteOptions::default().fpm_children(0));
     let mut w = listening_site(&site, &["--start-timeout", "10s"]);
     let times = held_connections_closed(&site.waker_socket(), 3);
     assert_closed_within(&times, Duration::from_secs(5), &w.logs());
     assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
     assert!(w.logs().contains("exited while starting"), "{}", w.logs());
-    support::note(&format!("container dying at start: closed after {times:?}"));
+    support::note!("container dying at start: closed after {times:?}");
 }
 
 /// Must show 5a: 100 MB each way through the waker to php-fpm (echo.php),
@@ -284,8 +275,7 @@ fn failure_container_exits_while_starting() {
 #[test]
 fn hundred_mb_each_way_byte_exact() {
     require!(Docker, PhpFpm);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let _w = listening_site(&site, &[]);
     let body: Vec<u8> = (0..100u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -298,15 +288,14 @@ fn hundred_mb_each_way_byte_exact() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(r.body.len(), body.len());
     assert!(r.body == body, "100 MB echo differs");
-    support::note(&format!("100 MB each way through the waker in {elapsed:?}"));
+    support::note!("100 MB each way through the waker in {elapsed:?}");
 }
 
 /// Must show 5b: a client that half-closes still gets the whole response.
 #[test]
 fn half_closing_client_gets_full_response() {
     require!(Docker, PhpFpm);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let _w = listening_site(&site, &[]);
     let mut c = UnixStream::connect(site.waker_socket()).expect("connect");
     c.write_all(&fastcgi::encode_request(&FcgiRequest::get(
@@ -338,8 +327,7 @@ fn load_state(path: &Path) -> fleet_core::state::Activity {
 #[test]
 fn state_file_during_after_and_symlink() {
     require!(Docker, PhpFpm);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let w = listening_site(&site, &[]);
     let state = site.state_file();
     let before = SystemTime::now();
@@ -407,8 +395,7 @@ fn state_file_during_after_and_symlink() {
 #[test]
 fn exit_idle_time() {
     require!(Docker, PhpFpm, SocketActivate);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let mut w = activated(&site, &["--exit-idle-time", "1s"]);
     says_hello(&site, "request", String::new);
     let last = Instant::now();
@@ -427,8 +414,7 @@ fn exit_idle_time() {
 #[test]
 fn sigterm_lets_open_connections_finish() {
     require!(Docker, PhpFpm);
-    let site = TestSite::new();
-    site.start();
+    let site = TestSite::started(SiteOptions::default());
     let mut w = listening_site(&site, &[]);
     let socket = site.waker_socket();
     let slow = std::thread::spawn(move || {

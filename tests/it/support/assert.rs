@@ -14,6 +14,13 @@ pub fn says_hello(site: &TestSite, what: &str, logs: impl FnOnce() -> String) {
     assert_eq!(r.text(), site.hello_line(), "{what}\n{}", logs());
 }
 
+/// php-fpm itself answers the hello page at the site's own socket (no
+/// waker in between). `what` names the moment for the failure message.
+pub fn fpm_says_hello(site: &TestSite, what: &str) {
+    let r = hello(&site.fpm_socket()).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(r.text(), site.hello_line(), "{what}");
+}
+
 /// The reaper's plan entry of `site` (its name, or a conf file's name).
 pub fn plan_entry<'a>(plan: &'a serde_json::Value, site: &str) -> &'a serde_json::Value {
     plan["sites"]

@@ -6,7 +6,6 @@
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::{FcgiResponse, Launch, Spawned, fastcgi, free_port, temp_dir, wait_until};
@@ -29,7 +28,8 @@ const DOCROOT: &str = xtask::image::CONTAINER_DOCROOT;
 pub struct WebServer {
     proc: Spawned,
     port: u16,
-    dir: tempfile::TempDir,
+    /// Its config and logs, removed on drop.
+    _dir: tempfile::TempDir,
     error_log: PathBuf,
 }
 
@@ -59,7 +59,7 @@ impl WebServer {
                 return WebServer {
                     proc,
                     port,
-                    dir,
+                    _dir: dir,
                     error_log,
                 };
             }
@@ -87,11 +87,6 @@ impl WebServer {
             std::fs::read_to_string(&self.error_log).unwrap_or_default(),
             self.proc.logs()
         )
-    }
-
-    /// Its config/log directory.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 

@@ -12,6 +12,7 @@
 //! * [`frontends`] — Apache `mod_proxy_fcgi`, lighttpd `mod_fastcgi` and `cgi-fcgi` in front of a socket.
 //! * [`http::get`] / [`http::post`] — a tiny HTTP/1.1 client.
 //! * [`Launch`] → [`SocketActivated`] / [`Spawned`] — run a binary under real socket activation or directly.
+//! * [`reaper`] — this build's fleet-reaper through the kit's runner, failures as panics.
 //! * [`nsystemd::NsSystemd`] — a real systemd booted as PID 1 in private PID and mount namespaces.
 //! * [`wait_until`], [`free_port`], [`bin`], [`docker`], [`docker_events`], [`count_docker_events`].
 #![allow(dead_code, unused_imports, unused_macros)]
@@ -22,6 +23,7 @@ pub mod frontends;
 pub mod http;
 pub mod nginx;
 pub mod nsystemd;
+pub mod reaper;
 pub mod site;
 pub mod stack;
 pub mod wake;
@@ -135,6 +137,15 @@ pub fn note(msg: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "[{}] {msg}", test_name());
 }
+
+/// `note!("… {x} …")`: [`note`] of a `format!`.
+macro_rules! note_format {
+    ($($arg:tt)*) => {
+        $crate::support::note(&format!($($arg)*))
+    };
+}
+// Under the function's name, in the macro namespace only.
+pub(crate) use note_format as note;
 
 /// The running test's name (libtest names the thread after it).
 pub fn test_name() -> String {

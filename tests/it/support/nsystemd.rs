@@ -249,11 +249,6 @@ impl NsSystemd {
         }
     }
 
-    /// systemd's PID as the host sees it.
-    pub fn pid(&self) -> i32 {
-        self.pid
-    }
-
     /// What systemd printed.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -525,9 +520,12 @@ pub const FAILING_SERVICE_DROPIN: &str = "fleet-waker@.service.d/fail.conf";
 /// The failing drop-in is left in place.
 pub fn drive_socket_into_limit(ns: &NsSystemd, site: &TestSite) -> String {
     let socket_unit = format!("fleet-waker@{}.socket", site.name());
+    // systemd's default start limit is 5 starts in 10 s: a loaded host may
+    // not fit 5 failed starts in 10 s, so the drop-in (removed with the
+    // cause) counts them over 5 min.
     ns.write_unit(
         FAILING_SERVICE_DROPIN,
-        "[Service]\nExecStartPre=/bin/false\n",
+        "[Unit]\nStartLimitIntervalSec=5min\n[Service]\nExecStartPre=/bin/false\n",
     );
     ns.systemctl_ok(&["daemon-reload"]);
     ns.systemctl_ok(&["start", &socket_unit]);

@@ -52,6 +52,13 @@ impl Stack {
         http::get(self.nginx.port(), path).expect("HTTP GET through nginx")
     }
 
+    /// `GET /hello.php` through nginx, asserted with [`Stack::assert_hello`].
+    pub fn hello(&self, what: &str) -> HttpResponse {
+        let r = self.get("/hello.php");
+        self.assert_hello(&r, what);
+        r
+    }
+
     /// Asserts `r` is `hello.php`'s 200 for this site; on failure prints
     /// [`Stack::diagnostics`].
     pub fn assert_hello(&self, r: &HttpResponse, what: &str) {

@@ -93,62 +93,6 @@ pub fn activated(site: &TestSite, extra: &[&str]) -> SocketActivated {
         .activate(&site.waker_socket())
 }
 
-/// One `fleet-reaper --format json` pass over the site's own layout (its
-/// run, sites and state directories) with `args`; returns the exit code and
-/// the site's entry of the plan.
-pub fn reaper_pass(site: &TestSite, args: &[&str]) -> (Option<i32>, serde_json::Value) {
-    let layout = site.layout();
-    let out = xtask::error::Cmd::new(bin("fleet-reaper"))
-        .arg("--run-dir")
-        .arg(&layout.run_dir)
-        .arg("--sites-dir")
-        .arg(&layout.sites_dir)
-        .arg("--state-dir")
-        .arg(&layout.state_dir)
-        .args(["--format", "json"])
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "fleet-reaper printed no JSON ({e}):\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let entry = plan["sites"]
-        .as_array()
-        .and_then(|sites| sites.iter().find(|e| e["site"] == site.name()))
-        .cloned()
-        .unwrap_or_else(|| panic!("no entry for {} in {plan}", site.name()));
-    (out.status.code(), entry)
-}
-
-/// Reaper passes every 200 ms, as its timer would run them, until the site's
-/// plan entry says `action` (e.g. "paused"); returns that entry. php-fpm's
-/// counter dates traffic at the pass that sees it, so the pass that acts
-/// comes one timeout after the first pass that saw the last request.
-pub fn reap_until(
-    site: &TestSite,
-    args: &[&str],
-    action: &str,
-    within: Duration,
-) -> serde_json::Value {
-    let t = Instant::now();
-    loop {
-        let (code, entry) = reaper_pass(site, args);
-        if entry["action"] == action {
-            return entry;
-        }
-        assert!(
-            t.elapsed() < within,
-            "the reaper did not say {action:?} within {within:?} (exit {code:?}); last entry: {entry}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// True for the waker's own FastCGI answer to a wake it did not try
 /// (backing off, or the host's wake queue too long): a 503 with
 /// `Retry-After`.

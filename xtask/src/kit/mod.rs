@@ -7,6 +7,7 @@ pub mod fastcgi;
 pub mod http;
 pub mod nginx;
 pub mod process;
+pub mod reaper;
 pub mod site;
 
 use std::path::PathBuf;

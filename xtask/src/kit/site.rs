@@ -145,6 +145,24 @@ impl SiteOptions {
         self
     }
 
+    /// `n` php-fpm workers.
+    pub fn fpm_children(mut self, n: u32) -> Self {
+        self.fpm_children = Some(n);
+        self
+    }
+
+    /// Extra `docker create` arguments.
+    pub fn docker_args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.docker_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// A writable `/srv/data` (see [`SiteOptions::data_dir`]).
+    pub fn data_dir(mut self) -> Self {
+        self.data_dir = true;
+        self
+    }
+
     /// `-e` settings of the container's php-fpm pool.
     fn fpm_env(&self) -> Vec<String> {
         use crate::image::{ACCESS_LOG_ENV, CHILDREN_ENV, STATUS_PATH_ENV};
@@ -170,6 +188,13 @@ impl TestSite {
     #[allow(clippy::new_without_default)]
     pub fn new() -> TestSite {
         Self::with_options(SiteOptions::default())
+    }
+
+    /// [`TestSite::with_options`], then [`TestSite::start`]ed.
+    pub fn started(options: SiteOptions) -> TestSite {
+        let site = Self::with_options(options);
+        site.start();
+        site
     }
 
     /// Like [`TestSite::new`] with php-fpm worker count / extra docker args;
