@@ -36,6 +36,7 @@ use crate::error::{Cmd, chain};
 use crate::kit::http::{self, HttpResponse};
 use crate::kit::nginx::{Mode, NginxProc, nginx_user, share_socket_with_nginx, site_snippet};
 use crate::kit::process::{Launch, SocketActivated};
+use crate::kit::reaper::Reaper;
 use crate::kit::site::{SiteOptions, TestSite};
 use crate::wait::wait_for;
 
@@ -292,13 +293,7 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
         "\nstep 3/4: fleet-reaper with a {timeout} idle timeout ({})",
         conf.display()
     );
-    let reaper = Cmd::new(&reaper_bin)
-        .arg("--sites-dir")
-        .arg(&layout.sites_dir)
-        .arg("--run-dir")
-        .arg(&layout.run_dir)
-        .arg("--state-dir")
-        .arg(&layout.state_dir);
+    let reaper = Reaper::over(&reaper_bin, &layout).args(["--stop-timeout", "5s"]);
     reap_until_stopped(&reaper, last_request, &state)
         .map_err(|e| Error::failed("step 3 (fleet-reaper)", chain(&e)))?;
     println!(
@@ -343,44 +338,35 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
 /// pass that stops the site comes one timeout after the first that saw the
 /// last request; 8 s more are allowed.
 fn reap_until_stopped(
-    reaper: &Cmd,
+    reaper: &Reaper,
     last_request: Instant,
     state: &dyn Fn() -> String,
 ) -> Result<(), Error> {
     println!("  one pass every second, as fleet-reaper.timer does every minute:");
-    let reaper = reaper
-        .clone()
-        .args(["--stop-timeout", "5s"])
-        .env("NO_COLOR", "1");
-    let deadline = last_request + DEMO_TIMEOUT + Duration::from_secs(8);
-    for pass in 1.. {
-        let out = reaper.output()?;
+    let mut pass = 0;
+    let within = (last_request + DEMO_TIMEOUT + Duration::from_secs(8))
+        .saturating_duration_since(Instant::now());
+    reaper.passes(within, Duration::from_secs(1), |run| {
+        pass += 1;
         let after = ms(last_request.elapsed());
+        let exit = run
+            .code
+            .map_or("a signal".to_owned(), |c| format!("exit {c}"));
         println!(
-            "  $ {}   (pass {pass}, {after} after the last request, {})",
-            reaper.line(),
-            out.status
+            "  $ {}   (pass {pass}, {after} after the last request, {exit})",
+            reaper.line()
         );
-        for l in String::from_utf8_lossy(&out.stdout).lines() {
+        for l in run.stdout.lines() {
             println!("    {l}");
         }
-        if !out.status.success() {
-            for l in String::from_utf8_lossy(&out.stderr).lines() {
+        if run.code != Some(0) {
+            for l in run.stderr.lines() {
                 println!("    stderr │ {l}");
             }
-            return Err(Error::failed(reaper.line(), out.status));
+            return Err(Error::failed(reaper.line(), exit));
         }
-        if state() == "exited" {
-            break;
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::failed(
-                "the reaper",
-                "did not stop the idle container",
-            ));
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+        Ok(state() == "exited")
+    })?;
     Ok(())
 }
 

@@ -28,10 +28,11 @@ use std::time::Duration;
 use crate::bench::waker::median;
 use crate::proc::{Rig, free_port, run};
 use xtask::Error;
-use xtask::error::{Cmd, chain};
+use xtask::error::chain;
 use xtask::kit::nginx::{
     Mode, NGINX, NginxProc, nginx_user, share_socket_with_nginx, site_snippet,
 };
+use xtask::kit::reaper::Reaper;
 
 /// The container states measured, in the order of a round: proxy mode with
 /// `docker pause`/`docker stop`, then direct mode with the reaper's.
@@ -91,32 +92,14 @@ fn first_byte_ms(port: u16) -> Result<f64, Error> {
 
 /// Release fleet-reaper passes (every 300 ms, as a busy timer would run
 /// them) until the container is in `state` ("paused" or "exited").
-fn reap_until(
-    rig: &Rig,
-    reaper: &[std::ffi::OsString],
-    action: &str,
-    state: &str,
-) -> Result<(), Error> {
-    let step = Duration::from_millis(300);
-    let mut last = Ok(String::new());
-    let done = xtask::wait::poll(REAPER_WITHIN, step, step, || {
-        last = Cmd::new(&reaper[0])
-            .args(&reaper[1..])
-            .args(["--action", action])
-            .stdout();
-        last.is_ok() && rig.kit().state() == state
-    });
-    let last = last?;
-    if done {
-        return Ok(());
-    }
-    Err(Error::failed(
-        format!("fleet-reaper --action {action}"),
-        format!(
-            "did not make {} {state} within {REAPER_WITHIN:?}; last plan:\n{last}",
-            rig.container()
-        ),
-    ))
+fn reap_until(rig: &Rig, reaper: &Reaper, action: &str, state: &str) -> Result<(), Error> {
+    reaper
+        .clone()
+        .args(["--action", action])
+        .passes(REAPER_WITHIN, Duration::from_millis(300), |run| {
+            Ok(run.code == Some(0) && rig.kit().state() == state)
+        })
+        .map(drop)
 }
 
 fn max(v: &[f64]) -> f64 {
@@ -157,25 +140,11 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, Error> {
     )?;
     // The reaper over this one site, on the waker's state directory (the
     // site lock and the waker's state file live there).
-    xtask::error::run_in(
-        Some(root),
-        "cargo",
-        &["build", "--release", "-q", "-p", "fleet-reaper"],
-    )?;
+    crate::proc::build_release(root, &["fleet-reaper"])?;
     rig.kit().try_write_conf(REAPER_TIMEOUT)?;
-    let layout = rig.kit().layout();
-    let reaper: Vec<std::ffi::OsString> = vec![
-        xtask::kit::release_bin("fleet-reaper").into(),
-        "--run-dir".into(),
-        layout.run_dir.clone().into(),
-        "--sites-dir".into(),
-        layout.sites_dir.clone().into(),
-        "--state-dir".into(),
-        layout.state_dir.clone().into(),
-        "--no-heal".into(),
-        "--format".into(),
-        "json".into(),
-    ];
+    let reaper = Reaper::over(xtask::kit::release_bin("fleet-reaper"), rig.kit().layout())
+        .arg("--no-heal")
+        .json();
     let waker_log = || std::fs::read_to_string(rig.dir().join("waker.log")).unwrap_or_default();
     let get_on = |port: u16, what: &str| {
         first_byte_ms(port)
