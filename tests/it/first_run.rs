@@ -17,6 +17,7 @@ use std::time::Instant;
 use nix::mount::{MsFlags, mount};
 use xtask::error::Cmd;
 
+use crate::support::nsystemd::overlay_options;
 use crate::support::{Launch, Spawned, bin, free_port, note, require, temp_dir};
 
 /// The packages the demo needs that the test removes, and their binaries.
@@ -100,16 +101,7 @@ fn demo_on_a_machine_without_nginx_and_php_fpm_installs_them_and_completes() {
     // would otherwise see the overlays); the sites' base stays shared.
     sandbox.run(&["mount", "--make-private", "/"]);
     for dir in ["usr", "etc", "var"] {
-        let up = upper.path().join(dir);
-        let work = upper.path().join(format!("{dir}.work"));
-        for d in [&up, &work] {
-            std::fs::create_dir(d).expect("overlay dir");
-        }
-        let options = format!(
-            "lowerdir=/{dir},upperdir={},workdir={}",
-            up.display(),
-            work.display()
-        );
+        let options = overlay_options(&Path::new("/").join(dir), &upper.path().join(dir));
         sandbox.run(&[
             "mount",
             "-t",

@@ -86,6 +86,27 @@ fn ancestors_to_make(p: &Path, out: &mut Vec<CString>) {
     }
 }
 
+/// overlayfs's mount options for a copy-on-write `dir` whose upper and work
+/// layers are made in `scratch`: what is written to `dir` lands there.
+pub fn overlay_options(dir: &Path, scratch: &Path) -> String {
+    let upper = scratch.join("upper");
+    let work = scratch.join("work");
+    std::fs::create_dir_all(&upper).expect("overlay upper dir");
+    std::fs::create_dir_all(&work).expect("overlay work dir");
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        dir.display(),
+        upper.display(),
+        work.display()
+    );
+    // overlayfs splits its options at ',' and lower layers at ':'.
+    assert!(
+        !options[9..].contains([':']) && options.matches(',').count() == 2,
+        "overlay paths must not contain ',' or ':': {options}"
+    );
+    options
+}
+
 impl NsSystemd {
     /// Boots systemd with `binds` in place. Panics (with systemd's log) if it
     /// does not reach a running state within 30 s.
@@ -108,21 +129,7 @@ impl NsSystemd {
         let mut overlays = Vec::new();
         for (i, dir) in private.iter().enumerate() {
             let scratch = scratch.as_ref().expect("scratch dir").path();
-            let upper = scratch.join(format!("{i}/upper"));
-            let work = scratch.join(format!("{i}/work"));
-            std::fs::create_dir_all(&upper).expect("overlay upper dir");
-            std::fs::create_dir_all(&work).expect("overlay work dir");
-            let options = format!(
-                "lowerdir={},upperdir={},workdir={}",
-                dir.display(),
-                upper.display(),
-                work.display()
-            );
-            // overlayfs splits its options at ',' and lower layers at ':'.
-            assert!(
-                !options[9..].contains([':']) && options.matches(',').count() == 2,
-                "overlay paths must not contain ',' or ':': {options}"
-            );
+            let options = overlay_options(dir, &scratch.join(i.to_string()));
             overlays.push((cstr(dir), CString::new(options).expect("no NUL")));
         }
         let mut plan = ChildPlan {
