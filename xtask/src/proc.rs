@@ -40,7 +40,7 @@ pub struct Rig {
 }
 
 impl Rig {
-    /// Sets the site up; `tools` are `(name, path)` pairs that must exist;
+    /// Sets the site up; `tools` are `(path, package)` pairs that must exist;
     /// fleet-waker is built (release) in `root`.
     pub fn new(root: &Path, kind: &str, tools: &[(&str, &str)]) -> Result<Rig, Error> {
         require(tools)?;
@@ -151,12 +151,13 @@ pub fn parallel(
     })
 }
 
-/// Fails with what is missing unless every `(name, path)` of `tools` exists.
+/// Fails with what is missing, and the package to install, unless every
+/// `(path, package)` of `tools` exists.
 pub fn require(tools: &[(&str, &str)]) -> Result<(), Error> {
-    match tools.iter().find(|(_, path)| !Path::new(path).exists()) {
-        Some((what, path)) => Err(Error::unavailable(*what, format!("missing ({path})"))),
-        None => Ok(()),
+    for (path, package) in tools {
+        xtask::deps::need(&[path], &[], package).map_err(|e| Error::unavailable(*path, e))?;
     }
+    Ok(())
 }
 
 /// `cargo build --release` of `packages` in `root`: the benches time

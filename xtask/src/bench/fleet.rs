@@ -58,11 +58,8 @@ impl Drop for Fleet {
 
 pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
     require(&[
-        ("nginx", NGINX),
-        (
-            "systemd-socket-activate",
-            "/usr/bin/systemd-socket-activate",
-        ),
+        (NGINX, "nginx-light"),
+        ("/usr/bin/systemd-socket-activate", "systemd"),
     ])?;
     build_release(root, &["fleet-waker", "fleet-reaper"])?;
     let waker_bin = xtask::kit::release_bin("fleet-waker");

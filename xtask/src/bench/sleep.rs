@@ -111,11 +111,8 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, Error> {
         root,
         "sleep",
         &[
-            ("nginx", NGINX),
-            (
-                "systemd-socket-activate",
-                "/usr/bin/systemd-socket-activate",
-            ),
+            (NGINX, "nginx-light"),
+            ("/usr/bin/systemd-socket-activate", "systemd"),
         ],
     )?;
     let container = rig.container().to_owned();

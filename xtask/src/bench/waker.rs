@@ -202,13 +202,10 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
         root,
         "bench",
         &[
-            ("nginx", NGINX),
-            ("wrk", "/usr/bin/wrk"),
-            ("systemd-socket-proxyd", PROXYD),
-            (
-                "systemd-socket-activate",
-                "/usr/bin/systemd-socket-activate",
-            ),
+            (NGINX, "nginx-light"),
+            ("/usr/bin/wrk", "wrk"),
+            (PROXYD, "systemd"),
+            ("/usr/bin/systemd-socket-activate", "systemd"),
         ],
     )?;
     let (dir, site_dir, container) = (
