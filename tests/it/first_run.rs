@@ -11,14 +11,14 @@
 //! mounts there in the namespace is the one Docker (in the host's namespace)
 //! bind-mounts into the container.
 
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::mount::{MsFlags, mount};
 use xtask::error::Cmd;
 
 use crate::support::nsystemd::overlay_options;
-use crate::support::{Launch, Spawned, bin, free_port, note, require, temp_dir};
+use crate::support::{Launch, Spawned, bin, free_port, note, require, temp_dir, wait_until};
 
 /// The packages the demo needs that the test removes, and their binaries.
 const REMOVED: [&str; 2] = ["nginx-light", "php8.2-fpm"];
@@ -30,37 +30,56 @@ struct Sandbox {
 }
 
 impl Sandbox {
+    /// A new mount namespace, once `unshare` has made it (nsenter must not
+    /// join the host's, which `unshare` is in until it has).
+    fn new() -> Sandbox {
+        let holder = Launch::new("unshare")
+            .args(["--mount", "--propagation", "unchanged", "--"])
+            .args(["sleep", "infinity"])
+            .spawn();
+        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+        let pid = holder.pid().to_string();
+        assert!(
+            wait_until(Duration::from_secs(10), || ns(&pid)
+                .is_some_and(|n| Some(n) != ns("self"))),
+            "unshare made no mount namespace: {}",
+            holder.logs()
+        );
+        Sandbox { holder }
+    }
+
     fn pid(&self) -> String {
         self.holder.pid().to_string()
     }
 
-    /// `argv` run inside the namespace (nsenter enters its mounts only).
-    fn cmd(&self, argv: &[&str]) -> Cmd {
+    /// `path` as the namespace sees it.
+    fn path(&self, path: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{path}", self.pid()))
+    }
+
+    /// `argv` run inside the namespace (nsenter enters its mounts only),
+    /// killed after `limit` (a stalled mirror must not hang the suite).
+    fn cmd(&self, limit: Duration, argv: &[&str]) -> Cmd {
         Cmd::new("nsenter")
             .args(["--target", &self.pid(), "--mount", "--"])
+            .args(["timeout", "--kill-after=10", &limit.as_secs().to_string()])
             .args(argv)
     }
 
     fn run(&self, argv: &[&str]) -> String {
-        self.cmd(argv)
+        self.cmd(Duration::from_secs(60), argv)
             .stdout()
             .unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)))
     }
 
     fn installed(&self, package: &str) -> bool {
-        self.cmd(&["dpkg-query", "-W", "-f=${Status}", package])
-            .stdout()
-            .is_ok_and(|s| xtask::deps::parse_dpkg_status(&s))
+        xtask::deps::is_installed_in(&self.path("/var/lib/dpkg"), package)
     }
-}
-
-fn host_installed(package: &str) -> bool {
-    xtask::deps::is_installed(package)
 }
 
 #[test]
 fn demo_on_a_machine_without_nginx_and_php_fpm_installs_them_and_completes() {
-    require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
+    require!(Docker, PhpFpm, Nginx, SocketActivate, Systemd, Root);
     let upper = temp_dir("first-run-overlay");
     // A short name: the demo's socket paths below it must fit sun_path.
     let shared = temp_dir("fr");
@@ -75,6 +94,7 @@ fn demo_on_a_machine_without_nginx_and_php_fpm_installs_them_and_completes() {
         None::<&str>,
     )
     .expect("bind the sites' base onto itself");
+    let _unmount = Unmount(shared_path);
     mount(
         None::<&str>,
         shared_path,
@@ -83,23 +103,15 @@ fn demo_on_a_machine_without_nginx_and_php_fpm_installs_them_and_completes() {
         None::<&str>,
     )
     .expect("make the sites' base shared");
-    let _unmount = Unmount(shared_path);
 
-    let sandbox = Sandbox {
-        holder: Launch::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "unchanged",
-                "--",
-                "sleep",
-                "infinity",
-            ])
-            .spawn(),
-    };
-    // The root mount private in the namespace (a host where it is shared
-    // would otherwise see the overlays); the sites' base stays shared.
-    sandbox.run(&["mount", "--make-private", "/"]);
+    let sandbox = Sandbox::new();
+    // The mounts that hold /usr, /etc and /var private in the namespace (a
+    // host where one is shared would otherwise get the overlays); the sites'
+    // base stays shared.
+    for dir in ["/usr", "/etc", "/var"] {
+        let holder = sandbox.run(&["findmnt", "-n", "-o", "TARGET", "-T", dir]);
+        sandbox.run(&["mount", "--make-private", holder.trim()]);
+    }
     for dir in ["usr", "etc", "var"] {
         let options = overlay_options(&Path::new("/").join(dir), &upper.path().join(dir));
         sandbox.run(&[
@@ -114,12 +126,15 @@ fn demo_on_a_machine_without_nginx_and_php_fpm_installs_them_and_completes() {
     }
     // No service may start or stop while packages come and go (as in a
     // build chroot): the host's php-fpm and nginx are not the sandbox's.
-    let policy = format!("/proc/{}/root/usr/sbin/policy-rc.d", sandbox.pid());
+    let policy = sandbox.path("/usr/sbin/policy-rc.d");
     std::fs::write(&policy, "#!/bin/sh\nexit 101\n").expect("write policy-rc.d");
     sandbox.run(&["chmod", "0755", "/usr/sbin/policy-rc.d"]);
 
     let removed = sandbox
-        .cmd(&["apt-get", "remove", "-y", "nginx"])
+        .cmd(
+            Duration::from_secs(300),
+            &["apt-get", "remove", "-y", "nginx"],
+        )
         .args(REMOVED)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .output()
@@ -134,12 +149,14 @@ fn demo_on_a_machine_without_nginx_and_php_fpm_installs_them_and_completes() {
             !sandbox.installed(package),
             "{package} still installed in the sandbox"
         );
-        assert!(host_installed(package), "{package} must stay on the host");
+        assert!(
+            xtask::deps::is_installed(package),
+            "{package} must stay on the host"
+        );
     }
-    let in_sandbox = |path: &str| format!("/proc/{}/root{path}", sandbox.pid());
     for binary in BINARIES {
         assert!(
-            !Path::new(&in_sandbox(binary)).exists(),
+            !sandbox.path(binary).exists(),
             "{binary} is still there after the removal"
         );
         assert!(Path::new(binary).exists(), "{binary} must stay on the host");
@@ -148,7 +165,10 @@ fn demo_on_a_machine_without_nginx_and_php_fpm_installs_them_and_completes() {
     let port = free_port();
     let started = Instant::now();
     let out = sandbox
-        .cmd(&[bin("xtask").to_str().expect("utf-8 path")])
+        .cmd(
+            Duration::from_secs(900),
+            &[bin("xtask").to_str().expect("utf-8 path")],
+        )
         .args(["demo", "--once", "--no-build", "--port", &port.to_string()])
         .env("FLEET_KIT_TMPDIR", shared_path)
         .env("DEBIAN_FRONTEND", "noninteractive")
@@ -180,7 +200,7 @@ fn demo_on_a_machine_without_nginx_and_php_fpm_installs_them_and_completes() {
         assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
     }
     for binary in BINARIES {
-        assert!(Path::new(&in_sandbox(binary)).exists(), "{binary} not back");
+        assert!(sandbox.path(binary).exists(), "{binary} not back");
     }
     for package in REMOVED {
         assert!(
@@ -188,14 +208,14 @@ fn demo_on_a_machine_without_nginx_and_php_fpm_installs_them_and_completes() {
             "{package} not installed in the sandbox"
         );
         assert!(
-            host_installed(package),
+            xtask::deps::is_installed(package),
             "{package} must still be on the host"
         );
     }
-    note(&format!(
+    note!(
         "removed {REMOVED:?}, then `xtask demo --once` installed them and completed in {:.1?}: {install}",
         started.elapsed()
-    ));
+    );
 }
 
 /// Unmounts the shared base (and anything left below it) when the test ends.

@@ -712,7 +712,7 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
     for round in 0..5 {
         // Passes once a second until the reaper paused the site (the
         // timeout is 1 s since the last request).
-        let paused = pause.passes(Duration::from_secs(10), Duration::from_secs(1), |run| {
+        let paused = pause.passes(Duration::from_secs(20), Duration::from_secs(1), |run| {
             log.push_str(&format!("round {round}: {run}\n"));
             Ok(s.site.state() == "paused")
         });

@@ -518,7 +518,7 @@ fn the_sleeping_name_is_never_followed() {
     // the reaper leaves the site running, saying why; the site keeps serving.
     tenant_ok(&site.fpm_socket(), "op=mkdir&a=php-fpm.sock.sleeping");
     std::thread::sleep(Duration::from_millis(1200));
-    let skipped = pause.passes(Duration::from_secs(10), Duration::from_millis(300), |run| {
+    let skipped = pause.passes(Duration::from_secs(20), Duration::from_millis(300), |run| {
         let e = run.entry(site.name())?;
         assert_ne!(e["action"], "paused", "{e}");
         Ok(e["action"] == "skipped")

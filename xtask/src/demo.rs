@@ -14,7 +14,8 @@
 //! 3. fleet-reaper with a 2 s timeout, showing the container stopped;
 //! 4. a third request that wakes it again.
 //!
-//! Everything lives under the kit's temp dir `/tmp/fleet-it-<pid>-demo-…` (run, state and sites
+//! Everything lives under the kit's temp dir `/tmp/fleet-it-<pid>-demo-…` (or
+//! `$FLEET_KIT_TMPDIR`; run, state and sites
 //! directories through `FLEET_RUN_DIR` etc.), never the host's
 //! `/run/docker-apps`. Everything it made is removed at the end, on failure
 //! and on Ctrl-C (SIGINT/SIGTERM are taken by a dedicated thread).
@@ -32,7 +33,7 @@ use nix::sys::signal::Signal;
 
 use crate::Error;
 use crate::deps::Prerequisite;
-use crate::error::{Cmd, chain};
+use crate::error::chain;
 use crate::kit::http::{self, HttpResponse};
 use crate::kit::nginx::{Mode, NginxProc, nginx_user, share_socket_with_nginx, site_snippet};
 use crate::kit::process::{Launch, SocketActivated};
@@ -164,13 +165,11 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
     if args.no_build {
         println!("[setup] binaries: using {} (--no-build)", bin_dir.display());
     } else {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let build = "build --quiet -p fleet-waker -p fleet-reaper";
-        println!("[setup] binaries: {cargo} {build}");
-        Cmd::new(&cargo)
-            .args(build.split(' '))
-            .dir(crate::kit::repo_root())
-            .status()?;
+        println!(
+            "[setup] binaries: built (dev profile) into {}",
+            bin_dir.display()
+        );
+        crate::kit::build("dev", &["fleet-waker", "fleet-reaper"])?;
     }
     let [waker_bin, reaper_bin] = ["fleet-waker", "fleet-reaper"].map(|b| bin_dir.join(b));
     if let Some(b) = [&waker_bin, &reaper_bin].into_iter().find(|b| !b.is_file()) {

@@ -64,8 +64,10 @@ impl Prerequisite {
     pub fn check(self) -> Result<(), String> {
         match self {
             Prerequisite::Root if nix::unistd::geteuid().is_root() => Ok(()),
-            Prerequisite::Root => Err("not root (run it as root)".to_string()),
-            Prerequisite::Docker => docker_engine().clone(),
+            Prerequisite::Root => {
+                Err("not root (run it as root: it starts containers and nginx)".to_string())
+            }
+            Prerequisite::Docker => docker_version().map(drop),
             Prerequisite::Nginx => need(&[NGINX, FASTCGI_PARAMS], &[], "nginx-light"),
             Prerequisite::PhpFpm => need(&[crate::image::PHP_FPM], &[], "php8.2-fpm"),
             Prerequisite::SocketActivate => need(&[], &["systemd-socket-activate"], "systemd"),
@@ -73,18 +75,23 @@ impl Prerequisite {
     }
 }
 
-fn docker_engine() -> &'static Result<(), String> {
-    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
-    CHECK.get_or_init(|| {
-        crate::error::run("docker", &["info", "--format", "{{.ServerVersion}}"])
-            .map(drop)
-            .map_err(|e| {
-                format!(
-                    "{} (is the Docker engine running and DOCKER_HOST right? else apt-get install docker.io)",
-                    crate::error::chain(&e)
-                )
-            })
-    })
+/// The Docker engine's version, or why it did not answer (asked once per
+/// process).
+pub fn docker_version() -> Result<String, String> {
+    static CHECK: OnceLock<Result<String, String>> = OnceLock::new();
+    CHECK
+        .get_or_init(|| {
+            crate::error::run("docker", &["info", "--format", "{{.ServerVersion}}"])
+                .map(|v| v.trim().to_owned())
+                .map_err(|e| {
+                    format!(
+                        "{} (is the Docker engine running, and DOCKER_HOST ({}) right? else apt-get install docker.io)",
+                        crate::error::chain(&e),
+                        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unset".into())
+                    )
+                })
+        })
+        .clone()
 }
 
 /// Packages `cargo xtask test` needs (installed when missing, as root with apt).
@@ -118,7 +125,16 @@ pub fn parse_dpkg_status(status: &str) -> bool {
 
 /// Is `package` installed? (Asks `dpkg-query`; not installed when it fails.)
 pub fn is_installed(package: &str) -> bool {
-    crate::error::run("dpkg-query", &["-W", "-f=${Status}", package])
+    is_installed_in(Path::new("/var/lib/dpkg"), package)
+}
+
+/// [`is_installed`] in the dpkg database at `admindir` (another root's).
+pub fn is_installed_in(admindir: &Path, package: &str) -> bool {
+    crate::error::Cmd::new("dpkg-query")
+        .arg("--admindir")
+        .arg(admindir)
+        .args(["-W", "-f=${Status}", package])
+        .stdout()
         .is_ok_and(|status| parse_dpkg_status(&status))
 }
 

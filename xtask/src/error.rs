@@ -265,8 +265,14 @@ impl Cmd {
             Stream::Stderr => child.stderr.take().map(|e| Box::new(e) as _),
         };
         if let Some(out) = out {
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                f(&line);
+            // Bytes, not `lines()`: a line that is not UTF-8 must not end
+            // the reading (the rest lost, the child killed by EPIPE).
+            let mut reader = std::io::BufReader::new(out);
+            let mut line = Vec::new();
+            while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                let text = String::from_utf8_lossy(&line);
+                f(text.strip_suffix('\n').unwrap_or(&text));
+                line.clear();
             }
         }
         let status = child

@@ -161,19 +161,18 @@ fn run(command: Cmd) -> Result<(), Error> {
         Cmd::Dist(args) => xtask::dist::main(&args),
         Cmd::Install(args) => xtask::install::main(&args),
         Cmd::Bench(which) => {
-            let root = xtask::kit::repo_root();
             let report = match which {
                 Bench::Waker { rounds, baseline } => {
-                    bench::waker::bench(&root, rounds, baseline.as_deref())
+                    bench::waker::bench(rounds, baseline.as_deref())
                 }
-                Bench::Fleet { n } => bench::fleet::bench(&root, n),
-                Bench::Reaper => bench::reaper::bench(&root),
-                Bench::Sleep { rounds } => bench::sleep::bench(&root, rounds),
+                Bench::Fleet { n } => bench::fleet::bench(n),
+                Bench::Reaper => bench::reaper::bench(),
+                Bench::Sleep { rounds } => bench::sleep::bench(rounds),
             }?;
             println!("{report}");
             Ok(())
         }
-        Cmd::Soak(args) => soak::soak(&xtask::kit::repo_root(), args.requests),
+        Cmd::Soak(args) => soak::soak(args.requests),
         Cmd::Fuzz(args) => fuzz::run(&xtask::kit::repo_root(), &args.target, args.seconds),
     }
 }
@@ -253,7 +252,7 @@ fn test(cargo_test_args: &[String]) -> Result<(), Error> {
         deps::ensure_packages()?;
         check_docker()?;
         build_image()?;
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let cargo = xtask::kit::cargo();
         // Broken or ambiguous doc links fail in `doc`, not on docs.rs. Through
         // --config, not RUSTDOCFLAGS, so the step is one argv like the others.
         let doc_flags = "build.rustdocflags=[\"-D\", \"warnings\"]";
@@ -307,22 +306,8 @@ fn test(cargo_test_args: &[String]) -> Result<(), Error> {
 
 fn check_docker() -> Result<(), Error> {
     let start = Instant::now();
-    let version = xtask::error::run("docker", &["info", "--format", "{{.ServerVersion}}"])
-        .map_err(|e| {
-            Error::unavailable(
-                "docker",
-                format!(
-                    "{}\n    is the Docker engine running, and is DOCKER_HOST ({}) right? (the Docker CLI and engine must be installed)",
-                    chain(&e),
-                    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unset".into())
-                ),
-            )
-        })?;
-    eprintln!(
-        "==> docker: engine {} ({})",
-        version.trim(),
-        secs(start.elapsed())
-    );
+    let version = xtask::deps::docker_version().map_err(|e| Error::unavailable("docker", e))?;
+    eprintln!("==> docker: engine {version} ({})", secs(start.elapsed()));
     Ok(())
 }
 

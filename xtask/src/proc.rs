@@ -9,22 +9,7 @@ use xtask::Error;
 use xtask::kit::process::{Launch, Spawned};
 use xtask::kit::site::{SiteOptions, TestSite};
 
-/// Runs `argv` (no shell) and returns its stdout, or an error naming the
-/// command and quoting its stderr.
-pub fn run(argv: &[&str]) -> Result<String, Error> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| Error::failed("run", "an empty command line"))?;
-    xtask::error::run(program, args)
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> Result<u16, Error> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Error::failed("a free port on 127.0.0.1", e))
-}
+pub use xtask::kit::free_port;
 
 /// One benchmark site: the tools checked, a release fleet-waker built, and
 /// the kit's site ([`TestSite`]: its temp dir `/tmp/fleet-it-<pid>-<kind>-…`
@@ -42,9 +27,9 @@ pub struct Rig {
 impl Rig {
     /// Sets the site up; `tools` are `(path, package)` pairs that must exist;
     /// fleet-waker is built (release) in `root`.
-    pub fn new(root: &Path, kind: &str, tools: &[(&str, &str)]) -> Result<Rig, Error> {
+    pub fn new(kind: &str, tools: &[(&str, &str)]) -> Result<Rig, Error> {
         require(tools)?;
-        build_release(root, &["fleet-waker"])?;
+        build_release(&["fleet-waker"])?;
         let waker_bin = xtask::kit::release_bin("fleet-waker");
         let kit = TestSite::try_with_options(SiteOptions {
             temp_kind: Some(kind.to_owned()),
@@ -160,15 +145,10 @@ pub fn require(tools: &[(&str, &str)]) -> Result<(), Error> {
     Ok(())
 }
 
-/// `cargo build --release` of `packages` in `root`: the benches time
-/// release builds, as shipped.
-pub fn build_release(root: &Path, packages: &[&str]) -> Result<(), Error> {
-    eprintln!("==> building {} (release)", packages.join(" and "));
-    let mut args = vec!["build", "--release", "-q"];
-    for p in packages {
-        args.extend(["-p", p]);
-    }
-    xtask::error::run_in(Some(root), "cargo", &args).map(drop)
+/// `cargo build --release` of `packages`: the benches time release builds,
+/// as shipped.
+pub fn build_release(packages: &[&str]) -> Result<(), Error> {
+    xtask::kit::build("release", packages)
 }
 
 /// (VmRSS, anonymous) of `pid` in KiB, 0 when unknown: RSS counts the

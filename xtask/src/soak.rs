@@ -142,12 +142,8 @@ fn wrk(port: u16, dir: &Path, requests: u64) -> Result<WrkRun, Error> {
 
 /// Runs the soak and prints its Markdown report; fails when a pass
 /// criterion does.
-pub fn soak(root: &Path, requests: u64) -> Result<(), Error> {
-    let rig = Rig::new(
-        root,
-        "soak",
-        &[(NGINX, "nginx-light"), ("/usr/bin/wrk", "wrk")],
-    )?;
+pub fn soak(requests: u64) -> Result<(), Error> {
+    let rig = Rig::new("soak", &[(NGINX, "nginx-light"), ("/usr/bin/wrk", "wrk")])?;
     let (site, dir) = (rig.site.clone(), rig.dir().to_owned());
     let waker_sock = dir.join("waker.sock");
     let mut waker = rig.spawn_waker(&waker_sock)?;

@@ -23,11 +23,7 @@ pub fn fpm_says_hello(site: &TestSite, what: &str) {
 
 /// The reaper's plan entry of `site` (its name, or a conf file's name).
 pub fn plan_entry<'a>(plan: &'a serde_json::Value, site: &str) -> &'a serde_json::Value {
-    plan["sites"]
-        .as_array()
-        .expect("the plan's sites")
-        .iter()
-        .find(|e| e["site"] == site)
+    xtask::kit::reaper::plan_entry(plan, site)
         .unwrap_or_else(|| panic!("no entry for {site} in {plan:#}"))
 }
 

@@ -191,8 +191,7 @@ pub use xtask::wait::wait_until;
 /// A free TCP port on 127.0.0.1 (bound then released; racy by nature, so
 /// starters like [`Nginx`] retry on a bind failure).
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    xtask::kit::free_port().unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)))
 }
 
 /// Temp dirs `/tmp/fleet-it-<pid>-<kind>-XXXXXX` (the kit's, which

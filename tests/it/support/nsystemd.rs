@@ -528,11 +528,17 @@ pub const FAILING_SERVICE_DROPIN: &str = "fleet-waker@.service.d/fail.conf";
 pub fn drive_socket_into_limit(ns: &NsSystemd, site: &TestSite) -> String {
     let socket_unit = format!("fleet-waker@{}.socket", site.name());
     // systemd's default start limit is 5 starts in 10 s: a loaded host may
-    // not fit 5 failed starts in 10 s, so the drop-in (removed with the
-    // cause) counts them over 5 min.
+    // not fit 5 failed starts in 10 s, so they are counted over 5 min. That
+    // drop-in stays: a newer systemd keeps the start counter across a
+    // reload only while the limit is unchanged, and the cause is removed
+    // alone.
+    ns.write_unit(
+        "fleet-waker@.service.d/limit.conf",
+        "[Unit]\nStartLimitIntervalSec=5min\nStartLimitBurst=5\n",
+    );
     ns.write_unit(
         FAILING_SERVICE_DROPIN,
-        "[Unit]\nStartLimitIntervalSec=5min\n[Service]\nExecStartPre=/bin/false\n",
+        "[Service]\nExecStartPre=/bin/false\n",
     );
     ns.systemctl_ok(&["daemon-reload"]);
     ns.systemctl_ok(&["start", &socket_unit]);

@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use crate::bench::waker::{api_post, fpm_accepts};
 use nix::sys::signal::Signal;
 use xtask::Error;
-use xtask::error::Cmd;
+use xtask::error::{Cmd, run};
 use xtask::kit::process::{Launch, SocketActivated};
 
 use crate::proc::{
-    NGINX_USER, build_release, free_port, parallel, require, rm_containers, rss_kib, run,
+    NGINX_USER, build_release, free_port, parallel, require, rm_containers, rss_kib,
 };
 use xtask::kit::nginx::{Mode, NGINX, NginxProc, Server, site_snippet};
 use xtask::kit::site::hello_line;
@@ -56,12 +56,12 @@ impl Drop for Fleet {
     }
 }
 
-pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
+pub fn bench(n: usize) -> Result<String, Error> {
     require(&[
         (NGINX, "nginx-light"),
         ("/usr/bin/systemd-socket-activate", "systemd"),
     ])?;
-    build_release(root, &["fleet-waker", "fleet-reaper"])?;
+    build_release(&["fleet-waker", "fleet-reaper"])?;
     let waker_bin = xtask::kit::release_bin("fleet-waker");
     let reaper_bin = xtask::kit::release_bin("fleet-reaper");
     let image = crate::image::ensure_image_info()?.tag;
@@ -130,7 +130,11 @@ pub fn bench(root: &Path, n: usize) -> Result<String, Error> {
     })?;
     let bare_rate = sample.len() as f64 / t.elapsed().as_secs_f64();
     parallel(sample.len(), 8, |i| {
-        run(&["docker", "stop", "-t", "1", &format!("{}.fpm", sample[i])]).map(|_| ())
+        run(
+            "docker",
+            &["stop", "-t", "1", &format!("{}.fpm", sample[i])],
+        )
+        .map(|_| ())
     })?;
 
     eprintln!("==> {n} socket-activated wakers, nginx");

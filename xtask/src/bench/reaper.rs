@@ -51,8 +51,8 @@ type Result<T> = std::result::Result<T, Error>;
 
 /// Runs the benchmark on a release fleet-reaper built in `root`. Returns
 /// the Markdown report.
-pub fn bench(root: &Path) -> Result<String> {
-    build_release(root, &["fleet-reaper"])?;
+pub fn bench() -> Result<String> {
+    build_release(&["fleet-reaper"])?;
     remove_containers()?;
     let result = measure(&xtask::kit::release_bin("fleet-reaper"));
     let cleanup = remove_containers();

@@ -26,9 +26,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::bench::waker::median;
-use crate::proc::{Rig, free_port, run};
+use crate::proc::{Rig, free_port};
 use xtask::Error;
-use xtask::error::chain;
+use xtask::error::{chain, run};
 use xtask::kit::nginx::{
     Mode, NGINX, NginxProc, nginx_user, share_socket_with_nginx, site_snippet,
 };
@@ -63,7 +63,7 @@ struct Samples {
 
 /// The container's memory now (0 when it has no cgroup, i.e. is stopped).
 fn memory(container: &str) -> Result<f64, Error> {
-    let id = run(&["docker", "inspect", "--format", "{{.Id}}", container])?;
+    let id = run("docker", &["inspect", "--format", "{{.Id}}", container])?;
     let root = Path::new(fleet_core::memory::DEFAULT_CGROUP_ROOT);
     match fleet_core::memory::container_memory(root, id.trim()) {
         Ok(bytes) => Ok(bytes as f64),
@@ -100,15 +100,15 @@ fn reap_until(rig: &Rig, reaper: &Reaper, action: &str, state: &str) -> Result<(
             Ok(run.code == Some(0) && rig.kit().state() == state)
         })
         .map(drop)
+        .map_err(|e| Error::failed(format!("{} to {state}", rig.container()), chain(&e)))
 }
 
 fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::NAN, f64::max)
 }
 
-pub fn bench(root: &Path, rounds: usize) -> Result<String, Error> {
+pub fn bench(rounds: usize) -> Result<String, Error> {
     let rig = Rig::new(
-        root,
         "sleep",
         &[
             (NGINX, "nginx-light"),
@@ -137,7 +137,7 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, Error> {
     )?;
     // The reaper over this one site, on the waker's state directory (the
     // site lock and the waker's state file live there).
-    crate::proc::build_release(root, &["fleet-reaper"])?;
+    crate::proc::build_release(&["fleet-reaper"])?;
     rig.kit().try_write_conf(REAPER_TIMEOUT)?;
     let reaper = Reaper::over(xtask::kit::release_bin("fleet-reaper"), rig.kit().layout())
         .arg("--no-heal")
@@ -159,8 +159,8 @@ pub fn bench(root: &Path, rounds: usize) -> Result<String, Error> {
         for (i, state) in STATES.iter().enumerate() {
             let direct = state.starts_with("direct");
             match *state {
-                "paused" => run(&["docker", "pause", &container]).map(drop)?,
-                "stopped" => run(&["docker", "stop", "-t", "10", &container]).map(drop)?,
+                "paused" => run("docker", &["pause", &container]).map(drop)?,
+                "stopped" => run("docker", &["stop", "-t", "10", &container]).map(drop)?,
                 "direct: awake" => {
                     for _ in 0..WARM_UP {
                         get_on(direct_port, "direct warm-up")?;

@@ -27,11 +27,11 @@ use fleet_core::fastcgi::{BEGIN_REQUEST, REQUEST_ID, begin_body, record};
 
 use nix::sys::signal::Signal;
 use xtask::Error;
-use xtask::error::chain;
+use xtask::error::{chain, run};
 use xtask::kit::fastcgi::{self, FcgiRequest};
 use xtask::kit::process::{Launch, SocketActivated};
 
-use crate::proc::{NGINX_USER, Rig, free_port, rss_kib, run};
+use crate::proc::{NGINX_USER, Rig, free_port, rss_kib};
 use xtask::kit::nginx::{Mode, NGINX, NginxProc, Server, site_snippet};
 use xtask::wait::wait_for;
 
@@ -146,7 +146,7 @@ impl Samples {
 /// log in `nginx_dir` (which usually says why).
 fn warm_failed(side: &str, e: &Error, nginx_dir: &Path) -> Error {
     let log = std::fs::read_to_string(nginx_dir.join("error.log")).unwrap_or_default();
-    let tail = &log[log.len().saturating_sub(2000)..];
+    let tail = String::from_utf8_lossy(&log.as_bytes()[log.len().saturating_sub(2000)..]);
     Error::failed(
         format!("warm run ({side})"),
         format!("{}\n{tail}", chain(e)),
@@ -170,7 +170,7 @@ fn wrk_cpu(port: u16, secs: u32, pid: Option<u32>) -> Result<(f64, f64), Error> 
 fn wrk(port: u16, secs: u32) -> Result<f64, Error> {
     let url = format!("http://127.0.0.1:{port}/hello.php");
     let d = format!("{secs}s");
-    let out = run(&["wrk", "-t2", "-c32", "-d", &d, &url])?;
+    let out = run("wrk", &["-t2", "-c32", "-d", &d, &url])?;
     if out.contains("Non-2xx") || out.contains("Socket errors") {
         return Err(Error::failed("wrk", format!("saw errors:\n{out}")));
     }
@@ -197,9 +197,8 @@ fn rss_with_100_open(socket: &Path, pid: u32) -> Result<(u64, u64), Error> {
     Ok(rss_kib(pid))
 }
 
-pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
+pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     let rig = Rig::new(
-        root,
         "bench",
         &[
             (NGINX, "nginx-light"),
@@ -219,12 +218,12 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     let waker_sock = site_dir.join(fleet_core::site::WAKER_SOCKET);
     let proxyd_sock = dir.join("proxyd.sock");
     let up = || fpm_accepts(&container, &fpm_sock, Duration::from_secs(20));
-    let stop = || run(&["docker", "stop", "-t", "5", &container]).map(drop);
+    let stop = || run("docker", &["stop", "-t", "5", &container]).map(drop);
     // Running, then paused.
     let pause = || -> Result<(), Error> {
-        run(&["docker", "start", &container])?;
+        run("docker", &["start", &container])?;
         up()?;
-        run(&["docker", "pause", &container]).map(drop)
+        run("docker", &["pause", &container]).map(drop)
     };
 
     // Cold first (the waker binds its socket; the container is created).
@@ -314,7 +313,7 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
     }
 
     // Warm: container running, proxyd under socket activation, one nginx.
-    run(&["docker", "start", &container])?;
+    run("docker", &["start", &container])?;
     up()?;
     // systemd-socket-proxyd under socket activation, activated by one
     // request. It has been seen to exit under load (its accept loop gives
@@ -464,7 +463,7 @@ pub fn bench(root: &Path, rounds: usize, baseline: Option<&Path>) -> Result<Stri
         None => (String::new(), String::new()),
     };
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = run(&["uname", "-r"])?;
+    let kernel = run("uname", &["-r"])?;
     let mut out = format!(
         "### fleet-waker (`cargo xtask bench waker`, {rounds} cold rounds, {warm_rounds} warm rounds of {WARM_SECS} s per peer)\n\n\
          {failures}Machine: {cores} cores, kernel {}.\n\n\

@@ -129,8 +129,13 @@ fn exchange(port: u16, request: &[u8], timeout: Duration) -> io::Result<HttpResp
 /// time an answer's first byte with it.
 pub(crate) fn readable(socket: &impl AsRawFd) -> io::Result<()> {
     let mut byte = [0u8; 1];
-    recv(socket.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK)?;
-    Ok(())
+    loop {
+        // A signal (the demo has handlers) interrupts the wait, not the read.
+        match recv(socket.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => return r.map(drop).map_err(io::Error::from),
+        }
+    }
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {

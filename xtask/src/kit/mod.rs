@@ -1,7 +1,10 @@
 //! The kit: what the integration tests, `xtask bench`, `xtask soak` and
 //! `xtask demo` share to set up real sites and run real processes, written
-//! once (a test site with its directories and container, the child-process
-//! launcher with socket activation, the HTTP client).
+//! once: a test site with its directories and container ([`site`]), the
+//! child-process launcher with socket activation ([`process`]), nginx from
+//! the shipped snippets ([`nginx`]), fleet-reaper runs ([`reaper`]), the
+//! HTTP and FastCGI clients ([`http`], [`fastcgi`]), and where cargo and
+//! its builds are.
 
 pub mod fastcgi;
 pub mod http;
@@ -13,6 +16,7 @@ pub mod site;
 use std::path::PathBuf;
 
 use crate::Error;
+use crate::error::Cmd;
 
 /// The directory cargo built the running program into, `<target>/<profile>`
 /// (a test binary sits one below, in `deps/`). Read from the program's own
@@ -44,6 +48,29 @@ pub fn in_ci() -> bool {
 pub fn repo_root() -> PathBuf {
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// The cargo that runs us (`$CARGO`), else the one on `PATH`.
+pub fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
+}
+
+/// `cargo build --profile <profile> -p <package>…` in the repository, its
+/// progress passed through; returns nothing but how it went.
+pub fn build(profile: &str, packages: &[&str]) -> Result<(), Error> {
+    let mut args = vec!["build", "--quiet", "--profile", profile];
+    args.extend(packages.iter().flat_map(|p| ["-p", p]));
+    let cmd = Cmd::new(cargo()).args(&args).dir(repo_root());
+    eprintln!("==> {}", cmd.line());
+    cmd.status()
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> Result<u16, Error> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::failed("a free port on 127.0.0.1", e))
 }
 
 /// Cargo's target directory: the parent of [`profile_dir`]; failing that,

@@ -399,11 +399,15 @@ impl NginxProc {
             // SIGQUIT: nginx's graceful stop.
             .stop_with(Signal::SIGQUIT, Duration::from_secs(5))
             .try_spawn()?;
+        // nginx writes its pid file only once it has bound every listen
+        // socket: a connect alone may reach another test's server on a port
+        // that nginx is still retrying to bind.
         let up = wait_until(Duration::from_secs(10), || {
             child.try_status().is_some()
-                || ports
-                    .iter()
-                    .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
+                || (dir.join("nginx.pid").exists()
+                    && ports
+                        .iter()
+                        .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok()))
         });
         let mut this = NginxProc {
             child,

@@ -57,9 +57,9 @@ impl Logs {
     }
 }
 
-/// A binary run directly (e.g. the waker in `--listen` mode; see
-/// [`Launch::spawn`]), output captured; stopped on drop as its [`Launch`]
-/// said.
+/// A child process (run directly, e.g. the waker in `--listen` mode, see
+/// [`Launch::spawn`]; or the `systemd-socket-activate` a [`SocketActivated`]
+/// wraps), output captured; stopped on drop as its [`Launch`] said.
 #[derive(Debug)]
 pub struct Spawned {
     child: Child,

@@ -106,8 +106,8 @@ impl Reaper {
         })
     }
 
-    /// Passes `step` apart (backing off to `step` at most, through
-    /// [`crate::wait::poll`]), as a timer would run them, until `done`
+    /// Passes `step` apart (through [`crate::wait::poll`]), as a timer
+    /// would run them, until `done`
     /// says so of one; returns that pass. `done` failing stops at once
     /// with its error; `within` passing without it, an error naming the
     /// last pass.
@@ -156,6 +156,12 @@ impl Reaper {
     }
 }
 
+/// The entry of `site` (a site's name, or a conf file's for a file that
+/// names none) in a JSON plan.
+pub fn plan_entry<'a>(plan: &'a Value, site: &str) -> Option<&'a Value> {
+    plan["sites"].as_array()?.iter().find(|e| e["site"] == site)
+}
+
 /// One finished fleet-reaper pass.
 #[derive(Debug, Clone)]
 pub struct Run {
@@ -178,16 +184,12 @@ impl Run {
     /// file that names none).
     pub fn entry(&self, site: &str) -> Result<Value, Error> {
         let plan = self.json()?;
-        plan["sites"]
-            .as_array()
-            .and_then(|sites| sites.iter().find(|e| e["site"] == site))
-            .cloned()
-            .ok_or_else(|| {
-                Error::failed(
-                    "fleet-reaper's plan",
-                    format!("no entry for {site}: {self}"),
-                )
-            })
+        plan_entry(&plan, site).cloned().ok_or_else(|| {
+            Error::failed(
+                "fleet-reaper's plan",
+                format!("no entry for {site}: {self}"),
+            )
+        })
     }
 }
 

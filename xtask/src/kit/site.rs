@@ -80,7 +80,7 @@ pub fn big_body(mb: usize) -> Vec<u8> {
 }
 
 /// A test site: unique valid name `t<pid>-<n>.fleet.test`, its own temp
-/// [`Layout`] (run/state/sites dirs under one temp dir in /tmp), a docroot
+/// [`Layout`] (run/state/sites dirs under one temp dir in [`temp_base`]), a docroot
 /// with [`SCRIPTS`], and a created (not started) container `<site>.fpm` from
 /// the php-fpm image: `--network none`, runtime dir at `/run/php`, docroot
 /// read-only at `/srv/www`, labels `fleet.test=1`, `fleet.test.pid=<pid>`.
@@ -572,7 +572,7 @@ impl Drop for TestSite {
 /// `fleet-it-<pid>-<kind>-XXXXXX`, so a later run can tell a dead run's.
 pub const TEMP_PREFIX: &str = "fleet-it-";
 
-/// A new temp dir `/tmp/fleet-it-<pid>-<kind>-XXXXXX`, mode 0755 (nginx
+/// A new temp dir `<temp_base>/fleet-it-<pid>-<kind>-XXXXXX`, mode 0755 (nginx
 /// workers and containers must traverse it). Removed on drop; if the
 /// process dies without dropping it, [`reap_leftovers`] removes it in a
 /// later run (the pid in the name is gone). Panics with the reason.
@@ -582,7 +582,8 @@ pub fn temp_dir(kind: &str) -> tempfile::TempDir {
 
 /// Where [`temp_dir`] makes its dirs: `/tmp`, or `$FLEET_KIT_TMPDIR` (the
 /// first-run test points it at a shared mount so that the mounts a demo in a
-/// private mount namespace makes there reach Docker).
+/// private mount namespace makes there reach Docker). The sweep looks in
+/// `/tmp` and `/run` only: such a base must lie in a swept kit dir.
 pub fn temp_base() -> PathBuf {
     std::env::var_os("FLEET_KIT_TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
 }
