@@ -6,8 +6,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::support::assert::output_text;
-use crate::support::{bin, docker_ok, free_port, note, require, temp_dir};
+use crate::support::{
+    Launch, bin, docker_ok, free_port, note, require, run_ok, temp_dir, wait_until,
+};
 
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
@@ -40,21 +41,15 @@ fn xtask(args: &[&str]) -> Output {
 fn demo_once_runs_every_step_and_leaves_nothing_behind() {
     require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
     let port = free_port();
-    let child = Command::new(bin("xtask"))
+    let mut demo = Launch::new(bin("xtask"))
         .args(["demo", "--once", "--no-build", "--port", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn xtask demo");
-    let pid = child.id();
-    let out = child.wait_with_output().expect("wait for xtask demo");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .spawn();
+    let pid = demo.pid();
+    let status = demo.wait_exit(Duration::from_secs(600));
+    let (stdout, stderr) = (demo.stdout(), demo.stderr());
     assert!(
-        out.status.success(),
-        "xtask demo --once failed ({}):\n{stdout}\n{stderr}",
-        out.status
+        status.is_some_and(|s| s.success()),
+        "xtask demo --once failed ({status:?}):\n{stdout}\n{stderr}"
     );
     // The demo runs the shared package step first (it installs what is
     // missing, as `cargo xtask test` does).
@@ -150,42 +145,19 @@ fn assert_nothing_left(pid: u32, port: u16, dir: &str) {
 fn demo_ctrl_c_while_serving_removes_everything() {
     require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
     let port = free_port();
-    let mut child = Command::new(bin("xtask"))
+    let mut demo = Launch::new(bin("xtask"))
         .args(["demo", "--no-build", "--port", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn xtask demo");
-    let pid = child.id();
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
+        .spawn();
+    let pid = demo.pid();
+    let up = wait_until(Duration::from_secs(180), || {
+        demo.stdout().lines().any(|l| l.starts_with("Press Ctrl-C"))
     });
-    let mut seen = Vec::new();
-    let mut dir = None;
-    while !seen.iter().any(|l: &String| l.starts_with("Press Ctrl-C")) {
-        match rx.recv_timeout(Duration::from_secs(180)) {
-            Ok(line) => {
-                if let Some((_, d)) = line.split_once(", everything under ") {
-                    dir = Some(d.to_owned());
-                }
-                seen.push(line);
-            }
-            Err(e) => {
-                let _ = child.kill();
-                panic!("the demo never came up ({e}):\n{}", seen.join("\n"));
-            }
-        }
-    }
-    let dir = dir.unwrap_or_else(|| panic!("no directory line:\n{}", seen.join("\n")));
+    assert!(up, "the demo never came up:\n{}", demo.logs());
+    let stdout = demo.stdout();
+    let dir = stdout
+        .lines()
+        .find_map(|l| Some(l.split_once(", everything under ")?.1.to_owned()))
+        .unwrap_or_else(|| panic!("no directory line:\n{stdout}"));
     // Serving: a request is answered.
     let r = crate::support::http::get(port, "/").expect("GET while the demo stays up");
     assert!(
@@ -194,29 +166,22 @@ fn demo_ctrl_c_while_serving_removes_everything() {
         r.status,
         r.text()
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("SIGINT the demo");
-    let status = crate::support::wait_until(Duration::from_secs(60), || {
-        matches!(child.try_wait(), Ok(Some(_)))
-    });
-    assert!(status, "the demo did not exit within 60 s of SIGINT");
-    let code = child.wait().expect("demo status").code();
-    let _ = reader.join();
-    seen.extend(rx.try_iter());
+    demo.kill(nix::sys::signal::Signal::SIGINT);
+    let status = demo.wait_exit(Duration::from_secs(60));
+    let seen = demo.stdout();
+    assert!(
+        status.is_some(),
+        "the demo did not exit within 60 s of SIGINT"
+    );
     assert_eq!(
-        code,
+        status.and_then(|s| s.code()),
         Some(0),
-        "exit after Ctrl-C while serving:\n{}",
-        seen.join("\n")
+        "exit after Ctrl-C while serving:\n{seen}"
     );
     assert!(
-        seen.iter()
+        seen.lines()
             .any(|l| l.starts_with("cleanup: ") && l.contains("removed container")),
-        "no cleanup line:\n{}",
-        seen.join("\n")
+        "no cleanup line:\n{seen}"
     );
     assert_nothing_left(pid, port, &dir);
 }
@@ -238,14 +203,6 @@ fn demo_without_root_or_with_a_busy_port_says_what_is_missing() {
     assert_eq!(bad.status.code(), Some(64));
 }
 
-/// `dpkg-deb args`, its output (the caller checks what it needs).
-fn dpkg_deb(args: &[&std::ffi::OsStr]) -> std::process::Output {
-    Command::new("dpkg-deb")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("dpkg-deb {args:?}: {e}"))
-}
-
 #[test]
 fn dist_builds_a_deb_with_binaries_units_man_pages_and_completions() {
     // Needs the debug binaries (`cargo build --workspace`) and dpkg-deb.
@@ -262,15 +219,7 @@ fn dist_builds_a_deb_with_binaries_units_man_pages_and_completions() {
     let out = xtask(&["dist", "--debug", "--no-build", "--out", &out_path]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "xtask dist failed:\n{stderr}");
-    let arch = String::from_utf8_lossy(
-        &Command::new("dpkg")
-            .arg("--print-architecture")
-            .output()
-            .expect("dpkg --print-architecture")
-            .stdout,
-    )
-    .trim()
-    .to_string();
+    let arch = run_ok("dpkg", &["--print-architecture"]).trim().to_string();
     // The package's version is the changelog's (`<workspace version>-N`).
     let version =
         xtask::dist::changelog_version(xtask::dist::CHANGELOG).expect("changelog version");
@@ -292,8 +241,8 @@ fn dist_builds_a_deb_with_binaries_units_man_pages_and_completions() {
     ] {
         assert!(out_dir.path().join(plain).is_file(), "{plain} missing");
     }
-    let listing = dpkg_deb(&["-c".as_ref(), deb.as_ref()]);
-    let listing = String::from_utf8_lossy(&listing.stdout);
+    let deb_path = deb.to_str().expect("utf-8 path");
+    let listing = run_ok("dpkg-deb", &["-c", deb_path]);
     for path in [
         "./usr/bin/fleet-waker",
         "./usr/bin/fleet-reaper",
@@ -322,8 +271,9 @@ fn dist_builds_a_deb_with_binaries_units_man_pages_and_completions() {
         "{listing}"
     );
     let field = |name: &str| {
-        let o = dpkg_deb(&["-f".as_ref(), deb.as_ref(), name.as_ref()]);
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
+        run_ok("dpkg-deb", &["-f", deb_path, name])
+            .trim()
+            .to_string()
     };
     assert_eq!(field("Package"), "fleet");
     assert_eq!(field("Version"), version);
@@ -334,8 +284,8 @@ fn dist_builds_a_deb_with_binaries_units_man_pages_and_completions() {
     assert!(field("Recommends").contains("nginx"));
     // Every file is in md5sums, with its real sum.
     let control = temp_dir("dist-control");
-    let extracted = dpkg_deb(&["-e".as_ref(), deb.as_ref(), control.path().as_ref()]);
-    assert!(extracted.status.success(), "{}", output_text(&extracted));
+    let control_path = control.path().to_str().expect("utf-8 path");
+    run_ok("dpkg-deb", &["-e", deb_path, control_path]);
     let md5sums = std::fs::read_to_string(control.path().join("md5sums")).expect("md5sums");
     let files: Vec<&str> = listing
         .lines()
@@ -352,14 +302,13 @@ fn dist_builds_a_deb_with_binaries_units_man_pages_and_completions() {
     assert_eq!(md5sums.lines().count(), files.len(), "{md5sums}");
     // The binaries are stripped: no .debug_info, no .symtab.
     let data = temp_dir("dist-data");
-    let unpacked = dpkg_deb(&["-x".as_ref(), deb.as_ref(), data.path().as_ref()]);
-    assert!(unpacked.status.success(), "{}", output_text(&unpacked));
-    let sections = Command::new("objdump")
-        .arg("-h")
-        .arg(data.path().join("usr/bin/fleet-waker"))
-        .output()
-        .expect("objdump -h (binutils)");
-    let sections = String::from_utf8_lossy(&sections.stdout);
+    run_ok(
+        "dpkg-deb",
+        &["-x", deb_path, data.path().to_str().expect("utf-8 path")],
+    );
+    let waker = data.path().join("usr/bin/fleet-waker");
+    let waker = waker.to_str().expect("utf-8 path");
+    let sections = run_ok("objdump", &["-h", waker]);
     assert!(sections.contains(".dynsym"), "{sections}");
     assert!(
         !sections.contains(".debug_info"),
@@ -369,12 +318,8 @@ fn dist_builds_a_deb_with_binaries_units_man_pages_and_completions() {
         .lines()
         .find(|l| l.ends_with("  usr/bin/fleet-waker"))
         .expect("fleet-waker in md5sums");
-    let md5 = Command::new("md5sum")
-        .arg(data.path().join("usr/bin/fleet-waker"))
-        .output()
-        .expect("md5sum");
     assert!(
-        String::from_utf8_lossy(&md5.stdout).starts_with(&sum_line[..32]),
+        run_ok("md5sum", &[waker]).starts_with(&sum_line[..32]),
         "{sum_line}"
     );
     lintian_tags_are_the_readmes(&deb);

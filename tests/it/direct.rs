@@ -9,7 +9,7 @@
 //!   site (stale php-fpm.sock) reaches PHP exactly once, body byte-exact.
 //! * Proxy mode: cold and warm, every request through the waker.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use xtask::kit::nginx::Mode;
 
@@ -37,14 +37,9 @@ fn direct_mode_cold_start_goes_through_the_waker_and_warm_traffic_bypasses_it() 
     );
 
     // The waker saw that connection end.
-    assert!(
-        wait_until(Duration::from_secs(5), || s
-            .activity()
-            .is_some_and(|a| a.open == 0 && a.last_end.is_some())),
-        "waker state after the cold request: {:?}",
-        s.activity()
-    );
-    let before = s.activity();
+    let before = s.activity_until("after the cold request", |a| {
+        a.open == 0 && a.last_end.is_some()
+    });
 
     // Warm requests go straight to php-fpm: the waker's activity does not move…
     for i in 0..20 {
@@ -52,7 +47,7 @@ fn direct_mode_cold_start_goes_through_the_waker_and_warm_traffic_bypasses_it() 
     }
     assert_eq!(
         s.activity(),
-        before,
+        Some(before),
         "warm requests must not reach the waker"
     );
 
@@ -164,14 +159,11 @@ fn proxy_mode_cold_and_warm_through_the_waker() {
     let cold = t.elapsed();
     assert!(s.waker.activated());
     assert_eq!(s.site.state(), "running");
-    assert!(
-        wait_until(Duration::from_secs(5), || s
-            .activity()
-            .is_some_and(|a| a.open == 0 && a.last_start.is_some())),
-        "state {:?}",
-        s.activity()
-    );
-    let first = s.activity().and_then(|a| a.last_start).expect("last_start");
+    let first = s
+        .activity_until("after the cold request", |a| {
+            a.open == 0 && a.last_start.is_some()
+        })
+        .last_start;
 
     // Warm: still through the waker (its activity moves on).
     let t = std::time::Instant::now();
@@ -179,14 +171,9 @@ fn proxy_mode_cold_and_warm_through_the_waker() {
         s.hello(&format!("warm request {i}"));
     }
     let warm = t.elapsed() / 10;
-    assert!(
-        wait_until(Duration::from_secs(5), || s
-            .activity()
-            .and_then(|a| a.last_start)
-            .is_some_and(|t: SystemTime| t > first)),
-        "warm requests in proxy mode go through the waker: {:?}",
-        s.activity()
-    );
+    s.activity_until("warm requests in proxy mode go through the waker", |a| {
+        a.last_start > first
+    });
     // Proxy mode never needs a fallback.
     assert_eq!(s.fallbacks(), 0);
     note!("proxy mode: cold {cold:?}, warm {warm:?} per request");

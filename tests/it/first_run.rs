@@ -14,11 +14,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::mount::{MsFlags, mount};
 use xtask::error::Cmd;
 
 use crate::support::nsystemd::overlay_options;
-use crate::support::{Launch, Spawned, bin, free_port, note, require, temp_dir, wait_until};
+use crate::support::{
+    Launch, Spawned, bin, free_port, note, require, run_ok, temp_dir, wait_until,
+};
 
 /// The packages the demo needs that the test removes, and their binaries.
 const REMOVED: [&str; 2] = ["nginx-light", "php8.2-fpm"];
@@ -72,8 +73,28 @@ impl Sandbox {
             .unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)))
     }
 
-    fn installed(&self, package: &str) -> bool {
-        xtask::deps::is_installed_in(&self.path("/var/lib/dpkg"), package)
+    /// Whether the [`REMOVED`] packages and their [`BINARIES`] are in the
+    /// sandbox is `there`; the host keeps them all the while.
+    fn assert_packages(&self, there: bool, when: &str) {
+        for package in REMOVED {
+            let installed = xtask::deps::is_installed_in(&self.path("/var/lib/dpkg"), package);
+            assert_eq!(
+                installed, there,
+                "{package} installed in the sandbox {when}"
+            );
+            assert!(
+                xtask::deps::is_installed(package),
+                "{package} left the host"
+            );
+        }
+        for binary in BINARIES {
+            assert_eq!(
+                self.path(binary).exists(),
+                there,
+                "{binary} in the sandbox {when}"
+            );
+            assert!(Path::new(binary).exists(), "{binary} left the host");
+        }
     }
 }
 
@@ -86,43 +107,20 @@ fn demo_on_a_machine_without_nginx_and_php_fpm_installs_them_and_completes() {
     let shared_path = shared.path();
     // The sites' base is its own mount, shared: what the demo mounts below it
     // inside the namespace propagates to this (Docker's) namespace.
-    mount(
-        Some(shared_path),
-        shared_path,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .expect("bind the sites' base onto itself");
+    let base = shared_path.to_str().expect("utf-8 path");
+    run_ok("mount", &["--bind", base, base]);
     let _unmount = Unmount(shared_path);
-    mount(
-        None::<&str>,
-        shared_path,
-        None::<&str>,
-        MsFlags::MS_SHARED,
-        None::<&str>,
-    )
-    .expect("make the sites' base shared");
+    run_ok("mount", &["--make-shared", base]);
 
     let sandbox = Sandbox::new();
-    // The mounts that hold /usr, /etc and /var private in the namespace (a
-    // host where one is shared would otherwise get the overlays); the sites'
-    // base stays shared.
+    // /usr, /etc and /var overlaid, each once the mount that holds it is
+    // private in the namespace (a host where one is shared would otherwise
+    // get the overlays); the sites' base stays shared.
     for dir in ["/usr", "/etc", "/var"] {
         let holder = sandbox.run(&["findmnt", "-n", "-o", "TARGET", "-T", dir]);
         sandbox.run(&["mount", "--make-private", holder.trim()]);
-    }
-    for dir in ["usr", "etc", "var"] {
-        let options = overlay_options(&Path::new("/").join(dir), &upper.path().join(dir));
-        sandbox.run(&[
-            "mount",
-            "-t",
-            "overlay",
-            "overlay",
-            "-o",
-            &options,
-            &format!("/{dir}"),
-        ]);
+        let options = overlay_options(Path::new(dir), &upper.path().join(&dir[1..]));
+        sandbox.run(&["mount", "-t", "overlay", "overlay", "-o", &options, dir]);
     }
     // No service may start or stop while packages come and go (as in a
     // build chroot): the host's php-fpm and nginx are not the sandbox's.
@@ -130,37 +128,16 @@ fn demo_on_a_machine_without_nginx_and_php_fpm_installs_them_and_completes() {
     std::fs::write(&policy, "#!/bin/sh\nexit 101\n").expect("write policy-rc.d");
     sandbox.run(&["chmod", "0755", "/usr/sbin/policy-rc.d"]);
 
-    let removed = sandbox
-        .cmd(
-            Duration::from_secs(300),
-            &["apt-get", "remove", "-y", "nginx"],
-        )
+    let remove = sandbox.cmd(
+        Duration::from_secs(300),
+        &["apt-get", "remove", "-y", "nginx"],
+    );
+    remove
         .args(REMOVED)
         .env("DEBIAN_FRONTEND", "noninteractive")
-        .output()
-        .expect("apt-get remove");
-    assert!(
-        removed.status.success(),
-        "apt-get remove in the sandbox: {}",
-        crate::support::assert::output_text(&removed)
-    );
-    for package in REMOVED {
-        assert!(
-            !sandbox.installed(package),
-            "{package} still installed in the sandbox"
-        );
-        assert!(
-            xtask::deps::is_installed(package),
-            "{package} must stay on the host"
-        );
-    }
-    for binary in BINARIES {
-        assert!(
-            !sandbox.path(binary).exists(),
-            "{binary} is still there after the removal"
-        );
-        assert!(Path::new(binary).exists(), "{binary} must stay on the host");
-    }
+        .stdout()
+        .unwrap_or_else(|e| panic!("apt-get remove in the sandbox: {}", xtask::error::chain(&e)));
+    sandbox.assert_packages(false, "after the removal");
 
     let port = free_port();
     let started = Instant::now();
@@ -199,19 +176,7 @@ fn demo_on_a_machine_without_nginx_and_php_fpm_installs_them_and_completes() {
     for needle in ["all four steps done", "demo finished"] {
         assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
     }
-    for binary in BINARIES {
-        assert!(sandbox.path(binary).exists(), "{binary} not back");
-    }
-    for package in REMOVED {
-        assert!(
-            sandbox.installed(package),
-            "{package} not installed in the sandbox"
-        );
-        assert!(
-            xtask::deps::is_installed(package),
-            "{package} must still be on the host"
-        );
-    }
+    sandbox.assert_packages(true, "after the demo");
     note!(
         "removed {REMOVED:?}, then `xtask demo --once` installed them and completed in {:.1?}: {install}",
         started.elapsed()

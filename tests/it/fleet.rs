@@ -2,8 +2,6 @@
 //! crash-loop back-off, the waker's idle exit under a real systemd, and a
 //! Docker API version that changes under a running waker.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use xtask::wakes::{peak_overlap, slot_window};
@@ -12,8 +10,8 @@ use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::nsystemd::boot_for;
 use crate::support::wake::{hello, is_retry_later, listening_quiet, stopped_site};
 use crate::support::{
-    FcgiRequest, SiteOptions, Spawned, TestSite, count_docker_events, docker_events, fastcgi, note,
-    require, temp_dir, wait_until,
+    FcgiRequest, SiteOptions, Spawned, TestSite, count_docker_events, docker_events, exchange,
+    fastcgi, note, require, temp_dir, wait_until,
 };
 
 /// 30 stopped sites, K = 3 slots shared through one state directory, one
@@ -29,22 +27,18 @@ fn thirty_sites_never_more_than_three_starting() {
     let shared = temp_dir("slots");
     let state = shared.path().display().to_string();
     let sites: Vec<TestSite> = (0..N).map(|_| TestSite::new()).collect();
+    let k = K.to_string();
+    let args = [
+        "--state-dir",
+        &state,
+        "--max-concurrent-wakes",
+        &k,
+        "--start-timeout",
+        "60s",
+    ];
     let wakers: Vec<Spawned> = sites
         .iter()
-        .map(|s| {
-            listening_quiet(
-                s,
-                &[
-                    "--state-dir",
-                    &state,
-                    "--max-concurrent-wakes",
-                    &K.to_string(),
-                    "--start-timeout",
-                    "60s",
-                ],
-                &[],
-            )
-        })
+        .map(|s| listening_quiet(s, &args, &[]))
         .collect();
     let t0 = SystemTime::now();
     let threads: Vec<_> = sites
@@ -62,29 +56,21 @@ fn thirty_sites_never_more_than_three_starting() {
     let t1 = SystemTime::now();
     let mut windows = Vec::new();
     for (w, s) in wakers.iter().zip(&sites) {
-        let Some((a, b)) = slot_window(&w.logs()) else {
+        let (a, b) = slot_window(&w.logs()).unwrap_or_else(|| {
             panic!(
                 "{}: no admission or wake in the log:\n{}",
                 s.name(),
                 w.logs()
-            );
-        };
-        let starts = docker_events(
-            t0,
-            t1,
-            &[
-                "type=container",
-                &format!("container={}", s.container()),
-                "event=start",
-            ],
-        );
+            )
+        });
+        let container = format!("container={}", s.container());
+        let starts = docker_events(t0, t1, &["type=container", &container, "event=start"]);
         assert_eq!(starts.len(), 1, "{}: {starts:?}", s.name());
-        let nano: u128 = serde_json::from_str::<serde_json::Value>(&starts[0])
+        let nano = serde_json::from_str::<serde_json::Value>(&starts[0])
             .ok()
             .and_then(|v| v["timeNano"].as_u64())
-            .map(u128::from)
             .expect("timeNano");
-        let at = UNIX_EPOCH + Duration::from_nanos(nano as u64);
+        let at = UNIX_EPOCH + Duration::from_nanos(nano);
         // Log stamps have microseconds; allow for the rounding.
         let slack = Duration::from_millis(2);
         assert!(
@@ -115,6 +101,7 @@ fn crash_looping_container_is_started_a_handful_of_times() {
     let t0 = SystemTime::now();
     let start = Instant::now();
     let (mut closed, mut retry_later, mut slowest) = (0, 0, Duration::ZERO);
+    let request = fastcgi::encode_request(&FcgiRequest::get("hello.php", ""));
     for i in 0..200u32 {
         // 200 requests spread over 10 s.
         let due = Duration::from_millis(50) * i;
@@ -122,12 +109,7 @@ fn crash_looping_container_is_started_a_handful_of_times() {
             std::thread::sleep(wait);
         }
         let t = Instant::now();
-        let mut c = UnixStream::connect(site.waker_socket()).expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(15)))
-            .expect("timeout");
-        let _ = c.write_all(&fastcgi::encode_request(&FcgiRequest::get("hello.php", "")));
-        let mut got = Vec::new();
-        let _ = c.read_to_end(&mut got);
+        let got = exchange(&site.waker_socket(), &request, Duration::from_secs(15));
         slowest = slowest.max(t.elapsed());
         if got.is_empty() {
             closed += 1;

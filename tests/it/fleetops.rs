@@ -124,14 +124,11 @@ fn docker_stats_bytes(container: &str) -> u64 {
         .unwrap_or(used.len());
     let (num, unit) = used.split_at(split);
     let num: f64 = num.trim().parse().unwrap_or_else(|_| panic!("{out}"));
-    let scale = match unit {
-        "B" => 1.0,
-        "KiB" => 1024.0,
-        "MiB" => 1024.0 * 1024.0,
-        "GiB" => 1024.0 * 1024.0 * 1024.0,
-        _ => panic!("unit in {out:?}"),
-    };
-    (num * scale) as u64
+    let power = ["B", "KiB", "MiB", "GiB"]
+        .iter()
+        .position(|u| *u == unit)
+        .unwrap_or_else(|| panic!("unit in {out:?}"));
+    (num * 1024f64.powi(power as i32)) as u64
 }
 
 fn memory_of(plan: &Value, site: &TestSite) -> u64 {

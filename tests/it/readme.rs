@@ -14,13 +14,11 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use xtask::kit::nginx::share_socket_with_nginx;
 use xtask::readme::{README, file};
 
 use crate::support::reaper::{self, ReaperExt as _};
-use crate::support::{
-    Launch, Nginx, SocketActivated, TestSite, bin, http, note, require, wait_until,
-};
+use crate::support::stack::{connect_failures, waker_for_nginx};
+use crate::support::{Nginx, SocketActivated, TestSite, http, note, require, wait_until};
 
 /// One site: its container, its waker, and a PHP script that only exists
 /// at `/srv/www/<site>/where.php` inside the container.
@@ -40,11 +38,7 @@ fn site() -> Site {
         "<?php\necho __FILE__, \"\\n\";\n",
     )
     .expect("write where.php");
-    let waker = Launch::new(bin("fleet-waker"))
-        .arg(site.name())
-        .envs(site.layout_env())
-        .activate(&site.waker_socket());
-    share_socket_with_nginx(&site.waker_socket()).expect("chgrp/chmod the waker socket");
+    let waker = waker_for_nginx(&site);
     Site { waker, site }
 }
 
@@ -72,11 +66,12 @@ pub(crate) fn render(text: &str, example: &str, site: &TestSite, port: u16) -> S
         .replace(example, site.name())
 }
 
-/// nginx with the README's two files of a mode (`example.com`'s and
-/// `example.org`'s), for sites `a` and `b`.
-fn nginx(first: &str, second: &str, a: &Site, b: &Site) -> Nginx {
-    let first = file(README, first).expect("the README shows the file");
-    let second = file(README, second).expect("the README shows the file");
+/// nginx with the README's two files of `mode` (`proxy` or `direct`:
+/// `example.com`'s and `example.org`'s), for sites `a` and `b`.
+fn nginx(mode: &str, a: &Site, b: &Site) -> Nginx {
+    let shown = |name: String| file(README, &name).expect("the README shows the file");
+    let first = shown(format!("contrib/nginx/fleet-{mode}-mode.conf"));
+    let second = shown(format!("contrib/nginx/fleet-{mode}-mode.example.org.conf"));
     Nginx::start_site_files(2, |ports| {
         vec![
             render(&first, "example.com", &a.site, ports[0]),
@@ -101,12 +96,7 @@ fn get_where(nginx: &Nginx, i: usize, s: &Site, what: &str) {
 fn proxy_mode_files_serve_two_sites() {
     require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
     let (a, b) = (site(), site());
-    let nginx = nginx(
-        "contrib/nginx/fleet-proxy-mode.conf",
-        "contrib/nginx/fleet-proxy-mode.example.org.conf",
-        &a,
-        &b,
-    );
+    let nginx = nginx("proxy", &a, &b);
     for (i, s) in [&a, &b].into_iter().enumerate() {
         get_where(&nginx, i, s, "cold");
         assert!(s.waker.activated(), "proxy mode goes through the waker");
@@ -116,21 +106,11 @@ fn proxy_mode_files_serve_two_sites() {
     note("proxy mode: both README files served their own site, cold and warm");
 }
 
-/// The connect lines nginx logged for `socket`, as (level, line).
-fn connect_failures(log: &str, socket: &Path) -> Vec<String> {
-    let needle = socket.display().to_string();
-    log.lines()
-        .filter(|l| l.contains("connect()") && l.contains(&needle))
-        .map(str::to_string)
-        .collect()
-}
-
-/// Runs fleet-reaper once over `s`'s own on-demand list; returns its stdout.
-fn reap(s: &Site) -> String {
+/// Runs fleet-reaper once over `s`'s own on-demand list.
+fn reap(s: &Site) {
     let env = s.site.layout_env().into_iter();
     let run = env.fold(reaper::reaper(), |r, (k, v)| r.env(k, v)).pass();
     assert_eq!(run.code, Some(0), "fleet-reaper failed:\n{run}");
-    format!("{}{}", run.stdout, run.stderr)
 }
 
 /// A socket file is at `path` and refuses: what nginx logs at `error`.
@@ -145,12 +125,7 @@ fn direct_mode_files_serve_two_sites_and_a_wake_logs_no_crit() {
     // Both files in one nginx: the second file's own upstream name is what
     // lets nginx start at all (a copy keeping fleet_example_com would be a
     // duplicate upstream).
-    let nginx = nginx(
-        "contrib/nginx/fleet-direct-mode.conf",
-        "contrib/nginx/fleet-direct-mode.example.org.conf",
-        &a,
-        &b,
-    );
+    let nginx = nginx("direct", &a, &b);
 
     // Control, site b: never stopped by the reaper, so no file at
     // php-fpm.sock; nginx logs that fallback at crit (ENOENT). This is what

@@ -27,8 +27,9 @@ use fleet_core::fastcgi::{REQUEST_ID, STDIN, STDOUT, record};
 use fleet_core::state::Activity;
 use xtask::kit::nginx::share_socket_with_nginx;
 
-use crate::support::frontends::{self, WebServer, cgi_fcgi};
+use crate::support::frontends::{self, FrontEnd, cgi_fcgi};
 use crate::support::reaper::{self, ReaperExt as _};
+use crate::support::stack::activity_until;
 use crate::support::wake::listening_site;
 use crate::support::{
     self, FcgiRequest, Nginx, SiteOptions, Spawned, TestSite, count_docker_events, fastcgi, http,
@@ -64,12 +65,6 @@ impl Warm {
             ("through the waker", self.site.waker_socket()),
             ("direct", self.site.fpm_socket()),
         ]
-    }
-
-    fn activity(&self) -> Activity {
-        fleet_core::state::load(&self.site.state_file())
-            .expect("state file readable")
-            .expect("state file written")
     }
 }
 
@@ -127,39 +122,50 @@ fn workload(n: usize, one: impl Fn(usize) -> Result<(), String> + Send + Sync) -
     tally.into_inner().expect("tally")
 }
 
-/// GET `hello.php` (even `i`) or POST a small body to `echo.php` (odd `i`)
-/// through the web server on `port`.
-fn http_request(port: u16, hello: &str, i: usize) -> Result<(), String> {
-    let (r, want) = if i.is_multiple_of(2) {
-        (http::get(port, "/hello.php"), hello.as_bytes().to_vec())
+/// Request `i`: GET `hello.php` (even `i`) or POST a small body to
+/// `echo.php` (odd `i`), made by `send(method, script, body)`, which returns
+/// the status and body or the client's error. The answer must be a 200 with
+/// `hello` or the body echoed.
+fn one_request(
+    i: usize,
+    hello: &str,
+    send: impl FnOnce(&str, &str, &[u8]) -> Result<(u16, Vec<u8>), String>,
+) -> Result<(), String> {
+    let (method, script, body) = if i.is_multiple_of(2) {
+        ("GET", "hello.php", Vec::new())
     } else {
-        let body = post_body(i);
-        (http::post(port, "/echo.php", &body), body)
+        ("POST", "echo.php", post_body(i))
     };
-    let r = r.map_err(|e| format!("client error: {e}"))?;
-    if !(200..300).contains(&r.status) {
-        return Err(format!("status {}: {}", r.status, r.text()));
-    }
-    if r.body != want {
-        return Err(format!(
-            "wrong body ({} bytes): {:?}",
-            r.body.len(),
-            r.text()
-        ));
+    let want = if body.is_empty() {
+        hello.as_bytes()
+    } else {
+        &body[..]
+    };
+    let (status, got) = send(method, script, &body)?;
+    if status != 200 || got != want {
+        let text = String::from_utf8_lossy(&got);
+        return Err(format!("status {status}, {} bytes: {text:?}", got.len()));
     }
     Ok(())
 }
 
 /// The HTTP workload through a web server started by `start` in front of
 /// each path.
-fn http_both_paths(what: &str, start: impl Fn(&Path) -> Server) {
+fn http_both_paths<S: FrontEnd>(what: &str, start: impl Fn(&Path) -> S) {
     let w = warm_site();
     let hello = w.site.hello_line();
     for (path, socket) in w.paths() {
         let server = start(&socket);
         let port = server.port();
         let t = Instant::now();
-        let tally = workload(REQUESTS, |i| http_request(port, &hello, i));
+        let tally = workload(REQUESTS, |i| {
+            one_request(i, &hello, |method, script, body| {
+                let body = (method == "POST").then_some(body);
+                let r = http::request(port, method, &format!("/{script}"), body, http::TIMEOUT);
+                r.map(|r| (r.status, r.body))
+                    .map_err(|e| format!("client error: {e}"))
+            })
+        });
         tally.assert_clean(&format!("{what}, {path}, {:.1?}", t.elapsed()), || {
             format!(
                 "front end:\n{}\nwaker:\n{}",
@@ -170,39 +176,17 @@ fn http_both_paths(what: &str, start: impl Fn(&Path) -> Server) {
     }
 }
 
-/// nginx or another web server.
-enum Server {
-    Nginx(Nginx),
-    Other(WebServer),
-}
-
-impl Server {
-    fn port(&self) -> u16 {
-        match self {
-            Server::Nginx(n) => n.port(),
-            Server::Other(s) => s.port(),
-        }
-    }
-
-    fn error_log(&self) -> String {
-        match self {
-            Server::Nginx(n) => n.error_log(),
-            Server::Other(s) => s.error_log(),
-        }
-    }
-}
-
 /// nginx keeping FastCGI connections to `socket` open between requests:
 /// the shipped location passing to an upstream with `keepalive`, plus
 /// `fastcgi_keep_conn on`.
-fn nginx_keepalive(socket: &Path) -> Server {
+fn nginx_keepalive(socket: &Path) -> Nginx {
     let snippet = support::nginx::shipped_location_to("fleet_pool")
         .with_http(&format!(
             "upstream fleet_pool {{ server unix:{}; keepalive 8; }}",
             socket.display()
         ))
         .with_location("fastcgi_keep_conn on;\nfastcgi_read_timeout 20s;");
-    Server::Nginx(Nginx::start(&snippet))
+    Nginx::start(&snippet)
 }
 
 #[test]
@@ -214,16 +198,14 @@ fn nginx_keep_conn_2000_requests() {
 #[test]
 fn apache_without_reuse_2000_requests() {
     require!(Docker, PhpFpm, Apache, Root);
-    http_both_paths("Apache mod_proxy_fcgi", |s| {
-        Server::Other(frontends::apache(s, false))
-    });
+    http_both_paths("Apache mod_proxy_fcgi", |s| frontends::apache(s, false));
 }
 
 #[test]
 fn apache_enablereuse_2000_requests() {
     require!(Docker, PhpFpm, Apache, Root);
     http_both_paths("Apache mod_proxy_fcgi enablereuse=on", |s| {
-        Server::Other(frontends::apache(s, true))
+        frontends::apache(s, true)
     });
 }
 
@@ -233,9 +215,8 @@ fn lighttpd_2000_requests() {
     // lighttpd checks nothing on the host for PHP (check-local disabled);
     // its own document root only has to exist.
     let root = support::temp_dir("lighttpd-root");
-    let root_path = root.path().to_path_buf();
-    http_both_paths("lighttpd mod_fastcgi", move |s| {
-        Server::Other(frontends::lighttpd(s, &root_path))
+    http_both_paths("lighttpd mod_fastcgi", |s| {
+        frontends::lighttpd(s, root.path())
     });
 }
 
@@ -247,23 +228,14 @@ fn cgi_fcgi_2000_requests() {
     for (path, socket) in w.paths() {
         let t = Instant::now();
         let tally = workload(REQUESTS, |i| {
-            let (run, want) = if i.is_multiple_of(2) {
-                (
-                    cgi_fcgi(&socket, "GET", "hello.php", b""),
-                    hello.as_bytes().to_vec(),
-                )
-            } else {
-                let body = post_body(i);
-                (cgi_fcgi(&socket, "POST", "echo.php", &body), body)
-            };
-            if run.code != Some(0) {
-                return Err(format!("cgi-fcgi exit {:?}: {}", run.code, run.stderr));
-            }
-            let r = run.response.map_err(|e| format!("bad CGI output: {e}"))?;
-            if r.status != 200 || r.body != want {
-                return Err(format!("status {}, body {:?}", r.status, r.text()));
-            }
-            Ok(())
+            one_request(i, &hello, |method, script, body| {
+                let run = cgi_fcgi(&socket, method, script, body);
+                if run.code != Some(0) {
+                    return Err(format!("cgi-fcgi exit {:?}: {}", run.code, run.stderr));
+                }
+                let r = run.response.map_err(|e| format!("bad CGI output: {e}"))?;
+                Ok((r.status, r.body))
+            })
         });
         tally.assert_clean(&format!("cgi-fcgi, {path}, {:.1?}", t.elapsed()), || {
             w.waker.logs()
@@ -364,14 +336,7 @@ fn answer_and_close_while_the_client_sends_delivers_100_kib() {
             });
             // Everything until the end (or the reset that may follow it).
             let mut got = Vec::new();
-            let mut buf = [0u8; 8192];
-            let end = loop {
-                match s.read(&mut buf) {
-                    Ok(0) => break Ok(()),
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                    Err(e) => break Err(e),
-                }
-            };
+            let end = s.read_to_end(&mut got);
             sender.join().expect("sender");
             assert!(
                 got == answer,
@@ -395,22 +360,17 @@ fn answer_and_close_while_the_client_sends_delivers_100_kib() {
 fn settled(w: &Warm, since: SystemTime) -> Activity {
     // The file has millisecond precision.
     let since = since - Duration::from_millis(1);
-    let mut last = None;
-    let ok = wait_until(Duration::from_secs(5), || {
-        let a = w.activity();
-        let done = a.open == 0 && a.last_end.is_some_and(|t| t >= since);
-        last = Some(a);
-        done
-    });
-    assert!(ok, "not settled: {last:?}\n{}", w.waker.logs());
-    last.expect("read at least once")
+    let what = format!("not settled\n{}", w.waker.logs());
+    activity_until(&w.site, &what, |a| {
+        a.open == 0 && a.last_end.is_some_and(|t| t >= since)
+    })
 }
 
 /// The pooled-connection cycle for a front end keeping its connections to
 /// the waker open: pause → a request on the pooled connection is answered
 /// at once (and unpauses); idle → the reaper stops the site although the
 /// connection stays open; the next request on it wakes the site.
-fn pooled_connection_cycle(what: &str, start: impl Fn(&Path) -> Server) {
+fn pooled_connection_cycle<S: FrontEnd>(what: &str, start: impl Fn(&Path) -> S) {
     let w = warm_site();
     let server = start(&w.site.waker_socket());
     let port = server.port();
@@ -524,7 +484,5 @@ fn nginx_keepalive_pooled_connection_pause_sleep_wake() {
 #[test]
 fn apache_enablereuse_pooled_connection_pause_sleep_wake() {
     require!(Docker, PhpFpm, Apache, Root);
-    pooled_connection_cycle("Apache enablereuse=on", |s| {
-        Server::Other(frontends::apache(s, true))
-    });
+    pooled_connection_cycle("Apache enablereuse=on", |s| frontends::apache(s, true));
 }

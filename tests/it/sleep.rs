@@ -27,10 +27,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 use xtask::kit::nginx::Mode;
 
+use crate::support::assert::output_text;
 use crate::support::reaper::{self, ReaperExt as _, Run};
-use crate::support::{
-    HttpResponse, SiteOptions, Stack, TestSite, http, note, require, temp_dir, wait_until,
-};
+use crate::support::{SiteOptions, Stack, TestSite, http, note, require, temp_dir, wait_until};
 
 /// Actions in the reaper's JSON plan that put a site to sleep.
 const SLEEPS: &[&str] = &["stopped", "paused"];
@@ -39,6 +38,8 @@ const SLEEPS: &[&str] = &["stopped", "paused"];
 /// default: a request that hangs (e.g. in a paused php-fpm's backlog) is
 /// answered 504 after this.
 const FRONT_END_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a test waits for an answer: past the front end's own timeout.
+const PAST_FRONT_END: Duration = Duration::from_secs(FRONT_END_TIMEOUT.as_secs() + 5);
 
 // ---------------------------------------------------------------------------
 // The reaper, once a second
@@ -55,12 +56,6 @@ impl Pass {
     /// e.g. a usage error).
     fn entry(&self, site: &str) -> Option<Value> {
         self.run.entry(site).ok()
-    }
-
-    /// The site's `action` in this pass (`"stopped"`, `"paused"`, `"none"`, …).
-    fn action(&self, site: &str) -> Option<String> {
-        self.entry(site)
-            .and_then(|e| e["action"].as_str().map(str::to_owned))
     }
 }
 
@@ -115,25 +110,27 @@ impl Reaping {
             .expect("passes lock")
             .iter()
             .filter_map(|p| {
-                let a = p.action(&self.site)?;
+                let e = p.entry(&self.site)?;
+                let a = e["action"].as_str()?.to_owned();
                 // When the reaper examined the site (just before acting),
                 // from its own plan; the pass's start otherwise.
-                let at = p
-                    .entry(&self.site)
-                    .and_then(|e| e["examined_at"].as_f64())
-                    .map_or(p.at, |t| {
-                        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(t)
-                    });
+                let at = e["examined_at"].as_f64().map_or(p.at, |t| {
+                    SystemTime::UNIX_EPOCH + Duration::from_secs_f64(t)
+                });
                 SLEEPS.contains(&a.as_str()).then_some((at, a))
             })
             .collect()
     }
 
-    /// Stops the thread after its pass under way.
+    /// Stops the thread after its pass under way (a panic in it fails the
+    /// test, unless the test is failing already).
     fn finish(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.join().expect("reaper thread");
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+            && !std::thread::panicking()
+        {
+            panic!("the reaper thread panicked");
         }
     }
 
@@ -170,10 +167,7 @@ impl Reaping {
 
 impl Drop for Reaping {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.finish();
     }
 }
 
@@ -181,18 +175,28 @@ impl Drop for Reaping {
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// `GET /hello.php` through nginx with the front end's own timeout, timed
-/// to the end of the answer.
-fn timed_hello(s: &Stack) -> (std::io::Result<HttpResponse>, Duration) {
+/// `GET /hello.php` through nginx given `within` to answer: (status and
+/// body, or the error; the time to the end of the answer).
+fn timed_hello(s: &Stack, within: Duration) -> (std::io::Result<(u16, String)>, Duration) {
     let t = Instant::now();
-    let r = http::request(
-        s.nginx.port(),
-        "GET",
-        "/hello.php",
-        None,
-        FRONT_END_TIMEOUT + Duration::from_secs(5),
+    let r = http::request(s.nginx.port(), "GET", "/hello.php", None, within);
+    (r.map(|r| (r.status, r.text())), t.elapsed())
+}
+
+/// `GET /hello.php` answered right before the front end's own timeout
+/// gives up: the time it took. Else panics with `what`, the answer,
+/// `context()` and the stack's diagnostics.
+fn hello_in_time(s: &Stack, what: &str, context: impl FnOnce() -> String) -> Duration {
+    let (answer, took) = timed_hello(s, PAST_FRONT_END);
+    let right = matches!(&answer, Ok((200, text)) if *text == s.site.hello_line());
+    assert!(
+        right && took < FRONT_END_TIMEOUT,
+        "{what}: {answer:?} after {took:?} (the front end gives up after \
+         {FRONT_END_TIMEOUT:?})\n{}\n{}",
+        context(),
+        s.diagnostics()
     );
-    (r, t.elapsed())
+    took
 }
 
 /// The container's state and `StartedAt`, as one comparable string.
@@ -442,21 +446,11 @@ fn load(mode: Mode, action: &str) {
         .unwrap_or_default()
         .as_millis() as u64;
     reaping.finish();
-    let wrk_out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let wrk_out = output_text(&out);
     let counts = wrk_counts(&wrk_out);
     let sent = requests_sent(dir.path());
     // Still served after the run.
-    let last = http::request(
-        s.nginx.port(),
-        "GET",
-        "/hello.php",
-        None,
-        Duration::from_secs(10),
-    );
+    let (last, _) = timed_hello(&s, Duration::from_secs(10));
 
     let executed = s.site.count_lines();
     let mut runs: BTreeMap<&str, usize> = BTreeMap::new();
@@ -487,17 +481,16 @@ fn load(mode: Mode, action: &str) {
     // The waker's own count of the wakes that started or unpaused the
     // container (Docker's event history is too short for a whole suite).
     let wakes = s.activity().map_or(0, |a| a.wakes);
+    let count = |key: &str| counts.get(key).copied().unwrap_or(0);
     let errors: u64 = ["connect", "read", "write", "timeout"]
+        .map(count)
         .iter()
-        .map(|k| counts.get(*k).copied().unwrap_or(0))
         .sum();
 
     let summary = format!(
-        "{mode:?} mode, --action {}: wrk {:?}; {} requests sent, {} answered right ({} POSTs), \
-         {} wrong answers, {} hung; {} executions in count.log; the reaper put the site to \
-         sleep {} times, the waker woke it {} times",
-        action,
-        counts,
+        "{mode:?} mode, --action {action}: wrk {counts:?}; {} requests sent, {} answered right \
+         ({} POSTs), {} wrong answers, {} hung; {} executions in count.log; the reaper put the \
+         site to sleep {} times, the waker woke it {wakes} times",
         sent.len(),
         ok.len(),
         posts.len(),
@@ -505,7 +498,6 @@ fn load(mode: Mode, action: &str) {
         hung.len(),
         executed.len(),
         sleeps.len(),
-        wakes
     );
     note(&summary);
     let show = |v: &[&Sent]| -> String {
@@ -526,11 +518,11 @@ fn load(mode: Mode, action: &str) {
     if counts.is_empty() {
         failures.push(format!("wrk printed no summary line (exit {})", out.status));
     }
-    if counts.get("status").copied().unwrap_or(0) > 0 || !bad.is_empty() {
+    if count("status") > 0 || !bad.is_empty() {
         failures.push(format!(
-            "{} wrong answers (wrk counted {:?} non-2xx):{}",
+            "{} wrong answers (wrk counted {} non-2xx):{}",
             bad.len(),
-            counts.get("status"),
+            count("status"),
             show(&bad)
         ));
     }
@@ -576,14 +568,8 @@ fn load(mode: Mode, action: &str) {
             sleeps.len()
         ));
     }
-    match &last {
-        Ok(r) if r.status == 200 && r.text() == s.site.hello_line() => {}
-        Ok(r) => failures.push(format!(
-            "request after the run: {} {:?}",
-            r.status,
-            r.text()
-        )),
-        Err(e) => failures.push(format!("request after the run: no answer within 10 s: {e}")),
+    if !matches!(&last, Ok((200, text)) if *text == s.site.hello_line()) {
+        failures.push(format!("request after the run (10 s to answer): {last:?}"));
     }
     assert!(
         failures.is_empty(),
@@ -688,12 +674,6 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
 // c) direct mode, paused
 // ---------------------------------------------------------------------------
 
-/// Median of `v` (sorted in place).
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 /// A paused site in direct mode is answered through the waker by an
 /// unpause: the same container run (not a stop and start), php-fpm's socket
 /// put back, and later requests straight to php-fpm again. How fast is a
@@ -716,32 +696,19 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
             log.push_str(&format!("round {round}: {run}\n"));
             Ok(s.site.state() == "paused")
         });
-        if let Err(e) = paused {
+        paused.unwrap_or_else(|e| {
             panic!(
                 "round {round}: the reaper never paused the site: {}\n{log}\n{}",
                 xtask::error::chain(&e),
                 s.diagnostics()
-            );
-        }
+            )
+        });
 
         let fallbacks = s.fallbacks();
         let run_before = run_fingerprint(&s.site);
         let wakes_before = s.activity().map_or(0, |a| a.wakes);
-        let (r, took) = timed_hello(&s);
-        let r = r.unwrap_or_else(|e| {
-            panic!(
-                "round {round}: no answer after {took:?}: {e}\n{log}\n{}",
-                s.diagnostics()
-            )
-        });
-        assert!(
-            r.status == 200 && r.text() == s.site.hello_line() && took < FRONT_END_TIMEOUT,
-            "round {round}: {} {:?} after {took:?} from a paused site (the front end gives up \
-             after {FRONT_END_TIMEOUT:?})\n{log}\n{}",
-            r.status,
-            r.text(),
-            s.diagnostics()
-        );
+        let what = format!("round {round}: from a paused site");
+        let took = hello_in_time(&s, &what, || log.clone());
         assert!(
             s.fallbacks() > fallbacks,
             "round {round}: nginx did not fall back to the waker\n{}",
@@ -755,18 +722,16 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
             "round {round}: not an unpause of the paused run\n{}",
             s.diagnostics()
         );
-        // (The waker writes its state file every 20 ms.)
-        wait_until(Duration::from_secs(2), || {
-            s.activity().is_some_and(|a| a.wakes > wakes_before)
+        let after = s.activity_until(&format!("round {round}: no wake counted"), |a| {
+            a.wakes > wakes_before
         });
-        let after = s.activity();
         assert_eq!(
-            after.as_ref().map(|a| a.wakes),
-            Some(wakes_before + 1),
+            after.wakes,
+            wakes_before + 1,
             "round {round}: the waker did not count one wake\n{}",
             s.diagnostics()
         );
-        times.push((took, after.and_then(|a| a.last_wake_ms)));
+        times.push((took, after.last_wake_ms));
 
         // php-fpm's socket is back: the next request goes straight to
         // php-fpm, not through the waker.
@@ -776,12 +741,9 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
             "round {round}: php-fpm.sock does not accept after the wake\n{}",
             s.diagnostics()
         );
-        assert!(
-            wait_until(Duration::from_secs(5), || s
-                .activity()
-                .is_some_and(|a| a.open == 0)),
-            "round {round}: the waker's request never ended: {:?}",
-            s.activity()
+        s.activity_until(
+            &format!("round {round}: the waker's request never ended"),
+            |a| a.open == 0,
         );
         let fallbacks = s.fallbacks();
         s.hello(&format!("round {round}: the request after the wake"));
@@ -793,7 +755,8 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
         );
     }
     let mut answered: Vec<Duration> = times.iter().map(|(t, _)| *t).collect();
-    let med = median(&mut answered);
+    answered.sort();
+    let med = answered[answered.len() / 2];
     note!(
         "direct mode, paused: answered in {med:?} (median of 5); per round (answered, the \
          waker's unpause-to-accepting ms): {times:?}"
@@ -810,23 +773,21 @@ fn tiered_sleep_pauses_then_stops_and_wakes_from_both() {
     let s = Stack::new(Mode::Direct);
     s.site.write_conf_tiered("2s", "5s");
     let mut reaping = Reaping::start(&s.site, &["--action", "pause"]);
-    let fail = |what: &str, reaping: &Reaping| -> String {
-        format!("{what}\n{}\n{}", reaping.report(), s.diagnostics())
+    let check = |ok: bool, what: String| {
+        assert!(ok, "{what}\n{}\n{}", reaping.report(), s.diagnostics());
+    };
+    let reaches = |state: &str, within: u64, what: &str| {
+        let ok = wait_until(Duration::from_secs(within), || s.site.state() == state);
+        check(ok, format!("{what}: {}", s.site.state()));
     };
 
     // Awake, then idle: paused after ≥ 2 s, stopped after ≥ 5 s (measured
     // from before the last request was sent: its end is later still).
     let sent = SystemTime::now();
     s.hello("cold request");
-    let paused = wait_until(Duration::from_secs(2 + 5), || s.site.state() == "paused");
-    assert!(
-        paused,
-        "{}",
-        fail(&format!("not paused: {}", s.site.state()), &reaping)
-    );
     // The container's new state shows before the pass that made it ends
     // and its plan is read: wait for that plan (bounded).
-    let acted = |what: &str| -> Vec<SystemTime> {
+    let acted_after = |what: &str, secs: u64| {
         let of = || -> Vec<SystemTime> {
             reaping
                 .sleeps()
@@ -836,72 +797,28 @@ fn tiered_sleep_pauses_then_stops_and_wakes_from_both() {
                 .collect()
         };
         wait_until(Duration::from_secs(10), || !of().is_empty());
-        of()
+        let at = of();
+        let late = at.first().is_some_and(|t| {
+            t.duration_since(sent).unwrap_or_default() >= Duration::from_secs(secs)
+        });
+        check(late, format!("{what} too early: {at:?}"));
     };
-    let pause_at = acted("paused");
-    assert!(
-        pause_at
-            .first()
-            .is_some_and(|t| t.duration_since(sent).unwrap_or_default() >= Duration::from_secs(2)),
-        "{}",
-        fail(&format!("paused too early: {pause_at:?}"), &reaping)
-    );
-    let stopped = wait_until(Duration::from_secs(5 + 5), || s.site.state() == "exited");
-    assert!(
-        stopped,
-        "{}",
-        fail(
-            &format!(
-                "paused but never stopped (line 2 of the conf: stop after 5 s): {}",
-                s.site.state()
-            ),
-            &reaping
-        )
-    );
-    let die_at = acted("stopped");
-    assert!(
-        die_at
-            .first()
-            .is_some_and(|t| t.duration_since(sent).unwrap_or_default() >= Duration::from_secs(5)),
-        "{}",
-        fail(&format!("stopped too early: {die_at:?}"), &reaping)
-    );
+    reaches("paused", 2 + 5, "not paused");
+    acted_after("paused", 2);
+    let line_2 = "paused but never stopped (line 2 of the conf: stop after 5 s)";
+    reaches("exited", 5 + 5, line_2);
+    acted_after("stopped", 5);
 
-    // From stopped.
-    let (r, took) = timed_hello(&s);
-    let r = r.unwrap_or_else(|e| panic!("{}", fail(&format!("from stopped: {e}"), &reaping)));
-    assert!(
-        r.status == 200 && r.text() == s.site.hello_line(),
-        "{}",
-        fail(
-            &format!("from stopped: {} {:?} after {took:?}", r.status, r.text()),
-            &reaping
-        )
-    );
-    assert_eq!(s.site.state(), "running", "woken from stopped");
-
-    // Idle again until paused, then from paused.
-    let paused = wait_until(Duration::from_secs(2 + 5), || s.site.state() == "paused");
-    assert!(
-        paused,
-        "{}",
-        fail(&format!("not paused again: {}", s.site.state()), &reaping)
-    );
-    let (r, took_paused) = timed_hello(&s);
-    let r = r.unwrap_or_else(|e| panic!("{}", fail(&format!("from paused: {e}"), &reaping)));
-    assert!(
-        r.status == 200 && r.text() == s.site.hello_line() && took_paused < FRONT_END_TIMEOUT,
-        "{}",
-        fail(
-            &format!(
-                "from paused: {} {:?} after {took_paused:?}",
-                r.status,
-                r.text()
-            ),
-            &reaping
-        )
-    );
-    assert_eq!(s.site.state(), "running", "woken from paused");
+    // A request wakes it from stopped; idle again until paused, one wakes
+    // it from paused.
+    let wake = |from: &str| {
+        let took = hello_in_time(&s, &format!("from {from}"), || reaping.report());
+        assert_eq!(s.site.state(), "running", "woken from {from}");
+        took
+    };
+    let took = wake("stopped");
+    reaches("paused", 2 + 5, "not paused again");
+    let took_paused = wake("paused");
     reaping.finish();
     note!(
         "tiered: paused then stopped; woken from stopped in {took:?}, from paused in {took_paused:?}"
@@ -918,7 +835,6 @@ fn a_site_paused_in_place_is_not_stopped_until_unpaused() {
     let site = TestSite::new();
     site.write_conf_tiered("1s", "1s");
     site.start();
-    site.wait_ready(Duration::from_secs(30));
     site.pause();
     let fpm = site.fpm_socket();
     let entry = reaper::over(&site).reap_until(&site, "skipped", Duration::from_secs(15));

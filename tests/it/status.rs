@@ -22,11 +22,16 @@ const PATIENT: Duration = Duration::from_secs(20);
 
 /// `fpm_status::query` of `/status` at `socket` within `timeout`.
 fn query_within(socket: &Path, timeout: Duration) -> Result<FpmStatus, StatusError> {
+    query_at(socket, DEFAULT_STATUS_PATH, timeout)
+}
+
+/// `fpm_status::query` of `path` at `socket` within `timeout`.
+fn query_at(socket: &Path, path: &str, timeout: Duration) -> Result<FpmStatus, StatusError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime")
-        .block_on(fpm_status::query(socket, DEFAULT_STATUS_PATH, timeout))
+        .block_on(fpm_status::query(socket, path, timeout))
 }
 
 fn status(site: &TestSite) -> FpmStatus {
@@ -223,12 +228,8 @@ fn a_pool_without_the_page_is_not_enabled() {
     );
     // The pool itself serves as before; its page is where it was moved.
     fpm_says_hello(&site, "hello.php");
-    let moved = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(fpm_status::query(&socket, STATUS_DISABLED_PATH, PATIENT))
-        .expect("the page at its configured path");
+    let moved =
+        query_at(&socket, STATUS_DISABLED_PATH, PATIENT).expect("the page at its configured path");
     assert_eq!(moved.pool, "site");
     note(&shown);
 }

@@ -4,9 +4,7 @@
 //! shell) against a real fleet-waker under `systemd-socket-activate`.
 //! SECURITY.md names each test.
 
-use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,7 +13,8 @@ use crate::support::nsystemd::{boot_for, run_renew, unit_text};
 use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
 use crate::support::wake::activated;
 use crate::support::{
-    FcgiRequest, SiteOptions, SocketActivated, TestSite, fastcgi, note, require, wait_until,
+    FcgiRequest, SiteOptions, SocketActivated, TestSite, exchange, fastcgi, note, require,
+    wait_until,
 };
 
 /// What a hostile site's PHP does to its runtime directory (`/run/php` in
@@ -97,18 +96,26 @@ fn restore_socket(real: &Path) {
 /// how long it took).
 fn send_through_waker(site: &TestSite, bytes: &[u8]) -> (Vec<u8>, Duration) {
     let t = Instant::now();
-    let mut c = UnixStream::connect(site.waker_socket()).expect("connect to the waker");
-    c.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let _ = c.write_all(bytes);
-    let mut got = Vec::new();
-    let _ = c.read_to_end(&mut got);
+    let got = exchange(&site.waker_socket(), bytes, Duration::from_secs(30));
     (got, t.elapsed())
 }
 
 fn fcgi_hello() -> Vec<u8> {
     fastcgi::encode_request(&FcgiRequest::get("hello.php", ""))
 }
+
+/// Nothing came back from the waker (`got`, from [`send_through_waker`]).
+fn no_answer(got: &[u8], what: &str) {
+    assert!(
+        got.is_empty(),
+        "{what}: {} bytes came back: {:?}",
+        got.len(),
+        String::from_utf8_lossy(got)
+    );
+}
+
+/// An HTTP request to Docker's API, as if php-fpm's socket were Docker's.
+const DOCKER_VERSION: &[u8] = b"GET /version HTTP/1.0\r\nHost: x\r\n\r\n";
 
 /// Waits until the waker's log has `needle`.
 fn logged(w: &SocketActivated, needle: &str) {
@@ -142,12 +149,8 @@ fn symlink_to_docker_socket_is_refused() {
         &real,
         &format!("op=symlink&a=php-fpm.sock&t={}", docker_socket()),
     );
-    let (got, took) = send_through_waker(&site, b"GET /version HTTP/1.0\r\nHost: x\r\n\r\n");
-    assert!(
-        got.is_empty(),
-        "the waker relayed an answer from Docker's socket: {:?}",
-        String::from_utf8_lossy(&got)
-    );
+    let (got, took) = send_through_waker(&site, DOCKER_VERSION);
+    no_answer(&got, "the waker relayed an answer from Docker's socket");
     assert!(took < Duration::from_secs(8), "closed after {took:?}");
     logged(&w, "refusing php-fpm's socket");
     logged(&w, "a symlink (never followed)");
@@ -173,11 +176,7 @@ fn symlink_to_another_sites_socket_is_never_proxied() {
     let target = victim.fpm_socket().display().to_string();
     tenant_ok(&real, &format!("op=symlink&a=php-fpm.sock&t={target}"));
     let (got, _) = send_through_waker(&attacker, &fcgi_hello());
-    assert!(
-        got.is_empty(),
-        "answered through another site's socket: {:?}",
-        String::from_utf8_lossy(&got)
-    );
+    no_answer(&got, "answered through another site's socket");
     assert_eq!(
         victim.access_lines().len(),
         before,
@@ -218,7 +217,7 @@ fn own_waker_socket_is_never_connected_to() {
                 .collect();
             for t in threads {
                 let (got, took) = t.join().expect("thread");
-                assert_eq!(got.len(), 0, "{how}: answered {} bytes", got.len());
+                no_answer(&got, how);
                 // 16 connections over 8 permits: at most two timeouts in a row.
                 assert!(took < Duration::from_secs(10), "{how}: held {took:?}");
             }
@@ -269,42 +268,26 @@ fn non_sockets_fail_the_wake_within_the_timeout() {
     let site = tenant_site(SiteOptions::default());
     let w = activated(&site, &["--start-timeout", "2s"]);
     let real = move_socket_aside(&site);
-    for (make, undo, word) in [
-        (
-            "op=fifo&a=php-fpm.sock",
-            "op=unlink&a=php-fpm.sock",
-            "a FIFO",
-        ),
-        (
-            "op=file&a=php-fpm.sock",
-            "op=unlink&a=php-fpm.sock",
-            "a regular file",
-        ),
-        (
-            "op=mkdir&a=php-fpm.sock",
-            "op=rmdir&a=php-fpm.sock",
-            "a directory",
-        ),
-        (
-            "op=symlink&a=php-fpm.sock&t=/nowhere/at/all",
-            "op=unlink&a=php-fpm.sock",
-            "a symlink",
-        ),
+    for (make, word) in [
+        ("op=fifo&a=php-fpm.sock", "a FIFO"),
+        ("op=file&a=php-fpm.sock", "a regular file"),
+        ("op=mkdir&a=php-fpm.sock", "a directory"),
+        ("op=symlink&a=php-fpm.sock&t=/nowhere/at/all", "a symlink"),
     ] {
         tenant_ok(&real, make);
         let (got, took) = send_through_waker(&site, &fcgi_hello());
-        assert!(
-            got.is_empty(),
-            "{word}: answered {} bytes: {:?}",
-            got.len(),
-            String::from_utf8_lossy(&got)
-        );
+        no_answer(&got, word);
         assert!(
             took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
             "{word}: closed after {took:?} (timeout 2s)"
         );
         logged(&w, &format!("it is {word}"));
-        tenant_ok(&real, undo);
+        let undo = if word == "a directory" {
+            "rmdir"
+        } else {
+            "unlink"
+        };
+        tenant_ok(&real, &format!("op={undo}&a=php-fpm.sock"));
     }
     logged(&w, "was refused for 2s");
     restore_socket(&real);
@@ -425,11 +408,7 @@ fn renew_with_docker_dead_keeps_a_live_socket() {
     // With Docker back, renew stops the container and only then leaves a
     // refusing placeholder where php-fpm's socket was.
     let out = run_renew(&ns, &[&name]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(site.state(), "exited");
     assert_eq!(
         fleet_core::upstream::probe(&site.fpm_socket()),
@@ -474,8 +453,8 @@ fn waker_unit_cannot_read_host_secrets() {
     assert!(
         out.status.success(),
         "a probe failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&status.stdout)
+        output_text(&out),
+        output_text(&status)
     );
 }
 
@@ -489,7 +468,7 @@ fn the_sleeping_name_is_never_followed() {
     require!(Docker, PhpFpm, SocketActivate, Root);
     let site = tenant_site(SiteOptions::default());
     site.write_conf("1s");
-    let w = activated(&site, &["--start-timeout", "3s"]);
+    let _w = activated(&site, &["--start-timeout", "3s"]);
     let aside = site
         .layout()
         .site_dir(site.site())
@@ -542,12 +521,8 @@ fn the_sleeping_name_is_never_followed() {
         &real,
         &format!("op=symlink&a=php-fpm.sock.sleeping&t={docker}"),
     );
-    let (got, _) = send_through_waker(&site, b"GET /version HTTP/1.0\r\nHost: x\r\n\r\n");
-    assert!(
-        got.is_empty(),
-        "the waker relayed something: {:?}",
-        String::from_utf8_lossy(&got)
-    );
+    let (got, _) = send_through_waker(&site, DOCKER_VERSION);
+    no_answer(&got, "the waker relayed something");
     let meta = std::fs::symlink_metadata(&aside).expect("the link is still there");
     assert!(meta.file_type().is_symlink(), "left as it was");
     assert!(
@@ -557,5 +532,4 @@ fn the_sleeping_name_is_never_followed() {
     tenant_ok(&real, "op=unlink&a=php-fpm.sock.sleeping");
     restore_socket(&real);
     says_hello(&site, "after the restore", String::new);
-    drop(w);
 }

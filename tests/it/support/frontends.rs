@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::nginx::retry_on_taken_port;
 use super::{FcgiResponse, Launch, Spawned, fastcgi, free_port, temp_dir, wait_until};
 
 /// Path of Apache's binary (Debian `apache2`).
@@ -34,54 +35,58 @@ pub struct WebServer {
 }
 
 impl WebServer {
-    /// Starts `bin` with the config `render(dir, port)` written to
-    /// `<dir>/<conf>` and the arguments `args(conf path)`; retries on a port
-    /// another process took meanwhile.
+    /// Starts `bin <flags> -f <dir>/<conf>` with the config `render(dir,
+    /// port)` written there; retries on a port another process took meanwhile.
     fn start(
         what: &str,
         bin: &str,
         conf: &str,
+        flags: &[&str],
         render: impl Fn(&Path, u16) -> String,
-        args: impl Fn(&Path) -> Vec<String>,
     ) -> WebServer {
-        let mut last = String::new();
-        for _ in 0..5 {
+        retry_on_taken_port(what, || {
             let dir = temp_dir(what);
             let port = free_port();
             let conf_path = dir.path().join(conf);
             std::fs::write(&conf_path, render(dir.path(), port)).expect("write config");
-            let mut proc = Launch::new(bin).args(args(&conf_path)).spawn();
+            let mut proc = Launch::new(bin)
+                .args(flags)
+                .arg("-f")
+                .arg(&conf_path)
+                .spawn();
             let up = wait_until(Duration::from_secs(10), || {
                 proc.try_status().is_some() || TcpStream::connect(("127.0.0.1", port)).is_ok()
             });
             let error_log = dir.path().join("error.log");
             if up && proc.try_status().is_none() {
-                return WebServer {
+                return Ok(WebServer {
                     proc,
                     port,
                     _dir: dir,
                     error_log,
-                };
+                });
             }
-            last = format!(
-                "{}\n{}",
-                proc.logs(),
-                std::fs::read_to_string(&error_log).unwrap_or_default()
-            );
-            if !last.contains("in use") {
-                break;
-            }
-        }
-        panic!("{what} did not start: {last}");
+            let logged = std::fs::read_to_string(&error_log).unwrap_or_default();
+            Err(format!("{}\n{logged}", proc.logs()))
+        })
     }
+}
 
-    /// The loopback port it listens on.
-    pub fn port(&self) -> u16 {
+/// A web server in front of a socket, nginx or a [`WebServer`].
+pub trait FrontEnd {
+    /// The (first) loopback port it listens on.
+    fn port(&self) -> u16;
+
+    /// Its error log (and whatever it printed).
+    fn error_log(&self) -> String;
+}
+
+impl FrontEnd for WebServer {
+    fn port(&self) -> u16 {
         self.port
     }
 
-    /// Its error log (and whatever it printed).
-    pub fn error_log(&self) -> String {
+    fn error_log(&self) -> String {
         format!(
             "{}{}",
             std::fs::read_to_string(&self.error_log).unwrap_or_default(),
@@ -90,17 +95,27 @@ impl WebServer {
     }
 }
 
+impl FrontEnd for super::Nginx {
+    fn port(&self) -> u16 {
+        super::Nginx::port(self)
+    }
+
+    fn error_log(&self) -> String {
+        super::Nginx::error_log(self)
+    }
+}
+
 /// Apache 2.4 (event MPM, one child process so that its connection pool is
 /// one pool) passing `*.php` to `socket` with `mod_proxy_fcgi`;
 /// `enablereuse=on` keeps connections to the socket open between requests
 /// (and makes Apache send `FCGI_KEEP_CONN`).
 pub fn apache(socket: &Path, reuse: bool) -> WebServer {
-    let socket = socket.to_path_buf();
     WebServer::start(
         "apache",
         APACHE,
         "apache2.conf",
-        move |dir, port| {
+        &["-DFOREGROUND"],
+        |dir, port| {
             let d = dir.display();
             let m = APACHE_MODULES;
             let reuse = if reuse { " enablereuse=on" } else { "" };
@@ -129,13 +144,6 @@ pub fn apache(socket: &Path, reuse: bool) -> WebServer {
                 sock = socket.display(),
             )
         },
-        |conf| {
-            vec![
-                "-f".into(),
-                conf.display().to_string(),
-                "-DFOREGROUND".into(),
-            ]
-        },
     )
 }
 
@@ -143,15 +151,14 @@ pub fn apache(socket: &Path, reuse: bool) -> WebServer {
 /// (one connection per request, `FCGI_KEEP_CONN` clear). `docroot` is the
 /// host side of the site's docroot.
 pub fn lighttpd(socket: &Path, docroot: &Path) -> WebServer {
-    let socket = socket.to_path_buf();
-    let docroot = docroot.to_path_buf();
     WebServer::start(
         "lighttpd",
         LIGHTTPD,
         "lighttpd.conf",
+        &["-D"],
         // Its error log goes to stderr (captured): it opens a log file only
         // after dropping to www-data.
-        move |_, port| {
+        |_, port| {
             format!(
                 "server.modules = (\"mod_fastcgi\")\n\
                  server.bind = \"127.0.0.1\"\n\
@@ -166,7 +173,6 @@ pub fn lighttpd(socket: &Path, docroot: &Path) -> WebServer {
                 sock = socket.display(),
             )
         },
-        |conf| vec!["-D".into(), "-f".into(), conf.display().to_string()],
     )
 }
 

@@ -198,6 +198,20 @@ pub fn free_port() -> u16 {
 /// [`site::reap_leftovers`] sweeps when their process is gone).
 pub use xtask::kit::site::{TEMP_PREFIX, temp_dir, temp_dir_in};
 
+/// Connects to `socket`, sends `bytes` (a write error is the peer's
+/// answer too) and reads until it closes or `timeout` passes between two
+/// reads: what came back.
+pub fn exchange(socket: &std::path::Path, bytes: &[u8], timeout: Duration) -> Vec<u8> {
+    use std::io::{Read as _, Write as _};
+    let mut c = std::os::unix::net::UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()));
+    c.set_read_timeout(Some(timeout)).expect("read timeout");
+    let _ = c.write_all(bytes);
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    got
+}
+
 /// Run `docker <args>` (argv, no shell) and return its output, whatever the status.
 pub fn docker(args: &[&str]) -> Output {
     xtask::error::Cmd::new("docker")
@@ -206,9 +220,15 @@ pub fn docker(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)))
 }
 
-/// Run `docker <args>`, panic with its stderr unless it succeeds; return stdout.
+/// Run `program <args>` (argv, no shell), panic with its stderr unless it
+/// succeeds; return stdout.
+pub fn run_ok(program: &str, args: &[&str]) -> String {
+    xtask::error::run(program, args).unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)))
+}
+
+/// [`run_ok`] of `docker <args>`.
 pub fn docker_ok(args: &[&str]) -> String {
-    xtask::error::run("docker", args).unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)))
+    run_ok("docker", args)
 }
 
 fn docker_time(t: SystemTime) -> String {
@@ -219,8 +239,7 @@ fn docker_time(t: SystemTime) -> String {
 /// Docker events between `since` and `until`, one JSON object per line,
 /// with `filters` such as `container=<name>`, `event=start`, `type=container`.
 pub fn docker_events(since: SystemTime, until: SystemTime, filters: &[&str]) -> Vec<String> {
-    let since = docker_time(since);
-    let until = docker_time(until);
+    let (since, until) = (docker_time(since), docker_time(until));
     let mut args = vec![
         "events",
         "--since",
@@ -230,10 +249,7 @@ pub fn docker_events(since: SystemTime, until: SystemTime, filters: &[&str]) -> 
         "--format",
         "{{json .}}",
     ];
-    for f in filters {
-        args.push("--filter");
-        args.push(f);
-    }
+    args.extend(filters.iter().flat_map(|f| ["--filter", f]));
     docker_ok(&args)
         .lines()
         .filter(|l| !l.trim().is_empty())

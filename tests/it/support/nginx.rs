@@ -28,6 +28,21 @@ pub fn shipped_location_to(target: &str) -> Snippet {
         .passing_to(target)
 }
 
+/// `start()`, again (up to 5 times) while its failure says an address is
+/// in use: a free port is racy, another process may take it first. Panics
+/// with the last failure.
+pub fn retry_on_taken_port<T>(what: &str, start: impl Fn() -> Result<T, String>) -> T {
+    let mut last = String::new();
+    for _attempt in 0..5 {
+        match start() {
+            Ok(started) => return started,
+            Err(e) if e.contains("in use") => last = e,
+            Err(e) => panic!("{what} did not start: {e}"),
+        }
+    }
+    panic!("{what} did not start: {last}");
+}
+
 /// A running nginx ([`NginxProc`]) and the temp dir holding its config,
 /// pid, logs and temp paths. Field order = drop order: nginx, then its dir.
 #[derive(Debug)]
@@ -70,20 +85,12 @@ impl Nginx {
     /// (with the ports it listens on); a port taken meanwhile by someone
     /// else is retried with new ones, up to 5 times.
     fn start_retrying(what: &str, prepare: impl Fn(&Path) -> (String, Vec<u16>)) -> Nginx {
-        let mut last_error = String::new();
-        for _attempt in 0..5 {
+        retry_on_taken_port(what, || {
             let dir = super::temp_dir("nginx");
             let (conf, ports) = prepare(dir.path());
-            match NginxProc::start_conf(dir.path(), &conf, &ports).map_err(|e| chain(&e)) {
-                Ok(proc) => return Nginx { proc, _dir: dir },
-                Err(e) if e.contains("Address already in use") => last_error = e,
-                Err(e) => {
-                    last_error = e;
-                    break;
-                }
-            }
-        }
-        panic!("{what} did not start: {last_error}");
+            let proc = NginxProc::start_conf(dir.path(), &conf, &ports).map_err(|e| chain(&e))?;
+            Ok(Nginx { proc, _dir: dir })
+        })
     }
 
     /// The (first) loopback port it listens on.

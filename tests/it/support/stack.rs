@@ -5,11 +5,14 @@
 //! shipped one). Used by `direct` and `sleep`.
 
 use std::path::Path;
+use std::time::Duration;
 
+use fleet_core::state::Activity;
 use xtask::kit::nginx::{Mode, share_socket_with_nginx};
 
 use super::nginx::{Nginx, shipped};
-use super::{HttpResponse, Launch, SocketActivated, TestSite, bin, http};
+use super::wake::activated;
+use super::{HttpResponse, SocketActivated, TestSite, http, wait_until};
 
 /// A site, its waker under socket activation and nginx with the shipped
 /// snippet of `mode`. Field order = drop order: nginx, waker, then the site.
@@ -20,8 +23,6 @@ pub struct Stack {
     pub waker: SocketActivated,
     /// The site and its container.
     pub site: TestSite,
-    /// Which shipped snippet nginx runs.
-    pub mode: Mode,
 }
 
 impl Stack {
@@ -32,19 +33,9 @@ impl Stack {
 
     /// `site` (e.g. from [`TestSite::with_options`]) behind nginx in `mode`.
     pub fn with_site(mode: Mode, site: TestSite) -> Stack {
-        let waker = Launch::new(bin("fleet-waker"))
-            .arg(site.name())
-            .envs(site.layout_env())
-            .env("RUST_LOG", "debug")
-            .activate(&site.waker_socket());
-        share_socket_with_nginx(&site.waker_socket()).expect("chgrp/chmod the waker socket");
+        let waker = waker_for_nginx(&site);
         let nginx = Nginx::start(&shipped(mode, &site));
-        Stack {
-            nginx,
-            waker,
-            site,
-            mode,
-        }
+        Stack { nginx, waker, site }
     }
 
     /// `GET <path>` through nginx (panics on a transport error).
@@ -71,13 +62,18 @@ impl Stack {
     }
 
     /// The waker's activity state file, if written yet.
-    pub fn activity(&self) -> Option<fleet_core::state::Activity> {
+    pub fn activity(&self) -> Option<Activity> {
         fleet_core::state::load(&self.site.state_file()).expect("state file readable")
+    }
+
+    /// [`activity_until`] of this site.
+    pub fn activity_until(&self, what: &str, done: impl Fn(&Activity) -> bool) -> Activity {
+        activity_until(&self.site, what, done)
     }
 
     /// How many times nginx fell back from php-fpm's socket (direct mode).
     pub fn fallbacks(&self) -> usize {
-        fallbacks(&self.nginx.error_log(), &self.site.fpm_socket())
+        connect_failures(&self.nginx.error_log(), &self.site.fpm_socket()).len()
     }
 
     /// nginx's error log, the waker's log and the container's log, for
@@ -98,12 +94,33 @@ impl Stack {
     }
 }
 
-/// The `connect() … failed` lines nginx logs when php-fpm's socket refuses
-/// (direct mode's fallback to the waker).
-pub fn fallbacks(error_log: &str, fpm_socket: &Path) -> usize {
-    let needle = format!("{}", fpm_socket.display());
+/// Waits (5 s: the waker writes its state file every 20 ms) until `site`'s
+/// activity satisfies `done`, and returns it; panics naming `what`.
+pub fn activity_until(site: &TestSite, what: &str, done: impl Fn(&Activity) -> bool) -> Activity {
+    let mut last = None;
+    let reached = wait_until(Duration::from_secs(5), || {
+        last = fleet_core::state::load(&site.state_file()).expect("state file readable");
+        last.as_ref().is_some_and(&done)
+    });
+    assert!(reached, "{what}: the waker's state is {last:?}");
+    last.expect("reached")
+}
+
+/// fleet-waker for `site` under socket activation, its socket shared with
+/// nginx's workers.
+pub fn waker_for_nginx(site: &TestSite) -> SocketActivated {
+    let waker = activated(site, &[]);
+    share_socket_with_nginx(&site.waker_socket()).expect("chgrp/chmod the waker socket");
+    waker
+}
+
+/// The `connect() … failed` lines nginx logs when php-fpm's socket at
+/// `fpm_socket` refuses or is missing (direct mode's fallback to the waker).
+pub fn connect_failures(error_log: &str, fpm_socket: &Path) -> Vec<String> {
+    let needle = fpm_socket.display().to_string();
     error_log
         .lines()
         .filter(|l| l.contains("connect()") && l.contains("failed") && l.contains(&needle))
-        .count()
+        .map(str::to_string)
+        .collect()
 }
