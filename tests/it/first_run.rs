@@ -18,7 +18,7 @@ use xtask::error::Cmd;
 
 use crate::support::nsystemd::overlay_options;
 use crate::support::{
-    Launch, Spawned, bin, free_port, note, require, run_ok, temp_dir, wait_until,
+    Launch, MountedDir, Spawned, bin, free_port, note, require, run_ok, temp_dir, wait_until,
 };
 
 /// The packages the demo needs that the test removes, and their binaries.
@@ -103,13 +103,12 @@ fn demo_on_a_machine_without_nginx_and_php_fpm_installs_them_and_completes() {
     require!(Docker, PhpFpm, Nginx, SocketActivate, Systemd, Root);
     let upper = temp_dir("first-run-overlay");
     // A short name: the demo's socket paths below it must fit sun_path.
-    let shared = temp_dir("fr");
-    let shared_path = shared.path();
+    let shared = MountedDir(temp_dir("fr"));
+    let shared_path = shared.0.path();
     // The sites' base is its own mount, shared: what the demo mounts below it
     // inside the namespace propagates to this (Docker's) namespace.
     let base = shared_path.to_str().expect("utf-8 path");
     run_ok("mount", &["--bind", base, base]);
-    let _unmount = Unmount(shared_path);
     run_ok("mount", &["--make-shared", base]);
 
     let sandbox = Sandbox::new();
@@ -181,13 +180,4 @@ fn demo_on_a_machine_without_nginx_and_php_fpm_installs_them_and_completes() {
         "removed {REMOVED:?}, then `xtask demo --once` installed them and completed in {:.1?}: {install}",
         started.elapsed()
     );
-}
-
-/// Unmounts the shared base (and anything left below it) when the test ends.
-struct Unmount<'a>(&'a Path);
-
-impl Drop for Unmount<'_> {
-    fn drop(&mut self) {
-        xtask::kit::site::umount_under(self.0);
-    }
 }

@@ -68,27 +68,6 @@ impl Warm {
     }
 }
 
-/// What went wrong in a workload (empty when nothing did).
-#[derive(Debug, Default)]
-struct Tally {
-    ok: usize,
-    failures: Vec<String>,
-}
-
-impl Tally {
-    fn assert_clean(&self, what: &str, logs: impl FnOnce() -> String) {
-        assert!(
-            self.failures.is_empty(),
-            "{what}: {} of {} requests failed; first: {:?}\n{}",
-            self.failures.len(),
-            self.ok + self.failures.len(),
-            &self.failures[..self.failures.len().min(5)],
-            logs()
-        );
-        note!("{what}: {} requests, all right", self.ok);
-    }
-}
-
 /// The small POST body of request `i` (64 to 1,087 bytes).
 fn post_body(i: usize) -> Vec<u8> {
     (0..64 + (i * 37) % 1024)
@@ -96,57 +75,66 @@ fn post_body(i: usize) -> Vec<u8> {
         .collect()
 }
 
-/// `n` requests over [`CLIENTS`] threads, each made by `one(i)`, which
-/// returns `Err(why)` for a non-2xx status, a client error or a wrong body.
-fn workload(n: usize, one: impl Fn(usize) -> Result<(), String> + Send + Sync) -> Tally {
-    let tally = Mutex::new(Tally::default());
+/// [`REQUESTS`] requests over [`CLIENTS`] threads: GET `hello.php` (even
+/// `i`) or POST a small body to `echo.php` (odd `i`), each made by
+/// `send(method, script, body)`, which returns the status and body or the
+/// client's error. Every answer must be a 200 with `hello` or the body
+/// echoed; `logs()` goes into the failure message.
+fn workload(
+    what: &str,
+    hello: &str,
+    send: impl Fn(&str, &str, &[u8]) -> Result<(u16, Vec<u8>), String> + Sync,
+    logs: impl FnOnce() -> String,
+) {
+    let one = |i: usize| -> Result<(), String> {
+        let (method, script, body) = if i.is_multiple_of(2) {
+            ("GET", "hello.php", Vec::new())
+        } else {
+            ("POST", "echo.php", post_body(i))
+        };
+        let want = if body.is_empty() {
+            hello.as_bytes()
+        } else {
+            &body[..]
+        };
+        let (status, got) = send(method, script, &body)?;
+        if status != 200 || got != want {
+            let text = String::from_utf8_lossy(&got);
+            return Err(format!("status {status}, {} bytes: {text:?}", got.len()));
+        }
+        Ok(())
+    };
+    let t = Instant::now();
+    let failures = Mutex::new(Vec::new());
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..CLIENTS {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= n {
+                    if i >= REQUESTS {
                         return;
                     }
-                    let r = one(i);
-                    let mut t = tally.lock().expect("tally");
-                    match r {
-                        Ok(()) => t.ok += 1,
-                        Err(e) => t.failures.push(format!("request {i}: {e}")),
+                    if let Err(e) = one(i) {
+                        failures
+                            .lock()
+                            .expect("failures")
+                            .push(format!("request {i}: {e}"));
                     }
                 }
             });
         }
     });
-    tally.into_inner().expect("tally")
-}
-
-/// Request `i`: GET `hello.php` (even `i`) or POST a small body to
-/// `echo.php` (odd `i`), made by `send(method, script, body)`, which returns
-/// the status and body or the client's error. The answer must be a 200 with
-/// `hello` or the body echoed.
-fn one_request(
-    i: usize,
-    hello: &str,
-    send: impl FnOnce(&str, &str, &[u8]) -> Result<(u16, Vec<u8>), String>,
-) -> Result<(), String> {
-    let (method, script, body) = if i.is_multiple_of(2) {
-        ("GET", "hello.php", Vec::new())
-    } else {
-        ("POST", "echo.php", post_body(i))
-    };
-    let want = if body.is_empty() {
-        hello.as_bytes()
-    } else {
-        &body[..]
-    };
-    let (status, got) = send(method, script, &body)?;
-    if status != 200 || got != want {
-        let text = String::from_utf8_lossy(&got);
-        return Err(format!("status {status}, {} bytes: {text:?}", got.len()));
-    }
-    Ok(())
+    let failures = failures.into_inner().expect("failures");
+    let what = format!("{what}, {:.1?}", t.elapsed());
+    assert!(
+        failures.is_empty(),
+        "{what}: {} of {REQUESTS} requests failed; first: {:?}\n{}",
+        failures.len(),
+        &failures[..failures.len().min(5)],
+        logs()
+    );
+    note!("{what}: {REQUESTS} requests, all right");
 }
 
 /// The HTTP workload through a web server started by `start` in front of
@@ -157,16 +145,13 @@ fn http_both_paths<S: FrontEnd>(what: &str, start: impl Fn(&Path) -> S) {
     for (path, socket) in w.paths() {
         let server = start(&socket);
         let port = server.port();
-        let t = Instant::now();
-        let tally = workload(REQUESTS, |i| {
-            one_request(i, &hello, |method, script, body| {
-                let body = (method == "POST").then_some(body);
-                let r = http::request(port, method, &format!("/{script}"), body, http::TIMEOUT);
-                r.map(|r| (r.status, r.body))
-                    .map_err(|e| format!("client error: {e}"))
-            })
-        });
-        tally.assert_clean(&format!("{what}, {path}, {:.1?}", t.elapsed()), || {
+        let send = |method: &str, script: &str, body: &[u8]| {
+            let body = (method == "POST").then_some(body);
+            let r = http::request(port, method, &format!("/{script}"), body, http::TIMEOUT);
+            r.map(|r| (r.status, r.body))
+                .map_err(|e| format!("client error: {e}"))
+        };
+        workload(&format!("{what}, {path}"), &hello, send, || {
             format!(
                 "front end:\n{}\nwaker:\n{}",
                 server.error_log(),
@@ -226,18 +211,15 @@ fn cgi_fcgi_2000_requests() {
     let w = warm_site();
     let hello = w.site.hello_line();
     for (path, socket) in w.paths() {
-        let t = Instant::now();
-        let tally = workload(REQUESTS, |i| {
-            one_request(i, &hello, |method, script, body| {
-                let run = cgi_fcgi(&socket, method, script, body);
-                if run.code != Some(0) {
-                    return Err(format!("cgi-fcgi exit {:?}: {}", run.code, run.stderr));
-                }
-                let r = run.response.map_err(|e| format!("bad CGI output: {e}"))?;
-                Ok((r.status, r.body))
-            })
-        });
-        tally.assert_clean(&format!("cgi-fcgi, {path}, {:.1?}", t.elapsed()), || {
+        let send = |method: &str, script: &str, body: &[u8]| {
+            let run = cgi_fcgi(&socket, method, script, body);
+            if run.code != Some(0) {
+                return Err(format!("cgi-fcgi exit {:?}: {}", run.code, run.stderr));
+            }
+            let r = run.response.map_err(|e| format!("bad CGI output: {e}"))?;
+            Ok((r.status, r.body))
+        };
+        workload(&format!("cgi-fcgi, {path}"), &hello, send, || {
             w.waker.logs()
         });
     }

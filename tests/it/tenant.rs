@@ -13,8 +13,8 @@ use crate::support::nsystemd::{boot_for, run_renew, unit_text};
 use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
 use crate::support::wake::activated;
 use crate::support::{
-    FcgiRequest, SiteOptions, SocketActivated, TestSite, exchange, fastcgi, note, require,
-    wait_until,
+    FcgiRequest, MountedDir, SiteOptions, SocketActivated, TestSite, exchange, fastcgi, note,
+    require, run_ok, wait_until,
 };
 
 /// What a hostile site's PHP does to its runtime directory (`/run/php` in
@@ -302,27 +302,15 @@ fn free_bytes(path: &Path) -> u64 {
 
 /// A tmpfs standing in for the host's `/run` (nothing else writes to it, so
 /// its free space is exact); unmounted on drop.
-struct HostRun(tempfile::TempDir);
-
-impl HostRun {
-    fn new() -> HostRun {
-        let dir = crate::support::temp_dir("hostrun");
-        nix::mount::mount(
-            Some("fleet-it-hostrun"),
-            dir.path(),
-            Some("tmpfs"),
-            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-            Some("size=64m,mode=0755"),
-        )
-        .expect("mount a tmpfs standing in for /run");
-        HostRun(dir)
-    }
-}
-
-impl Drop for HostRun {
-    fn drop(&mut self) {
-        crate::support::site::umount_under(self.0.path());
-    }
+fn host_run() -> MountedDir {
+    let dir = MountedDir(crate::support::temp_dir("hostrun"));
+    let path = dir.0.path().to_str().expect("utf-8 path");
+    let options = "size=64m,mode=0755,nosuid,nodev";
+    run_ok(
+        "mount",
+        &["-t", "tmpfs", "-o", options, "fleet-it-hostrun", path],
+    );
+    dir
 }
 
 /// A tenant fills its runtime directory: it fills only its own tmpfs (the
@@ -332,7 +320,7 @@ impl Drop for HostRun {
 fn filling_the_runtime_directory_leaves_run_alone() {
     require!(Docker, PhpFpm, SocketActivate, Root);
     // Declared first, dropped last: after the sites' own mounts are gone.
-    let host_run = HostRun::new();
+    let host_run = host_run();
     let on_run = SiteOptions {
         run_dir_in: Some(host_run.0.path().to_owned()),
         ..Default::default()

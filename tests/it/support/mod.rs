@@ -212,6 +212,16 @@ pub fn exchange(socket: &std::path::Path, bytes: &[u8], timeout: Duration) -> Ve
     got
 }
 
+/// A temp dir the test mounts on or below: everything mounted there is
+/// unmounted on drop, before the dir is removed.
+pub struct MountedDir(pub tempfile::TempDir);
+
+impl Drop for MountedDir {
+    fn drop(&mut self) {
+        site::umount_under(self.0.path());
+    }
+}
+
 /// Run `docker <args>` (argv, no shell) and return its output, whatever the status.
 pub fn docker(args: &[&str]) -> Output {
     xtask::error::Cmd::new("docker")
