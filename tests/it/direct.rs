@@ -97,14 +97,7 @@ fn direct_mode_post_to_a_sleeping_site_reaches_php_exactly_once() {
 
     let sent = body();
     let r = http::post(s.nginx.port(), "/echo.php", &sent).expect("POST through nginx");
-    assert_eq!(
-        r.status,
-        200,
-        "POST: {}\nnginx:\n{}\nwaker:\n{}",
-        r.text(),
-        s.nginx.error_log(),
-        s.waker.logs()
-    );
+    assert_eq!(r.status, 200, "POST: {}\n{}", r.text(), s.diagnostics());
     assert_eq!(r.header("X-Method"), Some("POST"));
     assert!(
         r.body == sent,

@@ -131,13 +131,6 @@ fn docker_stats_bytes(container: &str) -> u64 {
     (num * 1024f64.powi(power as i32)) as u64
 }
 
-fn memory_of(plan: &Value, site: &TestSite) -> u64 {
-    let e = plan_entry(plan, site.name());
-    e["memory_bytes"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no memory for {}: {e}", site.name()))
-}
-
 #[test]
 fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
     require!(Docker, PhpFpm);
@@ -172,7 +165,13 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
     let dry = guard("1").arg("--dry-run").pass();
     assert_eq!(dry.code, Some(0), "{}", dry.stderr);
     let plan = dry.plan();
-    let mem: Vec<u64> = all.iter().map(|s| memory_of(&plan, s)).collect();
+    let memory_of = |s: &TestSite| {
+        let e = plan_entry(&plan, s.name());
+        e["memory_bytes"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no memory for {}: {e}", s.name()))
+    };
+    let mem: Vec<u64> = all.iter().map(|s| memory_of(s)).collect();
     let total = plan["memory"]["awake_before_bytes"]
         .as_u64()
         .expect("total");

@@ -42,13 +42,6 @@ fn site() -> Site {
     Site { waker, site }
 }
 
-impl Site {
-    /// What `where.php` answers when nginx's root and the container's mount agree.
-    fn where_line(&self) -> String {
-        format!("/srv/www/{}/where.php\n", self.site.name())
-    }
-}
-
 /// `text` (a README nginx file for `example`, e.g. `example.com`) made
 /// concrete for `site` listening on `port`.
 pub(crate) fn render(text: &str, example: &str, site: &TestSite, port: u16) -> String {
@@ -84,7 +77,8 @@ fn get_where(nginx: &Nginx, i: usize, s: &Site, what: &str) {
     let r = http::get(nginx.ports()[i], "/where.php").expect("HTTP GET through nginx");
     assert_eq!(
         (r.status, r.text()),
-        (200, s.where_line()),
+        // where.php's answer when nginx's root and the container's mount agree.
+        (200, format!("/srv/www/{}/where.php\n", s.site.name())),
         "{what}: nginx:\n{}\nwaker:\n{}\ncontainer:\n{}",
         nginx.error_log(),
         s.waker.logs(),

@@ -18,7 +18,7 @@
 //!   next request on it wakes the site.
 
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -32,8 +32,8 @@ use crate::support::reaper::{self, ReaperExt as _};
 use crate::support::stack::activity_until;
 use crate::support::wake::listening_site;
 use crate::support::{
-    self, FcgiRequest, Nginx, SiteOptions, Spawned, TestSite, count_docker_events, fastcgi, http,
-    note, require, wait_until,
+    self, FcgiRequest, Nginx, SiteOptions, Spawned, TestSite, connect_within, count_docker_events,
+    fastcgi, http, note, require, wait_until,
 };
 
 /// Requests per front end and path.
@@ -236,9 +236,7 @@ fn empty_stdin_300ms_after_params_gets_the_answer() {
         for round in 0..3 {
             let req = fastcgi::encode_request(&FcgiRequest::get("hello.php", ""));
             let (head, stdin) = req.split_at(req.len() - 8);
-            let mut s = UnixStream::connect(&socket).expect("connect");
-            s.set_read_timeout(Some(Duration::from_secs(10)))
-                .expect("timeout");
+            let mut s = connect_within(&socket, Duration::from_secs(10));
             s.write_all(head).expect("params");
             // The scenario itself: the client's second write comes late.
             std::thread::sleep(Duration::from_millis(300));
@@ -300,9 +298,7 @@ fn answer_and_close_while_the_client_sends_delivers_100_kib() {
     ] {
         let mut whole = 0;
         for round in 0..rounds {
-            let mut s = UnixStream::connect(&socket).expect("connect");
-            s.set_read_timeout(Some(Duration::from_secs(10)))
-                .expect("timeout");
+            let mut s = connect_within(&socket, Duration::from_secs(10));
             let mut wr = s.try_clone().expect("clone");
             let sender = std::thread::spawn(move || {
                 let mut req = fastcgi::encode_request(&FcgiRequest::get("hello.php", ""));

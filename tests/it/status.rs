@@ -14,7 +14,8 @@ use fleet_core::fpm_status::{self, DEFAULT_STATUS_PATH, FpmStatus, StatusError};
 use crate::support::assert::fpm_says_hello;
 use crate::support::site::STATUS_DISABLED_PATH;
 use crate::support::{
-    self, FcgiRequest, FcgiResponse, SiteExt as _, SiteOptions, TestSite, note, require,
+    self, FcgiRequest, FcgiResponse, SiteExt as _, SiteOptions, TestSite, connect_within, note,
+    require,
 };
 
 /// Long enough for a loaded machine; a pool that answers, answers in ms.
@@ -79,10 +80,7 @@ fn hold(socket: &Path) -> Held {
         }
         at += fastcgi::HEADER_LEN + h.body_len();
     }
-    let mut stream = UnixStream::connect(socket).expect("connect for a held request");
-    stream
-        .set_read_timeout(Some(PATIENT))
-        .expect("read timeout");
+    let mut stream = connect_within(socket, PATIENT);
     stream.write_all(&req[..at]).expect("send begin and params");
     Held {
         stream,
@@ -174,19 +172,17 @@ fn a_busy_pool_keeps_the_query_waiting_and_listen_queue_stays_zero() {
 
     // In the kernel's queue, in this order: the query that timed out (its
     // bytes sent, then closed), a status request, a hello.php request.
-    let mut query = UnixStream::connect(&socket).expect("connect the status request");
+    let mut query = connect_within(&socket, PATIENT);
     query
         .write_all(&fpm_status::encode_query(DEFAULT_STATUS_PATH).expect("encode"))
         .expect("send the status request");
-    query.set_read_timeout(Some(PATIENT)).expect("timeout");
-    let mut queued = UnixStream::connect(&socket).expect("connect hello.php");
+    let mut queued = connect_within(&socket, PATIENT);
     queued
         .write_all(&support::fastcgi::encode_request(&FcgiRequest::get(
             "hello.php",
             "",
         )))
         .expect("send hello.php");
-    queued.set_read_timeout(Some(PATIENT)).expect("timeout");
 
     held.release();
     let page = fastcgi::read_response(&mut query, fpm_status::RESPONSE_LIMIT).expect("the page");

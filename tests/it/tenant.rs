@@ -329,11 +329,10 @@ fn filling_the_runtime_directory_leaves_run_alone() {
     let other = TestSite::with_options(on_run);
     let other_waker = activated(&other, &["--start-timeout", "20s"]);
     let dir = attacker.layout().site_dir(attacker.site());
+    let dev = |p: &Path| std::fs::metadata(p).expect("stat").dev();
     assert_ne!(
-        std::fs::metadata(&dir).expect("site dir").dev(),
-        std::fs::metadata(host_run.0.path())
-            .expect("host run")
-            .dev(),
+        dev(&dir),
+        dev(host_run.0.path()),
         "the runtime directory is not a file system of its own"
     );
 

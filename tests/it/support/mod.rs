@@ -36,7 +36,8 @@ pub use xtask::kit::fastcgi::{self, FcgiRequest, FcgiResponse};
 /// The launcher is the kit's, shared with the benches, soak and demo.
 pub use xtask::kit::process::{self, Launch, SocketActivated, Spawned};
 
-use std::path::PathBuf;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -198,14 +199,20 @@ pub fn free_port() -> u16 {
 /// [`site::reap_leftovers`] sweeps when their process is gone).
 pub use xtask::kit::site::{TEMP_PREFIX, temp_dir, temp_dir_in};
 
+/// A connection to `socket` whose reads give up after `timeout`.
+pub fn connect_within(socket: &Path, timeout: Duration) -> UnixStream {
+    let c = UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()));
+    c.set_read_timeout(Some(timeout)).expect("read timeout");
+    c
+}
+
 /// Connects to `socket`, sends `bytes` (a write error is the peer's
 /// answer too) and reads until it closes or `timeout` passes between two
 /// reads: what came back.
-pub fn exchange(socket: &std::path::Path, bytes: &[u8], timeout: Duration) -> Vec<u8> {
+pub fn exchange(socket: &Path, bytes: &[u8], timeout: Duration) -> Vec<u8> {
     use std::io::{Read as _, Write as _};
-    let mut c = std::os::unix::net::UnixStream::connect(socket)
-        .unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()));
-    c.set_read_timeout(Some(timeout)).expect("read timeout");
+    let mut c = connect_within(socket, timeout);
     let _ = c.write_all(bytes);
     let mut got = Vec::new();
     let _ = c.read_to_end(&mut got);
