@@ -432,12 +432,7 @@ fn install_into_a_destdir_rewrites_unit_paths_to_the_prefix() {
     );
     assert!(!service.contains("/usr/bin/"), "{service}");
     let waker = root.join("bin/fleet-waker");
-    let v = Command::new(&waker)
-        .arg("--version")
-        .output()
-        .expect("installed waker runs");
-    assert_eq!(
-        String::from_utf8_lossy(&v.stdout).trim(),
-        format!("fleet-waker {}", env!("CARGO_PKG_VERSION"))
-    );
+    let version = run_ok(waker.to_str().expect("utf-8 path"), &["--version"]);
+    let want = format!("fleet-waker {}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(version.trim(), want, "the installed waker's version");
 }

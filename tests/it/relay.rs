@@ -33,7 +33,7 @@ use crate::support::stack::activity_until;
 use crate::support::wake::listening_site;
 use crate::support::{
     self, FcgiRequest, Nginx, SiteOptions, Spawned, TestSite, connect_within, count_docker_events,
-    fastcgi, http, note, require, wait_until,
+    fastcgi, http, note, require,
 };
 
 /// Requests per front end and path.
