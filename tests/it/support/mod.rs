@@ -196,7 +196,7 @@ pub fn free_port() -> u16 {
 
 /// Temp dirs `/tmp/fleet-it-<pid>-<kind>-XXXXXX` (the kit's, which
 /// [`site::reap_leftovers`] sweeps when their process is gone).
-pub use xtask::kit::site::{TEMP_PREFIX, temp_dir, temp_dir_in};
+pub use xtask::kit::site::{TEMP_PREFIX, temp_dir};
 
 /// Run `docker <args>` (argv, no shell) and return its output, whatever the status.
 pub fn docker(args: &[&str]) -> Output {
