@@ -156,11 +156,7 @@ impl Cmd {
         self
     }
 
-    pub fn args<I, S>(mut self, args: I) -> Cmd
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Cmd {
         self.args
             .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
         self

@@ -431,16 +431,16 @@ impl NginxProc {
 mod tests {
     use super::*;
 
+    fn assert_starts(text: &str, prefix: &str) {
+        assert!(text.starts_with(prefix), "{text}");
+    }
+
     #[test]
     fn proxy_snippet_is_the_shipped_location_made_concrete() {
         let s = site_snippet(Mode::Proxy, "a-b.example.org", Path::new("/tmp/x/run/"))
             .expect("proxy snippet");
         assert!(s.http.is_empty());
-        assert!(
-            s.location.starts_with("location ~ [^/]\\.php(/|$) {\n"),
-            "{}",
-            s.location
-        );
+        assert_starts(&s.location, "location ~ [^/]\\.php(/|$) {\n");
         assert!(s.location.trim_end().ends_with('}'));
         assert!(
             s.location
@@ -470,11 +470,7 @@ mod tests {
     fn direct_snippet_has_upstream_with_backup_and_the_location() {
         let s = site_snippet(Mode::Direct, "shop.example.org", Path::new("/srv/run"))
             .expect("direct snippet");
-        assert!(
-            s.http.starts_with("upstream fleet_shop_example_org {\n"),
-            "{}",
-            s.http
-        );
+        assert_starts(&s.http, "upstream fleet_shop_example_org {\n");
         assert!(
             s.http
                 .contains("server unix:/srv/run/shop.example.org/php-fpm.sock max_fails=0;")
@@ -482,11 +478,7 @@ mod tests {
         assert!(s.http.contains(
             "server unix:/srv/run/shop.example.org/vhost-waker.sock max_fails=0 backup;"
         ));
-        assert!(
-            s.location.starts_with("location ~ [^/]\\.php(/|$) {\n"),
-            "{}",
-            s.location
-        );
+        assert_starts(&s.location, "location ~ [^/]\\.php(/|$) {\n");
         assert!(s.location.contains("fastcgi_pass fleet_shop_example_org;"));
         assert!(s.location.contains("fastcgi_next_upstream error timeout;"));
         assert!(!s.location.lines().any(|l| l.starts_with('#')));

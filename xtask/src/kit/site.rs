@@ -153,22 +153,6 @@ impl SiteOptions {
         self.data_dir = true;
         self
     }
-
-    /// `-e` settings of the container's php-fpm pool.
-    fn fpm_env(&self) -> Vec<String> {
-        use crate::image::{ACCESS_LOG_ENV, CHILDREN_ENV, STATUS_PATH_ENV};
-        let mut env = Vec::new();
-        if let Some(n) = self.fpm_children {
-            env.push(format!("{CHILDREN_ENV}={n}"));
-        }
-        if self.no_access_log {
-            env.push(format!("{ACCESS_LOG_ENV}=/dev/null"));
-        }
-        if self.no_status_page {
-            env.push(format!("{STATUS_PATH_ENV}={STATUS_DISABLED_PATH}"));
-        }
-        env
-    }
 }
 
 impl TestSite {
@@ -269,9 +253,21 @@ impl TestSite {
     }
 
     fn create(&self, options: &SiteOptions) -> Result<(), Error> {
+        use crate::image::{ACCESS_LOG_ENV, CHILDREN_ENV, STATUS_PATH_ENV};
         let labels = crate::image::test_labels();
-        let mut env = options.fpm_env();
-        env.push(format!("FLEET_SITE={}", self.site));
+        // The site's name and the `-e` settings of its php-fpm pool.
+        let o = options;
+        let env: Vec<String> = [
+            Some(format!("FLEET_SITE={}", self.site)),
+            o.fpm_children.map(|n| format!("{CHILDREN_ENV}={n}")),
+            o.no_access_log
+                .then(|| format!("{ACCESS_LOG_ENV}=/dev/null")),
+            o.no_status_page
+                .then(|| format!("{STATUS_PATH_ENV}={STATUS_DISABLED_PATH}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let mut extra = Vec::new();
         if options.data_dir {
             extra.extend([
