@@ -595,15 +595,11 @@ fn parse_mount_points(info: &str, source: Option<&str>) -> Vec<PathBuf> {
 /// The image tag, built once per process (panics with the reason otherwise).
 pub fn image() -> String {
     let t = std::time::Instant::now();
-    match crate::image::ensure_image_info() {
-        Ok(image) => {
-            if !image.cached {
-                eprintln!("built image {} in {:.1?}", image.tag, t.elapsed());
-            }
-            image.tag
-        }
-        Err(e) => panic!("php-fpm image: {}", chain(&e)),
+    let image = or_panic(crate::image::ensure_image_info());
+    if !image.cached {
+        eprintln!("built image {} in {:.1?}", image.tag, t.elapsed());
     }
+    image.tag
 }
 
 /// Something a test, bench or soak run left behind when its process died.
