@@ -387,14 +387,10 @@ impl Launch {
             proc.stderr().contains("Listening on") || proc.try_status().is_some()
         });
         if !listening || proc.status.is_some() {
-            return Err(Error::failed(
-                format!("systemd-socket-activate --listen={}", socket.display()),
-                format!(
-                    "did not listen: status {:?}, logs:\n{}",
-                    proc.status,
-                    proc.logs()
-                ),
-            ));
+            let (status, logs) = (proc.status, proc.logs());
+            let what = format!("systemd-socket-activate --listen={}", socket.display());
+            let why = format!("did not listen: status {status:?}, logs:\n{logs}");
+            return Err(Error::failed(what, why));
         }
         Ok(SocketActivated { proc })
     }
