@@ -728,7 +728,7 @@ fn waker_refuses_a_passed_tcp_socket() {
         waker.as_os_str(),
         OsStr::new("tcp.fleet.test"),
     ];
-    let mut w = support::Spawned::start(&activate, &args, &[]);
+    let mut w = Launch::new(&activate).args(&args).spawn();
     let mut conn = None;
     assert!(
         wait_until(Duration::from_secs(10), || {

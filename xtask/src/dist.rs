@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use clap_complete::Shell;
 
-use crate::error::{Cmd, Error, run, run_in};
+use crate::error::{Cmd, Error, run};
 
 /// The binaries, in the order they are documented.
 pub const BINARIES: &[&str] = &["fleet-waker", "fleet-reaper", "fleet-renew"];
@@ -268,7 +268,10 @@ fn gencontrol(dir: &Path, changelog: &str) -> Result<String, Error> {
     write(&dir.join("debian/changelog"), changelog.as_bytes(), 0o644)?;
     let control = dir.join(STAGE).join("DEBIAN/control");
     mkdir(control.parent().unwrap_or(dir))?;
-    run_in(Some(dir), "dpkg-gencontrol", &[&format!("-P{STAGE}")])?;
+    Cmd::new("dpkg-gencontrol")
+        .arg(format!("-P{STAGE}"))
+        .dir(dir)
+        .stdout()?;
     Ok(String::from_utf8_lossy(&read(&control)?).into_owned())
 }
 

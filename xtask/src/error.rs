@@ -91,20 +91,17 @@ impl Error {
 /// the binaries' own formatter, so both print a chain alike.
 pub use fleet_core::exit::chain;
 
+/// The value, or a panic with the error's [`chain`]: the tests' form of a
+/// `try_` function.
+#[track_caller]
+pub(crate) fn or_panic<T>(result: Result<T, Error>) -> T {
+    result.unwrap_or_else(|e| panic!("{}", chain(&e)))
+}
+
 /// Runs `program args` (an argv, never a shell) and returns its stdout:
 /// `Cmd::new(program).args(args).stdout()`.
 pub fn run(program: &str, args: &[&str]) -> Result<String, Error> {
     Cmd::new(program).args(args).stdout()
-}
-
-/// [`run`] in directory `dir` (or the current one).
-pub fn run_in(dir: Option<&Path>, program: &str, args: &[&str]) -> Result<String, Error> {
-    let cmd = Cmd::new(program).args(args);
-    match dir {
-        Some(dir) => cmd.dir(dir),
-        None => cmd,
-    }
-    .stdout()
 }
 
 /// The one subprocess runner of xtask and the tests: an argv (never a
@@ -130,6 +127,9 @@ pub struct Cmd {
     stdin: Option<Vec<u8>>,
 }
 
+/// The thread writing a child's stdin.
+type Writer = JoinHandle<std::io::Result<()>>;
+
 /// Which output stream [`Cmd::each_line`] reads (the other passes through).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -151,18 +151,12 @@ impl Cmd {
         }
     }
 
-    /// Append one argument.
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
         self.args.push(arg.as_ref().to_os_string());
         self
     }
 
-    /// Append arguments.
-    pub fn args<I, S>(mut self, args: I) -> Cmd
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Cmd {
         self.args
             .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
         self
@@ -214,11 +208,8 @@ impl Cmd {
     pub fn output(&self) -> Result<Output, Error> {
         let mut cmd = self.command();
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = self.spawn(&mut cmd)?;
-        let writer = self.feed(&mut child);
-        let out = child
-            .wait_with_output()
-            .map_err(|e| Error::failed(self.line(), format!("waiting for it: {e}")))?;
+        let (child, writer) = self.spawn(&mut cmd)?;
+        let out = child.wait_with_output().map_err(|e| self.waiting(e))?;
         let written = self.written(writer);
         // A child that failed may well have stopped reading: its status and
         // stderr say why, not the broken pipe.
@@ -231,12 +222,8 @@ impl Cmd {
     /// Runs it with stdout and stderr passed through (cargo's or apt's
     /// progress is the user's to see); a failure status → [`Error::Failed`].
     pub fn status(&self) -> Result<(), Error> {
-        let mut cmd = self.command();
-        let mut child = self.spawn(&mut cmd)?;
-        let writer = self.feed(&mut child);
-        let status = child
-            .wait()
-            .map_err(|e| Error::failed(self.line(), format!("waiting for it: {e}")))?;
+        let (mut child, writer) = self.spawn(&mut self.command())?;
+        let status = child.wait().map_err(|e| self.waiting(e))?;
         let written = self.written(writer);
         if !status.success() {
             return Err(Error::failed(self.line(), status));
@@ -258,8 +245,7 @@ impl Cmd {
             Stream::Stdout => cmd.stdout(Stdio::piped()),
             Stream::Stderr => cmd.stderr(Stdio::piped()),
         };
-        let mut child = self.spawn(&mut cmd)?;
-        let writer = self.feed(&mut child);
+        let (mut child, writer) = self.spawn(&mut cmd)?;
         let out: Option<Box<dyn std::io::Read>> = match stream {
             Stream::Stdout => child.stdout.take().map(|o| Box::new(o) as _),
             Stream::Stderr => child.stderr.take().map(|e| Box::new(e) as _),
@@ -275,23 +261,14 @@ impl Cmd {
                 line.clear();
             }
         }
-        let status = child
-            .wait()
-            .map_err(|e| Error::failed(self.line(), format!("waiting for it: {e}")))?;
+        let status = child.wait().map_err(|e| self.waiting(e))?;
         // The status is the caller's to judge, a broken pipe with it.
         let _ = self.written(writer);
         Ok(status)
     }
 
-    /// Feeds the stdin bytes from a thread: a child that writes much before
-    /// reading all its input would otherwise block us both.
-    fn feed(&self, child: &mut Child) -> Option<JoinHandle<std::io::Result<()>>> {
-        let (data, mut pipe) = (self.stdin.clone()?, child.stdin.take()?);
-        Some(std::thread::spawn(move || pipe.write_all(&data)))
-    }
-
-    /// How the [`Cmd::feed`] thread's write went.
-    fn written(&self, writer: Option<JoinHandle<std::io::Result<()>>>) -> Result<(), Error> {
+    /// How the [`Cmd::spawn`] thread's write went.
+    fn written(&self, writer: Option<Writer>) -> Result<(), Error> {
         match writer.map(JoinHandle::join) {
             Some(Ok(Err(e))) => Err(Error::failed(
                 self.line(),
@@ -331,11 +308,24 @@ impl Cmd {
         cmd
     }
 
-    fn spawn(&self, cmd: &mut Command) -> Result<Child, Error> {
-        cmd.spawn().map_err(|e| {
+    /// Starts `cmd` and the thread that feeds it the stdin bytes: a child
+    /// that writes much before reading all its input would otherwise block
+    /// us both.
+    fn spawn(&self, cmd: &mut Command) -> Result<(Child, Option<Writer>), Error> {
+        let mut child = cmd.spawn().map_err(|e| {
             let program = self.program.to_string_lossy();
             Error::unavailable(self.line(), format!("cannot run {program}: {e}"))
-        })
+        })?;
+        let writer = self
+            .stdin
+            .clone()
+            .zip(child.stdin.take())
+            .map(|(data, mut pipe)| std::thread::spawn(move || pipe.write_all(&data)));
+        Ok((child, writer))
+    }
+
+    fn waiting(&self, e: std::io::Error) -> Error {
+        Error::failed(self.line(), format!("waiting for it: {e}"))
     }
 
     /// Runs it and returns its stdout; a failure status → [`Error::Failed`]

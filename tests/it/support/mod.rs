@@ -197,7 +197,7 @@ pub fn free_port() -> u16 {
 
 /// Temp dirs `/tmp/fleet-it-<pid>-<kind>-XXXXXX` (the kit's, which
 /// [`site::reap_leftovers`] sweeps when their process is gone).
-pub use xtask::kit::site::{TEMP_PREFIX, temp_dir, temp_dir_in};
+pub use xtask::kit::site::{TEMP_PREFIX, temp_dir};
 
 /// A connection to `socket` whose reads give up after `timeout`.
 pub fn connect_within(socket: &Path, timeout: Duration) -> UnixStream {

@@ -22,10 +22,9 @@ pub struct FcgiRequest {
     pub script: String,
     /// `QUERY_STRING` without `?`.
     pub query: String,
-    /// Request body (sent as STDIN records, `CONTENT_LENGTH` set).
+    /// Request body (sent as STDIN records, `CONTENT_LENGTH` set, and
+    /// `CONTENT_TYPE` `application/octet-stream` when there is one).
     pub body: Vec<u8>,
-    /// `CONTENT_TYPE` (default `application/octet-stream` when a body is sent).
-    pub content_type: Option<String>,
     /// Additional params (e.g. `HTTP_HOST`).
     pub params: Vec<(String, String)>,
     /// Read/write timeout on the socket (default 30 s).
@@ -39,7 +38,6 @@ impl Default for FcgiRequest {
             script: "hello.php".into(),
             query: String::new(),
             body: Vec::new(),
-            content_type: None,
             params: Vec::new(),
             timeout: Duration::from_secs(30),
         }
@@ -78,8 +76,6 @@ pub struct FcgiResponse {
     pub body: Vec<u8>,
     /// Everything php-fpm sent on FCGI_STDERR.
     pub stderr: Vec<u8>,
-    /// appStatus of FCGI_END_REQUEST.
-    pub app_status: u32,
     /// protocolStatus of FCGI_END_REQUEST (0 = request complete).
     pub protocol_status: u8,
     /// From connecting to the first byte of the answer; zero when parsed
@@ -88,7 +84,6 @@ pub struct FcgiResponse {
 }
 
 impl FcgiResponse {
-    /// The body as (lossy) UTF-8.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -119,7 +114,6 @@ pub fn read_response(stream: &mut impl Read) -> io::Result<FcgiResponse> {
     let r = fastcgi::read_response(stream, usize::MAX)?;
     let mut resp = parse_cgi(&r.stdout)?;
     resp.stderr = r.stderr;
-    resp.app_status = r.app_status;
     resp.protocol_status = r.protocol_status;
     Ok(resp)
 }
@@ -153,12 +147,8 @@ pub fn try_encode_request(req: &FcgiRequest) -> io::Result<Vec<u8>> {
         ("SERVER_NAME".into(), "localhost".into()),
         ("REMOTE_ADDR".into(), "127.0.0.1".into()),
     ];
-    if let Some(ct) = req
-        .content_type
-        .clone()
-        .or_else(|| (!req.body.is_empty()).then(|| "application/octet-stream".into()))
-    {
-        params.push(("CONTENT_TYPE".into(), ct));
+    if !req.body.is_empty() {
+        params.push(("CONTENT_TYPE".into(), "application/octet-stream".into()));
     }
     params.extend(req.params.iter().cloned());
     fastcgi::encode_request(&params, &req.body, false)

@@ -18,7 +18,6 @@ pub const SLOW_TIMEOUT: Duration = Duration::from_secs(120);
 /// An HTTP response.
 #[derive(Debug, Clone, Default)]
 pub struct HttpResponse {
-    /// Status code.
     pub status: u16,
     /// Headers (name, value) in order.
     pub headers: Vec<(String, String)>,
@@ -32,7 +31,6 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
-    /// The body as (lossy) UTF-8.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }

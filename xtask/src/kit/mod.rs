@@ -24,17 +24,11 @@ use crate::error::Cmd;
 /// `CARGO_TARGET_DIR` or `build.target-dir` included.
 pub fn profile_dir() -> Result<PathBuf, Error> {
     let exe = std::env::current_exe().map_err(|e| Error::failed("path of this program", e))?;
-    let dir = exe.parent().ok_or_else(|| {
-        Error::failed(
-            "path of this program",
-            format!("{} has no directory", exe.display()),
-        )
-    })?;
-    let dir = if dir.ends_with("deps") {
-        dir.parent().unwrap_or(dir)
-    } else {
-        dir
-    };
+    let deps = exe.parent().is_some_and(|d| d.ends_with("deps"));
+    let dir = exe
+        .ancestors()
+        .nth(if deps { 2 } else { 1 })
+        .unwrap_or(&exe);
     Ok(dir.to_path_buf())
 }
 

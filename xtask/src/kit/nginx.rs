@@ -20,7 +20,6 @@ use crate::wait::wait_until;
 pub const PROXY_CONF: &str = include_str!("../../../contrib/nginx/fleet-proxy-mode.conf");
 /// The shipped direct-mode example (an `upstream` and a `server` block for example.com).
 pub const DIRECT_CONF: &str = include_str!("../../../contrib/nginx/fleet-direct-mode.conf");
-/// nginx's binary.
 pub const NGINX: &str = "/usr/sbin/nginx";
 /// The `fastcgi_params` the snippets include.
 pub const FASTCGI_PARAMS: &str = "/etc/nginx/fastcgi_params";
@@ -113,14 +112,6 @@ pub struct Server<'a> {
     pub snippet: &'a Snippet,
 }
 
-/// A shipped snippet did not have the shape the templating expects.
-#[derive(Debug, thiserror::Error)]
-#[error("contrib/nginx snippet for {mode:?} mode: {what}")]
-pub struct SnippetError {
-    mode: Mode,
-    what: String,
-}
-
 /// Template the shipped example of `mode` for `site` whose runtime
 /// directories live under `run_dir` (the `/run/docker-apps` of the example):
 /// its `upstream` block (direct mode) and the `location` block of its
@@ -129,16 +120,14 @@ pub struct SnippetError {
 /// as `_`, and `example.com` the site. The demo, benches and soak wrap these in
 /// a `server` of [`render_servers_conf`] (listen port, docroot); the README's
 /// complete files are rendered whole by the integration tests. Pure: tested
-/// below on the real files.
-pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, SnippetError> {
+/// below on the real files. An error says how a shipped snippet did not have
+/// the shape the templating expects.
+pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, Error> {
     let text = match mode {
         Mode::Proxy => PROXY_CONF,
         Mode::Direct => DIRECT_CONF,
     };
-    let err = |what: &str| SnippetError {
-        mode,
-        what: what.to_string(),
-    };
+    let err = |what: &str| Error::failed(format!("contrib/nginx snippet for {mode:?} mode"), what);
     let run = run_dir.display().to_string();
     let run = run.trim_end_matches('/');
     let concrete = |s: &str| {
@@ -164,30 +153,27 @@ pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, S
         )
     };
     let location = block("location ~").ok_or_else(|| err("no `location ~ … }` block"))?;
-    match mode {
+    let http = match mode {
         Mode::Proxy => {
             if !location.contains("fastcgi_pass unix:/run/docker-apps/example.com/vhost-waker.sock")
             {
                 return Err(err("the location does not pass to the waker's socket"));
             }
-            Ok(Snippet {
-                http: String::new(),
-                location: concrete(&location),
-                workers: DEFAULT_WORKERS,
-            })
+            String::new()
         }
         Mode::Direct => {
             let upstream = block("upstream ").ok_or_else(|| err("no `upstream … }` block"))?;
             if !upstream.contains(" backup") {
                 return Err(err("the upstream has no backup server"));
             }
-            Ok(Snippet {
-                http: concrete(&upstream),
-                location: concrete(&location),
-                workers: DEFAULT_WORKERS,
-            })
+            concrete(&upstream)
         }
-    }
+    };
+    Ok(Snippet {
+        http,
+        location: concrete(&location),
+        workers: DEFAULT_WORKERS,
+    })
 }
 
 /// A complete nginx.conf around a [`Snippet`]: pid, logs and temp paths in
@@ -213,15 +199,10 @@ pub fn render_nginx_conf(dir: &Path, port: u16, user: Option<&str>, snippet: &Sn
 /// parts go in once each (identical ones once: a setting every snippet
 /// carries), and nginx gets the most workers and connections any asks for.
 pub fn render_servers_conf(dir: &Path, user: Option<&str>, servers: &[Server<'_>]) -> String {
+    // Blank lines stay empty, without trailing blanks.
     let indent = |s: &str, n: usize| -> String {
         s.lines()
-            .map(|l| {
-                if l.is_empty() {
-                    "\n".to_string()
-                } else {
-                    format!("{:n$}{l}\n", "")
-                }
-            })
+            .map(|l| format!("{:w$}{l}\n", "", w = if l.is_empty() { 0 } else { n }))
             .collect()
     };
     let mut http = String::new();
@@ -431,7 +412,6 @@ impl NginxProc {
         self.ports.first().copied().unwrap_or_default()
     }
 
-    /// Every port it listens on.
     pub fn ports(&self) -> &[u16] {
         &self.ports
     }
@@ -451,16 +431,16 @@ impl NginxProc {
 mod tests {
     use super::*;
 
+    fn assert_starts(text: &str, prefix: &str) {
+        assert!(text.starts_with(prefix), "{text}");
+    }
+
     #[test]
     fn proxy_snippet_is_the_shipped_location_made_concrete() {
         let s = site_snippet(Mode::Proxy, "a-b.example.org", Path::new("/tmp/x/run/"))
             .expect("proxy snippet");
         assert!(s.http.is_empty());
-        assert!(
-            s.location.starts_with("location ~ [^/]\\.php(/|$) {\n"),
-            "{}",
-            s.location
-        );
+        assert_starts(&s.location, "location ~ [^/]\\.php(/|$) {\n");
         assert!(s.location.trim_end().ends_with('}'));
         assert!(
             s.location
@@ -490,11 +470,7 @@ mod tests {
     fn direct_snippet_has_upstream_with_backup_and_the_location() {
         let s = site_snippet(Mode::Direct, "shop.example.org", Path::new("/srv/run"))
             .expect("direct snippet");
-        assert!(
-            s.http.starts_with("upstream fleet_shop_example_org {\n"),
-            "{}",
-            s.http
-        );
+        assert_starts(&s.http, "upstream fleet_shop_example_org {\n");
         assert!(
             s.http
                 .contains("server unix:/srv/run/shop.example.org/php-fpm.sock max_fails=0;")
@@ -502,11 +478,7 @@ mod tests {
         assert!(s.http.contains(
             "server unix:/srv/run/shop.example.org/vhost-waker.sock max_fails=0 backup;"
         ));
-        assert!(
-            s.location.starts_with("location ~ [^/]\\.php(/|$) {\n"),
-            "{}",
-            s.location
-        );
+        assert_starts(&s.location, "location ~ [^/]\\.php(/|$) {\n");
         assert!(s.location.contains("fastcgi_pass fleet_shop_example_org;"));
         assert!(s.location.contains("fastcgi_next_upstream error timeout;"));
         assert!(!s.location.lines().any(|l| l.starts_with('#')));

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -50,9 +50,7 @@ struct Logs {
 impl Logs {
     fn read(&self, path: &Path) -> String {
         let bytes = std::fs::read(path).unwrap_or_default();
-        let from = usize::try_from(self.from)
-            .unwrap_or(usize::MAX)
-            .min(bytes.len());
+        let from = (self.from as usize).min(bytes.len());
         String::from_utf8_lossy(&bytes[from..]).into_owned()
     }
 }
@@ -72,14 +70,6 @@ pub struct Spawned {
 }
 
 impl Spawned {
-    /// Shorthand for `Launch::new(bin).args(args).envs(env).spawn()`.
-    pub fn start<S: AsRef<OsStr>>(bin: &Path, args: &[S], env: &[(&str, &str)]) -> Spawned {
-        Launch::new(bin)
-            .args(args)
-            .envs(env.iter().copied())
-            .spawn()
-    }
-
     fn spawn(mut cmd: Command, launch: &Launch, dir: tempfile::TempDir) -> Result<Spawned, Error> {
         let logs = match &launch.log {
             Some(path) => Logs {
@@ -174,30 +164,27 @@ impl Spawned {
     /// Waits for `READY=1` on `notify` (the child's `NOTIFY_SOCKET`) until
     /// `timeout`, giving up early if the child exits.
     fn wait_ready(&mut self, notify: &UnixDatagram, timeout: Duration) -> Result<(), Error> {
-        let what = || format!("{} READY=1", self.child.id());
-        let deadline = Instant::now() + timeout;
+        let what = format!("pid {}", self.child.id());
         notify
             .set_read_timeout(Some(Duration::from_millis(100)))
-            .map_err(|e| Error::failed(what(), e))?;
-        let mut buf = [0u8; 4096];
-        while Instant::now() < deadline {
-            if let Ok(n) = notify.recv(&mut buf)
-                && String::from_utf8_lossy(&buf[..n])
+            .map_err(|e| Error::failed(&what, e))?;
+        let (mut buf, mut ready) = ([0u8; 4096], false);
+        wait_until(timeout, || {
+            ready = notify.recv(&mut buf).is_ok_and(|n| {
+                String::from_utf8_lossy(&buf[..n])
                     .lines()
                     .any(|l| l == "READY=1")
-            {
-                return Ok(());
-            }
-            if let Some(status) = self.try_status() {
-                return Err(Error::failed(
-                    format!("pid {}", self.child.id()),
-                    format!("exited ({status}) before READY=1: {}", self.logs().trim()),
-                ));
-            }
-        }
+            });
+            ready || self.try_status().is_some()
+        });
+        let why = match self.status {
+            _ if ready => return Ok(()),
+            Some(status) => format!("exited ({status}) before READY=1"),
+            None => format!("no READY=1 within {timeout:?}"),
+        };
         Err(Error::failed(
-            format!("pid {}", self.child.id()),
-            format!("no READY=1 within {timeout:?}: {}", self.logs().trim()),
+            what,
+            format!("{why}: {}", self.logs().trim()),
         ))
     }
 }
@@ -253,32 +240,37 @@ pub struct Launch {
     group: bool,
 }
 
-impl Launch {
-    /// Run `bin`. By default output goes to a temp dir, the child has its
-    /// own process group, and the group is SIGKILLed on drop.
-    pub fn new(bin: impl AsRef<Path>) -> Launch {
+/// A [`Cmd`] to launch (under socket activation, only its program,
+/// arguments and extra environment count).
+impl From<Cmd> for Launch {
+    fn from(cmd: Cmd) -> Launch {
         Launch {
-            cmd: Cmd::new(bin.as_ref()),
+            cmd,
             log: None,
             ready: None,
             stop: (Signal::SIGKILL, Duration::ZERO),
             group: true,
         }
     }
+}
 
-    /// Append one argument.
+impl Launch {
+    /// Run `bin`. By default output goes to a temp dir, the child has its
+    /// own process group, and the group is SIGKILLed on drop.
+    pub fn new(bin: impl AsRef<Path>) -> Launch {
+        Launch::from(Cmd::new(bin.as_ref()))
+    }
+
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Launch {
         self.cmd = self.cmd.arg(arg);
         self
     }
 
-    /// Append arguments.
     pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Launch {
         self.cmd = self.cmd.args(args);
         self
     }
 
-    /// Set one environment variable for the child.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Launch {
         self.cmd = self.cmd.env(key.into(), value.into());
         self
@@ -327,8 +319,7 @@ impl Launch {
     /// Run directly: our environment plus the extra variables. Panics with
     /// the reason if it cannot (for tests).
     pub fn spawn(self) -> Spawned {
-        self.try_spawn()
-            .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)))
+        crate::error::or_panic(self.try_spawn())
     }
 
     /// Run directly: our environment plus the extra variables; with
@@ -336,15 +327,14 @@ impl Launch {
     pub fn try_spawn(self) -> Result<Spawned, Error> {
         let dir = crate::kit::site::try_temp_dir_in(std::path::Path::new("/tmp"), "proc")?;
         let mut cmd = self.cmd.command();
-        let notify = match self.ready {
-            Some(_) => {
+        let notify = self
+            .ready
+            .map(|_| {
                 let path = dir.path().join("notify");
-                let socket = UnixDatagram::bind(&path).map_err(Error::io("bind", &path))?;
                 cmd.env("NOTIFY_SOCKET", &path);
-                Some(socket)
-            }
-            None => None,
-        };
+                UnixDatagram::bind(&path).map_err(Error::io("bind", &path))
+            })
+            .transpose()?;
         let mut spawned = Spawned::spawn(cmd, &self, dir)?;
         if let (Some(timeout), Some(notify)) = (self.ready, notify) {
             spawned
@@ -358,8 +348,7 @@ impl Launch {
     /// [`Launch::try_activate`]). Panics with the reason if it cannot (for
     /// tests).
     pub fn activate(self, socket: &Path) -> SocketActivated {
-        self.try_activate(socket)
-            .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)))
+        crate::error::or_panic(self.try_activate(socket))
     }
 
     /// Run under real socket activation on `socket`:
@@ -398,14 +387,10 @@ impl Launch {
             proc.stderr().contains("Listening on") || proc.try_status().is_some()
         });
         if !listening || proc.status.is_some() {
-            return Err(Error::failed(
-                format!("systemd-socket-activate --listen={}", socket.display()),
-                format!(
-                    "did not listen: status {:?}, logs:\n{}",
-                    proc.status,
-                    proc.logs()
-                ),
-            ));
+            let (status, logs) = (proc.status, proc.logs());
+            let what = format!("systemd-socket-activate --listen={}", socket.display());
+            let why = format!("did not listen: status {status:?}, logs:\n{logs}");
+            return Err(Error::failed(what, why));
         }
         Ok(SocketActivated { proc })
     }
@@ -422,19 +407,6 @@ pub struct SocketActivated {
 }
 
 impl SocketActivated {
-    /// Shorthand for `Launch::new(bin).args(args).envs(env).activate(socket)`.
-    pub fn start<S: AsRef<OsStr>>(
-        socket: &Path,
-        bin: &Path,
-        args: &[S],
-        env: &[(&str, &str)],
-    ) -> SocketActivated {
-        Launch::new(bin)
-            .args(args)
-            .envs(env.iter().copied())
-            .activate(socket)
-    }
-
     /// True once the binary has been exec'd (the pid no longer runs
     /// systemd-socket-activate), i.e. a connection activated it.
     pub fn activated(&self) -> bool {

@@ -4,7 +4,7 @@
 //! its timer would run them until one does what is waited for
 //! ([`Reaper::until`], [`Reaper::passes`]).
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -17,20 +17,12 @@ use crate::kit::process::Launch;
 
 /// A `fleet-reaper` command line (argv, never a shell), with `NO_COLOR=1`.
 #[derive(Debug, Clone)]
-pub struct Reaper {
-    program: PathBuf,
-    args: Vec<OsString>,
-    env: Vec<(String, String)>,
-}
+pub struct Reaper(Cmd);
 
 impl Reaper {
     /// `program` (a fleet-reaper binary) with no arguments yet.
     pub fn new(program: impl Into<PathBuf>) -> Reaper {
-        Reaper {
-            program: program.into(),
-            args: Vec::new(),
-            env: vec![("NO_COLOR".into(), "1".into())],
-        }
+        Reaper(Cmd::new(program.into()).env("NO_COLOR", "1"))
     }
 
     /// `program --run-dir … --sites-dir … --state-dir …` of `layout`: the
@@ -56,48 +48,34 @@ impl Reaper {
         self.args(["--format", "json"])
     }
 
-    /// Append one argument.
-    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Reaper {
-        self.args.push(arg.as_ref().to_os_string());
-        self
+    pub fn arg(self, arg: impl AsRef<OsStr>) -> Reaper {
+        Reaper(self.0.arg(arg))
     }
 
-    /// Append arguments.
     pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(self, args: I) -> Reaper {
-        args.into_iter().fold(self, Reaper::arg)
+        Reaper(self.0.args(args))
     }
 
     /// Set one environment variable (on top of ours).
-    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Reaper {
-        self.env.push((key.into(), value.into()));
-        self
+    pub fn env(self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Reaper {
+        Reaper(self.0.env(key, value))
     }
 
     /// The command line, for messages.
     pub fn line(&self) -> String {
-        self.cmd().line()
-    }
-
-    fn cmd(&self) -> Cmd {
-        self.env
-            .iter()
-            .fold(Cmd::new(&self.program).args(&self.args), |c, (k, v)| {
-                c.env(k, v)
-            })
+        self.0.line()
     }
 
     /// The same command as a [`Launch`], to run it in the background (and
     /// signal it mid-pass).
     pub fn launch(&self) -> Launch {
-        Launch::new(&self.program)
-            .args(&self.args)
-            .envs(self.env.iter().cloned())
+        Launch::from(self.0.clone())
     }
 
     /// One pass to its end, whatever its exit status.
     pub fn run(&self) -> Result<Run, Error> {
         let started = Instant::now();
-        let out = self.cmd().output()?;
+        let out = self.0.output()?;
         Ok(Run {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -117,27 +95,21 @@ impl Reaper {
         step: Duration,
         mut done: impl FnMut(&Run) -> Result<bool, Error>,
     ) -> Result<Run, Error> {
-        let mut last: Result<Option<Run>, Error> = Ok(None);
+        let mut last = None;
         let finished = crate::wait::poll(within, step, step, || {
             let judged = self.run().and_then(|run| Ok((done(&run)?, run)));
-            match judged {
-                Ok((ok, run)) => {
-                    last = Ok(Some(run));
-                    ok
-                }
-                Err(e) => {
-                    last = Err(e);
-                    true
-                }
-            }
+            // A failing `done` stops as one that says so.
+            let stop = judged.as_ref().map_or(true, |(ok, _)| *ok);
+            last = Some(judged);
+            stop
         });
-        match last? {
-            Some(run) if finished => Ok(run),
+        match last.transpose()? {
+            Some((_, run)) if finished => Ok(run),
             run => Err(Error::failed(
                 self.line(),
                 format!(
                     "no pass did it within {within:?}; last: {}",
-                    run.map_or_else(|| "none".to_owned(), |r| r.to_string())
+                    run.map_or_else(|| "none".to_owned(), |(_, r)| r.to_string())
                 ),
             )),
         }

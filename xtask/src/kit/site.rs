@@ -12,7 +12,7 @@ use std::time::Duration;
 use fleet_core::{Layout, Site};
 
 use crate::Error;
-use crate::error::chain;
+use crate::error::{chain, or_panic};
 use crate::wait::wait_until;
 
 /// PHP scripts put into every test site's docroot (`/srv/www` in the container).
@@ -67,16 +67,9 @@ pub fn hello_line(site: &str) -> String {
 
 /// The exact body `big.php?mb=N` answers (N MiB, deterministic).
 pub fn big_body(mb: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(mb << 20);
-    for i in 0..mb * 1024 {
-        let mut line = format!("{i:08}");
-        while line.len() < 1023 {
-            line.push('.');
-        }
-        line.push('\n');
-        out.extend_from_slice(line.as_bytes());
-    }
-    out
+    (0..mb * 1024)
+        .flat_map(|i| format!("{:.<1023}\n", format!("{i:08}")).into_bytes())
+        .collect()
 }
 
 /// A test site: unique valid name `t<pid>-<n>.fleet.test`, its own temp
@@ -145,13 +138,11 @@ impl SiteOptions {
         self
     }
 
-    /// `n` php-fpm workers.
     pub fn fpm_children(mut self, n: u32) -> Self {
         self.fpm_children = Some(n);
         self
     }
 
-    /// Extra `docker create` arguments.
     pub fn docker_args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
         self.docker_args.extend(args.into_iter().map(Into::into));
         self
@@ -161,22 +152,6 @@ impl SiteOptions {
     pub fn data_dir(mut self) -> Self {
         self.data_dir = true;
         self
-    }
-
-    /// `-e` settings of the container's php-fpm pool.
-    fn fpm_env(&self) -> Vec<String> {
-        use crate::image::{ACCESS_LOG_ENV, CHILDREN_ENV, STATUS_PATH_ENV};
-        let mut env = Vec::new();
-        if let Some(n) = self.fpm_children {
-            env.push(format!("{CHILDREN_ENV}={n}"));
-        }
-        if self.no_access_log {
-            env.push(format!("{ACCESS_LOG_ENV}=/dev/null"));
-        }
-        if self.no_status_page {
-            env.push(format!("{STATUS_PATH_ENV}={STATUS_DISABLED_PATH}"));
-        }
-        env
     }
 }
 
@@ -278,9 +253,21 @@ impl TestSite {
     }
 
     fn create(&self, options: &SiteOptions) -> Result<(), Error> {
+        use crate::image::{ACCESS_LOG_ENV, CHILDREN_ENV, STATUS_PATH_ENV};
         let labels = crate::image::test_labels();
-        let mut env = options.fpm_env();
-        env.push(format!("FLEET_SITE={}", self.site));
+        // The site's name and the `-e` settings of its php-fpm pool.
+        let o = options;
+        let env: Vec<String> = [
+            Some(format!("FLEET_SITE={}", self.site)),
+            o.fpm_children.map(|n| format!("{CHILDREN_ENV}={n}")),
+            o.no_access_log
+                .then(|| format!("{ACCESS_LOG_ENV}=/dev/null")),
+            o.no_status_page
+                .then(|| format!("{STATUS_PATH_ENV}={STATUS_DISABLED_PATH}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let mut extra = Vec::new();
         if options.data_dir {
             extra.extend([
@@ -301,12 +288,10 @@ impl TestSite {
         })
     }
 
-    /// The site.
     pub fn site(&self) -> &Site {
         &self.site
     }
 
-    /// The site's name.
     pub fn name(&self) -> &str {
         self.site.as_str()
     }
@@ -319,20 +304,14 @@ impl TestSite {
     /// Environment for fleet binaries so they use this layout:
     /// `FLEET_RUN_DIR`, `FLEET_STATE_DIR`, `FLEET_SITES_DIR`.
     pub fn layout_env(&self) -> Vec<(String, String)> {
-        vec![
-            (
-                "FLEET_RUN_DIR".into(),
-                self.layout.run_dir.display().to_string(),
-            ),
-            (
-                "FLEET_STATE_DIR".into(),
-                self.layout.state_dir.display().to_string(),
-            ),
-            (
-                "FLEET_SITES_DIR".into(),
-                self.layout.sites_dir.display().to_string(),
-            ),
+        let l = &self.layout;
+        [
+            ("FLEET_RUN_DIR", &l.run_dir),
+            ("FLEET_STATE_DIR", &l.state_dir),
+            ("FLEET_SITES_DIR", &l.sites_dir),
         ]
+        .map(|(k, v)| (k.to_owned(), v.display().to_string()))
+        .to_vec()
     }
 
     /// Container name `<site>.fpm`.
@@ -357,9 +336,7 @@ impl TestSite {
 
     /// The lines `count.php` appended so far (`<id> <METHOD>`), see [`COUNT_LOG`].
     pub fn count_lines(&self) -> Vec<String> {
-        let name = Path::new(COUNT_LOG)
-            .file_name()
-            .unwrap_or(std::ffi::OsStr::new("count.log"));
+        let name = COUNT_LOG.rsplit('/').next().unwrap_or(COUNT_LOG);
         std::fs::read_to_string(self.data_dir().join(name))
             .unwrap_or_default()
             .lines()
@@ -395,49 +372,36 @@ impl TestSite {
     /// Write `<sites_dir>/<site>.conf` for the reaper, line 1:
     /// `# Amount of time to pause the container after: <timeout>` (e.g. `"20m"`).
     pub fn write_conf(&self, timeout: &str) -> PathBuf {
-        self.try_write_conf(timeout)
-            .unwrap_or_else(|e| panic!("{}", chain(&e)))
+        or_panic(self.try_write_conf(timeout))
     }
 
     /// Like [`TestSite::write_conf`], returning the error (benches, demo).
     pub fn try_write_conf(&self, timeout: &str) -> Result<PathBuf, Error> {
-        let path = self.layout.conf_file(&self.site);
-        std::fs::write(
-            &path,
-            format!("# Amount of time to pause the container after: {timeout}\n"),
-        )
-        .map_err(Error::io("write site conf", &path))?;
-        Ok(path)
+        self.write_conf_text(&format!(
+            "# Amount of time to pause the container after: {timeout}\n"
+        ))
     }
 
     /// Write `<sites_dir>/<site>.conf` for tiered sleep: line 1 pauses
     /// after `pause`, line 2 (`# Amount of time to stop the container
     /// after: <stop>`) stops after `stop`.
     pub fn write_conf_tiered(&self, pause: &str, stop: &str) -> PathBuf {
-        self.write_conf_text(&format!(
+        or_panic(self.write_conf_text(&format!(
             "# Amount of time to pause the container after: {pause}\n\
              # Amount of time to stop the container after: {stop}\n"
-        ))
+        )))
     }
 
-    fn write_conf_text(&self, text: &str) -> PathBuf {
+    fn write_conf_text(&self, text: &str) -> Result<PathBuf, Error> {
         let path = self.layout.conf_file(&self.site);
-        std::fs::write(&path, text)
-            .unwrap_or_else(|e| panic!("write site conf {}: {e}", path.display()));
-        path
+        std::fs::write(&path, text).map_err(Error::io("write site conf", &path))?;
+        Ok(path)
     }
 
     /// `docker start` and wait (≤ 20 s) until php-fpm.sock accepts; panics
     /// with the reason and the container's logs otherwise.
     pub fn start(&self) {
-        if let Err(e) = self.try_start() {
-            panic!(
-                "start {}: {}; logs:\n{}",
-                self.container,
-                chain(&e),
-                self.logs()
-            );
-        }
+        self.or_panic_with_logs(self.try_start());
     }
 
     /// Like [`TestSite::start`], returning why the site did not come up.
@@ -449,7 +413,14 @@ impl TestSite {
     /// Wait until php-fpm.sock accepts a connection; panic (with the
     /// container's logs) after `timeout`.
     pub fn wait_ready(&self, timeout: Duration) {
-        if let Err(e) = self.try_wait_ready(timeout) {
+        self.or_panic_with_logs(self.try_wait_ready(timeout));
+    }
+
+    /// A test's failure to get the site up: the error (naming the
+    /// container), then its logs (which say why php-fpm did not come up).
+    #[track_caller]
+    fn or_panic_with_logs(&self, result: Result<(), Error>) {
+        if let Err(e) = result {
             panic!("{}; logs:\n{}", chain(&e), self.logs());
         }
     }
@@ -459,34 +430,26 @@ impl TestSite {
     pub fn try_wait_ready(&self, timeout: Duration) -> Result<(), Error> {
         let socket = self.fpm_socket();
         if wait_until(timeout, || UnixStream::connect(&socket).is_ok()) {
-            Ok(())
-        } else {
-            Err(Error::failed(
-                format!("{} of {}", socket.display(), self.container),
-                format!(
-                    "did not accept within {timeout:?}; container state {}",
-                    self.state()
-                ),
-            ))
+            return Ok(());
         }
+        let state = self.state();
+        let what = format!("{} of {}", socket.display(), self.container);
+        let why = format!("did not accept within {timeout:?}; container state {state}");
+        Err(Error::failed(what, why))
     }
 
-    /// `docker stop -t 5`.
     pub fn stop(&self) {
         self.docker_ok(&["stop", "-t", "5", &self.container]);
     }
 
-    /// `docker pause`.
     pub fn pause(&self) {
         self.docker_ok(&["pause", &self.container]);
     }
 
-    /// `docker unpause`.
     pub fn unpause(&self) {
         self.docker_ok(&["unpause", &self.container]);
     }
 
-    /// `docker kill` (SIGKILL).
     pub fn kill(&self) {
         self.docker_ok(&["kill", &self.container]);
     }
@@ -494,11 +457,8 @@ impl TestSite {
     /// `docker inspect` status: `created`, `running`, `paused`, `exited`, …
     /// (`"missing"` when the container does not exist).
     pub fn state(&self) -> String {
-        crate::error::run(
-            "docker",
-            &["inspect", "--format", "{{.State.Status}}", &self.container],
-        )
-        .map_or_else(|_| "missing".to_owned(), |s| s.trim().to_owned())
+        self.inspect("{{.State.Status}}")
+            .unwrap_or_else(|_| "missing".to_owned())
     }
 
     /// `docker logs` (stdout and stderr together; php-fpm logs to stderr,
@@ -511,11 +471,7 @@ impl TestSite {
             .args(["logs", &self.container])
             .output()
         {
-            Ok(out) => {
-                let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-                s.push_str(&String::from_utf8_lossy(&out.stderr));
-                s
-            }
+            Ok(out) => String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned(),
             Err(e) => format!(
                 "(cannot run docker logs {}: {})\n",
                 self.container,
@@ -535,20 +491,19 @@ impl TestSite {
 
     /// `docker inspect` `State.StartedAt`: which run of the container this is.
     pub fn started_at(&self) -> String {
-        self.docker_ok(&[
-            "inspect",
-            "--format",
-            "{{.State.StartedAt}}",
-            &self.container,
-        ])
-        .trim()
-        .to_owned()
+        or_panic(self.inspect("{{.State.StartedAt}}"))
+    }
+
+    /// `docker inspect --format <format>` of the container, trimmed.
+    fn inspect(&self, format: &str) -> Result<String, Error> {
+        let out = crate::error::run("docker", &["inspect", "--format", format, &self.container])?;
+        Ok(out.trim().to_owned())
     }
 
     /// `docker <args>`'s stdout; panics with the error (test-style
     /// controls: a failed pause or stop is a failed test).
     fn docker_ok(&self, args: &[&str]) -> String {
-        crate::error::run("docker", args).unwrap_or_else(|e| panic!("{}", chain(&e)))
+        or_panic(crate::error::run("docker", args))
     }
 }
 
@@ -577,7 +532,7 @@ pub const TEMP_PREFIX: &str = "fleet-it-";
 /// process dies without dropping it, [`reap_leftovers`] removes it in a
 /// later run (the pid in the name is gone). Panics with the reason.
 pub fn temp_dir(kind: &str) -> tempfile::TempDir {
-    temp_dir_in(&temp_base(), kind)
+    or_panic(try_temp_dir_in(&temp_base(), kind))
 }
 
 /// Where [`temp_dir`] makes its dirs: `/tmp`, or `$FLEET_KIT_TMPDIR` (the
@@ -589,12 +544,7 @@ pub fn temp_base() -> PathBuf {
 }
 
 /// Like [`temp_dir`], in `base` (`/tmp` or `/run`, which
-/// [`reap_leftovers`] also sweeps).
-pub fn temp_dir_in(base: &Path, kind: &str) -> tempfile::TempDir {
-    try_temp_dir_in(base, kind).unwrap_or_else(|e| panic!("{}", chain(&e)))
-}
-
-/// Like [`temp_dir_in`], returning the error.
+/// [`reap_leftovers`] also sweeps), returning the error.
 pub fn try_temp_dir_in(base: &Path, kind: &str) -> Result<tempfile::TempDir, Error> {
     let dir = tempfile::Builder::new()
         .prefix(&format!("{TEMP_PREFIX}{}-{kind}-", std::process::id()))
@@ -608,7 +558,7 @@ pub fn try_temp_dir_in(base: &Path, kind: &str) -> Result<tempfile::TempDir, Err
 /// Unmounts (lazily) every mount at or below `dir`, deepest first, so the
 /// directory can be removed.
 pub fn umount_under(dir: &Path) {
-    let mut points: Vec<PathBuf> = mount_points()
+    let mut points: Vec<PathBuf> = mount_points_of(None)
         .into_iter()
         .filter(|p| p.starts_with(dir))
         .collect();
@@ -642,22 +592,14 @@ fn parse_mount_points(info: &str, source: Option<&str>) -> Vec<PathBuf> {
         .collect()
 }
 
-fn mount_points() -> Vec<PathBuf> {
-    mount_points_of(None)
-}
-
 /// The image tag, built once per process (panics with the reason otherwise).
 pub fn image() -> String {
     let t = std::time::Instant::now();
-    match crate::image::ensure_image_info() {
-        Ok(image) => {
-            if !image.cached {
-                eprintln!("built image {} in {:.1?}", image.tag, t.elapsed());
-            }
-            image.tag
-        }
-        Err(e) => panic!("php-fpm image: {}", chain(&e)),
+    let image = or_panic(crate::image::ensure_image_info());
+    if !image.cached {
+        eprintln!("built image {} in {:.1?}", image.tag, t.elapsed());
     }
+    image.tag
 }
 
 /// Something a test, bench or soak run left behind when its process died.
@@ -717,15 +659,10 @@ pub fn find_leftovers() -> Result<Vec<Leftover>, Error> {
         .filter(|(_, pid)| !alive(pid))
         .map(|(name, _)| Leftover::Container(name.to_owned()))
         .collect();
-    for base in ["/tmp", "/run"] {
-        let Ok(entries) = std::fs::read_dir(base) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if temp_pid(&name).is_some_and(|pid| !alive(pid)) {
-                left.push(Leftover::Dir(entry.path()));
-            }
+    let entries = ["/tmp", "/run"].map(std::fs::read_dir);
+    for entry in entries.into_iter().flatten().flatten().flatten() {
+        if temp_pid(&entry.file_name().to_string_lossy()).is_some_and(|pid| !alive(pid)) {
+            left.push(Leftover::Dir(entry.path()));
         }
     }
     // Sites' runtime tmpfs (fleet-renew --mount-only's source name) go with
@@ -775,11 +712,9 @@ pub fn try_reap_leftovers() -> Result<Vec<String>, Error> {
             Leftover::Dir(path) => {
                 umount_under(&path);
                 if std::fs::remove_dir_all(&path).is_ok() {
-                    eprintln!(
-                        "removed leftover test dir {} (its process is gone)",
-                        path.display()
-                    );
-                    removed.push(path.display().to_string());
+                    let path = path.display().to_string();
+                    eprintln!("removed leftover test dir {path} (its process is gone)");
+                    removed.push(path);
                 }
             }
             // Below a dir of the same dead run: unmounted with it.
