@@ -177,26 +177,11 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
 
     let ns = NsSystemd::boot_private(
         &[
-            Bind {
-                host: PathBuf::from("/run/docker.sock"),
-                inside: PathBuf::from("/run/docker.sock"),
-            },
-            Bind {
-                host: site.layout().run_dir.clone(),
-                inside: PathBuf::from("/run/docker-apps"),
-            },
-            Bind {
-                host: shim.path().to_path_buf(),
-                inside: PathBuf::from(SHIM),
-            },
+            Bind::new("/run/docker.sock", "/run/docker.sock"),
+            Bind::new(&site.layout().run_dir, "/run/docker-apps"),
+            Bind::new(shim.path(), SHIM),
         ],
-        &[
-            Path::new("/usr"),
-            Path::new("/etc"),
-            Path::new("/var/lib"),
-            Path::new("/var/cache"),
-            Path::new("/var/log"),
-        ],
+        &["/usr", "/etc", "/var/lib", "/var/cache", "/var/log"].map(Path::new),
     );
     if ns.path(Path::new("/usr/sbin/policy-rc.d")).exists() {
         run_ok(&ns, "rm", &["/usr/sbin/policy-rc.d"]);

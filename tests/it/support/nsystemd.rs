@@ -35,6 +35,15 @@ pub struct Bind {
     pub inside: PathBuf,
 }
 
+impl Bind {
+    pub fn new(host: impl Into<PathBuf>, inside: impl Into<PathBuf>) -> Bind {
+        Bind {
+            host: host.into(),
+            inside: inside.into(),
+        }
+    }
+}
+
 /// A booted systemd; killed with everything in its namespaces on drop.
 #[derive(Debug)]
 pub struct NsSystemd {
@@ -238,22 +247,22 @@ impl NsSystemd {
     }
 
     fn wait_running(&self) {
-        let start = Instant::now();
-        let mut delay = Duration::from_millis(5);
-        loop {
-            let out = self.systemctl(&["is-system-running"]);
-            let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            if state == "running" || state == "degraded" {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "systemd in the namespace is {state:?} after 30 s; log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_millis(100));
-        }
+        let mut state = String::new();
+        let up = xtask::wait::poll(
+            Duration::from_secs(30),
+            Duration::from_millis(5),
+            Duration::from_millis(100),
+            || {
+                let out = self.systemctl(&["is-system-running"]);
+                state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                state == "running" || state == "degraded"
+            },
+        );
+        assert!(
+            up,
+            "systemd in the namespace is {state:?} after 30 s; log:\n{}",
+            self.log_text()
+        );
     }
 
     /// What systemd printed.
@@ -472,33 +481,15 @@ pub fn boot_for(site: &TestSite) -> NsSystemd {
     let layout = site.layout();
     let bin_dir = bin("fleet-waker").parent().expect("bin dir").to_owned();
     let ns = NsSystemd::boot(&[
-        Bind {
-            host: PathBuf::from("/run/docker.sock"),
-            inside: PathBuf::from("/run/docker.sock"),
-        },
-        Bind {
-            host: layout.run_dir.clone(),
-            inside: PathBuf::from("/run/docker-apps"),
-        },
-        Bind {
-            host: layout.state_dir.clone(),
-            inside: PathBuf::from("/run/fleet"),
-        },
-        Bind {
-            host: layout.sites_dir.clone(),
-            inside: PathBuf::from("/run/fleet-sites"),
-        },
+        Bind::new("/run/docker.sock", "/run/docker.sock"),
+        Bind::new(&layout.run_dir, "/run/docker-apps"),
+        Bind::new(&layout.state_dir, "/run/fleet"),
+        Bind::new(&layout.sites_dir, "/run/fleet-sites"),
         // The binaries stay where they are for commands run with nsenter,
         // even when the checkout is under /tmp (hidden by the namespace's
         // tmpfs otherwise), and appear at NS_BIN_DIR for the units.
-        Bind {
-            host: bin_dir.clone(),
-            inside: bin_dir.clone(),
-        },
-        Bind {
-            host: bin_dir,
-            inside: PathBuf::from(NS_BIN_DIR),
-        },
+        Bind::new(&bin_dir, &bin_dir),
+        Bind::new(&bin_dir, NS_BIN_DIR),
     ]);
     for unit in ["fleet-waker@.socket", "fleet-waker@.service"] {
         ns.write_unit(unit, &unit_text(unit));

@@ -3,6 +3,8 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{
@@ -134,4 +136,58 @@ pub fn listening_quiet(site: &TestSite, extra: &[&str], env: &[(&str, String)]) 
         w.logs()
     );
     w
+}
+
+/// The open connection count in the waker's state file at `path` (0 while
+/// there is none).
+pub fn open_at(path: &Path) -> u64 {
+    fleet_core::state::load(path)
+        .ok()
+        .flatten()
+        .map_or(0, |a| a.open)
+}
+
+/// `sleep.php?s=<secs>` through `socket`, on a thread of its own.
+pub fn sleep_request(socket: &Path, secs: &str) -> JoinHandle<std::io::Result<FcgiResponse>> {
+    let (socket, query) = (socket.to_path_buf(), format!("s={secs}"));
+    std::thread::spawn(move || fastcgi::request(&socket, &FcgiRequest::get("sleep.php", &query)))
+}
+
+/// `n` `hello.php` requests through `socket`, all let go at once (a
+/// barrier); their answers in order.
+pub fn concurrent_hellos(socket: &Path, n: usize) -> Vec<std::io::Result<FcgiResponse>> {
+    let barrier = Arc::new(Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let (b, s) = (barrier.clone(), socket.to_path_buf());
+            std::thread::spawn(move || {
+                b.wait();
+                hello(&s)
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect()
+}
+
+/// [`held_connections_closed`] with `k` connections at the site's waker
+/// `w`: each closed within `limit`, and the waker still up.
+pub fn held_closed_within(
+    site: &TestSite,
+    w: &mut Spawned,
+    k: usize,
+    limit: Duration,
+) -> Vec<Duration> {
+    let times = held_connections_closed(&site.waker_socket(), k);
+    for t in &times {
+        assert!(
+            *t <= limit,
+            "held connection closed after {t:?} > {limit:?}\n{}",
+            w.logs()
+        );
+    }
+    assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
+    times
 }
