@@ -12,7 +12,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -118,6 +118,30 @@ fn waker_in(run: &Path, state: &Path) -> Launch {
         .env("NO_COLOR", "1")
 }
 
+/// Runs `w` to its exit (at most 10 s): its exit code and stderr.
+fn run_to_exit(w: Launch, what: &str) -> (Option<i32>, String) {
+    let mut w = w.spawn();
+    let status = w
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{what}: still running: {}", w.logs()));
+    (status.code(), w.stderr())
+}
+
+/// fleet-renew `args` with its run and state directories at `run` and
+/// `state`, `NO_COLOR=1`, and a Docker host that does not exist: nothing
+/// may be asked of Docker for an invalid name.
+fn renew(run: &Path, state: &Path, args: &[&OsStr]) -> Output {
+    Command::new(bin("fleet-renew"))
+        .args(args)
+        .env("FLEET_RUN_DIR", run)
+        .env("FLEET_STATE_DIR", state)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run fleet-renew")
+}
+
 /// The rule message of a rejected name must quote it (Rust `{:?}`), except
 /// the empty name, which is named as such.
 fn assert_names(err: &str, name: &str) {
@@ -145,17 +169,9 @@ fn waker_rejects_bad_site_names_with_64_and_touches_nothing() {
     let before = tree(dir.path());
     for name in &names {
         // `--` so that "-", "-a.com" reach the site validation, not clap.
-        let mut w = waker_in(&run, &state)
-            .arg("--listen")
-            .arg(&listen)
-            .arg("--")
-            .arg(name)
-            .spawn();
-        let status = w
-            .wait_exit(Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("{name:?}: waker still running: {}", w.logs()));
-        assert_eq!(status.code(), Some(64), "{name:?}: {}", w.logs());
-        let err = w.stderr();
+        let waker = waker_in(&run, &state).arg("--listen").arg(&listen);
+        let (code, err) = run_to_exit(waker.arg("--").arg(name), &format!("{name:?}"));
+        assert_eq!(code, Some(64), "{name:?}: {err}");
         assert!(err.starts_with("fleet-waker: "), "{name:?}: {err}");
         assert_names(&err, name);
         assert_eq!(tree(dir.path()), before, "{name:?} touched the file system");
@@ -170,28 +186,17 @@ fn waker_rejects_a_non_utf8_site_name_with_64() {
     let dir = support::temp_dir("badname");
     let listen = dir.path().join("w.sock");
     let name = OsStr::from_bytes(b"caf\xe9.com");
-    let out = Command::new(bin("fleet-waker"))
-        .arg("--listen")
-        .arg(&listen)
-        .arg(name)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run fleet-waker");
-    let err = text(&out.stderr);
+    let waker = Launch::new(bin("fleet-waker"));
+    let (code, err) = run_to_exit(waker.clone().arg("--listen").arg(&listen).arg(name), "café");
     assert!(!listen.exists());
     assert!(err.contains("UTF-8"), "{err}");
     assert_eq!(
-        out.status.code(),
+        code,
         Some(64),
-        "documented: 64 bad command line; got {:?}: {err}",
-        out.status.code()
+        "documented: 64 bad command line; got {code:?}: {err}"
     );
-    let out = Command::new(bin("fleet-waker"))
-        .args(["example.com", "--bogus"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run fleet-waker");
-    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    let (code, err) = run_to_exit(waker.args(["example.com", "--bogus"]), "--bogus");
+    assert_eq!(code, Some(64), "{err}");
 }
 
 #[test]
@@ -199,19 +204,10 @@ fn renew_rejects_bad_site_names_with_64_and_touches_nothing() {
     let names = bad_names();
     let dir = support::temp_dir("badname");
     let before = tree(dir.path());
+    let (run, state) = (dir.path().join("run"), dir.path().join("state"));
     let renew = |names: &[&OsStr]| {
-        Command::new(bin("fleet-renew"))
-            .arg("--dry-run")
-            .arg("--")
-            .args(names)
-            .env("FLEET_RUN_DIR", dir.path().join("run"))
-            .env("FLEET_STATE_DIR", dir.path().join("state"))
-            // Nothing may be asked of Docker for an invalid name.
-            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run fleet-renew")
+        let args = [&["--dry-run", "--"].map(OsStr::new)[..], names].concat();
+        renew(&run, &state, &args)
     };
     for name in &names {
         let out = renew(&[OsStr::new(name)]);
@@ -280,6 +276,21 @@ fn fingerprint(path: &Path) -> String {
     format!("{what} mtime {:?}", meta.modified().expect("mtime"))
 }
 
+/// One dry reaper pass over `good`'s sites directory, where the bad conf
+/// files `paths` are too: exit 1, the good site handled, every bad file
+/// left as it was. The plan and the log.
+fn reap_among(good: &TestSite, paths: &[PathBuf]) -> (Value, String) {
+    let before: Vec<String> = paths.iter().map(|p| fingerprint(p)).collect();
+    let (code, json, stderr) = reaper_json(&good.layout().sites_dir, &good.layout().state_dir);
+    assert_eq!(code, Some(1), "{stderr}");
+    let g = plan_entry(&json, good.name());
+    assert!(g["error"].is_null(), "good site: {g}");
+    for (path, before) in paths.iter().zip(before) {
+        assert_eq!(fingerprint(path), before, "{} was changed", path.display());
+    }
+    (json, stderr)
+}
+
 /// Reaper: conf files named after bad site names. Names with '/' cannot be
 /// file names (N/A); the others are `<name>.conf`, plus non-UTF-8 names.
 #[test]
@@ -311,9 +322,7 @@ fn reaper_reports_each_bad_conf_file_name_and_handles_the_good_site() {
         files.push(path);
     }
     assert!(files.len() >= 30, "{} cases", files.len());
-    let prints: Vec<String> = files.iter().map(|p| fingerprint(p)).collect();
-    let (code, json, stderr) = reaper_json(&sites, &good.layout().state_dir);
-    assert_eq!(code, Some(1), "{stderr}");
+    let (json, _) = reap_among(&good, &files);
     for path in &files {
         let e = entry_naming(&json, path)
             .unwrap_or_else(|| panic!("no error entry naming {}: {json:#}", path.display()));
@@ -326,10 +335,6 @@ fn reaper_reports_each_bad_conf_file_name_and_handles_the_good_site() {
         assert_eq!(e["verdict"], "error");
         assert_eq!(e["action"], "none");
     }
-    let g = plan_entry(&json, good.name());
-    assert!(g["error"].is_null(), "good site: {g}");
-    let after: Vec<String> = files.iter().map(|p| fingerprint(p)).collect();
-    assert_eq!(prints, after, "a conf file was changed");
     assert!(good_conf.exists());
     support::note!(
         "{} bad conf file names reported, good site handled; N/A (not a file name): {na:?}",
@@ -337,8 +342,7 @@ fn reaper_reports_each_bad_conf_file_name_and_handles_the_good_site() {
     );
 }
 
-/// A conf case: file name stem, how to make it, expected error substring
-/// (`None`: the file is valid and must be accepted with `Some(secs)`).
+/// How a bad conf file is made.
 enum Make {
     Bytes(Vec<u8>),
     Symlink(PathBuf),
@@ -486,12 +490,10 @@ fn reaper_reports_each_bad_conf_file_and_leaves_it_alone() {
         paths.push(path);
     }
     assert!(cases.len() >= 30);
-    let prints: Vec<String> = paths.iter().map(|p| fingerprint(p)).collect();
     let elsewhere_before = fingerprint(&elsewhere);
     let started = std::time::Instant::now();
-    let (code, json, stderr) = reaper_json(&sites, &good.layout().state_dir);
+    let (json, stderr) = reap_among(&good, &paths);
     let elapsed = started.elapsed();
-    assert_eq!(code, Some(1), "{stderr}");
     let mut failures = Vec::new();
     for ((stem, _, why), path) in cases.iter().zip(&paths) {
         match entry_naming(&json, path) {
@@ -511,12 +513,6 @@ fn reaper_reports_each_bad_conf_file_and_leaves_it_alone() {
         }
     }
     assert!(failures.is_empty(), "{}\n{json:#}", failures.join("\n"));
-    let g = plan_entry(&json, good.name());
-    assert!(g["error"].is_null(), "good site: {g}");
-    let after: Vec<String> = paths.iter().map(|p| fingerprint(p)).collect();
-    for ((stem, _, _), (a, b)) in cases.iter().zip(prints.iter().zip(&after)) {
-        assert_eq!(a, b, "{stem} was changed");
-    }
     assert_eq!(fingerprint(&elsewhere), elsewhere_before);
     assert!(
         !stderr.contains("root:") && !json.to_string().contains("root:"),
@@ -562,11 +558,7 @@ fn reaper_accepts_crlf_bom_tabs_and_junk_after_line_one() {
 /// `systemd-socket-activate -E`, which come before its own LISTEN_* in the
 /// environment, so getenv(3) sees ours), triggers it with one connection and
 /// returns its exit code and stderr.
-fn activated_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
-    activated_with_args(env, &[])
-}
-
-fn activated_with_args(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
+fn activated_with(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
     let dir = support::temp_dir("listen");
     let socket = dir.path().join("w.sock");
     let mut w = waker_in(dir.path(), dir.path())
@@ -599,19 +591,11 @@ fn waker_listen_env_garbage() {
         "99999999999999999999",
         "\u{0663}", // Arabic-Indic three
     ] {
-        let out = Command::new(bin("fleet-waker"))
-            .arg("garbage.fleet.test")
-            .env("LISTEN_PID", pid)
-            .env("LISTEN_FDS", "1")
-            .env("FLEET_RUN_DIR", dir.path())
-            .env("FLEET_STATE_DIR", dir.path())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run waker");
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "LISTEN_PID={pid:?}: {err}");
-        assert!(err.contains("LISTEN_PID"), "LISTEN_PID={pid:?}: {err}");
+        let waker = waker_in(dir.path(), dir.path()).arg("garbage.fleet.test");
+        let what = format!("LISTEN_PID={pid:?}");
+        let (code, err) = run_to_exit(waker.env("LISTEN_PID", pid).env("LISTEN_FDS", "1"), &what);
+        assert_eq!(code, Some(64), "{what}: {err}");
+        assert!(err.contains("LISTEN_PID"), "{what}: {err}");
     }
     assert!(tree(dir.path()).is_empty());
     // LISTEN_FDS missing with LISTEN_PID set: "nothing passed".
@@ -644,13 +628,13 @@ fn waker_listen_fds_and_fdnames_garbage_under_activation() {
         (&[("LISTEN_PID", "1")], "is not this process"),
     ];
     for (env, want) in cases {
-        let (code, err) = activated_with(env);
+        let (code, err) = activated_with(env, &[]);
         assert_eq!(code, Some(64), "{env:?}: {err}");
         assert!(err.contains(want), "{env:?}: {err:?} lacks {want:?}");
     }
     // The control: a harmless name is accepted and the waker serves (then
     // exits 0 when idle), so the cases above failed for their garbage only.
-    let (code, err) = activated_with_args(
+    let (code, err) = activated_with(
         &[("LISTEN_FDNAMES", "waker"), ("LISTEN_FDS", "1")],
         &["--exit-idle-time", "1s", "--start-timeout", "1s"],
     );
@@ -768,29 +752,12 @@ fn socket_paths_longer_than_sun_path_are_refused_by_every_binary() {
     let limit = "at most 107";
 
     let listen = dir.path().join("w.sock");
-    let mut w = waker_in(&run, &state)
-        .arg("--listen")
-        .arg(&listen)
-        .arg(&name)
-        .spawn();
-    let status = w
-        .wait_exit(Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("waker still running: {}", w.logs()));
-    assert_eq!(status.code(), Some(64), "{}", w.logs());
-    assert!(
-        w.stderr().contains(limit) && w.stderr().contains(&name),
-        "{}",
-        w.logs()
-    );
+    let waker = waker_in(&run, &state).arg("--listen").arg(&listen);
+    let (code, err) = run_to_exit(waker.arg(&name), "waker");
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains(limit) && err.contains(&name), "{err}");
 
-    let out = Command::new(bin("fleet-renew"))
-        .arg(&name)
-        .env("FLEET_RUN_DIR", &run)
-        .env("FLEET_STATE_DIR", &state)
-        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run fleet-renew");
+    let out = renew(&run, &state, &[OsStr::new(&name)]);
     assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains(limit), "{}", text(&out.stderr));
     assert!(

@@ -155,6 +155,17 @@ fn slow_to_stop() -> TestSite {
     TestSite::with_options(SiteOptions::default().docker_args(["--stop-signal", "SIGWINCH"]))
 }
 
+/// An entry's verdict and action.
+fn outcome(e: &Value) -> (&str, &str) {
+    let field = |k: &str| e[k].as_str().unwrap_or_default();
+    (field("verdict"), field("action"))
+}
+
+/// An entry's error ("" for none).
+fn error(e: &Value) -> &str {
+    e["error"].as_str().unwrap_or_default()
+}
+
 /// `docker inspect` state, start and finish times: what must not change in a dry run.
 fn fingerprint(site: &TestSite) -> String {
     let out = support::docker(&[
@@ -191,12 +202,10 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let e = run.site(idle.name());
-    assert_eq!(e["verdict"], "idle", "{e}");
-    assert_eq!(e["action"], "stopped", "{e}");
+    assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
     assert_eq!(e["log_frames_read"], 0, "{e}");
     let e = run.site(recent.name());
-    assert_eq!(e["verdict"], "active-logs", "{e}");
-    assert_eq!(e["action"], "none", "{e}");
+    assert_eq!(outcome(&e), ("active-logs", "none"), "{e}");
     assert!(
         e["reason"]
             .as_str()
@@ -221,8 +230,7 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
         Ok(e["action"] != "none")
     });
     let e = acted.expect("a pass acted").site(to_pause.name());
-    assert_eq!(e["verdict"], "idle", "{e}");
-    assert_eq!(e["action"], "paused", "{e}");
+    assert_eq!(outcome(&e), ("idle", "paused"), "{e}");
     assert_eq!(to_pause.state(), "paused");
 
     // A second pass leaves the paused and the stopped alone (never unpauses,
@@ -267,25 +275,14 @@ fn waker_state_decides_busy_active_and_unknown() {
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(1), "unknown state is a site error");
     let e = run.site(busy.name());
-    assert_eq!(
-        (e["verdict"].as_str(), e["action"].as_str()),
-        (Some("busy"), Some("none")),
-        "{e}"
-    );
+    assert_eq!(outcome(&e), ("busy", "none"), "{e}");
     let e = run.site(active.name());
     assert_eq!(e["verdict"], "active-waker", "{e}");
     let e = run.site(unknown.name());
     assert_eq!(e["verdict"], "unknown", "{e}");
-    assert!(
-        e["error"].as_str().expect("error").contains("symlink"),
-        "{e}"
-    );
+    assert!(error(&e).contains("symlink"), "{e}");
     let e = run.site(stale.name());
-    assert_eq!(
-        (e["verdict"].as_str(), e["action"].as_str()),
-        (Some("idle"), Some("stopped")),
-        "{e}"
-    );
+    assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
     assert!(
         e["reason"].as_str().expect("reason").contains("gone"),
         "{e}"
@@ -311,49 +308,33 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
     let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
     elf.extend_from_slice(&[0u8; 64]);
     let long = format!("# {}: 20m\n", "a".repeat(5000));
-    // (file, content, what the report must say)
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("empty.fleet.test.conf", b"".to_vec(), "is empty"),
+    // (file name stem, content, what the report must say)
+    let cases: Vec<(&str, &[u8], &str)> = vec![
+        ("empty", b"", "is empty"),
+        ("blank", b"\n# x: 20m\n", "line 1 is blank"),
+        ("nocolon", b"# Amount of time 20m\n", "no colon"),
         (
-            "blank.fleet.test.conf",
-            b"\n# x: 20m\n".to_vec(),
-            "line 1 is blank",
-        ),
-        (
-            "nocolon.fleet.test.conf",
-            b"# Amount of time 20m\n".to_vec(),
-            "no colon",
-        ),
-        (
-            "noduration.fleet.test.conf",
-            b"# pause after:\n".to_vec(),
+            "noduration",
+            b"# pause after:\n",
             "nothing after its first colon",
         ),
         (
-            "badduration.fleet.test.conf",
-            b"# pause after: twenty minutes\n".to_vec(),
+            "badduration",
+            b"# pause after: twenty minutes\n",
             "bad duration",
         ),
+        ("zero", b"# pause after: 0s\n", "is zero"),
         (
-            "zero.fleet.test.conf",
-            b"# pause after: 0s\n".to_vec(),
-            "is zero",
-        ),
-        (
-            "absurd.fleet.test.conf",
-            b"# pause after: 400days\n".to_vec(),
+            "absurd",
+            b"# pause after: 400days\n",
             "longer than the maximum",
         ),
-        ("binary.fleet.test.conf", elf, "binary"),
-        (
-            "nul.fleet.test.conf",
-            b"# pause after: 2\0m\n".to_vec(),
-            "NUL",
-        ),
-        ("long.fleet.test.conf", long.into_bytes(), "bytes long"),
+        ("binary", &elf, "binary"),
+        ("nul", b"# pause after: 2\0m\n", "NUL"),
+        ("long", long.as_bytes(), "bytes long"),
     ];
-    for (file, content, _) in &cases {
-        list.write(file, content);
+    for (stem, content, _) in &cases {
+        list.write(&format!("{stem}.fleet.test.conf"), content);
     }
     list.write("bad_name.conf", b"# pause after: 2s\n");
     std::fs::create_dir(list.sites().join("dir.fleet.test.conf")).expect("mkdir");
@@ -370,59 +351,42 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
     let entries = json["sites"].as_array().expect("sites");
     // Every conf file has exactly one entry; README and .bak are ignored.
     assert_eq!(entries.len(), cases.len() + 4, "{}", run.stdout);
-    for (file, _, why) in &cases {
-        let site = file.trim_end_matches(".conf");
-        let e = run.site(site);
+    for (stem, _, why) in &cases {
+        let site = format!("{stem}.fleet.test");
+        let file = format!("{site}.conf");
+        let e = run.site(&site);
         let err = e["error"]
             .as_str()
             .unwrap_or_else(|| panic!("{file}: no error: {e}"));
         assert!(err.contains(why), "{file}: {err:?} does not say {why:?}");
         assert!(
-            err.contains(&list.sites().join(file).display().to_string()),
+            err.contains(&list.sites().join(&file).display().to_string()),
             "{file}: {err:?} lacks the path"
         );
-        assert_eq!(e["verdict"], "error", "{e}");
-        assert_eq!(e["action"], "none", "{e}");
+        assert_eq!(outcome(&e), ("error", "none"), "{e}");
         // And the log names it too.
-        assert!(run.stderr.contains(file), "stderr does not name {file}");
+        assert!(run.stderr.contains(&file), "stderr does not name {file}");
     }
     let e = run.site("bad_name.conf");
-    assert!(
-        e["error"]
-            .as_str()
-            .expect("error")
-            .contains("does not name a valid site"),
-        "{e}"
-    );
+    assert!(error(&e).contains("does not name a valid site"), "{e}");
     let e = run.site("link.fleet.test");
-    let err = e["error"].as_str().expect("error");
-    assert!(err.contains("symlink"), "{e}");
+    assert!(error(&e).contains("symlink"), "{e}");
     assert!(
         !run.stdout.contains("root:") && !run.stderr.contains("root:"),
         "/etc/passwd was read"
     );
     let e = run.site("dir.fleet.test");
-    assert!(
-        e["error"]
-            .as_str()
-            .expect("error")
-            .contains("not a regular file"),
-        "{e}"
-    );
+    assert!(error(&e).contains("not a regular file"), "{e}");
     // The one good site was still handled.
     let e = run.site(good.name());
-    assert_eq!(
-        (e["verdict"].as_str(), e["action"].as_str()),
-        (Some("idle"), Some("stopped")),
-        "{e}"
-    );
+    assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
     assert_eq!(good.state(), "exited");
 
     // The table says the same, one line per file, reason included.
     let run = reaper(&list, &[]);
     assert_eq!(run.code, Some(1));
-    for (file, _, why) in &cases {
-        let site = file.trim_end_matches(".conf");
+    for (stem, _, why) in &cases {
+        let site = format!("{stem}.fleet.test");
         let line = run
             .stdout
             .lines()
@@ -755,8 +719,7 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let e = run.site(site.name());
-    assert_eq!(e["verdict"], "busy", "{e}");
-    assert_eq!(e["action"], "none", "{e}");
+    assert_eq!(outcome(&e), ("busy", "none"), "{e}");
     assert_eq!(site.state(), "running");
     let resp = slow
         .join()
@@ -768,11 +731,7 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
     let_time_pass(Duration::from_millis(2500));
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     let e = run.site(site.name());
-    assert_eq!(
-        (e["verdict"].as_str(), e["action"].as_str()),
-        (Some("idle"), Some("stopped")),
-        "{e}"
-    );
+    assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
     assert_eq!(site.state(), "exited");
     drop(waker);
 }
