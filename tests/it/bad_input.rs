@@ -302,24 +302,19 @@ fn reaper_reports_each_bad_conf_file_name_and_handles_the_good_site() {
     let mut files: Vec<PathBuf> = Vec::new();
     let mut na = Vec::new();
     for name in bad_names() {
-        if name.contains('/') {
-            na.push(short(&name));
-            continue;
-        }
         let file = format!("{name}.conf");
         // A 10 000-character name is too long for a file name (255 bytes): N/A too.
-        if file.len() > 255 {
+        if name.contains('/') || file.len() > 255 {
             na.push(short(&name));
-            continue;
+        } else {
+            files.push(sites.join(&file));
         }
-        let path = sites.join(&file);
-        std::fs::write(&path, b"# pause after: 20m\n").expect("write conf");
-        files.push(path);
     }
     for raw in [&b"caf\xe9.com.conf"[..], b"\xff\xfe.conf", b"a\x01b.conf"] {
-        let path = sites.join(OsStr::from_bytes(raw));
-        std::fs::write(&path, b"# pause after: 20m\n").expect("write conf");
-        files.push(path);
+        files.push(sites.join(OsStr::from_bytes(raw)));
+    }
+    for path in &files {
+        std::fs::write(path, b"# pause after: 20m\n").expect("write conf");
     }
     assert!(files.len() >= 30, "{} cases", files.len());
     let (json, _) = reap_among(&good, &files);
@@ -343,8 +338,8 @@ fn reaper_reports_each_bad_conf_file_name_and_handles_the_good_site() {
 }
 
 /// How a bad conf file is made.
-enum Make {
-    Bytes(Vec<u8>),
+enum Make<'a> {
+    Bytes(&'a [u8]),
     Symlink(PathBuf),
     Dir,
     Fifo,
@@ -359,103 +354,95 @@ fn reaper_reports_each_bad_conf_file_and_leaves_it_alone() {
     let sites = good.layout().sites_dir.clone();
     let elsewhere = good.temp_dir().join("elsewhere.conf");
     std::fs::write(&elsewhere, b"# pause after: 20m\n").expect("write");
-    let b = |s: &[u8]| Make::Bytes(s.to_vec());
-    let utf16 = |be: bool| {
-        let mut v: Vec<u8> = if be {
-            vec![0xfe, 0xff]
-        } else {
-            vec![0xff, 0xfe]
-        };
-        for u in "# pause after: 20m\n".encode_utf16() {
-            v.extend(if be { u.to_be_bytes() } else { u.to_le_bytes() });
-        }
-        Make::Bytes(v)
+    let utf16 = |bom: [u8; 2], encode: fn(u16) -> [u8; 2]| {
+        let text = "# pause after: 20m\n".encode_utf16();
+        bom.into_iter()
+            .chain(text.flat_map(encode))
+            .collect::<Vec<u8>>()
     };
+    let (utf16le, utf16be) = (
+        utf16([0xff, 0xfe], u16::to_le_bytes),
+        utf16([0xfe, 0xff], u16::to_be_bytes),
+    );
     let long_line = format!("# {}: 20m\n", "x".repeat(4100)).into_bytes();
     let mut huge_no_nl = b"# pause after: 20m".to_vec();
     huge_no_nl.extend(std::iter::repeat_n(b' ', 8 << 20));
     let mut elf = b"\x7fELF\x02\x01\x01\0".to_vec();
     elf.extend([0u8; 56]);
     // (stem, content, what the error must say)
-    let cases: Vec<(&str, Make, &str)> = vec![
-        ("empty", b(b""), "is empty"),
-        ("blank", b(b"\n# pause after: 20m\n"), "line 1 is blank"),
-        ("spaces", b(b"   \t \n"), "line 1 is blank"),
-        ("bom-only", b(b"\xef\xbb\xbf"), "is empty"),
-        (
-            "bom-blank",
-            b(b"\xef\xbb\xbf\r\n# x: 20m"),
-            "line 1 is blank",
-        ),
-        ("nocolon", b(b"# pause after 20m\n"), "no colon"),
-        ("colon-only", b(b":\n"), "nothing after its first colon"),
+    let files: Vec<(&str, &[u8], &str)> = vec![
+        ("empty", b"", "is empty"),
+        ("blank", b"\n# pause after: 20m\n", "line 1 is blank"),
+        ("spaces", b"   \t \n", "line 1 is blank"),
+        ("bom-only", b"\xef\xbb\xbf", "is empty"),
+        ("bom-blank", b"\xef\xbb\xbf\r\n# x: 20m", "line 1 is blank"),
+        ("nocolon", b"# pause after 20m\n", "no colon"),
+        ("colon-only", b":\n", "nothing after its first colon"),
         (
             "noduration",
-            b(b"# pause after:   \n"),
+            b"# pause after:   \n",
             "nothing after its first colon",
         ),
-        (
-            "words",
-            b(b"# pause after: twenty minutes\n"),
-            "bad duration",
-        ),
-        ("negative", b(b"# pause after: -5m\n"), "bad duration"),
-        ("unitless", b(b"# pause after: 20\n"), "bad duration"),
-        ("badunit", b(b"# pause after: 20parsecs\n"), "bad duration"),
-        ("second-colon", b(b"# a: b: 20m\n"), "bad duration"),
-        ("exponent", b(b"# pause after: 1e3s\n"), "bad duration"),
-        ("hex", b(b"# pause after: 0x10m\n"), "bad duration"),
+        ("words", b"# pause after: twenty minutes\n", "bad duration"),
+        ("negative", b"# pause after: -5m\n", "bad duration"),
+        ("unitless", b"# pause after: 20\n", "bad duration"),
+        ("badunit", b"# pause after: 20parsecs\n", "bad duration"),
+        ("second-colon", b"# a: b: 20m\n", "bad duration"),
+        ("exponent", b"# pause after: 1e3s\n", "bad duration"),
+        ("hex", b"# pause after: 0x10m\n", "bad duration"),
         (
             "fullwidth",
-            b("# pause after: \u{ff12}\u{ff10}m\n".as_bytes()),
+            "# pause after: \u{ff12}\u{ff10}m\n".as_bytes(),
             "bad duration",
         ),
-        ("zero", b(b"# pause after: 0s\n"), "is zero"),
-        ("zero-sum", b(b"# pause after: 0h 0m 0s\n"), "is zero"),
-        ("zero-ns", b(b"# pause after: 0ns\n"), "is zero"),
+        ("zero", b"# pause after: 0s\n", "is zero"),
+        ("zero-sum", b"# pause after: 0h 0m 0s\n", "is zero"),
+        ("zero-ns", b"# pause after: 0ns\n", "is zero"),
         (
             "enormous",
-            b(b"# pause after: 400days\n"),
+            b"# pause after: 400days\n",
             "longer than the maximum",
         ),
         (
             "just-over",
-            b(b"# pause after: 30days 1s\n"),
+            b"# pause after: 30days 1s\n",
             "longer than the maximum",
         ),
         (
             "overflow",
-            b(b"# pause after: 99999999999999999999999h\n"),
+            b"# pause after: 99999999999999999999999h\n",
             "bad duration",
         ),
         (
             "u64-secs",
-            b(b"# pause after: 18446744073709551615s\n"),
+            b"# pause after: 18446744073709551615s\n",
             "duration",
         ),
-        ("nul", b(b"# pause after: 2\0m\n"), "NUL"),
-        ("nul-first", b(b"\0# pause after: 20m\n"), "NUL"),
-        ("elf", Make::Bytes(elf), "binary"),
+        ("nul", b"# pause after: 2\0m\n", "NUL"),
+        ("nul-first", b"\0# pause after: 20m\n", "NUL"),
+        ("elf", &elf, "binary"),
         (
             "escape",
-            b(b"# pause \x1b[31mafter: 20m\n"),
+            b"# pause \x1b[31mafter: 20m\n",
             "control character",
         ),
-        ("del", b(b"# pause after: 20m\x7f\n"), "control character"),
+        ("del", b"# pause after: 20m\x7f\n", "control character"),
         (
             "cr-only",
-            b(b"# pause after: 20m\r# next\r"),
+            b"# pause after: 20m\r# next\r",
             "control character",
         ),
         (
             "latin1",
-            b(b"# Zeit bis zur Pause \xe4: 20m\n"),
+            b"# Zeit bis zur Pause \xe4: 20m\n",
             "invalid UTF-8",
         ),
-        ("utf16le", utf16(false), "binary"),
-        ("utf16be", utf16(true), "binary"),
-        ("long-line", Make::Bytes(long_line), "bytes long"),
-        ("huge-no-newline", Make::Bytes(huge_no_nl), "bytes long"),
+        ("utf16le", &utf16le, "binary"),
+        ("utf16be", &utf16be, "binary"),
+        ("long-line", &long_line, "bytes long"),
+        ("huge-no-newline", &huge_no_nl, "bytes long"),
+    ];
+    let others = vec![
         ("symlink-out", Make::Symlink(elsewhere.clone()), "symlink"),
         (
             "symlink-passwd",
@@ -471,6 +458,10 @@ fn reaper_reports_each_bad_conf_file_and_leaves_it_alone() {
         ("fifo", Make::Fifo, "not a regular file"),
         ("socket", Make::Socket, "cannot open conf file"),
     ];
+    let files = files
+        .into_iter()
+        .map(|(stem, content, why)| (stem, Make::Bytes(content), why));
+    let cases: Vec<(&str, Make<'_>, &str)> = files.chain(others).collect();
     let mut paths = Vec::new();
     let mut _held = Vec::new();
     for (stem, make, _) in &cases {
@@ -656,30 +647,24 @@ fn waker_notify_socket_garbage_is_logged_and_ignored() {
         ("@", None),
         ("", None),
     ] {
+        let what = format!("NOTIFY_SOCKET={value:?}");
         let listen = dir.path().join("w.sock");
         let mut w = waker_in(dir.path(), dir.path())
             .args(["garbage.fleet.test", "--exit-idle-time", "1s", "--listen"])
             .arg(&listen)
             .env("NOTIFY_SOCKET", value)
             .spawn();
-        assert!(
-            wait_until(Duration::from_secs(10), || UnixStream::connect(&listen)
-                .is_ok()),
-            "NOTIFY_SOCKET={value:?}: waker does not listen: {}",
-            w.logs()
-        );
+        let listens = wait_until(Duration::from_secs(10), || {
+            UnixStream::connect(&listen).is_ok()
+        });
+        assert!(listens, "{what}: waker does not listen: {}", w.logs());
         let status = w
             .wait_exit(Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("NOTIFY_SOCKET={value:?}: no idle exit: {}", w.logs()));
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "NOTIFY_SOCKET={value:?}: {}",
-            w.logs()
-        );
+            .unwrap_or_else(|| panic!("{what}: no idle exit: {}", w.logs()));
+        assert_eq!(status.code(), Some(0), "{what}: {}", w.logs());
         if let Some(msg) = logged {
             let err = w.stderr();
-            assert!(err.contains(msg), "NOTIFY_SOCKET={value:?}: {err}");
+            assert!(err.contains(msg), "{what}: {err}");
             assert_eq!(
                 err.matches("not notifying").count(),
                 1,
@@ -698,21 +683,16 @@ fn waker_refuses_a_passed_tcp_socket() {
     let dir = support::temp_dir("listen");
     let port = support::free_port();
     let activate = support::find_in_path("systemd-socket-activate").expect("on PATH");
-    let listen = format!("--listen=127.0.0.1:{port}");
-    let run = format!("FLEET_RUN_DIR={}", dir.path().display());
-    let state = format!("FLEET_STATE_DIR={}", dir.path().display());
-    let waker = bin("fleet-waker");
-    let args: Vec<&OsStr> = vec![
-        OsStr::new(&listen),
-        OsStr::new("-E"),
-        OsStr::new(&run),
-        OsStr::new("-E"),
-        OsStr::new(&state),
-        OsStr::new("--"),
-        waker.as_os_str(),
-        OsStr::new("tcp.fleet.test"),
-    ];
-    let mut w = support::Spawned::start(&activate, &args, &[]);
+    let mut w = Launch::new(activate)
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg("-E")
+        .arg(format!("FLEET_RUN_DIR={}", dir.path().display()))
+        .arg("-E")
+        .arg(format!("FLEET_STATE_DIR={}", dir.path().display()))
+        .arg("--")
+        .arg(bin("fleet-waker"))
+        .arg("tcp.fleet.test")
+        .spawn();
     let mut conn = None;
     assert!(
         wait_until(Duration::from_secs(10), || {

@@ -197,13 +197,8 @@ fn state_dir_not_writable() {
     let e = &run.plan()["sites"][0];
     assert_eq!(e["verdict"], "unknown", "{e}\n{}", run.stderr);
     assert_eq!(e["action"], "none", "{e}");
-    assert!(
-        e["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("not-a-dir"),
-        "names the path: {e}"
-    );
+    let err = e["error"].as_str().unwrap_or_default();
+    assert!(err.contains("not-a-dir"), "names the path: {e}");
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert_eq!(site.state(), "running");
 }

@@ -77,18 +77,9 @@ fn test_site_container_answers_fastcgi_and_cleans_up() {
         site.logs()
     );
     let lines = site.access_lines();
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("GET /hello.php?x=1 status=200")),
-        "{lines:?}"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("POST /echo.php status=200")),
-        "{lines:?}"
-    );
+    for want in ["GET /hello.php?x=1 status=200", "POST /echo.php status=200"] {
+        assert!(lines.iter().any(|l| l.contains(want)), "{want}: {lines:?}");
+    }
     assert!(
         site.logs().contains("log line 00000003"),
         "log.php output missing from docker logs"
@@ -266,13 +257,9 @@ fn socket_activation_reaches_php_fpm() {
         .arg(&fpm)
         .env("FLEET_HARNESS_MARK", "passed-through")
         .activate(&socket);
+    let exe = || std::fs::read_link(format!("/proc/{}/exe", proxy.pid())).expect("read exe");
     // Not activated yet: systemd-socket-activate itself is still waiting.
-    let exe = std::fs::read_link(format!("/proc/{}/exe", proxy.pid())).expect("read exe");
-    assert!(
-        exe.ends_with("systemd-socket-activate"),
-        "{}",
-        exe.display()
-    );
+    assert!(exe().ends_with("systemd-socket-activate"), "{:?}", exe());
 
     let resp = fastcgi::request(&socket, &FcgiRequest::get("hello.php", "via=proxyd"))
         .expect("FastCGI through the socket-activated proxy");
@@ -292,8 +279,7 @@ fn socket_activation_reaches_php_fpm() {
             .any(|v| v == format!("LISTEN_PID={}", proxy.pid())),
         "{environ}"
     );
-    let exe = std::fs::read_link(format!("/proc/{}/exe", proxy.pid())).expect("read exe");
-    assert!(exe.ends_with("systemd-socket-proxyd"), "{}", exe.display());
+    assert!(exe().ends_with("systemd-socket-proxyd"), "{:?}", exe());
 
     // A second request reuses the same activated process.
     let again = fastcgi::request(&socket, &FcgiRequest::post("echo.php", b"second"))

@@ -20,6 +20,7 @@
 //! proxy-mode file, the runtime directory translated the same way.
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::Duration;
 
 use xtask::dist::{self, DistArgs};
@@ -28,6 +29,7 @@ use xtask::readme::{README, REAPER_TIMER, SITE_SETUP, block, file};
 use crate::readme::render;
 use crate::support::assert::output_text;
 use crate::support::nsystemd::{Bind, NsSystemd};
+use crate::support::wake::open_at;
 use crate::support::{
     Nginx, TestSite, docker_ok, find_in_path, http, note, require, temp_dir, wait_until,
 };
@@ -35,17 +37,22 @@ use crate::support::{
 /// Where the test's own files (the .debs, the docker shim) appear inside.
 const SHIM: &str = "/run/fleet-test-shim";
 
-/// Runs `program args` in the namespace; panics with its output on failure.
-fn run_ok(ns: &NsSystemd, program: &str, args: &[&str]) -> String {
-    let out = ns.run(program, args);
+/// The text of `out`, the output of `what` in the namespace; panics with
+/// it and systemd's log if `what` failed.
+fn ok_text(ns: &NsSystemd, out: Output, what: &str) -> String {
     let t = output_text(&out);
     assert!(
         out.status.success(),
-        "{program} {args:?} failed ({}):\n{t}\nsystemd:\n{}",
+        "{what} failed ({}):\n{t}\nsystemd:\n{}",
         out.status,
         ns.log_text()
     );
     t
+}
+
+/// Runs `program args` in the namespace; panics with its output on failure.
+fn run_ok(ns: &NsSystemd, program: &str, args: &[&str]) -> String {
+    ok_text(ns, ns.run(program, args), &format!("{program} {args:?}"))
 }
 
 /// A README shell block, run as written (`example.com` → the test site)
@@ -63,13 +70,7 @@ fn run_readme_block(ns: &NsSystemd, name: &str, site: &str) -> String {
         )
         .output()
         .expect("run sh in the namespace");
-    let t = output_text(&out);
-    assert!(
-        out.status.success(),
-        "README block {name} failed ({}):\n{script}\n---\n{t}\nsystemd:\n{}",
-        out.status,
-        ns.log_text()
-    );
+    let t = ok_text(ns, out, &format!("README block {name}:\n{script}\n---\n"));
     note!("README block {name}:\n{script}---\n{t}");
     t
 }
@@ -240,12 +241,7 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
     let in_flight = std::thread::spawn(move || http::get(port, "/sleep.php?s=3"));
     let state = ns.path(&PathBuf::from(format!("/run/fleet/{name}.state")));
     assert!(
-        wait_until(Duration::from_secs(10), || {
-            fleet_core::state::load(&state)
-                .ok()
-                .flatten()
-                .is_some_and(|a| a.open >= 1)
-        }),
+        wait_until(Duration::from_secs(10), || open_at(&state) >= 1),
         "the slow request never reached the waker"
     );
     let out = run_ok(&ns, "dpkg", &["-i", &inside(&new_deb)]);

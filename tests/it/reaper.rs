@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::support::assert::{fpm_says_hello, says_hello};
 use crate::support::reaper::{Reaper, ReaperExt as _, Run, RunExt as _};
-use crate::support::wake::activated;
+use crate::support::wake::{activated, open_at};
 use crate::support::{self, FcgiRequest, SiteExt as _, SiteOptions, TestSite, fastcgi, require};
 
 /// A sites directory and a state directory: either shared by several test
@@ -65,14 +65,6 @@ impl List {
         }
     }
 
-    pub(crate) fn sites(&self) -> PathBuf {
-        self.sites.clone()
-    }
-
-    pub(crate) fn state(&self) -> PathBuf {
-        self.state.clone()
-    }
-
     /// This build's fleet-reaper over the list: `--run-dir <the site's>`
     /// for a list of one site's layout, otherwise `--proxy-only` (see the
     /// module notes).
@@ -93,13 +85,13 @@ impl List {
     }
 
     fn write(&self, file: &str, content: &[u8]) -> PathBuf {
-        let path = self.sites().join(file);
+        let path = self.sites.join(file);
         std::fs::write(&path, content).expect("write conf");
         path
     }
 
     pub(crate) fn state_file(&self, site: &TestSite) -> PathBuf {
-        self.state().join(format!("{}.state", site.name()))
+        self.state.join(format!("{}.state", site.name()))
     }
 
     /// Writes `site`'s state file in the waker's format, through
@@ -337,9 +329,9 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
         list.write(&format!("{stem}.fleet.test.conf"), content);
     }
     list.write("bad_name.conf", b"# pause after: 2s\n");
-    std::fs::create_dir(list.sites().join("dir.fleet.test.conf")).expect("mkdir");
+    std::fs::create_dir(list.sites.join("dir.fleet.test.conf")).expect("mkdir");
     // A link planted in the list must not make root read (and quote) another file.
-    std::os::unix::fs::symlink("/etc/passwd", list.sites().join("link.fleet.test.conf"))
+    std::os::unix::fs::symlink("/etc/passwd", list.sites.join("link.fleet.test.conf"))
         .expect("symlink");
     list.write("README", b"not a conf file, ignored\n");
     list.write("notes.conf.bak", b"ignored\n");
@@ -360,7 +352,7 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
             .unwrap_or_else(|| panic!("{file}: no error: {e}"));
         assert!(err.contains(why), "{file}: {err:?} does not say {why:?}");
         assert!(
-            err.contains(&list.sites().join(&file).display().to_string()),
+            err.contains(&list.sites.join(&file).display().to_string()),
             "{file}: {err:?} lacks the path"
         );
         assert_eq!(outcome(&e), ("error", "none"), "{e}");
@@ -594,7 +586,7 @@ fn docker_unreachable_is_69_and_bad_usage_64() {
     // 16: the timer must not fail every minute); a file where the
     // directory should be cannot be read: usage error.
     let missing = List::new();
-    std::fs::remove_dir(missing.sites()).expect("rmdir");
+    std::fs::remove_dir(&missing.sites).expect("rmdir");
     let run = reaper(&missing, &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(
@@ -602,7 +594,7 @@ fn docker_unreachable_is_69_and_bad_usage_64() {
         "{}",
         run.stderr
     );
-    std::fs::write(missing.sites(), b"not a directory").expect("file");
+    std::fs::write(&missing.sites, b"not a directory").expect("file");
     let run = reaper(&missing, &[]);
     assert_eq!(run.code, Some(64), "{}", run.stderr);
     assert!(run.stderr.contains("sites directory"), "{}", run.stderr);
@@ -658,26 +650,16 @@ fn sigterm_mid_pass_finishes_the_stop_under_way_and_exits_75() {
     assert_eq!(status.code(), Some(75), "{}", proc.logs());
     let json: Value = serde_json::from_str(&proc.stdout()).expect("plan on stdout");
     assert_eq!(json["interrupted"], true);
-    let outcomes: Vec<(String, String)> = json["sites"]
-        .as_array()
-        .expect("sites")
-        .iter()
-        .map(|e| {
-            (
-                e["site"].as_str().unwrap_or_default().to_owned(),
-                e["action"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
+    let entries = json["sites"].as_array().expect("sites");
+    let acted = |action: &str| -> Vec<&Value> {
+        entries.iter().filter(|e| outcome(e).1 == action).collect()
+    };
     // With --jobs 1 exactly one site was under way: it was stopped to the
     // end; the other was never acted on.
-    let stopped: Vec<_> = outcomes.iter().filter(|(_, a)| a == "stopped").collect();
-    let interrupted: Vec<_> = outcomes
-        .iter()
-        .filter(|(_, a)| a == "interrupted")
-        .collect();
-    assert_eq!((stopped.len(), interrupted.len()), (1, 1), "{outcomes:?}");
-    let (done, left) = if stopped[0].0 == first.name() {
+    let stopped = acted("stopped");
+    let interrupted = acted("interrupted").len();
+    assert_eq!((stopped.len(), interrupted), (1, 1), "{json}");
+    let (done, left) = if stopped[0]["site"] == first.name() {
         (&first, &second)
     } else {
         (&second, &first)
@@ -705,11 +687,8 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
         req.timeout = Duration::from_secs(30);
         fastcgi::request(&socket, &req)
     });
-    let state_file = site.state_file();
     assert!(
-        support::wait_until(Duration::from_secs(10), || {
-            matches!(fleet_core::state::load(&state_file), Ok(Some(a)) if a.open == 1)
-        }),
+        support::wait_until(Duration::from_secs(10), || open_at(&site.state_file()) == 1),
         "the waker never reported the open connection: {}",
         waker.logs()
     );

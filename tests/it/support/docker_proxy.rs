@@ -1,7 +1,4 @@
-//! A unix socket standing in for the Docker engine, in front of the real
-//! one: it forwards (optionally delaying requests), hangs, or passes a
-//! different API version in one `/_ping` answer. Used by `faults` and
-//! `fleet`.
+//! [`DockerProxy`], used by `faults`, `waker` and `fleet`.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -22,9 +19,9 @@ pub enum Mode {
     Hang = 1,
 }
 
-/// A unix socket standing in for the Docker engine: forwards to the real
-/// one (optionally delaying every request), or accepts and never answers.
-/// Counts the requests it forwarded and the `POST …/containers/<c>/start`s
+/// A unix socket standing in for the Docker engine, in front of the real
+/// one: forwards (optionally delaying every request), accepts and never
+/// answers, or passes a different API version in one `/_ping` answer. Counts the requests it forwarded and the `POST …/containers/<c>/start`s
 /// and `…/unpause`s: what a client asked, exactly, where Docker's own event
 /// log may say more (see [`DockerProxy::unpauses`]).
 pub struct DockerProxy {
@@ -150,22 +147,16 @@ const METHODS: &[&[u8]] = &[b"GET ", b"POST ", b"HEAD ", b"DELETE ", b"PUT "];
 
 /// Copies client → engine (delaying each request head by `delay`) and
 /// engine → client until either side closes.
-fn forward(mut client: UnixStream, delay: Duration, shared: &Arc<Shared>) {
-    let Ok(mut engine) = UnixStream::connect(REAL_DOCKER) else {
+fn forward(client: UnixStream, delay: Duration, shared: &Arc<Shared>) {
+    let Ok(engine) = UnixStream::connect(REAL_DOCKER) else {
         return;
     };
-    let (Ok(mut client_r), Ok(mut engine_w)) = (client.try_clone(), engine.try_clone()) else {
+    let (Ok(client_r), Ok(engine_w)) = (client.try_clone(), engine.try_clone()) else {
         return;
     };
     let back_shared = shared.clone();
     let back = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match engine.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            let chunk = &mut buf[..n];
+        pump(engine, client, |chunk| {
             let key = b"Api-Version: ";
             if let Some(i) = chunk
                 .windows(key.len())
@@ -175,19 +166,9 @@ fn forward(mut client: UnixStream, delay: Duration, shared: &Arc<Shared>) {
             {
                 chunk[i + key.len()..i + key.len() + 4].copy_from_slice(b"1.11");
             }
-            if client.write_all(chunk).is_err() {
-                break;
-            }
-        }
-        let _ = client.shutdown(std::net::Shutdown::Both);
+        })
     });
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match client_r.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let chunk = &buf[..n];
+    pump(client_r, engine_w, |chunk| {
         if METHODS.iter().any(|m| chunk.starts_with(m)) {
             shared.requests.fetch_add(1, Ordering::SeqCst);
             let line = chunk.split(|&b| b == b'\r').next().unwrap_or_default();
@@ -205,10 +186,19 @@ fn forward(mut client: UnixStream, delay: Duration, shared: &Arc<Shared>) {
                 std::thread::sleep(delay);
             }
         }
-        if engine_w.write_all(chunk).is_err() {
+    });
+    let _ = back.join();
+}
+
+/// Copies `from` to `to` until either side closes, `inspect` seeing (and
+/// maybe changing) each chunk first; then shuts `to` down.
+fn pump(mut from: UnixStream, mut to: UnixStream, mut inspect: impl FnMut(&mut [u8])) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buf) {
+        inspect(&mut buf[..n]);
+        if to.write_all(&buf[..n]).is_err() {
             break;
         }
     }
-    let _ = engine_w.shutdown(std::net::Shutdown::Both);
-    let _ = back.join();
+    let _ = to.shutdown(std::net::Shutdown::Both);
 }

@@ -19,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{TestSite, bin};
 
@@ -64,7 +64,6 @@ struct ChildPlan {
     tmpfs: Vec<(CString, CString)>,
     dirs: Vec<CString>,
     binds: Vec<BindPlan>,
-    unit_dir: Vec<CString>,
     unit_path: CString,
 }
 
@@ -117,17 +116,13 @@ pub fn overlay_options(dir: &Path, scratch: &Path) -> String {
 }
 
 impl NsSystemd {
-    /// Boots systemd with `binds` in place. Panics (with systemd's log) if it
-    /// does not reach a running state within 30 s.
-    pub fn boot(binds: &[Bind]) -> NsSystemd {
-        Self::boot_private(binds, &[])
-    }
-
-    /// Like [`NsSystemd::boot`], and every directory of `private` (e.g.
-    /// `/usr`, `/etc`, `/var/lib`) is covered inside the namespace by an
+    /// Boots systemd with `binds` in place, and every directory of `private`
+    /// (e.g. `/usr`, `/etc`, `/var/lib`) covered inside the namespace by an
     /// overlayfs whose upper layer is a host temp dir: what is written there
     /// (a `dpkg -i`, `systemctl enable` links) stays in the namespace and is
     /// gone with it, while the host's directories are read as they are.
+    /// Panics (with systemd's log) if it does not reach a running state
+    /// within 30 s.
     pub fn boot_private(binds: &[Bind], private: &[&Path]) -> NsSystemd {
         let log_dir = tempfile::Builder::new()
             .prefix("fleet-nsd-")
@@ -141,6 +136,7 @@ impl NsSystemd {
             let options = overlay_options(dir, &scratch.join(i.to_string()));
             overlays.push((cstr(dir), CString::new(options).expect("no NUL")));
         }
+        let unit_path = Path::new("/run/systemd/system").join(TARGET);
         let mut plan = ChildPlan {
             overlays,
             tmpfs: vec![
@@ -150,12 +146,9 @@ impl NsSystemd {
             ],
             dirs: Vec::new(),
             binds: Vec::new(),
-            unit_dir: vec![
-                cstr(Path::new("/run/systemd")),
-                cstr(Path::new("/run/systemd/system")),
-            ],
-            unit_path: cstr(&Path::new("/run/systemd/system").join(TARGET)),
+            unit_path: cstr(&unit_path),
         };
+        ancestors_to_make(&unit_path, &mut plan.dirs);
         for (i, b) in binds.iter().enumerate() {
             // The child opens each host path (O_PATH) after entering its
             // mount namespace but before the tmpfs mounts hide it, parks the
@@ -212,21 +205,17 @@ impl NsSystemd {
 
         // systemd is unshare's only child.
         let children = format!("/proc/{}/task/{}/children", unshare.id(), unshare.id());
-        let start = Instant::now();
-        let pid = loop {
-            if let Some(pid) = std::fs::read_to_string(&children)
+        let mut pid = None;
+        super::wait_until(Duration::from_secs(10), || {
+            pid = std::fs::read_to_string(&children)
                 .ok()
-                .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
-            {
-                break pid;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "systemd did not start; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        };
+                .and_then(|s| s.split_whitespace().next()?.parse().ok());
+            pid.is_some()
+        });
+        let pid = pid.unwrap_or_else(|| {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("systemd did not start; log:\n{log}")
+        });
         let ns = NsSystemd {
             unshare,
             pid,
@@ -291,7 +280,7 @@ impl NsSystemd {
 
     /// `systemd-analyze security`'s overall exposure level of `unit`, noted,
     /// and asserted at most `max` (the issues' target is 2.5).
-    pub fn assert_exposure(&self, unit: &str, max: f64) -> f64 {
+    pub fn assert_exposure(&self, unit: &str, max: f64) {
         let out = self.run("systemd-analyze", &["security", "--no-pager", unit]);
         let security = String::from_utf8_lossy(&out.stdout).into_owned();
         let exposure: f64 = security
@@ -305,7 +294,6 @@ impl NsSystemd {
             "systemd-analyze security {unit}: exposure {exposure}"
         ));
         assert!(exposure <= max, "exposure {exposure} > {max}:\n{security}");
-        exposure
     }
 
     /// `systemctl args` inside the namespaces.
@@ -316,12 +304,8 @@ impl NsSystemd {
     /// `systemctl args`, panicking with its output and systemd's log if it fails.
     pub fn systemctl_ok(&self, args: &[&str]) -> String {
         let out = self.systemctl(args);
-        assert!(
-            out.status.success(),
-            "systemctl {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let text = super::assert::output_text(&out);
+        assert!(out.status.success(), "systemctl {args:?} failed: {text}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -441,9 +425,6 @@ fn child_setup(plan: &ChildPlan) -> std::io::Result<()> {
             ))?;
             libc::close(b.fd);
         }
-        for d in &plan.unit_dir {
-            mkdir(d)?;
-        }
         let fd = libc::open(
             plan.unit_path.as_ptr(),
             libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC | libc::O_CLOEXEC,
@@ -480,17 +461,20 @@ pub fn unit_text(name: &str) -> String {
 pub fn boot_for(site: &TestSite) -> NsSystemd {
     let layout = site.layout();
     let bin_dir = bin("fleet-waker").parent().expect("bin dir").to_owned();
-    let ns = NsSystemd::boot(&[
-        Bind::new("/run/docker.sock", "/run/docker.sock"),
-        Bind::new(&layout.run_dir, "/run/docker-apps"),
-        Bind::new(&layout.state_dir, "/run/fleet"),
-        Bind::new(&layout.sites_dir, "/run/fleet-sites"),
-        // The binaries stay where they are for commands run with nsenter,
-        // even when the checkout is under /tmp (hidden by the namespace's
-        // tmpfs otherwise), and appear at NS_BIN_DIR for the units.
-        Bind::new(&bin_dir, &bin_dir),
-        Bind::new(&bin_dir, NS_BIN_DIR),
-    ]);
+    let ns = NsSystemd::boot_private(
+        &[
+            Bind::new("/run/docker.sock", "/run/docker.sock"),
+            Bind::new(&layout.run_dir, "/run/docker-apps"),
+            Bind::new(&layout.state_dir, "/run/fleet"),
+            Bind::new(&layout.sites_dir, "/run/fleet-sites"),
+            // The binaries stay where they are for commands run with nsenter,
+            // even when the checkout is under /tmp (hidden by the namespace's
+            // tmpfs otherwise), and appear at NS_BIN_DIR for the units.
+            Bind::new(&bin_dir, &bin_dir),
+            Bind::new(&bin_dir, NS_BIN_DIR),
+        ],
+        &[],
+    );
     for unit in ["fleet-waker@.socket", "fleet-waker@.service"] {
         ns.write_unit(unit, &unit_text(unit));
     }

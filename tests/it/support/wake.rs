@@ -52,39 +52,6 @@ pub fn stopped_site(options: SiteOptions) -> TestSite {
     site
 }
 
-/// Holds `k` connections at the waker, each sending a request; returns how
-/// long each took to be closed (EOF or error, no answer).
-pub fn held_connections_closed(socket: &Path, k: usize) -> Vec<Duration> {
-    let threads: Vec<_> = (0..k)
-        .map(|_| {
-            let s = socket.to_path_buf();
-            std::thread::spawn(move || {
-                let t = Instant::now();
-                let mut c = UnixStream::connect(&s).expect("connect to the waker");
-                c.set_read_timeout(Some(Duration::from_secs(30)))
-                    .expect("timeout");
-                let _ = c.write_all(&fastcgi::encode_request(&FcgiRequest::get("hello.php", "")));
-                let mut buf = Vec::new();
-                let r = c.read_to_end(&mut buf);
-                assert!(
-                    buf.is_empty() || is_retry_later(&buf),
-                    "a failed wake must not answer, except the waker's own 503 while it backs off ({} bytes: {:?})",
-                    buf.len(),
-                    String::from_utf8_lossy(&buf)
-                );
-                if let Err(e) = r {
-                    assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "held 30 s");
-                }
-                t.elapsed()
-            })
-        })
-        .collect();
-    threads
-        .into_iter()
-        .map(|t| t.join().expect("thread"))
-        .collect()
-}
-
 /// The waker under real socket activation on the site's vhost-waker.sock.
 pub fn activated(site: &TestSite, extra: &[&str]) -> SocketActivated {
     Launch::new(bin("fleet-waker"))
@@ -172,15 +139,44 @@ pub fn concurrent_hellos(socket: &Path, n: usize) -> Vec<std::io::Result<FcgiRes
         .collect()
 }
 
-/// [`held_connections_closed`] with `k` connections at the site's waker
-/// `w`: each closed within `limit`, and the waker still up.
+/// Holds `k` connections at the site's waker `w`, each sending a request,
+/// and returns how long each took to be closed (EOF or error, no answer):
+/// each within `limit`, and the waker still up.
 pub fn held_closed_within(
     site: &TestSite,
     w: &mut Spawned,
     k: usize,
     limit: Duration,
 ) -> Vec<Duration> {
-    let times = held_connections_closed(&site.waker_socket(), k);
+    let socket = site.waker_socket();
+    let threads: Vec<_> = (0..k)
+        .map(|_| {
+            let s = socket.to_path_buf();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let mut c = UnixStream::connect(&s).expect("connect to the waker");
+                c.set_read_timeout(Some(Duration::from_secs(30)))
+                    .expect("timeout");
+                let _ = c.write_all(&fastcgi::encode_request(&FcgiRequest::get("hello.php", "")));
+                let mut buf = Vec::new();
+                let r = c.read_to_end(&mut buf);
+                assert!(
+                    buf.is_empty() || is_retry_later(&buf),
+                    "a failed wake must not answer, except the waker's own 503 while it backs off ({} bytes: {:?})",
+                    buf.len(),
+                    String::from_utf8_lossy(&buf)
+                );
+                if let Err(e) = r {
+                    assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "held 30 s");
+                }
+                t.elapsed()
+            })
+        })
+        .collect();
+    let times: Vec<Duration> = threads
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect();
     for t in &times {
         assert!(
             *t <= limit,
