@@ -14,11 +14,10 @@ use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
 use crate::support::wake::{
-    concurrent_hellos, held_closed_within, listening, open_at, sleep_request, stopped_site,
+    assert_one_start, concurrent_hellos, held_closed_within, listening, open_at, sleep_request,
+    stopped_site,
 };
-use crate::support::{
-    self, SiteOptions, Spawned, TestSite, count_docker_events, require, wait_until,
-};
+use crate::support::{self, SiteOptions, Spawned, TestSite, require, wait_until};
 
 /// The waker binding the site's socket itself, with extra args and env.
 fn waker(site: &TestSite, extra: &[&str], env: &[(&str, String)]) -> Spawned {
@@ -30,11 +29,8 @@ fn waker(site: &TestSite, extra: &[&str], env: &[(&str, String)]) -> Spawned {
     listening(site.name(), &site.waker_socket(), extra, env.collect())
 }
 
-/// Five connections held while Docker does not answer: each is closed by
-/// the 2 s start timeout, within 3 s, and the waker stays up.
-fn closed_by_the_start_timeout(site: &TestSite, w: &mut Spawned) -> Vec<Duration> {
-    held_closed_within(site, w, 5, Duration::from_secs(3))
-}
+/// Closes in time: the 2 s start timeout, plus 1 s.
+const LIMIT: Duration = Duration::from_secs(3);
 
 /// Open descriptors of a process.
 fn fd_count(pid: u32) -> usize {
@@ -57,7 +53,7 @@ fn docker_dead_then_back() {
     let sock = site.temp_dir().join("docker.sock");
     let host = format!("unix://{}", sock.display());
     let mut w = waker(&site, &["--start-timeout", "2s"], &[("DOCKER_HOST", host)]);
-    let times = closed_by_the_start_timeout(&site, &mut w);
+    let times = held_closed_within(&site, &mut w, 5, LIMIT);
     let logs = w.logs();
     assert!(
         logs.contains(&sock.display().to_string()),
@@ -80,7 +76,7 @@ fn docker_hangs_then_answers() {
     let proxy = DockerProxy::start(&sock, Mode::Hang, Duration::ZERO);
     let host = format!("unix://{}", sock.display());
     let mut w = waker(&site, &["--start-timeout", "2s"], &[("DOCKER_HOST", host)]);
-    let times = closed_by_the_start_timeout(&site, &mut w);
+    let times = held_closed_within(&site, &mut w, 5, LIMIT);
     assert!(
         proxy.held() >= 1,
         "the waker never asked the hanging engine"
@@ -126,10 +122,7 @@ fn docker_slow_wake_succeeds_without_duplicate_starts() {
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
     assert_eq!(proxy.starts(), 1, "{}", w.logs());
-    assert_eq!(
-        count_docker_events(site.container(), "start", t0, SystemTime::now()),
-        1
-    );
+    assert_one_start(&site, t0, &w.logs());
     support::note!(
         "slow Docker (2 s per request): {n} answers in {elapsed:?}, {} API requests, 1 start",
         proxy.requests()
@@ -156,10 +149,7 @@ fn container_killed_mid_request() {
     assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
     let t0 = SystemTime::now();
     says_hello(&site, "next request wakes", String::new);
-    assert_eq!(
-        count_docker_events(site.container(), "start", t0, SystemTime::now()),
-        1
-    );
+    assert_one_start(&site, t0, &w.logs());
     let seen = first.map(|r| r.status).map_err(|e| e.to_string());
     support::note!("killed mid-request: that client saw {seen:?}; next request 200");
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::wake::{
-    activated, concurrent_hellos, held_closed_within, hello, hello_after_backoff, listening_site,
-    open_at, sleep_request, stopped_site,
+    activated, assert_one_start, concurrent_hellos, held_closed_within, hello, hello_after_backoff,
+    listening_site, open_at, sleep_request, stopped_site,
 };
 use crate::support::{
     self, FcgiRequest, Launch, Nginx, SiteOptions, TestSite, bin, count_docker_events, fastcgi,
@@ -112,14 +112,8 @@ fn two_hundred_concurrent_one_start() {
         ok += 1;
     }
     let elapsed = started.elapsed();
-    let t1 = SystemTime::now();
     assert_eq!(ok, n);
-    assert_eq!(
-        count_docker_events(site.container(), "start", t0, t1),
-        1,
-        "exactly one start; waker logs:\n{}",
-        w.logs()
-    );
+    assert_one_start(&site, t0, &w.logs());
     support::note!("{n} concurrent answers from a stopped container in {elapsed:?}");
 }
 
@@ -142,10 +136,7 @@ fn stale_socket_is_never_ready() {
     let r = hello(&site.waker_socket()).expect("request through the waker");
     assert_eq!(r.status, 200, "{}", w.logs());
     assert_eq!(r.text(), site.hello_line());
-    assert_eq!(
-        count_docker_events(site.container(), "start", t0, SystemTime::now()),
-        1
-    );
+    assert_one_start(&site, t0, &w.logs());
     assert!(
         w.logs().contains("php-fpm accepts"),
         "the wake must have waited for php-fpm: {}",

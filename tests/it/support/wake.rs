@@ -5,11 +5,11 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{
     FcgiRequest, FcgiResponse, Launch, SiteOptions, SocketActivated, Spawned, TestSite, bin,
-    fastcgi, wait_until,
+    count_docker_events, fastcgi, wait_until,
 };
 
 /// fleet-waker for site `name` binding `listen` itself (`--listen`), with
@@ -50,6 +50,12 @@ pub fn stopped_site(options: SiteOptions) -> TestSite {
     site.stop();
     assert_eq!(site.state(), "exited");
     site
+}
+
+/// Docker logged exactly one start of `site`'s container since `t0`.
+pub fn assert_one_start(site: &TestSite, t0: SystemTime, logs: &str) {
+    let n = count_docker_events(site.container(), "start", t0, SystemTime::now());
+    assert_eq!(n, 1, "starts since t0; waker logs:\n{logs}");
 }
 
 /// The waker under real socket activation on the site's vhost-waker.sock.
