@@ -131,12 +131,6 @@ fn fleet_processes(ns: &NsSystemd) -> Vec<String> {
         .collect()
 }
 
-fn show(ns: &NsSystemd, unit: &str, prop: &str) -> String {
-    ns.systemctl_ok(&["show", "-p", prop, "--value", unit])
-        .trim()
-        .to_string()
-}
-
 /// Everything under `/etc/systemd/system` (inside) whose name mentions fleet.
 fn fleet_links(ns: &NsSystemd) -> Vec<String> {
     run_ok(ns, "find", &["/etc/systemd/system", "-name", "*fleet*"])
@@ -217,8 +211,8 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
     );
     let socket_unit = format!("fleet-waker@{name}.socket");
     let service = format!("fleet-waker@{name}.service");
-    assert_eq!(show(&ns, &socket_unit, "ActiveState"), "active");
-    assert_eq!(show(&ns, "fleet-reaper.timer", "ActiveState"), "active");
+    assert_eq!(ns.show(&socket_unit, "ActiveState"), "active");
+    assert_eq!(ns.show("fleet-reaper.timer", "ActiveState"), "active");
 
     // 3. nginx (on the host) with the README's proxy-mode file: PHP answers
     // from the docroot the README's docker create mounted.
@@ -234,8 +228,8 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
         nginx.error_log(),
         ns.log_text()
     );
-    assert_eq!(show(&ns, &service, "ActiveState"), "active");
-    let old_pid = show(&ns, &service, "MainPID");
+    assert_eq!(ns.show(&service, "ActiveState"), "active");
+    let old_pid = ns.show(&service, "MainPID");
 
     // 4. Upgrade with the site awake and a request in flight.
     let in_flight = std::thread::spawn(move || http::get(port, "/sleep.php?s=3"));
@@ -257,7 +251,7 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
     );
     let version = run_ok(&ns, "dpkg-query", &["-W", "-f=${Version}", "fleet"]);
     assert_eq!(version.trim(), new_version);
-    let new_pid = show(&ns, &service, "MainPID");
+    let new_pid = ns.show(&service, "MainPID");
     assert_ne!(new_pid, old_pid, "the waker was restarted");
     assert_ne!(new_pid, "0", "the new waker runs");
     let exe = run_ok(&ns, "readlink", &[&format!("/proc/{new_pid}/exe")]);
@@ -282,7 +276,7 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
     );
     assert_eq!(fleet_processes(&ns), Vec::<String>::new());
     for unit in [&socket_unit, &service, "fleet-reaper.timer"] {
-        assert_eq!(show(&ns, unit, "ActiveState"), "inactive", "{unit}");
+        assert_eq!(ns.show(unit, "ActiveState"), "inactive", "{unit}");
     }
     assert!(
         !site.waker_socket().exists(),

@@ -3,14 +3,13 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::wake::{
-    activated, assert_one_start, concurrent_hellos, held_closed_within, hello, hello_after_backoff,
-    listening_site, open_at, sleep_request, stopped_site,
+    activated, activity, assert_one_start, concurrent_hellos, held_closed_within, hello,
+    hello_after_backoff, listening_site, open_at, sleep_request, stopped_site,
 };
 use crate::support::{
     self, FcgiRequest, Launch, Nginx, SiteOptions, TestSite, bin, count_docker_events, fastcgi,
@@ -84,10 +83,7 @@ fn nginx_socket_activated_stopped_paused_running() {
     // the reaper's metrics).
     assert!(
         wait_until(Duration::from_secs(2), || {
-            fleet_core::state::load(&site.state_file())
-                .ok()
-                .flatten()
-                .is_some_and(|a| a.wakes == 2 && a.last_wake_ms.is_some())
+            activity(&site.state_file()).is_some_and(|a| a.wakes == 2 && a.last_wake_ms.is_some())
         }),
         "{:?}",
         fleet_core::state::load(&site.state_file())
@@ -270,12 +266,6 @@ fn half_closing_client_gets_full_response() {
     assert!(*cgi.body == want[..], "big.php body differs");
 }
 
-fn load_state(path: &Path) -> fleet_core::state::Activity {
-    fleet_core::state::load(path)
-        .expect("state file readable")
-        .expect("state file exists")
-}
-
 /// Must show 6: the state file during and after connections; a symlink
 /// planted at its path is refused (and proxying goes on).
 #[test]
@@ -292,7 +282,7 @@ fn state_file_during_after_and_symlink() {
         fleet_core::state::load(&state),
         w.logs()
     );
-    let during = load_state(&state);
+    let during = activity(&state).expect("a readable state file");
     assert_eq!(during.pid, Some(w.pid()));
     assert!(during.last_start.expect("last_start") >= before - Duration::from_millis(5));
     let r = slow.join().expect("thread").expect("sleep.php");
@@ -302,7 +292,7 @@ fn state_file_during_after_and_symlink() {
         wait_until(Duration::from_secs(2), || open_at(&state) == 0),
         "open=0 after"
     );
-    let after = load_state(&state);
+    let after = activity(&state).expect("a readable state file");
     let end = after.last_end.expect("last_end");
     // The end is the request's (the waker may note it a little after the
     // client has its last byte; the margin is for a loaded machine, far

@@ -309,6 +309,12 @@ impl NsSystemd {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Property `prop` of `unit` (`systemctl show -p <prop> --value`).
+    pub fn show(&self, unit: &str, prop: &str) -> String {
+        let value = self.systemctl_ok(&["show", "-p", prop, "--value", unit]);
+        value.trim().to_string()
+    }
+
     /// A path inside the namespace's mount view, reachable from the host
     /// through `/proc/<pid>/root`.
     pub fn path(&self, inside: &Path) -> PathBuf {

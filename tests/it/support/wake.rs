@@ -111,13 +111,15 @@ pub fn listening_quiet(site: &TestSite, extra: &[&str], env: &[(&str, String)]) 
     w
 }
 
+/// The waker's state file at `path`, if there is a readable one.
+pub fn activity(path: &Path) -> Option<fleet_core::state::Activity> {
+    fleet_core::state::load(path).ok().flatten()
+}
+
 /// The open connection count in the waker's state file at `path` (0 while
 /// there is none).
 pub fn open_at(path: &Path) -> u64 {
-    fleet_core::state::load(path)
-        .ok()
-        .flatten()
-        .map_or(0, |a| a.open)
+    activity(path).map_or(0, |a| a.open)
 }
 
 /// `sleep.php?s=<secs>` through `socket`, on a thread of its own.
