@@ -14,8 +14,8 @@ use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
 use crate::support::wake::{
-    assert_one_start, concurrent_hellos, held_closed_within, listening, open_at, sleep_request,
-    stopped_site,
+    assert_one_start, assert_state_file_failure_logged_once, concurrent_hellos, held_closed_within,
+    listening, open_at, sleep_request, stopped_site,
 };
 use crate::support::{self, SiteOptions, Spawned, TestSite, require, wait_until};
 
@@ -170,12 +170,7 @@ fn state_dir_not_writable() {
         says_hello(&site, "proxying goes on", String::new);
     }
     assert!(w.try_status().is_none());
-    let logs = w.logs();
-    assert_eq!(
-        logs.matches("cannot write the activity state file").count(),
-        1,
-        "logged once, not per connection:\n{logs}"
-    );
+    assert_state_file_failure_logged_once(&w);
     drop(w);
     // The reaper: timeout 1s, the container quiet for longer.
     site.write_conf("1s");

@@ -149,13 +149,12 @@ fn slow_to_stop() -> TestSite {
 
 /// An entry's verdict and action.
 fn outcome(e: &Value) -> (&str, &str) {
-    let field = |k: &str| e[k].as_str().unwrap_or_default();
-    (field("verdict"), field("action"))
+    (field(e, "verdict"), field(e, "action"))
 }
 
-/// An entry's error ("" for none).
-fn error(e: &Value) -> &str {
-    e["error"].as_str().unwrap_or_default()
+/// An entry's text field `key` ("" for none).
+fn field<'a>(e: &'a Value, key: &str) -> &'a str {
+    e[key].as_str().unwrap_or_default()
 }
 
 /// `docker inspect` state, start and finish times: what must not change in a dry run.
@@ -198,13 +197,7 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     assert_eq!(e["log_frames_read"], 0, "{e}");
     let e = run.site(recent.name());
     assert_eq!(outcome(&e), ("active-logs", "none"), "{e}");
-    assert!(
-        e["reason"]
-            .as_str()
-            .expect("reason")
-            .contains("logged output"),
-        "{e}"
-    );
+    assert!(field(&e, "reason").contains("logged output"), "{e}");
     assert_eq!(idle.state(), "exited");
     assert_eq!(recent.state(), "running");
     assert_eq!(unlisted.state(), "running");
@@ -272,13 +265,10 @@ fn waker_state_decides_busy_active_and_unknown() {
     assert_eq!(e["verdict"], "active-waker", "{e}");
     let e = run.site(unknown.name());
     assert_eq!(e["verdict"], "unknown", "{e}");
-    assert!(error(&e).contains("symlink"), "{e}");
+    assert!(field(&e, "error").contains("symlink"), "{e}");
     let e = run.site(stale.name());
     assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
-    assert!(
-        e["reason"].as_str().expect("reason").contains("gone"),
-        "{e}"
-    );
+    assert!(field(&e, "reason").contains("gone"), "{e}");
     assert_eq!(busy.state(), "running");
     assert_eq!(active.state(), "running");
     assert_eq!(unknown.state(), "running");
@@ -360,15 +350,18 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
         assert!(run.stderr.contains(&file), "stderr does not name {file}");
     }
     let e = run.site("bad_name.conf");
-    assert!(error(&e).contains("does not name a valid site"), "{e}");
+    assert!(
+        field(&e, "error").contains("does not name a valid site"),
+        "{e}"
+    );
     let e = run.site("link.fleet.test");
-    assert!(error(&e).contains("symlink"), "{e}");
+    assert!(field(&e, "error").contains("symlink"), "{e}");
     assert!(
         !run.stdout.contains("root:") && !run.stderr.contains("root:"),
         "/etc/passwd was read"
     );
     let e = run.site("dir.fleet.test");
-    assert!(error(&e).contains("not a regular file"), "{e}");
+    assert!(field(&e, "error").contains("not a regular file"), "{e}");
     // The one good site was still handled.
     let e = run.site(good.name());
     assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::wake::{
-    activated, activity, assert_one_start, concurrent_hellos, held_closed_within, hello,
-    hello_after_backoff, listening_site, open_at, sleep_request, stopped_site,
+    activated, activity, assert_one_start, assert_state_file_failure_logged_once,
+    concurrent_hellos, held_closed_within, hello, hello_after_backoff, listening_site, open_at,
+    sleep_request, stopped_site,
 };
 use crate::support::{
     self, FcgiRequest, Launch, Nginx, SiteOptions, TestSite, bin, count_docker_events, fastcgi,
@@ -318,12 +319,7 @@ fn state_file_during_after_and_symlink() {
             .file_type()
             .is_symlink()
     );
-    let logs = w.logs();
-    assert_eq!(
-        logs.matches("cannot write the activity state file").count(),
-        1,
-        "logged once, not per connection:\n{logs}"
-    );
+    assert_state_file_failure_logged_once(&w);
 }
 
 /// Must show 7: `--exit-idle-time 1s` exits 0 after a second with no

@@ -58,6 +58,14 @@ pub fn assert_one_start(site: &TestSite, t0: SystemTime, logs: &str) {
     assert_eq!(n, 1, "starts since t0; waker logs:\n{logs}");
 }
 
+/// The waker `w` logged that it cannot write its state file once, not per
+/// connection.
+pub fn assert_state_file_failure_logged_once(w: &Spawned) {
+    let logs = w.logs();
+    let n = logs.matches("cannot write the activity state file").count();
+    assert_eq!(n, 1, "logged once, not per connection:\n{logs}");
+}
+
 /// The waker under real socket activation on the site's vhost-waker.sock.
 pub fn activated(site: &TestSite, extra: &[&str]) -> SocketActivated {
     Launch::new(bin("fleet-waker"))
