@@ -148,10 +148,8 @@ fn assert_names(err: &str, name: &str) {
     if name.is_empty() {
         assert!(err.contains("site name is empty"), "{name:?}: {err}");
     } else {
-        assert!(
-            err.contains(&format!("{name:?}")),
-            "{name:?} not quoted: {err}"
-        );
+        let quoted = format!("{name:?}");
+        assert!(err.contains(&quoted), "{quoted} not quoted: {err}");
     }
     assert!(err.contains("rule"), "{name:?}: no rule in {err}");
 }

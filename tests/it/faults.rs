@@ -14,8 +14,8 @@ use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
 use crate::support::wake::{
-    assert_one_start, assert_state_file_failure_logged_once, concurrent_hellos, held_closed_within,
-    listening, open_at, sleep_request, stopped_site,
+    assert_one_start, assert_state_file_failure_logged_once, concurrent_hellos, container_pids,
+    held_closed_within, listening, open_at, sleep_request, stopped_site,
 };
 use crate::support::{self, SiteOptions, Spawned, TestSite, require, wait_until};
 
@@ -222,16 +222,6 @@ fn sigterm_with_fifty_open_connections() {
     assert_eq!(ok, n);
     assert!(took < Duration::from_secs(10), "{took:?}");
     support::note!("SIGTERM with {n} open: all answered, exit 0 after {took:?}");
-}
-
-/// Host pids of the container's processes whose command line contains `needle`.
-fn container_pids(site: &TestSite, needle: &str) -> Vec<i32> {
-    let out = support::docker_ok(&["top", site.container(), "-o", "pid,args"]);
-    out.lines()
-        .skip(1)
-        .filter(|l| l.contains(needle))
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect()
 }
 
 /// Starts four `sleep.php?s=5` requests through the waker, waits until

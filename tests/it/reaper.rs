@@ -15,14 +15,13 @@
 //! signal and the drain under load are `sleep.rs`'s.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
 use crate::support::assert::{fpm_says_hello, says_hello};
 use crate::support::reaper::{Reaper, ReaperExt as _, Run, RunExt as _};
-use crate::support::wake::{activated, open_at};
+use crate::support::wake::{activated, dead_pid, open_at};
 use crate::support::{self, FcgiRequest, SiteExt as _, SiteOptions, TestSite, fastcgi, require};
 
 /// A sites directory and a state directory: either shared by several test
@@ -252,10 +251,7 @@ fn waker_state_decides_busy_active_and_unknown() {
     std::fs::write(&target, "open=0\n").expect("write");
     std::os::unix::fs::symlink(&target, list.state_file(&unknown)).expect("symlink");
     // A state file of a waker that is gone: its open count is stale.
-    let mut gone = Command::new("true").spawn().expect("spawn true");
-    let gone_pid = gone.id();
-    gone.wait().expect("wait true");
-    list.store_state(&stale, gone_pid, 3, ago(3_600_000), None);
+    list.store_state(&stale, dead_pid(), 3, ago(3_600_000), None);
 
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(1), "unknown state is a site error");

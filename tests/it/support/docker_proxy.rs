@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,12 +11,11 @@ const REAL_DOCKER: &str = "/var/run/docker.sock";
 
 /// How the proxy treats new connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
 pub enum Mode {
     /// Forward to the real engine, each request delayed by `delay`.
-    Forward = 0,
+    Forward,
     /// Accept and never answer (the connection is held open).
-    Hang = 1,
+    Hang,
 }
 
 /// A unix socket standing in for the Docker engine, in front of the real
@@ -33,7 +32,7 @@ pub struct DockerProxy {
 /// What the accept loop, the forwarding threads and the test share.
 #[derive(Default)]
 struct Shared {
-    mode: AtomicU8,
+    hang: AtomicBool,
     stop: AtomicBool,
     requests: AtomicUsize,
     starts: AtomicUsize,
@@ -46,7 +45,7 @@ impl DockerProxy {
     pub fn start(path: &Path, mode: Mode, delay: Duration) -> DockerProxy {
         let listener = UnixListener::bind(path).expect("bind proxy socket");
         let shared = Arc::new(Shared {
-            mode: AtomicU8::new(mode as u8),
+            hang: AtomicBool::new(mode == Mode::Hang),
             ..Shared::default()
         });
         let thread = {
@@ -57,7 +56,7 @@ impl DockerProxy {
                         return;
                     }
                     let Ok(conn) = conn else { continue };
-                    if shared.mode.load(Ordering::SeqCst) == Mode::Hang as u8 {
+                    if shared.hang.load(Ordering::SeqCst) {
                         shared.held.lock().expect("lock").push(conn);
                         continue;
                     }
@@ -86,7 +85,7 @@ impl DockerProxy {
     }
 
     pub fn set_mode(&self, mode: Mode) {
-        self.shared.mode.store(mode as u8, Ordering::SeqCst);
+        self.shared.hang.store(mode == Mode::Hang, Ordering::SeqCst);
     }
 
     pub fn starts(&self) -> usize {

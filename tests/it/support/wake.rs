@@ -66,6 +66,26 @@ pub fn assert_state_file_failure_logged_once(w: &Spawned) {
     assert_eq!(n, 1, "logged once, not per connection:\n{logs}");
 }
 
+/// A pid that surely is gone (a waker's, a test process's): a child we ran
+/// and reaped.
+pub fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    child.wait().expect("wait true");
+    child.id()
+}
+
+/// Host pids of the container's processes whose command line contains `needle`.
+pub fn container_pids(site: &TestSite, needle: &str) -> Vec<i32> {
+    let out = super::docker_ok(&["top", site.container(), "-o", "pid,args"]);
+    out.lines()
+        .skip(1)
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
 /// The waker under real socket activation on the site's vhost-waker.sock.
 pub fn activated(site: &TestSite, extra: &[&str]) -> SocketActivated {
     Launch::new(bin("fleet-waker"))
