@@ -125,6 +125,9 @@ pub(crate) fn reaper(list: &List, args: &[&str]) -> Run {
     list.reaper().args(args).pass()
 }
 
+/// Longer than the 2 s idle timeout most tests here list their sites with.
+const PAST_TIMEOUT: Duration = Duration::from_millis(2500);
+
 /// Lets `d` pass: the reaper's decisions are about time since the last
 /// activity, so elapsed time is the very condition waited for.
 fn let_time_pass(d: Duration) {
@@ -182,10 +185,7 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     let pause_list = List::of(&to_pause);
     pause_list.add(&to_pause, "2s");
     // Not in any list: idle too, but the reaper must never touch it.
-    started_quiet(
-        &[&idle, &recent, &to_pause, &unlisted],
-        Duration::from_millis(2500),
-    );
+    started_quiet(&[&idle, &recent, &to_pause, &unlisted], PAST_TIMEOUT);
     fpm_says_hello(&recent, "hello.php");
     let_time_pass(Duration::from_secs(1));
 
@@ -236,10 +236,7 @@ fn waker_state_decides_busy_active_and_unknown() {
     for s in [&busy, &active, &unknown, &stale] {
         list.add(s, "2s");
     }
-    started_quiet(
-        &[&busy, &active, &unknown, &stale],
-        Duration::from_millis(2500),
-    );
+    started_quiet(&[&busy, &active, &unknown, &stale], PAST_TIMEOUT);
     let now = SystemTime::now();
     let me = std::process::id();
     let ago = |ms: u64| Some(now - Duration::from_millis(ms));
@@ -321,7 +318,7 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
         .expect("symlink");
     list.write("README", b"not a conf file, ignored\n");
     list.write("notes.conf.bak", b"ignored\n");
-    started_quiet(&[&good], Duration::from_millis(2500));
+    started_quiet(&[&good], PAST_TIMEOUT);
 
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
@@ -617,7 +614,7 @@ fn sigterm_mid_pass_finishes_the_stop_under_way_and_exits_75() {
     let list = List::new();
     list.add(&first, "2s");
     list.add(&second, "2s");
-    started_quiet(&[&first, &second], Duration::from_millis(2500));
+    started_quiet(&[&first, &second], PAST_TIMEOUT);
     let t0 = SystemTime::now();
     let mut proc = list
         .reaper()
@@ -668,7 +665,7 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
     let list = List::of(&site);
     list.add(&site, "2s");
     let waker = activated(&site, &[]);
-    started_quiet(&[&site], Duration::from_millis(2500));
+    started_quiet(&[&site], PAST_TIMEOUT);
     // A request that takes 5 s and logs nothing until it ends.
     let socket = site.waker_socket();
     let slow = std::thread::spawn(move || {
@@ -683,7 +680,7 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
     );
     // Past the timeout since the request began: only the open connection
     // keeps the site awake now (no log, no recent start, last start > 2 s).
-    let_time_pass(Duration::from_millis(2500));
+    let_time_pass(PAST_TIMEOUT);
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let e = run.site(site.name());
@@ -696,7 +693,7 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
     assert_eq!((resp.status, resp.text()), (200, "slept 5\n".to_owned()));
 
     // Once it is over and quiet for the timeout, the same site is idle.
-    let_time_pass(Duration::from_millis(2500));
+    let_time_pass(PAST_TIMEOUT);
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     let e = run.site(site.name());
     assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
@@ -721,7 +718,7 @@ fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
     // longer than the timeout.
     let seen = reaper(&list, &["--format", "json"]);
     assert_eq!(seen.site(site.name())["action"], "none", "{}", seen.stdout);
-    let_time_pass(Duration::from_millis(2500));
+    let_time_pass(PAST_TIMEOUT);
 
     let t0 = SystemTime::now();
     let mut pass = list
