@@ -258,16 +258,12 @@ fn socket_activation_reaches_php_fpm() {
     // Now the same pid is the activated binary, which got LISTEN_FDS/LISTEN_PID.
     let environ = std::fs::read(format!("/proc/{}/environ", proxy.pid())).expect("read environ");
     let environ = String::from_utf8_lossy(&environ);
-    assert!(
-        environ.split('\0').any(|v| v == "LISTEN_FDS=1"),
-        "{environ}"
-    );
-    assert!(
-        environ
-            .split('\0')
-            .any(|v| v == format!("LISTEN_PID={}", proxy.pid())),
-        "{environ}"
-    );
+    for var in [
+        "LISTEN_FDS=1".to_string(),
+        format!("LISTEN_PID={}", proxy.pid()),
+    ] {
+        assert!(environ.split('\0').any(|v| v == var), "{var}: {environ}");
+    }
     assert!(exe().ends_with("systemd-socket-proxyd"), "{:?}", exe());
 
     // A second request reuses the same activated process.
