@@ -8,17 +8,16 @@
 //! `waker::failure_*` (missing container, failing start, php-fpm never
 //! listening, container dying at start).
 
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
-use crate::support::wake::{held_connections_closed, hello, listening, stopped_site};
-use crate::support::{
-    self, FcgiRequest, SiteOptions, Spawned, TestSite, count_docker_events, fastcgi, require,
-    wait_until,
+use crate::support::wake::{
+    assert_one_start, assert_state_file_failure_logged_once, concurrent_hellos, container_pids,
+    held_closed_within, listening, open_at, sleep_request, stopped_site,
 };
+use crate::support::{self, SiteOptions, Spawned, TestSite, require, wait_until};
 
 /// The waker binding the site's socket itself, with extra args and env.
 fn waker(site: &TestSite, extra: &[&str], env: &[(&str, String)]) -> Spawned {
@@ -30,19 +29,8 @@ fn waker(site: &TestSite, extra: &[&str], env: &[(&str, String)]) -> Spawned {
     listening(site.name(), &site.waker_socket(), extra, env.collect())
 }
 
-/// Five connections held while Docker does not answer: each is closed by
-/// the 2 s start timeout, within 3 s.
-fn closed_by_the_start_timeout(site: &TestSite, w: &Spawned) -> Vec<Duration> {
-    let times = held_connections_closed(&site.waker_socket(), 5);
-    for t in &times {
-        assert!(
-            *t <= Duration::from_secs(3),
-            "closed after {t:?}: {}",
-            w.logs()
-        );
-    }
-    times
-}
+/// Closes in time: the 2 s start timeout, plus 1 s.
+const LIMIT: Duration = Duration::from_secs(3);
 
 /// Open descriptors of a process.
 fn fd_count(pid: u32) -> usize {
@@ -52,10 +40,7 @@ fn fd_count(pid: u32) -> usize {
 }
 
 fn open_now(site: &TestSite) -> u64 {
-    fleet_core::state::load(&site.state_file())
-        .ok()
-        .flatten()
-        .map_or(0, |a| a.open)
+    open_at(&site.state_file())
 }
 
 /// Docker unreachable during a wake (a dead socket: nothing at the path),
@@ -68,8 +53,7 @@ fn docker_dead_then_back() {
     let sock = site.temp_dir().join("docker.sock");
     let host = format!("unix://{}", sock.display());
     let mut w = waker(&site, &["--start-timeout", "2s"], &[("DOCKER_HOST", host)]);
-    let times = closed_by_the_start_timeout(&site, &w);
-    assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
+    let times = held_closed_within(&site, &mut w, 5, LIMIT);
     let logs = w.logs();
     assert!(
         logs.contains(&sock.display().to_string()),
@@ -92,7 +76,7 @@ fn docker_hangs_then_answers() {
     let proxy = DockerProxy::start(&sock, Mode::Hang, Duration::ZERO);
     let host = format!("unix://{}", sock.display());
     let mut w = waker(&site, &["--start-timeout", "2s"], &[("DOCKER_HOST", host)]);
-    let times = closed_by_the_start_timeout(&site, &w);
+    let times = held_closed_within(&site, &mut w, 5, LIMIT);
     assert!(
         proxy.held() >= 1,
         "the waker never asked the hanging engine"
@@ -129,32 +113,16 @@ fn docker_slow_wake_succeeds_without_duplicate_starts() {
     let host = format!("unix://{}", sock.display());
     let w = waker(&site, &[], &[("DOCKER_HOST", host)]);
     let n = 20;
-    let barrier = Arc::new(Barrier::new(n));
     let t0 = SystemTime::now();
     let started = Instant::now();
-    let threads: Vec<_> = (0..n)
-        .map(|_| {
-            let (b, s) = (barrier.clone(), site.waker_socket());
-            std::thread::spawn(move || {
-                b.wait();
-                hello(&s)
-            })
-        })
-        .collect();
-    for t in threads {
-        let r = t
-            .join()
-            .expect("thread")
-            .expect("answer despite slow Docker");
+    for r in concurrent_hellos(&site.waker_socket(), n) {
+        let r = r.expect("answer despite slow Docker");
         assert_eq!(r.text(), site.hello_line(), "{}", w.logs());
     }
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
     assert_eq!(proxy.starts(), 1, "{}", w.logs());
-    assert_eq!(
-        count_docker_events(site.container(), "start", t0, SystemTime::now()),
-        1
-    );
+    assert_one_start(&site, t0, &w.logs());
     support::note!(
         "slow Docker (2 s per request): {n} answers in {elapsed:?}, {} API requests, 1 start",
         proxy.requests()
@@ -168,10 +136,7 @@ fn container_killed_mid_request() {
     require!(Docker, PhpFpm);
     let site = TestSite::started(SiteOptions::default());
     let mut w = waker(&site, &[], &[]);
-    let socket = site.waker_socket();
-    let slow = std::thread::spawn(move || {
-        fastcgi::request(&socket, &FcgiRequest::get("sleep.php", "s=5"))
-    });
+    let slow = sleep_request(&site.waker_socket(), "5");
     assert!(wait_until(Duration::from_secs(5), || open_now(&site) == 1));
     site.kill();
     let first = slow.join().expect("thread");
@@ -184,10 +149,7 @@ fn container_killed_mid_request() {
     assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
     let t0 = SystemTime::now();
     says_hello(&site, "next request wakes", String::new);
-    assert_eq!(
-        count_docker_events(site.container(), "start", t0, SystemTime::now()),
-        1
-    );
+    assert_one_start(&site, t0, &w.logs());
     let seen = first.map(|r| r.status).map_err(|e| e.to_string());
     support::note!("killed mid-request: that client saw {seen:?}; next request 200");
 }
@@ -208,12 +170,7 @@ fn state_dir_not_writable() {
         says_hello(&site, "proxying goes on", String::new);
     }
     assert!(w.try_status().is_none());
-    let logs = w.logs();
-    assert_eq!(
-        logs.matches("cannot write the activity state file").count(),
-        1,
-        "logged once, not per connection:\n{logs}"
-    );
+    assert_state_file_failure_logged_once(&w);
     drop(w);
     // The reaper: timeout 1s, the container quiet for longer.
     site.write_conf("1s");
@@ -225,13 +182,8 @@ fn state_dir_not_writable() {
     let e = &run.plan()["sites"][0];
     assert_eq!(e["verdict"], "unknown", "{e}\n{}", run.stderr);
     assert_eq!(e["action"], "none", "{e}");
-    assert!(
-        e["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("not-a-dir"),
-        "names the path: {e}"
-    );
+    let err = e["error"].as_str().unwrap_or_default();
+    assert!(err.contains("not-a-dir"), "names the path: {e}");
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert_eq!(site.state(), "running");
 }
@@ -245,10 +197,7 @@ fn sigterm_with_fifty_open_connections() {
     let mut w = waker(&site, &["--shutdown-grace", "10s"], &[]);
     let n = 50;
     let threads: Vec<_> = (0..n)
-        .map(|_| {
-            let s = site.waker_socket();
-            std::thread::spawn(move || fastcgi::request(&s, &FcgiRequest::get("sleep.php", "s=2")))
-        })
+        .map(|_| sleep_request(&site.waker_socket(), "2"))
         .collect();
     assert!(
         wait_until(Duration::from_secs(10), || open_now(&site) == n),
@@ -275,25 +224,12 @@ fn sigterm_with_fifty_open_connections() {
     support::note!("SIGTERM with {n} open: all answered, exit 0 after {took:?}");
 }
 
-/// Host pids of the container's processes whose command line contains `needle`.
-fn container_pids(site: &TestSite, needle: &str) -> Vec<i32> {
-    let out = support::docker_ok(&["top", site.container(), "-o", "pid,args"]);
-    out.lines()
-        .skip(1)
-        .filter(|l| l.contains(needle))
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect()
-}
-
 /// Starts four `sleep.php?s=5` requests through the waker, waits until
 /// they are open, SIGKILLs the container's processes matching `needle`
 /// (from the host), and returns how many of the four got no answer.
 fn crash_round(site: &TestSite, w: &mut Spawned, needle: &str) -> usize {
     let threads: Vec<_> = (0..4)
-        .map(|_| {
-            let s = site.waker_socket();
-            std::thread::spawn(move || fastcgi::request(&s, &FcgiRequest::get("sleep.php", "s=5")))
-        })
+        .map(|_| sleep_request(&site.waker_socket(), "5"))
         .collect();
     assert!(
         wait_until(Duration::from_secs(5), || open_now(site) == 4),

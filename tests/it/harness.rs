@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use crate::support::wake::{container_pids, dead_pid};
 use crate::support::{
     self, FcgiRequest, Launch, Nginx, TestSite, fastcgi, http, require, site::SiteOptions,
     site::hello_line,
@@ -24,12 +25,12 @@ fn test_site_container_answers_fastcgi_and_cleans_up() {
     );
     // php-fpm master + the image's default 4 static workers.
     assert_eq!(
-        fpm_processes(&site),
+        container_pids(&site, "php-fpm").len(),
         1 + xtask::image::DEFAULT_CHILDREN as usize
     );
 
-    let resp = fastcgi::request(&site.fpm_socket(), &FcgiRequest::get("hello.php", "x=1"))
-        .expect("FastCGI request to php-fpm.sock");
+    let fpm = |req: FcgiRequest| fastcgi::request(&site.fpm_socket(), &req);
+    let resp = fpm(FcgiRequest::get("hello.php", "x=1")).expect("FastCGI request to php-fpm.sock");
     assert_eq!(
         resp.status,
         200,
@@ -44,29 +45,26 @@ fn test_site_container_answers_fastcgi_and_cleans_up() {
     assert_eq!(resp.protocol_status, 0);
 
     // A missing script is php-fpm's own 404, not ours.
-    let missing = fastcgi::request(&site.fpm_socket(), &FcgiRequest::get("nope.php", ""))
-        .expect("FastCGI request for a missing script");
+    let missing =
+        fpm(FcgiRequest::get("nope.php", "")).expect("FastCGI request for a missing script");
     assert_eq!(missing.status, 404);
 
     // Large responses, bodies, stderr logging.
-    let big = fastcgi::request(&site.fpm_socket(), &FcgiRequest::get("big.php", "mb=3"))
-        .expect("big.php");
+    let big = fpm(FcgiRequest::get("big.php", "mb=3")).expect("big.php");
     assert_eq!(big.body.len(), 3 << 20);
     assert!(
         big.body == support::site::big_body(3),
         "big.php body differs"
     );
     let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    let echo = fastcgi::request(&site.fpm_socket(), &FcgiRequest::post("echo.php", &body))
-        .expect("echo.php");
+    let echo = fpm(FcgiRequest::post("echo.php", &body)).expect("echo.php");
     assert_eq!(echo.header("X-Method"), Some("POST"));
     assert!(
         echo.body == body,
         "echo.php body differs ({} bytes back)",
         echo.body.len()
     );
-    let logged = fastcgi::request(&site.fpm_socket(), &FcgiRequest::get("log.php", "kb=4"))
-        .expect("log.php");
+    let logged = fpm(FcgiRequest::get("log.php", "kb=4")).expect("log.php");
     assert_eq!(logged.text(), "logged 4 KiB\n");
 
     // docker logs shows every request (php-fpm access log on stderr).
@@ -77,18 +75,9 @@ fn test_site_container_answers_fastcgi_and_cleans_up() {
         site.logs()
     );
     let lines = site.access_lines();
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("GET /hello.php?x=1 status=200")),
-        "{lines:?}"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("POST /echo.php status=200")),
-        "{lines:?}"
-    );
+    for want in ["GET /hello.php?x=1 status=200", "POST /echo.php status=200"] {
+        assert!(lines.iter().any(|l| l.contains(want)), "{want}: {lines:?}");
+    }
     assert!(
         site.logs().contains("log line 00000003"),
         "log.php output missing from docker logs"
@@ -120,19 +109,15 @@ fn test_site_container_answers_fastcgi_and_cleans_up() {
     );
 }
 
-/// Number of php-fpm processes in the container (`docker top`).
-fn fpm_processes(site: &TestSite) -> usize {
-    support::docker_ok(&["top", site.container(), "-o", "pid,args"])
-        .lines()
-        .filter(|l| l.contains("php-fpm"))
-        .count()
-}
-
 #[test]
 fn fpm_children_is_configurable() {
     require!(Docker, PhpFpm);
     let site = TestSite::started(SiteOptions::default().fpm_children(2));
-    assert_eq!(fpm_processes(&site), 3, "master + 2 workers");
+    assert_eq!(
+        container_pids(&site, "php-fpm").len(),
+        3,
+        "master + 2 workers"
+    );
 }
 
 #[test]
@@ -141,12 +126,7 @@ fn leftover_containers_of_dead_test_processes_are_reaped() {
     let image = support::site::image();
     // Let this process's once-only reaping finish first, so the call below is the one that acts.
     support::site::reap_leftovers();
-    // A pid that surely is gone: a child we ran and reaped.
-    let mut child = std::process::Command::new("/bin/true")
-        .spawn()
-        .expect("spawn true");
-    let dead = child.id();
-    child.wait().expect("wait true");
+    let dead = dead_pid();
     let name = format!("fleet-it-leftover-{}", std::process::id());
     let pid_label = format!("fleet.test.pid={dead}");
     support::docker_ok(&[
@@ -266,13 +246,9 @@ fn socket_activation_reaches_php_fpm() {
         .arg(&fpm)
         .env("FLEET_HARNESS_MARK", "passed-through")
         .activate(&socket);
+    let exe = || std::fs::read_link(format!("/proc/{}/exe", proxy.pid())).expect("read exe");
     // Not activated yet: systemd-socket-activate itself is still waiting.
-    let exe = std::fs::read_link(format!("/proc/{}/exe", proxy.pid())).expect("read exe");
-    assert!(
-        exe.ends_with("systemd-socket-activate"),
-        "{}",
-        exe.display()
-    );
+    assert!(exe().ends_with("systemd-socket-activate"), "{:?}", exe());
 
     let resp = fastcgi::request(&socket, &FcgiRequest::get("hello.php", "via=proxyd"))
         .expect("FastCGI through the socket-activated proxy");
@@ -282,18 +258,13 @@ fn socket_activation_reaches_php_fpm() {
     // Now the same pid is the activated binary, which got LISTEN_FDS/LISTEN_PID.
     let environ = std::fs::read(format!("/proc/{}/environ", proxy.pid())).expect("read environ");
     let environ = String::from_utf8_lossy(&environ);
-    assert!(
-        environ.split('\0').any(|v| v == "LISTEN_FDS=1"),
-        "{environ}"
-    );
-    assert!(
-        environ
-            .split('\0')
-            .any(|v| v == format!("LISTEN_PID={}", proxy.pid())),
-        "{environ}"
-    );
-    let exe = std::fs::read_link(format!("/proc/{}/exe", proxy.pid())).expect("read exe");
-    assert!(exe.ends_with("systemd-socket-proxyd"), "{}", exe.display());
+    for var in [
+        "LISTEN_FDS=1".to_string(),
+        format!("LISTEN_PID={}", proxy.pid()),
+    ] {
+        assert!(environ.split('\0').any(|v| v == var), "{var}: {environ}");
+    }
+    assert!(exe().ends_with("systemd-socket-proxyd"), "{:?}", exe());
 
     // A second request reuses the same activated process.
     let again = fastcgi::request(&socket, &FcgiRequest::post("echo.php", b"second"))

@@ -20,6 +20,7 @@
 //! proxy-mode file, the runtime directory translated the same way.
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::Duration;
 
 use xtask::dist::{self, DistArgs};
@@ -28,6 +29,7 @@ use xtask::readme::{README, REAPER_TIMER, SITE_SETUP, block, file};
 use crate::readme::render;
 use crate::support::assert::output_text;
 use crate::support::nsystemd::{Bind, NsSystemd};
+use crate::support::wake::open_at;
 use crate::support::{
     Nginx, TestSite, docker_ok, find_in_path, http, note, require, temp_dir, wait_until,
 };
@@ -35,17 +37,22 @@ use crate::support::{
 /// Where the test's own files (the .debs, the docker shim) appear inside.
 const SHIM: &str = "/run/fleet-test-shim";
 
-/// Runs `program args` in the namespace; panics with its output on failure.
-fn run_ok(ns: &NsSystemd, program: &str, args: &[&str]) -> String {
-    let out = ns.run(program, args);
+/// The text of `out`, the output of `what` in the namespace; panics with
+/// it and systemd's log if `what` failed.
+fn ok_text(ns: &NsSystemd, out: Output, what: &str) -> String {
     let t = output_text(&out);
     assert!(
         out.status.success(),
-        "{program} {args:?} failed ({}):\n{t}\nsystemd:\n{}",
+        "{what} failed ({}):\n{t}\nsystemd:\n{}",
         out.status,
         ns.log_text()
     );
     t
+}
+
+/// Runs `program args` in the namespace; panics with its output on failure.
+fn run_ok(ns: &NsSystemd, program: &str, args: &[&str]) -> String {
+    ok_text(ns, ns.run(program, args), &format!("{program} {args:?}"))
 }
 
 /// A README shell block, run as written (`example.com` → the test site)
@@ -63,13 +70,7 @@ fn run_readme_block(ns: &NsSystemd, name: &str, site: &str) -> String {
         )
         .output()
         .expect("run sh in the namespace");
-    let t = output_text(&out);
-    assert!(
-        out.status.success(),
-        "README block {name} failed ({}):\n{script}\n---\n{t}\nsystemd:\n{}",
-        out.status,
-        ns.log_text()
-    );
+    let t = ok_text(ns, out, &format!("README block {name}:\n{script}\n---\n"));
     note!("README block {name}:\n{script}---\n{t}");
     t
 }
@@ -130,12 +131,6 @@ fn fleet_processes(ns: &NsSystemd) -> Vec<String> {
         .collect()
 }
 
-fn show(ns: &NsSystemd, unit: &str, prop: &str) -> String {
-    ns.systemctl_ok(&["show", "-p", prop, "--value", unit])
-        .trim()
-        .to_string()
-}
-
 /// Everything under `/etc/systemd/system` (inside) whose name mentions fleet.
 fn fleet_links(ns: &NsSystemd) -> Vec<String> {
     run_ok(ns, "find", &["/etc/systemd/system", "-name", "*fleet*"])
@@ -177,26 +172,11 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
 
     let ns = NsSystemd::boot_private(
         &[
-            Bind {
-                host: PathBuf::from("/run/docker.sock"),
-                inside: PathBuf::from("/run/docker.sock"),
-            },
-            Bind {
-                host: site.layout().run_dir.clone(),
-                inside: PathBuf::from("/run/docker-apps"),
-            },
-            Bind {
-                host: shim.path().to_path_buf(),
-                inside: PathBuf::from(SHIM),
-            },
+            Bind::new("/run/docker.sock", "/run/docker.sock"),
+            Bind::new(&site.layout().run_dir, "/run/docker-apps"),
+            Bind::new(shim.path(), SHIM),
         ],
-        &[
-            Path::new("/usr"),
-            Path::new("/etc"),
-            Path::new("/var/lib"),
-            Path::new("/var/cache"),
-            Path::new("/var/log"),
-        ],
+        &["/usr", "/etc", "/var/lib", "/var/cache", "/var/log"].map(Path::new),
     );
     if ns.path(Path::new("/usr/sbin/policy-rc.d")).exists() {
         run_ok(&ns, "rm", &["/usr/sbin/policy-rc.d"]);
@@ -231,8 +211,8 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
     );
     let socket_unit = format!("fleet-waker@{name}.socket");
     let service = format!("fleet-waker@{name}.service");
-    assert_eq!(show(&ns, &socket_unit, "ActiveState"), "active");
-    assert_eq!(show(&ns, "fleet-reaper.timer", "ActiveState"), "active");
+    assert_eq!(ns.show(&socket_unit, "ActiveState"), "active");
+    assert_eq!(ns.show("fleet-reaper.timer", "ActiveState"), "active");
 
     // 3. nginx (on the host) with the README's proxy-mode file: PHP answers
     // from the docroot the README's docker create mounted.
@@ -248,19 +228,14 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
         nginx.error_log(),
         ns.log_text()
     );
-    assert_eq!(show(&ns, &service, "ActiveState"), "active");
-    let old_pid = show(&ns, &service, "MainPID");
+    assert_eq!(ns.show(&service, "ActiveState"), "active");
+    let old_pid = ns.show(&service, "MainPID");
 
     // 4. Upgrade with the site awake and a request in flight.
     let in_flight = std::thread::spawn(move || http::get(port, "/sleep.php?s=3"));
     let state = ns.path(&PathBuf::from(format!("/run/fleet/{name}.state")));
     assert!(
-        wait_until(Duration::from_secs(10), || {
-            fleet_core::state::load(&state)
-                .ok()
-                .flatten()
-                .is_some_and(|a| a.open >= 1)
-        }),
+        wait_until(Duration::from_secs(10), || open_at(&state) >= 1),
         "the slow request never reached the waker"
     );
     let out = run_ok(&ns, "dpkg", &["-i", &inside(&new_deb)]);
@@ -276,7 +251,7 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
     );
     let version = run_ok(&ns, "dpkg-query", &["-W", "-f=${Version}", "fleet"]);
     assert_eq!(version.trim(), new_version);
-    let new_pid = show(&ns, &service, "MainPID");
+    let new_pid = ns.show(&service, "MainPID");
     assert_ne!(new_pid, old_pid, "the waker was restarted");
     assert_ne!(new_pid, "0", "the new waker runs");
     let exe = run_ok(&ns, "readlink", &[&format!("/proc/{new_pid}/exe")]);
@@ -301,7 +276,7 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
     );
     assert_eq!(fleet_processes(&ns), Vec::<String>::new());
     for unit in [&socket_unit, &service, "fleet-reaper.timer"] {
-        assert_eq!(show(&ns, unit, "ActiveState"), "inactive", "{unit}");
+        assert_eq!(ns.show(unit, "ActiveState"), "inactive", "{unit}");
     }
     assert!(
         !site.waker_socket().exists(),

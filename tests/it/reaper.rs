@@ -15,14 +15,13 @@
 //! signal and the drain under load are `sleep.rs`'s.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
 use crate::support::assert::{fpm_says_hello, says_hello};
 use crate::support::reaper::{Reaper, ReaperExt as _, Run, RunExt as _};
-use crate::support::wake::activated;
+use crate::support::wake::{activated, dead_pid, open_at};
 use crate::support::{self, FcgiRequest, SiteExt as _, SiteOptions, TestSite, fastcgi, require};
 
 /// A sites directory and a state directory: either shared by several test
@@ -65,14 +64,6 @@ impl List {
         }
     }
 
-    pub(crate) fn sites(&self) -> PathBuf {
-        self.sites.clone()
-    }
-
-    pub(crate) fn state(&self) -> PathBuf {
-        self.state.clone()
-    }
-
     /// This build's fleet-reaper over the list: `--run-dir <the site's>`
     /// for a list of one site's layout, otherwise `--proxy-only` (see the
     /// module notes).
@@ -93,13 +84,13 @@ impl List {
     }
 
     fn write(&self, file: &str, content: &[u8]) -> PathBuf {
-        let path = self.sites().join(file);
+        let path = self.sites.join(file);
         std::fs::write(&path, content).expect("write conf");
         path
     }
 
     pub(crate) fn state_file(&self, site: &TestSite) -> PathBuf {
-        self.state().join(format!("{}.state", site.name()))
+        self.state.join(format!("{}.state", site.name()))
     }
 
     /// Writes `site`'s state file in the waker's format, through
@@ -134,6 +125,9 @@ pub(crate) fn reaper(list: &List, args: &[&str]) -> Run {
     list.reaper().args(args).pass()
 }
 
+/// Longer than the 2 s idle timeout most tests here list their sites with.
+const PAST_TIMEOUT: Duration = Duration::from_millis(2500);
+
 /// Lets `d` pass: the reaper's decisions are about time since the last
 /// activity, so elapsed time is the very condition waited for.
 fn let_time_pass(d: Duration) {
@@ -153,6 +147,16 @@ fn started_quiet(sites: &[&TestSite], quiet: Duration) {
 /// php-fpm is gone in milliseconds.)
 fn slow_to_stop() -> TestSite {
     TestSite::with_options(SiteOptions::default().docker_args(["--stop-signal", "SIGWINCH"]))
+}
+
+/// An entry's verdict and action.
+fn outcome(e: &Value) -> (&str, &str) {
+    (field(e, "verdict"), field(e, "action"))
+}
+
+/// An entry's text field `key` ("" for none).
+fn field<'a>(e: &'a Value, key: &str) -> &'a str {
+    e[key].as_str().unwrap_or_default()
 }
 
 /// `docker inspect` state, start and finish times: what must not change in a dry run.
@@ -181,29 +185,18 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     let pause_list = List::of(&to_pause);
     pause_list.add(&to_pause, "2s");
     // Not in any list: idle too, but the reaper must never touch it.
-    started_quiet(
-        &[&idle, &recent, &to_pause, &unlisted],
-        Duration::from_millis(2500),
-    );
+    started_quiet(&[&idle, &recent, &to_pause, &unlisted], PAST_TIMEOUT);
     fpm_says_hello(&recent, "hello.php");
     let_time_pass(Duration::from_secs(1));
 
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let e = run.site(idle.name());
-    assert_eq!(e["verdict"], "idle", "{e}");
-    assert_eq!(e["action"], "stopped", "{e}");
+    assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
     assert_eq!(e["log_frames_read"], 0, "{e}");
     let e = run.site(recent.name());
-    assert_eq!(e["verdict"], "active-logs", "{e}");
-    assert_eq!(e["action"], "none", "{e}");
-    assert!(
-        e["reason"]
-            .as_str()
-            .expect("reason")
-            .contains("logged output"),
-        "{e}"
-    );
+    assert_eq!(outcome(&e), ("active-logs", "none"), "{e}");
+    assert!(field(&e, "reason").contains("logged output"), "{e}");
     assert_eq!(idle.state(), "exited");
     assert_eq!(recent.state(), "running");
     assert_eq!(unlisted.state(), "running");
@@ -221,8 +214,7 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
         Ok(e["action"] != "none")
     });
     let e = acted.expect("a pass acted").site(to_pause.name());
-    assert_eq!(e["verdict"], "idle", "{e}");
-    assert_eq!(e["action"], "paused", "{e}");
+    assert_eq!(outcome(&e), ("idle", "paused"), "{e}");
     assert_eq!(to_pause.state(), "paused");
 
     // A second pass leaves the paused and the stopped alone (never unpauses,
@@ -244,10 +236,7 @@ fn waker_state_decides_busy_active_and_unknown() {
     for s in [&busy, &active, &unknown, &stale] {
         list.add(s, "2s");
     }
-    started_quiet(
-        &[&busy, &active, &unknown, &stale],
-        Duration::from_millis(2500),
-    );
+    started_quiet(&[&busy, &active, &unknown, &stale], PAST_TIMEOUT);
     let now = SystemTime::now();
     let me = std::process::id();
     let ago = |ms: u64| Some(now - Duration::from_millis(ms));
@@ -259,37 +248,20 @@ fn waker_state_decides_busy_active_and_unknown() {
     std::fs::write(&target, "open=0\n").expect("write");
     std::os::unix::fs::symlink(&target, list.state_file(&unknown)).expect("symlink");
     // A state file of a waker that is gone: its open count is stale.
-    let mut gone = Command::new("true").spawn().expect("spawn true");
-    let gone_pid = gone.id();
-    gone.wait().expect("wait true");
-    list.store_state(&stale, gone_pid, 3, ago(3_600_000), None);
+    list.store_state(&stale, dead_pid(), 3, ago(3_600_000), None);
 
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(1), "unknown state is a site error");
     let e = run.site(busy.name());
-    assert_eq!(
-        (e["verdict"].as_str(), e["action"].as_str()),
-        (Some("busy"), Some("none")),
-        "{e}"
-    );
+    assert_eq!(outcome(&e), ("busy", "none"), "{e}");
     let e = run.site(active.name());
     assert_eq!(e["verdict"], "active-waker", "{e}");
     let e = run.site(unknown.name());
     assert_eq!(e["verdict"], "unknown", "{e}");
-    assert!(
-        e["error"].as_str().expect("error").contains("symlink"),
-        "{e}"
-    );
+    assert!(field(&e, "error").contains("symlink"), "{e}");
     let e = run.site(stale.name());
-    assert_eq!(
-        (e["verdict"].as_str(), e["action"].as_str()),
-        (Some("idle"), Some("stopped")),
-        "{e}"
-    );
-    assert!(
-        e["reason"].as_str().expect("reason").contains("gone"),
-        "{e}"
-    );
+    assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
+    assert!(field(&e, "reason").contains("gone"), "{e}");
     assert_eq!(busy.state(), "running");
     assert_eq!(active.state(), "running");
     assert_eq!(unknown.state(), "running");
@@ -311,58 +283,42 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
     let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
     elf.extend_from_slice(&[0u8; 64]);
     let long = format!("# {}: 20m\n", "a".repeat(5000));
-    // (file, content, what the report must say)
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("empty.fleet.test.conf", b"".to_vec(), "is empty"),
+    // (file name stem, content, what the report must say)
+    let cases: Vec<(&str, &[u8], &str)> = vec![
+        ("empty", b"", "is empty"),
+        ("blank", b"\n# x: 20m\n", "line 1 is blank"),
+        ("nocolon", b"# Amount of time 20m\n", "no colon"),
         (
-            "blank.fleet.test.conf",
-            b"\n# x: 20m\n".to_vec(),
-            "line 1 is blank",
-        ),
-        (
-            "nocolon.fleet.test.conf",
-            b"# Amount of time 20m\n".to_vec(),
-            "no colon",
-        ),
-        (
-            "noduration.fleet.test.conf",
-            b"# pause after:\n".to_vec(),
+            "noduration",
+            b"# pause after:\n",
             "nothing after its first colon",
         ),
         (
-            "badduration.fleet.test.conf",
-            b"# pause after: twenty minutes\n".to_vec(),
+            "badduration",
+            b"# pause after: twenty minutes\n",
             "bad duration",
         ),
+        ("zero", b"# pause after: 0s\n", "is zero"),
         (
-            "zero.fleet.test.conf",
-            b"# pause after: 0s\n".to_vec(),
-            "is zero",
-        ),
-        (
-            "absurd.fleet.test.conf",
-            b"# pause after: 400days\n".to_vec(),
+            "absurd",
+            b"# pause after: 400days\n",
             "longer than the maximum",
         ),
-        ("binary.fleet.test.conf", elf, "binary"),
-        (
-            "nul.fleet.test.conf",
-            b"# pause after: 2\0m\n".to_vec(),
-            "NUL",
-        ),
-        ("long.fleet.test.conf", long.into_bytes(), "bytes long"),
+        ("binary", &elf, "binary"),
+        ("nul", b"# pause after: 2\0m\n", "NUL"),
+        ("long", long.as_bytes(), "bytes long"),
     ];
-    for (file, content, _) in &cases {
-        list.write(file, content);
+    for (stem, content, _) in &cases {
+        list.write(&format!("{stem}.fleet.test.conf"), content);
     }
     list.write("bad_name.conf", b"# pause after: 2s\n");
-    std::fs::create_dir(list.sites().join("dir.fleet.test.conf")).expect("mkdir");
+    std::fs::create_dir(list.sites.join("dir.fleet.test.conf")).expect("mkdir");
     // A link planted in the list must not make root read (and quote) another file.
-    std::os::unix::fs::symlink("/etc/passwd", list.sites().join("link.fleet.test.conf"))
+    std::os::unix::fs::symlink("/etc/passwd", list.sites.join("link.fleet.test.conf"))
         .expect("symlink");
     list.write("README", b"not a conf file, ignored\n");
     list.write("notes.conf.bak", b"ignored\n");
-    started_quiet(&[&good], Duration::from_millis(2500));
+    started_quiet(&[&good], PAST_TIMEOUT);
 
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
@@ -370,59 +326,45 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
     let entries = json["sites"].as_array().expect("sites");
     // Every conf file has exactly one entry; README and .bak are ignored.
     assert_eq!(entries.len(), cases.len() + 4, "{}", run.stdout);
-    for (file, _, why) in &cases {
-        let site = file.trim_end_matches(".conf");
-        let e = run.site(site);
+    for (stem, _, why) in &cases {
+        let site = format!("{stem}.fleet.test");
+        let file = format!("{site}.conf");
+        let e = run.site(&site);
         let err = e["error"]
             .as_str()
             .unwrap_or_else(|| panic!("{file}: no error: {e}"));
         assert!(err.contains(why), "{file}: {err:?} does not say {why:?}");
         assert!(
-            err.contains(&list.sites().join(file).display().to_string()),
+            err.contains(&list.sites.join(&file).display().to_string()),
             "{file}: {err:?} lacks the path"
         );
-        assert_eq!(e["verdict"], "error", "{e}");
-        assert_eq!(e["action"], "none", "{e}");
+        assert_eq!(outcome(&e), ("error", "none"), "{e}");
         // And the log names it too.
-        assert!(run.stderr.contains(file), "stderr does not name {file}");
+        assert!(run.stderr.contains(&file), "stderr does not name {file}");
     }
     let e = run.site("bad_name.conf");
     assert!(
-        e["error"]
-            .as_str()
-            .expect("error")
-            .contains("does not name a valid site"),
+        field(&e, "error").contains("does not name a valid site"),
         "{e}"
     );
     let e = run.site("link.fleet.test");
-    let err = e["error"].as_str().expect("error");
-    assert!(err.contains("symlink"), "{e}");
+    assert!(field(&e, "error").contains("symlink"), "{e}");
     assert!(
         !run.stdout.contains("root:") && !run.stderr.contains("root:"),
         "/etc/passwd was read"
     );
     let e = run.site("dir.fleet.test");
-    assert!(
-        e["error"]
-            .as_str()
-            .expect("error")
-            .contains("not a regular file"),
-        "{e}"
-    );
+    assert!(field(&e, "error").contains("not a regular file"), "{e}");
     // The one good site was still handled.
     let e = run.site(good.name());
-    assert_eq!(
-        (e["verdict"].as_str(), e["action"].as_str()),
-        (Some("idle"), Some("stopped")),
-        "{e}"
-    );
+    assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
     assert_eq!(good.state(), "exited");
 
     // The table says the same, one line per file, reason included.
     let run = reaper(&list, &[]);
     assert_eq!(run.code, Some(1));
-    for (file, _, why) in &cases {
-        let site = file.trim_end_matches(".conf");
+    for (stem, _, why) in &cases {
+        let site = format!("{stem}.fleet.test");
         let line = run
             .stdout
             .lines()
@@ -630,7 +572,7 @@ fn docker_unreachable_is_69_and_bad_usage_64() {
     // 16: the timer must not fail every minute); a file where the
     // directory should be cannot be read: usage error.
     let missing = List::new();
-    std::fs::remove_dir(missing.sites()).expect("rmdir");
+    std::fs::remove_dir(&missing.sites).expect("rmdir");
     let run = reaper(&missing, &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(
@@ -638,7 +580,7 @@ fn docker_unreachable_is_69_and_bad_usage_64() {
         "{}",
         run.stderr
     );
-    std::fs::write(missing.sites(), b"not a directory").expect("file");
+    std::fs::write(&missing.sites, b"not a directory").expect("file");
     let run = reaper(&missing, &[]);
     assert_eq!(run.code, Some(64), "{}", run.stderr);
     assert!(run.stderr.contains("sites directory"), "{}", run.stderr);
@@ -672,7 +614,7 @@ fn sigterm_mid_pass_finishes_the_stop_under_way_and_exits_75() {
     let list = List::new();
     list.add(&first, "2s");
     list.add(&second, "2s");
-    started_quiet(&[&first, &second], Duration::from_millis(2500));
+    started_quiet(&[&first, &second], PAST_TIMEOUT);
     let t0 = SystemTime::now();
     let mut proc = list
         .reaper()
@@ -694,26 +636,16 @@ fn sigterm_mid_pass_finishes_the_stop_under_way_and_exits_75() {
     assert_eq!(status.code(), Some(75), "{}", proc.logs());
     let json: Value = serde_json::from_str(&proc.stdout()).expect("plan on stdout");
     assert_eq!(json["interrupted"], true);
-    let outcomes: Vec<(String, String)> = json["sites"]
-        .as_array()
-        .expect("sites")
-        .iter()
-        .map(|e| {
-            (
-                e["site"].as_str().unwrap_or_default().to_owned(),
-                e["action"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
+    let entries = json["sites"].as_array().expect("sites");
+    let acted = |action: &str| -> Vec<&Value> {
+        entries.iter().filter(|e| outcome(e).1 == action).collect()
+    };
     // With --jobs 1 exactly one site was under way: it was stopped to the
     // end; the other was never acted on.
-    let stopped: Vec<_> = outcomes.iter().filter(|(_, a)| a == "stopped").collect();
-    let interrupted: Vec<_> = outcomes
-        .iter()
-        .filter(|(_, a)| a == "interrupted")
-        .collect();
-    assert_eq!((stopped.len(), interrupted.len()), (1, 1), "{outcomes:?}");
-    let (done, left) = if stopped[0].0 == first.name() {
+    let stopped = acted("stopped");
+    let interrupted = acted("interrupted").len();
+    assert_eq!((stopped.len(), interrupted), (1, 1), "{json}");
+    let (done, left) = if stopped[0]["site"] == first.name() {
         (&first, &second)
     } else {
         (&second, &first)
@@ -733,7 +665,7 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
     let list = List::of(&site);
     list.add(&site, "2s");
     let waker = activated(&site, &[]);
-    started_quiet(&[&site], Duration::from_millis(2500));
+    started_quiet(&[&site], PAST_TIMEOUT);
     // A request that takes 5 s and logs nothing until it ends.
     let socket = site.waker_socket();
     let slow = std::thread::spawn(move || {
@@ -741,22 +673,18 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
         req.timeout = Duration::from_secs(30);
         fastcgi::request(&socket, &req)
     });
-    let state_file = site.state_file();
     assert!(
-        support::wait_until(Duration::from_secs(10), || {
-            matches!(fleet_core::state::load(&state_file), Ok(Some(a)) if a.open == 1)
-        }),
+        support::wait_until(Duration::from_secs(10), || open_at(&site.state_file()) == 1),
         "the waker never reported the open connection: {}",
         waker.logs()
     );
     // Past the timeout since the request began: only the open connection
     // keeps the site awake now (no log, no recent start, last start > 2 s).
-    let_time_pass(Duration::from_millis(2500));
+    let_time_pass(PAST_TIMEOUT);
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let e = run.site(site.name());
-    assert_eq!(e["verdict"], "busy", "{e}");
-    assert_eq!(e["action"], "none", "{e}");
+    assert_eq!(outcome(&e), ("busy", "none"), "{e}");
     assert_eq!(site.state(), "running");
     let resp = slow
         .join()
@@ -765,14 +693,10 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
     assert_eq!((resp.status, resp.text()), (200, "slept 5\n".to_owned()));
 
     // Once it is over and quiet for the timeout, the same site is idle.
-    let_time_pass(Duration::from_millis(2500));
+    let_time_pass(PAST_TIMEOUT);
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     let e = run.site(site.name());
-    assert_eq!(
-        (e["verdict"].as_str(), e["action"].as_str()),
-        (Some("idle"), Some("stopped")),
-        "{e}"
-    );
+    assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
     assert_eq!(site.state(), "exited");
     drop(waker);
 }
@@ -794,7 +718,7 @@ fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
     // longer than the timeout.
     let seen = reaper(&list, &["--format", "json"]);
     assert_eq!(seen.site(site.name())["action"], "none", "{}", seen.stdout);
-    let_time_pass(Duration::from_millis(2500));
+    let_time_pass(PAST_TIMEOUT);
 
     let t0 = SystemTime::now();
     let mut pass = list

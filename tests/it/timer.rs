@@ -61,9 +61,5 @@ fn timer_without_a_sites_directory_has_no_failed_runs() {
         "a missing directory is not an error:\n{log}"
     );
     note!("its warning: {}", warnings[0].trim());
-    assert_eq!(
-        ns.systemctl_ok(&["show", "-p", "Result", "--value", "fleet-reaper.service"])
-            .trim(),
-        "success"
-    );
+    assert_eq!(ns.show("fleet-reaper.service", "Result"), "success");
 }

@@ -3,23 +3,19 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::wake::{
-    activated, held_connections_closed, hello, hello_after_backoff, listening_site, stopped_site,
+    activated, activity, assert_one_start, assert_state_file_failure_logged_once,
+    concurrent_hellos, held_closed_within, hello, hello_after_backoff, listening_site, open_at,
+    sleep_request, stopped_site,
 };
 use crate::support::{
     self, FcgiRequest, Launch, Nginx, SiteOptions, TestSite, bin, count_docker_events, fastcgi,
     http, require, wait_until,
 };
-
-fn waker() -> PathBuf {
-    bin("fleet-waker")
-}
 
 /// Must show 1: nginx → systemd-socket-activate → fleet-waker → php-fpm,
 /// with the container stopped, then paused, then running: one start and one
@@ -38,7 +34,7 @@ fn nginx_socket_activated_stopped_paused_running() {
     let site = stopped_site(SiteOptions::default());
     let sock = site.temp_dir().join("docker.sock");
     let proxy = DockerProxy::start(&sock, Mode::Forward, Duration::ZERO);
-    let mut w = Launch::new(waker())
+    let mut w = Launch::new(bin("fleet-waker"))
         .arg(site.name())
         .envs(site.layout_env())
         .env("RUST_LOG", "debug")
@@ -51,17 +47,18 @@ fn nginx_socket_activated_stopped_paused_running() {
         &site,
     ));
     let t0 = SystemTime::now();
+    let get = |what: &str| {
+        let r = http::get(nginx.port(), "/hello.php").expect(what);
+        assert_eq!(r.status, 200, "{what}: {}\n{}", r.text(), w.logs());
+        assert_eq!(r.text(), site.hello_line(), "{what}");
+    };
 
-    let r = http::get(nginx.port(), "/hello.php").expect("GET while stopped");
-    assert_eq!(r.status, 200, "{}\n{}", r.text(), w.logs());
-    assert_eq!(r.text(), site.hello_line());
+    get("GET while stopped");
     assert!(w.activated());
     assert_eq!(site.state(), "running");
 
     site.pause();
-    let r = http::get(nginx.port(), "/hello.php").expect("GET while paused");
-    assert_eq!(r.status, 200, "{}\n{}", r.text(), w.logs());
-    assert_eq!(r.text(), site.hello_line());
+    get("GET while paused");
     // Docker may report the late duplicate `pause` for a moment.
     assert!(
         wait_until(Duration::from_secs(5), || site.state() == "running"),
@@ -69,9 +66,7 @@ fn nginx_socket_activated_stopped_paused_running() {
         site.state()
     );
 
-    let r = http::get(nginx.port(), "/hello.php").expect("GET while running");
-    assert_eq!(r.status, 200);
-    assert_eq!(r.text(), site.hello_line());
+    get("GET while running");
     let t1 = SystemTime::now();
     let counts = (proxy.starts(), proxy.unpauses());
     assert_eq!(
@@ -89,10 +84,7 @@ fn nginx_socket_activated_stopped_paused_running() {
     // the reaper's metrics).
     assert!(
         wait_until(Duration::from_secs(2), || {
-            fleet_core::state::load(&site.state_file())
-                .ok()
-                .flatten()
-                .is_some_and(|a| a.wakes == 2 && a.last_wake_ms.is_some())
+            activity(&site.state_file()).is_some_and(|a| a.wakes == 2 && a.last_wake_ms.is_some())
         }),
         "{:?}",
         fleet_core::state::load(&site.state_file())
@@ -107,39 +99,18 @@ fn two_hundred_concurrent_one_start() {
     let site = stopped_site(SiteOptions::default());
     let w = listening_site(&site, &[]);
     let n = 200;
-    let barrier = Arc::new(Barrier::new(n));
-    let socket = site.waker_socket();
     let t0 = SystemTime::now();
     let started = Instant::now();
-    let threads: Vec<_> = (0..n)
-        .map(|_| {
-            let b = barrier.clone();
-            let s = socket.clone();
-            std::thread::spawn(move || {
-                b.wait();
-                hello(&s)
-            })
-        })
-        .collect();
     let mut ok = 0;
-    for t in threads {
-        let r = t
-            .join()
-            .expect("thread")
-            .expect("FastCGI through the waker");
+    for r in concurrent_hellos(&site.waker_socket(), n) {
+        let r = r.expect("FastCGI through the waker");
         assert_eq!(r.status, 200);
         assert_eq!(r.text(), site.hello_line());
         ok += 1;
     }
     let elapsed = started.elapsed();
-    let t1 = SystemTime::now();
     assert_eq!(ok, n);
-    assert_eq!(
-        count_docker_events(site.container(), "start", t0, t1),
-        1,
-        "exactly one start; waker logs:\n{}",
-        w.logs()
-    );
+    assert_one_start(&site, t0, &w.logs());
     support::note!("{n} concurrent answers from a stopped container in {elapsed:?}");
 }
 
@@ -162,24 +133,12 @@ fn stale_socket_is_never_ready() {
     let r = hello(&site.waker_socket()).expect("request through the waker");
     assert_eq!(r.status, 200, "{}", w.logs());
     assert_eq!(r.text(), site.hello_line());
-    assert_eq!(
-        count_docker_events(site.container(), "start", t0, SystemTime::now()),
-        1
-    );
+    assert_one_start(&site, t0, &w.logs());
     assert!(
         w.logs().contains("php-fpm accepts"),
         "the wake must have waited for php-fpm: {}",
         w.logs()
     );
-}
-
-fn assert_closed_within(times: &[Duration], limit: Duration, logs: &str) {
-    for t in times {
-        assert!(
-            *t <= limit,
-            "held connection closed after {t:?} > {limit:?}\n{logs}"
-        );
-    }
 }
 
 const TIMEOUT_ARGS: &[&str] = &["--start-timeout", "2s"];
@@ -193,9 +152,7 @@ fn failure_missing_container_then_fixed() {
     let hidden = format!("{}-hidden", site.container());
     support::docker_ok(&["rename", site.container(), &hidden]);
     let mut w = listening_site(&site, TIMEOUT_ARGS);
-    let times = held_connections_closed(&site.waker_socket(), 5);
-    assert_closed_within(&times, LIMIT, &w.logs());
-    assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
+    let times = held_closed_within(&site, &mut w, 5, LIMIT);
     assert!(w.logs().contains("does not exist"), "{}", w.logs());
     assert!(w.logs().contains(site.container()), "{}", w.logs());
     support::docker_ok(&["rename", &hidden, site.container()]);
@@ -217,9 +174,7 @@ fn failure_start_fails_then_fixed() {
     ]));
     std::fs::remove_dir(&source).expect("break the mount: start must fail");
     let mut w = listening_site(&site, TIMEOUT_ARGS);
-    let times = held_connections_closed(&site.waker_socket(), 5);
-    assert_closed_within(&times, LIMIT, &w.logs());
-    assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
+    let times = held_closed_within(&site, &mut w, 5, LIMIT);
     assert!(w.logs().contains("wake failed"), "{}", w.logs());
     std::fs::create_dir(&source).expect("fix: create the mount source");
     // Failed starts in a row put the waker in its crash-loop back-off
@@ -240,15 +195,13 @@ fn failure_fpm_never_listens_then_fixed() {
     let upstream = site.layout().site_dir(site.site()).join("elsewhere.sock");
     let up = upstream.display().to_string();
     let mut w = listening_site(&site, &["--start-timeout", "2s", "--upstream", &up]);
-    let times = held_connections_closed(&site.waker_socket(), 5);
-    assert_closed_within(&times, LIMIT, &w.logs());
+    let times = held_closed_within(&site, &mut w, 5, LIMIT);
     for t in &times {
         assert!(
             *t >= Duration::from_millis(1900),
             "closed before the timeout: {t:?}"
         );
     }
-    assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
     assert!(w.logs().contains("did not accept"), "{}", w.logs());
     std::fs::hard_link(site.fpm_socket(), &upstream).expect("fix: hard link");
     says_hello(&site, "after the fix", String::new);
@@ -263,9 +216,7 @@ fn failure_container_exits_while_starting() {
     require!(Docker, PhpFpm);
     let site = TestSite::with_options(SiteOptions::default().fpm_children(0));
     let mut w = listening_site(&site, &["--start-timeout", "10s"]);
-    let times = held_connections_closed(&site.waker_socket(), 3);
-    assert_closed_within(&times, Duration::from_secs(5), &w.logs());
-    assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
+    let times = held_closed_within(&site, &mut w, 3, Duration::from_secs(5));
     assert!(w.logs().contains("exited while starting"), "{}", w.logs());
     support::note!("container dying at start: closed after {times:?}");
 }
@@ -316,12 +267,6 @@ fn half_closing_client_gets_full_response() {
     assert!(*cgi.body == want[..], "big.php body differs");
 }
 
-fn load_state(path: &Path) -> fleet_core::state::Activity {
-    fleet_core::state::load(path)
-        .expect("state file readable")
-        .expect("state file exists")
-}
-
 /// Must show 6: the state file during and after connections; a symlink
 /// planted at its path is refused (and proxying goes on).
 #[test]
@@ -331,32 +276,24 @@ fn state_file_during_after_and_symlink() {
     let w = listening_site(&site, &[]);
     let state = site.state_file();
     let before = SystemTime::now();
-    let socket = site.waker_socket();
-    let slow = std::thread::spawn(move || {
-        fastcgi::request(&socket, &FcgiRequest::get("sleep.php", "s=1.5"))
-    });
+    let slow = sleep_request(&site.waker_socket(), "1.5");
     assert!(
-        wait_until(Duration::from_secs(3), || {
-            fleet_core::state::load(&state)
-                .ok()
-                .flatten()
-                .is_some_and(|a| a.open == 1)
-        }),
+        wait_until(Duration::from_secs(3), || open_at(&state) == 1),
         "open=1 during the request; {:?}\n{}",
         fleet_core::state::load(&state),
         w.logs()
     );
-    let during = load_state(&state);
+    let during = activity(&state).expect("a readable state file");
     assert_eq!(during.pid, Some(w.pid()));
     assert!(during.last_start.expect("last_start") >= before - Duration::from_millis(5));
     let r = slow.join().expect("thread").expect("sleep.php");
     assert_eq!(r.text(), "slept 1.5\n");
     let done = SystemTime::now();
     assert!(
-        wait_until(Duration::from_secs(2), || load_state(&state).open == 0),
+        wait_until(Duration::from_secs(2), || open_at(&state) == 0),
         "open=0 after"
     );
-    let after = load_state(&state);
+    let after = activity(&state).expect("a readable state file");
     let end = after.last_end.expect("last_end");
     // The end is the request's (the waker may note it a little after the
     // client has its last byte; the margin is for a loaded machine, far
@@ -382,12 +319,7 @@ fn state_file_during_after_and_symlink() {
             .file_type()
             .is_symlink()
     );
-    let logs = w.logs();
-    assert_eq!(
-        logs.matches("cannot write the activity state file").count(),
-        1,
-        "logged once, not per connection:\n{logs}"
-    );
+    assert_state_file_failure_logged_once(&w);
 }
 
 /// Must show 7: `--exit-idle-time 1s` exits 0 after a second with no
@@ -416,16 +348,10 @@ fn sigterm_lets_open_connections_finish() {
     require!(Docker, PhpFpm);
     let site = TestSite::started(SiteOptions::default());
     let mut w = listening_site(&site, &[]);
-    let socket = site.waker_socket();
-    let slow = std::thread::spawn(move || {
-        fastcgi::request(&socket, &FcgiRequest::get("sleep.php", "s=1"))
-    });
-    assert!(wait_until(Duration::from_secs(3), || {
-        fleet_core::state::load(&site.state_file())
-            .ok()
-            .flatten()
-            .is_some_and(|a| a.open == 1)
-    }));
+    let slow = sleep_request(&site.waker_socket(), "1");
+    assert!(wait_until(Duration::from_secs(3), || open_at(
+        &site.state_file()
+    ) == 1));
     w.kill(nix::sys::signal::Signal::SIGTERM);
     let r = slow
         .join()
@@ -441,19 +367,19 @@ fn sigterm_lets_open_connections_finish() {
 /// site name: 64.
 #[test]
 fn usage_errors_exit_64() {
-    let out = std::process::Command::new(waker())
-        .arg("example.com")
-        .env_remove("LISTEN_FDS")
-        .env_remove("LISTEN_PID")
-        .output()
-        .expect("run fleet-waker");
+    let waker = |args: &[&str]| {
+        std::process::Command::new(bin("fleet-waker"))
+            .args(args)
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .output()
+            .expect("run fleet-waker")
+    };
+    let out = waker(&["example.com"]);
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no listening socket was passed"), "{err}");
-    let out = std::process::Command::new(waker())
-        .args(["../etc", "--listen", "/nonexistent/x.sock"])
-        .output()
-        .expect("run fleet-waker");
+    let out = waker(&["../etc", "--listen", "/nonexistent/x.sock"]);
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rule"));
     for bad in [
@@ -462,16 +388,9 @@ fn usage_errors_exit_64() {
         &["example.com", "--no-such-flag"][..],
         &[][..],
     ] {
-        let out = std::process::Command::new(waker())
-            .args(bad)
-            .output()
-            .expect("run fleet-waker");
-        assert_eq!(out.status.code(), Some(64), "{bad:?}");
+        assert_eq!(waker(bad).status.code(), Some(64), "{bad:?}");
     }
-    let out = std::process::Command::new(waker())
-        .arg("--help")
-        .output()
-        .expect("run fleet-waker --help");
+    let out = waker(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [

@@ -1,12 +1,9 @@
-//! A unix socket standing in for the Docker engine, in front of the real
-//! one: it forwards (optionally delaying requests), hangs, or passes a
-//! different API version in one `/_ping` answer. Used by `faults` and
-//! `fleet`.
+//! [`DockerProxy`], used by `faults`, `waker` and `fleet`.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,77 +11,63 @@ const REAL_DOCKER: &str = "/var/run/docker.sock";
 
 /// How the proxy treats new connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
 pub enum Mode {
     /// Forward to the real engine, each request delayed by `delay`.
-    Forward = 0,
+    Forward,
     /// Accept and never answer (the connection is held open).
-    Hang = 1,
+    Hang,
 }
 
-/// A unix socket standing in for the Docker engine: forwards to the real
-/// one (optionally delaying every request), or accepts and never answers.
-/// Counts the requests it forwarded and the `POST …/containers/<c>/start`s
+/// A unix socket standing in for the Docker engine, in front of the real
+/// one: forwards (optionally delaying every request), accepts and never
+/// answers, or passes a different API version in one `/_ping` answer. Counts the requests it forwarded and the `POST …/containers/<c>/start`s
 /// and `…/unpause`s: what a client asked, exactly, where Docker's own event
 /// log may say more (see [`DockerProxy::unpauses`]).
 pub struct DockerProxy {
     path: PathBuf,
-    mode: Arc<AtomicU8>,
-    stop: Arc<AtomicBool>,
-    requests: Arc<AtomicUsize>,
-    starts: Arc<AtomicUsize>,
-    unpauses: Arc<AtomicUsize>,
-    held: Arc<Mutex<Vec<UnixStream>>>,
-    fake_version: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the accept loop, the forwarding threads and the test share.
+#[derive(Default)]
+struct Shared {
+    hang: AtomicBool,
+    stop: AtomicBool,
+    requests: AtomicUsize,
+    starts: AtomicUsize,
+    unpauses: AtomicUsize,
+    held: Mutex<Vec<UnixStream>>,
+    fake_version: AtomicBool,
 }
 
 impl DockerProxy {
     pub fn start(path: &Path, mode: Mode, delay: Duration) -> DockerProxy {
         let listener = UnixListener::bind(path).expect("bind proxy socket");
-        let mode = Arc::new(AtomicU8::new(mode as u8));
-        let stop = Arc::new(AtomicBool::new(false));
-        let requests = Arc::new(AtomicUsize::new(0));
-        let starts = Arc::new(AtomicUsize::new(0));
-        let unpauses = Arc::new(AtomicUsize::new(0));
-        let held = Arc::new(Mutex::new(Vec::new()));
-        let fake_version = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            hang: AtomicBool::new(mode == Mode::Hang),
+            ..Shared::default()
+        });
         let thread = {
-            let (mode, stop, held, fake) = (
-                mode.clone(),
-                stop.clone(),
-                held.clone(),
-                fake_version.clone(),
-            );
-            let counts = Counts {
-                requests: requests.clone(),
-                starts: starts.clone(),
-                unpauses: unpauses.clone(),
-            };
+            let shared = shared.clone();
             std::thread::spawn(move || {
                 for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
+                    if shared.stop.load(Ordering::SeqCst) {
                         return;
                     }
                     let Ok(conn) = conn else { continue };
-                    if mode.load(Ordering::SeqCst) == Mode::Hang as u8 {
-                        held.lock().expect("lock").push(conn);
+                    if shared.hang.load(Ordering::SeqCst) {
+                        shared.held.lock().expect("lock").push(conn);
                         continue;
                     }
-                    let (counts, fake) = (counts.clone(), fake.clone());
-                    std::thread::spawn(move || forward(conn, delay, &counts, &fake));
+                    let shared = shared.clone();
+                    std::thread::spawn(move || forward(conn, delay, &shared));
                 }
             })
         };
         DockerProxy {
             path: path.to_owned(),
-            mode,
-            stop,
-            requests,
-            starts,
-            unpauses,
-            held,
-            fake_version,
+            shared,
             thread: Some(thread),
         }
     }
@@ -93,20 +76,20 @@ impl DockerProxy {
     /// than any engine accepts (as if the engine behind had been upgraded
     /// under a running client); later ones are the engine's own.
     pub fn fake_version_once(&self) {
-        self.fake_version.store(true, Ordering::SeqCst);
+        self.shared.fake_version.store(true, Ordering::SeqCst);
     }
 
     /// True once the faked `/_ping` answer has been passed on.
     pub fn faked(&self) -> bool {
-        !self.fake_version.load(Ordering::SeqCst)
+        !self.shared.fake_version.load(Ordering::SeqCst)
     }
 
     pub fn set_mode(&self, mode: Mode) {
-        self.mode.store(mode as u8, Ordering::SeqCst);
+        self.shared.hang.store(mode == Mode::Hang, Ordering::SeqCst);
     }
 
     pub fn starts(&self) -> usize {
-        self.starts.load(Ordering::SeqCst)
+        self.shared.starts.load(Ordering::SeqCst)
     }
 
     /// `POST …/unpause` requests passed on. Docker 20.10's event log is not
@@ -115,20 +98,20 @@ impl DockerProxy {
     /// already changed the state (measured: 205 of each for 200 API pauses
     /// and unpauses, `docker events` live).
     pub fn unpauses(&self) -> usize {
-        self.unpauses.load(Ordering::SeqCst)
+        self.shared.unpauses.load(Ordering::SeqCst)
     }
 
     pub fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
+        self.shared.requests.load(Ordering::SeqCst)
     }
 
     pub fn held(&self) -> usize {
-        self.held.lock().expect("lock").len()
+        self.shared.held.lock().expect("lock").len()
     }
 
     /// How many held connections the client (the waker) has closed.
     pub fn held_closed_by_peer(&self) -> usize {
-        let held = self.held.lock().expect("lock");
+        let held = self.shared.held.lock().expect("lock");
         held.iter()
             .filter(|s| {
                 let _ = s.set_nonblocking(true);
@@ -148,88 +131,73 @@ impl DockerProxy {
 
 impl Drop for DockerProxy {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.shared.stop.store(true, Ordering::SeqCst);
         // Wake the accept loop so it sees `stop`.
         let _ = UnixStream::connect(&self.path);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.held.lock().expect("lock").clear();
+        self.shared.held.lock().expect("lock").clear();
         let _ = std::fs::remove_file(&self.path);
     }
 }
 
 const METHODS: &[&[u8]] = &[b"GET ", b"POST ", b"HEAD ", b"DELETE ", b"PUT "];
 
-/// The proxy's request counters.
-#[derive(Clone)]
-struct Counts {
-    requests: Arc<AtomicUsize>,
-    starts: Arc<AtomicUsize>,
-    unpauses: Arc<AtomicUsize>,
-}
-
 /// Copies client → engine (delaying each request head by `delay`) and
 /// engine → client until either side closes.
-fn forward(mut client: UnixStream, delay: Duration, counts: &Counts, fake: &Arc<AtomicBool>) {
-    let Ok(mut engine) = UnixStream::connect(REAL_DOCKER) else {
+fn forward(client: UnixStream, delay: Duration, shared: &Arc<Shared>) {
+    let Ok(engine) = UnixStream::connect(REAL_DOCKER) else {
         return;
     };
-    let (Ok(mut client_r), Ok(mut engine_w)) = (client.try_clone(), engine.try_clone()) else {
+    let (Ok(client_r), Ok(engine_w)) = (client.try_clone(), engine.try_clone()) else {
         return;
     };
-    let fake = fake.clone();
+    let back_shared = shared.clone();
     let back = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match engine.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            let chunk = &mut buf[..n];
+        pump(engine, client, |chunk| {
             let key = b"Api-Version: ";
             if let Some(i) = chunk
                 .windows(key.len())
                 .position(|w| w.eq_ignore_ascii_case(key))
                 && chunk.len() >= i + key.len() + 4
-                && fake.swap(false, Ordering::SeqCst)
+                && back_shared.fake_version.swap(false, Ordering::SeqCst)
             {
                 chunk[i + key.len()..i + key.len() + 4].copy_from_slice(b"1.11");
             }
-            if client.write_all(chunk).is_err() {
-                break;
-            }
-        }
-        let _ = client.shutdown(std::net::Shutdown::Both);
+        })
     });
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match client_r.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let chunk = &buf[..n];
+    pump(client_r, engine_w, |chunk| {
         if METHODS.iter().any(|m| chunk.starts_with(m)) {
-            counts.requests.fetch_add(1, Ordering::SeqCst);
+            shared.requests.fetch_add(1, Ordering::SeqCst);
             let line = chunk.split(|&b| b == b'\r').next().unwrap_or_default();
             let line = String::from_utf8_lossy(line);
             let post = |what: &str| {
                 line.starts_with("POST ") && line.contains("/containers/") && line.contains(what)
             };
             if post("/start") {
-                counts.starts.fetch_add(1, Ordering::SeqCst);
+                shared.starts.fetch_add(1, Ordering::SeqCst);
             }
             if post("/unpause") {
-                counts.unpauses.fetch_add(1, Ordering::SeqCst);
+                shared.unpauses.fetch_add(1, Ordering::SeqCst);
             }
             if !delay.is_zero() {
                 std::thread::sleep(delay);
             }
         }
-        if engine_w.write_all(chunk).is_err() {
+    });
+    let _ = back.join();
+}
+
+/// Copies `from` to `to` until either side closes, `inspect` seeing (and
+/// maybe changing) each chunk first; then shuts `to` down.
+fn pump(mut from: UnixStream, mut to: UnixStream, mut inspect: impl FnMut(&mut [u8])) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buf) {
+        inspect(&mut buf[..n]);
+        if to.write_all(&buf[..n]).is_err() {
             break;
         }
     }
-    let _ = engine_w.shutdown(std::net::Shutdown::Both);
-    let _ = back.join();
+    let _ = to.shutdown(std::net::Shutdown::Both);
 }

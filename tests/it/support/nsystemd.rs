@@ -19,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{TestSite, bin};
 
@@ -33,6 +33,15 @@ const TARGET_UNIT: &[u8] = b"[Unit]\nDescription=fleet test target\n";
 pub struct Bind {
     pub host: PathBuf,
     pub inside: PathBuf,
+}
+
+impl Bind {
+    pub fn new(host: impl Into<PathBuf>, inside: impl Into<PathBuf>) -> Bind {
+        Bind {
+            host: host.into(),
+            inside: inside.into(),
+        }
+    }
 }
 
 /// A booted systemd; killed with everything in its namespaces on drop.
@@ -55,7 +64,6 @@ struct ChildPlan {
     tmpfs: Vec<(CString, CString)>,
     dirs: Vec<CString>,
     binds: Vec<BindPlan>,
-    unit_dir: Vec<CString>,
     unit_path: CString,
 }
 
@@ -108,17 +116,13 @@ pub fn overlay_options(dir: &Path, scratch: &Path) -> String {
 }
 
 impl NsSystemd {
-    /// Boots systemd with `binds` in place. Panics (with systemd's log) if it
-    /// does not reach a running state within 30 s.
-    pub fn boot(binds: &[Bind]) -> NsSystemd {
-        Self::boot_private(binds, &[])
-    }
-
-    /// Like [`NsSystemd::boot`], and every directory of `private` (e.g.
-    /// `/usr`, `/etc`, `/var/lib`) is covered inside the namespace by an
+    /// Boots systemd with `binds` in place, and every directory of `private`
+    /// (e.g. `/usr`, `/etc`, `/var/lib`) covered inside the namespace by an
     /// overlayfs whose upper layer is a host temp dir: what is written there
     /// (a `dpkg -i`, `systemctl enable` links) stays in the namespace and is
     /// gone with it, while the host's directories are read as they are.
+    /// Panics (with systemd's log) if it does not reach a running state
+    /// within 30 s.
     pub fn boot_private(binds: &[Bind], private: &[&Path]) -> NsSystemd {
         let log_dir = tempfile::Builder::new()
             .prefix("fleet-nsd-")
@@ -132,6 +136,7 @@ impl NsSystemd {
             let options = overlay_options(dir, &scratch.join(i.to_string()));
             overlays.push((cstr(dir), CString::new(options).expect("no NUL")));
         }
+        let unit_path = Path::new("/run/systemd/system").join(TARGET);
         let mut plan = ChildPlan {
             overlays,
             tmpfs: vec![
@@ -141,12 +146,9 @@ impl NsSystemd {
             ],
             dirs: Vec::new(),
             binds: Vec::new(),
-            unit_dir: vec![
-                cstr(Path::new("/run/systemd")),
-                cstr(Path::new("/run/systemd/system")),
-            ],
-            unit_path: cstr(&Path::new("/run/systemd/system").join(TARGET)),
+            unit_path: cstr(&unit_path),
         };
+        ancestors_to_make(&unit_path, &mut plan.dirs);
         for (i, b) in binds.iter().enumerate() {
             // The child opens each host path (O_PATH) after entering its
             // mount namespace but before the tmpfs mounts hide it, parks the
@@ -203,21 +205,17 @@ impl NsSystemd {
 
         // systemd is unshare's only child.
         let children = format!("/proc/{}/task/{}/children", unshare.id(), unshare.id());
-        let start = Instant::now();
-        let pid = loop {
-            if let Some(pid) = std::fs::read_to_string(&children)
+        let mut pid = None;
+        super::wait_until(Duration::from_secs(10), || {
+            pid = std::fs::read_to_string(&children)
                 .ok()
-                .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
-            {
-                break pid;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "systemd did not start; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        };
+                .and_then(|s| s.split_whitespace().next()?.parse().ok());
+            pid.is_some()
+        });
+        let pid = pid.unwrap_or_else(|| {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("systemd did not start; log:\n{log}")
+        });
         let ns = NsSystemd {
             unshare,
             pid,
@@ -238,22 +236,22 @@ impl NsSystemd {
     }
 
     fn wait_running(&self) {
-        let start = Instant::now();
-        let mut delay = Duration::from_millis(5);
-        loop {
-            let out = self.systemctl(&["is-system-running"]);
-            let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            if state == "running" || state == "degraded" {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "systemd in the namespace is {state:?} after 30 s; log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_millis(100));
-        }
+        let mut state = String::new();
+        let up = xtask::wait::poll(
+            Duration::from_secs(30),
+            Duration::from_millis(5),
+            Duration::from_millis(100),
+            || {
+                let out = self.systemctl(&["is-system-running"]);
+                state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                state == "running" || state == "degraded"
+            },
+        );
+        assert!(
+            up,
+            "systemd in the namespace is {state:?} after 30 s; log:\n{}",
+            self.log_text()
+        );
     }
 
     /// What systemd printed.
@@ -282,7 +280,7 @@ impl NsSystemd {
 
     /// `systemd-analyze security`'s overall exposure level of `unit`, noted,
     /// and asserted at most `max` (the issues' target is 2.5).
-    pub fn assert_exposure(&self, unit: &str, max: f64) -> f64 {
+    pub fn assert_exposure(&self, unit: &str, max: f64) {
         let out = self.run("systemd-analyze", &["security", "--no-pager", unit]);
         let security = String::from_utf8_lossy(&out.stdout).into_owned();
         let exposure: f64 = security
@@ -296,7 +294,6 @@ impl NsSystemd {
             "systemd-analyze security {unit}: exposure {exposure}"
         ));
         assert!(exposure <= max, "exposure {exposure} > {max}:\n{security}");
-        exposure
     }
 
     /// `systemctl args` inside the namespaces.
@@ -307,13 +304,15 @@ impl NsSystemd {
     /// `systemctl args`, panicking with its output and systemd's log if it fails.
     pub fn systemctl_ok(&self, args: &[&str]) -> String {
         let out = self.systemctl(args);
-        assert!(
-            out.status.success(),
-            "systemctl {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let text = super::assert::output_text(&out);
+        assert!(out.status.success(), "systemctl {args:?} failed: {text}");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Property `prop` of `unit` (`systemctl show -p <prop> --value`).
+    pub fn show(&self, unit: &str, prop: &str) -> String {
+        let value = self.systemctl_ok(&["show", "-p", prop, "--value", unit]);
+        value.trim().to_string()
     }
 
     /// A path inside the namespace's mount view, reachable from the host
@@ -432,9 +431,6 @@ fn child_setup(plan: &ChildPlan) -> std::io::Result<()> {
             ))?;
             libc::close(b.fd);
         }
-        for d in &plan.unit_dir {
-            mkdir(d)?;
-        }
         let fd = libc::open(
             plan.unit_path.as_ptr(),
             libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC | libc::O_CLOEXEC,
@@ -471,35 +467,20 @@ pub fn unit_text(name: &str) -> String {
 pub fn boot_for(site: &TestSite) -> NsSystemd {
     let layout = site.layout();
     let bin_dir = bin("fleet-waker").parent().expect("bin dir").to_owned();
-    let ns = NsSystemd::boot(&[
-        Bind {
-            host: PathBuf::from("/run/docker.sock"),
-            inside: PathBuf::from("/run/docker.sock"),
-        },
-        Bind {
-            host: layout.run_dir.clone(),
-            inside: PathBuf::from("/run/docker-apps"),
-        },
-        Bind {
-            host: layout.state_dir.clone(),
-            inside: PathBuf::from("/run/fleet"),
-        },
-        Bind {
-            host: layout.sites_dir.clone(),
-            inside: PathBuf::from("/run/fleet-sites"),
-        },
-        // The binaries stay where they are for commands run with nsenter,
-        // even when the checkout is under /tmp (hidden by the namespace's
-        // tmpfs otherwise), and appear at NS_BIN_DIR for the units.
-        Bind {
-            host: bin_dir.clone(),
-            inside: bin_dir.clone(),
-        },
-        Bind {
-            host: bin_dir,
-            inside: PathBuf::from(NS_BIN_DIR),
-        },
-    ]);
+    let ns = NsSystemd::boot_private(
+        &[
+            Bind::new("/run/docker.sock", "/run/docker.sock"),
+            Bind::new(&layout.run_dir, "/run/docker-apps"),
+            Bind::new(&layout.state_dir, "/run/fleet"),
+            Bind::new(&layout.sites_dir, "/run/fleet-sites"),
+            // The binaries stay where they are for commands run with nsenter,
+            // even when the checkout is under /tmp (hidden by the namespace's
+            // tmpfs otherwise), and appear at NS_BIN_DIR for the units.
+            Bind::new(&bin_dir, &bin_dir),
+            Bind::new(&bin_dir, NS_BIN_DIR),
+        ],
+        &[],
+    );
     for unit in ["fleet-waker@.socket", "fleet-waker@.service"] {
         ns.write_unit(unit, &unit_text(unit));
     }

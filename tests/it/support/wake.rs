@@ -3,11 +3,13 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Barrier};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{
     FcgiRequest, FcgiResponse, Launch, SiteOptions, SocketActivated, Spawned, TestSite, bin,
-    fastcgi, wait_until,
+    count_docker_events, fastcgi, wait_until,
 };
 
 /// fleet-waker for site `name` binding `listen` itself (`--listen`), with
@@ -50,36 +52,37 @@ pub fn stopped_site(options: SiteOptions) -> TestSite {
     site
 }
 
-/// Holds `k` connections at the waker, each sending a request; returns how
-/// long each took to be closed (EOF or error, no answer).
-pub fn held_connections_closed(socket: &Path, k: usize) -> Vec<Duration> {
-    let threads: Vec<_> = (0..k)
-        .map(|_| {
-            let s = socket.to_path_buf();
-            std::thread::spawn(move || {
-                let t = Instant::now();
-                let mut c = UnixStream::connect(&s).expect("connect to the waker");
-                c.set_read_timeout(Some(Duration::from_secs(30)))
-                    .expect("timeout");
-                let _ = c.write_all(&fastcgi::encode_request(&FcgiRequest::get("hello.php", "")));
-                let mut buf = Vec::new();
-                let r = c.read_to_end(&mut buf);
-                assert!(
-                    buf.is_empty() || is_retry_later(&buf),
-                    "a failed wake must not answer, except the waker's own 503 while it backs off ({} bytes: {:?})",
-                    buf.len(),
-                    String::from_utf8_lossy(&buf)
-                );
-                if let Err(e) = r {
-                    assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "held 30 s");
-                }
-                t.elapsed()
-            })
-        })
-        .collect();
-    threads
-        .into_iter()
-        .map(|t| t.join().expect("thread"))
+/// Docker logged exactly one start of `site`'s container since `t0`.
+pub fn assert_one_start(site: &TestSite, t0: SystemTime, logs: &str) {
+    let n = count_docker_events(site.container(), "start", t0, SystemTime::now());
+    assert_eq!(n, 1, "starts since t0; waker logs:\n{logs}");
+}
+
+/// The waker `w` logged that it cannot write its state file once, not per
+/// connection.
+pub fn assert_state_file_failure_logged_once(w: &Spawned) {
+    let logs = w.logs();
+    let n = logs.matches("cannot write the activity state file").count();
+    assert_eq!(n, 1, "logged once, not per connection:\n{logs}");
+}
+
+/// A pid that surely is gone (a waker's, a test process's): a child we ran
+/// and reaped.
+pub fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    child.wait().expect("wait true");
+    child.id()
+}
+
+/// Host pids of the container's processes whose command line contains `needle`.
+pub fn container_pids(site: &TestSite, needle: &str) -> Vec<i32> {
+    let out = super::docker_ok(&["top", site.container(), "-o", "pid,args"]);
+    out.lines()
+        .skip(1)
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
         .collect()
 }
 
@@ -134,4 +137,89 @@ pub fn listening_quiet(site: &TestSite, extra: &[&str], env: &[(&str, String)]) 
         w.logs()
     );
     w
+}
+
+/// The waker's state file at `path`, if there is a readable one.
+pub fn activity(path: &Path) -> Option<fleet_core::state::Activity> {
+    fleet_core::state::load(path).ok().flatten()
+}
+
+/// The open connection count in the waker's state file at `path` (0 while
+/// there is none).
+pub fn open_at(path: &Path) -> u64 {
+    activity(path).map_or(0, |a| a.open)
+}
+
+/// `sleep.php?s=<secs>` through `socket`, on a thread of its own.
+pub fn sleep_request(socket: &Path, secs: &str) -> JoinHandle<std::io::Result<FcgiResponse>> {
+    let (socket, query) = (socket.to_path_buf(), format!("s={secs}"));
+    std::thread::spawn(move || fastcgi::request(&socket, &FcgiRequest::get("sleep.php", &query)))
+}
+
+/// `n` `hello.php` requests through `socket`, all let go at once (a
+/// barrier); their answers in order.
+pub fn concurrent_hellos(socket: &Path, n: usize) -> Vec<std::io::Result<FcgiResponse>> {
+    let barrier = Arc::new(Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let (b, s) = (barrier.clone(), socket.to_path_buf());
+            std::thread::spawn(move || {
+                b.wait();
+                hello(&s)
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect()
+}
+
+/// Holds `k` connections at the site's waker `w`, each sending a request,
+/// and returns how long each took to be closed (EOF or error, no answer):
+/// each within `limit`, and the waker still up.
+pub fn held_closed_within(
+    site: &TestSite,
+    w: &mut Spawned,
+    k: usize,
+    limit: Duration,
+) -> Vec<Duration> {
+    let socket = site.waker_socket();
+    let threads: Vec<_> = (0..k)
+        .map(|_| {
+            let s = socket.to_path_buf();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let mut c = UnixStream::connect(&s).expect("connect to the waker");
+                c.set_read_timeout(Some(Duration::from_secs(30)))
+                    .expect("timeout");
+                let _ = c.write_all(&fastcgi::encode_request(&FcgiRequest::get("hello.php", "")));
+                let mut buf = Vec::new();
+                let r = c.read_to_end(&mut buf);
+                assert!(
+                    buf.is_empty() || is_retry_later(&buf),
+                    "a failed wake must not answer, except the waker's own 503 while it backs off ({} bytes: {:?})",
+                    buf.len(),
+                    String::from_utf8_lossy(&buf)
+                );
+                if let Err(e) = r {
+                    assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "held 30 s");
+                }
+                t.elapsed()
+            })
+        })
+        .collect();
+    let times: Vec<Duration> = threads
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect();
+    for t in &times {
+        assert!(
+            *t <= limit,
+            "held connection closed after {t:?} > {limit:?}\n{}",
+            w.logs()
+        );
+    }
+    assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
+    times
 }
