@@ -17,23 +17,10 @@ use crate::support::{
     self, FcgiRequest, FcgiResponse, SiteExt as _, SiteOptions, TestSite, connect_within, note,
     require,
 };
+use crate::support::{query_at, query_within};
 
 /// Long enough for a loaded machine; a pool that answers, answers in ms.
 const PATIENT: Duration = Duration::from_secs(20);
-
-/// `fpm_status::query` of `/status` at `socket` within `timeout`.
-fn query_within(socket: &Path, timeout: Duration) -> Result<FpmStatus, StatusError> {
-    query_at(socket, DEFAULT_STATUS_PATH, timeout)
-}
-
-/// `fpm_status::query` of `path` at `socket` within `timeout`.
-fn query_at(socket: &Path, path: &str, timeout: Duration) -> Result<FpmStatus, StatusError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(fpm_status::query(socket, path, timeout))
-}
 
 fn status(site: &TestSite) -> FpmStatus {
     query_within(&site.fpm_socket(), PATIENT)

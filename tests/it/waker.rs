@@ -349,9 +349,18 @@ fn sigterm_lets_open_connections_finish() {
     let site = TestSite::started(SiteOptions::default());
     let mut w = listening_site(&site, &[]);
     let slow = sleep_request(&site.waker_socket(), "1");
-    assert!(wait_until(Duration::from_secs(3), || open_at(
-        &site.state_file()
-    ) == 1));
+    // php-fpm itself serves it (the status request's worker and the
+    // sleeper): the waker has accepted and relayed it. The state file's
+    // open count could still be the start-up probe's connection.
+    let serving = || {
+        crate::support::query_within(&site.fpm_socket(), Duration::from_secs(2))
+            .is_ok_and(|s| s.active_processes >= 2)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), serving),
+        "the slow request never reached php-fpm: {}",
+        w.logs()
+    );
     w.kill(nix::sys::signal::Signal::SIGTERM);
     let r = slow
         .join()

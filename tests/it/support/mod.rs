@@ -286,3 +286,24 @@ pub fn count_docker_events(
     let e = format!("event={event}");
     docker_events(since, until, &["type=container", &c, &e]).len()
 }
+
+/// php-fpm's status page (`/status`) at `socket` within `timeout`.
+pub fn query_within(
+    socket: &Path,
+    timeout: Duration,
+) -> Result<fleet_core::fpm_status::FpmStatus, fleet_core::fpm_status::StatusError> {
+    query_at(socket, fleet_core::fpm_status::DEFAULT_STATUS_PATH, timeout)
+}
+
+/// `fpm_status::query` of `path` at `socket` within `timeout`.
+pub fn query_at(
+    socket: &Path,
+    path: &str,
+    timeout: Duration,
+) -> Result<fleet_core::fpm_status::FpmStatus, fleet_core::fpm_status::StatusError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(fleet_core::fpm_status::query(socket, path, timeout))
+}

@@ -15,17 +15,29 @@ use super::{
 /// fleet-waker for site `name` binding `listen` itself (`--listen`), with
 /// `RUST_LOG=debug`; waits until it accepts.
 pub fn listening(name: &str, listen: &Path, extra: &[&str], env: Vec<(String, String)>) -> Spawned {
+    started(name, listen, extra, env, "debug")
+}
+
+/// fleet-waker `name --listen <listen>` with `RUST_LOG=<level>`, once it
+/// logs "accepting connections". No probe connection: one the waker counts
+/// could be taken for a test's own request in its state file.
+fn started(
+    name: &str,
+    listen: &Path,
+    extra: &[&str],
+    env: Vec<(String, String)>,
+    level: &str,
+) -> Spawned {
     let w = Launch::new(bin("fleet-waker"))
         .arg(name)
         .arg("--listen")
         .arg(listen)
         .args(extra)
+        .env("RUST_LOG", level)
         .envs(env)
-        .env("RUST_LOG", "debug")
         .spawn();
     assert!(
-        wait_until(Duration::from_secs(10), || UnixStream::connect(listen)
-            .is_ok()),
+        w.wait_for_log("accepting connections", Duration::from_secs(10)),
         "waker did not listen on {}: {}",
         listen.display(),
         w.logs()
@@ -118,25 +130,11 @@ pub fn hello_after_backoff(socket: &Path, max: Duration) -> std::io::Result<Fcgi
 }
 
 /// fleet-waker for `site` binding the site's socket itself, with `extra`
-/// arguments and environment, `RUST_LOG=info`; waits for its "accepting
-/// connections" log line. Unlike [`listening`], no probe connection: a
-/// connection wakes the site.
+/// arguments and environment, `RUST_LOG=info` (a test that reads its log).
 pub fn listening_quiet(site: &TestSite, extra: &[&str], env: &[(&str, String)]) -> Spawned {
-    let w = Launch::new(bin("fleet-waker"))
-        .arg(site.name())
-        .arg("--listen")
-        .arg(site.waker_socket())
-        .args(extra)
-        .envs(site.layout_env())
-        .env("RUST_LOG", "info")
-        .envs(env.iter().map(|(k, v)| (k.to_string(), v.clone())))
-        .spawn();
-    assert!(
-        w.wait_for_log("accepting connections", Duration::from_secs(10)),
-        "waker did not start: {}",
-        w.logs()
-    );
-    w
+    let mut vars = site.layout_env();
+    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    started(site.name(), &site.waker_socket(), extra, vars, "info")
 }
 
 /// The waker's state file at `path`, if there is a readable one.
