@@ -21,7 +21,7 @@ use xtask::kit::fastcgi::{self, FcgiRequest};
 use xtask::kit::process::Launch;
 
 use crate::proc::{NGINX_USER, Rig, free_port, rss_kib};
-use xtask::kit::nginx::{Mode, NGINX, NginxProc, site_snippet};
+use xtask::kit::nginx::{Mode, NGINX, NginxProc};
 use xtask::wait::wait_until;
 
 /// `cargo xtask soak` arguments.
@@ -144,9 +144,9 @@ fn wrk(port: u16, dir: &Path, requests: u64) -> Result<WrkRun, Error> {
 /// criterion does.
 pub fn soak(requests: u64) -> Result<(), Error> {
     let rig = Rig::new("soak", &[(NGINX, "nginx-light"), ("/usr/bin/wrk", "wrk")])?;
-    let (site, dir) = (rig.site.clone(), rig.dir().to_owned());
+    let dir = rig.kit.temp_dir();
     let waker_sock = dir.join("waker.sock");
-    let mut waker = rig.spawn_waker(&waker_sock)?;
+    let mut waker = rig.spawn_waker(&rig.waker_bin, &waker_sock)?;
     let wpid = waker.pid();
     // One request wakes the container (a cold start through the waker).
     if !fastcgi::request(&waker_sock, &FcgiRequest::get("hello.php", ""))
@@ -157,7 +157,7 @@ pub fn soak(requests: u64) -> Result<(), Error> {
             "not answered",
         ));
     }
-    let state = dir.join("state").join(format!("{site}.state"));
+    let state = rig.kit.state_file();
     let open_zero = || {
         fleet_core::state::load(&state)
             .ok()
@@ -170,8 +170,8 @@ pub fn soak(requests: u64) -> Result<(), Error> {
 
     let port = free_port()?;
     // The shipped proxy-mode location, passing to this waker's socket.
-    let snippet = site_snippet(Mode::Proxy, &site, &rig.run_dir)
-        .map_err(|e| Error::failed("nginx site snippet", e))?
+    let snippet = rig
+        .snippet(Mode::Proxy)?
         .passing_to(&format!("unix:{}", waker_sock.display()));
     let _nginx = NginxProc::start(&rig.nginx_dir(), port, NGINX_USER, &snippet)?;
     let checkpoint = if requests > 100_000 {

@@ -23,9 +23,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::proc::{build_release, parallel, rm_containers};
+use crate::proc::{parallel, rm_containers};
 use xtask::Error;
 use xtask::error::{Cmd, run};
+use xtask::wait::poll;
 
 /// Sites in the benchmark.
 pub const SITES: usize = 200;
@@ -52,7 +53,7 @@ type Result<T> = std::result::Result<T, Error>;
 /// Runs the benchmark on a release fleet-reaper built in `root`. Returns
 /// the Markdown report.
 pub fn bench() -> Result<String> {
-    build_release(&["fleet-reaper"])?;
+    xtask::kit::build("release", &["fleet-reaper"])?;
     remove_containers()?;
     let result = measure(&xtask::kit::release_bin("fleet-reaper"));
     let cleanup = remove_containers();
@@ -109,21 +110,20 @@ fn measure(reaper: &Path) -> Result<String> {
     );
     parallel(SITES, 8, |i| {
         let c = format!("{}.fpm", names[i]);
-        let deadline = Instant::now() + Duration::from_secs(300);
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let out = run("docker", &["logs", "--tail", "2", &c])?;
-            if out.contains("old-log-done") || (i < RECENT && out.contains("tick")) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(Error::failed(
-                    format!("docker logs {c}"),
-                    "log not written after 300s",
-                ));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_secs(1));
+        let written =
+            |out: &str| out.contains("old-log-done") || (i < RECENT && out.contains("tick"));
+        // The last lines, until written or `docker logs` fails.
+        let mut out = Ok(String::new());
+        let (first, max) = (Duration::from_millis(50), Duration::from_secs(1));
+        poll(Duration::from_secs(300), first, max, || {
+            out = run("docker", &["logs", "--tail", "2", &c]);
+            out.as_deref().map_or(true, written)
+        });
+        if written(&out?) {
+            Ok(())
+        } else {
+            let why = "log not written after 300s";
+            Err(Error::failed(format!("docker logs {c}"), why))
         }
     })?;
     let written = SystemTime::now();
