@@ -255,27 +255,17 @@ fn test(cargo_test_args: &[String]) -> Result<(), Error> {
         let cargo = xtask::kit::cargo();
         // Broken or ambiguous doc links fail in `doc`, not on docs.rs. Through
         // --config, not RUSTDOCFLAGS, so the step is one argv like the others.
-        let doc_flags = "build.rustdocflags=[\"-D\", \"warnings\"]";
-        for (name, args) in [
-            ("fmt", &["fmt", "--all", "--check"][..]),
-            (
-                "clippy",
-                &[
-                    "clippy",
-                    "--workspace",
-                    "--all-targets",
-                    "--",
-                    "-D",
-                    "warnings",
-                ],
-            ),
+        for (name, line) in [
+            ("fmt", "fmt --all --check"),
+            ("clippy", "clippy --workspace --all-targets -- -D warnings"),
             (
                 "doc",
-                &["doc", "--workspace", "--no-deps", "--config", doc_flags],
+                r#"doc --workspace --no-deps --config build.rustdocflags=["-D","warnings"]"#,
             ),
-            ("build", &["build", "--workspace"]),
+            ("build", "build --workspace"),
         ] {
-            step(name, &cargo, args, |_| {})?;
+            let args: Vec<&str> = line.split(' ').collect();
+            step(name, &cargo, &args, |_| {})?;
         }
         let mut args = vec!["test", "--workspace"];
         args.extend(cargo_test_args.iter().map(String::as_str));

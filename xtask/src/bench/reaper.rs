@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::proc::{parallel, rm_containers};
 use xtask::Error;
 use xtask::error::{Cmd, run};
+use xtask::kit::reaper::Reaper;
 use xtask::wait::poll;
 
 /// Sites in the benchmark.
@@ -137,28 +138,26 @@ fn measure(reaper: &Path) -> Result<String> {
     // fleet-reaper, best of RUNS.
     let mut reaper_times = Vec::new();
     for run in 0..RUNS {
-        let t = Instant::now();
-        let stdout = Cmd::new(reaper)
-            .arg("--sites-dir")
-            .arg(&sites_dir)
-            .arg("--state-dir")
-            .arg(&state_dir)
+        let pass = Reaper::new(reaper)
+            .dirs(&sites_dir, &state_dir)
             // The light containers have no php-fpm status page: without
             // --proxy-only every quiet site is `no-signal`, never idle. The
             // old loop, too, decided on the logs alone.
             .args(["--dry-run", "--proxy-only", "--format", "table"])
             .env("RUST_LOG", "warn")
-            .stdout()?;
-        let elapsed = t.elapsed();
+            .run()?;
+        let (stdout, elapsed) = (pass.stdout, pass.elapsed);
         let active = verdicts(&stdout, "active-logs");
         let idle = verdicts(&stdout, "idle");
-        if active != expected || idle.len() != SITES - RECENT {
+        if pass.code != Some(0) || active != expected || idle.len() != SITES - RECENT {
             return Err(Error::failed(
                 format!("fleet-reaper run {run}"),
                 format!(
-                    "{} active (expected {RECENT}), {} idle:\n{stdout}",
+                    "exit {:?}, {} active (expected {RECENT}), {} idle:\n{stdout}{}",
+                    pass.code,
                     active.len(),
-                    idle.len()
+                    idle.len(),
+                    pass.stderr
                 ),
             ));
         }
