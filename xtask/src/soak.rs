@@ -76,14 +76,9 @@ struct WrkRun {
 fn parse_wrk(out: &str) -> Option<WrkRun> {
     let mut r = WrkRun::default();
     let line = out.lines().find(|l| l.contains(" requests in "))?;
-    let mut words = line.split_whitespace();
-    r.requests = words.next()?.parse().ok()?;
-    let t = line
-        .split(" requests in ")
-        .nth(1)?
-        .split(',')
-        .next()?
-        .trim();
+    let (n, rest) = line.trim().split_once(" requests in ")?;
+    r.requests = n.parse().ok()?;
+    let t = rest.split(',').next()?.trim();
     r.secs = if let Some(ms) = t.strip_suffix("ms") {
         ms.parse::<f64>().ok()? / 1e3
     } else if let Some(m) = t.strip_suffix('m') {
