@@ -279,9 +279,7 @@ pub fn bench(n: usize) -> Result<String, Error> {
          | wakers after the sweep | {alive_before} processes, {mib_before:.0} MiB RSS | |\n\
          | wakers {idle_secs} s after their last connection (`--exit-idle-time`) | {alive_after} processes, {mib_after:.0} MiB RSS | 0 |\n\
          | one fleet-reaper pass over {n} awake sites (`--dry-run`) | {:.2} s{} | |\n",
-        std::thread::available_parallelism()
-            .map(|c| c.get())
-            .unwrap_or(0),
+        std::thread::available_parallelism().map_or(0, |c| c.get()),
         setup.as_secs_f64(),
         last.as_secs_f64(),
         since_start.as_secs_f64(),
