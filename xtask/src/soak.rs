@@ -175,7 +175,7 @@ pub fn soak(requests: u64) -> Result<(), Error> {
         requests / 10
     };
     let started = Instant::now();
-    let a = wrk(port, &dir, checkpoint)?;
+    let a = wrk(port, dir, checkpoint)?;
     wait_until(Duration::from_secs(5), open_zero);
     let rss_checkpoint = rss_kib(wpid).0;
     let fds_checkpoint = fd_count(wpid);
@@ -183,7 +183,7 @@ pub fn soak(requests: u64) -> Result<(), Error> {
         "==> checkpoint after {} requests: RSS {rss_checkpoint} KiB, {fds_checkpoint} fds",
         a.requests
     );
-    let b = wrk(port, &dir, requests.saturating_sub(a.requests).max(1))?;
+    let b = wrk(port, dir, requests.saturating_sub(a.requests).max(1))?;
     let wall = started.elapsed();
     let settled = wait_until(Duration::from_secs(10), || {
         open_zero() && fd_count(wpid) <= fds_idle

@@ -153,8 +153,8 @@ pub fn bench(rounds: usize) -> Result<String, Error> {
         for (i, state) in STATES.iter().enumerate() {
             let direct = state.starts_with("direct");
             match *state {
-                "paused" => run("docker", &["pause", &container]).map(drop)?,
-                "stopped" => run("docker", &["stop", "-t", "10", &container]).map(drop)?,
+                "paused" => run("docker", &["pause", container]).map(drop)?,
+                "stopped" => run("docker", &["stop", "-t", "10", container]).map(drop)?,
                 "direct: awake" => {
                     for _ in 0..WARM_UP {
                         get_on(direct_port, "direct warm-up")?;
@@ -164,7 +164,7 @@ pub fn bench(rounds: usize) -> Result<String, Error> {
                 "direct: stopped by the reaper" => reap_until(&rig, &reaper, "stop", "exited")?,
                 _ => {}
             }
-            let bytes = memory(&container)?;
+            let bytes = memory(container)?;
             let what = format!("round {round}, {state}");
             let ms = get_on(if direct { direct_port } else { port }, &what)?;
             samples[i].memory.push(bytes);
