@@ -371,12 +371,11 @@ fn rel(path: &Path) -> PathBuf {
 /// directories (mode 0755) where missing.
 fn insert(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path, entry: Entry) {
     let rel = rel(path);
-    for dir in rel
-        .ancestors()
-        .skip(1)
-        .filter(|d| !d.as_os_str().is_empty())
-    {
-        entries.entry(dir.to_owned()).or_insert(Entry::Dir(0o755));
+    let mut acc = PathBuf::new();
+    let comps: Vec<_> = rel.components().collect();
+    for comp in comps.iter().take(comps.len().saturating_sub(1)) {
+        acc.push(comp);
+        entries.entry(acc.clone()).or_insert(Entry::Dir(0o755));
     }
     entries.insert(rel, entry);
 }
