@@ -161,15 +161,13 @@ pub fn ensure_packages() -> Result<(), Error> {
         );
         return Ok(());
     }
+    let list = missing.join(" ");
     if !nix::unistd::geteuid().is_root() || !Path::new("/usr/bin/apt-get").exists() {
-        eprintln!("==> packages: missing {}", missing.join(" "));
+        eprintln!("==> packages: missing {list}");
+        let how = "install them with:\n    sudo apt-get install -y --no-install-recommends";
         return Err(Error::unavailable(
             "packages",
-            format!(
-                "missing {}; install them with:\n    sudo apt-get install -y --no-install-recommends {}",
-                missing.join(" "),
-                missing.join(" ")
-            ),
+            format!("missing {list}; {how} {list}"),
         ));
     }
     let apt = |args: &[&str]| -> Result<(), Error> {
@@ -190,11 +188,8 @@ pub fn ensure_packages() -> Result<(), Error> {
             format!("still missing after apt-get install: {}", still.join(" ")),
         ));
     }
-    eprintln!(
-        "==> packages: installed {} in {:.1}s",
-        missing.join(" "),
-        start.elapsed().as_secs_f64()
-    );
+    let took = start.elapsed().as_secs_f64();
+    eprintln!("==> packages: installed {list} in {took:.1}s");
     Ok(())
 }
 

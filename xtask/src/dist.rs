@@ -501,17 +501,13 @@ mod tests {
     /// whose dpkg-shlibdeps found `shlibs`.
     fn control(version: &str, shlibs: &str) -> String {
         let dir = temp_dir("dist-control");
-        let control = dir.path().join("debian/control");
-        write(&control, CONTROL.as_bytes(), 0o644).expect("write");
-        let substvars = format!("shlibs:Depends={shlibs}\n");
-        write(
-            &dir.path().join("debian/substvars"),
-            substvars.as_bytes(),
-            0o644,
-        )
-        .expect("write");
-        let file = dir.path().join(STAGE).join("usr/bin/a");
-        write(&file, &vec![0; 4242 * 1024], 0o755).expect("write");
+        let (substvars, bin) = (format!("shlibs:Depends={shlibs}\n"), vec![0; 4242 * 1024]);
+        let files: [File; 3] = [
+            ("debian/control".into(), CONTROL.into(), 0o644),
+            ("debian/substvars".into(), substvars.into(), 0o644),
+            (format!("{STAGE}/usr/bin/a").into(), bin, 0o755),
+        ];
+        install(dir.path(), &files).expect("write");
         gencontrol(dir.path(), &changelog_for(version)).expect("dpkg-gencontrol")
     }
 

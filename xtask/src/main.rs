@@ -255,27 +255,17 @@ fn test(cargo_test_args: &[String]) -> Result<(), Error> {
         let cargo = xtask::kit::cargo();
         // Broken or ambiguous doc links fail in `doc`, not on docs.rs. Through
         // --config, not RUSTDOCFLAGS, so the step is one argv like the others.
-        let doc_flags = "build.rustdocflags=[\"-D\", \"warnings\"]";
-        for (name, args) in [
-            ("fmt", &["fmt", "--all", "--check"][..]),
-            (
-                "clippy",
-                &[
-                    "clippy",
-                    "--workspace",
-                    "--all-targets",
-                    "--",
-                    "-D",
-                    "warnings",
-                ],
-            ),
+        for (name, line) in [
+            ("fmt", "fmt --all --check"),
+            ("clippy", "clippy --workspace --all-targets -- -D warnings"),
             (
                 "doc",
-                &["doc", "--workspace", "--no-deps", "--config", doc_flags],
+                r#"doc --workspace --no-deps --config build.rustdocflags=["-D","warnings"]"#,
             ),
-            ("build", &["build", "--workspace"]),
+            ("build", "build --workspace"),
         ] {
-            step(name, &cargo, args, |_| {})?;
+            let args: Vec<&str> = line.split(' ').collect();
+            step(name, &cargo, &args, |_| {})?;
         }
         let mut args = vec!["test", "--workspace"];
         args.extend(cargo_test_args.iter().map(String::as_str));
@@ -381,9 +371,10 @@ fn build_image() -> Result<String, Error> {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Cmd, clap::Error> {
+    /// `cargo xtask <args>`, the words of `args` split at spaces.
+    fn parse(args: &str) -> Result<Cmd, clap::Error> {
         let argv: Vec<String> = std::iter::once("xtask")
-            .chain(args.iter().copied())
+            .chain(args.split_whitespace())
             .map(String::from)
             .collect();
         super::parse(&argv)
@@ -398,150 +389,107 @@ mod tests {
     #[test]
     fn test_passes_every_trailing_arg_to_cargo_test() {
         for args in [
-            &["-p", "fleet-core"][..],
-            &["--", "--nocapture"],
-            &[
-                "-p",
-                "fleet-tests",
-                "--test",
-                "it",
-                "--",
-                "demo::",
-                "--test-threads=1",
-            ],
-            &["--help"],
-            &[],
+            "-p fleet-core",
+            "-- --nocapture",
+            "-p fleet-tests --test it -- demo:: --test-threads=1",
+            "--help",
+            "",
         ] {
-            let mut argv = vec!["test"];
-            argv.extend(args);
-            match parse(&argv) {
-                Ok(Cmd::Test { args: got }) => assert_eq!(got, args, "{argv:?}"),
-                other => panic!("{argv:?}: {other:?}"),
+            match parse(&format!("test {args}")) {
+                Ok(Cmd::Test { args: got }) => {
+                    assert_eq!(got, args.split_whitespace().collect::<Vec<_>>())
+                }
+                other => panic!("{args:?}: {other:?}"),
             }
         }
     }
 
-    /// `args` parse into a command matching `pat`, on which `check` holds.
-    macro_rules! parses {
-        ($args:expr, $pat:pat => $check:expr) => {
-            match parse($args) {
-                Ok($pat) => $check,
-                other => panic!("{:?}: {other:?}", $args),
-            }
-        };
-        ($args:expr, $pat:pat) => {
-            parses!($args, $pat => ())
-        };
-    }
-
+    /// Each command line parses into the command written next to it (its
+    /// `Debug` form: every field, defaults included).
     #[test]
     fn arguments_parse_with_their_defaults() {
-        parses!(&["demo"], Cmd::Demo(d) => {
-            assert_eq!((d.port, d.once, d.no_build), (8080, false, false))
-        });
-        parses!(&["demo", "--once", "--port=81", "--no-build"], Cmd::Demo(d) => {
-            assert_eq!((d.port, d.once, d.no_build), (81, true, true))
-        });
-        let dist = [
-            "dist",
-            "--debug",
-            "--no-build",
-            "--out",
-            "/tmp/d",
-            "--verify",
-        ];
-        parses!(&dist, Cmd::Dist(d) => {
-            assert!(d.debug && d.no_build && d.verify && d.version.is_none());
-            assert_eq!(d.out.as_deref(), Some(Path::new("/tmp/d")));
-        });
-        parses!(&["install"], Cmd::Install(i) => {
-            assert_eq!(i.prefix, Path::new("/usr/local"));
-            assert_eq!(i.destdir, None);
-        });
-        let install = [
-            "install",
-            "--prefix",
-            "/opt/fleet",
-            "--destdir=/tmp/s",
-            "--debug",
-            "--no-build",
-        ];
-        parses!(&install, Cmd::Install(i) => {
-            assert_eq!(i.prefix, Path::new("/opt/fleet"));
-            assert_eq!(i.destdir.as_deref(), Some(Path::new("/tmp/s")));
-            assert!(i.debug && i.no_build);
-        });
-        parses!(
-            &["bench", "waker"],
-            Cmd::Bench(Bench::Waker {
-                rounds: 5,
-                baseline: None
-            })
-        );
-        let waker = ["bench", "waker", "3", "--baseline", "/old/fleet-waker"];
-        parses!(&waker, Cmd::Bench(Bench::Waker { rounds: 3, baseline: Some(b) }) => {
-            assert_eq!(b, Path::new("/old/fleet-waker"))
-        });
-        parses!(&["bench", "fleet"], Cmd::Bench(Bench::Fleet { n: 300 }));
-        parses!(
-            &["bench", "fleet", "20"],
-            Cmd::Bench(Bench::Fleet { n: 20 })
-        );
-        parses!(&["bench", "reaper"], Cmd::Bench(Bench::Reaper));
-        parses!(&["bench", "sleep"], Cmd::Bench(Bench::Sleep { rounds: 10 }));
-        parses!(
-            &["bench", "sleep", "--rounds", "3"],
-            Cmd::Bench(Bench::Sleep { rounds: 3 })
-        );
-        parses!(&["soak"], Cmd::Soak(s) => assert_eq!(s.requests, 1_000_000));
-        parses!(&["soak", "--requests", "100_000"], Cmd::Soak(s) => {
-            assert_eq!(s.requests, 100_000)
-        });
-        parses!(&["fuzz", "conf"], Cmd::Fuzz(f) => {
-            assert_eq!((f.target.as_str(), f.seconds), ("conf", 600))
-        });
-        parses!(&["fuzz", "site", "--seconds", "30"], Cmd::Fuzz(f) => {
-            assert_eq!((f.target.as_str(), f.seconds), ("site", 30))
-        });
-        parses!(&["image"], Cmd::Image);
+        for (args, want) in [
+            (
+                "demo",
+                "Demo(DemoArgs { port: 8080, once: false, no_build: false })",
+            ),
+            (
+                "demo --once --port=81 --no-build",
+                "Demo(DemoArgs { port: 81, once: true, no_build: true })",
+            ),
+            (
+                "dist --debug --no-build --out /tmp/d --verify",
+                r#"Dist(DistArgs { debug: true, no_build: true, out: Some("/tmp/d"), verify: true, version: None })"#,
+            ),
+            (
+                "install",
+                r#"Install(InstallArgs { prefix: "/usr/local", destdir: None, debug: false, no_build: false })"#,
+            ),
+            (
+                "install --prefix /opt/fleet --destdir=/tmp/s --debug --no-build",
+                r#"Install(InstallArgs { prefix: "/opt/fleet", destdir: Some("/tmp/s"), debug: true, no_build: true })"#,
+            ),
+            ("bench waker", "Bench(Waker { rounds: 5, baseline: None })"),
+            (
+                "bench waker 3 --baseline /old/fleet-waker",
+                r#"Bench(Waker { rounds: 3, baseline: Some("/old/fleet-waker") })"#,
+            ),
+            ("bench fleet", "Bench(Fleet { n: 300 })"),
+            ("bench fleet 20", "Bench(Fleet { n: 20 })"),
+            ("bench reaper", "Bench(Reaper)"),
+            ("bench sleep", "Bench(Sleep { rounds: 10 })"),
+            ("bench sleep --rounds 3", "Bench(Sleep { rounds: 3 })"),
+            ("soak", "Soak(SoakArgs { requests: 1000000 })"),
+            (
+                "soak --requests 100_000",
+                "Soak(SoakArgs { requests: 100000 })",
+            ),
+            (
+                "fuzz conf",
+                r#"Fuzz(FuzzArgs { target: "conf", seconds: 600 })"#,
+            ),
+            (
+                "fuzz site --seconds 30",
+                r#"Fuzz(FuzzArgs { target: "site", seconds: 30 })"#,
+            ),
+            ("image", "Image"),
+        ] {
+            let got = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(format!("{got:?}"), want, "{args:?}");
+        }
     }
 
     #[test]
     fn usage_errors_are_errors_and_help_is_not() {
         for bad in [
-            &[][..],
-            &["nope"],
-            &["bench"],
-            &["bench", "waker", "many"],
-            &["bench", "waker", "--baseline"],
-            &["bench", "fleet", "0"],
-            &["bench", "sleep", "--rounds", "0"],
-            &["bench", "sleep", "3"],
-            &["demo", "--port"],
-            &["demo", "--port", "0"],
-            &["demo", "--port", "70000"],
-            &["demo", "--port", "nope"],
-            &["demo", "--bogus"],
-            &["dist", "--out"],
-            &["dist", "--what"],
-            &["install", "--prefix", "relative"],
-            &["install", "--prefix"],
-            &["soak", "--requests", "5"],
-            &["soak", "--bogus"],
-            &["fuzz"],
-            &["fuzz", "nope"],
-            &["fuzz", "conf", "--seconds", "0"],
-            &["fuzz", "conf", "--seconds"],
+            "",
+            "nope",
+            "bench",
+            "bench waker many",
+            "bench waker --baseline",
+            "bench fleet 0",
+            "bench sleep --rounds 0",
+            "bench sleep 3",
+            "demo --port",
+            "demo --port 0",
+            "demo --port 70000",
+            "demo --port nope",
+            "demo --bogus",
+            "dist --out",
+            "dist --what",
+            "install --prefix relative",
+            "install --prefix",
+            "soak --requests 5",
+            "soak --bogus",
+            "fuzz",
+            "fuzz nope",
+            "fuzz conf --seconds 0",
+            "fuzz conf --seconds",
         ] {
             let e = parse(bad).expect_err(&format!("{bad:?} is a usage error"));
             assert!(e.use_stderr(), "{bad:?}: {e}");
         }
-        for help in [
-            &["--help"][..],
-            &["help"],
-            &["help", "dist"],
-            &["demo", "--help"],
-        ] {
+        for help in ["--help", "help", "help dist", "demo --help"] {
             let e = parse(help).expect_err("help is clap's early exit");
             assert!(!e.use_stderr(), "{help:?}: {e}");
         }

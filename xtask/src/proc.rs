@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use xtask::Error;
+use xtask::kit::nginx::{Mode, Snippet, site_snippet};
 use xtask::kit::process::{Launch, Spawned};
 use xtask::kit::site::{SiteOptions, TestSite};
 
@@ -17,61 +18,30 @@ pub use xtask::kit::free_port;
 /// created (not started) container `<site>.fpm`), plus an nginx dir.
 /// Container and dirs are removed when the rig drops.
 pub struct Rig {
-    pub site: String,
-    pub run_dir: PathBuf,
-    pub site_dir: PathBuf,
     pub waker_bin: PathBuf,
-    kit: TestSite,
+    pub kit: TestSite,
 }
 
 impl Rig {
-    /// Sets the site up; `tools` are `(path, package)` pairs that must exist;
-    /// fleet-waker is built (release) in `root`.
+    /// Sets the site up; `tools` are `(path, package)` pairs that must exist.
     pub fn new(kind: &str, tools: &[(&str, &str)]) -> Result<Rig, Error> {
         require(tools)?;
-        build_release(&["fleet-waker"])?;
-        let waker_bin = xtask::kit::release_bin("fleet-waker");
+        xtask::kit::build("release", &["fleet-waker"])?;
         let kit = TestSite::try_with_options(SiteOptions {
             temp_kind: Some(kind.to_owned()),
             ..SiteOptions::default()
         })?;
         let nginx = kit.temp_dir().join("nginx");
         std::fs::create_dir_all(&nginx).map_err(Error::io("mkdir", &nginx))?;
-        Ok(Rig {
-            site: kit.name().to_owned(),
-            run_dir: kit.layout().run_dir.clone(),
-            site_dir: kit.layout().site_dir(kit.site()),
-            waker_bin,
-            kit,
-        })
+        let waker_bin = xtask::kit::release_bin("fleet-waker");
+        Ok(Rig { waker_bin, kit })
     }
 
-    /// The kit's site under the rig (its layout, state, conf).
-    pub fn kit(&self) -> &TestSite {
-        &self.kit
-    }
-
-    /// The site's container, `<site>.fpm`.
-    pub fn container(&self) -> &str {
-        self.kit.container()
-    }
-
-    /// The temp dir.
-    pub fn dir(&self) -> &Path {
-        self.kit.temp_dir()
-    }
-
-    /// Runs fleet-waker for the site with `--listen socket` (log in
-    /// `<dir>/waker.log`) and waits for its `READY=1` on a notify socket of
-    /// our own. Not by connecting to it: a probe connection to a sleeping
-    /// site would itself wake the container.
-    pub fn spawn_waker(&self, socket: &Path) -> Result<Spawned, Error> {
-        self.spawn_waker_bin(&self.waker_bin, socket)
-    }
-
-    /// Like [`Rig::spawn_waker`] with another fleet-waker binary (an older
-    /// build, measured in the same run).
-    pub fn spawn_waker_bin(&self, bin: &Path, socket: &Path) -> Result<Spawned, Error> {
+    /// Runs fleet-waker `bin` (the rig's, or an older build measured in the
+    /// same run) for the site with `--listen socket` and waits for its
+    /// `READY=1` on a notify socket of our own. Not by connecting to it: a
+    /// probe connection to a sleeping site would itself wake the container.
+    pub fn spawn_waker(&self, bin: &Path, socket: &Path) -> Result<Spawned, Error> {
         self.waker(bin)
             .arg("--listen")
             .arg(socket)
@@ -79,28 +49,47 @@ impl Rig {
             .try_spawn()
     }
 
-    /// fleet-waker `bin` for the site, on the rig's directories, its log in
-    /// `<dir>/waker.log`, stopped with SIGTERM: to be spawned with
-    /// `--listen` or run under socket activation.
+    /// [`waker`] `bin` for the site, on the kit's layout, its log in
+    /// `<temp dir>/waker.log`.
     pub fn waker(&self, bin: &Path) -> Launch {
-        Launch::new(bin)
-            .arg(&self.site)
-            .arg("--run-dir")
-            .arg(&self.run_dir)
-            .arg("--state-dir")
-            .arg(self.dir().join("state"))
-            // info: start-up and one line per wake (with its duration),
-            // nothing per connection.
-            .env("RUST_LOG", "info")
-            .log_to(self.dir().join("waker.log"))
-            .stop_with(Signal::SIGTERM, Duration::from_secs(3))
-            .same_group()
+        let (layout, log) = (self.kit.layout(), self.kit.temp_dir().join("waker.log"));
+        waker(
+            bin,
+            self.kit.name(),
+            &layout.run_dir,
+            &layout.state_dir,
+            &log,
+        )
+    }
+
+    /// The shipped nginx snippet of `mode` for the site.
+    pub fn snippet(&self, mode: Mode) -> Result<Snippet, Error> {
+        site_snippet(mode, self.kit.name(), &self.kit.layout().run_dir)
+            .map_err(|e| Error::failed("nginx site snippet", e))
     }
 
     /// nginx's directory (config, logs, temp paths).
     pub fn nginx_dir(&self) -> PathBuf {
-        self.dir().join("nginx")
+        self.kit.temp_dir().join("nginx")
     }
+}
+
+/// fleet-waker `bin` for `site` on `run_dir` and `state_dir`, its log in
+/// `log`, stopped with SIGTERM: to be spawned with `--listen` or run under
+/// socket activation.
+pub fn waker(bin: &Path, site: &str, run_dir: &Path, state_dir: &Path, log: &Path) -> Launch {
+    Launch::new(bin)
+        .arg(site)
+        .arg("--run-dir")
+        .arg(run_dir)
+        .arg("--state-dir")
+        .arg(state_dir)
+        // info: start-up and one line per wake (with its duration),
+        // nothing per connection.
+        .env("RUST_LOG", "info")
+        .log_to(log)
+        .stop_with(Signal::SIGTERM, Duration::from_secs(3))
+        .same_group()
 }
 
 /// The user nginx's workers run as in the benches and the soak: root, as
@@ -143,12 +132,6 @@ pub fn require(tools: &[(&str, &str)]) -> Result<(), Error> {
         xtask::deps::need(&[path], &[], package).map_err(|e| Error::unavailable(*path, e))?;
     }
     Ok(())
-}
-
-/// `cargo build --release` of `packages`: the benches time release builds,
-/// as shipped.
-pub fn build_release(packages: &[&str]) -> Result<(), Error> {
-    xtask::kit::build("release", packages)
 }
 
 /// (VmRSS, anonymous) of `pid` in KiB, 0 when unknown: RSS counts the

@@ -21,7 +21,7 @@ use xtask::kit::fastcgi::{self, FcgiRequest};
 use xtask::kit::process::Launch;
 
 use crate::proc::{NGINX_USER, Rig, free_port, rss_kib};
-use xtask::kit::nginx::{Mode, NGINX, NginxProc, site_snippet};
+use xtask::kit::nginx::{Mode, NGINX, NginxProc};
 use xtask::wait::wait_until;
 
 /// `cargo xtask soak` arguments.
@@ -76,14 +76,9 @@ struct WrkRun {
 fn parse_wrk(out: &str) -> Option<WrkRun> {
     let mut r = WrkRun::default();
     let line = out.lines().find(|l| l.contains(" requests in "))?;
-    let mut words = line.split_whitespace();
-    r.requests = words.next()?.parse().ok()?;
-    let t = line
-        .split(" requests in ")
-        .nth(1)?
-        .split(',')
-        .next()?
-        .trim();
+    let (n, rest) = line.trim().split_once(" requests in ")?;
+    r.requests = n.parse().ok()?;
+    let t = rest.split(',').next()?.trim();
     r.secs = if let Some(ms) = t.strip_suffix("ms") {
         ms.parse::<f64>().ok()? / 1e3
     } else if let Some(m) = t.strip_suffix('m') {
@@ -144,9 +139,9 @@ fn wrk(port: u16, dir: &Path, requests: u64) -> Result<WrkRun, Error> {
 /// criterion does.
 pub fn soak(requests: u64) -> Result<(), Error> {
     let rig = Rig::new("soak", &[(NGINX, "nginx-light"), ("/usr/bin/wrk", "wrk")])?;
-    let (site, dir) = (rig.site.clone(), rig.dir().to_owned());
+    let dir = rig.kit.temp_dir();
     let waker_sock = dir.join("waker.sock");
-    let mut waker = rig.spawn_waker(&waker_sock)?;
+    let mut waker = rig.spawn_waker(&rig.waker_bin, &waker_sock)?;
     let wpid = waker.pid();
     // One request wakes the container (a cold start through the waker).
     if !fastcgi::request(&waker_sock, &FcgiRequest::get("hello.php", ""))
@@ -157,7 +152,7 @@ pub fn soak(requests: u64) -> Result<(), Error> {
             "not answered",
         ));
     }
-    let state = dir.join("state").join(format!("{site}.state"));
+    let state = rig.kit.state_file();
     let open_zero = || {
         fleet_core::state::load(&state)
             .ok()
@@ -170,8 +165,8 @@ pub fn soak(requests: u64) -> Result<(), Error> {
 
     let port = free_port()?;
     // The shipped proxy-mode location, passing to this waker's socket.
-    let snippet = site_snippet(Mode::Proxy, &site, &rig.run_dir)
-        .map_err(|e| Error::failed("nginx site snippet", e))?
+    let snippet = rig
+        .snippet(Mode::Proxy)?
         .passing_to(&format!("unix:{}", waker_sock.display()));
     let _nginx = NginxProc::start(&rig.nginx_dir(), port, NGINX_USER, &snippet)?;
     let checkpoint = if requests > 100_000 {
@@ -180,7 +175,7 @@ pub fn soak(requests: u64) -> Result<(), Error> {
         requests / 10
     };
     let started = Instant::now();
-    let a = wrk(port, &dir, checkpoint)?;
+    let a = wrk(port, dir, checkpoint)?;
     wait_until(Duration::from_secs(5), open_zero);
     let rss_checkpoint = rss_kib(wpid).0;
     let fds_checkpoint = fd_count(wpid);
@@ -188,7 +183,7 @@ pub fn soak(requests: u64) -> Result<(), Error> {
         "==> checkpoint after {} requests: RSS {rss_checkpoint} KiB, {fds_checkpoint} fds",
         a.requests
     );
-    let b = wrk(port, &dir, requests.saturating_sub(a.requests).max(1))?;
+    let b = wrk(port, dir, requests.saturating_sub(a.requests).max(1))?;
     let wall = started.elapsed();
     let settled = wait_until(Duration::from_secs(10), || {
         open_zero() && fd_count(wpid) <= fds_idle

@@ -20,14 +20,12 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use crate::bench::waker::{api_post, fpm_accepts};
-use nix::sys::signal::Signal;
 use xtask::Error;
-use xtask::error::{Cmd, run};
-use xtask::kit::process::{Launch, SocketActivated};
+use xtask::error::run;
+use xtask::kit::process::SocketActivated;
+use xtask::kit::reaper::Reaper;
 
-use crate::proc::{
-    NGINX_USER, build_release, free_port, parallel, require, rm_containers, rss_kib,
-};
+use crate::proc::{NGINX_USER, free_port, parallel, require, rm_containers, rss_kib, waker};
 use xtask::kit::nginx::{Mode, NGINX, NginxProc, Server, site_snippet};
 use xtask::kit::site::hello_line;
 use xtask::wait::wait_until;
@@ -61,7 +59,7 @@ pub fn bench(n: usize) -> Result<String, Error> {
         (NGINX, "nginx-light"),
         ("/usr/bin/systemd-socket-activate", "systemd"),
     ])?;
-    build_release(&["fleet-waker", "fleet-reaper"])?;
+    xtask::kit::build("release", &["fleet-waker", "fleet-reaper"])?;
     let waker_bin = xtask::kit::release_bin("fleet-waker");
     let reaper_bin = xtask::kit::release_bin("fleet-reaper");
     let image = crate::image::ensure_image_info()?.tag;
@@ -141,20 +139,17 @@ pub fn bench(n: usize) -> Result<String, Error> {
     let mut wakers: Vec<SocketActivated> = fleet
         .sites
         .iter()
-        .map(|s| -> Result<SocketActivated, Error> {
-            Launch::new(&waker_bin)
-                .arg(s)
-                .arg("--run-dir")
-                .arg(&run_dir)
-                .arg("--state-dir")
-                .arg(&state)
-                .arg("--exit-idle-time")
-                .arg(format!("{}s", IDLE_EXIT.as_secs()))
-                .env("RUST_LOG", "info")
-                .log_to(logs.join(format!("{s}.log")))
-                .stop_with(Signal::SIGTERM, Duration::from_secs(3))
-                .same_group()
-                .try_activate(&run_dir.join(s).join("vhost-waker.sock"))
+        .map(|s| {
+            waker(
+                &waker_bin,
+                s,
+                &run_dir,
+                &state,
+                &logs.join(format!("{s}.log")),
+            )
+            .arg("--exit-idle-time")
+            .arg(format!("{}s", IDLE_EXIT.as_secs()))
+            .try_activate(&run_dir.join(s).join("vhost-waker.sock"))
         })
         .collect::<Result<_, _>>()?;
     // Each socket listens (try_activate waited for it): one nginx's workers
@@ -261,18 +256,10 @@ pub fn bench(n: usize) -> Result<String, Error> {
         std::fs::write(&conf, "# Amount of time to pause the container after: 1h\n")
             .map_err(Error::io("write", &conf))?;
     }
-    let t = Instant::now();
-    let reaper_ok = Cmd::new(&reaper_bin)
-        .arg("--sites-dir")
-        .arg(&sites_dir)
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .args(["--dry-run", "--format", "json"])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    let reaper_pass = t.elapsed();
+    let pass = Reaper::over(&reaper_bin, &layout).arg("--dry-run").json();
+    let (reaper_secs, reaper_ok) = pass.run().map_or((f64::NAN, false), |run| {
+        (run.elapsed.as_secs_f64(), run.code == Some(0))
+    });
 
     let budget = 1.5 * n as f64 / bare_rate;
     let statuses: Vec<String> = by_status
@@ -292,14 +279,12 @@ pub fn bench(n: usize) -> Result<String, Error> {
          | wakers after the sweep | {alive_before} processes, {mib_before:.0} MiB RSS | |\n\
          | wakers {idle_secs} s after their last connection (`--exit-idle-time`) | {alive_after} processes, {mib_after:.0} MiB RSS | 0 |\n\
          | one fleet-reaper pass over {n} awake sites (`--dry-run`) | {:.2} s{} | |\n",
-        std::thread::available_parallelism()
-            .map(|c| c.get())
-            .unwrap_or(0),
+        std::thread::available_parallelism().map_or(0, |c| c.get()),
         setup.as_secs_f64(),
         last.as_secs_f64(),
         since_start.as_secs_f64(),
         windows.len(),
-        reaper_pass.as_secs_f64(),
+        reaper_secs,
         if reaper_ok { "" } else { " (it failed)" }
     );
     drop(nginx);

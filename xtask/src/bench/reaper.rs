@@ -23,9 +23,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::proc::{build_release, parallel, rm_containers};
+use crate::proc::{parallel, rm_containers};
 use xtask::Error;
 use xtask::error::{Cmd, run};
+use xtask::kit::reaper::Reaper;
+use xtask::wait::poll;
 
 /// Sites in the benchmark.
 pub const SITES: usize = 200;
@@ -52,7 +54,7 @@ type Result<T> = std::result::Result<T, Error>;
 /// Runs the benchmark on a release fleet-reaper built in `root`. Returns
 /// the Markdown report.
 pub fn bench() -> Result<String> {
-    build_release(&["fleet-reaper"])?;
+    xtask::kit::build("release", &["fleet-reaper"])?;
     remove_containers()?;
     let result = measure(&xtask::kit::release_bin("fleet-reaper"));
     let cleanup = remove_containers();
@@ -109,21 +111,20 @@ fn measure(reaper: &Path) -> Result<String> {
     );
     parallel(SITES, 8, |i| {
         let c = format!("{}.fpm", names[i]);
-        let deadline = Instant::now() + Duration::from_secs(300);
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let out = run("docker", &["logs", "--tail", "2", &c])?;
-            if out.contains("old-log-done") || (i < RECENT && out.contains("tick")) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(Error::failed(
-                    format!("docker logs {c}"),
-                    "log not written after 300s",
-                ));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_secs(1));
+        let written =
+            |out: &str| out.contains("old-log-done") || (i < RECENT && out.contains("tick"));
+        // The last lines, until written or `docker logs` fails.
+        let mut out = Ok(String::new());
+        let (first, max) = (Duration::from_millis(50), Duration::from_secs(1));
+        poll(Duration::from_secs(300), first, max, || {
+            out = run("docker", &["logs", "--tail", "2", &c]);
+            out.as_deref().map_or(true, written)
+        });
+        if written(&out?) {
+            Ok(())
+        } else {
+            let why = "log not written after 300s";
+            Err(Error::failed(format!("docker logs {c}"), why))
         }
     })?;
     let written = SystemTime::now();
@@ -137,28 +138,26 @@ fn measure(reaper: &Path) -> Result<String> {
     // fleet-reaper, best of RUNS.
     let mut reaper_times = Vec::new();
     for run in 0..RUNS {
-        let t = Instant::now();
-        let stdout = Cmd::new(reaper)
-            .arg("--sites-dir")
-            .arg(&sites_dir)
-            .arg("--state-dir")
-            .arg(&state_dir)
+        let pass = Reaper::new(reaper)
+            .dirs(&sites_dir, &state_dir)
             // The light containers have no php-fpm status page: without
             // --proxy-only every quiet site is `no-signal`, never idle. The
             // old loop, too, decided on the logs alone.
             .args(["--dry-run", "--proxy-only", "--format", "table"])
             .env("RUST_LOG", "warn")
-            .stdout()?;
-        let elapsed = t.elapsed();
+            .run()?;
+        let (stdout, elapsed) = (pass.stdout, pass.elapsed);
         let active = verdicts(&stdout, "active-logs");
         let idle = verdicts(&stdout, "idle");
-        if active != expected || idle.len() != SITES - RECENT {
+        if pass.code != Some(0) || active != expected || idle.len() != SITES - RECENT {
             return Err(Error::failed(
                 format!("fleet-reaper run {run}"),
                 format!(
-                    "{} active (expected {RECENT}), {} idle:\n{stdout}",
+                    "exit {:?}, {} active (expected {RECENT}), {} idle:\n{stdout}{}",
+                    pass.code,
                     active.len(),
-                    idle.len()
+                    idle.len(),
+                    pass.stderr
                 ),
             ));
         }

@@ -32,7 +32,7 @@ use xtask::kit::fastcgi::{self, FcgiRequest};
 use xtask::kit::process::{Launch, SocketActivated};
 
 use crate::proc::{NGINX_USER, Rig, free_port, rss_kib};
-use xtask::kit::nginx::{Mode, NGINX, NginxProc, Server, site_snippet};
+use xtask::kit::nginx::{Mode, NGINX, NginxProc, Server};
 use xtask::wait::wait_for;
 
 const PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";
@@ -113,7 +113,7 @@ fn last_wake_ms(log: &Path) -> Option<f64> {
 }
 
 /// Median of the values that are numbers (a left-out run is NaN).
-pub(crate) fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
@@ -136,9 +136,7 @@ impl Samples {
 
     /// The [`median`] of `name`'s samples (NaN when there are none).
     fn median(&self, name: &str) -> f64 {
-        self.0
-            .get(name)
-            .map_or(f64::NAN, |v| median(&mut v.clone()))
+        self.0.get(name).map_or(f64::NAN, |v| median(v))
     }
 }
 
@@ -157,14 +155,13 @@ fn warm_failed(side: &str, e: &Error, nginx_dir: &Path) -> Error {
 const WARM_SECS: u32 = 3;
 
 /// wrk's requests/s and the CPU µs per request spent by `pid`.
-fn wrk_cpu(port: u16, secs: u32, pid: Option<u32>) -> Result<(f64, f64), Error> {
-    let before = pid.map(cpu_secs);
+fn wrk_cpu(port: u16, secs: u32, pid: u32) -> Result<(f64, f64), Error> {
+    let before = cpu_secs(pid);
     let rps = wrk(port, secs)?;
-    let us = match (pid, before) {
-        (Some(p), Some(b)) => (cpu_secs(p) - b) * 1e6 / (rps * f64::from(secs)),
-        _ => 0.0,
-    };
-    Ok((rps, us))
+    Ok((
+        rps,
+        (cpu_secs(pid) - before) * 1e6 / (rps * f64::from(secs)),
+    ))
 }
 
 fn wrk(port: u16, secs: u32) -> Result<f64, Error> {
@@ -207,27 +204,26 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
             ("/usr/bin/systemd-socket-activate", "systemd"),
         ],
     )?;
-    let (dir, site_dir, container) = (
-        rig.dir().to_owned(),
-        rig.site_dir.clone(),
-        rig.container().to_owned(),
+    let (dir, container, fpm_sock) = (
+        rig.kit.temp_dir(),
+        rig.kit.container(),
+        rig.kit.fpm_socket(),
     );
-    let fpm_sock = site_dir.join("php-fpm.sock");
     // Where the site layout puts it, so the shipped direct-mode upstream
     // falls back to it as it is.
-    let waker_sock = site_dir.join(fleet_core::site::WAKER_SOCKET);
+    let waker_sock = rig.kit.waker_socket();
     let proxyd_sock = dir.join("proxyd.sock");
-    let up = || fpm_accepts(&container, &fpm_sock, Duration::from_secs(20));
-    let stop = || run("docker", &["stop", "-t", "5", &container]).map(drop);
+    let up = || fpm_accepts(container, &fpm_sock, Duration::from_secs(20));
+    let stop = || run("docker", &["stop", "-t", "5", container]).map(drop);
     // Running, then paused.
     let pause = || -> Result<(), Error> {
-        run("docker", &["start", &container])?;
+        run("docker", &["start", container])?;
         up()?;
-        run("docker", &["pause", &container]).map(drop)
+        run("docker", &["pause", container]).map(drop)
     };
 
     // Cold first (the waker binds its socket; the container is created).
-    let waker = rig.spawn_waker(&waker_sock)?;
+    let waker = rig.spawn_waker(&rig.waker_bin, &waker_sock)?;
     let waker_pid = waker.pid();
     let rss_waker_idle = rss_kib(waker_pid);
     // Bare: API start until php-fpm accepts, then the first request to a
@@ -235,7 +231,7 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     // that is php-fpm's, not the waker's). Leaves the container stopped.
     let bare_start = || -> Result<(f64, f64), Error> {
         let t = Instant::now();
-        api_post(&container, "start")?;
+        api_post(container, "start")?;
         up()?;
         let b = ms(t.elapsed());
         let first = first_byte_ms(&fpm_sock)?;
@@ -256,7 +252,7 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     let bare_unpause = || -> Result<f64, Error> {
         pause()?;
         let t = Instant::now();
-        api_post(&container, "unpause")?;
+        api_post(container, "unpause")?;
         first_byte_ms(&fpm_sock)?;
         let bp = ms(t.elapsed());
         stop().map(|()| bp)
@@ -273,7 +269,7 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
         if paused {
             pause()?;
         }
-        let fresh = rig.spawn_waker(&fresh_sock)?;
+        let fresh = rig.spawn_waker(&rig.waker_bin, &fresh_sock)?;
         let t = first_byte_ms(&fresh_sock)?;
         drop(fresh);
         stop().map(|()| t)
@@ -313,7 +309,7 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     }
 
     // Warm: container running, proxyd under socket activation, one nginx.
-    run("docker", &["start", &container])?;
+    run("docker", &["start", container])?;
     up()?;
     // systemd-socket-proxyd under socket activation, activated by one
     // request. It has been seen to exit under load (its accept loop gives
@@ -349,22 +345,19 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     // The baseline waker (another build), warm rounds only.
     let base_sock = dir.join("baseline.sock");
     let base = match baseline {
-        Some(bin) => Some(rig.spawn_waker_bin(bin, &base_sock)?),
+        Some(bin) => Some(rig.spawn_waker(bin, &base_sock)?),
         None => None,
     };
-    let base_pid = base.as_ref().map(|g| g.pid());
     let (p_direct, p_waker, p_proxyd) = (free_port()?, free_port()?, free_port()?);
     let p_base = free_port()?;
     let p_mode = free_port()?;
     // One nginx, one port per side, each the shipped proxy-mode location
     // passing to that side's socket, or (direct mode) the shipped direct-mode
     // snippet as it is: every side gets the same nginx settings.
-    let proxy = site_snippet(Mode::Proxy, &rig.site, &rig.run_dir)
-        .map_err(|e| Error::failed("nginx site snippet", e))?;
+    let proxy = rig.snippet(Mode::Proxy)?;
     let to = |p: &Path| proxy.clone().passing_to(&format!("unix:{}", p.display()));
     let (s_direct, s_proxyd, s_base) = (to(&fpm_sock), to(&proxyd_sock), to(&base_sock));
-    let s_mode = site_snippet(Mode::Direct, &rig.site, &rig.run_dir)
-        .map_err(|e| Error::failed("nginx site snippet", e))?;
+    let s_mode = rig.snippet(Mode::Direct)?;
     let server = |port, snippet| Server {
         port,
         name: "localhost",
@@ -389,9 +382,9 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     wrk(p_direct, 2)?; // warm-up
     for i in 0..warm_rounds {
         let a = wrk(p_direct, WARM_SECS).map_err(|e| warm_failed("direct", &e, &ndir))?;
-        let (b, bu) = wrk_cpu(p_waker, WARM_SECS, Some(waker_pid))
-            .map_err(|e| warm_failed("waker", &e, &ndir))?;
-        let (c, cu) = match wrk_cpu(p_proxyd, WARM_SECS, Some(proxyd_pid)) {
+        let (b, bu) =
+            wrk_cpu(p_waker, WARM_SECS, waker_pid).map_err(|e| warm_failed("waker", &e, &ndir))?;
+        let (c, cu) = match wrk_cpu(p_proxyd, WARM_SECS, proxyd_pid) {
             Ok(v) => v,
             Err(e) => {
                 let log = std::fs::read_to_string(&proxyd_log).unwrap_or_default();
@@ -407,8 +400,8 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
             }
         };
         let e = wrk(p_mode, WARM_SECS).map_err(|e| warm_failed("direct mode", &e, &ndir))?;
-        if base.is_some() {
-            let (f, fu) = wrk_cpu(p_base, WARM_SECS, base_pid)
+        if let Some(base) = &base {
+            let (f, fu) = wrk_cpu(p_base, WARM_SECS, base.pid())
                 .map_err(|e| warm_failed("baseline waker", &e, &ndir))?;
             eprintln!("warm round {i}: baseline waker {f:.0}/s ({fu:.1} µs CPU/req)");
             warm.add(&[
@@ -541,11 +534,10 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     drop(waker);
     drop(base);
     drop(proxyd);
-    if let Ok(log) = std::fs::read_to_string(dir.join("waker.log"))
+    if let Ok(log) = std::fs::read_to_string(&waker_log)
         && !log.is_empty()
     {
         eprintln!("fleet-waker log:\n{log}");
     }
-    drop(rig);
     Ok(out)
 }
