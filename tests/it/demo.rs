@@ -150,9 +150,14 @@ fn demo_ctrl_c_while_serving_removes_everything() {
         .spawn();
     let pid = demo.pid();
     let up = wait_until(Duration::from_secs(180), || {
-        demo.stdout().lines().any(|l| l.starts_with("Press Ctrl-C"))
+        demo.try_status().is_some() || demo.stdout().lines().any(|l| l.starts_with("Press Ctrl-C"))
     });
-    assert!(up, "the demo never came up:\n{}", demo.logs());
+    let exited = demo.try_status();
+    assert!(
+        up && exited.is_none(),
+        "the demo never came up ({exited:?}):\n{}",
+        demo.logs()
+    );
     let stdout = demo.stdout();
     let dir = stdout
         .lines()

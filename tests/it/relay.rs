@@ -27,6 +27,7 @@ use fleet_core::fastcgi::{REQUEST_ID, STDIN, STDOUT, record};
 use fleet_core::state::Activity;
 use xtask::kit::nginx::share_socket_with_nginx;
 
+use crate::support::Lazy;
 use crate::support::frontends::{self, FrontEnd, cgi_fcgi};
 use crate::support::reaper::{self, ReaperExt as _};
 use crate::support::stack::activity_until;
@@ -338,8 +339,9 @@ fn answer_and_close_while_the_client_sends_delivers_100_kib() {
 fn settled(w: &Warm, since: SystemTime) -> Activity {
     // The file has millisecond precision.
     let since = since - Duration::from_millis(1);
-    let what = format!("not settled\n{}", w.waker.logs());
-    activity_until(&w.site, &what, |a| {
+    // Displayed (so the waker's log read) only when it did not settle.
+    let what = Lazy(|| format!("not settled\n{}", w.waker.logs()));
+    activity_until(&w.site, what, |a| {
         a.open == 0 && a.last_end.is_some_and(|t| t >= since)
     })
 }

@@ -722,7 +722,7 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
             "round {round}: not an unpause of the paused run\n{}",
             s.diagnostics()
         );
-        let after = s.activity_until(&format!("round {round}: no wake counted"), |a| {
+        let after = s.activity_until(format!("round {round}: no wake counted"), |a| {
             a.wakes > wakes_before
         });
         assert_eq!(
@@ -742,7 +742,7 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
             s.diagnostics()
         );
         s.activity_until(
-            &format!("round {round}: the waker's request never ended"),
+            format!("round {round}: the waker's request never ended"),
             |a| a.open == 0,
         );
         let fallbacks = s.fallbacks();

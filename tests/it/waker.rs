@@ -348,10 +348,9 @@ fn sigterm_lets_open_connections_finish() {
     require!(Docker, PhpFpm);
     let site = TestSite::started(SiteOptions::default());
     let mut w = listening_site(&site, &[]);
-    let slow = sleep_request(&site.waker_socket(), "1");
+    let slow = sleep_request(&site.waker_socket(), "3");
     // php-fpm itself serves it (the status request's worker and the
-    // sleeper): the waker has accepted and relayed it. The state file's
-    // open count could still be the start-up probe's connection.
+    // sleeper): the waker has accepted and relayed it.
     let serving = || {
         crate::support::query_within(&site.fpm_socket(), Duration::from_secs(2))
             .is_ok_and(|s| s.active_processes >= 2)
@@ -361,12 +360,13 @@ fn sigterm_lets_open_connections_finish() {
         "the slow request never reached php-fpm: {}",
         w.logs()
     );
+    assert!(!slow.is_finished(), "the request ended before SIGTERM");
     w.kill(nix::sys::signal::Signal::SIGTERM);
     let r = slow
         .join()
         .expect("thread")
         .expect("finished despite SIGTERM");
-    assert_eq!(r.text(), "slept 1\n");
+    assert_eq!(r.text(), "slept 3\n");
     let status = w.wait_exit(Duration::from_secs(5)).expect("exited");
     assert_eq!(status.code(), Some(0), "{}", w.logs());
     assert!(!site.waker_socket().exists(), "--listen socket removed");

@@ -307,3 +307,13 @@ pub fn query_at(
         .expect("tokio runtime")
         .block_on(fleet_core::fpm_status::query(socket, path, timeout))
 }
+
+/// A failure message made only when it is shown (`{}`), e.g. one that
+/// reads a process's log at that moment.
+pub struct Lazy<F>(pub F);
+
+impl<F: Fn() -> String> std::fmt::Display for Lazy<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&(self.0)())
+    }
+}

@@ -36,7 +36,7 @@ pub fn retry_on_taken_port<T>(what: &str, start: impl Fn() -> Result<T, String>)
     for _attempt in 0..5 {
         match start() {
             Ok(started) => return started,
-            Err(e) if e.contains("in use") => last = e,
+            Err(e) if e.contains("already in use") => last = e,
             Err(e) => panic!("{what} did not start: {e}"),
         }
     }

@@ -4,6 +4,7 @@
 //! (templated by `xtask::kit::nginx::site_snippet`, so the tested config IS the
 //! shipped one). Used by `direct` and `sleep`.
 
+use std::fmt::Display;
 use std::path::Path;
 use std::time::Duration;
 
@@ -67,7 +68,7 @@ impl Stack {
     }
 
     /// [`activity_until`] of this site.
-    pub fn activity_until(&self, what: &str, done: impl Fn(&Activity) -> bool) -> Activity {
+    pub fn activity_until(&self, what: impl Display, done: impl Fn(&Activity) -> bool) -> Activity {
         activity_until(&self.site, what, done)
     }
 
@@ -96,7 +97,11 @@ impl Stack {
 
 /// Waits (5 s: the waker writes its state file every 20 ms) until `site`'s
 /// activity satisfies `done`, and returns it; panics naming `what`.
-pub fn activity_until(site: &TestSite, what: &str, done: impl Fn(&Activity) -> bool) -> Activity {
+pub fn activity_until(
+    site: &TestSite,
+    what: impl Display,
+    done: impl Fn(&Activity) -> bool,
+) -> Activity {
     let mut last = None;
     let reached = wait_until(Duration::from_secs(5), || {
         last = fleet_core::state::load(&site.state_file()).expect("state file readable");

@@ -33,8 +33,9 @@ fn started(
         .arg("--listen")
         .arg(listen)
         .args(extra)
-        .env("RUST_LOG", level)
         .envs(env)
+        // After the caller's: the wait below reads an info line.
+        .env("RUST_LOG", level)
         .spawn();
     assert!(
         w.wait_for_log("accepting connections", Duration::from_secs(10)),
