@@ -68,9 +68,7 @@ impl Sandbox {
     }
 
     fn run(&self, argv: &[&str]) -> String {
-        self.cmd(Duration::from_secs(60), argv)
-            .stdout()
-            .unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)))
+        xtask::error::or_panic(self.cmd(Duration::from_secs(60), argv).stdout())
     }
 
     /// Whether the [`REMOVED`] packages and their [`BINARIES`] are in the

@@ -431,16 +431,15 @@ fn load(mode: Mode, action: &str) {
     std::fs::write(&script, wrk_script(dir.path(), t0_ms, &rhythm(LOAD)))
         .expect("write wrk script");
     let n = LOAD_CONNECTIONS.to_string();
-    let out = xtask::error::Cmd::new("wrk")
+    let wrk = xtask::error::Cmd::new("wrk")
         .args(["-t", &n, "-c", &n, "--timeout"])
         .arg(format!("{}s", ANSWER_WITHIN.as_secs()))
         .arg("-d")
         .arg(format!("{}s", LOAD.as_secs()))
         .arg("-s")
         .arg(&script)
-        .arg(format!("http://127.0.0.1:{}/", s.nginx.port()))
-        .output()
-        .unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)));
+        .arg(format!("http://127.0.0.1:{}/", s.nginx.port()));
+    let out = xtask::error::or_panic(wrk.output());
     let ended_ms = SystemTime::now()
         .duration_since(t0)
         .unwrap_or_default()

@@ -94,7 +94,7 @@ pub use fleet_core::exit::chain;
 /// The value, or a panic with the error's [`chain`]: the tests' form of a
 /// `try_` function.
 #[track_caller]
-pub(crate) fn or_panic<T>(result: Result<T, Error>) -> T {
+pub fn or_panic<T>(result: Result<T, Error>) -> T {
     result.unwrap_or_else(|e| panic!("{}", chain(&e)))
 }
 

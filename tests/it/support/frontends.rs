@@ -190,7 +190,7 @@ pub struct CgiFcgiRun {
 /// its whole environment as the FastCGI params (so it gets a clean one
 /// here) and its stdin as the body, and prints the CGI response.
 pub fn cgi_fcgi(socket: &Path, method: &str, script: &str, body: &[u8]) -> CgiFcgiRun {
-    let out = xtask::error::Cmd::new(CGI_FCGI)
+    let cmd = xtask::error::Cmd::new(CGI_FCGI)
         .args(["-bind", "-connect"])
         .arg(socket)
         .env_clear()
@@ -203,9 +203,8 @@ pub fn cgi_fcgi(socket: &Path, method: &str, script: &str, body: &[u8]) -> CgiFc
         .env("QUERY_STRING", "")
         .env("CONTENT_LENGTH", body.len().to_string())
         .env("CONTENT_TYPE", "application/octet-stream")
-        .stdin(body)
-        .output()
-        .unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)));
+        .stdin(body);
+    let out = xtask::error::or_panic(cmd.output());
     CgiFcgiRun {
         code: out.status.code(),
         response: fastcgi::parse_cgi(&out.stdout),

@@ -174,9 +174,7 @@ pub(crate) use require;
 /// in the target dir of this test binary (the kit's
 /// [`xtask::kit::profile_dir`]). Panics if it was not built.
 pub fn bin(name: &str) -> PathBuf {
-    let path = xtask::kit::profile_dir()
-        .unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)))
-        .join(name);
+    let path = xtask::error::or_panic(xtask::kit::profile_dir()).join(name);
     assert!(
         path.is_file(),
         "{} does not exist: run `cargo build --workspace` first (`cargo xtask test` does)",
@@ -192,7 +190,7 @@ pub use xtask::wait::wait_until;
 /// A free TCP port on 127.0.0.1 (bound then released; racy by nature, so
 /// starters like [`Nginx`] retry on a bind failure).
 pub fn free_port() -> u16 {
-    xtask::kit::free_port().unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)))
+    xtask::error::or_panic(xtask::kit::free_port())
 }
 
 /// Temp dirs `/tmp/fleet-it-<pid>-<kind>-XXXXXX` (the kit's, which
@@ -231,16 +229,13 @@ impl Drop for MountedDir {
 
 /// Run `docker <args>` (argv, no shell) and return its output, whatever the status.
 pub fn docker(args: &[&str]) -> Output {
-    xtask::error::Cmd::new("docker")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)))
+    xtask::error::or_panic(xtask::error::Cmd::new("docker").args(args).output())
 }
 
 /// Run `program <args>` (argv, no shell), panic with its stderr unless it
 /// succeeds; return stdout.
 pub fn run_ok(program: &str, args: &[&str]) -> String {
-    xtask::error::run(program, args).unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)))
+    xtask::error::or_panic(xtask::error::run(program, args))
 }
 
 /// [`run_ok`] of `docker <args>`.

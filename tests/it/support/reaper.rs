@@ -2,6 +2,7 @@
 //! build's binary, and failures as panics.
 
 use serde_json::Value;
+use xtask::error::or_panic;
 
 pub use xtask::kit::reaper::{Reaper, Run};
 
@@ -18,10 +19,6 @@ pub fn reaper() -> Reaper {
     Reaper::new(bin("fleet-reaper"))
 }
 
-fn ok<T>(r: Result<T, xtask::Error>) -> T {
-    r.unwrap_or_else(|e| panic!("{}", xtask::error::chain(&e)))
-}
-
 /// The tests' side of [`Reaper`].
 pub trait ReaperExt {
     /// One pass to its end, printed (libtest shows it for a failing test).
@@ -33,13 +30,13 @@ pub trait ReaperExt {
 
 impl ReaperExt for Reaper {
     fn pass(&self) -> Run {
-        let run = ok(self.run());
+        let run = or_panic(self.run());
         eprintln!("{} -> {run}", self.line());
         run
     }
 
     fn reap_until(&self, site: &TestSite, action: &str, within: std::time::Duration) -> Value {
-        ok(self.until(site.name(), action, within))
+        or_panic(self.until(site.name(), action, within))
     }
 }
 
@@ -54,10 +51,10 @@ pub trait RunExt {
 
 impl RunExt for Run {
     fn plan(&self) -> Value {
-        ok(self.json())
+        or_panic(self.json())
     }
 
     fn site(&self, site: &str) -> Value {
-        ok(self.entry(site))
+        or_panic(self.entry(site))
     }
 }
