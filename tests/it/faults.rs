@@ -14,8 +14,9 @@ use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
 use crate::support::wake::{
-    assert_one_start, assert_state_file_failure_logged_once, concurrent_hellos, container_pids,
-    held_closed_within, listening, open_at, sleep_request, stopped_site,
+    CLOSED_WITHIN, START_TIMEOUT, assert_one_start, assert_state_file_failure_logged_once,
+    concurrent_hellos, container_pids, held_closed_within, listening, open_at, sleep_request,
+    stopped_site,
 };
 use crate::support::{self, SiteOptions, Spawned, TestSite, require, wait_until};
 
@@ -28,9 +29,6 @@ fn waker(site: &TestSite, extra: &[&str], env: &[(&str, String)]) -> Spawned {
     );
     listening(site.name(), &site.waker_socket(), extra, env.collect())
 }
-
-/// Closes in time: the 2 s start timeout, plus 1 s.
-const LIMIT: Duration = Duration::from_secs(3);
 
 /// Open descriptors of a process.
 fn fd_count(pid: u32) -> usize {
@@ -52,8 +50,8 @@ fn docker_dead_then_back() {
     let site = stopped_site(SiteOptions::default());
     let sock = site.temp_dir().join("docker.sock");
     let host = format!("unix://{}", sock.display());
-    let mut w = waker(&site, &["--start-timeout", "2s"], &[("DOCKER_HOST", host)]);
-    let times = held_closed_within(&site, &mut w, 5, LIMIT);
+    let mut w = waker(&site, START_TIMEOUT, &[("DOCKER_HOST", host)]);
+    let times = held_closed_within(&site, &mut w, 5, CLOSED_WITHIN);
     let logs = w.logs();
     assert!(
         logs.contains(&sock.display().to_string()),
@@ -75,8 +73,8 @@ fn docker_hangs_then_answers() {
     let sock = site.temp_dir().join("docker.sock");
     let proxy = DockerProxy::start(&sock, Mode::Hang, Duration::ZERO);
     let host = format!("unix://{}", sock.display());
-    let mut w = waker(&site, &["--start-timeout", "2s"], &[("DOCKER_HOST", host)]);
-    let times = held_closed_within(&site, &mut w, 5, LIMIT);
+    let mut w = waker(&site, START_TIMEOUT, &[("DOCKER_HOST", host)]);
+    let times = held_closed_within(&site, &mut w, 5, CLOSED_WITHIN);
     assert!(
         proxy.held() >= 1,
         "the waker never asked the hanging engine"

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::wake::{
-    activated, activity, assert_one_start, assert_state_file_failure_logged_once,
-    concurrent_hellos, held_closed_within, hello, hello_after_backoff, listening_site, open_at,
-    sleep_request, stopped_site,
+    CLOSED_WITHIN, START_TIMEOUT, activated, activity, assert_one_start,
+    assert_state_file_failure_logged_once, concurrent_hellos, held_closed_within, hello,
+    hello_after_backoff, listening_site, open_at, sleep_request, stopped_site,
 };
 use crate::support::{
     self, FcgiRequest, Launch, Nginx, SiteOptions, TestSite, bin, count_docker_events, fastcgi,
@@ -141,9 +141,6 @@ fn stale_socket_is_never_ready() {
     );
 }
 
-const TIMEOUT_ARGS: &[&str] = &["--start-timeout", "2s"];
-const LIMIT: Duration = Duration::from_secs(3); // timeout + 1 s
-
 /// Must show 4a: a missing container.
 #[test]
 fn failure_missing_container_then_fixed() {
@@ -151,8 +148,8 @@ fn failure_missing_container_then_fixed() {
     let site = stopped_site(SiteOptions::default());
     let hidden = format!("{}-hidden", site.container());
     support::docker_ok(&["rename", site.container(), &hidden]);
-    let mut w = listening_site(&site, TIMEOUT_ARGS);
-    let times = held_closed_within(&site, &mut w, 5, LIMIT);
+    let mut w = listening_site(&site, START_TIMEOUT);
+    let times = held_closed_within(&site, &mut w, 5, CLOSED_WITHIN);
     assert!(w.logs().contains("does not exist"), "{}", w.logs());
     assert!(w.logs().contains(site.container()), "{}", w.logs());
     support::docker_ok(&["rename", &hidden, site.container()]);
@@ -173,8 +170,8 @@ fn failure_start_fails_then_fixed() {
         format!("type=bind,source={},target=/mnt/x", source.display()),
     ]));
     std::fs::remove_dir(&source).expect("break the mount: start must fail");
-    let mut w = listening_site(&site, TIMEOUT_ARGS);
-    let times = held_closed_within(&site, &mut w, 5, LIMIT);
+    let mut w = listening_site(&site, START_TIMEOUT);
+    let times = held_closed_within(&site, &mut w, 5, CLOSED_WITHIN);
     assert!(w.logs().contains("wake failed"), "{}", w.logs());
     std::fs::create_dir(&source).expect("fix: create the mount source");
     // Failed starts in a row put the waker in its crash-loop back-off
@@ -194,8 +191,8 @@ fn failure_fpm_never_listens_then_fixed() {
     let site = stopped_site(SiteOptions::default());
     let upstream = site.layout().site_dir(site.site()).join("elsewhere.sock");
     let up = upstream.display().to_string();
-    let mut w = listening_site(&site, &["--start-timeout", "2s", "--upstream", &up]);
-    let times = held_closed_within(&site, &mut w, 5, LIMIT);
+    let mut w = listening_site(&site, &[START_TIMEOUT, &["--upstream", &up]].concat());
+    let times = held_closed_within(&site, &mut w, 5, CLOSED_WITHIN);
     for t in &times {
         assert!(
             *t >= Duration::from_millis(1900),

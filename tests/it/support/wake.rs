@@ -174,6 +174,12 @@ pub fn concurrent_hellos(socket: &Path, n: usize) -> Vec<std::io::Result<FcgiRes
         .collect()
 }
 
+/// The waker flags of the held-connection tests: a 2 s start timeout.
+pub const START_TIMEOUT: &[&str] = &["--start-timeout", "2s"];
+/// How soon a held connection must be closed under [`START_TIMEOUT`]: the
+/// timeout plus 1 s.
+pub const CLOSED_WITHIN: Duration = Duration::from_secs(3);
+
 /// Holds `k` connections at the site's waker `w`, each sending a request,
 /// and returns how long each took to be closed (EOF or error, no answer):
 /// each within `limit`, and the waker still up.
