@@ -166,7 +166,7 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
         println!("[setup] binaries: using {} (--no-build)", bin_dir.display());
     } else {
         println!(
-            "[setup] binaries: built (dev profile) into {}",
+            "[setup] binaries: cargo build (dev profile) into {}",
             bin_dir.display()
         );
         crate::kit::build("dev", &["fleet-waker", "fleet-reaper"])?;
