@@ -367,6 +367,9 @@ impl NginxProc {
         let params = dir.join("fastcgi_params");
         std::fs::copy(FASTCGI_PARAMS, &params)
             .map_err(Error::io("copy fastcgi_params to", params))?;
+        // A pid file left by an nginx killed in this dir must not count as
+        // this one's (the wait below reads it).
+        let _ = std::fs::remove_file(dir.join("nginx.pid"));
         // Its stderr (start-up errors) is kept next to its logs.
         let mut child = Launch::new(NGINX)
             .arg("-e")
