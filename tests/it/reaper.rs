@@ -6,11 +6,11 @@
 //! the harness's php-fpm image, and checks both what the plan says and what
 //! Docker says afterwards.
 //!
-//! A list of one site's own layout ([`List::of`]) is reaped as in
-//! production: `--run-dir` is the site's, so the reaper reads php-fpm's
-//! status page and drains before acting. A list gathering several test
-//! sites ([`List::new`]) has no single run directory (each test site has
-//! its own), so it is reaped with `--proxy-only`: the waker's state and the
+//! A site reaped over its own layout ([`support::reaper::over`]) is reaped
+//! as in production: `--run-dir` is the site's, so the reaper reads
+//! php-fpm's status page and drains before acting. A [`List`] gathering
+//! several test sites has no single run directory (each test site has its
+//! own), so it is reaped with `--proxy-only`: the waker's state and the
 //! container's log are the signals. Direct mode, the status page as a
 //! signal and the drain under load are `sleep.rs`'s.
 
@@ -24,55 +24,31 @@ use crate::support::reaper::{Reaper, ReaperExt as _, Run, RunExt as _};
 use crate::support::wake::{activated, dead_pid, open_at};
 use crate::support::{self, FcgiRequest, SiteExt as _, SiteOptions, TestSite, fastcgi, require};
 
-/// A sites directory and a state directory: either shared by several test
-/// sites, so that one reaper pass sees them all ([`List::new`]), or one
-/// site's own, which its waker writes to ([`List::of`]).
+/// A sites directory and a state directory shared by several test sites,
+/// so that one reaper pass sees them all.
 pub(crate) struct List {
     sites: PathBuf,
     state: PathBuf,
-    /// The run directory, for a list of one site's own layout.
-    run: Option<PathBuf>,
-    /// A directory for the test's other files.
-    root: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
+    /// Holds both, and the test's other files.
+    dir: tempfile::TempDir,
 }
 
 impl List {
     pub(crate) fn new() -> List {
         // The kit's temp dir: swept by a later run if this one dies.
         let dir = support::temp_dir("reaper");
-        let root = dir.path().to_owned();
-        std::fs::create_dir(root.join("sites")).expect("mkdir sites");
-        std::fs::create_dir(root.join("state")).expect("mkdir state");
-        List {
-            sites: root.join("sites"),
-            state: root.join("state"),
-            run: None,
-            root,
-            _tmp: Some(dir),
-        }
+        let (sites, state) = (dir.path().join("sites"), dir.path().join("state"));
+        std::fs::create_dir(&sites).expect("mkdir sites");
+        std::fs::create_dir(&state).expect("mkdir state");
+        List { sites, state, dir }
     }
 
-    /// The site's own layout (the one its waker uses).
-    pub(crate) fn of(site: &TestSite) -> List {
-        List {
-            sites: site.layout().sites_dir.clone(),
-            state: site.layout().state_dir.clone(),
-            run: Some(site.layout().run_dir.clone()),
-            root: site.temp_dir().to_owned(),
-            _tmp: None,
-        }
-    }
-
-    /// This build's fleet-reaper over the list: `--run-dir <the site's>`
-    /// for a list of one site's layout, otherwise `--proxy-only` (see the
+    /// This build's fleet-reaper over the list, `--proxy-only` (see the
     /// module notes).
     pub(crate) fn reaper(&self) -> Reaper {
-        let r = support::reaper::reaper().dirs(&self.sites, &self.state);
-        match &self.run {
-            Some(run) => r.arg("--run-dir").arg(run),
-            None => r.arg("--proxy-only"),
-        }
+        support::reaper::reaper()
+            .dirs(&self.sites, &self.state)
+            .arg("--proxy-only")
     }
 
     /// Lists `site` with idle timeout `timeout` (old format line 1).
@@ -121,7 +97,7 @@ pub(crate) fn new_sites<const N: usize>() -> [TestSite; N] {
 }
 
 /// Runs `fleet-reaper --sites-dir … --state-dir … <args>` to completion.
-pub(crate) fn reaper(list: &List, args: &[&str]) -> Run {
+fn reaper(list: &List, args: &[&str]) -> Run {
     list.reaper().args(args).pass()
 }
 
@@ -161,13 +137,10 @@ fn field<'a>(e: &'a Value, key: &str) -> &'a str {
 
 /// `docker inspect` state, start and finish times: what must not change in a dry run.
 fn fingerprint(site: &TestSite) -> String {
-    let out = support::docker(&[
-        "inspect",
-        "--format",
-        "{{.State.Status}} {{.State.StartedAt}} {{.State.FinishedAt}} {{.State.Pid}}",
-        site.container(),
-    ]);
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    let format = "{{.State.Status}} {{.State.StartedAt}} {{.State.FinishedAt}} {{.State.Pid}}";
+    support::docker_ok(&["inspect", "--format", format, site.container()])
+        .trim()
+        .to_owned()
 }
 
 // ---------------------------------------------------------------------------
@@ -182,8 +155,7 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     list.add(&idle, "2s");
     list.add(&recent, "2s");
     // This one through its own layout (the directories its waker would use).
-    let pause_list = List::of(&to_pause);
-    pause_list.add(&to_pause, "2s");
+    to_pause.write_conf("2s");
     // Not in any list: idle too, but the reaper must never touch it.
     started_quiet(&[&idle, &recent, &to_pause, &unlisted], PAST_TIMEOUT);
     fpm_says_hello(&recent, "hello.php");
@@ -204,7 +176,7 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     // Its own layout: the status page is read, and php-fpm's connections
     // (the readiness check's) are dated at the first pass that sees them,
     // so passes follow each other as the timer's would until it pauses.
-    let pause = pause_list.reaper().json().args(["--action", "pause"]);
+    let pause = support::reaper::over(&to_pause).args(["--action", "pause"]);
     let acted = pause.passes(Duration::from_secs(15), Duration::from_millis(300), |run| {
         assert_eq!(run.code, Some(0), "{}", run.stderr);
         let e = run.entry(to_pause.name())?;
@@ -244,7 +216,7 @@ fn waker_state_decides_busy_active_and_unknown() {
     list.store_state(&busy, me, 1, ago(3_600_000), None);
     list.store_state(&active, me, 0, ago(1500), ago(1000));
     // A symlink where the state file should be: unreadable, so unknown.
-    let target = list.root.join("elsewhere");
+    let target = list.dir.path().join("elsewhere");
     std::fs::write(&target, "open=0\n").expect("write");
     std::os::unix::fs::symlink(&target, list.state_file(&unknown)).expect("symlink");
     // A state file of a waker that is gone: its open count is stale.
@@ -330,9 +302,7 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
         let site = format!("{stem}.fleet.test");
         let file = format!("{site}.conf");
         let e = run.site(&site);
-        let err = e["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{file}: no error: {e}"));
+        let err = field(&e, "error");
         assert!(err.contains(why), "{file}: {err:?} does not say {why:?}");
         assert!(
             err.contains(&list.sites.join(&file).display().to_string()),
@@ -342,19 +312,18 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
         // And the log names it too.
         assert!(run.stderr.contains(&file), "stderr does not name {file}");
     }
-    let e = run.site("bad_name.conf");
-    assert!(
-        field(&e, "error").contains("does not name a valid site"),
-        "{e}"
-    );
-    let e = run.site("link.fleet.test");
-    assert!(field(&e, "error").contains("symlink"), "{e}");
+    for (conf, why) in [
+        ("bad_name.conf", "does not name a valid site"),
+        ("link.fleet.test", "symlink"),
+        ("dir.fleet.test", "not a regular file"),
+    ] {
+        let e = run.site(conf);
+        assert!(field(&e, "error").contains(why), "{e}");
+    }
     assert!(
         !run.stdout.contains("root:") && !run.stderr.contains("root:"),
         "/etc/passwd was read"
     );
-    let e = run.site("dir.fleet.test");
-    assert!(field(&e, "error").contains("not a regular file"), "{e}");
     // The one good site was still handled.
     let e = run.site(good.name());
     assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
@@ -406,16 +375,15 @@ fn log_check_reads_one_frame_however_much_the_site_logged() {
 
     let run = reaper(&list, &["--format", "json"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let l = run.site(loud.name());
-    let q = run.site(quiet.name());
-    for e in [&l, &q] {
+    let [(loud_bytes, loud_secs), (quiet_bytes, quiet_secs)] = [&loud, &quiet].map(|s| {
+        let e = run.site(s.name());
         assert_eq!(e["verdict"], "active-logs", "{e}");
         assert_eq!(e["log_frames_read"], 1, "{e}");
-    }
-    let loud_bytes = l["log_bytes_read"].as_u64().expect("bytes");
-    let quiet_bytes = q["log_bytes_read"].as_u64().expect("bytes");
-    let loud_secs = l["elapsed_secs"].as_f64().expect("secs");
-    let quiet_secs = q["elapsed_secs"].as_f64().expect("secs");
+        // One frame: a log line (≤ 16 KiB, Docker's line limit) plus its header.
+        let bytes = e["log_bytes_read"].as_u64().expect("bytes");
+        assert!(bytes <= 8 + 16 * 1024, "{e}");
+        (bytes, e["elapsed_secs"].as_f64().expect("secs"))
+    });
 
     // What reading everything since the cutoff costs (the old script's way).
     let since = cutoff_hint
@@ -440,9 +408,6 @@ fn log_check_reads_one_frame_however_much_the_site_logged() {
         lines.first().map(|l| &l[..l.len().min(120)]),
         lines.last().map(|l| &l[..l.len().min(120)])
     );
-    // One frame each: a log line (≤ 16 KiB, Docker's line limit) plus its header.
-    assert!(loud_bytes <= 8 + 16 * 1024, "{loud_bytes}");
-    assert!(quiet_bytes <= 8 + 16 * 1024, "{quiet_bytes}");
     assert!(
         loud_bytes * 1000 < full_bytes as u64,
         "{loud_bytes} B read of {full_bytes}"
@@ -544,17 +509,12 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
 #[test]
 fn docker_unreachable_is_69_and_bad_usage_64() {
     let list = List::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let nowhere = format!("unix://{}", dir.path().join("docker.sock").display());
+    let nowhere = format!("unix://{}", list.dir.path().join("docker.sock").display());
     list.write("a.fleet.test.conf", b"# pause after: 20m\n");
     let run = list.reaper().json().env("DOCKER_HOST", &nowhere).pass();
     assert_eq!(run.code, Some(69), "{}", run.stderr);
     assert!(run.stderr.contains("docker.sock"), "{}", run.stderr);
-    assert!(
-        run.stdout.is_empty(),
-        "no plan without Docker: {}",
-        run.stdout
-    );
+    assert_eq!(run.stdout, "", "no plan without Docker");
 
     // Usage errors.
     for args in [
@@ -662,8 +622,8 @@ fn sigterm_mid_pass_finishes_the_stop_under_way_and_exits_75() {
 fn request_in_flight_through_the_waker_is_not_stopped() {
     require!(Docker, PhpFpm, SocketActivate);
     let site = TestSite::new();
-    let list = List::of(&site);
-    list.add(&site, "2s");
+    site.write_conf("2s");
+    let reap = support::reaper::over(&site).args(["--stop-timeout", "5s"]);
     let waker = activated(&site, &[]);
     started_quiet(&[&site], PAST_TIMEOUT);
     // A request that takes 5 s and logs nothing until it ends.
@@ -681,7 +641,7 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
     // Past the timeout since the request began: only the open connection
     // keeps the site awake now (no log, no recent start, last start > 2 s).
     let_time_pass(PAST_TIMEOUT);
-    let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
+    let run = reap.pass();
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let e = run.site(site.name());
     assert_eq!(outcome(&e), ("busy", "none"), "{e}");
@@ -694,8 +654,7 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
 
     // Once it is over and quiet for the timeout, the same site is idle.
     let_time_pass(PAST_TIMEOUT);
-    let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
-    let e = run.site(site.name());
+    let e = reap.pass().site(site.name());
     assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
     assert_eq!(site.state(), "exited");
     drop(waker);
@@ -707,8 +666,7 @@ fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
     // Docker's stop lasts its whole grace period (2 s) before SIGKILL, a
     // window wide enough to send requests into for certain.
     let site = slow_to_stop();
-    let list = List::of(&site);
-    list.add(&site, "2s");
+    site.write_conf("2s");
     let waker = activated(&site, &[]);
     // One request through the waker so that it runs (socket activation),
     // then quiet for longer than the timeout.
@@ -716,14 +674,13 @@ fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
     says_hello(&site, "first request", || waker.logs());
     // A pass that sees that request (as the timer's would), then quiet for
     // longer than the timeout.
-    let seen = reaper(&list, &["--format", "json"]);
+    let seen = support::reaper::over(&site).pass();
     assert_eq!(seen.site(site.name())["action"], "none", "{}", seen.stdout);
     let_time_pass(PAST_TIMEOUT);
 
     let t0 = SystemTime::now();
-    let mut pass = list
-        .reaper()
-        .args(["--stop-timeout", "2s", "--format", "json"])
+    let mut pass = support::reaper::over(&site)
+        .args(["--stop-timeout", "2s"])
         .launch()
         .spawn();
     let event_times = |event: &str| site.event_times(event, t0);
@@ -750,18 +707,14 @@ fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
     // Requests while the stop is under way, keeping clear of the SIGKILL at
     // the end of the grace period.
     let mut sent = 0;
-    let mut during_stop = 0;
     while SystemTime::now() < kill[0] + Duration::from_millis(1200) {
         assert!(pass.try_status().is_none(), "the reaper finished too early");
         ask(sent);
         sent += 1;
-        during_stop += 1;
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        during_stop > 0,
-        "no request was sent while the stop was under way"
-    );
+    let during_stop = sent;
+    assert!(sent > 0, "no request was sent while the stop was under way");
     // The container dies (SIGKILL after the grace); requests now need the
     // waker to wake it again.
     assert!(
