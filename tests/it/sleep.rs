@@ -29,7 +29,9 @@ use xtask::kit::nginx::Mode;
 
 use crate::support::assert::output_text;
 use crate::support::reaper::{self, ReaperExt as _, Run};
-use crate::support::{SiteOptions, Stack, TestSite, http, note, require, temp_dir, wait_until};
+use crate::support::{
+    Lazy, SiteOptions, Stack, TestSite, http, note, require, temp_dir, wait_until,
+};
 
 /// Actions in the reaper's JSON plan that put a site to sleep.
 const SLEEPS: &[&str] = &["stopped", "paused"];
@@ -45,27 +47,14 @@ const PAST_FRONT_END: Duration = Duration::from_secs(FRONT_END_TIMEOUT.as_secs()
 // The reaper, once a second
 // ---------------------------------------------------------------------------
 
-/// One reaper pass: when it started, and what it printed.
-struct Pass {
-    at: SystemTime,
-    run: Run,
-}
-
-impl Pass {
-    /// The plan's entry for `site` (none when the output is not a plan,
-    /// e.g. a usage error).
-    fn entry(&self, site: &str) -> Option<Value> {
-        self.run.entry(site).ok()
-    }
-}
-
 /// `fleet-reaper --format json <args>` for one site's layout, started once
 /// every second (on a fixed tick; a pass that overruns its second delays
 /// the next) by a thread, until [`Reaping::finish`] or drop.
 struct Reaping {
     site: String,
     stop: Arc<AtomicBool>,
-    passes: Arc<Mutex<Vec<Pass>>>,
+    /// Each pass: when it started, and what it printed.
+    passes: Arc<Mutex<Vec<(SystemTime, Run)>>>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// When the first pass started (the passes' grid).
     since: SystemTime,
@@ -85,7 +74,7 @@ impl Reaping {
                 while !stop.load(Ordering::SeqCst) {
                     let at = SystemTime::now();
                     let run = reaper.run().expect("run fleet-reaper");
-                    passes.lock().expect("passes lock").push(Pass { at, run });
+                    passes.lock().expect("passes lock").push((at, run));
                     tick += Duration::from_secs(1);
                     while Instant::now() < tick && !stop.load(Ordering::SeqCst) {
                         std::thread::sleep(Duration::from_millis(20));
@@ -109,12 +98,12 @@ impl Reaping {
             .lock()
             .expect("passes lock")
             .iter()
-            .filter_map(|p| {
-                let e = p.entry(&self.site)?;
+            .filter_map(|(started, run)| {
+                let e = run.entry(&self.site).ok()?;
                 let a = e["action"].as_str()?.to_owned();
                 // When the reaper examined the site (just before acting),
                 // from its own plan; the pass's start otherwise.
-                let at = e["examined_at"].as_f64().map_or(p.at, |t| {
+                let at = e["examined_at"].as_f64().map_or(*started, |t| {
                     SystemTime::UNIX_EPOCH + Duration::from_secs_f64(t)
                 });
                 SLEEPS.contains(&a.as_str()).then_some((at, a))
@@ -139,26 +128,25 @@ impl Reaping {
     fn report(&self) -> String {
         let passes = self.passes.lock().expect("passes lock");
         let mut out = format!("--- fleet-reaper, {} passes:\n", passes.len());
-        for p in passes.iter() {
-            let t =
-                p.at.duration_since(self.since)
-                    .unwrap_or_default()
-                    .as_secs_f64();
-            let e = p.entry(&self.site).unwrap_or(Value::Null);
+        for (at, run) in passes.iter() {
+            let t = at.duration_since(self.since).unwrap_or_default();
+            // None when the output is not a plan, e.g. a usage error.
+            let e = run.entry(&self.site).unwrap_or(Value::Null);
             out.push_str(&format!(
-                "{t:6.2}s exit {:?} in {:.0} ms: {} {} {} {}\n",
-                p.run.code,
-                p.run.elapsed.as_secs_f64() * 1e3,
+                "{:6.2}s exit {:?} in {:.0} ms: {} {} {} {}\n",
+                t.as_secs_f64(),
+                run.code,
+                run.elapsed.as_secs_f64() * 1e3,
                 e["verdict"],
                 e["action"],
                 e["reason"],
                 e["error"]
             ));
-            if p.run.code != Some(0) {
-                out.push_str(&format!("    stdout: {}\n", p.run.stdout.trim()));
+            if run.code != Some(0) {
+                out.push_str(&format!("    stdout: {}\n", run.stdout.trim()));
             }
-            if !p.run.stderr.trim().is_empty() {
-                out.push_str(&format!("    stderr: {}\n", p.run.stderr.trim()));
+            if !run.stderr.trim().is_empty() {
+                out.push_str(&format!("    stderr: {}\n", run.stderr.trim()));
             }
         }
         out
@@ -475,7 +463,7 @@ fn load(mode: Mode, action: &str) {
         .map(|r| (r.id.as_str(), runs.get(r.id.as_str()).copied().unwrap_or(0)))
         .filter(|(_, n)| *n != 1)
         .collect();
-    let twice: Vec<(&&str, &usize)> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    let twice: Vec<(&str, usize)> = runs.into_iter().filter(|(_, n)| *n > 1).collect();
     let sleeps = reaping.sleeps();
     // The waker's own count of the wakes that started or unpaused the
     // container (Docker's event history is too short for a whole suite).
@@ -499,20 +487,7 @@ fn load(mode: Mode, action: &str) {
         sleeps.len(),
     );
     note(&summary);
-    let show = |v: &[&Sent]| -> String {
-        v.iter()
-            .take(10)
-            .map(|r| {
-                format!(
-                    "\n    {} {} sent at {:.2} s: {:?}",
-                    r.id,
-                    r.method,
-                    r.at_ms as f64 / 1e3,
-                    r.answer
-                )
-            })
-            .collect()
-    };
+    let show = |v: &[&Sent]| format!("\n    {:?}", &v[..v.len().min(10)]);
     let mut failures = Vec::new();
     if counts.is_empty() {
         failures.push(format!("wrk printed no summary line (exit {})", out.status));
@@ -539,19 +514,14 @@ fn load(mode: Mode, action: &str) {
             show(&hung)
         ));
     }
-    if !posts_not_once.is_empty() {
-        failures.push(format!(
-            "{} answered POSTs did not run exactly once (id, runs): {:?}",
-            posts_not_once.len(),
-            &posts_not_once[..posts_not_once.len().min(20)]
-        ));
-    }
-    if !twice.is_empty() {
-        failures.push(format!(
-            "{} requests ran more than once (id, runs): {:?}",
-            twice.len(),
-            &twice[..twice.len().min(20)]
-        ));
+    for (what, v) in [
+        ("answered POSTs did not run exactly once", &posts_not_once),
+        ("requests ran more than once", &twice),
+    ] {
+        if !v.is_empty() {
+            let first = &v[..v.len().min(20)];
+            failures.push(format!("{} {what} (id, runs): {first:?}", v.len()));
+        }
     }
     if ok.len() < 50 || posts.is_empty() {
         failures.push(format!(
@@ -625,20 +595,16 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
 
     // Busy: one request a second, straight to php-fpm (direct mode's warm
     // path), for three times the timeout.
-    let busy_until = Instant::now() + Duration::from_secs(6);
     let mut tick = Instant::now();
-    let mut sent = 0;
-    while Instant::now() < busy_until {
-        let now = run_fingerprint(&s.site);
+    for sent in 0..6 {
         assert_eq!(
-            now,
+            run_fingerprint(&s.site),
             awake,
             "request {sent}: a busy site was put to sleep\n{}\n{}",
             reaping.report(),
             s.diagnostics()
         );
         s.hello(&format!("busy request {sent}"));
-        sent += 1;
         tick += Duration::from_secs(1);
         std::thread::sleep(tick.saturating_duration_since(Instant::now()));
     }
@@ -664,7 +630,7 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
         s.diagnostics()
     );
     note!(
-        "{sent} requests over 6 s kept a stock-pool site awake; idle, it was stopped after {:?}",
+        "6 requests over 6 s kept a stock-pool site awake; idle, it was stopped after {:?}",
         idle_since.elapsed()
     );
 }
@@ -683,6 +649,7 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
 fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
     require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
     let s = Stack::new(Mode::Direct);
+    let diag = Lazy(|| s.diagnostics());
     s.site.write_conf("1s");
     let pause = reaper::over(&s.site).args(["--no-heal", "--action", "pause"]);
     s.hello("cold request");
@@ -697,9 +664,8 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
         });
         paused.unwrap_or_else(|e| {
             panic!(
-                "round {round}: the reaper never paused the site: {}\n{log}\n{}",
-                xtask::error::chain(&e),
-                s.diagnostics()
+                "round {round}: the reaper never paused the site: {}\n{log}\n{diag}",
+                xtask::error::chain(&e)
             )
         });
 
@@ -710,16 +676,14 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
         let took = hello_in_time(&s, &what, || log.clone());
         assert!(
             s.fallbacks() > fallbacks,
-            "round {round}: nginx did not fall back to the waker\n{}",
-            s.diagnostics()
+            "round {round}: nginx did not fall back to the waker\n{diag}"
         );
         // An unpause: the run the reaper paused goes on, and the waker
         // counted one wake for it.
         assert_eq!(
             run_fingerprint(&s.site),
             run_before.replace("paused", "running"),
-            "round {round}: not an unpause of the paused run\n{}",
-            s.diagnostics()
+            "round {round}: not an unpause of the paused run\n{diag}"
         );
         let after = s.activity_until(format!("round {round}: no wake counted"), |a| {
             a.wakes > wakes_before
@@ -727,8 +691,7 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
         assert_eq!(
             after.wakes,
             wakes_before + 1,
-            "round {round}: the waker did not count one wake\n{}",
-            s.diagnostics()
+            "round {round}: the waker did not count one wake\n{diag}"
         );
         times.push((took, after.last_wake_ms));
 
@@ -737,8 +700,7 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
         let fpm = s.site.fpm_socket();
         assert!(
             wait_until(Duration::from_secs(5), || UnixStream::connect(&fpm).is_ok()),
-            "round {round}: php-fpm.sock does not accept after the wake\n{}",
-            s.diagnostics()
+            "round {round}: php-fpm.sock does not accept after the wake\n{diag}"
         );
         s.activity_until(
             format!("round {round}: the waker's request never ended"),
@@ -749,8 +711,7 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
         assert_eq!(
             s.fallbacks(),
             fallbacks,
-            "round {round}: the request after the wake fell back to the waker\n{}",
-            s.diagnostics()
+            "round {round}: the request after the wake fell back to the waker\n{diag}"
         );
     }
     let mut answered: Vec<Duration> = times.iter().map(|(t, _)| *t).collect();
