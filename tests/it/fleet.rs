@@ -2,15 +2,16 @@
 //! crash-loop back-off, the waker's idle exit under a real systemd, and a
 //! Docker API version that changes under a running waker.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use xtask::wakes::{peak_overlap, slot_window};
 
+use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::nsystemd::boot_for;
-use crate::support::wake::{hello, is_retry_later, listening_quiet, stopped_site};
+use crate::support::wake::{is_retry_later, listening_quiet, stopped_site};
 use crate::support::{
-    FcgiRequest, SiteOptions, Spawned, TestSite, count_docker_events, docker_events, exchange,
+    FcgiRequest, SiteExt as _, SiteOptions, Spawned, TestSite, count_docker_events, exchange,
     fastcgi, note, require, temp_dir, wait_until,
 };
 
@@ -41,36 +42,20 @@ fn thirty_sites_never_more_than_three_starting() {
         .map(|s| listening_quiet(s, &args, &[]))
         .collect();
     let t0 = SystemTime::now();
-    let threads: Vec<_> = sites
-        .iter()
-        .map(|s| {
-            let socket = s.waker_socket();
-            std::thread::spawn(move || hello(&socket).map(|r| r.text()))
-        })
-        .collect();
-    for (t, s) in threads.into_iter().zip(&sites) {
-        let got = t.join().expect("thread").expect("answered");
-        assert_eq!(got, s.hello_line());
-    }
+    std::thread::scope(|scope| {
+        for s in &sites {
+            scope.spawn(|| says_hello(s, s.name(), String::new));
+        }
+    });
     let took = t0.elapsed().unwrap_or_default();
-    let t1 = SystemTime::now();
     let mut windows = Vec::new();
     for (w, s) in wakers.iter().zip(&sites) {
-        let (a, b) = slot_window(&w.logs()).unwrap_or_else(|| {
-            panic!(
-                "{}: no admission or wake in the log:\n{}",
-                s.name(),
-                w.logs()
-            )
-        });
-        let container = format!("container={}", s.container());
-        let starts = docker_events(t0, t1, &["type=container", &container, "event=start"]);
+        let logs = w.logs();
+        let (a, b) = slot_window(&logs)
+            .unwrap_or_else(|| panic!("{}: no admission or wake in the log:\n{logs}", s.name()));
+        let starts = s.event_times("start", t0);
         assert_eq!(starts.len(), 1, "{}: {starts:?}", s.name());
-        let nano = serde_json::from_str::<serde_json::Value>(&starts[0])
-            .ok()
-            .and_then(|v| v["timeNano"].as_u64())
-            .expect("timeNano");
-        let at = UNIX_EPOCH + Duration::from_nanos(nano);
+        let at = starts[0];
         // Log stamps have microseconds; allow for the rounding.
         let slack = Duration::from_millis(2);
         assert!(
@@ -152,13 +137,9 @@ fn a_refused_api_version_does_not_stop_wakes() {
     let sock = site.temp_dir().join("docker.sock");
     let proxy = DockerProxy::start(&sock, Mode::Forward, Duration::ZERO);
     proxy.fake_version_once();
-    let w = listening_quiet(
-        &site,
-        &[],
-        &[("DOCKER_HOST", format!("unix://{}", sock.display()))],
-    );
-    let r = hello(&site.waker_socket()).expect("woken");
-    assert_eq!(r.text(), site.hello_line(), "{}", w.logs());
+    let host = format!("unix://{}", sock.display());
+    let w = listening_quiet(&site, &[], &[("DOCKER_HOST", host)]);
+    says_hello(&site, "woken", || w.logs());
     assert!(proxy.faked(), "the waker never asked /_ping");
     assert_eq!(proxy.starts(), 1);
 }
@@ -188,29 +169,23 @@ fn idle_waker_exits_and_the_next_request_reactivates_it() {
             String::from_utf8_lossy(&ns.systemctl(&["is-active", &service]).stdout).trim() == want
         })
     };
-    let req = || hello(&site.waker_socket()).map(|r| r.text());
-    assert_eq!(req().expect("first"), site.hello_line());
+    let answers = |what: &str| says_hello(&site, what, || ns.log_text());
+    answers("first");
     assert!(active("active"));
     assert!(active("inactive"), "the idle waker did not exit");
     let show = ns.systemctl_ok(&["show", "-p", "Result", "-p", "ExecMainStatus", &service]);
     assert!(show.contains("Result=success"), "{show}");
-    assert_eq!(req().expect("after the exit"), site.hello_line());
+    answers("after the exit");
     assert!(active("active"));
 
     // The race: a request just before, at and just after the exit.
     let mut served = 0;
     for i in 0..12u64 {
         assert!(active("inactive"), "round {i}: did not exit");
-        assert_eq!(
-            req().unwrap_or_else(|e| panic!("round {i}, reactivating: {e}\n{}", ns.log_text())),
-            site.hello_line()
-        );
+        answers(&format!("round {i}, reactivating"));
         // The waker exits 1 s after this request ended: aim around it.
         std::thread::sleep(Duration::from_millis(850 + 25 * i));
-        assert_eq!(
-            req().unwrap_or_else(|e| panic!("round {i}: {e}\n{}", ns.log_text())),
-            site.hello_line()
-        );
+        answers(&format!("round {i}"));
         served += 2;
     }
     note!("{served} requests around the idle exit, all answered");
