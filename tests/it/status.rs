@@ -37,12 +37,7 @@ fn settled(site: &TestSite) -> FpmStatus {
 /// Polls the status until `done` holds for it; returns that status.
 fn until(site: &TestSite, done: impl Fn(&FpmStatus) -> bool) -> FpmStatus {
     let mut last = None;
-    let reached = support::wait_until(PATIENT, || {
-        let s = status(site);
-        let ok = done(&s);
-        last = Some(s);
-        ok
-    });
+    let reached = support::wait_until(PATIENT, || done(last.insert(status(site))));
     assert!(reached, "never reached: {last:?}");
     last.expect("polled at least once")
 }
@@ -160,16 +155,11 @@ fn a_busy_pool_keeps_the_query_waiting_and_listen_queue_stays_zero() {
     // In the kernel's queue, in this order: the query that timed out (its
     // bytes sent, then closed), a status request, a hello.php request.
     let mut query = connect_within(&socket, PATIENT);
-    query
-        .write_all(&fpm_status::encode_query(DEFAULT_STATUS_PATH).expect("encode"))
-        .expect("send the status request");
+    let asked = fpm_status::encode_query(DEFAULT_STATUS_PATH).expect("encode");
+    query.write_all(&asked).expect("send the status request");
     let mut queued = connect_within(&socket, PATIENT);
-    queued
-        .write_all(&support::fastcgi::encode_request(&FcgiRequest::get(
-            "hello.php",
-            "",
-        )))
-        .expect("send hello.php");
+    let hello = support::fastcgi::encode_request(&FcgiRequest::get("hello.php", ""));
+    queued.write_all(&hello).expect("send hello.php");
 
     held.release();
     let page = fastcgi::read_response(&mut query, fpm_status::RESPONSE_LIMIT).expect("the page");
@@ -230,13 +220,9 @@ fn a_symlink_is_refused_and_a_renamed_socket_answers() {
     std::os::unix::fs::symlink(&socket, &link).expect("symlink");
     let before = status(&site);
     let e = query_within(&link, PATIENT).expect_err("a symlink");
-    match &e {
-        StatusError::Connect { path, reason } => {
-            assert_eq!(path, &link);
-            assert!(reason.contains("symlink"), "{reason}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let refused = matches!(&e, StatusError::Connect { path, reason }
+        if *path == link && reason.contains("symlink"));
+    assert!(refused, "not refused as a symlink: {e:?}");
     let after = status(&site);
     assert_eq!(
         after.accepted_conn,
