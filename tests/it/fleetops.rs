@@ -65,8 +65,7 @@ fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_containe
         "the timer never ran the reaper; systemd:\n{}",
         ns.log_text()
     );
-    let plan = read(PLAN);
-    let log = read(LOG);
+    let (plan, log) = (read(PLAN), read(LOG));
     note!("the timer's run:\n{plan}{log}");
     assert_eq!(
         reaper_runs(&ns),
@@ -82,10 +81,7 @@ fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_containe
     assert!(plan.contains("1 healed"), "{plan}");
 
     // Healed: active and listening, by that one run.
-    assert_eq!(
-        ns.systemctl_ok(&["is-active", &socket_unit]).trim(),
-        "active"
-    );
+    assert_eq!(ns.show(&socket_unit, "ActiveState"), "active");
     assert_eq!(site.state(), "running");
     assert_eq!(site.started_at(), run_before, "the container was restarted");
     // The next request succeeds, with no human in between.
@@ -94,11 +90,9 @@ fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_containe
 
     // A healthy socket is left alone by the next pass (no systemctl step),
     // and its sandbox keeps a reasonable exposure.
-    let out = ns
-        .command(support::bin("fleet-reaper"))
-        .args(["--sites-dir", "/run/fleet-sites", "--format", "json"])
-        .output()
-        .expect("run fleet-reaper");
+    let reaper = support::bin("fleet-reaper").display().to_string();
+    let args = ["--sites-dir", "/run/fleet-sites", "--format", "json"];
+    let out = ns.run(&reaper, &args);
     let plan: Value = serde_json::from_slice(&out.stdout).expect("plan is JSON");
     assert_eq!(plan["sites"][0]["heal"]["status"], "ok", "{plan}");
     assert_eq!(plan["heal"]["mode"], "checked", "{plan}");
@@ -111,18 +105,10 @@ fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_containe
 
 /// `docker stats`' memory use of `container`, in bytes.
 fn docker_stats_bytes(container: &str) -> u64 {
-    let out = support::docker_ok(&[
-        "stats",
-        "--no-stream",
-        "--format",
-        "{{.MemUsage}}",
-        container,
-    ]);
+    let format = "{{.MemUsage}}";
+    let out = support::docker_ok(&["stats", "--no-stream", "--format", format, container]);
     let used = out.split('/').next().unwrap_or_default().trim();
-    let split = used
-        .find(|c: char| c.is_ascii_alphabetic())
-        .unwrap_or(used.len());
-    let (num, unit) = used.split_at(split);
+    let (num, unit) = used.split_at(used.find(char::is_alphabetic).unwrap_or(used.len()));
     let num: f64 = num.trim().parse().unwrap_or_else(|_| panic!("{out}"));
     let power = ["B", "KiB", "MiB", "GiB"]
         .iter()
@@ -309,14 +295,9 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
     note!("metrics file:\n{text}");
     let m = openmetrics_parser::prometheus::parse_prometheus(&text)
         .unwrap_or_else(|e| panic!("not Prometheus text format ({e:?}):\n{text}"));
-    assert_eq!(
-        m.families["fleet_site_state"].family_type,
-        PrometheusType::Gauge
-    );
-    assert_eq!(
-        m.families["fleet_site_wakes_total"].family_type,
-        PrometheusType::Counter
-    );
+    let kind = |family: &str| &m.families[family].family_type;
+    assert_eq!(kind("fleet_site_state"), &PrometheusType::Gauge);
+    assert_eq!(kind("fleet_site_wakes_total"), &PrometheusType::Counter);
     let (up, down) = (awake.name(), asleep.name());
     assert_eq!(gauge(&m, "fleet_site_state", &[up, "awake"]), 1.0);
     assert_eq!(gauge(&m, "fleet_site_state", &[up, "asleep"]), 0.0);
@@ -333,15 +314,8 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
     let took = gauge(&m, "fleet_reaper_pass_duration_seconds", &[]);
     assert!(took > 0.0 && took < run.elapsed.as_secs_f64(), "{took}");
     let when = gauge(&m, "fleet_reaper_last_pass_timestamp_seconds", &[]);
-    let unix = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .expect("after 1970")
-            .as_secs_f64()
-    };
-    assert!(
-        when >= unix(now) && when <= unix(SystemTime::now()),
-        "{when}"
-    );
+    let when = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(when);
+    assert!((now..=SystemTime::now()).contains(&when), "{when:?}");
     // The parser is strict: a broken line is refused.
     assert!(openmetrics_parser::prometheus::parse_prometheus("fleet_x{site=\"a} 1\n").is_err());
 

@@ -30,22 +30,17 @@ fn timer_without_a_sites_directory_has_no_failed_runs() {
     );
     ns.systemctl_ok(&["start", "fleet-reaper.timer"]);
 
-    let runs = || reaper_runs(&ns).join("\n");
     assert!(
-        wait_until(Duration::from_secs(60), || runs().lines().count() >= 3),
-        "the timer did not start three runs within 60 s; runs:\n{}\nsystemd:\n{}",
-        runs(),
+        wait_until(Duration::from_secs(60), || reaper_runs(&ns).len() >= 3),
+        "the timer did not start three runs within 60 s; runs: {:?}\nsystemd:\n{}",
+        reaper_runs(&ns),
         ns.log_text()
     );
     ns.systemctl_ok(&["stop", "fleet-reaper.timer"]);
-    let runs = runs();
-    note!(
-        "{} timer-started runs: {:?}",
-        runs.lines().count(),
-        runs.lines().collect::<Vec<_>>()
-    );
-    for line in runs.lines() {
-        assert_eq!(line, "success exited 0", "a failed run; all runs:\n{runs}");
+    let runs = reaper_runs(&ns);
+    note!("{} timer-started runs: {runs:?}", runs.len());
+    for run in &runs {
+        assert_eq!(run, "success exited 0", "a failed run; all runs: {runs:?}");
     }
     let log = std::fs::read_to_string(ns.path(Path::new(LOG))).unwrap_or_default();
     let warnings: Vec<&str> = log
@@ -53,7 +48,7 @@ fn timer_without_a_sites_directory_has_no_failed_runs() {
         .filter(|l| l.contains("the sites directory does not exist"))
         .collect();
     assert!(
-        warnings.len() >= runs.lines().count() && warnings.iter().all(|l| l.contains(missing)),
+        warnings.len() >= runs.len() && warnings.iter().all(|l| l.contains(missing)),
         "each run warns, naming {missing}:\n{log}"
     );
     assert!(
