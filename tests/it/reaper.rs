@@ -15,13 +15,14 @@
 //! signal and the drain under load are `sleep.rs`'s.
 
 use std::path::PathBuf;
+use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
 use crate::support::assert::{fpm_says_hello, says_hello};
 use crate::support::reaper::{Reaper, ReaperExt as _, Run, RunExt as _};
-use crate::support::wake::{activated, dead_pid, open_at};
+use crate::support::wake::{activated, dead_pid, open_at, sleep_request};
 use crate::support::{self, FcgiRequest, SiteExt as _, SiteOptions, TestSite, fastcgi, require};
 
 /// A sites directory and a state directory shared by several test sites,
@@ -52,17 +53,15 @@ impl List {
     }
 
     /// Lists `site` with idle timeout `timeout` (old format line 1).
-    pub(crate) fn add(&self, site: &TestSite, timeout: &str) -> PathBuf {
+    pub(crate) fn add(&self, site: &TestSite, timeout: &str) {
         self.write(
             &format!("{}.conf", site.name()),
             format!("# Amount of time to pause the container after: {timeout}\n").as_bytes(),
         )
     }
 
-    fn write(&self, file: &str, content: &[u8]) -> PathBuf {
-        let path = self.sites.join(file);
-        std::fs::write(&path, content).expect("write conf");
-        path
+    fn write(&self, file: &str, content: &[u8]) {
+        std::fs::write(self.sites.join(file), content).expect("write conf");
     }
 
     pub(crate) fn state_file(&self, site: &TestSite) -> PathBuf {
@@ -102,20 +101,16 @@ fn reaper(list: &List, args: &[&str]) -> Run {
 }
 
 /// Longer than the 2 s idle timeout most tests here list their sites with.
+/// The reaper's decisions are about time since the last activity, so the
+/// tests here sleep: elapsed time is the very condition waited for.
 const PAST_TIMEOUT: Duration = Duration::from_millis(2500);
-
-/// Lets `d` pass: the reaper's decisions are about time since the last
-/// activity, so elapsed time is the very condition waited for.
-fn let_time_pass(d: Duration) {
-    std::thread::sleep(d);
-}
 
 /// A started site whose start-up log is older than `quiet`.
 fn started_quiet(sites: &[&TestSite], quiet: Duration) {
     for s in sites {
         s.start();
     }
-    let_time_pass(quiet);
+    sleep(quiet);
 }
 
 /// A new site whose php-fpm ignores its stop signal (SIGWINCH), so that
@@ -159,7 +154,7 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     // Not in any list: idle too, but the reaper must never touch it.
     started_quiet(&[&idle, &recent, &to_pause, &unlisted], PAST_TIMEOUT);
     fpm_says_hello(&recent, "hello.php");
-    let_time_pass(Duration::from_secs(1));
+    sleep(Duration::from_secs(1));
 
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
@@ -443,7 +438,7 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
     list.add(&active, "5s");
     list.write("broken.fleet.test.conf", b"no colon\n");
     active.start();
-    let_time_pass(Duration::from_millis(2500));
+    sleep(Duration::from_millis(2500));
     started_quiet(&[&idle, &idle2, &paused], Duration::from_millis(3500));
     paused.pause();
     let young = TestSite::new();
@@ -627,12 +622,7 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
     let waker = activated(&site, &[]);
     started_quiet(&[&site], PAST_TIMEOUT);
     // A request that takes 5 s and logs nothing until it ends.
-    let socket = site.waker_socket();
-    let slow = std::thread::spawn(move || {
-        let mut req = FcgiRequest::get("sleep.php", "s=5");
-        req.timeout = Duration::from_secs(30);
-        fastcgi::request(&socket, &req)
-    });
+    let slow = sleep_request(&site.waker_socket(), "5");
     assert!(
         support::wait_until(Duration::from_secs(10), || open_at(&site.state_file()) == 1),
         "the waker never reported the open connection: {}",
@@ -640,7 +630,7 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
     );
     // Past the timeout since the request began: only the open connection
     // keeps the site awake now (no log, no recent start, last start > 2 s).
-    let_time_pass(PAST_TIMEOUT);
+    sleep(PAST_TIMEOUT);
     let run = reap.pass();
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let e = run.site(site.name());
@@ -653,7 +643,7 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
     assert_eq!((resp.status, resp.text()), (200, "slept 5\n".to_owned()));
 
     // Once it is over and quiet for the timeout, the same site is idle.
-    let_time_pass(PAST_TIMEOUT);
+    sleep(PAST_TIMEOUT);
     let e = reap.pass().site(site.name());
     assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
     assert_eq!(site.state(), "exited");
@@ -676,7 +666,7 @@ fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
     // longer than the timeout.
     let seen = support::reaper::over(&site).pass();
     assert_eq!(seen.site(site.name())["action"], "none", "{}", seen.stdout);
-    let_time_pass(PAST_TIMEOUT);
+    sleep(PAST_TIMEOUT);
 
     let t0 = SystemTime::now();
     let mut pass = support::reaper::over(&site)
@@ -711,7 +701,7 @@ fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
         assert!(pass.try_status().is_none(), "the reaper finished too early");
         ask(sent);
         sent += 1;
-        std::thread::sleep(Duration::from_millis(50));
+        sleep(Duration::from_millis(50));
     }
     let during_stop = sent;
     assert!(sent > 0, "no request was sent while the stop was under way");
