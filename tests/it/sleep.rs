@@ -55,7 +55,7 @@ struct Reaping {
     stop: Arc<AtomicBool>,
     /// Each pass: when it started, and what it printed.
     passes: Arc<Mutex<Vec<(SystemTime, Run)>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// When the first pass started (the passes' grid).
     since: SystemTime,
 }
@@ -87,7 +87,7 @@ impl Reaping {
             site: site.name().to_owned(),
             stop,
             passes,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
             since,
         }
     }
@@ -113,9 +113,11 @@ impl Reaping {
 
     /// Stops the thread after its pass under way (a panic in it fails the
     /// test, unless the test is failing already).
-    fn finish(&mut self) {
+    fn finish(&self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take()
+        // Taken out first: the lock is not held while joining or panicking.
+        let thread = self.thread.lock().expect("thread lock").take();
+        if let Some(t) = thread
             && t.join().is_err()
             && !std::thread::panicking()
         {
@@ -409,7 +411,7 @@ fn load(mode: Mode, action: &str) {
     s.hello("first request");
 
     let dir = temp_dir("wrk");
-    let mut reaping = Reaping::start(&s.site, &["--action", action]);
+    let reaping = Reaping::start(&s.site, &["--action", action]);
     let t0 = reaping.since;
     let t0_ms = t0
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -428,10 +430,7 @@ fn load(mode: Mode, action: &str) {
         .arg(&script)
         .arg(format!("http://127.0.0.1:{}/", s.nginx.port()));
     let out = xtask::error::or_panic(wrk.output());
-    let ended_ms = SystemTime::now()
-        .duration_since(t0)
-        .unwrap_or_default()
-        .as_millis() as u64;
+    let ended_ms = t0.elapsed().unwrap_or_default().as_millis() as u64;
     reaping.finish();
     let wrk_out = output_text(&out);
     let counts = wrk_counts(&wrk_out);
@@ -591,7 +590,8 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
     );
     let awake = run_fingerprint(&s.site);
     assert!(awake.starts_with("running "), "{awake}");
-    let mut reaping = Reaping::start(&s.site, &["--action", "stop"]);
+    let reaping = Reaping::start(&s.site, &["--action", "stop"]);
+    let why = Lazy(|| format!("{}\n{}", reaping.report(), s.diagnostics()));
 
     // Busy: one request a second, straight to php-fpm (direct mode's warm
     // path), for three times the timeout.
@@ -600,9 +600,7 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
         assert_eq!(
             run_fingerprint(&s.site),
             awake,
-            "request {sent}: a busy site was put to sleep\n{}\n{}",
-            reaping.report(),
-            s.diagnostics()
+            "request {sent}: a busy site was put to sleep\n{why}"
         );
         s.hello(&format!("busy request {sent}"));
         tick += Duration::from_secs(1);
@@ -611,10 +609,8 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
     let interruptions = reaping.sleeps();
     assert!(
         interruptions.is_empty() && run_fingerprint(&s.site) == awake,
-        "the busy site was stopped or paused ({} times):\n{}\n{}",
-        interruptions.len(),
-        reaping.report(),
-        s.diagnostics()
+        "the busy site was stopped or paused ({} times):\n{why}",
+        interruptions.len()
     );
 
     // Idle now: stopped within a few passes after the timeout.
@@ -623,11 +619,9 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
     reaping.finish();
     assert!(
         stopped && reaping.sleeps().iter().any(|(_, a)| a == "stopped"),
-        "idle for {:?}, still {}:\n{}\n{}",
+        "idle for {:?}, still {}:\n{why}",
         idle_since.elapsed(),
-        s.site.state(),
-        reaping.report(),
-        s.diagnostics()
+        s.site.state()
     );
     note!(
         "6 requests over 6 s kept a stock-pool site awake; idle, it was stopped after {:?}",
@@ -732,7 +726,7 @@ fn tiered_sleep_pauses_then_stops_and_wakes_from_both() {
     require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
     let s = Stack::new(Mode::Direct);
     s.site.write_conf_tiered("2s", "5s");
-    let mut reaping = Reaping::start(&s.site, &["--action", "pause"]);
+    let reaping = Reaping::start(&s.site, &["--action", "pause"]);
     let check = |ok: bool, what: String| {
         assert!(ok, "{what}\n{}\n{}", reaping.report(), s.diagnostics());
     };
@@ -748,19 +742,13 @@ fn tiered_sleep_pauses_then_stops_and_wakes_from_both() {
     // The container's new state shows before the pass that made it ends
     // and its plan is read: wait for that plan (bounded).
     let acted_after = |what: &str, secs: u64| {
-        let of = || -> Vec<SystemTime> {
-            reaping
-                .sleeps()
-                .into_iter()
-                .filter(|(t, a)| a == what && *t >= sent)
-                .map(|(t, _)| t)
-                .collect()
+        let first = || {
+            let mut sleeps = reaping.sleeps().into_iter();
+            sleeps.find_map(|(t, a)| (a == what && t >= sent).then_some(t))
         };
-        wait_until(Duration::from_secs(10), || !of().is_empty());
-        let at = of();
-        let late = at.first().is_some_and(|t| {
-            t.duration_since(sent).unwrap_or_default() >= Duration::from_secs(secs)
-        });
+        wait_until(Duration::from_secs(10), || first().is_some());
+        let at = first();
+        let late = at.is_some_and(|t| t >= sent + Duration::from_secs(secs));
         check(late, format!("{what} too early: {at:?}"));
     };
     reaches("paused", 2 + 5, "not paused");
