@@ -241,11 +241,9 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
 // The metrics file
 // ---------------------------------------------------------------------------
 
-fn gauge(
-    m: &MetricsExposition<PrometheusType, PrometheusValue>,
-    family: &str,
-    labels: &[&str],
-) -> f64 {
+type Metrics = MetricsExposition<PrometheusType, PrometheusValue>;
+
+fn gauge(m: &Metrics, family: &str, labels: &[&str]) -> f64 {
     let f = m
         .families
         .get(family)
@@ -274,7 +272,6 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
         &list.state_file(&awake),
         &fleet_core::state::Activity {
             pid: Some(std::process::id()),
-            open: 0,
             last_start: Some(now - Duration::from_secs(31)),
             last_end: Some(now - Duration::from_secs(30)),
             wakes: 3,
@@ -287,9 +284,9 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
     let path = dir.path().join("fleet.prom");
     let metrics = list
         .reaper()
-        .args(["--memory-budget", "64G", "--metrics-file"]);
-    let pass = || metrics.clone().arg(&path).pass();
-    let run = pass();
+        .args(["--memory-budget", "64G", "--metrics-file"])
+        .arg(&path);
+    let run = metrics.pass();
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let text = std::fs::read_to_string(&path).expect("metrics file");
     note!("metrics file:\n{text}");
@@ -323,7 +320,7 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
     // rewritten in place), readable by the collector, with no temp file left.
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let inode = std::fs::metadata(&path).expect("meta").ino();
-    assert_eq!(pass().code, Some(0));
+    assert_eq!(metrics.pass().code, Some(0));
     let meta = std::fs::metadata(&path).expect("meta");
     assert_ne!(meta.ino(), inode, "replaced by rename");
     assert_eq!(meta.permissions().mode() & 0o777, 0o644);
@@ -338,7 +335,7 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
     std::fs::write(&target, "keep").expect("write");
     std::fs::remove_file(&path).expect("rm");
     std::os::unix::fs::symlink(&target, &path).expect("symlink");
-    let refused = pass();
+    let refused = metrics.pass();
     assert_eq!(refused.code, Some(1), "{}", refused.stderr);
     assert!(
         refused.stderr.contains("fleet.prom") && refused.stderr.contains("symlink"),

@@ -15,9 +15,8 @@ use crate::support::assert::fpm_says_hello;
 use crate::support::site::STATUS_DISABLED_PATH;
 use crate::support::{
     self, FcgiRequest, FcgiResponse, SiteExt as _, SiteOptions, TestSite, connect_within, note,
-    require,
+    query_at, query_within, require,
 };
-use crate::support::{query_at, query_within};
 
 /// Long enough for a loaded machine; a pool that answers, answers in ms.
 const PATIENT: Duration = Duration::from_secs(20);
