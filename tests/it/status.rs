@@ -14,8 +14,8 @@ use fleet_core::fpm_status::{self, DEFAULT_STATUS_PATH, FpmStatus, StatusError};
 use crate::support::assert::fpm_says_hello;
 use crate::support::site::STATUS_DISABLED_PATH;
 use crate::support::{
-    self, FcgiRequest, FcgiResponse, SiteExt as _, SiteOptions, TestSite, connect_within, note,
-    query_at, query_within, require,
+    self, FcgiRequest, SiteExt as _, SiteOptions, TestSite, connect_within, note, query_at,
+    query_within, require,
 };
 
 /// Long enough for a loaded machine; a pool that answers, answers in ms.
@@ -55,27 +55,21 @@ fn hold(socket: &Path) -> Held {
     let req = support::fastcgi::encode_request(&FcgiRequest::post("echo.php", HELD_BODY));
     // Up to the first STDIN record: begin and params go, the body waits.
     let mut at = 0;
-    while let Some(h) = Header::parse(&req[at..]) {
-        if h.kind == STDIN {
-            break;
-        }
+    while let Some(h) = Header::parse(&req[at..]).filter(|h| h.kind != STDIN) {
         at += fastcgi::HEADER_LEN + h.body_len();
     }
     let mut stream = connect_within(socket, PATIENT);
     stream.write_all(&req[..at]).expect("send begin and params");
-    Held {
-        stream,
-        rest: req[at..].to_vec(),
-    }
+    let rest = req[at..].to_vec();
+    Held { stream, rest }
 }
 
 impl Held {
     /// Sends the body and reads the answer.
-    fn release(mut self) -> FcgiResponse {
+    fn release(mut self) {
         self.stream.write_all(&self.rest).expect("send the body");
         let r = support::fastcgi::read_response(&mut self.stream).expect("the held answer");
         assert_eq!(r.body, HELD_BODY, "echo.php answers the held body");
-        r
     }
 }
 
