@@ -162,11 +162,8 @@ fn idle_waker_exits_and_the_next_request_reactivates_it() {
     let name = site.name().to_owned();
     let service = format!("fleet-waker@{name}.service");
     ns.systemctl_ok(&["start", &format!("fleet-waker@{name}.socket")]);
-    let active = |want: &str| {
-        wait_until(Duration::from_secs(10), || {
-            String::from_utf8_lossy(&ns.systemctl(&["is-active", &service]).stdout).trim() == want
-        })
-    };
+    let state = || ns.show(&service, "ActiveState");
+    let active = |want: &str| wait_until(Duration::from_secs(10), || state() == want);
     let answers = |what: &str| says_hello(&site, what, || ns.log_text());
     answers("first");
     assert!(active("active"));
