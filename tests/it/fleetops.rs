@@ -244,14 +244,12 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
 type Metrics = MetricsExposition<PrometheusType, PrometheusValue>;
 
 fn gauge(m: &Metrics, family: &str, labels: &[&str]) -> f64 {
-    let f = m
+    let labels: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
+    let sample = m
         .families
         .get(family)
-        .unwrap_or_else(|| panic!("no family {family}"));
-    let labels: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
-    let sample = f
-        .get_sample_by_label_values(&labels)
-        .unwrap_or_else(|| panic!("no sample {family}{labels:?}"));
+        .and_then(|f| f.get_sample_by_label_values(&labels))
+        .unwrap_or_else(|| panic!("no sample {family}{labels:?} (or no such family)"));
     match &sample.value {
         PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => n.as_f64(),
         PrometheusValue::Counter(c) => c.value.as_f64(),

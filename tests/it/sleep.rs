@@ -76,9 +76,8 @@ impl Reaping {
                     let run = reaper.run().expect("run fleet-reaper");
                     passes.lock().expect("passes lock").push((at, run));
                     tick += Duration::from_secs(1);
-                    while Instant::now() < tick && !stop.load(Ordering::SeqCst) {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
+                    let until_tick = tick.saturating_duration_since(Instant::now());
+                    wait_until(until_tick, || stop.load(Ordering::SeqCst));
                     tick = tick.max(Instant::now());
                 }
             })
@@ -334,16 +333,12 @@ end
 
 /// wrk's `fleet-wrk key=value …` line, as a map.
 fn wrk_counts(stdout: &str) -> BTreeMap<String, u64> {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("fleet-wrk "))
-        .map(|l| {
-            l.split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
-                .collect()
-        })
-        .unwrap_or_default()
+    let line = stdout.lines().find_map(|l| l.strip_prefix("fleet-wrk "));
+    line.unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+        .collect()
 }
 
 /// One request wrk sent, and its answer if one came.
