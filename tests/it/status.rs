@@ -246,9 +246,8 @@ fn access_log_off_writes_no_line_per_request() {
             fpm_says_hello(&site, "hello.php");
         }
         // A marker after them in the logs.
-        let r = site
-            .fcgi(&FcgiRequest::get("log.php", "kb=1"))
-            .expect("log.php");
+        let log_kib = FcgiRequest::get("log.php", "kb=1");
+        let r = site.fcgi(&log_kib).expect("log.php");
         assert_eq!(r.text(), "logged 1 KiB\n");
         assert!(
             support::wait_until(PATIENT, || site.logs().contains("log line 00000000")),
