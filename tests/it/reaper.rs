@@ -351,7 +351,11 @@ fn log_check_reads_one_frame_however_much_the_site_logged() {
         TestSite::with_options(SiteOptions::default().docker_args(["--log-opt", "max-size=200m"]));
     let quiet = TestSite::new();
     let list = List::new();
-    started_quiet(&[&loud, &quiet], Duration::from_secs(1));
+    // The containers' age bounds the timeout below, and the timeout bounds
+    // how late the pass may come after the quiet site's last log line: 5 s
+    // leaves room for a reaper that starts slowly on a loaded host.
+    let age = Duration::from_secs(5);
+    started_quiet(&[&loud, &quiet], age);
     // 50 MiB of log, through php-fpm's own stderr, as a chatty site would.
     let t = Instant::now();
     let mut req = FcgiRequest::get("log.php", "kb=51200");
@@ -362,7 +366,7 @@ fn log_check_reads_one_frame_however_much_the_site_logged() {
     fpm_says_hello(&quiet, "hello.php");
     // Both containers are older than the timeout (not "young"), both logged
     // within it: the verdict needs the log check.
-    let started = t.elapsed() + Duration::from_secs(1);
+    let started = t.elapsed() + age;
     let timeout = format!("{}ms", started.as_millis() - 200);
     list.add(&loud, &timeout);
     list.add(&quiet, &timeout);
