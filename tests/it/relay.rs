@@ -20,7 +20,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use fleet_core::fastcgi::{REQUEST_ID, STDIN, STDOUT, record};
@@ -31,7 +31,7 @@ use crate::support::Lazy;
 use crate::support::frontends::{self, FrontEnd, cgi_fcgi};
 use crate::support::reaper::{self, ReaperExt as _};
 use crate::support::stack::activity_until;
-use crate::support::wake::listening_site;
+use crate::support::wake::{listening_site, on_threads};
 use crate::support::{
     self, FcgiRequest, Nginx, SiteOptions, Spawned, TestSite, connect_within, count_docker_events,
     fastcgi, http, note, require,
@@ -106,27 +106,14 @@ fn workload(
         Ok(())
     };
     let t = Instant::now();
-    let failures = Mutex::new(Vec::new());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..CLIENTS {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= REQUESTS {
-                        return;
-                    }
-                    if let Err(e) = one(i) {
-                        failures
-                            .lock()
-                            .expect("failures")
-                            .push(format!("request {i}: {e}"));
-                    }
-                }
-            });
-        }
-    });
-    let failures = failures.into_inner().expect("failures");
+    let next = AtomicUsize::new(0);
+    let failures = on_threads(CLIENTS, || {
+        std::iter::from_fn(|| Some(next.fetch_add(1, Ordering::Relaxed)))
+            .take_while(|&i| i < REQUESTS)
+            .filter_map(|i| one(i).err().map(|e| format!("request {i}: {e}")))
+            .collect::<Vec<_>>()
+    })
+    .concat();
     let what = format!("{what}, {:.1?}", t.elapsed());
     assert!(
         failures.is_empty(),

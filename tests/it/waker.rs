@@ -5,16 +5,18 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant, SystemTime};
 
+use xtask::kit::nginx;
+
 use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::wake::{
     CLOSED_WITHIN, START_TIMEOUT, activated, activity, assert_one_start,
     assert_state_file_failure_logged_once, concurrent_hellos, held_closed_within, hello,
-    hello_after_backoff, listening_site, open_at, sleep_request, stopped_site,
+    hello_after_backoff, listening_site, open_at, sleep_request, stopped_site, waker,
 };
 use crate::support::{
-    self, FcgiRequest, Launch, Nginx, SiteOptions, TestSite, bin, count_docker_events, fastcgi,
-    http, require, wait_until,
+    self, FcgiRequest, Nginx, SiteOptions, TestSite, bin, connect_within, count_docker_events,
+    fastcgi, http, require, wait_until,
 };
 
 /// Must show 1: nginx → systemd-socket-activate → fleet-waker → php-fpm,
@@ -34,18 +36,11 @@ fn nginx_socket_activated_stopped_paused_running() {
     let site = stopped_site(SiteOptions::default());
     let sock = site.temp_dir().join("docker.sock");
     let proxy = DockerProxy::start(&sock, Mode::Forward, Duration::ZERO);
-    let mut w = Launch::new(bin("fleet-waker"))
-        .arg(site.name())
-        .envs(site.layout_env())
-        .env("RUST_LOG", "debug")
+    let mut w = waker(&site, &[])
         .env("DOCKER_HOST", format!("unix://{}", sock.display()))
         .activate(&site.waker_socket());
-    xtask::kit::nginx::share_socket_with_nginx(&site.waker_socket())
-        .expect("share the waker socket");
-    let nginx = Nginx::start(&support::nginx::shipped(
-        xtask::kit::nginx::Mode::Proxy,
-        &site,
-    ));
+    nginx::share_socket_with_nginx(&site.waker_socket()).expect("share the waker socket");
+    let nginx = Nginx::start(&support::nginx::shipped(nginx::Mode::Proxy, &site));
     let t0 = SystemTime::now();
     let get = |what: &str| {
         let r = http::get(nginx.port(), "/hello.php").expect(what);
@@ -193,12 +188,8 @@ fn failure_fpm_never_listens_then_fixed() {
     let up = upstream.display().to_string();
     let mut w = listening_site(&site, &[START_TIMEOUT, &["--upstream", &up]].concat());
     let times = held_closed_within(&site, &mut w, 5, CLOSED_WITHIN);
-    for t in &times {
-        assert!(
-            *t >= Duration::from_millis(1900),
-            "closed before the timeout: {t:?}"
-        );
-    }
+    let early = times.iter().find(|t| **t < Duration::from_millis(1900));
+    assert!(early.is_none(), "closed before the timeout: {early:?}");
     assert!(w.logs().contains("did not accept"), "{}", w.logs());
     std::fs::hard_link(site.fpm_socket(), &upstream).expect("fix: hard link");
     says_hello(&site, "after the fix", String::new);
@@ -245,14 +236,11 @@ fn half_closing_client_gets_full_response() {
     require!(Docker, PhpFpm);
     let site = TestSite::started(SiteOptions::default());
     let _w = listening_site(&site, &[]);
-    let mut c = UnixStream::connect(site.waker_socket()).expect("connect");
-    c.write_all(&fastcgi::encode_request(&FcgiRequest::get(
-        "big.php", "mb=8",
-    )))
-    .expect("send request");
+    let mut c = connect_within(&site.waker_socket(), Duration::from_secs(30));
+    let req = FcgiRequest::get("big.php", "mb=8");
+    c.write_all(&fastcgi::encode_request(&req))
+        .expect("send request");
     c.shutdown(std::net::Shutdown::Write).expect("half-close");
-    c.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
     let mut raw = Vec::new();
     c.read_to_end(&mut raw).expect("read the response to EOF");
     // Read to the end first: the whole stream, then decoded.
@@ -310,12 +298,7 @@ fn state_file_during_after_and_symlink() {
     }
     std::thread::sleep(Duration::from_millis(100)); // let the coalesced writer try
     assert_eq!(std::fs::read_to_string(&target).expect("read"), "precious");
-    assert!(
-        std::fs::symlink_metadata(&state)
-            .expect("still there")
-            .file_type()
-            .is_symlink()
-    );
+    assert!(state.is_symlink(), "the planted symlink is still there");
     assert_state_file_failure_logged_once(&w);
 }
 
