@@ -115,12 +115,9 @@ fn direct_mode_post_to_a_sleeping_site_reaches_php_exactly_once() {
     let marker = format!("/hello.php?marker={}", std::process::id());
     let m = s.get(&marker);
     s.assert_hello(&m, "marker request");
+    let logged = || s.site.access_lines().iter().any(|l| l.contains(&marker));
     assert!(
-        wait_until(Duration::from_secs(10), || s
-            .site
-            .access_lines()
-            .iter()
-            .any(|l| l.contains(&marker))),
+        wait_until(Duration::from_secs(10), logged),
         "marker access line: {:?}",
         s.site.access_lines()
     );

@@ -148,9 +148,8 @@ fn renew_reports_a_bad_site_and_renews_the_good_one() {
 #[test]
 fn reaper_timer_stops_an_idle_container() {
     require!(Docker, Root, Systemd);
-    if !unit_dir().join("fleet-reaper.timer").exists() {
-        panic!("systemd/fleet-reaper.timer is missing");
-    }
+    let timer = unit_dir().join("fleet-reaper.timer");
+    assert!(timer.exists(), "systemd/fleet-reaper.timer is missing");
     let site = TestSite::new();
     let ns = boot_for(&site);
     site.write_conf("2s");
@@ -167,14 +166,7 @@ fn reaper_timer_stops_an_idle_container() {
     );
     ns.systemctl_ok(&["start", "fleet-reaper.timer"]);
     let stopped = wait_until(Duration::from_secs(30), || site.state() == "exited");
-    let show = ns.systemctl_ok(&[
-        "show",
-        "-p",
-        "Result",
-        "-p",
-        "NRestarts",
-        "fleet-reaper.service",
-    ]);
+    let show = ns.systemctl_ok(&["show", "-p", "Result,NRestarts", "fleet-reaper.service"]);
     assert!(
         stopped,
         "the timer's reaper did not stop the idle container (state {}): {show}\n{}",
