@@ -19,7 +19,7 @@ use xtask::error::{Cmd, or_panic};
 
 use crate::support::assert::plan_entry;
 use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
-use crate::support::{self, Launch, TestSite, bin, require, wait_until};
+use crate::support::{self, Launch, Spawned, TestSite, bin, require, wait_until};
 
 /// At least 30 bad site names: traversal, shell metacharacters, unicode
 /// look-alikes, lengths, DNS rule breakers. None contains NUL (argv cannot
@@ -118,13 +118,17 @@ fn waker_in(run: &Path, state: &Path) -> Launch {
         .env("NO_COLOR", "1")
 }
 
-/// Runs `w` to its exit (at most 10 s): its exit code and stderr.
-fn run_to_exit(w: Launch, what: &str) -> (Option<i32>, String) {
-    let mut w = w.spawn();
+/// Waits for `w`'s exit (at most 10 s): its exit code and stderr.
+fn exited(w: &mut Spawned, what: &str) -> (Option<i32>, String) {
     let status = w
         .wait_exit(Duration::from_secs(10))
         .unwrap_or_else(|| panic!("{what}: still running: {}", w.logs()));
     (status.code(), w.stderr())
+}
+
+/// Runs `w` to its exit: [`exited`].
+fn run_to_exit(w: Launch, what: &str) -> (Option<i32>, String) {
+    exited(&mut w.spawn(), what)
 }
 
 /// fleet-renew `args` with its run and state directories at `run` and
@@ -520,10 +524,7 @@ fn activated_with(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) 
         .envs(env.iter().copied())
         .activate(&socket);
     drop(UnixStream::connect(&socket).expect("connect to trigger activation"));
-    let status = w
-        .wait_exit(Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("{env:?}: waker did not exit: {}", w.logs()));
-    (status.code(), w.stderr())
+    exited(&mut w, &format!("{env:?}"))
 }
 
 #[test]
@@ -614,12 +615,9 @@ fn waker_notify_socket_garbage_is_logged_and_ignored() {
             UnixStream::connect(&listen).is_ok()
         });
         assert!(listens, "{what}: waker does not listen: {}", w.logs());
-        let status = w
-            .wait_exit(Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("{what}: no idle exit: {}", w.logs()));
-        assert_eq!(status.code(), Some(0), "{what}: {}", w.logs());
+        let (code, err) = exited(&mut w, &what);
+        assert_eq!(code, Some(0), "{what}: {err}");
         if let Some(msg) = logged {
-            let err = w.stderr();
             assert!(err.contains(msg), "{what}: {err}");
             assert_eq!(
                 err.matches("not notifying").count(),
@@ -656,11 +654,8 @@ fn waker_refuses_a_passed_tcp_socket() {
         "systemd-socket-activate did not listen: {}",
         w.logs()
     );
-    let status = w
-        .wait_exit(Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("waker did not exit: {}", w.logs()));
-    let err = w.stderr();
-    assert_eq!(status.code(), Some(64), "{err}");
+    let (code, err) = exited(&mut w, "the waker");
+    assert_eq!(code, Some(64), "{err}");
     assert!(
         err.contains("passed fd 3 is not a listening SOCK_STREAM AF_UNIX socket"),
         "{err}"

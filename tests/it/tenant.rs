@@ -4,7 +4,7 @@
 //! shell) against a real fleet-waker under `systemd-socket-activate`.
 //! SECURITY.md names each test.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -358,7 +358,6 @@ fn renew_with_docker_dead_keeps_a_live_socket() {
     );
     assert!(text.contains("php-fpm.sock\tskipped"), "{text}");
     assert!(text.contains("a tmpfs of its own\tskipped"), "{text}");
-    use std::os::unix::fs::FileTypeExt;
     assert!(
         std::fs::symlink_metadata(site.fpm_socket()).is_ok_and(|m| m.file_type().is_socket()),
         "php-fpm.sock was removed:\n{text}"
@@ -439,7 +438,7 @@ fn the_sleeping_name_is_never_followed() {
     pause.reap_until(&site, "paused", Duration::from_secs(20));
     let meta = std::fs::symlink_metadata(&aside).expect("the socket is aside");
     assert!(
-        std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()),
+        meta.file_type().is_socket(),
         "php-fpm's socket replaced the planted link: {meta:?}"
     );
     says_hello(&site, "wake from pause", String::new);
