@@ -489,7 +489,6 @@ fn reaper_reports_each_bad_conf_file_and_leaves_it_alone() {
 fn reaper_accepts_crlf_bom_tabs_and_junk_after_line_one() {
     require!(Docker, PhpFpm);
     let good = TestSite::new();
-    let sites = good.layout().sites_dir.clone();
     let conf = good.layout().conf_file(good.site());
     for (what, content) in [
         ("crlf", &b"# pause after: 20m\r\n# more\r\n"[..]),
@@ -502,7 +501,7 @@ fn reaper_accepts_crlf_bom_tabs_and_junk_after_line_one() {
     ] {
         std::fs::write(&conf, content).expect("write");
         let before = fingerprint(&conf);
-        let (code, json, stderr) = reaper_json(&sites, &good.layout().state_dir);
+        let (code, json, stderr) = reaper_json(&good.layout().sites_dir, &good.layout().state_dir);
         assert_eq!(code, Some(0), "{what}: {stderr}\n{json:#}");
         let e = &json["sites"][0];
         assert_eq!(e["site"], good.name(), "{what}");

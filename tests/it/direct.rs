@@ -111,12 +111,9 @@ fn direct_mode_post_to_a_sleeping_site_reaches_php_exactly_once() {
         "marker access line: {:?}",
         s.site.access_lines()
     );
-    let posts: Vec<String> = s
-        .site
-        .access_lines()
-        .into_iter()
-        .filter(|l| l.starts_with("fpm-access POST /echo.php"))
-        .collect();
+    let lines = s.site.access_lines();
+    let post = |l: &&String| l.starts_with("fpm-access POST /echo.php");
+    let posts: Vec<_> = lines.iter().filter(post).collect();
     assert_eq!(
         posts.len(),
         1,

@@ -66,9 +66,9 @@ fn docker_hangs_then_answers() {
         "the waker never asked the hanging engine"
     );
     // The timed-out API calls are abandoned: their connections closed, not leaked.
+    let all_closed = || proxy.held_closed_by_peer() == proxy.held();
     assert!(
-        wait_until(Duration::from_secs(3), || proxy.held_closed_by_peer()
-            == proxy.held()),
+        wait_until(Duration::from_secs(3), all_closed),
         "{} of {} connections to the hanging engine still open",
         proxy.held() - proxy.held_closed_by_peer(),
         proxy.held()
@@ -193,11 +193,8 @@ fn sigterm_with_fifty_open_connections() {
     w.kill(Signal::SIGTERM);
     let mut ok = 0;
     for th in threads {
-        let r = th
-            .join()
-            .expect("thread")
-            .expect("finished despite SIGTERM");
-        assert_eq!(r.text(), "slept 2\n");
+        let r = th.join().expect("thread");
+        assert_eq!(r.expect("finished despite SIGTERM").text(), "slept 2\n");
         ok += 1;
     }
     let status = w.wait_exit(Duration::from_secs(12)).expect("exited");

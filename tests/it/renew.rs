@@ -63,14 +63,8 @@ fn units_verify_start_wake_and_report_status() {
     let service = format!("fleet-waker@{name}.service");
     let status = output_text(&ns.systemctl(&["status", "--no-pager", &service]));
     assert!(status.contains("Status: \""), "no STATUS line:\n{status}");
-    note!(
-        "status line: {}",
-        status
-            .lines()
-            .find(|l| l.contains("Status:"))
-            .unwrap_or_default()
-            .trim()
-    );
+    let line = status.lines().find(|l| l.contains("Status:"));
+    note!("status line: {}", line.unwrap_or_default().trim());
 
     // The sandboxed service's exposure (issue target: <= 2.5).
     ns.assert_exposure(&service, 2.5);
@@ -106,12 +100,10 @@ fn renew_recovers_a_socket_that_hit_its_limit() {
         format!("start {socket_unit}"),
         format!("verify {socket_unit} is active"),
     ] {
-        assert!(
-            report
-                .lines()
-                .any(|l| l.contains(&step) && l.contains("ok")),
-            "step {step:?} not reported ok:\n{report}"
-        );
+        let ok = report
+            .lines()
+            .any(|l| l.contains(&step) && l.contains("ok"));
+        assert!(ok, "step {step:?} not reported ok:\n{report}");
     }
     assert!(report.contains(&format!("{name}\tHEALTHY")), "{report}");
 

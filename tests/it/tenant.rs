@@ -458,10 +458,8 @@ fn the_sleeping_name_is_never_followed() {
     let e = skipped
         .expect("the reaper tried and gave up")
         .site(site.name());
-    assert!(
-        e["reason"].as_str().unwrap_or("").contains("php-fpm.sock"),
-        "{e}"
-    );
+    let reason = e["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("php-fpm.sock"), "{e}");
     assert_eq!(site.state(), "running");
     fpm_says_hello(&site, "php-fpm still at its path");
     tenant_ok(&site.fpm_socket(), "op=rmdir&a=php-fpm.sock.sleeping");

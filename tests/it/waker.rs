@@ -63,9 +63,8 @@ fn nginx_socket_activated_stopped_paused_running() {
 
     get("GET while running");
     let t1 = SystemTime::now();
-    let counts = (proxy.starts(), proxy.unpauses());
     assert_eq!(
-        counts,
+        (proxy.starts(), proxy.unpauses()),
         (1, 1),
         "(starts, unpauses) the waker asked Docker for; waker logs:\n{}",
         w.logs()
@@ -342,11 +341,8 @@ fn sigterm_lets_open_connections_finish() {
     );
     assert!(!slow.is_finished(), "the request ended before SIGTERM");
     w.kill(nix::sys::signal::Signal::SIGTERM);
-    let r = slow
-        .join()
-        .expect("thread")
-        .expect("finished despite SIGTERM");
-    assert_eq!(r.text(), "slept 3\n");
+    let r = slow.join().expect("thread");
+    assert_eq!(r.expect("finished despite SIGTERM").text(), "slept 3\n");
     let status = w.wait_exit(Duration::from_secs(5)).expect("exited");
     assert_eq!(status.code(), Some(0), "{}", w.logs());
     assert!(!site.waker_socket().exists(), "--listen socket removed");

@@ -1,4 +1,5 @@
-//! Helpers shared by the tests that drive fleet-waker (`waker`, `faults`).
+//! Helpers shared by the tests that drive fleet-waker (`waker`, `faults`,
+//! `relay`, `tenant`, `fleet`).
 
 use std::path::Path;
 use std::sync::Barrier;
@@ -46,7 +47,7 @@ pub fn listening_with(
     w
 }
 
-/// [`listening_with`] no more environment, `RUST_LOG=debug`.
+/// [`listening_with`] with no more environment, `RUST_LOG=debug`.
 pub fn listening_site(site: &TestSite, extra: &[&str]) -> Spawned {
     listening_with(site, extra, &[], "debug")
 }
