@@ -90,10 +90,6 @@ fn short(name: &str) -> String {
     }
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// Files and directories under `dir`, recursively (what "nothing touched" compares).
 fn tree(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -143,6 +139,7 @@ fn renew(run: &Path, state: &Path, args: &[&OsStr]) -> (Option<i32>, String, Str
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
         .env("NO_COLOR", "1");
     let out = or_panic(renew.output());
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
