@@ -93,12 +93,10 @@ fn short(name: &str) -> String {
 /// Files and directories under `dir`, recursively (what "nothing touched" compares).
 fn tree(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            out.push(e.path());
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                out.extend(tree(&e.path()));
-            }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        out.push(e.path());
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(tree(&e.path()));
         }
     }
     out.sort();

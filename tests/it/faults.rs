@@ -36,7 +36,7 @@ fn docker_dead_then_back() {
     let site = stopped_site(SiteOptions::default());
     let sock = site.temp_dir().join("docker.sock");
     let host = format!("unix://{}", sock.display());
-    let mut w = listening_with(&site, START_TIMEOUT, &[("DOCKER_HOST", host)], "debug");
+    let mut w = listening_with(&site, START_TIMEOUT, &[("DOCKER_HOST", host)]);
     let times = held_closed_within(&site, &mut w, 5, CLOSED_WITHIN);
     let logs = w.logs();
     assert!(
@@ -59,7 +59,7 @@ fn docker_hangs_then_answers() {
     let sock = site.temp_dir().join("docker.sock");
     let proxy = DockerProxy::start(&sock, Mode::Hang, Duration::ZERO);
     let host = format!("unix://{}", sock.display());
-    let mut w = listening_with(&site, START_TIMEOUT, &[("DOCKER_HOST", host)], "debug");
+    let mut w = listening_with(&site, START_TIMEOUT, &[("DOCKER_HOST", host)]);
     let times = held_closed_within(&site, &mut w, 5, CLOSED_WITHIN);
     assert!(
         proxy.held() >= 1,
@@ -95,7 +95,7 @@ fn docker_slow_wake_succeeds_without_duplicate_starts() {
     let sock = site.temp_dir().join("docker.sock");
     let proxy = DockerProxy::start(&sock, Mode::Forward, Duration::from_secs(2));
     let host = format!("unix://{}", sock.display());
-    let w = listening_with(&site, &[], &[("DOCKER_HOST", host)], "debug");
+    let w = listening_with(&site, &[], &[("DOCKER_HOST", host)]);
     let n = 20;
     let t0 = SystemTime::now();
     let started = Instant::now();

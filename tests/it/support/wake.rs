@@ -22,21 +22,14 @@ pub fn waker(site: &TestSite, extra: &[&str]) -> Launch {
 }
 
 /// [`waker`] binding the site's socket itself (`--listen`), with `env` on
-/// top and `RUST_LOG=<level>`, once it logs "accepting connections". No
-/// probe connection: one the waker counts could be taken for a test's own
-/// request in its state file.
-pub fn listening_with(
-    site: &TestSite,
-    extra: &[&str],
-    env: &[(&str, String)],
-    level: &str,
-) -> Spawned {
+/// top (a `RUST_LOG` there must keep info lines), once it logs "accepting
+/// connections". No probe connection: one the waker counts could be taken
+/// for a test's own request in its state file.
+pub fn listening_with(site: &TestSite, extra: &[&str], env: &[(&str, String)]) -> Spawned {
     let w = waker(site, extra)
         .arg("--listen")
         .arg(site.waker_socket())
         .envs(env.iter().cloned())
-        // After the caller's: the wait below reads an info line.
-        .env("RUST_LOG", level)
         .spawn();
     assert!(
         w.wait_for_log("accepting connections", Duration::from_secs(10)),
@@ -47,9 +40,9 @@ pub fn listening_with(
     w
 }
 
-/// [`listening_with`] with no more environment, `RUST_LOG=debug`.
+/// [`listening_with`] with no more environment.
 pub fn listening_site(site: &TestSite, extra: &[&str]) -> Spawned {
-    listening_with(site, extra, &[], "debug")
+    listening_with(site, extra, &[])
 }
 
 /// One `hello.php` request over FastCGI to `socket`.
@@ -128,7 +121,7 @@ pub fn hello_after_backoff(socket: &Path, max: Duration) -> std::io::Result<Fcgi
 
 /// [`listening_with`] `RUST_LOG=info` (a test that reads its log).
 pub fn listening_quiet(site: &TestSite, extra: &[&str], env: &[(&str, String)]) -> Spawned {
-    listening_with(site, extra, env, "info")
+    listening_with(site, extra, &[env, &[("RUST_LOG", "info".into())]].concat())
 }
 
 /// Open descriptors of a process.
