@@ -12,14 +12,14 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use xtask::error::{Cmd, or_panic};
 
 use crate::support::assert::plan_entry;
 use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
-use crate::support::{self, Launch, TestSite, bin, require, wait_until};
+use crate::support::{self, Launch, Spawned, TestSite, bin, require, wait_until};
 
 /// At least 30 bad site names: traversal, shell metacharacters, unicode
 /// look-alikes, lengths, DNS rule breakers. None contains NUL (argv cannot
@@ -90,19 +90,13 @@ fn short(name: &str) -> String {
     }
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// Files and directories under `dir`, recursively (what "nothing touched" compares).
 fn tree(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            out.push(e.path());
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                out.extend(tree(&e.path()));
-            }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        out.push(e.path());
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(tree(&e.path()));
         }
     }
     out.sort();
@@ -118,28 +112,33 @@ fn waker_in(run: &Path, state: &Path) -> Launch {
         .env("NO_COLOR", "1")
 }
 
-/// Runs `w` to its exit (at most 10 s): its exit code and stderr.
-fn run_to_exit(w: Launch, what: &str) -> (Option<i32>, String) {
-    let mut w = w.spawn();
+/// Waits for `w`'s exit (at most 10 s): its exit code and stderr.
+fn exited(w: &mut Spawned, what: &str) -> (Option<i32>, String) {
     let status = w
         .wait_exit(Duration::from_secs(10))
         .unwrap_or_else(|| panic!("{what}: still running: {}", w.logs()));
     (status.code(), w.stderr())
 }
 
+/// Runs `w` to its exit: [`exited`].
+fn run_to_exit(w: Launch, what: &str) -> (Option<i32>, String) {
+    exited(&mut w.spawn(), what)
+}
+
 /// fleet-renew `args` with its run and state directories at `run` and
 /// `state`, `NO_COLOR=1`, and a Docker host that does not exist: nothing
-/// may be asked of Docker for an invalid name.
-fn renew(run: &Path, state: &Path, args: &[&OsStr]) -> Output {
-    Command::new(bin("fleet-renew"))
+/// may be asked of Docker for an invalid name. Its exit code, stdout and
+/// stderr.
+fn renew(run: &Path, state: &Path, args: &[&OsStr]) -> (Option<i32>, String, String) {
+    let renew = Cmd::new(bin("fleet-renew"))
         .args(args)
         .env("FLEET_RUN_DIR", run)
         .env("FLEET_STATE_DIR", state)
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run fleet-renew")
+        .env("NO_COLOR", "1");
+    let out = or_panic(renew.output());
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
 /// The rule message of a rejected name must quote it (Rust `{:?}`), except
@@ -209,22 +208,21 @@ fn renew_rejects_bad_site_names_with_64_and_touches_nothing() {
     };
     let invalid = "FAILED\tinvalid site name";
     for name in &names {
-        let out = renew(&[OsStr::new(name)]);
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "{name:?}: {err}");
+        let (code, out, err) = renew(&[OsStr::new(name)]);
+        assert_eq!(code, Some(64), "{name:?}: {err}");
         assert_names(&err, name);
-        assert!(text(&out.stdout).contains(invalid), "{name:?}");
+        assert!(out.contains(invalid), "{name:?}");
         assert_eq!(tree(dir.path()), before, "{name:?} touched the file system");
     }
     // All at once: each reported, still 64 (no valid site at all).
     let all: Vec<&OsStr> = names.iter().map(OsStr::new).collect();
-    let out = renew(&all);
-    assert_eq!(out.status.code(), Some(64));
-    assert_eq!(text(&out.stdout).matches(invalid).count(), names.len());
+    let (code, out, _) = renew(&all);
+    assert_eq!(code, Some(64));
+    assert_eq!(out.matches(invalid).count(), names.len());
     // Not UTF-8: clap refuses it, usage error.
-    let out = renew(&[OsStr::from_bytes(b"caf\xe9.com")]);
-    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("UTF-8"), "{}", text(&out.stderr));
+    let (code, _, err) = renew(&[OsStr::from_bytes(b"caf\xe9.com")]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("UTF-8"), "{err}");
 }
 
 /// One reaper pass over a sites directory: `--dry-run --format json`.
@@ -290,20 +288,17 @@ fn reaper_reports_each_bad_conf_file_name_and_handles_the_good_site() {
     let good = TestSite::new();
     let sites = good.layout().sites_dir.clone();
     let good_conf = good.write_conf("20m");
-    let mut files: Vec<PathBuf> = Vec::new();
-    let mut na = Vec::new();
-    for name in bad_names() {
-        let file = format!("{name}.conf");
-        // A 10 000-character name is too long for a file name (255 bytes): N/A too.
-        if name.contains('/') || file.len() > 255 {
-            na.push(short(&name));
-        } else {
-            files.push(sites.join(&file));
-        }
-    }
-    for raw in [&b"caf\xe9.com.conf"[..], b"\xff\xfe.conf", b"a\x01b.conf"] {
-        files.push(sites.join(OsStr::from_bytes(raw)));
-    }
+    // A 10 000-character name is too long for a file name (255 bytes): N/A too.
+    let (na, names): (Vec<_>, Vec<_>) = bad_names()
+        .into_iter()
+        .map(|name| format!("{name}.conf"))
+        .partition(|file| file.contains('/') || file.len() > 255);
+    let raw = [&b"caf\xe9.com.conf"[..], b"\xff\xfe.conf", b"a\x01b.conf"];
+    let names = names
+        .iter()
+        .map(OsStr::new)
+        .chain(raw.map(OsStr::from_bytes));
+    let files: Vec<PathBuf> = names.map(|file| sites.join(file)).collect();
     for path in &files {
         std::fs::write(path, b"# pause after: 20m\n").expect("write conf");
     }
@@ -322,6 +317,7 @@ fn reaper_reports_each_bad_conf_file_name_and_handles_the_good_site() {
         assert_eq!(e["action"], "none");
     }
     assert!(good_conf.exists());
+    let na: Vec<String> = na.iter().map(|file| short(file)).collect();
     support::note!(
         "{} bad conf file names reported, good site handled; N/A (not a file name): {na:?}",
         files.len()
@@ -369,47 +365,7 @@ fn reaper_reports_each_bad_conf_file_and_leaves_it_alone() {
         ("bom-blank", b"\xef\xbb\xbf\r\n# x: 20m", "line 1 is blank"),
         ("nocolon", b"# pause after 20m\n", "no colon"),
         ("colon-only", b":\n", "nothing after its first colon"),
-        (
-            "noduration",
-            b"# pause after:   \n",
-            "nothing after its first colon",
-        ),
-        ("words", b"# pause after: twenty minutes\n", "bad duration"),
-        ("negative", b"# pause after: -5m\n", "bad duration"),
-        ("unitless", b"# pause after: 20\n", "bad duration"),
-        ("badunit", b"# pause after: 20parsecs\n", "bad duration"),
         ("second-colon", b"# a: b: 20m\n", "bad duration"),
-        ("exponent", b"# pause after: 1e3s\n", "bad duration"),
-        ("hex", b"# pause after: 0x10m\n", "bad duration"),
-        (
-            "fullwidth",
-            "# pause after: \u{ff12}\u{ff10}m\n".as_bytes(),
-            "bad duration",
-        ),
-        ("zero", b"# pause after: 0s\n", "is zero"),
-        ("zero-sum", b"# pause after: 0h 0m 0s\n", "is zero"),
-        ("zero-ns", b"# pause after: 0ns\n", "is zero"),
-        (
-            "enormous",
-            b"# pause after: 400days\n",
-            "longer than the maximum",
-        ),
-        (
-            "just-over",
-            b"# pause after: 30days 1s\n",
-            "longer than the maximum",
-        ),
-        (
-            "overflow",
-            b"# pause after: 99999999999999999999999h\n",
-            "bad duration",
-        ),
-        (
-            "u64-secs",
-            b"# pause after: 18446744073709551615s\n",
-            "duration",
-        ),
-        ("nul", b"# pause after: 2\0m\n", "NUL"),
         ("nul-first", b"\0# pause after: 20m\n", "NUL"),
         ("elf", &elf, "binary"),
         (
@@ -433,24 +389,38 @@ fn reaper_reports_each_bad_conf_file_and_leaves_it_alone() {
         ("long-line", &long_line, "bytes long"),
         ("huge-no-newline", &huge_no_nl, "bytes long"),
     ];
+    // Line 1 `# pause after: <value>`: (stem, value, what the error must say).
+    let durations: Vec<(&str, Vec<u8>, &str)> = [
+        ("noduration", "  ", "nothing after its first colon"),
+        ("words", "twenty minutes", "bad duration"),
+        ("negative", "-5m", "bad duration"),
+        ("unitless", "20", "bad duration"),
+        ("badunit", "20parsecs", "bad duration"),
+        ("exponent", "1e3s", "bad duration"),
+        ("hex", "0x10m", "bad duration"),
+        ("fullwidth", "\u{ff12}\u{ff10}m", "bad duration"),
+        ("zero", "0s", "is zero"),
+        ("zero-sum", "0h 0m 0s", "is zero"),
+        ("zero-ns", "0ns", "is zero"),
+        ("enormous", "400days", "longer than the maximum"),
+        ("just-over", "30days 1s", "longer than the maximum"),
+        ("overflow", "99999999999999999999999h", "bad duration"),
+        ("u64-secs", "18446744073709551615s", "duration"),
+        ("nul", "2\0m", "NUL"),
+    ]
+    .map(|(stem, value, why)| (stem, format!("# pause after: {value}\n").into_bytes(), why))
+    .into();
+    let link = |to: &str| Make::Symlink(to.into());
     let others = vec![
         ("symlink-out", Make::Symlink(elsewhere.clone()), "symlink"),
-        (
-            "symlink-passwd",
-            Make::Symlink("/etc/shadow".into()),
-            "symlink",
-        ),
-        (
-            "dangling",
-            Make::Symlink("/nonexistent/x.conf".into()),
-            "symlink",
-        ),
+        ("symlink-passwd", link("/etc/shadow"), "symlink"),
+        ("dangling", link("/nonexistent/x.conf"), "symlink"),
         ("directory", Make::Dir, "not a regular file"),
         ("fifo", Make::Fifo, "not a regular file"),
         ("socket", Make::Socket, "cannot open conf file"),
     ];
-    let files = files
-        .into_iter()
+    let durations = durations.iter().map(|(stem, c, why)| (*stem, &c[..], *why));
+    let files = (files.into_iter().chain(durations))
         .map(|(stem, content, why)| (stem, Make::Bytes(content), why));
     let cases: Vec<(&str, Make<'_>, &str)> = files.chain(others).collect();
     let mut paths = Vec::new();
@@ -514,7 +484,6 @@ fn reaper_reports_each_bad_conf_file_and_leaves_it_alone() {
 fn reaper_accepts_crlf_bom_tabs_and_junk_after_line_one() {
     require!(Docker, PhpFpm);
     let good = TestSite::new();
-    let sites = good.layout().sites_dir.clone();
     let conf = good.layout().conf_file(good.site());
     for (what, content) in [
         ("crlf", &b"# pause after: 20m\r\n# more\r\n"[..]),
@@ -527,7 +496,7 @@ fn reaper_accepts_crlf_bom_tabs_and_junk_after_line_one() {
     ] {
         std::fs::write(&conf, content).expect("write");
         let before = fingerprint(&conf);
-        let (code, json, stderr) = reaper_json(&sites, &good.layout().state_dir);
+        let (code, json, stderr) = reaper_json(&good.layout().sites_dir, &good.layout().state_dir);
         assert_eq!(code, Some(0), "{what}: {stderr}\n{json:#}");
         let e = &json["sites"][0];
         assert_eq!(e["site"], good.name(), "{what}");
@@ -549,10 +518,7 @@ fn activated_with(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) 
         .envs(env.iter().copied())
         .activate(&socket);
     drop(UnixStream::connect(&socket).expect("connect to trigger activation"));
-    let status = w
-        .wait_exit(Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("{env:?}: waker did not exit: {}", w.logs()));
-    (status.code(), w.stderr())
+    exited(&mut w, &format!("{env:?}"))
 }
 
 #[test]
@@ -581,36 +547,30 @@ fn waker_listen_env_garbage() {
     }
     assert!(tree(dir.path()).is_empty());
     // LISTEN_FDS missing with LISTEN_PID set: "nothing passed".
-    let out = Command::new(bin("fleet-waker"))
-        .arg("garbage.fleet.test")
-        .env("LISTEN_PID", "1")
-        .env_remove("LISTEN_FDS")
-        .output()
-        .expect("run waker");
-    assert_eq!(out.status.code(), Some(64));
-    assert!(text(&out.stderr).contains("no listening socket was passed"));
+    let waker = Cmd::new(bin("fleet-waker")).arg("garbage.fleet.test");
+    let waker = waker.env("LISTEN_PID", "1").env_remove("LISTEN_FDS");
+    let (code, err) = run_to_exit(waker.into(), "LISTEN_FDS missing");
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("no listening socket was passed"), "{err}");
 }
 
 #[test]
 fn waker_listen_fds_and_fdnames_garbage_under_activation() {
     require!(SocketActivate);
-    let cases: &[(&[(&str, &str)], &str)] = &[
-        (&[("LISTEN_FDS", "0")], "LISTEN_FDS=0"),
-        (&[("LISTEN_FDS", "2")], "LISTEN_FDS=2"),
-        (&[("LISTEN_FDS", "4097")], "LISTEN_FDS=4097"),
-        (
-            &[("LISTEN_FDS", "abc")],
-            "LISTEN_FDS=\"abc\" is not a number",
-        ),
-        (&[("LISTEN_FDS", "")], "LISTEN_FDS=\"\" is not a number"),
-        (&[("LISTEN_FDS", "-1")], "LISTEN_FDS=\"-1\" is not a number"),
-        (&[("LISTEN_FDS", "99999999999")], "is not a number"),
-        (&[("LISTEN_FDNAMES", "a:b")], "2 names for 1 sockets"),
-        (&[("LISTEN_FDNAMES", "::")], "3 names for 1 sockets"),
-        (&[("LISTEN_PID", "1")], "is not this process"),
-    ];
-    for (env, want) in cases {
-        let (code, err) = activated_with(env, &[]);
+    for (var, value, want) in [
+        ("LISTEN_FDS", "0", "LISTEN_FDS=0"),
+        ("LISTEN_FDS", "2", "LISTEN_FDS=2"),
+        ("LISTEN_FDS", "4097", "LISTEN_FDS=4097"),
+        ("LISTEN_FDS", "abc", "LISTEN_FDS=\"abc\" is not a number"),
+        ("LISTEN_FDS", "", "LISTEN_FDS=\"\" is not a number"),
+        ("LISTEN_FDS", "-1", "LISTEN_FDS=\"-1\" is not a number"),
+        ("LISTEN_FDS", "99999999999", "is not a number"),
+        ("LISTEN_FDNAMES", "a:b", "2 names for 1 sockets"),
+        ("LISTEN_FDNAMES", "::", "3 names for 1 sockets"),
+        ("LISTEN_PID", "1", "is not this process"),
+    ] {
+        let env = [(var, value)];
+        let (code, err) = activated_with(&env, &[]);
         assert_eq!(code, Some(64), "{env:?}: {err}");
         assert!(err.contains(want), "{env:?}: {err:?} lacks {want:?}");
     }
@@ -649,12 +609,9 @@ fn waker_notify_socket_garbage_is_logged_and_ignored() {
             UnixStream::connect(&listen).is_ok()
         });
         assert!(listens, "{what}: waker does not listen: {}", w.logs());
-        let status = w
-            .wait_exit(Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("{what}: no idle exit: {}", w.logs()));
-        assert_eq!(status.code(), Some(0), "{what}: {}", w.logs());
+        let (code, err) = exited(&mut w, &what);
+        assert_eq!(code, Some(0), "{what}: {err}");
         if let Some(msg) = logged {
-            let err = w.stderr();
             assert!(err.contains(msg), "{what}: {err}");
             assert_eq!(
                 err.matches("not notifying").count(),
@@ -676,10 +633,8 @@ fn waker_refuses_a_passed_tcp_socket() {
     let activate = support::find_in_path("systemd-socket-activate").expect("on PATH");
     let mut w = Launch::new(activate)
         .arg(format!("--listen=127.0.0.1:{port}"))
-        .arg("-E")
-        .arg(format!("FLEET_RUN_DIR={}", dir.path().display()))
-        .arg("-E")
-        .arg(format!("FLEET_STATE_DIR={}", dir.path().display()))
+        .args(["-E", &format!("FLEET_RUN_DIR={}", dir.path().display())])
+        .args(["-E", &format!("FLEET_STATE_DIR={}", dir.path().display())])
         .arg("--")
         .arg(bin("fleet-waker"))
         .arg("tcp.fleet.test")
@@ -693,11 +648,8 @@ fn waker_refuses_a_passed_tcp_socket() {
         "systemd-socket-activate did not listen: {}",
         w.logs()
     );
-    let status = w
-        .wait_exit(Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("waker did not exit: {}", w.logs()));
-    let err = w.stderr();
-    assert_eq!(status.code(), Some(64), "{err}");
+    let (code, err) = exited(&mut w, "the waker");
+    assert_eq!(code, Some(64), "{err}");
     assert!(
         err.contains("passed fd 3 is not a listening SOCK_STREAM AF_UNIX socket"),
         "{err}"
@@ -728,14 +680,10 @@ fn socket_paths_longer_than_sun_path_are_refused_by_every_binary() {
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains(limit) && err.contains(&name), "{err}");
 
-    let out = renew(&run, &state, &[OsStr::new(&name)]);
-    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains(limit), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("FAILED"),
-        "{}",
-        text(&out.stdout)
-    );
+    let (code, out, err) = renew(&run, &state, &[OsStr::new(&name)]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains(limit), "{err}");
+    assert!(out.contains("FAILED"), "{out}");
     assert_eq!(
         tree(dir.path()),
         before,
@@ -743,11 +691,7 @@ fn socket_paths_longer_than_sun_path_are_refused_by_every_binary() {
     );
 
     let conf = sites.join(format!("{name}.conf"));
-    std::fs::write(
-        &conf,
-        "# Amount of time to pause the container after: 20m\n",
-    )
-    .expect("conf");
+    std::fs::write(&conf, "# pause after: 20m\n").expect("conf");
     let (code, json, stderr) = reaper_json(&sites, &state);
     assert_eq!(code, Some(1), "{json}\n{stderr}");
     assert!(json.to_string().contains(limit), "{json}");

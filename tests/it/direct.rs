@@ -66,19 +66,6 @@ fn direct_mode_cold_start_goes_through_the_waker_and_warm_traffic_bypasses_it() 
     note("direct mode: cold via waker, 40 warm requests bypassed it (20 with the waker gone)");
 }
 
-/// 1 MiB of deterministic, non-text bytes.
-fn body() -> Vec<u8> {
-    let mut x: u32 = 0x9e37_79b9;
-    (0..1 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 #[test]
 fn direct_mode_post_to_a_sleeping_site_reaches_php_exactly_once() {
     require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
@@ -95,7 +82,10 @@ fn direct_mode_post_to_a_sleeping_site_reaches_php_exactly_once() {
     assert!(fpm.exists(), "a stale php-fpm.sock stays after SIGKILL");
     assert!(std::os::unix::net::UnixStream::connect(&fpm).is_err());
 
-    let sent = body();
+    // 1 MiB of deterministic, non-text bytes.
+    let sent: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let r = http::post(s.nginx.port(), "/echo.php", &sent).expect("POST through nginx");
     assert_eq!(r.status, 200, "POST: {}\n{}", r.text(), s.diagnostics());
     assert_eq!(r.header("X-Method"), Some("POST"));
@@ -115,21 +105,15 @@ fn direct_mode_post_to_a_sleeping_site_reaches_php_exactly_once() {
     let marker = format!("/hello.php?marker={}", std::process::id());
     let m = s.get(&marker);
     s.assert_hello(&m, "marker request");
+    let logged = || s.site.access_lines().iter().any(|l| l.contains(&marker));
     assert!(
-        wait_until(Duration::from_secs(10), || s
-            .site
-            .access_lines()
-            .iter()
-            .any(|l| l.contains(&marker))),
+        wait_until(Duration::from_secs(10), logged),
         "marker access line: {:?}",
         s.site.access_lines()
     );
-    let posts: Vec<String> = s
-        .site
-        .access_lines()
-        .into_iter()
-        .filter(|l| l.starts_with("fpm-access POST /echo.php"))
-        .collect();
+    let lines = s.site.access_lines();
+    let post = |l: &&String| l.starts_with("fpm-access POST /echo.php");
+    let posts: Vec<_> = lines.iter().filter(post).collect();
     assert_eq!(
         posts.len(),
         1,

@@ -10,32 +10,18 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
 use crate::support::wake::{
     CLOSED_WITHIN, START_TIMEOUT, assert_one_start, assert_state_file_failure_logged_once,
-    concurrent_hellos, container_pids, held_closed_within, listening, open_at, sleep_request,
-    stopped_site,
+    concurrent_hellos, container_pids, fd_count, held_closed_within, listening_site,
+    listening_with, open_at, sleep_request, stopped_site,
 };
 use crate::support::{self, SiteOptions, Spawned, TestSite, require, wait_until};
-
-/// The waker binding the site's socket itself, with extra args and env.
-fn waker(site: &TestSite, extra: &[&str], env: &[(&str, String)]) -> Spawned {
-    let env = site.layout_env().into_iter().chain(
-        env.iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .chain([("NO_COLOR".into(), "1".into())]),
-    );
-    listening(site.name(), &site.waker_socket(), extra, env.collect())
-}
-
-/// Open descriptors of a process.
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
 
 fn open_now(site: &TestSite) -> u64 {
     open_at(&site.state_file())
@@ -50,7 +36,7 @@ fn docker_dead_then_back() {
     let site = stopped_site(SiteOptions::default());
     let sock = site.temp_dir().join("docker.sock");
     let host = format!("unix://{}", sock.display());
-    let mut w = waker(&site, START_TIMEOUT, &[("DOCKER_HOST", host)]);
+    let mut w = listening_with(&site, START_TIMEOUT, &[("DOCKER_HOST", host)]);
     let times = held_closed_within(&site, &mut w, 5, CLOSED_WITHIN);
     let logs = w.logs();
     assert!(
@@ -73,16 +59,16 @@ fn docker_hangs_then_answers() {
     let sock = site.temp_dir().join("docker.sock");
     let proxy = DockerProxy::start(&sock, Mode::Hang, Duration::ZERO);
     let host = format!("unix://{}", sock.display());
-    let mut w = waker(&site, START_TIMEOUT, &[("DOCKER_HOST", host)]);
+    let mut w = listening_with(&site, START_TIMEOUT, &[("DOCKER_HOST", host)]);
     let times = held_closed_within(&site, &mut w, 5, CLOSED_WITHIN);
     assert!(
         proxy.held() >= 1,
         "the waker never asked the hanging engine"
     );
     // The timed-out API calls are abandoned: their connections closed, not leaked.
+    let all_closed = || proxy.held_closed_by_peer() == proxy.held();
     assert!(
-        wait_until(Duration::from_secs(3), || proxy.held_closed_by_peer()
-            == proxy.held()),
+        wait_until(Duration::from_secs(3), all_closed),
         "{} of {} connections to the hanging engine still open",
         proxy.held() - proxy.held_closed_by_peer(),
         proxy.held()
@@ -109,7 +95,7 @@ fn docker_slow_wake_succeeds_without_duplicate_starts() {
     let sock = site.temp_dir().join("docker.sock");
     let proxy = DockerProxy::start(&sock, Mode::Forward, Duration::from_secs(2));
     let host = format!("unix://{}", sock.display());
-    let w = waker(&site, &[], &[("DOCKER_HOST", host)]);
+    let w = listening_with(&site, &[], &[("DOCKER_HOST", host)]);
     let n = 20;
     let t0 = SystemTime::now();
     let started = Instant::now();
@@ -133,7 +119,7 @@ fn docker_slow_wake_succeeds_without_duplicate_starts() {
 fn container_killed_mid_request() {
     require!(Docker, PhpFpm);
     let site = TestSite::started(SiteOptions::default());
-    let mut w = waker(&site, &[], &[]);
+    let mut w = listening_site(&site, &[]);
     let slow = sleep_request(&site.waker_socket(), "5");
     assert!(wait_until(Duration::from_secs(5), || open_now(&site) == 1));
     site.kill();
@@ -163,7 +149,7 @@ fn state_dir_not_writable() {
     std::fs::write(&file, b"a regular file").expect("write");
     let state_dir = file.join("state");
     let sd = state_dir.display().to_string();
-    let mut w = waker(&site, &["--state-dir", &sd], &[]);
+    let mut w = listening_site(&site, &["--state-dir", &sd]);
     for _ in 0..20 {
         says_hello(&site, "proxying goes on", String::new);
     }
@@ -192,7 +178,7 @@ fn state_dir_not_writable() {
 fn sigterm_with_fifty_open_connections() {
     require!(Docker, PhpFpm);
     let site = TestSite::started(SiteOptions::default().fpm_children(50));
-    let mut w = waker(&site, &["--shutdown-grace", "10s"], &[]);
+    let mut w = listening_site(&site, &["--shutdown-grace", "10s"]);
     let n = 50;
     let threads: Vec<_> = (0..n)
         .map(|_| sleep_request(&site.waker_socket(), "2"))
@@ -204,14 +190,11 @@ fn sigterm_with_fifty_open_connections() {
         w.logs()
     );
     let t = Instant::now();
-    w.kill(nix::sys::signal::Signal::SIGTERM);
+    w.kill(Signal::SIGTERM);
     let mut ok = 0;
     for th in threads {
-        let r = th
-            .join()
-            .expect("thread")
-            .expect("finished despite SIGTERM");
-        assert_eq!(r.text(), "slept 2\n");
+        let r = th.join().expect("thread");
+        assert_eq!(r.expect("finished despite SIGTERM").text(), "slept 2\n");
         ok += 1;
     }
     let status = w.wait_exit(Duration::from_secs(12)).expect("exited");
@@ -240,10 +223,7 @@ fn crash_round(site: &TestSite, w: &mut Spawned, needle: &str) -> usize {
         "no php-fpm process matching {needle:?}"
     );
     for pid in victims {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
     let mut errors = 0;
     for t in threads {
@@ -262,7 +242,7 @@ fn crash_round(site: &TestSite, w: &mut Spawned, needle: &str) -> usize {
 /// open connection, and the waker's descriptor count at that point.
 fn warm_site_and_waker() -> (TestSite, Spawned, usize) {
     let site = TestSite::started(SiteOptions::default());
-    let w = waker(&site, &[], &[]);
+    let w = listening_site(&site, &[]);
     says_hello(&site, "warm", String::new);
     assert!(wait_until(Duration::from_secs(2), || open_now(&site) == 0));
     let idle = fd_count(w.pid());

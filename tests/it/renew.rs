@@ -63,14 +63,8 @@ fn units_verify_start_wake_and_report_status() {
     let service = format!("fleet-waker@{name}.service");
     let status = output_text(&ns.systemctl(&["status", "--no-pager", &service]));
     assert!(status.contains("Status: \""), "no STATUS line:\n{status}");
-    note!(
-        "status line: {}",
-        status
-            .lines()
-            .find(|l| l.contains("Status:"))
-            .unwrap_or_default()
-            .trim()
-    );
+    let line = status.lines().find(|l| l.contains("Status:"));
+    note!("status line: {}", line.unwrap_or_default().trim());
 
     // The sandboxed service's exposure (issue target: <= 2.5).
     ns.assert_exposure(&service, 2.5);
@@ -106,12 +100,10 @@ fn renew_recovers_a_socket_that_hit_its_limit() {
         format!("start {socket_unit}"),
         format!("verify {socket_unit} is active"),
     ] {
-        assert!(
-            report
-                .lines()
-                .any(|l| l.contains(&step) && l.contains("ok")),
-            "step {step:?} not reported ok:\n{report}"
-        );
+        let ok = report
+            .lines()
+            .any(|l| l.contains(&step) && l.contains("ok"));
+        assert!(ok, "step {step:?} not reported ok:\n{report}");
     }
     assert!(report.contains(&format!("{name}\tHEALTHY")), "{report}");
 
@@ -148,9 +140,8 @@ fn renew_reports_a_bad_site_and_renews_the_good_one() {
 #[test]
 fn reaper_timer_stops_an_idle_container() {
     require!(Docker, Root, Systemd);
-    if !unit_dir().join("fleet-reaper.timer").exists() {
-        panic!("systemd/fleet-reaper.timer is missing");
-    }
+    let timer = unit_dir().join("fleet-reaper.timer");
+    assert!(timer.exists(), "systemd/fleet-reaper.timer is missing");
     let site = TestSite::new();
     let ns = boot_for(&site);
     site.write_conf("2s");
@@ -167,14 +158,7 @@ fn reaper_timer_stops_an_idle_container() {
     );
     ns.systemctl_ok(&["start", "fleet-reaper.timer"]);
     let stopped = wait_until(Duration::from_secs(30), || site.state() == "exited");
-    let show = ns.systemctl_ok(&[
-        "show",
-        "-p",
-        "Result",
-        "-p",
-        "NRestarts",
-        "fleet-reaper.service",
-    ]);
+    let show = ns.systemctl_ok(&["show", "-p", "Result,NRestarts", "fleet-reaper.service"]);
     assert!(
         stopped,
         "the timer's reaper did not stop the idle container (state {}): {show}\n{}",

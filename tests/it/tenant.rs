@@ -4,14 +4,14 @@
 //! shell) against a real fleet-waker under `systemd-socket-activate`.
 //! SECURITY.md names each test.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::support::assert::{fpm_says_hello, output_text, says_hello};
 use crate::support::nsystemd::{boot_for, run_renew, unit_text};
 use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
-use crate::support::wake::activated;
+use crate::support::wake::{activated, fd_count, on_threads};
 use crate::support::{
     FcgiRequest, MountedDir, SiteOptions, SocketActivated, TestSite, exchange, fastcgi, note,
     require, run_ok, wait_until,
@@ -92,26 +92,28 @@ fn restore_socket(real: &Path) {
     tenant_ok(real, "op=rename&a=real.sock&b=php-fpm.sock");
 }
 
-/// Sends `bytes` to the waker and reads until it closes: (what came back,
-/// how long it took).
-fn send_through_waker(site: &TestSite, bytes: &[u8]) -> (Vec<u8>, Duration) {
-    let t = Instant::now();
-    let got = exchange(&site.waker_socket(), bytes, Duration::from_secs(30));
-    (got, t.elapsed())
+/// The tenant plants a symlink named `name` to `target` (at `via`, as
+/// [`tenant`]).
+fn symlink(via: &Path, name: &str, target: &str) {
+    tenant_ok(via, &format!("op=symlink&a={name}&t={target}"));
 }
 
 fn fcgi_hello() -> Vec<u8> {
     fastcgi::encode_request(&FcgiRequest::get("hello.php", ""))
 }
 
-/// Nothing came back from the waker (`got`, from [`send_through_waker`]).
-fn no_answer(got: &[u8], what: &str) {
+/// Sends `bytes` to the waker and reads until it closes: nothing may come
+/// back (`what` names the failure); how long it took.
+fn no_answer(site: &TestSite, bytes: &[u8], what: &str) -> Duration {
+    let t = Instant::now();
+    let got = exchange(&site.waker_socket(), bytes, Duration::from_secs(30));
     assert!(
         got.is_empty(),
         "{what}: {} bytes came back: {:?}",
         got.len(),
-        String::from_utf8_lossy(got)
+        String::from_utf8_lossy(&got)
     );
+    t.elapsed()
 }
 
 /// An HTTP request to Docker's API, as if php-fpm's socket were Docker's.
@@ -145,12 +147,8 @@ fn symlink_to_docker_socket_is_refused() {
     says_hello(&site, "warm", String::new);
 
     let real = move_socket_aside(&site);
-    tenant_ok(
-        &real,
-        &format!("op=symlink&a=php-fpm.sock&t={}", docker_socket()),
-    );
-    let (got, took) = send_through_waker(&site, DOCKER_VERSION);
-    no_answer(&got, "the waker relayed an answer from Docker's socket");
+    symlink(&real, "php-fpm.sock", docker_socket());
+    let took = no_answer(&site, DOCKER_VERSION, "the waker relayed Docker's answer");
     assert!(took < Duration::from_secs(8), "closed after {took:?}");
     logged(&w, "refusing php-fpm's socket");
     logged(&w, "a symlink (never followed)");
@@ -174,9 +172,8 @@ fn symlink_to_another_sites_socket_is_never_proxied() {
 
     let real = move_socket_aside(&attacker);
     let target = victim.fpm_socket().display().to_string();
-    tenant_ok(&real, &format!("op=symlink&a=php-fpm.sock&t={target}"));
-    let (got, _) = send_through_waker(&attacker, &fcgi_hello());
-    no_answer(&got, "answered through another site's socket");
+    symlink(&real, "php-fpm.sock", &target);
+    no_answer(&attacker, &fcgi_hello(), "via another site's socket");
     assert_eq!(
         victim.access_lines().len(),
         before,
@@ -198,11 +195,7 @@ fn own_waker_socket_is_never_connected_to() {
     let site = tenant_site(SiteOptions::default().fpm_children(8));
     let w = activated(&site, &["--start-timeout", "2s", "--connections-max", "8"]);
     says_hello(&site, "warm", String::new);
-    let fds = || {
-        std::fs::read_dir(format!("/proc/{}/fd", w.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    };
+    let fds = || fd_count(w.pid());
     let fds_before = fds();
 
     let real = move_socket_aside(&site);
@@ -211,17 +204,10 @@ fn own_waker_socket_is_never_connected_to() {
         ("hard link", "op=link&a=vhost-waker.sock&b=php-fpm.sock"),
     ] {
         tenant_ok(&real, query);
-        std::thread::scope(|scope| {
-            let threads: Vec<_> = (0..16)
-                .map(|_| scope.spawn(|| send_through_waker(&site, &fcgi_hello())))
-                .collect();
-            for t in threads {
-                let (got, took) = t.join().expect("thread");
-                no_answer(&got, how);
-                // 16 connections over 8 permits: at most two timeouts in a row.
-                assert!(took < Duration::from_secs(10), "{how}: held {took:?}");
-            }
-        });
+        for took in on_threads(16, || no_answer(&site, &fcgi_hello(), how)) {
+            // 16 connections over 8 permits: at most two timeouts in a row.
+            assert!(took < Duration::from_secs(10), "{how}: held {took:?}");
+        }
         tenant_ok(&real, "op=unlink&a=php-fpm.sock");
     }
     logged(&w, "a symlink (never followed)");
@@ -231,16 +217,9 @@ fn own_waker_socket_is_never_connected_to() {
     // Every permit is back: 8 requests that each take 2 s run at once (one
     // permit short, they would take 4 s).
     let t = Instant::now();
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let socket = site.waker_socket();
-            std::thread::spawn(move || {
-                fastcgi::request(&socket, &FcgiRequest::get("sleep.php", "s=2")).map(|r| r.text())
-            })
-        })
-        .collect();
-    for t in threads {
-        assert_eq!(t.join().expect("thread").expect("served"), "slept 2\n");
+    let sleep = FcgiRequest::get("sleep.php", "s=2");
+    for r in on_threads(8, || fastcgi::request(&site.waker_socket(), &sleep)) {
+        assert_eq!(r.expect("served").text(), "slept 2\n");
     }
     let took = t.elapsed();
     assert!(
@@ -268,25 +247,19 @@ fn non_sockets_fail_the_wake_within_the_timeout() {
     let site = tenant_site(SiteOptions::default());
     let w = activated(&site, &["--start-timeout", "2s"]);
     let real = move_socket_aside(&site);
-    for (make, word) in [
-        ("op=fifo&a=php-fpm.sock", "a FIFO"),
-        ("op=file&a=php-fpm.sock", "a regular file"),
-        ("op=mkdir&a=php-fpm.sock", "a directory"),
-        ("op=symlink&a=php-fpm.sock&t=/nowhere/at/all", "a symlink"),
+    for (make, word, undo) in [
+        ("fifo", "a FIFO", "unlink"),
+        ("file", "a regular file", "unlink"),
+        ("mkdir", "a directory", "rmdir"),
+        ("symlink&t=/nowhere/at/all", "a symlink", "unlink"),
     ] {
-        tenant_ok(&real, make);
-        let (got, took) = send_through_waker(&site, &fcgi_hello());
-        no_answer(&got, word);
+        tenant_ok(&real, &format!("op={make}&a=php-fpm.sock"));
+        let took = no_answer(&site, &fcgi_hello(), word);
         assert!(
             took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
             "{word}: closed after {took:?} (timeout 2s)"
         );
         logged(&w, &format!("it is {word}"));
-        let undo = if word == "a directory" {
-            "rmdir"
-        } else {
-            "unlink"
-        };
         tenant_ok(&real, &format!("op={undo}&a=php-fpm.sock"));
     }
     logged(&w, "was refused for 2s");
@@ -385,7 +358,6 @@ fn renew_with_docker_dead_keeps_a_live_socket() {
     );
     assert!(text.contains("php-fpm.sock\tskipped"), "{text}");
     assert!(text.contains("a tmpfs of its own\tskipped"), "{text}");
-    use std::os::unix::fs::FileTypeExt;
     assert!(
         std::fs::symlink_metadata(site.fpm_socket()).is_ok_and(|m| m.file_type().is_socket()),
         "php-fpm.sock was removed:\n{text}"
@@ -456,23 +428,17 @@ fn the_sleeping_name_is_never_followed() {
     let site = tenant_site(SiteOptions::default());
     site.write_conf("1s");
     let _w = activated(&site, &["--start-timeout", "3s"]);
-    let aside = site
-        .layout()
-        .site_dir(site.site())
-        .join("php-fpm.sock.sleeping");
+    let aside = site.fpm_socket().with_file_name("php-fpm.sock.sleeping");
     let docker = docker_socket();
 
     // 1. A symlink at the aside name: the reaper's rename replaces the link
     // itself; the site pauses, and wakes through the waker.
-    tenant_ok(
-        &site.fpm_socket(),
-        &format!("op=symlink&a=php-fpm.sock.sleeping&t={docker}"),
-    );
+    symlink(&site.fpm_socket(), "php-fpm.sock.sleeping", docker);
     let pause = reaper::over(&site).args(["--action", "pause"]);
     pause.reap_until(&site, "paused", Duration::from_secs(20));
     let meta = std::fs::symlink_metadata(&aside).expect("the socket is aside");
     assert!(
-        std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()),
+        meta.file_type().is_socket(),
         "php-fpm's socket replaced the planted link: {meta:?}"
     );
     says_hello(&site, "wake from pause", String::new);
@@ -492,10 +458,8 @@ fn the_sleeping_name_is_never_followed() {
     let e = skipped
         .expect("the reaper tried and gave up")
         .site(site.name());
-    assert!(
-        e["reason"].as_str().unwrap_or("").contains("php-fpm.sock"),
-        "{e}"
-    );
+    let reason = e["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("php-fpm.sock"), "{e}");
     assert_eq!(site.state(), "running");
     fpm_says_hello(&site, "php-fpm still at its path");
     tenant_ok(&site.fpm_socket(), "op=rmdir&a=php-fpm.sock.sleeping");
@@ -504,12 +468,8 @@ fn the_sleeping_name_is_never_followed() {
     // socket at the aside name: a wake finds the container running and must
     // neither rename the link into place nor connect through it.
     let real = move_socket_aside(&site);
-    tenant_ok(
-        &real,
-        &format!("op=symlink&a=php-fpm.sock.sleeping&t={docker}"),
-    );
-    let (got, _) = send_through_waker(&site, DOCKER_VERSION);
-    no_answer(&got, "the waker relayed something");
+    symlink(&real, "php-fpm.sock.sleeping", docker);
+    no_answer(&site, DOCKER_VERSION, "the waker relayed something");
     let meta = std::fs::symlink_metadata(&aside).expect("the link is still there");
     assert!(meta.file_type().is_symlink(), "left as it was");
     assert!(

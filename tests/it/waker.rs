@@ -5,16 +5,18 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant, SystemTime};
 
+use xtask::kit::nginx;
+
 use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::wake::{
     CLOSED_WITHIN, START_TIMEOUT, activated, activity, assert_one_start,
     assert_state_file_failure_logged_once, concurrent_hellos, held_closed_within, hello,
-    hello_after_backoff, listening_site, open_at, sleep_request, stopped_site,
+    hello_after_backoff, listening_site, open_at, sleep_request, stopped_site, waker,
 };
 use crate::support::{
-    self, FcgiRequest, Launch, Nginx, SiteOptions, TestSite, bin, count_docker_events, fastcgi,
-    http, require, wait_until,
+    self, FcgiRequest, Nginx, SiteOptions, TestSite, bin, connect_within, count_docker_events,
+    fastcgi, http, require, wait_until,
 };
 
 /// Must show 1: nginx → systemd-socket-activate → fleet-waker → php-fpm,
@@ -34,18 +36,11 @@ fn nginx_socket_activated_stopped_paused_running() {
     let site = stopped_site(SiteOptions::default());
     let sock = site.temp_dir().join("docker.sock");
     let proxy = DockerProxy::start(&sock, Mode::Forward, Duration::ZERO);
-    let mut w = Launch::new(bin("fleet-waker"))
-        .arg(site.name())
-        .envs(site.layout_env())
-        .env("RUST_LOG", "debug")
+    let mut w = waker(&site, &[])
         .env("DOCKER_HOST", format!("unix://{}", sock.display()))
         .activate(&site.waker_socket());
-    xtask::kit::nginx::share_socket_with_nginx(&site.waker_socket())
-        .expect("share the waker socket");
-    let nginx = Nginx::start(&support::nginx::shipped(
-        xtask::kit::nginx::Mode::Proxy,
-        &site,
-    ));
+    nginx::share_socket_with_nginx(&site.waker_socket()).expect("share the waker socket");
+    let nginx = Nginx::start(&support::nginx::shipped(nginx::Mode::Proxy, &site));
     let t0 = SystemTime::now();
     let get = |what: &str| {
         let r = http::get(nginx.port(), "/hello.php").expect(what);
@@ -68,9 +63,8 @@ fn nginx_socket_activated_stopped_paused_running() {
 
     get("GET while running");
     let t1 = SystemTime::now();
-    let counts = (proxy.starts(), proxy.unpauses());
     assert_eq!(
-        counts,
+        (proxy.starts(), proxy.unpauses()),
         (1, 1),
         "(starts, unpauses) the waker asked Docker for; waker logs:\n{}",
         w.logs()
@@ -193,12 +187,8 @@ fn failure_fpm_never_listens_then_fixed() {
     let up = upstream.display().to_string();
     let mut w = listening_site(&site, &[START_TIMEOUT, &["--upstream", &up]].concat());
     let times = held_closed_within(&site, &mut w, 5, CLOSED_WITHIN);
-    for t in &times {
-        assert!(
-            *t >= Duration::from_millis(1900),
-            "closed before the timeout: {t:?}"
-        );
-    }
+    let early = times.iter().find(|t| **t < Duration::from_millis(1900));
+    assert!(early.is_none(), "closed before the timeout: {early:?}");
     assert!(w.logs().contains("did not accept"), "{}", w.logs());
     std::fs::hard_link(site.fpm_socket(), &upstream).expect("fix: hard link");
     says_hello(&site, "after the fix", String::new);
@@ -245,14 +235,11 @@ fn half_closing_client_gets_full_response() {
     require!(Docker, PhpFpm);
     let site = TestSite::started(SiteOptions::default());
     let _w = listening_site(&site, &[]);
-    let mut c = UnixStream::connect(site.waker_socket()).expect("connect");
-    c.write_all(&fastcgi::encode_request(&FcgiRequest::get(
-        "big.php", "mb=8",
-    )))
-    .expect("send request");
+    let mut c = connect_within(&site.waker_socket(), Duration::from_secs(30));
+    let req = FcgiRequest::get("big.php", "mb=8");
+    c.write_all(&fastcgi::encode_request(&req))
+        .expect("send request");
     c.shutdown(std::net::Shutdown::Write).expect("half-close");
-    c.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
     let mut raw = Vec::new();
     c.read_to_end(&mut raw).expect("read the response to EOF");
     // Read to the end first: the whole stream, then decoded.
@@ -310,12 +297,7 @@ fn state_file_during_after_and_symlink() {
     }
     std::thread::sleep(Duration::from_millis(100)); // let the coalesced writer try
     assert_eq!(std::fs::read_to_string(&target).expect("read"), "precious");
-    assert!(
-        std::fs::symlink_metadata(&state)
-            .expect("still there")
-            .file_type()
-            .is_symlink()
-    );
+    assert!(state.is_symlink(), "the planted symlink is still there");
     assert_state_file_failure_logged_once(&w);
 }
 
@@ -359,11 +341,8 @@ fn sigterm_lets_open_connections_finish() {
     );
     assert!(!slow.is_finished(), "the request ended before SIGTERM");
     w.kill(nix::sys::signal::Signal::SIGTERM);
-    let r = slow
-        .join()
-        .expect("thread")
-        .expect("finished despite SIGTERM");
-    assert_eq!(r.text(), "slept 3\n");
+    let r = slow.join().expect("thread");
+    assert_eq!(r.expect("finished despite SIGTERM").text(), "slept 3\n");
     let status = w.wait_exit(Duration::from_secs(5)).expect("exited");
     assert_eq!(status.code(), Some(0), "{}", w.logs());
     assert!(!site.waker_socket().exists(), "--listen socket removed");

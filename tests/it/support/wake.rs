@@ -1,54 +1,48 @@
-//! Helpers shared by the tests that drive fleet-waker (`waker`, `faults`).
+//! Helpers shared by the tests that drive fleet-waker (`waker`, `faults`,
+//! `relay`, `tenant`, `fleet`).
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::{Arc, Barrier};
+use std::sync::Barrier;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{
     FcgiRequest, FcgiResponse, Launch, SiteOptions, SocketActivated, Spawned, TestSite, bin,
-    count_docker_events, fastcgi, wait_until,
+    count_docker_events, exchange, fastcgi, wait_until,
 };
 
-/// fleet-waker for site `name` binding `listen` itself (`--listen`), with
-/// `RUST_LOG=debug`; waits until it accepts.
-pub fn listening(name: &str, listen: &Path, extra: &[&str], env: Vec<(String, String)>) -> Spawned {
-    started(name, listen, extra, env, "debug")
+/// fleet-waker for `site` (its name and layout) with `extra` arguments and
+/// `RUST_LOG=debug`, to be run.
+pub fn waker(site: &TestSite, extra: &[&str]) -> Launch {
+    Launch::new(bin("fleet-waker"))
+        .arg(site.name())
+        .args(extra)
+        .envs(site.layout_env())
+        .env("RUST_LOG", "debug")
 }
 
-/// fleet-waker `name --listen <listen>` with `RUST_LOG=<level>`, once it
-/// logs "accepting connections". No probe connection: one the waker counts
-/// could be taken for a test's own request in its state file.
-fn started(
-    name: &str,
-    listen: &Path,
-    extra: &[&str],
-    env: Vec<(String, String)>,
-    level: &str,
-) -> Spawned {
-    let w = Launch::new(bin("fleet-waker"))
-        .arg(name)
+/// [`waker`] binding the site's socket itself (`--listen`), with `env` on
+/// top (a `RUST_LOG` there must keep info lines), once it logs "accepting
+/// connections". No probe connection: one the waker counts could be taken
+/// for a test's own request in its state file.
+pub fn listening_with(site: &TestSite, extra: &[&str], env: &[(&str, String)]) -> Spawned {
+    let w = waker(site, extra)
         .arg("--listen")
-        .arg(listen)
-        .args(extra)
-        .envs(env)
-        // After the caller's: the wait below reads an info line.
-        .env("RUST_LOG", level)
+        .arg(site.waker_socket())
+        .envs(env.iter().cloned())
         .spawn();
     assert!(
         w.wait_for_log("accepting connections", Duration::from_secs(10)),
         "waker did not listen on {}: {}",
-        listen.display(),
+        site.waker_socket().display(),
         w.logs()
     );
     w
 }
 
-/// [`listening`] on the site's own waker socket and layout.
+/// [`listening_with`] with no more environment.
 pub fn listening_site(site: &TestSite, extra: &[&str]) -> Spawned {
-    listening(site.name(), &site.waker_socket(), extra, site.layout_env())
+    listening_with(site, extra, &[])
 }
 
 /// One `hello.php` request over FastCGI to `socket`.
@@ -101,12 +95,7 @@ pub fn container_pids(site: &TestSite, needle: &str) -> Vec<i32> {
 
 /// The waker under real socket activation on the site's vhost-waker.sock.
 pub fn activated(site: &TestSite, extra: &[&str]) -> SocketActivated {
-    Launch::new(bin("fleet-waker"))
-        .arg(site.name())
-        .args(extra)
-        .envs(site.layout_env())
-        .env("RUST_LOG", "debug")
-        .activate(&site.waker_socket())
+    waker(site, extra).activate(&site.waker_socket())
 }
 
 /// True for the waker's own FastCGI answer to a wake it did not try
@@ -130,12 +119,14 @@ pub fn hello_after_backoff(socket: &Path, max: Duration) -> std::io::Result<Fcgi
     }
 }
 
-/// fleet-waker for `site` binding the site's socket itself, with `extra`
-/// arguments and environment, `RUST_LOG=info` (a test that reads its log).
+/// [`listening_with`] `RUST_LOG=info` (a test that reads its log).
 pub fn listening_quiet(site: &TestSite, extra: &[&str], env: &[(&str, String)]) -> Spawned {
-    let mut vars = site.layout_env();
-    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    started(site.name(), &site.waker_socket(), extra, vars, "info")
+    listening_with(site, extra, &[env, &[("RUST_LOG", "info".into())]].concat())
+}
+
+/// Open descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 /// The waker's state file at `path`, if there is a readable one.
@@ -155,23 +146,25 @@ pub fn sleep_request(socket: &Path, secs: &str) -> JoinHandle<std::io::Result<Fc
     std::thread::spawn(move || fastcgi::request(&socket, &FcgiRequest::get("sleep.php", &query)))
 }
 
+/// `f` on `n` threads at once; their results in order.
+pub fn on_threads<T: Send>(n: usize, f: impl Fn() -> T + Sync) -> Vec<T> {
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..n).map(|_| s.spawn(&f)).collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect()
+    })
+}
+
 /// `n` `hello.php` requests through `socket`, all let go at once (a
 /// barrier); their answers in order.
 pub fn concurrent_hellos(socket: &Path, n: usize) -> Vec<std::io::Result<FcgiResponse>> {
-    let barrier = Arc::new(Barrier::new(n));
-    let threads: Vec<_> = (0..n)
-        .map(|_| {
-            let (b, s) = (barrier.clone(), socket.to_path_buf());
-            std::thread::spawn(move || {
-                b.wait();
-                hello(&s)
-            })
-        })
-        .collect();
-    threads
-        .into_iter()
-        .map(|t| t.join().expect("thread"))
-        .collect()
+    let barrier = Barrier::new(n);
+    on_threads(n, || {
+        barrier.wait();
+        hello(socket)
+    })
 }
 
 /// The waker flags of the held-connection tests: a 2 s start timeout.
@@ -189,35 +182,19 @@ pub fn held_closed_within(
     k: usize,
     limit: Duration,
 ) -> Vec<Duration> {
-    let socket = site.waker_socket();
-    let threads: Vec<_> = (0..k)
-        .map(|_| {
-            let s = socket.to_path_buf();
-            std::thread::spawn(move || {
-                let t = Instant::now();
-                let mut c = UnixStream::connect(&s).expect("connect to the waker");
-                c.set_read_timeout(Some(Duration::from_secs(30)))
-                    .expect("timeout");
-                let _ = c.write_all(&fastcgi::encode_request(&FcgiRequest::get("hello.php", "")));
-                let mut buf = Vec::new();
-                let r = c.read_to_end(&mut buf);
-                assert!(
-                    buf.is_empty() || is_retry_later(&buf),
-                    "a failed wake must not answer, except the waker's own 503 while it backs off ({} bytes: {:?})",
-                    buf.len(),
-                    String::from_utf8_lossy(&buf)
-                );
-                if let Err(e) = r {
-                    assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "held 30 s");
-                }
-                t.elapsed()
-            })
-        })
-        .collect();
-    let times: Vec<Duration> = threads
-        .into_iter()
-        .map(|t| t.join().expect("thread"))
-        .collect();
+    let request = fastcgi::encode_request(&FcgiRequest::get("hello.php", ""));
+    let times = on_threads(k, || {
+        let t = Instant::now();
+        // Held 30 s, it is closed after `limit`: checked below.
+        let buf = exchange(&site.waker_socket(), &request, Duration::from_secs(30));
+        assert!(
+            buf.is_empty() || is_retry_later(&buf),
+            "a failed wake must not answer, except the waker's own 503 while it backs off ({} bytes: {:?})",
+            buf.len(),
+            String::from_utf8_lossy(&buf)
+        );
+        t.elapsed()
+    });
     for t in &times {
         assert!(
             *t <= limit,
