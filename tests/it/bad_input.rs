@@ -93,6 +93,7 @@ fn short(name: &str) -> String {
 /// Files and directories under `dir`, recursively (what "nothing touched" compares).
 fn tree(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
+    // A missing directory and entries that cannot be read count as nothing.
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         out.push(e.path());
         if e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -691,7 +692,11 @@ fn socket_paths_longer_than_sun_path_are_refused_by_every_binary() {
     );
 
     let conf = sites.join(format!("{name}.conf"));
-    std::fs::write(&conf, "# pause after: 20m\n").expect("conf");
+    std::fs::write(
+        &conf,
+        "# Amount of time to pause the container after: 20m\n",
+    )
+    .expect("conf");
     let (code, json, stderr) = reaper_json(&sites, &state);
     assert_eq!(code, Some(1), "{json}\n{stderr}");
     assert!(json.to_string().contains(limit), "{json}");

@@ -162,7 +162,11 @@ fn idle_waker_exits_and_the_next_request_reactivates_it() {
     let name = site.name().to_owned();
     let service = format!("fleet-waker@{name}.service");
     ns.systemctl_ok(&["start", &format!("fleet-waker@{name}.socket")]);
-    let state = || ns.show(&service, "ActiveState");
+    // Polled, so a failed systemctl call (a busy host) means "not yet", not a panic.
+    let state = || {
+        let out = ns.systemctl(&["show", "-p", "ActiveState", "--value", &service]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
     let active = |want: &str| wait_until(Duration::from_secs(10), || state() == want);
     let answers = |what: &str| says_hello(&site, what, || ns.log_text());
     answers("first");

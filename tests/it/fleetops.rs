@@ -245,11 +245,13 @@ type Metrics = MetricsExposition<PrometheusType, PrometheusValue>;
 
 fn gauge(m: &Metrics, family: &str, labels: &[&str]) -> f64 {
     let labels: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
-    let sample = m
+    let f = m
         .families
         .get(family)
-        .and_then(|f| f.get_sample_by_label_values(&labels))
-        .unwrap_or_else(|| panic!("no sample {family}{labels:?} (or no such family)"));
+        .unwrap_or_else(|| panic!("no family {family} among {:?}", m.families.keys()));
+    let sample = f
+        .get_sample_by_label_values(&labels)
+        .unwrap_or_else(|| panic!("no sample {family}{labels:?}"));
     match &sample.value {
         PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => n.as_f64(),
         PrometheusValue::Counter(c) => c.value.as_f64(),
@@ -309,7 +311,8 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
     let took = gauge(&m, "fleet_reaper_pass_duration_seconds", &[]);
     assert!(took > 0.0 && took < run.elapsed.as_secs_f64(), "{took}");
     let when = gauge(&m, "fleet_reaper_last_pass_timestamp_seconds", &[]);
-    let when = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(when);
+    let when = SystemTime::UNIX_EPOCH
+        + Duration::try_from_secs_f64(when).unwrap_or_else(|e| panic!("{when}: {e}"));
     assert!((now..=SystemTime::now()).contains(&when), "{when:?}");
     // The parser is strict: a broken line is refused.
     assert!(openmetrics_parser::prometheus::parse_prometheus("fleet_x{site=\"a} 1\n").is_err());

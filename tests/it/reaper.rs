@@ -298,7 +298,10 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
         let file = format!("{site}.conf");
         let e = run.site(&site);
         let err = field(&e, "error");
-        assert!(err.contains(why), "{file}: {err:?} does not say {why:?}");
+        assert!(
+            err.contains(why),
+            "{file}: {err:?} does not say {why:?}: {e}"
+        );
         assert!(
             err.contains(&list.sites.join(&file).display().to_string()),
             "{file}: {err:?} lacks the path"

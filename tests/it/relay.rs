@@ -103,17 +103,18 @@ fn workload(
     };
     let t = Instant::now();
     let next = AtomicUsize::new(0);
-    let failures = on_threads(CLIENTS, || {
+    let mut failures = on_threads(CLIENTS, || {
         std::iter::from_fn(|| Some(next.fetch_add(1, Ordering::Relaxed)))
             .take_while(|&i| i < REQUESTS)
-            .filter_map(|i| one(i).err().map(|e| format!("request {i}: {e}")))
+            .filter_map(|i| one(i).err().map(|e| (i, e)))
             .collect::<Vec<_>>()
     })
     .concat();
+    failures.sort(); // the earliest requests first, whichever thread sent them
     let what = format!("{what}, {:.1?}", t.elapsed());
     assert!(
         failures.is_empty(),
-        "{what}: {} of {REQUESTS} requests failed; first: {:?}\n{}",
+        "{what}: {} of {REQUESTS} requests failed; first (request, error): {:?}\n{}",
         failures.len(),
         &failures[..failures.len().min(5)],
         logs()

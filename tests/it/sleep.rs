@@ -481,7 +481,7 @@ fn load(mode: Mode, action: &str) {
         sleeps.len(),
     );
     note(&summary);
-    let show = |v: &[&Sent]| format!("\n    {:?}", &v[..v.len().min(10)]);
+    let show = |v: &[&Sent]| format!("\n{:#?}", &v[..v.len().min(10)]);
     let mut failures = Vec::new();
     if counts.is_empty() {
         failures.push(format!("wrk printed no summary line (exit {})", out.status));
@@ -590,7 +590,8 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
 
     // Busy: one request a second, straight to php-fpm (direct mode's warm
     // path), for three times the timeout.
-    let mut tick = Instant::now();
+    let busy_since = Instant::now();
+    let mut tick = busy_since;
     for sent in 0..6 {
         assert_eq!(
             run_fingerprint(&s.site),
@@ -601,6 +602,7 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
         tick += Duration::from_secs(1);
         std::thread::sleep(tick.saturating_duration_since(Instant::now()));
     }
+    let busy = busy_since.elapsed();
     let interruptions = reaping.sleeps();
     assert!(
         interruptions.is_empty() && run_fingerprint(&s.site) == awake,
@@ -619,7 +621,7 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
         s.site.state()
     );
     note!(
-        "6 requests over 6 s kept a stock-pool site awake; idle, it was stopped after {:?}",
+        "6 requests over {busy:.1?} kept a stock-pool site awake; idle, it was stopped after {:?}",
         idle_since.elapsed()
     );
 }

@@ -247,13 +247,13 @@ fn non_sockets_fail_the_wake_within_the_timeout() {
     let site = tenant_site(SiteOptions::default());
     let w = activated(&site, &["--start-timeout", "2s"]);
     let real = move_socket_aside(&site);
-    for (make, word, undo) in [
-        ("fifo", "a FIFO", "unlink"),
-        ("file", "a regular file", "unlink"),
-        ("mkdir", "a directory", "rmdir"),
-        ("symlink&t=/nowhere/at/all", "a symlink", "unlink"),
+    for (make, target, word, undo) in [
+        ("fifo", "", "a FIFO", "unlink"),
+        ("file", "", "a regular file", "unlink"),
+        ("mkdir", "", "a directory", "rmdir"),
+        ("symlink", "&t=/nowhere/at/all", "a symlink", "unlink"),
     ] {
-        tenant_ok(&real, &format!("op={make}&a=php-fpm.sock"));
+        tenant_ok(&real, &format!("op={make}&a=php-fpm.sock{target}"));
         let took = no_answer(&site, &fcgi_hello(), word);
         assert!(
             took >= Duration::from_millis(1900) && took < Duration::from_secs(6),

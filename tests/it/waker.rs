@@ -352,7 +352,7 @@ fn sigterm_lets_open_connections_finish() {
 /// site name: 64.
 #[test]
 fn usage_errors_exit_64() {
-    let waker = |args: &[&str]| {
+    let run_waker = |args: &[&str]| {
         std::process::Command::new(bin("fleet-waker"))
             .args(args)
             .env_remove("LISTEN_FDS")
@@ -360,11 +360,11 @@ fn usage_errors_exit_64() {
             .output()
             .expect("run fleet-waker")
     };
-    let out = waker(&["example.com"]);
+    let out = run_waker(&["example.com"]);
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no listening socket was passed"), "{err}");
-    let out = waker(&["../etc", "--listen", "/nonexistent/x.sock"]);
+    let out = run_waker(&["../etc", "--listen", "/nonexistent/x.sock"]);
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rule"));
     for bad in [
@@ -373,9 +373,9 @@ fn usage_errors_exit_64() {
         &["example.com", "--no-such-flag"][..],
         &[][..],
     ] {
-        assert_eq!(waker(bad).status.code(), Some(64), "{bad:?}");
+        assert_eq!(run_waker(bad).status.code(), Some(64), "{bad:?}");
     }
-    let out = waker(&["--help"]);
+    let out = run_waker(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
