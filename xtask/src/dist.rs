@@ -119,18 +119,17 @@ const SHELLS: &[(Shell, &str, &str, &str)] = &[
 /// A unit with `/usr/bin/` in its `Exec…=` lines replaced by `<bindir>/`.
 /// Pure.
 pub fn rewrite_exec(unit: &str, bindir: &str) -> String {
-    let bindir = bindir.trim_end_matches('/');
-    unit.lines()
+    let bindir = format!("{}/", bindir.trim_end_matches('/'));
+    let exec = |l: &str| l.trim_start().starts_with("Exec") && l.contains('=');
+    unit.split_inclusive('\n')
         .map(|l| {
-            if l.trim_start().starts_with("Exec") && l.contains('=') {
-                l.replace("/usr/bin/", &format!("{bindir}/"))
+            if exec(l) {
+                l.replace("/usr/bin/", &bindir)
             } else {
                 l.to_string()
             }
         })
-        .collect::<Vec<_>>()
-        .join("\n")
-        + if unit.ends_with('\n') { "\n" } else { "" }
+        .collect()
 }
 
 /// Build the binaries (`cargo build --profile dev|release -p …`) unless
@@ -339,11 +338,8 @@ pub fn dist(args: &DistArgs) -> Result<PathBuf, Error> {
     gencontrol(&out, &changelog)?;
     let paths: Vec<&Path> = files.iter().map(|(p, _, _)| p.as_path()).collect();
     let debian = stage.join("DEBIAN");
-    write(
-        &debian.join("md5sums"),
-        md5sums(&stage, &paths)?.as_bytes(),
-        0o644,
-    )?;
+    let md5sums = md5sums(&stage, &paths)?;
+    write(&debian.join("md5sums"), md5sums.as_bytes(), 0o644)?;
     for (name, script) in [("postinst", POSTINST), ("prerm", PRERM), ("postrm", POSTRM)] {
         write(&debian.join(name), script.as_bytes(), 0o755)?;
     }
@@ -565,16 +561,8 @@ mod tests {
         for s in [POSTINST, PRERM, POSTRM] {
             assert!(s.starts_with("#!/bin/sh\n"));
             // Parsed by the shell dpkg runs them with.
-            let out = Cmd::new("sh")
-                .arg("-n")
-                .stdin(s.as_bytes())
-                .output()
-                .expect("sh -n");
-            assert!(
-                out.status.success(),
-                "sh -n: {}\n{s}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let sh = Cmd::new("sh").arg("-n").stdin(s).stdout();
+            sh.unwrap_or_else(|e| panic!("{}\n{s}", crate::error::chain(&e)));
             let code: Vec<&str> = s
                 .lines()
                 .filter(|l| !l.trim_start().starts_with('#'))
