@@ -51,13 +51,9 @@ pub fn run(root: &Path, target: &str, seconds: u64) -> Result<(), Error> {
             }
         })
         .map_err(|e| {
-            Error::unavailable(
-                "cargo +nightly fuzz",
-                format!(
-                    "{} (rustup toolchain install nightly; cargo install cargo-fuzz)",
-                    xtask::error::chain(&e)
-                ),
-            )
+            let how = "rustup toolchain install nightly; cargo install cargo-fuzz";
+            let why = format!("{} ({how})", xtask::error::chain(&e));
+            Error::unavailable("cargo +nightly fuzz", why)
         })?;
     if !status.success() {
         return Err(Error::failed(
