@@ -16,7 +16,7 @@
 //! systemd-socket-activate.
 
 use std::path::Path;
-use std::sync::{Arc, Barrier};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use crate::bench::waker::{api_post, fpm_accepts};
@@ -128,11 +128,8 @@ pub fn bench(n: usize) -> Result<String, Error> {
     })?;
     let bare_rate = sample.len() as f64 / t.elapsed().as_secs_f64();
     parallel(sample.len(), 8, |i| {
-        run(
-            "docker",
-            &["stop", "-t", "1", &format!("{}.fpm", sample[i])],
-        )
-        .map(|_| ())
+        let container = format!("{}.fpm", sample[i]);
+        run("docker", &["stop", "-t", "1", &container]).map(drop)
     })?;
 
     eprintln!("==> {n} socket-activated wakers, nginx");
@@ -140,16 +137,10 @@ pub fn bench(n: usize) -> Result<String, Error> {
         .sites
         .iter()
         .map(|s| {
-            waker(
-                &waker_bin,
-                s,
-                &run_dir,
-                &state,
-                &logs.join(format!("{s}.log")),
-            )
-            .arg("--exit-idle-time")
-            .arg(format!("{}s", IDLE_EXIT.as_secs()))
-            .try_activate(&run_dir.join(s).join("vhost-waker.sock"))
+            waker(&waker_bin, s, &layout, &logs.join(format!("{s}.log")))
+                .arg("--exit-idle-time")
+                .arg(format!("{}s", IDLE_EXIT.as_secs()))
+                .try_activate(&run_dir.join(s).join("vhost-waker.sock"))
         })
         .collect::<Result<_, _>>()?;
     // Each socket listens (try_activate waited for it): one nginx's workers
@@ -194,14 +185,13 @@ pub fn bench(n: usize) -> Result<String, Error> {
     let nginx = NginxProc::start_servers(&ndir, NGINX_USER, &servers)?;
 
     eprintln!("==> one request to each of the {n} sites at once");
-    let barrier = Arc::new(Barrier::new(n));
+    let barrier = &Barrier::new(n);
     let t0 = Instant::now();
     let answers: Vec<(u16, bool, Duration)> = std::thread::scope(|sc| {
         let handles: Vec<_> = fleet
             .sites
             .iter()
             .map(|s| {
-                let barrier = barrier.clone();
                 // (status, right body, time); a failure counts as status 0.
                 sc.spawn(move || {
                     barrier.wait();

@@ -56,11 +56,9 @@ type Result<T> = std::result::Result<T, Error>;
 pub fn bench() -> Result<String> {
     xtask::kit::build("release", &["fleet-reaper"])?;
     remove_containers()?;
-    let result = measure(&xtask::kit::release_bin("fleet-reaper"));
+    let report = measure(&xtask::kit::release_bin("fleet-reaper"));
     let cleanup = remove_containers();
-    let report = result?;
-    cleanup?;
-    Ok(report)
+    report.and_then(|report| cleanup.map(|()| report))
 }
 
 fn measure(reaper: &Path) -> Result<String> {
@@ -68,9 +66,7 @@ fn measure(reaper: &Path) -> Result<String> {
     // The kit's temp dir: removed on drop, swept by a later run if this
     // one dies.
     let tmp = xtask::kit::site::try_temp_dir_in(Path::new("/tmp"), "bench-reaper")?;
-    let dir = tmp.path().to_owned();
-    let sites_dir = dir.join("sites");
-    let state_dir = dir.join("state");
+    let [sites_dir, state_dir] = ["sites", "state"].map(|d| tmp.path().join(d));
     for d in [&sites_dir, &state_dir] {
         std::fs::create_dir_all(d).map_err(Error::io("mkdir", d))?;
     }
@@ -213,7 +209,7 @@ fn measure(reaper: &Path) -> Result<String> {
     } else {
         "NOT under"
     };
-    let md = format!(
+    Ok(format!(
         "## reaper: one pass vs the old serial `docker logs --since` loop\n\n\
          {SITES} running light containers (`{image}`), each with {} MiB of log older than the \
          {TIMEOUT_SECS}s timeout, {RECENT} of them logging a line every second. Docker {}, \
@@ -231,17 +227,13 @@ fn measure(reaper: &Path) -> Result<String> {
         SITES - RECENT,
         loop_time.as_secs_f64(),
         loop_active.len(),
-    );
-    Ok(md)
+    ))
 }
 
 /// The sites whose VERDICT column in the reaper's table is `verdict`.
 fn verdicts(table: &str, verdict: &str) -> BTreeSet<String> {
     let mut lines = table.lines();
-    let Some(header) = lines.next() else {
-        return BTreeSet::new();
-    };
-    let Some(col) = header.find("VERDICT") else {
+    let Some(col) = lines.next().and_then(|header| header.find("VERDICT")) else {
         return BTreeSet::new();
     };
     lines

@@ -52,14 +52,9 @@ fn first_byte_ms(socket: &Path) -> Result<f64, Error> {
 /// Waits (finely: starts are timed) until php-fpm of `container` accepts
 /// on `socket`.
 pub(crate) fn fpm_accepts(container: &str, socket: &Path, timeout: Duration) -> Result<(), Error> {
-    if wait_for(timeout, || UnixStream::connect(socket).is_ok()) {
-        Ok(())
-    } else {
-        Err(Error::failed(
-            format!("start {container}"),
-            "php-fpm did not come up",
-        ))
-    }
+    wait_for(timeout, || UnixStream::connect(socket).is_ok())
+        .then_some(())
+        .ok_or_else(|| Error::failed(format!("start {container}"), "php-fpm did not come up"))
 }
 
 /// `POST /containers/<name>/start` straight on the Docker socket (what the
@@ -68,16 +63,15 @@ pub(crate) fn api_post(container: &str, verb: &str) -> Result<(), Error> {
     let host = std::env::var("DOCKER_HOST").unwrap_or_default();
     let path = host
         .strip_prefix("unix://")
-        .unwrap_or("/var/run/docker.sock")
-        .to_owned();
+        .unwrap_or("/var/run/docker.sock");
     let what = || format!("docker {verb} {container}");
-    let mut s = UnixStream::connect(&path)
-        .map_err(|e| Error::failed(what(), format!("docker socket {path}: {e}")))?;
+    let fail = |e: std::io::Error| Error::failed(what(), format!("docker socket {path}: {e}"));
+    let mut s = UnixStream::connect(path).map_err(fail)?;
     write!(
         s,
         "POST /containers/{container}/{verb} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
-    .map_err(|e| Error::failed(what(), format!("docker socket {path}: {e}")))?;
+    .map_err(fail)?;
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
     if resp.starts_with("HTTP/1.1 204") || resp.starts_with("HTTP/1.1 304") {
@@ -116,11 +110,7 @@ fn last_wake_ms(log: &Path) -> Option<f64> {
 pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
     v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
-    }
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Samples by name, one of each per round.
@@ -158,10 +148,8 @@ const WARM_SECS: u32 = 3;
 fn wrk_cpu(port: u16, secs: u32, pid: u32) -> Result<(f64, f64), Error> {
     let before = cpu_secs(pid);
     let rps = wrk(port, secs)?;
-    Ok((
-        rps,
-        (cpu_secs(pid) - before) * 1e6 / (rps * f64::from(secs)),
-    ))
+    let us = (cpu_secs(pid) - before) * 1e6 / (rps * f64::from(secs));
+    Ok((rps, us))
 }
 
 fn wrk(port: u16, secs: u32) -> Result<f64, Error> {
@@ -204,11 +192,8 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
             ("/usr/bin/systemd-socket-activate", "systemd"),
         ],
     )?;
-    let (dir, container, fpm_sock) = (
-        rig.kit.temp_dir(),
-        rig.kit.container(),
-        rig.kit.fpm_socket(),
-    );
+    let (dir, container) = (rig.kit.temp_dir(), rig.kit.container());
+    let fpm_sock = rig.kit.fpm_socket();
     // Where the site layout puts it, so the shipped direct-mode upstream
     // falls back to it as it is.
     let waker_sock = rig.kit.waker_socket();
@@ -217,8 +202,7 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     let stop = || run("docker", &["stop", "-t", "5", container]).map(drop);
     // Running, then paused.
     let pause = || -> Result<(), Error> {
-        run("docker", &["start", container])?;
-        up()?;
+        rig.kit.try_start()?;
         run("docker", &["pause", container]).map(drop)
     };
 
@@ -309,8 +293,7 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     }
 
     // Warm: container running, proxyd under socket activation, one nginx.
-    run("docker", &["start", container])?;
-    up()?;
+    rig.kit.try_start()?;
     // systemd-socket-proxyd under socket activation, activated by one
     // request. It has been seen to exit under load (its accept loop gives
     // up on some errors); then it is started again and that round's
@@ -326,15 +309,13 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
             .try_activate(&proxyd_sock)?;
         // Retry the activating request until it is answered (proxyd may
         // take a moment to accept once exec'd).
-        if !wait_for(Duration::from_secs(5), || {
+        let answered = wait_for(Duration::from_secs(5), || {
             first_byte_ms(&proxyd_sock).is_ok()
-        }) {
-            return Err(Error::failed(
-                "systemd-socket-proxyd",
-                "did not answer through its socket",
-            ));
-        }
-        Ok(g)
+        });
+        let why = "did not answer through its socket";
+        answered
+            .then_some(g)
+            .ok_or_else(|| Error::failed("systemd-socket-proxyd", why))
     };
     let mut proxyd = spawn_proxyd()?;
     let mut proxyd_pid = proxyd.pid();
@@ -344,10 +325,9 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
 
     // The baseline waker (another build), warm rounds only.
     let base_sock = dir.join("baseline.sock");
-    let base = match baseline {
-        Some(bin) => Some(rig.spawn_waker(bin, &base_sock)?),
-        None => None,
-    };
+    let base = baseline
+        .map(|bin| rig.spawn_waker(bin, &base_sock))
+        .transpose()?;
     let (p_direct, p_waker, p_proxyd) = (free_port()?, free_port()?, free_port()?);
     let p_base = free_port()?;
     let p_mode = free_port()?;
