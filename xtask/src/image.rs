@@ -184,16 +184,9 @@ pub fn files_tar(files: &[(PathBuf, u32, Vec<u8>)]) -> Result<Vec<u8>, Error> {
 /// The shared libraries the host's dynamic loader says `binary` needs, the
 /// loader itself last (its `--list` output, parsed by [`parse_loader_list`]).
 pub fn needed_libraries(binary: &Path) -> Result<Vec<PathBuf>, Error> {
-    let loader = LOADERS
-        .iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-        .ok_or_else(|| {
-            Error::unavailable(
-                "a dynamic loader",
-                format!("none known (looked for {LOADERS:?})"),
-            )
-        })?;
+    let why = format!("none known (looked for {LOADERS:?})");
+    let loader = LOADERS.iter().map(Path::new).find(|p| p.exists());
+    let loader = loader.ok_or_else(|| Error::unavailable("a dynamic loader", why))?;
     let listing = Cmd::new(loader).arg("--list").arg(binary).stdout()?;
     let mut libs = parse_loader_list(&listing);
     libs.push(loader.to_path_buf());
@@ -281,10 +274,8 @@ pub fn rootfs_tar() -> Result<Vec<u8>, Error> {
 fn collect() -> Result<BTreeMap<PathBuf, Entry>, Error> {
     let php_fpm = Path::new(PHP_FPM);
     if !php_fpm.exists() {
-        return Err(Error::unavailable(
-            PHP_FPM,
-            "missing: install it with `apt-get install php8.2-fpm`",
-        ));
+        let why = "missing: install it with `apt-get install php8.2-fpm`";
+        return Err(Error::unavailable(PHP_FPM, why));
     }
     let mut host = vec![php_fpm.to_path_buf()];
     host.extend(needed_libraries(php_fpm)?);
@@ -506,14 +497,12 @@ clear_env = no
 
 /// Debian's shared `posix` extension of the host's PHP, if installed.
 fn posix_extension() -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/php")
+    std::fs::read_dir("/usr/lib/php")
         .ok()?
         .flatten()
         .map(|e| e.path().join("posix.so"))
         .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found.pop()
+        .max()
 }
 
 /// php.ini: [`PHP_INI`] plus the `posix` extension when the host has it.

@@ -281,14 +281,11 @@ fn check_leftovers() -> Result<(), Error> {
         xtask::kit::site::find_leftovers().map_err(|e| Error::failed("leftovers", chain(&e)))?;
     if left.is_empty() {
         eprintln!("==> leftovers: none (docker ps -a and /tmp clean of finished test runs)");
-        Ok(())
-    } else {
-        let left: Vec<String> = left.iter().map(ToString::to_string).collect();
-        Err(Error::failed(
-            "leftovers",
-            format!("tests left behind:\n    {}", left.join("\n    ")),
-        ))
+        return Ok(());
     }
+    let left: Vec<String> = left.iter().map(ToString::to_string).collect();
+    let why = format!("tests left behind:\n    {}", left.join("\n    "));
+    Err(Error::failed("leftovers", why))
 }
 
 /// The Debian package, built from the debug binaries (seconds, unlike a

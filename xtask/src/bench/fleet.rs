@@ -182,7 +182,7 @@ pub fn bench(n: usize) -> Result<String, Error> {
             snippet,
         })
         .collect();
-    let nginx = NginxProc::start_servers(&ndir, NGINX_USER, &servers)?;
+    let _nginx = NginxProc::start_servers(&ndir, NGINX_USER, &servers)?;
 
     eprintln!("==> one request to each of the {n} sites at once");
     let barrier = &Barrier::new(n);
@@ -257,7 +257,8 @@ pub fn bench(n: usize) -> Result<String, Error> {
         .map(|(s, c)| format!("{c} × {s}"))
         .collect();
     let (statuses, sampled, idle_secs) = (statuses.join(", "), sample.len(), IDLE_EXIT.as_secs());
-    let out = format!(
+    // Dropped in reverse order: nginx, the wakers, then the fleet.
+    Ok(format!(
         "### A crawler's sweep (`cargo xtask bench fleet {n}`, release builds)\n\n\
          Machine: {} cores; K = {k} wake slots (the default: the CPU count, at least 2); \
          set-up of {n} sites took {:.0} s.\n\n\
@@ -276,9 +277,5 @@ pub fn bench(n: usize) -> Result<String, Error> {
         windows.len(),
         reaper_secs,
         if reaper_ok { "" } else { " (it failed)" }
-    );
-    drop(nginx);
-    drop(wakers);
-    drop(fleet);
-    Ok(out)
+    ))
 }
