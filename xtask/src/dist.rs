@@ -567,21 +567,14 @@ mod tests {
                 .lines()
                 .filter(|l| !l.trim_start().starts_with('#'))
                 .collect();
-            assert!(
-                !code
-                    .iter()
-                    .any(|l| l.contains("systemctl enable") || l.contains("helper enable")),
-                "{s}"
-            );
+            let at = |line: fn(&&str) -> bool| code.iter().position(line);
+            let enable = at(|l| l.contains("systemctl enable") || l.contains("helper enable"));
+            assert!(enable.is_none(), "{s}");
             // Every call into systemd comes after the systemd-is-running check.
-            let guarded = code
-                .iter()
-                .position(|l| l.contains("[ -d /run/systemd/system ]"));
-            let first_call = code
-                .iter()
-                .position(|l| l.contains("systemctl ") || l.contains("deb-systemd-invoke "));
+            let guarded = at(|l| l.contains("[ -d /run/systemd/system ]"));
+            let first_call = at(|l| l.contains("systemctl ") || l.contains("deb-systemd-invoke "));
             assert!(
-                guarded.is_some_and(|g| first_call.is_some_and(|c| c > g)),
+                matches!((guarded, first_call), (Some(g), Some(c)) if c > g),
                 "{s}"
             );
         }

@@ -103,13 +103,9 @@ pub fn parallel(
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        if i >= n {
-                            return Ok(());
-                        }
-                        f(i)?;
-                    }
+                    std::iter::repeat_with(|| next.fetch_add(1, Ordering::SeqCst))
+                        .take_while(|&i| i < n)
+                        .try_for_each(&f)
                 })
             })
             .collect();
