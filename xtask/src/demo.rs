@@ -181,11 +181,8 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
     let t = Instant::now();
     let image = crate::image::ensure_image_info()?;
     let how = if image.cached { "cached" } else { "built" };
-    println!(
-        "[setup] image: {} ({how} in {})",
-        image.tag,
-        ms(t.elapsed())
-    );
+    let took = ms(t.elapsed());
+    println!("[setup] image: {} ({how} in {took})", image.tag);
 
     // The site: the kit's, as the tests and benches make theirs (its
     // directories, its runtime tmpfs, a created container; what a killed

@@ -142,6 +142,7 @@ pub fn bench(rounds: usize) -> Result<String, Error> {
         for _ in 0..WARM_UP {
             get("warm-up")?;
         }
+        let mut shown = Vec::new();
         for (i, state) in STATES.iter().enumerate() {
             let direct = state.starts_with("direct");
             match *state {
@@ -161,20 +162,9 @@ pub fn bench(rounds: usize) -> Result<String, Error> {
             let ms = get_on(if direct { direct_port } else { port }, &what)?;
             samples[i].memory.push(bytes);
             samples[i].first_byte.push(ms);
+            shown.push(format!("{state} {:.1} MiB, {ms:.1} ms", bytes / 1048576.0));
         }
-        eprintln!(
-            "round {round}: {}",
-            STATES
-                .iter()
-                .zip(&samples)
-                .map(|(s, x)| format!(
-                    "{s} {:.1} MiB, {:.1} ms",
-                    x.memory.last().copied().unwrap_or(f64::NAN) / 1048576.0,
-                    x.first_byte.last().copied().unwrap_or(f64::NAN)
-                ))
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
+        eprintln!("round {round}: {}", shown.join("; "));
     }
 
     // Each mode's rows are compared with its own awake row.

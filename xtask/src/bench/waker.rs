@@ -198,7 +198,6 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     // falls back to it as it is.
     let waker_sock = rig.kit.waker_socket();
     let proxyd_sock = dir.join("proxyd.sock");
-    let up = || fpm_accepts(container, &fpm_sock, Duration::from_secs(20));
     let stop = || run("docker", &["stop", "-t", "5", container]).map(drop);
     // Running, then paused.
     let pause = || -> Result<(), Error> {
@@ -216,7 +215,7 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     let bare_start = || -> Result<(f64, f64), Error> {
         let t = Instant::now();
         api_post(container, "start")?;
-        up()?;
+        fpm_accepts(container, &fpm_sock, Duration::from_secs(20))?;
         let b = ms(t.elapsed());
         let first = first_byte_ms(&fpm_sock)?;
         stop().map(|()| (b, first))
@@ -328,9 +327,6 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     let base = baseline
         .map(|bin| rig.spawn_waker(bin, &base_sock))
         .transpose()?;
-    let (p_direct, p_waker, p_proxyd) = (free_port()?, free_port()?, free_port()?);
-    let p_base = free_port()?;
-    let p_mode = free_port()?;
     // One nginx, one port per side, each the shipped proxy-mode location
     // passing to that side's socket, or (direct mode) the shipped direct-mode
     // snippet as it is: every side gets the same nginx settings.
@@ -338,24 +334,20 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     let to = |p: &Path| proxy.clone().passing_to(&format!("unix:{}", p.display()));
     let (s_direct, s_proxyd, s_base) = (to(&fpm_sock), to(&proxyd_sock), to(&base_sock));
     let s_mode = rig.snippet(Mode::Direct)?;
-    let server = |port, snippet| Server {
-        port,
-        name: "localhost",
-        root: "/srv/www",
-        snippet,
+    let server = |snippet| -> Result<Server<'_>, Error> {
+        let (port, name, root) = (free_port()?, "localhost", "/srv/www");
+        Ok(Server {
+            port,
+            name,
+            root,
+            snippet,
+        })
     };
+    let servers = [&s_direct, &proxy, &s_proxyd, &s_mode, &s_base].map(server);
+    let servers = servers.into_iter().collect::<Result<Vec<_>, _>>()?;
     let ndir = rig.nginx_dir();
-    let _nginx = NginxProc::start_servers(
-        &ndir,
-        NGINX_USER,
-        &[
-            server(p_direct, &s_direct),
-            server(p_waker, &proxy),
-            server(p_proxyd, &s_proxyd),
-            server(p_mode, &s_mode),
-            server(p_base, &s_base),
-        ],
-    )?;
+    let _nginx = NginxProc::start_servers(&ndir, NGINX_USER, &servers)?;
+    let [p_direct, p_waker, p_proxyd, p_mode, p_base] = [0, 1, 2, 3, 4].map(|i| servers[i].port);
     let mut warm = Samples::default();
     let warm_rounds = 2 * rounds.max(3);
     let mut proxyd_failures = 0;
