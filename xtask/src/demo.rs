@@ -371,10 +371,8 @@ fn cold_request(
     site: &str,
 ) -> Result<Duration, Error> {
     if UnixStream::connect(fpm_socket).is_ok() {
-        return Err(Error::failed(
-            fpm_socket.display().to_string(),
-            "accepts before the request: the site is not asleep",
-        ));
+        let why = "accepts before the request: the site is not asleep";
+        return Err(Error::failed(fpm_socket.display().to_string(), why));
     }
     let (sent_at, sent_wall) = (Instant::now(), SystemTime::now());
     let answered = AtomicBool::new(false);

@@ -423,10 +423,8 @@ fn check_installed() -> Result<Vec<PathBuf>, Error> {
     let version = step("/usr/bin/fleet-waker", &["--version"])?;
     let man = Cmd::new("man").arg("fleet-reaper").env("MANPAGER", "cat");
     let page = man.env("MANWIDTH", "80").stdout().map_err(|e| {
-        Error::failed(
-            "man fleet-reaper",
-            format!("{} (apt-get install man-db)", crate::error::chain(&e)),
-        )
+        let why = format!("{} (apt-get install man-db)", crate::error::chain(&e));
+        Error::failed("man fleet-reaper", why)
     })?;
     eprintln!("==> man fleet-reaper: {} lines", page.lines().count());
     if !bad.trim().is_empty() {

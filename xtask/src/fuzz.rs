@@ -56,10 +56,8 @@ pub fn run(root: &Path, target: &str, seconds: u64) -> Result<(), Error> {
             Error::unavailable("cargo +nightly fuzz", why)
         })?;
     if !status.success() {
-        return Err(Error::failed(
-            format!("target {target}"),
-            format!("{status}; see fuzz/artifacts/{target}/"),
-        ));
+        let why = format!("{status}; see fuzz/artifacts/{target}/");
+        return Err(Error::failed(format!("target {target}"), why));
     }
     println!("fuzz {target}: {}", done.unwrap_or_default());
     for s in stats {

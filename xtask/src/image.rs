@@ -414,10 +414,8 @@ fn add_host_path(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path) -> Result<
         insert(entries, &path, file);
         return Ok(());
     }
-    Err(Error::failed(
-        path.display().to_string(),
-        "too many levels of symbolic links",
-    ))
+    let why = "too many levels of symbolic links";
+    Err(Error::failed(path.display().to_string(), why))
 }
 
 fn write_tar(entries: &BTreeMap<PathBuf, Entry>) -> Result<Vec<u8>, Error> {

@@ -463,15 +463,13 @@ mod tests {
     #[test]
     fn counts_sum_libtest_summaries() {
         let mut c = Counts::default();
-        add_counts(
+        for line in [
             "test result: ok. 66 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1.52s",
-            &mut c,
-        );
-        add_counts(
             "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
-            &mut c,
-        );
-        add_counts("running 4 tests", &mut c);
+            "running 4 tests",
+        ] {
+            add_counts(line, &mut c);
+        }
         assert_eq!((c.passed, c.failed, c.ignored), (69, 1, 2));
     }
 }

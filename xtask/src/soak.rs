@@ -125,10 +125,8 @@ fn wrk(port: u16, dir: &Path, requests: u64) -> Result<WrkRun, Error> {
     // SIGINT makes wrk print its summary and exit.
     child.kill(Signal::SIGINT);
     if child.wait_exit(Duration::from_secs(60)).is_none() {
-        return Err(Error::failed(
-            "wrk",
-            format!("did not exit on SIGINT:\n{}", child.logs()),
-        ));
+        let why = format!("did not exit on SIGINT:\n{}", child.logs());
+        return Err(Error::failed("wrk", why));
     }
     let out = child.stdout();
     eprintln!("{out}");

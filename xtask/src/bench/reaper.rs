@@ -73,13 +73,10 @@ fn measure(reaper: &Path) -> Result<String> {
     let names: Vec<String> = (0..SITES)
         .map(|i| format!("s{i:03}.bench.fleet.test"))
         .collect();
+    let text = format!("# Amount of time to pause the container after: {TIMEOUT_SECS}s\n");
     for name in &names {
         let conf = sites_dir.join(format!("{name}.conf"));
-        std::fs::write(
-            &conf,
-            format!("# Amount of time to pause the container after: {TIMEOUT_SECS}s\n"),
-        )
-        .map_err(Error::io("write", &conf))?;
+        std::fs::write(&conf, &text).map_err(Error::io("write", &conf))?;
     }
 
     eprintln!(
@@ -188,13 +185,9 @@ fn measure(reaper: &Path) -> Result<String> {
     let loop_time = t.elapsed();
     eprintln!("    serial loop: {:.3}s", loop_time.as_secs_f64());
     if loop_active != expected {
-        return Err(Error::failed(
-            "the serial loop",
-            format!(
-                "found {} active sites, expected {RECENT}: {loop_active:?}",
-                loop_active.len()
-            ),
-        ));
+        let n = loop_active.len();
+        let why = format!("found {n} active sites, expected {RECENT}: {loop_active:?}");
+        return Err(Error::failed("the serial loop", why));
     }
     let ratio = loop_time.as_secs_f64() / reaper_best.as_secs_f64().max(1e-9);
 
@@ -246,10 +239,8 @@ fn verdicts(table: &str, verdict: &str) -> BTreeSet<String> {
 }
 
 fn remove_containers() -> Result<()> {
-    let ids = run(
-        "docker",
-        &["ps", "-aq", "--filter", &format!("label={LABEL}")],
-    )?;
+    let filter = format!("label={LABEL}");
+    let ids = run("docker", &["ps", "-aq", "--filter", &filter])?;
     rm_containers(&ids.split_whitespace().collect::<Vec<_>>())
 }
 

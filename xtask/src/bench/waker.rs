@@ -75,13 +75,12 @@ pub(crate) fn api_post(container: &str, verb: &str) -> Result<(), Error> {
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
     if resp.starts_with("HTTP/1.1 204") || resp.starts_with("HTTP/1.1 304") {
-        Ok(())
-    } else {
-        Err(Error::failed(
-            what(),
-            resp.lines().next().unwrap_or("no answer"),
-        ))
+        return Ok(());
     }
+    Err(Error::failed(
+        what(),
+        resp.lines().next().unwrap_or("no answer"),
+    ))
 }
 
 /// CPU time (user + system) of `pid` so far, in seconds.
