@@ -200,11 +200,8 @@ fn content_tag_of(manifest_tag: &str) -> Result<Option<String>, Error> {
         return Ok(None);
     }
     let format = "{{range .RepoTags}}{{println .}}{{end}}";
-    let out = run(
-        "docker",
-        &["image", "inspect", "--format", format, manifest_tag],
-    )?;
-    Ok(pick_content_tag(&out))
+    let inspect = ["image", "inspect", "--format", format, manifest_tag];
+    Ok(pick_content_tag(&run("docker", &inspect)?))
 }
 
 /// From an image's repo tags, the content-hash one.

@@ -134,10 +134,8 @@ impl Samples {
 fn warm_failed(side: &str, e: &Error, nginx_dir: &Path) -> Error {
     let log = std::fs::read_to_string(nginx_dir.join("error.log")).unwrap_or_default();
     let tail = String::from_utf8_lossy(&log.as_bytes()[log.len().saturating_sub(2000)..]);
-    Error::failed(
-        format!("warm run ({side})"),
-        format!("{}\n{tail}", chain(e)),
-    )
+    let why = format!("{}\n{tail}", chain(e));
+    Error::failed(format!("warm run ({side})"), why)
 }
 
 /// Seconds of wrk per warm run.
