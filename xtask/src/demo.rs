@@ -162,13 +162,11 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
 
     // Binaries.
     let bin_dir = crate::kit::profile_dir()?;
+    let shown = bin_dir.display();
     if args.no_build {
-        println!("[setup] binaries: using {} (--no-build)", bin_dir.display());
+        println!("[setup] binaries: using {shown} (--no-build)");
     } else {
-        println!(
-            "[setup] binaries: cargo build (dev profile) into {}",
-            bin_dir.display()
-        );
+        println!("[setup] binaries: cargo build (dev profile) into {shown}");
         crate::kit::build("dev", &["fleet-waker", "fleet-reaper"])?;
     }
     let [waker_bin, reaper_bin] = ["fleet-waker", "fleet-reaper"].map(|b| bin_dir.join(b));

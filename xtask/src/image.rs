@@ -539,18 +539,14 @@ mod tests {
 
     #[test]
     fn links_resolve_lexically() {
-        assert_eq!(
-            resolve_link(Path::new("/lib"), Path::new("usr/lib")),
-            PathBuf::from("/usr/lib")
-        );
-        assert_eq!(
-            resolve_link(Path::new("/a/b/libx.so.1"), Path::new("../c/libx.so.1.2")),
-            PathBuf::from("/a/c/libx.so.1.2")
-        );
-        assert_eq!(
-            resolve_link(Path::new("/lib64/ld.so"), Path::new("/lib/x/ld.so")),
-            PathBuf::from("/lib/x/ld.so")
-        );
+        for (link, target, want) in [
+            ("/lib", "usr/lib", "/usr/lib"),
+            ("/a/b/libx.so.1", "../c/libx.so.1.2", "/a/c/libx.so.1.2"),
+            ("/lib64/ld.so", "/lib/x/ld.so", "/lib/x/ld.so"),
+        ] {
+            let got = resolve_link(Path::new(link), Path::new(target));
+            assert_eq!(got, Path::new(want), "{link} -> {target}");
+        }
     }
 
     #[test]
