@@ -82,7 +82,7 @@ pub fn bench(n: usize) -> Result<String, Error> {
     xtask::kit::site::write_scripts(&www)?;
     let layout = fleet_core::Layout {
         run_dir: run_dir.clone(),
-        state_dir: state.clone(),
+        state_dir: state,
         sites_dir: sites_dir.clone(),
     };
 
@@ -257,7 +257,7 @@ pub fn bench(n: usize) -> Result<String, Error> {
         .map(|(s, c)| format!("{c} × {s}"))
         .collect();
     let (statuses, sampled, idle_secs) = (statuses.join(", "), sample.len(), IDLE_EXIT.as_secs());
-    // Dropped in reverse order: nginx, the wakers, then the fleet.
+    // Dropped at the return in reverse order: nginx, the wakers, the fleet.
     Ok(format!(
         "### A crawler's sweep (`cargo xtask bench fleet {n}`, release builds)\n\n\
          Machine: {} cores; K = {k} wake slots (the default: the CPU count, at least 2); \
