@@ -74,21 +74,21 @@ impl Cleanup {
     fn run(&mut self) {
         let t = Instant::now();
         let mut done = Vec::new();
+        let mut did = |what: String| done.push(format!("{what} ({})", ms(t.elapsed())));
         if let Some(nginx) = self.nginx.take() {
             drop(nginx);
-            done.push(format!("stopped nginx ({})", ms(t.elapsed())));
+            did("stopped nginx".to_owned());
         }
         if let Some(waker) = self.waker.take() {
             drop(waker);
-            done.push(format!("stopped fleet-waker ({})", ms(t.elapsed())));
+            did("stopped fleet-waker".to_owned());
         }
         if let Some(site) = self.site.take() {
             let (container, dir) = (site.container().to_owned(), site.temp_dir().to_owned());
             drop(site);
-            done.push(format!(
-                "removed container {container} and {} ({})",
-                dir.display(),
-                ms(t.elapsed())
+            did(format!(
+                "removed container {container} and {}",
+                dir.display()
             ));
         }
         if !done.is_empty() {
@@ -162,13 +162,11 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
 
     // Binaries.
     let bin_dir = crate::kit::profile_dir()?;
+    let shown = bin_dir.display();
     if args.no_build {
-        println!("[setup] binaries: using {} (--no-build)", bin_dir.display());
+        println!("[setup] binaries: using {shown} (--no-build)");
     } else {
-        println!(
-            "[setup] binaries: cargo build (dev profile) into {}",
-            bin_dir.display()
-        );
+        println!("[setup] binaries: cargo build (dev profile) into {shown}");
         crate::kit::build("dev", &["fleet-waker", "fleet-reaper"])?;
     }
     let [waker_bin, reaper_bin] = ["fleet-waker", "fleet-reaper"].map(|b| bin_dir.join(b));
@@ -181,11 +179,8 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
     let t = Instant::now();
     let image = crate::image::ensure_image_info()?;
     let how = if image.cached { "cached" } else { "built" };
-    println!(
-        "[setup] image: {} ({how} in {})",
-        image.tag,
-        ms(t.elapsed())
-    );
+    let took = ms(t.elapsed());
+    println!("[setup] image: {} ({how} in {took})", image.tag);
 
     // The site: the kit's, as the tests and benches make theirs (its
     // directories, its runtime tmpfs, a created container; what a killed
@@ -197,17 +192,13 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
         ..SiteOptions::default()
     })?;
     let (site, container) = (made.site().clone(), made.container().to_owned());
-    let (layout, env, dir) = (
-        made.layout().clone(),
-        made.layout_env(),
-        made.temp_dir().to_owned(),
-    );
+    let (layout, dir) = (made.layout().clone(), made.temp_dir().to_owned());
+    let env = made.layout_env();
     let (waker_socket, fpm_socket) = (made.waker_socket(), made.fpm_socket());
     let conf = made.try_write_conf(&humantime::format_duration(DEMO_TIMEOUT).to_string())?;
     lock(cleanup).site = Some(made);
     let state = || {
-        let cleanup = lock(cleanup);
-        cleanup
+        lock(cleanup)
             .site
             .as_ref()
             .map_or_else(String::new, TestSite::state)
@@ -378,10 +369,8 @@ fn cold_request(
     site: &str,
 ) -> Result<Duration, Error> {
     if UnixStream::connect(fpm_socket).is_ok() {
-        return Err(Error::failed(
-            fpm_socket.display().to_string(),
-            "accepts before the request: the site is not asleep",
-        ));
+        let why = "accepts before the request: the site is not asleep";
+        return Err(Error::failed(fpm_socket.display().to_string(), why));
     }
     let (sent_at, sent_wall) = (Instant::now(), SystemTime::now());
     let answered = AtomicBool::new(false);
@@ -448,12 +437,9 @@ fn cold_request(
 /// `GET /` through nginx: the demo page of `site`, or what came instead.
 fn page(port: u16, site: &str) -> Result<HttpResponse, Error> {
     let r = http::get_host(port, "localhost", "/").map_err(|e| Error::failed("GET /", e))?;
-    if r.status != 200 || !r.text().starts_with(&format!("hello from {site} ")) {
-        let got = format!(
-            "expected 200 and the demo page, got {} {:?}",
-            r.status,
-            r.text()
-        );
+    let text = r.text();
+    if r.status != 200 || !text.starts_with(&format!("hello from {site} ")) {
+        let got = format!("expected 200 and the demo page, got {} {text:?}", r.status);
         return Err(Error::failed("GET /", got));
     }
     Ok(r)

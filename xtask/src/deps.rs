@@ -25,13 +25,12 @@ pub fn need(files: &[&str], programs: &[&str], package: &str) -> Result<(), Stri
         )
         .collect();
     if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} missing (apt-get install {package})",
-            missing.join(", ")
-        ))
+        return Ok(());
     }
+    Err(format!(
+        "{} missing (apt-get install {package})",
+        missing.join(", ")
+    ))
 }
 
 /// What the demo and most integration tests need of the machine.
@@ -165,10 +164,8 @@ pub fn ensure_packages() -> Result<(), Error> {
     if !nix::unistd::geteuid().is_root() || !Path::new("/usr/bin/apt-get").exists() {
         eprintln!("==> packages: missing {list}");
         let how = "install them with:\n    sudo apt-get install -y --no-install-recommends";
-        return Err(Error::unavailable(
-            "packages",
-            format!("missing {list}; {how} {list}"),
-        ));
+        let why = format!("missing {list}; {how} {list}");
+        return Err(Error::unavailable("packages", why));
     }
     let apt = |args: &[&str]| -> Result<(), Error> {
         eprintln!("==> apt-get {}", args.join(" "));
@@ -183,10 +180,8 @@ pub fn ensure_packages() -> Result<(), Error> {
     apt(&args)?;
     let still = self::missing();
     if !still.is_empty() {
-        return Err(Error::unavailable(
-            "packages",
-            format!("still missing after apt-get install: {}", still.join(" ")),
-        ));
+        let why = format!("still missing after apt-get install: {}", still.join(" "));
+        return Err(Error::unavailable("packages", why));
     }
     let took = start.elapsed().as_secs_f64();
     eprintln!("==> packages: installed {list} in {took:.1}s");

@@ -119,18 +119,17 @@ const SHELLS: &[(Shell, &str, &str, &str)] = &[
 /// A unit with `/usr/bin/` in its `Exec…=` lines replaced by `<bindir>/`.
 /// Pure.
 pub fn rewrite_exec(unit: &str, bindir: &str) -> String {
-    let bindir = bindir.trim_end_matches('/');
-    unit.lines()
+    let bindir = format!("{}/", bindir.trim_end_matches('/'));
+    let exec = |l: &str| l.trim_start().starts_with("Exec") && l.contains('=');
+    unit.split_inclusive('\n')
         .map(|l| {
-            if l.trim_start().starts_with("Exec") && l.contains('=') {
-                l.replace("/usr/bin/", &format!("{bindir}/"))
+            if exec(l) {
+                l.replace("/usr/bin/", &bindir)
             } else {
                 l.to_string()
             }
         })
-        .collect::<Vec<_>>()
-        .join("\n")
-        + if unit.ends_with('\n') { "\n" } else { "" }
+        .collect()
 }
 
 /// Build the binaries (`cargo build --profile dev|release -p …`) unless
@@ -339,11 +338,8 @@ pub fn dist(args: &DistArgs) -> Result<PathBuf, Error> {
     gencontrol(&out, &changelog)?;
     let paths: Vec<&Path> = files.iter().map(|(p, _, _)| p.as_path()).collect();
     let debian = stage.join("DEBIAN");
-    write(
-        &debian.join("md5sums"),
-        md5sums(&stage, &paths)?.as_bytes(),
-        0o644,
-    )?;
+    let md5sums = md5sums(&stage, &paths)?;
+    write(&debian.join("md5sums"), md5sums.as_bytes(), 0o644)?;
     for (name, script) in [("postinst", POSTINST), ("prerm", PRERM), ("postrm", POSTRM)] {
         write(&debian.join(name), script.as_bytes(), 0o755)?;
     }
@@ -427,10 +423,8 @@ fn check_installed() -> Result<Vec<PathBuf>, Error> {
     let version = step("/usr/bin/fleet-waker", &["--version"])?;
     let man = Cmd::new("man").arg("fleet-reaper").env("MANPAGER", "cat");
     let page = man.env("MANWIDTH", "80").stdout().map_err(|e| {
-        Error::failed(
-            "man fleet-reaper",
-            format!("{} (apt-get install man-db)", crate::error::chain(&e)),
-        )
+        let why = format!("{} (apt-get install man-db)", crate::error::chain(&e));
+        Error::failed("man fleet-reaper", why)
     })?;
     eprintln!("==> man fleet-reaper: {} lines", page.lines().count());
     if !bad.trim().is_empty() {
@@ -565,35 +559,20 @@ mod tests {
         for s in [POSTINST, PRERM, POSTRM] {
             assert!(s.starts_with("#!/bin/sh\n"));
             // Parsed by the shell dpkg runs them with.
-            let out = Cmd::new("sh")
-                .arg("-n")
-                .stdin(s.as_bytes())
-                .output()
-                .expect("sh -n");
-            assert!(
-                out.status.success(),
-                "sh -n: {}\n{s}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let sh = Cmd::new("sh").arg("-n").stdin(s).stdout();
+            sh.unwrap_or_else(|e| panic!("{}\n{s}", crate::error::chain(&e)));
             let code: Vec<&str> = s
                 .lines()
                 .filter(|l| !l.trim_start().starts_with('#'))
                 .collect();
-            assert!(
-                !code
-                    .iter()
-                    .any(|l| l.contains("systemctl enable") || l.contains("helper enable")),
-                "{s}"
-            );
+            let at = |line: fn(&&str) -> bool| code.iter().position(line);
+            let enable = at(|l| l.contains("systemctl enable") || l.contains("helper enable"));
+            assert!(enable.is_none(), "{s}");
             // Every call into systemd comes after the systemd-is-running check.
-            let guarded = code
-                .iter()
-                .position(|l| l.contains("[ -d /run/systemd/system ]"));
-            let first_call = code
-                .iter()
-                .position(|l| l.contains("systemctl ") || l.contains("deb-systemd-invoke "));
+            let guarded = at(|l| l.contains("[ -d /run/systemd/system ]"));
+            let first_call = at(|l| l.contains("systemctl ") || l.contains("deb-systemd-invoke "));
             assert!(
-                guarded.is_some_and(|g| first_call.is_some_and(|c| c > g)),
+                matches!((guarded, first_call), (Some(g), Some(c)) if c > g),
                 "{s}"
             );
         }

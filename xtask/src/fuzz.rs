@@ -51,19 +51,13 @@ pub fn run(root: &Path, target: &str, seconds: u64) -> Result<(), Error> {
             }
         })
         .map_err(|e| {
-            Error::unavailable(
-                "cargo +nightly fuzz",
-                format!(
-                    "{} (rustup toolchain install nightly; cargo install cargo-fuzz)",
-                    xtask::error::chain(&e)
-                ),
-            )
+            let how = "rustup toolchain install nightly; cargo install cargo-fuzz";
+            let why = format!("{} ({how})", xtask::error::chain(&e));
+            Error::unavailable("cargo +nightly fuzz", why)
         })?;
     if !status.success() {
-        return Err(Error::failed(
-            format!("target {target}"),
-            format!("{status}; see fuzz/artifacts/{target}/"),
-        ));
+        let why = format!("{status}; see fuzz/artifacts/{target}/");
+        return Err(Error::failed(format!("target {target}"), why));
     }
     println!("fuzz {target}: {}", done.unwrap_or_default());
     for s in stats {

@@ -123,10 +123,8 @@ fn build_image() -> Result<Image, Error> {
     static DONE: Mutex<Option<Image>> = Mutex::new(None);
     let mut done = DONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(image) = done.as_ref() {
-        return Ok(Image {
-            tag: image.tag.clone(),
-            cached: true,
-        });
+        let tag = image.tag.clone();
+        return Ok(Image { tag, cached: true });
     }
     let entries = collect()?;
     let manifest_tag = format!("{REPOSITORY}:m-{}", manifest_key(&entries));
@@ -165,7 +163,9 @@ pub fn ensure_tar_image(repository: &str, tar: &[u8], changes: &[String]) -> Res
     let tag = content_tag(repository, tar);
     let cached = image_exists(&tag)?;
     if !cached {
-        import(tar, &tag, changes)?;
+        let changes = changes.iter().flat_map(|c| ["--change", c.as_str()]);
+        let import = Cmd::new("docker").arg("import").args(changes);
+        import.args(["-", &tag]).stdin(tar).stdout()?;
     }
     Ok(Image { tag, cached })
 }
@@ -184,16 +184,9 @@ pub fn files_tar(files: &[(PathBuf, u32, Vec<u8>)]) -> Result<Vec<u8>, Error> {
 /// The shared libraries the host's dynamic loader says `binary` needs, the
 /// loader itself last (its `--list` output, parsed by [`parse_loader_list`]).
 pub fn needed_libraries(binary: &Path) -> Result<Vec<PathBuf>, Error> {
-    let loader = LOADERS
-        .iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-        .ok_or_else(|| {
-            Error::unavailable(
-                "a dynamic loader",
-                format!("none known (looked for {LOADERS:?})"),
-            )
-        })?;
+    let why = format!("none known (looked for {LOADERS:?})");
+    let loader = LOADERS.iter().map(Path::new).find(|p| p.exists());
+    let loader = loader.ok_or_else(|| Error::unavailable("a dynamic loader", why))?;
     let listing = Cmd::new(loader).arg("--list").arg(binary).stdout()?;
     let mut libs = parse_loader_list(&listing);
     libs.push(loader.to_path_buf());
@@ -207,11 +200,8 @@ fn content_tag_of(manifest_tag: &str) -> Result<Option<String>, Error> {
         return Ok(None);
     }
     let format = "{{range .RepoTags}}{{println .}}{{end}}";
-    let out = run(
-        "docker",
-        &["image", "inspect", "--format", format, manifest_tag],
-    )?;
-    Ok(pick_content_tag(&out))
+    let inspect = ["image", "inspect", "--format", format, manifest_tag];
+    Ok(pick_content_tag(&run("docker", &inspect)?))
 }
 
 /// From an image's repo tags, the content-hash one.
@@ -253,15 +243,6 @@ fn php_changes() -> Vec<String> {
         .collect()
 }
 
-fn import(tar: &[u8], tag: &str, changes: &[String]) -> Result<(), Error> {
-    let changes = changes.iter().flat_map(|c| ["--change", c.as_str()]);
-    let cmd = Cmd::new("docker")
-        .arg("import")
-        .args(changes)
-        .args(["-", tag]);
-    cmd.stdin(tar).stdout().map(drop)
-}
-
 /// One entry of the rootfs, keyed by its path without the leading `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Entry {
@@ -290,10 +271,8 @@ pub fn rootfs_tar() -> Result<Vec<u8>, Error> {
 fn collect() -> Result<BTreeMap<PathBuf, Entry>, Error> {
     let php_fpm = Path::new(PHP_FPM);
     if !php_fpm.exists() {
-        return Err(Error::unavailable(
-            PHP_FPM,
-            "missing: install it with `apt-get install php8.2-fpm`",
-        ));
+        let why = "missing: install it with `apt-get install php8.2-fpm`";
+        return Err(Error::unavailable(PHP_FPM, why));
     }
     let mut host = vec![php_fpm.to_path_buf()];
     host.extend(needed_libraries(php_fpm)?);
@@ -346,19 +325,14 @@ fn hex16(digest: &[u8]) -> String {
 /// Paths of the libraries in `ld.so --list` / `ldd` output (the vDSO, which
 /// has no file, is skipped).
 pub fn parse_loader_list(listing: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for line in listing.lines() {
-        let line = line.trim();
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.trim(),
-            None => line,
-        };
-        let path = path.split(" (").next().unwrap_or("").trim();
-        if path.starts_with('/') {
-            out.push(PathBuf::from(path));
-        }
-    }
-    out
+    listing
+        .lines()
+        .map(|line| line.split_once("=>").map_or(line, |(_, rest)| rest))
+        .filter_map(|path| path.split(" (").next())
+        .map(str::trim)
+        .filter(|path| path.starts_with('/'))
+        .map(PathBuf::from)
+        .collect()
 }
 
 fn rel(path: &Path) -> PathBuf {
@@ -371,24 +345,22 @@ fn rel(path: &Path) -> PathBuf {
 /// directories (mode 0755) where missing.
 fn insert(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path, entry: Entry) {
     let rel = rel(path);
-    let mut acc = PathBuf::new();
-    let comps: Vec<_> = rel.components().collect();
-    for comp in comps.iter().take(comps.len().saturating_sub(1)) {
-        acc.push(comp);
-        entries.entry(acc.clone()).or_insert(Entry::Dir(0o755));
+    for parent in rel
+        .ancestors()
+        .skip(1)
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        entries
+            .entry(parent.to_owned())
+            .or_insert(Entry::Dir(0o755));
     }
     entries.insert(rel, entry);
 }
 
 /// Lexically join a symlink target onto the link's directory and normalise.
 fn resolve_link(link: &Path, target: &Path) -> PathBuf {
-    let base = if target.is_absolute() {
-        PathBuf::from("/")
-    } else {
-        link.parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("/"))
-    };
+    // An absolute target replaces the base in `join`.
+    let base = link.parent().unwrap_or(Path::new("/"));
     let mut out = PathBuf::from("/");
     for comp in base.join(target).components() {
         match comp {
@@ -439,10 +411,8 @@ fn add_host_path(entries: &mut BTreeMap<PathBuf, Entry>, path: &Path) -> Result<
         insert(entries, &path, file);
         return Ok(());
     }
-    Err(Error::failed(
-        path.display().to_string(),
-        "too many levels of symbolic links",
-    ))
+    let why = "too many levels of symbolic links";
+    Err(Error::failed(path.display().to_string(), why))
 }
 
 fn write_tar(entries: &BTreeMap<PathBuf, Entry>) -> Result<Vec<u8>, Error> {
@@ -455,28 +425,22 @@ fn write_tar(entries: &BTreeMap<PathBuf, Entry>) -> Result<Vec<u8>, Error> {
         header.set_uid(0);
         header.set_gid(0);
         let (kind, mode, data) = match entry {
-            Entry::Symlink(target) => {
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_mode(0o777);
-                header.set_size(0);
-                builder
-                    .append_link(&mut header, path, target)
-                    .map_err(tar_error)?;
-                continue;
-            }
-            Entry::Dir(mode) => (tar::EntryType::Directory, mode, Vec::new()),
-            Entry::File(mode, data) => (tar::EntryType::Regular, mode, data.clone()),
+            Entry::Symlink(_) => (tar::EntryType::Symlink, 0o777, Vec::new()),
+            Entry::Dir(mode) => (tar::EntryType::Directory, *mode, Vec::new()),
+            Entry::File(mode, data) => (tar::EntryType::Regular, *mode, data.clone()),
             Entry::HostFile { mode, src, .. } => {
                 let data = std::fs::read(src).map_err(Error::io("read", src))?;
-                (tar::EntryType::Regular, mode, data)
+                (tar::EntryType::Regular, *mode, data)
             }
         };
         header.set_entry_type(kind);
-        header.set_mode(*mode);
+        header.set_mode(mode);
         header.set_size(data.len() as u64);
-        builder
-            .append_data(&mut header, path, data.as_slice())
-            .map_err(tar_error)?;
+        match entry {
+            Entry::Symlink(target) => builder.append_link(&mut header, path, target),
+            _ => builder.append_data(&mut header, path, data.as_slice()),
+        }
+        .map_err(tar_error)?;
     }
     builder.into_inner().map_err(tar_error)
 }
@@ -498,11 +462,7 @@ fn static_files() -> Vec<(&'static str, u32, String)> {
 pub fn php_fpm_conf() -> String {
     // The image's ENV is not in the tar's hash: written here, a changed
     // default changes the file and so the image's tag.
-    let env: Vec<String> = image_env()
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    let env = env.join(" ");
+    let env = image_env().map(|(k, v)| format!("{k}={v}")).join(" ");
     format!(
         r#"; fleet test image: generated by xtask::image, do not edit.
 ; image ENV defaults: {env}
@@ -532,14 +492,12 @@ clear_env = no
 
 /// Debian's shared `posix` extension of the host's PHP, if installed.
 fn posix_extension() -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/php")
+    std::fs::read_dir("/usr/lib/php")
         .ok()?
         .flatten()
         .map(|e| e.path().join("posix.so"))
         .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found.pop()
+        .max()
 }
 
 /// php.ini: [`PHP_INI`] plus the `posix` extension when the host has it.
@@ -581,18 +539,14 @@ mod tests {
 
     #[test]
     fn links_resolve_lexically() {
-        assert_eq!(
-            resolve_link(Path::new("/lib"), Path::new("usr/lib")),
-            PathBuf::from("/usr/lib")
-        );
-        assert_eq!(
-            resolve_link(Path::new("/a/b/libx.so.1"), Path::new("../c/libx.so.1.2")),
-            PathBuf::from("/a/c/libx.so.1.2")
-        );
-        assert_eq!(
-            resolve_link(Path::new("/lib64/ld.so"), Path::new("/lib/x/ld.so")),
-            PathBuf::from("/lib/x/ld.so")
-        );
+        for (link, target, want) in [
+            ("/lib", "usr/lib", "/usr/lib"),
+            ("/a/b/libx.so.1", "../c/libx.so.1.2", "/a/c/libx.so.1.2"),
+            ("/lib64/ld.so", "/lib/x/ld.so", "/lib/x/ld.so"),
+        ] {
+            let got = resolve_link(Path::new(link), Path::new(target));
+            assert_eq!(got, Path::new(want), "{link} -> {target}");
+        }
     }
 
     #[test]
@@ -616,21 +570,12 @@ mod tests {
         ];
         let tar_bytes = files_tar(&files).expect("tar");
         let mut archive = tar::Archive::new(tar_bytes.as_slice());
-        let paths: Vec<String> = archive
-            .entries()
-            .expect("entries")
-            .map(|e| {
-                e.expect("entry")
-                    .path()
-                    .expect("path")
-                    .display()
-                    .to_string()
-            })
+        let entries = archive.entries().expect("entries");
+        let paths: Vec<PathBuf> = entries
+            .map(|e| e.expect("entry").path().expect("path").into_owned())
             .collect();
-        assert_eq!(
-            paths,
-            ["bin", "bin/dash", "lib", "lib/x", "lib/x/libc.so.6"]
-        );
+        let want = ["bin", "bin/dash", "lib", "lib/x", "lib/x/libc.so.6"];
+        assert_eq!(paths, want.map(PathBuf::from));
         assert_eq!(files_tar(&files).expect("tar again"), tar_bytes);
         assert_eq!(
             content_tag("fleet-bench-light", b""),

@@ -28,12 +28,9 @@ pub struct InstallArgs {
 
 /// clap value parser: an absolute path.
 fn absolute(s: &str) -> Result<PathBuf, Error> {
-    let p = PathBuf::from(s);
-    if p.is_absolute() {
-        Ok(p)
-    } else {
-        Err(Error::failed(s, "must be an absolute path"))
-    }
+    Some(PathBuf::from(s))
+        .filter(|p| p.is_absolute())
+        .ok_or_else(|| Error::failed(s, "must be an absolute path"))
 }
 
 /// `cargo xtask install …`.

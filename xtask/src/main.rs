@@ -120,20 +120,12 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             // --help and --version are answers, not errors.
-            return if e.use_stderr() {
-                ExitCode::from(EX_USAGE)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return ExitCode::from(if e.use_stderr() { EX_USAGE } else { 0 });
         }
     };
     // The command's name, for error messages (parsed: no option comes
     // before it, and `bench` takes a second word).
-    let words = if argv.get(1).is_some_and(|w| w == "bench") {
-        3
-    } else {
-        2
-    };
+    let words = 2 + usize::from(argv.get(1).is_some_and(|w| w == "bench"));
     let name = argv.get(1..words).map(|w| w.join(" ")).unwrap_or_default();
     match run(command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,10 +139,7 @@ fn main() -> ExitCode {
 fn run(command: Cmd) -> Result<(), Error> {
     match command {
         Cmd::Test { args } => test(&args),
-        Cmd::Image => {
-            println!("{}", build_image()?);
-            Ok(())
-        }
+        Cmd::Image => build_image().map(|tag| println!("{tag}")),
         Cmd::Demo(args) => {
             // The same package step as `test` (a usage error was clap's,
             // before this): on a fresh Debian machine, as root, the demo
@@ -160,18 +149,13 @@ fn run(command: Cmd) -> Result<(), Error> {
         }
         Cmd::Dist(args) => xtask::dist::main(&args),
         Cmd::Install(args) => xtask::install::main(&args),
-        Cmd::Bench(which) => {
-            let report = match which {
-                Bench::Waker { rounds, baseline } => {
-                    bench::waker::bench(rounds, baseline.as_deref())
-                }
-                Bench::Fleet { n } => bench::fleet::bench(n),
-                Bench::Reaper => bench::reaper::bench(),
-                Bench::Sleep { rounds } => bench::sleep::bench(rounds),
-            }?;
-            println!("{report}");
-            Ok(())
+        Cmd::Bench(which) => match which {
+            Bench::Waker { rounds, baseline } => bench::waker::bench(rounds, baseline.as_deref()),
+            Bench::Fleet { n } => bench::fleet::bench(n),
+            Bench::Reaper => bench::reaper::bench(),
+            Bench::Sleep { rounds } => bench::sleep::bench(rounds),
         }
+        .map(|report| println!("{report}")),
         Cmd::Soak(args) => soak::soak(args.requests),
         Cmd::Fuzz(args) => fuzz::run(&xtask::kit::repo_root(), &args.target, args.seconds),
     }
@@ -214,7 +198,7 @@ fn step(
 }
 
 /// Test counts summed over every `test result:` line.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy)]
 struct Counts {
     passed: u64,
     failed: u64,
@@ -248,9 +232,11 @@ fn test(cargo_test_args: &[String]) -> Result<(), Error> {
         "==> cargo xtask test (CI={})",
         std::env::var("CI").unwrap_or_else(|_| "unset".into())
     );
-    let result = (|| {
+    let counts = (|| {
         deps::ensure_packages()?;
-        check_docker()?;
+        let start = Instant::now();
+        let version = deps::docker_version().map_err(|e| Error::unavailable("docker", e))?;
+        eprintln!("==> docker: engine {version} ({})", secs(start.elapsed()));
         build_image()?;
         let cargo = xtask::kit::cargo();
         // Broken or ambiguous doc links fail in `doc`, not on docs.rs. Through
@@ -274,30 +260,16 @@ fn test(cargo_test_args: &[String]) -> Result<(), Error> {
         check_leftovers()?;
         check_package()?;
         Ok(counts)
-    })();
-    match result {
-        Ok(counts) => {
-            eprintln!("==> all steps passed in {}", secs(total.elapsed()));
-            // The plain closing line CI systems read: the sum over every
-            // test binary (the last `test result:` line cargo prints is
-            // often an empty doc-test run).
-            println!(
-                "tests: {} passed, {} failed, {} skipped",
-                counts.passed, counts.failed, counts.ignored
-            );
-            Ok(())
-        }
-        Err(e) => {
-            eprintln!("==> stopped after {}", secs(total.elapsed()));
-            Err(e)
-        }
-    }
-}
-
-fn check_docker() -> Result<(), Error> {
-    let start = Instant::now();
-    let version = xtask::deps::docker_version().map_err(|e| Error::unavailable("docker", e))?;
-    eprintln!("==> docker: engine {version} ({})", secs(start.elapsed()));
+    })()
+    .inspect_err(|_| eprintln!("==> stopped after {}", secs(total.elapsed())))?;
+    eprintln!("==> all steps passed in {}", secs(total.elapsed()));
+    // The plain closing line CI systems read: the sum over every
+    // test binary (the last `test result:` line cargo prints is
+    // often an empty doc-test run).
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        counts.passed, counts.failed, counts.ignored
+    );
     Ok(())
 }
 
@@ -309,14 +281,11 @@ fn check_leftovers() -> Result<(), Error> {
         xtask::kit::site::find_leftovers().map_err(|e| Error::failed("leftovers", chain(&e)))?;
     if left.is_empty() {
         eprintln!("==> leftovers: none (docker ps -a and /tmp clean of finished test runs)");
-        Ok(())
-    } else {
-        let left: Vec<String> = left.iter().map(ToString::to_string).collect();
-        Err(Error::failed(
-            "leftovers",
-            format!("tests left behind:\n    {}", left.join("\n    ")),
-        ))
+        return Ok(());
     }
+    let left: Vec<String> = left.iter().map(ToString::to_string).collect();
+    let why = format!("tests left behind:\n    {}", left.join("\n    "));
+    Err(Error::failed("leftovers", why))
 }
 
 /// The Debian package, built from the debug binaries (seconds, unlike a
@@ -354,16 +323,12 @@ fn check_package() -> Result<(), Error> {
 fn build_image() -> Result<String, Error> {
     let start = Instant::now();
     let img = image::ensure_image_info()?;
-    eprintln!(
-        "==> image: {} {} in {}",
-        img.tag,
-        if img.cached {
-            "cached (import skipped)"
-        } else {
-            "built and imported"
-        },
-        secs(start.elapsed())
-    );
+    let how = if img.cached {
+        "cached (import skipped)"
+    } else {
+        "built and imported"
+    };
+    eprintln!("==> image: {} {how} in {}", img.tag, secs(start.elapsed()));
     Ok(img.tag)
 }
 
@@ -498,22 +463,13 @@ mod tests {
     #[test]
     fn counts_sum_libtest_summaries() {
         let mut c = Counts::default();
-        add_counts(
+        for line in [
             "test result: ok. 66 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1.52s",
-            &mut c,
-        );
-        add_counts(
             "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
-            &mut c,
-        );
-        add_counts("running 4 tests", &mut c);
-        assert_eq!(
-            c,
-            Counts {
-                passed: 69,
-                failed: 1,
-                ignored: 2
-            }
-        );
+            "running 4 tests",
+        ] {
+            add_counts(line, &mut c);
+        }
+        assert_eq!((c.passed, c.failed, c.ignored), (69, 1, 2));
     }
 }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use fleet_core::Layout;
 use nix::sys::signal::Signal;
 use xtask::Error;
 use xtask::kit::nginx::{Mode, Snippet, site_snippet};
@@ -52,14 +53,8 @@ impl Rig {
     /// [`waker`] `bin` for the site, on the kit's layout, its log in
     /// `<temp dir>/waker.log`.
     pub fn waker(&self, bin: &Path) -> Launch {
-        let (layout, log) = (self.kit.layout(), self.kit.temp_dir().join("waker.log"));
-        waker(
-            bin,
-            self.kit.name(),
-            &layout.run_dir,
-            &layout.state_dir,
-            &log,
-        )
+        let log = self.kit.temp_dir().join("waker.log");
+        waker(bin, self.kit.name(), self.kit.layout(), &log)
     }
 
     /// The shipped nginx snippet of `mode` for the site.
@@ -74,16 +69,16 @@ impl Rig {
     }
 }
 
-/// fleet-waker `bin` for `site` on `run_dir` and `state_dir`, its log in
-/// `log`, stopped with SIGTERM: to be spawned with `--listen` or run under
-/// socket activation.
-pub fn waker(bin: &Path, site: &str, run_dir: &Path, state_dir: &Path, log: &Path) -> Launch {
+/// fleet-waker `bin` for `site` on `layout`'s run and state directories, its
+/// log in `log`, stopped with SIGTERM: to be spawned with `--listen` or run
+/// under socket activation.
+pub fn waker(bin: &Path, site: &str, layout: &Layout, log: &Path) -> Launch {
     Launch::new(bin)
         .arg(site)
         .arg("--run-dir")
-        .arg(run_dir)
+        .arg(&layout.run_dir)
         .arg("--state-dir")
-        .arg(state_dir)
+        .arg(&layout.state_dir)
         // info: start-up and one line per wake (with its duration),
         // nothing per connection.
         .env("RUST_LOG", "info")
@@ -108,13 +103,9 @@ pub fn parallel(
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        if i >= n {
-                            return Ok(());
-                        }
-                        f(i)?;
-                    }
+                    std::iter::repeat_with(|| next.fetch_add(1, Ordering::SeqCst))
+                        .take_while(|&i| i < n)
+                        .try_for_each(&f)
                 })
             })
             .collect();

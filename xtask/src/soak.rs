@@ -125,10 +125,8 @@ fn wrk(port: u16, dir: &Path, requests: u64) -> Result<WrkRun, Error> {
     // SIGINT makes wrk print its summary and exit.
     child.kill(Signal::SIGINT);
     if child.wait_exit(Duration::from_secs(60)).is_none() {
-        return Err(Error::failed(
-            "wrk",
-            format!("did not exit on SIGINT:\n{}", child.logs()),
-        ));
+        let why = format!("did not exit on SIGINT:\n{}", child.logs());
+        return Err(Error::failed("wrk", why));
     }
     let out = child.stdout();
     eprintln!("{out}");
@@ -144,21 +142,13 @@ pub fn soak(requests: u64) -> Result<(), Error> {
     let mut waker = rig.spawn_waker(&rig.waker_bin, &waker_sock)?;
     let wpid = waker.pid();
     // One request wakes the container (a cold start through the waker).
-    if !fastcgi::request(&waker_sock, &FcgiRequest::get("hello.php", ""))
-        .is_ok_and(|r| r.text().contains("hello"))
-    {
-        return Err(Error::failed(
-            "the first request through the waker",
-            "not answered",
-        ));
+    let first = fastcgi::request(&waker_sock, &FcgiRequest::get("hello.php", ""));
+    if !first.is_ok_and(|r| r.text().contains("hello")) {
+        let what = "the first request through the waker";
+        return Err(Error::failed(what, "not answered"));
     }
     let state = rig.kit.state_file();
-    let open_zero = || {
-        fleet_core::state::load(&state)
-            .ok()
-            .flatten()
-            .is_some_and(|a| a.open == 0)
-    };
+    let open_zero = || matches!(fleet_core::state::load(&state), Ok(Some(a)) if a.open == 0);
     wait_until(Duration::from_secs(2), open_zero);
     let fds_idle = fd_count(wpid);
     let rss_start = rss_kib(wpid).0;

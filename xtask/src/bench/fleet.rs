@@ -16,7 +16,7 @@
 //! systemd-socket-activate.
 
 use std::path::Path;
-use std::sync::{Arc, Barrier};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use crate::bench::waker::{api_post, fpm_accepts};
@@ -82,7 +82,7 @@ pub fn bench(n: usize) -> Result<String, Error> {
     xtask::kit::site::write_scripts(&www)?;
     let layout = fleet_core::Layout {
         run_dir: run_dir.clone(),
-        state_dir: state.clone(),
+        state_dir: state,
         sites_dir: sites_dir.clone(),
     };
 
@@ -128,11 +128,8 @@ pub fn bench(n: usize) -> Result<String, Error> {
     })?;
     let bare_rate = sample.len() as f64 / t.elapsed().as_secs_f64();
     parallel(sample.len(), 8, |i| {
-        run(
-            "docker",
-            &["stop", "-t", "1", &format!("{}.fpm", sample[i])],
-        )
-        .map(|_| ())
+        let container = format!("{}.fpm", sample[i]);
+        run("docker", &["stop", "-t", "1", &container]).map(drop)
     })?;
 
     eprintln!("==> {n} socket-activated wakers, nginx");
@@ -140,16 +137,10 @@ pub fn bench(n: usize) -> Result<String, Error> {
         .sites
         .iter()
         .map(|s| {
-            waker(
-                &waker_bin,
-                s,
-                &run_dir,
-                &state,
-                &logs.join(format!("{s}.log")),
-            )
-            .arg("--exit-idle-time")
-            .arg(format!("{}s", IDLE_EXIT.as_secs()))
-            .try_activate(&run_dir.join(s).join("vhost-waker.sock"))
+            waker(&waker_bin, s, &layout, &logs.join(format!("{s}.log")))
+                .arg("--exit-idle-time")
+                .arg(format!("{}s", IDLE_EXIT.as_secs()))
+                .try_activate(&run_dir.join(s).join("vhost-waker.sock"))
         })
         .collect::<Result<_, _>>()?;
     // Each socket listens (try_activate waited for it): one nginx's workers
@@ -191,17 +182,16 @@ pub fn bench(n: usize) -> Result<String, Error> {
             snippet,
         })
         .collect();
-    let nginx = NginxProc::start_servers(&ndir, NGINX_USER, &servers)?;
+    let _nginx = NginxProc::start_servers(&ndir, NGINX_USER, &servers)?;
 
     eprintln!("==> one request to each of the {n} sites at once");
-    let barrier = Arc::new(Barrier::new(n));
+    let barrier = &Barrier::new(n);
     let t0 = Instant::now();
     let answers: Vec<(u16, bool, Duration)> = std::thread::scope(|sc| {
         let handles: Vec<_> = fleet
             .sites
             .iter()
             .map(|s| {
-                let barrier = barrier.clone();
                 // (status, right body, time); a failure counts as status 0.
                 sc.spawn(move || {
                     barrier.wait();
@@ -267,7 +257,8 @@ pub fn bench(n: usize) -> Result<String, Error> {
         .map(|(s, c)| format!("{c} × {s}"))
         .collect();
     let (statuses, sampled, idle_secs) = (statuses.join(", "), sample.len(), IDLE_EXIT.as_secs());
-    let out = format!(
+    // Dropped at the return in reverse order: nginx, the wakers, the fleet.
+    Ok(format!(
         "### A crawler's sweep (`cargo xtask bench fleet {n}`, release builds)\n\n\
          Machine: {} cores; K = {k} wake slots (the default: the CPU count, at least 2); \
          set-up of {n} sites took {:.0} s.\n\n\
@@ -286,9 +277,5 @@ pub fn bench(n: usize) -> Result<String, Error> {
         windows.len(),
         reaper_secs,
         if reaper_ok { "" } else { " (it failed)" }
-    );
-    drop(nginx);
-    drop(wakers);
-    drop(fleet);
-    Ok(out)
+    ))
 }

@@ -56,11 +56,9 @@ type Result<T> = std::result::Result<T, Error>;
 pub fn bench() -> Result<String> {
     xtask::kit::build("release", &["fleet-reaper"])?;
     remove_containers()?;
-    let result = measure(&xtask::kit::release_bin("fleet-reaper"));
+    let report = measure(&xtask::kit::release_bin("fleet-reaper"));
     let cleanup = remove_containers();
-    let report = result?;
-    cleanup?;
-    Ok(report)
+    report.and_then(|report| cleanup.map(|()| report))
 }
 
 fn measure(reaper: &Path) -> Result<String> {
@@ -68,22 +66,17 @@ fn measure(reaper: &Path) -> Result<String> {
     // The kit's temp dir: removed on drop, swept by a later run if this
     // one dies.
     let tmp = xtask::kit::site::try_temp_dir_in(Path::new("/tmp"), "bench-reaper")?;
-    let dir = tmp.path().to_owned();
-    let sites_dir = dir.join("sites");
-    let state_dir = dir.join("state");
+    let [sites_dir, state_dir] = ["sites", "state"].map(|d| tmp.path().join(d));
     for d in [&sites_dir, &state_dir] {
         std::fs::create_dir_all(d).map_err(Error::io("mkdir", d))?;
     }
     let names: Vec<String> = (0..SITES)
         .map(|i| format!("s{i:03}.bench.fleet.test"))
         .collect();
+    let text = format!("# Amount of time to pause the container after: {TIMEOUT_SECS}s\n");
     for name in &names {
         let conf = sites_dir.join(format!("{name}.conf"));
-        std::fs::write(
-            &conf,
-            format!("# Amount of time to pause the container after: {TIMEOUT_SECS}s\n"),
-        )
-        .map_err(Error::io("write", &conf))?;
+        std::fs::write(&conf, &text).map_err(Error::io("write", &conf))?;
     }
 
     eprintln!(
@@ -192,13 +185,9 @@ fn measure(reaper: &Path) -> Result<String> {
     let loop_time = t.elapsed();
     eprintln!("    serial loop: {:.3}s", loop_time.as_secs_f64());
     if loop_active != expected {
-        return Err(Error::failed(
-            "the serial loop",
-            format!(
-                "found {} active sites, expected {RECENT}: {loop_active:?}",
-                loop_active.len()
-            ),
-        ));
+        let n = loop_active.len();
+        let why = format!("found {n} active sites, expected {RECENT}: {loop_active:?}");
+        return Err(Error::failed("the serial loop", why));
     }
     let ratio = loop_time.as_secs_f64() / reaper_best.as_secs_f64().max(1e-9);
 
@@ -213,7 +202,7 @@ fn measure(reaper: &Path) -> Result<String> {
     } else {
         "NOT under"
     };
-    let md = format!(
+    Ok(format!(
         "## reaper: one pass vs the old serial `docker logs --since` loop\n\n\
          {SITES} running light containers (`{image}`), each with {} MiB of log older than the \
          {TIMEOUT_SECS}s timeout, {RECENT} of them logging a line every second. Docker {}, \
@@ -231,17 +220,13 @@ fn measure(reaper: &Path) -> Result<String> {
         SITES - RECENT,
         loop_time.as_secs_f64(),
         loop_active.len(),
-    );
-    Ok(md)
+    ))
 }
 
 /// The sites whose VERDICT column in the reaper's table is `verdict`.
 fn verdicts(table: &str, verdict: &str) -> BTreeSet<String> {
     let mut lines = table.lines();
-    let Some(header) = lines.next() else {
-        return BTreeSet::new();
-    };
-    let Some(col) = header.find("VERDICT") else {
+    let Some(col) = lines.next().and_then(|header| header.find("VERDICT")) else {
         return BTreeSet::new();
     };
     lines
@@ -254,10 +239,8 @@ fn verdicts(table: &str, verdict: &str) -> BTreeSet<String> {
 }
 
 fn remove_containers() -> Result<()> {
-    let ids = run(
-        "docker",
-        &["ps", "-aq", "--filter", &format!("label={LABEL}")],
-    )?;
+    let filter = format!("label={LABEL}");
+    let ids = run("docker", &["ps", "-aq", "--filter", &filter])?;
     rm_containers(&ids.split_whitespace().collect::<Vec<_>>())
 }
 

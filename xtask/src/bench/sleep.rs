@@ -22,7 +22,7 @@
 //! back to the waker, which unpauses or starts the container and puts the
 //! socket back. Needs root, Docker, nginx and systemd-socket-activate.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::bench::waker::median;
@@ -75,12 +75,9 @@ fn first_byte_ms(port: u16) -> Result<f64, Error> {
     let what = "GET /hello.php";
     let r = xtask::kit::http::get_host(port, "localhost", "/hello.php")
         .map_err(|e| Error::failed(what, e))?;
-    if r.status != 200 || !r.text().starts_with("hello from ") {
-        let got = format!(
-            "{} {:?} (expected 200 \"hello from <site>\")",
-            r.status,
-            r.text()
-        );
+    let text = r.text();
+    if r.status != 200 || !text.starts_with("hello from ") {
+        let got = format!("{} {text:?} (expected 200 \"hello from <site>\")", r.status);
         return Err(Error::failed(what, got));
     }
     Ok(r.first_byte.as_secs_f64() * 1e3)
@@ -114,20 +111,15 @@ pub fn bench(rounds: usize) -> Result<String, Error> {
     let (container, socket) = (rig.kit.container(), rig.kit.waker_socket());
     let _waker = rig.waker(&rig.waker_bin).try_activate(&socket)?;
     share_socket_with_nginx(&socket).map_err(Error::io("chgrp/chmod", &socket))?;
-    let snippet = rig.snippet(Mode::Proxy)?;
-    let port = free_port()?;
-    let _nginx = NginxProc::start(&rig.nginx_dir(), port, nginx_user().as_deref(), &snippet)?;
-    // The same site in direct mode, on a second nginx.
-    let direct_snippet = rig.snippet(Mode::Direct)?;
-    let direct_port = free_port()?;
-    let direct_dir = rig.kit.temp_dir().join("nginx-direct");
-    std::fs::create_dir_all(&direct_dir).map_err(Error::io("mkdir", &direct_dir))?;
-    let _direct_nginx = NginxProc::start(
-        &direct_dir,
-        direct_port,
-        nginx_user().as_deref(),
-        &direct_snippet,
-    )?;
+    // nginx in `dir` with the shipped snippet of `mode`: one for each mode.
+    let nginx = |mode, dir: PathBuf| -> Result<NginxProc, Error> {
+        std::fs::create_dir_all(&dir).map_err(Error::io("mkdir", &dir))?;
+        let (port, user) = (free_port()?, nginx_user());
+        NginxProc::start(&dir, port, user.as_deref(), &rig.snippet(mode)?)
+    };
+    let proxy_nginx = nginx(Mode::Proxy, rig.nginx_dir())?;
+    let direct_nginx = nginx(Mode::Direct, rig.kit.temp_dir().join("nginx-direct"))?;
+    let (port, direct_port) = (proxy_nginx.port(), direct_nginx.port());
     // The reaper over this one site, on the waker's state directory (the
     // site lock and the waker's state file live there).
     xtask::kit::build("release", &["fleet-reaper"])?;
@@ -150,6 +142,7 @@ pub fn bench(rounds: usize) -> Result<String, Error> {
         for _ in 0..WARM_UP {
             get("warm-up")?;
         }
+        let mut shown = Vec::new();
         for (i, state) in STATES.iter().enumerate() {
             let direct = state.starts_with("direct");
             match *state {
@@ -169,20 +162,9 @@ pub fn bench(rounds: usize) -> Result<String, Error> {
             let ms = get_on(if direct { direct_port } else { port }, &what)?;
             samples[i].memory.push(bytes);
             samples[i].first_byte.push(ms);
+            shown.push(format!("{state} {:.1} MiB, {ms:.1} ms", bytes / 1048576.0));
         }
-        eprintln!(
-            "round {round}: {}",
-            STATES
-                .iter()
-                .zip(&samples)
-                .map(|(s, x)| format!(
-                    "{s} {:.1} MiB, {:.1} ms",
-                    x.memory.last().copied().unwrap_or(f64::NAN) / 1048576.0,
-                    x.first_byte.last().copied().unwrap_or(f64::NAN)
-                ))
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
+        eprintln!("round {round}: {}", shown.join("; "));
     }
 
     // Each mode's rows are compared with its own awake row.

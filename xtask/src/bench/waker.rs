@@ -52,14 +52,9 @@ fn first_byte_ms(socket: &Path) -> Result<f64, Error> {
 /// Waits (finely: starts are timed) until php-fpm of `container` accepts
 /// on `socket`.
 pub(crate) fn fpm_accepts(container: &str, socket: &Path, timeout: Duration) -> Result<(), Error> {
-    if wait_for(timeout, || UnixStream::connect(socket).is_ok()) {
-        Ok(())
-    } else {
-        Err(Error::failed(
-            format!("start {container}"),
-            "php-fpm did not come up",
-        ))
-    }
+    wait_for(timeout, || UnixStream::connect(socket).is_ok())
+        .then_some(())
+        .ok_or_else(|| Error::failed(format!("start {container}"), "php-fpm did not come up"))
 }
 
 /// `POST /containers/<name>/start` straight on the Docker socket (what the
@@ -68,26 +63,24 @@ pub(crate) fn api_post(container: &str, verb: &str) -> Result<(), Error> {
     let host = std::env::var("DOCKER_HOST").unwrap_or_default();
     let path = host
         .strip_prefix("unix://")
-        .unwrap_or("/var/run/docker.sock")
-        .to_owned();
+        .unwrap_or("/var/run/docker.sock");
     let what = || format!("docker {verb} {container}");
-    let mut s = UnixStream::connect(&path)
-        .map_err(|e| Error::failed(what(), format!("docker socket {path}: {e}")))?;
+    let fail = |e: std::io::Error| Error::failed(what(), format!("docker socket {path}: {e}"));
+    let mut s = UnixStream::connect(path).map_err(fail)?;
     write!(
         s,
         "POST /containers/{container}/{verb} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
-    .map_err(|e| Error::failed(what(), format!("docker socket {path}: {e}")))?;
+    .map_err(fail)?;
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
     if resp.starts_with("HTTP/1.1 204") || resp.starts_with("HTTP/1.1 304") {
-        Ok(())
-    } else {
-        Err(Error::failed(
-            what(),
-            resp.lines().next().unwrap_or("no answer"),
-        ))
+        return Ok(());
     }
+    Err(Error::failed(
+        what(),
+        resp.lines().next().unwrap_or("no answer"),
+    ))
 }
 
 /// CPU time (user + system) of `pid` so far, in seconds.
@@ -116,11 +109,7 @@ fn last_wake_ms(log: &Path) -> Option<f64> {
 pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
     v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
-    }
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Samples by name, one of each per round.
@@ -145,10 +134,8 @@ impl Samples {
 fn warm_failed(side: &str, e: &Error, nginx_dir: &Path) -> Error {
     let log = std::fs::read_to_string(nginx_dir.join("error.log")).unwrap_or_default();
     let tail = String::from_utf8_lossy(&log.as_bytes()[log.len().saturating_sub(2000)..]);
-    Error::failed(
-        format!("warm run ({side})"),
-        format!("{}\n{tail}", chain(e)),
-    )
+    let why = format!("{}\n{tail}", chain(e));
+    Error::failed(format!("warm run ({side})"), why)
 }
 
 /// Seconds of wrk per warm run.
@@ -158,10 +145,8 @@ const WARM_SECS: u32 = 3;
 fn wrk_cpu(port: u16, secs: u32, pid: u32) -> Result<(f64, f64), Error> {
     let before = cpu_secs(pid);
     let rps = wrk(port, secs)?;
-    Ok((
-        rps,
-        (cpu_secs(pid) - before) * 1e6 / (rps * f64::from(secs)),
-    ))
+    let us = (cpu_secs(pid) - before) * 1e6 / (rps * f64::from(secs));
+    Ok((rps, us))
 }
 
 fn wrk(port: u16, secs: u32) -> Result<f64, Error> {
@@ -204,21 +189,16 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
             ("/usr/bin/systemd-socket-activate", "systemd"),
         ],
     )?;
-    let (dir, container, fpm_sock) = (
-        rig.kit.temp_dir(),
-        rig.kit.container(),
-        rig.kit.fpm_socket(),
-    );
+    let (dir, container) = (rig.kit.temp_dir(), rig.kit.container());
+    let fpm_sock = rig.kit.fpm_socket();
     // Where the site layout puts it, so the shipped direct-mode upstream
     // falls back to it as it is.
     let waker_sock = rig.kit.waker_socket();
     let proxyd_sock = dir.join("proxyd.sock");
-    let up = || fpm_accepts(container, &fpm_sock, Duration::from_secs(20));
     let stop = || run("docker", &["stop", "-t", "5", container]).map(drop);
     // Running, then paused.
     let pause = || -> Result<(), Error> {
-        run("docker", &["start", container])?;
-        up()?;
+        rig.kit.try_start()?;
         run("docker", &["pause", container]).map(drop)
     };
 
@@ -232,7 +212,7 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     let bare_start = || -> Result<(f64, f64), Error> {
         let t = Instant::now();
         api_post(container, "start")?;
-        up()?;
+        fpm_accepts(container, &fpm_sock, Duration::from_secs(20))?;
         let b = ms(t.elapsed());
         let first = first_byte_ms(&fpm_sock)?;
         stop().map(|()| (b, first))
@@ -309,8 +289,7 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     }
 
     // Warm: container running, proxyd under socket activation, one nginx.
-    run("docker", &["start", container])?;
-    up()?;
+    rig.kit.try_start()?;
     // systemd-socket-proxyd under socket activation, activated by one
     // request. It has been seen to exit under load (its accept loop gives
     // up on some errors); then it is started again and that round's
@@ -326,15 +305,13 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
             .try_activate(&proxyd_sock)?;
         // Retry the activating request until it is answered (proxyd may
         // take a moment to accept once exec'd).
-        if !wait_for(Duration::from_secs(5), || {
+        let answered = wait_for(Duration::from_secs(5), || {
             first_byte_ms(&proxyd_sock).is_ok()
-        }) {
-            return Err(Error::failed(
-                "systemd-socket-proxyd",
-                "did not answer through its socket",
-            ));
-        }
-        Ok(g)
+        });
+        let why = "did not answer through its socket";
+        answered
+            .then_some(g)
+            .ok_or_else(|| Error::failed("systemd-socket-proxyd", why))
     };
     let mut proxyd = spawn_proxyd()?;
     let mut proxyd_pid = proxyd.pid();
@@ -344,13 +321,9 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
 
     // The baseline waker (another build), warm rounds only.
     let base_sock = dir.join("baseline.sock");
-    let base = match baseline {
-        Some(bin) => Some(rig.spawn_waker(bin, &base_sock)?),
-        None => None,
-    };
-    let (p_direct, p_waker, p_proxyd) = (free_port()?, free_port()?, free_port()?);
-    let p_base = free_port()?;
-    let p_mode = free_port()?;
+    let base = baseline
+        .map(|bin| rig.spawn_waker(bin, &base_sock))
+        .transpose()?;
     // One nginx, one port per side, each the shipped proxy-mode location
     // passing to that side's socket, or (direct mode) the shipped direct-mode
     // snippet as it is: every side gets the same nginx settings.
@@ -358,24 +331,20 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     let to = |p: &Path| proxy.clone().passing_to(&format!("unix:{}", p.display()));
     let (s_direct, s_proxyd, s_base) = (to(&fpm_sock), to(&proxyd_sock), to(&base_sock));
     let s_mode = rig.snippet(Mode::Direct)?;
-    let server = |port, snippet| Server {
-        port,
-        name: "localhost",
-        root: "/srv/www",
-        snippet,
+    let server = |snippet| -> Result<Server<'_>, Error> {
+        let (port, name, root) = (free_port()?, "localhost", "/srv/www");
+        Ok(Server {
+            port,
+            name,
+            root,
+            snippet,
+        })
     };
+    let servers = [&s_direct, &proxy, &s_proxyd, &s_mode, &s_base].map(server);
+    let servers = servers.into_iter().collect::<Result<Vec<_>, _>>()?;
     let ndir = rig.nginx_dir();
-    let _nginx = NginxProc::start_servers(
-        &ndir,
-        NGINX_USER,
-        &[
-            server(p_direct, &s_direct),
-            server(p_waker, &proxy),
-            server(p_proxyd, &s_proxyd),
-            server(p_mode, &s_mode),
-            server(p_base, &s_base),
-        ],
-    )?;
+    let _nginx = NginxProc::start_servers(&ndir, NGINX_USER, &servers)?;
+    let [p_direct, p_waker, p_proxyd, p_mode, p_base] = [0, 1, 2, 3, 4].map(|i| servers[i].port);
     let mut warm = Samples::default();
     let warm_rounds = 2 * rounds.max(3);
     let mut proxyd_failures = 0;
