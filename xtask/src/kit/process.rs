@@ -4,6 +4,7 @@
 //! its `READY=1`, stopped when the handle drops.
 
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
@@ -83,14 +84,13 @@ impl Spawned {
                 from: 0,
             },
         };
+        // One file for both streams is opened twice: appending, neither
+        // stream overwrites the other.
         let mut options = std::fs::File::options();
         options.create(true).append(true);
         let open = |path: &Path| options.open(path).map_err(Error::io("open", path));
         let out = open(&logs.out)?;
-        let err = match &logs.err {
-            Some(path) => open(path)?,
-            None => out.try_clone().map_err(Error::io("dup", &logs.out))?,
-        };
+        let err = open(logs.err.as_ref().unwrap_or(&logs.out))?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         if launch.group {
             cmd.process_group(0);
@@ -182,10 +182,8 @@ impl Spawned {
             Some(status) => format!("exited ({status}) before READY=1"),
             None => format!("no READY=1 within {timeout:?}"),
         };
-        Err(Error::failed(
-            what,
-            format!("{why}: {}", self.logs().trim()),
-        ))
+        let logs = self.logs();
+        Err(Error::failed(what, format!("{why}: {}", logs.trim())))
     }
 }
 
@@ -200,18 +198,12 @@ impl Drop for Spawned {
         }
         let (signal, grace, group) = (self.stop.0, self.stop.1, self.group);
         let pid = Pid::from_raw(self.child.id() as i32);
-        let send = |signal| {
-            let _ = if group {
-                killpg(pid, signal)
-            } else {
-                kill(pid, signal)
-            };
-        };
+        let send: fn(Pid, Signal) -> nix::Result<()> = if group { killpg } else { kill };
         if signal != Signal::SIGKILL {
-            send(signal);
+            let _ = send(pid, signal);
             wait_until(grace, || matches!(self.child.try_wait(), Ok(Some(_))));
         }
-        send(Signal::SIGKILL);
+        let _ = send(pid, Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
@@ -325,7 +317,7 @@ impl Launch {
     /// Run directly: our environment plus the extra variables; with
     /// [`Launch::notify_ready`], wait for its `READY=1`.
     pub fn try_spawn(self) -> Result<Spawned, Error> {
-        let dir = crate::kit::site::try_temp_dir_in(std::path::Path::new("/tmp"), "proc")?;
+        let dir = crate::kit::site::try_temp_dir_in(Path::new("/tmp"), "proc")?;
         let mut cmd = self.cmd.command();
         let notify = self
             .ready
@@ -358,13 +350,10 @@ impl Launch {
     /// an otherwise empty environment). Returns once the socket listens,
     /// before any connection: the binary is not running yet.
     pub fn try_activate(self, socket: &Path) -> Result<SocketActivated, Error> {
-        let activate = find_in_path("systemd-socket-activate").ok_or_else(|| {
-            Error::unavailable(
-                "systemd-socket-activate",
-                "not on PATH (apt-get install systemd)",
-            )
-        })?;
-        let dir = crate::kit::site::try_temp_dir_in(std::path::Path::new("/tmp"), "proc")?;
+        let why = "not on PATH (apt-get install systemd)";
+        let activate = find_in_path("systemd-socket-activate")
+            .ok_or_else(|| Error::unavailable("systemd-socket-activate", why))?;
+        let dir = crate::kit::site::try_temp_dir_in(Path::new("/tmp"), "proc")?;
         let mut cmd = Command::new(activate);
         // Its own "Listening on" message must reach our log.
         cmd.env("SYSTEMD_LOG_TARGET", "console");
@@ -376,10 +365,8 @@ impl Launch {
             }
         }
         for (k, v) in env {
-            let mut kv = k.clone();
-            kv.push("=");
-            kv.push(v);
-            cmd.arg("-E").arg(kv);
+            let kv = [k.as_bytes(), b"=", v.as_bytes()].concat();
+            cmd.arg("-E").arg(OsStr::from_bytes(&kv));
         }
         cmd.arg("--").arg(bin).args(args);
         let mut proc = Spawned::spawn(cmd, &self, dir)?;
