@@ -116,7 +116,7 @@ pub fn run(program: &str, args: &[&str]) -> Result<String, Error> {
 /// let id = Cmd::new("docker").args(["import", "-", tag]).stdin(tar).stdout()?;
 /// # Ok(id) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Cmd {
     program: OsString,
     args: Vec<OsString>,
@@ -142,12 +142,7 @@ impl Cmd {
     pub fn new(program: impl AsRef<OsStr>) -> Cmd {
         Cmd {
             program: program.as_ref().to_os_string(),
-            args: Vec::new(),
-            env: Vec::new(),
-            env_clear: false,
-            env_remove: Vec::new(),
-            dir: None,
-            stdin: None,
+            ..Cmd::default()
         }
     }
 
@@ -269,14 +264,12 @@ impl Cmd {
 
     /// How the [`Cmd::spawn`] thread's write went.
     fn written(&self, writer: Option<Writer>) -> Result<(), Error> {
-        match writer.map(JoinHandle::join) {
-            Some(Ok(Err(e))) => Err(Error::failed(
-                self.line(),
-                format!("writing its stdin: {e}"),
-            )),
-            Some(Err(_)) => Err(Error::failed(self.line(), "the stdin writer panicked")),
-            _ => Ok(()),
-        }
+        let why = match writer.map(JoinHandle::join) {
+            Some(Ok(Err(e))) => format!("writing its stdin: {e}"),
+            Some(Err(_)) => "the stdin writer panicked".to_owned(),
+            _ => return Ok(()),
+        };
+        Err(Error::failed(self.line(), why))
     }
 
     /// The program, arguments and extra environment (for the launcher,
@@ -295,13 +288,10 @@ impl Cmd {
         for key in &self.env_remove {
             cmd.env_remove(key);
         }
+        let fed = self.stdin.is_some();
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            });
+            .stdin(if fed { Stdio::piped() } else { Stdio::null() });
         if let Some(dir) = &self.dir {
             cmd.current_dir(dir);
         }
@@ -332,19 +322,13 @@ impl Cmd {
     /// with the status and stderr (or stdout, when stderr is empty).
     pub fn stdout(&self) -> Result<String, Error> {
         let out = self.output()?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let said = if stderr.trim().is_empty() {
-                String::from_utf8_lossy(&out.stdout)
-            } else {
-                stderr
-            };
-            return Err(Error::failed(
-                self.line(),
-                format!("{}: {}", out.status, said.trim()),
-            ));
+        let [stdout, stderr] = [&out.stdout, &out.stderr].map(|b| String::from_utf8_lossy(b));
+        if out.status.success() {
+            return Ok(stdout.into_owned());
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let said = [stderr, stdout].into_iter().find(|s| !s.trim().is_empty());
+        let why = format!("{}: {}", out.status, said.unwrap_or_default().trim());
+        Err(Error::failed(self.line(), why))
     }
 }
 
