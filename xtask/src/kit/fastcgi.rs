@@ -126,31 +126,30 @@ pub fn encode_request(req: &FcgiRequest) -> Vec<u8> {
 
 /// The whole request as bytes (BEGIN_REQUEST, PARAMS…, empty PARAMS, STDIN…, empty STDIN).
 pub fn try_encode_request(req: &FcgiRequest) -> io::Result<Vec<u8>> {
-    let uri = if req.query.is_empty() {
-        format!("/{}", req.script)
-    } else {
-        format!("/{}?{}", req.script, req.query)
+    let name = format!("/{}", req.script);
+    let uri = match req.query.as_str() {
+        "" => name.clone(),
+        query => format!("{name}?{query}"),
     };
-    let mut params: Vec<(String, String)> = vec![
-        ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
-        ("SERVER_PROTOCOL".into(), "HTTP/1.1".into()),
-        ("REQUEST_METHOD".into(), req.method.clone()),
-        (
-            "SCRIPT_FILENAME".into(),
-            format!("{CONTAINER_DOCROOT}/{}", req.script),
-        ),
-        ("SCRIPT_NAME".into(), format!("/{}", req.script)),
-        ("REQUEST_URI".into(), uri),
-        ("DOCUMENT_ROOT".into(), CONTAINER_DOCROOT.into()),
-        ("QUERY_STRING".into(), req.query.clone()),
-        ("CONTENT_LENGTH".into(), req.body.len().to_string()),
-        ("SERVER_NAME".into(), "localhost".into()),
-        ("REMOTE_ADDR".into(), "127.0.0.1".into()),
+    let filename = format!("{CONTAINER_DOCROOT}{name}");
+    let length = req.body.len().to_string();
+    let mut params: Vec<(&str, &str)> = vec![
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("REQUEST_METHOD", &req.method),
+        ("SCRIPT_FILENAME", &filename),
+        ("SCRIPT_NAME", &name),
+        ("REQUEST_URI", &uri),
+        ("DOCUMENT_ROOT", CONTAINER_DOCROOT),
+        ("QUERY_STRING", &req.query),
+        ("CONTENT_LENGTH", &length),
+        ("SERVER_NAME", "localhost"),
+        ("REMOTE_ADDR", "127.0.0.1"),
     ];
     if !req.body.is_empty() {
-        params.push(("CONTENT_TYPE".into(), "application/octet-stream".into()));
+        params.push(("CONTENT_TYPE", "application/octet-stream"));
     }
-    params.extend(req.params.iter().cloned());
+    params.extend(req.params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     fastcgi::encode_request(&params, &req.body, false)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }

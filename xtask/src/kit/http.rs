@@ -78,7 +78,7 @@ pub fn request(
 }
 
 /// [`request`] with a `Host` header of `host`. An error names the request.
-pub fn request_host(
+fn request_host(
     port: u16,
     host: &str,
     method: &str,
@@ -86,22 +86,15 @@ pub fn request_host(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> io::Result<HttpResponse> {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    if let Some(body) = body {
-        req.push_str(&format!(
-            "Content-Type: application/octet-stream\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    let mut req = req.into_bytes();
-    req.extend_from_slice(body.unwrap_or_default());
-    exchange(port, &req, timeout).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("{method} http://127.0.0.1:{port}{path} (Host: {host}): {e}"),
-        )
-    })
+    let sized = body.map_or_else(String::new, |body| {
+        let length = body.len();
+        format!("Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n")
+    });
+    let head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{sized}\r\n");
+    let req = [head.as_bytes(), body.unwrap_or_default()].concat();
+    let what = format!("{method} http://127.0.0.1:{port}{path} (Host: {host})");
+    exchange(port, &req, timeout).map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))
 }
 
 /// Send `request` to 127.0.0.1:`port`, read the response to EOF and parse
@@ -171,13 +164,8 @@ pub fn parse_response(raw: &[u8]) -> io::Result<HttpResponse> {
         dechunk(rest)?
     } else if let Some(len) = resp.header("Content-Length") {
         let len: usize = len.parse().map_err(|_| invalid("bad Content-Length"))?;
-        if rest.len() < len {
-            return Err(invalid(format!(
-                "body truncated: {} of {len} bytes",
-                rest.len()
-            )));
-        }
-        rest[..len].to_vec()
+        let truncated = || invalid(format!("body truncated: {} of {len} bytes", rest.len()));
+        rest.get(..len).ok_or_else(truncated)?.to_vec()
     } else {
         rest.to_vec()
     };
