@@ -182,16 +182,13 @@ pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, E
 /// `include fastcgi_params;` resolves next to the conf file: copy
 /// [`FASTCGI_PARAMS`] there ([`NginxProc::start`] does).
 pub fn render_nginx_conf(dir: &Path, port: u16, user: Option<&str>, snippet: &Snippet) -> String {
-    render_servers_conf(
-        dir,
-        user,
-        &[Server {
-            port,
-            name: "localhost",
-            root: "/srv/www",
-            snippet,
-        }],
-    )
+    let server = Server {
+        port,
+        name: "localhost",
+        root: "/srv/www",
+        snippet,
+    };
+    render_servers_conf(dir, user, &[server])
 }
 
 /// [`render_nginx_conf`] with one `server {}` per [`Server`] in one nginx
@@ -245,12 +242,8 @@ pub fn render_servers_conf(dir: &Path, user: Option<&str>, servers: &[Server<'_>
 /// `include <dir>/sites-enabled/*;` (the README's files, which carry their
 /// own `listen` and `server`); otherwise as [`render_nginx_conf`].
 pub fn render_sites_conf(dir: &Path, user: Option<&str>) -> String {
-    main_conf(
-        dir,
-        user,
-        DEFAULT_WORKERS,
-        &format!("    include {}/sites-enabled/*;\n", dir.display()),
-    )
+    let include = format!("    include {}/sites-enabled/*;\n", dir.display());
+    main_conf(dir, user, DEFAULT_WORKERS, &include)
 }
 
 /// What every nginx.conf here has around its `http {}` content: the user,
@@ -361,7 +354,6 @@ impl NginxProc {
     /// The error carries nginx's own message (the tests' retry looks for
     /// "Address already in use" in it, tests/it/support/nginx.rs).
     pub fn start_conf(dir: &Path, text: &str, ports: &[u16]) -> Result<NginxProc, Error> {
-        let fail = |why: String| Error::failed("start nginx", why);
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, text).map_err(Error::io("write", &conf))?;
         let params = dir.join("fastcgi_params");
@@ -398,16 +390,15 @@ impl NginxProc {
             dir: dir.to_path_buf(),
             ports: ports.to_vec(),
         };
-        if let Some(status) = this.child.try_status() {
-            let said = this.child.logs() + &this.error_log();
-            return Err(fail(format!("nginx exited ({status}): {said}")));
-        }
-        if !up {
-            return Err(fail(format!(
-                "nginx did not accept on 127.0.0.1:{ports:?} within 10 s"
-            )));
-        }
-        Ok(this)
+        let why = match this.child.try_status() {
+            None if up => return Ok(this),
+            None => format!("nginx did not accept on 127.0.0.1:{ports:?} within 10 s"),
+            Some(status) => {
+                let said = this.child.logs() + &this.error_log();
+                format!("nginx exited ({status}): {said}")
+            }
+        };
+        Err(Error::failed("start nginx", why))
     }
 
     /// The (first) port.

@@ -105,13 +105,11 @@ impl Reaper {
         });
         match last.transpose()? {
             Some((_, run)) if finished => Ok(run),
-            run => Err(Error::failed(
-                self.line(),
-                format!(
-                    "no pass did it within {within:?}; last: {}",
-                    run.map_or_else(|| "none".to_owned(), |(_, r)| r.to_string())
-                ),
-            )),
+            run => {
+                let last = run.map_or_else(|| "none".to_owned(), |(_, r)| r.to_string());
+                let why = format!("no pass did it within {within:?}; last: {last}");
+                Err(Error::failed(self.line(), why))
+            }
         }
     }
 
@@ -155,13 +153,9 @@ impl Run {
     /// The plan's entry of `site` (a site's name, or a conf file's for a
     /// file that names none).
     pub fn entry(&self, site: &str) -> Result<Value, Error> {
-        let plan = self.json()?;
-        plan_entry(&plan, site).cloned().ok_or_else(|| {
-            Error::failed(
-                "fleet-reaper's plan",
-                format!("no entry for {site}: {self}"),
-            )
-        })
+        let why = || format!("no entry for {site}: {self}");
+        let entry = plan_entry(&self.json()?, site).cloned();
+        entry.ok_or_else(|| Error::failed("fleet-reaper's plan", why()))
     }
 }
 
