@@ -319,20 +319,16 @@ impl Launch {
     pub fn try_spawn(self) -> Result<Spawned, Error> {
         let dir = crate::kit::site::try_temp_dir_in(Path::new("/tmp"), "proc")?;
         let mut cmd = self.cmd.command();
-        let notify = self
-            .ready
-            .map(|_| {
-                let path = dir.path().join("notify");
-                cmd.env("NOTIFY_SOCKET", &path);
-                UnixDatagram::bind(&path).map_err(Error::io("bind", &path))
-            })
-            .transpose()?;
+        let Some(timeout) = self.ready else {
+            return Spawned::spawn(cmd, &self, dir);
+        };
+        let path = dir.path().join("notify");
+        cmd.env("NOTIFY_SOCKET", &path);
+        let notify = UnixDatagram::bind(&path).map_err(Error::io("bind", &path))?;
         let mut spawned = Spawned::spawn(cmd, &self, dir)?;
-        if let (Some(timeout), Some(notify)) = (self.ready, notify) {
-            spawned
-                .wait_ready(&notify, timeout)
-                .map_err(|e| Error::failed(self.cmd.line(), crate::error::chain(&e)))?;
-        }
+        spawned
+            .wait_ready(&notify, timeout)
+            .map_err(|e| Error::failed(self.cmd.line(), crate::error::chain(&e)))?;
         Ok(spawned)
     }
 
