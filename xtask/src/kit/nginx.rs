@@ -77,11 +77,8 @@ impl Snippet {
     /// This snippet with `directives` (one per line) added at the end of the
     /// location block, e.g. `fastcgi_keep_conn on;` for pooled connections.
     pub fn with_location(mut self, directives: &str) -> Snippet {
-        let close = self
-            .location
-            .trim_end()
-            .rfind('}')
-            .unwrap_or(self.location.len());
+        let close = self.location.trim_end().rfind('}');
+        let close = close.unwrap_or(self.location.len());
         let added: String = directives
             .lines()
             .map(|l| format!("    {}\n", l.trim()))
@@ -145,12 +142,8 @@ pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, E
         let indent = lines[from].len() - lines[from].trim_start().len();
         let close = format!("{:indent$}}}", "");
         let to = from + lines[from..].iter().position(|l| l.trim_end() == close)?;
-        Some(
-            lines[from..=to]
-                .iter()
-                .map(|l| format!("{}\n", l.get(indent..).unwrap_or_else(|| l.trim_start())))
-                .collect(),
-        )
+        let dedent = |l: &&str| format!("{}\n", l.get(indent..).unwrap_or_else(|| l.trim_start()));
+        Some(lines[from..=to].iter().map(dedent).collect())
     };
     let location = block("location ~").ok_or_else(|| err("no `location ~ … }` block"))?;
     let http = match mode {
