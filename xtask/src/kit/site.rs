@@ -12,7 +12,7 @@ use std::time::Duration;
 use fleet_core::{Layout, Site, rundir};
 
 use crate::Error;
-use crate::error::{chain, or_panic};
+use crate::error::{Cmd, chain, or_panic, run};
 use crate::wait::wait_until;
 
 /// PHP scripts put into every test site's docroot (`/srv/www` in the container).
@@ -399,7 +399,7 @@ impl TestSite {
 
     /// Like [`TestSite::start`], returning why the site did not come up.
     fn try_start(&self) -> Result<(), Error> {
-        crate::error::run("docker", &["start", &self.container])?;
+        run("docker", &["start", &self.container])?;
         let (socket, timeout) = (self.fpm_socket(), Duration::from_secs(20));
         if wait_until(timeout, || UnixStream::connect(&socket).is_ok()) {
             return Ok(());
@@ -440,10 +440,7 @@ impl TestSite {
     pub fn logs(&self) -> String {
         // Both streams, so the whole output, not `error::run` (stdout only).
         // An error names the command line.
-        match crate::error::Cmd::new("docker")
-            .args(["logs", &self.container])
-            .output()
-        {
+        match Cmd::new("docker").args(["logs", &self.container]).output() {
             Ok(out) => String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned(),
             Err(e) => format!("({})\n", chain(&e)),
         }
@@ -465,28 +462,27 @@ impl TestSite {
 
     /// `docker inspect --format <format>` of the container, trimmed.
     fn inspect(&self, format: &str) -> Result<String, Error> {
-        let out = crate::error::run("docker", &["inspect", "--format", format, &self.container])?;
+        let out = run("docker", &["inspect", "--format", format, &self.container])?;
         Ok(out.trim().to_owned())
     }
 
     /// `docker <args>`'s stdout; panics with the error (test-style
     /// controls: a failed pause or stop is a failed test).
     fn docker_ok(&self, args: &[&str]) -> String {
-        or_panic(crate::error::run("docker", args))
+        or_panic(run("docker", args))
     }
 }
 
 impl Drop for TestSite {
     fn drop(&mut self) {
-        if let Err(e) = crate::error::run("docker", &["rm", "-f", "-v", &self.container]) {
-            let e = chain(&e);
-            if !e.contains("No such container") {
-                eprintln!("TestSite drop: {e}");
-            }
+        let removed = run("docker", &["rm", "-f", "-v", &self.container]);
+        if let Err(e) = removed.map_err(|e| chain(&e))
+            && !e.contains("No such container")
+        {
+            eprintln!("TestSite drop: {e}");
         }
-        umount_under(self.tmp.path());
-        if let Some(run) = &self.run_tmp {
-            umount_under(run.path());
+        for dir in std::iter::once(&self.tmp).chain(&self.run_tmp) {
+            umount_under(dir.path());
         }
         // The temp dir removes itself after this (field drop).
     }
@@ -616,7 +612,7 @@ pub fn find_leftovers() -> Result<Vec<Leftover>, Error> {
     let format = "{{.Names}}\t{{.Label \"fleet.test.pid\"}}";
     let label = "label=fleet.test=1";
     let args = ["ps", "-a", "--filter", label, "--format", format];
-    let listing = crate::error::run("docker", &args)?;
+    let listing = run("docker", &args)?;
     let mut left: Vec<Leftover> = listing
         .lines()
         .filter_map(|l| l.split_once('\t'))
@@ -632,9 +628,7 @@ pub fn find_leftovers() -> Result<Vec<Leftover>, Error> {
     // Sites' runtime tmpfs (fleet-renew --mount-only's source name) go with
     // their runs too.
     for point in mount_points_of(Some(rundir::MOUNT_SOURCE)) {
-        let pid = point
-            .components()
-            .find_map(|c| temp_pid(c.as_os_str().to_str()?));
+        let pid = point.iter().find_map(|c| temp_pid(c.to_str()?));
         if pid.is_some_and(|pid| !alive(pid)) {
             left.push(Leftover::Mount(point));
         }
@@ -663,13 +657,12 @@ pub fn reap_leftovers_now() -> Vec<String> {
 
 /// [`reap_leftovers_now`], returning the error.
 fn try_reap_leftovers() -> Result<Vec<String>, Error> {
-    let left = find_leftovers()?;
     let mut removed = Vec::new();
-    for leftover in left {
+    for leftover in find_leftovers()? {
         match leftover {
             Leftover::Container(name) => {
                 eprintln!("removing leftover test container {name} (its process is gone)");
-                if crate::error::run("docker", &["rm", "-f", "-v", &name]).is_ok() {
+                if run("docker", &["rm", "-f", "-v", &name]).is_ok() {
                     removed.push(name);
                 }
             }
