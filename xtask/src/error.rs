@@ -159,8 +159,7 @@ impl Cmd {
 
     /// Set one environment variable (on top of ours).
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Cmd {
-        self.env
-            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self.env.push((key.as_ref().into(), value.as_ref().into()));
         self
     }
 
@@ -385,12 +384,8 @@ mod tests {
     #[test]
     fn cmd_feeds_stdin_and_shows_failing_status() {
         let big = vec![b'x'; 1 << 20];
-        let n = Cmd::new("wc")
-            .arg("-c")
-            .stdin(big)
-            .stdout()
-            .expect("wc runs");
-        assert_eq!(n.trim(), "1048576");
+        let n = Cmd::new("wc").arg("-c").stdin(big).stdout();
+        assert_eq!(n.expect("wc runs").trim(), "1048576");
         let out = Cmd::new("printenv")
             .arg("XTASK_CMD_TEST")
             .env("XTASK_CMD_TEST", "set")
