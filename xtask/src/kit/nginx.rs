@@ -278,8 +278,7 @@ http {{
 /// group the shipped socket unit gives the waker's socket) when it exists.
 pub fn nginx_user() -> Option<String> {
     let root = nix::unistd::geteuid().is_root();
-    let has = std::fs::read_to_string("/etc/passwd")
-        .is_ok_and(|p| p.lines().any(|l| l.starts_with("www-data:")));
+    let has = nix::unistd::User::from_name("www-data").is_ok_and(|u| u.is_some());
     (root && has).then(|| "www-data www-data".to_string())
 }
 
@@ -290,10 +289,8 @@ pub fn nginx_user() -> Option<String> {
 pub fn share_socket_with_nginx(socket: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::FileTypeExt as _;
     if !std::fs::symlink_metadata(socket)?.file_type().is_socket() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{} is not a socket (never followed)", socket.display()),
-        ));
+        let why = format!("{} is not a socket (never followed)", socket.display());
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
     }
     let mode = match nix::unistd::Group::from_name("www-data").ok().flatten() {
         Some(group) => {
