@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-/// Checks `cond` until it holds or `timeout` passes, sleeping `first` between checks,
-/// doubling up to `max`; checks once more at the deadline.
+/// Checks `cond` until it holds or `timeout` passes, sleeping `first`
+/// between checks, doubling up to `max`; checks once more at the deadline.
 pub fn poll(
     timeout: Duration,
     first: Duration,

@@ -85,9 +85,9 @@ impl Reaper {
     }
 
     /// Passes `step` apart (through [`crate::wait::poll`]), as a timer
-    /// would run them, until `done` says so of one; returns that pass. `done` failing stops at once
-    /// with its error; `within` passing without it, an error naming the
-    /// last pass.
+    /// would run them, until `done` says so of one; returns that pass.
+    /// `done` failing stops at once with its error; `within` passing
+    /// without it, an error naming the last pass.
     pub fn passes(
         &self,
         within: Duration,

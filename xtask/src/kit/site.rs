@@ -560,9 +560,8 @@ fn parse_mount_points(info: &str, source: Option<&str>) -> Vec<PathBuf> {
 /// The image tag, built once per process (panics with the reason otherwise).
 pub fn image() -> String {
     let t = std::time::Instant::now();
-    let image = or_panic(
-        crate::image::ensure_image_info().map_err(|e| Error::failed("php-fpm image", chain(&e))),
-    );
+    let image = crate::image::ensure_image_info();
+    let image = or_panic(image.map_err(|e| Error::failed("php-fpm image", chain(&e))));
     if !image.cached {
         eprintln!("built image {} in {:.1?}", image.tag, t.elapsed());
     }
