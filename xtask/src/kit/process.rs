@@ -308,8 +308,7 @@ impl Launch {
         self
     }
 
-    /// Run directly: our environment plus the extra variables. Panics with
-    /// the reason if it cannot (for tests).
+    /// [`Launch::try_spawn`], panicking with the reason (for tests).
     pub fn spawn(self) -> Spawned {
         crate::error::or_panic(self.try_spawn())
     }
@@ -332,9 +331,7 @@ impl Launch {
         Ok(spawned)
     }
 
-    /// Run under real socket activation on `socket` (see
-    /// [`Launch::try_activate`]). Panics with the reason if it cannot (for
-    /// tests).
+    /// [`Launch::try_activate`], panicking with the reason (for tests).
     pub fn activate(self, socket: &Path) -> SocketActivated {
         crate::error::or_panic(self.try_activate(socket))
     }
