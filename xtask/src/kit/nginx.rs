@@ -50,19 +50,15 @@ impl Snippet {
     /// (`unix:<socket>` or an upstream's name) instead: for a test that puts
     /// another socket behind the shipped location.
     pub fn passing_to(mut self, target: &str) -> Snippet {
-        self.location = self
-            .location
-            .lines()
-            .map(|l| {
-                let directive = l.trim_start();
-                if directive.starts_with("fastcgi_pass ") {
-                    let indent = &l[..l.len() - directive.len()];
-                    format!("{indent}fastcgi_pass {target};\n")
-                } else {
-                    format!("{l}\n")
-                }
-            })
-            .collect();
+        let pass = |l: &str| {
+            let directive = l.trim_start();
+            if !directive.starts_with("fastcgi_pass ") {
+                return format!("{l}\n");
+            }
+            let indent = &l[..l.len() - directive.len()];
+            format!("{indent}fastcgi_pass {target};\n")
+        };
+        self.location = self.location.lines().map(pass).collect();
         self
     }
 
