@@ -151,25 +151,23 @@ pub fn parse_response(raw: &[u8]) -> io::Result<HttpResponse> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    let mut resp = HttpResponse {
-        status,
-        headers,
-        ..HttpResponse::default()
-    };
     let rest = &raw[end + 4..];
-    resp.body = if resp
-        .header("Transfer-Encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-    {
+    let encoding = header(&headers, "Transfer-Encoding");
+    let body = if encoding.is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         dechunk(rest)?
-    } else if let Some(len) = resp.header("Content-Length") {
+    } else if let Some(len) = header(&headers, "Content-Length") {
         let len: usize = len.parse().map_err(|_| invalid("bad Content-Length"))?;
         let truncated = || invalid(format!("body truncated: {} of {len} bytes", rest.len()));
         rest.get(..len).ok_or_else(truncated)?.to_vec()
     } else {
         rest.to_vec()
     };
-    Ok(resp)
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+        ..HttpResponse::default()
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> io::Result<Vec<u8>> {
