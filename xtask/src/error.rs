@@ -7,7 +7,7 @@
 //! here).
 
 use std::ffi::{OsStr, OsString};
-use std::io::Write as _;
+use std::io::{self, BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread::JoinHandle;
@@ -48,7 +48,7 @@ pub enum Error {
         path: PathBuf,
         /// The operating system's answer.
         #[source]
-        source: std::io::Error,
+        source: io::Error,
     },
 }
 
@@ -70,10 +70,7 @@ impl Error {
     }
 
     /// An I/O error on `path`, as a closure for `map_err`.
-    pub fn io(
-        what: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> Error {
+    pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { what, path, source }
     }
@@ -128,7 +125,7 @@ pub struct Cmd {
 }
 
 /// The thread writing a child's stdin.
-type Writer = JoinHandle<std::io::Result<()>>;
+type Writer = JoinHandle<io::Result<()>>;
 
 /// Which output stream [`Cmd::each_line`] reads (the other passes through).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,21 +230,20 @@ impl Cmd {
         stream: Stream,
         mut f: impl FnMut(&str),
     ) -> Result<std::process::ExitStatus, Error> {
-        use std::io::BufRead as _;
         let mut cmd = self.command();
         match stream {
             Stream::Stdout => cmd.stdout(Stdio::piped()),
             Stream::Stderr => cmd.stderr(Stdio::piped()),
         };
         let (mut child, writer) = self.spawn(&mut cmd)?;
-        let out: Option<Box<dyn std::io::Read>> = match stream {
+        let out: Option<Box<dyn io::Read>> = match stream {
             Stream::Stdout => child.stdout.take().map(|o| Box::new(o) as _),
             Stream::Stderr => child.stderr.take().map(|e| Box::new(e) as _),
         };
         if let Some(out) = out {
             // Bytes, not `lines()`: a line that is not UTF-8 must not end
             // the reading (the rest lost, the child killed by EPIPE).
-            let mut reader = std::io::BufReader::new(out);
+            let mut reader = io::BufReader::new(out);
             let mut line = Vec::new();
             while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
                 let text = String::from_utf8_lossy(&line);
@@ -313,7 +309,7 @@ impl Cmd {
         Ok((child, writer))
     }
 
-    fn waiting(&self, e: std::io::Error) -> Error {
+    fn waiting(&self, e: io::Error) -> Error {
         Error::failed(self.line(), format!("waiting for it: {e}"))
     }
 
@@ -337,8 +333,7 @@ mod tests {
 
     #[test]
     fn chain_and_exit_codes() {
-        let io =
-            Error::io("read", "/nowhere/x")(std::io::Error::from(std::io::ErrorKind::NotFound));
+        let io = Error::io("read", "/nowhere/x")(io::Error::from(io::ErrorKind::NotFound));
         assert_eq!(chain(&io), "read /nowhere/x: entity not found");
         assert_eq!(io.exit_code(), 1);
         let missing = Error::Missing(vec!["root".into(), "nginx".into()]);
