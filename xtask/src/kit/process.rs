@@ -269,12 +269,10 @@ impl Launch {
     }
 
     /// Set environment variables for the child (e.g. `TestSite::layout_env()`).
-    pub fn envs<I, K, V>(self, vars: I) -> Launch
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: Into<String>,
-        V: Into<String>,
-    {
+    pub fn envs<K: Into<String>, V: Into<String>>(
+        self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Launch {
         vars.into_iter().fold(self, |l, (k, v)| l.env(k, v))
     }
 
