@@ -247,7 +247,6 @@ impl TestSite {
 
     fn create(&self, options: &SiteOptions) -> Result<(), Error> {
         use crate::image::{ACCESS_LOG_ENV, CHILDREN_ENV, STATUS_PATH_ENV};
-        let labels = crate::image::test_labels();
         // The site's name and the `-e` settings of its php-fpm pool.
         let o = options;
         let env: Vec<String> = [
@@ -272,7 +271,7 @@ impl TestSite {
             run_dir: &self.layout.site_dir(&self.site),
             docroot: &self.docroot,
             docroot_inside: crate::image::CONTAINER_DOCROOT,
-            labels: &labels,
+            labels: &crate::image::test_labels(),
             env: &env,
             extra: &extra,
         })
