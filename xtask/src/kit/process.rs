@@ -160,31 +160,6 @@ impl Spawned {
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
         wait_until(timeout, || self.logs().contains(needle))
     }
-
-    /// Waits for `READY=1` on `notify` (the child's `NOTIFY_SOCKET`) until
-    /// `timeout`, giving up early if the child exits.
-    fn wait_ready(&mut self, notify: &UnixDatagram, timeout: Duration) -> Result<(), Error> {
-        let what = format!("pid {}", self.child.id());
-        notify
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .map_err(|e| Error::failed(&what, e))?;
-        let (mut buf, mut ready) = ([0u8; 4096], false);
-        wait_until(timeout, || {
-            ready = notify.recv(&mut buf).is_ok_and(|n| {
-                String::from_utf8_lossy(&buf[..n])
-                    .lines()
-                    .any(|l| l == "READY=1")
-            });
-            ready || self.try_status().is_some()
-        });
-        let why = match self.status {
-            _ if ready => return Ok(()),
-            Some(status) => format!("exited ({status}) before READY=1"),
-            None => format!("no READY=1 within {timeout:?}"),
-        };
-        let logs = self.logs();
-        Err(Error::failed(what, format!("{why}: {}", logs.trim())))
-    }
 }
 
 impl Drop for Spawned {
@@ -312,7 +287,8 @@ impl Launch {
     }
 
     /// Run directly: our environment plus the extra variables; with
-    /// [`Launch::notify_ready`], wait for its `READY=1`.
+    /// [`Launch::notify_ready`], wait for its `READY=1` on a `NOTIFY_SOCKET`
+    /// of our own, giving up early if the child exits.
     pub fn try_spawn(self) -> Result<Spawned, Error> {
         let dir = crate::kit::site::try_temp_dir_in(Path::new("/tmp"), "proc")?;
         let mut cmd = self.cmd.command();
@@ -322,11 +298,27 @@ impl Launch {
         let path = dir.path().join("notify");
         cmd.env("NOTIFY_SOCKET", &path);
         let notify = UnixDatagram::bind(&path).map_err(Error::io("bind", &path))?;
+        notify
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .map_err(Error::io("set a read timeout on", &path))?;
         let mut spawned = Spawned::spawn(cmd, &self, dir)?;
-        spawned
-            .wait_ready(&notify, timeout)
-            .map_err(|e| Error::failed(self.cmd.line(), crate::error::chain(&e)))?;
-        Ok(spawned)
+        let (mut buf, mut ready) = ([0u8; 4096], false);
+        wait_until(timeout, || {
+            ready = notify.recv(&mut buf).is_ok_and(|n| {
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1")
+            });
+            ready || spawned.try_status().is_some()
+        });
+        let why = match spawned.status {
+            _ if ready => return Ok(spawned),
+            Some(status) => format!("exited ({status}) before READY=1"),
+            None => format!("no READY=1 within {timeout:?}"),
+        };
+        let logs = spawned.logs();
+        let what = format!("{} (pid {})", self.cmd.line(), spawned.pid());
+        Err(Error::failed(what, format!("{why}: {}", logs.trim())))
     }
 
     /// [`Launch::try_activate`], panicking with the reason (for tests).
