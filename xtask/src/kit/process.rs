@@ -39,12 +39,12 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Where a child's output goes: stdout to `out`, stderr to `err` or (when
-/// `None`) `out` too, which held `from` bytes before.
+/// Where a child's output goes: stdout to `out`, stderr to `err` (the same
+/// file with [`Launch::log_to`]), which held `from` bytes before.
 #[derive(Debug)]
 struct Logs {
     out: PathBuf,
-    err: Option<PathBuf>,
+    err: PathBuf,
     from: u64,
 }
 
@@ -75,12 +75,12 @@ impl Spawned {
         let logs = match &launch.log {
             Some(path) => Logs {
                 out: path.clone(),
-                err: None,
+                err: path.clone(),
                 from: std::fs::metadata(path).map_or(0, |m| m.len()),
             },
             None => Logs {
                 out: dir.path().join("stdout"),
-                err: Some(dir.path().join("stderr")),
+                err: dir.path().join("stderr"),
                 from: 0,
             },
         };
@@ -90,7 +90,7 @@ impl Spawned {
         options.create(true).append(true);
         let open = |path: &Path| options.open(path).map_err(Error::io("open", path));
         let out = open(&logs.out)?;
-        let err = open(logs.err.as_ref().unwrap_or(&logs.out))?;
+        let err = open(&logs.err)?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         if launch.group {
             cmd.process_group(0);
@@ -123,14 +123,13 @@ impl Spawned {
     /// What the child wrote to stderr so far (with [`Launch::log_to`],
     /// its whole output since the start).
     pub fn stderr(&self) -> String {
-        self.logs
-            .read(self.logs.err.as_ref().unwrap_or(&self.logs.out))
+        self.logs.read(&self.logs.err)
     }
 
     /// stdout followed by stderr (with [`Launch::log_to`], the file's
     /// text written since the start).
     pub fn logs(&self) -> String {
-        let err = self.logs.err.as_ref().map(|e| self.logs.read(e));
+        let err = (self.logs.err != self.logs.out).then(|| self.stderr());
         self.stdout() + &err.unwrap_or_default()
     }
 
