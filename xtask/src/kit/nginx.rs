@@ -241,10 +241,7 @@ pub fn render_sites_conf(dir: &Path, user: Option<&str>) -> String {
 fn main_conf(dir: &Path, user: Option<&str>, workers: (u32, u32), http: &str) -> String {
     let d = dir.display();
     let (processes, connections) = workers;
-    let mut conf = String::new();
-    if let Some(user) = user {
-        let _ = writeln!(conf, "user {user};");
-    }
+    let mut conf = user.map_or_else(String::new, |u| format!("user {u};\n"));
     if connections > DEFAULT_WORKERS.1 {
         // A proxied connection holds two descriptors (client and upstream);
         // above the usual 1024 the default limit would run out first.
