@@ -285,13 +285,11 @@ pub fn share_socket_with_nginx(socket: &Path) -> std::io::Result<()> {
         let why = format!("{} is not a socket (never followed)", socket.display());
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
     }
-    let mode = match nix::unistd::Group::from_name("www-data").ok().flatten() {
-        Some(group) => {
-            nix::unistd::chown(socket, None, Some(group.gid)).map_err(std::io::Error::from)?;
-            0o660
-        }
-        None => 0o666,
-    };
+    let group = nix::unistd::Group::from_name("www-data").ok().flatten();
+    if let Some(group) = &group {
+        nix::unistd::chown(socket, None, Some(group.gid)).map_err(std::io::Error::from)?;
+    }
+    let mode = if group.is_some() { 0o660 } else { 0o666 };
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))
 }
 

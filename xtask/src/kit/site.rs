@@ -522,10 +522,8 @@ pub fn try_temp_dir_in(base: &Path, kind: &str) -> Result<tempfile::TempDir, Err
 /// Unmounts (lazily) every mount at or below `dir`, deepest first, so the
 /// directory can be removed.
 pub fn umount_under(dir: &Path) {
-    let mut points: Vec<PathBuf> = mount_points_of(None)
-        .into_iter()
-        .filter(|p| p.starts_with(dir))
-        .collect();
+    let mut points = mount_points_of(None);
+    points.retain(|p| p.starts_with(dir));
     points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
     for p in points {
         let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
