@@ -357,23 +357,19 @@ mod tests {
 
     #[test]
     fn each_line_streams_the_chosen_output_and_returns_the_status() {
-        let mut lines = Vec::new();
-        let status = Cmd::new("cat")
-            .stdin("one\ntwo\n")
-            .each_line(Stream::Stdout, |l| lines.push(l.to_owned()))
-            .expect("cat runs");
+        // The status and the lines `cmd` wrote on `stream`.
+        let lines_of = |cmd: Cmd, stream| {
+            let mut lines = Vec::new();
+            let status = cmd.each_line(stream, |l| lines.push(l.to_owned()));
+            (status.expect("cat runs"), lines)
+        };
+        let (status, lines) = lines_of(Cmd::new("cat").stdin("one\ntwo\n"), Stream::Stdout);
         assert!(status.success());
         assert_eq!(lines, ["one", "two"]);
-        let mut errs = Vec::new();
-        let status = Cmd::new("cat")
-            .arg("/nonexistent/fleet-each-line")
-            .each_line(Stream::Stderr, |l| errs.push(l.to_owned()))
-            .expect("cat runs");
+        let missing = "/nonexistent/fleet-each-line";
+        let (status, errs) = lines_of(Cmd::new("cat").arg(missing), Stream::Stderr);
         assert!(!status.success());
-        assert!(
-            errs.len() == 1 && errs[0].contains("/nonexistent/fleet-each-line"),
-            "{errs:?}"
-        );
+        assert!(errs.len() == 1 && errs[0].contains(missing), "{errs:?}");
     }
 
     #[test]
