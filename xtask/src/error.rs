@@ -115,9 +115,10 @@ pub fn run(program: &str, args: &[&str]) -> Result<String, Error> {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Cmd {
-    program: OsString,
-    args: Vec<OsString>,
-    env: Vec<(OsString, OsString)>,
+    // The launcher runs these under `systemd-socket-activate` too.
+    pub(crate) program: OsString,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) env: Vec<(OsString, OsString)>,
     env_clear: bool,
     env_remove: Vec<OsString>,
     dir: Option<PathBuf>,
@@ -265,12 +266,6 @@ impl Cmd {
             _ => return Ok(()),
         };
         Err(Error::failed(self.line(), why))
-    }
-
-    /// The program, arguments and extra environment (for the launcher,
-    /// which runs them under `systemd-socket-activate` too).
-    pub(crate) fn parts(&self) -> (&OsStr, &[OsString], &[(OsString, OsString)]) {
-        (&self.program, &self.args, &self.env)
     }
 
     /// A `std` command: argv, environment, directory; stdin null unless
