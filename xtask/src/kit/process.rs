@@ -340,7 +340,7 @@ impl Launch {
         // Its own "Listening on" message must reach our log.
         cmd.env("SYSTEMD_LOG_TARGET", "console");
         cmd.arg(format!("--listen={}", socket.display()));
-        let (bin, args, env) = self.cmd.parts();
+        let (bin, args, env) = (&self.cmd.program, &self.cmd.args, &self.cmd.env);
         for var in PASSTHROUGH_ENV {
             if std::env::var_os(var).is_some() && !env.iter().any(|(k, _)| k == var) {
                 cmd.arg("-E").arg(var);
@@ -416,10 +416,8 @@ mod tests {
             .log_to(&log)
             .try_spawn()
             .expect("echo runs");
-        assert!(
-            echo.wait_exit(Duration::from_secs(5))
-                .is_some_and(|s| s.success())
-        );
+        let exited = echo.wait_exit(Duration::from_secs(5));
+        assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
         assert_eq!(echo.logs(), "hello\n");
         let mut sleep = Launch::new("/bin/sleep")
             .arg("60")
