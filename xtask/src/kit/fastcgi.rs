@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use fleet_core::fastcgi;
 
 use crate::image::CONTAINER_DOCROOT;
-use crate::kit::http::readable;
+use crate::kit::http::first_byte_since;
 
 /// One FastCGI request. `script` is relative to `/srv/www` in the container.
 #[derive(Debug, Clone)]
@@ -101,8 +101,7 @@ pub fn request(socket: &Path, req: &FcgiRequest) -> io::Result<FcgiResponse> {
     stream.set_read_timeout(Some(req.timeout))?;
     stream.set_write_timeout(Some(req.timeout))?;
     stream.write_all(&try_encode_request(req)?)?;
-    readable(&stream)?;
-    let first_byte = start.elapsed();
+    let first_byte = first_byte_since(start, &stream)?;
     let mut resp = read_response(&mut stream)?;
     resp.first_byte = first_byte;
     Ok(resp)

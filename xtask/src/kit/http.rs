@@ -105,8 +105,7 @@ fn exchange(port: u16, request: &[u8], timeout: Duration) -> io::Result<HttpResp
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.write_all(request)?;
-    readable(&stream)?;
-    let first_byte = start.elapsed();
+    let first_byte = first_byte_since(start, &stream)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let mut resp = parse_response(&raw)?;
@@ -116,15 +115,15 @@ fn exchange(port: u16, request: &[u8], timeout: Duration) -> io::Result<HttpResp
 }
 
 /// Blocks until `socket` has a byte to read (or is closed, or its read
-/// timeout passes), leaving the byte there: the HTTP and the FastCGI client
-/// time an answer's first byte with it.
-pub(crate) fn readable(socket: &impl AsRawFd) -> io::Result<()> {
+/// timeout passes), leaving the byte there, and returns the time since
+/// `start`: how the HTTP and the FastCGI client time an answer's first byte.
+pub(crate) fn first_byte_since(start: Instant, socket: &impl AsRawFd) -> io::Result<Duration> {
     let mut byte = [0u8; 1];
     loop {
         // A signal (the demo has handlers) interrupts the wait, not the read.
         match recv(socket.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK) {
             Err(nix::errno::Errno::EINTR) => continue,
-            r => return r.map(drop).map_err(io::Error::from),
+            r => return r.map(|_| start.elapsed()).map_err(io::Error::from),
         }
     }
 }
