@@ -72,18 +72,14 @@ pub struct Spawned {
 
 impl Spawned {
     fn spawn(mut cmd: Command, launch: &Launch, dir: tempfile::TempDir) -> Result<Spawned, Error> {
-        let logs = match &launch.log {
-            Some(path) => Logs {
-                out: path.clone(),
-                err: path.clone(),
-                from: std::fs::metadata(path).map_or(0, |m| m.len()),
-            },
-            None => Logs {
-                out: dir.path().join("stdout"),
-                err: dir.path().join("stderr"),
-                from: 0,
-            },
+        let (out, err, from) = match &launch.log {
+            Some(path) => {
+                let from = std::fs::metadata(path).map_or(0, |m| m.len());
+                (path.clone(), path.clone(), from)
+            }
+            None => (dir.path().join("stdout"), dir.path().join("stderr"), 0),
         };
+        let logs = Logs { out, err, from };
         // One file for both streams is opened twice: appending, neither
         // stream overwrites the other.
         let mut options = std::fs::File::options();
