@@ -16,7 +16,7 @@ use crate::kit::http::first_byte_since;
 /// One FastCGI request. `script` is relative to `/srv/www` in the container.
 #[derive(Debug, Clone)]
 pub struct FcgiRequest {
-    /// `REQUEST_METHOD` (default `GET`).
+    /// `REQUEST_METHOD` (`GET` from [`FcgiRequest::get`], `POST` from [`FcgiRequest::post`]).
     pub method: String,
     /// Script name, e.g. `hello.php`; `SCRIPT_FILENAME=/srv/www/<script>`.
     pub script: String,
@@ -27,30 +27,20 @@ pub struct FcgiRequest {
     pub body: Vec<u8>,
     /// Additional params (e.g. `HTTP_HOST`).
     pub params: Vec<(String, String)>,
-    /// Read/write timeout on the socket (default 30 s).
+    /// Read/write timeout on the socket (30 s from `get` and `post`).
     pub timeout: Duration,
-}
-
-impl Default for FcgiRequest {
-    fn default() -> Self {
-        FcgiRequest {
-            method: "GET".into(),
-            script: "hello.php".into(),
-            query: String::new(),
-            body: Vec::new(),
-            params: Vec::new(),
-            timeout: Duration::from_secs(30),
-        }
-    }
 }
 
 impl FcgiRequest {
     /// `GET /<script>?<query>`.
     pub fn get(script: &str, query: &str) -> Self {
         FcgiRequest {
+            method: "GET".into(),
             script: script.into(),
             query: query.into(),
-            ..Default::default()
+            body: Vec::new(),
+            params: Vec::new(),
+            timeout: Duration::from_secs(30),
         }
     }
 
@@ -58,9 +48,8 @@ impl FcgiRequest {
     pub fn post(script: &str, body: &[u8]) -> Self {
         FcgiRequest {
             method: "POST".into(),
-            script: script.into(),
             body: body.to_vec(),
-            ..Default::default()
+            ..Self::get(script, "")
         }
     }
 }
