@@ -7,7 +7,7 @@
 //! here).
 
 use std::ffi::{OsStr, OsString};
-use std::io::Write as _;
+use std::io::{self, BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread::JoinHandle;
@@ -48,7 +48,7 @@ pub enum Error {
         path: PathBuf,
         /// The operating system's answer.
         #[source]
-        source: std::io::Error,
+        source: io::Error,
     },
 }
 
@@ -70,10 +70,7 @@ impl Error {
     }
 
     /// An I/O error on `path`, as a closure for `map_err`.
-    pub fn io(
-        what: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> Error {
+    pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { what, path, source }
     }
@@ -116,11 +113,12 @@ pub fn run(program: &str, args: &[&str]) -> Result<String, Error> {
 /// let id = Cmd::new("docker").args(["import", "-", tag]).stdin(tar).stdout()?;
 /// # Ok(id) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Cmd {
-    program: OsString,
-    args: Vec<OsString>,
-    env: Vec<(OsString, OsString)>,
+    // The launcher runs these under `systemd-socket-activate` too.
+    pub(crate) program: OsString,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) env: Vec<(OsString, OsString)>,
     env_clear: bool,
     env_remove: Vec<OsString>,
     dir: Option<PathBuf>,
@@ -128,7 +126,7 @@ pub struct Cmd {
 }
 
 /// The thread writing a child's stdin.
-type Writer = JoinHandle<std::io::Result<()>>;
+type Writer = JoinHandle<io::Result<()>>;
 
 /// Which output stream [`Cmd::each_line`] reads (the other passes through).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,12 +140,7 @@ impl Cmd {
     pub fn new(program: impl AsRef<OsStr>) -> Cmd {
         Cmd {
             program: program.as_ref().to_os_string(),
-            args: Vec::new(),
-            env: Vec::new(),
-            env_clear: false,
-            env_remove: Vec::new(),
-            dir: None,
-            stdin: None,
+            ..Cmd::default()
         }
     }
 
@@ -164,8 +157,7 @@ impl Cmd {
 
     /// Set one environment variable (on top of ours).
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Cmd {
-        self.env
-            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self.env.push((key.as_ref().into(), value.as_ref().into()));
         self
     }
 
@@ -239,21 +231,20 @@ impl Cmd {
         stream: Stream,
         mut f: impl FnMut(&str),
     ) -> Result<std::process::ExitStatus, Error> {
-        use std::io::BufRead as _;
         let mut cmd = self.command();
         match stream {
             Stream::Stdout => cmd.stdout(Stdio::piped()),
             Stream::Stderr => cmd.stderr(Stdio::piped()),
         };
         let (mut child, writer) = self.spawn(&mut cmd)?;
-        let out: Option<Box<dyn std::io::Read>> = match stream {
+        let out: Option<Box<dyn io::Read>> = match stream {
             Stream::Stdout => child.stdout.take().map(|o| Box::new(o) as _),
             Stream::Stderr => child.stderr.take().map(|e| Box::new(e) as _),
         };
         if let Some(out) = out {
             // Bytes, not `lines()`: a line that is not UTF-8 must not end
             // the reading (the rest lost, the child killed by EPIPE).
-            let mut reader = std::io::BufReader::new(out);
+            let mut reader = io::BufReader::new(out);
             let mut line = Vec::new();
             while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
                 let text = String::from_utf8_lossy(&line);
@@ -269,20 +260,12 @@ impl Cmd {
 
     /// How the [`Cmd::spawn`] thread's write went.
     fn written(&self, writer: Option<Writer>) -> Result<(), Error> {
-        match writer.map(JoinHandle::join) {
-            Some(Ok(Err(e))) => Err(Error::failed(
-                self.line(),
-                format!("writing its stdin: {e}"),
-            )),
-            Some(Err(_)) => Err(Error::failed(self.line(), "the stdin writer panicked")),
-            _ => Ok(()),
-        }
-    }
-
-    /// The program, arguments and extra environment (for the launcher,
-    /// which runs them under `systemd-socket-activate` too).
-    pub(crate) fn parts(&self) -> (&OsStr, &[OsString], &[(OsString, OsString)]) {
-        (&self.program, &self.args, &self.env)
+        let why = match writer.map(JoinHandle::join) {
+            Some(Ok(Err(e))) => format!("writing its stdin: {e}"),
+            Some(Err(_)) => "the stdin writer panicked".to_owned(),
+            _ => return Ok(()),
+        };
+        Err(Error::failed(self.line(), why))
     }
 
     /// A `std` command: argv, environment, directory; stdin null unless
@@ -295,13 +278,10 @@ impl Cmd {
         for key in &self.env_remove {
             cmd.env_remove(key);
         }
+        let fed = self.stdin.is_some();
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            });
+            .stdin(if fed { Stdio::piped() } else { Stdio::null() });
         if let Some(dir) = &self.dir {
             cmd.current_dir(dir);
         }
@@ -324,7 +304,7 @@ impl Cmd {
         Ok((child, writer))
     }
 
-    fn waiting(&self, e: std::io::Error) -> Error {
+    fn waiting(&self, e: io::Error) -> Error {
         Error::failed(self.line(), format!("waiting for it: {e}"))
     }
 
@@ -332,19 +312,13 @@ impl Cmd {
     /// with the status and stderr (or stdout, when stderr is empty).
     pub fn stdout(&self) -> Result<String, Error> {
         let out = self.output()?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let said = if stderr.trim().is_empty() {
-                String::from_utf8_lossy(&out.stdout)
-            } else {
-                stderr
-            };
-            return Err(Error::failed(
-                self.line(),
-                format!("{}: {}", out.status, said.trim()),
-            ));
+        let [stdout, stderr] = [&out.stdout, &out.stderr].map(|b| String::from_utf8_lossy(b));
+        if out.status.success() {
+            return Ok(stdout.into_owned());
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let said = [stderr, stdout].into_iter().find(|s| !s.trim().is_empty());
+        let why = format!("{}: {}", out.status, said.unwrap_or_default().trim());
+        Err(Error::failed(self.line(), why))
     }
 }
 
@@ -354,8 +328,7 @@ mod tests {
 
     #[test]
     fn chain_and_exit_codes() {
-        let io =
-            Error::io("read", "/nowhere/x")(std::io::Error::from(std::io::ErrorKind::NotFound));
+        let io = Error::io("read", "/nowhere/x")(io::Error::from(io::ErrorKind::NotFound));
         assert_eq!(chain(&io), "read /nowhere/x: entity not found");
         assert_eq!(io.exit_code(), 1);
         let missing = Error::Missing(vec!["root".into(), "nginx".into()]);
@@ -379,34 +352,26 @@ mod tests {
 
     #[test]
     fn each_line_streams_the_chosen_output_and_returns_the_status() {
-        let mut lines = Vec::new();
-        let status = Cmd::new("cat")
-            .stdin("one\ntwo\n")
-            .each_line(Stream::Stdout, |l| lines.push(l.to_owned()))
-            .expect("cat runs");
+        // The status and the lines `cmd` wrote on `stream`.
+        let lines_of = |cmd: Cmd, stream| {
+            let mut lines = Vec::new();
+            let status = cmd.each_line(stream, |l| lines.push(l.to_owned()));
+            (status.expect("cat runs"), lines)
+        };
+        let (status, lines) = lines_of(Cmd::new("cat").stdin("one\ntwo\n"), Stream::Stdout);
         assert!(status.success());
         assert_eq!(lines, ["one", "two"]);
-        let mut errs = Vec::new();
-        let status = Cmd::new("cat")
-            .arg("/nonexistent/fleet-each-line")
-            .each_line(Stream::Stderr, |l| errs.push(l.to_owned()))
-            .expect("cat runs");
+        let missing = "/nonexistent/fleet-each-line";
+        let (status, errs) = lines_of(Cmd::new("cat").arg(missing), Stream::Stderr);
         assert!(!status.success());
-        assert!(
-            errs.len() == 1 && errs[0].contains("/nonexistent/fleet-each-line"),
-            "{errs:?}"
-        );
+        assert!(errs.len() == 1 && errs[0].contains(missing), "{errs:?}");
     }
 
     #[test]
     fn cmd_feeds_stdin_and_shows_failing_status() {
         let big = vec![b'x'; 1 << 20];
-        let n = Cmd::new("wc")
-            .arg("-c")
-            .stdin(big)
-            .stdout()
-            .expect("wc runs");
-        assert_eq!(n.trim(), "1048576");
+        let n = Cmd::new("wc").arg("-c").stdin(big).stdout();
+        assert_eq!(n.expect("wc runs").trim(), "1048576");
         let out = Cmd::new("printenv")
             .arg("XTASK_CMD_TEST")
             .env("XTASK_CMD_TEST", "set")

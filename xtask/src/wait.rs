@@ -2,9 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-/// Checks `cond`
-/// until it holds or `timeout` passes, sleeping `first` between checks,
-/// doubling up to `max`; checks once more at the deadline.
+/// Checks `cond` until it holds or `timeout` passes, sleeping `first`
+/// between checks, doubling up to `max`; checks once more at the deadline.
 pub fn poll(
     timeout: Duration,
     first: Duration,
@@ -36,10 +35,6 @@ pub fn wait_for(timeout: Duration, cond: impl FnMut() -> bool) -> bool {
 /// [`poll`] backing off from 1 ms to 20 ms: waiting for something to
 /// happen, not timing it.
 pub fn wait_until(timeout: Duration, cond: impl FnMut() -> bool) -> bool {
-    poll(
-        timeout,
-        Duration::from_millis(1),
-        Duration::from_millis(20),
-        cond,
-    )
+    let (first, max) = (Duration::from_millis(1), Duration::from_millis(20));
+    poll(timeout, first, max, cond)
 }

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use fleet_core::fastcgi;
 
 use crate::image::CONTAINER_DOCROOT;
-use crate::kit::http::readable;
+use crate::kit::http::first_byte_since;
 
 /// One FastCGI request. `script` is relative to `/srv/www` in the container.
 #[derive(Debug, Clone)]
 pub struct FcgiRequest {
-    /// `REQUEST_METHOD` (default `GET`).
+    /// `REQUEST_METHOD` (`GET` from [`FcgiRequest::get`], `POST` from [`FcgiRequest::post`]).
     pub method: String,
     /// Script name, e.g. `hello.php`; `SCRIPT_FILENAME=/srv/www/<script>`.
     pub script: String,
@@ -27,30 +27,20 @@ pub struct FcgiRequest {
     pub body: Vec<u8>,
     /// Additional params (e.g. `HTTP_HOST`).
     pub params: Vec<(String, String)>,
-    /// Read/write timeout on the socket (default 30 s).
+    /// Read/write timeout on the socket (30 s from `get` and `post`).
     pub timeout: Duration,
-}
-
-impl Default for FcgiRequest {
-    fn default() -> Self {
-        FcgiRequest {
-            method: "GET".into(),
-            script: "hello.php".into(),
-            query: String::new(),
-            body: Vec::new(),
-            params: Vec::new(),
-            timeout: Duration::from_secs(30),
-        }
-    }
 }
 
 impl FcgiRequest {
     /// `GET /<script>?<query>`.
     pub fn get(script: &str, query: &str) -> Self {
         FcgiRequest {
+            method: "GET".into(),
             script: script.into(),
             query: query.into(),
-            ..Default::default()
+            body: Vec::new(),
+            params: Vec::new(),
+            timeout: Duration::from_secs(30),
         }
     }
 
@@ -58,9 +48,8 @@ impl FcgiRequest {
     pub fn post(script: &str, body: &[u8]) -> Self {
         FcgiRequest {
             method: "POST".into(),
-            script: script.into(),
             body: body.to_vec(),
-            ..Default::default()
+            ..Self::get(script, "")
         }
     }
 }
@@ -101,8 +90,7 @@ pub fn request(socket: &Path, req: &FcgiRequest) -> io::Result<FcgiResponse> {
     stream.set_read_timeout(Some(req.timeout))?;
     stream.set_write_timeout(Some(req.timeout))?;
     stream.write_all(&try_encode_request(req)?)?;
-    readable(&stream)?;
-    let first_byte = start.elapsed();
+    let first_byte = first_byte_since(start, &stream)?;
     let mut resp = read_response(&mut stream)?;
     resp.first_byte = first_byte;
     Ok(resp)
@@ -126,31 +114,30 @@ pub fn encode_request(req: &FcgiRequest) -> Vec<u8> {
 
 /// The whole request as bytes (BEGIN_REQUEST, PARAMS…, empty PARAMS, STDIN…, empty STDIN).
 pub fn try_encode_request(req: &FcgiRequest) -> io::Result<Vec<u8>> {
-    let uri = if req.query.is_empty() {
-        format!("/{}", req.script)
-    } else {
-        format!("/{}?{}", req.script, req.query)
+    let name = format!("/{}", req.script);
+    let uri = match req.query.as_str() {
+        "" => name.clone(),
+        query => format!("{name}?{query}"),
     };
-    let mut params: Vec<(String, String)> = vec![
-        ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
-        ("SERVER_PROTOCOL".into(), "HTTP/1.1".into()),
-        ("REQUEST_METHOD".into(), req.method.clone()),
-        (
-            "SCRIPT_FILENAME".into(),
-            format!("{CONTAINER_DOCROOT}/{}", req.script),
-        ),
-        ("SCRIPT_NAME".into(), format!("/{}", req.script)),
-        ("REQUEST_URI".into(), uri),
-        ("DOCUMENT_ROOT".into(), CONTAINER_DOCROOT.into()),
-        ("QUERY_STRING".into(), req.query.clone()),
-        ("CONTENT_LENGTH".into(), req.body.len().to_string()),
-        ("SERVER_NAME".into(), "localhost".into()),
-        ("REMOTE_ADDR".into(), "127.0.0.1".into()),
+    let filename = format!("{CONTAINER_DOCROOT}{name}");
+    let length = req.body.len().to_string();
+    let mut params: Vec<(&str, &str)> = vec![
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("REQUEST_METHOD", &req.method),
+        ("SCRIPT_FILENAME", &filename),
+        ("SCRIPT_NAME", &name),
+        ("REQUEST_URI", &uri),
+        ("DOCUMENT_ROOT", CONTAINER_DOCROOT),
+        ("QUERY_STRING", &req.query),
+        ("CONTENT_LENGTH", &length),
+        ("SERVER_NAME", "localhost"),
+        ("REMOTE_ADDR", "127.0.0.1"),
     ];
     if !req.body.is_empty() {
-        params.push(("CONTENT_TYPE".into(), "application/octet-stream".into()));
+        params.push(("CONTENT_TYPE", "application/octet-stream"));
     }
-    params.extend(req.params.iter().cloned());
+    params.extend(req.params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     fastcgi::encode_request(&params, &req.body, false)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
@@ -190,12 +177,12 @@ mod tests {
         req.params.push(("HTTP_X_LONG".into(), "v".repeat(300)));
         let recs = records(&encode_request(&req));
         assert_eq!(recs[0], (BEGIN_REQUEST, vec![0, 1, 0, 0, 0, 0, 0, 0]));
-        let params: Vec<u8> = recs
-            .iter()
-            .filter(|r| r.0 == PARAMS)
-            .flat_map(|r| r.1.clone())
-            .collect();
-        let text = String::from_utf8_lossy(&params);
+        // The contents of the records of `kind`, joined.
+        let content = |kind| -> Vec<u8> {
+            let of_kind = recs.iter().filter(|r| r.0 == kind);
+            of_kind.flat_map(|r| r.1.clone()).collect()
+        };
+        let text = String::from_utf8_lossy(&content(PARAMS)).into_owned();
         for want in [
             "SCRIPT_FILENAME/srv/www/echo.php",
             "REQUEST_METHODPOST",
@@ -204,12 +191,7 @@ mod tests {
             assert!(text.contains(want), "{want} in {text:?}");
         }
         assert!(text.contains(&format!("HTTP_X_LONG{}", "v".repeat(300))));
-        let stdin: usize = recs
-            .iter()
-            .filter(|r| r.0 == STDIN)
-            .map(|r| r.1.len())
-            .sum();
-        assert_eq!(stdin, 70_000);
+        assert_eq!(content(STDIN).len(), 70_000);
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub fn request(
 }
 
 /// [`request`] with a `Host` header of `host`. An error names the request.
-pub fn request_host(
+fn request_host(
     port: u16,
     host: &str,
     method: &str,
@@ -86,22 +86,15 @@ pub fn request_host(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> io::Result<HttpResponse> {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    if let Some(body) = body {
-        req.push_str(&format!(
-            "Content-Type: application/octet-stream\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    let mut req = req.into_bytes();
-    req.extend_from_slice(body.unwrap_or_default());
-    exchange(port, &req, timeout).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("{method} http://127.0.0.1:{port}{path} (Host: {host}): {e}"),
-        )
-    })
+    let sized = body.map_or_else(String::new, |body| {
+        let length = body.len();
+        format!("Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n")
+    });
+    let head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{sized}\r\n");
+    let req = [head.as_bytes(), body.unwrap_or_default()].concat();
+    let what = format!("{method} http://127.0.0.1:{port}{path} (Host: {host})");
+    exchange(port, &req, timeout).map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))
 }
 
 /// Send `request` to 127.0.0.1:`port`, read the response to EOF and parse
@@ -112,8 +105,7 @@ fn exchange(port: u16, request: &[u8], timeout: Duration) -> io::Result<HttpResp
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.write_all(request)?;
-    readable(&stream)?;
-    let first_byte = start.elapsed();
+    let first_byte = first_byte_since(start, &stream)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let mut resp = parse_response(&raw)?;
@@ -123,15 +115,15 @@ fn exchange(port: u16, request: &[u8], timeout: Duration) -> io::Result<HttpResp
 }
 
 /// Blocks until `socket` has a byte to read (or is closed, or its read
-/// timeout passes), leaving the byte there: the HTTP and the FastCGI client
-/// time an answer's first byte with it.
-pub(crate) fn readable(socket: &impl AsRawFd) -> io::Result<()> {
+/// timeout passes), leaving the byte there, and returns the time since
+/// `start`: how the HTTP and the FastCGI client time an answer's first byte.
+pub(crate) fn first_byte_since(start: Instant, socket: &impl AsRawFd) -> io::Result<Duration> {
     let mut byte = [0u8; 1];
     loop {
         // A signal (the demo has handlers) interrupts the wait, not the read.
         match recv(socket.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK) {
             Err(nix::errno::Errno::EINTR) => continue,
-            r => return r.map(drop).map_err(io::Error::from),
+            r => return r.map(|_| start.elapsed()).map_err(io::Error::from),
         }
     }
 }
@@ -158,30 +150,23 @@ pub fn parse_response(raw: &[u8]) -> io::Result<HttpResponse> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    let mut resp = HttpResponse {
-        status,
-        headers,
-        ..HttpResponse::default()
-    };
     let rest = &raw[end + 4..];
-    resp.body = if resp
-        .header("Transfer-Encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-    {
+    let encoding = header(&headers, "Transfer-Encoding");
+    let body = if encoding.is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         dechunk(rest)?
-    } else if let Some(len) = resp.header("Content-Length") {
+    } else if let Some(len) = header(&headers, "Content-Length") {
         let len: usize = len.parse().map_err(|_| invalid("bad Content-Length"))?;
-        if rest.len() < len {
-            return Err(invalid(format!(
-                "body truncated: {} of {len} bytes",
-                rest.len()
-            )));
-        }
-        rest[..len].to_vec()
+        let truncated = || invalid(format!("body truncated: {} of {len} bytes", rest.len()));
+        rest.get(..len).ok_or_else(truncated)?.to_vec()
     } else {
         rest.to_vec()
     };
-    Ok(resp)
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+        ..HttpResponse::default()
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> io::Result<Vec<u8>> {
@@ -213,21 +198,18 @@ mod tests {
 
     #[test]
     fn chunked_and_sized_bodies_are_decoded() {
-        let r = parse_response(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1;x=y\r\n!\r\n0\r\n\r\n",
-        )
-        .expect("chunked");
-        assert_eq!(r.status, 200);
-        assert_eq!(r.body, b"hello!");
+        // A 200 with a chunked body of `chunks`.
+        let chunked = |chunks: &[u8]| {
+            let head: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+            parse_response(&[head, chunks].concat())
+        };
+        let r = chunked(b"5\r\nhello\r\n1;x=y\r\n!\r\n0\r\n\r\n").expect("chunked");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"hello!"[..]));
         let r = parse_response(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 3\r\n\r\nabcdef")
             .expect("sized");
-        assert_eq!(r.status, 502);
-        assert_eq!(r.body, b"abc");
+        assert_eq!((r.status, r.body.as_slice()), (502, &b"abc"[..]));
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc").is_err());
-        assert!(
-            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhe")
-                .is_err()
-        );
+        assert!(chunked(b"5\r\nhe").is_err());
         assert!(parse_response(b"garbage").is_err());
     }
 

@@ -50,19 +50,15 @@ impl Snippet {
     /// (`unix:<socket>` or an upstream's name) instead: for a test that puts
     /// another socket behind the shipped location.
     pub fn passing_to(mut self, target: &str) -> Snippet {
-        self.location = self
-            .location
-            .lines()
-            .map(|l| {
-                let directive = l.trim_start();
-                if directive.starts_with("fastcgi_pass ") {
-                    let indent = &l[..l.len() - directive.len()];
-                    format!("{indent}fastcgi_pass {target};\n")
-                } else {
-                    format!("{l}\n")
-                }
-            })
-            .collect();
+        let pass = |l: &str| {
+            let directive = l.trim_start();
+            if !directive.starts_with("fastcgi_pass ") {
+                return format!("{l}\n");
+            }
+            let indent = &l[..l.len() - directive.len()];
+            format!("{indent}fastcgi_pass {target};\n")
+        };
+        self.location = self.location.lines().map(pass).collect();
         self
     }
 
@@ -77,11 +73,8 @@ impl Snippet {
     /// This snippet with `directives` (one per line) added at the end of the
     /// location block, e.g. `fastcgi_keep_conn on;` for pooled connections.
     pub fn with_location(mut self, directives: &str) -> Snippet {
-        let close = self
-            .location
-            .trim_end()
-            .rfind('}')
-            .unwrap_or(self.location.len());
+        let close = self.location.trim_end().rfind('}');
+        let close = close.unwrap_or(self.location.len());
         let added: String = directives
             .lines()
             .map(|l| format!("    {}\n", l.trim()))
@@ -145,12 +138,8 @@ pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, E
         let indent = lines[from].len() - lines[from].trim_start().len();
         let close = format!("{:indent$}}}", "");
         let to = from + lines[from..].iter().position(|l| l.trim_end() == close)?;
-        Some(
-            lines[from..=to]
-                .iter()
-                .map(|l| format!("{}\n", l.get(indent..).unwrap_or_else(|| l.trim_start())))
-                .collect(),
-        )
+        let dedent = |l: &&str| format!("{}\n", l.get(indent..).unwrap_or_else(|| l.trim_start()));
+        Some(lines[from..=to].iter().map(dedent).collect())
     };
     let location = block("location ~").ok_or_else(|| err("no `location ~ … }` block"))?;
     let http = match mode {
@@ -182,16 +171,13 @@ pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, E
 /// `include fastcgi_params;` resolves next to the conf file: copy
 /// [`FASTCGI_PARAMS`] there ([`NginxProc::start`] does).
 pub fn render_nginx_conf(dir: &Path, port: u16, user: Option<&str>, snippet: &Snippet) -> String {
-    render_servers_conf(
-        dir,
-        user,
-        &[Server {
-            port,
-            name: "localhost",
-            root: "/srv/www",
-            snippet,
-        }],
-    )
+    let server = Server {
+        port,
+        name: "localhost",
+        root: "/srv/www",
+        snippet,
+    };
+    render_servers_conf(dir, user, &[server])
 }
 
 /// [`render_nginx_conf`] with one `server {}` per [`Server`] in one nginx
@@ -245,12 +231,8 @@ pub fn render_servers_conf(dir: &Path, user: Option<&str>, servers: &[Server<'_>
 /// `include <dir>/sites-enabled/*;` (the README's files, which carry their
 /// own `listen` and `server`); otherwise as [`render_nginx_conf`].
 pub fn render_sites_conf(dir: &Path, user: Option<&str>) -> String {
-    main_conf(
-        dir,
-        user,
-        DEFAULT_WORKERS,
-        &format!("    include {}/sites-enabled/*;\n", dir.display()),
-    )
+    let include = format!("    include {}/sites-enabled/*;\n", dir.display());
+    main_conf(dir, user, DEFAULT_WORKERS, &include)
 }
 
 /// What every nginx.conf here has around its `http {}` content: the user,
@@ -259,10 +241,7 @@ pub fn render_sites_conf(dir: &Path, user: Option<&str>) -> String {
 fn main_conf(dir: &Path, user: Option<&str>, workers: (u32, u32), http: &str) -> String {
     let d = dir.display();
     let (processes, connections) = workers;
-    let mut conf = String::new();
-    if let Some(user) = user {
-        let _ = writeln!(conf, "user {user};");
-    }
+    let mut conf = user.map_or_else(String::new, |u| format!("user {u};\n"));
     if connections > DEFAULT_WORKERS.1 {
         // A proxied connection holds two descriptors (client and upstream);
         // above the usual 1024 the default limit would run out first.
@@ -292,8 +271,7 @@ http {{
 /// group the shipped socket unit gives the waker's socket) when it exists.
 pub fn nginx_user() -> Option<String> {
     let root = nix::unistd::geteuid().is_root();
-    let has = std::fs::read_to_string("/etc/passwd")
-        .is_ok_and(|p| p.lines().any(|l| l.starts_with("www-data:")));
+    let has = nix::unistd::User::from_name("www-data").is_ok_and(|u| u.is_some());
     (root && has).then(|| "www-data www-data".to_string())
 }
 
@@ -304,18 +282,14 @@ pub fn nginx_user() -> Option<String> {
 pub fn share_socket_with_nginx(socket: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::FileTypeExt as _;
     if !std::fs::symlink_metadata(socket)?.file_type().is_socket() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{} is not a socket (never followed)", socket.display()),
-        ));
+        let why = format!("{} is not a socket (never followed)", socket.display());
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
     }
-    let mode = match nix::unistd::Group::from_name("www-data").ok().flatten() {
-        Some(group) => {
-            nix::unistd::chown(socket, None, Some(group.gid)).map_err(std::io::Error::from)?;
-            0o660
-        }
-        None => 0o666,
-    };
+    let group = nix::unistd::Group::from_name("www-data").ok().flatten();
+    if let Some(group) = &group {
+        nix::unistd::chown(socket, None, Some(group.gid)).map_err(std::io::Error::from)?;
+    }
+    let mode = if group.is_some() { 0o660 } else { 0o666 };
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))
 }
 
@@ -361,7 +335,6 @@ impl NginxProc {
     /// The error carries nginx's own message (the tests' retry looks for
     /// "Address already in use" in it, tests/it/support/nginx.rs).
     pub fn start_conf(dir: &Path, text: &str, ports: &[u16]) -> Result<NginxProc, Error> {
-        let fail = |why: String| Error::failed("start nginx", why);
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, text).map_err(Error::io("write", &conf))?;
         let params = dir.join("fastcgi_params");
@@ -398,16 +371,15 @@ impl NginxProc {
             dir: dir.to_path_buf(),
             ports: ports.to_vec(),
         };
-        if let Some(status) = this.child.try_status() {
-            let said = this.child.logs() + &this.error_log();
-            return Err(fail(format!("nginx exited ({status}): {said}")));
-        }
-        if !up {
-            return Err(fail(format!(
-                "nginx did not accept on 127.0.0.1:{ports:?} within 10 s"
-            )));
-        }
-        Ok(this)
+        let why = match this.child.try_status() {
+            None if up => return Ok(this),
+            None => format!("nginx did not accept on 127.0.0.1:{ports:?} within 10 s"),
+            Some(status) => {
+                let said = this.child.logs() + &this.error_log();
+                format!("nginx exited ({status}): {said}")
+            }
+        };
+        Err(Error::failed("start nginx", why))
     }
 
     /// The (first) port.

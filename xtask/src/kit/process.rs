@@ -4,6 +4,7 @@
 //! its `READY=1`, stopped when the handle drops.
 
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
@@ -38,12 +39,12 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Where a child's output goes: stdout to `out`, stderr to `err` or (when
-/// `None`) `out` too, which held `from` bytes before.
+/// Where a child's output goes: stdout to `out`, stderr to `err` (the same
+/// file with [`Launch::log_to`]), which held `from` bytes before.
 #[derive(Debug)]
 struct Logs {
     out: PathBuf,
-    err: Option<PathBuf>,
+    err: PathBuf,
     from: u64,
 }
 
@@ -71,26 +72,21 @@ pub struct Spawned {
 
 impl Spawned {
     fn spawn(mut cmd: Command, launch: &Launch, dir: tempfile::TempDir) -> Result<Spawned, Error> {
-        let logs = match &launch.log {
-            Some(path) => Logs {
-                out: path.clone(),
-                err: None,
-                from: std::fs::metadata(path).map_or(0, |m| m.len()),
-            },
-            None => Logs {
-                out: dir.path().join("stdout"),
-                err: Some(dir.path().join("stderr")),
-                from: 0,
-            },
+        let (out, err, from) = match &launch.log {
+            Some(path) => {
+                let from = std::fs::metadata(path).map_or(0, |m| m.len());
+                (path.clone(), path.clone(), from)
+            }
+            None => (dir.path().join("stdout"), dir.path().join("stderr"), 0),
         };
+        let logs = Logs { out, err, from };
+        // One file for both streams is opened twice: appending, neither
+        // stream overwrites the other.
         let mut options = std::fs::File::options();
         options.create(true).append(true);
         let open = |path: &Path| options.open(path).map_err(Error::io("open", path));
         let out = open(&logs.out)?;
-        let err = match &logs.err {
-            Some(path) => open(path)?,
-            None => out.try_clone().map_err(Error::io("dup", &logs.out))?,
-        };
+        let err = open(&logs.err)?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         if launch.group {
             cmd.process_group(0);
@@ -123,14 +119,13 @@ impl Spawned {
     /// What the child wrote to stderr so far (with [`Launch::log_to`],
     /// its whole output since the start).
     pub fn stderr(&self) -> String {
-        self.logs
-            .read(self.logs.err.as_ref().unwrap_or(&self.logs.out))
+        self.logs.read(&self.logs.err)
     }
 
     /// stdout followed by stderr (with [`Launch::log_to`], the file's
     /// text written since the start).
     pub fn logs(&self) -> String {
-        let err = self.logs.err.as_ref().map(|e| self.logs.read(e));
+        let err = (self.logs.err != self.logs.out).then(|| self.stderr());
         self.stdout() + &err.unwrap_or_default()
     }
 
@@ -160,33 +155,6 @@ impl Spawned {
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
         wait_until(timeout, || self.logs().contains(needle))
     }
-
-    /// Waits for `READY=1` on `notify` (the child's `NOTIFY_SOCKET`) until
-    /// `timeout`, giving up early if the child exits.
-    fn wait_ready(&mut self, notify: &UnixDatagram, timeout: Duration) -> Result<(), Error> {
-        let what = format!("pid {}", self.child.id());
-        notify
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .map_err(|e| Error::failed(&what, e))?;
-        let (mut buf, mut ready) = ([0u8; 4096], false);
-        wait_until(timeout, || {
-            ready = notify.recv(&mut buf).is_ok_and(|n| {
-                String::from_utf8_lossy(&buf[..n])
-                    .lines()
-                    .any(|l| l == "READY=1")
-            });
-            ready || self.try_status().is_some()
-        });
-        let why = match self.status {
-            _ if ready => return Ok(()),
-            Some(status) => format!("exited ({status}) before READY=1"),
-            None => format!("no READY=1 within {timeout:?}"),
-        };
-        Err(Error::failed(
-            what,
-            format!("{why}: {}", self.logs().trim()),
-        ))
-    }
 }
 
 impl Drop for Spawned {
@@ -200,18 +168,12 @@ impl Drop for Spawned {
         }
         let (signal, grace, group) = (self.stop.0, self.stop.1, self.group);
         let pid = Pid::from_raw(self.child.id() as i32);
-        let send = |signal| {
-            let _ = if group {
-                killpg(pid, signal)
-            } else {
-                kill(pid, signal)
-            };
-        };
+        let send: fn(Pid, Signal) -> nix::Result<()> = if group { killpg } else { kill };
         if signal != Signal::SIGKILL {
-            send(signal);
+            let _ = send(pid, signal);
             wait_until(grace, || matches!(self.child.try_wait(), Ok(Some(_))));
         }
-        send(Signal::SIGKILL);
+        let _ = send(pid, Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
@@ -277,12 +239,10 @@ impl Launch {
     }
 
     /// Set environment variables for the child (e.g. `TestSite::layout_env()`).
-    pub fn envs<I, K, V>(self, vars: I) -> Launch
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: Into<String>,
-        V: Into<String>,
-    {
+    pub fn envs<K: Into<String>, V: Into<String>>(
+        self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Launch {
         vars.into_iter().fold(self, |l, (k, v)| l.env(k, v))
     }
 
@@ -316,37 +276,47 @@ impl Launch {
         self
     }
 
-    /// Run directly: our environment plus the extra variables. Panics with
-    /// the reason if it cannot (for tests).
+    /// [`Launch::try_spawn`], panicking with the reason (for tests).
     pub fn spawn(self) -> Spawned {
         crate::error::or_panic(self.try_spawn())
     }
 
     /// Run directly: our environment plus the extra variables; with
-    /// [`Launch::notify_ready`], wait for its `READY=1`.
+    /// [`Launch::notify_ready`], wait for its `READY=1` on a `NOTIFY_SOCKET`
+    /// of our own, giving up early if the child exits.
     pub fn try_spawn(self) -> Result<Spawned, Error> {
-        let dir = crate::kit::site::try_temp_dir_in(std::path::Path::new("/tmp"), "proc")?;
+        let dir = crate::kit::site::try_temp_dir_in(Path::new("/tmp"), "proc")?;
         let mut cmd = self.cmd.command();
-        let notify = self
-            .ready
-            .map(|_| {
-                let path = dir.path().join("notify");
-                cmd.env("NOTIFY_SOCKET", &path);
-                UnixDatagram::bind(&path).map_err(Error::io("bind", &path))
-            })
-            .transpose()?;
+        let Some(timeout) = self.ready else {
+            return Spawned::spawn(cmd, &self, dir);
+        };
+        let path = dir.path().join("notify");
+        cmd.env("NOTIFY_SOCKET", &path);
+        let notify = UnixDatagram::bind(&path).map_err(Error::io("bind", &path))?;
+        notify
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .map_err(Error::io("set a read timeout on", &path))?;
         let mut spawned = Spawned::spawn(cmd, &self, dir)?;
-        if let (Some(timeout), Some(notify)) = (self.ready, notify) {
-            spawned
-                .wait_ready(&notify, timeout)
-                .map_err(|e| Error::failed(self.cmd.line(), crate::error::chain(&e)))?;
-        }
-        Ok(spawned)
+        let (mut buf, mut ready) = ([0u8; 4096], false);
+        wait_until(timeout, || {
+            ready = notify.recv(&mut buf).is_ok_and(|n| {
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1")
+            });
+            ready || spawned.try_status().is_some()
+        });
+        let why = match spawned.status {
+            _ if ready => return Ok(spawned),
+            Some(status) => format!("exited ({status}) before READY=1"),
+            None => format!("no READY=1 within {timeout:?}"),
+        };
+        let logs = spawned.logs();
+        let what = format!("{} (pid {})", self.cmd.line(), spawned.pid());
+        Err(Error::failed(what, format!("{why}: {}", logs.trim())))
     }
 
-    /// Run under real socket activation on `socket` (see
-    /// [`Launch::try_activate`]). Panics with the reason if it cannot (for
-    /// tests).
+    /// [`Launch::try_activate`], panicking with the reason (for tests).
     pub fn activate(self, socket: &Path) -> SocketActivated {
         crate::error::or_panic(self.try_activate(socket))
     }
@@ -358,28 +328,23 @@ impl Launch {
     /// an otherwise empty environment). Returns once the socket listens,
     /// before any connection: the binary is not running yet.
     pub fn try_activate(self, socket: &Path) -> Result<SocketActivated, Error> {
-        let activate = find_in_path("systemd-socket-activate").ok_or_else(|| {
-            Error::unavailable(
-                "systemd-socket-activate",
-                "not on PATH (apt-get install systemd)",
-            )
-        })?;
-        let dir = crate::kit::site::try_temp_dir_in(std::path::Path::new("/tmp"), "proc")?;
+        let why = "not on PATH (apt-get install systemd)";
+        let activate = find_in_path("systemd-socket-activate")
+            .ok_or_else(|| Error::unavailable("systemd-socket-activate", why))?;
+        let dir = crate::kit::site::try_temp_dir_in(Path::new("/tmp"), "proc")?;
         let mut cmd = Command::new(activate);
         // Its own "Listening on" message must reach our log.
         cmd.env("SYSTEMD_LOG_TARGET", "console");
         cmd.arg(format!("--listen={}", socket.display()));
-        let (bin, args, env) = self.cmd.parts();
+        let (bin, args, env) = (&self.cmd.program, &self.cmd.args, &self.cmd.env);
         for var in PASSTHROUGH_ENV {
             if std::env::var_os(var).is_some() && !env.iter().any(|(k, _)| k == var) {
                 cmd.arg("-E").arg(var);
             }
         }
         for (k, v) in env {
-            let mut kv = k.clone();
-            kv.push("=");
-            kv.push(v);
-            cmd.arg("-E").arg(kv);
+            let kv = [k.as_bytes(), b"=", v.as_bytes()].concat();
+            cmd.arg("-E").arg(OsStr::from_bytes(&kv));
         }
         cmd.arg("--").arg(bin).args(args);
         let mut proc = Spawned::spawn(cmd, &self, dir)?;
@@ -447,10 +412,8 @@ mod tests {
             .log_to(&log)
             .try_spawn()
             .expect("echo runs");
-        assert!(
-            echo.wait_exit(Duration::from_secs(5))
-                .is_some_and(|s| s.success())
-        );
+        let exited = echo.wait_exit(Duration::from_secs(5));
+        assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
         assert_eq!(echo.logs(), "hello\n");
         let mut sleep = Launch::new("/bin/sleep")
             .arg("60")

@@ -85,10 +85,9 @@ impl Reaper {
     }
 
     /// Passes `step` apart (through [`crate::wait::poll`]), as a timer
-    /// would run them, until `done`
-    /// says so of one; returns that pass. `done` failing stops at once
-    /// with its error; `within` passing without it, an error naming the
-    /// last pass.
+    /// would run them, until `done` says so of one; returns that pass.
+    /// `done` failing stops at once with its error; `within` passing
+    /// without it, an error naming the last pass.
     pub fn passes(
         &self,
         within: Duration,
@@ -105,13 +104,11 @@ impl Reaper {
         });
         match last.transpose()? {
             Some((_, run)) if finished => Ok(run),
-            run => Err(Error::failed(
-                self.line(),
-                format!(
-                    "no pass did it within {within:?}; last: {}",
-                    run.map_or_else(|| "none".to_owned(), |(_, r)| r.to_string())
-                ),
-            )),
+            run => {
+                let last = run.map_or_else(|| "none".to_owned(), |(_, r)| r.to_string());
+                let why = format!("no pass did it within {within:?}; last: {last}");
+                Err(Error::failed(self.line(), why))
+            }
         }
     }
 
@@ -155,13 +152,9 @@ impl Run {
     /// The plan's entry of `site` (a site's name, or a conf file's for a
     /// file that names none).
     pub fn entry(&self, site: &str) -> Result<Value, Error> {
-        let plan = self.json()?;
-        plan_entry(&plan, site).cloned().ok_or_else(|| {
-            Error::failed(
-                "fleet-reaper's plan",
-                format!("no entry for {site}: {self}"),
-            )
-        })
+        let why = || format!("no entry for {site}: {self}");
+        let entry = plan_entry(&self.json()?, site).cloned();
+        entry.ok_or_else(|| Error::failed("fleet-reaper's plan", why()))
     }
 }
 

@@ -9,10 +9,10 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use fleet_core::{Layout, Site};
+use fleet_core::{Layout, Site, rundir};
 
 use crate::Error;
-use crate::error::{chain, or_panic};
+use crate::error::{Cmd, chain, or_panic, run};
 use crate::wait::wait_until;
 
 /// PHP scripts put into every test site's docroot (`/srv/www` in the container).
@@ -183,13 +183,11 @@ impl TestSite {
     pub fn try_with_options(options: SiteOptions) -> Result<TestSite, Error> {
         reap_leftovers();
         let image = crate::image::ensure_image_info()?.tag;
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id();
-        let name = options
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("t{pid}-{n}.fleet.test"));
+        let name = options.name.clone().unwrap_or_else(|| {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let n = N.fetch_add(1, Ordering::SeqCst);
+            format!("t{}-{n}.fleet.test", std::process::id())
+        });
         let site = Site::new(&name).map_err(|e| Error::failed(format!("site name {name}"), e))?;
         let kind = options.temp_kind.as_deref().unwrap_or("site");
         let tmp = try_temp_dir_in(&temp_base(), kind)?;
@@ -221,13 +219,12 @@ impl TestSite {
             let path = docroot.join(file);
             std::fs::write(&path, body).map_err(Error::io("write", path))?;
         }
-        let container = site.container();
         // Built before the tmpfs is mounted and the container made, so a
         // failure from here on is cleaned up by Drop.
         let this = TestSite {
+            container: site.container(),
             site,
             layout,
-            container,
             image,
             docroot,
             run_tmp,
@@ -238,13 +235,9 @@ impl TestSite {
         // does), mounted before the container first starts.
         if nix::unistd::geteuid().is_root() {
             let what = || format!("mount the runtime tmpfs of {}", this.site);
-            let prepared = fleet_core::rundir::prepare(
-                &this.layout,
-                &this.site,
-                fleet_core::rundir::Limits::default(),
-            )
-            .map_err(|e| Error::failed(what(), e))?;
-            if prepared != fleet_core::rundir::Prepared::Mounted {
+            let prepared = rundir::prepare(&this.layout, &this.site, rundir::Limits::default())
+                .map_err(|e| Error::failed(what(), e))?;
+            if prepared != rundir::Prepared::Mounted {
                 return Err(Error::failed(what(), format!("{prepared:?}, not mounted")));
             }
         }
@@ -254,7 +247,6 @@ impl TestSite {
 
     fn create(&self, options: &SiteOptions) -> Result<(), Error> {
         use crate::image::{ACCESS_LOG_ENV, CHILDREN_ENV, STATUS_PATH_ENV};
-        let labels = crate::image::test_labels();
         // The site's name and the `-e` settings of its php-fpm pool.
         let o = options;
         let env: Vec<String> = [
@@ -268,21 +260,18 @@ impl TestSite {
         .into_iter()
         .flatten()
         .collect();
-        let mut extra = Vec::new();
-        if options.data_dir {
-            extra.extend([
-                "-v".to_owned(),
-                format!("{}:/srv/data", self.data_dir().display()),
-            ]);
+        let mut extra = o.docker_args.clone();
+        if o.data_dir {
+            let volume = format!("{}:/srv/data", self.data_dir().display());
+            extra.splice(0..0, ["-v".to_owned(), volume]);
         }
-        extra.extend(options.docker_args.iter().cloned());
         crate::image::create_site_container(&crate::image::SiteContainer {
             name: &self.container,
             image: &self.image,
             run_dir: &self.layout.site_dir(&self.site),
             docroot: &self.docroot,
             docroot_inside: crate::image::CONTAINER_DOCROOT,
-            labels: &labels,
+            labels: &crate::image::test_labels(),
             env: &env,
             extra: &extra,
         })
@@ -399,36 +388,18 @@ impl TestSite {
     }
 
     /// `docker start` and wait (≤ 20 s) until php-fpm.sock accepts; panics
-    /// with the reason and the container's logs otherwise.
+    /// with the reason (naming the socket and the container's state) and the
+    /// container's logs, which say why php-fpm did not come up, otherwise.
     pub fn start(&self) {
-        self.or_panic_with_logs(self.try_start());
-    }
-
-    /// Like [`TestSite::start`], returning why the site did not come up.
-    pub fn try_start(&self) -> Result<(), Error> {
-        crate::error::run("docker", &["start", &self.container])?;
-        self.try_wait_ready(Duration::from_secs(20))
-    }
-
-    /// Wait until php-fpm.sock accepts a connection; panic (with the
-    /// container's logs) after `timeout`.
-    pub fn wait_ready(&self, timeout: Duration) {
-        self.or_panic_with_logs(self.try_wait_ready(timeout));
-    }
-
-    /// A test's failure to get the site up: the error (naming the
-    /// container), then its logs (which say why php-fpm did not come up).
-    #[track_caller]
-    fn or_panic_with_logs(&self, result: Result<(), Error>) {
-        if let Err(e) = result {
+        if let Err(e) = self.try_start() {
             panic!("{}; logs:\n{}", chain(&e), self.logs());
         }
     }
 
-    /// Like [`TestSite::wait_ready`], returning an error (naming the
-    /// socket and the container's state) after `timeout`.
-    pub fn try_wait_ready(&self, timeout: Duration) -> Result<(), Error> {
-        let socket = self.fpm_socket();
+    /// Like [`TestSite::start`], returning why the site did not come up.
+    fn try_start(&self) -> Result<(), Error> {
+        run("docker", &["start", &self.container])?;
+        let (socket, timeout) = (self.fpm_socket(), Duration::from_secs(20));
         if wait_until(timeout, || UnixStream::connect(&socket).is_ok()) {
             return Ok(());
         }
@@ -467,16 +438,10 @@ impl TestSite {
     /// a line saying so: the logs are mostly read to explain a failure.
     pub fn logs(&self) -> String {
         // Both streams, so the whole output, not `error::run` (stdout only).
-        match crate::error::Cmd::new("docker")
-            .args(["logs", &self.container])
-            .output()
-        {
+        // An error names the command line.
+        match Cmd::new("docker").args(["logs", &self.container]).output() {
             Ok(out) => String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned(),
-            Err(e) => format!(
-                "(cannot run docker logs {}: {})\n",
-                self.container,
-                chain(&e)
-            ),
+            Err(e) => format!("({})\n", chain(&e)),
         }
     }
 
@@ -496,28 +461,27 @@ impl TestSite {
 
     /// `docker inspect --format <format>` of the container, trimmed.
     fn inspect(&self, format: &str) -> Result<String, Error> {
-        let out = crate::error::run("docker", &["inspect", "--format", format, &self.container])?;
+        let out = run("docker", &["inspect", "--format", format, &self.container])?;
         Ok(out.trim().to_owned())
     }
 
     /// `docker <args>`'s stdout; panics with the error (test-style
     /// controls: a failed pause or stop is a failed test).
     fn docker_ok(&self, args: &[&str]) -> String {
-        or_panic(crate::error::run("docker", args))
+        or_panic(run("docker", args))
     }
 }
 
 impl Drop for TestSite {
     fn drop(&mut self) {
-        if let Err(e) = crate::error::run("docker", &["rm", "-f", "-v", &self.container]) {
-            let e = chain(&e);
-            if !e.contains("No such container") {
-                eprintln!("TestSite drop: {e}");
-            }
+        let removed = run("docker", &["rm", "-f", "-v", &self.container]);
+        if let Err(e) = removed.map_err(|e| chain(&e))
+            && !e.contains("No such container")
+        {
+            eprintln!("TestSite drop: {e}");
         }
-        umount_under(self.tmp.path());
-        if let Some(run) = &self.run_tmp {
-            umount_under(run.path());
+        for dir in std::iter::once(&self.tmp).chain(&self.run_tmp) {
+            umount_under(dir.path());
         }
         // The temp dir removes itself after this (field drop).
     }
@@ -558,10 +522,8 @@ pub fn try_temp_dir_in(base: &Path, kind: &str) -> Result<tempfile::TempDir, Err
 /// Unmounts (lazily) every mount at or below `dir`, deepest first, so the
 /// directory can be removed.
 pub fn umount_under(dir: &Path) {
-    let mut points: Vec<PathBuf> = mount_points_of(None)
-        .into_iter()
-        .filter(|p| p.starts_with(dir))
-        .collect();
+    let mut points = mount_points_of(None);
+    points.retain(|p| p.starts_with(dir));
     points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
     for p in points {
         let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
@@ -595,9 +557,8 @@ fn parse_mount_points(info: &str, source: Option<&str>) -> Vec<PathBuf> {
 /// The image tag, built once per process (panics with the reason otherwise).
 pub fn image() -> String {
     let t = std::time::Instant::now();
-    let image = or_panic(
-        crate::image::ensure_image_info().map_err(|e| Error::failed("php-fpm image", chain(&e))),
-    );
+    let image = crate::image::ensure_image_info();
+    let image = or_panic(image.map_err(|e| Error::failed("php-fpm image", chain(&e))));
     if !image.cached {
         eprintln!("built image {} in {:.1?}", image.tag, t.elapsed());
     }
@@ -644,17 +605,10 @@ fn temp_pid(name: &str) -> Option<&str> {
 /// pids and runtime tmpfs mounts below them (runs of live processes on this
 /// machine are not counted). Errors when Docker cannot list containers.
 pub fn find_leftovers() -> Result<Vec<Leftover>, Error> {
-    let listing = crate::error::run(
-        "docker",
-        &[
-            "ps",
-            "-a",
-            "--filter",
-            "label=fleet.test=1",
-            "--format",
-            "{{.Names}}\t{{.Label \"fleet.test.pid\"}}",
-        ],
-    )?;
+    let format = "{{.Names}}\t{{.Label \"fleet.test.pid\"}}";
+    let label = "label=fleet.test=1";
+    let args = ["ps", "-a", "--filter", label, "--format", format];
+    let listing = run("docker", &args)?;
     let mut left: Vec<Leftover> = listing
         .lines()
         .filter_map(|l| l.split_once('\t'))
@@ -669,10 +623,8 @@ pub fn find_leftovers() -> Result<Vec<Leftover>, Error> {
     }
     // Sites' runtime tmpfs (fleet-renew --mount-only's source name) go with
     // their runs too.
-    for point in mount_points_of(Some(fleet_core::rundir::MOUNT_SOURCE)) {
-        let pid = point
-            .components()
-            .find_map(|c| temp_pid(c.as_os_str().to_str()?));
+    for point in mount_points_of(Some(rundir::MOUNT_SOURCE)) {
+        let pid = point.iter().find_map(|c| temp_pid(c.to_str()?));
         if pid.is_some_and(|pid| !alive(pid)) {
             left.push(Leftover::Mount(point));
         }
@@ -700,14 +652,13 @@ pub fn reap_leftovers_now() -> Vec<String> {
 }
 
 /// [`reap_leftovers_now`], returning the error.
-pub fn try_reap_leftovers() -> Result<Vec<String>, Error> {
-    let left = find_leftovers()?;
+fn try_reap_leftovers() -> Result<Vec<String>, Error> {
     let mut removed = Vec::new();
-    for leftover in left {
+    for leftover in find_leftovers()? {
         match leftover {
             Leftover::Container(name) => {
                 eprintln!("removing leftover test container {name} (its process is gone)");
-                if crate::error::run("docker", &["rm", "-f", "-v", &name]).is_ok() {
+                if run("docker", &["rm", "-f", "-v", &name]).is_ok() {
                     removed.push(name);
                 }
             }
@@ -744,7 +695,7 @@ mod tests {
 37 25 0:33 / /run/user/0 rw shared:1 - tmpfs tmpfs rw
 ";
         assert_eq!(
-            parse_mount_points(info, Some(fleet_core::rundir::MOUNT_SOURCE)),
+            parse_mount_points(info, Some(rundir::MOUNT_SOURCE)),
             vec![PathBuf::from("/tmp/fleet-it-7-site-x/run/a b")]
         );
         assert_eq!(parse_mount_points(info, None).len(), 2);
