@@ -397,7 +397,7 @@ impl TestSite {
     }
 
     /// Like [`TestSite::start`], returning why the site did not come up.
-    fn try_start(&self) -> Result<(), Error> {
+    pub fn try_start(&self) -> Result<(), Error> {
         run("docker", &["start", &self.container])?;
         let (socket, timeout) = (self.fpm_socket(), Duration::from_secs(20));
         if wait_until(timeout, || UnixStream::connect(&socket).is_ok()) {
