@@ -565,7 +565,7 @@ mod tests {
                 .lines()
                 .filter(|l| !l.trim_start().starts_with('#'))
                 .collect();
-            let at = |line: fn(&&str) -> bool| code.iter().position(line);
+            let at = |pred: fn(&&str) -> bool| code.iter().position(pred);
             let enable = at(|l| l.contains("systemctl enable") || l.contains("helper enable"));
             assert!(enable.is_none(), "{s}");
             // Every call into systemd comes after the systemd-is-running check.

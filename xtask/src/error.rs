@@ -113,7 +113,7 @@ pub fn run(program: &str, args: &[&str]) -> Result<String, Error> {
 /// let id = Cmd::new("docker").args(["import", "-", tag]).stdin(tar).stdout()?;
 /// # Ok(id) }
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Cmd {
     // The launcher runs these under `systemd-socket-activate` too.
     pub(crate) program: OsString,
@@ -140,7 +140,12 @@ impl Cmd {
     pub fn new(program: impl AsRef<OsStr>) -> Cmd {
         Cmd {
             program: program.as_ref().to_os_string(),
-            ..Cmd::default()
+            args: Vec::new(),
+            env: Vec::new(),
+            env_clear: false,
+            env_remove: Vec::new(),
+            dir: None,
+            stdin: None,
         }
     }
 

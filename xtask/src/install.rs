@@ -28,9 +28,11 @@ pub struct InstallArgs {
 
 /// clap value parser: an absolute path.
 fn absolute(s: &str) -> Result<PathBuf, Error> {
-    Some(PathBuf::from(s))
-        .filter(|p| p.is_absolute())
-        .ok_or_else(|| Error::failed(s, "must be an absolute path"))
+    let p = PathBuf::from(s);
+    if !p.is_absolute() {
+        return Err(Error::failed(s, "must be an absolute path"));
+    }
+    Ok(p)
 }
 
 /// `cargo xtask install …`.

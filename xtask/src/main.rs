@@ -120,12 +120,20 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             // --help and --version are answers, not errors.
-            return ExitCode::from(if e.use_stderr() { EX_USAGE } else { 0 });
+            return if e.use_stderr() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     // The command's name, for error messages (parsed: no option comes
     // before it, and `bench` takes a second word).
-    let words = 2 + usize::from(argv.get(1).is_some_and(|w| w == "bench"));
+    let words = if argv.get(1).is_some_and(|w| w == "bench") {
+        3
+    } else {
+        2
+    };
     let name = argv.get(1..words).map(|w| w.join(" ")).unwrap_or_default();
     match run(command) {
         Ok(()) => ExitCode::SUCCESS,

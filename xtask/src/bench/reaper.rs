@@ -58,7 +58,10 @@ pub fn bench() -> Result<String> {
     remove_containers()?;
     let report = measure(&xtask::kit::release_bin("fleet-reaper"));
     let cleanup = remove_containers();
-    report.and_then(|report| cleanup.map(|()| report))
+    // A measurement's error wins over a cleanup's.
+    let report = report?;
+    cleanup?;
+    Ok(report)
 }
 
 fn measure(reaper: &Path) -> Result<String> {

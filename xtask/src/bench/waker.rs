@@ -52,9 +52,13 @@ fn first_byte_ms(socket: &Path) -> Result<f64, Error> {
 /// Waits (finely: starts are timed) until php-fpm of `container` accepts
 /// on `socket`.
 pub(crate) fn fpm_accepts(container: &str, socket: &Path, timeout: Duration) -> Result<(), Error> {
-    wait_for(timeout, || UnixStream::connect(socket).is_ok())
-        .then_some(())
-        .ok_or_else(|| Error::failed(format!("start {container}"), "php-fpm did not come up"))
+    if wait_for(timeout, || UnixStream::connect(socket).is_ok()) {
+        return Ok(());
+    }
+    Err(Error::failed(
+        format!("start {container}"),
+        "php-fpm did not come up",
+    ))
 }
 
 /// `POST /containers/<name>/start` straight on the Docker socket (what the
@@ -308,10 +312,11 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
         let answered = wait_for(Duration::from_secs(5), || {
             first_byte_ms(&proxyd_sock).is_ok()
         });
-        let why = "did not answer through its socket";
-        answered
-            .then_some(g)
-            .ok_or_else(|| Error::failed("systemd-socket-proxyd", why))
+        if !answered {
+            let why = "did not answer through its socket";
+            return Err(Error::failed("systemd-socket-proxyd", why));
+        }
+        Ok(g)
     };
     let mut proxyd = spawn_proxyd()?;
     let mut proxyd_pid = proxyd.pid();
@@ -331,20 +336,23 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     let to = |p: &Path| proxy.clone().passing_to(&format!("unix:{}", p.display()));
     let (s_direct, s_proxyd, s_base) = (to(&fpm_sock), to(&proxyd_sock), to(&base_sock));
     let s_mode = rig.snippet(Mode::Direct)?;
-    let server = |snippet| -> Result<Server<'_>, Error> {
-        let (port, name, root) = (free_port()?, "localhost", "/srv/www");
-        Ok(Server {
-            port,
-            name,
-            root,
-            snippet,
-        })
+    let (p_direct, p_waker, p_proxyd) = (free_port()?, free_port()?, free_port()?);
+    let (p_mode, p_base) = (free_port()?, free_port()?);
+    let server = |port, snippet| Server {
+        port,
+        name: "localhost",
+        root: "/srv/www",
+        snippet,
     };
-    let servers = [&s_direct, &proxy, &s_proxyd, &s_mode, &s_base].map(server);
-    let servers = servers.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let servers = [
+        server(p_direct, &s_direct),
+        server(p_waker, &proxy),
+        server(p_proxyd, &s_proxyd),
+        server(p_mode, &s_mode),
+        server(p_base, &s_base),
+    ];
     let ndir = rig.nginx_dir();
     let _nginx = NginxProc::start_servers(&ndir, NGINX_USER, &servers)?;
-    let [p_direct, p_waker, p_proxyd, p_mode, p_base] = [0, 1, 2, 3, 4].map(|i| servers[i].port);
     let mut warm = Samples::default();
     let warm_rounds = 2 * rounds.max(3);
     let mut proxyd_failures = 0;

@@ -25,7 +25,10 @@ use crate::error::Cmd;
 pub fn profile_dir() -> Result<PathBuf, Error> {
     let exe = std::env::current_exe().map_err(|e| Error::failed("path of this program", e))?;
     let deps = exe.parent().is_some_and(|d| d.ends_with("deps"));
-    let dir = exe.ancestors().nth(1 + usize::from(deps)).unwrap_or(&exe);
+    let dir = exe
+        .ancestors()
+        .nth(if deps { 2 } else { 1 })
+        .unwrap_or(&exe);
     Ok(dir.to_path_buf())
 }
 

@@ -415,6 +415,20 @@ mod tests {
         let exited = echo.wait_exit(Duration::from_secs(5));
         assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
         assert_eq!(echo.logs(), "hello\n");
+        // Both streams append to the shared file: neither overwrites the other.
+        let mut ls = Launch::new("/bin/ls")
+            .args(["/", "/nonexistent-fleet-log"])
+            .log_to(&log)
+            .try_spawn()
+            .expect("ls runs");
+        assert!(ls.wait_exit(Duration::from_secs(5)).is_some());
+        let text = std::fs::read_to_string(&log).expect("read log");
+        assert!(text.starts_with("before\nhello\n"), "{text}");
+        assert!(
+            text.contains("tmp") && text.contains("nonexistent-fleet-log"),
+            "{text}"
+        );
+        assert_eq!(ls.stderr(), ls.logs());
         let mut sleep = Launch::new("/bin/sleep")
             .arg("60")
             .stop_with(Signal::SIGTERM, Duration::from_secs(3))

@@ -260,11 +260,12 @@ impl TestSite {
         .into_iter()
         .flatten()
         .collect();
-        let mut extra = o.docker_args.clone();
+        let mut extra = Vec::new();
         if o.data_dir {
             let volume = format!("{}:/srv/data", self.data_dir().display());
-            extra.splice(0..0, ["-v".to_owned(), volume]);
+            extra.extend(["-v".to_owned(), volume]);
         }
+        extra.extend_from_slice(&o.docker_args);
         crate::image::create_site_container(&crate::image::SiteContainer {
             name: &self.container,
             image: &self.image,
