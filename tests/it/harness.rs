@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use xtask::kit::nginx::{Mode, site_snippet};
+
 use crate::support::wake::{container_pids, dead_pid};
 use crate::support::{
     self, FcgiRequest, Launch, Nginx, TestSite, fastcgi, http, require, site::SiteOptions,
@@ -177,14 +179,7 @@ fn test_site_is_removed_when_the_test_panics() {
 
 /// A dropped [`TestSite`] left neither its container nor its directory.
 fn assert_cleaned_up(name: &str, dir: &Path) {
-    let left = support::docker_ok(&[
-        "ps",
-        "-a",
-        "--filter",
-        &format!("name=^{name}$"),
-        "--format",
-        "{{.Names}}",
-    ]);
+    let left = support::containers(&format!("name=^{name}$"));
     assert_eq!(left.trim(), "", "container {name} left behind");
     assert!(!dir.exists(), "{} left behind", dir.display());
 }
@@ -301,9 +296,7 @@ fn image_tar_is_deterministic_and_complete() {
         modes.insert(path.clone(), header.mode().expect("mode"));
         paths.push(path);
     }
-    let mut sorted = paths.clone();
-    sorted.sort();
-    assert_eq!(paths, sorted, "entries are sorted");
+    assert!(paths.is_sorted(), "entries not sorted: {paths:?}");
     for needed in [
         "usr/sbin/php-fpm8.2",
         "lib64", // the loader path (a symlink on merged-/usr hosts)
@@ -362,10 +355,8 @@ fn nginx_upstream_falls_back_to_backup_server() {
     std::os::unix::fs::symlink(site.fpm_socket(), dir.join("vhost-waker.sock"))
         .expect("link the backup to php-fpm's socket");
     let dead = dir.join("php-fpm.sock");
-    let snippet =
-        xtask::kit::nginx::site_snippet(xtask::kit::nginx::Mode::Direct, site.name(), &run)
-            .expect("the shipped direct-mode snippet templates");
-    let nginx = Nginx::start(&snippet);
+    let snippet = site_snippet(Mode::Direct, site.name(), &run);
+    let nginx = Nginx::start(&snippet.expect("the shipped direct-mode snippet templates"));
     for _ in 0..3 {
         let resp = http::get(nginx.port(), "/hello.php").expect("GET via upstream");
         assert_eq!(resp.status, 200, "nginx error log:\n{}", nginx.error_log());

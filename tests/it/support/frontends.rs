@@ -8,6 +8,8 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use xtask::kit::nginx::NginxProc;
+
 use super::nginx::retry_on_taken_port;
 use super::{FcgiResponse, Launch, Spawned, fastcgi, free_port, temp_dir, wait_until};
 
@@ -97,11 +99,11 @@ impl FrontEnd for WebServer {
 
 impl FrontEnd for super::Nginx {
     fn port(&self) -> u16 {
-        super::Nginx::port(self)
+        NginxProc::port(self)
     }
 
     fn error_log(&self) -> String {
-        super::Nginx::error_log(self)
+        NginxProc::error_log(self)
     }
 }
 

@@ -39,7 +39,7 @@ pub use xtask::kit::process::{self, Launch, SocketActivated, Spawned};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use xtask::deps::{Prerequisite, need};
 
@@ -71,8 +71,6 @@ pub enum Component {
     Wrk,
 }
 
-/// Path of nginx.
-pub use xtask::kit::nginx::NGINX;
 /// Path of systemd-socket-proxyd.
 pub const SOCKET_PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";
 
@@ -241,6 +239,11 @@ pub fn run_ok(program: &str, args: &[&str]) -> String {
 /// [`run_ok`] of `docker <args>`.
 pub fn docker_ok(args: &[&str]) -> String {
     run_ok("docker", args)
+}
+
+/// The names of the containers, running or not, that docker's `filter` matches.
+pub fn containers(filter: &str) -> String {
+    docker_ok(&["ps", "-a", "--filter", filter, "--format", "{{.Names}}"])
 }
 
 fn docker_time(t: SystemTime) -> String {
