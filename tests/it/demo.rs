@@ -54,13 +54,10 @@ fn demo_once_runs_every_step_and_leaves_nothing_behind() {
     );
     let site = format!("demo-{pid}.fleet.test");
     // The kit's temp dir, named in the demo's first line.
+    let first = format!("==> fleet demo: site {site}, container {site}.fpm, everything under ");
     let dir = stdout
         .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!(
-                "==> fleet demo: site {site}, container {site}.fpm, everything under "
-            ))
-        })
+        .find_map(|l| l.strip_prefix(&first))
         .unwrap_or_else(|| panic!("no demo line naming its directory in:\n{stdout}"))
         .to_owned();
     assert!(
@@ -352,8 +349,7 @@ fn lintian_tags_are_the_readmes(deb: &Path) {
         .collect();
     found.sort();
     found.dedup();
-    let readme = xtask::readme::README;
-    let section = readme
+    let section = xtask::readme::README
         .split("### From the Debian package")
         .nth(1)
         .and_then(|s| s.split("\n### ").next())

@@ -59,11 +59,10 @@ pub struct NsSystemd {
     unshare: Child,
     /// systemd's PID as the host sees it.
     pid: i32,
-    log: PathBuf,
-    /// The log, the boot target and the upper layers of
+    /// systemd's log, the boot target and the upper layers of
     /// [`NsSystemd::boot_private`]'s overlays; removed after the namespace is
     /// gone (field order: after the Drop impl's kill).
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// Precomputed C strings for the child (no allocation after fork).
@@ -214,12 +213,7 @@ impl NsSystemd {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             panic!("systemd did not start; log:\n{log}")
         });
-        let ns = NsSystemd {
-            unshare,
-            pid,
-            log,
-            _dir: dir,
-        };
+        let ns = NsSystemd { unshare, pid, dir };
         ns.wait_running();
         // systemd is PID 1 of a PID namespace of its own, where the
         // containers' processes are invisible (SO_PEERCRED gives pid 0), so
@@ -253,7 +247,7 @@ impl NsSystemd {
 
     /// What systemd printed.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("systemd.log")).unwrap_or_default()
     }
 
     /// A command that runs `program` inside the namespaces.
