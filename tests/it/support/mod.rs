@@ -69,6 +69,8 @@ pub enum Component {
     CgiFcgi,
     /// The `wrk` HTTP load generator on `PATH` (LuaJIT scripting).
     Wrk,
+    /// `dpkg-deb`, to build and read the package.
+    DpkgDeb,
 }
 
 /// Path of systemd-socket-proxyd.
@@ -98,6 +100,7 @@ impl Component {
             Component::Lighttpd => need(&[frontends::LIGHTTPD], &[], "lighttpd"),
             Component::CgiFcgi => need(&[frontends::CGI_FCGI], &[], "libfcgi-bin"),
             Component::Wrk => need(&[], &["wrk"], "wrk"),
+            Component::DpkgDeb => need(&["/usr/bin/dpkg-deb"], &[], "dpkg"),
         }
     }
 }
