@@ -190,8 +190,8 @@ impl NsSystemd {
         .stdout(out)
         .stderr(err);
         // SAFETY: the closure runs in the forked child before exec. It only
-        // calls async-signal-safe libc functions (unshare, mount, mkdir, open,
-        // dup2, close) on C strings prepared before the fork, and allocates
+        // calls async-signal-safe libc functions (unshare, mount, mkdir, mknod,
+        // open, dup2, close) on C strings prepared before the fork, and allocates
         // nothing, so it cannot deadlock on a lock held by another thread of
         // the (multi-threaded) test process.
         unsafe {
@@ -398,13 +398,7 @@ fn child_setup(plan: &ChildPlan) -> std::io::Result<()> {
             if b.is_dir {
                 mkdir(&b.target)?;
             } else {
-                let fd = libc::open(
-                    b.target.as_ptr(),
-                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                    0o644,
-                );
-                check(fd)?;
-                libc::close(fd);
+                check(libc::mknod(b.target.as_ptr(), libc::S_IFREG | 0o644, 0))?;
             }
             // Recursive: a site's runtime directory is a tmpfs of its own
             // below the bound run directory.
