@@ -91,14 +91,9 @@ fn cstr(p: &Path) -> CString {
 
 /// Every ancestor of `p` below one of the tmpfs roots, shallowest first.
 fn ancestors_to_make(p: &Path, out: &mut Vec<CString>) {
-    let chain: Vec<&Path> = p.ancestors().skip(1).collect();
-    out.extend(
-        chain
-            .iter()
-            .rev()
-            .filter(|a| a.as_os_str().len() > 1)
-            .map(|a| cstr(a)),
-    );
+    let below_root = p.ancestors().skip(1).filter(|a| a.as_os_str().len() > 1);
+    let chain: Vec<&Path> = below_root.collect();
+    out.extend(chain.into_iter().rev().map(cstr));
 }
 
 /// overlayfs's mount options for a copy-on-write `dir` whose upper and work
@@ -163,11 +158,10 @@ impl NsSystemd {
                 is_dir: b.host.is_dir(),
             }
         });
-        let binds = binds.collect();
         let plan = ChildPlan {
+            binds: binds.collect(),
             overlays: overlays.collect(),
             dirs,
-            binds,
         };
 
         let out = File::create(&log).expect("log file");
