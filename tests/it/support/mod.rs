@@ -41,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use fleet_core::fpm_status::{self, FpmStatus, StatusError};
 use xtask::deps::{Prerequisite, need};
 
 /// A real component a test needs.
@@ -289,24 +290,17 @@ pub fn count_docker_events(
 }
 
 /// php-fpm's status page (`/status`) at `socket` within `timeout`.
-pub fn query_within(
-    socket: &Path,
-    timeout: Duration,
-) -> Result<fleet_core::fpm_status::FpmStatus, fleet_core::fpm_status::StatusError> {
-    query_at(socket, fleet_core::fpm_status::DEFAULT_STATUS_PATH, timeout)
+pub fn query_within(socket: &Path, timeout: Duration) -> Result<FpmStatus, StatusError> {
+    query_at(socket, fpm_status::DEFAULT_STATUS_PATH, timeout)
 }
 
 /// `fpm_status::query` of `path` at `socket` within `timeout`.
-pub fn query_at(
-    socket: &Path,
-    path: &str,
-    timeout: Duration,
-) -> Result<fleet_core::fpm_status::FpmStatus, fleet_core::fpm_status::StatusError> {
+pub fn query_at(socket: &Path, path: &str, timeout: Duration) -> Result<FpmStatus, StatusError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime")
-        .block_on(fleet_core::fpm_status::query(socket, path, timeout))
+        .block_on(fpm_status::query(socket, path, timeout))
 }
 
 /// A failure message made only when it is shown (`{}`), e.g. one that
