@@ -5,11 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use xtask::kit::nginx::{Mode, site_snippet};
 
+use crate::support::site::{SiteOptions, big_body, hello_line};
 use crate::support::wake::{container_pids, dead_pid};
-use crate::support::{
-    self, FcgiRequest, Launch, Nginx, TestSite, fastcgi, http, require, site::SiteOptions,
-    site::hello_line,
-};
+use crate::support::{self, FcgiRequest, Launch, Nginx, TestSite, fastcgi, http, require};
 
 #[test]
 fn test_site_container_answers_fastcgi_and_cleans_up() {
@@ -54,10 +52,7 @@ fn test_site_container_answers_fastcgi_and_cleans_up() {
     // Large responses, bodies, stderr logging.
     let big = fpm(FcgiRequest::get("big.php", "mb=3")).expect("big.php");
     assert_eq!(big.body.len(), 3 << 20);
-    assert!(
-        big.body == support::site::big_body(3),
-        "big.php body differs"
-    );
+    assert!(big.body == big_body(3), "big.php body differs");
     let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let echo = fpm(FcgiRequest::post("echo.php", &body)).expect("echo.php");
     assert_eq!(echo.header("X-Method"), Some("POST"));
@@ -212,7 +207,7 @@ fn nginx_serves_php_through_fpm_socket() {
 
     let big = http::get(nginx.port(), "/big.php?mb=2").expect("GET /big.php via nginx");
     assert!(
-        big.body == support::site::big_body(2),
+        big.body == big_body(2),
         "big body differs ({} bytes)",
         big.body.len()
     );
