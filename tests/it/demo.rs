@@ -3,20 +3,19 @@
 //! commands `cargo xtask dist` / `cargo xtask install` into temp dirs.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
+use xtask::error::{Cmd, or_panic};
+
 use crate::support::{
-    Launch, bin, docker_ok, free_port, note, require, run_ok, temp_dir, wait_until,
+    Launch, bin, containers, free_port, note, require, run_ok, temp_dir, wait_until,
 };
 
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
+    let entries = std::fs::read_dir("/proc").into_iter().flatten().flatten();
     entries
-        .flatten()
         .filter_map(|entry| {
             let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
@@ -30,11 +29,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 /// `xtask <args>`, run to its end with stdin closed.
 fn xtask(args: &[&str]) -> Output {
-    Command::new(bin("xtask"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run xtask")
+    or_panic(Cmd::new(bin("xtask")).args(args).output())
 }
 
 #[test]
@@ -59,13 +54,10 @@ fn demo_once_runs_every_step_and_leaves_nothing_behind() {
     );
     let site = format!("demo-{pid}.fleet.test");
     // The kit's temp dir, named in the demo's first line.
+    let first = format!("==> fleet demo: site {site}, container {site}.fpm, everything under ");
     let dir = stdout
         .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!(
-                "==> fleet demo: site {site}, container {site}.fpm, everything under "
-            ))
-        })
+        .find_map(|l| l.strip_prefix(&first))
         .unwrap_or_else(|| panic!("no demo line naming its directory in:\n{stdout}"))
         .to_owned();
     assert!(
@@ -121,14 +113,7 @@ fn demo_once_runs_every_step_and_leaves_nothing_behind() {
 /// Nothing of demo `pid` is left: its container, processes (nginx,
 /// waker), its directory with the sockets, the port.
 fn assert_nothing_left(pid: u32, port: u16, dir: &str) {
-    let containers = docker_ok(&[
-        "ps",
-        "-a",
-        "--filter",
-        &format!("label=fleet.test.pid={pid}"),
-        "--format",
-        "{{.Names}}",
-    ]);
+    let containers = containers(&format!("label=fleet.test.pid={pid}"));
     assert_eq!(containers.trim(), "", "containers left behind");
     assert!(!Path::new(dir).exists(), "{dir} left behind");
     let procs = processes_mentioning(dir);
@@ -211,11 +196,7 @@ fn demo_without_root_or_with_a_busy_port_says_what_is_missing() {
 #[test]
 fn dist_builds_a_deb_with_binaries_units_man_pages_and_completions() {
     // Needs the debug binaries (`cargo build --workspace`) and dpkg-deb.
-    if !Path::new("/usr/bin/dpkg-deb").exists() {
-        assert!(!crate::support::in_ci(), "dpkg-deb missing under CI");
-        eprintln!("SKIP dist test: dpkg-deb missing");
-        return;
-    }
+    require!(DpkgDeb);
     for b in ["fleet-waker", "fleet-reaper", "fleet-renew"] {
         bin(b);
     }
@@ -330,14 +311,12 @@ fn dist_builds_a_deb_with_binaries_units_man_pages_and_completions() {
     lintian_tags_are_the_readmes(&deb);
     // The man page renders (man -l reads the file itself).
     if Path::new("/usr/bin/man").exists() {
-        let man = Command::new("man")
+        let man = Cmd::new("man")
             .arg("-l")
             .arg(out_dir.path().join("man/fleet-reaper.1"))
             .env("MANPAGER", "cat")
-            .env("MANWIDTH", "80")
-            .output()
-            .expect("man -l");
-        let page = String::from_utf8_lossy(&man.stdout);
+            .env("MANWIDTH", "80");
+        let page = or_panic(man.stdout());
         assert!(page.contains("--action"), "{page}");
     }
 }
@@ -352,12 +331,8 @@ fn lintian_tags_are_the_readmes(deb: &Path) {
         eprintln!("SKIP lintian check: lintian missing (apt-get install lintian)");
         return;
     }
-    let out = Command::new("lintian")
-        .args(["--display-info", "--pedantic", "--no-cfg"])
-        .arg(deb)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run lintian");
+    let lintian = Cmd::new("lintian").args(["--display-info", "--pedantic", "--no-cfg"]);
+    let out = or_panic(lintian.arg(deb).output());
     let report = String::from_utf8_lossy(&out.stdout);
     let mut found: Vec<String> = report
         .lines()
@@ -370,8 +345,7 @@ fn lintian_tags_are_the_readmes(deb: &Path) {
         .collect();
     found.sort();
     found.dedup();
-    let readme = xtask::readme::README;
-    let section = readme
+    let section = xtask::readme::README
         .split("### From the Debian package")
         .nth(1)
         .and_then(|s| s.split("\n### ").next())
@@ -401,21 +375,11 @@ fn install_into_a_destdir_rewrites_unit_paths_to_the_prefix() {
         bin(b);
     }
     let dest = temp_dir("install");
-    let destdir = dest.path().display().to_string();
-    let out = xtask(&[
-        "install",
-        "--prefix",
-        "/opt/fleet",
-        "--debug",
-        "--no-build",
-        "--destdir",
-        &destdir,
-    ]);
-    assert!(
-        out.status.success(),
-        "xtask install failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let install = Cmd::new(bin("xtask"))
+        .args(["install", "--prefix", "/opt/fleet", "--debug", "--no-build"])
+        .arg("--destdir")
+        .arg(dest.path());
+    or_panic(install.stdout());
     let root = dest.path().join("opt/fleet");
     for f in [
         "bin/fleet-waker",

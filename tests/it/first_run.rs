@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use xtask::error::Cmd;
+use xtask::error::{Cmd, or_panic};
 
 use crate::support::nsystemd::overlay_options;
 use crate::support::{
@@ -58,17 +58,17 @@ impl Sandbox {
         PathBuf::from(format!("/proc/{}/root{path}", self.pid()))
     }
 
-    /// `argv` run inside the namespace (nsenter enters its mounts only),
-    /// killed after `limit` (a stalled mirror must not hang the suite).
-    fn cmd(&self, limit: Duration, argv: &[&str]) -> Cmd {
+    /// A command (its argv to be added) run inside the namespace (nsenter
+    /// enters its mounts only), killed after `limit` (a stalled mirror must
+    /// not hang the suite).
+    fn cmd(&self, limit: Duration) -> Cmd {
         Cmd::new("nsenter")
             .args(["--target", &self.pid(), "--mount", "--"])
             .args(["timeout", "--kill-after=10", &limit.as_secs().to_string()])
-            .args(argv)
     }
 
     fn run(&self, argv: &[&str]) -> String {
-        xtask::error::or_panic(self.cmd(Duration::from_secs(60), argv).stdout())
+        or_panic(self.cmd(Duration::from_secs(60)).args(argv).stdout())
     }
 
     /// Whether the [`REMOVED`] packages and their [`BINARIES`] are in the
@@ -125,24 +125,18 @@ fn demo_on_a_machine_without_nginx_and_php_fpm_installs_them_and_completes() {
     std::fs::write(&policy, "#!/bin/sh\nexit 101\n").expect("write policy-rc.d");
     sandbox.run(&["chmod", "0755", "/usr/sbin/policy-rc.d"]);
 
-    let remove = sandbox.cmd(
-        Duration::from_secs(300),
-        &["apt-get", "remove", "-y", "nginx"],
-    );
-    remove
-        .args(REMOVED)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout()
-        .unwrap_or_else(|e| panic!("apt-get remove in the sandbox: {}", xtask::error::chain(&e)));
+    let remove = sandbox.cmd(Duration::from_secs(300));
+    let remove = remove
+        .args(["apt-get", "remove", "-y", "nginx"])
+        .args(REMOVED);
+    or_panic(remove.env("DEBIAN_FRONTEND", "noninteractive").stdout());
     sandbox.assert_packages(false, "after the removal");
 
     let port = free_port();
     let started = Instant::now();
     let out = sandbox
-        .cmd(
-            Duration::from_secs(900),
-            &[bin("xtask").to_str().expect("utf-8 path")],
-        )
+        .cmd(Duration::from_secs(900))
+        .arg(bin("xtask"))
         .args(["demo", "--once", "--no-build", "--port", &port.to_string()])
         .env("FLEET_KIT_TMPDIR", shared_path)
         .env("DEBIAN_FRONTEND", "noninteractive")

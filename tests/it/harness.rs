@@ -3,11 +3,11 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use xtask::kit::nginx::{Mode, site_snippet};
+
+use crate::support::site::{SiteOptions, big_body, hello_line};
 use crate::support::wake::{container_pids, dead_pid};
-use crate::support::{
-    self, FcgiRequest, Launch, Nginx, TestSite, fastcgi, http, require, site::SiteOptions,
-    site::hello_line,
-};
+use crate::support::{self, FcgiRequest, Launch, Nginx, TestSite, fastcgi, http, require};
 
 #[test]
 fn test_site_container_answers_fastcgi_and_cleans_up() {
@@ -52,10 +52,7 @@ fn test_site_container_answers_fastcgi_and_cleans_up() {
     // Large responses, bodies, stderr logging.
     let big = fpm(FcgiRequest::get("big.php", "mb=3")).expect("big.php");
     assert_eq!(big.body.len(), 3 << 20);
-    assert!(
-        big.body == support::site::big_body(3),
-        "big.php body differs"
-    );
+    assert!(big.body == big_body(3), "big.php body differs");
     let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let echo = fpm(FcgiRequest::post("echo.php", &body)).expect("echo.php");
     assert_eq!(echo.header("X-Method"), Some("POST"));
@@ -177,14 +174,7 @@ fn test_site_is_removed_when_the_test_panics() {
 
 /// A dropped [`TestSite`] left neither its container nor its directory.
 fn assert_cleaned_up(name: &str, dir: &Path) {
-    let left = support::docker_ok(&[
-        "ps",
-        "-a",
-        "--filter",
-        &format!("name=^{name}$"),
-        "--format",
-        "{{.Names}}",
-    ]);
+    let left = support::containers(&format!("name=^{name}$"));
     assert_eq!(left.trim(), "", "container {name} left behind");
     assert!(!dir.exists(), "{} left behind", dir.display());
 }
@@ -217,7 +207,7 @@ fn nginx_serves_php_through_fpm_socket() {
 
     let big = http::get(nginx.port(), "/big.php?mb=2").expect("GET /big.php via nginx");
     assert!(
-        big.body == support::site::big_body(2),
+        big.body == big_body(2),
         "big body differs ({} bytes)",
         big.body.len()
     );
@@ -301,9 +291,7 @@ fn image_tar_is_deterministic_and_complete() {
         modes.insert(path.clone(), header.mode().expect("mode"));
         paths.push(path);
     }
-    let mut sorted = paths.clone();
-    sorted.sort();
-    assert_eq!(paths, sorted, "entries are sorted");
+    assert!(paths.is_sorted(), "entries not sorted: {paths:?}");
     for needed in [
         "usr/sbin/php-fpm8.2",
         "lib64", // the loader path (a symlink on merged-/usr hosts)
@@ -362,10 +350,8 @@ fn nginx_upstream_falls_back_to_backup_server() {
     std::os::unix::fs::symlink(site.fpm_socket(), dir.join("vhost-waker.sock"))
         .expect("link the backup to php-fpm's socket");
     let dead = dir.join("php-fpm.sock");
-    let snippet =
-        xtask::kit::nginx::site_snippet(xtask::kit::nginx::Mode::Direct, site.name(), &run)
-            .expect("the shipped direct-mode snippet templates");
-    let nginx = Nginx::start(&snippet);
+    let snippet = site_snippet(Mode::Direct, site.name(), &run);
+    let nginx = Nginx::start(&snippet.expect("the shipped direct-mode snippet templates"));
     for _ in 0..3 {
         let resp = http::get(nginx.port(), "/hello.php").expect("GET via upstream");
         assert_eq!(resp.status, 200, "nginx error log:\n{}", nginx.error_log());

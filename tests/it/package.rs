@@ -26,7 +26,7 @@ use std::time::Duration;
 use xtask::dist::{self, DistArgs};
 use xtask::readme::{README, REAPER_TIMER, SITE_SETUP, block, file};
 
-use crate::readme::render;
+use crate::readme::{WHERE_PHP, render};
 use crate::support::assert::output_text;
 use crate::support::nsystemd::{Bind, NsSystemd};
 use crate::support::wake::open_at;
@@ -146,11 +146,7 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
     let name = site.name().to_owned();
     // The README's `docker create` makes the container: the harness's one goes.
     docker_ok(&["rm", "-f", site.container()]);
-    std::fs::write(
-        site.docroot().join("where.php"),
-        "<?php\necho __FILE__, \"\\n\";\n",
-    )
-    .expect("write where.php");
+    std::fs::write(site.docroot().join("where.php"), WHERE_PHP).expect("write where.php");
 
     let shim = temp_dir("shim");
     let old_deb = build_deb(&shim.path().join("old"), None);

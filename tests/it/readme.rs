@@ -33,14 +33,13 @@ fn site() -> Site {
     // subdirectory is /srv/www/<site>, the README's docroot.
     let docroot = site.docroot().join(site.name());
     std::fs::create_dir(&docroot).expect("docroot/<site>");
-    std::fs::write(
-        docroot.join("where.php"),
-        "<?php\necho __FILE__, \"\\n\";\n",
-    )
-    .expect("write where.php");
+    std::fs::write(docroot.join("where.php"), WHERE_PHP).expect("write where.php");
     let waker = waker_for_nginx(&site);
     Site { waker, site }
 }
+
+/// `where.php`: prints its own path in the container.
+pub(crate) const WHERE_PHP: &str = "<?php\necho __FILE__, \"\\n\";\n";
 
 /// `text` (a README nginx file for `example`, e.g. `example.com`) made
 /// concrete for `site` listening on `port`.

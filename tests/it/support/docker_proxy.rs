@@ -117,13 +117,8 @@ impl DockerProxy {
                 let _ = s.set_nonblocking(true);
                 let mut b = [0u8; 4096];
                 let mut s: &UnixStream = s;
-                loop {
-                    match s.read(&mut b) {
-                        Ok(0) => return true,
-                        Ok(_) => continue, // the request the waker sent
-                        Err(_) => return false,
-                    }
-                }
+                // Past the request the waker sent, to its close (0) if any.
+                std::iter::from_fn(|| s.read(&mut b).ok()).any(|n| n == 0)
             })
             .count()
     }
@@ -175,11 +170,10 @@ fn forward(client: UnixStream, delay: Duration, shared: &Arc<Shared>) {
             let post = |what: &str| {
                 line.starts_with("POST ") && line.contains("/containers/") && line.contains(what)
             };
-            if post("/start") {
-                shared.starts.fetch_add(1, Ordering::SeqCst);
-            }
-            if post("/unpause") {
-                shared.unpauses.fetch_add(1, Ordering::SeqCst);
+            for (what, count) in [("/start", &shared.starts), ("/unpause", &shared.unpauses)] {
+                if post(what) {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
             }
             if !delay.is_zero() {
                 std::thread::sleep(delay);

@@ -5,8 +5,10 @@
 //! and are killed (process group) on drop, like [`super::Nginx`].
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
+
+use xtask::kit::nginx::NginxProc;
 
 use super::nginx::retry_on_taken_port;
 use super::{FcgiResponse, Launch, Spawned, fastcgi, free_port, temp_dir, wait_until};
@@ -30,8 +32,7 @@ pub struct WebServer {
     proc: Spawned,
     port: u16,
     /// Its config and logs, removed on drop.
-    _dir: tempfile::TempDir,
-    error_log: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl WebServer {
@@ -57,17 +58,11 @@ impl WebServer {
             let up = wait_until(Duration::from_secs(10), || {
                 proc.try_status().is_some() || TcpStream::connect(("127.0.0.1", port)).is_ok()
             });
-            let error_log = dir.path().join("error.log");
-            if up && proc.try_status().is_none() {
-                return Ok(WebServer {
-                    proc,
-                    port,
-                    _dir: dir,
-                    error_log,
-                });
+            let mut server = WebServer { proc, port, dir };
+            if up && server.proc.try_status().is_none() {
+                return Ok(server);
             }
-            let logged = std::fs::read_to_string(&error_log).unwrap_or_default();
-            Err(format!("{}\n{logged}", proc.logs()))
+            Err(server.error_log())
         })
     }
 }
@@ -87,21 +82,18 @@ impl FrontEnd for WebServer {
     }
 
     fn error_log(&self) -> String {
-        format!(
-            "{}{}",
-            std::fs::read_to_string(&self.error_log).unwrap_or_default(),
-            self.proc.logs()
-        )
+        let logged = std::fs::read_to_string(self.dir.path().join("error.log"));
+        format!("{}{}", logged.unwrap_or_default(), self.proc.logs())
     }
 }
 
 impl FrontEnd for super::Nginx {
     fn port(&self) -> u16 {
-        super::Nginx::port(self)
+        NginxProc::port(self)
     }
 
     fn error_log(&self) -> String {
-        super::Nginx::error_log(self)
+        NginxProc::error_log(self)
     }
 }
 

@@ -39,8 +39,9 @@ pub use xtask::kit::process::{self, Launch, SocketActivated, Spawned};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use fleet_core::fpm_status::{self, FpmStatus, StatusError};
 use xtask::deps::{Prerequisite, need};
 
 /// A real component a test needs.
@@ -69,10 +70,10 @@ pub enum Component {
     CgiFcgi,
     /// The `wrk` HTTP load generator on `PATH` (LuaJIT scripting).
     Wrk,
+    /// `dpkg-deb`, to build and read the package.
+    DpkgDeb,
 }
 
-/// Path of nginx.
-pub use xtask::kit::nginx::NGINX;
 /// Path of systemd-socket-proxyd.
 pub const SOCKET_PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";
 
@@ -100,6 +101,7 @@ impl Component {
             Component::Lighttpd => need(&[frontends::LIGHTTPD], &[], "lighttpd"),
             Component::CgiFcgi => need(&[frontends::CGI_FCGI], &[], "libfcgi-bin"),
             Component::Wrk => need(&[], &["wrk"], "wrk"),
+            Component::DpkgDeb => need(&["/usr/bin/dpkg-deb"], &[], "dpkg"),
         }
     }
 }
@@ -243,6 +245,11 @@ pub fn docker_ok(args: &[&str]) -> String {
     run_ok("docker", args)
 }
 
+/// The names of the containers, running or not, that docker's `filter` matches.
+pub fn containers(filter: &str) -> String {
+    docker_ok(&["ps", "-a", "--filter", filter, "--format", "{{.Names}}"])
+}
+
 fn docker_time(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).expect("time after 1970");
     format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
@@ -283,24 +290,17 @@ pub fn count_docker_events(
 }
 
 /// php-fpm's status page (`/status`) at `socket` within `timeout`.
-pub fn query_within(
-    socket: &Path,
-    timeout: Duration,
-) -> Result<fleet_core::fpm_status::FpmStatus, fleet_core::fpm_status::StatusError> {
-    query_at(socket, fleet_core::fpm_status::DEFAULT_STATUS_PATH, timeout)
+pub fn query_within(socket: &Path, timeout: Duration) -> Result<FpmStatus, StatusError> {
+    query_at(socket, fpm_status::DEFAULT_STATUS_PATH, timeout)
 }
 
 /// `fpm_status::query` of `path` at `socket` within `timeout`.
-pub fn query_at(
-    socket: &Path,
-    path: &str,
-    timeout: Duration,
-) -> Result<fleet_core::fpm_status::FpmStatus, fleet_core::fpm_status::StatusError> {
+pub fn query_at(socket: &Path, path: &str, timeout: Duration) -> Result<FpmStatus, StatusError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime")
-        .block_on(fleet_core::fpm_status::query(socket, path, timeout))
+        .block_on(fpm_status::query(socket, path, timeout))
 }
 
 /// A failure message made only when it is shown (`{}`), e.g. one that

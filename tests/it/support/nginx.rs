@@ -55,13 +55,9 @@ impl Nginx {
     /// nginx running `snippet` in a `server` on a free port, its workers as
     /// [`nginx_user`] (www-data when root, like Debian's).
     pub fn start(snippet: &Snippet) -> Nginx {
-        let user = nginx_user();
-        Self::start_retrying("nginx with the shipped snippet", |dir| {
+        Self::start_retrying("nginx with the shipped snippet", |dir, user| {
             let port = free_port();
-            (
-                render_nginx_conf(dir, port, user.as_deref(), snippet),
-                vec![port],
-            )
+            (render_nginx_conf(dir, port, user, snippet), vec![port])
         })
     }
 
@@ -69,47 +65,39 @@ impl Nginx {
     /// be: `render(ports)` gets `count` free loopback ports and returns the
     /// files' text (one `listen` port each, typically).
     pub fn start_site_files(count: usize, render: impl Fn(&[u16]) -> Vec<String>) -> Nginx {
-        let user = nginx_user();
-        Self::start_retrying("nginx with the site files", |dir| {
+        Self::start_retrying("nginx with the site files", |dir, user| {
             let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
             let sites = dir.join("sites-enabled");
             std::fs::create_dir(&sites).expect("sites-enabled dir");
             for (i, text) in render(&ports).iter().enumerate() {
                 std::fs::write(sites.join(format!("site{i}")), text).expect("write site file");
             }
-            (render_sites_conf(dir, user.as_deref()), ports)
+            (render_sites_conf(dir, user), ports)
         })
     }
 
     /// Starts nginx on the config `prepare` renders for a fresh temp dir
-    /// (with the ports it listens on); a port taken meanwhile by someone
-    /// else is retried with new ones, up to 5 times.
-    fn start_retrying(what: &str, prepare: impl Fn(&Path) -> (String, Vec<u16>)) -> Nginx {
+    /// and the workers' user (with the ports it listens on); a port taken
+    /// meanwhile by someone else is retried with new ones, up to 5 times.
+    fn start_retrying(
+        what: &str,
+        prepare: impl Fn(&Path, Option<&str>) -> (String, Vec<u16>),
+    ) -> Nginx {
+        let user = nginx_user();
         retry_on_taken_port(what, || {
             let dir = super::temp_dir("nginx");
-            let (conf, ports) = prepare(dir.path());
+            let (conf, ports) = prepare(dir.path(), user.as_deref());
             let proc = NginxProc::start_conf(dir.path(), &conf, &ports).map_err(|e| chain(&e))?;
             Ok(Nginx { proc, _dir: dir })
         })
     }
+}
 
-    /// The (first) loopback port it listens on.
-    pub fn port(&self) -> u16 {
-        self.proc.port()
-    }
+/// Its ports and logs are the [`NginxProc`]'s.
+impl std::ops::Deref for Nginx {
+    type Target = NginxProc;
 
-    /// Every port it listens on.
-    pub fn ports(&self) -> &[u16] {
-        self.proc.ports()
-    }
-
-    /// Contents of its error log.
-    pub fn error_log(&self) -> String {
-        self.proc.error_log()
-    }
-
-    /// Contents of its access log.
-    pub fn access_log(&self) -> String {
-        self.proc.access_log()
+    fn deref(&self) -> &NginxProc {
+        &self.proc
     }
 }

@@ -13,7 +13,7 @@
 //! drop) kills every process in it, and the mounts vanish with the mount
 //! namespace, so nothing is left behind on the host.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
@@ -21,11 +21,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 use super::{TestSite, bin};
 
 /// The boot target: pulls in nothing.
 const TARGET: &str = "fleet-test.target";
-const TARGET_UNIT: &[u8] = b"[Unit]\nDescription=fleet test target\n";
+
+/// The private tmpfs mounts: (target, options).
+const TMPFS: [(&CStr, &CStr); 3] = [
+    (c"/run", c"mode=0755"),
+    (c"/tmp", c"mode=1777"),
+    (c"/var/tmp", c"mode=1777"),
+];
 
 /// What to bind into the namespace: `host` (a file or directory outside the
 /// private tmpfs mounts) appears at `inside`.
@@ -50,21 +59,18 @@ pub struct NsSystemd {
     unshare: Child,
     /// systemd's PID as the host sees it.
     pid: i32,
-    log: PathBuf,
-    _log_dir: tempfile::TempDir,
-    /// Upper layers of [`NsSystemd::boot_private`]'s overlays; removed after
-    /// the namespace is gone (field order: after the Drop impl's kill).
-    _scratch: Option<tempfile::TempDir>,
+    /// systemd's log, the boot target and the upper layers of
+    /// [`NsSystemd::boot_private`]'s overlays; removed after the namespace is
+    /// gone (field order: after the Drop impl's kill).
+    dir: tempfile::TempDir,
 }
 
 /// Precomputed C strings for the child (no allocation after fork).
 struct ChildPlan {
     /// (target, options) of each overlayfs mount.
     overlays: Vec<(CString, CString)>,
-    tmpfs: Vec<(CString, CString)>,
     dirs: Vec<CString>,
     binds: Vec<BindPlan>,
-    unit_path: CString,
 }
 
 struct BindPlan {
@@ -85,13 +91,9 @@ fn cstr(p: &Path) -> CString {
 
 /// Every ancestor of `p` below one of the tmpfs roots, shallowest first.
 fn ancestors_to_make(p: &Path, out: &mut Vec<CString>) {
-    let mut chain: Vec<&Path> = p.ancestors().skip(1).collect();
-    chain.reverse();
-    for a in chain {
-        if a.as_os_str().len() > 1 {
-            out.push(cstr(a));
-        }
-    }
+    let below_root = p.ancestors().skip(1).filter(|a| a.as_os_str().len() > 1);
+    let chain: Vec<&Path> = below_root.collect();
+    out.extend(chain.into_iter().rev().map(cstr));
 }
 
 /// overlayfs's mount options for a copy-on-write `dir` whose upper and work
@@ -124,32 +126,18 @@ impl NsSystemd {
     /// Panics (with systemd's log) if it does not reach a running state
     /// within 30 s.
     pub fn boot_private(binds: &[Bind], private: &[&Path]) -> NsSystemd {
-        let log_dir = tempfile::Builder::new()
-            .prefix("fleet-nsd-")
-            .tempdir()
-            .expect("log dir");
-        let log = log_dir.path().join("systemd.log");
-        let scratch = (!private.is_empty()).then(|| super::temp_dir("nsd-overlay"));
-        let mut overlays = Vec::new();
-        for (i, dir) in private.iter().enumerate() {
-            let scratch = scratch.as_ref().expect("scratch dir").path();
-            let options = overlay_options(dir, &scratch.join(i.to_string()));
-            overlays.push((cstr(dir), CString::new(options).expect("no NUL")));
-        }
-        let unit_path = Path::new("/run/systemd/system").join(TARGET);
-        let mut plan = ChildPlan {
-            overlays,
-            tmpfs: vec![
-                (cstr(Path::new("/run")), CString::from(c"mode=0755")),
-                (cstr(Path::new("/tmp")), CString::from(c"mode=1777")),
-                (cstr(Path::new("/var/tmp")), CString::from(c"mode=1777")),
-            ],
-            dirs: Vec::new(),
-            binds: Vec::new(),
-            unit_path: cstr(&unit_path),
-        };
-        ancestors_to_make(&unit_path, &mut plan.dirs);
-        for (i, b) in binds.iter().enumerate() {
+        let dir = super::temp_dir("nsd");
+        let log = dir.path().join("systemd.log");
+        // The boot target is bound in like any file.
+        let target = dir.path().join(TARGET);
+        std::fs::write(&target, "[Unit]\nDescription=fleet test target\n").expect("write target");
+        let target = Bind::new(target, Path::new("/run/systemd/system").join(TARGET));
+        let overlays = private.iter().enumerate().map(|(i, lower)| {
+            let options = overlay_options(lower, &dir.path().join(i.to_string()));
+            (cstr(lower), CString::new(options).expect("no NUL"))
+        });
+        let mut dirs = Vec::new();
+        let binds = binds.iter().chain([&target]).enumerate().map(|(i, b)| {
             // The child opens each host path (O_PATH) after entering its
             // mount namespace but before the tmpfs mounts hide it, parks the
             // fd at a fixed number, and binds from /proc/self/fd/N. (An fd
@@ -161,15 +149,20 @@ impl NsSystemd {
                 b.host.display()
             );
             let fd = FIRST_BIND_FD + i as libc::c_int;
-            ancestors_to_make(&b.inside, &mut plan.dirs);
-            plan.binds.push(BindPlan {
+            ancestors_to_make(&b.inside, &mut dirs);
+            BindPlan {
                 host: cstr(&b.host),
                 fd,
                 proc_path: CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL"),
                 target: cstr(&b.inside),
                 is_dir: b.host.is_dir(),
-            });
-        }
+            }
+        });
+        let plan = ChildPlan {
+            binds: binds.collect(),
+            overlays: overlays.collect(),
+            dirs,
+        };
 
         let out = File::create(&log).expect("log file");
         let err = out.try_clone().expect("dup log");
@@ -180,8 +173,6 @@ impl NsSystemd {
             "--mount-proc",
             "--",
             "/lib/systemd/systemd",
-        ])
-        .args([
             "--system",
             &format!("--unit={TARGET}"),
             "--log-target=console",
@@ -193,8 +184,8 @@ impl NsSystemd {
         .stdout(out)
         .stderr(err);
         // SAFETY: the closure runs in the forked child before exec. It only
-        // calls async-signal-safe libc functions (unshare, mount, mkdir, open,
-        // dup2, write, close) on C strings prepared before the fork, and allocates
+        // calls async-signal-safe libc functions (unshare, mount, mkdir, mknod,
+        // open, dup2, close) on C strings prepared before the fork, and allocates
         // nothing, so it cannot deadlock on a lock held by another thread of
         // the (multi-threaded) test process.
         unsafe {
@@ -216,13 +207,7 @@ impl NsSystemd {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             panic!("systemd did not start; log:\n{log}")
         });
-        let ns = NsSystemd {
-            unshare,
-            pid,
-            log,
-            _log_dir: log_dir,
-            _scratch: scratch,
-        };
+        let ns = NsSystemd { unshare, pid, dir };
         ns.wait_running();
         // systemd is PID 1 of a PID namespace of its own, where the
         // containers' processes are invisible (SO_PEERCRED gives pid 0), so
@@ -256,7 +241,7 @@ impl NsSystemd {
 
     /// What systemd printed.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("systemd.log")).unwrap_or_default()
     }
 
     /// A command that runs `program` inside the namespaces.
@@ -290,9 +275,7 @@ impl NsSystemd {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no exposure level in:\n{security}"));
-        super::note(&format!(
-            "systemd-analyze security {unit}: exposure {exposure}"
-        ));
+        super::note!("systemd-analyze security {unit}: exposure {exposure}");
         assert!(exposure <= max, "exposure {exposure} > {max}:\n{security}");
     }
 
@@ -342,10 +325,7 @@ impl NsSystemd {
 impl Drop for NsSystemd {
     fn drop(&mut self) {
         // SIGKILL to PID 1 of a PID namespace kills every process in it.
-        // SAFETY: plain kill(2) on a pid we started; no memory involved.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-        }
+        let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
         let _ = self.unshare.wait();
     }
 }
@@ -396,7 +376,7 @@ fn child_setup(plan: &ChildPlan) -> std::io::Result<()> {
                 opts.as_ptr().cast(),
             ))?;
         }
-        for (dir, opts) in &plan.tmpfs {
+        for (dir, opts) in TMPFS {
             check(libc::mount(
                 c"tmpfs".as_ptr(),
                 dir.as_ptr(),
@@ -412,13 +392,7 @@ fn child_setup(plan: &ChildPlan) -> std::io::Result<()> {
             if b.is_dir {
                 mkdir(&b.target)?;
             } else {
-                let fd = libc::open(
-                    b.target.as_ptr(),
-                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                    0o644,
-                );
-                check(fd)?;
-                libc::close(fd);
+                check(libc::mknod(b.target.as_ptr(), libc::S_IFREG | 0o644, 0))?;
             }
             // Recursive: a site's runtime directory is a tmpfs of its own
             // below the bound run directory.
@@ -430,17 +404,6 @@ fn child_setup(plan: &ChildPlan) -> std::io::Result<()> {
                 std::ptr::null(),
             ))?;
             libc::close(b.fd);
-        }
-        let fd = libc::open(
-            plan.unit_path.as_ptr(),
-            libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC | libc::O_CLOEXEC,
-            0o644,
-        );
-        check(fd)?;
-        let n = libc::write(fd, TARGET_UNIT.as_ptr().cast(), TARGET_UNIT.len());
-        libc::close(fd);
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
         }
     }
     Ok(())

@@ -5,8 +5,8 @@
 use std::time::{Duration, SystemTime};
 
 pub use xtask::kit::site::{
-    COUNT_LOG, SCRIPTS, STATUS_DISABLED_PATH, SiteOptions, TestSite, big_body, hello_line, image,
-    reap_leftovers, reap_leftovers_now, umount_under,
+    STATUS_DISABLED_PATH, SiteOptions, TestSite, big_body, hello_line, image, reap_leftovers,
+    reap_leftovers_now, umount_under,
 };
 
 /// The tests' additions to [`TestSite`], built on their own FastCGI client
