@@ -113,8 +113,8 @@ fn demo_once_runs_every_step_and_leaves_nothing_behind() {
 /// Nothing of demo `pid` is left: its container, processes (nginx,
 /// waker), its directory with the sockets, the port.
 fn assert_nothing_left(pid: u32, port: u16, dir: &str) {
-    let containers = containers(&format!("label=fleet.test.pid={pid}"));
-    assert_eq!(containers.trim(), "", "containers left behind");
+    let left = containers(&format!("label=fleet.test.pid={pid}"));
+    assert_eq!(left.trim(), "", "containers left behind");
     assert!(!Path::new(dir).exists(), "{dir} left behind");
     let procs = processes_mentioning(dir);
     assert!(procs.is_empty(), "processes left behind: {procs:?}");

@@ -117,7 +117,8 @@ impl DockerProxy {
                 let _ = s.set_nonblocking(true);
                 let mut b = [0u8; 4096];
                 let mut s: &UnixStream = s;
-                // Past the request the waker sent, to its close (0) if any.
+                // Past the request the waker sent, to its close (0) if any;
+                // an error (WouldBlock: still open) ends the read, not closed.
                 std::iter::from_fn(|| s.read(&mut b).ok()).any(|n| n == 0)
             })
             .count()

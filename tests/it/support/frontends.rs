@@ -83,7 +83,7 @@ impl FrontEnd for WebServer {
 
     fn error_log(&self) -> String {
         let logged = std::fs::read_to_string(self.dir.path().join("error.log"));
-        format!("{}{}", logged.unwrap_or_default(), self.proc.logs())
+        format!("{}\n{}", logged.unwrap_or_default(), self.proc.logs())
     }
 }
 

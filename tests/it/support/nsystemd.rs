@@ -27,6 +27,8 @@ use nix::unistd::Pid;
 use super::{TestSite, bin};
 
 /// The boot target: pulls in nothing.
+/// systemd's console output, in the namespace's temp dir.
+const LOG: &str = "systemd.log";
 const TARGET: &str = "fleet-test.target";
 
 /// The private tmpfs mounts: (target, options).
@@ -127,7 +129,7 @@ impl NsSystemd {
     /// within 30 s.
     pub fn boot_private(binds: &[Bind], private: &[&Path]) -> NsSystemd {
         let dir = super::temp_dir("nsd");
-        let log = dir.path().join("systemd.log");
+        let log = dir.path().join(LOG);
         // The boot target is bound in like any file.
         let target = dir.path().join(TARGET);
         std::fs::write(&target, "[Unit]\nDescription=fleet test target\n").expect("write target");
@@ -136,8 +138,12 @@ impl NsSystemd {
             let options = overlay_options(lower, &dir.path().join(i.to_string()));
             (cstr(lower), CString::new(options).expect("no NUL"))
         });
-        let mut dirs = Vec::new();
-        let binds = binds.iter().chain([&target]).enumerate().map(|(i, b)| {
+        let mut plan = ChildPlan {
+            binds: Vec::new(),
+            overlays: overlays.collect(),
+            dirs: Vec::new(),
+        };
+        for (i, b) in binds.iter().chain([&target]).enumerate() {
             // The child opens each host path (O_PATH) after entering its
             // mount namespace but before the tmpfs mounts hide it, parks the
             // fd at a fixed number, and binds from /proc/self/fd/N. (An fd
@@ -149,20 +155,15 @@ impl NsSystemd {
                 b.host.display()
             );
             let fd = FIRST_BIND_FD + i as libc::c_int;
-            ancestors_to_make(&b.inside, &mut dirs);
-            BindPlan {
+            ancestors_to_make(&b.inside, &mut plan.dirs);
+            plan.binds.push(BindPlan {
                 host: cstr(&b.host),
                 fd,
                 proc_path: CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL"),
                 target: cstr(&b.inside),
                 is_dir: b.host.is_dir(),
-            }
-        });
-        let plan = ChildPlan {
-            binds: binds.collect(),
-            overlays: overlays.collect(),
-            dirs,
-        };
+            });
+        }
 
         let out = File::create(&log).expect("log file");
         let err = out.try_clone().expect("dup log");
@@ -241,7 +242,7 @@ impl NsSystemd {
 
     /// What systemd printed.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("systemd.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join(LOG)).unwrap_or_default()
     }
 
     /// A command that runs `program` inside the namespaces.
@@ -325,7 +326,11 @@ impl NsSystemd {
 impl Drop for NsSystemd {
     fn drop(&mut self) {
         // SIGKILL to PID 1 of a PID namespace kills every process in it.
-        let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        // Only while unshare runs is that pid still systemd's: `unshare
+        // --fork` reaps its child and exits, and then the pid may be reused.
+        if let Ok(None) = self.unshare.try_wait() {
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        }
         let _ = self.unshare.wait();
     }
 }
@@ -392,7 +397,13 @@ fn child_setup(plan: &ChildPlan) -> std::io::Result<()> {
             if b.is_dir {
                 mkdir(&b.target)?;
             } else {
-                check(libc::mknod(b.target.as_ptr(), libc::S_IFREG | 0o644, 0))?;
+                // A file to bind onto; one that is there already will do.
+                if libc::mknod(b.target.as_ptr(), libc::S_IFREG | 0o644, 0) < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.raw_os_error() != Some(libc::EEXIST) {
+                        return Err(e);
+                    }
+                }
             }
             // Recursive: a site's runtime directory is a tmpfs of its own
             // below the bound run directory.

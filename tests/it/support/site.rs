@@ -30,8 +30,13 @@ impl SiteExt for TestSite {
         let e = format!("event={event}");
         super::docker_events(since, SystemTime::now(), &["type=container", &c, &e])
             .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["timeNano"].as_u64())
-            .map(|n| SystemTime::UNIX_EPOCH + Duration::from_nanos(n))
+            .map(|l| {
+                // An event that cannot be read fails the count, not just drops out of it.
+                let v: Option<serde_json::Value> = serde_json::from_str(l).ok();
+                let n = v.and_then(|v| v["timeNano"].as_u64());
+                let n = n.unwrap_or_else(|| panic!("a Docker event without timeNano: {l}"));
+                SystemTime::UNIX_EPOCH + Duration::from_nanos(n)
+            })
             .collect()
     }
 }
