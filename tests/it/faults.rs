@@ -19,7 +19,7 @@ use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
 use crate::support::wake::{
     CLOSED_WITHIN, START_TIMEOUT, assert_one_start, assert_state_file_failure_logged_once,
     concurrent_hellos_one_start, container_pids, fd_count, held_closed_within, listening_site,
-    listening_with, open_at, sleep_request, stopped_site,
+    listening_with, logged, open_at, sleep_request, stopped_site,
 };
 use crate::support::{self, FcgiResponse, SiteOptions, Spawned, TestSite, require, wait_until};
 
@@ -38,11 +38,7 @@ fn docker_dead_then_back() {
     let host = format!("unix://{}", sock.display());
     let mut w = listening_with(&site, START_TIMEOUT, &[("DOCKER_HOST", host)]);
     let times = held_closed_within(&site, &mut w, 5, CLOSED_WITHIN);
-    let logs = w.logs();
-    assert!(
-        logs.contains(&sock.display().to_string()),
-        "names the host: {logs}"
-    );
+    logged(&w, &sock.display().to_string()); // names the host
     let proxy = DockerProxy::start(&sock, Mode::Forward, Duration::ZERO);
     says_hello(&site, "after Docker is back", || w.logs());
     assert_eq!(proxy.starts(), 1);

@@ -45,6 +45,15 @@ pub fn listening_site(site: &TestSite, extra: &[&str]) -> Spawned {
     listening_with(site, extra, &[])
 }
 
+/// Waits (10 s at most) until the waker `w`'s log has `needle`.
+pub fn logged(w: &Spawned, needle: &str) {
+    assert!(
+        w.wait_for_log(needle, Duration::from_secs(10)),
+        "waker never logged {needle:?}:\n{}",
+        w.logs()
+    );
+}
+
 /// One `hello.php` request over FastCGI to `socket`.
 pub fn hello(socket: &Path) -> std::io::Result<FcgiResponse> {
     fastcgi::request(socket, &FcgiRequest::get("hello.php", ""))
