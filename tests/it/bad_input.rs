@@ -10,10 +10,12 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nix::sys::stat::Mode;
+use nix::unistd::mkfifo;
 use serde_json::Value;
 use xtask::error::{Cmd, or_panic};
 
@@ -342,16 +344,12 @@ fn reaper_reports_each_bad_conf_file_and_leaves_it_alone() {
     let sites = good.layout().sites_dir.clone();
     let elsewhere = good.temp_dir().join("elsewhere.conf");
     std::fs::write(&elsewhere, b"# pause after: 20m\n").expect("write");
-    let utf16 = |bom: [u8; 2], encode: fn(u16) -> [u8; 2]| {
-        let text = "# pause after: 20m\n".encode_utf16();
-        bom.into_iter()
-            .chain(text.flat_map(encode))
-            .collect::<Vec<u8>>()
+    // U+FEFF first: the byte order mark, ff fe (LE) or fe ff (BE).
+    let utf16 = |encode: fn(u16) -> [u8; 2]| -> Vec<u8> {
+        let text = "\u{feff}# pause after: 20m\n".encode_utf16();
+        text.flat_map(encode).collect()
     };
-    let (utf16le, utf16be) = (
-        utf16([0xff, 0xfe], u16::to_le_bytes),
-        utf16([0xfe, 0xff], u16::to_be_bytes),
-    );
+    let (utf16le, utf16be) = (utf16(u16::to_le_bytes), utf16(u16::to_be_bytes));
     let long_line = format!("# {}: 20m\n", "x".repeat(4100)).into_bytes();
     let mut huge_no_nl = b"# pause after: 20m".to_vec();
     huge_no_nl.extend(std::iter::repeat_n(b' ', 8 << 20));
@@ -432,13 +430,8 @@ fn reaper_reports_each_bad_conf_file_and_leaves_it_alone() {
             Make::Bytes(bytes) => std::fs::write(&path, bytes).expect("write"),
             Make::Symlink(to) => std::os::unix::fs::symlink(to, &path).expect("symlink"),
             Make::Dir => std::fs::create_dir(&path).expect("mkdir"),
-            Make::Fifo => {
-                nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o644))
-                    .expect("mkfifo")
-            }
-            Make::Socket => {
-                _held.push(std::os::unix::net::UnixListener::bind(&path).expect("bind"))
-            }
+            Make::Fifo => mkfifo(&path, Mode::from_bits_truncate(0o644)).expect("mkfifo"),
+            Make::Socket => _held.push(UnixListener::bind(&path).expect("bind")),
         }
         paths.push(path);
     }

@@ -76,17 +76,19 @@ fn post_body(i: usize) -> Vec<u8> {
         .collect()
 }
 
-/// [`REQUESTS`] requests over [`CLIENTS`] threads: GET `hello.php` (even
-/// `i`) or POST a small body to `echo.php` (odd `i`), each made by
-/// `send(method, script, body)`, which returns the status and body or the
-/// client's error. Every answer must be a 200 with `hello` or the body
-/// echoed; `logs()` goes into the failure message.
+/// [`REQUESTS`] requests to `w`'s site over [`CLIENTS`] threads: GET
+/// `hello.php` (even `i`) or POST a small body to `echo.php` (odd `i`),
+/// each made by `send(method, script, body)`, which returns the status and
+/// body or the client's error. Every answer must be a 200 with the site's
+/// hello or the body echoed; `logs()` and the waker's log go into the
+/// failure message.
 fn workload(
+    w: &Warm,
     what: &str,
-    hello: &str,
     send: impl Fn(&str, &str, &[u8]) -> Result<(u16, Vec<u8>), String> + Sync,
     logs: impl FnOnce() -> String,
 ) {
+    let hello = w.site.hello_line();
     let one = |i: usize| -> Result<(), String> {
         let post = post_body(i);
         let (method, script, body, want) = if i.is_multiple_of(2) {
@@ -114,10 +116,11 @@ fn workload(
     let what = format!("{what}, {:.1?}", t.elapsed());
     assert!(
         failures.is_empty(),
-        "{what}: {} of {REQUESTS} requests failed; first (request, error): {:?}\n{}",
+        "{what}: {} of {REQUESTS} requests failed; first (request, error): {:?}\n{}\nwaker:\n{}",
         failures.len(),
         &failures[..failures.len().min(5)],
-        logs()
+        logs(),
+        w.waker.logs()
     );
     note!("{what}: {REQUESTS} requests, all right");
 }
@@ -126,7 +129,6 @@ fn workload(
 /// each path.
 fn http_both_paths<S: FrontEnd>(what: &str, start: impl Fn(&Path) -> S) {
     let w = warm_site();
-    let hello = w.site.hello_line();
     for (path, socket) in w.paths() {
         let server = start(&socket);
         let port = server.port();
@@ -136,12 +138,8 @@ fn http_both_paths<S: FrontEnd>(what: &str, start: impl Fn(&Path) -> S) {
             r.map(|r| (r.status, r.body))
                 .map_err(|e| format!("client error: {e}"))
         };
-        workload(&format!("{what}, {path}"), &hello, send, || {
-            format!(
-                "front end:\n{}\nwaker:\n{}",
-                server.error_log(),
-                w.waker.logs()
-            )
+        workload(&w, &format!("{what}, {path}"), send, || {
+            format!("front end:\n{}", server.error_log())
         });
     }
 }
@@ -194,7 +192,6 @@ fn lighttpd_2000_requests() {
 fn cgi_fcgi_2000_requests() {
     require!(Docker, PhpFpm, CgiFcgi);
     let w = warm_site();
-    let hello = w.site.hello_line();
     for (path, socket) in w.paths() {
         let send = |method: &str, script: &str, body: &[u8]| {
             let run = cgi_fcgi(&socket, method, script, body);
@@ -204,9 +201,7 @@ fn cgi_fcgi_2000_requests() {
             let r = run.response.map_err(|e| format!("bad CGI output: {e}"))?;
             Ok((r.status, r.body))
         };
-        workload(&format!("cgi-fcgi, {path}"), &hello, send, || {
-            w.waker.logs()
-        });
+        workload(&w, &format!("cgi-fcgi, {path}"), send, String::new);
     }
 }
 
@@ -336,13 +331,12 @@ fn pooled_connection_cycle<S: FrontEnd>(what: &str, start: impl Fn(&Path) -> S) 
     let w = warm_site();
     let server = start(&w.site.waker_socket());
     let port = server.port();
-    let hello = w.site.hello_line();
     let get = |when: &str| {
         let r = http::request(port, "GET", "/hello.php", None, Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{what}, {when}: {e}"));
         assert_eq!(
             (r.status, r.text()),
-            (200, hello.clone()),
+            (200, w.site.hello_line()),
             "{what}, {when}\nfront end:\n{}\nwaker:\n{}",
             server.error_log(),
             w.waker.logs()

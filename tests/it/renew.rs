@@ -27,15 +27,12 @@ fn units_verify_start_wake_and_report_status() {
 
     // 1. systemd-analyze verify passes for every unit (man pages are not
     //    installed in a test, so their existence is not checked).
-    let mut units: Vec<String> = vec!["fleet-waker@.socket".into(), "fleet-waker@.service".into()];
-    for extra in ["fleet-reaper.service", "fleet-reaper.timer"] {
-        if unit_dir().join(extra).exists() {
-            ns.write_unit(extra, &unit_text(extra));
-            units.push(extra.into());
-        }
+    let reaper_units = ["fleet-reaper.service", "fleet-reaper.timer"];
+    for unit in reaper_units {
+        ns.write_unit(unit, &unit_text(unit));
     }
-    let paths: Vec<String> = units
-        .iter()
+    let units = ["fleet-waker@.socket", "fleet-waker@.service"].into_iter();
+    let paths: Vec<String> = (units.chain(reaper_units))
         .map(|u| format!("/run/systemd/system/{u}"))
         .collect();
     let mut args = vec!["verify", "--man=no"];

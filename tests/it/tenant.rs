@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use crate::support::assert::{fpm_says_hello, output_text, says_hello};
 use crate::support::nsystemd::{boot_for, run_renew, unit_text};
 use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
-use crate::support::wake::{activated, fd_count, on_threads};
+use crate::support::wake::{activated, fd_count, logged, on_threads};
 use crate::support::{
-    FcgiRequest, MountedDir, SiteOptions, SocketActivated, TestSite, exchange, fastcgi, note,
-    require, run_ok, wait_until,
+    FcgiRequest, MountedDir, SiteOptions, TestSite, exchange, fastcgi, note, require, run_ok,
+    wait_until,
 };
 
 /// What a hostile site's PHP does to its runtime directory (`/run/php` in
@@ -118,15 +118,6 @@ fn no_answer(site: &TestSite, bytes: &[u8], what: &str) -> Duration {
 
 /// An HTTP request to Docker's API, as if php-fpm's socket were Docker's.
 const DOCKER_VERSION: &[u8] = b"GET /version HTTP/1.0\r\nHost: x\r\n\r\n";
-
-/// Waits until the waker's log has `needle`.
-fn logged(w: &SocketActivated, needle: &str) {
-    assert!(
-        w.wait_for_log(needle, Duration::from_secs(10)),
-        "waker never logged {needle:?}:\n{}",
-        w.logs()
-    );
-}
 
 /// The engine's socket on this machine, as a tenant would name it.
 fn docker_socket() -> &'static str {

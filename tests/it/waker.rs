@@ -9,14 +9,15 @@ use xtask::kit::nginx;
 
 use crate::support::assert::says_hello;
 use crate::support::docker_proxy::{DockerProxy, Mode};
+use crate::support::stack::activity_until;
 use crate::support::wake::{
-    CLOSED_WITHIN, START_TIMEOUT, activated, activity, assert_one_start,
-    assert_state_file_failure_logged_once, concurrent_hellos, held_closed_within, hello,
-    hello_after_backoff, listening_site, open_at, sleep_request, stopped_site, waker,
+    CLOSED_WITHIN, START_TIMEOUT, activated, assert_one_start,
+    assert_state_file_failure_logged_once, concurrent_hellos_one_start, held_closed_within,
+    hello_after_backoff, listening_site, logged, sleep_request, stopped_site, waker,
 };
 use crate::support::{
-    self, FcgiRequest, Nginx, SiteOptions, TestSite, bin, connect_within, count_docker_events,
-    fastcgi, http, require, wait_until,
+    self, FcgiRequest, Lazy, Nginx, SiteOptions, TestSite, bin, connect_within,
+    count_docker_events, fastcgi, http, require, wait_until,
 };
 
 /// Must show 1: nginx → systemd-socket-activate → fleet-waker → php-fpm,
@@ -76,13 +77,9 @@ fn nginx_socket_activated_stopped_paused_running() {
     assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
     // The state file counts both wakes and the last one's duration (for
     // the reaper's metrics).
-    assert!(
-        wait_until(Duration::from_secs(2), || {
-            activity(&site.state_file()).is_some_and(|a| a.wakes == 2 && a.last_wake_ms.is_some())
-        }),
-        "{:?}",
-        fleet_core::state::load(&site.state_file())
-    );
+    activity_until(&site, "two wakes, the last one timed", |a| {
+        a.wakes == 2 && a.last_wake_ms.is_some()
+    });
 }
 
 /// Must show 2: 200 concurrent connections to a stopped site, 200 correct
@@ -93,18 +90,7 @@ fn two_hundred_concurrent_one_start() {
     let site = stopped_site(SiteOptions::default());
     let w = listening_site(&site, &[]);
     let n = 200;
-    let t0 = SystemTime::now();
-    let started = Instant::now();
-    let mut ok = 0;
-    for r in concurrent_hellos(&site.waker_socket(), n) {
-        let r = r.expect("FastCGI through the waker");
-        assert_eq!(r.status, 200);
-        assert_eq!(r.text(), site.hello_line());
-        ok += 1;
-    }
-    let elapsed = started.elapsed();
-    assert_eq!(ok, n);
-    assert_one_start(&site, t0, &w.logs());
+    let elapsed = concurrent_hellos_one_start(&site, &w, n);
     support::note!("{n} concurrent answers from a stopped container in {elapsed:?}");
 }
 
@@ -124,15 +110,10 @@ fn stale_socket_is_never_ready() {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     let w = listening_site(&site, &[]);
     let t0 = SystemTime::now();
-    let r = hello(&site.waker_socket()).expect("request through the waker");
-    assert_eq!(r.status, 200, "{}", w.logs());
-    assert_eq!(r.text(), site.hello_line());
+    says_hello(&site, "request through the waker", || w.logs());
     assert_one_start(&site, t0, &w.logs());
-    assert!(
-        w.logs().contains("php-fpm accepts"),
-        "the wake must have waited for php-fpm: {}",
-        w.logs()
-    );
+    // The wake waited for php-fpm.
+    logged(&w, "php-fpm accepts");
 }
 
 /// Must show 4a: a missing container.
@@ -243,12 +224,11 @@ fn half_closing_client_gets_full_response() {
     let mut raw = Vec::new();
     c.read_to_end(&mut raw).expect("read the response to EOF");
     // Read to the end first: the whole stream, then decoded.
-    let r = fleet_core::fastcgi::read_response(&mut raw.as_slice(), usize::MAX)
-        .expect("a whole response up to FCGI_END_REQUEST");
-    let cgi = r.cgi().expect("CGI headers");
+    let r = fastcgi::read_response(&mut raw.as_slice())
+        .expect("a whole response up to FCGI_END_REQUEST, CGI headers");
     let want = support::site::big_body(8);
-    assert_eq!(cgi.body.len(), want.len());
-    assert!(*cgi.body == want[..], "big.php body differs");
+    assert_eq!(r.body.len(), want.len());
+    assert!(r.body == want, "big.php body differs");
 }
 
 /// Must show 6: the state file during and after connections; a symlink
@@ -261,23 +241,14 @@ fn state_file_during_after_and_symlink() {
     let state = site.state_file();
     let before = SystemTime::now();
     let slow = sleep_request(&site.waker_socket(), "1.5");
-    assert!(
-        wait_until(Duration::from_secs(3), || open_at(&state) == 1),
-        "open=1 during the request; {:?}\n{}",
-        fleet_core::state::load(&state),
-        w.logs()
-    );
-    let during = activity(&state).expect("a readable state file");
+    let what = Lazy(|| format!("open=1 during the request\n{}", w.logs()));
+    let during = activity_until(&site, what, |a| a.open == 1);
     assert_eq!(during.pid, Some(w.pid()));
     assert!(during.last_start.expect("last_start") >= before - Duration::from_millis(5));
     let r = slow.join().expect("thread").expect("sleep.php");
     assert_eq!(r.text(), "slept 1.5\n");
     let done = SystemTime::now();
-    assert!(
-        wait_until(Duration::from_secs(2), || open_at(&state) == 0),
-        "open=0 after"
-    );
-    let after = activity(&state).expect("a readable state file");
+    let after = activity_until(&site, "open=0 after", |a| a.open == 0);
     let end = after.last_end.expect("last_end");
     // The end is the request's (the waker may note it a little after the
     // client has its last byte; the margin is for a loaded machine, far

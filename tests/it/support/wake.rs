@@ -45,6 +45,15 @@ pub fn listening_site(site: &TestSite, extra: &[&str]) -> Spawned {
     listening_with(site, extra, &[])
 }
 
+/// Waits (10 s at most) until the waker `w`'s log has `needle`.
+pub fn logged(w: &Spawned, needle: &str) {
+    assert!(
+        w.wait_for_log(needle, Duration::from_secs(10)),
+        "waker never logged {needle:?}:\n{}",
+        w.logs()
+    );
+}
+
 /// One `hello.php` request over FastCGI to `socket`.
 pub fn hello(socket: &Path) -> std::io::Result<FcgiResponse> {
     fastcgi::request(socket, &FcgiRequest::get("hello.php", ""))
@@ -129,15 +138,11 @@ pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-/// The waker's state file at `path`, if there is a readable one.
-pub fn activity(path: &Path) -> Option<fleet_core::state::Activity> {
-    fleet_core::state::load(path).ok().flatten()
-}
-
 /// The open connection count in the waker's state file at `path` (0 while
-/// there is none).
+/// there is no readable one).
 pub fn open_at(path: &Path) -> u64 {
-    activity(path).map_or(0, |a| a.open)
+    let activity = fleet_core::state::load(path).ok().flatten();
+    activity.map_or(0, |a| a.open)
 }
 
 /// `sleep.php?s=<secs>` through `socket`, on a thread of its own.
@@ -157,14 +162,25 @@ pub fn on_threads<T: Send>(n: usize, f: impl Fn() -> T + Sync) -> Vec<T> {
     })
 }
 
-/// `n` `hello.php` requests through `socket`, all let go at once (a
-/// barrier); their answers in order.
-pub fn concurrent_hellos(socket: &Path, n: usize) -> Vec<std::io::Result<FcgiResponse>> {
+/// `n` `hello.php` requests through `site`'s waker `w`, all let go at once
+/// (a barrier): each answered with the site's hello, and Docker logged
+/// exactly one start of the container meanwhile. How long they took.
+pub fn concurrent_hellos_one_start(site: &TestSite, w: &Spawned, n: usize) -> Duration {
     let barrier = Barrier::new(n);
-    on_threads(n, || {
+    let t0 = SystemTime::now();
+    let started = Instant::now();
+    let answers = on_threads(n, || {
         barrier.wait();
-        hello(socket)
-    })
+        hello(&site.waker_socket())
+    });
+    let elapsed = started.elapsed();
+    for r in answers {
+        let r = r.expect("an answer through the waker");
+        assert_eq!(r.status, 200, "{}", w.logs());
+        assert_eq!(r.text(), site.hello_line(), "{}", w.logs());
+    }
+    assert_one_start(site, t0, &w.logs());
+    elapsed
 }
 
 /// The waker flags of the held-connection tests: a 2 s start timeout.
