@@ -24,7 +24,7 @@ use crate::support::{self, TestSite, note, require, wait_until};
 
 /// Inside the namespace: the plan (stdout) and log (stderr) of the reaper runs.
 const PLAN: &str = "/run/fleet-reaper.plan";
-const LOG: &str = "/run/fleet-reaper.log";
+pub(crate) const LOG: &str = "/run/fleet-reaper.log";
 
 #[test]
 fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_container() {
@@ -122,11 +122,10 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
     require!(Docker, PhpFpm);
     let [busy, a, b, c] = new_sites();
     let all = [&busy, &a, &b, &c];
-    let list = List::new();
+    // Far from idle by the timeout: only the memory guard may stop them.
+    let list = List::of(&all, "1h");
     let run_dir = support::temp_dir("run");
     for s in all {
-        // Far from idle by the timeout: only the memory guard may stop them.
-        list.add(s, "1h");
         s.start();
     }
     let now = SystemTime::now();
@@ -151,13 +150,12 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
     let dry = guard("1").arg("--dry-run").pass();
     assert_eq!(dry.code, Some(0), "{}", dry.stderr);
     let plan = dry.plan();
-    let memory_of = |s: &TestSite| {
+    let mem = all.map(|s| {
         let e = plan_entry(&plan, s.name());
         e["memory_bytes"]
             .as_u64()
             .unwrap_or_else(|| panic!("no memory for {}: {e}", s.name()))
-    };
-    let mem: Vec<u64> = all.iter().map(|s| memory_of(s)).collect();
+    });
     let total = plan["memory"]["awake_before_bytes"]
         .as_u64()
         .expect("total");
@@ -263,9 +261,7 @@ fn gauge(m: &Metrics, family: &str, labels: &[&str]) -> f64 {
 fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
     require!(Docker, PhpFpm);
     let [awake, asleep] = new_sites();
-    let list = List::new();
-    list.add(&awake, "1h");
-    list.add(&asleep, "1h");
+    let list = List::of(&[&awake, &asleep], "1h");
     awake.start();
     let now = SystemTime::now();
     fleet_core::state::store(

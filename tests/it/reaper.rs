@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::support::assert::{fpm_says_hello, says_hello};
 use crate::support::reaper::{Reaper, ReaperExt as _, Run, RunExt as _};
 use crate::support::wake::{activated, dead_pid, open_at, sleep_request};
-use crate::support::{self, FcgiRequest, SiteExt as _, SiteOptions, TestSite, fastcgi, require};
+use crate::support::{self, FcgiRequest, SiteExt as _, SiteOptions, TestSite, require};
 
 /// A sites directory and a state directory shared by several test sites,
 /// so that one reaper pass sees them all.
@@ -44,6 +44,15 @@ impl List {
         List { sites, state, dir }
     }
 
+    /// A new list of `sites`, each with idle timeout `timeout`.
+    pub(crate) fn of(sites: &[&TestSite], timeout: &str) -> List {
+        let list = List::new();
+        for s in sites {
+            list.add(s, timeout);
+        }
+        list
+    }
+
     /// This build's fleet-reaper over the list, `--proxy-only` (see the
     /// module notes).
     pub(crate) fn reaper(&self) -> Reaper {
@@ -53,7 +62,7 @@ impl List {
     }
 
     /// Lists `site` with idle timeout `timeout` (old format line 1).
-    pub(crate) fn add(&self, site: &TestSite, timeout: &str) {
+    fn add(&self, site: &TestSite, timeout: &str) {
         self.write(
             &format!("{}.conf", site.name()),
             format!("# Amount of time to pause the container after: {timeout}\n").as_bytes(),
@@ -130,8 +139,9 @@ fn field<'a>(e: &'a Value, key: &str) -> &'a str {
     e[key].as_str().unwrap_or_default()
 }
 
-/// `docker inspect` state, start and finish times: what must not change in a dry run.
-fn fingerprint(site: &TestSite) -> String {
+/// `docker inspect` state, start and finish times and pid, as one comparable
+/// string: what must not change in a dry run (or while a site is busy).
+pub(crate) fn fingerprint(site: &TestSite) -> String {
     let format = "{{.State.Status}} {{.State.StartedAt}} {{.State.FinishedAt}} {{.State.Pid}}";
     support::docker_ok(&["inspect", "--format", format, site.container()])
         .trim()
@@ -146,9 +156,7 @@ fn fingerprint(site: &TestSite) -> String {
 fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     require!(Docker, PhpFpm);
     let [idle, recent, to_pause, unlisted] = new_sites();
-    let list = List::new();
-    list.add(&idle, "2s");
-    list.add(&recent, "2s");
+    let list = List::of(&[&idle, &recent], "2s");
     // This one through its own layout (the directories its waker would use).
     to_pause.write_conf("2s");
     // Not in any list: idle too, but the reaper must never touch it.
@@ -199,11 +207,9 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
 fn waker_state_decides_busy_active_and_unknown() {
     require!(Docker, PhpFpm);
     let [busy, active, unknown, stale] = new_sites();
-    let list = List::new();
-    for s in [&busy, &active, &unknown, &stale] {
-        list.add(s, "2s");
-    }
-    started_quiet(&[&busy, &active, &unknown, &stale], PAST_TIMEOUT);
+    let sites = [&busy, &active, &unknown, &stale];
+    let list = List::of(&sites, "2s");
+    started_quiet(&sites, PAST_TIMEOUT);
     let now = SystemTime::now();
     let me = std::process::id();
     let ago = |ms: u64| Some(now - Duration::from_millis(ms));
@@ -245,8 +251,7 @@ fn waker_state_decides_busy_active_and_unknown() {
 fn malformed_conf_files_are_each_reported_and_the_others_handled() {
     require!(Docker, PhpFpm);
     let good = TestSite::new();
-    let list = List::new();
-    list.add(&good, "2s");
+    let list = List::of(&[&good], "2s");
     let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
     elf.extend_from_slice(&[0u8; 64]);
     let long = format!("# {}: 20m\n", "a".repeat(5000));
@@ -289,10 +294,9 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
 
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
-    let json = run.plan();
-    let entries = json["sites"].as_array().expect("sites");
+    let entries = run.plan()["sites"].as_array().expect("sites").len();
     // Every conf file has exactly one entry; README and .bak are ignored.
-    assert_eq!(entries.len(), cases.len() + 4, "{}", run.stdout);
+    assert_eq!(entries, cases.len() + 4, "{}", run.stdout);
     for (stem, _, why) in &cases {
         let site = format!("{stem}.fleet.test");
         let file = format!("{site}.conf");
@@ -363,7 +367,7 @@ fn log_check_reads_one_frame_however_much_the_site_logged() {
     let t = Instant::now();
     let mut req = FcgiRequest::get("log.php", "kb=51200");
     req.timeout = Duration::from_secs(120);
-    let resp = fastcgi::request(&loud.fpm_socket(), &req).expect("log.php");
+    let resp = loud.fcgi(&req).expect("log.php");
     assert_eq!(resp.text(), "logged 51200 KiB\n");
     eprintln!("50 MiB of log written in {:?}", t.elapsed());
     fpm_says_hello(&quiet, "hello.php");
@@ -435,10 +439,7 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
     require!(Docker, PhpFpm);
     // `stopped` is created, never started.
     let [idle, idle2, active, stopped, paused] = new_sites();
-    let list = List::new();
-    for s in [&idle, &idle2, &stopped, &paused] {
-        list.add(s, "3s");
-    }
+    let list = List::of(&[&idle, &idle2, &stopped, &paused], "3s");
     // The active site has a wider window (5 s from its request to the real
     // run) so a loaded machine cannot turn it idle between the two runs; it
     // starts first so that it is not young either.
@@ -454,11 +455,11 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
     fpm_says_hello(&active, "hello.php");
 
     let all = [&idle, &idle2, &active, &stopped, &paused, &young];
-    let before: Vec<String> = all.iter().map(|s| fingerprint(s)).collect();
+    let before = all.map(fingerprint);
     let t0 = SystemTime::now();
     let dry = reaper(&list, &["--format", "json", "--dry-run"]);
     let t1 = SystemTime::now();
-    let after: Vec<String> = all.iter().map(|s| fingerprint(s)).collect();
+    let after = all.map(fingerprint);
     // The real run right away; Docker's event history of the dry run's
     // window is checked afterwards.
     let real = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
@@ -573,9 +574,7 @@ fn sigterm_mid_pass_finishes_the_stop_under_way_and_exits_75() {
     // `docker stop` waits out the whole grace period: the pass is reliably
     // in the middle of a stop when SIGTERM comes.
     let [first, second] = [slow_to_stop(), slow_to_stop()];
-    let list = List::new();
-    list.add(&first, "2s");
-    list.add(&second, "2s");
+    let list = List::of(&[&first, &second], "2s");
     started_quiet(&[&first, &second], PAST_TIMEOUT);
     let t0 = SystemTime::now();
     let mut proc = list
@@ -681,16 +680,7 @@ fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
         .launch()
         .spawn();
     let event_times = |event: &str| site.event_times(event, t0);
-    let ask = |n: usize| {
-        let resp = fastcgi::request(&site.waker_socket(), &FcgiRequest::get("hello.php", ""))
-            .unwrap_or_else(|e| panic!("request {n} failed: {e}\nwaker:\n{}", waker.logs()));
-        assert_eq!(
-            (resp.status, resp.text()),
-            (200, site.hello_line()),
-            "request {n}; waker:\n{}",
-            waker.logs()
-        );
-    };
+    let ask = |n: usize| says_hello(&site, &format!("request {n}"), || waker.logs());
     // Docker has sent the stop signal: the stop is under way.
     let mut kill = Vec::new();
     assert!(
