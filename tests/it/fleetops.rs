@@ -147,8 +147,7 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
 
     // A dry run with a budget of one byte measures every awake container
     // and would stop every idle-enough one, not the busy one.
-    let dry = guard("1").arg("--dry-run").pass();
-    assert_eq!(dry.code, Some(0), "{}", dry.stderr);
+    let dry = guard("1").arg("--dry-run").exits(0);
     let plan = dry.plan();
     let mem = all.map(|s| {
         let e = plan_entry(&plan, s.name());
@@ -205,8 +204,7 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
     // A budget that needs a and half of b freed: a and b (least recently
     // active first) are stopped, c is not, and never the busy one.
     let budget = total - mem[1] - mem[2] / 2;
-    let run = guard(&budget.to_string()).pass();
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let run = guard(&budget.to_string()).exits(0);
     for s in [&a, &b] {
         let e = run.site(s.name());
         assert_eq!(
@@ -282,8 +280,7 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
         .reaper()
         .args(["--memory-budget", "64G", "--metrics-file"])
         .arg(&path);
-    let run = metrics.pass();
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let run = metrics.exits(0);
     let text = std::fs::read_to_string(&path).expect("metrics file");
     note!("metrics file:\n{text}");
     let m = openmetrics_parser::prometheus::parse_prometheus(&text)
@@ -317,7 +314,7 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
     // rewritten in place), readable by the collector, with no temp file left.
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let inode = std::fs::metadata(&path).expect("meta").ino();
-    assert_eq!(metrics.pass().code, Some(0));
+    metrics.exits(0);
     let meta = std::fs::metadata(&path).expect("meta");
     assert_ne!(meta.ino(), inode, "replaced by rename");
     assert_eq!(meta.permissions().mode() & 0o777, 0o644);
@@ -332,8 +329,7 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
     std::fs::write(&target, "keep").expect("write");
     std::fs::remove_file(&path).expect("rm");
     std::os::unix::fs::symlink(&target, &path).expect("symlink");
-    let refused = metrics.pass();
-    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    let refused = metrics.exits(1);
     assert!(
         refused.stderr.contains("fleet.prom") && refused.stderr.contains("symlink"),
         "{}",

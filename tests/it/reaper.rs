@@ -104,9 +104,10 @@ pub(crate) fn new_sites<const N: usize>() -> [TestSite; N] {
     std::array::from_fn(|_| TestSite::new())
 }
 
-/// Runs `fleet-reaper --sites-dir … --state-dir … <args>` to completion.
-fn reaper(list: &List, args: &[&str]) -> Run {
-    list.reaper().args(args).pass()
+/// Runs `fleet-reaper --sites-dir … --state-dir … <args>` to completion,
+/// asserted to exit with `code`.
+fn reaper(list: &List, args: &[&str], code: i32) -> Run {
+    list.reaper().args(args).exits(code)
 }
 
 /// Longer than the 2 s idle timeout most tests here list their sites with.
@@ -164,8 +165,7 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     fpm_says_hello(&recent, "hello.php");
     sleep(Duration::from_secs(1));
 
-    let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"], 0);
     let e = run.site(idle.name());
     assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
     assert_eq!(e["log_frames_read"], 0, "{e}");
@@ -197,7 +197,7 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     let run = pause.pass();
     assert_eq!(run.site(to_pause.name())["verdict"], "not-running");
     assert_eq!(to_pause.state(), "paused");
-    let run = reaper(&list, &["--format", "json"]);
+    let run = reaper(&list, &["--format", "json"], 0);
     assert_eq!(run.site(idle.name())["verdict"], "not-running");
     assert_eq!(idle.state(), "exited");
     assert_eq!(unlisted.state(), "running");
@@ -223,8 +223,8 @@ fn waker_state_decides_busy_active_and_unknown() {
     // A state file of a waker that is gone: its open count is stale.
     list.store_state(&stale, dead_pid(), 3, ago(3_600_000), None);
 
-    let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
-    assert_eq!(run.code, Some(1), "unknown state is a site error");
+    // Unknown state is a site error: exit 1.
+    let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"], 1);
     let e = run.site(busy.name());
     assert_eq!(outcome(&e), ("busy", "none"), "{e}");
     let e = run.site(active.name());
@@ -292,8 +292,7 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
     list.write("notes.conf.bak", b"ignored\n");
     started_quiet(&[&good], PAST_TIMEOUT);
 
-    let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"], 1);
     let entries = run.plan()["sites"].as_array().expect("sites").len();
     // Every conf file has exactly one entry; README and .bak are ignored.
     assert_eq!(entries, cases.len() + 4, "{}", run.stdout);
@@ -332,8 +331,7 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
     assert_eq!(good.state(), "exited");
 
     // The table says the same, one line per file, reason included.
-    let run = reaper(&list, &[]);
-    assert_eq!(run.code, Some(1));
+    let run = reaper(&list, &[], 1);
     for (stem, _, why) in &cases {
         let site = format!("{stem}.fleet.test");
         let line = run
@@ -379,8 +377,7 @@ fn log_check_reads_one_frame_however_much_the_site_logged() {
     list.add(&quiet, &timeout);
     let cutoff_hint = SystemTime::now() - started + Duration::from_millis(200);
 
-    let run = reaper(&list, &["--format", "json"]);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let run = reaper(&list, &["--format", "json"], 0);
     let [(loud_bytes, loud_secs), (quiet_bytes, quiet_secs)] = [&loud, &quiet].map(|s| {
         let e = run.site(s.name());
         assert_eq!(e["verdict"], "active-logs", "{e}");
@@ -457,12 +454,13 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
     let all = [&idle, &idle2, &active, &stopped, &paused, &young];
     let before = all.map(fingerprint);
     let t0 = SystemTime::now();
-    let dry = reaper(&list, &["--format", "json", "--dry-run"]);
+    // The broken conf is an error, also in a dry run: exit 1.
+    let dry = reaper(&list, &["--format", "json", "--dry-run"], 1);
     let t1 = SystemTime::now();
     let after = all.map(fingerprint);
     // The real run right away; Docker's event history of the dry run's
     // window is checked afterwards.
-    let real = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
+    let real = reaper(&list, &["--format", "json", "--stop-timeout", "5s"], 1);
     assert_eq!(before, after, "a dry run changed container states");
     let events = support::docker_events(t0, t1, &["type=container"]);
     for s in all {
@@ -474,14 +472,8 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
             s.container()
         );
     }
-    assert_eq!(
-        dry.code,
-        Some(1),
-        "the broken conf is an error, also in a dry run"
-    );
     assert_eq!(dry.plan()["dry_run"], true);
 
-    assert_eq!(real.code, Some(1));
     let expected = [
         (&idle, "idle", "would-stop", "stopped", "exited"),
         (&idle2, "idle", "would-stop", "stopped", "exited"),
@@ -514,8 +506,7 @@ fn docker_unreachable_is_69_and_bad_usage_64() {
     let list = List::new();
     let nowhere = format!("unix://{}", list.dir.path().join("docker.sock").display());
     list.write("a.fleet.test.conf", b"# pause after: 20m\n");
-    let run = list.reaper().json().env("DOCKER_HOST", &nowhere).pass();
-    assert_eq!(run.code, Some(69), "{}", run.stderr);
+    let run = list.reaper().json().env("DOCKER_HOST", &nowhere).exits(69);
     assert!(run.stderr.contains("docker.sock"), "{}", run.stderr);
     assert_eq!(run.stdout, "", "no plan without Docker");
 
@@ -528,34 +519,29 @@ fn docker_unreachable_is_69_and_bad_usage_64() {
         &["--stop-timeout", "1h"],
         &["--bogus"],
     ] {
-        let run = reaper(&list, args);
-        assert_eq!(run.code, Some(64), "{args:?}: {}", run.stderr);
+        reaper(&list, args, 64);
     }
     // A missing sites directory is an empty list with one warning (issue
     // 16: the timer must not fail every minute); a file where the
     // directory should be cannot be read: usage error.
     let missing = List::new();
     std::fs::remove_dir(&missing.sites).expect("rmdir");
-    let run = reaper(&missing, &[]);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let run = reaper(&missing, &[], 0);
     assert!(
         run.stderr.contains("sites directory does not exist"),
         "{}",
         run.stderr
     );
     std::fs::write(&missing.sites, b"not a directory").expect("file");
-    let run = reaper(&missing, &[]);
-    assert_eq!(run.code, Some(64), "{}", run.stderr);
+    let run = reaper(&missing, &[], 64);
     assert!(run.stderr.contains("sites directory"), "{}", run.stderr);
 
     // An empty list needs no Docker at all: nothing to do, success.
     let empty = List::new();
-    let run = empty.reaper().json().env("DOCKER_HOST", &nowhere).pass();
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    empty.reaper().json().env("DOCKER_HOST", &nowhere).exits(0);
 
     // --help documents the exit codes; --version works.
-    let run = reaper(&empty, &["--help"]);
-    assert_eq!(run.code, Some(0));
+    let run = reaper(&empty, &["--help"], 0);
     for code in ["0 ", "1 ", "64", "69", "75"] {
         assert!(
             run.stdout.contains(&format!("  {code}")),
@@ -563,8 +549,7 @@ fn docker_unreachable_is_69_and_bad_usage_64() {
             run.stdout
         );
     }
-    let run = reaper(&empty, &["--version"]);
-    assert_eq!(run.code, Some(0));
+    let run = reaper(&empty, &["--version"], 0);
     assert!(run.stdout.starts_with("fleet-reaper "), "{}", run.stdout);
 }
 
@@ -637,8 +622,7 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
     // Past the timeout since the request began: only the open connection
     // keeps the site awake now (no log, no recent start, last start > 2 s).
     sleep(PAST_TIMEOUT);
-    let run = reap.pass();
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let run = reap.exits(0);
     let e = run.site(site.name());
     assert_eq!(outcome(&e), ("busy", "none"), "{e}");
     assert_eq!(site.state(), "running");
