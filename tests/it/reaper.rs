@@ -130,9 +130,13 @@ fn slow_to_stop() -> TestSite {
     TestSite::with_options(SiteOptions::default().docker_args(["--stop-signal", "SIGWINCH"]))
 }
 
-/// An entry's verdict and action.
-fn outcome(e: &Value) -> (&str, &str) {
-    (field(e, "verdict"), field(e, "action"))
+/// The plan entry of `site` (a site's name or a conf file's), asserted to
+/// say this verdict and action.
+pub(crate) fn assert_outcome(run: &Run, site: &str, (verdict, action): (&str, &str)) -> Value {
+    let e = run.site(site);
+    let got = (field(&e, "verdict"), field(&e, "action"));
+    assert_eq!(got, (verdict, action), "{e}");
+    e
 }
 
 /// An entry's text field `key` ("" for none).
@@ -166,11 +170,9 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     sleep(Duration::from_secs(1));
 
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"], 0);
-    let e = run.site(idle.name());
-    assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
+    let e = assert_outcome(&run, idle.name(), ("idle", "stopped"));
     assert_eq!(e["log_frames_read"], 0, "{e}");
-    let e = run.site(recent.name());
-    assert_eq!(outcome(&e), ("active-logs", "none"), "{e}");
+    let e = assert_outcome(&run, recent.name(), ("active-logs", "none"));
     assert!(field(&e, "reason").contains("logged output"), "{e}");
     assert_eq!(idle.state(), "exited");
     assert_eq!(recent.state(), "running");
@@ -188,8 +190,8 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
         }
         Ok(e["action"] != "none")
     });
-    let e = acted.expect("a pass acted").site(to_pause.name());
-    assert_eq!(outcome(&e), ("idle", "paused"), "{e}");
+    let acted = acted.expect("a pass acted");
+    assert_outcome(&acted, to_pause.name(), ("idle", "paused"));
     assert_eq!(to_pause.state(), "paused");
 
     // A second pass leaves the paused and the stopped alone (never unpauses,
@@ -225,15 +227,13 @@ fn waker_state_decides_busy_active_and_unknown() {
 
     // Unknown state is a site error: exit 1.
     let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"], 1);
-    let e = run.site(busy.name());
-    assert_eq!(outcome(&e), ("busy", "none"), "{e}");
+    assert_outcome(&run, busy.name(), ("busy", "none"));
     let e = run.site(active.name());
     assert_eq!(e["verdict"], "active-waker", "{e}");
     let e = run.site(unknown.name());
     assert_eq!(e["verdict"], "unknown", "{e}");
     assert!(field(&e, "error").contains("symlink"), "{e}");
-    let e = run.site(stale.name());
-    assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
+    let e = assert_outcome(&run, stale.name(), ("idle", "stopped"));
     assert!(field(&e, "reason").contains("gone"), "{e}");
     assert_eq!(busy.state(), "running");
     assert_eq!(active.state(), "running");
@@ -299,7 +299,7 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
     for (stem, _, why) in &cases {
         let site = format!("{stem}.fleet.test");
         let file = format!("{site}.conf");
-        let e = run.site(&site);
+        let e = assert_outcome(&run, &site, ("error", "none"));
         let err = field(&e, "error");
         assert!(
             err.contains(why),
@@ -309,7 +309,6 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
             err.contains(&list.sites.join(&file).display().to_string()),
             "{file}: {err:?} lacks the path"
         );
-        assert_eq!(outcome(&e), ("error", "none"), "{e}");
         // And the log names it too.
         assert!(run.stderr.contains(&file), "stderr does not name {file}");
     }
@@ -326,8 +325,7 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
         "/etc/passwd was read"
     );
     // The one good site was still handled.
-    let e = run.site(good.name());
-    assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
+    assert_outcome(&run, good.name(), ("idle", "stopped"));
     assert_eq!(good.state(), "exited");
 
     // The table says the same, one line per file, reason included.
@@ -584,7 +582,10 @@ fn sigterm_mid_pass_finishes_the_stop_under_way_and_exits_75() {
     assert_eq!(json["interrupted"], true);
     let entries = json["sites"].as_array().expect("sites");
     let acted = |action: &str| -> Vec<&Value> {
-        entries.iter().filter(|e| outcome(e).1 == action).collect()
+        entries
+            .iter()
+            .filter(|e| field(e, "action") == action)
+            .collect()
     };
     // With --jobs 1 exactly one site was under way: it was stopped to the
     // end; the other was never acted on.
@@ -622,9 +623,7 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
     // Past the timeout since the request began: only the open connection
     // keeps the site awake now (no log, no recent start, last start > 2 s).
     sleep(PAST_TIMEOUT);
-    let run = reap.exits(0);
-    let e = run.site(site.name());
-    assert_eq!(outcome(&e), ("busy", "none"), "{e}");
+    assert_outcome(&reap.exits(0), site.name(), ("busy", "none"));
     assert_eq!(site.state(), "running");
     let resp = slow
         .join()
@@ -634,8 +633,7 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
 
     // Once it is over and quiet for the timeout, the same site is idle.
     sleep(PAST_TIMEOUT);
-    let e = reap.pass().site(site.name());
-    assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
+    assert_outcome(&reap.pass(), site.name(), ("idle", "stopped"));
     assert_eq!(site.state(), "exited");
     drop(waker);
 }
