@@ -26,17 +26,10 @@ fn thirty_sites_never_more_than_three_starting() {
     const N: usize = 30;
     const K: usize = 3;
     let shared = temp_dir("slots");
-    let state = shared.path().display().to_string();
+    let state = format!("--state-dir={}", shared.path().display());
     let sites: Vec<TestSite> = (0..N).map(|_| TestSite::new()).collect();
-    let k = K.to_string();
-    let args = [
-        "--state-dir",
-        &state,
-        "--max-concurrent-wakes",
-        &k,
-        "--start-timeout",
-        "60s",
-    ];
+    let k = format!("--max-concurrent-wakes={K}");
+    let args = [&state, &k, "--start-timeout=60s"];
     let wakers: Vec<Spawned> = sites
         .iter()
         .map(|s| listening_quiet(s, &args, &[]))
