@@ -152,9 +152,8 @@ fn idle_waker_exits_and_the_next_request_reactivates_it() {
         "[Unit]\nStartLimitIntervalSec=0\n[Service]\nEnvironment=FLEET_WAKER_EXIT_IDLE_TIME=1s\n",
     );
     ns.systemctl_ok(&["daemon-reload"]);
-    let name = site.name().to_owned();
-    let service = format!("fleet-waker@{name}.service");
-    ns.systemctl_ok(&["start", &format!("fleet-waker@{name}.socket")]);
+    let service = format!("fleet-waker@{}.service", site.name());
+    ns.systemctl_ok(&["start", &format!("fleet-waker@{}.socket", site.name())]);
     // Polled, so a failed systemctl call (a busy host) means "not yet", not a panic.
     let state = || {
         let out = ns.systemctl(&["show", "-p", "ActiveState", "--value", &service]);
