@@ -26,17 +26,10 @@ fn thirty_sites_never_more_than_three_starting() {
     const N: usize = 30;
     const K: usize = 3;
     let shared = temp_dir("slots");
-    let state = shared.path().display().to_string();
+    let state = format!("--state-dir={}", shared.path().display());
     let sites: Vec<TestSite> = (0..N).map(|_| TestSite::new()).collect();
-    let k = K.to_string();
-    let args = [
-        "--state-dir",
-        &state,
-        "--max-concurrent-wakes",
-        &k,
-        "--start-timeout",
-        "60s",
-    ];
+    let k = format!("--max-concurrent-wakes={K}");
+    let args = [&state, &k, "--start-timeout=60s"];
     let wakers: Vec<Spawned> = sites
         .iter()
         .map(|s| listening_quiet(s, &args, &[]))
@@ -159,9 +152,8 @@ fn idle_waker_exits_and_the_next_request_reactivates_it() {
         "[Unit]\nStartLimitIntervalSec=0\n[Service]\nEnvironment=FLEET_WAKER_EXIT_IDLE_TIME=1s\n",
     );
     ns.systemctl_ok(&["daemon-reload"]);
-    let name = site.name().to_owned();
-    let service = format!("fleet-waker@{name}.service");
-    ns.systemctl_ok(&["start", &format!("fleet-waker@{name}.socket")]);
+    let service = format!("fleet-waker@{}.service", site.name());
+    ns.systemctl_ok(&["start", &format!("fleet-waker@{}.socket", site.name())]);
     // Polled, so a failed systemctl call (a busy host) means "not yet", not a panic.
     let state = || {
         let out = ns.systemctl(&["show", "-p", "ActiveState", "--value", &service]);

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
 use serde_json::Value;
 
-use crate::reaper::{List, new_sites};
+use crate::reaper::{List, assert_outcome, new_sites};
 use crate::support::assert::{plan_entry, says_hello};
 use crate::support::nsystemd::{
     FAILING_SERVICE_DROPIN, RECORD_REAPER_RUNS, boot_for, drive_socket_into_limit, install_reaper,
@@ -24,7 +24,7 @@ use crate::support::{self, TestSite, note, require, wait_until};
 
 /// Inside the namespace: the plan (stdout) and log (stderr) of the reaper runs.
 const PLAN: &str = "/run/fleet-reaper.plan";
-const LOG: &str = "/run/fleet-reaper.log";
+pub(crate) const LOG: &str = "/run/fleet-reaper.log";
 
 #[test]
 fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_container() {
@@ -122,11 +122,10 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
     require!(Docker, PhpFpm);
     let [busy, a, b, c] = new_sites();
     let all = [&busy, &a, &b, &c];
-    let list = List::new();
+    // Far from idle by the timeout: only the memory guard may stop them.
+    let list = List::of(&all, "1h");
     let run_dir = support::temp_dir("run");
     for s in all {
-        // Far from idle by the timeout: only the memory guard may stop them.
-        list.add(s, "1h");
         s.start();
     }
     let now = SystemTime::now();
@@ -148,16 +147,14 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
 
     // A dry run with a budget of one byte measures every awake container
     // and would stop every idle-enough one, not the busy one.
-    let dry = guard("1").arg("--dry-run").pass();
-    assert_eq!(dry.code, Some(0), "{}", dry.stderr);
+    let dry = guard("1").arg("--dry-run").exits(0);
     let plan = dry.plan();
-    let memory_of = |s: &TestSite| {
+    let mem = all.map(|s| {
         let e = plan_entry(&plan, s.name());
         e["memory_bytes"]
             .as_u64()
             .unwrap_or_else(|| panic!("no memory for {}: {e}", s.name()))
-    };
-    let mem: Vec<u64> = all.iter().map(|s| memory_of(s)).collect();
+    });
     let total = plan["memory"]["awake_before_bytes"]
         .as_u64()
         .expect("total");
@@ -192,8 +189,7 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
         );
     }
     note!("{compared} of 4 compared with docker stats");
-    assert_eq!(dry.site(busy.name())["verdict"], "busy");
-    assert_eq!(dry.site(busy.name())["action"], "none");
+    assert_outcome(&dry, busy.name(), ("busy", "none"));
     for s in [&a, &b, &c] {
         let e = dry.site(s.name());
         assert_eq!(e["action"], "would-stop", "{e}");
@@ -207,8 +203,7 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
     // A budget that needs a and half of b freed: a and b (least recently
     // active first) are stopped, c is not, and never the busy one.
     let budget = total - mem[1] - mem[2] / 2;
-    let run = guard(&budget.to_string()).pass();
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let run = guard(&budget.to_string()).exits(0);
     for s in [&a, &b] {
         let e = run.site(s.name());
         assert_eq!(
@@ -263,9 +258,7 @@ fn gauge(m: &Metrics, family: &str, labels: &[&str]) -> f64 {
 fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
     require!(Docker, PhpFpm);
     let [awake, asleep] = new_sites();
-    let list = List::new();
-    list.add(&awake, "1h");
-    list.add(&asleep, "1h");
+    let list = List::of(&[&awake, &asleep], "1h");
     awake.start();
     let now = SystemTime::now();
     fleet_core::state::store(
@@ -286,8 +279,7 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
         .reaper()
         .args(["--memory-budget", "64G", "--metrics-file"])
         .arg(&path);
-    let run = metrics.pass();
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let run = metrics.exits(0);
     let text = std::fs::read_to_string(&path).expect("metrics file");
     note!("metrics file:\n{text}");
     let m = openmetrics_parser::prometheus::parse_prometheus(&text)
@@ -321,7 +313,7 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
     // rewritten in place), readable by the collector, with no temp file left.
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let inode = std::fs::metadata(&path).expect("meta").ino();
-    assert_eq!(metrics.pass().code, Some(0));
+    metrics.exits(0);
     let meta = std::fs::metadata(&path).expect("meta");
     assert_ne!(meta.ino(), inode, "replaced by rename");
     assert_eq!(meta.permissions().mode() & 0o777, 0o644);
@@ -336,8 +328,7 @@ fn metrics_file_parses_as_prometheus_text_and_is_replaced_atomically() {
     std::fs::write(&target, "keep").expect("write");
     std::fs::remove_file(&path).expect("rm");
     std::os::unix::fs::symlink(&target, &path).expect("symlink");
-    let refused = metrics.pass();
-    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    let refused = metrics.exits(1);
     assert!(
         refused.stderr.contains("fleet.prom") && refused.stderr.contains("symlink"),
         "{}",

@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::support::assert::{fpm_says_hello, says_hello};
 use crate::support::reaper::{Reaper, ReaperExt as _, Run, RunExt as _};
 use crate::support::wake::{activated, dead_pid, open_at, sleep_request};
-use crate::support::{self, FcgiRequest, SiteExt as _, SiteOptions, TestSite, fastcgi, require};
+use crate::support::{self, FcgiRequest, SiteExt as _, SiteOptions, TestSite, require};
 
 /// A sites directory and a state directory shared by several test sites,
 /// so that one reaper pass sees them all.
@@ -44,6 +44,15 @@ impl List {
         List { sites, state, dir }
     }
 
+    /// A new list of `sites`, each with idle timeout `timeout`.
+    pub(crate) fn of(sites: &[&TestSite], timeout: &str) -> List {
+        let list = List::new();
+        for s in sites {
+            list.add(s, timeout);
+        }
+        list
+    }
+
     /// This build's fleet-reaper over the list, `--proxy-only` (see the
     /// module notes).
     pub(crate) fn reaper(&self) -> Reaper {
@@ -53,7 +62,7 @@ impl List {
     }
 
     /// Lists `site` with idle timeout `timeout` (old format line 1).
-    pub(crate) fn add(&self, site: &TestSite, timeout: &str) {
+    fn add(&self, site: &TestSite, timeout: &str) {
         self.write(
             &format!("{}.conf", site.name()),
             format!("# Amount of time to pause the container after: {timeout}\n").as_bytes(),
@@ -95,9 +104,10 @@ pub(crate) fn new_sites<const N: usize>() -> [TestSite; N] {
     std::array::from_fn(|_| TestSite::new())
 }
 
-/// Runs `fleet-reaper --sites-dir … --state-dir … <args>` to completion.
-fn reaper(list: &List, args: &[&str]) -> Run {
-    list.reaper().args(args).pass()
+/// Runs `fleet-reaper --sites-dir … --state-dir … <args>` to completion,
+/// asserted to exit with `code`.
+fn reaper(list: &List, args: &[&str], code: i32) -> Run {
+    list.reaper().args(args).exits(code)
 }
 
 /// Longer than the 2 s idle timeout most tests here list their sites with.
@@ -120,9 +130,13 @@ fn slow_to_stop() -> TestSite {
     TestSite::with_options(SiteOptions::default().docker_args(["--stop-signal", "SIGWINCH"]))
 }
 
-/// An entry's verdict and action.
-fn outcome(e: &Value) -> (&str, &str) {
-    (field(e, "verdict"), field(e, "action"))
+/// The plan entry of `site` (a site's name or a conf file's), asserted to
+/// say this verdict and action.
+pub(crate) fn assert_outcome(run: &Run, site: &str, (verdict, action): (&str, &str)) -> Value {
+    let e = run.site(site);
+    let got = (field(&e, "verdict"), field(&e, "action"));
+    assert_eq!(got, (verdict, action), "{e}");
+    e
 }
 
 /// An entry's text field `key` ("" for none).
@@ -130,8 +144,9 @@ fn field<'a>(e: &'a Value, key: &str) -> &'a str {
     e[key].as_str().unwrap_or_default()
 }
 
-/// `docker inspect` state, start and finish times: what must not change in a dry run.
-fn fingerprint(site: &TestSite) -> String {
+/// `docker inspect` state, start and finish times and pid, as one comparable
+/// string: what must not change in a dry run (or while a site is busy).
+pub(crate) fn fingerprint(site: &TestSite) -> String {
     let format = "{{.State.Status}} {{.State.StartedAt}} {{.State.FinishedAt}} {{.State.Pid}}";
     support::docker_ok(&["inspect", "--format", format, site.container()])
         .trim()
@@ -146,9 +161,7 @@ fn fingerprint(site: &TestSite) -> String {
 fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     require!(Docker, PhpFpm);
     let [idle, recent, to_pause, unlisted] = new_sites();
-    let list = List::new();
-    list.add(&idle, "2s");
-    list.add(&recent, "2s");
+    let list = List::of(&[&idle, &recent], "2s");
     // This one through its own layout (the directories its waker would use).
     to_pause.write_conf("2s");
     // Not in any list: idle too, but the reaper must never touch it.
@@ -156,13 +169,10 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     fpm_says_hello(&recent, "hello.php");
     sleep(Duration::from_secs(1));
 
-    let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let e = run.site(idle.name());
-    assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
+    let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"], 0);
+    let e = assert_outcome(&run, idle.name(), ("idle", "stopped"));
     assert_eq!(e["log_frames_read"], 0, "{e}");
-    let e = run.site(recent.name());
-    assert_eq!(outcome(&e), ("active-logs", "none"), "{e}");
+    let e = assert_outcome(&run, recent.name(), ("active-logs", "none"));
     assert!(field(&e, "reason").contains("logged output"), "{e}");
     assert_eq!(idle.state(), "exited");
     assert_eq!(recent.state(), "running");
@@ -180,8 +190,8 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
         }
         Ok(e["action"] != "none")
     });
-    let e = acted.expect("a pass acted").site(to_pause.name());
-    assert_eq!(outcome(&e), ("idle", "paused"), "{e}");
+    let acted = acted.expect("a pass acted");
+    assert_outcome(&acted, to_pause.name(), ("idle", "paused"));
     assert_eq!(to_pause.state(), "paused");
 
     // A second pass leaves the paused and the stopped alone (never unpauses,
@@ -189,7 +199,7 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
     let run = pause.pass();
     assert_eq!(run.site(to_pause.name())["verdict"], "not-running");
     assert_eq!(to_pause.state(), "paused");
-    let run = reaper(&list, &["--format", "json"]);
+    let run = reaper(&list, &["--format", "json"], 0);
     assert_eq!(run.site(idle.name())["verdict"], "not-running");
     assert_eq!(idle.state(), "exited");
     assert_eq!(unlisted.state(), "running");
@@ -199,11 +209,9 @@ fn idle_site_is_stopped_recent_site_keeps_running_and_pause_pauses() {
 fn waker_state_decides_busy_active_and_unknown() {
     require!(Docker, PhpFpm);
     let [busy, active, unknown, stale] = new_sites();
-    let list = List::new();
-    for s in [&busy, &active, &unknown, &stale] {
-        list.add(s, "2s");
-    }
-    started_quiet(&[&busy, &active, &unknown, &stale], PAST_TIMEOUT);
+    let sites = [&busy, &active, &unknown, &stale];
+    let list = List::of(&sites, "2s");
+    started_quiet(&sites, PAST_TIMEOUT);
     let now = SystemTime::now();
     let me = std::process::id();
     let ago = |ms: u64| Some(now - Duration::from_millis(ms));
@@ -217,17 +225,15 @@ fn waker_state_decides_busy_active_and_unknown() {
     // A state file of a waker that is gone: its open count is stale.
     list.store_state(&stale, dead_pid(), 3, ago(3_600_000), None);
 
-    let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
-    assert_eq!(run.code, Some(1), "unknown state is a site error");
-    let e = run.site(busy.name());
-    assert_eq!(outcome(&e), ("busy", "none"), "{e}");
+    // Unknown state is a site error: exit 1.
+    let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"], 1);
+    assert_outcome(&run, busy.name(), ("busy", "none"));
     let e = run.site(active.name());
     assert_eq!(e["verdict"], "active-waker", "{e}");
     let e = run.site(unknown.name());
     assert_eq!(e["verdict"], "unknown", "{e}");
     assert!(field(&e, "error").contains("symlink"), "{e}");
-    let e = run.site(stale.name());
-    assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
+    let e = assert_outcome(&run, stale.name(), ("idle", "stopped"));
     assert!(field(&e, "reason").contains("gone"), "{e}");
     assert_eq!(busy.state(), "running");
     assert_eq!(active.state(), "running");
@@ -245,8 +251,7 @@ fn waker_state_decides_busy_active_and_unknown() {
 fn malformed_conf_files_are_each_reported_and_the_others_handled() {
     require!(Docker, PhpFpm);
     let good = TestSite::new();
-    let list = List::new();
-    list.add(&good, "2s");
+    let list = List::of(&[&good], "2s");
     let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
     elf.extend_from_slice(&[0u8; 64]);
     let long = format!("# {}: 20m\n", "a".repeat(5000));
@@ -287,16 +292,14 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
     list.write("notes.conf.bak", b"ignored\n");
     started_quiet(&[&good], PAST_TIMEOUT);
 
-    let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
-    let json = run.plan();
-    let entries = json["sites"].as_array().expect("sites");
+    let run = reaper(&list, &["--format", "json", "--stop-timeout", "5s"], 1);
+    let entries = run.plan()["sites"].as_array().expect("sites").len();
     // Every conf file has exactly one entry; README and .bak are ignored.
-    assert_eq!(entries.len(), cases.len() + 4, "{}", run.stdout);
+    assert_eq!(entries, cases.len() + 4, "{}", run.stdout);
     for (stem, _, why) in &cases {
         let site = format!("{stem}.fleet.test");
         let file = format!("{site}.conf");
-        let e = run.site(&site);
+        let e = assert_outcome(&run, &site, ("error", "none"));
         let err = field(&e, "error");
         assert!(
             err.contains(why),
@@ -306,7 +309,6 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
             err.contains(&list.sites.join(&file).display().to_string()),
             "{file}: {err:?} lacks the path"
         );
-        assert_eq!(outcome(&e), ("error", "none"), "{e}");
         // And the log names it too.
         assert!(run.stderr.contains(&file), "stderr does not name {file}");
     }
@@ -323,13 +325,11 @@ fn malformed_conf_files_are_each_reported_and_the_others_handled() {
         "/etc/passwd was read"
     );
     // The one good site was still handled.
-    let e = run.site(good.name());
-    assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
+    assert_outcome(&run, good.name(), ("idle", "stopped"));
     assert_eq!(good.state(), "exited");
 
     // The table says the same, one line per file, reason included.
-    let run = reaper(&list, &[]);
-    assert_eq!(run.code, Some(1));
+    let run = reaper(&list, &[], 1);
     for (stem, _, why) in &cases {
         let site = format!("{stem}.fleet.test");
         let line = run
@@ -363,7 +363,7 @@ fn log_check_reads_one_frame_however_much_the_site_logged() {
     let t = Instant::now();
     let mut req = FcgiRequest::get("log.php", "kb=51200");
     req.timeout = Duration::from_secs(120);
-    let resp = fastcgi::request(&loud.fpm_socket(), &req).expect("log.php");
+    let resp = loud.fcgi(&req).expect("log.php");
     assert_eq!(resp.text(), "logged 51200 KiB\n");
     eprintln!("50 MiB of log written in {:?}", t.elapsed());
     fpm_says_hello(&quiet, "hello.php");
@@ -375,8 +375,7 @@ fn log_check_reads_one_frame_however_much_the_site_logged() {
     list.add(&quiet, &timeout);
     let cutoff_hint = SystemTime::now() - started + Duration::from_millis(200);
 
-    let run = reaper(&list, &["--format", "json"]);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let run = reaper(&list, &["--format", "json"], 0);
     let [(loud_bytes, loud_secs), (quiet_bytes, quiet_secs)] = [&loud, &quiet].map(|s| {
         let e = run.site(s.name());
         assert_eq!(e["verdict"], "active-logs", "{e}");
@@ -435,10 +434,7 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
     require!(Docker, PhpFpm);
     // `stopped` is created, never started.
     let [idle, idle2, active, stopped, paused] = new_sites();
-    let list = List::new();
-    for s in [&idle, &idle2, &stopped, &paused] {
-        list.add(s, "3s");
-    }
+    let list = List::of(&[&idle, &idle2, &stopped, &paused], "3s");
     // The active site has a wider window (5 s from its request to the real
     // run) so a loaded machine cannot turn it idle between the two runs; it
     // starts first so that it is not young either.
@@ -454,14 +450,15 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
     fpm_says_hello(&active, "hello.php");
 
     let all = [&idle, &idle2, &active, &stopped, &paused, &young];
-    let before: Vec<String> = all.iter().map(|s| fingerprint(s)).collect();
+    let before = all.map(fingerprint);
     let t0 = SystemTime::now();
-    let dry = reaper(&list, &["--format", "json", "--dry-run"]);
+    // The broken conf is an error, also in a dry run: exit 1.
+    let dry = reaper(&list, &["--format", "json", "--dry-run"], 1);
     let t1 = SystemTime::now();
-    let after: Vec<String> = all.iter().map(|s| fingerprint(s)).collect();
+    let after = all.map(fingerprint);
     // The real run right away; Docker's event history of the dry run's
     // window is checked afterwards.
-    let real = reaper(&list, &["--format", "json", "--stop-timeout", "5s"]);
+    let real = reaper(&list, &["--format", "json", "--stop-timeout", "5s"], 1);
     assert_eq!(before, after, "a dry run changed container states");
     let events = support::docker_events(t0, t1, &["type=container"]);
     for s in all {
@@ -473,14 +470,8 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
             s.container()
         );
     }
-    assert_eq!(
-        dry.code,
-        Some(1),
-        "the broken conf is an error, also in a dry run"
-    );
     assert_eq!(dry.plan()["dry_run"], true);
 
-    assert_eq!(real.code, Some(1));
     let expected = [
         (&idle, "idle", "would-stop", "stopped", "exited"),
         (&idle2, "idle", "would-stop", "stopped", "exited"),
@@ -490,11 +481,9 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
         (&young, "young", "none", "none", "running"),
     ];
     for (site, verdict, dry_action, real_action, state) in expected {
-        let d = dry.site(site.name());
+        let d = assert_outcome(&dry, site.name(), (verdict, dry_action));
         let r = real.site(site.name());
-        assert_eq!(d["verdict"], verdict, "dry: {d}");
         assert_eq!(r["verdict"], d["verdict"], "real run disagrees: {r} vs {d}");
-        assert_eq!(d["action"], dry_action, "{d}");
         assert_eq!(r["action"], real_action, "{r}");
         assert_eq!(site.state(), state, "{}", site.name());
     }
@@ -513,8 +502,7 @@ fn docker_unreachable_is_69_and_bad_usage_64() {
     let list = List::new();
     let nowhere = format!("unix://{}", list.dir.path().join("docker.sock").display());
     list.write("a.fleet.test.conf", b"# pause after: 20m\n");
-    let run = list.reaper().json().env("DOCKER_HOST", &nowhere).pass();
-    assert_eq!(run.code, Some(69), "{}", run.stderr);
+    let run = list.reaper().json().env("DOCKER_HOST", &nowhere).exits(69);
     assert!(run.stderr.contains("docker.sock"), "{}", run.stderr);
     assert_eq!(run.stdout, "", "no plan without Docker");
 
@@ -527,34 +515,29 @@ fn docker_unreachable_is_69_and_bad_usage_64() {
         &["--stop-timeout", "1h"],
         &["--bogus"],
     ] {
-        let run = reaper(&list, args);
-        assert_eq!(run.code, Some(64), "{args:?}: {}", run.stderr);
+        reaper(&list, args, 64);
     }
     // A missing sites directory is an empty list with one warning (issue
     // 16: the timer must not fail every minute); a file where the
     // directory should be cannot be read: usage error.
     let missing = List::new();
     std::fs::remove_dir(&missing.sites).expect("rmdir");
-    let run = reaper(&missing, &[]);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let run = reaper(&missing, &[], 0);
     assert!(
         run.stderr.contains("sites directory does not exist"),
         "{}",
         run.stderr
     );
     std::fs::write(&missing.sites, b"not a directory").expect("file");
-    let run = reaper(&missing, &[]);
-    assert_eq!(run.code, Some(64), "{}", run.stderr);
+    let run = reaper(&missing, &[], 64);
     assert!(run.stderr.contains("sites directory"), "{}", run.stderr);
 
     // An empty list needs no Docker at all: nothing to do, success.
     let empty = List::new();
-    let run = empty.reaper().json().env("DOCKER_HOST", &nowhere).pass();
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    empty.reaper().json().env("DOCKER_HOST", &nowhere).exits(0);
 
     // --help documents the exit codes; --version works.
-    let run = reaper(&empty, &["--help"]);
-    assert_eq!(run.code, Some(0));
+    let run = reaper(&empty, &["--help"], 0);
     for code in ["0 ", "1 ", "64", "69", "75"] {
         assert!(
             run.stdout.contains(&format!("  {code}")),
@@ -562,8 +545,7 @@ fn docker_unreachable_is_69_and_bad_usage_64() {
             run.stdout
         );
     }
-    let run = reaper(&empty, &["--version"]);
-    assert_eq!(run.code, Some(0));
+    let run = reaper(&empty, &["--version"], 0);
     assert!(run.stdout.starts_with("fleet-reaper "), "{}", run.stdout);
 }
 
@@ -573,9 +555,7 @@ fn sigterm_mid_pass_finishes_the_stop_under_way_and_exits_75() {
     // `docker stop` waits out the whole grace period: the pass is reliably
     // in the middle of a stop when SIGTERM comes.
     let [first, second] = [slow_to_stop(), slow_to_stop()];
-    let list = List::new();
-    list.add(&first, "2s");
-    list.add(&second, "2s");
+    let list = List::of(&[&first, &second], "2s");
     started_quiet(&[&first, &second], PAST_TIMEOUT);
     let t0 = SystemTime::now();
     let mut proc = list
@@ -600,7 +580,10 @@ fn sigterm_mid_pass_finishes_the_stop_under_way_and_exits_75() {
     assert_eq!(json["interrupted"], true);
     let entries = json["sites"].as_array().expect("sites");
     let acted = |action: &str| -> Vec<&Value> {
-        entries.iter().filter(|e| outcome(e).1 == action).collect()
+        entries
+            .iter()
+            .filter(|e| field(e, "action") == action)
+            .collect()
     };
     // With --jobs 1 exactly one site was under way: it was stopped to the
     // end; the other was never acted on.
@@ -638,10 +621,7 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
     // Past the timeout since the request began: only the open connection
     // keeps the site awake now (no log, no recent start, last start > 2 s).
     sleep(PAST_TIMEOUT);
-    let run = reap.pass();
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let e = run.site(site.name());
-    assert_eq!(outcome(&e), ("busy", "none"), "{e}");
+    assert_outcome(&reap.exits(0), site.name(), ("busy", "none"));
     assert_eq!(site.state(), "running");
     let resp = slow
         .join()
@@ -651,8 +631,7 @@ fn request_in_flight_through_the_waker_is_not_stopped() {
 
     // Once it is over and quiet for the timeout, the same site is idle.
     sleep(PAST_TIMEOUT);
-    let e = reap.pass().site(site.name());
-    assert_eq!(outcome(&e), ("idle", "stopped"), "{e}");
+    assert_outcome(&reap.pass(), site.name(), ("idle", "stopped"));
     assert_eq!(site.state(), "exited");
     drop(waker);
 }
@@ -681,16 +660,7 @@ fn request_arriving_while_the_reaper_stops_the_container_is_answered() {
         .launch()
         .spawn();
     let event_times = |event: &str| site.event_times(event, t0);
-    let ask = |n: usize| {
-        let resp = fastcgi::request(&site.waker_socket(), &FcgiRequest::get("hello.php", ""))
-            .unwrap_or_else(|e| panic!("request {n} failed: {e}\nwaker:\n{}", waker.logs()));
-        assert_eq!(
-            (resp.status, resp.text()),
-            (200, site.hello_line()),
-            "request {n}; waker:\n{}",
-            waker.logs()
-        );
-    };
+    let ask = |n: usize| says_hello(&site, &format!("request {n}"), || waker.logs());
     // Docker has sent the stop signal: the stop is under way.
     let mut kill = Vec::new();
     assert!(

@@ -27,14 +27,12 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 use xtask::kit::nginx::Mode;
 
+use crate::reaper::fingerprint;
 use crate::support::assert::output_text;
 use crate::support::reaper::{self, ReaperExt as _, Run};
 use crate::support::{
     Lazy, SiteOptions, Stack, TestSite, http, note, require, temp_dir, wait_until,
 };
-
-/// Actions in the reaper's JSON plan that put a site to sleep.
-const SLEEPS: &[&str] = &["stopped", "paused"];
 
 /// nginx's `fastcgi_read_timeout`, which the shipped snippets leave at its
 /// default: a request that hangs (e.g. in a paused php-fpm's backlog) is
@@ -91,7 +89,8 @@ impl Reaping {
         }
     }
 
-    /// Start times of the passes whose plan put the site to sleep.
+    /// The passes whose plan put the site to sleep (`stopped`, `paused`):
+    /// when, and the action.
     fn sleeps(&self) -> Vec<(SystemTime, String)> {
         self.passes
             .lock()
@@ -105,7 +104,7 @@ impl Reaping {
                 let at = e["examined_at"].as_f64().map_or(*started, |t| {
                     SystemTime::UNIX_EPOCH + Duration::from_secs_f64(t)
                 });
-                SLEEPS.contains(&a.as_str()).then_some((at, a))
+                matches!(a.as_str(), "stopped" | "paused").then_some((at, a))
             })
             .collect()
     }
@@ -186,11 +185,6 @@ fn hello_in_time(s: &Stack, what: &str, context: impl FnOnce() -> String) -> Dur
         s.diagnostics()
     );
     took
-}
-
-/// The container's state and `StartedAt`, as one comparable string.
-fn run_fingerprint(site: &TestSite) -> String {
-    format!("{} since {}", site.state(), site.started_at())
 }
 
 // ---------------------------------------------------------------------------
@@ -583,7 +577,7 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
         "a stock pool logs no request:\n{}",
         s.site.logs()
     );
-    let awake = run_fingerprint(&s.site);
+    let awake = fingerprint(&s.site);
     assert!(awake.starts_with("running "), "{awake}");
     let reaping = Reaping::start(&s.site, &["--action", "stop"]);
     let why = Lazy(|| format!("{}\n{}", reaping.report(), s.diagnostics()));
@@ -594,7 +588,7 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
     let mut tick = busy_since;
     for sent in 0..6 {
         assert_eq!(
-            run_fingerprint(&s.site),
+            fingerprint(&s.site),
             awake,
             "request {sent}: a busy site was put to sleep\n{why}"
         );
@@ -605,7 +599,7 @@ fn direct_stock_pool_busy_site_is_never_stopped_then_idle_is() {
     let busy = busy_since.elapsed();
     let interruptions = reaping.sleeps();
     assert!(
-        interruptions.is_empty() && run_fingerprint(&s.site) == awake,
+        interruptions.is_empty() && fingerprint(&s.site) == awake,
         "the busy site was stopped or paused ({} times):\n{why}",
         interruptions.len()
     );
@@ -661,7 +655,7 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
         });
 
         let fallbacks = s.fallbacks();
-        let run_before = run_fingerprint(&s.site);
+        let run_before = fingerprint(&s.site);
         let wakes_before = s.activity().map_or(0, |a| a.wakes);
         let what = format!("round {round}: from a paused site");
         let took = hello_in_time(&s, &what, || log.clone());
@@ -672,7 +666,7 @@ fn direct_pause_is_answered_through_the_waker_by_an_unpause() {
         // An unpause: the run the reaper paused goes on, and the waker
         // counted one wake for it.
         assert_eq!(
-            run_fingerprint(&s.site),
+            fingerprint(&s.site),
             run_before.replace("paused", "running"),
             "round {round}: not an unpause of the paused run\n{diag}"
         );

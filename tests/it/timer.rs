@@ -5,10 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::fleetops::LOG;
 use crate::support::nsystemd::{RECORD_REAPER_RUNS, boot_for, install_reaper, reaper_runs};
 use crate::support::{TestSite, note, require, wait_until};
-
-const LOG: &str = "/run/fleet-reaper.log";
 
 #[test]
 fn timer_without_a_sites_directory_has_no_failed_runs() {

@@ -24,6 +24,10 @@ pub trait ReaperExt {
     /// One pass to its end, printed (libtest shows it for a failing test).
     fn pass(&self) -> Run;
 
+    /// [`ReaperExt::pass`], asserted to exit with `code` (else its command
+    /// line and output are the message).
+    fn exits(&self, code: i32) -> Run;
+
     /// Passes until `site`'s entry says `action`; that entry.
     fn reap_until(&self, site: &TestSite, action: &str, within: std::time::Duration) -> Value;
 }
@@ -32,6 +36,12 @@ impl ReaperExt for Reaper {
     fn pass(&self) -> Run {
         let run = or_panic(self.run());
         eprintln!("{} -> {run}", self.line());
+        run
+    }
+
+    fn exits(&self, code: i32) -> Run {
+        let run = self.pass();
+        assert_eq!(run.code, Some(code), "{}\n{run}", self.line());
         run
     }
 
