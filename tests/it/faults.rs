@@ -18,8 +18,8 @@ use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
 use crate::support::wake::{
     CLOSED_WITHIN, START_TIMEOUT, assert_one_start, assert_state_file_failure_logged_once,
-    concurrent_hellos_one_start, container_pids, fd_count, held_closed_within, listening_site,
-    listening_with, logged, open_at, sleep_request, stopped_site,
+    concurrent_hellos_one_start, container_pids, fd_count, has_logged, held_closed_within,
+    listening_site, listening_with, open_at, sleep_request, stopped_site,
 };
 use crate::support::{self, FcgiResponse, SiteOptions, Spawned, TestSite, require, wait_until};
 
@@ -36,9 +36,10 @@ fn docker_dead_then_back() {
     let site = stopped_site(SiteOptions::default());
     let sock = site.temp_dir().join("docker.sock");
     let host = format!("unix://{}", sock.display());
-    let mut w = listening_with(&site, START_TIMEOUT, &[("DOCKER_HOST", host)]);
+    let mut w = listening_with(&site, START_TIMEOUT, &[("DOCKER_HOST", host.clone())]);
     let times = held_closed_within(&site, &mut w, 5, CLOSED_WITHIN);
-    logged(&w, &sock.display().to_string()); // names the host
+    // Logged before the held connections are closed.
+    has_logged(&w, &format!("cannot reach the Docker engine at {host}"));
     let proxy = DockerProxy::start(&sock, Mode::Forward, Duration::ZERO);
     says_hello(&site, "after Docker is back", || w.logs());
     assert_eq!(proxy.starts(), 1);

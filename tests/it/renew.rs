@@ -31,8 +31,8 @@ fn units_verify_start_wake_and_report_status() {
     for unit in reaper_units {
         ns.write_unit(unit, &unit_text(unit));
     }
-    let units = ["fleet-waker@.socket", "fleet-waker@.service"].into_iter();
-    let paths: Vec<String> = (units.chain(reaper_units))
+    let waker_units = ["fleet-waker@.socket", "fleet-waker@.service"];
+    let paths: Vec<String> = (waker_units.into_iter().chain(reaper_units))
         .map(|u| format!("/run/systemd/system/{u}"))
         .collect();
     let mut args = vec!["verify", "--man=no"];

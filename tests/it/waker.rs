@@ -12,8 +12,8 @@ use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::stack::activity_until;
 use crate::support::wake::{
     CLOSED_WITHIN, START_TIMEOUT, activated, assert_one_start,
-    assert_state_file_failure_logged_once, concurrent_hellos_one_start, held_closed_within,
-    hello_after_backoff, listening_site, logged, sleep_request, stopped_site, waker,
+    assert_state_file_failure_logged_once, concurrent_hellos_one_start, has_logged,
+    held_closed_within, hello_after_backoff, listening_site, sleep_request, stopped_site, waker,
 };
 use crate::support::{
     self, FcgiRequest, Lazy, Nginx, SiteOptions, TestSite, bin, connect_within,
@@ -112,8 +112,8 @@ fn stale_socket_is_never_ready() {
     let t0 = SystemTime::now();
     says_hello(&site, "request through the waker", || w.logs());
     assert_one_start(&site, t0, &w.logs());
-    // The wake waited for php-fpm.
-    logged(&w, "php-fpm accepts");
+    // The wake waited for php-fpm: logged before the answer is released.
+    has_logged(&w, "php-fpm accepts");
 }
 
 /// Must show 4a: a missing container.

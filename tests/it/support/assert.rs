@@ -11,7 +11,12 @@ pub fn says_hello(site: &TestSite, what: &str, logs: impl FnOnce() -> String) {
         Ok(r) => r,
         Err(e) => panic!("{what}: {e}\n{}", logs()),
     };
-    assert_eq!(r.text(), site.hello_line(), "{what}\n{}", logs());
+    assert_eq!(
+        (r.status, r.text()),
+        (200, site.hello_line()),
+        "{what}\n{}",
+        logs()
+    );
 }
 
 /// php-fpm itself answers the hello page at the site's own socket (no

@@ -15,7 +15,6 @@
 //! * [`reaper`] — this build's fleet-reaper through the kit's runner, failures as panics.
 //! * [`nsystemd::NsSystemd`] — a real systemd booted as PID 1 in private PID and mount namespaces.
 //! * [`wait_until`], [`free_port`], [`bin`], [`docker`], [`docker_events`], [`count_docker_events`].
-#![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod assert;
 pub mod docker_proxy;

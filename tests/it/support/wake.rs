@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{
     FcgiRequest, FcgiResponse, Launch, SiteOptions, SocketActivated, Spawned, TestSite, bin,
-    count_docker_events, exchange, fastcgi, wait_until,
+    count_docker_events, exchange, fastcgi,
 };
 
 /// fleet-waker for `site` (its name and layout) with `extra` arguments and
@@ -43,6 +43,16 @@ pub fn listening_with(site: &TestSite, extra: &[&str], env: &[(&str, String)]) -
 /// [`listening_with`] with no more environment.
 pub fn listening_site(site: &TestSite, extra: &[&str]) -> Spawned {
     listening_with(site, extra, &[])
+}
+
+/// The waker `w` has already logged `needle` (for a line it writes before
+/// what the test just saw happen).
+pub fn has_logged(w: &Spawned, needle: &str) {
+    let logs = w.logs();
+    assert!(
+        logs.contains(needle),
+        "waker has not logged {needle:?}:\n{logs}"
+    );
 }
 
 /// Waits (10 s at most) until the waker `w`'s log has `needle`.
@@ -176,8 +186,12 @@ pub fn concurrent_hellos_one_start(site: &TestSite, w: &Spawned, n: usize) -> Du
     let elapsed = started.elapsed();
     for r in answers {
         let r = r.expect("an answer through the waker");
-        assert_eq!(r.status, 200, "{}", w.logs());
-        assert_eq!(r.text(), site.hello_line(), "{}", w.logs());
+        assert_eq!(
+            (r.status, r.text()),
+            (200, site.hello_line()),
+            "{}",
+            w.logs()
+        );
     }
     assert_one_start(site, t0, &w.logs());
     elapsed
