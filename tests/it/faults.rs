@@ -206,6 +206,18 @@ fn crash_round(site: &TestSite, w: &mut Spawned, needle: &str) {
         "{} open",
         open_now(site)
     );
+    // Open at the waker is not yet run by php-fpm: a request still in the
+    // socket's backlog would be served by a respawned worker. The fifth
+    // worker answers the status page.
+    let serving = || {
+        crate::support::query_within(&site.fpm_socket(), Duration::from_secs(2))
+            .is_ok_and(|s| s.active_processes >= 5)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), serving),
+        "the four requests never all reached php-fpm: {}",
+        w.logs()
+    );
     let victims = container_pids(site, needle);
     assert!(
         !victims.is_empty(),
@@ -224,7 +236,8 @@ fn crash_round(site: &TestSite, w: &mut Spawned, needle: &str) {
 /// A running site, its waker after one answered request and back to no
 /// open connection, and the waker's descriptor count at that point.
 fn warm_site_and_waker() -> (TestSite, Spawned, usize) {
-    let site = TestSite::started(SiteOptions::default());
+    // Four workers for crash_round's requests, one for the status page.
+    let site = TestSite::started(SiteOptions::default().fpm_children(5));
     let w = listening_site(&site, &[]);
     says_hello(&site, "warm", String::new);
     assert!(wait_until(Duration::from_secs(2), || open_now(&site) == 0));

@@ -12,8 +12,8 @@ use serde_json::Value;
 use crate::reaper::{List, assert_outcome, new_sites};
 use crate::support::assert::{plan_entry, says_hello};
 use crate::support::nsystemd::{
-    FAILING_SERVICE_DROPIN, RECORD_REAPER_RUNS, boot_for, drive_socket_into_limit, install_reaper,
-    reaper_runs,
+    FAILING_SERVICE_DROPIN, REAPER_LOG, RECORD_REAPER_RUNS, boot_for, drive_socket_into_limit,
+    install_reaper, reaper_runs,
 };
 use crate::support::reaper::{ReaperExt as _, RunExt as _};
 use crate::support::{self, TestSite, note, require, wait_until};
@@ -24,7 +24,6 @@ use crate::support::{self, TestSite, note, require, wait_until};
 
 /// Inside the namespace: the plan (stdout) and log (stderr) of the reaper runs.
 const PLAN: &str = "/run/fleet-reaper.plan";
-pub(crate) const LOG: &str = "/run/fleet-reaper.log";
 
 #[test]
 fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_container() {
@@ -54,7 +53,7 @@ fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_containe
         &ns,
         &format!(
             "Environment=FLEET_SITES_DIR=/run/fleet-sites\nStandardOutput=append:{PLAN}\n\
-             StandardError=append:{LOG}\n{RECORD_REAPER_RUNS}"
+             StandardError=append:{REAPER_LOG}\n{RECORD_REAPER_RUNS}"
         ),
         "[Timer]\nOnCalendar=\nOnActiveSec=1ms\nAccuracySec=10ms\n",
     );
@@ -65,7 +64,7 @@ fn one_timer_run_heals_a_socket_that_hit_its_limit_without_touching_the_containe
         "the timer never ran the reaper; systemd:\n{}",
         ns.log_text()
     );
-    let (plan, log) = (read(PLAN), read(LOG));
+    let (plan, log) = (read(PLAN), read(REAPER_LOG));
     note!("the timer's run:\n{plan}{log}");
     assert_eq!(
         reaper_runs(&ns),

@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::support::assert::{fpm_says_hello, says_hello};
 use crate::support::reaper::{Reaper, ReaperExt as _, Run, RunExt as _};
+use crate::support::site::fingerprint;
 use crate::support::wake::{activated, dead_pid, open_at, sleep_request};
 use crate::support::{self, FcgiRequest, SiteExt as _, SiteOptions, TestSite, require};
 
@@ -106,6 +107,7 @@ pub(crate) fn new_sites<const N: usize>() -> [TestSite; N] {
 
 /// Runs `fleet-reaper --sites-dir … --state-dir … <args>` to completion,
 /// asserted to exit with `code`.
+#[track_caller]
 fn reaper(list: &List, args: &[&str], code: i32) -> Run {
     list.reaper().args(args).exits(code)
 }
@@ -132,6 +134,7 @@ fn slow_to_stop() -> TestSite {
 
 /// The plan entry of `site` (a site's name or a conf file's), asserted to
 /// say this verdict and action.
+#[track_caller]
 pub(crate) fn assert_outcome(run: &Run, site: &str, (verdict, action): (&str, &str)) -> Value {
     let e = run.site(site);
     let got = (field(&e, "verdict"), field(&e, "action"));
@@ -142,15 +145,6 @@ pub(crate) fn assert_outcome(run: &Run, site: &str, (verdict, action): (&str, &s
 /// An entry's text field `key` ("" for none).
 fn field<'a>(e: &'a Value, key: &str) -> &'a str {
     e[key].as_str().unwrap_or_default()
-}
-
-/// `docker inspect` state, start and finish times and pid, as one comparable
-/// string: what must not change in a dry run (or while a site is busy).
-pub(crate) fn fingerprint(site: &TestSite) -> String {
-    let format = "{{.State.Status}} {{.State.StartedAt}} {{.State.FinishedAt}} {{.State.Pid}}";
-    support::docker_ok(&["inspect", "--format", format, site.container()])
-        .trim()
-        .to_owned()
 }
 
 // ---------------------------------------------------------------------------
@@ -452,13 +446,15 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
     let all = [&idle, &idle2, &active, &stopped, &paused, &young];
     let before = all.map(fingerprint);
     let t0 = SystemTime::now();
-    // The broken conf is an error, also in a dry run: exit 1.
-    let dry = reaper(&list, &["--format", "json", "--dry-run"], 1);
+    let dry = list.reaper().args(["--format", "json", "--dry-run"]).pass();
     let t1 = SystemTime::now();
     let after = all.map(fingerprint);
     // The real run right away; Docker's event history of the dry run's
     // window is checked afterwards.
-    let real = reaper(&list, &["--format", "json", "--stop-timeout", "5s"], 1);
+    let real = list
+        .reaper()
+        .args(["--format", "json", "--stop-timeout", "5s"])
+        .pass();
     assert_eq!(before, after, "a dry run changed container states");
     let events = support::docker_events(t0, t1, &["type=container"]);
     for s in all {
@@ -470,7 +466,13 @@ fn dry_run_changes_nothing_and_predicts_the_real_run() {
             s.container()
         );
     }
+    assert_eq!(
+        dry.code,
+        Some(1),
+        "the broken conf is an error, also in a dry run: {dry}"
+    );
     assert_eq!(dry.plan()["dry_run"], true);
+    assert_eq!(real.code, Some(1), "{real}");
 
     let expected = [
         (&idle, "idle", "would-stop", "stopped", "exited"),

@@ -27,9 +27,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 use xtask::kit::nginx::Mode;
 
-use crate::reaper::fingerprint;
 use crate::support::assert::output_text;
 use crate::support::reaper::{self, ReaperExt as _, Run};
+use crate::support::site::fingerprint;
 use crate::support::{
     Lazy, SiteOptions, Stack, TestSite, http, note, require, temp_dir, wait_until,
 };

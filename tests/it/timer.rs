@@ -5,8 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::fleetops::LOG;
-use crate::support::nsystemd::{RECORD_REAPER_RUNS, boot_for, install_reaper, reaper_runs};
+use crate::support::nsystemd::{
+    REAPER_LOG, RECORD_REAPER_RUNS, boot_for, install_reaper, reaper_runs,
+};
 use crate::support::{TestSite, note, require, wait_until};
 
 #[test]
@@ -23,7 +24,7 @@ fn timer_without_a_sites_directory_has_no_failed_runs() {
     install_reaper(
         &ns,
         &format!(
-            "Environment=FLEET_SITES_DIR={missing}\nStandardError=append:{LOG}\n{RECORD_REAPER_RUNS}"
+            "Environment=FLEET_SITES_DIR={missing}\nStandardError=append:{REAPER_LOG}\n{RECORD_REAPER_RUNS}"
         ),
         "[Timer]\nOnCalendar=\nOnActiveSec=1ms\nOnUnitInactiveSec=1s\nAccuracySec=10ms\n",
     );
@@ -41,7 +42,7 @@ fn timer_without_a_sites_directory_has_no_failed_runs() {
     for run in &runs {
         assert_eq!(run, "success exited 0", "a failed run; all runs: {runs:?}");
     }
-    let log = std::fs::read_to_string(ns.path(Path::new(LOG))).unwrap_or_default();
+    let log = std::fs::read_to_string(ns.path(Path::new(REAPER_LOG))).unwrap_or_default();
     let warnings: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("the sites directory does not exist"))

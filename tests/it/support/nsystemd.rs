@@ -531,6 +531,9 @@ pub fn install_reaper(ns: &NsSystemd, service: &str, timer: &str) {
     ns.systemctl_ok(&["daemon-reload"]);
 }
 
+/// Where the tests' reaper units append fleet-reaper's stderr.
+pub const REAPER_LOG: &str = "/run/fleet-reaper.log";
+
 /// Where [`RECORD_REAPER_RUNS`] appends one line per finished reaper run
 /// inside the namespace: `$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS`.
 pub const REAPER_RUNS: &str = "/run/fleet-reaper.runs";

@@ -39,6 +39,7 @@ impl ReaperExt for Reaper {
         run
     }
 
+    #[track_caller]
     fn exits(&self, code: i32) -> Run {
         let run = self.pass();
         assert_eq!(run.code, Some(code), "{}\n{run}", self.line());

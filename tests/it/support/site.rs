@@ -40,3 +40,12 @@ impl SiteExt for TestSite {
             .collect()
     }
 }
+
+/// `docker inspect` state, start and finish times and pid, as one comparable
+/// string: what must not change in a dry run (or while a site is busy).
+pub fn fingerprint(site: &TestSite) -> String {
+    let format = "{{.State.Status}} {{.State.StartedAt}} {{.State.FinishedAt}} {{.State.Pid}}";
+    super::docker_ok(&["inspect", "--format", format, site.container()])
+        .trim()
+        .to_owned()
+}
