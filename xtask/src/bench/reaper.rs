@@ -71,7 +71,7 @@ fn measure(reaper: &Path) -> Result<String> {
     let tmp = xtask::kit::site::try_temp_dir_in(Path::new("/tmp"), "bench-reaper")?;
     let [sites_dir, state_dir] = ["sites", "state"].map(|d| tmp.path().join(d));
     for d in [&sites_dir, &state_dir] {
-        std::fs::create_dir_all(d).map_err(Error::io("mkdir", d))?;
+        xtask::kit::mkdir(d)?;
     }
     let names: Vec<String> = (0..SITES)
         .map(|i| format!("s{i:03}.bench.fleet.test"))

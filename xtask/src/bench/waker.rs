@@ -338,12 +338,7 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     let s_mode = rig.snippet(Mode::Direct)?;
     let (p_direct, p_waker, p_proxyd) = (free_port()?, free_port()?, free_port()?);
     let (p_mode, p_base) = (free_port()?, free_port()?);
-    let server = |port, snippet| Server {
-        port,
-        name: "localhost",
-        root: "/srv/www",
-        snippet,
-    };
+    let server = |port, snippet| Server::new(port, "localhost", "/srv/www", snippet);
     let servers = [
         server(p_direct, &s_direct),
         server(p_waker, &proxy),
