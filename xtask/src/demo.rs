@@ -84,12 +84,10 @@ impl Cleanup {
             did("stopped fleet-waker".to_owned());
         }
         if let Some(site) = self.site.take() {
-            let (container, dir) = (site.container().to_owned(), site.temp_dir().to_owned());
+            let (container, dir) = (site.container(), site.temp_dir().display());
+            let removed = format!("removed container {container} and {dir}");
             drop(site);
-            did(format!(
-                "removed container {container} and {}",
-                dir.display()
-            ));
+            did(removed);
         }
         if !done.is_empty() {
             println!("cleanup: {}", done.join(", "));

@@ -27,10 +27,8 @@ pub fn need(files: &[&str], programs: &[&str], package: &str) -> Result<(), Stri
     if missing.is_empty() {
         return Ok(());
     }
-    Err(format!(
-        "{} missing (apt-get install {package})",
-        missing.join(", ")
-    ))
+    let missing = missing.join(", ");
+    Err(format!("{missing} missing (apt-get install {package})"))
 }
 
 /// What the demo and most integration tests need of the machine.
