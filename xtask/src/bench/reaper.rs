@@ -146,16 +146,12 @@ fn measure(reaper: &Path) -> Result<String> {
         let active = verdicts(&stdout, "active-logs");
         let idle = verdicts(&stdout, "idle");
         if pass.code != Some(0) || active != expected || idle.len() != SITES - RECENT {
-            return Err(Error::failed(
-                format!("fleet-reaper run {run}"),
-                format!(
-                    "exit {:?}, {} active (expected {RECENT}), {} idle:\n{stdout}{}",
-                    pass.code,
-                    active.len(),
-                    idle.len(),
-                    pass.stderr
-                ),
-            ));
+            let (code, stderr) = (pass.code, pass.stderr);
+            let (active, idle) = (active.len(), idle.len());
+            let why = format!(
+                "exit {code:?}, {active} active (expected {RECENT}), {idle} idle:\n{stdout}{stderr}"
+            );
+            return Err(Error::failed(format!("fleet-reaper run {run}"), why));
         }
         eprintln!(
             "    fleet-reaper pass {}: {:.3}s",
