@@ -193,7 +193,8 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
     let (layout, dir) = (made.layout().clone(), made.temp_dir().to_owned());
     let env = made.layout_env();
     let (waker_socket, fpm_socket) = (made.waker_socket(), made.fpm_socket());
-    let conf = made.try_write_conf(&humantime::format_duration(DEMO_TIMEOUT).to_string())?;
+    let timeout = humantime::format_duration(DEMO_TIMEOUT).to_string();
+    let conf = made.try_write_conf(&timeout)?;
     lock(cleanup).site = Some(made);
     let state = || {
         lock(cleanup)
@@ -277,7 +278,6 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
     println!("  body: {}", warm.text().trim_end());
     let last_request = Instant::now();
 
-    let timeout = humantime::format_duration(DEMO_TIMEOUT);
     println!(
         "\nstep 3/4: fleet-reaper with a {timeout} idle timeout ({})",
         conf.display()
