@@ -182,11 +182,8 @@ pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, E
 /// `include fastcgi_params;` resolves next to the conf file: copy
 /// [`FASTCGI_PARAMS`] there ([`NginxProc::start`] does).
 pub fn render_nginx_conf(dir: &Path, port: u16, user: Option<&str>, snippet: &Snippet) -> String {
-    render_servers_conf(
-        dir,
-        user,
-        &[Server::new(port, "localhost", "/srv/www", snippet)],
-    )
+    let server = Server::new(port, "localhost", "/srv/www", snippet);
+    render_servers_conf(dir, user, &[server])
 }
 
 /// [`render_nginx_conf`] with one `server {}` per [`Server`] in one nginx
