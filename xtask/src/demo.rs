@@ -34,7 +34,7 @@ use nix::sys::signal::Signal;
 use crate::Error;
 use crate::deps::Prerequisite;
 use crate::error::chain;
-use crate::kit::http::{self, HttpResponse};
+use crate::kit::http;
 use crate::kit::nginx::{Mode, NginxProc, nginx_user, share_socket_with_nginx, site_snippet};
 use crate::kit::process::{Launch, SocketActivated};
 use crate::kit::reaper::Reaper;
@@ -84,12 +84,10 @@ impl Cleanup {
             did("stopped fleet-waker".to_owned());
         }
         if let Some(site) = self.site.take() {
-            let (container, dir) = (site.container().to_owned(), site.temp_dir().to_owned());
+            let (container, dir) = (site.container(), site.temp_dir().display());
+            let removed = format!("removed container {container} and {dir}");
             drop(site);
-            did(format!(
-                "removed container {container} and {}",
-                dir.display()
-            ));
+            did(removed);
         }
         if !done.is_empty() {
             println!("cleanup: {}", done.join(", "));
@@ -195,7 +193,8 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
     let (layout, dir) = (made.layout().clone(), made.temp_dir().to_owned());
     let env = made.layout_env();
     let (waker_socket, fpm_socket) = (made.waker_socket(), made.fpm_socket());
-    let conf = made.try_write_conf(&humantime::format_duration(DEMO_TIMEOUT).to_string())?;
+    let timeout = humantime::format_duration(DEMO_TIMEOUT).to_string();
+    let conf = made.try_write_conf(&timeout)?;
     lock(cleanup).site = Some(made);
     let state = || {
         lock(cleanup)
@@ -238,7 +237,6 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
     let snippet = site_snippet(Mode::Proxy, site.as_str(), &layout.run_dir)
         .map_err(|e| Error::failed("nginx config", e))?;
     let nginx_dir = dir.join("nginx");
-    std::fs::create_dir_all(&nginx_dir).map_err(Error::io("mkdir", &nginx_dir))?;
     let nginx = NginxProc::start(&nginx_dir, args.port, nginx_user().as_deref(), &snippet)?;
     lock(cleanup).nginx = Some(nginx);
     println!(
@@ -262,13 +260,15 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
         println!("\nstep {n}/4: {what}, the container is {} ({how})", state());
     };
 
+    // How the demo page of `GET /` starts.
+    let page = format!("hello from {site} ");
     step(1, "first request", "cold start");
-    let cold = cold_request(args.port, &container, &fpm_socket, site.as_str())
+    let cold = cold_request(args.port, &container, &fpm_socket, &page)
         .map_err(|e| Error::failed("step 1 (cold request)", chain(&e)))?;
     show_waker_log();
 
     step(2, "second request", "warm");
-    let warm = page(args.port, site.as_str())
+    let warm = http::get_page(args.port, "/", &page)
         .map_err(|e| Error::failed("step 2 (warm request)", chain(&e)))?;
     println!(
         "  warm: {} to the first byte, {} in all, through nginx → fleet-waker → php-fpm",
@@ -278,7 +278,6 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
     println!("  body: {}", warm.text().trim_end());
     let last_request = Instant::now();
 
-    let timeout = humantime::format_duration(DEMO_TIMEOUT);
     println!(
         "\nstep 3/4: fleet-reaper with a {timeout} idle timeout ({})",
         conf.display()
@@ -292,7 +291,7 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
     );
 
     step(4, "third request", "wakes again");
-    let again = cold_request(args.port, &container, &fpm_socket, site.as_str())
+    let again = cold_request(args.port, &container, &fpm_socket, &page)
         .map_err(|e| Error::failed("step 4 (wake again)", chain(&e)))?;
     show_waker_log();
     println!(
@@ -360,13 +359,13 @@ fn reap_until_stopped(
     Ok(())
 }
 
-/// A request that wakes the sleeping site, its phases printed, each timed
-/// from the moment the request was sent; returns the time to the first byte.
+/// `GET /`, the demo `page`, waking the sleeping site, its phases printed,
+/// each timed from the moment the request was sent; returns the first byte's.
 fn cold_request(
     port: u16,
     container: &str,
     fpm_socket: &Path,
-    site: &str,
+    page: &str,
 ) -> Result<Duration, Error> {
     if UnixStream::connect(fpm_socket).is_ok() {
         let why = "accepts before the request: the site is not asleep";
@@ -389,7 +388,7 @@ fn cold_request(
             });
             at
         });
-        let response = page(port, site);
+        let response = http::get_page(port, "/", page);
         answered.store(true, Ordering::SeqCst);
         (response, watcher.join().ok().flatten())
     });
@@ -432,15 +431,4 @@ fn cold_request(
     println!("  complete response:       {:>10}", ms(response.total));
     println!("  body: {}", response.text().trim_end());
     Ok(response.first_byte)
-}
-
-/// `GET /` through nginx: the demo page of `site`, or what came instead.
-fn page(port: u16, site: &str) -> Result<HttpResponse, Error> {
-    let r = http::get_host(port, "localhost", "/").map_err(|e| Error::failed("GET /", e))?;
-    let text = r.text();
-    if r.status != 200 || !text.starts_with(&format!("hello from {site} ")) {
-        let got = format!("expected 200 and the demo page, got {} {text:?}", r.status);
-        return Err(Error::failed("GET /", got));
-    }
-    Ok(r)
 }

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use crate::Error;
+use crate::error::chain;
 use crate::kit::nginx::{FASTCGI_PARAMS, NGINX};
 use crate::kit::process::find_in_path;
 
@@ -27,10 +28,8 @@ pub fn need(files: &[&str], programs: &[&str], package: &str) -> Result<(), Stri
     if missing.is_empty() {
         return Ok(());
     }
-    Err(format!(
-        "{} missing (apt-get install {package})",
-        missing.join(", ")
-    ))
+    let missing = missing.join(", ");
+    Err(format!("{missing} missing (apt-get install {package})"))
 }
 
 /// What the demo and most integration tests need of the machine.
@@ -80,15 +79,11 @@ pub fn docker_version() -> Result<String, String> {
     static CHECK: OnceLock<Result<String, String>> = OnceLock::new();
     CHECK
         .get_or_init(|| {
-            crate::error::run("docker", &["info", "--format", "{{.ServerVersion}}"])
-                .map(|v| v.trim().to_owned())
-                .map_err(|e| {
-                    format!(
-                        "{} (is the Docker engine running, and DOCKER_HOST ({}) right? else apt-get install docker.io)",
-                        crate::error::chain(&e),
-                        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unset".into())
-                    )
-                })
+            let info = crate::error::run("docker", &["info", "--format", "{{.ServerVersion}}"]);
+            let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unset".into());
+            let hint = format!("is the Docker engine running, and DOCKER_HOST ({host}) right?");
+            let why = |e: Error| format!("{} ({hint} else apt-get install docker.io)", chain(&e));
+            info.map(|v| v.trim().to_owned()).map_err(why)
         })
         .clone()
 }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use clap_complete::Shell;
 
 use crate::error::{Cmd, Error, run};
+use crate::kit::mkdir;
 
 /// The binaries, in the order they are documented.
 pub const BINARIES: &[&str] = &["fleet-waker", "fleet-reaper", "fleet-renew"];
@@ -153,13 +154,6 @@ fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
     }
     std::fs::write(path, data).map_err(Error::io("write", path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(Error::io("chmod", path))
-}
-
-fn mkdir(path: &Path) -> Result<(), Error> {
-    std::fs::create_dir_all(path).map_err(Error::io("mkdir", path))?;
-    // Every directory of a staged tree is 0755 whatever the umask.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
         .map_err(Error::io("chmod", path))
 }
 

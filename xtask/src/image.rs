@@ -120,10 +120,10 @@ pub fn ensure_image_info() -> Result<Image, Error> {
 }
 
 fn build_image() -> Result<Image, Error> {
-    static DONE: Mutex<Option<Image>> = Mutex::new(None);
+    // The tag once it is built or found.
+    static DONE: Mutex<Option<String>> = Mutex::new(None);
     let mut done = DONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(image) = done.as_ref() {
-        let tag = image.tag.clone();
+    if let Some(tag) = done.clone() {
         return Ok(Image { tag, cached: true });
     }
     let entries = collect()?;
@@ -139,9 +139,8 @@ fn build_image() -> Result<Image, Error> {
         }
     };
     run("docker", &["tag", &tag, &format!("{REPOSITORY}:latest")])?;
-    let image = Image { tag, cached };
-    *done = Some(image.clone());
-    Ok(image)
+    *done = Some(tag.clone());
+    Ok(Image { tag, cached })
 }
 
 /// `fleet-php-fpm:<first 16 hex digits of sha256(tar)>`.

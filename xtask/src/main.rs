@@ -301,7 +301,6 @@ fn check_leftovers() -> Result<(), Error> {
 /// `dpkg -r` and checked gone: `cargo xtask dist --debug --no-build --verify`.
 /// Needs root and dpkg; skipped with a reason otherwise (failing under CI).
 fn check_package() -> Result<(), Error> {
-    let ci = xtask::kit::in_ci();
     let why_not = if !nix::unistd::geteuid().is_root() {
         Some("needs root")
     } else if !Path::new("/usr/bin/dpkg").exists() {
@@ -311,7 +310,7 @@ fn check_package() -> Result<(), Error> {
     };
     if let Some(why) = why_not {
         eprintln!("==> package: SKIP dpkg -i/-r check ({why})");
-        return if ci {
+        return if xtask::kit::in_ci() {
             Err(Error::failed("package", format!("{why} under CI")))
         } else {
             Ok(())

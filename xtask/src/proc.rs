@@ -16,7 +16,7 @@ pub use xtask::kit::free_port;
 /// One benchmark site: the tools checked, a release fleet-waker built, and
 /// the kit's site ([`TestSite`]: its temp dir `/tmp/fleet-it-<pid>-<kind>-…`
 /// with run, state and www dirs, the runtime tmpfs, the test scripts, a
-/// created (not started) container `<site>.fpm`), plus an nginx dir.
+/// created (not started) container `<site>.fpm`).
 /// Container and dirs are removed when the rig drops.
 pub struct Rig {
     pub waker_bin: PathBuf,
@@ -32,8 +32,6 @@ impl Rig {
             temp_kind: Some(kind.to_owned()),
             ..SiteOptions::default()
         })?;
-        let nginx = kit.temp_dir().join("nginx");
-        std::fs::create_dir_all(&nginx).map_err(Error::io("mkdir", &nginx))?;
         let waker_bin = xtask::kit::release_bin("fleet-waker");
         Ok(Rig { waker_bin, kit })
     }
@@ -63,7 +61,7 @@ impl Rig {
             .map_err(|e| Error::failed("nginx site snippet", e))
     }
 
-    /// nginx's directory (config, logs, temp paths).
+    /// nginx's directory (config, logs, temp paths; made as it starts).
     pub fn nginx_dir(&self) -> PathBuf {
         self.kit.temp_dir().join("nginx")
     }

@@ -42,9 +42,7 @@ fn requests(s: &str) -> Result<u64, Error> {
 }
 
 fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
 /// The wrk Lua script: each thread stops after `per_thread` responses and

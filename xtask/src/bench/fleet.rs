@@ -72,13 +72,10 @@ pub fn bench(n: usize) -> Result<String, Error> {
     let dir = fleet.dir.path().to_owned();
     let dirs = ["run", "state", "sites", "www", "logs", "nginx"].map(|d| dir.join(d));
     for d in &dirs {
-        std::fs::create_dir_all(d).map_err(Error::io("mkdir", d))?;
+        xtask::kit::mkdir(d)?;
     }
     let [run_dir, state, sites_dir, www, logs, ndir] = dirs;
     use std::os::unix::fs::PermissionsExt;
-    for d in [&run_dir, &www] {
-        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
-    }
     xtask::kit::site::write_scripts(&www)?;
     let layout = fleet_core::Layout {
         run_dir: run_dir.clone(),
@@ -137,50 +134,40 @@ pub fn bench(n: usize) -> Result<String, Error> {
         .sites
         .iter()
         .map(|s| {
-            waker(&waker_bin, s, &layout, &logs.join(format!("{s}.log")))
+            let sock = run_dir.join(s).join("vhost-waker.sock");
+            let activated = waker(&waker_bin, s, &layout, &logs.join(format!("{s}.log")))
                 .arg("--exit-idle-time")
                 .arg(format!("{}s", IDLE_EXIT.as_secs()))
-                .try_activate(&run_dir.join(s).join("vhost-waker.sock"))
+                .try_activate(&sock)?;
+            // It listens (try_activate waited for it): one nginx's workers
+            // may use it (what the unit's SocketMode gives).
+            let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666));
+            Ok(activated)
         })
-        .collect::<Result<_, _>>()?;
-    // Each socket listens (try_activate waited for it): one nginx's workers
-    // may use (what the unit's SocketMode gives).
-    for s in &fleet.sites {
-        let sock = run_dir.join(s).join("vhost-waker.sock");
-        let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666));
-    }
+        .collect::<Result<_, Error>>()?;
     let port = free_port()?;
     // The shipped proxy-mode location for every site, behind one port told
     // apart by name; two workers and room for N clients plus N upstreams,
     // and a names hash that holds N long names.
-    let snippets = fleet
+    let hash = "server_names_hash_bucket_size 128;\nserver_names_hash_max_size 8192;";
+    // Each site's docroot as its container sees it, and its snippet.
+    let sides = fleet
         .sites
         .iter()
         .map(|s| {
-            site_snippet(Mode::Proxy, s, &run_dir).map(|snippet| {
-                snippet.with_workers(2, 4096).with_http(
-                    "server_names_hash_bucket_size 128;\nserver_names_hash_max_size 8192;",
-                )
-            })
+            let snippet = site_snippet(Mode::Proxy, s, &run_dir)?;
+            Ok((
+                format!("/srv/www/{s}"),
+                snippet.with_workers(2, 4096).with_http(hash),
+            ))
         })
-        .collect::<Result<Vec<_>, _>>()
+        .collect::<Result<Vec<_>, Error>>()
         .map_err(|e| Error::failed("nginx site snippet", e))?;
-    let roots: Vec<String> = fleet
-        .sites
-        .iter()
-        .map(|s| format!("/srv/www/{s}"))
-        .collect();
     let servers: Vec<Server<'_>> = fleet
         .sites
         .iter()
-        .zip(&roots)
-        .zip(&snippets)
-        .map(|((name, root), snippet)| Server {
-            port,
-            name,
-            root,
-            snippet,
-        })
+        .zip(&sides)
+        .map(|(name, (root, snippet))| Server::new(port, name, root, snippet))
         .collect();
     let _nginx = NginxProc::start_servers(&ndir, NGINX_USER, &servers)?;
 

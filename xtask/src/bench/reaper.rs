@@ -71,7 +71,7 @@ fn measure(reaper: &Path) -> Result<String> {
     let tmp = xtask::kit::site::try_temp_dir_in(Path::new("/tmp"), "bench-reaper")?;
     let [sites_dir, state_dir] = ["sites", "state"].map(|d| tmp.path().join(d));
     for d in [&sites_dir, &state_dir] {
-        std::fs::create_dir_all(d).map_err(Error::io("mkdir", d))?;
+        xtask::kit::mkdir(d)?;
     }
     let names: Vec<String> = (0..SITES)
         .map(|i| format!("s{i:03}.bench.fleet.test"))
@@ -146,16 +146,12 @@ fn measure(reaper: &Path) -> Result<String> {
         let active = verdicts(&stdout, "active-logs");
         let idle = verdicts(&stdout, "idle");
         if pass.code != Some(0) || active != expected || idle.len() != SITES - RECENT {
-            return Err(Error::failed(
-                format!("fleet-reaper run {run}"),
-                format!(
-                    "exit {:?}, {} active (expected {RECENT}), {} idle:\n{stdout}{}",
-                    pass.code,
-                    active.len(),
-                    idle.len(),
-                    pass.stderr
-                ),
-            ));
+            let (code, stderr) = (pass.code, pass.stderr);
+            let (active, idle) = (active.len(), idle.len());
+            let why = format!(
+                "exit {code:?}, {active} active (expected {RECENT}), {idle} idle:\n{stdout}{stderr}"
+            );
+            return Err(Error::failed(format!("fleet-reaper run {run}"), why));
         }
         eprintln!(
             "    fleet-reaper pass {}: {:.3}s",

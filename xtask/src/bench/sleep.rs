@@ -29,6 +29,7 @@ use crate::bench::waker::median;
 use crate::proc::{Rig, free_port};
 use xtask::Error;
 use xtask::error::{chain, run};
+use xtask::kit::http::get_page;
 use xtask::kit::nginx::{Mode, NGINX, NginxProc, nginx_user, share_socket_with_nginx};
 use xtask::kit::reaper::Reaper;
 
@@ -70,19 +71,6 @@ fn memory(container: &str) -> Result<f64, Error> {
     }
 }
 
-/// `GET /hello.php` through nginx; the first byte's time in milliseconds.
-fn first_byte_ms(port: u16) -> Result<f64, Error> {
-    let what = "GET /hello.php";
-    let r = xtask::kit::http::get_host(port, "localhost", "/hello.php")
-        .map_err(|e| Error::failed(what, e))?;
-    let text = r.text();
-    if r.status != 200 || !text.starts_with("hello from ") {
-        let got = format!("{} {text:?} (expected 200 \"hello from <site>\")", r.status);
-        return Err(Error::failed(what, got));
-    }
-    Ok(r.first_byte.as_secs_f64() * 1e3)
-}
-
 /// Release fleet-reaper passes (every 300 ms, as a busy timer would run
 /// them) until the container is in `state` ("paused" or "exited").
 fn reap_until(rig: &Rig, reaper: &Reaper, action: &str, state: &str) -> Result<(), Error> {
@@ -113,7 +101,6 @@ pub fn bench(rounds: usize) -> Result<String, Error> {
     share_socket_with_nginx(&socket).map_err(Error::io("chgrp/chmod", &socket))?;
     // nginx in `dir` with the shipped snippet of `mode`: one for each mode.
     let nginx = |mode, dir: PathBuf| -> Result<NginxProc, Error> {
-        std::fs::create_dir_all(&dir).map_err(Error::io("mkdir", &dir))?;
         let (port, user) = (free_port()?, nginx_user());
         NginxProc::start(&dir, port, user.as_deref(), &rig.snippet(mode)?)
     };
@@ -129,8 +116,10 @@ pub fn bench(rounds: usize) -> Result<String, Error> {
         .json();
     let waker_log =
         || std::fs::read_to_string(rig.kit.temp_dir().join("waker.log")).unwrap_or_default();
+    // `GET /hello.php` through nginx; the first byte's time in milliseconds.
     let get_on = |port: u16, what: &str| {
-        first_byte_ms(port)
+        get_page(port, "/hello.php", "hello from ")
+            .map(|r| r.first_byte.as_secs_f64() * 1e3)
             .map_err(|e| Error::failed(what, format!("{}\nwaker log:\n{}", chain(&e), waker_log())))
     };
     let get = |what: &str| get_on(port, what);

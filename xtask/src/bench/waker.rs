@@ -55,10 +55,8 @@ pub(crate) fn fpm_accepts(container: &str, socket: &Path, timeout: Duration) -> 
     if wait_for(timeout, || UnixStream::connect(socket).is_ok()) {
         return Ok(());
     }
-    Err(Error::failed(
-        format!("start {container}"),
-        "php-fpm did not come up",
-    ))
+    let what = format!("start {container}");
+    Err(Error::failed(what, "php-fpm did not come up"))
 }
 
 /// `POST /containers/<name>/start` straight on the Docker socket (what the
@@ -81,10 +79,8 @@ pub(crate) fn api_post(container: &str, verb: &str) -> Result<(), Error> {
     if resp.starts_with("HTTP/1.1 204") || resp.starts_with("HTTP/1.1 304") {
         return Ok(());
     }
-    Err(Error::failed(
-        what(),
-        resp.lines().next().unwrap_or("no answer"),
-    ))
+    let why = resp.lines().next().unwrap_or("no answer");
+    Err(Error::failed(what(), why))
 }
 
 /// CPU time (user + system) of `pid` so far, in seconds.
@@ -338,12 +334,7 @@ pub fn bench(rounds: usize, baseline: Option<&Path>) -> Result<String, Error> {
     let s_mode = rig.snippet(Mode::Direct)?;
     let (p_direct, p_waker, p_proxyd) = (free_port()?, free_port()?, free_port()?);
     let (p_mode, p_base) = (free_port()?, free_port()?);
-    let server = |port, snippet| Server {
-        port,
-        name: "localhost",
-        root: "/srv/www",
-        snippet,
-    };
+    let server = |port, snippet| Server::new(port, "localhost", "/srv/www", snippet);
     let servers = [
         server(p_direct, &s_direct),
         server(p_waker, &proxy),

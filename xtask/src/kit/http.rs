@@ -9,6 +9,8 @@ use std::os::fd::AsRawFd;
 use nix::sys::socket::{MsgFlags, recv};
 use std::time::{Duration, Instant};
 
+use crate::Error;
+
 /// Default read/write timeout of [`get`] / [`post`].
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// Read/write timeout of [`get_host`]: longer than nginx's 60 s read
@@ -64,6 +66,19 @@ pub fn post(port: u16, path: &str, body: &[u8]) -> io::Result<HttpResponse> {
 /// name-based servers), waiting up to [`SLOW_TIMEOUT`].
 pub fn get_host(port: u16, host: &str, path: &str) -> io::Result<HttpResponse> {
     request_host(port, host, "GET", path, None, SLOW_TIMEOUT)
+}
+
+/// [`get_host`] of `path` on `localhost`: the response when it is a 200
+/// whose body starts with `prefix`, else an error saying what came instead.
+pub fn get_page(port: u16, path: &str, prefix: &str) -> Result<HttpResponse, Error> {
+    let what = format!("GET {path}");
+    let r = get_host(port, "localhost", path).map_err(|e| Error::failed(&what, e))?;
+    let text = r.text();
+    if r.status != 200 || !text.starts_with(prefix) {
+        let got = format!("{} {text:?} (expected 200 and {prefix:?}…)", r.status);
+        return Err(Error::failed(what, got));
+    }
+    Ok(r)
 }
 
 /// Any method, optional body, explicit timeout.

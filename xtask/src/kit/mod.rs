@@ -13,7 +13,8 @@ pub mod process;
 pub mod reaper;
 pub mod site;
 
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 
 use crate::Error;
 use crate::error::Cmd;
@@ -40,7 +41,7 @@ pub fn in_ci() -> bool {
 
 /// The workspace root (xtask's parent directory).
 pub fn repo_root() -> PathBuf {
-    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
@@ -57,6 +58,15 @@ pub fn build(profile: &str, packages: &[&str]) -> Result<(), Error> {
     let cmd = Cmd::new(cargo()).args(&args).dir(repo_root());
     eprintln!("==> {}", cmd.line());
     cmd.status()
+}
+
+/// `mkdir -p` of `dir`, then mode 0755 whatever the umask (nginx workers
+/// and containers must traverse what the kit makes; a staged package's
+/// directories are 0755).
+pub fn mkdir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(Error::io("mkdir", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(Error::io("chmod", dir))
 }
 
 /// A free TCP port on 127.0.0.1.

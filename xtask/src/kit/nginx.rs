@@ -105,6 +105,17 @@ pub struct Server<'a> {
     pub snippet: &'a Snippet,
 }
 
+impl<'a> Server<'a> {
+    pub fn new(port: u16, name: &'a str, root: &'a str, snippet: &'a Snippet) -> Server<'a> {
+        Server {
+            port,
+            name,
+            root,
+            snippet,
+        }
+    }
+}
+
 /// Template the shipped example of `mode` for `site` whose runtime
 /// directories live under `run_dir` (the `/run/docker-apps` of the example):
 /// its `upstream` block (direct mode) and the `location` block of its
@@ -171,12 +182,7 @@ pub fn site_snippet(mode: Mode, site: &str, run_dir: &Path) -> Result<Snippet, E
 /// `include fastcgi_params;` resolves next to the conf file: copy
 /// [`FASTCGI_PARAMS`] there ([`NginxProc::start`] does).
 pub fn render_nginx_conf(dir: &Path, port: u16, user: Option<&str>, snippet: &Snippet) -> String {
-    let server = Server {
-        port,
-        name: "localhost",
-        root: "/srv/www",
-        snippet,
-    };
+    let server = Server::new(port, "localhost", "/srv/www", snippet);
     render_servers_conf(dir, user, &[server])
 }
 
@@ -199,13 +205,7 @@ pub fn render_servers_conf(dir: &Path, user: Option<&str>, servers: &[Server<'_>
             http.push_str(&indent(&s.snippet.http, 4));
         }
     }
-    for Server {
-        port,
-        name,
-        root,
-        snippet,
-    } in servers
-    {
+    for s in servers {
         let _ = write!(
             http,
             "    server {{
@@ -217,7 +217,10 @@ pub fn render_servers_conf(dir: &Path, user: Option<&str>, servers: &[Server<'_>
         location = / {{ rewrite ^ /index.php last; }}
 {location}    }}
 ",
-            location = indent(&snippet.location, 8),
+            port = s.port,
+            name = s.name,
+            root = s.root,
+            location = indent(&s.snippet.location, 8),
         );
     }
     let workers = servers
@@ -305,7 +308,7 @@ pub struct NginxProc {
 }
 
 impl NginxProc {
-    /// Write `<dir>/nginx.conf` (from [`render_nginx_conf`]) and
+    /// Create `dir`, write `<dir>/nginx.conf` (from [`render_nginx_conf`]) and
     /// `<dir>/fastcgi_params`, start nginx in the foreground, and wait
     /// (≤ 10 s) until the port accepts. An error carries nginx's own message.
     pub fn start(
@@ -335,6 +338,7 @@ impl NginxProc {
     /// The error carries nginx's own message (the tests' retry looks for
     /// "Address already in use" in it, tests/it/support/nginx.rs).
     pub fn start_conf(dir: &Path, text: &str, ports: &[u16]) -> Result<NginxProc, Error> {
+        crate::kit::mkdir(dir)?;
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, text).map_err(Error::io("write", &conf))?;
         let params = dir.join("fastcgi_params");
@@ -410,6 +414,10 @@ mod tests {
         assert!(text.starts_with(prefix), "{text}");
     }
 
+    fn assert_has(text: &str, part: &str) {
+        assert!(text.contains(part), "{part:?} not in:\n{text}");
+    }
+
     #[test]
     fn proxy_snippet_is_the_shipped_location_made_concrete() {
         let s = site_snippet(Mode::Proxy, "a-b.example.org", Path::new("/tmp/x/run/"))
@@ -417,11 +425,11 @@ mod tests {
         assert!(s.http.is_empty());
         assert_starts(&s.location, "location ~ [^/]\\.php(/|$) {\n");
         assert!(s.location.trim_end().ends_with('}'));
-        assert!(
-            s.location
-                .contains("fastcgi_pass unix:/tmp/x/run/a-b.example.org/vhost-waker.sock;")
+        assert_has(
+            &s.location,
+            "fastcgi_pass unix:/tmp/x/run/a-b.example.org/vhost-waker.sock;",
         );
-        assert!(s.location.contains("include fastcgi_params;"));
+        assert_has(&s.location, "include fastcgi_params;");
         assert!(!s.location.contains("example.com"));
         // The shipped block, line for line (dedented from the `server`),
         // with only the paths changed.
@@ -446,16 +454,17 @@ mod tests {
         let s = site_snippet(Mode::Direct, "shop.example.org", Path::new("/srv/run"))
             .expect("direct snippet");
         assert_starts(&s.http, "upstream fleet_shop_example_org {\n");
-        assert!(
-            s.http
-                .contains("server unix:/srv/run/shop.example.org/php-fpm.sock max_fails=0;")
+        assert_has(
+            &s.http,
+            "server unix:/srv/run/shop.example.org/php-fpm.sock max_fails=0;",
         );
-        assert!(s.http.contains(
-            "server unix:/srv/run/shop.example.org/vhost-waker.sock max_fails=0 backup;"
-        ));
+        assert_has(
+            &s.http,
+            "server unix:/srv/run/shop.example.org/vhost-waker.sock max_fails=0 backup;",
+        );
         assert_starts(&s.location, "location ~ [^/]\\.php(/|$) {\n");
-        assert!(s.location.contains("fastcgi_pass fleet_shop_example_org;"));
-        assert!(s.location.contains("fastcgi_next_upstream error timeout;"));
+        assert_has(&s.location, "fastcgi_pass fleet_shop_example_org;");
+        assert_has(&s.location, "fastcgi_next_upstream error timeout;");
         assert!(!s.location.lines().any(|l| l.starts_with('#')));
         assert_eq!(s.location.trim_end().lines().last(), Some("}"));
     }
@@ -465,10 +474,10 @@ mod tests {
         let s = site_snippet(Mode::Direct, "a.test", Path::new("/r")).expect("direct snippet");
         let conf = render_nginx_conf(Path::new("/d"), 8081, Some("www-data www-data"), &s);
         assert!(conf.starts_with("user www-data www-data;\n"));
-        assert!(conf.contains("listen 127.0.0.1:8081;"));
-        assert!(conf.contains("pid /d/nginx.pid;"));
-        assert!(conf.contains("    upstream fleet_a_test {"));
-        assert!(conf.contains("        location ~ [^/]\\.php(/|$) {"));
+        assert_has(&conf, "listen 127.0.0.1:8081;");
+        assert_has(&conf, "pid /d/nginx.pid;");
+        assert_has(&conf, "    upstream fleet_a_test {");
+        assert_has(&conf, "        location ~ [^/]\\.php(/|$) {");
         assert_eq!(conf.matches('{').count(), conf.matches('}').count());
         assert!(!render_nginx_conf(Path::new("/d"), 1, None, &s).contains("user "));
     }
@@ -480,11 +489,7 @@ mod tests {
             .passing_to("pool")
             .with_http("upstream pool { server unix:/s.sock; keepalive 8; }")
             .with_location("fastcgi_keep_conn on;\nfastcgi_read_timeout 20s;");
-        assert!(
-            s.location.contains("\n    fastcgi_pass pool;\n"),
-            "{}",
-            s.location
-        );
+        assert_has(&s.location, "\n    fastcgi_pass pool;\n");
         assert!(!s.location.contains("vhost-waker.sock"));
         assert!(
             s.location
@@ -493,7 +498,7 @@ mod tests {
             s.location
         );
         // Everything else is the shipped block.
-        assert!(s.location.contains("include fastcgi_params;"));
+        assert_has(&s.location, "include fastcgi_params;");
         assert_eq!(
             s.http,
             "upstream pool { server unix:/s.sock; keepalive 8; }\n"
@@ -507,16 +512,9 @@ mod tests {
         let proxy = site_snippet(Mode::Proxy, "a.test", Path::new("/r")).expect("proxy snippet");
         let direct = site_snippet(Mode::Direct, "a.test", Path::new("/r")).expect("direct snippet");
         let hash = "server_names_hash_bucket_size 128;";
-        let (p, d) = (
-            proxy.clone().with_http(hash).with_workers(2, 4096),
-            direct.with_http(hash),
-        );
-        let server = |port, name, snippet| Server {
-            port,
-            name,
-            root: "/srv/www/x",
-            snippet,
-        };
+        let p = proxy.clone().with_http(hash).with_workers(2, 4096);
+        let d = direct.with_http(hash);
+        let server = |port, name, snippet| Server::new(port, name, "/srv/www/x", snippet);
         let conf = render_servers_conf(
             Path::new("/d"),
             None,
@@ -527,32 +525,29 @@ mod tests {
             ],
         );
         assert_eq!(conf.matches("    server {\n").count(), 3, "{conf}");
-        assert!(conf.contains("listen 127.0.0.1:2;"));
-        assert!(conf.contains("server_name two;"));
-        assert!(conf.contains("root /srv/www/x;"));
+        assert_has(&conf, "listen 127.0.0.1:2;");
+        assert_has(&conf, "server_name two;");
+        assert_has(&conf, "root /srv/www/x;");
         // The proxy snippets' identical http part once, the direct one's
         // (upstream and the same setting) once more.
         assert_eq!(conf.matches(hash).count(), 2, "{conf}");
         assert_eq!(conf.matches("upstream fleet_a_test {").count(), 1);
-        assert!(conf.contains("worker_processes 2;\n"));
-        assert!(conf.contains("worker_rlimit_nofile 8192;\n"));
-        assert!(conf.contains("events { worker_connections 4096; }"));
+        assert_has(&conf, "worker_processes 2;\n");
+        assert_has(&conf, "worker_rlimit_nofile 8192;\n");
+        assert_has(&conf, "events { worker_connections 4096; }");
         assert_eq!(conf.matches('{').count(), conf.matches('}').count());
         // One server on defaults: one worker, no descriptor limit.
         let one = render_nginx_conf(Path::new("/d"), 1, None, &proxy);
-        assert!(one.contains("worker_processes 1;\n"));
-        assert!(one.contains("events { worker_connections 1024; }"));
+        assert_has(&one, "worker_processes 1;\n");
+        assert_has(&one, "events { worker_connections 1024; }");
         assert!(!one.contains("worker_rlimit_nofile"));
     }
 
     #[test]
     fn sites_conf_includes_the_site_files() {
         let conf = render_sites_conf(Path::new("/d"), None);
-        assert!(
-            conf.contains("    include /d/sites-enabled/*;\n}\n"),
-            "{conf}"
-        );
-        assert!(conf.contains("pid /d/nginx.pid;"));
+        assert_has(&conf, "    include /d/sites-enabled/*;\n}\n");
+        assert_has(&conf, "pid /d/nginx.pid;");
         assert!(!conf.contains("server"));
         assert_eq!(conf.matches('{').count(), conf.matches('}').count());
     }

@@ -407,11 +407,7 @@ mod tests {
         let dir = crate::kit::site::temp_dir("proc-test");
         let log = dir.path().join("shared.log");
         std::fs::write(&log, "before\n").expect("write log");
-        let mut echo = Launch::new("/bin/echo")
-            .arg("hello")
-            .log_to(&log)
-            .try_spawn()
-            .expect("echo runs");
+        let mut echo = Launch::new("/bin/echo").arg("hello").log_to(&log).spawn();
         let exited = echo.wait_exit(Duration::from_secs(5));
         assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
         assert_eq!(echo.logs(), "hello\n");
@@ -419,8 +415,7 @@ mod tests {
         let mut ls = Launch::new("/bin/ls")
             .args(["/", "/nonexistent-fleet-log"])
             .log_to(&log)
-            .try_spawn()
-            .expect("ls runs");
+            .spawn();
         assert!(ls.wait_exit(Duration::from_secs(5)).is_some());
         let text = std::fs::read_to_string(&log).expect("read log");
         assert!(text.starts_with("before\nhello\n"), "{text}");
@@ -432,8 +427,7 @@ mod tests {
         let mut sleep = Launch::new("/bin/sleep")
             .arg("60")
             .stop_with(Signal::SIGTERM, Duration::from_secs(3))
-            .try_spawn()
-            .expect("sleep runs");
+            .spawn();
         assert!(sleep.try_status().is_none());
         sleep.kill(Signal::SIGTERM);
         let status = sleep.wait_exit(Duration::from_secs(5)).expect("exits");

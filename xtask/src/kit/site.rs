@@ -210,9 +210,7 @@ impl TestSite {
             &docroot,
             &tmp.path().join("data"),
         ] {
-            std::fs::create_dir_all(dir).map_err(Error::io("mkdir", dir))?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-                .map_err(Error::io("chmod", dir))?;
+            crate::kit::mkdir(dir)?;
         }
         write_scripts(&docroot)?;
         for (file, body) in &options.scripts {
@@ -410,20 +408,22 @@ impl TestSite {
         Err(Error::failed(what, why))
     }
 
+    // Test-style controls: a failed stop, pause, unpause or kill panics
+    // with the error (a failed test).
     pub fn stop(&self) {
-        self.docker_ok(&["stop", "-t", "5", &self.container]);
+        or_panic(run("docker", &["stop", "-t", "5", &self.container]));
     }
 
     pub fn pause(&self) {
-        self.docker_ok(&["pause", &self.container]);
+        or_panic(run("docker", &["pause", &self.container]));
     }
 
     pub fn unpause(&self) {
-        self.docker_ok(&["unpause", &self.container]);
+        or_panic(run("docker", &["unpause", &self.container]));
     }
 
     pub fn kill(&self) {
-        self.docker_ok(&["kill", &self.container]);
+        or_panic(run("docker", &["kill", &self.container]));
     }
 
     /// `docker inspect` status: `created`, `running`, `paused`, `exited`, …
@@ -464,12 +464,6 @@ impl TestSite {
     fn inspect(&self, format: &str) -> Result<String, Error> {
         let out = run("docker", &["inspect", "--format", format, &self.container])?;
         Ok(out.trim().to_owned())
-    }
-
-    /// `docker <args>`'s stdout; panics with the error (test-style
-    /// controls: a failed pause or stop is a failed test).
-    fn docker_ok(&self, args: &[&str]) -> String {
-        or_panic(run("docker", args))
     }
 }
 
@@ -558,8 +552,7 @@ fn parse_mount_points(info: &str, source: Option<&str>) -> Vec<PathBuf> {
 /// The image tag, built once per process (panics with the reason otherwise).
 pub fn image() -> String {
     let t = std::time::Instant::now();
-    let image = crate::image::ensure_image_info();
-    let image = or_panic(image.map_err(|e| Error::failed("php-fpm image", chain(&e))));
+    let image = or_panic(crate::image::ensure_image_info());
     if !image.cached {
         eprintln!("built image {} in {:.1?}", image.tag, t.elapsed());
     }
