@@ -359,13 +359,14 @@ fn reap_until_stopped(
     Ok(())
 }
 
-/// `GET /`, the demo `page`, waking the sleeping site, its phases printed,
-/// each timed from the moment the request was sent; returns the first byte's.
+/// `GET /`, a page starting with `prefix`, waking the sleeping site, its
+/// phases printed, each timed from the moment the request was sent; returns
+/// the time to the first byte.
 fn cold_request(
     port: u16,
     container: &str,
     fpm_socket: &Path,
-    page: &str,
+    prefix: &str,
 ) -> Result<Duration, Error> {
     if UnixStream::connect(fpm_socket).is_ok() {
         let why = "accepts before the request: the site is not asleep";
@@ -388,7 +389,7 @@ fn cold_request(
             });
             at
         });
-        let response = http::get_page(port, "/", page);
+        let response = http::get_page(port, "/", prefix);
         answered.store(true, Ordering::SeqCst);
         (response, watcher.join().ok().flatten())
     });

@@ -15,6 +15,7 @@
 //! pass over the N sites. Release builds. Needs root, Docker, nginx and
 //! systemd-socket-activate.
 
+use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -75,7 +76,6 @@ pub fn bench(n: usize) -> Result<String, Error> {
         xtask::kit::mkdir(d)?;
     }
     let [run_dir, state, sites_dir, www, logs, ndir] = dirs;
-    use std::os::unix::fs::PermissionsExt;
     xtask::kit::site::write_scripts(&www)?;
     let layout = fleet_core::Layout {
         run_dir: run_dir.clone(),
@@ -140,8 +140,12 @@ pub fn bench(n: usize) -> Result<String, Error> {
                 .arg(format!("{}s", IDLE_EXIT.as_secs()))
                 .try_activate(&sock)?;
             // It listens (try_activate waited for it): one nginx's workers
-            // may use it (what the unit's SocketMode gives).
-            let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666));
+            // may use it (what the unit's SocketMode gives). The run
+            // directory is the container's: chmod only the socket we bound.
+            let ours = std::fs::symlink_metadata(&sock).is_ok_and(|m| m.file_type().is_socket());
+            if ours {
+                let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666));
+            }
             Ok(activated)
         })
         .collect::<Result<_, Error>>()?;
@@ -151,7 +155,7 @@ pub fn bench(n: usize) -> Result<String, Error> {
     // and a names hash that holds N long names.
     let hash = "server_names_hash_bucket_size 128;\nserver_names_hash_max_size 8192;";
     // Each site's docroot as its container sees it, and its snippet.
-    let sides = fleet
+    let per_site = fleet
         .sites
         .iter()
         .map(|s| {
@@ -166,7 +170,7 @@ pub fn bench(n: usize) -> Result<String, Error> {
     let servers: Vec<Server<'_>> = fleet
         .sites
         .iter()
-        .zip(&sides)
+        .zip(&per_site)
         .map(|(name, (root, snippet))| Server::new(port, name, root, snippet))
         .collect();
     let _nginx = NginxProc::start_servers(&ndir, NGINX_USER, &servers)?;

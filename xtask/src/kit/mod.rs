@@ -60,13 +60,27 @@ pub fn build(profile: &str, packages: &[&str]) -> Result<(), Error> {
     cmd.status()
 }
 
-/// `mkdir -p` of `dir`, then mode 0755 whatever the umask (nginx workers
-/// and containers must traverse what the kit makes; a staged package's
-/// directories are 0755).
+/// `mkdir -p` of `dir`, each directory it creates mode 0755 whatever the
+/// umask (nginx workers and containers must traverse what the kit makes; a
+/// staged package's directories are 0755). Directories that exist are left
+/// as they are: `cargo xtask install` must not chmod `/usr/local/bin`.
 pub fn mkdir(dir: &Path) -> Result<(), Error> {
-    std::fs::create_dir_all(dir).map_err(Error::io("mkdir", dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-        .map_err(Error::io("chmod", dir))
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && std::fs::symlink_metadata(d).is_err())
+        .collect();
+    for d in missing.into_iter().rev() {
+        std::fs::create_dir(d).map_err(Error::io("mkdir", d))?;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+            .map_err(Error::io("chmod", d))?;
+    }
+    if !dir.is_dir() {
+        return Err(Error::failed(
+            dir.display().to_string(),
+            "is not a directory",
+        ));
+    }
+    Ok(())
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -96,6 +110,25 @@ pub fn release_bin(name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mkdir_makes_new_dirs_0755_and_leaves_existing_ones_alone() {
+        let tmp = site::temp_dir("mkdir-test");
+        let old = tmp.path().join("old");
+        std::fs::create_dir(&old).expect("mkdir old");
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o2775)).expect("chmod");
+        let new = old.join("a/b");
+        mkdir(&new).expect("mkdir -p");
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
+        assert_eq!(
+            [mode(&old), mode(&old.join("a")), mode(&new)],
+            [0o2775, 0o755, 0o755]
+        );
+        mkdir(&new).expect("again");
+        let file = old.join("f");
+        std::fs::write(&file, "").expect("write");
+        assert!(mkdir(&file).is_err(), "a file is not a directory");
+    }
 
     #[test]
     fn target_dir_is_where_cargo_put_this_test() {

@@ -410,10 +410,12 @@ impl NginxProc {
 mod tests {
     use super::*;
 
+    #[track_caller]
     fn assert_starts(text: &str, prefix: &str) {
         assert!(text.starts_with(prefix), "{text}");
     }
 
+    #[track_caller]
     fn assert_has(text: &str, part: &str) {
         assert!(text.contains(part), "{part:?} not in:\n{text}");
     }

@@ -277,6 +277,7 @@ impl Launch {
     }
 
     /// [`Launch::try_spawn`], panicking with the reason (for tests).
+    #[track_caller]
     pub fn spawn(self) -> Spawned {
         crate::error::or_panic(self.try_spawn())
     }

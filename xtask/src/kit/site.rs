@@ -410,18 +410,22 @@ impl TestSite {
 
     // Test-style controls: a failed stop, pause, unpause or kill panics
     // with the error (a failed test).
+    #[track_caller]
     pub fn stop(&self) {
         or_panic(run("docker", &["stop", "-t", "5", &self.container]));
     }
 
+    #[track_caller]
     pub fn pause(&self) {
         or_panic(run("docker", &["pause", &self.container]));
     }
 
+    #[track_caller]
     pub fn unpause(&self) {
         or_panic(run("docker", &["unpause", &self.container]));
     }
 
+    #[track_caller]
     pub fn kill(&self) {
         or_panic(run("docker", &["kill", &self.container]));
     }
