@@ -18,8 +18,8 @@ use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
 use crate::support::wake::{
     CLOSED_WITHIN, START_TIMEOUT, assert_one_start, assert_state_file_failure_logged_once,
-    concurrent_hellos_one_start, container_pids, fd_count, has_logged, held_closed_within,
-    listening_site, listening_with, open_at, sleep_request, stopped_site,
+    concurrent_hellos_one_start, container_pids, fd_count, fpm_runs, has_logged,
+    held_closed_within, listening_site, listening_with, open_at, sleep_request, stopped_site,
 };
 use crate::support::{self, FcgiResponse, SiteOptions, Spawned, TestSite, require, wait_until};
 
@@ -207,17 +207,8 @@ fn crash_round(site: &TestSite, w: &mut Spawned, needle: &str) {
         open_now(site)
     );
     // Open at the waker is not yet run by php-fpm: a request still in the
-    // socket's backlog would be served by a respawned worker. The fifth
-    // worker answers the status page.
-    let serving = || {
-        crate::support::query_within(&site.fpm_socket(), Duration::from_secs(2))
-            .is_ok_and(|s| s.active_processes >= 5)
-    };
-    assert!(
-        wait_until(Duration::from_secs(10), serving),
-        "the four requests never all reached php-fpm: {}",
-        w.logs()
-    );
+    // socket's backlog would be served by a respawned worker.
+    fpm_runs(site, 4, w);
     let victims = container_pids(site, needle);
     assert!(
         !victims.is_empty(),

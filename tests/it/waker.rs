@@ -12,7 +12,7 @@ use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::stack::activity_until;
 use crate::support::wake::{
     CLOSED_WITHIN, START_TIMEOUT, activated, assert_one_start,
-    assert_state_file_failure_logged_once, concurrent_hellos_one_start, has_logged,
+    assert_state_file_failure_logged_once, concurrent_hellos_one_start, fpm_runs, has_logged,
     held_closed_within, hello_after_backoff, listening_site, sleep_request, stopped_site, waker,
 };
 use crate::support::{
@@ -299,17 +299,7 @@ fn sigterm_lets_open_connections_finish() {
     let site = TestSite::started(SiteOptions::default());
     let mut w = listening_site(&site, &[]);
     let slow = sleep_request(&site.waker_socket(), "3");
-    // php-fpm itself serves it (the status request's worker and the
-    // sleeper): the waker has accepted and relayed it.
-    let serving = || {
-        crate::support::query_within(&site.fpm_socket(), Duration::from_secs(2))
-            .is_ok_and(|s| s.active_processes >= 2)
-    };
-    assert!(
-        wait_until(Duration::from_secs(10), serving),
-        "the slow request never reached php-fpm: {}",
-        w.logs()
-    );
+    fpm_runs(&site, 1, &w);
     assert!(!slow.is_finished(), "the request ended before SIGTERM");
     w.kill(nix::sys::signal::Signal::SIGTERM);
     let r = slow.join().expect("thread");

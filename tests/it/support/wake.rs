@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{
     FcgiRequest, FcgiResponse, Launch, SiteOptions, SocketActivated, Spawned, TestSite, bin,
-    count_docker_events, exchange, fastcgi,
+    count_docker_events, exchange, fastcgi, wait_until,
 };
 
 /// fleet-waker for `site` (its name and layout) with `extra` arguments and
@@ -141,6 +141,21 @@ pub fn hello_after_backoff(socket: &Path, max: Duration) -> std::io::Result<Fcgi
 /// [`listening_with`] `RUST_LOG=info` (a test that reads its log).
 pub fn listening_quiet(site: &TestSite, extra: &[&str], env: &[(&str, String)]) -> Spawned {
     listening_with(site, extra, &[env, &[("RUST_LOG", "info".into())]].concat())
+}
+
+/// Waits (10 s at most) until php-fpm itself runs `n` requests, so the
+/// waker has relayed them: its status page, answered by one more worker,
+/// shows `n + 1` active. The pool needs `n + 1` workers.
+pub fn fpm_runs(site: &TestSite, n: u64, w: &Spawned) {
+    let serving = || {
+        super::query_within(&site.fpm_socket(), Duration::from_secs(2))
+            .is_ok_and(|s| s.active_processes > n)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), serving),
+        "php-fpm never ran {n} requests at once: {}",
+        w.logs()
+    );
 }
 
 /// Open descriptors of a process.
