@@ -269,6 +269,15 @@ fn php_fpm_master_crash_next_request_wakes() {
     require!(Docker, PhpFpm, Root);
     let (site, mut w, idle) = warm_site_and_waker();
     crash_round(&site, &mut w, "master process");
+    // The next request comes after the crash, not during it: until Docker
+    // sees the container exit, a worker the kernel has yet to kill still
+    // holds the listening socket, and a connection queued there is reset.
+    let gone = wait_until(Duration::from_secs(10), || site.state() == "exited");
+    assert!(
+        gone,
+        "container still {} after its master died",
+        site.state()
+    );
     says_hello(&site, "not woken again after the crash", || w.logs());
     assert!(wait_until(Duration::from_secs(3), || open_now(&site) == 0));
     // `idle` was counted before this waker ever woke anything; a wake
