@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use xtask::Error;
 use xtask::kit::fastcgi::{self, FcgiRequest};
-use xtask::kit::process::Launch;
+use xtask::kit::process::{Launch, fd_count};
 
 use crate::proc::{NGINX_USER, Rig, free_port, rss_kib};
 use xtask::kit::nginx::{Mode, NGINX, NginxProc};
@@ -39,10 +39,6 @@ fn requests(s: &str) -> Result<u64, Error> {
         .ok()
         .filter(|&n: &u64| n >= 1000)
         .ok_or_else(|| Error::failed(format!("{s:?}"), "needs a number ≥ 1000"))
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
 /// The wrk Lua script: each thread stops after `per_thread` responses and

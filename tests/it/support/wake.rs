@@ -158,10 +158,7 @@ pub fn fpm_runs(site: &TestSite, n: u64, w: &Spawned) {
     );
 }
 
-/// Open descriptors of a process.
-pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
+pub use xtask::kit::process::fd_count;
 
 /// The open connection count in the waker's state file at `path` (0 while
 /// there is no readable one).

@@ -399,6 +399,12 @@ pub fn signal_of(status: ExitStatus) -> Option<i32> {
     status.signal()
 }
 
+/// Open descriptors of process `pid` (0 when it cannot be read): what the
+/// soak and the fault tests watch for leaks.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
