@@ -15,7 +15,6 @@
 //! pass over the N sites. Release builds. Needs root, Docker, nginx and
 //! systemd-socket-activate.
 
-use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -26,8 +25,9 @@ use xtask::error::run;
 use xtask::kit::process::SocketActivated;
 use xtask::kit::reaper::Reaper;
 
-use crate::proc::{NGINX_USER, free_port, parallel, require, rm_containers, rss_kib, waker};
-use xtask::kit::nginx::{Mode, NGINX, NginxProc, Server, site_snippet};
+use crate::proc::{NGINX_USER, parallel, require, rm_containers, rss_kib, waker};
+use xtask::kit::free_port;
+use xtask::kit::nginx::{Mode, NGINX, NginxProc, Server, share_socket_with_nginx, site_snippet};
 use xtask::kit::site::hello_line;
 use xtask::wait::wait_until;
 use xtask::wakes::{peak_overlap, slot_window};
@@ -71,11 +71,12 @@ pub fn bench(n: usize) -> Result<String, Error> {
         sites: (0..n).map(|i| format!("b{pid}-{i}.fleet.bench")).collect(),
     };
     let dir = fleet.dir.path().to_owned();
-    let dirs = ["run", "state", "sites", "www", "logs", "nginx"].map(|d| dir.join(d));
+    let dirs = ["run", "state", "sites", "www", "logs"].map(|d| dir.join(d));
     for d in &dirs {
         xtask::kit::mkdir(d)?;
     }
-    let [run_dir, state, sites_dir, www, logs, ndir] = dirs;
+    let [run_dir, state, sites_dir, www, logs] = dirs;
+    let ndir = dir.join("nginx"); // made by NginxProc as it starts
     xtask::kit::site::write_scripts(&www)?;
     let layout = fleet_core::Layout {
         run_dir: run_dir.clone(),
@@ -140,12 +141,8 @@ pub fn bench(n: usize) -> Result<String, Error> {
                 .arg(format!("{}s", IDLE_EXIT.as_secs()))
                 .try_activate(&sock)?;
             // It listens (try_activate waited for it): one nginx's workers
-            // may use it (what the unit's SocketMode gives). The run
-            // directory is the container's: chmod only the socket we bound.
-            let ours = std::fs::symlink_metadata(&sock).is_ok_and(|m| m.file_type().is_socket());
-            if ours {
-                let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666));
-            }
+            // may use it (what the unit's SocketMode gives).
+            share_socket_with_nginx(&sock).map_err(Error::io("share with nginx", &sock))?;
             Ok(activated)
         })
         .collect::<Result<_, Error>>()?;

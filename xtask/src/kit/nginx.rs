@@ -283,17 +283,26 @@ pub fn nginx_user() -> Option<String> {
 /// Only a socket: the runtime directory is the container's to write, so a
 /// link there is refused, never followed.
 pub fn share_socket_with_nginx(socket: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::FileTypeExt as _;
-    if !std::fs::symlink_metadata(socket)?.file_type().is_socket() {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    // Opened without following, then checked and changed through that fd:
+    // a swap of the path between check and change reaches nothing else.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_PATH | nix::libc::O_NOFOLLOW)
+        .open(socket)?;
+    if !file.metadata()?.file_type().is_socket() {
         let why = format!("{} is not a socket (never followed)", socket.display());
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
     }
+    // The fd's own /proc link names this inode, whatever the path is now.
+    let this = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
     let group = nix::unistd::Group::from_name("www-data").ok().flatten();
     if let Some(group) = &group {
-        nix::unistd::chown(socket, None, Some(group.gid)).map_err(std::io::Error::from)?;
+        nix::unistd::chown(&this, None, Some(group.gid)).map_err(std::io::Error::from)?;
     }
     let mode = if group.is_some() { 0o660 } else { 0o666 };
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))
+    std::fs::set_permissions(&this, std::fs::Permissions::from_mode(mode))
 }
 
 /// A running nginx (master and workers in their own process group), its
@@ -409,6 +418,23 @@ impl NginxProc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_is_shared_and_a_link_to_one_is_refused_untouched() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = crate::kit::site::temp_dir("share-test");
+        let sock = dir.path().join("real.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let link = dir.path().join("vhost-waker.sock");
+        std::os::unix::fs::symlink(&sock, &link).expect("symlink");
+        let mode = || std::fs::metadata(&sock).expect("stat").permissions().mode() & 0o777;
+        let err = share_socket_with_nginx(&link).expect_err("a link is refused");
+        assert!(err.to_string().contains("never followed"), "{err}");
+        assert_eq!(mode(), 0o600, "the link's target was changed");
+        share_socket_with_nginx(&sock).expect("the socket itself");
+        assert!([0o660, 0o666].contains(&mode()), "{:o}", mode());
+    }
 
     #[track_caller]
     fn assert_starts(text: &str, prefix: &str) {
