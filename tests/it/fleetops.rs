@@ -22,7 +22,8 @@ use crate::support::{self, TestSite, note, require, wait_until};
 // Self-healing
 // ---------------------------------------------------------------------------
 
-/// Inside the namespace: the plan (stdout) and log (stderr) of the reaper runs.
+/// Inside the namespace: the plan (stdout) of the reaper runs (their stderr
+/// goes to `REAPER_LOG`).
 const PLAN: &str = "/run/fleet-reaper.plan";
 
 #[test]

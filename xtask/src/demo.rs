@@ -234,8 +234,7 @@ fn run(args: &DemoArgs, cleanup: &Mutex<Cleanup>) -> Result<(), Error> {
     );
 
     // nginx, proxy mode, from the shipped snippet.
-    let snippet = site_snippet(Mode::Proxy, site.as_str(), &layout.run_dir)
-        .map_err(|e| Error::failed("nginx config", e))?;
+    let snippet = site_snippet(Mode::Proxy, site.as_str(), &layout.run_dir)?;
     let nginx_dir = dir.join("nginx");
     let nginx = NginxProc::start(&nginx_dir, args.port, nginx_user().as_deref(), &snippet)?;
     lock(cleanup).nginx = Some(nginx);

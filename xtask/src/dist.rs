@@ -416,9 +416,13 @@ fn check_installed() -> Result<Vec<PathBuf>, Error> {
     let bad = step("dpkg", &["--verify", PACKAGE])?;
     let version = step("/usr/bin/fleet-waker", &["--version"])?;
     let man = Cmd::new("man").arg("fleet-reaper").env("MANPAGER", "cat");
-    let page = man.env("MANWIDTH", "80").stdout().map_err(|e| {
-        let why = format!("{} (apt-get install man-db)", crate::error::chain(&e));
-        Error::failed("man fleet-reaper", why)
+    let page = man.env("MANWIDTH", "80").stdout().map_err(|e| match e {
+        // Only a missing `man` is helped by installing it.
+        Error::Unavailable { .. } => {
+            let why = format!("{} (apt-get install man-db)", crate::error::chain(&e));
+            Error::unavailable("man fleet-reaper", why)
+        }
+        e => e,
     })?;
     eprintln!("==> man fleet-reaper: {} lines", page.lines().count());
     if !bad.trim().is_empty() {

@@ -11,8 +11,6 @@ use xtask::kit::nginx::{Mode, Snippet, site_snippet};
 use xtask::kit::process::{Launch, Spawned};
 use xtask::kit::site::{SiteOptions, TestSite};
 
-pub use xtask::kit::free_port;
-
 /// One benchmark site: the tools checked, a release fleet-waker built, and
 /// the kit's site ([`TestSite`]: its temp dir `/tmp/fleet-it-<pid>-<kind>-…`
 /// with run, state and www dirs, the runtime tmpfs, the test scripts, a
@@ -58,7 +56,6 @@ impl Rig {
     /// The shipped nginx snippet of `mode` for the site.
     pub fn snippet(&self, mode: Mode) -> Result<Snippet, Error> {
         site_snippet(mode, self.kit.name(), &self.kit.layout().run_dir)
-            .map_err(|e| Error::failed("nginx site snippet", e))
     }
 
     /// nginx's directory (config, logs, temp paths; made as it starts).

@@ -20,7 +20,8 @@ use xtask::Error;
 use xtask::kit::fastcgi::{self, FcgiRequest};
 use xtask::kit::process::{Launch, fd_count};
 
-use crate::proc::{NGINX_USER, Rig, free_port, rss_kib};
+use crate::proc::{NGINX_USER, Rig, rss_kib};
+use xtask::kit::free_port;
 use xtask::kit::nginx::{Mode, NGINX, NginxProc};
 use xtask::wait::wait_until;
 
@@ -100,7 +101,7 @@ fn wrk(port: u16, dir: &Path, requests: u64) -> Result<WrkRun, Error> {
     let url = format!("http://127.0.0.1:{port}/hello.php");
     let flags = dir.join("flags");
     let _ = std::fs::remove_dir_all(&flags);
-    std::fs::create_dir_all(&flags).map_err(Error::io("mkdir", &flags))?;
+    xtask::kit::mkdir(&flags)?;
     let script = dir.join("soak.lua");
     std::fs::write(&script, lua(requests.div_ceil(THREADS), &flags))
         .map_err(Error::io("write", &script))?;

@@ -26,9 +26,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::bench::waker::median;
-use crate::proc::{Rig, free_port};
+use crate::proc::Rig;
 use xtask::Error;
 use xtask::error::{chain, run};
+use xtask::kit::free_port;
 use xtask::kit::http::get_page;
 use xtask::kit::nginx::{Mode, NGINX, NginxProc, nginx_user, share_socket_with_nginx};
 use xtask::kit::reaper::Reaper;
@@ -36,13 +37,17 @@ use xtask::kit::reaper::Reaper;
 /// The container states measured, in the order of a round: proxy mode with
 /// `docker pause`/`docker stop`, then direct mode with the reaper's.
 const STATES: [&str; 6] = [
-    "awake",
+    AWAKE,
     "paused",
     "stopped",
-    "direct: awake",
-    "direct: paused by the reaper",
+    DIRECT_AWAKE,
+    DIRECT_PAUSED,
     "direct: stopped by the reaper",
 ];
+/// The states the others are compared with, and issue #14's target state.
+const AWAKE: &str = "awake";
+const DIRECT_AWAKE: &str = "direct: awake";
+const DIRECT_PAUSED: &str = "direct: paused by the reaper";
 
 /// The sites' idle timeout in the reaper's conf, and how long the bench
 /// waits for the reaper to act on it.
@@ -157,6 +162,8 @@ pub fn bench(rounds: usize) -> Result<String, Error> {
     }
 
     // Each mode's rows are compared with its own awake row.
+    // Each name is one of STATES (they are built from these constants).
+    let at = |name: &str| STATES.iter().position(|s| *s == name).unwrap_or(0);
     let awake = |i: usize| (median(&samples[i].memory), median(&samples[i].first_byte));
     let mut out = format!(
         "### `cargo xtask bench sleep --rounds {rounds}` (release fleet-waker)\n\n\
@@ -173,7 +180,12 @@ pub fn bench(rounds: usize) -> Result<String, Error> {
         crate::image::DEFAULT_CHILDREN
     );
     for (state, s) in STATES.iter().zip(&samples) {
-        let (awake_mem, awake_fb) = awake(if state.starts_with("direct") { 3 } else { 0 });
+        let baseline = if state.starts_with("direct") {
+            DIRECT_AWAKE
+        } else {
+            AWAKE
+        };
+        let (awake_mem, awake_fb) = awake(at(baseline));
         let (mem_max, fb_max) = (max(&s.memory), max(&s.first_byte));
         let (mem, fb) = (median(&s.memory), median(&s.first_byte));
         out.push_str(&format!(
@@ -184,8 +196,8 @@ pub fn bench(rounds: usize) -> Result<String, Error> {
             fb / awake_fb,
         ));
     }
-    // Issue #14's target for the recommended mode's fast sleep (STATES[4]).
-    let direct_paused = median(&samples[4].first_byte);
+    // Issue #14's target for the recommended mode's fast sleep.
+    let direct_paused = median(&samples[at(DIRECT_PAUSED)].first_byte);
     let met = if direct_paused <= 100.0 {
         "met"
     } else {

@@ -31,7 +31,8 @@ use xtask::error::{chain, run};
 use xtask::kit::fastcgi::{self, FcgiRequest};
 use xtask::kit::process::{Launch, SocketActivated};
 
-use crate::proc::{NGINX_USER, Rig, free_port, rss_kib};
+use crate::proc::{NGINX_USER, Rig, rss_kib};
+use xtask::kit::free_port;
 use xtask::kit::nginx::{Mode, NGINX, NginxProc, Server};
 use xtask::wait::wait_for;
 

@@ -50,8 +50,9 @@ pub fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
 }
 
-/// `cargo build --profile <profile> -p <package>…` in the repository, its
-/// progress passed through; returns nothing but how it went.
+/// `cargo build --quiet --profile <profile> -p <package>…` in the
+/// repository: the command line printed first, then only cargo's warnings
+/// and errors; returns nothing but how it went.
 pub fn build(profile: &str, packages: &[&str]) -> Result<(), Error> {
     let mut args = vec!["build", "--quiet", "--profile", profile];
     args.extend(packages.iter().flat_map(|p| ["-p", p]));

@@ -299,7 +299,8 @@ impl Launch {
             .map_err(Error::io("set a read timeout on", &path))?;
         let mut spawned = Spawned::spawn(cmd, &self, dir)?;
         let (mut buf, mut ready) = ([0u8; 4096], false);
-        wait_until(timeout, || {
+        // The blocking recv (100 ms) is the wait: no sleep in between.
+        crate::wait::poll(timeout, Duration::ZERO, Duration::ZERO, || {
             ready = notify.recv(&mut buf).is_ok_and(|n| {
                 String::from_utf8_lossy(&buf[..n])
                     .lines()
