@@ -7,7 +7,10 @@
 //! runtime and state directories, the directory of the built binaries), then
 //! `unshare --pid --fork --mount-proc /lib/systemd/systemd --system
 //! --unit=fleet-test.target`. The target is the test's own and pulls in
-//! nothing, so systemd starts only the units a test asks for.
+//! nothing, so systemd starts only the units a test asks for. `/etc` and
+//! `/var` are always copy-on-write overlays: a unit with default
+//! dependencies pulls in `sysinit.target`, whose journald, utmp and tmpfiles
+//! would otherwise write the host's `/var/log/journal`, `/var/log/wtmp`, ….
 //!
 //! Everything lives in namespaces: killing PID 1 of the PID namespace (on
 //! drop) kills every process in it, and the mounts vanish with the mount
@@ -120,8 +123,8 @@ pub fn overlay_options(dir: &Path, scratch: &Path) -> String {
 }
 
 impl NsSystemd {
-    /// Boots systemd with `binds` in place, and every directory of `private`
-    /// (e.g. `/usr`, `/etc`, `/var/lib`) covered inside the namespace by an
+    /// Boots systemd with `binds` in place, and `/etc`, `/var` and every
+    /// directory of `private` (e.g. `/usr`) covered inside the namespace by an
     /// overlayfs whose upper layer is a host temp dir: what is written there
     /// (a `dpkg -i`, `systemctl enable` links) stays in the namespace and is
     /// gone with it, while the host's directories are read as they are.
@@ -134,7 +137,8 @@ impl NsSystemd {
         let target = dir.path().join(TARGET);
         std::fs::write(&target, "[Unit]\nDescription=fleet test target\n").expect("write target");
         let target = Bind::new(target, Path::new("/run/systemd/system").join(TARGET));
-        let overlays = private.iter().enumerate().map(|(i, lower)| {
+        let always = [Path::new("/etc"), Path::new("/var")];
+        let overlays = always.iter().chain(private).enumerate().map(|(i, lower)| {
             let options = overlay_options(lower, &dir.path().join(i.to_string()));
             (cstr(lower), CString::new(options).expect("no NUL"))
         });
