@@ -119,6 +119,13 @@ fn demo_on_a_machine_without_nginx_and_php_fpm_installs_them_and_completes() {
         let options = overlay_options(Path::new(dir), &upper.path().join(&dir[1..]));
         sandbox.run(&["mount", "-t", "overlay", "overlay", "-o", &options, dir]);
     }
+    // The host's systemd hidden from the maintainer scripts: with
+    // /run/systemd/system they would `systemctl daemon-reload` the host's.
+    if sandbox.path("/run/systemd").is_dir() {
+        let holder = sandbox.run(&["findmnt", "-n", "-o", "TARGET", "-T", "/run/systemd"]);
+        sandbox.run(&["mount", "--make-private", holder.trim()]);
+        sandbox.run(&["mount", "-t", "tmpfs", "tmpfs", "/run/systemd"]);
+    }
     // No service may start or stop while packages come and go (as in a
     // build chroot): the host's php-fpm and nginx are not the sandbox's.
     let policy = sandbox.path("/usr/sbin/policy-rc.d");

@@ -13,7 +13,8 @@ use crate::support::stack::activity_until;
 use crate::support::wake::{
     CLOSED_WITHIN, START_TIMEOUT, activated, assert_one_start,
     assert_state_file_failure_logged_once, concurrent_hellos_one_start, fpm_runs, has_logged,
-    held_closed_within, hello_after_backoff, listening_site, sleep_request, stopped_site, waker,
+    held_closed_within, hello_after_backoff, listening_site, logged, sleep_request, stopped_site,
+    waker,
 };
 use crate::support::{
     self, FcgiRequest, Lazy, Nginx, SiteOptions, TestSite, bin, connect_within,
@@ -266,7 +267,8 @@ fn state_file_during_after_and_symlink() {
     for _ in 0..3 {
         says_hello(&site, "still proxying", String::new);
     }
-    std::thread::sleep(Duration::from_millis(100)); // let the coalesced writer try
+    // The coalesced writer has tried (and refused) before the checks below.
+    logged(&w, "cannot write the activity state file");
     assert_eq!(std::fs::read_to_string(&target).expect("read"), "precious");
     assert!(state.is_symlink(), "the planted symlink is still there");
     assert_state_file_failure_logged_once(&w);

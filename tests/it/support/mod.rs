@@ -58,7 +58,7 @@ pub enum Component {
     SocketProxyd,
     /// Running as root (euid 0).
     Root,
-    /// systemd itself (`/lib/systemd/systemd`) plus `unshare` and `nsenter`,
+    /// systemd itself (`/lib/systemd/systemd`) plus `unshare`, `nsenter` and `findmnt`,
     /// to boot it as PID 1 in private namespaces ([`nsystemd`]).
     Systemd,
     /// Apache 2.4 with `mod_proxy_fcgi` ([`frontends::apache`]).
@@ -88,7 +88,7 @@ impl Component {
             Component::Root => Prerequisite::Root.check(),
             Component::SocketProxyd => need(&[SOCKET_PROXYD], &[], "systemd"),
             Component::Systemd => need(&["/lib/systemd/systemd"], &[], "systemd")
-                .and_then(|()| need(&[], &["unshare", "nsenter"], "util-linux")),
+                .and_then(|()| need(&[], &["unshare", "nsenter", "findmnt"], "util-linux")),
             Component::Apache => need(
                 &[
                     frontends::APACHE,

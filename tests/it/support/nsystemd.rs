@@ -208,10 +208,14 @@ impl NsSystemd {
                 .and_then(|s| s.split_whitespace().next()?.parse().ok());
             pid.is_some()
         });
-        let pid = pid.unwrap_or_else(|| {
+        let Some(pid) = pid else {
+            // Nothing owns the namespace yet: end it before the temp dir goes.
+            let mut unshare = unshare;
+            let _ = unshare.kill();
+            let _ = unshare.wait();
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             panic!("systemd did not start; log:\n{log}")
-        });
+        };
         let ns = NsSystemd { unshare, pid, dir };
         ns.wait_running();
         // systemd is PID 1 of a PID namespace of its own, where the
