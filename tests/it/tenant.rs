@@ -113,7 +113,10 @@ fn no_answer(site: &TestSite, bytes: &[u8], what: &str) -> Duration {
         got.len(),
         String::from_utf8_lossy(&got)
     );
-    t.elapsed()
+    // Closed, not held until the read above timed out.
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(29), "{what}: held {took:?}");
+    took
 }
 
 /// An HTTP request to Docker's API, as if php-fpm's socket were Docker's.
