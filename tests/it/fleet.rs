@@ -155,25 +155,39 @@ fn idle_waker_exits_and_the_next_request_reactivates_it() {
     let service = format!("fleet-waker@{}.service", site.name());
     ns.systemctl_ok(&["start", &format!("fleet-waker@{}.socket", site.name())]);
     // Polled, so a failed systemctl call (a busy host) means "not yet", not a panic.
-    let state = || {
-        let out = ns.systemctl(&["show", "-p", "ActiveState", "--value", &service]);
+    let show = |property: &str| {
+        let out = ns.systemctl(&["show", "-p", property, "--value", &service]);
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
-    let active = |want: &str| wait_until(Duration::from_secs(10), || state() == want);
+    let active = |want: &str| wait_until(Duration::from_secs(10), || show("ActiveState") == want);
+    // A waker answered, so one was started: its start time changed. (Polling
+    // for "active" could miss a waker that has already exited, idle for 1 s.)
+    let started = || {
+        let mut at = String::new();
+        let prop = "ExecMainStartTimestampMonotonic";
+        wait_until(Duration::from_secs(10), || {
+            at = show(prop);
+            !at.is_empty()
+        });
+        at
+    };
     let answers = |what: &str| says_hello(&site, what, || ns.log_text());
-    answers("first");
-    assert!(active("active"));
+    let wakes = |what: &str| {
+        let before = started();
+        answers(what);
+        assert_ne!(started(), before, "{what}: no waker was started");
+    };
+    wakes("first");
     assert!(active("inactive"), "the idle waker did not exit");
-    let show = ns.systemctl_ok(&["show", "-p", "Result", "-p", "ExecMainStatus", &service]);
-    assert!(show.contains("Result=success"), "{show}");
-    answers("after the exit");
-    assert!(active("active"));
+    let result = ns.systemctl_ok(&["show", "-p", "Result", "-p", "ExecMainStatus", &service]);
+    assert!(result.contains("Result=success"), "{result}");
+    wakes("after the exit");
 
     // The race: a request just before, at and just after the exit.
     let mut served = 0;
     for i in 0..12u64 {
         assert!(active("inactive"), "round {i}: did not exit");
-        answers(&format!("round {i}, reactivating"));
+        wakes(&format!("round {i}, reactivating"));
         // The waker exits 1 s after this request ended: aim around it.
         std::thread::sleep(Duration::from_millis(850 + 25 * i));
         answers(&format!("round {i}"));

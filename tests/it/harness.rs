@@ -1,10 +1,11 @@
 //! Smoke tests of the test harness itself, against the real components.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use xtask::kit::nginx::{Mode, site_snippet};
 
+use crate::support::nsystemd::NsSystemd;
 use crate::support::site::{SiteOptions, big_body, hello_line};
 use crate::support::wake::{container_pids, dead_pid};
 use crate::support::{self, FcgiRequest, Launch, Nginx, TestSite, fastcgi, http, require};
@@ -363,4 +364,44 @@ fn nginx_upstream_falls_back_to_backup_server() {
         "nginx should have tried the primary first:\n{}",
         nginx.error_log()
     );
+}
+
+/// A booted systemd, and the units it starts, live in cgroups of the boot's
+/// own below the test's (not in the host's `/init.scope` and
+/// `/system.slice`), and those are gone once it is dropped.
+#[test]
+fn namespaced_systemd_keeps_to_cgroups_of_its_own() {
+    require!(Root, Systemd);
+    let ns = NsSystemd::boot_private(&[], &[]);
+    let cgroups = ns.cgroups().to_vec();
+    assert!(!cgroups.is_empty(), "no cgroup of the boot's own was made");
+    let boot = cgroups[0]
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let systemd = std::fs::read_to_string(ns.path(Path::new("/proc/1/cgroup"))).expect("cgroup");
+    // One line a hierarchy; systemd mounts some the test process is not in.
+    let inside = systemd.lines().filter(|l| l.contains(&format!("/{boot}")));
+    assert_eq!(
+        inside.count(),
+        cgroups.len(),
+        "systemd outside {boot}:\n{systemd}"
+    );
+    let run = ns.run("systemd-run", &["--unit=fleet-probe", "sleep", "600"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        support::assert::output_text(&run)
+    );
+    let probe = |c: &PathBuf| c.join("system.slice/fleet-probe.service/cgroup.procs");
+    let in_boot =
+        |c: &PathBuf| std::fs::read_to_string(probe(c)).is_ok_and(|p| !p.trim().is_empty());
+    assert!(
+        cgroups.iter().any(in_boot),
+        "the unit is not in {cgroups:?}"
+    );
+    drop(ns);
+    let left: Vec<_> = cgroups.iter().filter(|c| c.exists()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

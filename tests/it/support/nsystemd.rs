@@ -14,7 +14,13 @@
 //!
 //! Everything lives in namespaces: killing PID 1 of the PID namespace (on
 //! drop) kills every process in it, and the mounts vanish with the mount
-//! namespace, so nothing is left behind on the host.
+//! namespace, so nothing is left behind on the host. systemd is not given a
+//! cgroup namespace, so it takes the cgroup it starts in as its root: each
+//! boot starts in cgroups of its own below the test process's, one per
+//! hierarchy ([`boot_cgroups`]), removed on drop. (Started in the test's
+//! cgroup, which is the host's root here, systemds booted side by side would
+//! share `/init.scope` and `/system.slice`, units would leave the test's
+//! memory limit, and every boot left its empty cgroups behind.)
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -64,6 +70,8 @@ pub struct NsSystemd {
     unshare: Child,
     /// systemd's PID as the host sees it.
     pid: i32,
+    /// The boot's own cgroups ([`boot_cgroups`]), removed on drop.
+    cgroups: Vec<PathBuf>,
     /// systemd's log, the boot target and the upper layers of
     /// [`NsSystemd::boot_private`]'s overlays; removed after the namespace is
     /// gone (field order: after the Drop impl's kill).
@@ -72,6 +80,8 @@ pub struct NsSystemd {
 
 /// Precomputed C strings for the child (no allocation after fork).
 struct ChildPlan {
+    /// The `cgroup.procs` files the child moves itself into first.
+    cgroup_procs: Vec<CString>,
     /// (target, options) of each overlayfs mount.
     overlays: Vec<(CString, CString)>,
     dirs: Vec<CString>,
@@ -142,7 +152,12 @@ impl NsSystemd {
             let options = overlay_options(lower, &dir.path().join(i.to_string()));
             (cstr(lower), CString::new(options).expect("no NUL"))
         });
+        let cgroups = boot_cgroups(&dir);
         let mut plan = ChildPlan {
+            cgroup_procs: cgroups
+                .iter()
+                .map(|c| cstr(&c.join("cgroup.procs")))
+                .collect(),
             binds: Vec::new(),
             overlays: overlays.collect(),
             dirs: Vec::new(),
@@ -213,10 +228,16 @@ impl NsSystemd {
             let mut unshare = unshare;
             let _ = unshare.kill();
             let _ = unshare.wait();
+            remove_cgroups(&cgroups);
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             panic!("systemd did not start; log:\n{log}")
         };
-        let ns = NsSystemd { unshare, pid, dir };
+        let ns = NsSystemd {
+            unshare,
+            pid,
+            cgroups,
+            dir,
+        };
         ns.wait_running();
         // systemd is PID 1 of a PID namespace of its own, where the
         // containers' processes are invisible (SO_PEERCRED gives pid 0), so
@@ -246,6 +267,11 @@ impl NsSystemd {
             "systemd in the namespace is {state:?} after 30 s; log:\n{}",
             self.log_text()
         );
+    }
+
+    /// The boot's own cgroups, one per hierarchy, systemd's root in each.
+    pub fn cgroups(&self) -> &[PathBuf] {
+        &self.cgroups
     }
 
     /// What systemd printed.
@@ -340,6 +366,78 @@ impl Drop for NsSystemd {
             let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
         }
         let _ = self.unshare.wait();
+        remove_cgroups(&self.cgroups);
+    }
+}
+
+/// A cgroup of this boot's in each hierarchy the test process is in,
+/// created below the test's own (v1's cpuset left out: a task can join a
+/// new one only once its CPUs and nodes are set, and systemd does not use
+/// it). A hierarchy where none can be made is left as it is.
+fn boot_cgroups(scratch: &tempfile::TempDir) -> Vec<PathBuf> {
+    let read = |p| std::fs::read_to_string(p).unwrap_or_default();
+    let (own, mounts) = (read("/proc/self/cgroup"), read("/proc/self/mountinfo"));
+    let name = scratch.path().file_name().expect("temp dir name");
+    let mut made = Vec::new();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':').skip(1);
+        let (Some(controllers), Some(path)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if controllers.split(',').any(|c| c == "cpuset") {
+            continue;
+        }
+        let Some(mount) = cgroup_mount(&mounts, controllers) else {
+            continue;
+        };
+        let dir = mount.join(path.trim_start_matches('/')).join(name);
+        if std::fs::create_dir(&dir).is_ok() {
+            made.push(dir);
+        }
+    }
+    made
+}
+
+/// Where the hierarchy of `controllers` (a `/proc/self/cgroup` field; empty
+/// for cgroup2) is mounted with its root, from `/proc/self/mountinfo`.
+fn cgroup_mount(mountinfo: &str, controllers: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|m| {
+        let (fields, fs) = m.split_once(" - ")?;
+        let fields: Vec<&str> = fields.split(' ').collect();
+        let fs: Vec<&str> = fs.split(' ').collect();
+        let (root, point, fstype, options) = (fields.get(3)?, fields.get(4)?, fs[0], fs.get(2)?);
+        let ours = if controllers.is_empty() {
+            fstype == "cgroup2"
+        } else {
+            let options = options.split(',');
+            fstype == "cgroup"
+                && controllers
+                    .split(',')
+                    .all(|c| options.clone().any(|o| o == c))
+        };
+        (ours && *root == "/").then(|| PathBuf::from(point))
+    })
+}
+
+/// Removes each boot cgroup and what systemd made below it, deepest first.
+/// A cgroup empties only once its last process is reaped, so a busy one is
+/// tried again for a few seconds.
+fn remove_cgroups(cgroups: &[PathBuf]) {
+    fn subtree(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                subtree(&entry.path(), out);
+            }
+        }
+        out.push(dir.to_owned());
+    }
+    for cgroup in cgroups {
+        let mut dirs = Vec::new();
+        subtree(cgroup, &mut dirs);
+        super::wait_until(Duration::from_secs(5), || {
+            dirs.retain(|d| std::fs::remove_dir(d).is_err() && d.exists());
+            dirs.is_empty()
+        });
     }
 }
 
@@ -363,6 +461,14 @@ fn child_setup(plan: &ChildPlan) -> std::io::Result<()> {
     // SAFETY: every call below gets valid NUL-terminated C strings (or null
     // pointers where the syscall documents them) and retains no pointer.
     unsafe {
+        // "0" moves the writing process (cgroup v1 and v2 alike).
+        for procs in &plan.cgroup_procs {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            check(fd)?;
+            let written = libc::write(fd, c"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            check(written as libc::c_int)?;
+        }
         check(libc::unshare(libc::CLONE_NEWNS))?;
         check(libc::mount(
             std::ptr::null(),
