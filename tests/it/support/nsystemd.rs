@@ -190,6 +190,9 @@ impl NsSystemd {
         cmd.args([
             "--pid",
             "--fork",
+            // With the parent-death signal below: a test process killed
+            // before its drop takes the whole namespace with it.
+            "--kill-child",
             "--mount-proc",
             "--",
             "/lib/systemd/systemd",
@@ -204,8 +207,8 @@ impl NsSystemd {
         .stdout(out)
         .stderr(err);
         // SAFETY: the closure runs in the forked child before exec. It only
-        // calls async-signal-safe libc functions (unshare, mount, mkdir, mknod,
-        // open, dup2, close) on C strings prepared before the fork, and allocates
+        // calls async-signal-safe libc functions (prctl, open, write, unshare,
+        // mount, mkdir, mknod, dup2, close) on C strings prepared before the fork, and allocates
         // nothing, so it cannot deadlock on a lock held by another thread of
         // the (multi-threaded) test process.
         unsafe {
@@ -373,29 +376,36 @@ impl Drop for NsSystemd {
 /// A cgroup of this boot's in each hierarchy the test process is in,
 /// created below the test's own (v1's cpuset left out: a task can join a
 /// new one only once its CPUs and nodes are set, and systemd does not use
-/// it). A hierarchy where none can be made is left as it is.
+/// it). A hierarchy where none can be made is left as it is. The first boot
+/// of a process removes those of killed runs.
 fn boot_cgroups(scratch: &tempfile::TempDir) -> Vec<PathBuf> {
     let read = |p| std::fs::read_to_string(p).unwrap_or_default();
     let (own, mounts) = (read("/proc/self/cgroup"), read("/proc/self/mountinfo"));
+    let parents: Vec<PathBuf> = own
+        .lines()
+        .filter_map(|line| {
+            let (_, rest) = line.split_once(':')?;
+            let (controllers, path) = rest.split_once(':')?;
+            let skip = controllers.split(',').any(|c| c == "cpuset");
+            let mount = cgroup_mount(&mounts, controllers).filter(|_| !skip)?;
+            Some(mount.join(path.trim_start_matches('/')))
+        })
+        .collect();
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        let entries = parents
+            .iter()
+            .flat_map(std::fs::read_dir)
+            .flatten()
+            .flatten();
+        let dead =
+            entries.filter(|e| xtask::kit::site::of_dead_run(&e.file_name().to_string_lossy()));
+        remove_cgroups(&dead.map(|e| e.path()).collect::<Vec<_>>());
+    });
     let name = scratch.path().file_name().expect("temp dir name");
-    let mut made = Vec::new();
-    for line in own.lines() {
-        let mut parts = line.splitn(3, ':').skip(1);
-        let (Some(controllers), Some(path)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        if controllers.split(',').any(|c| c == "cpuset") {
-            continue;
-        }
-        let Some(mount) = cgroup_mount(&mounts, controllers) else {
-            continue;
-        };
-        let dir = mount.join(path.trim_start_matches('/')).join(name);
-        if std::fs::create_dir(&dir).is_ok() {
-            made.push(dir);
-        }
-    }
-    made
+    let made = parents.into_iter().map(|p| p.join(name));
+    made.filter(|dir| std::fs::create_dir(dir).is_ok())
+        .collect()
 }
 
 /// Where the hierarchy of `controllers` (a `/proc/self/cgroup` field; empty
@@ -461,6 +471,8 @@ fn child_setup(plan: &ChildPlan) -> std::io::Result<()> {
     // SAFETY: every call below gets valid NUL-terminated C strings (or null
     // pointers where the syscall documents them) and retains no pointer.
     unsafe {
+        // unshare dies with the test thread that started it.
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
         // "0" moves the writing process (cgroup v1 and v2 alike).
         for procs in &plan.cgroup_procs {
             let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);

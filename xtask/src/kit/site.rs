@@ -598,6 +598,11 @@ fn temp_pid(name: &str) -> Option<&str> {
         .filter(|pid| pid.parse::<u32>().is_ok())
 }
 
+/// Whether `name` is a `fleet-it-<pid>-…` name of a process that is gone.
+pub fn of_dead_run(name: &str) -> bool {
+    temp_pid(name).is_some_and(|pid| !alive(pid))
+}
+
 /// What dead runs left: `fleet.test=1` containers whose `fleet.test.pid` is
 /// not a live process, `/tmp` and `/run` `fleet-it-<pid>-…` dirs of dead
 /// pids and runtime tmpfs mounts below them (runs of live processes on this
@@ -615,7 +620,7 @@ pub fn find_leftovers() -> Result<Vec<Leftover>, Error> {
         .collect();
     let entries = ["/tmp", "/run"].map(std::fs::read_dir);
     for entry in entries.into_iter().flatten().flatten().flatten() {
-        if temp_pid(&entry.file_name().to_string_lossy()).is_some_and(|pid| !alive(pid)) {
+        if of_dead_run(&entry.file_name().to_string_lossy()) {
             left.push(Leftover::Dir(entry.path()));
         }
     }
