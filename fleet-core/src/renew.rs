@@ -383,7 +383,8 @@ fn fpm_placeholder(path: &Path) -> Result<String, RenewError> {
 pub fn prepare_run_dir(cfg: &Config, site: &Site) -> Result<String, RenewError> {
     Ok(match rundir::prepare(&cfg.layout, site, cfg.limits)? {
         Prepared::Mounted => format!("mounted ({})", cfg.limits.options()),
-        Prepared::AlreadyMounted => "already a mount point".into(),
+        Prepared::AlreadyMounted(false) => "already a mount point".into(),
+        Prepared::AlreadyMounted(true) => "already a mount point; remounted nosymfollow".into(),
         Prepared::InUse(names) => format!(
             "holds {}; not mounted over (stop the container, then run fleet-renew)",
             names.join(", ")

@@ -6,6 +6,13 @@
 //! Mounted as its own tmpfs with a size and inode limit, a full directory
 //! hurts only that site (php-fpm needs one inode for its socket).
 //!
+//! The tmpfs is mounted `nosymfollow`: nginx connects to the sockets here by
+//! path, and `connect(2)` follows a symlink, so a symlink the container puts
+//! at `php-fpm.sock` or `vhost-waker.sock` would send the site's requests to
+//! any socket nginx can reach (another site's php-fpm, the host's own). On
+//! this mount no symlink is followed; fleet's own binaries never follow one
+//! anyway ([`crate::upstream`]).
+//!
 //! [`prepare`] is idempotent and never mounts over a directory something
 //! still uses: a tmpfs mounted under a running container would hide its
 //! php-fpm socket from the host (the container keeps the old directory), so
@@ -17,12 +24,17 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use nix::mount::MsFlags;
+
 use crate::site::{Layout, Site};
 use crate::upstream::{self, Liveness};
 
 /// The mount source of a site's runtime tmpfs (how a sweep of dead test
 /// runs tells these mounts from others in `/proc/self/mountinfo`).
 pub const MOUNT_SOURCE: &str = "fleet-rundir";
+/// The per-mount flag that makes path lookups refuse (`ELOOP`) every symlink
+/// on the mount (Linux 5.10); `nix` does not name it.
+const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(libc::MS_NOSYMFOLLOW);
 /// Default size of a runtime directory's tmpfs.
 const DEFAULT_SIZE: u64 = 1024 * 1024;
 /// Default number of inodes (files, directories, sockets) in it.
@@ -85,8 +97,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 pub enum Prepared {
     /// A tmpfs with the limits was mounted on the directory.
     Mounted,
-    /// The directory is a mount point already (ours, or the admin's own).
-    AlreadyMounted,
+    /// The directory is a mount point already (ours, or the admin's own);
+    /// `true` when it was remounted `nosymfollow` just now (a mount made
+    /// before fleet set the flag).
+    AlreadyMounted(bool),
     /// The directory holds something in use or not ours to hide (named);
     /// nothing was mounted.
     InUse(Vec<String>),
@@ -151,7 +165,7 @@ pub fn prepare(layout: &Layout, site: &Site, limits: Limits) -> Result<Prepared,
         return Err(RunDirError::NotDirectory { path: dir });
     }
     if meta.dev() != inspect(root)?.dev() {
-        return Ok(Prepared::AlreadyMounted);
+        return forbid_symlinks(&dir).map(Prepared::AlreadyMounted);
     }
     let in_use = in_use(&dir)?;
     if !in_use.is_empty() {
@@ -162,9 +176,7 @@ pub fn prepare(layout: &Layout, site: &Site, limits: Limits) -> Result<Prepared,
         Some(MOUNT_SOURCE),
         &dir,
         Some("tmpfs"),
-        nix::mount::MsFlags::MS_NOSUID
-            | nix::mount::MsFlags::MS_NODEV
-            | nix::mount::MsFlags::MS_NOEXEC,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MS_NOSYMFOLLOW,
         Some(options.as_str()),
     )
     .map_err(|e| RunDirError::Mount {
@@ -173,6 +185,66 @@ pub fn prepare(layout: &Layout, site: &Site, limits: Limits) -> Result<Prepared,
         source: e.into(),
     })?;
     Ok(Prepared::Mounted)
+}
+
+/// Makes the mount at `dir` `nosymfollow` when it is not, keeping its other
+/// per-mount flags (a bind remount changes this mount alone, not the file
+/// system, nor the container's own mount of it). Whether it changed anything.
+fn forbid_symlinks(dir: &Path) -> Result<bool, RunDirError> {
+    let inspect = |source: io::Error| RunDirError::Inspect {
+        path: dir.to_owned(),
+        source,
+    };
+    // statvfs's flags as nix reports them lack `nosymfollow`; mountinfo
+    // lists every per-mount option.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(inspect)?;
+    if mount_options(&mountinfo, dir).is_some_and(|o| o.split(',').any(|o| o == "nosymfollow")) {
+        return Ok(false);
+    }
+    let flags = nix::sys::statvfs::statvfs(dir)
+        .map_err(|e| inspect(e.into()))?
+        .flags()
+        .bits();
+    let kept = [
+        (libc::ST_RDONLY, MsFlags::MS_RDONLY),
+        (libc::ST_NOSUID, MsFlags::MS_NOSUID),
+        (libc::ST_NODEV, MsFlags::MS_NODEV),
+        (libc::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (libc::ST_NOATIME, MsFlags::MS_NOATIME),
+        (libc::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (libc::ST_RELATIME, MsFlags::MS_RELATIME),
+    ];
+    let keep = kept
+        .into_iter()
+        .filter(|(st, _)| flags & st != 0)
+        .fold(MsFlags::empty(), |all, (_, ms)| all | ms);
+    let remount = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | keep | MS_NOSYMFOLLOW;
+    nix::mount::mount(None::<&str>, dir, None::<&str>, remount, None::<&str>).map_err(|e| {
+        RunDirError::Mount {
+            path: dir.to_owned(),
+            options: "remount,bind,nosymfollow".into(),
+            source: e.into(),
+        }
+    })?;
+    Ok(true)
+}
+
+/// The per-mount options (`rw,nosuid,…`) of the topmost mount at `point`,
+/// from the text of `/proc/self/mountinfo` (whose paths escape space, tab,
+/// newline and backslash in octal).
+fn mount_options<'a>(mountinfo: &'a str, point: &Path) -> Option<&'a str> {
+    let escaped: String = point
+        .to_string_lossy()
+        .chars()
+        .map(|c| match c {
+            ' ' | '\t' | '\n' | '\\' => format!("\\{:03o}", c as u32),
+            c => c.to_string(),
+        })
+        .collect();
+    mountinfo.lines().rev().find_map(|line| {
+        let mut fields = line.split(' ').skip(4);
+        (fields.next()? == escaped).then(|| fields.next()).flatten()
+    })
 }
 
 /// The entries of `dir` a mount would hide from someone using them: all
@@ -224,6 +296,19 @@ mod tests {
         assert!(parse_size("1T").is_err());
         assert!(parse_size("-1").is_err());
         assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn mount_options_of_the_topmost_mount_with_octal_escapes() {
+        let info = "\
+36 25 0:32 / /run/docker-apps/a rw,nosuid - tmpfs fleet-rundir rw
+37 25 0:33 / /run/docker-apps/a\\040b rw - tmpfs fleet-rundir rw
+38 36 0:34 / /run/docker-apps/a rw,nosymfollow - tmpfs fleet-rundir rw
+";
+        let at = |p: &str| mount_options(info, Path::new(p));
+        assert_eq!(at("/run/docker-apps/a"), Some("rw,nosymfollow"));
+        assert_eq!(at("/run/docker-apps/a b"), Some("rw"));
+        assert_eq!(at("/run/docker-apps"), None);
     }
 
     #[test]

@@ -8,13 +8,16 @@ use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use xtask::kit::nginx::{Mode, share_socket_with_nginx};
+
 use crate::support::assert::{fpm_says_hello, output_text, says_hello};
+use crate::support::nginx::{Nginx, shipped};
 use crate::support::nsystemd::{boot_for, run_renew, unit_text};
 use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
 use crate::support::wake::{activated, fd_count, logged, on_threads};
 use crate::support::{
-    FcgiRequest, MountedDir, SiteOptions, TestSite, exchange, fastcgi, note, require, run_ok,
-    wait_until,
+    FcgiRequest, MountedDir, SiteOptions, TestSite, bin, exchange, fastcgi, http, note, require,
+    run_ok, wait_until,
 };
 
 /// What a hostile site's PHP does to its runtime directory (`/run/php` in
@@ -177,6 +180,91 @@ fn symlink_to_another_sites_socket_is_never_proxied() {
     fpm_says_hello(&victim, "victim");
     says_hello(&victim, "victim's waker", String::new);
     assert!(victim_waker.activated());
+}
+
+/// nginx connects to the sockets in a site's runtime directory by path, and
+/// connect(2) follows symlinks; the directory's tmpfs is mounted
+/// `nosymfollow`, so a symlink the tenant plants at php-fpm.sock (direct
+/// mode) or vhost-waker.sock (proxy mode) to another site's php-fpm socket
+/// never reaches that site: the client gets an error.
+#[test]
+fn nginx_never_follows_a_symlink_in_the_runtime_directory() {
+    require!(Docker, PhpFpm, SocketActivate, Root, Nginx);
+    let victim = tenant_site(SiteOptions::default());
+    let target = victim.fpm_socket().display().to_string();
+    for (mode, name) in [
+        (Mode::Direct, "php-fpm.sock"),
+        (Mode::Proxy, "vhost-waker.sock"),
+    ] {
+        let attacker = tenant_site(SiteOptions::default());
+        let _waker = activated(&attacker, &["--start-timeout", "2s"]);
+        share_socket_with_nginx(&attacker.waker_socket()).expect("share the waker socket");
+        let nginx = Nginx::start(&shipped(mode, &attacker));
+        let real = move_socket_aside(&attacker);
+        if name != "php-fpm.sock" {
+            tenant_ok(&real, &format!("op=unlink&a={name}"));
+        }
+        symlink(&real, name, &target);
+        let before = victim.access_lines().len();
+        let r = http::get(nginx.port(), "/hello.php").expect("GET through nginx");
+        let log = nginx.error_log();
+        assert_eq!(r.status, 502, "{mode:?}: {}\n{log}", r.text());
+        assert_eq!(
+            victim.access_lines().len(),
+            before,
+            "{mode:?}: the victim was reached"
+        );
+        assert!(
+            log.contains("Too many levels of symbolic links"),
+            "{mode:?}: {log}"
+        );
+    }
+}
+
+/// A runtime tmpfs mounted before fleet set `nosymfollow` (an upgraded
+/// host) gets it from the socket unit's `fleet-renew --mount-only`, its
+/// other flags kept; a second run changes nothing.
+#[test]
+fn mount_only_makes_an_older_runtime_tmpfs_nosymfollow() {
+    require!(Root);
+    let run = MountedDir(crate::support::temp_dir("oldrun"));
+    let dir = run.0.path().join("old.test");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let path = dir.to_str().expect("utf-8 path");
+    run_ok(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m,nosuid,nodev",
+            "fleet-rundir",
+            path,
+        ],
+    );
+    let renew = || {
+        let args = [
+            "--mount-only",
+            "--run-dir",
+            run.0.path().to_str().expect("utf-8"),
+            "old.test",
+        ];
+        run_ok(&bin("fleet-renew").display().to_string(), &args)
+    };
+    let said = renew();
+    assert!(said.contains("remounted nosymfollow"), "{said}");
+    let options = run_ok("findmnt", &["-n", "-o", "VFS-OPTIONS", path]);
+    let has = |o: &str| options.trim().split(',').any(|x| x == o);
+    assert!(
+        has("nosymfollow") && has("nosuid") && has("nodev"),
+        "{options}"
+    );
+    assert!(!has("noexec"), "a flag was added: {options}");
+    std::os::unix::fs::symlink("/etc/hostname", dir.join("link")).expect("symlink");
+    let read = std::fs::read(dir.join("link")).expect_err("a symlink was followed");
+    assert_eq!(read.raw_os_error(), Some(libc::ELOOP), "{read}");
+    let again = renew();
+    assert!(!again.contains("remounted"), "{again}");
 }
 
 /// php-fpm.sock → the site's own vhost-waker.sock (symlink, then hard link):
