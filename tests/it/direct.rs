@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use xtask::kit::nginx::Mode;
 
-use crate::support::{Stack, http, note, require, wait_until};
+use crate::support::{SiteOptions, Stack, TestSite, http, note, require, wait_until};
 
 #[test]
 fn direct_mode_cold_start_goes_through_the_waker_and_warm_traffic_bypasses_it() {
@@ -123,6 +123,40 @@ fn direct_mode_post_to_a_sleeping_site_reaches_php_exactly_once() {
         "POST of {} bytes to a sleeping site: echoed byte-exact, executed once",
         sent.len()
     );
+}
+
+/// Appends its method to `/srv/data/runs.log`, sleeps `s` seconds, then its
+/// php-fpm worker dies (SIGKILL) mid-request: nginx sees the request fail
+/// after it was sent.
+const DIES_PHP: &str = "<?php\nfile_put_contents('/srv/data/runs.log', $_SERVER['REQUEST_METHOD'] . \"\\n\", FILE_APPEND);\nusleep((int)((float)($_GET['s'] ?? 0) * 1000000));\nposix_kill(getmypid(), 9);\n";
+
+/// A request php-fpm has received is never re-sent to the waker (which would
+/// run it again): a GET, PUT or DELETE whose worker dies after 1.5 s runs
+/// once and gets 502 (`fastcgi_next_upstream_timeout`; nginx retries only a
+/// non-idempotent method's connect failure on its own). The fallback itself
+/// is instant: a refused connect.
+#[test]
+fn direct_mode_never_resends_a_request_php_fpm_received() {
+    require!(Docker, PhpFpm, Nginx, SocketActivate, Root);
+    let mut options = SiteOptions::default().data_dir();
+    options.scripts.push(("dies.php".into(), DIES_PHP.into()));
+    let s = Stack::with_site(Mode::Direct, TestSite::with_options(options));
+    s.hello("cold request");
+    let runs = || std::fs::read_to_string(s.site.data_dir().join("runs.log")).unwrap_or_default();
+    for (i, method) in ["GET", "PUT", "DELETE"].into_iter().enumerate() {
+        let r = http::request(
+            s.nginx.port(),
+            method,
+            "/dies.php?s=1.5",
+            None,
+            Duration::from_secs(30),
+        )
+        .expect("request through nginx");
+        assert_eq!(r.status, 502, "{method}: {}\n{}", r.text(), s.diagnostics());
+        s.hello(&format!("after the {method}"));
+        let want: String = ["GET\n", "PUT\n", "DELETE\n"][..=i].concat();
+        assert_eq!(runs(), want, "{method} ran again:\n{}", s.diagnostics());
+    }
 }
 
 #[test]

@@ -492,7 +492,8 @@ mod tests {
         );
         assert_starts(&s.location, "location ~ [^/]\\.php(/|$) {\n");
         assert_has(&s.location, "fastcgi_pass fleet_shop_example_org;");
-        assert_has(&s.location, "fastcgi_next_upstream error timeout;");
+        assert_has(&s.location, "fastcgi_next_upstream error;");
+        assert_has(&s.location, "fastcgi_next_upstream_timeout 1s;");
         assert!(!s.location.lines().any(|l| l.starts_with('#')));
         assert_eq!(s.location.trim_end().lines().last(), Some("}"));
     }
