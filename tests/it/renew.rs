@@ -16,7 +16,7 @@ use crate::support::nsystemd::{
     FAILING_SERVICE_DROPIN, boot_for, drive_socket_into_limit, install_reaper, run_renew, unit_dir,
     unit_text,
 };
-use crate::support::{TestSite, note, require, wait_until};
+use crate::support::{SiteOptions, TestSite, note, require, wait_until};
 
 #[test]
 fn units_verify_start_wake_and_report_status() {
@@ -65,6 +65,43 @@ fn units_verify_start_wake_and_report_status() {
 
     // The sandboxed service's exposure (issue target: <= 2.5).
     ns.assert_exposure(&service, 2.5);
+}
+
+/// Debian's stock pool makes php-fpm's socket `www-data:www-data` 0660. The
+/// shipped units drop every capability (no `CAP_DAC_OVERRIDE`), so root
+/// reaches it only as a member of the group: the waker serves through it
+/// and the reaper reads its status page and stops the idle site.
+#[test]
+fn units_reach_a_php_fpm_socket_of_www_data_mode_0660() {
+    require!(Docker, Root, Systemd);
+    let owner = format!("{}=www-data", xtask::image::LISTEN_OWNER_ENV);
+    let mode = format!("{}=0660", xtask::image::LISTEN_MODE_ENV);
+    let site =
+        TestSite::with_options(SiteOptions::default().docker_args(["-e", &owner, "-e", &mode]));
+    let ns = boot_for(&site);
+    ns.systemctl_ok(&["start", &format!("fleet-waker@{}.socket", site.name())]);
+    says_hello(&site, "through the sandboxed waker", || ns.log_text());
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(site.fpm_socket()).expect("php-fpm.sock");
+    assert_eq!(
+        (meta.mode() & 0o777, meta.gid()),
+        (0o660, 33),
+        "not Debian's stock socket"
+    );
+
+    site.write_conf("2s");
+    install_reaper(
+        &ns,
+        "Environment=FLEET_SITES_DIR=/run/fleet-sites\n[Unit]\nStartLimitIntervalSec=0\n",
+        "[Timer]\nOnCalendar=\nOnActiveSec=1s\nOnUnitActiveSec=1s\nAccuracySec=100ms\n",
+    );
+    ns.systemctl_ok(&["start", "fleet-reaper.timer"]);
+    let stopped = wait_until(Duration::from_secs(30), || site.state() == "exited");
+    assert!(
+        stopped,
+        "the reaper did not stop the idle site:\n{}",
+        ns.log_text()
+    );
 }
 
 #[test]

@@ -38,6 +38,11 @@ pub const DEFAULT_CHILDREN: u32 = 4;
 pub const STATUS_PATH_ENV: &str = "FLEET_FPM_STATUS_PATH";
 /// Default status path: the one fleet asks for.
 pub const DEFAULT_STATUS_PATH: &str = fleet_core::fpm_status::DEFAULT_STATUS_PATH;
+/// Environment variable with the owner and group of php-fpm's socket.
+pub const LISTEN_OWNER_ENV: &str = "FLEET_FPM_LISTEN_OWNER";
+/// Environment variable with the mode of php-fpm's socket (Debian's stock
+/// pool: `www-data`, `0660`).
+pub const LISTEN_MODE_ENV: &str = "FLEET_FPM_LISTEN_MODE";
 /// Environment variable with the pool's `access.log`.
 pub const ACCESS_LOG_ENV: &str = "FLEET_FPM_ACCESS_LOG";
 /// Default access log: php-fpm's stderr, so `docker logs` shows a line per
@@ -226,8 +231,10 @@ fn image_exists(tag: &str) -> Result<bool, Error> {
 }
 
 /// The image's environment: the defaults `php-fpm.conf` expands.
-fn image_env() -> [(&'static str, String); 3] {
+fn image_env() -> [(&'static str, String); 5] {
     [
+        (LISTEN_OWNER_ENV, "root".to_string()),
+        (LISTEN_MODE_ENV, "0666".to_string()),
         (CHILDREN_ENV, DEFAULT_CHILDREN.to_string()),
         (STATUS_PATH_ENV, DEFAULT_STATUS_PATH.to_string()),
         (ACCESS_LOG_ENV, DEFAULT_ACCESS_LOG.to_string()),
@@ -474,7 +481,9 @@ log_limit = 8192
 
 [site]
 listen = {CONTAINER_SOCKET}
-listen.mode = 0666
+listen.owner = ${{{LISTEN_OWNER_ENV}}}
+listen.group = ${{{LISTEN_OWNER_ENV}}}
+listen.mode = ${{{LISTEN_MODE_ENV}}}
 listen.backlog = 511
 user = root
 group = root
