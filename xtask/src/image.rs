@@ -605,13 +605,15 @@ mod tests {
     }
 
     #[test]
-    fn fpm_conf_uses_env_for_children_status_and_access_log() {
+    fn fpm_conf_uses_env_for_socket_children_status_and_access_log() {
         let conf = php_fpm_conf();
+        assert!(conf.contains("listen.group = ${FLEET_FPM_LISTEN_OWNER}"));
+        assert!(conf.contains("listen.mode = ${FLEET_FPM_LISTEN_MODE}"));
         assert!(conf.contains("pm.max_children = ${FLEET_FPM_CHILDREN}"));
         assert!(conf.contains("pm.status_path = ${FLEET_FPM_STATUS_PATH}"));
         assert!(conf.contains("access.log = ${FLEET_FPM_ACCESS_LOG}"));
         assert!(conf.contains(
-            "; image ENV defaults: FLEET_FPM_CHILDREN=4 FLEET_FPM_STATUS_PATH=/status FLEET_FPM_ACCESS_LOG=/proc/self/fd/2\n"
+            "; image ENV defaults: FLEET_FPM_LISTEN_OWNER=root FLEET_FPM_LISTEN_MODE=0666 FLEET_FPM_CHILDREN=4 FLEET_FPM_STATUS_PATH=/status FLEET_FPM_ACCESS_LOG=/proc/self/fd/2\n"
         ));
     }
 }
