@@ -113,6 +113,12 @@ pub struct Cli {
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
 
+    /// Print only the sites this pass stopped, paused, healed, skipped or could
+    /// not examine (a pass where nothing happened prints nothing); the timer's
+    /// unit uses it, so 300 sites do not fill the journal every minute
+    #[arg(long)]
+    pub changes_only: bool,
+
     /// Root of the per-site runtime directories [env: FLEET_RUN_DIR] [default: /run/docker-apps]
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,

@@ -44,12 +44,23 @@ fn run() -> Result<u8, Fatal> {
     let rt = startup::runtime()?;
     let shutdown =
         startup::shutdown_on_signals(&rt, "finishing the sites under way, starting no more")?;
-    rt.block_on(pass(config, cli.format, cli.metrics_file, shutdown))
+    let output = Output {
+        format: cli.format,
+        changes_only: cli.changes_only,
+    };
+    rt.block_on(pass(config, output, cli.metrics_file, shutdown))
+}
+
+/// How the plan is printed.
+struct Output {
+    format: Format,
+    /// Only the sites that are not quiet ([`reaper::Report::changes_only`]).
+    changes_only: bool,
 }
 
 async fn pass(
     config: Config,
-    format: Format,
+    output: Output,
     metrics_file: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> Result<u8, Fatal> {
@@ -57,10 +68,16 @@ async fn pass(
     let report = reaper::run(&engine, &config, &shutdown)
         .await
         .map_err(|e| Fatal::new(e.exit_code(), e))?;
-    let out = match format {
-        Format::Table => reaper::render_table(&report),
+    let shown = match output.changes_only {
+        true => &report.changes_only(),
+        false => &report,
+    };
+    let out = match output.format {
+        // A quiet pass prints nothing, not even the header.
+        Format::Table if shown.sites.is_empty() && output.changes_only => String::new(),
+        Format::Table => reaper::render_table(shown),
         Format::Json => {
-            let json = reaper::render_json(&report).map_err(|e| Fatal::new(exit::SOFTWARE, e))?;
+            let json = reaper::render_json(shown).map_err(|e| Fatal::new(exit::SOFTWARE, e))?;
             format!("{json:#}\n")
         }
     };

@@ -864,7 +864,8 @@ async fn reap_site_inner(
             unreachable: false,
         }))
     } else {
-        info!(site = %site, container = %container, verdict = %d.verdict, reason = %d.reason, "examined");
+        // The plan has a row per site; one line a site a minute would flood the journal.
+        debug!(site = %site, container = %container, verdict = %d.verdict, reason = %d.reason, "examined");
         Outcome::None
     };
     let mut ex = Examination {

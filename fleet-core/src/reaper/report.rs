@@ -25,6 +25,30 @@ fn verdict(e: &Examination) -> Verdict {
     }
 }
 
+impl SiteReport {
+    /// Nothing to tell: examined and left alone, nothing healed.
+    pub fn is_quiet(&self) -> bool {
+        let left_alone =
+            matches!(&self.result, SiteResult::Examined(e) if e.outcome == Outcome::None);
+        let healed = self
+            .heal
+            .as_ref()
+            .is_some_and(|h| h.status != crate::heal::HealStatus::Ok);
+        left_alone && !healed
+    }
+}
+
+impl Report {
+    /// This report with only the sites that are not [quiet](SiteReport::is_quiet)
+    /// (`--changes-only`: a pass over 300 sites where nothing happened prints
+    /// nothing to the journal).
+    pub fn changes_only(&self) -> Report {
+        let mut shown = self.clone();
+        shown.sites.retain(|s| !s.is_quiet());
+        shown
+    }
+}
+
 fn verdict_word(s: &SiteReport) -> &'static str {
     match &s.result {
         SiteResult::Examined(e) => verdict(e).as_str(),
@@ -435,6 +459,25 @@ mod tests {
             memory: None,
             finished_at: now,
         }
+    }
+
+    #[test]
+    fn changes_only_leaves_out_the_sites_left_alone() {
+        let mut report = sample();
+        let mut busy = report.sites[0].clone();
+        busy.site = "busy.example".into();
+        if let SiteResult::Examined(e) = &mut busy.result {
+            e.verdict = Verdict::ActiveWaker;
+            e.outcome = Outcome::None;
+        }
+        assert!(busy.is_quiet() && !report.sites[0].is_quiet() && !report.sites[1].is_quiet());
+        report.sites.push(busy);
+        let names = |r: &Report| r.sites.iter().map(|s| s.site.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&report.changes_only()),
+            ["a.example", "bad name.conf"]
+        );
+        assert_eq!(report.changes_only().exit_code(), report.exit_code());
     }
 
     #[test]
