@@ -104,9 +104,25 @@ impl Notifier {
         }
     }
 
-    /// `READY=1` with a status line.
+    /// `READY=1` with a status line. systemd stops a unit whose `READY=1`
+    /// never arrives, and PID 1's queue may be full for a moment when many
+    /// units start at once (the socket is non-blocking): a full queue is
+    /// tried again for up to [`READY_RETRY`], blocking the caller meanwhile.
     pub fn ready(&self, status: &str) {
-        self.log(self.send(&format!("READY=1\nSTATUS={}", one_line(status))));
+        let msg = format!("READY=1\nSTATUS={}", one_line(status));
+        let deadline = std::time::Instant::now() + READY_RETRY;
+        let mut sent = self.send(&msg);
+        while sent
+            .as_ref()
+            .is_err_and(|e| e.kind() == io::ErrorKind::WouldBlock)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            sent = self.send(&msg);
+        }
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "sd_notify READY=1 failed; systemd may time out the start");
+        }
     }
 
     /// `STATUS=…`, what `systemctl status` shows.
@@ -125,6 +141,9 @@ impl Notifier {
         }
     }
 }
+
+/// How long [`Notifier::ready`] retries while PID 1's queue is full.
+const READY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn one_line(s: &str) -> String {
     s.replace('\n', " ")
@@ -189,5 +208,35 @@ mod tests {
         let none = Notifier::none();
         assert!(none.target.is_none());
         none.send("READY=1").expect("no-op");
+    }
+
+    #[test]
+    fn ready_waits_out_a_full_queue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify");
+        let rx = UnixDatagram::bind(&path).expect("bind");
+        let n = Notifier::to(&NotifyAddr::Path(path)).expect("notifier");
+        let mut queued = 0;
+        while n.send("STATUS=filler").is_ok() {
+            queued += 1;
+        }
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let mut buf = [0u8; 64];
+            let mut got = Vec::new();
+            rx.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .expect("timeout");
+            while got.len() <= queued {
+                let Ok(len) = rx.recv(&mut buf) else { break };
+                got.push(buf[..len].to_vec());
+            }
+            got
+        });
+        n.ready("up");
+        let got = reader.join().expect("reader");
+        assert_eq!(
+            got.last().map(Vec::as_slice),
+            Some(&b"READY=1\nSTATUS=up"[..])
+        );
     }
 }
