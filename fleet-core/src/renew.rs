@@ -385,10 +385,16 @@ pub fn prepare_run_dir(cfg: &Config, site: &Site) -> Result<String, RenewError> 
         Prepared::Mounted => format!("mounted ({})", cfg.limits.options()),
         Prepared::AlreadyMounted(false) => "already a mount point".into(),
         Prepared::AlreadyMounted(true) => "already a mount point; remounted nosymfollow".into(),
-        Prepared::InUse(names) => format!(
-            "holds {}; not mounted over (stop the container, then run fleet-renew)",
-            names.join(", ")
-        ),
+        Prepared::InUse(names) => {
+            let symlinks = match rundir::forbid_symlinks_in_place(&cfg.layout, site)? {
+                true => "; bound onto itself nosymfollow",
+                false => "",
+            };
+            format!(
+                "holds {}; not mounted over (stop the container, then run fleet-renew){symlinks}",
+                names.join(", ")
+            )
+        }
     })
 }
 

@@ -187,6 +187,34 @@ pub fn prepare(layout: &Layout, site: &Site, limits: Limits) -> Result<Prepared,
     Ok(Prepared::Mounted)
 }
 
+/// For a directory [`prepare`] found in use: binds it onto itself, unless a
+/// mount is there already, and makes that mount `nosymfollow`. Nothing is
+/// hidden (the bind shows the same entries, and the container keeps its own
+/// mount), yet nginx follows no symlink in it until a tmpfs replaces it.
+/// Whether it changed anything.
+pub fn forbid_symlinks_in_place(layout: &Layout, site: &Site) -> Result<bool, RunDirError> {
+    let dir = layout.site_dir(site);
+    let inspect = |source: io::Error| RunDirError::Inspect {
+        path: dir.clone(),
+        source,
+    };
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(inspect)?;
+    // mountinfo names the canonical path (the run directory may be given
+    // through /var/run); the directory's parents are the host's own.
+    let point = std::fs::canonicalize(&dir).map_err(inspect)?;
+    if mount_options(&mountinfo, &point).is_none() {
+        let flags = MsFlags::MS_BIND;
+        nix::mount::mount(Some(&dir), &dir, None::<&str>, flags, None::<&str>).map_err(|e| {
+            RunDirError::Mount {
+                path: dir.clone(),
+                options: "bind onto itself".into(),
+                source: e.into(),
+            }
+        })?;
+    }
+    forbid_symlinks(&dir)
+}
+
 /// Makes the mount at `dir` `nosymfollow` when it is not, keeping its other
 /// per-mount flags (a bind remount changes this mount alone, not the file
 /// system, nor the container's own mount of it). Whether it changed anything.
@@ -198,7 +226,8 @@ fn forbid_symlinks(dir: &Path) -> Result<bool, RunDirError> {
     // statvfs's flags as nix reports them lack `nosymfollow`; mountinfo
     // lists every per-mount option.
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(inspect)?;
-    if mount_options(&mountinfo, dir).is_some_and(|o| o.split(',').any(|o| o == "nosymfollow")) {
+    let point = std::fs::canonicalize(dir).map_err(inspect)?;
+    if mount_options(&mountinfo, &point).is_some_and(|o| o.split(',').any(|o| o == "nosymfollow")) {
         return Ok(false);
     }
     let flags = nix::sys::statvfs::statvfs(dir)

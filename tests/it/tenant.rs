@@ -267,6 +267,49 @@ fn mount_only_makes_an_older_runtime_tmpfs_nosymfollow() {
     assert!(!again.contains("remounted"), "{again}");
 }
 
+/// A runtime directory in use (a container started before the socket unit)
+/// cannot get its tmpfs, yet `fleet-renew --mount-only` still makes nginx
+/// follow no symlink in it: the directory is bound onto itself
+/// `nosymfollow`, its live socket still answers, and a second run adds no
+/// second mount.
+#[test]
+fn mount_only_binds_a_directory_in_use_nosymfollow() {
+    require!(Root);
+    let run = MountedDir(crate::support::temp_dir("inuse"));
+    let dir = run.0.path().join("busy.test");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let live = std::os::unix::net::UnixListener::bind(dir.join("php-fpm.sock")).expect("bind");
+    let renew = || {
+        let args = [
+            "--mount-only",
+            "--run-dir",
+            run.0.path().to_str().expect("utf-8"),
+            "busy.test",
+        ];
+        run_ok(&bin("fleet-renew").display().to_string(), &args)
+    };
+    let said = renew();
+    assert!(
+        said.contains("in use") && said.contains("bound onto itself nosymfollow"),
+        "{said}"
+    );
+    let path = dir.to_str().expect("utf-8 path");
+    let options = run_ok("findmnt", &["-n", "-o", "VFS-OPTIONS", path]);
+    assert!(
+        options.trim().split(',').any(|o| o == "nosymfollow"),
+        "{options}"
+    );
+    std::os::unix::net::UnixStream::connect(dir.join("php-fpm.sock")).expect("the live socket");
+    live.accept().expect("accepted");
+    std::os::unix::fs::symlink("/etc/hostname", dir.join("link")).expect("symlink");
+    let read = std::fs::read(dir.join("link")).expect_err("a symlink was followed");
+    assert_eq!(read.raw_os_error(), Some(libc::ELOOP), "{read}");
+    let again = renew();
+    assert!(!again.contains("bound onto itself"), "{again}");
+    let mounts = run_ok("findmnt", &["-n", "-o", "TARGET", path]);
+    assert_eq!(mounts.lines().count(), 1, "{mounts}");
+}
+
 /// php-fpm.sock → the site's own vhost-waker.sock (symlink, then hard link):
 /// no loop; held connections are closed at the timeout, and afterwards the
 /// waker serves `--connections-max` requests at once again (every permit
