@@ -227,7 +227,14 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
     assert_eq!(ns.show(&service, "ActiveState"), "active");
     let old_pid = ns.show(&service, "MainPID");
 
-    // 4. Upgrade with the site awake and a request in flight.
+    // 4. Upgrade with the site awake and a request in flight; its runtime
+    // tmpfs made as an older fleet made it (symlinks followed) gets
+    // nosymfollow from the postinst.
+    let run_dir = format!("/run/docker-apps/{name}");
+    let options = || run_ok(&ns, "findmnt", &["-n", "-o", "VFS-OPTIONS", &run_dir]);
+    assert!(options().contains("nosymfollow"), "{}", options());
+    run_ok(&ns, "mount", &["-o", "remount,bind,symfollow", &run_dir]);
+    assert!(!options().contains("nosymfollow"), "{}", options());
     let in_flight = std::thread::spawn(move || http::get(port, "/sleep.php?s=3"));
     let state = ns.path(&PathBuf::from(format!("/run/fleet/{name}.state")));
     assert!(
@@ -247,6 +254,7 @@ fn package_install_readme_setup_upgrade_in_flight_remove_purge() {
     );
     let version = run_ok(&ns, "dpkg-query", &["-W", "-f=${Version}", "fleet"]);
     assert_eq!(version.trim(), new_version);
+    assert!(options().contains("nosymfollow"), "{}", options());
     let new_pid = ns.show(&service, "MainPID");
     assert_ne!(new_pid, old_pid, "the waker was restarted");
     assert_ne!(new_pid, "0", "the new waker runs");
