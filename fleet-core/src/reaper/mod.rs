@@ -78,8 +78,6 @@ pub const DEFAULT_MEMORY_MIN_IDLE: Duration = Duration::from_secs(60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on one status-page request.
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
-/// Between two status readings while draining.
-const DRAIN_STEP: Duration = Duration::from_millis(50);
 
 /// What to do with an idle container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -1336,39 +1334,44 @@ async fn steer_and_drain(
     };
     let aside = drain::aside_path(socket);
     let started = Instant::now();
-    let queries = std::cell::Cell::new(0u64);
-    let query = || {
-        queries.set(queries.get() + 1);
-        crate::fpm_status::query(&aside, status_path, STATUS_TIMEOUT)
-    };
-    let mut prev = query().await.map_err(|e| failed(&e))?;
+    let mut queries = 0u64;
+    let mut watch = drain::DrainWatch::default();
     loop {
-        let next = query().await.map_err(|e| failed(&e))?;
-        if drain::is_drained(&prev, &next) {
+        let asked = Instant::now();
+        queries += 1;
+        let next = crate::fpm_status::query(&aside, status_path, STATUS_TIMEOUT)
+            .await
+            .map_err(|e| failed(&e))?;
+        let (accepted, serving, queued) = (
+            next.accepted_conn,
+            next.active_processes.saturating_sub(1),
+            next.listen_queue,
+        );
+        if watch.observe(next, asked, Instant::now()) {
             // The counter since the examination's reading: growth beyond
             // our own requests is traffic that came meanwhile (served, as
             // the drain waited for it), dated now.
             let rec = traffic::observe(
                 traffic::load(&config.layout.fpm_record(site)).as_ref(),
                 inputs.started_at,
-                next.accepted_conn,
-                queries.get(),
+                accepted,
+                queries,
                 SystemTime::now(),
             );
             remember(config, site, &rec);
             debug!(site = %site, ms = started.elapsed().as_millis() as u64, "php-fpm drained");
             return Ok(());
         }
-        if started.elapsed() >= config.drain_timeout {
+        if queries > 1 && started.elapsed() >= config.drain_timeout {
             return Err(NotDrained::StillServing {
-                serving: next.active_processes.saturating_sub(1),
-                queued: next.listen_queue,
+                serving,
+                queued,
                 timeout: config.drain_timeout,
             });
         }
-        // The next pair spans the step: a connection in it shows.
-        tokio::time::sleep(DRAIN_STEP).await;
-        prev = next;
+        // Every pair spans the gap, the first one too: a connection a
+        // worker accepted just before a reading shows in the next one.
+        tokio::time::sleep(drain::DRAIN_GAP).await;
     }
 }
 
