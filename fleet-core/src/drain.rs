@@ -17,7 +17,8 @@
 //! next connect is refused and falls back to the waker, which waits at the
 //! gate. php-fpm still listens on the renamed file, so the reaper can ask it
 //! (its status page, [`crate::fpm_status`]) until nothing is in progress or
-//! queued ([`is_drained`]), then act. After a pause the renamed socket stays
+//! queued ([`is_drained`], over readings spaced by [`DRAIN_GAP`]:
+//! [`DrainWatch`]), then act. After a pause the renamed socket stays
 //! aside (a frozen php-fpm's socket would accept and hang nginx); the waker
 //! puts it back when it unpauses ([`restore`]). After a stop it is removed.
 //!
@@ -31,7 +32,7 @@ use std::io;
 use std::os::unix::fs::FileTypeExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -348,6 +349,35 @@ pub fn is_drained(first: &FpmStatus, second: &FpmStatus) -> bool {
     idle(first) && idle(second) && second.accepted_conn == first.accepted_conn.wrapping_add(1)
 }
 
+/// The least time from one reading's answer to the next reading's request
+/// for the pair to show php-fpm drained ([`DrainWatch`]).
+pub const DRAIN_GAP: Duration = Duration::from_millis(50);
+
+/// The readings of a drain, in turn: php-fpm is drained when a pair spaced
+/// by [`DRAIN_GAP`] says so ([`is_drained`]). php-fpm counts a connection
+/// only once a worker has accepted it and updated the scoreboard; a worker
+/// descheduled in between hides a connection queued before the first
+/// reading from two readings taken back to back, and the gap gives it the
+/// time to show in the second.
+#[derive(Debug, Default)]
+pub struct DrainWatch {
+    /// The last reading and when its answer came.
+    last: Option<(FpmStatus, Instant)>,
+}
+
+impl DrainWatch {
+    /// Takes a reading asked for at `asked` and answered at `answered`;
+    /// true when it and the one before show php-fpm drained.
+    pub fn observe(&mut self, reading: FpmStatus, asked: Instant, answered: Instant) -> bool {
+        let drained = self.last.as_ref().is_some_and(|(prev, prev_answered)| {
+            asked.saturating_duration_since(*prev_answered) >= DRAIN_GAP
+                && is_drained(prev, &reading)
+        });
+        self.last = Some((reading, answered));
+        drained
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +402,32 @@ mod tests {
             !is_drained(&status(10, 1, 0), &status(12, 1, 0)),
             "another connection came in between"
         );
+    }
+
+    /// Only a pair of readings spaced by the gap counts: a pair read back to
+    /// back says nothing of a connection a worker accepted just before the
+    /// first and has not counted yet.
+    #[test]
+    fn drained_needs_a_pair_spaced_by_the_gap() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let gap = DRAIN_GAP.as_millis() as u64;
+        let mut w = DrainWatch::default();
+        assert!(!w.observe(status(10, 1, 0), ms(0), ms(1)), "one reading");
+        assert!(
+            !w.observe(status(11, 1, 0), ms(1), ms(2)),
+            "quiet, but back to back"
+        );
+        // The hidden connection shows once its worker counts it.
+        assert!(!w.observe(status(13, 2, 0), ms(2 + gap), ms(3 + gap)));
+        assert!(!w.observe(status(14, 1, 0), ms(3 + 2 * gap), ms(4 + 2 * gap)));
+        assert!(w.observe(status(15, 1, 0), ms(4 + 3 * gap), ms(5 + 3 * gap)));
+
+        // The gap is from the first answer to the second request.
+        let mut w = DrainWatch::default();
+        assert!(!w.observe(status(10, 1, 0), ms(0), ms(30)));
+        assert!(!w.observe(status(11, 1, 0), ms(29 + gap), ms(30 + gap)));
+        assert!(w.observe(status(12, 1, 0), ms(30 + 2 * gap), ms(31 + 2 * gap)));
     }
 
     #[test]

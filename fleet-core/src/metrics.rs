@@ -362,6 +362,7 @@ mod tests {
             last_activity: None,
             outcome,
             memory_pick: None,
+            memory_left: None,
         });
         s
     }

@@ -16,7 +16,8 @@ use crate::support::nsystemd::{
     install_reaper, reaper_runs,
 };
 use crate::support::reaper::{ReaperExt as _, RunExt as _};
-use crate::support::{self, TestSite, note, require, wait_until};
+use crate::support::wake::sleep_request;
+use crate::support::{self, SiteOptions, TestSite, note, require, wait_until};
 
 // ---------------------------------------------------------------------------
 // Self-healing
@@ -230,6 +231,50 @@ fn memory_budget_stops_the_least_recently_active_never_a_busy_one() {
         m["awake_before_bytes"].as_u64().expect("before") > budget,
         "{m}"
     );
+}
+
+/// In direct mode nginx sends requests straight to php-fpm, so a pool with
+/// no status page gives the reaper no way to see them or wait for them: over
+/// its budget, the memory guard still leaves such a site running (and says
+/// why), and a request at php-fpm meanwhile is answered, not cut.
+#[test]
+fn memory_guard_never_stops_a_direct_mode_site_without_a_status_page() {
+    require!(Docker, PhpFpm);
+    let site = TestSite::started(SiteOptions::default().status_page(false));
+    // Far from idle by the timeout: only the memory guard could stop it.
+    site.write_conf("1h");
+    let run_before = site.started_at();
+    // Quiet for --memory-min-idle since the container started.
+    std::thread::sleep(Duration::from_millis(1100));
+    // A request as nginx's direct mode sends it, in flight during the pass.
+    let request = sleep_request(&site.fpm_socket(), "3");
+    std::thread::sleep(Duration::from_millis(300));
+    let run = support::reaper::over(&site)
+        .args([
+            "--no-heal",
+            "--memory-min-idle",
+            "1s",
+            "--memory-budget",
+            "1",
+        ])
+        .exits(0);
+    let e = run.site(site.name());
+    assert_eq!(e["action"], "none", "{e}");
+    assert_eq!(e["memory_stop"], false, "{e}");
+    let reason = e["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("memory guard") && reason.contains("status page"),
+        "the plan says why the guard left it: {reason}"
+    );
+    let answer = request
+        .join()
+        .expect("request thread")
+        .unwrap_or_else(|err| panic!("the request in flight was cut: {err}\n{run}"));
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(site.state(), "running");
+    assert_eq!(site.started_at(), run_before, "the container was restarted");
+    let m = &run.plan()["memory"];
+    assert!(m["awake_after_bytes"].as_u64() > Some(1), "still over: {m}");
 }
 
 // ---------------------------------------------------------------------------

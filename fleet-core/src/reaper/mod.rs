@@ -28,7 +28,9 @@
 //! [`Config::memory_budget`]): once every site is examined, when the awake
 //! sites' containers use more than the budget, the least recently active
 //! sites quiet for at least [`Config::memory_min_idle`] are stopped, never a
-//! busy one, through the same re-check and stop as an idle site.
+//! busy one, nor one whose status page was not read unless
+//! [`Config::proxy_only`] (nothing could drain it), through the same
+//! re-check and stop as an idle site.
 
 mod decide;
 #[cfg(test)]
@@ -76,8 +78,6 @@ pub const DEFAULT_MEMORY_MIN_IDLE: Duration = Duration::from_secs(60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on one status-page request.
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
-/// Between two status readings while draining.
-const DRAIN_STEP: Duration = Duration::from_millis(50);
 
 /// What to do with an idle container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -226,6 +226,10 @@ pub enum NotDrained {
     /// it aside first): nginx's connections may wait in the frozen backlog,
     /// and a stop would cut them.
     PausedInPlace,
+    /// Running with no status page read, without `--proxy-only`: in direct
+    /// mode nginx's requests reach php-fpm without the waker, and nothing
+    /// tells when php-fpm has finished them.
+    NoStatusPage,
 }
 
 /// Why the memory guard chose a site: the awake sites' memory over the
@@ -237,6 +241,23 @@ pub struct MemoryPick {
     pub budget: u64,
     pub last_activity: Option<SystemTime>,
     pub at: SystemTime,
+}
+
+/// Why the memory guard, over its budget, never weighed a site it would
+/// otherwise have: the pass's memory, and the site's reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLeft {
+    pub awake: u64,
+    pub budget: u64,
+    pub why: MemoryExempt,
+}
+
+/// What keeps a site quiet enough for the memory guard out of its choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryExempt {
+    /// Running with no status page read, without `--proxy-only`: it could
+    /// not be drained before the stop ([`NotDrained::NoStatusPage`]).
+    NoStatusPage,
 }
 
 impl Outcome {
@@ -295,6 +316,8 @@ pub struct Examination {
     pub outcome: Outcome,
     /// Chosen by the memory guard (not for its idle timeout).
     pub memory_pick: Option<MemoryPick>,
+    /// Left out of the memory guard's choice while over its budget.
+    pub memory_left: Option<MemoryLeft>,
 }
 
 /// What the pass made of one site: exactly one of these.
@@ -640,6 +663,7 @@ async fn memory_guard(
     let mut total = 0u64;
     let mut unreadable = 0usize;
     let mut candidates = Vec::new();
+    let mut exempt = Vec::new();
     for (index, e) in examined.iter_mut().enumerate() {
         let r = &mut e.report;
         if r.state_after() != Some(ContainerState::Running)
@@ -660,19 +684,14 @@ async fn memory_guard(
         };
         r.memory = Some(bytes);
         total = total.saturating_add(bytes);
-        // Busy and unknown sites are never candidates; nor one acted on or
-        // skipped already this pass.
-        let eligible = matches!(
-            r.examination(),
-            Some(Examination {
-                outcome: Outcome::None,
-                verdict: Verdict::ActiveWaker
-                    | Verdict::ActiveLogs
-                    | Verdict::ActiveFpm
-                    | Verdict::Young,
-                ..
-            })
-        );
+        let eligible = match (r.examination(), e.inputs.as_ref()) {
+            (Some(ex), Some(i)) => memory_eligibility(ex, i),
+            _ => Eligibility::Never,
+        };
+        if let Eligibility::Exempt(why) = eligible {
+            exempt.push((index, why));
+        }
+        let eligible = eligible == Eligibility::Candidate;
         let times = e.inputs.as_ref().and_then(|i| {
             let started = i.started_at?;
             let last = i.last_activity();
@@ -696,8 +715,20 @@ async fn memory_guard(
             awake = %memory::human_size(total),
             budget = %memory::human_size(budget),
             to_stop = chosen.len(),
+            exempt = exempt.len(),
             "awake sites use more memory than the budget"
         );
+        for (index, why) in exempt {
+            let r = &mut examined[index].report;
+            info!(site = %r.site, reason = ?why, "not a memory guard candidate");
+            if let SiteResult::Examined(ex) = &mut r.result {
+                ex.memory_left = Some(MemoryLeft {
+                    awake: total,
+                    budget,
+                    why,
+                });
+            }
+        }
     }
     let jobs = config.jobs.max(1);
     futures_util::stream::iter(
@@ -757,6 +788,41 @@ async fn memory_guard(
         awake_before: total,
         awake_after: total.saturating_sub(freed),
         unreadable,
+    }
+}
+
+/// Whether the memory guard may weigh a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Eligibility {
+    Candidate,
+    /// Busy, unknown, asleep, or acted on or skipped already this pass.
+    Never,
+    /// Quiet enough, but it could not be stopped safely.
+    Exempt(MemoryExempt),
+}
+
+/// The memory guard's choice of candidates, from a site's examination and
+/// what it was made from. Pure.
+fn memory_eligibility(ex: &Examination, inputs: &Inputs) -> Eligibility {
+    let quiet = matches!(
+        ex,
+        Examination {
+            outcome: Outcome::None,
+            verdict: Verdict::ActiveWaker
+                | Verdict::ActiveLogs
+                | Verdict::ActiveFpm
+                | Verdict::Young,
+            ..
+        }
+    );
+    if !quiet {
+        Eligibility::Never
+    } else if !inputs.proxy_only && !matches!(inputs.fpm, FpmInput::Read { .. }) {
+        // Young, or active through the waker or the log, says nothing of
+        // the requests nginx's direct mode sends straight to php-fpm.
+        Eligibility::Exempt(MemoryExempt::NoStatusPage)
+    } else {
+        Eligibility::Candidate
     }
 }
 
@@ -874,6 +940,7 @@ async fn reap_site_inner(
         last_activity: inputs.last_activity(),
         outcome,
         memory_pick: None,
+        memory_left: None,
     };
     if d.verdict == Verdict::Idle {
         act(
@@ -1245,6 +1312,11 @@ async fn steer_and_drain(
     inputs: &Inputs,
 ) -> Result<(), NotDrained> {
     let failed = |e: &(dyn std::error::Error + 'static)| NotDrained::Failed(exit::chain(e));
+    let status_path = drain_status_path(
+        &inputs.fpm,
+        config.status_path.as_deref(),
+        config.proxy_only,
+    )?;
     match drain::move_aside(socket) {
         Ok(drain::Moved::Aside) => {
             // nginx's next connect is refused (and logged at error, not
@@ -1256,47 +1328,67 @@ async fn steer_and_drain(
         Ok(moved) => debug!(site = %site, ?moved, "php-fpm's socket was not there to move"),
         Err(e) => return Err(failed(&e)),
     }
-    let (FpmInput::Read { .. }, Some(status_path)) = (&inputs.fpm, config.status_path.as_deref())
-    else {
-        // No status page (allowed with --proxy-only): the site lock is the
-        // drain; nginx does not talk to php-fpm directly.
+    let Some(status_path) = status_path else {
+        // --proxy-only: the site lock is the drain, since nginx does not
+        // talk to php-fpm directly.
         return Ok(());
     };
     let aside = drain::aside_path(socket);
     let started = Instant::now();
-    let queries = std::cell::Cell::new(0u64);
-    let query = || {
-        queries.set(queries.get() + 1);
-        crate::fpm_status::query(&aside, status_path, STATUS_TIMEOUT)
-    };
-    let mut prev = query().await.map_err(|e| failed(&e))?;
+    let mut queries = 0u64;
+    let mut watch = drain::DrainWatch::default();
     loop {
-        let next = query().await.map_err(|e| failed(&e))?;
-        if drain::is_drained(&prev, &next) {
+        let asked = Instant::now();
+        queries += 1;
+        let next = crate::fpm_status::query(&aside, status_path, STATUS_TIMEOUT)
+            .await
+            .map_err(|e| failed(&e))?;
+        let (accepted, serving, queued) = (
+            next.accepted_conn,
+            next.active_processes.saturating_sub(1),
+            next.listen_queue,
+        );
+        if watch.observe(next, asked, Instant::now()) {
             // The counter since the examination's reading: growth beyond
             // our own requests is traffic that came meanwhile (served, as
             // the drain waited for it), dated now.
             let rec = traffic::observe(
                 traffic::load(&config.layout.fpm_record(site)).as_ref(),
                 inputs.started_at,
-                next.accepted_conn,
-                queries.get(),
+                accepted,
+                queries,
                 SystemTime::now(),
             );
             remember(config, site, &rec);
             debug!(site = %site, ms = started.elapsed().as_millis() as u64, "php-fpm drained");
             return Ok(());
         }
-        if started.elapsed() >= config.drain_timeout {
+        if queries > 1 && started.elapsed() >= config.drain_timeout {
             return Err(NotDrained::StillServing {
-                serving: next.active_processes.saturating_sub(1),
-                queued: next.listen_queue,
+                serving,
+                queued,
                 timeout: config.drain_timeout,
             });
         }
-        // The next pair spans the step: a connection in it shows.
-        tokio::time::sleep(DRAIN_STEP).await;
-        prev = next;
+        // Every pair spans the gap, the first one too: a connection a
+        // worker accepted just before a reading shows in the next one.
+        tokio::time::sleep(drain::DRAIN_GAP).await;
+    }
+}
+
+/// The status page a running site is drained by: `Ok(None)` (the site lock
+/// alone) only with `--proxy-only`. Without a reading this pass, and nginx
+/// free to connect to php-fpm, a stop or pause could cut a request nobody
+/// saw. Pure.
+fn drain_status_path<'a>(
+    fpm: &FpmInput,
+    status_path: Option<&'a str>,
+    proxy_only: bool,
+) -> Result<Option<&'a str>, NotDrained> {
+    match (fpm, status_path) {
+        (FpmInput::Read { .. }, Some(path)) => Ok(Some(path)),
+        _ if proxy_only => Ok(None),
+        _ => Err(NotDrained::NoStatusPage),
     }
 }
 
@@ -1326,6 +1418,91 @@ mod tests {
         assert_eq!(process_alive(pid), Some(false));
         assert_eq!(process_alive(0), None, "0 would mean our process group");
         assert_eq!(process_alive(u32::MAX), None, "-1 would mean every process");
+    }
+
+    /// A running site examined as young (started within its timeout).
+    fn young(fpm: FpmInput, proxy_only: bool) -> (Examination, Inputs) {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_462_970);
+        let inputs = Inputs {
+            now,
+            timeout: Duration::from_secs(3600),
+            container: ContainerState::Running,
+            started_at: Some(now - Duration::from_secs(120)),
+            state: StateInput::Missing,
+            waker_alive: None,
+            log: LogInput::NotChecked,
+            fpm,
+            fpm_traffic: None,
+            stop_after: None,
+            proxy_only,
+        };
+        let d = decide(&inputs);
+        assert_eq!(d.verdict, Verdict::Young, "{d:?}");
+        let ex = Examination {
+            verdict: d.verdict,
+            reason: d.reason,
+            last_activity: None,
+            outcome: Outcome::None,
+            memory_pick: None,
+            memory_left: None,
+        };
+        (ex, inputs)
+    }
+
+    const READ: FpmInput = FpmInput::Read {
+        busy: 0,
+        queued: 0,
+        first: false,
+    };
+
+    /// In direct mode a site with no status page is young (or active through
+    /// the waker or its log) whatever nginx sends straight to php-fpm: the
+    /// memory guard never chooses it, since nothing could drain it.
+    #[test]
+    fn memory_guard_needs_a_status_reading_unless_proxy_only() {
+        let none = || FpmInput::Unavailable("404".into());
+        let (ex, i) = young(none(), false);
+        assert_eq!(
+            memory_eligibility(&ex, &i),
+            Eligibility::Exempt(MemoryExempt::NoStatusPage)
+        );
+        let (ex, i) = young(none(), true);
+        assert_eq!(memory_eligibility(&ex, &i), Eligibility::Candidate);
+        let (ex, i) = young(READ, false);
+        assert_eq!(memory_eligibility(&ex, &i), Eligibility::Candidate);
+        // Busy is never a candidate, status page or not.
+        let (mut ex, i) = young(none(), false);
+        ex.verdict = Verdict::Busy;
+        assert_eq!(memory_eligibility(&ex, &i), Eligibility::Never);
+        let (mut ex, i) = young(READ, false);
+        ex.outcome = Outcome::Skipped(Skip::WakerRequest);
+        assert_eq!(memory_eligibility(&ex, &i), Eligibility::Never);
+    }
+
+    /// A running site is drained by its status page; without one, only
+    /// `--proxy-only` lets the site lock alone be the drain.
+    #[test]
+    fn drain_needs_a_status_reading_unless_proxy_only() {
+        let none = FpmInput::Unavailable("404".into());
+        assert_eq!(
+            drain_status_path(&none, Some("/status"), false),
+            Err(NotDrained::NoStatusPage)
+        );
+        assert_eq!(drain_status_path(&none, Some("/status"), true), Ok(None));
+        assert_eq!(
+            drain_status_path(&READ, None, false),
+            Err(NotDrained::NoStatusPage),
+            "--status-path empty"
+        );
+        assert_eq!(
+            drain_status_path(&READ, Some("/status"), false),
+            Ok(Some("/status"))
+        );
+        assert_eq!(
+            drain_status_path(&READ, Some("/status"), true),
+            Ok(Some("/status")),
+            "drained by the page whenever there is one"
+        );
     }
 
     #[test]

@@ -37,6 +37,7 @@ fn judged(mut r: SiteReport, v: Verdict, reason: &str, outcome: Outcome) -> Site
         last_activity: None,
         outcome,
         memory_pick: None,
+        memory_left: None,
     });
     r
 }

@@ -10,8 +10,8 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::{
-    Examination, HealMode, MemoryPick, NotDrained, NotQuiet, Outcome, Report, SiteProblem,
-    SiteReport, SiteResult, Skip, Stage, Verdict, ago, human,
+    Examination, HealMode, MemoryExempt, MemoryLeft, MemoryPick, NotDrained, NotQuiet, Outcome,
+    Report, SiteProblem, SiteReport, SiteResult, Skip, Stage, Verdict, ago, human,
 };
 use crate::docker::reap::LogProbe;
 use crate::memory::human_size;
@@ -85,9 +85,10 @@ fn reason(s: &SiteReport) -> String {
 }
 
 fn examined_reason(s: &SiteReport, e: &Examination) -> String {
-    let why = match e.memory_pick {
-        Some(pick) => memory_reason(s, pick),
-        None => e.reason.clone(),
+    let why = match (e.memory_pick, e.memory_left) {
+        (Some(pick), _) => memory_reason(s, pick),
+        (None, Some(left)) => format!("{}; {}", e.reason, memory_left(left)),
+        (None, None) => e.reason.clone(),
     };
     match &e.outcome {
         Outcome::Interrupted => format!("{why} (interrupted before acting)"),
@@ -146,6 +147,9 @@ fn not_drained(n: &NotDrained) -> String {
             human(*timeout)
         ),
         NotDrained::Failed(error) => error.clone(),
+        NotDrained::NoStatusPage => {
+            format!("php-fpm's status page was not read, so {NO_STATUS_PAGE}")
+        }
         NotDrained::PausedInPlace => {
             "paused with php-fpm's socket in place (not by fleet-reaper): \
              connections may wait in its queue and a stop would cut them; unpause it \
@@ -153,6 +157,27 @@ fn not_drained(n: &NotDrained) -> String {
                 .to_owned()
         }
     }
+}
+
+/// Why a running site without a status reading is never stopped or paused
+/// unless `--proxy-only`, and the fix.
+const NO_STATUS_PAGE: &str = "nothing tells when php-fpm has finished the requests nginx's direct \
+     mode sends straight to it. Fix: add `pm.status_path = /status` to the pool (or run with \
+     --proxy-only when nginx only talks to the waker)";
+
+/// A site the memory guard left out of its choice while over its budget.
+fn memory_left(left: MemoryLeft) -> String {
+    let why = match left.why {
+        MemoryExempt::NoStatusPage => {
+            format!("php-fpm's status page gives nothing, so {NO_STATUS_PAGE}")
+        }
+    };
+    format!(
+        "memory guard: awake sites use {}, over the budget of {}, but this site is never \
+         stopped for memory: {why}",
+        human_size(left.awake),
+        human_size(left.budget)
+    )
 }
 
 /// The memory guard's reason: the pass's memory over the budget, and the
@@ -442,6 +467,7 @@ mod tests {
             last_activity: Some(now - Duration::from_secs(3600)),
             outcome: Outcome::Stopped,
             memory_pick: None,
+            memory_left: None,
         });
         let mut bad = SiteReport::new("bad name.conf".into(), PathBuf::from("/s/bad name.conf"));
         bad.examined_at = now;
@@ -584,6 +610,13 @@ mod tests {
                 Outcome::Skipped(Skip::NotDrained(NotDrained::Failed("cannot move".into()))),
                 "no connection and no log output for 20m (drain: cannot move; left running)",
             ),
+            (
+                Outcome::Skipped(Skip::NotDrained(NotDrained::NoStatusPage)),
+                "no connection and no log output for 20m (drain: php-fpm's status page was not \
+                 read, so nothing tells when php-fpm has finished the requests nginx's direct \
+                 mode sends straight to it. Fix: add `pm.status_path = /status` to the pool (or \
+                 run with --proxy-only when nginx only talks to the waker); left running)",
+            ),
         ];
         for (outcome, want) in cases {
             let SiteResult::Examined(e) = &mut site.result else {
@@ -607,6 +640,34 @@ mod tests {
             "busy",
             "the re-check's verdict is shown"
         );
+    }
+
+    /// A site the memory guard could not choose says so, with the fix.
+    #[test]
+    fn memory_guard_says_why_it_left_a_site() {
+        let mut r = sample();
+        let site = &mut r.sites[0];
+        let SiteResult::Examined(e) = &mut site.result else {
+            panic!("not examined");
+        };
+        e.verdict = Verdict::Young;
+        e.reason = "container started 2m ago, less than the timeout of 1h".into();
+        e.outcome = Outcome::None;
+        e.memory_left = Some(MemoryLeft {
+            awake: 12 << 20,
+            budget: 8 << 20,
+            why: MemoryExempt::NoStatusPage,
+        });
+        assert_eq!(
+            reason(site),
+            "container started 2m ago, less than the timeout of 1h; memory guard: awake sites \
+             use 12.0 MiB, over the budget of 8.0 MiB, but this site is never stopped for \
+             memory: php-fpm's status page gives nothing, so nothing tells when php-fpm has \
+             finished the requests nginx's direct mode sends straight to it. Fix: add \
+             `pm.status_path = /status` to the pool (or run with --proxy-only when nginx only \
+             talks to the waker)"
+        );
+        assert!(!site.is_error() && !site.memory_stop());
     }
 
     #[test]
