@@ -391,6 +391,7 @@ async fn serve(
     mut client: UnixStream,
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
+    let accepted = Instant::now();
     shared.activity.send_modify(|a| {
         a.open += 1;
         a.busy += 1;
@@ -404,6 +405,18 @@ async fn serve(
         gate: Some(gate),
     };
     match connect_or_wake(&shared).await {
+        Ok(upstream) if hung_up(&client) => {
+            // The front end gave up while the request waited (nginx's read
+            // timeout, a user's 499) and its user may resubmit: relayed
+            // now, the buffered request (a POST) would run twice.
+            conn.connected = true;
+            drop(upstream);
+            tracing::info!(
+                site = %shared.cfg.site,
+                waited_ms = accepted.elapsed().as_millis() as u64,
+                "the client closed its connection while the request waited; not relayed to php-fpm"
+            );
+        }
         Ok(upstream) => {
             conn.connected = true;
             let r = crate::proxy::relay(&mut client, upstream, &mut conn).await;
@@ -438,6 +451,20 @@ async fn serve(
             a.idle_since = Instant::now();
         }
     });
+}
+
+/// True when the client has closed its connection, without reading from
+/// it: `POLLHUP`, which a unix socket reports once the peer closed it (or
+/// shut both directions). A client that only half-closed after sending
+/// its request (`POLLRDHUP`) still reads the answer, so it is served.
+fn hung_up(client: &UnixStream) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(client.as_fd(), PollFlags::empty())];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
 }
 
 /// Passes the site lock ([`crate::drain::Gate`]): at once, unless the
@@ -542,6 +569,19 @@ mod tests {
         let st = state::load(&state_file).expect("load").expect("written");
         assert_eq!(st.open, 0);
         assert!(st.last_start.is_some() && st.last_end.is_some());
+    }
+
+    /// A closed client is hung up; one that only half-closed after its
+    /// request still reads the answer and is not.
+    #[tokio::test(flavor = "current_thread")]
+    async fn hung_up_is_a_close_not_a_half_close() {
+        let (ours, mut theirs) = UnixStream::pair().expect("pair");
+        assert!(!hung_up(&ours));
+        theirs.write_all(b"request").await.expect("write");
+        theirs.shutdown().await.expect("half-close");
+        assert!(!hung_up(&ours), "a half-close is not a hang-up");
+        drop(theirs);
+        assert!(hung_up(&ours), "the peer's close is a hang-up");
     }
 
     /// Every form of `STATUS=` (the README lists them): only what the waker
