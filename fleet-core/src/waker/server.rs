@@ -3,6 +3,7 @@
 //! view of its owner), the idle exit, and the activity that the reporter
 //! task coalesces into the state file and `STATUS=`.
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -411,7 +412,7 @@ async fn serve(mut conn: Conn, mut client: UnixStream, _permit: tokio::sync::Own
     let shared = conn.shared.clone();
     conn.gate = Some(admit(&shared).await);
     match connect_or_wake(&shared).await {
-        Ok(upstream) if hung_up(&client) => {
+        Ok(upstream) if crate::proxy::hung_up(client.as_fd()) => {
             // The front end gave up while the request waited (nginx's read
             // timeout, a user's 499) and its user may resubmit: relayed
             // now, the buffered request (a POST) would run twice.
@@ -464,20 +465,6 @@ impl Drop for Conn {
             }
         });
     }
-}
-
-/// True when the client has closed its connection, without reading from
-/// it: `POLLHUP`, which a unix socket reports once the peer closed it (or
-/// shut both directions). A client that only half-closed after sending
-/// its request (`POLLRDHUP`) still reads the answer, so it is served.
-fn hung_up(client: &UnixStream) -> bool {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use std::os::fd::AsFd;
-    let mut fds = [PollFd::new(client.as_fd(), PollFlags::empty())];
-    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
-        && fds[0]
-            .revents()
-            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
 }
 
 /// Passes the site lock ([`crate::drain::Gate`]): at once, unless the
@@ -588,13 +575,15 @@ mod tests {
     /// request still reads the answer and is not.
     #[tokio::test(flavor = "current_thread")]
     async fn hung_up_is_a_close_not_a_half_close() {
+        use crate::proxy::hung_up;
+        use std::os::fd::AsFd;
         let (ours, mut theirs) = UnixStream::pair().expect("pair");
-        assert!(!hung_up(&ours));
+        assert!(!hung_up(ours.as_fd()));
         theirs.write_all(b"request").await.expect("write");
         theirs.shutdown().await.expect("half-close");
-        assert!(!hung_up(&ours), "a half-close is not a hang-up");
+        assert!(!hung_up(ours.as_fd()), "a half-close is not a hang-up");
         drop(theirs);
-        assert!(hung_up(&ours), "the peer's close is a hang-up");
+        assert!(hung_up(ours.as_fd()), "the peer's close is a hang-up");
     }
 
     /// Every form of `STATUS=` (the README lists them): only what the waker
