@@ -5,8 +5,10 @@
 //! their start timeout (congestion collapse). So a waker about to start its
 //! container first takes one of K *slot* files under the state directory
 //! (`wake-slots/<i>`) with `flock(LOCK_EX | LOCK_NB)`, and holds it until
-//! php-fpm accepts or the wake fails. The kernel drops the lock when the
-//! waker dies, so a crash never leaks a slot.
+//! Docker's call to make the container run returns (not while it waits for
+//! php-fpm: a php-fpm that never accepts must not hold up every other
+//! site's start). The kernel drops the lock when the waker dies, so a crash
+//! never leaks a slot.
 //!
 //! Arrival order: a waiting waker first puts a *ticket* in `wake-queue/`,
 //! named by its arrival time (nanoseconds, zero-padded, so names sort by
@@ -16,8 +18,8 @@
 //! inotify reports each slot file's close (a waker done with its slot), with
 //! a slow timer as a safety net.
 //!
-//! Each waker writes the duration of its last wake into its slot file when
-//! it lets go; waiters estimate their wait from those (`estimate`) and give
+//! Each waker writes how long it held the slot for its last successful
+//! start into the slot file when it lets go; waiters estimate their wait from those (`estimate`) and give
 //! up at once when it exceeds what the front end would wait anyway, so a
 //! crawler gets a fast 503 instead of a 504 a minute later.
 
@@ -67,6 +69,7 @@ pub struct Slot {
     lock: Flock<File>,
     index: usize,
     path: PathBuf,
+    acquired: Instant,
 }
 
 impl Slot {
@@ -84,6 +87,20 @@ impl Slot {
         {
             let _ = f.write_at(ms.as_bytes(), 0);
         }
+    }
+
+    /// Lets go of the slot without recording a duration: a wake that started
+    /// nothing, or failed, says nothing about how long a start takes. The
+    /// waiters are woken all the same.
+    pub fn let_go(self) {
+        let Slot { lock, path, .. } = self;
+        drop(lock);
+        announce(&path);
+    }
+
+    /// How long it has been held.
+    pub fn held(&self) -> Duration {
+        self.acquired.elapsed()
     }
 
     /// Which slot (0-based).
@@ -218,6 +235,7 @@ impl Admission {
                     lock,
                     index,
                     path: self.slot_dir().join(index.to_string()),
+                    acquired: Instant::now(),
                 }),
                 Err((_, nix::Error::EWOULDBLOCK)) => {}
                 Err((_, e)) => {
@@ -515,6 +533,20 @@ mod tests {
         }
         assert!(empty_dir(&dir.path().join("wake-queue")));
         assert_eq!(adm.recorded(), vec![30, 30]);
+    }
+
+    /// A slot let go without a duration (a wake that started nothing, or
+    /// failed) leaves the recorded start durations as they were.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slot_let_go_records_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let adm = Admission::new(dir.path(), 1, Duration::from_secs(10));
+        let held = adm.acquire(&mut ()).await.expect("first");
+        held.release(Duration::from_millis(40));
+        let held = adm.acquire(&mut ()).await.expect("second");
+        held.let_go();
+        assert_eq!(adm.recorded(), vec![40]);
+        let _held = adm.acquire(&mut ()).await.expect("free again");
     }
 
     /// A queue longer than the wait allows is refused at once.

@@ -143,7 +143,7 @@ impl Notifier {
 }
 
 /// How long [`Notifier::ready`] retries while PID 1's queue is full.
-const READY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+pub const READY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn one_line(s: &str) -> String {
     s.replace('\n', " ")

@@ -72,6 +72,7 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -732,13 +733,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
     }
 }
 
+/// True when the client has closed its connection, without reading from
+/// it: `POLLHUP`, which a unix socket reports once the peer closed it (or
+/// shut both directions; call it before this side shuts its own). A client
+/// that only half-closed after sending its request (`POLLRDHUP`) still
+/// reads the answer, so it is not hung up.
+pub fn hung_up(client: BorrowedFd<'_>) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(client, PollFlags::empty())];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+}
+
 /// Relays `client` ↔ php-fpm (`upstream`, already connected and ready)
 /// until the client's connection is over, as the module notes say. Never
 /// fails as a whole: I/O errors end their own direction and the first is
 /// returned for the log; the caller then drops (closes) the client.
 pub async fn relay<C, H>(client: &mut C, upstream: H::Stream, hooks: &mut H) -> Relayed
 where
-    C: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    C: AsyncRead + AsyncWrite + AsFd + Unpin + ?Sized,
     H: Upstreams,
 {
     let mut r = Relay::new(upstream);
@@ -757,7 +772,11 @@ where
         match step {
             Step::Done => break,
             Step::Linger => {}
+            // A kept connection's next request may have waited (a wake, the
+            // site lock) longer than the client did: a client that closed
+            // meanwhile gets nothing sent on its behalf.
             Step::Reconnect => match hooks.connect().await {
+                Some(_) if hung_up(client.as_fd()) => break,
                 Some(s) => r.attach(s),
                 None => break,
             },
@@ -766,7 +785,12 @@ where
                     break;
                 }
             }
-            Step::Admit => hooks.admit().await,
+            Step::Admit => {
+                hooks.admit().await;
+                if hung_up(client.as_fd()) {
+                    break;
+                }
+            }
         }
     }
     Relayed {
@@ -1272,6 +1296,47 @@ mod tests {
         let (r, mock) = task.await.expect("relay");
         assert_eq!((r.requests, r.upstreams), (2, 2));
         assert_eq!((mock.connects, mock.began, mock.ended), (1, 1, 2));
+    }
+
+    /// A kept connection's next request that needs a new php-fpm
+    /// connection (a wake) while its client closes (nginx's read timeout):
+    /// nothing is sent on the dead client's behalf, the relay ends.
+    #[tokio::test(flavor = "current_thread")]
+    async fn kept_connection_closed_during_its_reconnect_sends_nothing() {
+        let (mut client_app, mut server_app, mut spares, _, task) = through_relay(1, LINGER);
+        client_app
+            .write_all(&request(1, 1))
+            .await
+            .expect("request 1");
+        assert_eq!(
+            read_n(&mut server_app, request(1, 1).len()).await,
+            request(1, 1)
+        );
+        server_app
+            .write_all(&response(1, b"one"))
+            .await
+            .expect("answer 1");
+        assert_eq!(read_response(&mut client_app, 1).await, response(1, b"one"));
+        drop(server_app);
+        // Sent and closed before the relay runs again.
+        client_app
+            .write_all(&request(2, 1))
+            .await
+            .expect("request 2");
+        drop(client_app);
+        let mut fresh = spares.remove(0);
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), fresh.read_to_end(&mut got)).await;
+        assert!(
+            got.is_empty(),
+            "{} bytes sent for a closed client",
+            got.len()
+        );
+        let (r, mock) = tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("the relay ends")
+            .expect("relay");
+        assert_eq!((mock.connects, r.requests), (1, 1));
     }
 
     /// A kept connection whose php-fpm was frozen (`docker pause`) while

@@ -17,7 +17,8 @@ use crate::support::{
 
 /// 30 stopped sites, K = 3 slots shared through one state directory, one
 /// request to every site at once: every request answered by its own site,
-/// and never more than 3 sites between admission and php-fpm accepting.
+/// and never more than 3 sites between admission and letting the slot go
+/// (when Docker's start call returned).
 /// Docker's own `start` events fall inside those windows, so the windows
 /// are where the starts happened.
 #[test]
@@ -65,6 +66,54 @@ fn thirty_sites_never_more_than_three_starting() {
         "no concurrency at all ({peak}): the test proves nothing"
     );
     note!("{N} sites, K = {K}: all answered in {took:?}, peak {peak} starting at once");
+}
+
+/// With K = 1 slot, a site whose container runs but whose php-fpm never
+/// accepts where the waker looks (its socket moved aside, as a tenant can
+/// do) keeps waking, and each wake waits for php-fpm until its start
+/// timeout: it must not hold the host's one slot meanwhile (Docker says
+/// the container is running; there is no start to limit), so a stopped
+/// site wakes at once; and its failed wake records no duration in the
+/// slot file (that would make the queue look slow to everyone).
+#[test]
+fn a_running_site_whose_php_fpm_never_accepts_holds_no_wake_slot() {
+    require!(Docker, PhpFpm);
+    let shared = temp_dir("slots");
+    let state = format!("--state-dir={}", shared.path().display());
+    let stuck = TestSite::started(SiteOptions::default());
+    let moved = stuck.fpm_socket().with_file_name("php-fpm.sock.moved");
+    std::fs::rename(stuck.fpm_socket(), &moved).expect("move php-fpm's socket aside");
+    let asleep = stopped_site(SiteOptions::default());
+    let one = "--max-concurrent-wakes=1";
+    let ws = listening_quiet(&stuck, &[&state, one, "--start-timeout=15s"], &[]);
+    let wa = listening_quiet(&asleep, &[&state, one], &[]);
+    let request = fastcgi::encode_request(&FcgiRequest::get("hello.php", ""));
+    let socket = stuck.waker_socket();
+    let held = std::thread::spawn(move || exchange(&socket, &request, Duration::from_secs(30)));
+    assert!(
+        ws.wait_for_log("waking", Duration::from_secs(10)),
+        "{}",
+        ws.logs()
+    );
+    let t = Instant::now();
+    says_hello(&asleep, "the stopped site, K = 1", || wa.logs());
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "the stopped site waited {took:?} for the slot:\n{}\n{}",
+        ws.logs(),
+        wa.logs()
+    );
+    let got = held.join().expect("thread");
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    assert!(ws.logs().contains("did not accept"), "{}", ws.logs());
+    let recorded = std::fs::read_to_string(shared.path().join("wake-slots/0")).expect("slot file");
+    let ms: u64 = recorded.trim().parse().expect("a recorded duration");
+    assert!(
+        ms < 8000,
+        "the slot file records {ms} ms, the stuck site's failed wait"
+    );
+    note!("K = 1, a running site whose php-fpm never accepts: a stopped site woke in {took:?}");
 }
 
 /// A container that dies at every start, under 200 requests in 10 s: a

@@ -232,6 +232,55 @@ fn half_closing_client_gets_full_response() {
     assert!(r.body == want, "big.php body differs");
 }
 
+/// A request held by the waker (here at the site lock, held exclusively as
+/// the reaper does while it puts the site to sleep) whose client closes
+/// meanwhile, as nginx does at its `fastcgi_read_timeout` (504) or when the
+/// user gives up (499), never reaches php-fpm once the wait is over: the
+/// user's resubmitted POST must not run twice. A request whose client stays
+/// is served. `count.php` leaves one line per execution.
+#[test]
+fn a_request_whose_client_left_while_held_never_runs() {
+    require!(Docker, PhpFpm);
+    let site = TestSite::started(SiteOptions::default().data_dir());
+    let w = listening_site(&site, &[]);
+    let post = |id: &str| {
+        let mut r = FcgiRequest::post("count.php", id.as_bytes());
+        r.params.push(("HTTP_X_REQ_ID".into(), id.into()));
+        fastcgi::encode_request(&r)
+    };
+    let lock_file = site.layout().lock_file(site.site());
+    let lock = fleet_core::drain::SleepLock::try_take(&lock_file)
+        .expect("site lock")
+        .expect("the site lock is free");
+    let mut gone = connect_within(&site.waker_socket(), Duration::from_secs(10));
+    gone.write_all(&post("gone")).expect("send the whole POST");
+    logged(&w, "the reaper is putting the site to sleep");
+    drop(gone);
+    let socket = site.waker_socket();
+    let stays = std::thread::spawn(move || {
+        let mut r = FcgiRequest::post("count.php", b"stays");
+        r.params.push(("HTTP_X_REQ_ID".into(), "stays".into()));
+        fastcgi::request(&socket, &r)
+    });
+    // Both wait at the lock for a while, as long as the reaper's drain.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(lock);
+    let r = stays
+        .join()
+        .expect("thread")
+        .expect("the staying client is answered");
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "stays POST\n".to_owned()),
+        "{}",
+        w.logs()
+    );
+    // A relayed request would have run by now (count.php takes 200 ms).
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(site.count_lines(), vec!["stays POST"], "{}", w.logs());
+    logged(&w, "not relayed to php-fpm");
+}
+
 /// Must show 6: the state file during and after connections; a symlink
 /// planted at its path is refused (and proxying goes on).
 #[test]

@@ -8,11 +8,12 @@ pub fn stamp(line: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(line.split_whitespace().next()?.trim_end_matches('Z')).ok()
 }
 
-/// From one waker's log: (admitted to a wake slot, php-fpm accepts) of its
-/// first wake. The waker lets the slot go only after logging the second.
+/// From one waker's log: (admitted to a wake slot, wake slot let go) of its
+/// first wake: the slot is held for Docker's call that makes the container
+/// run, and let go after logging the second.
 pub fn slot_window(log: &str) -> Option<(SystemTime, SystemTime)> {
     let at = |needle: &str| log.lines().find(|l| l.contains(needle)).and_then(stamp);
-    Some((at("admitted to a wake slot")?, at("php-fpm accepts")?))
+    Some((at("admitted to a wake slot")?, at("wake slot let go")?))
 }
 
 /// The most intervals that overlap at any moment (an end and a start at
@@ -50,7 +51,7 @@ mod tests {
             Some(UNIX_EPOCH + Duration::from_micros(1_795_998_648_930_289))
         );
         let log = "2026-11-30T00:30:48.000000Z  INFO a: admitted to a wake slot site=x\n\
-                   2026-11-30T00:30:49.000000Z  INFO a: php-fpm accepts site=x\n";
+                   2026-11-30T00:30:49.000000Z  INFO a: wake slot let go site=x\n";
         let (a, b) = slot_window(log).expect("window");
         assert_eq!(b.duration_since(a).ok(), Some(Duration::from_secs(1)));
         assert_eq!(slot_window("nothing"), None);

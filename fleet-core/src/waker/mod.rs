@@ -11,7 +11,8 @@
 //!   waker's life); after that, no Docker call.
 //! * **Refusal**: an upstream that fails a check gets no byte; the
 //!   connection counts as "not ready", so a wake follows, and the wake fails
-//!   at `start_timeout` naming the refusal, which is logged once per file.
+//!   at `start_timeout` naming the refusal, which is logged once, at most
+//!   one refusal line a minute (with a count of those left out).
 //! * **Wake**: the first connection that finds no php-fpm starts one wake
 //!   task; every connection arriving meanwhile joins it (a `watch` channel),
 //!   so there is one start call however many connections arrive. The wake
@@ -63,7 +64,7 @@ use crate::site::Site;
 use crate::upstream::{FileId, Refusal};
 
 use freezer::OpenFreezer;
-use readiness::DirWatch;
+use readiness::{DirWatch, RefusalLog};
 use server::LiveActivity;
 use wake::WakeOutcome;
 
@@ -160,9 +161,9 @@ struct Shared {
     /// be the site's container's: connections to it are not checked again.
     verified: Mutex<Option<(FileId, i32)>>,
     /// The upstream file last refused (not connected to again), and the
-    /// refusal last logged (each is logged once).
+    /// refusals logged (rate-limited, see `RefusalLog`).
     refused: Mutex<Option<(FileId, Refusal)>>,
-    logged: Mutex<Option<Refusal>>,
+    logged: Mutex<RefusalLog>,
     /// The refusal seen by the latest attempt, for the wake's error.
     last_refusal: Mutex<Option<Refusal>>,
     /// The container's id, from Docker; a wake-time fact kept for the
@@ -208,7 +209,7 @@ pub async fn run(
         own,
         verified: Mutex::new(None),
         refused: Mutex::new(None),
-        logged: Mutex::new(None),
+        logged: Mutex::new(RefusalLog::default()),
         last_refusal: Mutex::new(None),
         container_id: tokio::sync::Mutex::new(None),
         backoff: Mutex::new(Backoff::default()),

@@ -15,6 +15,49 @@ use crate::upstream::{self, FileId, Refusal};
 /// Longest step between two readiness retries.
 pub const MAX_RETRY_STEP: Duration = Duration::from_millis(5);
 
+/// Least time between two "refusing php-fpm's socket" lines.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Which refusals were logged. A refusal is logged once (not again while it
+/// is the last one logged), and at most one line per
+/// [`REFUSAL_LOG_INTERVAL`] whatever the refusals: a tenant who alternates
+/// what is at the socket's path (a symlink, a FIFO, a listener of its own)
+/// makes a new refusal on every attempt of a wake, which must not become a
+/// line each. The lines left out are counted in the next one.
+#[derive(Debug, Default)]
+pub(super) struct RefusalLog {
+    last: Option<Refusal>,
+    at: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    /// Whether to log `why` now: `Some(n)` with the `n` refusals left out
+    /// since the last line, `None` to stay quiet.
+    pub(super) fn note(&mut self, why: &Refusal, now: Instant) -> Option<u64> {
+        if self.last.as_ref() == Some(why) {
+            return None;
+        }
+        if self
+            .at
+            .is_some_and(|at| now.saturating_duration_since(at) < REFUSAL_LOG_INTERVAL)
+        {
+            self.suppressed = self.suppressed.saturating_add(1);
+            return None;
+        }
+        self.last = Some(why.clone());
+        self.at = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+
+    /// A listener passed the checks: a refusal after it is news again, but
+    /// still no sooner than the interval allows (a tenant alternating a
+    /// good socket with a bad one must not make a line per attempt either).
+    pub(super) fn accepted(&mut self) {
+        self.last = None;
+    }
+}
+
 /// How a connect attempt to the upstream went.
 pub(super) enum Attempt {
     Ready(UnixStream),
@@ -49,7 +92,7 @@ pub(super) async fn attempt(shared: &Shared) -> Attempt {
                 }
                 *lock(&shared.verified) = Some((c.file, c.pid));
                 *lock(&shared.refused) = None;
-                *lock(&shared.logged) = None;
+                lock(&shared.logged).accepted();
             }
             *lock(&shared.last_refusal) = None;
             let s = match UnixStream::from_std(c.stream) {
@@ -265,23 +308,65 @@ impl Shared {
     }
 
     /// Records a refusal: the file is not connected to again, the refusal
-    /// is logged once, and the attempt counts as "not ready".
+    /// is logged as [`RefusalLog`] allows, and the attempt counts as "not
+    /// ready".
     fn reject(&self, file: Option<FileId>, why: Refusal, pid: i32) -> Attempt {
         if let Some(file) = file {
             *lock(&self.refused) = Some((file, why.clone()));
         }
-        let mut logged = lock(&self.logged);
-        if logged.as_ref() != Some(&why) {
+        let log = lock(&self.logged).note(&why, Instant::now());
+        if let Some(suppressed) = log {
             tracing::warn!(
                 site = %self.cfg.site,
                 path = %self.cfg.upstream.display(),
                 peer_pid = pid,
                 reason = %why,
+                suppressed,
                 "refusing php-fpm's socket; no byte relayed"
             );
-            *logged = Some(why.clone());
         }
         *lock(&self.last_refusal) = Some(why);
         Attempt::Rejected
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::FileKind;
+
+    /// A socket path alternating between a symlink and a FIFO makes a new
+    /// refusal on every attempt: one line, then none until the interval
+    /// has passed, and that line counts the ones left out. The same
+    /// refusal again is never news.
+    #[test]
+    fn alternating_refusals_make_one_line_per_interval() {
+        let (link, fifo) = (
+            Refusal::NotSocket(FileKind::Symlink),
+            Refusal::NotSocket(FileKind::Fifo),
+        );
+        let t = Instant::now();
+        let mut log = RefusalLog::default();
+        assert_eq!(log.note(&link, t), Some(0));
+        let lines = (1..1000u32)
+            .map(|i| {
+                let why = if i % 2 == 0 { &link } else { &fifo };
+                log.note(why, t + Duration::from_millis(i.into()))
+            })
+            .filter(Option::is_some)
+            .count();
+        assert_eq!(lines, 0);
+        // A good socket in between does not open the gate either: that
+        // refusal is left out too (500 FIFOs, then it).
+        log.accepted();
+        assert_eq!(log.note(&link, t + Duration::from_secs(2)), None);
+        let later = t + REFUSAL_LOG_INTERVAL;
+        assert_eq!(log.note(&fifo, later), Some(501));
+        assert_eq!(log.note(&fifo, later + REFUSAL_LOG_INTERVAL), None);
+        assert_eq!(
+            log.note(&link, later + REFUSAL_LOG_INTERVAL),
+            Some(0),
+            "a new refusal after the interval"
+        );
     }
 }

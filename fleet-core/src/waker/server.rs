@@ -3,6 +3,7 @@
 //! view of its owner), the idle exit, and the activity that the reporter
 //! task coalesces into the state file and `STATUS=`.
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -135,7 +136,10 @@ pub(super) async fn accept_loop(
                 match accepted {
                     Ok((stream, _)) => {
                         accept_errors = 0;
-                        tracker.spawn(serve(shared.clone(), stream, permit));
+                        // Counted open here, not in the task: the next
+                        // idle check runs before the task does.
+                        let conn = Conn::open(shared.clone());
+                        tracker.spawn(serve(conn, stream, permit));
                     }
                     Err(e) => {
                         // EMFILE and the like: no event tells when it clears.
@@ -302,9 +306,10 @@ fn write_state(shared: &Shared, a: &LiveActivity) -> Result<(), state::StateErro
 
 /// One client connection as the relay sees its owner: php-fpm connections
 /// through connect-or-wake, and the activity of this connection's
-/// requests.
-struct Conn<'a> {
-    shared: &'a Arc<Shared>,
+/// requests. Made at the accept, it counts the connection open until it is
+/// dropped, however its task ends (or if it never runs).
+struct Conn {
+    shared: Arc<Shared>,
     /// Units of activity this connection added to `busy` and not yet took
     /// back (1 from the accept on: its first request, or the stream).
     counted: u64,
@@ -314,11 +319,11 @@ struct Conn<'a> {
     gate: Option<crate::drain::GateGuard>,
 }
 
-impl crate::proxy::Upstreams for Conn<'_> {
+impl crate::proxy::Upstreams for Conn {
     type Stream = UnixStream;
 
     async fn connect(&mut self) -> Option<UnixStream> {
-        match connect_or_wake(self.shared).await {
+        match connect_or_wake(&self.shared).await {
             Ok(s) => {
                 self.connected = true;
                 Some(s)
@@ -333,7 +338,7 @@ impl crate::proxy::Upstreams for Conn<'_> {
     }
 
     async fn thaw(&mut self) -> bool {
-        match join_wake(self.shared).await {
+        match join_wake(&self.shared).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::debug!(site = %self.shared.cfg.site, error = %crate::exit::chain(&*e), "closing a connection to a frozen php-fpm");
@@ -373,11 +378,27 @@ impl crate::proxy::Upstreams for Conn<'_> {
     }
 
     async fn admit(&mut self) {
-        self.gate = Some(admit(self.shared).await);
+        self.gate = Some(admit(&self.shared).await);
     }
 }
 
-impl Conn<'_> {
+impl Conn {
+    /// A connection just accepted: open, and busy until its first request
+    /// (or stream) shows what it is.
+    fn open(shared: Arc<Shared>) -> Conn {
+        shared.activity.send_modify(|a| {
+            a.open += 1;
+            a.busy += 1;
+            a.last_start = Some(SystemTime::now());
+        });
+        Conn {
+            shared,
+            counted: 1,
+            connected: false,
+            gate: None,
+        }
+    }
+
     fn failed(&self) {
         self.shared
             .activity
@@ -386,24 +407,23 @@ impl Conn<'_> {
 }
 
 /// One client connection, from accept to close.
-async fn serve(
-    shared: Arc<Shared>,
-    mut client: UnixStream,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    shared.activity.send_modify(|a| {
-        a.open += 1;
-        a.busy += 1;
-        a.last_start = Some(SystemTime::now());
-    });
-    let gate = admit(&shared).await;
-    let mut conn = Conn {
-        shared: &shared,
-        counted: 1,
-        connected: false,
-        gate: Some(gate),
-    };
+async fn serve(mut conn: Conn, mut client: UnixStream, _permit: tokio::sync::OwnedSemaphorePermit) {
+    let accepted = Instant::now();
+    let shared = conn.shared.clone();
+    conn.gate = Some(admit(&shared).await);
     match connect_or_wake(&shared).await {
+        Ok(upstream) if crate::proxy::hung_up(client.as_fd()) => {
+            // The front end gave up while the request waited (nginx's read
+            // timeout, a user's 499) and its user may resubmit: relayed
+            // now, the buffered request (a POST) would run twice.
+            conn.connected = true;
+            drop(upstream);
+            tracing::info!(
+                site = %shared.cfg.site,
+                waited_ms = accepted.elapsed().as_millis() as u64,
+                "the client closed its connection while the request waited; not relayed to php-fpm"
+            );
+        }
         Ok(upstream) => {
             conn.connected = true;
             let r = crate::proxy::relay(&mut client, upstream, &mut conn).await;
@@ -423,21 +443,28 @@ async fn serve(
             }
         }
     }
+    // The client first, then the connection's count (in `Conn`'s drop).
     drop(client);
-    let (counted, connected) = (conn.counted, conn.connected);
-    shared.activity.send_modify(|a| {
-        a.open -= 1;
-        a.busy = a.busy.saturating_sub(counted);
-        if counted > 0 {
-            a.last_end = Some(SystemTime::now());
-        }
-        if connected {
-            a.failed_at = None;
-        }
-        if a.open == 0 {
-            a.idle_since = Instant::now();
-        }
-    });
+    drop(conn);
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let (counted, connected) = (self.counted, self.connected);
+        self.shared.activity.send_modify(|a| {
+            a.open = a.open.saturating_sub(1);
+            a.busy = a.busy.saturating_sub(counted);
+            if counted > 0 {
+                a.last_end = Some(SystemTime::now());
+            }
+            if connected {
+                a.failed_at = None;
+            }
+            if a.open == 0 {
+                a.idle_since = Instant::now();
+            }
+        });
+    }
 }
 
 /// Passes the site lock ([`crate::drain::Gate`]): at once, unless the
@@ -544,6 +571,21 @@ mod tests {
         assert!(st.last_start.is_some() && st.last_end.is_some());
     }
 
+    /// A closed client is hung up; one that only half-closed after its
+    /// request still reads the answer and is not.
+    #[tokio::test(flavor = "current_thread")]
+    async fn hung_up_is_a_close_not_a_half_close() {
+        use crate::proxy::hung_up;
+        use std::os::fd::AsFd;
+        let (ours, mut theirs) = UnixStream::pair().expect("pair");
+        assert!(!hung_up(ours.as_fd()));
+        theirs.write_all(b"request").await.expect("write");
+        theirs.shutdown().await.expect("half-close");
+        assert!(!hung_up(ours.as_fd()), "a half-close is not a hang-up");
+        drop(theirs);
+        assert!(hung_up(ours.as_fd()), "the peer's close is a hang-up");
+    }
+
     /// Every form of `STATUS=` (the README lists them): only what the waker
     /// knows, never a container state it has not seen.
     #[test]
@@ -581,6 +623,64 @@ mod tests {
             status(&a, "x.fpm"),
             "wake failed at 2026-11-23T19:42:50Z, php-fpm not accepting; the next request tries again"
         );
+    }
+
+    /// A connection accepted in the same turn as the idle deadline passes
+    /// (the runtime's one thread busy past it, with the connection in the
+    /// backlog): the waker serves it and stays, it does not call itself
+    /// idle and leave the connection only the shutdown grace.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_accepted_at_the_idle_deadline_is_served() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = config(dir.path(), "unix:///nonexistent/docker.sock");
+        cfg.exit_idle_time = Some(Duration::from_millis(200));
+        let notify_path = dir.path().join("notify");
+        let notify_rx = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify");
+        notify_rx.set_nonblocking(true).expect("nonblocking");
+        cfg.notifier = Notifier::to(&crate::notify::NotifyAddr::Path(notify_path)).expect("to");
+        let upstream = UnixListener::bind(&cfg.upstream).expect("upstream");
+        let listen_path = dir.path().join("waker.sock");
+        let listener = UnixListener::bind(&listen_path).expect("listener");
+        let waker = tokio::spawn(run(listener, cfg, CancellationToken::new()));
+        let mut lines = Vec::new();
+        let read_notify = |lines: &mut Vec<String>| {
+            let mut b = [0u8; 512];
+            while let Ok(n) = notify_rx.recv(&mut b) {
+                lines.push(String::from_utf8_lossy(&b[..n]).into_owned());
+            }
+        };
+        while lines.is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            read_notify(&mut lines);
+        }
+        // Blocks the runtime's only thread on purpose: the accept and the
+        // idle deadline become due in the same turn.
+        let c = std::os::unix::net::UnixStream::connect(&listen_path).expect("connect");
+        std::thread::sleep(Duration::from_millis(300));
+        c.set_nonblocking(true).expect("nonblocking");
+        let mut c = UnixStream::from_std(c).expect("tokio stream");
+        let (mut u, _) = tokio::time::timeout(Duration::from_secs(2), upstream.accept())
+            .await
+            .expect("relayed")
+            .expect("accept");
+        c.write_all(b"x").await.expect("write");
+        let mut one = [0u8; 1];
+        u.read_exact(&mut one).await.expect("read");
+        // Open for longer than the idle time: the waker stays.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        read_notify(&mut lines);
+        assert!(
+            !lines.iter().any(|l| l.starts_with("STOPPING=1")),
+            "exited with a connection open: {lines:?}"
+        );
+        assert!(!waker.is_finished());
+        drop((c, u));
+        let exit = tokio::time::timeout(Duration::from_secs(3), waker)
+            .await
+            .expect("idle exit after the connection closed")
+            .expect("join")
+            .expect("run");
+        assert_eq!(exit, Exit::Idle);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -250,18 +250,18 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
         }
         _ => Ok(None),
     };
-    let t1 = Instant::now();
-    let (result, slot) = match admitted {
-        Ok(slot) => (
-            match tokio::time::timeout(cfg.start_timeout, wake(&shared, frozen)).await {
+    // The wake lets the slot go once Docker's call returns.
+    let mut slot = None;
+    let result = match admitted {
+        Ok(held) => {
+            slot = held;
+            match tokio::time::timeout(cfg.start_timeout, wake(&shared, frozen, &mut slot)).await {
                 Ok(r) => r,
                 Err(_) => Err(shared.timeout()),
-            },
-            slot,
-        ),
-        Err(e) => (Err(e), None),
+            }
+        }
+        Err(e) => Err(e),
     };
-    let took = t1.elapsed();
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
     let result = match result {
         Ok(action) => {
@@ -309,9 +309,10 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
             Err(Arc::new(e))
         }
     };
-    // Let the next site in only now: its wake's log lines come after ours.
+    // Still held only by a wake that ended inside Docker's call: it says
+    // nothing about how long a start takes.
     if let Some(slot) = slot {
-        slot.release(took);
+        slot.let_go();
     }
     {
         let mut slot = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
@@ -326,8 +327,13 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
     });
 }
 
-/// Makes the container run and waits until php-fpm accepts.
-async fn wake(shared: &Shared, frozen: bool) -> Result<&'static str, WakeFailure> {
+/// Makes the container run and waits until php-fpm accepts. `slot` is the
+/// wake slot held for a start, let go once Docker's call returns.
+async fn wake(
+    shared: &Shared,
+    frozen: bool,
+    slot: &mut Option<crate::admission::Slot>,
+) -> Result<&'static str, WakeFailure> {
     let cfg = &shared.cfg;
     // Watch before anything can happen, so no creation goes unseen.
     // One inotify instance for the waker's life: closing one waits for an
@@ -346,7 +352,7 @@ async fn wake(shared: &Shared, frozen: bool) -> Result<&'static str, WakeFailure
             _ => DirWatch::new(&cfg.upstream),
         }
     };
-    let r = wake_with(shared, &mut watch, frozen).await;
+    let r = wake_with(shared, &mut watch, frozen, slot).await;
     *shared.dirwatch.lock().unwrap_or_else(|p| p.into_inner()) = watch;
     r
 }
@@ -355,6 +361,7 @@ async fn wake_with(
     shared: &Shared,
     watch: &mut Option<DirWatch>,
     frozen: bool,
+    slot: &mut Option<crate::admission::Slot>,
 ) -> Result<&'static str, WakeFailure> {
     let cfg = &shared.cfg;
     // Another wake may have just finished.
@@ -381,11 +388,11 @@ async fn wake_with(
     };
     let action = match action {
         Some(a) => a,
-        None => cfg
-            .engine
-            .make_running(&cfg.container)
-            .await
-            .map_err(docker)?,
+        None => {
+            let r = cfg.engine.make_running(&cfg.container).await;
+            let_go(cfg, slot, r.as_ref().ok().copied());
+            r.map_err(docker)?
+        }
     };
     tracing::debug!(site = %cfg.site, container = %cfg.container, action = action.as_str(), "container");
     if !matches!(action, WakeAction::Started) {
@@ -410,15 +417,46 @@ async fn wake_with(
         return Err(docker(death));
     }
     tracing::info!(site = %cfg.site, container = %cfg.container, cause = %death, "container died under the wake; starting it");
+    // This is a start: it takes a slot again if the first call let it go.
+    if slot.is_none()
+        && let Some(adm) = &cfg.admission
+    {
+        let held = adm.acquire(&mut QueueProgress(shared)).await;
+        shared.activity.send_modify(|a| a.queued = None);
+        *slot = Some(held.map_err(|source| WakeFailure::Queued {
+            site: cfg.site.clone(),
+            source,
+        })?);
+    }
     let since = SystemTime::now();
-    let action = cfg
-        .engine
-        .make_running(&cfg.container)
-        .await
-        .map_err(docker)?;
+    let r = cfg.engine.make_running(&cfg.container).await;
+    let_go(cfg, slot, r.as_ref().ok().copied());
+    let action = r.map_err(docker)?;
     tokio::select! {
         r = wait_ready(shared, watch) => r.map(|()| action.as_str()),
         e = watch_death_later(cfg, since) => Err(docker(e)),
+    }
+}
+
+/// Lets the wake slot go once Docker's call to make the container run
+/// returned: the slot bounds the starts Docker runs at once, not the wait
+/// for php-fpm, so a php-fpm that never accepts (in a container that runs)
+/// keeps no other site's start waiting. Only a start Docker made records
+/// how long the slot was held (the queue's estimate).
+fn let_go(cfg: &Config, slot: &mut Option<crate::admission::Slot>, done: Option<WakeAction>) {
+    let Some(held) = slot.take() else { return };
+    let took = held.held();
+    // Logged before the slot is free: the next site's admission comes after.
+    tracing::info!(
+        site = %cfg.site,
+        slot = held.index(),
+        action = done.map_or("failed", WakeAction::as_str),
+        held_ms = took.as_millis() as u64,
+        "wake slot let go"
+    );
+    match done {
+        Some(WakeAction::Started) => held.release(took),
+        _ => held.let_go(),
     }
 }
 
