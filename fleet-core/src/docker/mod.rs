@@ -281,7 +281,8 @@ impl Engine {
     }
 
     /// Starts `container`: true when Docker started it, false when it was
-    /// running already (Docker answers 304).
+    /// running already and the client says so (Docker answers 304, which
+    /// bollard 0.21 reports as success: then true as well).
     pub async fn start_reporting(&self, container: &str) -> Result<bool, DockerError> {
         let client = self.client().await?;
         match client.start_container(container, None).await {
