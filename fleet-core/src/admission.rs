@@ -5,10 +5,10 @@
 //! their start timeout (congestion collapse). So a waker about to start its
 //! container first takes one of K *slot* files under the state directory
 //! (`wake-slots/<i>`) with `flock(LOCK_EX | LOCK_NB)`, and holds it until
-//! Docker's call to make the container run returns (not while it waits for
-//! php-fpm: a php-fpm that never accepts must not hold up every other
-//! site's start). The kernel drops the lock when the waker dies, so a crash
-//! never leaks a slot.
+//! php-fpm accepts (the boot is the load to limit) or for `--slot-hold-max`
+//! at most (a php-fpm that never accepts must not hold up every other
+//! site's start for long). The kernel drops the lock when the waker dies,
+//! so a crash never leaks a slot.
 //!
 //! Arrival order: a waiting waker first puts a *ticket* in `wake-queue/`,
 //! named by its arrival time (nanoseconds, zero-padded, so names sort by

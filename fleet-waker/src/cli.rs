@@ -77,6 +77,11 @@ pub struct Args {
     /// it below the web server's read timeout (nginx: 60s).
     #[arg(long, value_name = "DUR", env = "FLEET_MAX_QUEUE_WAIT", default_value = "45s", value_parser = humantime::parse_duration)]
     pub max_queue_wait: Duration,
+    /// The longest a start keeps its wake slot while php-fpm boots; a
+    /// php-fpm that takes longer (or never accepts) boots outside the
+    /// limit and records no duration.
+    #[arg(long, value_name = "DUR", env = "FLEET_SLOT_HOLD_MAX", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub slot_hold_max: Duration,
     /// How long open connections may finish after SIGTERM.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,

@@ -55,6 +55,7 @@ fn run() -> Result<u8, Fatal> {
         container: args.container.unwrap_or_else(|| site.container()),
         upstream: args.upstream.unwrap_or_else(|| layout.fpm_socket(&site)),
         start_timeout: args.start_timeout,
+        slot_hold_max: args.slot_hold_max,
         connections_max,
         exit_idle_time: args.exit_idle_time,
         state_file: layout.state_file(&site),

@@ -71,12 +71,12 @@ fn thirty_sites_never_more_than_three_starting() {
 /// With K = 1 slot, a site whose container runs but whose php-fpm never
 /// accepts where the waker looks (its socket moved aside, as a tenant can
 /// do) keeps waking, and each wake waits for php-fpm until its start
-/// timeout: it must not hold the host's one slot meanwhile (Docker says
-/// the container is running; there is no start to limit), so a stopped
-/// site wakes at once; and its failed wake records no duration in the
-/// slot file (that would make the queue look slow to everyone).
+/// timeout: it holds the host's one slot for `--slot-hold-max` at most (2 s
+/// here), so a stopped site wakes soon after; and its failed wake records
+/// no duration in the slot file (that would make the queue look slow to
+/// everyone).
 #[test]
-fn a_running_site_whose_php_fpm_never_accepts_holds_no_wake_slot() {
+fn a_running_site_whose_php_fpm_never_accepts_holds_its_wake_slot_briefly() {
     require!(Docker, PhpFpm);
     let shared = temp_dir("slots");
     let state = format!("--state-dir={}", shared.path().display());
@@ -85,13 +85,14 @@ fn a_running_site_whose_php_fpm_never_accepts_holds_no_wake_slot() {
     std::fs::rename(stuck.fpm_socket(), &moved).expect("move php-fpm's socket aside");
     let asleep = stopped_site(SiteOptions::default());
     let one = "--max-concurrent-wakes=1";
-    let ws = listening_quiet(&stuck, &[&state, one, "--start-timeout=15s"], &[]);
+    let hold = "--slot-hold-max=2s";
+    let ws = listening_quiet(&stuck, &[&state, one, hold, "--start-timeout=15s"], &[]);
     let wa = listening_quiet(&asleep, &[&state, one], &[]);
     let request = fastcgi::encode_request(&FcgiRequest::get("hello.php", ""));
     let socket = stuck.waker_socket();
     let held = std::thread::spawn(move || exchange(&socket, &request, Duration::from_secs(30)));
     assert!(
-        ws.wait_for_log("waking", Duration::from_secs(10)),
+        ws.wait_for_log("admitted to a wake slot", Duration::from_secs(10)),
         "{}",
         ws.logs()
     );

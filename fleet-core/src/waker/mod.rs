@@ -78,6 +78,8 @@ pub struct Config {
     pub upstream: PathBuf,
     /// Bound on one wake, from the first connection that needs it.
     pub start_timeout: Duration,
+    /// The longest a start holds its wake slot while php-fpm boots.
+    pub slot_hold_max: Duration,
     /// Connections served at once; beyond, they wait in the kernel backlog.
     pub connections_max: usize,
     /// Exit after this long with no connection.

@@ -507,6 +507,7 @@ mod tests {
             container: "unit.test.fpm".into(),
             upstream: dir.join("php-fpm.sock"),
             start_timeout: Duration::from_secs(2),
+            slot_hold_max: Duration::from_secs(1),
             connections_max: 4,
             exit_idle_time: None,
             state_file: dir.join("unit.test.state"),

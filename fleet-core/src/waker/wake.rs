@@ -250,7 +250,8 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
         }
         _ => Ok(None),
     };
-    // The wake lets the slot go once Docker's call returns.
+    // The wake lets the slot go once php-fpm accepts, or after
+    // `slot_hold_max` ([`ready_in_slot`]).
     let mut slot = None;
     let result = match admitted {
         Ok(held) => {
@@ -309,8 +310,8 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
             Err(Arc::new(e))
         }
     };
-    // Still held only by a wake that ended inside Docker's call: it says
-    // nothing about how long a start takes.
+    // Still held only by a wake that failed or timed out before php-fpm
+    // accepted: it says nothing about how long a start takes.
     if let Some(slot) = slot {
         slot.let_go();
     }
@@ -328,7 +329,7 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
 }
 
 /// Makes the container run and waits until php-fpm accepts. `slot` is the
-/// wake slot held for a start, let go once Docker's call returns.
+/// wake slot held for a start ([`ready_in_slot`]).
 async fn wake(
     shared: &Shared,
     frozen: bool,
@@ -390,7 +391,9 @@ async fn wake_with(
         Some(a) => a,
         None => {
             let r = cfg.engine.make_running(&cfg.container).await;
-            let_go(cfg, slot, r.as_ref().ok().copied());
+            if r.is_err() {
+                let_go(cfg, slot, None);
+            }
             r.map_err(docker)?
         }
     };
@@ -399,7 +402,7 @@ async fn wake_with(
         put_back(cfg);
     }
     let death = tokio::select! {
-        r = wait_ready(shared, watch) => return r.map(|()| action.as_str()),
+        r = ready_in_slot(shared, watch, slot, action) => return r.map(|()| action.as_str()),
         e = watch_death_later(cfg, since) => e,
     };
     // Seen "running" while it was in fact dying (php-fpm's master had just
@@ -417,7 +420,7 @@ async fn wake_with(
         return Err(docker(death));
     }
     tracing::info!(site = %cfg.site, container = %cfg.container, cause = %death, "container died under the wake; starting it");
-    // This is a start: it takes a slot again if the first call let it go.
+    // This is a start: it takes a slot again if the first wait let it go.
     if slot.is_none()
         && let Some(adm) = &cfg.admission
     {
@@ -430,19 +433,50 @@ async fn wake_with(
     }
     let since = SystemTime::now();
     let r = cfg.engine.make_running(&cfg.container).await;
-    let_go(cfg, slot, r.as_ref().ok().copied());
+    if r.is_err() {
+        let_go(cfg, slot, None);
+    }
     let action = r.map_err(docker)?;
     tokio::select! {
-        r = wait_ready(shared, watch) => r.map(|()| action.as_str()),
+        r = ready_in_slot(shared, watch, slot, action) => r.map(|()| action.as_str()),
         e = watch_death_later(cfg, since) => Err(docker(e)),
     }
 }
 
-/// Lets the wake slot go once Docker's call to make the container run
-/// returned: the slot bounds the starts Docker runs at once, not the wait
-/// for php-fpm, so a php-fpm that never accepts (in a container that runs)
-/// keeps no other site's start waiting. Only a start Docker made records
-/// how long the slot was held (the queue's estimate).
+/// Waits until php-fpm accepts, holding the wake slot (if any) meanwhile:
+/// a start's boot (entrypoint, php-fpm and its workers) is the load the
+/// slots keep to K at once. The slot is let go when php-fpm accepts, which
+/// records how long it was held (the queue's estimate), or after
+/// `slot_hold_max` with nothing recorded: a container that runs but whose
+/// php-fpm never accepts where the waker looks keeps no other site's start
+/// waiting long, and its failure does not make the queue look slow.
+async fn ready_in_slot(
+    shared: &Shared,
+    watch: &mut Option<DirWatch>,
+    slot: &mut Option<crate::admission::Slot>,
+    action: WakeAction,
+) -> Result<(), WakeFailure> {
+    let cfg = &shared.cfg;
+    if slot.is_none() {
+        return wait_ready(shared, watch).await;
+    }
+    let ready = wait_ready(shared, watch);
+    tokio::pin!(ready);
+    tokio::select! {
+        r = &mut ready => {
+            let_go(cfg, slot, r.is_ok().then_some(action));
+            r
+        }
+        () = tokio::time::sleep(cfg.slot_hold_max) => {
+            let_go(cfg, slot, None);
+            ready.await
+        }
+    }
+}
+
+/// Lets the wake slot go; `done` is the start that php-fpm now answers
+/// for, whose time in the slot is recorded (nothing for a wait cut off or
+/// failed, or an unpause).
 fn let_go(cfg: &Config, slot: &mut Option<crate::admission::Slot>, done: Option<WakeAction>) {
     let Some(held) = slot.take() else { return };
     let took = held.held();
