@@ -131,6 +131,24 @@ pub trait Upstreams {
     fn linger(&self) -> Duration {
         LINGER
     }
+
+    /// See [`ABANDONED_AFTER`].
+    fn abandoned_after(&self) -> Duration {
+        ABANDONED_AFTER
+    }
+}
+
+/// A request that waited this long (a wake, the site lock) before it could
+/// go to php-fpm is not sent if its client closed meanwhile: the front end
+/// gave up (nginx's read timeout, a user's 499) and its user may resubmit.
+/// One that did not wait runs even so, as php-fpm itself runs a buffered
+/// request whose client left (WordPress's cron spawn sends and hangs up).
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(1);
+
+/// True when the client closed ([`hung_up`]) after a wait of at least
+/// `limit` ([`ABANDONED_AFTER`]) that began at `since`.
+pub fn abandoned(client: BorrowedFd<'_>, since: std::time::Instant, limit: Duration) -> bool {
+    since.elapsed() >= limit && hung_up(client)
 }
 
 /// What one relayed connection did.
@@ -775,10 +793,10 @@ where
             // A kept connection's next request may have waited (a wake, the
             // site lock) longer than the client did: a client that closed
             // meanwhile gets nothing sent on its behalf.
-            Step::Reconnect => match hooks.connect().await {
-                Some(_) if hung_up(client.as_fd()) => break,
-                Some(s) => r.attach(s),
-                None => break,
+            Step::Reconnect => match (std::time::Instant::now(), hooks.connect().await) {
+                (t, Some(_)) if abandoned(client.as_fd(), t, hooks.abandoned_after()) => break,
+                (_, Some(s)) => r.attach(s),
+                (_, None) => break,
             },
             Step::Thaw => {
                 if !hooks.thaw().await {
@@ -786,8 +804,9 @@ where
                 }
             }
             Step::Admit => {
+                let t = std::time::Instant::now();
                 hooks.admit().await;
-                if hung_up(client.as_fd()) {
+                if abandoned(client.as_fd(), t, hooks.abandoned_after()) {
                     break;
                 }
             }
@@ -837,6 +856,8 @@ mod tests {
         began: u64,
         ended: u64,
         linger: Duration,
+        /// Zero here: every reconnect counts as a wait.
+        abandoned_after: Duration,
     }
 
     impl Mock {
@@ -849,6 +870,7 @@ mod tests {
                 began: 0,
                 ended: 0,
                 linger: LINGER,
+                abandoned_after: Duration::ZERO,
             }
         }
     }
@@ -883,6 +905,10 @@ mod tests {
 
         fn linger(&self) -> Duration {
             self.linger
+        }
+
+        fn abandoned_after(&self) -> Duration {
+            self.abandoned_after
         }
     }
 

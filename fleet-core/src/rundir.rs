@@ -123,10 +123,11 @@ pub enum RunDirError {
     },
     #[error("{path} is not a directory (a symlink or file there is not followed)")]
     NotDirectory { path: PathBuf },
-    #[error("cannot mount a tmpfs ({options}) on {path}")]
+    #[error("cannot mount {what} on {path}")]
     Mount {
         path: PathBuf,
-        options: String,
+        /// What was to be mounted, and how.
+        what: String,
         #[source]
         source: io::Error,
     },
@@ -181,7 +182,7 @@ pub fn prepare(layout: &Layout, site: &Site, limits: Limits) -> Result<Prepared,
     )
     .map_err(|e| RunDirError::Mount {
         path: dir,
-        options,
+        what: format!("a tmpfs ({options}, nosymfollow)"),
         source: e.into(),
     })?;
     Ok(Prepared::Mounted)
@@ -207,7 +208,7 @@ pub fn forbid_symlinks_in_place(layout: &Layout, site: &Site) -> Result<bool, Ru
         nix::mount::mount(Some(&dir), &dir, None::<&str>, flags, None::<&str>).map_err(|e| {
             RunDirError::Mount {
                 path: dir.clone(),
-                options: "bind onto itself".into(),
+                what: "the directory (bind) onto itself; nosymfollow next".into(),
                 source: e.into(),
             }
         })?;
@@ -251,7 +252,7 @@ fn forbid_symlinks(dir: &Path) -> Result<bool, RunDirError> {
     nix::mount::mount(None::<&str>, dir, None::<&str>, remount, None::<&str>).map_err(|e| {
         RunDirError::Mount {
             path: dir.to_owned(),
-            options: "remount,bind,nosymfollow".into(),
+            what: "the mount again (remount,bind) with nosymfollow".into(),
             source: e.into(),
         }
     })?;

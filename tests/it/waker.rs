@@ -237,7 +237,9 @@ fn half_closing_client_gets_full_response() {
 /// meanwhile, as nginx does at its `fastcgi_read_timeout` (504) or when the
 /// user gives up (499), never reaches php-fpm once the wait is over: the
 /// user's resubmitted POST must not run twice. A request whose client stays
-/// is served. `count.php` leaves one line per execution.
+/// is served; one whose client closed without waiting runs, as php-fpm runs
+/// it (WordPress's cron spawn sends and hangs up). `count.php` leaves one
+/// line per execution.
 #[test]
 fn a_request_whose_client_left_while_held_never_runs() {
     require!(Docker, PhpFpm);
@@ -248,6 +250,17 @@ fn a_request_whose_client_left_while_held_never_runs() {
         r.params.push(("HTTP_X_REQ_ID".into(), id.into()));
         fastcgi::encode_request(&r)
     };
+    let mut quick = connect_within(&site.waker_socket(), Duration::from_secs(10));
+    quick
+        .write_all(&post("quick"))
+        .expect("send the whole POST");
+    drop(quick);
+    let ran = wait_until(Duration::from_secs(10), || !site.count_lines().is_empty());
+    assert!(
+        ran,
+        "a request that did not wait was not run:\n{}",
+        w.logs()
+    );
     let lock_file = site.layout().lock_file(site.site());
     let lock = fleet_core::drain::SleepLock::try_take(&lock_file)
         .expect("site lock")
@@ -262,8 +275,9 @@ fn a_request_whose_client_left_while_held_never_runs() {
         r.params.push(("HTTP_X_REQ_ID".into(), "stays".into()));
         fastcgi::request(&socket, &r)
     });
-    // Both wait at the lock for a while, as long as the reaper's drain.
-    std::thread::sleep(Duration::from_millis(500));
+    // Both wait at the lock for a while (longer than proxy::ABANDONED_AFTER),
+    // as long as the reaper's drain.
+    std::thread::sleep(Duration::from_millis(1500));
     drop(lock);
     let r = stays
         .join()
@@ -277,7 +291,12 @@ fn a_request_whose_client_left_while_held_never_runs() {
     );
     // A relayed request would have run by now (count.php takes 200 ms).
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(site.count_lines(), vec!["stays POST"], "{}", w.logs());
+    assert_eq!(
+        site.count_lines(),
+        ["quick POST", "stays POST"],
+        "{}",
+        w.logs()
+    );
     logged(&w, "not relayed to php-fpm");
 }
 

@@ -412,7 +412,9 @@ async fn serve(mut conn: Conn, mut client: UnixStream, _permit: tokio::sync::Own
     let shared = conn.shared.clone();
     conn.gate = Some(admit(&shared).await);
     match connect_or_wake(&shared).await {
-        Ok(upstream) if crate::proxy::hung_up(client.as_fd()) => {
+        Ok(upstream)
+            if crate::proxy::abandoned(client.as_fd(), accepted, crate::proxy::ABANDONED_AFTER) =>
+        {
             // The front end gave up while the request waited (nginx's read
             // timeout, a user's 499) and its user may resubmit: relayed
             // now, the buffered request (a POST) would run twice.
