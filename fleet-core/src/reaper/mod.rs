@@ -689,7 +689,7 @@ async fn memory_guard(
             _ => Eligibility::Never,
         };
         if let Eligibility::Exempt(why) = eligible {
-            exempt.push((index, why));
+            exempt.push((index, why, bytes));
         }
         let eligible = eligible == Eligibility::Candidate;
         let times = e.inputs.as_ref().and_then(|i| {
@@ -718,7 +718,18 @@ async fn memory_guard(
             exempt = exempt.len(),
             "awake sites use more memory than the budget"
         );
-        for (index, why) in exempt {
+        // Stopping every candidate cannot reach a budget these alone exceed:
+        // the admin's to fix (a status page, or a larger budget).
+        let exempt_bytes = exempt.iter().map(|(_, _, b)| b).sum::<u64>();
+        if exempt_bytes > budget {
+            warn!(
+                exempt = %memory::human_size(exempt_bytes),
+                budget = %memory::human_size(budget),
+                sites = exempt.len(),
+                "sites the memory guard may not stop use more than the budget alone; every quiet site it may stop is stopped and the budget is still not met"
+            );
+        }
+        for (index, why, _) in exempt {
             let r = &mut examined[index].report;
             info!(site = %r.site, reason = ?why, "not a memory guard candidate");
             if let SiteResult::Examined(ex) = &mut r.result {
