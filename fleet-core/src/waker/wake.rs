@@ -263,6 +263,8 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
         }
         Err(e) => Err(e),
     };
+    // A wake cut off while queued again (a death under it) left its place.
+    shared.activity.send_modify(|a| a.queued = None);
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
     let result = match result {
         Ok(action) => {
