@@ -942,6 +942,18 @@ mod tests {
         (client_app, server_app, far, frozen, task)
     }
 
+    /// Request 1 through the relay and php-fpm's answer back, both checked.
+    async fn first_exchange(client_app: &mut UnixStream, server_app: &mut UnixStream) {
+        client_app
+            .write_all(&request(1, 1))
+            .await
+            .expect("request 1");
+        assert_eq!(read_n(server_app, request(1, 1).len()).await, request(1, 1));
+        let answer = response(1, b"one");
+        server_app.write_all(&answer).await.expect("answer 1");
+        assert_eq!(read_response(client_app, 1).await, answer);
+    }
+
     fn plain_relay() -> (UnixStream, UnixStream, RelayTask) {
         let (c, s, _, _, t) = through_relay(0, LINGER);
         (c, s, t)
@@ -1277,17 +1289,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn kept_connection_survives_php_fpm_closing_between_requests() {
         let (mut client_app, mut server_app, mut spares, _, task) = through_relay(1, LINGER);
-        client_app
-            .write_all(&request(1, 1))
-            .await
-            .expect("request 1");
-        let got = read_n(&mut server_app, request(1, 1).len()).await;
-        assert_eq!(got, request(1, 1));
-        server_app
-            .write_all(&response(1, b"one"))
-            .await
-            .expect("answer 1");
-        assert_eq!(read_response(&mut client_app, 1).await, response(1, b"one"));
+        first_exchange(&mut client_app, &mut server_app).await;
         // php-fpm goes away while nothing is in flight.
         drop(server_app);
         // The client notices nothing: no end-of-file.
@@ -1330,19 +1332,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn kept_connection_closed_during_its_reconnect_sends_nothing() {
         let (mut client_app, mut server_app, mut spares, _, task) = through_relay(1, LINGER);
-        client_app
-            .write_all(&request(1, 1))
-            .await
-            .expect("request 1");
-        assert_eq!(
-            read_n(&mut server_app, request(1, 1).len()).await,
-            request(1, 1)
-        );
-        server_app
-            .write_all(&response(1, b"one"))
-            .await
-            .expect("answer 1");
-        assert_eq!(read_response(&mut client_app, 1).await, response(1, b"one"));
+        first_exchange(&mut client_app, &mut server_app).await;
         drop(server_app);
         // Sent and closed before the relay runs again.
         client_app
@@ -1373,16 +1363,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn kept_connection_reconnects_when_php_fpm_is_frozen() {
         let (mut client_app, mut server_app, mut spares, frozen, task) = through_relay(1, LINGER);
-        client_app
-            .write_all(&request(1, 1))
-            .await
-            .expect("request 1");
-        let _ = read_n(&mut server_app, request(1, 1).len()).await;
-        server_app
-            .write_all(&response(1, b"one"))
-            .await
-            .expect("answer 1");
-        read_response(&mut client_app, 1).await;
+        first_exchange(&mut client_app, &mut server_app).await;
         frozen.store(true, Ordering::SeqCst);
         // Split at every awkward place: the header in two writes.
         let req = request(2, 1);

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use crate::support::assert::{output_text, says_hello};
 use crate::support::nsystemd::{
-    FAILING_SERVICE_DROPIN, boot_for, drive_socket_into_limit, install_reaper, run_renew, unit_dir,
-    unit_text,
+    FAILING_SERVICE_DROPIN, NsSystemd, boot_for, drive_socket_into_limit, install_reaper,
+    run_renew, unit_dir, unit_text,
 };
 use crate::support::{SiteOptions, TestSite, note, require, wait_until};
 
@@ -90,13 +90,7 @@ fn units_reach_a_php_fpm_socket_of_www_data_mode_0660() {
     );
 
     site.write_conf("2s");
-    install_reaper(
-        &ns,
-        "Environment=FLEET_SITES_DIR=/run/fleet-sites\n[Unit]\nStartLimitIntervalSec=0\n",
-        "[Timer]\nOnCalendar=\nOnActiveSec=1s\nOnUnitActiveSec=1s\nAccuracySec=100ms\n",
-    );
-    ns.systemctl_ok(&["start", "fleet-reaper.timer"]);
-    let stopped = wait_until(Duration::from_secs(30), || site.state() == "exited");
+    let stopped = timer_stops(&ns, &site);
     assert!(
         stopped,
         "the reaper did not stop the idle site:\n{}",
@@ -180,18 +174,7 @@ fn reaper_timer_stops_an_idle_container() {
     let ns = boot_for(&site);
     site.write_conf("2s");
     site.start();
-    // Point the reaper at the test's site list, and make the timer fire
-    // every second instead of every minute.
-    install_reaper(
-        &ns,
-        // Every second is more starts than systemd's default start limit
-        // allows (5 in 10 s), and the stop comes a few passes in: php-fpm's
-        // connections are dated at the first pass that sees them.
-        "Environment=FLEET_SITES_DIR=/run/fleet-sites\n[Unit]\nStartLimitIntervalSec=0\n",
-        "[Timer]\nOnCalendar=\nOnActiveSec=1s\nOnUnitActiveSec=1s\nAccuracySec=100ms\n",
-    );
-    ns.systemctl_ok(&["start", "fleet-reaper.timer"]);
-    let stopped = wait_until(Duration::from_secs(30), || site.state() == "exited");
+    let stopped = timer_stops(&ns, &site);
     let show = ns.systemctl_ok(&["show", "-p", "Result,NRestarts", "fleet-reaper.service"]);
     assert!(
         stopped,
@@ -199,4 +182,20 @@ fn reaper_timer_stops_an_idle_container() {
         site.state(),
         ns.log_text()
     );
+}
+
+/// The shipped reaper units pointed at the test's site list, the timer
+/// firing every second instead of every minute: whether `site`'s container
+/// is stopped within 30 s.
+fn timer_stops(ns: &NsSystemd, site: &TestSite) -> bool {
+    install_reaper(
+        ns,
+        // Every second is more starts than systemd's default start limit
+        // allows (5 in 10 s), and the stop comes a few passes in: php-fpm's
+        // connections are dated at the first pass that sees them.
+        "Environment=FLEET_SITES_DIR=/run/fleet-sites\n[Unit]\nStartLimitIntervalSec=0\n",
+        "[Timer]\nOnCalendar=\nOnActiveSec=1s\nOnUnitActiveSec=1s\nAccuracySec=100ms\n",
+    );
+    ns.systemctl_ok(&["start", "fleet-reaper.timer"]);
+    wait_until(Duration::from_secs(30), || site.state() == "exited")
 }

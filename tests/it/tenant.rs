@@ -221,6 +221,13 @@ fn nginx_never_follows_a_symlink_in_the_runtime_directory() {
     }
 }
 
+/// `fleet-renew --mount-only site` with `run`'s run directory; its output.
+fn mount_only(run: &MountedDir, site: &str) -> String {
+    let dir = run.0.path().to_str().expect("utf-8");
+    let args = ["--mount-only", "--run-dir", dir, site];
+    run_ok(&bin("fleet-renew").display().to_string(), &args)
+}
+
 /// A runtime tmpfs mounted before fleet set `nosymfollow` (an upgraded
 /// host) gets it from the socket unit's `fleet-renew --mount-only`, its
 /// other flags kept; a second run changes nothing.
@@ -242,15 +249,7 @@ fn mount_only_makes_an_older_runtime_tmpfs_nosymfollow() {
             path,
         ],
     );
-    let renew = || {
-        let args = [
-            "--mount-only",
-            "--run-dir",
-            run.0.path().to_str().expect("utf-8"),
-            "old.test",
-        ];
-        run_ok(&bin("fleet-renew").display().to_string(), &args)
-    };
+    let renew = || mount_only(&run, "old.test");
     let said = renew();
     assert!(said.contains("remounted nosymfollow"), "{said}");
     let options = run_ok("findmnt", &["-n", "-o", "VFS-OPTIONS", path]);
@@ -279,15 +278,7 @@ fn mount_only_binds_a_directory_in_use_nosymfollow() {
     let dir = run.0.path().join("busy.test");
     std::fs::create_dir(&dir).expect("mkdir");
     let live = std::os::unix::net::UnixListener::bind(dir.join("php-fpm.sock")).expect("bind");
-    let renew = || {
-        let args = [
-            "--mount-only",
-            "--run-dir",
-            run.0.path().to_str().expect("utf-8"),
-            "busy.test",
-        ];
-        run_ok(&bin("fleet-renew").display().to_string(), &args)
-    };
+    let renew = || mount_only(&run, "busy.test");
     let said = renew();
     assert!(
         said.contains("in use") && said.contains("bound onto itself nosymfollow"),

@@ -495,6 +495,16 @@ mod tests {
     use crate::site::Site;
     use crate::waker::{Config, PeerCheck, run};
 
+    /// `cfg`'s sd_notify lines go to a socket in `dir`; its (non-blocking)
+    /// receiving end.
+    fn notify_into(cfg: &mut Config, dir: &Path) -> std::os::unix::net::UnixDatagram {
+        let path = dir.join("notify");
+        let rx = std::os::unix::net::UnixDatagram::bind(&path).expect("notify");
+        rx.set_nonblocking(true).expect("nonblocking");
+        cfg.notifier = Notifier::to(&crate::notify::NotifyAddr::Path(path)).expect("to");
+        rx
+    }
+
     #[test]
     fn connections_fit_the_descriptor_limit() {
         assert_eq!(connections_within(1024, 256), 256);
@@ -637,10 +647,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = config(dir.path(), "unix:///nonexistent/docker.sock");
         cfg.exit_idle_time = Some(Duration::from_millis(200));
-        let notify_path = dir.path().join("notify");
-        let notify_rx = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify");
-        notify_rx.set_nonblocking(true).expect("nonblocking");
-        cfg.notifier = Notifier::to(&crate::notify::NotifyAddr::Path(notify_path)).expect("to");
+        let notify_rx = notify_into(&mut cfg, dir.path());
         let upstream = UnixListener::bind(&cfg.upstream).expect("upstream");
         let listen_path = dir.path().join("waker.sock");
         let listener = UnixListener::bind(&listen_path).expect("listener");
@@ -712,10 +719,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = config(dir.path(), "unix:///nonexistent/docker.sock");
         cfg.connections_max = 2;
-        let notify_path = dir.path().join("notify");
-        let notify_rx = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify");
-        notify_rx.set_nonblocking(true).expect("nonblocking");
-        cfg.notifier = Notifier::to(&crate::notify::NotifyAddr::Path(notify_path)).expect("to");
+        let notify_rx = notify_into(&mut cfg, dir.path());
         let upstream = UnixListener::bind(&cfg.upstream).expect("upstream");
         let listen_path = dir.path().join("waker.sock");
         let listener = UnixListener::bind(&listen_path).expect("listener");
