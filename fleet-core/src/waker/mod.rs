@@ -12,7 +12,10 @@
 //! * **Refusal**: an upstream that fails a check gets no byte; the
 //!   connection counts as "not ready", so a wake follows, and the wake fails
 //!   at `start_timeout` naming the refusal, which is logged once, at most
-//!   one refusal line a minute (with a count of those left out).
+//!   one refusal line a minute (with a count of those left out). The
+//!   refused file is not connected to again, unless the refusal is only
+//!   that Docker could not tell the container's id: that is asked again
+//!   on the next attempt, each inquiry bounded by the wake's deadline.
 //! * **Wake**: the first connection that finds no php-fpm starts one wake
 //!   task; every connection arriving meanwhile joins it (a `watch` channel),
 //!   so there is one start call however many connections arrive. The wake
@@ -160,8 +163,9 @@ struct Shared {
     /// The upstream socket file and listener pid last checked and found to
     /// be the site's container's: connections to it are not checked again.
     verified: Mutex<Option<(FileId, i32)>>,
-    /// The upstream file last refused (not connected to again), and the
-    /// refusals logged (rate-limited, see `RefusalLog`).
+    /// The upstream file last refused (not connected to again; never for
+    /// a Docker that could not be asked), and the refusals logged
+    /// (rate-limited, see `RefusalLog`).
     refused: Mutex<Option<(FileId, Refusal)>>,
     logged: Mutex<RefusalLog>,
     /// The refusal seen by the latest attempt, for the wake's error.

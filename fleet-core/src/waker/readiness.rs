@@ -72,8 +72,9 @@ pub(super) enum Attempt {
 
 /// One connect to the upstream, with the checks of [`crate::upstream`].
 /// The connect is not awaited on the reactor: a unix `connect` completes
-/// (or fails with EAGAIN when the backlog is full) at once.
-pub(super) async fn attempt(shared: &Shared) -> Attempt {
+/// (or fails with EAGAIN when the backlog is full) at once. A Docker call
+/// of the listener check ends by `deadline` (the wake's).
+pub(super) async fn attempt(shared: &Shared, deadline: Instant) -> Attempt {
     let path = &shared.cfg.upstream;
     let outcome = {
         let refused = lock(&shared.refused);
@@ -87,8 +88,11 @@ pub(super) async fn attempt(shared: &Shared) -> Attempt {
         upstream::Outcome::Connected(c) => {
             let known = *lock(&shared.verified) == Some((c.file, c.pid));
             if !known {
-                if let Err(why) = shared.verify(&c).await {
-                    return shared.reject(Some(c.file), why, c.pid);
+                if let Err(why) = shared.verify(&c, deadline).await {
+                    // Docker not answering is no fact about this file: the
+                    // next attempt asks again.
+                    let file = (!why.is_temporary()).then_some(c.file);
+                    return shared.reject(file, why, c.pid);
                 }
                 *lock(&shared.verified) = Some((c.file, c.pid));
                 *lock(&shared.refused) = None;
@@ -125,6 +129,7 @@ pub(super) async fn attempt(shared: &Shared) -> Attempt {
 pub(super) async fn wait_ready(
     shared: &Shared,
     watch: &mut Option<DirWatch>,
+    deadline: Instant,
 ) -> Result<(), WakeFailure> {
     let mut step = Duration::from_micros(250);
     // A slow safety net for events we cannot see (the directory replaced).
@@ -134,7 +139,7 @@ pub(super) async fn wait_ready(
     let mut tries = 0u32;
     loop {
         tries += 1;
-        match attempt(shared).await {
+        match attempt(shared, deadline).await {
             Attempt::Ready(_) => {
                 tracing::debug!(
                     site = %shared.cfg.site,
@@ -260,7 +265,10 @@ impl Shared {
     /// Checks that the listener behind a new upstream socket file is the
     /// site's own php-fpm: not this waker (by its bound path), and, with
     /// [`PeerCheck::Cgroup`], a process whose cgroup names the container.
-    async fn verify(&self, c: &upstream::Connected) -> Result<(), Refusal> {
+    /// Asking Docker for the container's id ends by `deadline`, the wait
+    /// for another connection's inquiry included: it holds a lock every
+    /// new listener's check waits for.
+    async fn verify(&self, c: &upstream::Connected, deadline: Instant) -> Result<(), Refusal> {
         if let Some((_, own_path)) = &self.own
             && upstream::peer_path(&c.stream).as_deref() == Some(own_path.as_path())
         {
@@ -278,23 +286,35 @@ impl Shared {
                 error: e.to_string(),
             }
         })?;
-        let mut id = self.container_id.lock().await;
-        if let Some(known) = id.as_deref()
-            && upstream::cgroup_names_container(&cgroup, known)
-        {
-            return Ok(());
-        }
-        // Not known yet, or the container was re-created since: ask Docker.
-        let info = self
-            .cfg
-            .engine
-            .inspect(&self.cfg.container)
-            .await
-            .map_err(|e| Refusal::NoContainerId {
-                error: crate::exit::chain(&e),
-            })?;
-        let matches = upstream::cgroup_names_container(&cgroup, &info.id);
-        *id = Some(info.id);
+        let matches = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), async {
+            let mut id = self.container_id.lock().await;
+            if let Some(known) = id.as_deref()
+                && upstream::cgroup_names_container(&cgroup, known)
+            {
+                return Ok(true);
+            }
+            // Not known yet, or the container was re-created since: ask Docker.
+            let info = self
+                .cfg
+                .engine
+                .inspect(&self.cfg.container)
+                .await
+                .map_err(|e| Refusal::NoContainerId {
+                    error: crate::exit::chain(&e),
+                })?;
+            let matches = upstream::cgroup_names_container(&cgroup, &info.id);
+            *id = Some(info.id);
+            Ok(matches)
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(Refusal::NoContainerId {
+                error: format!(
+                    "Docker did not answer within the start timeout ({})",
+                    humantime::Duration::from(self.cfg.start_timeout)
+                ),
+            })
+        })?;
         if matches {
             Ok(())
         } else {

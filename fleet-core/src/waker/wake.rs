@@ -146,10 +146,11 @@ pub(super) type WakeOutcome = Option<Result<(), Arc<WakeFailure>>>;
 
 pub(super) async fn connect_or_wake(shared: &Arc<Shared>) -> Result<UnixStream, Arc<WakeFailure>> {
     let started = Instant::now();
+    let deadline = started + shared.cfg.start_timeout;
     let mut step = Duration::from_micros(500);
     let mut wakes = 0;
     loop {
-        match attempt(shared).await {
+        match attempt(shared, deadline).await {
             Attempt::Ready(s) => return Ok(s),
             Attempt::Asleep | Attempt::Rejected => {
                 // Bound the loop: a container that falls asleep again right
@@ -255,7 +256,9 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
     let result = match admitted {
         Ok(held) => {
             slot = held;
-            match tokio::time::timeout(cfg.start_timeout, wake(&shared, frozen, &mut slot)).await {
+            let deadline = Instant::now() + cfg.start_timeout;
+            let until = tokio::time::Instant::from_std(deadline);
+            match tokio::time::timeout_at(until, wake(&shared, frozen, &mut slot, deadline)).await {
                 Ok(r) => r,
                 Err(_) => Err(shared.timeout()),
             }
@@ -333,6 +336,7 @@ async fn wake(
     shared: &Shared,
     frozen: bool,
     slot: &mut Option<crate::admission::Slot>,
+    deadline: Instant,
 ) -> Result<&'static str, WakeFailure> {
     let cfg = &shared.cfg;
     // Watch before anything can happen, so no creation goes unseen.
@@ -352,7 +356,7 @@ async fn wake(
             _ => DirWatch::new(&cfg.upstream),
         }
     };
-    let r = wake_with(shared, &mut watch, frozen, slot).await;
+    let r = wake_with(shared, &mut watch, frozen, slot, deadline).await;
     *shared.dirwatch.lock().unwrap_or_else(|p| p.into_inner()) = watch;
     r
 }
@@ -362,10 +366,11 @@ async fn wake_with(
     watch: &mut Option<DirWatch>,
     frozen: bool,
     slot: &mut Option<crate::admission::Slot>,
+    deadline: Instant,
 ) -> Result<&'static str, WakeFailure> {
     let cfg = &shared.cfg;
     // Another wake may have just finished.
-    if let Attempt::Ready(_) = attempt(shared).await {
+    if let Attempt::Ready(_) = attempt(shared, deadline).await {
         return Ok("was ready");
     }
     let since = SystemTime::now();
@@ -399,7 +404,7 @@ async fn wake_with(
         put_back(cfg);
     }
     let death = tokio::select! {
-        r = wait_ready(shared, watch) => return r.map(|()| action.as_str()),
+        r = wait_ready(shared, watch, deadline) => return r.map(|()| action.as_str()),
         e = watch_death_later(cfg, since) => e,
     };
     // Seen "running" while it was in fact dying (php-fpm's master had just
@@ -433,7 +438,7 @@ async fn wake_with(
     let_go(cfg, slot, r.as_ref().ok().copied());
     let action = r.map_err(docker)?;
     tokio::select! {
-        r = wait_ready(shared, watch) => r.map(|()| action.as_str()),
+        r = wait_ready(shared, watch, deadline) => r.map(|()| action.as_str()),
         e = watch_death_later(cfg, since) => Err(docker(e)),
     }
 }
