@@ -21,7 +21,8 @@
 //!   so there is one start call however many connections arrive. The wake
 //!   starts the container (unpauses it when php-fpm was found frozen, and
 //!   inspects only when Docker refuses the start), and waits for php-fpm:
-//!   inotify on the runtime directory for the socket's creation, confirmed
+//!   inotify on the runtime directory (an instance for this wake only)
+//!   for the socket's creation, confirmed
 //!   by a real connect, retries backing off in steps of at most 5 ms, and a
 //!   Docker `die` event (subscribed 25 ms in) failing the wake at once.
 //!   All of it is bounded by
@@ -67,7 +68,7 @@ use crate::site::Site;
 use crate::upstream::{FileId, Refusal};
 
 use freezer::OpenFreezer;
-use readiness::{DirWatch, RefusalLog};
+use readiness::RefusalLog;
 use server::LiveActivity;
 use wake::WakeOutcome;
 
@@ -155,8 +156,6 @@ struct Shared {
     /// The last failed attempt found php-fpm frozen: the wake can unpause
     /// without inspecting first.
     saw_frozen: std::sync::atomic::AtomicBool,
-    /// inotify on the upstream's directory, kept between wakes.
-    dirwatch: Mutex<Option<DirWatch>>,
     /// The waker's own listening socket: its file and bound path, never an
     /// upstream.
     own: Option<(FileId, PathBuf)>,
@@ -209,7 +208,6 @@ pub async fn run(
         activity,
         freezer: Mutex::new(None),
         saw_frozen: std::sync::atomic::AtomicBool::new(false),
-        dirwatch: Mutex::new(None),
         own,
         verified: Mutex::new(None),
         refused: Mutex::new(None),

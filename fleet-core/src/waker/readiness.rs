@@ -179,10 +179,10 @@ pub(super) async fn wait_ready(
     }
 }
 
-/// inotify on the upstream's directory, reporting events for its file name
-/// (through the `inotify` crate's tokio stream: no unsafe of our own).
+/// inotify on the upstream's directory, reporting events for its file name;
+/// made for one wake's wait and closed after it ([`crate::fswatch`]).
 pub(super) struct DirWatch {
-    events: inotify::EventStream<[u8; 1024]>,
+    events: crate::fswatch::Watch,
     name: std::ffi::OsString,
 }
 
@@ -191,54 +191,20 @@ impl DirWatch {
         use inotify::WatchMask;
         let dir = upstream.parent()?;
         let name = upstream.file_name()?.to_owned();
-        let r = (|| -> io::Result<Self> {
-            let ino = inotify::Inotify::init()?;
-            ino.watches().add(
-                dir,
-                WatchMask::CREATE
-                    | WatchMask::MOVED_TO
-                    | WatchMask::ATTRIB
-                    | WatchMask::DELETE_SELF
-                    | WatchMask::MOVE_SELF,
-            )?;
-            Ok(DirWatch {
-                events: ino.into_event_stream([0u8; 1024])?,
-                name: name.clone(),
-            })
-        })();
-        match r {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::debug!(dir = %dir.display(), error = %e, "no inotify; polling for php-fpm");
-                None
-            }
-        }
-    }
-
-    /// Discards queued events (from before this wake). An error (the
-    /// directory's watch is gone) means: make a new one.
-    pub(super) fn drain(&mut self) -> io::Result<()> {
-        use futures_util::{FutureExt, StreamExt};
-        use inotify::EventMask;
-        loop {
-            match self.events.next().now_or_never() {
-                None => return Ok(()),
-                Some(None) => return Err(io::Error::other("inotify stream ended")),
-                Some(Some(Err(e))) => return Err(e),
-                Some(Some(Ok(e))) => {
-                    if e.mask
-                        .intersects(EventMask::IGNORED | EventMask::Q_OVERFLOW)
-                    {
-                        return Err(io::Error::other("inotify watch gone"));
-                    }
-                }
-            }
-        }
+        let events = crate::fswatch::Watch::new(
+            dir,
+            WatchMask::CREATE
+                | WatchMask::MOVED_TO
+                | WatchMask::ATTRIB
+                | WatchMask::DELETE_SELF
+                | WatchMask::MOVE_SELF,
+            "php-fpm's socket",
+        )?;
+        Some(DirWatch { events, name })
     }
 
     /// Resolves on the next event about the socket (or the directory itself).
     async fn changed(&mut self) -> io::Result<()> {
-        use futures_util::StreamExt;
         use inotify::EventMask;
         loop {
             match self.events.next().await {

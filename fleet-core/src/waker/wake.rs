@@ -339,25 +339,12 @@ async fn wake(
     deadline: Instant,
 ) -> Result<&'static str, WakeFailure> {
     let cfg = &shared.cfg;
-    // Watch before anything can happen, so no creation goes unseen.
-    // One inotify instance for the waker's life: closing one waits for an
-    // SRCU grace period in the kernel (measured 12 ms here), which would
-    // stall this thread right when the held connections should proceed.
-    let mut watch = {
-        let kept = lock(&shared.dirwatch).take();
-        match kept {
-            Some(mut w) => {
-                if w.drain().is_ok() {
-                    Some(w)
-                } else {
-                    DirWatch::new(&cfg.upstream)
-                }
-            }
-            _ => DirWatch::new(&cfg.upstream),
-        }
-    };
+    // Watch before anything can happen, so no creation goes unseen. The
+    // instance lives for this wake only (a warm waker holds none) and is
+    // closed off this thread when dropped, the wake's timeout included.
+    let mut watch = DirWatch::new(&cfg.upstream);
     let r = wake_with(shared, &mut watch, frozen, slot, deadline).await;
-    *shared.dirwatch.lock().unwrap_or_else(|p| p.into_inner()) = watch;
+    drop(watch);
     r
 }
 
