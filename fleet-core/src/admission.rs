@@ -439,21 +439,17 @@ fn alive(path: &Path) -> bool {
 }
 
 /// inotify on the slot directory: a slot file closed after writing is a
-/// waker letting go of its slot.
-struct SlotWatch(inotify::EventStream<[u8; 1024]>);
+/// waker letting go of its slot. Held only while queued.
+struct SlotWatch(crate::fswatch::Watch);
 
 impl SlotWatch {
     fn new(dir: &Path) -> Option<SlotWatch> {
-        let ino = inotify::Inotify::init().ok()?;
-        ino.watches()
-            .add(dir, inotify::WatchMask::CLOSE_WRITE)
-            .ok()?;
-        ino.into_event_stream([0u8; 1024]).ok().map(SlotWatch)
+        crate::fswatch::Watch::new(dir, inotify::WatchMask::CLOSE_WRITE, "a free wake slot")
+            .map(SlotWatch)
     }
 
     /// Until a slot is let go, or `max`.
     async fn wait(&mut self, max: Duration) {
-        use futures_util::StreamExt;
         let _ = tokio::time::timeout(max, self.0.next()).await;
     }
 }

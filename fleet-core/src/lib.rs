@@ -12,6 +12,7 @@ pub mod drain;
 pub mod exit;
 pub mod fastcgi;
 pub mod fpm_status;
+pub mod fswatch;
 pub mod heal;
 pub mod listen;
 pub mod logging;

@@ -108,8 +108,19 @@ pub enum Refusal {
     PeerInvisible,
     /// The listening process's cgroup could not be read.
     PeerUnreadable { pid: i32, error: String },
-    /// Docker could not say which container is the site's.
+    /// Docker could not say which container is the site's (unreachable,
+    /// an error, or no answer in time).
     NoContainerId { error: String },
+}
+
+impl Refusal {
+    /// True for a refusal that says nothing about the file or its listener
+    /// (Docker could not be asked): it must not be remembered against the
+    /// socket file, or a short Docker outage would refuse a healthy php-fpm
+    /// until the waker exits.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, Refusal::NoContainerId { .. })
+    }
 }
 
 impl fmt::Display for Refusal {

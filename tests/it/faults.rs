@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::support::assert::says_hello;
+use crate::support::assert::{fpm_says_hello, says_hello};
 use crate::support::docker_proxy::{DockerProxy, Mode};
 use crate::support::reaper::{self, ReaperExt as _, RunExt as _};
 use crate::support::wake::{
@@ -44,6 +44,69 @@ fn docker_dead_then_back() {
     says_hello(&site, "after Docker is back", || w.logs());
     assert_eq!(proxy.starts(), 1);
     support::note!("dead Docker: held connections closed after {times:?}; recovered");
+}
+
+/// A warm site whose new waker cannot reach Docker (dockerd restarting with
+/// live-restore: php-fpm keeps running): the check of php-fpm's listener
+/// cannot learn the container's id, so those connections are closed. That
+/// is not held against php-fpm's socket file: once Docker answers again the
+/// same waker serves at once, with no start.
+#[test]
+fn docker_dead_at_listener_check_then_back() {
+    require!(Docker, PhpFpm);
+    let site = TestSite::started(SiteOptions::default());
+    let sock = site.temp_dir().join("docker.sock");
+    let host = format!("unix://{}", sock.display());
+    let mut w = listening_with(&site, START_TIMEOUT, &[("DOCKER_HOST", host)]);
+    let times = held_closed_within(&site, &mut w, 3, CLOSED_WITHIN);
+    has_logged(&w, "Docker cannot tell the container's id");
+    fpm_says_hello(&site, "php-fpm itself, while Docker is away");
+    let proxy = DockerProxy::start(&sock, Mode::Forward, Duration::ZERO);
+    let t = Instant::now();
+    says_hello(&site, "the same waker, after Docker is back", || w.logs());
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "served after {took:?}\n{}",
+        w.logs()
+    );
+    assert_eq!(proxy.starts(), 0, "{}", w.logs());
+    assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
+    support::note!(
+        "Docker away at the listener check: closed after {times:?}; served {took:?} after it came back"
+    );
+}
+
+/// The same with a Docker that accepts and never answers: the inspect of
+/// the listener check is bounded by the start timeout (not the client's
+/// two minutes, while every other connection waits for it), and the waker
+/// serves once Docker answers.
+#[test]
+fn docker_hangs_at_listener_check_then_answers() {
+    require!(Docker, PhpFpm);
+    let site = TestSite::started(SiteOptions::default());
+    let sock = site.temp_dir().join("docker.sock");
+    let proxy = DockerProxy::start(&sock, Mode::Hang, Duration::ZERO);
+    let host = format!("unix://{}", sock.display());
+    let mut w = listening_with(&site, START_TIMEOUT, &[("DOCKER_HOST", host)]);
+    let times = held_closed_within(&site, &mut w, 3, CLOSED_WITHIN);
+    assert!(
+        proxy.held() >= 1,
+        "the waker never asked the hanging engine"
+    );
+    proxy.set_mode(Mode::Forward);
+    let t = Instant::now();
+    says_hello(&site, "after the engine answers again", || w.logs());
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "served after {took:?}\n{}",
+        w.logs()
+    );
+    assert_eq!(proxy.starts(), 0, "{}", w.logs());
+    support::note!(
+        "hanging Docker at the listener check: closed after {times:?}; served {took:?} after"
+    );
 }
 
 /// Docker accepts but never answers: held connections are closed by the

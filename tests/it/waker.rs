@@ -422,3 +422,38 @@ fn usage_errors_exit_64() {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
 }
+
+/// inotify descriptors the process `pid` holds.
+fn inotify_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| {
+        dir.filter_map(Result::ok)
+            .filter(|e| {
+                std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:inotify")
+            })
+            .count()
+    })
+}
+
+/// A woken waker holds no inotify instance: they count per uid (root's
+/// `fs.inotify.max_user_instances`, 128 by default, shared with PID 1,
+/// journald and containerd), so one kept per awake waker would use them up
+/// on a host of 300 sites. The wake waited with inotify (no fallback to
+/// polling was logged) and closed it once php-fpm accepted.
+#[test]
+fn a_woken_waker_holds_no_inotify_instance() {
+    require!(Docker, PhpFpm);
+    let site = stopped_site(SiteOptions::default());
+    let mut w = listening_site(&site, &[]);
+    says_hello(&site, "the request that wakes the site", || w.logs());
+    has_logged(&w, "php-fpm accepts");
+    says_hello(&site, "a warm request", || w.logs());
+    // Closed on a blocking-pool thread, just after the wake.
+    assert!(
+        wait_until(Duration::from_secs(2), || inotify_fds(w.pid()) == 0),
+        "the awake waker still holds {} inotify instance(s)\n{}",
+        inotify_fds(w.pid()),
+        w.logs()
+    );
+    assert!(!w.logs().contains("no inotify"), "{}", w.logs());
+    assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
+}

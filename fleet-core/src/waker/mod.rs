@@ -12,13 +12,17 @@
 //! * **Refusal**: an upstream that fails a check gets no byte; the
 //!   connection counts as "not ready", so a wake follows, and the wake fails
 //!   at `start_timeout` naming the refusal, which is logged once, at most
-//!   one refusal line a minute (with a count of those left out).
+//!   one refusal line a minute (with a count of those left out). The
+//!   refused file is not connected to again, unless the refusal is only
+//!   that Docker could not tell the container's id: that is asked again
+//!   on the next attempt, each inquiry bounded by the wake's deadline.
 //! * **Wake**: the first connection that finds no php-fpm starts one wake
 //!   task; every connection arriving meanwhile joins it (a `watch` channel),
 //!   so there is one start call however many connections arrive. The wake
 //!   starts the container (unpauses it when php-fpm was found frozen, and
 //!   inspects only when Docker refuses the start), and waits for php-fpm:
-//!   inotify on the runtime directory for the socket's creation, confirmed
+//!   inotify on the runtime directory (an instance for this wake only)
+//!   for the socket's creation, confirmed
 //!   by a real connect, retries backing off in steps of at most 5 ms, and a
 //!   Docker `die` event (subscribed 25 ms in) failing the wake at once.
 //!   All of it is bounded by
@@ -64,7 +68,7 @@ use crate::site::Site;
 use crate::upstream::{FileId, Refusal};
 
 use freezer::OpenFreezer;
-use readiness::{DirWatch, RefusalLog};
+use readiness::RefusalLog;
 use server::LiveActivity;
 use wake::WakeOutcome;
 
@@ -154,16 +158,15 @@ struct Shared {
     /// The last failed attempt found php-fpm frozen: the wake can unpause
     /// without inspecting first.
     saw_frozen: std::sync::atomic::AtomicBool,
-    /// inotify on the upstream's directory, kept between wakes.
-    dirwatch: Mutex<Option<DirWatch>>,
     /// The waker's own listening socket: its file and bound path, never an
     /// upstream.
     own: Option<(FileId, PathBuf)>,
     /// The upstream socket file and listener pid last checked and found to
     /// be the site's container's: connections to it are not checked again.
     verified: Mutex<Option<(FileId, i32)>>,
-    /// The upstream file last refused (not connected to again), and the
-    /// refusals logged (rate-limited, see `RefusalLog`).
+    /// The upstream file last refused (not connected to again; never for
+    /// a Docker that could not be asked), and the refusals logged
+    /// (rate-limited, see `RefusalLog`).
     refused: Mutex<Option<(FileId, Refusal)>>,
     logged: Mutex<RefusalLog>,
     /// The refusal seen by the latest attempt, for the wake's error.
@@ -207,7 +210,6 @@ pub async fn run(
         activity,
         freezer: Mutex::new(None),
         saw_frozen: std::sync::atomic::AtomicBool::new(false),
-        dirwatch: Mutex::new(None),
         own,
         verified: Mutex::new(None),
         refused: Mutex::new(None),

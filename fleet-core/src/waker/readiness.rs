@@ -72,8 +72,9 @@ pub(super) enum Attempt {
 
 /// One connect to the upstream, with the checks of [`crate::upstream`].
 /// The connect is not awaited on the reactor: a unix `connect` completes
-/// (or fails with EAGAIN when the backlog is full) at once.
-pub(super) async fn attempt(shared: &Shared) -> Attempt {
+/// (or fails with EAGAIN when the backlog is full) at once. A Docker call
+/// of the listener check ends by `deadline` (the wake's).
+pub(super) async fn attempt(shared: &Shared, deadline: Instant) -> Attempt {
     let path = &shared.cfg.upstream;
     let outcome = {
         let refused = lock(&shared.refused);
@@ -87,8 +88,11 @@ pub(super) async fn attempt(shared: &Shared) -> Attempt {
         upstream::Outcome::Connected(c) => {
             let known = *lock(&shared.verified) == Some((c.file, c.pid));
             if !known {
-                if let Err(why) = shared.verify(&c).await {
-                    return shared.reject(Some(c.file), why, c.pid);
+                if let Err(why) = shared.verify(&c, deadline).await {
+                    // Docker not answering is no fact about this file: the
+                    // next attempt asks again.
+                    let file = (!why.is_temporary()).then_some(c.file);
+                    return shared.reject(file, why, c.pid);
                 }
                 *lock(&shared.verified) = Some((c.file, c.pid));
                 *lock(&shared.refused) = None;
@@ -125,6 +129,7 @@ pub(super) async fn attempt(shared: &Shared) -> Attempt {
 pub(super) async fn wait_ready(
     shared: &Shared,
     watch: &mut Option<DirWatch>,
+    deadline: Instant,
 ) -> Result<(), WakeFailure> {
     let mut step = Duration::from_micros(250);
     // A slow safety net for events we cannot see (the directory replaced).
@@ -134,7 +139,7 @@ pub(super) async fn wait_ready(
     let mut tries = 0u32;
     loop {
         tries += 1;
-        match attempt(shared).await {
+        match attempt(shared, deadline).await {
             Attempt::Ready(_) => {
                 tracing::debug!(
                     site = %shared.cfg.site,
@@ -174,10 +179,10 @@ pub(super) async fn wait_ready(
     }
 }
 
-/// inotify on the upstream's directory, reporting events for its file name
-/// (through the `inotify` crate's tokio stream: no unsafe of our own).
+/// inotify on the upstream's directory, reporting events for its file name;
+/// made for one wake's wait and closed after it ([`crate::fswatch`]).
 pub(super) struct DirWatch {
-    events: inotify::EventStream<[u8; 1024]>,
+    events: crate::fswatch::Watch,
     name: std::ffi::OsString,
 }
 
@@ -186,54 +191,20 @@ impl DirWatch {
         use inotify::WatchMask;
         let dir = upstream.parent()?;
         let name = upstream.file_name()?.to_owned();
-        let r = (|| -> io::Result<Self> {
-            let ino = inotify::Inotify::init()?;
-            ino.watches().add(
-                dir,
-                WatchMask::CREATE
-                    | WatchMask::MOVED_TO
-                    | WatchMask::ATTRIB
-                    | WatchMask::DELETE_SELF
-                    | WatchMask::MOVE_SELF,
-            )?;
-            Ok(DirWatch {
-                events: ino.into_event_stream([0u8; 1024])?,
-                name: name.clone(),
-            })
-        })();
-        match r {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::debug!(dir = %dir.display(), error = %e, "no inotify; polling for php-fpm");
-                None
-            }
-        }
-    }
-
-    /// Discards queued events (from before this wake). An error (the
-    /// directory's watch is gone) means: make a new one.
-    pub(super) fn drain(&mut self) -> io::Result<()> {
-        use futures_util::{FutureExt, StreamExt};
-        use inotify::EventMask;
-        loop {
-            match self.events.next().now_or_never() {
-                None => return Ok(()),
-                Some(None) => return Err(io::Error::other("inotify stream ended")),
-                Some(Some(Err(e))) => return Err(e),
-                Some(Some(Ok(e))) => {
-                    if e.mask
-                        .intersects(EventMask::IGNORED | EventMask::Q_OVERFLOW)
-                    {
-                        return Err(io::Error::other("inotify watch gone"));
-                    }
-                }
-            }
-        }
+        let events = crate::fswatch::Watch::new(
+            dir,
+            WatchMask::CREATE
+                | WatchMask::MOVED_TO
+                | WatchMask::ATTRIB
+                | WatchMask::DELETE_SELF
+                | WatchMask::MOVE_SELF,
+            "php-fpm's socket",
+        )?;
+        Some(DirWatch { events, name })
     }
 
     /// Resolves on the next event about the socket (or the directory itself).
     async fn changed(&mut self) -> io::Result<()> {
-        use futures_util::StreamExt;
         use inotify::EventMask;
         loop {
             match self.events.next().await {
@@ -260,7 +231,10 @@ impl Shared {
     /// Checks that the listener behind a new upstream socket file is the
     /// site's own php-fpm: not this waker (by its bound path), and, with
     /// [`PeerCheck::Cgroup`], a process whose cgroup names the container.
-    async fn verify(&self, c: &upstream::Connected) -> Result<(), Refusal> {
+    /// Asking Docker for the container's id ends by `deadline`, the wait
+    /// for another connection's inquiry included: it holds a lock every
+    /// new listener's check waits for.
+    async fn verify(&self, c: &upstream::Connected, deadline: Instant) -> Result<(), Refusal> {
         if let Some((_, own_path)) = &self.own
             && upstream::peer_path(&c.stream).as_deref() == Some(own_path.as_path())
         {
@@ -278,23 +252,35 @@ impl Shared {
                 error: e.to_string(),
             }
         })?;
-        let mut id = self.container_id.lock().await;
-        if let Some(known) = id.as_deref()
-            && upstream::cgroup_names_container(&cgroup, known)
-        {
-            return Ok(());
-        }
-        // Not known yet, or the container was re-created since: ask Docker.
-        let info = self
-            .cfg
-            .engine
-            .inspect(&self.cfg.container)
-            .await
-            .map_err(|e| Refusal::NoContainerId {
-                error: crate::exit::chain(&e),
-            })?;
-        let matches = upstream::cgroup_names_container(&cgroup, &info.id);
-        *id = Some(info.id);
+        let matches = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), async {
+            let mut id = self.container_id.lock().await;
+            if let Some(known) = id.as_deref()
+                && upstream::cgroup_names_container(&cgroup, known)
+            {
+                return Ok(true);
+            }
+            // Not known yet, or the container was re-created since: ask Docker.
+            let info = self
+                .cfg
+                .engine
+                .inspect(&self.cfg.container)
+                .await
+                .map_err(|e| Refusal::NoContainerId {
+                    error: crate::exit::chain(&e),
+                })?;
+            let matches = upstream::cgroup_names_container(&cgroup, &info.id);
+            *id = Some(info.id);
+            Ok(matches)
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(Refusal::NoContainerId {
+                error: format!(
+                    "Docker did not answer within the start timeout ({})",
+                    humantime::Duration::from(self.cfg.start_timeout)
+                ),
+            })
+        })?;
         if matches {
             Ok(())
         } else {

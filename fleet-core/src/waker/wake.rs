@@ -146,10 +146,11 @@ pub(super) type WakeOutcome = Option<Result<(), Arc<WakeFailure>>>;
 
 pub(super) async fn connect_or_wake(shared: &Arc<Shared>) -> Result<UnixStream, Arc<WakeFailure>> {
     let started = Instant::now();
+    let deadline = started + shared.cfg.start_timeout;
     let mut step = Duration::from_micros(500);
     let mut wakes = 0;
     loop {
-        match attempt(shared).await {
+        match attempt(shared, deadline).await {
             Attempt::Ready(s) => return Ok(s),
             Attempt::Asleep | Attempt::Rejected => {
                 // Bound the loop: a container that falls asleep again right
@@ -256,7 +257,9 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
     let result = match admitted {
         Ok(held) => {
             slot = held;
-            match tokio::time::timeout(cfg.start_timeout, wake(&shared, frozen, &mut slot)).await {
+            let deadline = Instant::now() + cfg.start_timeout;
+            let until = tokio::time::Instant::from_std(deadline);
+            match tokio::time::timeout_at(until, wake(&shared, frozen, &mut slot, deadline)).await {
                 Ok(r) => r,
                 Err(_) => Err(shared.timeout()),
             }
@@ -336,27 +339,15 @@ async fn wake(
     shared: &Shared,
     frozen: bool,
     slot: &mut Option<crate::admission::Slot>,
+    deadline: Instant,
 ) -> Result<&'static str, WakeFailure> {
     let cfg = &shared.cfg;
-    // Watch before anything can happen, so no creation goes unseen.
-    // One inotify instance for the waker's life: closing one waits for an
-    // SRCU grace period in the kernel (measured 12 ms here), which would
-    // stall this thread right when the held connections should proceed.
-    let mut watch = {
-        let kept = lock(&shared.dirwatch).take();
-        match kept {
-            Some(mut w) => {
-                if w.drain().is_ok() {
-                    Some(w)
-                } else {
-                    DirWatch::new(&cfg.upstream)
-                }
-            }
-            _ => DirWatch::new(&cfg.upstream),
-        }
-    };
-    let r = wake_with(shared, &mut watch, frozen, slot).await;
-    *shared.dirwatch.lock().unwrap_or_else(|p| p.into_inner()) = watch;
+    // Watch before anything can happen, so no creation goes unseen. The
+    // instance lives for this wake only (a warm waker holds none) and is
+    // closed off this thread when dropped, the wake's timeout included.
+    let mut watch = DirWatch::new(&cfg.upstream);
+    let r = wake_with(shared, &mut watch, frozen, slot, deadline).await;
+    drop(watch);
     r
 }
 
@@ -365,10 +356,11 @@ async fn wake_with(
     watch: &mut Option<DirWatch>,
     frozen: bool,
     slot: &mut Option<crate::admission::Slot>,
+    deadline: Instant,
 ) -> Result<&'static str, WakeFailure> {
     let cfg = &shared.cfg;
     // Another wake may have just finished.
-    if let Attempt::Ready(_) = attempt(shared).await {
+    if let Attempt::Ready(_) = attempt(shared, deadline).await {
         return Ok("was ready");
     }
     let since = SystemTime::now();
@@ -404,7 +396,7 @@ async fn wake_with(
         put_back(cfg);
     }
     let death = tokio::select! {
-        r = ready_in_slot(shared, watch, slot, action) => return r.map(|()| action.as_str()),
+        r = ready_in_slot(shared, watch, deadline, slot, action) => return r.map(|()| action.as_str()),
         e = watch_death_later(cfg, since) => e,
     };
     // Seen "running" while it was in fact dying (php-fpm's master had just
@@ -440,7 +432,7 @@ async fn wake_with(
     }
     let action = r.map_err(docker)?;
     tokio::select! {
-        r = ready_in_slot(shared, watch, slot, action) => r.map(|()| action.as_str()),
+        r = ready_in_slot(shared, watch, deadline, slot, action) => r.map(|()| action.as_str()),
         e = watch_death_later(cfg, since) => Err(docker(e)),
     }
 }
@@ -455,14 +447,15 @@ async fn wake_with(
 async fn ready_in_slot(
     shared: &Shared,
     watch: &mut Option<DirWatch>,
+    deadline: Instant,
     slot: &mut Option<crate::admission::Slot>,
     action: WakeAction,
 ) -> Result<(), WakeFailure> {
     let cfg = &shared.cfg;
     if slot.is_none() {
-        return wait_ready(shared, watch).await;
+        return wait_ready(shared, watch, deadline).await;
     }
-    let ready = wait_ready(shared, watch);
+    let ready = wait_ready(shared, watch, deadline);
     tokio::pin!(ready);
     tokio::select! {
         r = &mut ready => {
