@@ -72,9 +72,7 @@ fn thirty_sites_never_more_than_three_starting() {
 /// accepts where the waker looks (its socket moved aside, as a tenant can
 /// do) keeps waking, and each wake waits for php-fpm until its start
 /// timeout: it holds the host's one slot for `--slot-hold-max` at most (2 s
-/// here), so a stopped site wakes soon after; and its failed wake records
-/// no duration in the slot file (that would make the queue look slow to
-/// everyone).
+/// here), so a stopped site wakes soon after.
 #[test]
 fn a_running_site_whose_php_fpm_never_accepts_holds_its_wake_slot_briefly() {
     require!(Docker, PhpFpm);
@@ -108,12 +106,6 @@ fn a_running_site_whose_php_fpm_never_accepts_holds_its_wake_slot_briefly() {
     let got = held.join().expect("thread");
     assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
     assert!(ws.logs().contains("did not accept"), "{}", ws.logs());
-    let recorded = std::fs::read_to_string(shared.path().join("wake-slots/0")).expect("slot file");
-    let ms: u64 = recorded.trim().parse().expect("a recorded duration");
-    assert!(
-        ms < 8000,
-        "the slot file records {ms} ms, the stuck site's failed wait"
-    );
     note!("K = 1, a running site whose php-fpm never accepts: a stopped site woke in {took:?}");
 }
 

@@ -65,8 +65,11 @@ pub(super) enum Attempt {
     Asleep,
     /// The backlog is full (EAGAIN): php-fpm is there but busy.
     Busy,
-    /// Something that must not be connected to is there (no byte sent).
-    Rejected,
+    /// Something that must not be connected to is there (no byte sent);
+    /// `temporary`: or it could not be checked (Docker did not answer).
+    Rejected {
+        temporary: bool,
+    },
     Failed(io::Error),
 }
 
@@ -135,6 +138,10 @@ pub(super) async fn wait_ready(
     // A slow safety net for events we cannot see (the directory replaced).
     const SLOW: Duration = Duration::from_millis(100);
     let mut fast = watch.is_none();
+    // While Docker cannot tell whose listener it is, it is asked again at
+    // this pace, not at the connect retries' (every few ms, each also an
+    // empty connection in php-fpm's backlog).
+    let mut unchecked = Duration::from_millis(100);
     let t0 = Instant::now();
     let mut tries = 0u32;
     loop {
@@ -156,7 +163,13 @@ pub(super) async fn wait_ready(
                 });
             }
             Attempt::Busy => fast = true,
-            Attempt::Asleep | Attempt::Rejected => {}
+            Attempt::Rejected { temporary: true } => {
+                // The wake's own timeout ends this wait at its deadline.
+                tokio::time::sleep(unchecked).await;
+                unchecked = (unchecked * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            Attempt::Asleep | Attempt::Rejected { temporary: false } => {}
         }
         let wait = if fast { step } else { SLOW };
         match watch.as_mut() {
@@ -311,8 +324,9 @@ impl Shared {
                 "refusing php-fpm's socket; no byte relayed"
             );
         }
+        let temporary = why.is_temporary();
         *lock(&self.last_refusal) = Some(why);
-        Attempt::Rejected
+        Attempt::Rejected { temporary }
     }
 }
 

@@ -152,7 +152,7 @@ pub(super) async fn connect_or_wake(shared: &Arc<Shared>) -> Result<UnixStream, 
     loop {
         match attempt(shared, deadline).await {
             Attempt::Ready(s) => return Ok(s),
-            Attempt::Asleep | Attempt::Rejected => {
+            Attempt::Asleep | Attempt::Rejected { .. } => {
                 // Bound the loop: a container that falls asleep again right
                 // after each wake (stopped behind our back) gets a few tries.
                 if wakes >= 3 || started.elapsed() > shared.cfg.start_timeout {
@@ -392,9 +392,10 @@ async fn wake_with(
         }
     };
     tracing::debug!(site = %cfg.site, container = %cfg.container, action = action.as_str(), "container");
-    if !matches!(action, WakeAction::Started) {
-        put_back(cfg);
-    }
+    // Whatever Docker did: bollard reports a running container's start (304)
+    // as a start, and a socket the reaper left aside before it was
+    // interrupted must still go back.
+    put_back(cfg);
     let death = tokio::select! {
         r = ready_in_slot(shared, watch, deadline, slot, action) => return r.map(|()| action.as_str()),
         e = watch_death_later(cfg, since) => e,
@@ -439,11 +440,11 @@ async fn wake_with(
 
 /// Waits until php-fpm accepts, holding the wake slot (if any) meanwhile:
 /// a start's boot (entrypoint, php-fpm and its workers) is the load the
-/// slots keep to K at once. The slot is let go when php-fpm accepts, which
-/// records how long it was held (the queue's estimate), or after
-/// `slot_hold_max` with nothing recorded: a container that runs but whose
-/// php-fpm never accepts where the waker looks keeps no other site's start
-/// waiting long, and its failure does not make the queue look slow.
+/// slots keep to K at once. The slot is let go when php-fpm accepts or
+/// `slot_hold_max` after admission, whichever comes first, and how long it
+/// was held is recorded (the queue's estimate: what a waiter waits for): a
+/// container that runs but whose php-fpm never accepts where the waker
+/// looks keeps no other site's start waiting longer than that.
 async fn ready_in_slot(
     shared: &Shared,
     watch: &mut Option<DirWatch>,
@@ -455,6 +456,10 @@ async fn ready_in_slot(
     if slot.is_none() {
         return wait_ready(shared, watch, deadline).await;
     }
+    // From admission: a second start (a death under the wake) gets no more.
+    let left = slot.as_ref().map_or(Duration::ZERO, |s| {
+        cfg.slot_hold_max.saturating_sub(s.held())
+    });
     let ready = wait_ready(shared, watch, deadline);
     tokio::pin!(ready);
     tokio::select! {
@@ -462,8 +467,9 @@ async fn ready_in_slot(
             let_go(cfg, slot, r.is_ok().then_some(action));
             r
         }
-        () = tokio::time::sleep(cfg.slot_hold_max) => {
-            let_go(cfg, slot, None);
+        // Recorded: the queue waits that long for this slot.
+        () = tokio::time::sleep(left) => {
+            let_go(cfg, slot, Some(action));
             ready.await
         }
     }
@@ -496,8 +502,8 @@ fn paused_aside(cfg: &Config) -> bool {
     upstream::probe(&crate::drain::aside_path(&cfg.upstream)) == upstream::Liveness::Listening
 }
 
-/// After an unpause (or finding the container running): php-fpm's socket
-/// goes back to its path if the reaper left it aside ([`crate::drain`]).
+/// After the container was made to run: php-fpm's socket goes back to its
+/// path if the reaper left it aside and it still listens ([`crate::drain`]).
 fn put_back(cfg: &Config) {
     match crate::drain::restore(&cfg.upstream) {
         Ok(crate::drain::Restored::Nothing) => {}
