@@ -341,11 +341,10 @@ async fn wake(
     slot: &mut Option<crate::admission::Slot>,
     deadline: Instant,
 ) -> Result<&'static str, WakeFailure> {
-    let cfg = &shared.cfg;
-    // Watch before anything can happen, so no creation goes unseen. The
-    // instance lives for this wake only (a warm waker holds none) and is
-    // closed off this thread when dropped, the wake's timeout included.
-    let mut watch = DirWatch::new(&cfg.upstream);
+    // Made by `wake_with` for a start only. The instance lives for this
+    // wake only (a warm waker holds none) and is closed off this thread
+    // when dropped, the wake's timeout included.
+    let mut watch = None;
     let r = wake_with(shared, &mut watch, frozen, slot, deadline).await;
     drop(watch);
     r
@@ -396,6 +395,13 @@ async fn wake_with(
     // as a start, and a socket the reaper left aside before it was
     // interrupted must still go back.
     put_back(cfg);
+    // A start waits for php-fpm to bind: watched, not polled. Nothing is
+    // missed by watching only now, since the wait's first step is a
+    // connect. An unpause is ready at once and takes no inotify instance
+    // (they count per uid: a storm of 300 unpauses would use up root's).
+    if action == WakeAction::Started {
+        *watch = DirWatch::new(&cfg.upstream);
+    }
     let death = tokio::select! {
         r = ready_in_slot(shared, watch, deadline, slot, action) => return r.map(|()| action.as_str()),
         e = watch_death_later(cfg, since) => e,
@@ -432,6 +438,9 @@ async fn wake_with(
         let_go(cfg, slot, None);
     }
     let action = r.map_err(docker)?;
+    if watch.is_none() {
+        *watch = DirWatch::new(&cfg.upstream);
+    }
     tokio::select! {
         r = ready_in_slot(shared, watch, deadline, slot, action) => r.map(|()| action.as_str()),
         e = watch_death_later(cfg, since) => Err(docker(e)),
