@@ -46,6 +46,21 @@ fn docker_dead_then_back() {
     support::note!("dead Docker: held connections closed after {times:?}; recovered");
 }
 
+/// A request through `w` is served within 2 s, and no start reached
+/// Docker through `proxy`; how long it took.
+fn served_at_once(site: &TestSite, w: &Spawned, proxy: &DockerProxy, what: &str) -> Duration {
+    let t = Instant::now();
+    says_hello(site, what, || w.logs());
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "{what}: served after {took:?}\n{}",
+        w.logs()
+    );
+    assert_eq!(proxy.starts(), 0, "{what}: {}", w.logs());
+    took
+}
+
 /// A warm site whose new waker cannot reach Docker (dockerd restarting with
 /// live-restore: php-fpm keeps running): the check of php-fpm's listener
 /// cannot learn the container's id, so those connections are closed. That
@@ -62,15 +77,7 @@ fn docker_dead_at_listener_check_then_back() {
     has_logged(&w, "Docker cannot tell the container's id");
     fpm_says_hello(&site, "php-fpm itself, while Docker is away");
     let proxy = DockerProxy::start(&sock, Mode::Forward, Duration::ZERO);
-    let t = Instant::now();
-    says_hello(&site, "the same waker, after Docker is back", || w.logs());
-    let took = t.elapsed();
-    assert!(
-        took < Duration::from_secs(2),
-        "served after {took:?}\n{}",
-        w.logs()
-    );
-    assert_eq!(proxy.starts(), 0, "{}", w.logs());
+    let took = served_at_once(&site, &w, &proxy, "the same waker, after Docker is back");
     assert!(w.try_status().is_none(), "waker exited: {}", w.logs());
     support::note!(
         "Docker away at the listener check: closed after {times:?}; served {took:?} after it came back"
@@ -95,15 +102,7 @@ fn docker_hangs_at_listener_check_then_answers() {
         "the waker never asked the hanging engine"
     );
     proxy.set_mode(Mode::Forward);
-    let t = Instant::now();
-    says_hello(&site, "after the engine answers again", || w.logs());
-    let took = t.elapsed();
-    assert!(
-        took < Duration::from_secs(2),
-        "served after {took:?}\n{}",
-        w.logs()
-    );
-    assert_eq!(proxy.starts(), 0, "{}", w.logs());
+    let took = served_at_once(&site, &w, &proxy, "after the engine answers again");
     support::note!(
         "hanging Docker at the listener check: closed after {times:?}; served {took:?} after"
     );
