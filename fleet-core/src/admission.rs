@@ -18,8 +18,8 @@
 //! inotify reports each slot file's close (a waker done with its slot), with
 //! a slow timer as a safety net.
 //!
-//! Each waker writes how long it held the slot for its last successful
-//! start into the slot file when it lets go; waiters estimate their wait from those (`estimate`) and give
+//! Each waker writes how long it held the slot for its last start (to
+//! php-fpm's accept, or the hold's cap) into the slot file when it lets go; waiters estimate their wait from those (`estimate`) and give
 //! up at once when it exceeds what the front end would wait anyway, so a
 //! crawler gets a fast 503 instead of a 504 a minute later.
 

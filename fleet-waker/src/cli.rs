@@ -79,7 +79,7 @@ pub struct Args {
     pub max_queue_wait: Duration,
     /// The longest a start keeps its wake slot while php-fpm boots; a
     /// php-fpm that takes longer (or never accepts) boots outside the
-    /// limit and records no duration.
+    /// limit. The time held is recorded either way: the queue waits that long.
     #[arg(long, value_name = "DUR", env = "FLEET_SLOT_HOLD_MAX", default_value = "5s", value_parser = humantime::parse_duration)]
     pub slot_hold_max: Duration,
     /// How long open connections may finish after SIGTERM.

@@ -731,7 +731,7 @@ async fn memory_guard(
         }
         for (index, why, _) in exempt {
             let r = &mut examined[index].report;
-            info!(site = %r.site, reason = ?why, "not a memory guard candidate");
+            debug!(site = %r.site, reason = ?why, "not a memory guard candidate");
             if let SiteResult::Examined(ex) = &mut r.result {
                 ex.memory_left = Some(MemoryLeft {
                     awake: total,

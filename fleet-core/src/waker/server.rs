@@ -413,7 +413,11 @@ async fn serve(mut conn: Conn, mut client: UnixStream, _permit: tokio::sync::Own
     conn.gate = Some(admit(&shared).await);
     match connect_or_wake(&shared).await {
         Ok(upstream)
-            if crate::proxy::abandoned(client.as_fd(), accepted, crate::proxy::ABANDONED_AFTER) =>
+            if crate::proxy::abandoned(
+                client.as_fd(),
+                accepted,
+                crate::proxy::Upstreams::abandoned_after(&conn),
+            ) =>
         {
             // The front end gave up while the request waited (nginx's read
             // timeout, a user's 499) and its user may resubmit: relayed

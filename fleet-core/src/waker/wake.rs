@@ -234,21 +234,7 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
         .swap(false, std::sync::atomic::Ordering::Relaxed)
         || paused_aside(cfg);
     let admitted = match (&cfg.admission, frozen) {
-        (Some(adm), false) => {
-            let r = adm.acquire(&mut QueueProgress(&shared)).await;
-            shared.activity.send_modify(|a| a.queued = None);
-            match r {
-                Ok(slot) => {
-                    let queued_ms = t0.elapsed().as_millis() as u64;
-                    tracing::info!(site = %cfg.site, slot = slot.index(), queued_ms, "admitted to a wake slot");
-                    Ok(Some(slot))
-                }
-                Err(source) => Err(WakeFailure::Queued {
-                    site: cfg.site.clone(),
-                    source,
-                }),
-            }
-        }
+        (Some(adm), false) => take_slot(&shared, adm).await.map(Some),
         _ => Ok(None),
     };
     // The wake lets the slot go once php-fpm accepts, or after
@@ -317,9 +303,7 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
     };
     // Still held only by a wake that failed or timed out before php-fpm
     // accepted: it says nothing about how long a start takes.
-    if let Some(slot) = slot {
-        slot.let_go();
-    }
+    let_go(cfg, &mut slot, None);
     {
         let mut slot = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
         *slot = None;
@@ -337,22 +321,6 @@ async fn wake_task(shared: Arc<Shared>, tx: watch::Sender<WakeOutcome>) {
 /// wake slot held for a start ([`ready_in_slot`]).
 async fn wake(
     shared: &Shared,
-    frozen: bool,
-    slot: &mut Option<crate::admission::Slot>,
-    deadline: Instant,
-) -> Result<&'static str, WakeFailure> {
-    // Made by `wake_with` for a start only. The instance lives for this
-    // wake only (a warm waker holds none) and is closed off this thread
-    // when dropped, the wake's timeout included.
-    let mut watch = None;
-    let r = wake_with(shared, &mut watch, frozen, slot, deadline).await;
-    drop(watch);
-    r
-}
-
-async fn wake_with(
-    shared: &Shared,
-    watch: &mut Option<DirWatch>,
     frozen: bool,
     slot: &mut Option<crate::admission::Slot>,
     deadline: Instant,
@@ -382,13 +350,11 @@ async fn wake_with(
     };
     let action = match action {
         Some(a) => a,
-        None => {
-            let r = cfg.engine.make_running(&cfg.container).await;
-            if r.is_err() {
-                let_go(cfg, slot, None);
-            }
-            r.map_err(docker)?
-        }
+        None => cfg
+            .engine
+            .make_running(&cfg.container)
+            .await
+            .map_err(docker)?,
     };
     tracing::debug!(site = %cfg.site, container = %cfg.container, action = action.as_str(), "container");
     // Whatever Docker did: bollard reports a running container's start (304)
@@ -399,11 +365,13 @@ async fn wake_with(
     // missed by watching only now, since the wait's first step is a
     // connect. An unpause is ready at once and takes no inotify instance
     // (they count per uid: a storm of 300 unpauses would use up root's).
-    if action == WakeAction::Started {
-        *watch = DirWatch::new(&cfg.upstream);
-    }
+    // The instance lives for this wake only (a warm waker holds none) and
+    // is closed off this thread when dropped, the wake's timeout included.
+    let mut watch = (action == WakeAction::Started)
+        .then(|| DirWatch::new(&cfg.upstream))
+        .flatten();
     let death = tokio::select! {
-        r = ready_in_slot(shared, watch, deadline, slot, action) => return r.map(|()| action.as_str()),
+        r = ready_in_slot(shared, &mut watch, deadline, slot, action) => return r.map(|()| action.as_str()),
         e = watch_death_later(cfg, since) => e,
     };
     // Seen "running" while it was in fact dying (php-fpm's master had just
@@ -425,26 +393,39 @@ async fn wake_with(
     if slot.is_none()
         && let Some(adm) = &cfg.admission
     {
-        let held = adm.acquire(&mut QueueProgress(shared)).await;
-        shared.activity.send_modify(|a| a.queued = None);
-        *slot = Some(held.map_err(|source| WakeFailure::Queued {
-            site: cfg.site.clone(),
-            source,
-        })?);
+        *slot = Some(take_slot(shared, adm).await?);
     }
     let since = SystemTime::now();
-    let r = cfg.engine.make_running(&cfg.container).await;
-    if r.is_err() {
-        let_go(cfg, slot, None);
-    }
-    let action = r.map_err(docker)?;
+    // On an error the wake's owner lets the slot go.
+    let action = cfg
+        .engine
+        .make_running(&cfg.container)
+        .await
+        .map_err(docker)?;
     if watch.is_none() {
-        *watch = DirWatch::new(&cfg.upstream);
+        watch = DirWatch::new(&cfg.upstream);
     }
     tokio::select! {
-        r = ready_in_slot(shared, watch, deadline, slot, action) => r.map(|()| action.as_str()),
+        r = ready_in_slot(shared, &mut watch, deadline, slot, action) => r.map(|()| action.as_str()),
         e = watch_death_later(cfg, since) => Err(docker(e)),
     }
+}
+
+/// Takes a host-wide wake slot for a start, in the queue's order.
+async fn take_slot(
+    shared: &Shared,
+    adm: &crate::admission::Admission,
+) -> Result<crate::admission::Slot, WakeFailure> {
+    let t0 = Instant::now();
+    let r = adm.acquire(&mut QueueProgress(shared)).await;
+    shared.activity.send_modify(|a| a.queued = None);
+    let slot = r.map_err(|source| WakeFailure::Queued {
+        site: shared.cfg.site.clone(),
+        source,
+    })?;
+    let queued_ms = t0.elapsed().as_millis() as u64;
+    tracing::info!(site = %shared.cfg.site, slot = slot.index(), queued_ms, "admitted to a wake slot");
+    Ok(slot)
 }
 
 /// Waits until php-fpm accepts, holding the wake slot (if any) meanwhile:
@@ -462,13 +443,11 @@ async fn ready_in_slot(
     action: WakeAction,
 ) -> Result<(), WakeFailure> {
     let cfg = &shared.cfg;
-    if slot.is_none() {
+    let Some(held) = slot.as_ref() else {
         return wait_ready(shared, watch, deadline).await;
-    }
+    };
     // From admission: a second start (a death under the wake) gets no more.
-    let left = slot.as_ref().map_or(Duration::ZERO, |s| {
-        cfg.slot_hold_max.saturating_sub(s.held())
-    });
+    let left = cfg.slot_hold_max.saturating_sub(held.held());
     let ready = wait_ready(shared, watch, deadline);
     tokio::pin!(ready);
     tokio::select! {
