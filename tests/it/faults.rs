@@ -84,6 +84,22 @@ fn docker_dead_at_listener_check_then_back() {
     );
 }
 
+/// A waker for `site` whose Docker accepts and never answers: `n` held
+/// connections are closed within the start timeout, and the engine was
+/// asked. The proxy, the waker and how long each connection was held.
+fn held_by_a_hanging_engine(site: &TestSite, n: usize) -> (DockerProxy, Spawned, Vec<Duration>) {
+    let sock = site.temp_dir().join("docker.sock");
+    let proxy = DockerProxy::start(&sock, Mode::Hang, Duration::ZERO);
+    let host = format!("unix://{}", sock.display());
+    let mut w = listening_with(site, START_TIMEOUT, &[("DOCKER_HOST", host)]);
+    let times = held_closed_within(site, &mut w, n, CLOSED_WITHIN);
+    assert!(
+        proxy.held() >= 1,
+        "the waker never asked the hanging engine"
+    );
+    (proxy, w, times)
+}
+
 /// The same with a Docker that accepts and never answers: the inspect of
 /// the listener check is bounded by the start timeout (not the client's
 /// two minutes, while every other connection waits for it), and the waker
@@ -92,15 +108,7 @@ fn docker_dead_at_listener_check_then_back() {
 fn docker_hangs_at_listener_check_then_answers() {
     require!(Docker, PhpFpm);
     let site = TestSite::started(SiteOptions::default());
-    let sock = site.temp_dir().join("docker.sock");
-    let proxy = DockerProxy::start(&sock, Mode::Hang, Duration::ZERO);
-    let host = format!("unix://{}", sock.display());
-    let mut w = listening_with(&site, START_TIMEOUT, &[("DOCKER_HOST", host)]);
-    let times = held_closed_within(&site, &mut w, 3, CLOSED_WITHIN);
-    assert!(
-        proxy.held() >= 1,
-        "the waker never asked the hanging engine"
-    );
+    let (proxy, w, times) = held_by_a_hanging_engine(&site, 3);
     proxy.set_mode(Mode::Forward);
     let took = served_at_once(&site, &w, &proxy, "after the engine answers again");
     support::note!(
@@ -115,15 +123,7 @@ fn docker_hangs_at_listener_check_then_answers() {
 fn docker_hangs_then_answers() {
     require!(Docker, PhpFpm);
     let site = stopped_site(SiteOptions::default());
-    let sock = site.temp_dir().join("docker.sock");
-    let proxy = DockerProxy::start(&sock, Mode::Hang, Duration::ZERO);
-    let host = format!("unix://{}", sock.display());
-    let mut w = listening_with(&site, START_TIMEOUT, &[("DOCKER_HOST", host)]);
-    let times = held_closed_within(&site, &mut w, 5, CLOSED_WITHIN);
-    assert!(
-        proxy.held() >= 1,
-        "the waker never asked the hanging engine"
-    );
+    let (proxy, mut w, times) = held_by_a_hanging_engine(&site, 5);
     // The timed-out API calls are abandoned: their connections closed, not leaked.
     let all_closed = || proxy.held_closed_by_peer() == proxy.held();
     assert!(

@@ -228,6 +228,19 @@ fn mount_only(run: &MountedDir, site: &str) -> String {
     run_ok(&bin("fleet-renew").display().to_string(), &args)
 }
 
+/// Asserts the mount at `dir` is `nosymfollow` and a symlink planted in it
+/// is not followed (`ELOOP`); the mount's per-mount options.
+fn follows_no_symlink(dir: &Path) -> Vec<String> {
+    let path = dir.to_str().expect("utf-8 path");
+    let options = run_ok("findmnt", &["-n", "-o", "VFS-OPTIONS", path]);
+    let options: Vec<String> = options.trim().split(',').map(str::to_owned).collect();
+    assert!(options.contains(&"nosymfollow".to_owned()), "{options:?}");
+    std::os::unix::fs::symlink("/etc/hostname", dir.join("link")).expect("symlink");
+    let read = std::fs::read(dir.join("link")).expect_err("a symlink was followed");
+    assert_eq!(read.raw_os_error(), Some(libc::ELOOP), "{read}");
+    options
+}
+
 /// A runtime tmpfs mounted before fleet set `nosymfollow` (an upgraded
 /// host) gets it from the socket unit's `fleet-renew --mount-only`, its
 /// other flags kept; a second run changes nothing.
@@ -252,16 +265,10 @@ fn mount_only_makes_an_older_runtime_tmpfs_nosymfollow() {
     let renew = || mount_only(&run, "old.test");
     let said = renew();
     assert!(said.contains("remounted nosymfollow"), "{said}");
-    let options = run_ok("findmnt", &["-n", "-o", "VFS-OPTIONS", path]);
-    let has = |o: &str| options.trim().split(',').any(|x| x == o);
-    assert!(
-        has("nosymfollow") && has("nosuid") && has("nodev"),
-        "{options}"
-    );
-    assert!(!has("noexec"), "a flag was added: {options}");
-    std::os::unix::fs::symlink("/etc/hostname", dir.join("link")).expect("symlink");
-    let read = std::fs::read(dir.join("link")).expect_err("a symlink was followed");
-    assert_eq!(read.raw_os_error(), Some(libc::ELOOP), "{read}");
+    let options = follows_no_symlink(&dir);
+    let has = |o: &str| options.contains(&o.to_owned());
+    assert!(has("nosuid") && has("nodev"), "{options:?}");
+    assert!(!has("noexec"), "a flag was added: {options:?}");
     let again = renew();
     assert!(!again.contains("remounted"), "{again}");
 }
@@ -284,19 +291,12 @@ fn mount_only_binds_a_directory_in_use_nosymfollow() {
         said.contains("in use") && said.contains("bound onto itself nosymfollow"),
         "{said}"
     );
-    let path = dir.to_str().expect("utf-8 path");
-    let options = run_ok("findmnt", &["-n", "-o", "VFS-OPTIONS", path]);
-    assert!(
-        options.trim().split(',').any(|o| o == "nosymfollow"),
-        "{options}"
-    );
+    follows_no_symlink(&dir);
     std::os::unix::net::UnixStream::connect(dir.join("php-fpm.sock")).expect("the live socket");
     live.accept().expect("accepted");
-    std::os::unix::fs::symlink("/etc/hostname", dir.join("link")).expect("symlink");
-    let read = std::fs::read(dir.join("link")).expect_err("a symlink was followed");
-    assert_eq!(read.raw_os_error(), Some(libc::ELOOP), "{read}");
     let again = renew();
     assert!(!again.contains("bound onto itself"), "{again}");
+    let path = dir.to_str().expect("utf-8 path");
     let mounts = run_ok("findmnt", &["-n", "-o", "TARGET", path]);
     assert_eq!(mounts.lines().count(), 1, "{mounts}");
 }

@@ -162,8 +162,7 @@ pub fn bench(n: usize) -> Result<String, Error> {
                 snippet.with_workers(2, 4096).with_http(hash),
             ))
         })
-        .collect::<Result<Vec<_>, Error>>()
-        .map_err(|e| Error::failed("nginx site snippet", e))?;
+        .collect::<Result<Vec<_>, Error>>()?;
     let servers: Vec<Server<'_>> = fleet
         .sites
         .iter()

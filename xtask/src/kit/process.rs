@@ -403,7 +403,17 @@ pub fn signal_of(status: ExitStatus) -> Option<i32> {
 /// Open descriptors of process `pid` (0 when it cannot be read): what the
 /// soak and the fault tests watch for leaks.
 pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+    fd_targets(pid).len()
+}
+
+/// What each open file descriptor of `pid` is (`/proc/<pid>/fd` links:
+/// a path, `socket:[…]`, `anon_inode:inotify` …); empty when unreadable.
+pub fn fd_targets(pid: u32) -> Vec<PathBuf> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd"));
+    let links = dir.into_iter().flatten().flatten();
+    links
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .collect()
 }
 
 #[cfg(test)]
